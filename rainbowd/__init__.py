@@ -1,0 +1,3 @@
+"""
+rainbowd: zero-downtime redeploys for a plain web app on one machine.
+"""
