@@ -1,0 +1,487 @@
+# -*- test-case-name: rainbowd.test.test_backend -*-
+"""
+One app process: its launch, output, health check and lifecycle.
+
+A backend's life is a small state machine::
+
+    starting --> ready --> active --> draining --> stopping --> stopped
+        |          |          |                       ^
+        +----------+----------+--- (stop or exit) ----+--> failed
+
+It is I{failed} when it never became ready (it exited, or it was not healthy
+within C{startTimeout}), and I{stopped} otherwise.  Either way it is only
+over when every process of it is gone.
+"""
+
+import os
+import signal
+from collections import deque
+from enum import Enum
+from typing import Callable, List, Optional
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+
+from rainbowd.config import Config
+
+#: How many of the app's last output lines a backend keeps, for reports.
+OUTPUT_LINES = 50
+
+#: How often to look whether a process group has emptied, in seconds.
+REAP_INTERVAL = 0.1
+
+
+class State(Enum):
+    STARTING = "starting"
+    READY = "ready"
+    ACTIVE = "active"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+_TRANSITIONS = {
+    State.STARTING: {State.READY, State.STOPPING},
+    State.READY: {State.ACTIVE, State.DRAINING, State.STOPPING},
+    State.ACTIVE: {State.DRAINING, State.STOPPING},
+    State.DRAINING: {State.STOPPING},
+    State.STOPPING: {State.STOPPED, State.FAILED},
+    State.STOPPED: set(),
+    State.FAILED: set(),
+}
+
+#: The states in which a backend has processes that may be alive.
+ALIVE = frozenset(
+    {State.STARTING, State.READY, State.ACTIVE, State.DRAINING, State.STOPPING}
+)
+
+
+class InvalidTransition(Exception):
+    """
+    A backend was asked to do something its state does not allow.
+    """
+
+
+@attrs.frozen(auto_exc=True)
+class BackendFailed(Exception):
+    """
+    A backend never became ready.
+
+    @ivar reason: a sentence saying why, such as the exit code.
+    @ivar output: the app's last lines of output.
+    """
+
+    reason: str
+    generation: int
+    port: int
+    output: tuple
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class ProcessGroupSignals:
+    """
+    Signals sent with the operating system.  Every backend runs in a process
+    group of its own (see L{Backend.launch}), so the whole app -- the shell,
+    the app, its workers -- can be stopped, and seen to be gone, at once.
+    """
+
+    def signalProcess(self, pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def signalGroup(self, pgid: int, signum: int) -> None:
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            pass
+
+    def groupAlive(self, pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def groupOf(self, pid: int) -> Optional[int]:
+        try:
+            return os.getpgid(pid)
+        except ProcessLookupError:
+            return None
+
+
+def describeExit(reason) -> str:
+    """
+    Say how a process ended, from C{processEnded}'s failure.
+    """
+    if reason.check(ProcessDone):
+        return "exited with code 0"
+    status = reason.value
+    if status.signal is not None:
+        name = signal.Signals(status.signal).name
+        return f"was killed by signal {status.signal} ({name})"
+    return f"exited with code {status.exitCode}"
+
+
+class Backend(ProcessProtocol):
+    """
+    One generation of the app, run with C{/bin/sh -c run} and proxied to on
+    C{port}.
+
+    @ivar inflight: how many proxied requests it is serving.
+    @ivar output: its last lines of output.
+    @ivar exitReason: how its process ended, once it has.
+    @ivar pgid: the process group of the app, which is the pid of the
+        process spawned.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        generation: int,
+        port: int,
+        reactor,
+        healthCheck: Callable,
+        signals: ProcessGroupSignals,
+        onExit: Callable[["Backend"], None] = lambda backend: None,
+        setsid: str = "setsid",
+    ) -> None:
+        """
+        @param healthCheck: called with C{(port, path, timeout)}, returns a
+            Deferred that fires if the backend is healthy.
+        @param onExit: called when the process exits while it is serving or
+            ready to, that is when it crashed.
+        @param setsid: the program that starts the app in a new session.
+        """
+        self.config = config
+        self.generation = generation
+        self.port = port
+        self.pidfile = os.path.join(config.stateDir, f"generation-{generation}.pid")
+        self.state = State.STARTING
+        self.inflight = 0
+        self.output = deque(maxlen=OUTPUT_LINES)
+        self.exitReason: Optional[str] = None
+        self.pgid: Optional[int] = None
+        self._reactor = reactor
+        self._healthCheck = healthCheck
+        self._signals = signals
+        self._onExit = onExit
+        self._setsid = setsid
+        self._failure: Optional[str] = None
+        self._lastProbe = "no health check answered yet"
+        self._probing: Optional[Deferred] = None
+        self._partial = {1: b"", 2: b""}
+        self._calls = {}
+        self._readyObservers: List[Deferred] = []
+        self._stoppedObservers: List[Deferred] = []
+
+    def __repr__(self) -> str:
+        return f"<Backend generation {self.generation} port {self.port} {self.state.value}>"
+
+    # Lifecycle
+
+    def launch(self) -> None:
+        """
+        Start the app in a session of its own, with C{$1} the port and C{$2}
+        an absolute pidfile path, and start checking its health.
+        """
+        try:
+            os.remove(self.pidfile)
+        except FileNotFoundError:
+            pass
+        args = [
+            self._setsid,
+            "/bin/sh",
+            "-c",
+            self.config.run,
+            "rainbowd-app",
+            str(self.port),
+            self.pidfile,
+        ]
+        env = dict(os.environ)
+        env.update(self.config.env)
+        self.log.info(
+            "generation {generation}: launching on port {port}: {run}",
+            generation=self.generation,
+            port=self.port,
+            run=self.config.run,
+        )
+        process = self._reactor.spawnProcess(
+            self, args[0], args, env=env, path=self.config.cwd
+        )
+        self.pgid = process.pid
+        self._later("start", self.config.startTimeout, self._startTimedOut)
+        if self.config.warmupTime is not None:
+            self._later("warmup", self.config.warmupTime, self._becameHealthy)
+        else:
+            self._probe()
+
+    def activate(self) -> None:
+        """
+        Traffic now goes to this backend.
+        """
+        self._moveTo(State.ACTIVE)
+
+    def drain(self) -> Deferred:
+        """
+        Take no new requests; stop once the ones in flight are done, or
+        when C{drainTimeout} has passed.
+        """
+        self._moveTo(State.DRAINING)
+        if self.inflight == 0:
+            return self.stop()
+        self._later("drain", self.config.drainTimeout, self._drainTimedOut)
+        return self.whenStopped()
+
+    def stop(self) -> Deferred:
+        """
+        SIGTERM the app, then SIGKILL its whole process group if it is still
+        alive C{killTimeout} later.
+
+        @return: L{whenStopped}.
+        """
+        if self.state not in ALIVE - {State.STOPPING}:
+            return self.whenStopped()
+        if self.state is State.STARTING:
+            self._failure = self._failure or "stopped before it became healthy"
+        self._moveTo(State.STOPPING)
+        target = self.appPid()
+        if target is not None and target != self.pgid:
+            self._signals.signalProcess(target, signal.SIGTERM)
+        else:
+            self._signals.signalGroup(self.pgid, signal.SIGTERM)
+        self._later("kill", self.config.killTimeout, self._killTimedOut)
+        return self.whenStopped()
+
+    # Observers
+
+    def whenReady(self) -> Deferred:
+        """
+        A Deferred that fires with this backend when it is ready for
+        traffic, or fails with L{BackendFailed} if it never will be.
+        """
+        if self.state is State.FAILED:
+            return fail(self._failed())
+        if self.state is State.STARTING or self._failure is not None:
+            d = Deferred()
+            self._readyObservers.append(d)
+            return d
+        return succeed(self)
+
+    def whenStopped(self) -> Deferred:
+        """
+        A Deferred that fires with this backend when all its processes are
+        gone.
+        """
+        if self.state in ALIVE:
+            d = Deferred()
+            self._stoppedObservers.append(d)
+            return d
+        return succeed(self)
+
+    # Requests
+
+    def requestStarted(self) -> None:
+        self.inflight += 1
+
+    def requestFinished(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self.state is State.DRAINING:
+            self.stop()
+
+    # Reporting
+
+    def appPid(self) -> Optional[int]:
+        """
+        The app's pid: the one in the pidfile once it is there and names a
+        process of this backend, otherwise the spawned process.
+        """
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return self.pgid
+        if self._signals.groupOf(pid) == self.pgid:
+            return pid
+        return self.pgid
+
+    def describe(self) -> dict:
+        """
+        This backend as a JSON-able dict, for C{/status}.
+        """
+        return {
+            "generation": self.generation,
+            "port": self.port,
+            "pid": self.appPid() if self.state in ALIVE else None,
+            "state": self.state.value,
+            "inflight": self.inflight,
+        }
+
+    # ProcessProtocol
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        lines = (self._partial.get(childFD, b"") + data).split(b"\n")
+        self._partial[childFD] = lines.pop()
+        for line in lines:
+            self._outputLine(childFD, line)
+
+    def processEnded(self, reason) -> None:
+        for childFD, rest in self._partial.items():
+            if rest:
+                self._outputLine(childFD, rest)
+        self.exitReason = describeExit(reason)
+        if self.state is State.STARTING:
+            self._failure = f"{self.exitReason} before it became healthy"
+            self._moveTo(State.STOPPING)
+        elif self.state is not State.STOPPING:
+            self.log.warn(
+                "generation {generation} {exit} unexpectedly",
+                generation=self.generation,
+                exit=self.exitReason,
+            )
+            self._moveTo(State.STOPPING)
+            self._onExit(self)
+        self._reap()
+
+    # Internals
+
+    def _moveTo(self, state: State) -> None:
+        if state not in _TRANSITIONS[self.state]:
+            raise InvalidTransition(
+                f"generation {self.generation} cannot go from "
+                f"{self.state.value} to {state.value}"
+            )
+        self.state = state
+        for name in {
+            State.READY: ("start", "warmup", "probe"),
+            State.STOPPING: ("start", "warmup", "probe", "drain"),
+        }.get(state, ()):
+            self._cancel(name)
+        if state is State.STOPPING and self._probing is not None:
+            self._probing.cancel()
+
+    def _later(self, name: str, seconds: float, f: Callable[[], None]) -> None:
+        self._calls[name] = self._reactor.callLater(seconds, f)
+
+    def _cancel(self, name: str) -> None:
+        call = self._calls.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _outputLine(self, childFD: int, line: bytes) -> None:
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        self.output.append(text)
+        self.log.info(
+            "[generation {generation}] {line}",
+            generation=self.generation,
+            line=text,
+            stream="stdout" if childFD == 1 else "stderr",
+        )
+
+    def _probe(self) -> None:
+        self._probing = self._healthCheck(
+            self.port, self.config.healthCheckPath, self.config.healthCheckTimeout
+        )
+        self._probing.addCallbacks(self._probeSucceeded, self._probeFailed)
+
+    def _probeSucceeded(self, result) -> None:
+        self._probing = None
+        if self.state is State.STARTING:
+            self._becameHealthy()
+
+    def _probeFailed(self, reason) -> None:
+        self._probing = None
+        self._lastProbe = reason.getErrorMessage() or reason.type.__name__
+        if self.state is State.STARTING:
+            self._later("probe", self.config.healthCheckInterval, self._probe)
+
+    def _becameHealthy(self) -> None:
+        self._moveTo(State.READY)
+        self.log.info(
+            "generation {generation} is healthy on port {port}",
+            generation=self.generation,
+            port=self.port,
+        )
+        observers, self._readyObservers = self._readyObservers, []
+        for d in observers:
+            d.callback(self)
+
+    def _startTimedOut(self) -> None:
+        self._failure = (
+            f"not healthy within startTimeout ({self.config.startTimeout:g} s); "
+            f"last health check: {self._lastProbe}"
+        )
+        self.log.warn(
+            "generation {generation} {failure}; stopping it",
+            generation=self.generation,
+            failure=self._failure,
+        )
+        self.stop()
+
+    def _drainTimedOut(self) -> None:
+        self.log.warn(
+            "generation {generation} still has {inflight} requests in flight "
+            "after drainTimeout ({timeout:g} s); stopping it",
+            generation=self.generation,
+            inflight=self.inflight,
+            timeout=self.config.drainTimeout,
+        )
+        self.stop()
+
+    def _killTimedOut(self) -> None:
+        self.log.warn(
+            "generation {generation} did not stop within killTimeout "
+            "({timeout:g} s) of SIGTERM; sending SIGKILL",
+            generation=self.generation,
+            timeout=self.config.killTimeout,
+        )
+        self._signals.signalGroup(self.pgid, signal.SIGKILL)
+
+    def _reap(self) -> None:
+        """
+        The spawned process has ended: wait until nothing is left in its
+        process group, signalling what is, then report the end.
+        """
+        self._cancel("reap")
+        if self._signals.groupAlive(self.pgid):
+            if "kill" not in self._calls:
+                self._signals.signalGroup(self.pgid, signal.SIGTERM)
+                self._later("kill", self.config.killTimeout, self._killTimedOut)
+            self._later("reap", REAP_INTERVAL, self._reap)
+            return
+        self._cancel("kill")
+        readyObservers, self._readyObservers = self._readyObservers, []
+        stoppedObservers, self._stoppedObservers = self._stoppedObservers, []
+        if self._failure is not None:
+            self._moveTo(State.FAILED)
+            for d in readyObservers:
+                d.errback(self._failed())
+        else:
+            self._moveTo(State.STOPPED)
+        self.log.info(
+            "generation {generation} is {state} ({exit})",
+            generation=self.generation,
+            state=self.state.value,
+            exit=self.exitReason,
+        )
+        for d in stoppedObservers:
+            d.callback(self)
+
+    def _failed(self) -> BackendFailed:
+        return BackendFailed(
+            reason=f"generation {self.generation} on port {self.port} {self._failure}",
+            generation=self.generation,
+            port=self.port,
+            output=tuple(self.output),
+        )

@@ -1,0 +1,372 @@
+# -*- test-case-name: rainbowd.test.test_deployer -*-
+"""
+The generations of the app: redeploy, swap, drain and supervision.
+"""
+
+from typing import Callable, List, Optional, Sequence
+
+import attrs
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    Deferred,
+    fail,
+    gatherResults,
+    inlineCallbacks,
+    maybeDeferred,
+)
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rainbowd.backend import ALIVE, Backend, BackendFailed, State
+from rainbowd.config import Config, ConfigError
+from rainbowd.ports import NoFreePort, PortPicker
+
+
+@attrs.frozen
+class Deployed:
+    """
+    The outcome of a redeploy that succeeded: generation C{generation} is
+    serving on C{port}.
+    """
+
+    generation: int
+    port: int
+    pid: Optional[int]
+    seconds: float
+
+    def asJSON(self) -> dict:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(auto_exc=True)
+class DeployFailed(Exception):
+    """
+    A redeploy's new generation did not become healthy; the old one serves
+    on.
+    """
+
+    reason: str
+    generation: Optional[int] = None
+    port: Optional[int] = None
+    output: Sequence[str] = ()
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def asJSON(self) -> dict:
+        return {
+            "error": self.reason,
+            "generation": self.generation,
+            "port": self.port,
+            "output": list(self.output),
+        }
+
+
+@attrs.frozen(auto_exc=True)
+class DeployRefused(Exception):
+    """
+    A redeploy was not attempted, for example because C{maxBackends}
+    processes are still alive.
+    """
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def asJSON(self) -> dict:
+        return {"error": self.reason}
+
+
+#: How many ports a deploy tries when the app loses its port to another
+#: process between the choice and the bind.
+PORT_ATTEMPTS = 3
+
+#: A backend that served this long before crashing resets the restart
+#: backoff, in seconds.
+BACKOFF_RESET = 60.0
+
+
+def _lostItsPort(backend: Backend, isFree: Callable[[int], bool]) -> bool:
+    """
+    Did C{backend} fail because another process took its port?
+    """
+    return not isFree(backend.port) or any(
+        "address already in use" in line.lower() for line in backend.output
+    )
+
+
+def _outputBlock(lines) -> str:
+    return "".join(f"\n    {line}" for line in lines)
+
+
+def _describeFailure(failure: Failure) -> dict:
+    """
+    Log why a deploy failed and describe it for C{/status}.
+    """
+    error = failure.value
+    if isinstance(error, (DeployFailed, DeployRefused)):
+        description = error.asJSON()
+    elif isinstance(error, ConfigError):
+        description = {"error": str(error)}
+    else:
+        Deployer.log.failure("deploy failed unexpectedly", failure)
+        return {"error": f"rainbowd error: {error!r}; see rainbowd's log"}
+    Deployer.log.error(
+        "deploy failed: {reason}{output}",
+        reason=description["error"],
+        output=_outputBlock(description.get("output", ())),
+    )
+    return description
+
+
+class Deployer(Service):
+    """
+    Runs the generations of the app: the first one at startup, a new one on
+    each redeploy, a replacement when the active one crashes.
+
+    @ivar config: the last configuration that deployed, which replacements
+        use.
+    @ivar active: the backend that receives traffic, or L{None}.
+    @ivar backends: the backends whose processes may be alive, oldest first.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        loadConfig: Callable[[], Config],
+        newBackend: Callable[..., Backend],
+        clock: IReactorTime,
+        ports: PortPicker,
+        backoff: Callable[[int], float] = backoffPolicy(
+            initialDelay=0.1, maxDelay=30.0, factor=2.0, jitter=lambda: 0
+        ),
+    ) -> None:
+        """
+        @param loadConfig: reads the configuration again, for a redeploy.
+        @param newBackend: makes a L{Backend} from C{config}, C{generation},
+            C{port} and C{onExit}, not yet launched.
+        @param backoff: the delay before the C{n}th restart in a row.
+        """
+        self.config = config
+        self.active: Optional[Backend] = None
+        self.backends: List[Backend] = []
+        self._loadConfig = loadConfig
+        self._newBackend = newBackend
+        self._clock = clock
+        self._ports = ports
+        self._backoff = backoff
+        self._generation = 0
+        self._deploying = False
+        self._queued: List[Deferred] = []
+        self._activeObservers: List[Deferred] = []
+        self._restartCall = None
+        self._restarts = 0
+        self._activeSince = 0.0
+        self._lastDeploy: Optional[dict] = None
+
+    # IService
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._deploy(lambda: self.config, [])
+
+    def stopService(self) -> Deferred:
+        """
+        Refuse redeploys, drain every backend and stop them.
+
+        @return: a Deferred that fires when no app process is left.
+        """
+        Service.stopService(self)
+        if self._restartCall is not None and self._restartCall.active():
+            self._restartCall.cancel()
+        queued, self._queued = self._queued, []
+        for d in queued:
+            d.errback(DeployRefused("rainbowd is shutting down"))
+        stops = []
+        for backend in list(self.backends):
+            if backend.state in (State.READY, State.ACTIVE):
+                stops.append(backend.drain())
+            else:
+                stops.append(backend.stop())
+        return gatherResults(stops).addCallback(lambda _: None)
+
+    # What the control API and the proxy use
+
+    def redeploy(self) -> Deferred:
+        """
+        Deploy the code and configuration as they are now.  A redeploy asked
+        for while one is under way waits for the next one, which every such
+        request shares.
+
+        @return: a Deferred that fires with L{Deployed}, or fails with
+            L{DeployFailed}, L{DeployRefused} or L{ConfigError}.
+        """
+        if not self.running:
+            return fail(DeployRefused("rainbowd is shutting down"))
+        d = Deferred()
+        self._queued.append(d)
+        if not self._deploying:
+            self._deployQueued()
+        return d
+
+    def whenActive(self) -> Deferred:
+        """
+        A Deferred that fires with the next backend to become active.
+        """
+        d = Deferred(canceller=self._activeObservers.remove)
+        self._activeObservers.append(d)
+        return d
+
+    def status(self) -> dict:
+        """
+        The backends and the last deploy's outcome, JSON-able, for
+        C{/status}.
+        """
+        return {
+            "active": None if self.active is None else self.active.generation,
+            "deploying": self._deploying,
+            "backends": [backend.describe() for backend in self.backends],
+            "lastDeploy": self._lastDeploy,
+        }
+
+    # Deploying
+
+    def _deployQueued(self) -> None:
+        waiters, self._queued = self._queued, []
+        self._deploy(self._loadConfig, waiters)
+
+    def _deploy(self, loadConfig: Callable[[], Config], waiters: List[Deferred]):
+        self._deploying = True
+        if self._restartCall is not None and self._restartCall.active():
+            self._restartCall.cancel()
+        started = self._clock.seconds()
+        d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started)
+        d.addBoth(self._deployed, waiters)
+
+    @inlineCallbacks
+    def _deployConfig(self, config: Config, started: float):
+        alive = [backend for backend in self.backends if backend.state in ALIVE]
+        if len(alive) >= config.maxBackends:
+            raise DeployRefused(
+                f"{len(alive)} backends are still alive and maxBackends is "
+                f"{config.maxBackends} ("
+                + ", ".join(
+                    f"generation {b.generation} {b.state.value}" for b in alive
+                )
+                + "); wait for the old ones to drain, or raise maxBackends"
+            )
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            backend = self._launch(config, exclude={b.port for b in alive})
+            try:
+                yield backend.whenReady()
+            except BackendFailed as e:
+                if attempt < PORT_ATTEMPTS and _lostItsPort(backend, self._ports.isFree):
+                    self.log.warn(
+                        "generation {generation} lost port {port} to another "
+                        "process; trying another port",
+                        generation=backend.generation,
+                        port=backend.port,
+                    )
+                    continue
+                raise DeployFailed(e.reason, e.generation, e.port, e.output)
+            break
+        if not self.running:
+            backend.stop()
+            raise DeployRefused("rainbowd is shutting down")
+        self.config = config
+        self._swap(backend)
+        return Deployed(
+            generation=backend.generation,
+            port=backend.port,
+            pid=backend.appPid(),
+            seconds=round(self._clock.seconds() - started, 3),
+        )
+
+    def _launch(self, config: Config, exclude) -> Backend:
+        try:
+            port = self._ports.pick(config.backendPorts, exclude)
+        except NoFreePort as e:
+            raise DeployFailed(str(e))
+        self._generation += 1
+        backend = self._newBackend(config, self._generation, port, self._exited)
+        try:
+            backend.launch()
+        except OSError as e:
+            raise DeployFailed(
+                f"generation {backend.generation} could not be started: {e}",
+                backend.generation,
+                port,
+            )
+        self.backends.append(backend)
+        backend.whenStopped().addCallback(self.backends.remove)
+        return backend
+
+    def _swap(self, backend: Backend) -> None:
+        old, self.active = self.active, backend
+        backend.activate()
+        self._activeSince = self._clock.seconds()
+        self.log.info(
+            "generation {generation} is now serving on port {port}",
+            generation=backend.generation,
+            port=backend.port,
+        )
+        observers, self._activeObservers = self._activeObservers, []
+        for d in observers:
+            d.callback(backend)
+        if old is not None and old.state is State.ACTIVE:
+            old.drain()
+
+    def _deployed(self, outcome, waiters: List[Deferred]) -> None:
+        self._deploying = False
+        if isinstance(outcome, Failure):
+            self._lastDeploy = dict(_describeFailure(outcome), ok=False)
+            for d in waiters:
+                d.errback(outcome)
+        else:
+            self._lastDeploy = dict(outcome.asJSON(), ok=True)
+            for d in waiters:
+                d.callback(outcome)
+        if not self.running:
+            return
+        if self._queued:
+            self._deployQueued()
+        elif self.active is None:
+            self._restartLater()
+
+    # Supervision
+
+    def _exited(self, backend: Backend) -> None:
+        """
+        A backend's process ended while it was not being stopped.
+        """
+        if backend is not self.active:
+            return
+        self.active = None
+        if self._clock.seconds() - self._activeSince > BACKOFF_RESET:
+            self._restarts = 0
+        self.log.error(
+            "generation {generation}, the active backend, {exit}; "
+            "starting a replacement{output}",
+            generation=backend.generation,
+            exit=backend.exitReason,
+            output=_outputBlock(list(backend.output)[-10:]),
+        )
+        if not self._deploying and self.running:
+            self._restartLater()
+
+    def _restartLater(self) -> None:
+        if self._restartCall is not None and self._restartCall.active():
+            return
+        delay = self._backoff(self._restarts)
+        self._restarts += 1
+        self.log.info(
+            "no backend is serving; starting one in {delay:.1f} s", delay=delay
+        )
+        self._restartCall = self._clock.callLater(
+            delay, self._deploy, lambda: self.config, []
+        )

@@ -1,0 +1,182 @@
+"""
+Hand-written fakes for rainbowd's tests: a process reactor whose processes
+the test ends, and the process table that rainbowd's signals act on.
+"""
+
+import signal
+from typing import Dict, List, Optional, Set
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+
+
+class FakeProcess:
+    """
+    A spawned process, as its transport.  The test makes it print with
+    L{emit} and end with L{exit}; signals end it as configured.
+
+    @ivar pgid: its process group: the process is spawned with C{setsid}.
+    @ivar members: the pids alive in its process group; its own pid first,
+        plus any the test adds (an app's workers, say).
+    @ivar appPid: the pid that plays the app (by default, the process
+        itself); signalling it ends the process.
+    @ivar termDelay: seconds between SIGTERM and exit, or L{None} for a
+        process that ignores SIGTERM.
+    """
+
+    def __init__(self, reactor, protocol, pid, executable, args, env, path):
+        self.reactor = reactor
+        self.proto = protocol
+        self.pid = pid
+        self.pgid = pid
+        self.appPid = pid
+        self.executable = executable
+        self.args = args
+        self.env = env
+        self.path = path
+        self.members: Set[int] = {pid}
+        self.termDelay: Optional[float] = 0
+        self.ended = False
+
+    def emit(self, data: bytes, childFD: int = 1) -> None:
+        self.proto.childDataReceived(childFD, data)
+
+    def exit(self, code: int = 0, signum: Optional[int] = None) -> None:
+        """
+        End the process, with an exit code or by a signal.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        self.members -= {self.pid, self.appPid}
+        if code == 0 and signum is None:
+            reason = ProcessDone(0)
+        else:
+            reason = ProcessTerminated(code if signum is None else None, signum)
+        self.pid = None
+        self.proto.processEnded(Failure(reason))
+
+    def deliver(self, pid: int, signum: int) -> None:
+        """
+        What C{kill(pid, signum)} does to a pid of this process group.
+        """
+        if signum == 0:
+            return
+        ends = signum == signal.SIGKILL or (
+            signum == signal.SIGTERM and self.termDelay is not None
+        )
+        if not ends:
+            return
+        if pid in (self.pid, self.appPid):
+            delay = 0 if signum == signal.SIGKILL else self.termDelay
+            self.reactor.callLater(
+                delay, self.exit, 0 if signum == signal.SIGTERM else None,
+                signum if signum == signal.SIGKILL else None,
+            )
+        else:
+            self.members.discard(pid)
+
+    # IProcessTransport, as far as rainbowd uses it
+
+    def signalProcess(self, signalID) -> None:
+        self.deliver(self.pid, getattr(signal, f"SIG{signalID}", signalID))
+
+    def closeStdin(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        pass
+
+
+class FakeProcessReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} that also spawns L{FakeProcess}es.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: List[FakeProcess] = []
+        self._nextPid = 1000
+
+    def spawnProcess(
+        self, processProtocol, executable, args=(), env=None, path=None,
+        uid=None, gid=None, usePTY=0, childFDs=None,
+    ):
+        self._nextPid += 1
+        process = FakeProcess(
+            self, processProtocol, self._nextPid, executable, args, env, path
+        )
+        self.processes.append(process)
+        processProtocol.makeConnection(process)
+        return process
+
+
+class FakeSignals:
+    """
+    The process table of a L{FakeProcessReactor}, as rainbowd's signals see
+    it (see L{rainbowd.backend.ProcessGroupSignals}).
+
+    @ivar sent: every signal sent, as C{("pid" | "group", id, signum)}.
+    """
+
+    def __init__(self, reactor: FakeProcessReactor) -> None:
+        self.reactor = reactor
+        self.sent: List[tuple] = []
+
+    def _owner(self, pid: int) -> Optional[FakeProcess]:
+        for process in self.reactor.processes:
+            if pid in process.members:
+                return process
+        return None
+
+    def _group(self, pgid: int) -> Optional[FakeProcess]:
+        for process in self.reactor.processes:
+            if process.pgid == pgid:
+                return process
+        return None
+
+    def signalProcess(self, pid: int, signum: int) -> None:
+        self.sent.append(("pid", pid, signum))
+        owner = self._owner(pid)
+        if owner is not None:
+            owner.deliver(pid, signum)
+
+    def signalGroup(self, pgid: int, signum: int) -> None:
+        self.sent.append(("group", pgid, signum))
+        process = self._group(pgid)
+        if process is not None:
+            for pid in sorted(process.members):
+                process.deliver(pid, signum)
+
+    def groupAlive(self, pgid: int) -> bool:
+        process = self._group(pgid)
+        return process is not None and bool(process.members)
+
+    def groupOf(self, pid: int) -> Optional[int]:
+        owner = self._owner(pid)
+        return None if owner is None else owner.pgid
+
+
+class FakeHealthCheck:
+    """
+    A health check whose answers the test gives: each probe is a pending
+    Deferred in L{probes}.
+    """
+
+    def __init__(self) -> None:
+        self.probes: List[tuple] = []
+
+    def __call__(self, port: int, path: str, timeout: float) -> Deferred:
+        d = Deferred()
+        self.probes.append((port, path, timeout, d))
+        return d
+
+    def answer(self, port: int) -> None:
+        """
+        The backend on C{port} answers its pending probes healthily.
+        """
+        for probePort, path, timeout, d in self.probes:
+            if probePort == port and not d.called:
+                d.callback(None)

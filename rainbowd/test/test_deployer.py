@@ -1,0 +1,620 @@
+"""
+Tests for L{rainbowd.deployer}.
+"""
+
+import os
+import signal
+
+import attrs
+from twisted.internet.defer import CancelledError
+from twisted.trial.unittest import SynchronousTestCase
+
+from rainbowd.backend import Backend, State
+from rainbowd.config import Config, ConfigError
+from rainbowd.deployer import Deployed, DeployFailed, Deployer, DeployRefused
+from rainbowd.ports import PortPicker
+from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
+
+
+class Harness:
+    """
+    A L{Deployer} on fakes: processes, signals, health checks and ports.
+
+    @ivar configs: what the next redeploy reads: the last one, or the last
+        one is raised.
+    @ivar taken: ports another process holds.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase) -> None:
+        self.reactor = FakeProcessReactor()
+        self.health = FakeHealthCheck()
+        self.signals = FakeSignals(self.reactor)
+        self.taken = set()
+        stateDir = testCase.mktemp()
+        os.makedirs(stateDir)
+        self.configs = [
+            Config(run="app $1 $2", cwd=stateDir, stateDir=stateDir, maxBackends=3)
+        ]
+        self.deployer = Deployer(
+            self.configs[0],
+            self._loadConfig,
+            self._newBackend,
+            self.reactor,
+            PortPicker(isFree=lambda port: port not in self.taken, cursor=20000),
+            backoff=lambda attempt: 2.0**attempt,
+        )
+
+    def _loadConfig(self):
+        config = self.configs[-1]
+        if isinstance(config, Exception):
+            raise config
+        return config
+
+    def _newBackend(self, config, generation, port, onExit):
+        return Backend(
+            config, generation, port, self.reactor, self.health, self.signals, onExit
+        )
+
+    def newConfig(self, **changes):
+        self.configs.append(attrs.evolve(self.configs[0], **changes))
+
+    def process(self, generation):
+        return self.reactor.processes[generation - 1]
+
+    def backend(self, generation):
+        return self.process(generation).proto
+
+    def healthy(self, generation):
+        self.health.answer(self.backend(generation).port)
+
+    def start(self):
+        """
+        Start the deployer and make generation 1 healthy.
+        """
+        self.deployer.startService()
+        self.healthy(1)
+        return self.backend(1)
+
+
+class StartupTests(SynchronousTestCase):
+    def test_firstGeneration(self):
+        """
+        Starting the deployer launches generation 1, which becomes active once
+        healthy.
+        """
+        h = Harness(self)
+        h.deployer.startService()
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIsNone(h.deployer.active)
+        h.healthy(1)
+        self.assertIs(h.deployer.active, h.backend(1))
+        self.assertEqual(h.backend(1).state, State.ACTIVE)
+        self.assertEqual(h.backend(1).port, 20000)
+
+    def test_firstGenerationFailsRetried(self):
+        """
+        If generation 1 fails, another is launched after the backoff delay.
+        """
+        h = Harness(self)
+        h.deployer.startService()
+        h.process(1).exit(1)
+        self.assertEqual(len(h.reactor.processes), 1)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_whenActive(self):
+        """
+        L{Deployer.whenActive} fires with the next backend to become active.
+        """
+        h = Harness(self)
+        h.deployer.startService()
+        d = h.deployer.whenActive()
+        self.assertNoResult(d)
+        h.healthy(1)
+        self.assertIs(self.successResultOf(d), h.backend(1))
+
+    def test_whenActiveCancelled(self):
+        """
+        A cancelled L{Deployer.whenActive} is forgotten.
+        """
+        h = Harness(self)
+        h.deployer.startService()
+        d = h.deployer.whenActive()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        h.healthy(1)
+        self.assertIs(h.deployer.active, h.backend(1))
+
+
+class RedeployTests(SynchronousTestCase):
+    def test_redeploy(self):
+        """
+        A redeploy launches a new generation on a new port and fires with
+        L{Deployed} once it is healthy and active.
+        """
+        h = Harness(self)
+        h.start()
+        h.reactor.advance(2.5)
+        d = h.deployer.redeploy()
+        self.assertNoResult(d)
+        self.assertIs(h.deployer.active, h.backend(1))
+        h.reactor.advance(0.5)
+        h.healthy(2)
+        deployed = self.successResultOf(d)
+        self.assertEqual(
+            deployed,
+            Deployed(generation=2, port=20001, pid=h.process(2).pgid, seconds=0.5),
+        )
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_oldStoppedAfterSwap(self):
+        """
+        With nothing in flight, the old generation is sent SIGTERM at the swap
+        and forgotten once it has exited.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.deployer.redeploy()
+        h.healthy(2)
+        self.assertEqual(old.state, State.STOPPING)
+        self.assertIn(("group", old.pgid, signal.SIGTERM), h.signals.sent)
+        h.reactor.advance(0)
+        self.assertEqual(old.state, State.STOPPED)
+        self.assertEqual(h.deployer.backends, [h.backend(2)])
+
+    def test_inflightStayOnOld(self):
+        """
+        The old generation drains: it is only stopped when its last request in
+        flight is done.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        self.assertEqual(old.state, State.DRAINING)
+        self.assertEqual(h.signals.sent, [])
+        old.requestFinished()
+        self.assertEqual(old.state, State.STOPPING)
+
+    def test_drainTimeout(self):
+        """
+        An old generation with requests in flight is stopped after
+        C{drainTimeout} anyway, and killed C{killTimeout} after that.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        h.process(1).termDelay = None
+        h.deployer.redeploy()
+        h.healthy(2)
+        h.reactor.advance(29.9)
+        self.assertEqual(old.state, State.DRAINING)
+        h.reactor.advance(0.1)
+        self.assertEqual(old.state, State.STOPPING)
+        h.reactor.advance(10)
+        self.assertIn(("group", old.pgid, signal.SIGKILL), h.signals.sent)
+        h.reactor.advance(0)
+        self.assertEqual(old.state, State.STOPPED)
+
+    def test_brokenBuild(self):
+        """
+        A new generation that exits fails the redeploy with its exit code and
+        output, and the old one keeps serving.
+        """
+        h = Harness(self)
+        old = h.start()
+        d = h.deployer.redeploy()
+        h.process(2).emit(b"Traceback (most recent call last):\nImportError: x\n", 2)
+        h.process(2).exit(3)
+        error = self.failureResultOf(d, DeployFailed).value
+        self.assertIn("exited with code 3", error.reason)
+        self.assertEqual(error.generation, 2)
+        self.assertEqual(
+            error.output, ("Traceback (most recent call last):", "ImportError: x")
+        )
+        self.assertIs(h.deployer.active, old)
+        self.assertEqual(old.state, State.ACTIVE)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_neverHealthy(self):
+        """
+        A new generation not healthy within C{startTimeout} fails the redeploy
+        once it is stopped; the old one keeps serving.
+        """
+        h = Harness(self)
+        old = h.start()
+        d = h.deployer.redeploy()
+        h.process(2).termDelay = 1
+        h.reactor.advance(60)
+        self.assertNoResult(d)
+        h.reactor.advance(1)
+        error = self.failureResultOf(d, DeployFailed).value
+        self.assertIn("startTimeout", error.reason)
+        self.assertIs(h.deployer.active, old)
+        self.assertEqual(h.deployer.backends, [old])
+
+    def test_failureInStatus(self):
+        """
+        The last deploy's failure is in the status.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        h.process(2).exit(3)
+        self.failureResultOf(d)
+        last = h.deployer.status()["lastDeploy"]
+        self.assertFalse(last["ok"])
+        self.assertIn("exited with code 3", last["error"])
+
+    def test_status(self):
+        """
+        The status lists the backends and names the active one.
+        """
+        h = Harness(self)
+        h.start()
+        h.backend(1).requestStarted()
+        h.deployer.redeploy()
+        self.assertEqual(
+            h.deployer.status(),
+            {
+                "active": 1,
+                "deploying": True,
+                "backends": [
+                    {
+                        "generation": 1,
+                        "port": 20000,
+                        "pid": h.process(1).pgid,
+                        "state": "active",
+                        "inflight": 1,
+                    },
+                    {
+                        "generation": 2,
+                        "port": 20001,
+                        "pid": h.process(2).pgid,
+                        "state": "starting",
+                        "inflight": 0,
+                    },
+                ],
+                "lastDeploy": {
+                    "ok": True,
+                    "generation": 1,
+                    "port": 20000,
+                    "pid": h.process(1).pgid,
+                    "seconds": 0.0,
+                },
+            },
+        )
+
+    def test_reloadsConfig(self):
+        """
+        A redeploy reads the configuration again and launches with it.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(run="new-app $1 $2")
+        h.deployer.redeploy()
+        self.assertEqual(h.process(2).args[3], "new-app $1 $2")
+
+    def test_configError(self):
+        """
+        A configuration that no longer loads fails the redeploy with the
+        error, and launches nothing.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.configs.append(ConfigError('rainbow.conf.json: "run" is required'))
+        d = h.deployer.redeploy()
+        self.failureResultOf(d, ConfigError)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIs(h.deployer.active, old)
+
+    def test_noFreePort(self):
+        """
+        With every port in C{backendPorts} taken, the redeploy fails saying
+        so.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(backendPorts=(20000, 20001))
+        h.taken.add(20001)
+        d = h.deployer.redeploy()
+        self.assertIn("20000-20001", self.failureResultOf(d, DeployFailed).value.reason)
+
+
+class CoalesceTests(SynchronousTestCase):
+    def test_burst(self):
+        """
+        Ten redeploys at once cause two launches: the first caller gets the
+        first, and the nine that came while it ran share the second.
+        """
+        h = Harness(self)
+        h.start()
+        ds = [h.deployer.redeploy() for i in range(10)]
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertEqual(self.successResultOf(ds[0]).generation, 2)
+        for d in ds[1:]:
+            self.assertNoResult(d)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.reactor.advance(0)
+        h.healthy(3)
+        self.assertEqual(
+            [self.successResultOf(d).generation for d in ds[1:]], [3] * 9
+        )
+        self.assertEqual(len(h.reactor.processes), 3)
+
+    def test_waitersShareFailure(self):
+        """
+        Callers sharing a redeploy share its failure too.
+        """
+        h = Harness(self)
+        h.start()
+        ds = [h.deployer.redeploy() for i in range(3)]
+        h.process(2).exit(1)
+        self.failureResultOf(ds[0], DeployFailed)
+        h.process(3).exit(2)
+        for d in ds[1:]:
+            self.assertIn(
+                "exited with code 2", self.failureResultOf(d, DeployFailed).value.reason
+            )
+
+
+class LimitTests(SynchronousTestCase):
+    def test_maxBackends(self):
+        """
+        A redeploy that would run more than C{maxBackends} processes is
+        refused, naming them, and nothing is stopped early.
+        """
+        h = Harness(self)
+        h.start()
+        h.backend(1).requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        h.backend(2).requestStarted()
+        h.deployer.redeploy()
+        h.healthy(3)
+        d = h.deployer.redeploy()
+        reason = self.failureResultOf(d, DeployRefused).value.reason
+        self.assertIn("maxBackends is 3", reason)
+        self.assertIn("generation 1 draining", reason)
+        self.assertEqual(len(h.reactor.processes), 3)
+        self.assertEqual(h.signals.sent, [])
+
+
+class PortClashTests(SynchronousTestCase):
+    def test_retryOnAddressInUse(self):
+        """
+        A new generation that fails saying its address is in use is retried on
+        another port, and the redeploy succeeds there.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        h.process(2).emit(b"OSError: [Errno 98] Address already in use\n", 2)
+        h.process(2).exit(1)
+        self.assertNoResult(d)
+        self.assertEqual(h.backend(3).port, 20002)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).port, 20002)
+
+    def test_retryWhenPortTaken(self):
+        """
+        A new generation that fails while another process holds its port is
+        retried on another port.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        h.taken.add(20001)
+        h.process(2).exit(1)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+
+    def test_brokenBuildNotRetried(self):
+        """
+        A new generation that fails for any other reason is not retried.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        h.process(2).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_retriesBounded(self):
+        """
+        A port clash is retried a bounded number of times.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        for generation in (2, 3, 4):
+            h.process(generation).emit(b"Address already in use\n")
+            h.process(generation).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        self.assertEqual(len(h.reactor.processes), 4)
+
+
+class SupervisionTests(SynchronousTestCase):
+    def test_crashReplaced(self):
+        """
+        When the active generation exits unexpectedly, a replacement is
+        launched after the backoff delay with the last good configuration.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(run="broken")
+        h.process(1).exit(signum=signal.SIGKILL)
+        self.assertIsNone(h.deployer.active)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertEqual(h.process(2).args[3], "app $1 $2")
+        d = h.deployer.whenActive()
+        h.healthy(2)
+        self.assertIs(self.successResultOf(d), h.backend(2))
+
+    def test_backoffGrows(self):
+        """
+        Replacements that fail in a row are retried with a growing delay.
+        """
+        h = Harness(self)
+        h.start()
+        h.process(1).exit(1)
+        h.reactor.advance(1.0)
+        h.process(2).exit(1)
+        h.reactor.advance(1.9)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.reactor.advance(0.1)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.process(3).exit(1)
+        h.reactor.advance(3.9)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.reactor.advance(0.1)
+        self.assertEqual(len(h.reactor.processes), 4)
+
+    def test_backoffResets(self):
+        """
+        A backend that served for a while before crashing is replaced after
+        the shortest delay again.
+        """
+        h = Harness(self)
+        h.start()
+        h.process(1).exit(1)
+        h.reactor.advance(1.0)
+        h.healthy(2)
+        h.reactor.advance(3600)
+        h.process(2).exit(1)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 3)
+
+    def test_crashDuringRedeploy(self):
+        """
+        When the active generation crashes during a redeploy, the redeploy's
+        generation replaces it and nothing else is launched.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        h.process(1).exit(1)
+        h.reactor.advance(10)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.successResultOf(d)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_crashDuringFailedRedeploy(self):
+        """
+        When the active generation crashes during a redeploy that fails, a
+        replacement is launched afterwards.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        h.process(1).exit(1)
+        h.process(2).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 3)
+
+    def test_drainingCrashNotReplaced(self):
+        """
+        A draining generation that exits is not replaced.
+        """
+        h = Harness(self)
+        h.start()
+        h.backend(1).requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        h.process(1).exit(1)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_redeployCancelsRestart(self):
+        """
+        A redeploy while a replacement waits for its backoff delay launches at
+        once, and only once.
+        """
+        h = Harness(self)
+        h.start()
+        h.process(1).exit(1)
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.successResultOf(d)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+
+class StopTests(SynchronousTestCase):
+    def test_stopDrains(self):
+        """
+        Stopping the deployer drains the active generation, stops it and fires
+        once no process is left.
+        """
+        h = Harness(self)
+        active = h.start()
+        active.requestStarted()
+        d = h.deployer.stopService()
+        self.assertEqual(active.state, State.DRAINING)
+        active.requestFinished()
+        self.assertNoResult(d)
+        h.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(h.deployer.backends, [])
+
+    def test_stopKills(self):
+        """
+        An app that ignores SIGTERM is killed C{killTimeout} after it.
+        """
+        h = Harness(self)
+        active = h.start()
+        h.process(1).termDelay = None
+        d = h.deployer.stopService()
+        h.reactor.advance(9.9)
+        self.assertNoResult(d)
+        h.reactor.advance(0.1)
+        self.assertIn(("group", active.pgid, signal.SIGKILL), h.signals.sent)
+        h.reactor.advance(0)
+        self.successResultOf(d)
+
+    def test_stopDuringRedeploy(self):
+        """
+        Stopping during a redeploy stops the new generation too, fails that
+        redeploy and refuses the queued ones.
+        """
+        h = Harness(self)
+        h.start()
+        first = h.deployer.redeploy()
+        queued = h.deployer.redeploy()
+        d = h.deployer.stopService()
+        self.failureResultOf(queued, DeployRefused)
+        h.reactor.advance(0)
+        self.failureResultOf(first, DeployFailed)
+        self.successResultOf(d)
+        self.assertEqual(h.deployer.backends, [])
+
+    def test_redeployAfterStop(self):
+        """
+        A redeploy once stopping has begun is refused.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.stopService()
+        d = h.deployer.redeploy()
+        self.assertIn("shutting down", self.failureResultOf(d, DeployRefused).value.reason)
+
+    def test_noRestartAfterStop(self):
+        """
+        A crash while stopping launches no replacement.
+        """
+        h = Harness(self)
+        h.start()
+        h.process(1).termDelay = None
+        h.deployer.stopService()
+        h.process(1).exit(1)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 1)
