@@ -1,0 +1,781 @@
+# -*- test-case-name: rainbowd.test.test_config -*-
+"""
+rainbowd's configuration: C{rainbow.conf.json} plus command-line overrides.
+
+The file is a JSON object; times in it are in B{milliseconds}, while
+L{Config} holds them in B{seconds}.  A minimal file::
+
+    {"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid $2"}
+
+Every key is declared once, as a field of L{Config} whose metadata says how
+to read it from the file (L{_Kind}); L{loadConfig} walks those fields, so
+adding a key is adding a field.
+"""
+
+import difflib
+import json
+import math
+import os
+import re
+from types import MappingProxyType
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+
+import attrs
+from twisted.internet.endpoints import serverFromString
+
+DEFAULT_FILENAME = "rainbow.conf.json"
+DEFAULT_STATE_DIR = ".rainbowd"
+EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
+
+RUN_EXAMPLE = '{"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid $2"}'
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used.  C{str()} of it is a whole sentence
+    for a human: the file, the key, the bad value and how to fix it.
+
+    @ivar key: the key at fault, if one is.
+    @ivar path: the file at fault, if one is.
+    """
+
+    def __init__(
+        self, message: str, key: Optional[str] = None, path: Optional[str] = None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Invalid(Exception):
+    """
+    Raised by a L{_Kind}'s parser: the value is not acceptable.
+
+    @ivar detail: an extra explanation, or L{None}.
+    @ivar wrongType: the value is not even of the right JSON type.
+    """
+
+    def __init__(self, detail: Optional[str] = None, wrongType: bool = False):
+        super().__init__(detail)
+        self.detail = detail
+        self.wrongType = wrongType
+
+
+@attrs.frozen
+class _Kind:
+    """
+    How to read one key of the file.
+
+    @ivar expected: what a good value is, as a phrase following "must be".
+    @ivar parse: file value -> L{Config} value; raises L{_Invalid}.
+    @ivar unparse: L{Config} value -> file value.
+    @ivar unit: the unit of the file value (C{"ms"}), or L{None}.
+    """
+
+    expected: str
+    parse: Callable[[Any], Any]
+    unparse: Callable[[Any], Any] = lambda value: value
+    unit: Optional[str] = None
+
+
+_KIND = "rainbowd.config.kind"
+_HELP = "rainbowd.config.help"
+_SHOWN_DEFAULT = "rainbowd.config.shownDefault"
+
+
+def _setting(
+    kind: _Kind, help: str, shownDefault: Optional[str] = None, **kwargs: Any
+) -> Any:
+    """
+    Declare a field of L{Config} that is also a key of the file, with
+    C{help} for C{--help}; C{shownDefault} describes a default that is not
+    simply the field's.
+    """
+    metadata = {_KIND: kind, _HELP: help, _SHOWN_DEFAULT: shownDefault}
+    return attrs.field(metadata=metadata, **kwargs)
+
+
+def _shortRepr(value: object, limit: int = 60) -> str:
+    """
+    C{repr(value)}, cut in the middle when longer than C{limit}.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return text[:half] + " ... " + text[-half:]
+
+
+def _jsonType(value: object) -> str:
+    """
+    The JSON name of C{value}'s type, for error messages.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _number(value: object) -> float:
+    """
+    A finite JSON number; C{true}/C{false} are not numbers.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(wrongType=True)
+    if not math.isfinite(value):
+        raise _Invalid("it is not a finite number")
+    return value
+
+
+def _integer(value: object) -> int:
+    """
+    A whole JSON number (C{8000} or C{8000.0}, not C{8000.5}).
+    """
+    number = _number(value)
+    if number != int(number):
+        raise _Invalid("it has a fraction")
+    return int(number)
+
+
+def _milliseconds(positive: bool) -> _Kind:
+    """
+    A time: milliseconds in the file, seconds in L{Config}.
+    """
+
+    def parse(value: object) -> float:
+        number = _number(value)
+        if number < 0 or (positive and number == 0):
+            raise _Invalid()
+        return number / 1000.0
+
+    def unparse(seconds: float) -> float:
+        ms = round(seconds * 1000.0, 6)
+        return int(ms) if ms == int(ms) else ms
+
+    bound = "greater than 0" if positive else "0 or more"
+    return _Kind(f"a number of milliseconds, {bound}", parse, unparse, "ms")
+
+
+def _string(value: object) -> str:
+    """
+    A JSON string that is not blank.
+    """
+    if not isinstance(value, str):
+        raise _Invalid(wrongType=True)
+    if not value.strip():
+        raise _Invalid("it is empty")
+    return value
+
+
+def _parseUrlPath(value: object) -> str:
+    path = _string(value)
+    if not path.startswith("/") or re.search(r"\s", path):
+        raise _Invalid()
+    return path
+
+
+def _parseMaxBackends(value: object) -> int:
+    count = _integer(value)
+    if count < 1:
+        raise _Invalid()
+    return count
+
+
+def flagName(key: str) -> str:
+    """
+    The command-line flag for config key C{key}: C{drainTimeout} ->
+    C{drain-timeout}.
+    """
+    return re.sub(r"[A-Z]", lambda match: "-" + match.group(0).lower(), key)
+
+
+def _isDigits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def loopback(port: int) -> str:
+    """
+    The endpoint description for TCP C{port} on 127.0.0.1.
+    """
+    return f"tcp:{port}:interface=127.0.0.1"
+
+
+def _parseEndpoint(value: object) -> str:
+    """
+    A port number (int or all-digits string) becomes a loopback TCP
+    description; any other string must parse as a server endpoint.
+    """
+    if isinstance(value, str) and _isDigits(value.strip()):
+        value = int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        port = _integer(value)
+        if not 1 <= port <= 65535:
+            raise _Invalid("port numbers go from 1 to 65535")
+        return loopback(port)
+    description = _string(value)
+    try:
+        serverFromString(None, description)
+    except Exception as e:
+        raise _Invalid(f"Twisted cannot read it: {e}")
+    number = tcpPortNumber(description)
+    if number is not None and not 0 <= number <= 65535:
+        raise _Invalid("port numbers go from 1 to 65535")
+    return description
+
+
+def _unparseEndpoint(description: str) -> object:
+    """
+    A loopback TCP description as the bare port number it came from.
+    """
+    match = re.fullmatch(r"tcp:(\d+):interface=127\.0\.0\.1", description)
+    return int(match.group(1)) if match else description
+
+
+def tcpPortNumber(description: str) -> Optional[int]:
+    """
+    The port number of a C{tcp:} or C{tcp6:} server endpoint description
+    (positional, or C{port=}), or L{None} for other kinds of endpoint.
+    """
+    parts = re.split(r"(?<!\\):", description)
+    if parts[0] not in ("tcp", "tcp6"):
+        return None
+    for part in parts[1:]:
+        if part.startswith("port="):
+            part = part[len("port=") :]
+        elif "=" in part:
+            continue
+        return int(part) if _isDigits(part) else None
+    return None
+
+
+def _parsePortRange(value: object) -> Tuple[int, int]:
+    text = _string(value)
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if match is None:
+        raise _Invalid()
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1024 <= low <= high <= 65535:
+        raise _Invalid("it needs 1024 <= LOW <= HIGH <= 65535")
+    return (low, high)
+
+
+def _parseEnv(value: object) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        raise _Invalid(wrongType=True)
+    for name, setting in value.items():
+        if not name or "=" in name or "\0" in name:
+            raise _Invalid(f"{name!r} is not a usable variable name")
+        if not isinstance(setting, str):
+            raise _Invalid(
+                f"the value of {name!r} is {_jsonType(setting)}; quote it, "
+                f'e.g. "{name}": "{setting}"'
+            )
+        if "\0" in setting:
+            raise _Invalid(f"the value of {name!r} contains a NUL character")
+    return value
+
+
+def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+_run = _Kind(
+    "a shell command that starts the app listening on port $1 and writes "
+    f"its pid to the file $2, e.g. {RUN_EXAMPLE}",
+    _string,
+)
+_urlPath = _Kind('a URL path starting with "/", without spaces', _parseUrlPath)
+_endpoint = _Kind(
+    'a port number like 8000, or an endpoint description like "tcp:8000" '
+    'or "unix:/run/app.sock:mode=600"',
+    _parseEndpoint,
+    _unparseEndpoint,
+)
+_portRange = _Kind(
+    'a port range "LOW-HIGH" like "20000-29999"',
+    _parsePortRange,
+    lambda ports: f"{ports[0]}-{ports[1]}",
+)
+_env = _Kind(
+    'an object of strings, e.g. {"DJANGO_SETTINGS_MODULE": "site.prod"}',
+    _parseEnv,
+    dict,
+)
+_path = _Kind("a directory path", _string)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """
+    A checked configuration.  Times are in seconds; build one with
+    L{loadConfig}, change one with C{attrs.evolve}.
+
+    Each field but C{source} is also a key of C{rainbow.conf.json}; see
+    L{settingNames}, L{millisecondKeys} and L{Config.asFileValues}.
+    """
+
+    run: str = _setting(
+        _run,
+        "Shell command that starts the app; $1 is its port, $2 its pid file",
+        "none; it is required",
+    )
+    healthCheckPath: Optional[str] = _setting(
+        _urlPath,
+        "Path the new version must answer with a 2xx before it gets traffic",
+        '"/", unless warmupTime is given',
+        default="/",
+    )
+    warmupTime: Optional[float] = _setting(
+        _milliseconds(positive=False),
+        "Wait this long instead of health-checking a new version, in ms",
+        "none, so the health check is used",
+        default=None,
+    )
+    port: str = _setting(
+        _endpoint,
+        "Port number (on 127.0.0.1) or endpoint description to serve the app on",
+        default=loopback(7000),
+    )
+    controlPort: str = _setting(
+        _endpoint,
+        "Port number (on 127.0.0.1) or endpoint description of the control API "
+        "(POST /redeploy)",
+        "the port + 1",
+        default=loopback(7001),
+    )
+    healthCheckInterval: float = _setting(
+        _milliseconds(positive=True),
+        "Time between health checks of a starting version, in ms",
+        default=0.1,
+    )
+    healthCheckTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Time one health check request may take, in ms",
+        default=2.0,
+    )
+    startTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Time a new version has to pass its health check, in ms",
+        default=60.0,
+    )
+    drainTimeout: float = _setting(
+        _milliseconds(positive=False),
+        "Time an old version has to finish its requests before it is stopped, "
+        "in ms",
+        default=30.0,
+    )
+    killTimeout: float = _setting(
+        _milliseconds(positive=False),
+        "Time between SIGTERM and SIGKILL when stopping a version, in ms",
+        default=10.0,
+    )
+    queueTimeout: float = _setting(
+        _milliseconds(positive=False),
+        "Time a request waits for a version to be ready before a 503, in ms",
+        default=30.0,
+    )
+    maxBackends: int = _setting(
+        _Kind("a whole number, 1 or more (2 to redeploy)", _parseMaxBackends),
+        "Most versions running at once (old ones draining included)",
+        default=10,
+    )
+    backendPorts: Tuple[int, int] = _setting(
+        _portRange,
+        "Range LOW-HIGH of ports the app versions listen on; keep it below "
+        "the kernel's ephemeral range",
+        default=(20000, 29999),
+    )
+    env: Mapping[str, str] = _setting(
+        _env,
+        "Environment variables added to rainbowd's own for the app",
+        "none",
+        factory=dict,
+        converter=_freeze,
+        hash=False,
+    )
+    cwd: str = _setting(
+        _path,
+        "Directory the app runs in",
+        "the config file's directory",
+    )
+    stateDir: str = _setting(
+        _path,
+        "Directory for pid files and state",
+        f"{DEFAULT_STATE_DIR} next to the config file",
+    )
+    source: Optional[str] = attrs.field(default=None)
+
+    def asFileValues(self) -> Dict[str, Any]:
+        """
+        This configuration as the file would say it: file keys and units
+        (ms, C{"LOW-HIGH"}).  C{None} values are left out.
+        """
+        values = {}
+        for field in _settingFields():
+            value = getattr(self, field.name)
+            if value is not None:
+                values[field.name] = field.metadata[_KIND].unparse(value)
+        return values
+
+
+def _settingFields() -> List["attrs.Attribute[Any]"]:
+    return [field for field in attrs.fields(Config) if _KIND in field.metadata]
+
+
+def settingNames() -> List[str]:
+    """
+    The keys of C{rainbow.conf.json}, in L{Config}'s order.
+    """
+    return [field.name for field in _settingFields()]
+
+
+def settingHelp(key: str) -> str:
+    """
+    A sentence on C{key}, its file unit and its default, for C{--help}.
+    """
+    field = attrs.fields_dict(Config)[key]
+    shown = field.metadata[_SHOWN_DEFAULT]
+    if shown is None and field.default not in (None, attrs.NOTHING):
+        shown = str(field.metadata[_KIND].unparse(field.default))
+    if shown is None:
+        return field.metadata[_HELP] + "."
+    return f"{field.metadata[_HELP]} (default: {shown})."
+
+
+def settingUnit(key: str) -> Optional[str]:
+    """
+    The unit of C{key} in the file and on the command line (C{"ms"}), or
+    L{None}.  L{Config} holds ms keys in seconds.
+    """
+    return attrs.fields_dict(Config)[key].metadata[_KIND].unit
+
+
+millisecondKeys: FrozenSet[str] = frozenset(
+    key for key in settingNames() if settingUnit(key) == "ms"
+)
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _noDuplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    result: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Duplicate(key)
+        result[key] = value
+    return result
+
+
+def _readFile(path: str) -> Dict[str, Any]:
+    """
+    The top-level object of JSON file C{path}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"The config file {path} does not exist; check the --config "
+            f"path, or leave --config out to use {DEFAULT_FILENAME} in the "
+            "current directory.",
+            path=path,
+        )
+    except OSError as e:
+        raise ConfigError(
+            f"Cannot read the config file {path}: {e.strerror}.", path=path
+        )
+    try:
+        loaded = json.loads(data, object_pairs_hook=_noDuplicates)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{path} is not valid JSON: line {e.lineno}, column {e.colno}: "
+            f"{e.msg}.  Look for a missing comma or quote, or a comma before "
+            "a closing brace, just before that point.",
+            path=path,
+        )
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text: {e}.", path=path)
+    except _Duplicate as e:
+        raise ConfigError(
+            f'In {path}, the key "{e.args[0]}" appears twice; keep only one '
+            "(JSON would silently use the last).",
+            key=e.args[0],
+            path=path,
+        )
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path} must hold a JSON object at the top level, like "
+            f"{RUN_EXAMPLE}, but it holds {_jsonType(loaded)}.",
+            path=path,
+        )
+    return loaded
+
+
+@attrs.frozen
+class _Raw:
+    """
+    The values being loaded, and where each came from.
+
+    @ivar values: key -> value as given, in file units.
+    @ivar fromFile: the keys whose value comes from the file.
+    @ivar source: the absolute path of the file, or L{None}.
+    @ivar cwd: the directory relative command-line paths are relative to.
+    """
+
+    values: Dict[str, Any]
+    fromFile: FrozenSet[str]
+    source: Optional[str]
+    cwd: str
+
+    def where(self, key: str) -> str:
+        if key in self.fromFile:
+            return f"in {self.source}"
+        return "on the command line"
+
+    def base(self, key: str) -> str:
+        """
+        The directory a relative path given for C{key} is relative to.
+        """
+        if key in self.fromFile and self.source is not None:
+            return os.path.dirname(self.source)
+        return self.cwd
+
+    def name(self, key: str) -> str:
+        """
+        C{key} as the user wrote it: a key of the file, or a flag.
+        """
+        if key in self.fromFile:
+            return f'"{key}"'
+        return f'--{flagName(key)} (key "{key}")'
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        where = self.where(key)
+        return ConfigError(
+            f"{where[0].upper()}{where[1:]}, {self.name(key)} {problem}",
+            key=key,
+            path=self.source if key in self.fromFile else None,
+        )
+
+    def badValue(self, key: str, kind: _Kind, invalid: _Invalid) -> ConfigError:
+        value = self.values[key]
+        shown = _shortRepr(value)
+        if invalid.wrongType:
+            shown += f" ({_jsonType(value)})"
+        detail = f" ({invalid.detail})" if invalid.detail else ""
+        return self.error(key, f"is {shown}, but it must be {kind.expected}{detail}.")
+
+
+def _unknownKey(raw: _Raw, key: str) -> ConfigError:
+    known = settingNames()
+    guess = difflib.get_close_matches(key, known, n=1)
+    hint = f' Did you mean "{guess[0]}"?' if guess else ""
+    return raw.error(
+        key, f"is not a key rainbowd knows.{hint} The keys are: {', '.join(known)}."
+    )
+
+
+def _readSettings(raw: _Raw) -> Dict[str, Any]:
+    """
+    Check every key given, and convert each to its L{Config} value.
+    """
+    fields = attrs.fields_dict(Config)
+    settings = {}
+    for key in raw.values:
+        field = fields.get(key)
+        if field is None or _KIND not in field.metadata:
+            raise _unknownKey(raw, key)
+        kind = field.metadata[_KIND]
+        try:
+            settings[key] = kind.parse(raw.values[key])
+        except _Invalid as invalid:
+            raise raw.badValue(key, kind, invalid)
+    return settings
+
+
+def _checkOnlyOneCheck(raw: _Raw, settings: Dict[str, Any]) -> None:
+    """
+    A new version is either health-checked or waited for.  A command-line
+    choice beats the file's; two choices from the same place are an error.
+    """
+    if "healthCheckPath" in settings and "warmupTime" in settings:
+        fromFile = raw.fromFile & {"healthCheckPath", "warmupTime"}
+        if len(fromFile) != 1:
+            raise raw.error(
+                "healthCheckPath",
+                f"and {raw.name('warmupTime')} are both set, but a new "
+                "version is either health-checked (healthCheckPath) or given "
+                "a fixed time to start (warmupTime), not both: remove one.",
+            )
+        (fileKey,) = fromFile
+        del settings[fileKey]
+    if "warmupTime" in settings:
+        settings["healthCheckPath"] = None
+
+
+def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
+    """
+    The control port defaults to the port's number + 1, on loopback.
+    """
+    port = settings.get("port", attrs.fields(Config).port.default)
+    number = tcpPortNumber(port)
+    if "controlPort" not in settings:
+        if number is None or not 1 <= number < 65535:
+            raise raw.error(
+                "port",
+                f"is {port!r}, which has no port number + 1 for the control "
+                'API, so "controlPort" must be given too, e.g. '
+                '"controlPort": 7001.',
+            )
+        settings["controlPort"] = loopback(number + 1)
+    control = settings["controlPort"]
+    if control == port or (number and number == tcpPortNumber(control)):
+        raise raw.error(
+            "controlPort",
+            f'is {control!r}, the same port as "port": the app and the '
+            "control API need different ports.",
+        )
+
+
+def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
+    """
+    Make C{cwd} and C{stateDir} absolute, defaulting both to the config
+    file's directory (or the current directory), and check C{cwd} exists.
+    """
+    home = os.path.dirname(raw.source) if raw.source else raw.cwd
+    defaults = {"cwd": home, "stateDir": os.path.join(home, DEFAULT_STATE_DIR)}
+    for key, default in defaults.items():
+        given = os.path.expanduser(settings.get(key, default))
+        settings[key] = os.path.abspath(os.path.join(raw.base(key), given))
+    if not os.path.isdir(settings["cwd"]):
+        raise raw.error(
+            "cwd",
+            f"is {settings['cwd']!r}, which is not an existing directory: "
+            "create it, or point cwd at the directory the app runs in.",
+        )
+    if os.path.exists(settings["stateDir"]) and not os.path.isdir(settings["stateDir"]):
+        raise raw.error(
+            "stateDir",
+            f"is {settings['stateDir']!r}, which exists but is not a "
+            "directory: move it away, or choose another stateDir.",
+        )
+
+
+def loadConfig(
+    path: Optional[str],
+    overrides: Mapping[str, object] = MappingProxyType({}),
+    cwd: Optional[str] = None,
+) -> Config:
+    """
+    Read and check the configuration.
+
+    @param path: the config file, or L{None} for C{rainbow.conf.json} in
+        C{cwd}, which may then be missing if C{overrides} give C{run}.
+    @param overrides: values by file key and in file units (ms), e.g. from
+        the command line; they beat the file's.  L{None} values are ignored.
+    @param cwd: the directory to look in and resolve relative paths
+        against; the current directory by default.
+
+    @raise ConfigError: if anything is wrong, with a message for a human.
+    """
+    cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    source: Optional[str]
+    if path is None:
+        source = os.path.join(cwd, DEFAULT_FILENAME)
+        if not os.path.exists(source):
+            if "run" not in overrides:
+                raise ConfigError(
+                    f"No {DEFAULT_FILENAME} in {cwd}: write one with a "
+                    '"run" key (see README), or pass --config PATH or '
+                    "--run COMMAND."
+                )
+            source = None
+    else:
+        source = os.path.abspath(os.path.join(cwd, os.path.expanduser(path)))
+    fileValues = _readFile(source) if source is not None else {}
+    raw = _Raw(
+        values={**fileValues, **overrides},
+        fromFile=frozenset(fileValues) - frozenset(overrides),
+        source=source,
+        cwd=cwd,
+    )
+    if "run" not in raw.values:
+        where = f"{source} has" if source else "the command line has"
+        raise ConfigError(
+            f'No "run" command: {where} no "run" key.  It is required: it '
+            "is the shell command that starts your app, given the port to "
+            f"listen on as $1 and the pid file to write as $2, e.g. {RUN_EXAMPLE}",
+            key="run",
+            path=source,
+        )
+    settings = _readSettings(raw)
+    _checkOnlyOneCheck(raw, settings)
+    _defaultControlPort(raw, settings)
+    _resolveDirectories(raw, settings)
+    return Config(source=source, **settings)
+
+
+def ephemeralPortRange(
+    path: str = EPHEMERAL_RANGE_PATH,
+) -> Optional[Tuple[int, int]]:
+    """
+    The kernel's ephemeral port range (the ports outgoing connections
+    get), or L{None} if C{path} cannot be read or understood.
+    """
+    try:
+        with open(path) as f:
+            low, high = (int(word) for word in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return (low, high)
+
+
+def portRangeWarning(
+    config: Config, ephemeral: Optional[Tuple[int, int]]
+) -> Optional[str]:
+    """
+    A warning if C{config.backendPorts} overlaps the C{ephemeral} range,
+    or L{None} if it does not (or the range is unknown).
+    """
+    if ephemeral is None:
+        return None
+    low, high = config.backendPorts
+    eLow, eHigh = ephemeral
+    if high < eLow or low > eHigh:
+        return None
+    where = f" in {config.source}" if config.source else ""
+    warning = (
+        f'"backendPorts"{where} is "{low}-{high}", which overlaps the '
+        f"kernel's ephemeral port range {eLow}-{eHigh}: outgoing "
+        "connections may take one of those ports before a new version of "
+        "the app binds it, and that deploy then fails to start."
+    )
+    defaultLow, defaultHigh = attrs.fields(Config).backendPorts.default
+    if defaultHigh < eLow:
+        suggested: Optional[str] = f"{defaultLow}-{defaultHigh}"
+    elif eLow - 1 >= 1024 + 100:
+        suggested = f"{max(1024, eLow - 10000)}-{eLow - 1}"
+    else:
+        suggested = None
+    if suggested is not None:
+        warning += f' Use a range below {eLow}, e.g. "backendPorts": "{suggested}".'
+    else:
+        warning += (
+            " Move the ephemeral range up with sysctl "
+            "net.ipv4.ip_local_port_range, or reserve the backend ports with "
+            "net.ipv4.ip_local_reserved_ports."
+        )
+    return warning

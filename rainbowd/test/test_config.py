@@ -1,0 +1,617 @@
+# -*- test-case-name: rainbowd.test.test_config -*-
+"""
+Tests for L{rainbowd.config}.
+"""
+
+import json
+from typing import Any, Dict, Mapping, Optional
+
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from rainbowd.config import (
+    Config,
+    ConfigError,
+    ephemeralPortRange,
+    loadConfig,
+    millisecondKeys,
+    portRangeWarning,
+    settingNames,
+)
+
+RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
+
+
+class LoadConfigTests(SynchronousTestCase):
+    """
+    Tests for L{loadConfig}.
+    """
+
+    def setUp(self) -> None:
+        self.directory = FilePath(self.mktemp())
+        self.directory.makedirs()
+
+    def write(self, values: Any, name: str = "rainbow.conf.json") -> FilePath:
+        """
+        Write C{values} as JSON to C{name} in the test's directory.
+        """
+        path = self.directory.child(name)
+        path.setContent(json.dumps(values).encode("utf-8"))
+        return path
+
+    def load(
+        self,
+        values: Optional[Dict[str, Any]] = None,
+        overrides: Mapping[str, object] = {},
+    ) -> Config:
+        """
+        Load C{values} written as the default config file (or no file if
+        L{None}), with C{overrides}.
+        """
+        if values is not None:
+            self.write(values)
+        return loadConfig(None, overrides, cwd=self.directory.path)
+
+    def loadError(
+        self,
+        values: Optional[Dict[str, Any]] = None,
+        overrides: Mapping[str, object] = {},
+    ) -> str:
+        """
+        The message of the L{ConfigError} that loading C{values} raises.
+        """
+        return str(self.assertRaises(ConfigError, self.load, values, overrides))
+
+    def test_defaults(self) -> None:
+        """
+        A file with only C{run} gets every documented default, in seconds,
+        with the app and the state next to the file.
+        """
+        config = self.load({"run": RUN})
+        here = self.directory.path
+        self.assertEqual(
+            config,
+            Config(
+                run=RUN,
+                healthCheckPath="/",
+                warmupTime=None,
+                port="tcp:7000:interface=127.0.0.1",
+                controlPort="tcp:7001:interface=127.0.0.1",
+                healthCheckInterval=0.1,
+                healthCheckTimeout=2.0,
+                startTimeout=60.0,
+                drainTimeout=30.0,
+                killTimeout=10.0,
+                queueTimeout=30.0,
+                maxBackends=10,
+                backendPorts=(20000, 29999),
+                env={},
+                cwd=here,
+                stateDir=self.directory.child(".rainbowd").path,
+                source=self.directory.child("rainbow.conf.json").path,
+            ),
+        )
+
+    def test_everyKey(self) -> None:
+        """
+        Every key of the file is read into L{Config}, times from
+        milliseconds to seconds.
+        """
+        self.directory.child("app").makedirs()
+        config = self.load(
+            {
+                "run": RUN,
+                "healthCheckPath": "/healthz",
+                "port": 8000,
+                "controlPort": "unix:/run/rainbowd.sock:mode=600",
+                "healthCheckInterval": 50,
+                "healthCheckTimeout": 1500,
+                "startTimeout": 120000,
+                "drainTimeout": 5000,
+                "killTimeout": 2500.5,
+                "queueTimeout": 0,
+                "maxBackends": 3,
+                "backendPorts": "21000-21999",
+                "env": {"APP_ENV": "production"},
+                "cwd": "app",
+                "stateDir": "/var/lib/rainbowd",
+            }
+        )
+        self.assertEqual(
+            config,
+            Config(
+                run=RUN,
+                healthCheckPath="/healthz",
+                warmupTime=None,
+                port="tcp:8000:interface=127.0.0.1",
+                controlPort="unix:/run/rainbowd.sock:mode=600",
+                healthCheckInterval=0.05,
+                healthCheckTimeout=1.5,
+                startTimeout=120.0,
+                drainTimeout=5.0,
+                killTimeout=2.5005,
+                queueTimeout=0.0,
+                maxBackends=3,
+                backendPorts=(21000, 21999),
+                env={"APP_ENV": "production"},
+                cwd=self.directory.child("app").path,
+                stateDir="/var/lib/rainbowd",
+                source=self.directory.child("rainbow.conf.json").path,
+            ),
+        )
+
+    def test_millisecondKeys(self) -> None:
+        """
+        L{millisecondKeys} names exactly the time keys, which the file gives
+        in ms and L{Config} holds in seconds.
+        """
+        self.assertEqual(
+            millisecondKeys,
+            {
+                "warmupTime",
+                "healthCheckInterval",
+                "healthCheckTimeout",
+                "startTimeout",
+                "drainTimeout",
+                "killTimeout",
+                "queueTimeout",
+            },
+        )
+
+    def test_asFileValuesRoundTrip(self) -> None:
+        """
+        L{Config.asFileValues} gives file keys and units that load back into
+        an equal L{Config}.
+        """
+        config = self.load(
+            {"run": RUN, "warmupTime": 1500, "port": 8000, "env": {"A": "b"}}
+        )
+        values = config.asFileValues()
+        self.assertEqual(values["warmupTime"], 1500)
+        self.assertEqual(values["port"], 8000)
+        self.assertEqual(values["backendPorts"], "20000-29999")
+        self.assertEqual(self.load(values), config)
+
+    def test_bareIntPort(self) -> None:
+        """
+        A port number, as an int or an all-digits string, means TCP on
+        127.0.0.1, and the control port defaults to the next port there.
+        """
+        for port in (8000, "8000", 8000.0):
+            config = self.load({"run": RUN, "port": port})
+            self.assertEqual(config.port, "tcp:8000:interface=127.0.0.1")
+            self.assertEqual(config.controlPort, "tcp:8001:interface=127.0.0.1")
+
+    def test_descriptionPortKept(self) -> None:
+        """
+        An endpoint description is kept as written; a TCP one gets a control
+        port one above it, on loopback only.
+        """
+        config = self.load({"run": RUN, "port": "tcp:8080:interface=0.0.0.0"})
+        self.assertEqual(config.port, "tcp:8080:interface=0.0.0.0")
+        self.assertEqual(config.controlPort, "tcp:8081:interface=127.0.0.1")
+
+    def test_controlPortRequiredForUnixPort(self) -> None:
+        """
+        When the port is not TCP, there is no port + 1 and controlPort must
+        be given.
+        """
+        message = self.loadError({"run": RUN, "port": "unix:/run/app.sock"})
+        self.assertIn("controlPort", message)
+        self.assertIn("must be given", message)
+        self.assertIn("'unix:/run/app.sock'", message)
+
+    def test_unixPorts(self) -> None:
+        """
+        UNIX socket descriptions with options are accepted for both ports.
+        """
+        config = self.load(
+            {
+                "run": RUN,
+                "port": "unix:/run/app.sock:mode=660",
+                "controlPort": "unix:/run/control.sock:mode=600",
+            }
+        )
+        self.assertEqual(config.port, "unix:/run/app.sock:mode=660")
+        self.assertEqual(config.controlPort, "unix:/run/control.sock:mode=600")
+
+    def test_badEndpointSyntax(self) -> None:
+        """
+        A description Twisted cannot parse is an error naming the key, the
+        value and what Twisted said.
+        """
+        message = self.loadError({"run": RUN, "port": "tcp:http"})
+        self.assertIn("\"port\" is 'tcp:http'", message)
+        self.assertIn("endpoint description", message)
+        self.assertIn("invalid literal", message)
+        message = self.loadError({"run": RUN, "controlPort": "bogus:1"})
+        self.assertIn('"controlPort"', message)
+        self.assertIn("Unknown endpoint type", message)
+
+    def test_portOutOfRange(self) -> None:
+        """
+        Port numbers outside 1-65535 are errors, bare or in a description.
+        """
+        for port in (0, 70000, -1, "tcp:70000"):
+            message = self.loadError({"run": RUN, "port": port})
+            self.assertIn("1 to 65535", message)
+
+    def test_portHasNoNextPort(self) -> None:
+        """
+        Port 65535 has no port + 1 for the control API.
+        """
+        self.assertIn("controlPort", self.loadError({"run": RUN, "port": 65535}))
+
+    def test_controlPortSameAsPort(self) -> None:
+        """
+        The control API cannot share the app's port.
+        """
+        message = self.loadError({"run": RUN, "port": 8000, "controlPort": 8000})
+        self.assertIn('"controlPort"', message)
+        self.assertIn("different ports", message)
+
+    def test_missingRun(self) -> None:
+        """
+        A file without C{run} is an error saying C{run} is required and
+        showing what it looks like.
+        """
+        message = self.loadError({"port": 8000})
+        self.assertIn('"run"', message)
+        self.assertIn("required", message)
+        self.assertIn(self.directory.child("rainbow.conf.json").path, message)
+        self.assertIn('"run": "gunicorn myapp:app --bind 127.0.0.1:$1', message)
+
+    def test_blankRun(self) -> None:
+        """
+        A blank C{run} is an error.
+        """
+        message = self.loadError({"run": "  "})
+        self.assertIn("\"run\" is '  '", message)
+        self.assertIn("it is empty", message)
+
+    def test_unknownKeyDidYouMean(self) -> None:
+        """
+        A misspelt key is an error suggesting the key it resembles and
+        listing the known ones.
+        """
+        message = self.loadError({"run": RUN, "drainTimout": 5})
+        self.assertIn('"drainTimout" is not a key', message)
+        self.assertIn('Did you mean "drainTimeout"?', message)
+        self.assertIn(", ".join(settingNames()), message)
+
+    def test_unknownKeyWithoutGuess(self) -> None:
+        """
+        An unknown key that resembles nothing is an error without a guess.
+        """
+        message = self.loadError({"run": RUN, "colour": "blue"})
+        self.assertIn('"colour"', message)
+        self.assertNotIn("Did you mean", message)
+
+    def test_wrongType(self) -> None:
+        """
+        A value of the wrong JSON type is an error naming the file, the key,
+        the value, its type and what is expected.
+        """
+        message = self.loadError({"run": RUN, "maxBackends": "3"})
+        self.assertEqual(
+            message,
+            f"In {self.directory.child('rainbow.conf.json').path}, "
+            "\"maxBackends\" is '3' (a string), but it must be a whole "
+            "number, 1 or more (2 to redeploy).",
+        )
+
+    def test_boolsAreNotNumbers(self) -> None:
+        """
+        C{true} and C{false} are rejected where numbers are expected.
+        """
+        for key in ("drainTimeout", "maxBackends", "port"):
+            message = self.loadError({"run": RUN, key: True})
+            self.assertIn(f'"{key}" is True (true/false)', message)
+
+    def test_fractionalInteger(self) -> None:
+        """
+        A whole-number key rejects fractions but takes a whole float.
+        """
+        message = self.loadError({"run": RUN, "maxBackends": 2.5})
+        self.assertIn("it has a fraction", message)
+        self.assertEqual(self.load({"run": RUN, "maxBackends": 2.0}).maxBackends, 2)
+
+    def test_maxBackendsAtLeastOne(self) -> None:
+        """
+        maxBackends below 1 is an error.
+        """
+        self.assertIn(
+            '"maxBackends" is 0', self.loadError({"run": RUN, "maxBackends": 0})
+        )
+
+    def test_negativeTime(self) -> None:
+        """
+        A negative time is an error naming the unit.
+        """
+        message = self.loadError({"run": RUN, "drainTimeout": -5})
+        self.assertIn('"drainTimeout" is -5', message)
+        self.assertIn("milliseconds, 0 or more", message)
+
+    def test_zeroTimes(self) -> None:
+        """
+        Waits may be 0, but the start timeout and the health-check interval
+        and timeout must be positive.
+        """
+        self.assertEqual(self.load({"run": RUN, "killTimeout": 0}).killTimeout, 0)
+        for key in ("startTimeout", "healthCheckInterval", "healthCheckTimeout"):
+            message = self.loadError({"run": RUN, key: 0})
+            self.assertIn("greater than 0", message)
+
+    def test_nonFiniteTime(self) -> None:
+        """
+        JSON's non-standard NaN and Infinity are not times.
+        """
+        self.directory.child("rainbow.conf.json").setContent(
+            b'{"run": "x", "drainTimeout": Infinity}'
+        )
+        message = self.loadError()
+        self.assertIn("not a finite number", message)
+
+    def test_warmupTime(self) -> None:
+        """
+        warmupTime replaces the health check: healthCheckPath becomes None.
+        """
+        config = self.load({"run": RUN, "warmupTime": 2500})
+        self.assertEqual((config.warmupTime, config.healthCheckPath), (2.5, None))
+
+    def test_bothCheckKeys(self) -> None:
+        """
+        healthCheckPath and warmupTime together in the file are an error.
+        """
+        message = self.loadError(
+            {"run": RUN, "healthCheckPath": "/up", "warmupTime": 1000}
+        )
+        self.assertIn('"healthCheckPath" and "warmupTime" are both set', message)
+
+    def test_flagCheckBeatsFileCheck(self) -> None:
+        """
+        A warmupTime override replaces the file's healthCheckPath, and the
+        other way round.
+        """
+        config = self.load({"run": RUN, "healthCheckPath": "/up"}, {"warmupTime": 1000})
+        self.assertEqual((config.healthCheckPath, config.warmupTime), (None, 1.0))
+        config = self.load({"run": RUN, "warmupTime": 1000}, {"healthCheckPath": "/up"})
+        self.assertEqual((config.healthCheckPath, config.warmupTime), ("/up", None))
+
+    def test_healthCheckPathStartsWithSlash(self) -> None:
+        """
+        A healthCheckPath not starting with "/" is an error.
+        """
+        message = self.loadError({"run": RUN, "healthCheckPath": "health"})
+        self.assertIn('starting with "/"', message)
+
+    def test_jsonSyntaxError(self) -> None:
+        """
+        Invalid JSON is an error naming the file, the line and the column.
+        """
+        path = self.directory.child("rainbow.conf.json")
+        path.setContent(b'{\n  "run": "x",\n  "port": 8000,\n}\n')
+        message = self.loadError()
+        self.assertIn(f"{path.path} is not valid JSON: line 4, column 1:", message)
+        self.assertIn("Expecting property name", message)
+
+    def test_duplicateKey(self) -> None:
+        """
+        A key given twice is an error rather than the last one silently
+        winning.
+        """
+        self.directory.child("rainbow.conf.json").setContent(
+            b'{"run": "x", "port": 8000, "port": 9000}'
+        )
+        self.assertIn('"port" appears twice', self.loadError())
+
+    def test_topLevelNotObject(self) -> None:
+        """
+        A file holding anything but an object is an error.
+        """
+        message = self.loadError(["run", RUN])  # type: ignore[arg-type]
+        self.assertIn("must hold a JSON object", message)
+        self.assertIn("a list", message)
+
+    def test_missingExplicitFile(self) -> None:
+        """
+        An explicit path that does not exist is an error naming it.
+        """
+        path = self.directory.child("nope.json").path
+        error = self.assertRaises(ConfigError, loadConfig, path, {"run": RUN})
+        self.assertIn(f"The config file {path} does not exist", str(error))
+
+    def test_missingDefaultFile(self) -> None:
+        """
+        No default file and no run override is an error saying how to give
+        one.
+        """
+        self.assertEqual(
+            self.loadError(),
+            f"No rainbow.conf.json in {self.directory.path}: write one with "
+            'a "run" key (see README), or pass --config PATH or --run COMMAND.',
+        )
+
+    def test_runWithoutFile(self) -> None:
+        """
+        Without a file, overrides giving C{run} are enough, and paths default
+        to C{cwd}.
+        """
+        config = self.load(None, {"run": RUN, "port": 9000})
+        self.assertEqual(config.source, None)
+        self.assertEqual(config.port, "tcp:9000:interface=127.0.0.1")
+        self.assertEqual(config.cwd, self.directory.path)
+        self.assertEqual(config.stateDir, self.directory.child(".rainbowd").path)
+
+    def test_explicitRelativePath(self) -> None:
+        """
+        A relative config path is relative to C{cwd}, and the app runs and
+        keeps its state in the file's directory.
+        """
+        other = self.directory.child("site")
+        other.makedirs()
+        other.child("prod.json").setContent(json.dumps({"run": RUN}).encode())
+        config = loadConfig("site/prod.json", cwd=self.directory.path)
+        self.assertEqual(config.source, other.child("prod.json").path)
+        self.assertEqual(config.cwd, other.path)
+        self.assertEqual(config.stateDir, other.child(".rainbowd").path)
+
+    def test_overridesBeatFile(self) -> None:
+        """
+        Overrides replace the file's values and are checked the same way;
+        None overrides are ignored.
+        """
+        config = self.load(
+            {"run": RUN, "port": 8000, "drainTimeout": 1000},
+            {"port": 9000, "drainTimeout": 5000, "killTimeout": None},
+        )
+        self.assertEqual(config.port, "tcp:9000:interface=127.0.0.1")
+        self.assertEqual(config.drainTimeout, 5.0)
+        self.assertEqual(config.killTimeout, 10.0)
+        message = self.loadError({"run": RUN}, {"maxBackends": 0})
+        self.assertIn("On the command line, --max-backends", message)
+        self.assertIn('"maxBackends"', message)
+
+    def test_backendPorts(self) -> None:
+        """
+        backendPorts "LOW-HIGH" becomes a tuple; spaces are allowed.
+        """
+        config = self.load({"run": RUN, "backendPorts": " 1024 - 1024 "})
+        self.assertEqual(config.backendPorts, (1024, 1024))
+
+    def test_backendPortsErrors(self) -> None:
+        """
+        backendPorts that are not "LOW-HIGH" with 1024 <= LOW <= HIGH <=
+        65535 are errors.
+        """
+        for ports in ("20000", "30000-20000", "80-1000", "20000-70000", 20000):
+            message = self.loadError({"run": RUN, "backendPorts": ports})
+            self.assertIn(f'"backendPorts" is {ports!r}', message)
+            self.assertIn('"LOW-HIGH"', message)
+
+    def test_env(self) -> None:
+        """
+        env becomes a read-only mapping that compares equal to a dict.
+        """
+        config = self.load({"run": RUN, "env": {"A": "1", "B": ""}})
+        self.assertEqual(config.env, {"A": "1", "B": ""})
+
+        def change() -> None:
+            config.env["C"] = "3"  # type: ignore[index]
+
+        self.assertRaises(TypeError, change)
+        self.assertEqual(hash(config), hash(self.load()))
+
+    def test_envErrors(self) -> None:
+        """
+        env must be an object of string values with usable names; a number
+        value is an error suggesting quotes.
+        """
+        message = self.loadError({"run": RUN, "env": ["A=1"]})
+        self.assertIn("(a list), but it must be an object of strings", message)
+        message = self.loadError({"run": RUN, "env": {"WORKERS": 4}})
+        self.assertIn('quote it, e.g. "WORKERS": "4"', message)
+        message = self.loadError({"run": RUN, "env": {"A=B": "1"}})
+        self.assertIn("'A=B' is not a usable variable name", message)
+
+    def test_cwdRelativeToFile(self) -> None:
+        """
+        A relative cwd in the file is relative to the file's directory.
+        """
+        self.directory.child("app").child("current").makedirs()
+        config = self.load({"run": RUN, "cwd": "app/current"})
+        self.assertEqual(config.cwd, self.directory.descendant(["app", "current"]).path)
+
+    def test_cwdMissing(self) -> None:
+        """
+        A cwd that does not exist, or is a file, is an error naming it.
+        """
+        message = self.loadError({"run": RUN, "cwd": "missing"})
+        self.assertIn(self.directory.child("missing").path, message)
+        self.assertIn("not an existing directory", message)
+        self.write({}, "file")
+        message = self.loadError({"run": RUN, "cwd": "file"})
+        self.assertIn("not an existing directory", message)
+
+    def test_stateDir(self) -> None:
+        """
+        A relative stateDir is relative to the file in the file, and to the
+        current directory on the command line; a file in its place is an
+        error.
+        """
+        self.assertEqual(
+            self.load({"run": RUN, "stateDir": "state"}).stateDir,
+            self.directory.child("state").path,
+        )
+        elsewhere = self.directory.child("elsewhere")
+        elsewhere.makedirs()
+        config = loadConfig(
+            self.directory.child("rainbow.conf.json").path,
+            {"stateDir": "state"},
+            cwd=elsewhere.path,
+        )
+        self.assertEqual(config.stateDir, elsewhere.child("state").path)
+        self.write({}, "occupied")
+        self.assertIn(
+            "not a directory", self.loadError({"run": RUN, "stateDir": "occupied"})
+        )
+
+    def test_longValueShortened(self) -> None:
+        """
+        A long bad value is shortened in the message.
+        """
+        message = self.loadError({"run": RUN, "healthCheckPath": "x" * 1000})
+        self.assertIn(" ... ", message)
+        self.assertLess(len(message), 400)
+
+
+class PortRangeTests(SynchronousTestCase):
+    """
+    Tests for L{ephemeralPortRange} and L{portRangeWarning}.
+    """
+
+    def config(self, low: int, high: int) -> Config:
+        return Config(
+            run=RUN, backendPorts=(low, high), cwd="/srv", stateDir="/srv/.rainbowd"
+        )
+
+    def test_ephemeralPortRange(self) -> None:
+        """
+        The kernel's range is read as two whole numbers.
+        """
+        path = FilePath(self.mktemp())
+        path.setContent(b"32768\t60999\n")
+        self.assertEqual(ephemeralPortRange(path.path), (32768, 60999))
+
+    def test_ephemeralPortRangeUnknown(self) -> None:
+        """
+        A missing or garbled range file gives None.
+        """
+        path = FilePath(self.mktemp())
+        self.assertIsNone(ephemeralPortRange(path.path))
+        path.setContent(b"lots\n")
+        self.assertIsNone(ephemeralPortRange(path.path))
+
+    def test_noOverlap(self) -> None:
+        """
+        No warning when the backend ports are outside the ephemeral range or
+        the range is unknown.
+        """
+        self.assertIsNone(portRangeWarning(self.config(20000, 29999), (32768, 60999)))
+        self.assertIsNone(portRangeWarning(self.config(61000, 62000), (32768, 60999)))
+        self.assertIsNone(portRangeWarning(self.config(40000, 41000), None))
+
+    def test_overlapWarning(self) -> None:
+        """
+        Overlapping ranges give a warning explaining the risk and
+        suggesting a range below the ephemeral one.
+        """
+        warning = portRangeWarning(self.config(30000, 40000), (32768, 60999))
+        assert warning is not None
+        self.assertIn('"30000-40000"', warning)
+        self.assertIn("ephemeral port range 32768-60999", warning)
+        self.assertIn("outgoing connections", warning)
+        self.assertIn('"backendPorts": "20000-29999"', warning)
+        warning = portRangeWarning(self.config(20000, 29999), (15000, 60999))
+        assert warning is not None
+        self.assertIn('"backendPorts": "5000-14999"', warning)
