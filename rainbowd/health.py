@@ -4,31 +4,18 @@ Asking a starting backend whether it is ready: C{GET healthCheckPath} must
 answer 2xx.
 """
 
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool
 
 import attrs
+
+from rainbowd.loopback import QuietConnectionPool, loopbackAgent
 
 
 class Unhealthy(Exception):
     """
     The backend answered the health check, but not with a 2xx status.
     """
-
-
-@attrs.frozen
-class LoopbackEndpoints:
-    """
-    An endpoint factory for L{Agent} that connects straight to 127.0.0.1,
-    whatever the URI's host says, with no name resolution.
-    """
-
-    reactor: object
-
-    def endpointForURI(self, uri):
-        return TCP4ClientEndpoint(self.reactor, "127.0.0.1", uri.port)
 
 
 @attrs.frozen
@@ -44,16 +31,24 @@ class HTTPHealthCheck:
         Fire with L{None} if C{GET path} on C{127.0.0.1:port} answers 2xx
         within C{timeout} seconds; fail otherwise.
         """
-        agent = Agent.usingEndpointFactory(
-            self.reactor,
-            LoopbackEndpoints(self.reactor),
-            pool=HTTPConnectionPool(self.reactor, persistent=False),
+        agent = loopbackAgent(
+            self.reactor, QuietConnectionPool(self.reactor, persistent=False)
         )
         url = f"http://127.0.0.1:{port}{path}".encode("ascii")
         d = agent.request(b"GET", url)
         d.addCallback(self._checkStatus, path)
-        d.addTimeout(timeout, self.reactor)
+        d.addTimeout(
+            timeout,
+            self.reactor,
+            onTimeoutCancel=lambda result, seconds: self._timedOut(path, seconds),
+        )
         return d
+
+    @staticmethod
+    def _timedOut(path, seconds):
+        # Cancelling the Agent's request fails with ConnectingCancelledError
+        # or ResponseNeverReceived, which say nothing of a timeout.
+        raise TimeoutError(f"GET {path} did not answer within {seconds:g} s")
 
     @staticmethod
     def _checkStatus(response, path):

@@ -1,0 +1,1204 @@
+# -*- test-case-name: rainbowd.test.test_proxy -*-
+"""
+Tests for L{rainbowd.proxy}.
+
+Everything happens in memory: a fake client speaks raw HTTP to a
+L{ProxySite} through L{twisted.test.iosim}, the proxy's outgoing connections
+land in a L{MemoryReactorClock}'s C{tcpClients}, and the tests connect them,
+again with iosim, to backend L{Site}s (or raw protocols) of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+import attrs
+from zope.interface import directlyProvides
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from rainbowd.proxy import ProxySite, ReverseProxy
+
+CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
+PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
+
+
+@attrs.define
+class FakeBackend:
+    """
+    A backend as the proxy sees it: a port, a generation, in-flight counting
+    and a one-shot stop notification.
+
+    Being an C{attrs.define} class it is unhashable, like the real one may be.
+    """
+
+    generation: int
+    port: int
+    started: int = 0
+    finished: int = 0
+    _stopWaiters: List[Deferred[None]] = attrs.field(factory=list)
+
+    @property
+    def inflight(self) -> int:
+        return self.started - self.finished
+
+    def requestStarted(self) -> None:
+        self.started += 1
+
+    def requestFinished(self) -> None:
+        if self.finished >= self.started:
+            raise AssertionError("requestFinished() without requestStarted()")
+        self.finished += 1
+
+    def whenStopped(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        self._stopWaiters.append(waiter)
+        return waiter
+
+    def stop(self) -> None:
+        waiters, self._stopWaiters = self._stopWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+
+class FakeDeployer:
+    """
+    The deployer as the proxy sees it: an C{active} backend and cancellable
+    C{whenActive()} Deferreds, fired by L{activate}.
+    """
+
+    def __init__(self) -> None:
+        self.active: Optional[FakeBackend] = None
+        self.waiters: List[Deferred[FakeBackend]] = []
+
+    def whenActive(self) -> Deferred[FakeBackend]:
+        waiter: Deferred[FakeBackend] = Deferred(self.waiters.remove)
+        self.waiters.append(waiter)
+        return waiter
+
+    def activate(self, backend: Optional[FakeBackend]) -> None:
+        self.active = backend
+        if backend is None:
+            return
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.callback(backend)
+
+
+@attrs.frozen
+class Received:
+    """
+    A request as a backend application received it.
+    """
+
+    method: bytes
+    uri: bytes
+    headers: Headers
+    body: bytes
+
+    def header(self, name: bytes) -> List[bytes]:
+        return self.headers.getRawHeaders(name, [])
+
+
+class BackendApp(Resource):
+    """
+    A backend web application recording the requests it gets and answering
+    with C{respond(request)} (by default, a short greeting).
+
+    @ivar received: The L{Received} requests.
+    @ivar live: The twisted.web requests themselves, for answers given later.
+    """
+
+    isLeaf = True
+
+    def __init__(self, respond: Optional[Callable[..., object]] = None) -> None:
+        Resource.__init__(self)
+        self.received: List[Received] = []
+        self.live: list = []
+        self._respond = respond or (lambda request: b"hello from the backend")
+
+    def render(self, request):
+        self.received.append(
+            Received(
+                request.method,
+                request.uri,
+                request.requestHeaders.copy(),
+                request.content.read(),
+            )
+        )
+        self.live.append(request)
+        return self._respond(request)
+
+
+def later(request) -> object:
+    """
+    A backend answer to be written by the test.
+    """
+    return NOT_DONE_YET
+
+
+class CannedBackend(Protocol):
+    """
+    A backend speaking raw bytes: once it has a request head, it writes
+    C{answer} and, if C{close}, closes the connection.
+    """
+
+    def __init__(self, answer: bytes, close: bool) -> None:
+        self._answer = answer
+        self._close = close
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if b"\r\n\r\n" in self._buffer:
+            self._buffer = b""
+            if self._answer:
+                self.transport.write(self._answer)
+            if self._close:
+                self.transport.loseConnection()
+
+
+def cannedBackend(answer: bytes, close: bool = True) -> Factory:
+    return Factory.forProtocol(lambda: CannedBackend(answer, close))
+
+
+@attrs.frozen
+class RawResponse:
+    """
+    A response as the client received it, byte for byte.
+
+    @ivar headers: C{(name, value)} pairs, in order and as sent.
+    @ivar complete: Whether the whole body arrived.
+    """
+
+    code: int
+    phrase: bytes
+    headers: Tuple[Tuple[bytes, bytes], ...]
+    body: bytes
+    complete: bool
+
+    def header(self, name: bytes) -> List[bytes]:
+        return [value for (each, value) in self.headers if each.lower() == name.lower()]
+
+    def names(self) -> List[bytes]:
+        return [name.lower() for (name, value) in self.headers]
+
+
+def parseResponse(
+    data: bytes, method: bytes, closed: bool
+) -> Tuple[RawResponse, bytes]:
+    """
+    Parse one response from the start of C{data}, returning it and the bytes
+    after it.
+    """
+    head, separator, rest = data.partition(b"\r\n\r\n")
+    if not separator:
+        raise ValueError("no complete response head in {!r}".format(data))
+    lines = head.split(b"\r\n")
+    version, code, phrase = (lines[0].split(b" ", 2) + [b""])[:3]
+    headers = tuple(
+        (name.strip(), value.strip())
+        for (name, value) in (line.split(b":", 1) for line in lines[1:])
+    )
+    response = RawResponse(int(code), phrase, headers, b"", True)
+    if method == b"HEAD" or response.code in (204, 304):
+        return response, rest
+    if response.header(b"Transfer-Encoding") == [b"chunked"]:
+        body = b""
+        while True:
+            sizeLine, separator, after = rest.partition(b"\r\n")
+            if not separator:
+                break
+            size = int(sizeLine.split(b";")[0], 16)
+            if len(after) < size + 2:
+                break
+            body += after[:size]
+            rest = after[size + 2 :]
+            if size == 0:
+                return attrs.evolve(response, body=body), rest
+        return attrs.evolve(response, body=body, complete=False), b""
+    lengths = response.header(b"Content-Length")
+    if lengths:
+        length = int(lengths[0])
+        return (
+            attrs.evolve(response, body=rest[:length], complete=len(rest) >= length),
+            rest[length:],
+        )
+    return attrs.evolve(response, body=rest, complete=closed), b""
+
+
+class FakeClient(Protocol):
+    """
+    An HTTP client that writes raw requests and collects raw responses.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.methods: List[bytes] = []
+        self.lostReason: Optional[Failure] = None
+
+    def send(self, raw: bytes) -> None:
+        self.methods.append(raw.split(b" ", 1)[0])
+        self.transport.write(raw)
+
+    def hangUp(self) -> None:
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lostReason = reason
+
+    @property
+    def closed(self) -> bool:
+        return self.lostReason is not None
+
+    def responses(self) -> List[RawResponse]:
+        data = self.data
+        result = []
+        for method in self.methods:
+            if not data:
+                break
+            response, data = parseResponse(data, method, self.closed)
+            result.append(response)
+        return result
+
+    def response(self) -> RawResponse:
+        [response] = self.responses()
+        return response
+
+
+def rawRequest(
+    method: bytes = b"GET",
+    target: bytes = b"/",
+    headers: Tuple[Tuple[bytes, bytes], ...] = ((b"Host", b"app.example"),),
+    body: bytes = b"",
+) -> bytes:
+    """
+    An HTTP/1.1 request, with a I{Content-Length} if it has a body.
+    """
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    lines.extend(name + b": " + value for (name, value) in headers)
+    if body:
+        lines.append(b"Content-Length: %d" % (len(body),))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class World:
+    """
+    A proxy, its fake deployer, its clients and the backend connections it
+    opened, all in memory.
+    """
+
+    def __init__(self, queueTimeout: float = 30.0) -> None:
+        self.reactor = MemoryReactorClock()
+        self.deployer = FakeDeployer()
+        self.proxy = ReverseProxy(self.deployer, self.reactor, queueTimeout)
+        self.site = ProxySite(self.proxy, reactor=self.reactor)
+        self.pumps: List[iosim.IOPump] = []
+        self._handled = 0
+
+    def connectClient(
+        self, peer: IPv4Address = CLIENT_ADDRESS, secure: bool = False
+    ) -> FakeClient:
+        """
+        Open a client connection to the proxy.
+        """
+        serverProtocol = self.site.buildProtocol(peer)
+        serverTransport = iosim.FakeTransport(
+            serverProtocol, isServer=True, hostAddress=PROXY_ADDRESS, peerAddress=peer
+        )
+        if secure:
+            directlyProvides(serverTransport, ISSLTransport)
+        client = FakeClient()
+        clientTransport = iosim.FakeTransport(
+            client, isServer=False, hostAddress=peer, peerAddress=PROXY_ADDRESS
+        )
+        self.pumps.append(
+            iosim.connect(
+                serverProtocol,
+                serverTransport,
+                client,
+                clientTransport,
+                clock=self.reactor,
+            )
+        )
+        return client
+
+    def request(self, raw: bytes, **kwargs: object) -> FakeClient:
+        """
+        Open a client connection to the proxy and send C{raw} over it.
+        """
+        client = self.connectClient(**kwargs)  # type: ignore[arg-type]
+        client.send(raw)
+        self.flush()
+        return client
+
+    def attempts(self) -> List[int]:
+        """
+        The ports of the connection attempts not handled yet.
+        """
+        return [
+            port for (host, port, _, _, _) in self.reactor.tcpClients[self._handled :]
+        ]
+
+    def _nextAttempt(self):
+        if len(self.reactor.tcpClients) <= self._handled:
+            raise AssertionError("the proxy opened no new connection")
+        index = self._handled
+        self._handled += 1
+        return self.reactor.tcpClients[index], self.reactor.connectors[index]
+
+    def accept(self, backendFactory: Factory) -> iosim.IOPump:
+        """
+        Connect the proxy's next connection attempt to a protocol from
+        C{backendFactory}, and let the bytes flow.
+        """
+        (host, port, factory, timeout, bindAddress), connector = self._nextAttempt()
+        if host != "127.0.0.1":
+            raise AssertionError("the proxy connected to {}".format(host))
+        backendAddress = IPv4Address("TCP", host, port)
+        proxyAddress = IPv4Address("TCP", "127.0.0.1", 40000 + self._handled)
+        serverProtocol = backendFactory.buildProtocol(proxyAddress)
+        serverTransport = iosim.FakeTransport(
+            serverProtocol,
+            isServer=True,
+            hostAddress=backendAddress,
+            peerAddress=proxyAddress,
+        )
+        clientProtocol = factory.buildProtocol(None)
+        clientTransport = iosim.FakeTransport(
+            clientProtocol,
+            isServer=False,
+            hostAddress=proxyAddress,
+            peerAddress=backendAddress,
+        )
+        pump = iosim.connect(
+            serverProtocol,
+            serverTransport,
+            clientProtocol,
+            clientTransport,
+            clock=self.reactor,
+        )
+        self.pumps.append(pump)
+        self.flush()
+        return pump
+
+    def refuse(self) -> None:
+        """
+        Refuse the proxy's next connection attempt, as a port nobody listens
+        on would.
+        """
+        (host, port, factory, timeout, bindAddress), connector = self._nextAttempt()
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Move bytes on every connection until none move.
+        """
+        for _ in range(100):
+            moved = False
+            for pump in list(self.pumps):
+                if pump.flush():
+                    moved = True
+            if not moved:
+                return
+        raise AssertionError("the connections never went quiet")
+
+
+def backendSite(world: World, app: Resource) -> Site:
+    site = Site(app, reactor=world.reactor)
+    site.noisy = False
+    return site
+
+
+class ForwardingTests(SynchronousTestCase):
+    """
+    Requests reach the active backend as the client sent them, plus
+    forwarding headers.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=3, port=20001)
+        self.world.deployer.activate(self.backend)
+        self.app = BackendApp()
+        self.site = backendSite(self.world, self.app)
+
+    def forward(self, raw: bytes, **kwargs: object) -> Tuple[Received, FakeClient]:
+        """
+        Send C{raw} through the proxy to the backend app.
+        """
+        client = self.world.request(raw, **kwargs)
+        self.world.accept(self.site)
+        [received] = self.app.received
+        return received, client
+
+    def test_relaysActiveBackendResponse(self) -> None:
+        """
+        A request is sent to 127.0.0.1 on the active backend's port and the
+        backend's response comes back to the client.
+        """
+        client = self.world.request(rawRequest())
+        self.assertEqual(self.world.attempts(), [20001])
+        self.world.accept(self.site)
+        response = client.response()
+        self.assertEqual(
+            (response.code, response.body, response.complete),
+            (200, b"hello from the backend", True),
+        )
+
+    def test_pathQueryAndMethodForwarded(self) -> None:
+        """
+        The full path and query string and the method are forwarded as is.
+        """
+        received, client = self.forward(rawRequest(b"DELETE", b"/a/b?x=1&y=2"))
+        self.assertEqual((received.method, received.uri), (b"DELETE", b"/a/b?x=1&y=2"))
+
+    def test_absoluteFormTargetForwardedAsPath(self) -> None:
+        """
+        A request target in absolute form reaches the backend as its path
+        and query string.
+        """
+        received, client = self.forward(rawRequest(target=b"http://app.example/p?q=1"))
+        self.assertEqual(received.uri, b"/p?q=1")
+
+    def test_requestBodyForwarded(self) -> None:
+        """
+        A request body, larger than one chunk of the body producer, reaches
+        the backend whole, with its length.
+        """
+        body = bytes(range(256)) * 1000
+        received, client = self.forward(rawRequest(b"PUT", b"/upload", body=body))
+        self.assertEqual(received.method, b"PUT")
+        self.assertEqual(received.body, body)
+        self.assertEqual(received.header(b"Content-Length"), [b"%d" % (len(body),)])
+
+    def test_chunkedRequestBodyForwardedWithLength(self) -> None:
+        """
+        A chunked request body is forwarded de-chunked, with a
+        I{Content-Length} and no I{Transfer-Encoding}.
+        """
+        raw = (
+            b"POST /form HTTP/1.1\r\nHost: app.example\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        received, client = self.forward(raw)
+        self.assertEqual(received.body, b"hello world")
+        self.assertEqual(received.header(b"Content-Length"), [b"11"])
+        self.assertEqual(received.header(b"Transfer-Encoding"), [])
+
+    def test_getWithoutBodyHasNoLength(self) -> None:
+        """
+        A GET without a body is forwarded without I{Content-Length} or
+        I{Transfer-Encoding}.
+        """
+        received, client = self.forward(rawRequest())
+        self.assertEqual(received.header(b"Content-Length"), [])
+        self.assertEqual(received.header(b"Transfer-Encoding"), [])
+
+    def test_hostPreserved(self) -> None:
+        """
+        The client's I{Host} header reaches the backend unchanged.
+        """
+        received, client = self.forward(
+            rawRequest(headers=((b"Host", b"shop.example:8443"),))
+        )
+        self.assertEqual(received.header(b"Host"), [b"shop.example:8443"])
+
+    def test_forwardedForSet(self) -> None:
+        """
+        I{X-Forwarded-For} is set to the client's IP when the client sent
+        none.
+        """
+        received, client = self.forward(rawRequest())
+        self.assertEqual(received.header(b"X-Forwarded-For"), [b"192.0.2.7"])
+
+    def test_forwardedForAppended(self) -> None:
+        """
+        The client's IP is appended to the I{X-Forwarded-For} values the
+        client sent, in one comma-separated header.
+        """
+        received, client = self.forward(
+            rawRequest(
+                headers=(
+                    (b"Host", b"app.example"),
+                    (b"X-Forwarded-For", b"203.0.113.1"),
+                    (b"X-Forwarded-For", b"198.51.100.2"),
+                )
+            )
+        )
+        self.assertEqual(
+            received.header(b"X-Forwarded-For"),
+            [b"203.0.113.1, 198.51.100.2, 192.0.2.7"],
+        )
+
+    def test_forwardedProtoAndHostSet(self) -> None:
+        """
+        I{X-Forwarded-Proto} and I{X-Forwarded-Host} are set from the
+        connection and I{Host} when the client sent none.
+        """
+        received, client = self.forward(rawRequest())
+        self.assertEqual(received.header(b"X-Forwarded-Proto"), [b"http"])
+        self.assertEqual(received.header(b"X-Forwarded-Host"), [b"app.example"])
+
+    def test_forwardedProtoHttpsOnSecureConnection(self) -> None:
+        """
+        I{X-Forwarded-Proto} is C{https} for a request that came over TLS.
+        """
+        received, client = self.forward(rawRequest(), secure=True)
+        self.assertEqual(received.header(b"X-Forwarded-Proto"), [b"https"])
+
+    def test_forwardedProtoAndHostKept(self) -> None:
+        """
+        I{X-Forwarded-Proto} and I{X-Forwarded-Host} sent by the client (an
+        nginx in front) are forwarded unchanged.
+        """
+        received, client = self.forward(
+            rawRequest(
+                headers=(
+                    (b"Host", b"127.0.0.1:8080"),
+                    (b"X-Forwarded-Proto", b"https"),
+                    (b"X-Forwarded-Host", b"www.example"),
+                )
+            )
+        )
+        self.assertEqual(received.header(b"X-Forwarded-Proto"), [b"https"])
+        self.assertEqual(received.header(b"X-Forwarded-Host"), [b"www.example"])
+
+    def test_repeatedRequestHeadersKept(self) -> None:
+        """
+        A request header sent twice reaches the backend twice.
+        """
+        received, client = self.forward(
+            rawRequest(
+                headers=(
+                    (b"Host", b"app.example"),
+                    (b"Cookie", b"a=1"),
+                    (b"Cookie", b"b=2"),
+                )
+            )
+        )
+        self.assertEqual(received.header(b"Cookie"), [b"a=1", b"b=2"])
+
+    def test_hopByHopRequestHeadersStripped(self) -> None:
+        """
+        Hop-by-hop request headers, and those named by I{Connection}, are not
+        forwarded; the others are.
+        """
+        received, client = self.forward(
+            rawRequest(
+                headers=(
+                    (b"Host", b"app.example"),
+                    (b"Connection", b"keep-alive, X-Hop"),
+                    (b"Keep-Alive", b"timeout=5"),
+                    (b"X-Hop", b"secret"),
+                    (b"Proxy-Authorization", b"Basic Zm9vOmJhcg=="),
+                    (b"Proxy-Connection", b"keep-alive"),
+                    (b"TE", b"trailers"),
+                    (b"Trailer", b"X-Checksum"),
+                    (b"Upgrade", b"h2c"),
+                    (b"X-End-To-End", b"kept"),
+                )
+            )
+        )
+        for name in [
+            b"connection",
+            b"keep-alive",
+            b"x-hop",
+            b"proxy-authorization",
+            b"proxy-connection",
+            b"te",
+            b"trailer",
+            b"upgrade",
+        ]:
+            self.assertEqual(received.header(name), [], name)
+        self.assertEqual(received.header(b"X-End-To-End"), [b"kept"])
+
+    def test_unforwardableTargetRefused(self) -> None:
+        """
+        A request target that is neither a path nor an absolute URI is
+        answered with 400 without reaching a backend.
+        """
+        client = self.world.request(rawRequest(target=b"nonsense"))
+        self.assertEqual(client.response().code, 400)
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(self.backend.started, 0)
+
+
+class ResponseTests(SynchronousTestCase):
+    """
+    The backend's response reaches the client as the backend sent it, minus
+    hop-by-hop headers.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def serve(
+        self, respond: Callable[..., object], raw: bytes = rawRequest()
+    ) -> Tuple[FakeClient, BackendApp, iosim.IOPump]:
+        app = BackendApp(respond)
+        client = self.world.request(raw)
+        pump = self.world.accept(backendSite(self.world, app))
+        return client, app, pump
+
+    def test_statusAndReasonRelayed(self) -> None:
+        """
+        The backend's status code and reason phrase are relayed.
+        """
+
+        def respond(request):
+            request.setResponseCode(418, b"Short And Stout")
+            return b"tea"
+
+        client, app, pump = self.serve(respond)
+        response = client.response()
+        self.assertEqual((response.code, response.phrase), (418, b"Short And Stout"))
+
+    def test_repeatedResponseHeadersRelayed(self) -> None:
+        """
+        A response header the backend sends twice reaches the client twice.
+        """
+
+        def respond(request):
+            request.responseHeaders.setRawHeaders(b"Set-Cookie", [b"a=1", b"b=2"])
+            return b"cookies"
+
+        client, app, pump = self.serve(respond)
+        self.assertEqual(client.response().header(b"Set-Cookie"), [b"a=1", b"b=2"])
+
+    def test_backendServerAndDateWin(self) -> None:
+        """
+        The backend's I{Server} and I{Date} replace twisted.web's own.
+        """
+
+        def respond(request):
+            request.setHeader(b"Server", b"gunicorn")
+            request.setHeader(b"Date", b"Tue, 01 Jan 2030 00:00:00 GMT")
+            return b""
+
+        client, app, pump = self.serve(respond)
+        response = client.response()
+        self.assertEqual(response.header(b"Server"), [b"gunicorn"])
+        self.assertEqual(response.header(b"Date"), [b"Tue, 01 Jan 2030 00:00:00 GMT"])
+
+    def test_hopByHopResponseHeadersStripped(self) -> None:
+        """
+        Hop-by-hop response headers are not relayed; the others are.
+        """
+
+        def respond(request):
+            for name, value in [
+                (b"Keep-Alive", b"timeout=5"),
+                (b"Proxy-Authenticate", b"Basic"),
+                (b"Trailer", b"X-Checksum"),
+                (b"Upgrade", b"h2c"),
+                (b"X-End-To-End", b"kept"),
+            ]:
+                request.setHeader(name, value)
+            return b"body"
+
+        client, app, pump = self.serve(respond)
+        response = client.response()
+        for name in [b"keep-alive", b"proxy-authenticate", b"trailer", b"upgrade"]:
+            self.assertNotIn(name, response.names())
+        self.assertEqual(response.header(b"X-End-To-End"), [b"kept"])
+
+    def test_contentLengthRelayedAndNoTypeInvented(self) -> None:
+        """
+        A response of known length is relayed with that I{Content-Length},
+        unchunked, and without a I{Content-Type} the backend did not send.
+        """
+
+        def respond(request):
+            request.defaultContentType = None
+            return b"12345"
+
+        client, app, pump = self.serve(respond)
+        response = client.response()
+        self.assertEqual(response.header(b"Content-Length"), [b"5"])
+        self.assertEqual(response.header(b"Transfer-Encoding"), [])
+        self.assertEqual(response.header(b"Content-Type"), [])
+        self.assertEqual(response.body, b"12345")
+
+    def test_bodyStreamedAsItArrives(self) -> None:
+        """
+        A response body of unknown length is relayed chunked, each piece as
+        soon as the backend sends it.
+        """
+        client, app, pump = self.serve(later)
+        [backendRequest] = app.live
+        backendRequest.write(b"first ")
+        self.world.flush()
+        response = client.response()
+        self.assertEqual((response.body, response.complete), (b"first ", False))
+        backendRequest.write(b"second")
+        backendRequest.finish()
+        self.world.flush()
+        response = client.response()
+        self.assertEqual((response.body, response.complete), (b"first second", True))
+        self.assertEqual(response.header(b"Transfer-Encoding"), [b"chunked"])
+
+    def test_bodyUntilCloseRelayed(self) -> None:
+        """
+        A response delimited by the backend closing its connection is relayed
+        complete.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(cannedBackend(b"HTTP/1.1 200 OK\r\n\r\nall of it"))
+        response = client.response()
+        self.assertEqual((response.body, response.complete), (b"all of it", True))
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_headRelayed(self) -> None:
+        """
+        A HEAD response is relayed with the backend's I{Content-Length} and
+        no body, leaving the client connection usable.
+        """
+        client, app, pump = self.serve(
+            lambda request: b"a body of 20 bytes..", rawRequest(b"HEAD")
+        )
+        self.world.flush()
+        response = client.response()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.header(b"Content-Length"), [b"20"])
+        self.assertEqual(client.data.endswith(b"\r\n\r\n"), True)
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_bodilessStatusesRelayed(self) -> None:
+        """
+        204 and 304 responses are relayed without a body, one after the other
+        on the same client connection.
+        """
+        codes = [204, 304]
+
+        def respond(request):
+            request.setResponseCode(codes.pop(0))
+            return b""
+
+        app = BackendApp(respond)
+        client = self.world.request(rawRequest(b"GET", b"/first"))
+        self.world.accept(backendSite(self.world, app))
+        client.send(rawRequest(b"GET", b"/second"))
+        self.world.flush()
+        self.assertEqual([r.code for r in client.responses()], [204, 304])
+        self.assertEqual(client.data.count(b"HTTP/1.1"), 2)
+        self.assertEqual(client.data.endswith(b"\r\n\r\n"), True)
+        self.assertEqual((self.backend.started, self.backend.finished), (2, 2))
+
+    def test_backendConnectionReused(self) -> None:
+        """
+        Consecutive requests to one backend share one kept-alive connection.
+        """
+        app = BackendApp()
+        site = backendSite(self.world, app)
+        self.world.request(rawRequest())
+        self.world.accept(site)
+        second = self.world.request(rawRequest())
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual([len(app.received), second.response().code], [2, 200])
+
+
+class SwapTests(SynchronousTestCase):
+    """
+    Each request goes to the backend active when it arrives, and stays there.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.old = FakeBackend(generation=1, port=20001)
+        self.new = FakeBackend(generation=2, port=20002)
+
+    def test_newRequestsGoToNewBackend(self) -> None:
+        """
+        Once another backend is active, new requests go to its port.
+        """
+        self.world.deployer.activate(self.old)
+        self.world.request(rawRequest())
+        self.world.deployer.activate(self.new)
+        self.world.request(rawRequest())
+        self.assertEqual(self.world.attempts(), [20001, 20002])
+
+    def test_inFlightStaysOnOldBackend(self) -> None:
+        """
+        A request forwarded before a swap is answered by the old backend,
+        which counts it in flight until its response is relayed.
+        """
+        self.world.deployer.activate(self.old)
+        oldApp = BackendApp(later)
+        slow = self.world.request(rawRequest(target=b"/slow"))
+        self.world.accept(backendSite(self.world, oldApp))
+
+        self.world.deployer.activate(self.new)
+        newApp = BackendApp()
+        fast = self.world.request(rawRequest(target=b"/fast"))
+        self.world.accept(backendSite(self.world, newApp))
+        self.assertEqual(fast.response().body, b"hello from the backend")
+        self.assertEqual((self.old.inflight, self.new.inflight), (1, 0))
+
+        [oldRequest] = oldApp.live
+        oldRequest.write(b"from the old one")
+        oldRequest.finish()
+        self.world.flush()
+        self.assertEqual(slow.response().body, b"from the old one")
+        self.assertEqual([r.uri for r in newApp.received], [b"/fast"])
+        self.assertEqual((self.old.started, self.old.finished), (1, 1))
+        self.assertEqual((self.new.started, self.new.finished), (1, 1))
+
+    def test_inflightUntilBodyRelayed(self) -> None:
+        """
+        The backend counts a request in flight from the moment it is sent
+        until the last byte of its response is relayed.
+        """
+        self.world.deployer.activate(self.old)
+        app = BackendApp(later)
+        self.world.request(rawRequest())
+        self.assertEqual(self.old.inflight, 1)
+        self.world.accept(backendSite(self.world, app))
+        [backendRequest] = app.live
+        backendRequest.write(b"part")
+        self.world.flush()
+        self.assertEqual(self.old.inflight, 1)
+        backendRequest.finish()
+        self.world.flush()
+        self.assertEqual((self.old.started, self.old.finished), (1, 1))
+
+
+class QueueTests(SynchronousTestCase):
+    """
+    Requests arriving while no backend is active wait for one, for a while.
+    """
+
+    def setUp(self) -> None:
+        self.world = World(queueTimeout=30.0)
+        self.backend = FakeBackend(generation=1, port=20001)
+
+    def test_waitsForBackend(self) -> None:
+        """
+        With no active backend the request waits, and is forwarded to the
+        next backend to become active.
+        """
+        client = self.world.request(rawRequest())
+        self.world.reactor.advance(29)
+        self.assertEqual((client.data, self.world.attempts()), (b"", []))
+        self.world.deployer.activate(self.backend)
+        self.world.accept(backendSite(self.world, BackendApp()))
+        self.assertEqual(client.response().code, 200)
+
+    def test_503AfterQueueTimeout(self) -> None:
+        """
+        A request still waiting for a backend after C{queueTimeout} seconds is
+        answered 503 in plain text saying why, and stops waiting.
+        """
+        client = self.world.request(rawRequest())
+        self.world.reactor.advance(29.9)
+        self.world.flush()
+        self.assertEqual(client.data, b"")
+        self.world.reactor.advance(0.1)
+        self.world.flush()
+        response = client.response()
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            response.header(b"Content-Type"), [b"text/plain; charset=utf-8"]
+        )
+        self.assertEqual(
+            response.body,
+            b"rainbowd: no backend became ready within 30 s; see rainbowd's log\n",
+        )
+        self.assertEqual(self.world.deployer.waiters, [])
+
+
+class BackendFailureTests(SynchronousTestCase):
+    """
+    A backend that cannot take a request gets it retried elsewhere if it
+    never reached the app, and a 502 otherwise.
+    """
+
+    def setUp(self) -> None:
+        self.world = World(queueTimeout=30.0)
+        self.dead = FakeBackend(generation=3, port=20001)
+        self.replacement = FakeBackend(generation=4, port=20002)
+        self.world.deployer.activate(self.dead)
+
+    def test_refusedAfterDeadlineIs502(self) -> None:
+        """
+        A refused connection after the deadline is answered 502, naming the
+        backend's generation and port and the error.
+        """
+        client = self.world.request(rawRequest())
+        self.world.reactor.advance(30)
+        self.world.refuse()
+        response = client.response()
+        self.assertEqual(response.code, 502)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: backend generation 3 on port 20001 failed: "
+            b"Connection was refused by other side.\n",
+        )
+        self.assertEqual((self.dead.started, self.dead.finished), (1, 1))
+
+    def test_refusedRetriedOnNewActiveBackend(self) -> None:
+        """
+        A request refused by a backend that is no longer the active one goes
+        to the active one, moving its in-flight count there.
+        """
+        client = self.world.request(rawRequest())
+        self.world.deployer.activate(self.replacement)
+        self.world.refuse()
+        self.assertEqual(self.world.attempts(), [20002])
+        self.world.accept(backendSite(self.world, BackendApp()))
+        self.assertEqual(client.response().code, 200)
+        self.assertEqual((self.dead.started, self.dead.finished), (1, 1))
+        self.assertEqual((self.replacement.started, self.replacement.finished), (1, 1))
+
+    def test_refusedWaitsForReplacement(self) -> None:
+        """
+        A request refused while no backend is active waits for the next one.
+        """
+        client = self.world.request(rawRequest())
+        self.world.deployer.activate(None)
+        self.world.refuse()
+        self.assertEqual(self.world.attempts(), [])
+        self.world.deployer.activate(self.replacement)
+        self.world.accept(backendSite(self.world, BackendApp()))
+        self.assertEqual(client.response().code, 200)
+        self.assertEqual(self.dead.inflight, 0)
+
+    def test_refusedThenNoneReadyIs503(self) -> None:
+        """
+        A request refused by the last backend, and for which no other became
+        ready before the deadline, is answered 503 mentioning the refusal.
+        """
+        client = self.world.request(rawRequest())
+        self.world.deployer.activate(None)
+        self.world.refuse()
+        self.world.reactor.advance(30)
+        self.world.flush()
+        response = client.response()
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: no backend became ready within 30 s (generation 3 on "
+            b"port 20001 refused the connection); see rainbowd's log\n",
+        )
+        self.assertEqual(self.world.deployer.waiters, [])
+
+    def test_refusedRetriedOnSameBackendAfterDelay(self) -> None:
+        """
+        A request refused by the backend that is still active is sent to it
+        again a tenth of a second later.
+        """
+        client = self.world.request(rawRequest())
+        self.world.refuse()
+        self.assertEqual(self.world.attempts(), [])
+        self.world.reactor.advance(0.1)
+        self.assertEqual(self.world.attempts(), [20001])
+        self.world.accept(backendSite(self.world, BackendApp()))
+        self.assertEqual(client.response().code, 200)
+        self.assertEqual((self.dead.started, self.dead.finished), (2, 2))
+
+    def test_refusedUntilDeadlineIs502(self) -> None:
+        """
+        A backend that keeps refusing is retried until the deadline, then the
+        request is answered 502.
+        """
+        client = self.world.request(rawRequest())
+        attempts = 0
+        while not client.data:
+            self.world.refuse()
+            attempts += 1
+            self.world.reactor.advance(0.1)
+        self.assertEqual(client.response().code, 502)
+        self.assertTrue(250 < attempts <= 301, attempts)
+        self.assertEqual(self.dead.inflight, 0)
+
+    def test_backendDiesBeforeResponding(self) -> None:
+        """
+        A backend that closes the connection without answering gets the
+        request a 502 saying so, and no retry.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(cannedBackend(b""))
+        response = client.response()
+        self.assertEqual(response.code, 502)
+        self.assertIn(
+            b"rainbowd: backend generation 3 on port 20001 failed: "
+            b"ResponseNeverReceived: Connection was closed cleanly",
+            response.body,
+        )
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual((self.dead.started, self.dead.finished), (1, 1))
+
+    def test_backendDiesMidBody(self) -> None:
+        """
+        A backend dying halfway through a body makes the proxy drop the client
+        connection, leaving the response visibly truncated.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf.")
+        )
+        response = client.response()
+        self.assertEqual((response.body, response.complete), (b"half.", False))
+        self.assertTrue(client.closed)
+        self.assertEqual((self.dead.started, self.dead.finished), (1, 1))
+
+
+class ClientGoneTests(SynchronousTestCase):
+    """
+    A client hanging up stops the work done on its behalf, without errors.
+    """
+
+    def setUp(self) -> None:
+        self.world = World(queueTimeout=30.0)
+        self.backend = FakeBackend(generation=1, port=20001)
+
+    def test_goneWhileQueued(self) -> None:
+        """
+        A client leaving while waiting for a backend stops the wait.
+        """
+        client = self.world.request(rawRequest())
+        client.hangUp()
+        self.world.flush()
+        self.assertEqual(self.world.deployer.waiters, [])
+        self.world.deployer.activate(self.backend)
+        self.world.reactor.advance(30)
+        self.assertEqual((self.world.attempts(), self.backend.started), ([], 0))
+
+    def test_goneWhileConnecting(self) -> None:
+        """
+        A client leaving while the backend connection is being made stops it,
+        and the backend counts the request over.
+        """
+        self.world.deployer.activate(self.backend)
+        client = self.world.request(rawRequest())
+        client.hangUp()
+        self.world.flush()
+        self.assertTrue(self.world.reactor.connectors[0].stoppedConnecting)
+        self.assertEqual((self.backend.started, self.backend.finished), (1, 1))
+
+    def test_goneWhileWaitingForResponse(self) -> None:
+        """
+        A client leaving before the response arrives closes the backend
+        connection, and the backend counts the request over.
+        """
+        self.world.deployer.activate(self.backend)
+        app = BackendApp(later)
+        client = self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, app))
+        backendGone = app.live[0].notifyFinish()
+        client.hangUp()
+        self.world.flush()
+        self.failureResultOf(backendGone)
+        self.assertTrue(pump.serverIO.disconnected)
+        self.assertEqual((self.backend.started, self.backend.finished), (1, 1))
+
+    def test_goneWhileStreaming(self) -> None:
+        """
+        A client leaving halfway through the response body closes the backend
+        connection, and the backend counts the request over.
+        """
+        self.world.deployer.activate(self.backend)
+        app = BackendApp(later)
+        client = self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, app))
+        [backendRequest] = app.live
+        backendGone = backendRequest.notifyFinish()
+        backendRequest.write(b"some of it")
+        self.world.flush()
+        client.hangUp()
+        self.world.flush()
+        self.failureResultOf(backendGone)
+        self.assertTrue(pump.serverIO.disconnected)
+        self.assertEqual((self.backend.started, self.backend.finished), (1, 1))
+
+    def test_goneDuringRetryDelay(self) -> None:
+        """
+        A client leaving while a refused request waits to be retried cancels
+        the retry.
+        """
+        self.world.deployer.activate(self.backend)
+        client = self.world.request(rawRequest())
+        self.world.refuse()
+        client.hangUp()
+        self.world.flush()
+        self.world.reactor.advance(1)
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual((self.backend.started, self.backend.finished), (1, 1))
+
+
+class PoolTests(SynchronousTestCase):
+    """
+    Each backend has its own pool of kept-alive connections, closed when the
+    backend stops.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def test_idleConnectionsClosedWhenBackendStops(self) -> None:
+        """
+        When a backend's process is gone, the proxy closes its kept-alive
+        connections to it, and would open a new one for a new request.
+        """
+        self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, BackendApp()))
+        self.assertFalse(pump.serverIO.disconnected)
+        self.backend.stop()
+        self.world.flush()
+        self.assertTrue(pump.serverIO.disconnected)
+        self.world.request(rawRequest())
+        self.assertEqual(self.world.attempts(), [20001])
+
+    def test_closeCachedConnections(self) -> None:
+        """
+        L{ReverseProxy.closeCachedConnections} closes the kept-alive
+        connections to every backend.
+        """
+        self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, BackendApp()))
+        closed = self.world.proxy.closeCachedConnections()
+        self.world.flush()
+        self.assertIsNone(self.successResultOf(closed))
+        self.assertTrue(pump.serverIO.disconnected)
+
+
+class ProxySiteTests(SynchronousTestCase):
+    """
+    L{ProxySite} serves quietly.
+    """
+
+    def test_noAccessLog(self) -> None:
+        """
+        L{ProxySite} writes nothing to its access log, even with a log path.
+        """
+        world = World()
+        path = self.mktemp()
+        world.site = ProxySite(world.proxy, logPath=path, reactor=world.reactor)
+        world.site.doStart()
+        client = world.request(rawRequest())
+        world.reactor.advance(30)
+        world.flush()
+        self.assertEqual(client.response().code, 503)
+        world.site.doStop()
+        with open(path) as log:
+            self.assertEqual(log.read(), "")
