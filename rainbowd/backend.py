@@ -30,6 +30,10 @@ from rainbowd.config import Config
 #: How many of the app's last output lines a backend keeps, for reports.
 OUTPUT_LINES = 50
 
+#: Output longer than this with no newline is logged as a line of its own,
+#: in bytes.
+LONGEST_LINE = 64 * 1024
+
 #: How often to look whether a process group has emptied, in seconds.
 REAP_INTERVAL = 0.1
 
@@ -103,14 +107,31 @@ class ProcessGroupSignals:
         except ProcessLookupError:
             pass
 
-    def groupAlive(self, pgid: int) -> bool:
+    def groupAlive(self, pgid: int, proc: str = "/proc") -> bool:
+        """
+        Is any process of group C{pgid} still running?  Zombies do not
+        count: where nothing reaps orphans (PID 1 in a container without an
+        init), they would never go.
+        """
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
+            pids = [entry for entry in os.listdir(proc) if entry.isdigit()]
+        except OSError:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return False
             return True
-        return True
+        for pid in pids:
+            try:
+                with open(os.path.join(proc, pid, "stat")) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # pid (comm) state ppid pgrp ...; comm may hold spaces or ")".
+            state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+            if int(pgrp) == pgid and state not in "ZX":
+                return True
+        return False
 
     def groupOf(self, pid: int) -> Optional[int]:
         try:
@@ -127,8 +148,11 @@ def describeExit(reason) -> str:
         return "exited with code 0"
     status = reason.value
     if status.signal is not None:
-        name = signal.Signals(status.signal).name
-        return f"was killed by signal {status.signal} ({name})"
+        try:
+            name = f" ({signal.Signals(status.signal).name})"
+        except ValueError:  # real-time signals have no name
+            name = ""
+        return f"was killed by signal {status.signal}{name}"
     return f"exited with code {status.exitCode}"
 
 
@@ -196,10 +220,7 @@ class Backend(ProcessProtocol):
         Start the app in a session of its own, with C{$1} the port and C{$2}
         an absolute pidfile path, and start checking its health.
         """
-        try:
-            os.remove(self.pidfile)
-        except FileNotFoundError:
-            pass
+        self._removePidfile()
         args = [
             self._setsid,
             "/bin/sh",
@@ -332,7 +353,11 @@ class Backend(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         lines = (self._partial.get(childFD, b"") + data).split(b"\n")
-        self._partial[childFD] = lines.pop()
+        rest = lines.pop()
+        if len(rest) >= LONGEST_LINE:
+            lines.append(rest)
+            rest = b""
+        self._partial[childFD] = rest
         for line in lines:
             self._outputLine(childFD, line)
 
@@ -378,6 +403,12 @@ class Backend(ProcessProtocol):
         call = self._calls.pop(name, None)
         if call is not None and call.active():
             call.cancel()
+
+    def _removePidfile(self) -> None:
+        try:
+            os.remove(self.pidfile)
+        except FileNotFoundError:
+            pass
 
     def _outputLine(self, childFD: int, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")
@@ -453,14 +484,17 @@ class Backend(ProcessProtocol):
         The spawned process has ended: wait until nothing is left in its
         process group, signalling what is, then report the end.
         """
+        firstLook = "reap" not in self._calls
         self._cancel("reap")
         if self._signals.groupAlive(self.pgid):
-            if "kill" not in self._calls:
+            if firstLook:
                 self._signals.signalGroup(self.pgid, signal.SIGTERM)
-                self._later("kill", self.config.killTimeout, self._killTimedOut)
+                if "kill" not in self._calls:
+                    self._later("kill", self.config.killTimeout, self._killTimedOut)
             self._later("reap", REAP_INTERVAL, self._reap)
             return
         self._cancel("kill")
+        self._removePidfile()
         readyObservers, self._readyObservers = self._readyObservers, []
         stoppedObservers, self._stoppedObservers = self._stoppedObservers, []
         if self._failure is not None:

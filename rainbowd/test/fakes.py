@@ -4,7 +4,7 @@ the test ends, and the process table that rainbowd's signals act on.
 """
 
 import signal
-from typing import Dict, List, Optional, Set
+from typing import List, Optional, Set
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated

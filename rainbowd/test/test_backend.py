@@ -1,0 +1,1006 @@
+"""
+Tests for L{rainbowd.backend}.
+"""
+
+import os
+import signal
+from typing import List
+
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from rainbowd.backend import (
+    LONGEST_LINE,
+    ProcessGroupSignals,
+    OUTPUT_LINES,
+    REAP_INTERVAL,
+    Backend,
+    BackendFailed,
+    InvalidTransition,
+    State,
+    describeExit,
+)
+from rainbowd.config import Config
+from rainbowd.health import Unhealthy
+from rainbowd.test.fakes import (
+    FakeHealthCheck,
+    FakeProcess,
+    FakeProcessReactor,
+    FakeSignals,
+)
+
+RUN = "exec gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
+GENERATION = 3
+#: A signal number L{signal.Signals} has no name for (a real-time signal on
+#: Linux).
+UNNAMED_SIGNAL = 40
+PORT = 20001
+
+#: The timings every test's L{Config} uses, in seconds.
+TIMINGS = dict(
+    healthCheckInterval=1.0,
+    healthCheckTimeout=0.5,
+    startTimeout=5.0,
+    drainTimeout=10.0,
+    killTimeout=3.0,
+)
+
+
+class BackendTestCase(SynchronousTestCase):
+    """
+    A L{Backend} on a L{FakeProcessReactor}, its signals acting on the fake
+    process table and its health checks answered by the test.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeProcessReactor()
+        self.signals = FakeSignals(self.reactor)
+        self.health = FakeHealthCheck()
+        self.stateDir = os.path.abspath(self.mktemp())
+        os.makedirs(self.stateDir)
+        self.cwd = os.path.abspath(self.mktemp())
+        os.makedirs(self.cwd)
+        self.exited: List[Backend] = []
+
+    def config(self, **changes) -> Config:
+        settings = dict(TIMINGS, run=RUN, cwd=self.cwd, stateDir=self.stateDir)
+        settings.update(changes)
+        return Config(**settings)
+
+    def backend(self, generation: int = GENERATION, port: int = PORT, **changes):
+        return Backend(
+            self.config(**changes),
+            generation,
+            port,
+            self.reactor,
+            self.health,
+            self.signals,
+            onExit=self.exited.append,
+        )
+
+    def launched(self, **changes):
+        """
+        A launched backend, and its process.
+        """
+        backend = self.backend(**changes)
+        backend.launch()
+        return backend, self.reactor.processes[-1]
+
+    def ready(self, **changes):
+        """
+        A backend that passed its health check, and its process.
+        """
+        backend, process = self.launched(**changes)
+        self.health.answer(backend.port)
+        self.assertIs(backend.state, State.READY)
+        return backend, process
+
+    def active(self, **changes):
+        """
+        An active backend, and its process.
+        """
+        backend, process = self.ready(**changes)
+        backend.activate()
+        return backend, process
+
+    def failProbe(self, message: str = "GET / answered 503") -> None:
+        """
+        The latest health check fails with L{Unhealthy}.
+        """
+        port, path, timeout, d = self.health.probes[-1]
+        d.errback(Unhealthy(message))
+
+    def writePidfile(self, backend: Backend, pid: int) -> None:
+        with open(backend.pidfile, "w") as f:
+            f.write(f"{pid}\n")
+
+    def addWorker(self, process: FakeProcess, pid: int) -> None:
+        """
+        Put pid C{pid} in C{process}'s group, as a worker of the app.
+        """
+        process.members.add(pid)
+
+
+class LaunchTests(BackendTestCase):
+    """
+    Tests for L{Backend.launch}.
+    """
+
+    def test_arguments(self) -> None:
+        """
+        The app is run as C{setsid /bin/sh -c RUN rainbowd-app PORT PIDFILE},
+        so C{$1} is the port and C{$2} an absolute pidfile in C{stateDir}.
+        """
+        backend, process = self.launched()
+        self.assertEqual(process.executable, "setsid")
+        self.assertEqual(
+            process.args,
+            ["setsid", "/bin/sh", "-c", RUN, "rainbowd-app", str(PORT), backend.pidfile],
+        )
+        self.assertTrue(os.path.isabs(backend.pidfile))
+        self.assertEqual(os.path.dirname(backend.pidfile), self.stateDir)
+        self.assertIn(str(GENERATION), os.path.basename(backend.pidfile))
+
+    def test_pidfilePerGeneration(self) -> None:
+        """
+        Two generations get two pidfiles.
+        """
+        self.assertNotEqual(self.backend(3).pidfile, self.backend(4).pidfile)
+
+    def test_processGroup(self) -> None:
+        """
+        The backend's process group is the pid of the process it spawned.
+        """
+        backend, process = self.launched()
+        self.assertEqual(backend.pgid, process.pid)
+
+    def test_environment(self) -> None:
+        """
+        The app inherits rainbowd's environment plus C{env}, whose values
+        win over inherited ones.
+        """
+        extra = {"RAINBOWD_TEST_SETTING": "site.prod", "PATH": "/opt/app/bin"}
+        backend, process = self.launched(env=extra)
+        expected = dict(os.environ)
+        expected.update(extra)
+        self.assertEqual(process.env, expected)
+
+    def test_cwd(self) -> None:
+        """
+        The app runs in C{cwd}.
+        """
+        backend, process = self.launched()
+        self.assertEqual(process.path, self.cwd)
+
+    def test_stalePidfileRemoved(self) -> None:
+        """
+        A pidfile left by an earlier run of the same generation is removed
+        before the app starts, so its pid is never signalled.
+        """
+        backend = self.backend()
+        self.writePidfile(backend, 4242)
+        backend.launch()
+        self.assertFalse(os.path.exists(backend.pidfile))
+
+    def test_firstProbe(self) -> None:
+        """
+        The health check is asked at once, for the port, C{healthCheckPath}
+        and C{healthCheckTimeout}.
+        """
+        backend, process = self.launched(healthCheckPath="/health")
+        self.assertEqual(
+            [probe[:3] for probe in self.health.probes], [(PORT, "/health", 0.5)]
+        )
+        self.assertIs(backend.state, State.STARTING)
+
+
+class StartTests(BackendTestCase):
+    """
+    Tests for how a launched backend becomes ready, or fails to.
+    """
+
+    def test_healthyIsReady(self) -> None:
+        """
+        A healthy answer makes the backend ready and fires C{whenReady} with
+        it; C{whenReady} asked afterwards fires at once.
+        """
+        backend, process = self.launched()
+        d = backend.whenReady()
+        self.assertNoResult(d)
+        self.health.answer(PORT)
+        self.assertIs(backend.state, State.READY)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(self.successResultOf(backend.whenReady()), backend)
+
+    def test_readyStopsTimers(self) -> None:
+        """
+        Once ready, no start timeout or further probe is pending.
+        """
+        backend, process = self.ready()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.reactor.advance(TIMINGS["startTimeout"])
+        self.assertIs(backend.state, State.READY)
+        self.assertEqual(len(self.health.probes), 1)
+
+    def test_failedProbeRetried(self) -> None:
+        """
+        A failed probe is tried again C{healthCheckInterval} later, not
+        sooner, and the backend is ready once a probe succeeds.
+        """
+        backend, process = self.launched()
+        self.failProbe()
+        self.reactor.advance(0.9)
+        self.assertEqual(len(self.health.probes), 1)
+        self.reactor.advance(0.1)
+        self.assertEqual(len(self.health.probes), 2)
+        self.failProbe()
+        self.reactor.advance(1.0)
+        self.assertEqual(len(self.health.probes), 3)
+        self.assertIs(backend.state, State.STARTING)
+        self.health.answer(PORT)
+        self.assertIs(backend.state, State.READY)
+
+    def test_pendingProbeNotDoubled(self) -> None:
+        """
+        While a probe is unanswered no other is started.
+        """
+        backend, process = self.launched()
+        self.reactor.advance(4.0)
+        self.assertEqual(len(self.health.probes), 1)
+
+    def test_warmupTime(self) -> None:
+        """
+        With C{warmupTime} the backend is ready that long after launch,
+        without any health check.
+        """
+        backend, process = self.launched(warmupTime=2.0, healthCheckPath=None)
+        d = backend.whenReady()
+        self.reactor.advance(1.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(self.health.probes, [])
+
+    def test_startTimeout(self) -> None:
+        """
+        A backend not healthy within C{startTimeout} is sent SIGTERM and ends
+        failed, with a reason naming startTimeout and the last probe's
+        error; C{whenReady} fails with L{BackendFailed} carrying its output.
+        """
+        backend, process = self.launched()
+        process.termDelay = 1.0
+        d = backend.whenReady()
+        process.emit(b"Booting worker\nconnecting to db\n")
+        self.failProbe("GET / answered 503")
+        self.reactor.advance(1.0)
+        hung = self.health.probes[-1][3]
+        self.reactor.advance(3.9)
+        self.assertEqual(self.signals.sent, [])
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.assertIs(backend.state, State.STOPPING)
+        self.assertTrue(hung.called)
+        self.assertNoResult(d)
+        self.reactor.advance(1.0)
+        self.assertIs(backend.state, State.FAILED)
+        failure = self.failureResultOf(d, BackendFailed)
+        self.assertEqual(
+            failure.value.reason,
+            f"generation {GENERATION} on port {PORT} not healthy within "
+            "startTimeout (5 s); last health check: GET / answered 503",
+        )
+        self.assertEqual(
+            failure.value.output, ("Booting worker", "connecting to db")
+        )
+        self.assertEqual(
+            (failure.value.generation, failure.value.port), (GENERATION, PORT)
+        )
+
+    def test_startTimeoutNoAnswer(self) -> None:
+        """
+        A start timeout with no probe ever answered says so.
+        """
+        backend, process = self.launched()
+        d = backend.whenReady()
+        self.reactor.advance(5.0)
+        self.assertIn(
+            "no health check answered yet",
+            str(self.failureResultOf(d, BackendFailed).value),
+        )
+
+    def test_noProbeAfterStartTimeout(self) -> None:
+        """
+        Once the start timed out, no more probes are made, and a probe
+        succeeding late does not make the backend ready.
+        """
+        backend, process = self.launched()
+        process.termDelay = None
+        self.failProbe()
+        self.reactor.advance(5.0)
+        probes = len(self.health.probes)
+        self.reactor.advance(2.0)
+        self.assertEqual(len(self.health.probes), probes)
+        self.assertIs(backend.state, State.STOPPING)
+
+    def test_exitDuringStart(self) -> None:
+        """
+        An app that exits while starting ends failed with its exit code in
+        the reason, without being signalled and without calling C{onExit}.
+        """
+        backend, process = self.launched()
+        ready, stopped = backend.whenReady(), backend.whenStopped()
+        process.emit(b"Error: address already in use\n", 2)
+        process.exit(3)
+        self.assertIs(backend.state, State.FAILED)
+        failure = self.failureResultOf(ready, BackendFailed)
+        self.assertEqual(
+            str(failure.value),
+            f"generation {GENERATION} on port {PORT} exited with code 3 "
+            "before it became healthy",
+        )
+        self.assertEqual(failure.value.output, ("Error: address already in use",))
+        self.assertIs(self.successResultOf(stopped), backend)
+        self.assertEqual(self.signals.sent, [])
+        self.assertEqual(self.exited, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_killedDuringStart(self) -> None:
+        """
+        An app killed by a signal while starting ends failed, the signal
+        named in the reason.
+        """
+        backend, process = self.launched()
+        d = backend.whenReady()
+        process.exit(signum=signal.SIGSEGV)
+        self.assertIn(
+            f"was killed by signal {int(signal.SIGSEGV)} (SIGSEGV)",
+            str(self.failureResultOf(d, BackendFailed).value),
+        )
+
+    def test_whenReadyAfterFailed(self) -> None:
+        """
+        C{whenReady} asked of a failed backend fails at once.
+        """
+        backend, process = self.launched()
+        process.exit(1)
+        self.failureResultOf(backend.whenReady(), BackendFailed)
+
+    def test_stopWhileStarting(self) -> None:
+        """
+        Stopping a starting backend cancels its probe, makes it fail as
+        stopped before it became healthy, and ends it failed.
+        """
+        backend, process = self.launched()
+        ready = backend.whenReady()
+        probe = self.health.probes[0][3]
+        stopped = backend.stop()
+        self.assertTrue(probe.called)
+        self.reactor.advance(0)
+        self.assertIs(backend.state, State.FAILED)
+        self.assertIn(
+            "stopped before it became healthy",
+            str(self.failureResultOf(ready, BackendFailed).value),
+        )
+        self.assertIs(self.successResultOf(stopped), backend)
+        self.assertEqual(len(self.health.probes), 1)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+    def test_stopBetweenProbes(self) -> None:
+        """
+        Stopping a starting backend while it waits to probe again means no
+        further probe is made.
+        """
+        backend, process = self.launched()
+        process.termDelay = None
+        self.failProbe()
+        backend.stop()
+        self.reactor.advance(TIMINGS["healthCheckInterval"])
+        self.assertEqual(len(self.health.probes), 1)
+
+
+class OutputTests(BackendTestCase):
+    """
+    Tests for how a backend keeps the app's output.
+    """
+
+    def test_linesAcrossChunks(self) -> None:
+        """
+        A line arriving in pieces is kept once whole, without its line end.
+        """
+        backend, process = self.launched()
+        process.emit(b"hel")
+        process.emit(b"lo\nwor")
+        self.assertEqual(list(backend.output), ["hello"])
+        process.emit(b"ld\r\n")
+        self.assertEqual(list(backend.output), ["hello", "world"])
+
+    def test_stdoutAndStderr(self) -> None:
+        """
+        Lines of stdout and stderr are both kept, each stream's partial line
+        apart from the other's.
+        """
+        backend, process = self.launched()
+        process.emit(b"out: ", 1)
+        process.emit(b"err: oops\n", 2)
+        process.emit(b"fine\n", 1)
+        self.assertEqual(list(backend.output), ["err: oops", "out: fine"])
+
+    def test_lastLinesOnly(self) -> None:
+        """
+        Only the last C{OUTPUT_LINES} (50) lines are kept.
+        """
+        backend, process = self.launched()
+        process.emit(b"".join(b"line %d\n" % (i,) for i in range(120)))
+        self.assertEqual(OUTPUT_LINES, 50)
+        self.assertEqual(
+            list(backend.output), [f"line {i}" for i in range(70, 120)]
+        )
+
+    def test_longLineCut(self) -> None:
+        """
+        Output with no line end is kept as a line once it reaches
+        C{LONGEST_LINE} bytes, so it cannot grow without bound.
+        """
+        backend, process = self.launched()
+        process.emit(b"x" * (LONGEST_LINE - 1))
+        self.assertEqual(list(backend.output), [])
+        process.emit(b"yz")
+        self.assertEqual(list(backend.output), ["x" * (LONGEST_LINE - 1) + "yz"])
+        process.emit(b"end\n")
+        self.assertEqual(backend.output[-1], "end")
+
+    def test_partialLineAtExit(self) -> None:
+        """
+        An unterminated last line is kept when the app exits.
+        """
+        backend, process = self.launched()
+        d = backend.whenReady()
+        process.emit(b"starting\nTraceback: boom")
+        process.exit(1)
+        self.assertEqual(
+            self.failureResultOf(d, BackendFailed).value.output,
+            ("starting", "Traceback: boom"),
+        )
+
+    def test_undecodable(self) -> None:
+        """
+        Output that is not UTF-8 is kept with replacement characters.
+        """
+        backend, process = self.launched()
+        process.emit(b"caf\xe9\n")
+        self.assertEqual(list(backend.output), ["caf\ufffd"])
+
+
+class DrainTests(BackendTestCase):
+    """
+    Tests for L{Backend.activate} and L{Backend.drain}.
+    """
+
+    def test_activate(self) -> None:
+        """
+        A ready backend can be activated.
+        """
+        backend, process = self.ready()
+        backend.activate()
+        self.assertIs(backend.state, State.ACTIVE)
+
+    def test_drainIdle(self) -> None:
+        """
+        Draining a backend with no request in flight stops it at once.
+        """
+        backend, process = self.active()
+        d = backend.drain()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.reactor.advance(0)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertIs(self.successResultOf(d), backend)
+
+    def test_drainWaitsForInflight(self) -> None:
+        """
+        A draining backend is sent SIGTERM only when its last request in
+        flight finishes.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        backend.requestStarted()
+        d = backend.drain()
+        self.assertIs(backend.state, State.DRAINING)
+        backend.requestFinished()
+        self.reactor.advance(5.0)
+        self.assertEqual(self.signals.sent, [])
+        backend.requestFinished()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_drainTimeout(self) -> None:
+        """
+        A backend still serving C{drainTimeout} after it began draining is
+        sent SIGTERM anyway.
+        """
+        backend, process = self.active()
+        process.termDelay = 1.0
+        backend.requestStarted()
+        d = backend.drain()
+        self.reactor.advance(9.9)
+        self.assertEqual(self.signals.sent, [])
+        self.reactor.advance(0.1)
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.assertIs(backend.state, State.STOPPING)
+        self.reactor.advance(1.0)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(backend.state, State.STOPPED)
+
+    def test_requestFinishedAfterStop(self) -> None:
+        """
+        A request finishing after the drain timed out does not signal again.
+        """
+        backend, process = self.active()
+        process.termDelay = 1.0
+        backend.requestStarted()
+        backend.drain()
+        self.reactor.advance(10.0)
+        backend.requestFinished()
+        self.assertEqual(len(self.signals.sent), 1)
+
+    def test_drainReady(self) -> None:
+        """
+        A backend that was ready but never active can be drained.
+        """
+        backend, process = self.ready()
+        d = backend.drain()
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+
+
+class StopTests(BackendTestCase):
+    """
+    Tests for L{Backend.stop}: whom SIGTERM goes to, SIGKILL, and reaping.
+    """
+
+    def test_sigkillAfterKillTimeout(self) -> None:
+        """
+        An app that ignores SIGTERM is sent SIGKILL, to its whole group,
+        C{killTimeout} after it.
+        """
+        backend, process = self.active()
+        process.termDelay = None
+        d = backend.stop()
+        self.reactor.advance(2.9)
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.assertEqual(
+            self.signals.sent[1:], [("group", process.pgid, signal.SIGKILL)]
+        )
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(backend.exitReason, "was killed by signal 9 (SIGKILL)")
+
+    def test_noSigkillAfterExit(self) -> None:
+        """
+        An app that exits within C{killTimeout} of SIGTERM is not sent
+        SIGKILL, and no timer is left behind.
+        """
+        backend, process = self.active()
+        process.termDelay = 2.0
+        d = backend.stop()
+        self.reactor.advance(2.0)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(backend.exitReason, "exited with code 0")
+        self.assertEqual(
+            [sent[2] for sent in self.signals.sent], [signal.SIGTERM]
+        )
+
+    def test_sigtermToPidfilePid(self) -> None:
+        """
+        When the pidfile names a process of the backend's group, SIGTERM
+        goes to that process alone.
+        """
+        backend, process = self.active()
+        process.appPid = 4242
+        self.addWorker(process, 4242)
+        self.writePidfile(backend, 4242)
+        d = backend.stop()
+        self.assertEqual(self.signals.sent, [("pid", 4242, signal.SIGTERM)])
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+
+    def test_sigtermToGroupWithoutPidfile(self) -> None:
+        """
+        Without a pidfile SIGTERM goes to the whole process group.
+        """
+        backend, process = self.active()
+        self.addWorker(process, 4242)
+        backend.stop()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+
+    def test_unreadablePidfile(self) -> None:
+        """
+        A pidfile that does not hold a number is ignored: SIGTERM goes to the
+        whole group.
+        """
+        backend, process = self.active()
+        with open(backend.pidfile, "w") as f:
+            f.write("starting\n")
+        backend.stop()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+
+    def test_foreignPidfileIgnored(self) -> None:
+        """
+        A pidfile naming a process of another group -- here another
+        generation's app -- is ignored: that process is never signalled.
+        """
+        other = self.backend(generation=4, port=20002)
+        other.launch()
+        otherProcess = self.reactor.processes[-1]
+        backend, process = self.active()
+        process.termDelay = None
+        self.writePidfile(backend, otherProcess.pid)
+        self.assertEqual(backend.appPid(), process.pid)
+        backend.stop()
+        self.reactor.advance(TIMINGS["killTimeout"])
+        self.assertEqual(
+            [sent[:2] for sent in self.signals.sent],
+            [("group", process.pgid), ("group", process.pgid)],
+        )
+        self.assertFalse(otherProcess.ended)
+        self.assertIs(other.state, State.STARTING)
+
+    def test_unknownPidfileIgnored(self) -> None:
+        """
+        A pidfile naming a pid that no process of the backend has is ignored.
+        """
+        backend, process = self.active()
+        self.writePidfile(backend, 31337)
+        backend.stop()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+
+    def test_leftoverGroupTerminated(self) -> None:
+        """
+        Once the app has exited, the processes left in its group are sent
+        SIGTERM at once, and the backend is stopped when they are gone.
+        """
+        backend, process = self.active()
+        process.appPid = 4242
+        self.addWorker(process, 4242)
+        self.addWorker(process, 4243)
+        self.writePidfile(backend, 4242)
+        d = backend.stop()
+        self.assertEqual(self.signals.sent, [("pid", 4242, signal.SIGTERM)])
+        self.reactor.advance(0)
+        self.assertEqual(self.signals.sent[-1], ("group", process.pgid, signal.SIGTERM))
+        self.assertEqual(process.members, set())
+        self.assertNoResult(d)
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_leftoverGroupKilled(self) -> None:
+        """
+        Processes left in the app's group that ignore SIGTERM are waited for,
+        and killed C{killTimeout} after it, before the backend is stopped.
+        """
+        backend, process = self.active()
+        process.termDelay = None
+        self.addWorker(process, 4243)
+        d = backend.stop()
+        self.reactor.advance(1.0)
+        process.exit(0)
+        self.assertIs(backend.state, State.STOPPING)
+        self.reactor.advance(1.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.assertIn(("group", process.pgid, signal.SIGKILL), self.signals.sent)
+        self.assertEqual(process.members, set())
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stopTwice(self) -> None:
+        """
+        Stopping a stopping backend sends nothing more and both callers learn
+        of the end.
+        """
+        backend, process = self.active()
+        process.termDelay = 1.0
+        first = backend.stop()
+        second = backend.stop()
+        self.assertEqual(len(self.signals.sent), 1)
+        self.reactor.advance(1.0)
+        self.assertIs(self.successResultOf(first), backend)
+        self.assertIs(self.successResultOf(second), backend)
+
+    def test_stopStopped(self) -> None:
+        """
+        Stopping a stopped backend fires at once and sends nothing.
+        """
+        backend, process = self.active()
+        backend.stop()
+        self.reactor.advance(0)
+        sent = list(self.signals.sent)
+        self.assertIs(self.successResultOf(backend.stop()), backend)
+        self.assertEqual(self.signals.sent, sent)
+
+    def test_whenStoppedAfterEnd(self) -> None:
+        """
+        C{whenStopped} asked after the end fires at once.
+        """
+        backend, process = self.launched()
+        process.exit(1)
+        self.assertIs(self.successResultOf(backend.whenStopped()), backend)
+
+    def test_whenStoppedWhileAlive(self) -> None:
+        """
+        C{whenStopped} asked of a live backend waits for its end.
+        """
+        backend, process = self.active()
+        d = backend.whenStopped()
+        self.assertNoResult(d)
+        process.exit(0)
+        self.assertIs(self.successResultOf(d), backend)
+
+
+class CrashTests(BackendTestCase):
+    """
+    Tests for an app that exits on its own once it is ready.
+    """
+
+    def test_activeCrash(self) -> None:
+        """
+        An active backend whose app exits calls C{onExit} with it and ends
+        stopped, its exit code kept.
+        """
+        backend, process = self.active()
+        d = backend.whenStopped()
+        process.exit(1)
+        self.assertEqual(self.exited, [backend])
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(backend.exitReason, "exited with code 1")
+        self.assertIs(self.successResultOf(d), backend)
+
+    def test_readyCrash(self) -> None:
+        """
+        A ready backend whose app exits also calls C{onExit}.
+        """
+        backend, process = self.ready()
+        process.exit(1)
+        self.assertEqual(self.exited, [backend])
+        self.assertIs(backend.state, State.STOPPED)
+
+    def test_stoppedExitIsNoCrash(self) -> None:
+        """
+        An app exiting because it was stopped does not call C{onExit}.
+        """
+        backend, process = self.active()
+        backend.stop()
+        self.reactor.advance(0)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(self.exited, [])
+
+    def test_killedByUnnamedSignal(self) -> None:
+        """
+        An app killed by a signal without a name, such as a real-time one,
+        still ends its backend, as stopped.
+        """
+        backend, process = self.active()
+        d = backend.whenStopped()
+        process.exit(signum=UNNAMED_SIGNAL)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(backend.exitReason, f"was killed by signal {UNNAMED_SIGNAL}")
+        self.assertEqual(self.exited, [backend])
+
+    def test_crashLeftovers(self) -> None:
+        """
+        When a crashed app leaves processes in its group they are sent
+        SIGTERM, then SIGKILL after C{killTimeout}, and the backend is only
+        stopped once they are gone.
+        """
+        backend, process = self.active()
+        process.termDelay = None
+        self.addWorker(process, 4243)
+        d = backend.whenStopped()
+        process.exit(1)
+        self.assertEqual(self.exited, [backend])
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.assertIs(backend.state, State.STOPPING)
+        self.reactor.advance(2.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.assertEqual(self.signals.sent[-1], ("group", process.pgid, signal.SIGKILL))
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(backend.state, State.STOPPED)
+
+    def test_crashLeftoversLeaveOnSigterm(self) -> None:
+        """
+        Leftover processes that end on SIGTERM are not sent SIGKILL.
+        """
+        backend, process = self.active()
+        self.addWorker(process, 4243)
+        d = backend.whenStopped()
+        process.exit(1)
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(
+            [sent[2] for sent in self.signals.sent], [signal.SIGTERM]
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class StateTests(BackendTestCase):
+    """
+    Tests for the state machine's refusals and L{Backend.describe}.
+    """
+
+    def test_activateWhileStarting(self) -> None:
+        """
+        A starting backend cannot be activated.
+        """
+        backend, process = self.launched()
+        self.assertRaises(InvalidTransition, backend.activate)
+        self.assertIs(backend.state, State.STARTING)
+
+    def test_drainWhileStarting(self) -> None:
+        """
+        A starting backend cannot be drained (it is stopped instead).
+        """
+        backend, process = self.launched()
+        self.assertRaises(InvalidTransition, backend.drain)
+        self.assertEqual(self.signals.sent, [])
+
+    def test_activateWhileDraining(self) -> None:
+        """
+        A draining backend cannot be activated again.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        backend.drain()
+        e = self.assertRaises(InvalidTransition, backend.activate)
+        self.assertIn("draining", str(e))
+        self.assertIs(backend.state, State.DRAINING)
+
+    def test_activateStopped(self) -> None:
+        """
+        A stopped backend cannot be activated.
+        """
+        backend, process = self.active()
+        process.exit(0)
+        self.assertRaises(InvalidTransition, backend.activate)
+
+    def test_drainTwice(self) -> None:
+        """
+        A draining backend cannot be drained again.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        backend.drain()
+        self.assertRaises(InvalidTransition, backend.drain)
+
+    def test_describe(self) -> None:
+        """
+        C{describe} gives generation, port, app pid, state and requests in
+        flight, and no pid once the backend has ended.
+        """
+        backend, process = self.active()
+        process.appPid = 4242
+        self.addWorker(process, 4242)
+        self.writePidfile(backend, 4242)
+        backend.requestStarted()
+        self.assertEqual(
+            backend.describe(),
+            {
+                "generation": GENERATION,
+                "port": PORT,
+                "pid": 4242,
+                "state": "active",
+                "inflight": 1,
+            },
+        )
+        backend.requestFinished()
+        process.exit(1)
+        self.assertEqual(
+            backend.describe(),
+            {
+                "generation": GENERATION,
+                "port": PORT,
+                "pid": None,
+                "state": "stopped",
+                "inflight": 0,
+            },
+        )
+
+    def test_appPidWithoutPidfile(self) -> None:
+        """
+        Until the app writes its pidfile its pid is the spawned process's.
+        """
+        backend, process = self.launched()
+        self.assertEqual(backend.appPid(), process.pid)
+
+
+class GroupAliveTests(SynchronousTestCase):
+    """
+    Tests for L{ProcessGroupSignals.groupAlive}, on a made-up C{/proc}.
+    """
+
+    def proc(self, *processes):
+        """
+        A C{/proc} with C{(pid, comm, state, pgrp)} processes.
+        """
+        proc = self.mktemp()
+        os.makedirs(proc)
+        os.makedirs(os.path.join(proc, "self"))
+        for pid, comm, state, pgrp in processes:
+            os.makedirs(os.path.join(proc, str(pid)))
+            with open(os.path.join(proc, str(pid), "stat"), "w") as f:
+                f.write(f"{pid} ({comm}) {state} 1 {pgrp} {pgrp} 0 -1 4194560\n")
+        return proc
+
+    def test_running(self) -> None:
+        """
+        A group with a running or sleeping member is alive.
+        """
+        proc = self.proc((10, "sh", "S", 10), (11, "gunicorn: worker", "R", 10))
+        self.assertTrue(ProcessGroupSignals().groupAlive(10, proc))
+
+    def test_otherGroups(self) -> None:
+        """
+        Members of other groups do not count.
+        """
+        proc = self.proc((10, "sh", "S", 9), (11, "app) S 1 10", "S", 12))
+        self.assertFalse(ProcessGroupSignals().groupAlive(10, proc))
+
+    def test_zombies(self) -> None:
+        """
+        Zombies do not count, since nothing may ever reap them.
+        """
+        proc = self.proc((11, "app", "Z", 10), (12, "app", "X", 10))
+        self.assertFalse(ProcessGroupSignals().groupAlive(10, proc))
+
+    def test_realProcessGroup(self) -> None:
+        """
+        On the real C{/proc}, this test's own process group is alive.
+        """
+        if not os.path.isdir("/proc/self"):
+            raise SkipTest("no /proc here")
+        self.assertTrue(ProcessGroupSignals().groupAlive(os.getpgrp()))
+
+
+class DescribeExitTests(SynchronousTestCase):
+    """
+    Tests for L{describeExit}.
+    """
+
+    def test_describeExit(self) -> None:
+        """
+        A clean exit, an exit code and a signal are each said in words.
+        """
+        self.assertEqual(
+            [
+                describeExit(Failure(ProcessDone(0))),
+                describeExit(Failure(ProcessTerminated(2))),
+                describeExit(Failure(ProcessTerminated(None, signal.SIGTERM))),
+            ],
+            [
+                "exited with code 0",
+                "exited with code 2",
+                "was killed by signal 15 (SIGTERM)",
+            ],
+        )
+
+    def test_describeUnnamedSignal(self) -> None:
+        """
+        A signal with no name in L{signal.Signals}, such as a real-time one,
+        is said by its number.
+        """
+        self.assertEqual(
+            describeExit(Failure(ProcessTerminated(None, UNNAMED_SIGNAL))),
+            f"was killed by signal {UNNAMED_SIGNAL}",
+        )
