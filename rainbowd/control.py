@@ -1,0 +1,171 @@
+# -*- test-case-name: rainbowd.test.test_control -*-
+"""
+The control API, served on the control port::
+
+    POST /redeploy   start the new version, wait for it, swap traffic
+    GET  /status     the generations and their backends
+
+Every answer, errors included, is pretty-printed JSON.
+"""
+
+import json
+from typing import Any, Callable, Dict, Mapping, Tuple
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from rainbowd.config import ConfigError
+from rainbowd.deployer import Deployed, DeployFailed, DeployRefused
+
+_log = Logger()
+
+ENDPOINTS = ("POST /redeploy", "GET /status")
+
+HINT = "the current version keeps serving; fix the problem and redeploy"
+
+
+def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
+    """
+    Set C{request}'s response code and content type, and return C{body} as
+    pretty-printed JSON bytes for the caller to write or return from
+    C{render}.
+    """
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+
+
+def outcomeAsJSON(outcome: Any) -> Tuple[int, Dict[str, Any]]:
+    """
+    Map the outcome of C{deployer.redeploy()} -- a L{Deployed} or a
+    L{Failure} -- to an HTTP status code and a JSON body.  An unexpected
+    exception is a bug in rainbowd and is logged.
+    """
+    if not isinstance(outcome, Failure):
+        deployed: Deployed = outcome
+        return 200, {"ok": True, **deployed.asJSON()}
+    if outcome.check(DeployFailed):
+        return 502, {"ok": False, **outcome.value.asJSON(), "hint": HINT}
+    if outcome.check(DeployRefused):
+        return 503, {"ok": False, **outcome.value.asJSON()}
+    if outcome.check(ConfigError):
+        return 500, {"ok": False, "error": str(outcome.value), "hint": HINT}
+    _log.failure("Unexpected error while redeploying", outcome)
+    return 500, {
+        "ok": False,
+        "error": "internal error in rainbowd while redeploying; see its log",
+    }
+
+
+class _NotFound(Resource):
+    """
+    Anything that is not an endpoint: 404, listing the endpoints.
+    """
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        path = request.path.decode("utf-8", "replace")
+        return writeJSON(
+            request,
+            404,
+            {"error": f"no such endpoint: {path}", "endpoints": list(ENDPOINTS)},
+        )
+
+
+class _Endpoint(Resource):
+    """
+    One endpoint: dispatch on the method to C{handlers}, and answer 405 with
+    an C{Allow} header for any other.  A trailing slash is the same
+    endpoint; anything deeper is not found.
+    """
+
+    def __init__(
+        self, name: str, handlers: Mapping[bytes, Callable[[IRequest], object]]
+    ) -> None:
+        super().__init__()
+        self._name = name
+        self._handlers = handlers
+
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
+        if path == b"":
+            return self
+        return _NotFound()
+
+    def render(self, request: IRequest) -> object:
+        handler = self._handlers.get(request.method)
+        if handler is not None:
+            return handler(request)
+        allowed = b", ".join(self._handlers)
+        request.setHeader(b"allow", allowed)
+        method = request.method.decode("ascii", "replace")
+        return writeJSON(
+            request,
+            405,
+            {
+                "error": f"method {method} not allowed on {self._name}; "
+                f"allowed: {allowed.decode('ascii')}"
+            },
+        )
+
+
+class ControlResource(Resource):
+    """
+    The root of the control port: C{/redeploy} and C{/status} over
+    C{deployer}, whose C{redeploy()} returns a L{Deferred} firing with
+    L{Deployed} (or failing with L{DeployFailed}, L{DeployRefused} or
+    L{ConfigError}), and whose C{status()} returns a JSON-able dict.
+    """
+
+    def __init__(self, deployer: Any) -> None:
+        super().__init__()
+        self._deployer = deployer
+        self.putChild(b"redeploy", _Endpoint("/redeploy", {b"POST": self._redeploy}))
+        self.putChild(
+            b"status",
+            _Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
+        )
+
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
+        return _NotFound()
+
+    def render(self, request: IRequest) -> bytes:
+        return _NotFound().render(request)
+
+    def _status(self, request: IRequest) -> bytes:
+        body = writeJSON(request, 200, self._deployer.status())
+        if request.method == b"HEAD":
+            # Say how long the GET body would be, without a body (and without
+            # the warning twisted.web logs when HEAD returns one).
+            request.setHeader(b"content-length", b"%d" % (len(body),))
+            return b""
+        return body
+
+    def _redeploy(self, request: IRequest) -> object:
+        """
+        Answer once the deploy has an outcome.  A client that hangs up does
+        not cancel the deploy; its answer is then just dropped.
+        """
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(outcome: object) -> None:
+            code, body = outcomeAsJSON(outcome)
+            if gone:
+                _log.info(
+                    "Redeploy finished ({code}) after its client hung up: {body}",
+                    code=code,
+                    body=body,
+                )
+                return
+            request.write(writeJSON(request, code, body))
+            request.finish()
+
+        maybeDeferred(self._deployer.redeploy).addBoth(answer).addErrback(
+            lambda f: _log.failure("Could not answer a redeploy request", f)
+        )
+        return NOT_DONE_YET

@@ -1,0 +1,265 @@
+# -*- test-case-name: rainbowd.test.test_control -*-
+"""
+Tests for L{rainbowd.control}.
+"""
+
+import json
+from typing import Any, List, Tuple
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from rainbowd.config import ConfigError
+from rainbowd.control import ControlResource
+from rainbowd.deployer import Deployed, DeployFailed, DeployRefused
+
+CONTROL = "http://127.0.0.1:7001"
+
+STATUS = {
+    "active": 3,
+    "backends": [
+        {"generation": 3, "port": 20002, "pid": 1234, "state": "active", "inflight": 0},
+        {"generation": 2, "port": 20001, "pid": 1200, "state": "draining", "inflight": 1},
+    ],
+}
+
+
+class FakeDeployer:
+    """
+    A deployer whose redeploys are Deferreds the test fires.
+    """
+
+    def __init__(self) -> None:
+        self.redeploys: List[Deferred] = []
+
+    def redeploy(self) -> Deferred:
+        d: Deferred = Deferred()
+        self.redeploys.append(d)
+        return d
+
+    def status(self) -> dict:
+        return STATUS
+
+
+class ControlResourceTests(SynchronousTestCase):
+    """
+    Tests for L{ControlResource} driven in memory with L{StubTreq}.
+    """
+
+    def setUp(self) -> None:
+        self.deployer = FakeDeployer()
+        self.treq = StubTreq(ControlResource(self.deployer))
+
+    def answer(self, responseDeferred: Deferred) -> Tuple[Any, bytes]:
+        """
+        Flush the in-memory connection and return the response and its body.
+        """
+        self.treq.flush()
+        response = self.successResultOf(responseDeferred)
+        return response, self.successResultOf(self.treq.content(response))
+
+    def assertJSON(
+        self, responseDeferred: Deferred, code: int, expected: Any
+    ) -> Any:
+        """
+        Assert the response has C{code} and a JSON body equal to C{expected},
+        and return the response.
+        """
+        response, body = self.answer(responseDeferred)
+        self.assertEqual(
+            (response.code, json.loads(body)), (code, expected)
+        )
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["application/json"]
+        )
+        return response
+
+    def redeploy(self) -> Tuple[Deferred, Deferred]:
+        """
+        POST /redeploy with an empty body, as C{curl -d ''} does, and return
+        the response Deferred and the deploy Deferred it started.
+        """
+        responseDeferred = self.treq.post(CONTROL + "/redeploy", data=b"")
+        self.treq.flush()
+        return responseDeferred, self.deployer.redeploys[-1]
+
+    def test_redeployWaits(self) -> None:
+        """
+        POST /redeploy starts one deploy and does not answer until it ends.
+        """
+        responseDeferred, deploy = self.redeploy()
+        self.assertEqual(len(self.deployer.redeploys), 1)
+        self.assertNoResult(responseDeferred)
+
+    def test_redeploySucceeds(self) -> None:
+        """
+        A successful deploy answers 200 with C{ok} and the new generation.
+        """
+        responseDeferred, deploy = self.redeploy()
+        deploy.callback(Deployed(generation=4, port=20003, pid=99, seconds=1.5))
+        self.assertJSON(
+            responseDeferred,
+            200,
+            {"ok": True, "generation": 4, "port": 20003, "pid": 99, "seconds": 1.5},
+        )
+
+    def test_prettyJSON(self) -> None:
+        """
+        Answers are JSON indented by two spaces and end with a newline.
+        """
+        response, body = self.answer(self.treq.get(CONTROL + "/status"))
+        self.assertEqual(body, (json.dumps(STATUS, indent=2) + "\n").encode())
+
+    def test_redeployFailed(self) -> None:
+        """
+        A deploy whose new version never got healthy answers 502 with the
+        reason, the generation, its port, its last output and a hint.
+        """
+        responseDeferred, deploy = self.redeploy()
+        deploy.errback(
+            DeployFailed("exited with status 3", 4, 20003, ["app: boom"])
+        )
+        self.assertJSON(responseDeferred, 502, {
+            "ok": False,
+            "error": "exited with status 3",
+            "generation": 4,
+            "port": 20003,
+            "output": ["app: boom"],
+            "hint": "the current version keeps serving; fix the problem and redeploy",
+        })
+
+    def test_redeployRefused(self) -> None:
+        """
+        A deploy the deployer refused answers 503 with its reason.
+        """
+        responseDeferred, deploy = self.redeploy()
+        deploy.errback(DeployRefused("3 backends are still alive"))
+        self.assertJSON(
+            responseDeferred,
+            503,
+            {"ok": False, "error": "3 backends are still alive"},
+        )
+
+    def test_configError(self) -> None:
+        """
+        An invalid edited configuration answers 500 with the full message
+        and a hint.
+        """
+        responseDeferred, deploy = self.redeploy()
+        deploy.errback(ConfigError("rainbow.conf.json: run: must be a string"))
+        self.assertJSON(responseDeferred, 500, {
+            "ok": False,
+            "error": "rainbow.conf.json: run: must be a string",
+            "hint": "the current version keeps serving; fix the problem and redeploy",
+        })
+
+    def test_unexpectedError(self) -> None:
+        """
+        Any other exception answers a generic 500 and is logged as an error.
+        """
+        responseDeferred, deploy = self.redeploy()
+        deploy.errback(ZeroDivisionError("oops"))
+        self.assertJSON(responseDeferred, 500, {
+            "ok": False,
+            "error": "internal error in rainbowd while redeploying; see its log",
+        })
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_concurrentRedeploys(self) -> None:
+        """
+        Two POSTs waiting at once are both answered when their deploys end.
+        """
+        first, firstDeploy = self.redeploy()
+        second, secondDeploy = self.redeploy()
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        deployed = Deployed(generation=4, port=20003, pid=99, seconds=1.0)
+        firstDeploy.callback(deployed)
+        secondDeploy.callback(deployed)
+        expected = {"ok": True, **deployed.asJSON()}
+        self.assertJSON(first, 200, expected)
+        self.assertJSON(second, 200, expected)
+
+    def test_clientGone(self) -> None:
+        """
+        A client that hangs up while waiting does not cancel the deploy, and
+        its outcome is then dropped without an error.
+        """
+        responseDeferred, deploy = self.redeploy()
+        responseDeferred.cancel()
+        self.treq.flush()
+        self.failureResultOf(responseDeferred)
+        self.assertNoResult(deploy)
+        with capturedLogs() as events:
+            deploy.callback(Deployed(generation=4, port=20003, pid=99, seconds=1.0))
+            self.treq.flush()
+        self.assertIn(
+            "after its client hung up", " ".join(e["log_format"] for e in events)
+        )
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_status(self) -> None:
+        """
+        GET /status answers 200 with the deployer's status.
+        """
+        self.assertJSON(self.treq.get(CONTROL + "/status"), 200, STATUS)
+
+    def test_statusHead(self) -> None:
+        """
+        HEAD /status answers 200, no body, and the GET body's length.
+        """
+        getResponse, getBody = self.answer(self.treq.get(CONTROL + "/status"))
+        response, body = self.answer(self.treq.head(CONTROL + "/status"))
+        self.assertEqual((response.code, body), (200, b""))
+        self.assertEqual(
+            response.headers.getRawHeaders("content-length"), [str(len(getBody))]
+        )
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["application/json"]
+        )
+
+    def test_getRedeploy(self) -> None:
+        """
+        GET /redeploy answers 405 with C{Allow: POST} and starts no deploy.
+        """
+        response = self.assertJSON(
+            self.treq.get(CONTROL + "/redeploy"),
+            405,
+            {"error": "method GET not allowed on /redeploy; allowed: POST"},
+        )
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["POST"])
+        self.assertEqual(self.deployer.redeploys, [])
+
+    def test_postStatus(self) -> None:
+        """
+        POST /status answers 405 with C{Allow: GET, HEAD}.
+        """
+        response = self.assertJSON(
+            self.treq.post(CONTROL + "/status", data=b""),
+            405,
+            {"error": "method POST not allowed on /status; allowed: GET, HEAD"},
+        )
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["GET, HEAD"])
+
+    def test_unknownPath(self) -> None:
+        """
+        An unknown path, the root, or a path below an endpoint, answers 404
+        listing the endpoints.
+        """
+        for path in ["/nope", "/", "/status/more"]:
+            self.assertJSON(self.treq.get(CONTROL + path), 404, {
+                "error": f"no such endpoint: {path}",
+                "endpoints": ["POST /redeploy", "GET /status"],
+            })
+
+    def test_trailingSlash(self) -> None:
+        """
+        C{/redeploy/} and C{/status/} are the same as C{/redeploy} and
+        C{/status}.
+        """
+        self.assertJSON(self.treq.get(CONTROL + "/status/"), 200, STATUS)
+        self.treq.post(CONTROL + "/redeploy/", data=b"")
+        self.treq.flush()
+        self.assertEqual(len(self.deployer.redeploys), 1)
