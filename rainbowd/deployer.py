@@ -324,11 +324,11 @@ class Deployer(Service):
     def _deployed(self, outcome, waiters: List[Deferred]) -> None:
         self._deploying = False
         if isinstance(outcome, Failure):
-            self._lastDeploy = dict(_describeFailure(outcome), ok=False)
+            self._lastDeploy = {"ok": False, **_describeFailure(outcome)}
             for d in waiters:
                 d.errback(outcome)
         else:
-            self._lastDeploy = dict(outcome.asJSON(), ok=True)
+            self._lastDeploy = {"ok": True, **outcome.asJSON()}
             for d in waiters:
                 d.callback(outcome)
         if not self.running:

@@ -1,0 +1,252 @@
+# -*- test-case-name: rainbowd.test.test_tap -*-
+"""
+C{twistd rainbowd}: the command-line options and the service.
+"""
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from rainbowd.backend import Backend, ProcessGroupSignals
+
+from rainbowd.config import (
+    DEFAULT_FILENAME,
+    EPHEMERAL_RANGE_PATH,
+    Config,
+    ConfigError,
+    ephemeralPortRange,
+    flagName,
+    loadConfig,
+    portRangeWarning,
+    settingHelp,
+    settingUnit,
+)
+from rainbowd.control import ControlResource
+from rainbowd.deployer import Deployer
+from rainbowd.health import HTTPHealthCheck
+from rainbowd.ports import PortPicker
+from rainbowd.proxy import ProxySite, ReverseProxy
+
+_log = Logger()
+
+
+def _wholeNumber(flag: str, unit: Optional[str]) -> Callable[[str], int]:
+    """
+    A coerce function for a flag taking a whole number (of C{unit}s).
+    """
+    what = "a whole number of milliseconds" if unit == "ms" else "a whole number"
+
+    def coerce(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--{flag} is {text!r}, but it must be {what}.")
+
+    return coerce
+
+
+def _portOrDescription(text: str) -> object:
+    """
+    A port number as an int, anything else as an endpoint description for
+    L{loadConfig} to check.
+    """
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+# Config key -> (short flag, kind of argument); the flags are the keys,
+# dashed.  A "number" flag is a whole number, in ms when the key's unit is.
+_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
+    "run": (None, "text"),
+    "port": ("p", "port"),
+    "controlPort": (None, "port"),
+    "stateDir": (None, "text"),
+    "healthCheckPath": (None, "text"),
+    "warmupTime": (None, "number"),
+    "healthCheckInterval": (None, "number"),
+    "healthCheckTimeout": (None, "number"),
+    "startTimeout": (None, "number"),
+    "drainTimeout": (None, "number"),
+    "killTimeout": (None, "number"),
+    "queueTimeout": (None, "number"),
+    "maxBackends": (None, "number"),
+    "backendPorts": (None, "text"),
+}
+
+
+def _coerce(key: str, kind: str) -> Callable[[str], Any]:
+    if kind == "number":
+        return _wholeNumber(flagName(key), settingUnit(key))
+    if kind == "port":
+        return _portOrDescription
+    return str
+
+
+def _optParameters() -> List[List[Any]]:
+    parameters: List[List[Any]] = [
+        [
+            "config",
+            "c",
+            None,
+            f"The config file (default: {DEFAULT_FILENAME} in the current "
+            "directory).",
+        ]
+    ]
+    for key, (short, kind) in _FLAGS.items():
+        parameters.append(
+            [flagName(key), short, None, settingHelp(key), _coerce(key, kind)]
+        )
+    return parameters
+
+
+class Options(usage.Options):
+    """
+    The options of C{twistd rainbowd}: a config file, and flags that
+    override its keys.
+
+    After parsing, C{config} is the loaded L{Config}, C{overrides} the flag
+    values by config key (to read the file again the same way, see
+    L{Options.readConfig}), and C{warnings} the sentences to log at startup.
+
+    @ivar cwd: the directory to find C{rainbow.conf.json} in and resolve
+        relative paths against; L{None} means the current directory at
+        parse time.
+    @ivar ephemeralRangePath: where the kernel's ephemeral port range is
+        read from.
+    """
+
+    synopsis = (
+        "Usage: twistd [options] rainbowd [--config PATH] [--port N] "
+        "[--run COMMAND] [options]"
+    )
+    longdesc = (
+        "Run a web app and redeploy it with zero downtime: POST /redeploy "
+        "to the control port starts the new version, waits for it to be "
+        "healthy, swaps traffic to it and drains the old one.  The settings "
+        f"come from {DEFAULT_FILENAME} in the current directory (or "
+        '--config PATH), a JSON object with at least a "run" key; each '
+        "flag below overrides the key of the same name (--drain-timeout "
+        'overrides "drainTimeout").  Times are in milliseconds.'
+    )
+
+    optParameters = _optParameters()
+
+    cwd: Optional[str] = None
+    ephemeralRangePath: str = EPHEMERAL_RANGE_PATH
+
+    config: Config
+    overrides: Dict[str, Any]
+    warnings: List[str]
+
+    def readConfig(self) -> Config:
+        """
+        Load the config file again with the same flags, e.g. to redeploy.
+
+        @raise ConfigError: if it is no longer right.
+        """
+        return loadConfig(self["config"], self.overrides, self.cwd)
+
+    def postOptions(self) -> None:
+        if self.cwd is None:
+            self.cwd = os.getcwd()
+        self.overrides = {
+            key: self[flagName(key)]
+            for key in _FLAGS
+            if self[flagName(key)] is not None
+        }
+        try:
+            self.config = self.readConfig()
+        except ConfigError as e:
+            # Not a usage error, so twistd need not print the whole --help
+            # above it: the message alone says what is wrong and the fix.
+            raise SystemExit(f"rainbowd: {e}")
+        warning = portRangeWarning(
+            self.config, ephemeralPortRange(self.ephemeralRangePath)
+        )
+        self.warnings = [warning] if warning is not None else []
+
+
+class _Listening(StreamServerEndpointService):
+    """
+    Listen on the endpoint of config key C{key}; if that fails, stop twistd
+    with a message saying which key and why, before any app is launched.
+    """
+
+    def __init__(self, key: str, description: str, reactor, factory) -> None:
+        StreamServerEndpointService.__init__(
+            self, serverFromString(reactor, description), factory
+        )
+        self._raiseSynchronously = True
+        self._key = key
+        self._description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            StreamServerEndpointService.privilegedStartService(self)
+        except CannotListenError as e:
+            raise SystemExit(
+                f"rainbowd: cannot listen on {self._description} "
+                f'("{self._key}"): {e.socketError.strerror}.  Is another '
+                f"rainbowd, or the app itself, using it?  Stop that, or set "
+                f'another "{self._key}" (--{flagName(self._key)}).'
+            )
+
+
+class _CleanExit(MultiService):
+    """
+    Make twistd exit 0 once a SIGTERM or SIGINT has stopped every app
+    process, as supervisors expect of an orderly stop.  (Twisted's reactor
+    would otherwise kill the process again with the signal it got.)
+    """
+
+    def __init__(self, reactor) -> None:
+        MultiService.__init__(self)
+        self._reactor = reactor
+
+    def stopService(self):
+        def stopped(result):
+            self._reactor._exitSignal = None
+            return result
+
+        return MultiService.stopService(self).addCallback(stopped)
+
+
+def makeService(options: Options, reactor=None) -> MultiService:
+    """
+    The deployer, the proxy and the control API, as one service: the ports
+    are listened on first (in C{privilegedStartService}), so a port clash
+    stops twistd before any app is launched; and they are closed first on
+    the way down, so the backends then drain.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    config = options.config
+    os.makedirs(config.stateDir, exist_ok=True)
+    for warning in options.warnings:
+        _log.warn("{warning}", warning=warning)
+    healthCheck = HTTPHealthCheck(reactor)
+    signals = ProcessGroupSignals()
+
+    def newBackend(config, generation, port, onExit):
+        return Backend(
+            config, generation, port, reactor, healthCheck, signals, onExit
+        )
+
+    service = _CleanExit(reactor)
+    deployer = Deployer(
+        config, options.readConfig, newBackend, reactor, PortPicker()
+    )
+    deployer.setServiceParent(service)
+    sites = [
+        ("port", ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))),
+        ("controlPort", Site(ControlResource(deployer))),
+    ]
+    for key, site in sites:
+        _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)
+    return service

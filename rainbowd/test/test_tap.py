@@ -1,0 +1,181 @@
+# -*- test-case-name: rainbowd.test.test_tap -*-
+"""
+Tests for L{rainbowd.tap.Options}.
+"""
+
+import json
+from typing import Any, Dict, List
+
+from twisted.python.filepath import FilePath
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from rainbowd.config import settingNames
+from rainbowd.tap import Options
+
+RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for L{Options}.
+    """
+
+    def setUp(self) -> None:
+        self.directory = FilePath(self.mktemp())
+        self.directory.makedirs()
+        self.ephemeral = self.directory.child("ip_local_port_range")
+        self.ephemeral.setContent(b"32768\t60999\n")
+
+    def write(self, values: Dict[str, Any], name: str = "rainbow.conf.json") -> None:
+        self.directory.child(name).setContent(json.dumps(values).encode("utf-8"))
+
+    def options(self) -> Options:
+        """
+        Options that look for their file in the test's directory.
+        """
+        options = Options()
+        options.cwd = self.directory.path
+        options.ephemeralRangePath = self.ephemeral.path
+        return options
+
+    def parse(self, argv: List[str]) -> Options:
+        options = self.options()
+        options.parseOptions(argv)
+        return options
+
+    def test_defaultFile(self) -> None:
+        """
+        Without flags, rainbow.conf.json in the current directory is loaded.
+        """
+        self.write({"run": RUN, "drainTimeout": 1000})
+        options = self.parse([])
+        self.assertEqual(options.config.run, RUN)
+        self.assertEqual(options.config.drainTimeout, 1.0)
+        self.assertEqual(options.overrides, {})
+        self.assertEqual(options.warnings, [])
+
+    def test_flagsOverrideFile(self) -> None:
+        """
+        Flags beat the file's keys, times in ms, and are kept as overrides.
+        """
+        self.write({"run": RUN, "port": 8000, "drainTimeout": 1000})
+        options = self.parse(
+            ["-p", "9000", "--drain-timeout", "5000", "--max-backends", "2"]
+        )
+        self.assertEqual(options.config.port, "tcp:9000:interface=127.0.0.1")
+        self.assertEqual(options.config.drainTimeout, 5.0)
+        self.assertEqual(options.config.maxBackends, 2)
+        self.assertEqual(
+            options.overrides, {"port": 9000, "drainTimeout": 5000, "maxBackends": 2}
+        )
+
+    def test_configFlag(self) -> None:
+        """
+        --config / -c names the file, relative to the current directory.
+        """
+        self.write({"run": "elsewhere"}, "prod.json")
+        for flag in ("--config", "-c"):
+            options = self.parse([flag, "prod.json"])
+            self.assertEqual(options.config.run, "elsewhere")
+            self.assertEqual(
+                options.config.source, self.directory.child("prod.json").path
+            )
+
+    def test_runWithoutFile(self) -> None:
+        """
+        --run is enough without any file.
+        """
+        options = self.parse(["--run", RUN, "--warmup-time", "500"])
+        self.assertEqual(options.config.run, RUN)
+        self.assertEqual(options.config.source, None)
+        self.assertEqual(options.config.warmupTime, 0.5)
+        self.assertEqual(options.config.healthCheckPath, None)
+
+    def test_portDescriptions(self) -> None:
+        """
+        The port flags take endpoint descriptions as well as numbers.
+        """
+        options = self.parse(
+            [
+                "--run",
+                RUN,
+                "--port",
+                "unix:/run/app.sock:mode=660",
+                "--control-port",
+                "tcp:7001:interface=127.0.0.1",
+            ]
+        )
+        self.assertEqual(options.config.port, "unix:/run/app.sock:mode=660")
+        self.assertEqual(options.config.controlPort, "tcp:7001:interface=127.0.0.1")
+
+    def test_configErrorExits(self) -> None:
+        """
+        A bad value from a flag makes twistd exit with a message naming the
+        flag and the key.
+        """
+        error = self.assertRaises(
+            SystemExit, self.parse, ["--run", RUN, "--max-backends", "0"]
+        )
+        self.assertIn("--max-backends", str(error))
+        self.assertIn('"maxBackends"', str(error))
+
+    def test_fileErrorExits(self) -> None:
+        """
+        A bad key in the file makes twistd exit with a message naming the
+        file and the key, and no usage text.
+        """
+        self.write({"run": RUN, "killTimeout": "soon"})
+        error = self.assertRaises(SystemExit, self.parse, [])
+        self.assertTrue(str(error).startswith("rainbowd: "))
+        self.assertIn(self.directory.child("rainbow.conf.json").path, str(error))
+        self.assertIn('"killTimeout"', str(error))
+
+    def test_missingFileExits(self) -> None:
+        """
+        No file and no --run makes twistd exit saying what to do.
+        """
+        error = self.assertRaises(SystemExit, self.parse, [])
+        self.assertIn("pass --config PATH or --run COMMAND", str(error))
+
+    def test_notANumber(self) -> None:
+        """
+        A time flag that is not a whole number is a UsageError naming it.
+        """
+        error = self.assertRaises(
+            UsageError, self.parse, ["--run", RUN, "--drain-timeout", "5s"]
+        )
+        self.assertIn(
+            "--drain-timeout is '5s', but it must be a whole number of milliseconds",
+            str(error),
+        )
+
+    def test_everyKeyButPathsHasAFlag(self) -> None:
+        """
+        Each config key has a dashed flag whose help gives its default,
+        except env and cwd, which only the file sets.
+        """
+        flags = {parameter[0]: parameter[3] for parameter in Options.optParameters}
+        self.assertIn("drain-timeout", flags)
+        self.assertIn("in ms (default: 30000)", flags["drain-timeout"])
+        self.assertEqual(
+            len(flags), len(settingNames()) - len(["env", "cwd"]) + len(["config"])
+        )
+
+    def test_portRangeWarning(self) -> None:
+        """
+        Backend ports inside the kernel's ephemeral range give a warning.
+        """
+        options = self.parse(["--run", RUN, "--backend-ports", "40000-40999"])
+        self.assertEqual(len(options.warnings), 1)
+        self.assertIn("ephemeral port range 32768-60999", options.warnings[0])
+
+    def test_readConfigAgain(self) -> None:
+        """
+        readConfig reads the file again with the same flags.
+        """
+        self.write({"run": "v1", "drainTimeout": 1000})
+        options = self.parse(["--drain-timeout", "2000"])
+        self.write({"run": "v2", "drainTimeout": 1000})
+        config = options.readConfig()
+        self.assertEqual((config.run, config.drainTimeout), ("v2", 2.0))
