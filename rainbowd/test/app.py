@@ -1,0 +1,108 @@
+# -*- test-case-name: rainbowd.test.test_endtoend -*-
+"""
+A tiny stdlib-only web app for rainbowd's end-to-end tests::
+
+    python -m rainbowd.test.app PORT PIDFILE
+
+It listens on 127.0.0.1:PORT, then writes its pid to PIDFILE.  Its
+behaviour is set by environment variables:
+
+    APP_VERSION=v2        what C{GET /} and C{GET /slow} answer (default v1)
+    APP_FAIL_AT_START=1   print an error and exit 3 before listening
+    APP_STARTUP_DELAY=N   sleep N seconds before listening
+    APP_IGNORE_SIGTERM=1  ignore SIGTERM, so only SIGKILL stops it
+    APP_FORK_CHILD=1      start a child process that outlives it
+
+Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health} and
+C{GET /slow?seconds=N}, which answers after N seconds.  On SIGTERM it stops
+listening, finishes the requests in flight and exits 0.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+VERSION = os.environ.get("APP_VERSION", "v1")
+
+
+class Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0 (the default): one request per connection, so no idle
+    # keep-alive connection holds up the drain on SIGTERM.
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/":
+            self.answer(200, f"{VERSION} pid={os.getpid()}\n")
+        elif url.path == "/health":
+            self.answer(200, "ok\n")
+        elif url.path == "/slow":
+            seconds = float(parse_qs(url.query).get("seconds", ["1"])[0])
+            time.sleep(seconds)
+            self.answer(200, f"{VERSION} pid={os.getpid()} slept {seconds}\n")
+        else:
+            self.answer(404, "not found\n")
+
+    def answer(self, code: int, text: str) -> None:
+        body = text.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        print(f"app {VERSION}: {format % args}", flush=True)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False
+    block_on_close = True
+
+
+def writePidfile(path: str) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(temporary, path)
+
+
+def main(port: int, pidfile: str) -> None:
+    if os.environ.get("APP_FAIL_AT_START") == "1":
+        print("app: cannot import settings (simulated broken build)",
+              file=sys.stderr, flush=True)
+        sys.exit(3)
+    time.sleep(float(os.environ.get("APP_STARTUP_DELAY", "0")))
+    if os.environ.get("APP_FORK_CHILD") == "1":
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(3600)"])
+        print(f"app {VERSION}: started child pid={child.pid}", flush=True)
+
+    server = Server(("127.0.0.1", port), Handler)
+    writePidfile(pidfile)
+    print(f"app {VERSION} listening on 127.0.0.1:{port} pid={os.getpid()}",
+          flush=True)
+
+    def onSIGTERM(signum: int, frame: object) -> None:
+        print(f"app {VERSION}: SIGTERM, finishing requests in flight",
+              flush=True)
+        # shutdown() waits for serve_forever() to return, and this handler
+        # runs inside serve_forever(), so call it from another thread.
+        threading.Thread(target=server.shutdown).start()
+
+    if os.environ.get("APP_IGNORE_SIGTERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, onSIGTERM)
+
+    server.serve_forever()
+    server.server_close()  # joins the request threads: block_on_close
+    print(f"app {VERSION} pid={os.getpid()} stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])
