@@ -13,13 +13,12 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.config import ConfigError
-from rainbowd.deployer import Deployed, DeployFailed, DeployRefused
+from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
 
 _log = Logger()
 
@@ -39,26 +38,24 @@ def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
     return (json.dumps(body, indent=2) + "\n").encode("utf-8")
 
 
+#: The status code of each way a redeploy can fail; anything else is a 500.
+_FAILURE_CODES = ((DeployFailed, 502), (DeployRefused, 503), (ConfigError, 500))
+
+
 def outcomeAsJSON(outcome: Any) -> Tuple[int, Dict[str, Any]]:
     """
     Map the outcome of C{deployer.redeploy()} -- a L{Deployed} or a
-    L{Failure} -- to an HTTP status code and a JSON body.  An unexpected
-    exception is a bug in rainbowd and is logged.
+    L{Failure} -- to an HTTP status code and a JSON body.
     """
-    if not isinstance(outcome, Failure):
-        deployed: Deployed = outcome
-        return 200, {"ok": True, **deployed.asJSON()}
-    if outcome.check(DeployFailed):
-        return 502, {"ok": False, **outcome.value.asJSON(), "hint": HINT}
-    if outcome.check(DeployRefused):
-        return 503, {"ok": False, **outcome.value.asJSON()}
-    if outcome.check(ConfigError):
-        return 500, {"ok": False, "error": str(outcome.value), "hint": HINT}
-    _log.failure("Unexpected error while redeploying", outcome)
-    return 500, {
-        "ok": False,
-        "error": "internal error in rainbowd while redeploying; see its log",
-    }
+    body = describeOutcome(outcome)
+    if body["ok"]:
+        return 200, body
+    for kind, code in _FAILURE_CODES:
+        if outcome.check(kind):
+            if kind is not DeployRefused:
+                body["hint"] = HINT
+            return code, body
+    return 500, body
 
 
 class _NotFound(Resource):

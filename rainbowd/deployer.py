@@ -102,24 +102,30 @@ def _outputBlock(lines) -> str:
     return "".join(f"\n    {line}" for line in lines)
 
 
-def _describeFailure(failure: Failure) -> dict:
+def describeOutcome(outcome) -> dict:
     """
-    Log why a deploy failed and describe it for C{/status}.
+    A redeploy's outcome -- L{Deployed} or a L{Failure} -- as a JSON-able
+    dict, for the control API and C{/status}.
     """
-    error = failure.value
+    if not isinstance(outcome, Failure):
+        return {"ok": True, **outcome.asJSON()}
+    error = outcome.value
     if isinstance(error, (DeployFailed, DeployRefused)):
-        description = error.asJSON()
-    elif isinstance(error, ConfigError):
-        description = {"error": str(error)}
+        return {"ok": False, **error.asJSON()}
+    if isinstance(error, ConfigError):
+        return {"ok": False, "error": str(error)}
+    return {"ok": False, "error": "internal error in rainbowd; see its log"}
+
+
+def _logFailure(failure: Failure) -> None:
+    if failure.check(DeployFailed, DeployRefused, ConfigError):
+        Deployer.log.error(
+            "deploy failed: {reason}{output}",
+            reason=str(failure.value),
+            output=_outputBlock(getattr(failure.value, "output", ())),
+        )
     else:
         Deployer.log.failure("deploy failed unexpectedly", failure)
-        return {"error": f"rainbowd error: {error!r}; see rainbowd's log"}
-    Deployer.log.error(
-        "deploy failed: {reason}{output}",
-        reason=description["error"],
-        output=_outputBlock(description.get("output", ())),
-    )
-    return description
 
 
 class Deployer(Service):
@@ -323,12 +329,12 @@ class Deployer(Service):
 
     def _deployed(self, outcome, waiters: List[Deferred]) -> None:
         self._deploying = False
+        self._lastDeploy = describeOutcome(outcome)
         if isinstance(outcome, Failure):
-            self._lastDeploy = {"ok": False, **_describeFailure(outcome)}
+            _logFailure(outcome)
             for d in waiters:
                 d.errback(outcome)
         else:
-            self._lastDeploy = {"ok": True, **outcome.asJSON()}
             for d in waiters:
                 d.callback(outcome)
         if not self.running:

@@ -157,15 +157,15 @@ class ControlResourceTests(SynchronousTestCase):
 
     def test_unexpectedError(self) -> None:
         """
-        Any other exception answers a generic 500 and is logged as an error.
+        Any other exception (a bug, which the deployer logs) answers a
+        generic 500.
         """
         responseDeferred, deploy = self.redeploy()
         deploy.errback(ZeroDivisionError("oops"))
         self.assertJSON(responseDeferred, 500, {
             "ok": False,
-            "error": "internal error in rainbowd while redeploying; see its log",
+            "error": "internal error in rainbowd; see its log",
         })
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_concurrentRedeploys(self) -> None:
         """

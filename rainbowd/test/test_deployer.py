@@ -311,6 +311,22 @@ class RedeployTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.processes), 1)
         self.assertIs(h.deployer.active, old)
 
+    def test_unexpectedError(self):
+        """
+        An unexpected error while deploying is logged with its traceback and
+        reported as an internal error.
+        """
+        h = Harness(self)
+        h.start()
+        h.configs.append(ZeroDivisionError("a bug"))
+        d = h.deployer.redeploy()
+        self.failureResultOf(d, ZeroDivisionError)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(
+            h.deployer.status()["lastDeploy"],
+            {"ok": False, "error": "internal error in rainbowd; see its log"},
+        )
+
     def test_noFreePort(self):
         """
         With every port in C{backendPorts} taken, the redeploy fails saying
