@@ -84,6 +84,9 @@ class DeployRefused(Exception):
 #: process between the choice and the bind.
 PORT_ATTEMPTS = 3
 
+#: The config keys that are only read when rainbowd starts.
+STARTUP_KEYS = ("port", "controlPort", "stateDir", "queueTimeout")
+
 #: A backend that served this long before crashing resets the restart
 #: backoff, in seconds.
 BACKOFF_RESET = 60.0
@@ -256,6 +259,7 @@ class Deployer(Service):
 
     @inlineCallbacks
     def _deployConfig(self, config: Config, started: float):
+        config = self._keepStartupKeys(config)
         alive = [backend for backend in self.backends if backend.state in ALIVE]
         if len(alive) >= config.maxBackends:
             raise DeployRefused(
@@ -292,6 +296,21 @@ class Deployer(Service):
             pid=backend.appPid(),
             seconds=round(self._clock.seconds() - started, 3),
         )
+
+    def _keepStartupKeys(self, config: Config) -> Config:
+        """
+        C{config} with the keys only read at startup as they were then.
+        """
+        changed = [
+            key for key in STARTUP_KEYS if getattr(config, key) != getattr(self.config, key)
+        ]
+        if not changed:
+            return config
+        self.log.warn(
+            "{keys} changed in the config; that takes a restart of rainbowd",
+            keys=", ".join(changed),
+        )
+        return attrs.evolve(config, **{key: getattr(self.config, key) for key in changed})
 
     def _launch(self, config: Config, exclude) -> Backend:
         try:

@@ -7,6 +7,7 @@ import signal
 
 import attrs
 from twisted.internet.defer import CancelledError
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.backend import Backend, State
@@ -297,6 +298,24 @@ class RedeployTests(SynchronousTestCase):
         h.newConfig(run="new-app $1 $2")
         h.deployer.redeploy()
         self.assertEqual(h.process(2).args[3], "new-app $1 $2")
+
+    def test_startupKeysKept(self):
+        """
+        Keys only read at startup keep their first value on a redeploy, with
+        a warning.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(run="new-app $1 $2", stateDir="/elsewhere", port="tcp:9")
+        with capturedLogs() as events:
+            h.deployer.redeploy()
+        self.assertEqual(h.backend(2).config.stateDir, h.configs[0].stateDir)
+        self.assertEqual(h.backend(2).config.port, h.configs[0].port)
+        self.assertEqual(h.backend(2).config.run, "new-app $1 $2")
+        self.assertIn(
+            "port, stateDir changed in the config; that takes a restart of rainbowd",
+            [formatEvent(event) for event in events],
+        )
 
     def test_configError(self):
         """
