@@ -29,24 +29,12 @@ EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
 
 RUN_EXAMPLE = '{"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid $2"}'
 
+
 class ConfigError(Exception):
     """
     The configuration cannot be used.  C{str()} of it is a whole sentence
     for a human: the file, the key, the bad value and how to fix it.
-
-    @ivar key: the key at fault, if one is.
-    @ivar path: the file at fault, if one is.
     """
-
-    def __init__(
-        self, message: str, key: Optional[str] = None, path: Optional[str] = None
-    ) -> None:
-        super().__init__(message)
-        self.key = key
-        self.path = path
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class _Invalid(Exception):
@@ -70,7 +58,7 @@ class _Kind:
 
     @ivar expected: what a good value is, as a phrase following "must be".
     @ivar parse: file value -> L{Config} value; raises L{_Invalid}.
-    @ivar unparse: L{Config} value -> file value.
+    @ivar unparse: L{Config} value -> file value, to show a default.
     @ivar unit: the unit of the file value (C{"ms"}), or L{None}.
     """
 
@@ -310,7 +298,6 @@ _portRange = _Kind(
 _env = _Kind(
     'an object of strings, e.g. {"DJANGO_SETTINGS_MODULE": "site.prod"}',
     _parseEnv,
-    dict,
 )
 _path = _Kind("a directory path", _string)
 
@@ -322,7 +309,7 @@ class Config:
     L{loadConfig}, change one with C{attrs.evolve}.
 
     Each field but C{source} is also a key of C{rainbow.conf.json}; see
-    L{settingNames}, L{millisecondKeys} and L{Config.asFileValues}.
+    L{settingNames}, L{settingHelp} and L{settingUnit}.
     """
 
     run: str = _setting(
@@ -416,28 +403,12 @@ class Config:
     )
     source: Optional[str] = attrs.field(default=None)
 
-    def asFileValues(self) -> Dict[str, Any]:
-        """
-        This configuration as the file would say it: file keys and units
-        (ms, C{"LOW-HIGH"}).  C{None} values are left out.
-        """
-        values = {}
-        for field in _settingFields():
-            value = getattr(self, field.name)
-            if value is not None:
-                values[field.name] = field.metadata[_KIND].unparse(value)
-        return values
-
-
-def _settingFields() -> List["attrs.Attribute[Any]"]:
-    return [field for field in attrs.fields(Config) if _KIND in field.metadata]
-
 
 def settingNames() -> List[str]:
     """
     The keys of C{rainbow.conf.json}, in L{Config}'s order.
     """
-    return [field.name for field in _settingFields()]
+    return [field.name for field in attrs.fields(Config) if _KIND in field.metadata]
 
 
 def settingHelp(key: str) -> str:
@@ -459,11 +430,6 @@ def settingUnit(key: str) -> Optional[str]:
     L{None}.  L{Config} holds ms keys in seconds.
     """
     return attrs.fields_dict(Config)[key].metadata[_KIND].unit
-
-
-millisecondKeys: FrozenSet[str] = frozenset(
-    key for key in settingNames() if settingUnit(key) == "ms"
-)
 
 
 class _Duplicate(Exception):
@@ -490,36 +456,29 @@ def _readFile(path: str) -> Dict[str, Any]:
         raise ConfigError(
             f"The config file {path} does not exist; check the --config "
             f"path, or leave --config out to use {DEFAULT_FILENAME} in the "
-            "current directory.",
-            path=path,
+            "current directory."
         )
     except OSError as e:
-        raise ConfigError(
-            f"Cannot read the config file {path}: {e.strerror}.", path=path
-        )
+        raise ConfigError(f"Cannot read the config file {path}: {e.strerror}.")
     try:
         loaded = json.loads(data, object_pairs_hook=_noDuplicates)
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"{path} is not valid JSON: line {e.lineno}, column {e.colno}: "
             f"{e.msg}.  Look for a missing comma or quote, or a comma before "
-            "a closing brace, just before that point.",
-            path=path,
+            "a closing brace, just before that point."
         )
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text: {e}.", path=path)
+        raise ConfigError(f"{path} is not UTF-8 text: {e}.")
     except _Duplicate as e:
         raise ConfigError(
             f'In {path}, the key "{e.args[0]}" appears twice; keep only one '
-            "(JSON would silently use the last).",
-            key=e.args[0],
-            path=path,
+            "(JSON would silently use the last)."
         )
     if not isinstance(loaded, dict):
         raise ConfigError(
             f"{path} must hold a JSON object at the top level, like "
-            f"{RUN_EXAMPLE}, but it holds {_jsonType(loaded)}.",
-            path=path,
+            f"{RUN_EXAMPLE}, but it holds {_jsonType(loaded)}."
         )
     return loaded
 
@@ -540,19 +499,6 @@ class _Raw:
     source: Optional[str]
     cwd: str
 
-    def where(self, key: str) -> str:
-        if key in self.fromFile:
-            return f"in {self.source}"
-        return "on the command line"
-
-    def base(self, key: str) -> str:
-        """
-        The directory a relative path given for C{key} is relative to.
-        """
-        if key in self.fromFile and self.source is not None:
-            return os.path.dirname(self.source)
-        return self.cwd
-
     def name(self, key: str) -> str:
         """
         C{key} as the user wrote it: a key of the file, or a flag.
@@ -562,20 +508,12 @@ class _Raw:
         return f'--{flagName(key)} (key "{key}")'
 
     def error(self, key: str, problem: str) -> ConfigError:
-        where = self.where(key)
-        return ConfigError(
-            f"{where[0].upper()}{where[1:]}, {self.name(key)} {problem}",
-            key=key,
-            path=self.source if key in self.fromFile else None,
-        )
-
-    def badValue(self, key: str, kind: _Kind, invalid: _Invalid) -> ConfigError:
-        value = self.values[key]
-        shown = _shortRepr(value)
-        if invalid.wrongType:
-            shown += f" ({_jsonType(value)})"
-        detail = f" ({invalid.detail})" if invalid.detail else ""
-        return self.error(key, f"is {shown}, but it must be {kind.expected}{detail}.")
+        """
+        The L{ConfigError} for C{key}: where and how it was given, then
+        C{problem}.
+        """
+        where = f"In {self.source}" if key in self.fromFile else "On the command line"
+        return ConfigError(f"{where}, {self.name(key)} {problem}")
 
 
 def _unknownKey(raw: _Raw, key: str) -> ConfigError:
@@ -593,15 +531,19 @@ def _readSettings(raw: _Raw) -> Dict[str, Any]:
     """
     fields = attrs.fields_dict(Config)
     settings = {}
-    for key in raw.values:
+    for key, value in raw.values.items():
         field = fields.get(key)
         if field is None or _KIND not in field.metadata:
             raise _unknownKey(raw, key)
         kind = field.metadata[_KIND]
         try:
-            settings[key] = kind.parse(raw.values[key])
+            settings[key] = kind.parse(value)
         except _Invalid as invalid:
-            raise raw.badValue(key, kind, invalid)
+            shown = _shortRepr(value)
+            if invalid.wrongType:
+                shown += f" ({_jsonType(value)})"
+            detail = f" ({invalid.detail})" if invalid.detail else ""
+            raise raw.error(key, f"is {shown}, but it must be {kind.expected}{detail}.")
     return settings
 
 
@@ -657,8 +599,9 @@ def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
     home = os.path.dirname(raw.source) if raw.source else raw.cwd
     defaults = {"cwd": home, "stateDir": os.path.join(home, DEFAULT_STATE_DIR)}
     for key, default in defaults.items():
+        base = home if key in raw.fromFile else raw.cwd
         given = os.path.expanduser(settings.get(key, default))
-        settings[key] = os.path.abspath(os.path.join(raw.base(key), given))
+        settings[key] = os.path.abspath(os.path.join(base, given))
     if not os.path.isdir(settings["cwd"]):
         raise raw.error(
             "cwd",
@@ -717,9 +660,7 @@ def loadConfig(
         raise ConfigError(
             f'No "run" command: {where} no "run" key.  It is required: it '
             "is the shell command that starts your app, given the port to "
-            f"listen on as $1 and the pid file to write as $2, e.g. {RUN_EXAMPLE}",
-            key="run",
-            path=source,
+            f"listen on as $1 and the pid file to write as $2, e.g. {RUN_EXAMPLE}"
         )
     settings = _readSettings(raw)
     _checkOnlyOneCheck(raw, settings)
@@ -765,17 +706,13 @@ def portRangeWarning(
     )
     defaultLow, defaultHigh = attrs.fields(Config).backendPorts.default
     if defaultHigh < eLow:
-        suggested: Optional[str] = f"{defaultLow}-{defaultHigh}"
+        suggested = f"{defaultLow}-{defaultHigh}"
     elif eLow - 1 >= 1024 + 100:
         suggested = f"{max(1024, eLow - 10000)}-{eLow - 1}"
     else:
-        suggested = None
-    if suggested is not None:
-        warning += f' Use a range below {eLow}, e.g. "backendPorts": "{suggested}".'
-    else:
-        warning += (
+        return warning + (
             " Move the ephemeral range up with sysctl "
             "net.ipv4.ip_local_port_range, or reserve the backend ports with "
             "net.ipv4.ip_local_reserved_ports."
         )
-    return warning
+    return warning + f' Use a range below {eLow}, e.g. "backendPorts": "{suggested}".'

@@ -8,27 +8,19 @@ swapping the deployer's active backend is therefore all a redeploy has to do
 to move traffic, and requests already forwarded finish where they started.
 """
 
-from __future__ import annotations
-
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import attrs
 from zope.interface import implementer
 
-from twisted.internet.defer import Deferred, TimeoutError, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import (
-    URI,
-    Agent,
-    HTTPConnectionPool,
-    PotentialDataLoss,
-    ResponseDone,
-)
+from twisted.web.client import URI, Agent, PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import Resource
@@ -62,10 +54,10 @@ Lower-cased names of the headers that describe one connection rather than the
 message (RFC 9110 section 7.6.1, plus the non-standard I{Proxy-Connection}).
 """
 
-_NOT_FORWARDED = frozenset([b"content-length", b"expect"])
+_NOT_FORWARDED = _HOP_BY_HOP | {b"content-length", b"expect"}
 """
-Request headers that are not hop-by-hop but that rainbowd does not forward
-either: the Agent frames the body itself, and twisted.web has already answered
+Request headers that are not forwarded: the hop-by-hop ones, and two more
+because the Agent frames the body itself and twisted.web has already answered
 any I{Expect: 100-continue} before the body reached rainbowd.
 """
 
@@ -86,15 +78,11 @@ class ReverseProxy(Resource):
     The resource served on rainbowd's public port: it forwards every request to
     the deployer's active backend.
 
-    This plays the role of L{twisted.web.proxy.ReverseProxyResource} (a
-    resource whose target can be swapped) without being a subclass of it: that
-    class speaks HTTP/1.0 over a new connection per request through the
-    deprecated C{HTTPClient}, rewrites I{Host}, adds no I{X-Forwarded-For},
-    answers 501 when the backend is down, raises C{RuntimeError} when the
-    client leaves early and loses subclasses in C{getChild}.  This one is a
-    leaf (so C{request.uri}, path and query string, is forwarded as is) and
-    uses an L{Agent} with one persistent L{HTTPConnectionPool} per backend, so
-    backends get HTTP/1.1 with keep-alive.
+    It plays the role of L{twisted.web.proxy.ReverseProxyResource} (a resource
+    whose target can be swapped) without that class's faults: it is a leaf, so
+    C{request.uri}, path and query string, is forwarded as is, and it uses an
+    L{Agent} with one persistent connection pool per backend, so backends get
+    HTTP/1.1 with keep-alive.
 
     What is forwarded:
 
@@ -122,10 +110,10 @@ class ReverseProxy(Resource):
     C{requestFinished()} (called exactly once each per request forwarded to
     it, so that it can be drained) and C{whenStopped()}.
 
-    @ivar _routes: The connection pool and agent of each backend seen, keyed
-        by C{(generation, port)} rather than by the backend itself so that
-        backends need not be hashable; forgotten (and their idle connections
-        closed) when the backend's C{whenStopped()} fires.
+    @ivar _agents: The agent of each backend seen, keyed by C{(generation,
+        port)} rather than by the backend itself so that backends need not be
+        hashable; forgotten (and its pool's idle connections closed) when the
+        backend's C{whenStopped()} fires.
     """
 
     isLeaf = True
@@ -144,7 +132,7 @@ class ReverseProxy(Resource):
         self._deployer = deployer
         self._reactor = reactor
         self._queueTimeout = queueTimeout
-        self._routes: Dict[Tuple[int, int], _Route] = {}
+        self._agents: Dict[Tuple[int, int], Agent] = {}
 
     def render(self, request: Request) -> object:
         """
@@ -173,41 +161,27 @@ class ReverseProxy(Resource):
         forwarding.route()
         return NOT_DONE_YET
 
-    def closeCachedConnections(self) -> Deferred[None]:
-        """
-        Close the idle kept-alive connections to every backend, for a clean
-        shutdown.
-
-        @return: A L{Deferred} that fires when they are closed.
-        """
-        routes, self._routes = self._routes, {}
-        return gatherResults(
-            [route.pool.closeCachedConnections() for route in routes.values()]
-        ).addCallback(lambda ignored: None)
-
     def _agentFor(self, backend: Any) -> Agent:
         """
         Find or make the agent whose connections go to C{backend}.
         """
         key = (backend.generation, backend.port)
-        route = self._routes.get(key)
-        if route is None:
+        agent = self._agents.get(key)
+        if agent is None:
             pool = QuietConnectionPool(self._reactor, persistent=True)
-            agent = loopbackAgent(self._reactor, pool)
-            route = self._routes[key] = _Route(pool=pool, agent=agent)
-            backend.whenStopped().addBoth(self._backendStopped, key, route)
-        return route.agent
+            agent = self._agents[key] = loopbackAgent(self._reactor, pool)
+            backend.whenStopped().addBoth(self._backendStopped, key, pool)
+        return agent
 
     def _backendStopped(
-        self, result: object, key: Tuple[int, int], route: _Route
+        self, result: object, key: Tuple[int, int], pool: QuietConnectionPool
     ) -> None:
         """
-        A backend's process is gone: close its idle connections and forget
-        its pool.
+        A backend's process is gone: forget its agent and close its idle
+        connections.
         """
-        if self._routes.get(key) is route:
-            del self._routes[key]
-        route.pool.closeCachedConnections()
+        del self._agents[key]
+        pool.closeCachedConnections()
 
 
 class ProxySite(Site):
@@ -224,17 +198,6 @@ class ProxySite(Site):
         """
         Log nothing.
         """
-
-
-@attrs.frozen
-class _Route:
-    """
-    How to reach one backend: its pool of kept-alive connections and the agent
-    using it.
-    """
-
-    pool: HTTPConnectionPool
-    agent: Agent
 
 
 @attrs.define(eq=False)
@@ -259,10 +222,10 @@ class _Forwarding:
     headers: Headers
     bodyLength: int
     deadline: float
-    backend: Optional[Any] = None
-    pending: Optional[Deferred[Any]] = None
+    backend: Any = None
+    pending: Optional[Deferred] = None
     retryCall: Optional[IDelayedCall] = None
-    body: Optional[_RelayBody] = None
+    body: Optional["_RelayBody"] = None
     lastError: Optional[str] = None
     clientGone: bool = False
 
@@ -282,12 +245,8 @@ class _Forwarding:
             return
         waiting = self.pending = self.proxy._deployer.whenActive()
         waiting.addTimeout(remaining, self.proxy._reactor)
-        waiting.addCallbacks(self._activated, self._noBackend)
+        waiting.addCallbacks(self._send, self._noBackend)
         waiting.addErrback(self._unexpected)
-
-    def _activated(self, backend: Any) -> None:
-        self.pending = None
-        self._send(backend)
 
     def _noBackend(self, reason: Failure) -> None:
         self.pending = None
@@ -318,7 +277,7 @@ class _Forwarding:
         """
         self.backend = backend
         backend.requestStarted()
-        producer: Optional[_ContentProducer] = None
+        producer = None
         if self.bodyLength or self.request.method not in _BODILESS_METHODS:
             producer = _ContentProducer(self.request.content, self.bodyLength)
         url = b"http://127.0.0.1:%d%s" % (backend.port, self.target)
@@ -347,10 +306,7 @@ class _Forwarding:
             self.lastError = "generation {} on port {} refused the connection".format(
                 backend.generation, backend.port
             )
-            _log.info(
-                "Backend {why}; trying again",
-                why=self.lastError,
-            )
+            _log.info("Backend {why}; trying again", why=self.lastError)
             if self.proxy._deployer.active is backend:
                 delay = min(RETRY_DELAY, self.deadline - reactor.seconds())
                 self.retryCall = reactor.callLater(delay, self.route)
@@ -419,12 +375,11 @@ class _Forwarding:
         this request was waiting for.
         """
         self.clientGone = True
-        if self.retryCall is not None and self.retryCall.active():
+        if self.retryCall is not None:
             self.retryCall.cancel()
-        self.retryCall = None
+            self.retryCall = None
         if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.cancel()
+            self.pending.cancel()
         if self.body is not None:
             self.body.transport.stopProducing()
 
@@ -459,21 +414,21 @@ class _RelayBody(Protocol):
 
     def __init__(self, forwarding: _Forwarding) -> None:
         self._forwarding = forwarding
-        self._throttling = False
 
     def connectionMade(self) -> None:
         if self._forwarding.clientGone:
             self.transport.stopProducing()
-            return
-        self._forwarding.request.registerProducer(self.transport, True)
-        self._throttling = True
+        else:
+            self._forwarding.request.registerProducer(self.transport, True)
 
     def dataReceived(self, data: bytes) -> None:
         if not self._forwarding.clientGone:
             self._forwarding.request.write(data)
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._throttling and not self._forwarding.clientGone:
+        # The client cannot come back, so if it is still here it was here in
+        # connectionMade, which registered the producer.
+        if not self._forwarding.clientGone:
             self._forwarding.request.unregisterProducer()
         self._forwarding.bodyDone(reason)
 
@@ -495,7 +450,7 @@ class _ContentProducer:
         self.length = length
         self._stopped = False
 
-    def startProducing(self, consumer: Any) -> Deferred[None]:
+    def startProducing(self, consumer: Any) -> Deferred:
         self._content.seek(0)
         remaining = self.length
         while remaining > 0 and not self._stopped:
@@ -522,15 +477,13 @@ class _ContentProducer:
 def _originForm(uri: bytes) -> Optional[bytes]:
     """
     The request target to send to the backend: the path and query string
-    of C{uri}.
-
-    @return: L{None} if C{uri} is neither a path nor an absolute URI.
+    of C{uri}, or L{None} if C{uri} is neither a path nor an absolute URI.
     """
+    if uri.startswith(b"/"):
+        return uri
     if _ABSOLUTE_FORM.match(uri):
-        uri = URI.fromBytes(uri).originForm
-    elif not uri.startswith(b"/"):
-        return None
-    return uri
+        return URI.fromBytes(uri).originForm
+    return None
 
 
 def _contentLength(request: Request) -> int:
@@ -546,27 +499,17 @@ def _contentLength(request: Request) -> int:
     return length
 
 
-def _connectionTokens(headers: Headers) -> frozenset:
-    """
-    The lower-cased header names listed by the I{Connection} headers.
-    """
-    tokens = set()
-    for value in headers.getRawHeaders(b"Connection", []):
-        for token in value.split(b","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
-    return frozenset(tokens)
-
-
 def _endToEnd(
-    headers: Headers, alsoDrop: frozenset = frozenset()
+    headers: Headers, drop: frozenset = _HOP_BY_HOP
 ) -> Iterator[Tuple[bytes, List[bytes]]]:
     """
-    The end-to-end headers of a message: all but the hop-by-hop ones, those
-    named by its I{Connection} header and C{alsoDrop}.
+    The headers of a message but those in C{drop} (lower-cased names) and
+    those its I{Connection} headers name.
     """
-    drop = _HOP_BY_HOP | _connectionTokens(headers) | alsoDrop
+    connection = headers.getRawHeaders(b"Connection")
+    if connection:
+        named = (name.strip().lower() for name in b",".join(connection).split(b","))
+        drop = drop.union(name for name in named if name)
     for name, values in headers.getAllRawHeaders():
         if name.lower() not in drop:
             yield name, values
@@ -593,7 +536,7 @@ def _forwardedHeaders(request: Request) -> Headers:
     if not headers.hasHeader(b"X-Forwarded-Proto"):
         proto = b"https" if request.isSecure() else b"http"
         headers.setRawHeaders(b"X-Forwarded-Proto", [proto])
-    if not headers.hasHeader(b"X-Forwarded-Host") and hosts:
+    if hosts and not headers.hasHeader(b"X-Forwarded-Host"):
         headers.setRawHeaders(b"X-Forwarded-Host", hosts[:1])
     return headers
 

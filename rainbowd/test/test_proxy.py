@@ -8,8 +8,6 @@ land in a L{MemoryReactorClock}'s C{tcpClients}, and the tests connect them,
 again with iosim, to backend L{Site}s (or raw protocols) of their own.
 """
 
-from __future__ import annotations
-
 from typing import Callable, List, Optional, Tuple
 
 import attrs
@@ -1168,18 +1166,6 @@ class PoolTests(SynchronousTestCase):
         self.assertTrue(pump.serverIO.disconnected)
         self.world.request(rawRequest())
         self.assertEqual(self.world.attempts(), [20001])
-
-    def test_closeCachedConnections(self) -> None:
-        """
-        L{ReverseProxy.closeCachedConnections} closes the kept-alive
-        connections to every backend.
-        """
-        self.world.request(rawRequest())
-        pump = self.world.accept(backendSite(self.world, BackendApp()))
-        closed = self.world.proxy.closeCachedConnections()
-        self.world.flush()
-        self.assertIsNone(self.successResultOf(closed))
-        self.assertTrue(pump.serverIO.disconnected)
 
 
 class ProxySiteTests(SynchronousTestCase):
