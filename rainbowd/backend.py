@@ -17,15 +17,17 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from rainbowd.config import Config
+from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
 OUTPUT_LINES = 50
@@ -207,8 +209,8 @@ class Backend(ProcessProtocol):
         self._probing: Optional[Deferred] = None
         self._partial = {1: b"", 2: b""}
         self._calls = {}
-        self._readyObservers: List[Deferred] = []
-        self._stoppedObservers: List[Deferred] = []
+        self._ready = Waiters()
+        self._stopped = Waiters()
 
     def __repr__(self) -> str:
         return f"<Backend generation {self.generation} port {self.port} {self.state.value}>"
@@ -295,9 +297,7 @@ class Backend(ProcessProtocol):
         if self.state is State.FAILED:
             return fail(self._failed())
         if self.state is State.STARTING or self._failure is not None:
-            d = Deferred()
-            self._readyObservers.append(d)
-            return d
+            return self._ready.wait()
         return succeed(self)
 
     def whenStopped(self) -> Deferred:
@@ -306,9 +306,7 @@ class Backend(ProcessProtocol):
         gone.
         """
         if self.state in ALIVE:
-            d = Deferred()
-            self._stoppedObservers.append(d)
-            return d
+            return self._stopped.wait()
         return succeed(self)
 
     # Requests
@@ -444,9 +442,7 @@ class Backend(ProcessProtocol):
             generation=self.generation,
             port=self.port,
         )
-        observers, self._readyObservers = self._readyObservers, []
-        for d in observers:
-            d.callback(self)
+        self._ready.fire(self)
 
     def _startTimedOut(self) -> None:
         self._failure = (
@@ -495,12 +491,9 @@ class Backend(ProcessProtocol):
             return
         self._cancel("kill")
         self._removePidfile()
-        readyObservers, self._readyObservers = self._readyObservers, []
-        stoppedObservers, self._stoppedObservers = self._stoppedObservers, []
         if self._failure is not None:
             self._moveTo(State.FAILED)
-            for d in readyObservers:
-                d.errback(self._failed())
+            self._ready.fire(Failure(self._failed()))
         else:
             self._moveTo(State.STOPPED)
         self.log.info(
@@ -509,8 +502,7 @@ class Backend(ProcessProtocol):
             state=self.state.value,
             exit=self.exitReason,
         )
-        for d in stoppedObservers:
-            d.callback(self)
+        self._stopped.fire(self)
 
     def _failed(self) -> BackendFailed:
         return BackendFailed(

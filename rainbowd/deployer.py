@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from rainbowd.backend import ALIVE, Backend, BackendFailed, State
 from rainbowd.config import Config, ConfigError
 from rainbowd.ports import NoFreePort, PortPicker
+from rainbowd.waiters import Waiters
 
 
 @attrs.frozen
@@ -171,8 +172,8 @@ class Deployer(Service):
         self._backoff = backoff
         self._generation = 0
         self._deploying = False
-        self._queued: List[Deferred] = []
-        self._activeObservers: List[Deferred] = []
+        self._queued = Waiters()
+        self._activation = Waiters()
         self._restartCall = None
         self._restarts = 0
         self._activeSince = 0.0
@@ -182,7 +183,7 @@ class Deployer(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        self._deploy(lambda: self.config, [])
+        self._deploy(lambda: self.config, Waiters())
 
     def stopService(self) -> Deferred:
         """
@@ -193,9 +194,7 @@ class Deployer(Service):
         Service.stopService(self)
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
-        queued, self._queued = self._queued, []
-        for d in queued:
-            d.errback(DeployRefused("rainbowd is shutting down"))
+        self._queued.fire(Failure(DeployRefused("rainbowd is shutting down")))
         stops = []
         for backend in list(self.backends):
             if backend.state in (State.READY, State.ACTIVE):
@@ -217,8 +216,7 @@ class Deployer(Service):
         """
         if not self.running:
             return fail(DeployRefused("rainbowd is shutting down"))
-        d = Deferred()
-        self._queued.append(d)
+        d = self._queued.wait()
         if not self._deploying:
             self._deployQueued()
         return d
@@ -227,9 +225,7 @@ class Deployer(Service):
         """
         A Deferred that fires with the next backend to become active.
         """
-        d = Deferred(canceller=self._activeObservers.remove)
-        self._activeObservers.append(d)
-        return d
+        return self._activation.wait()
 
     def status(self) -> dict:
         """
@@ -246,10 +242,10 @@ class Deployer(Service):
     # Deploying
 
     def _deployQueued(self) -> None:
-        waiters, self._queued = self._queued, []
+        waiters, self._queued = self._queued, Waiters()
         self._deploy(self._loadConfig, waiters)
 
-    def _deploy(self, loadConfig: Callable[[], Config], waiters: List[Deferred]):
+    def _deploy(self, loadConfig: Callable[[], Config], waiters: Waiters):
         self._deploying = True
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
@@ -340,22 +336,16 @@ class Deployer(Service):
             generation=backend.generation,
             port=backend.port,
         )
-        observers, self._activeObservers = self._activeObservers, []
-        for d in observers:
-            d.callback(backend)
+        self._activation.fire(backend)
         if old is not None and old.state is State.ACTIVE:
             old.drain()
 
-    def _deployed(self, outcome, waiters: List[Deferred]) -> None:
+    def _deployed(self, outcome, waiters: Waiters) -> None:
         self._deploying = False
         self._lastDeploy = describeOutcome(outcome)
         if isinstance(outcome, Failure):
             _logFailure(outcome)
-            for d in waiters:
-                d.errback(outcome)
-        else:
-            for d in waiters:
-                d.callback(outcome)
+        waiters.fire(outcome)
         if not self.running:
             return
         if self._queued:
@@ -393,5 +383,5 @@ class Deployer(Service):
             "no backend is serving; starting one in {delay:.1f} s", delay=delay
         )
         self._restartCall = self._clock.callLater(
-            delay, self._deploy, lambda: self.config, []
+            delay, self._deploy, lambda: self.config, Waiters()
         )
