@@ -30,6 +30,14 @@ from rainbowd.loopback import QuietConnectionPool, loopbackAgent
 
 _log = Logger()
 
+IDLE_TIMEOUT = 1.0
+"""
+Seconds an idle connection to a backend is kept for reuse: less than the
+keep-alive timeouts of app servers (gunicorn's is 2 s), so that rainbowd
+closes an idle connection before the app does, rather than sending a request
+down one the app is closing, which could only be retried if idempotent.
+"""
+
 RETRY_DELAY = 0.1
 """
 Seconds to wait before trying the active backend again after it refused a
@@ -169,6 +177,7 @@ class ReverseProxy(Resource):
         agent = self._agents.get(key)
         if agent is None:
             pool = QuietConnectionPool(self._reactor, persistent=True)
+            pool.cachedConnectionTimeout = IDLE_TIMEOUT
             agent = self._agents[key] = loopbackAgent(self._reactor, pool)
             backend.whenStopped().addBoth(self._backendStopped, key, pool)
         return agent

@@ -26,7 +26,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from rainbowd.proxy import ProxySite, ReverseProxy
+from rainbowd.proxy import IDLE_TIMEOUT, ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -1166,6 +1166,20 @@ class PoolTests(SynchronousTestCase):
         self.assertTrue(pump.serverIO.disconnected)
         self.world.request(rawRequest())
         self.assertEqual(self.world.attempts(), [20001])
+
+    def test_idleConnectionsClosedBeforeTheApp(self) -> None:
+        """
+        A connection idle for C{IDLE_TIMEOUT} is closed by the proxy, before
+        the app's own keep-alive timeout would close it under a request.
+        """
+        self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, BackendApp()))
+        self.world.reactor.advance(IDLE_TIMEOUT - 0.1)
+        self.world.flush()
+        self.assertFalse(pump.serverIO.disconnected)
+        self.world.reactor.advance(0.1)
+        self.world.flush()
+        self.assertTrue(pump.serverIO.disconnected)
 
 
 class ProxySiteTests(SynchronousTestCase):
