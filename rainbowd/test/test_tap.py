@@ -1,17 +1,22 @@
-# -*- test-case-name: rainbowd.test.test_tap -*-
 """
-Tests for L{rainbowd.tap.Options}.
+Tests for L{rainbowd.tap}: the options and the service.
 """
 
 import json
+import os
+from errno import EADDRINUSE
+from os import strerror
+from signal import SIGTERM
 from typing import Any, Dict, List
 
+from twisted.internet.error import CannotListenError
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import settingNames
-from rainbowd.tap import Options
+from rainbowd.tap import Options, makeService
+from rainbowd.test.fakes import FakeProcessReactor
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
 
@@ -179,3 +184,77 @@ class OptionsTests(SynchronousTestCase):
         self.write({"run": "v2", "drainTimeout": 1000})
         config = options.readConfig()
         self.assertEqual((config.run, config.drainTimeout), ("v2", 2.0))
+
+
+class ListenFails(FakeProcessReactor):
+    """
+    A reactor on which every port is taken.
+    """
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        raise CannotListenError(interface, port, OSError(EADDRINUSE, strerror(EADDRINUSE)))
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    Tests for L{makeService}.
+    """
+
+    def options(self, *argv: str) -> Options:
+        stateDir = os.path.abspath(self.mktemp())
+        options = Options()
+        options.cwd = os.path.dirname(stateDir)
+        options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
+        return options
+
+    def test_listens(self) -> None:
+        """
+        The proxy and the control API listen on loopback before the first
+        generation is launched.
+        """
+        reactor = FakeProcessReactor()
+        service = makeService(self.options("--port", "8000"), reactor)
+        service.privilegedStartService()
+        self.assertEqual(
+            [(port, interface) for port, factory, backlog, interface in reactor.tcpServers],
+            [(8000, "127.0.0.1"), (8001, "127.0.0.1")],
+        )
+        self.assertEqual(reactor.processes, [])
+        service.startService()
+        self.assertEqual(len(reactor.processes), 1)
+        self.assertEqual(reactor.processes[0].args[3], RUN)
+
+    def test_stateDirMade(self) -> None:
+        """
+        The state directory is made if it is not there.
+        """
+        options = self.options()
+        makeService(options, FakeProcessReactor())
+        self.assertTrue(os.path.isdir(options.config.stateDir))
+
+    def test_portTaken(self) -> None:
+        """
+        A port that cannot be listened on stops twistd with a message naming
+        the key, the endpoint and the reason.
+        """
+        service = makeService(self.options("--port", "8000"), ListenFails())
+        error = self.assertRaises(SystemExit, service.privilegedStartService)
+        self.assertIn(
+            'cannot listen on tcp:8000:interface=127.0.0.1 ("port"): '
+            "Address already in use",
+            str(error),
+        )
+        self.assertIn("--port", str(error))
+
+    def test_cleanExit(self) -> None:
+        """
+        Once stopped, the service clears the signal the reactor would
+        otherwise exit with, so that twistd exits 0.
+        """
+        reactor = FakeProcessReactor()
+        reactor._exitSignal = SIGTERM
+        service = makeService(self.options(), reactor)
+        service.privilegedStartService()
+        d = service.stopService()
+        self.successResultOf(d)
+        self.assertIsNone(reactor._exitSignal)
