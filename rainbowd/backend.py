@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import ConnectionRefusedError, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -206,6 +206,7 @@ class Backend(ProcessProtocol):
         self._setsid = setsid
         self._failure: Optional[str] = None
         self._lastProbe = "no health check answered yet"
+        self._probeRefused = False
         self._probing: Optional[Deferred] = None
         self._partial = {1: b"", 2: b""}
         self._calls = {}
@@ -432,6 +433,7 @@ class Backend(ProcessProtocol):
     def _probeFailed(self, reason) -> None:
         self._probing = None
         self._lastProbe = reason.getErrorMessage() or reason.type.__name__
+        self._probeRefused = reason.check(ConnectionRefusedError) is not None
         if self.state is State.STARTING:
             self._later("probe", self.config.healthCheckInterval, self._probe)
 
@@ -449,6 +451,11 @@ class Backend(ProcessProtocol):
             f"not healthy within startTimeout ({self.config.startTimeout:g} s); "
             f"last health check: {self._lastProbe}"
         )
+        if self._probeRefused:
+            self._failure += (
+                f"; nothing listens on 127.0.0.1:{self.port}: does \"run\" "
+                f"make the app listen on port $1?"
+            )
         self.log.warn(
             "generation {generation} {failure}; stopping it",
             generation=self.generation,

@@ -6,7 +6,7 @@ import os
 import signal
 from typing import List
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -296,6 +296,21 @@ class StartTests(BackendTestCase):
         )
         self.assertEqual(
             (failure.value.generation, failure.value.port), (GENERATION, PORT)
+        )
+
+    def test_startTimeoutRefused(self) -> None:
+        """
+        A start timeout after refused health checks asks whether the app
+        listens on C{$1}.
+        """
+        backend, process = self.launched()
+        d = backend.whenReady()
+        self.health.probes[-1][3].errback(ConnectionRefusedError())
+        self.reactor.advance(5.0)
+        self.assertIn(
+            f'nothing listens on 127.0.0.1:{PORT}: does "run" make the app '
+            "listen on port $1?",
+            str(self.failureResultOf(d, BackendFailed).value),
         )
 
     def test_startTimeoutNoAnswer(self) -> None:
