@@ -181,14 +181,12 @@ class Backend(ProcessProtocol):
         healthCheck: Callable,
         signals: ProcessGroupSignals,
         onExit: Callable[["Backend"], None] = lambda backend: None,
-        setsid: str = "setsid",
     ) -> None:
         """
         @param healthCheck: called with C{(port, path, timeout)}, returns a
             Deferred that fires if the backend is healthy.
         @param onExit: called when the process exits while it is serving or
             ready to, that is when it crashed.
-        @param setsid: the program that starts the app in a new session.
         """
         self.config = config
         self.generation = generation
@@ -203,7 +201,6 @@ class Backend(ProcessProtocol):
         self._healthCheck = healthCheck
         self._signals = signals
         self._onExit = onExit
-        self._setsid = setsid
         self._failure: Optional[str] = None
         self._lastProbe = "no health check answered yet"
         self._probeRefused = False
@@ -225,7 +222,7 @@ class Backend(ProcessProtocol):
         """
         self._removePidfile()
         args = [
-            self._setsid,
+            "setsid",  # from util-linux: the app gets a process group of its own
             "/bin/sh",
             "-c",
             self.config.run,
