@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Callable, Optional
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionRefusedError, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -38,6 +38,10 @@ LONGEST_LINE = 64 * 1024
 
 #: How often to look whether a process group has emptied, in seconds.
 REAP_INTERVAL = 0.1
+
+#: How long the app's output may stay open once its process group is gone,
+#: in seconds; a process that left the group could hold it open forever.
+OUTPUT_GRACE = 1.0
 
 
 class State(Enum):
@@ -138,7 +142,7 @@ class ProcessGroupSignals:
     def groupOf(self, pid: int) -> Optional[int]:
         try:
             return os.getpgid(pid)
-        except ProcessLookupError:
+        except (ProcessLookupError, OverflowError):
             return None
 
 
@@ -206,6 +210,7 @@ class Backend(ProcessProtocol):
         self._probeRefused = False
         self._probing: Optional[Deferred] = None
         self._partial = {1: b"", 2: b""}
+        self._outputClosed = False
         self._calls = {}
         self._ready = Waiters()
         self._stopped = Waiters()
@@ -357,10 +362,10 @@ class Backend(ProcessProtocol):
         for line in lines:
             self._outputLine(childFD, line)
 
-    def processEnded(self, reason) -> None:
-        for childFD, rest in self._partial.items():
-            if rest:
-                self._outputLine(childFD, rest)
+    def processExited(self, reason) -> None:
+        # Not processEnded: Twisted only calls that once every process
+        # holding the app's output has closed it, which a leftover child
+        # may never do.
         self.exitReason = describeExit(reason)
         if self.state is State.STARTING:
             self._failure = f"{self.exitReason} before it became healthy"
@@ -373,6 +378,13 @@ class Backend(ProcessProtocol):
             )
             self._moveTo(State.STOPPING)
             self._onExit(self)
+        self._reap()
+
+    def processEnded(self, reason) -> None:
+        for childFD, rest in self._partial.items():
+            if rest:
+                self._outputLine(childFD, rest)
+        self._outputClosed = True
         self._reap()
 
     # Internals
@@ -417,8 +429,11 @@ class Backend(ProcessProtocol):
         )
 
     def _probe(self) -> None:
-        self._probing = self._healthCheck(
-            self.port, self.config.healthCheckPath, self.config.healthCheckTimeout
+        self._probing = maybeDeferred(
+            self._healthCheck,
+            self.port,
+            self.config.healthCheckPath,
+            self.config.healthCheckTimeout,
         )
         self._probing.addCallbacks(self._probeSucceeded, self._probeFailed)
 
@@ -481,8 +496,9 @@ class Backend(ProcessProtocol):
 
     def _reap(self) -> None:
         """
-        The spawned process has ended: wait until nothing is left in its
-        process group, signalling what is, then report the end.
+        The spawned process has exited: wait until nothing is left in its
+        process group, signalling what is, and until its output is closed,
+        then report the end.
         """
         firstLook = "reap" not in self._calls
         self._cancel("reap")
@@ -494,6 +510,11 @@ class Backend(ProcessProtocol):
             self._later("reap", REAP_INTERVAL, self._reap)
             return
         self._cancel("kill")
+        if not self._outputClosed:
+            if "output" not in self._calls:
+                self._later("output", OUTPUT_GRACE, self.transport.loseConnection)
+            return
+        self._cancel("output")
         self._removePidfile()
         if self._failure is not None:
             self._moveTo(State.FAILED)

@@ -24,6 +24,10 @@ class FakeProcess:
         itself); signalling it ends the process.
     @ivar termDelay: seconds between SIGTERM and exit, or L{None} for a
         process that ignores SIGTERM.
+    @ivar holdsPipes: whether something (a process outside the group, say)
+        keeps the output pipes open after the process exits, so that
+        C{processEnded} waits for L{closePipes} or L{loseConnection}, as
+        Twisted's does.
     """
 
     def __init__(self, reactor, protocol, pid, executable, args, env, path):
@@ -38,7 +42,9 @@ class FakeProcess:
         self.path = path
         self.members: Set[int] = {pid}
         self.termDelay: Optional[float] = 0
+        self.holdsPipes = False
         self.ended = False
+        self._reason: Optional[Failure] = None
 
     def emit(self, data: bytes, childFD: int = 1) -> None:
         self.proto.childDataReceived(childFD, data)
@@ -56,7 +62,19 @@ class FakeProcess:
         else:
             reason = ProcessTerminated(code if signum is None else None, signum)
         self.pid = None
-        self.proto.processEnded(Failure(reason))
+        self._reason = Failure(reason)
+        self.proto.processExited(self._reason)
+        if not self.holdsPipes:
+            self.proto.processEnded(self._reason)
+
+    def closePipes(self) -> None:
+        """
+        The output pipes close: C{processEnded} follows if the process has
+        exited and is not told yet.
+        """
+        if self.holdsPipes and self.ended:
+            self.proto.processEnded(self._reason)
+        self.holdsPipes = False
 
     def deliver(self, pid: int, signum: int) -> None:
         """
@@ -87,7 +105,8 @@ class FakeProcess:
         pass
 
     def loseConnection(self) -> None:
-        pass
+        # Twisted closes the pipes in a later reactor iteration.
+        self.reactor.callLater(0, self.closePipes)
 
 
 class FakeProcessReactor(MemoryReactorClock):

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rainbowd.backend import (
     LONGEST_LINE,
+    OUTPUT_GRACE,
     ProcessGroupSignals,
     OUTPUT_LINES,
     REAP_INTERVAL,
@@ -310,6 +311,24 @@ class StartTests(BackendTestCase):
         self.assertIn(
             f'nothing listens on 127.0.0.1:{PORT}: does "run" make the app '
             "listen on port $1?",
+            str(self.failureResultOf(d, BackendFailed).value),
+        )
+
+    def test_healthCheckRaises(self) -> None:
+        """
+        A health check that raises counts as a failed probe, named in the
+        start timeout's reason, rather than breaking the launch.
+        """
+
+        def broken(port, path, timeout):
+            raise ValueError("cannot probe")
+
+        self.health = broken
+        backend, process = self.launched()
+        d = backend.whenReady()
+        self.reactor.advance(5.0)
+        self.assertIn(
+            "last health check: cannot probe",
             str(self.failureResultOf(d, BackendFailed).value),
         )
 
@@ -684,6 +703,7 @@ class StopTests(BackendTestCase):
         """
         backend, process = self.active()
         process.appPid = 4242
+        process.holdsPipes = True  # the worker inherited the app's output
         self.addWorker(process, 4242)
         self.addWorker(process, 4243)
         self.writePidfile(backend, 4242)
@@ -694,6 +714,7 @@ class StopTests(BackendTestCase):
         self.assertEqual(process.members, set())
         self.assertNoResult(d)
         self.reactor.advance(REAP_INTERVAL)
+        process.closePipes()
         self.assertIs(self.successResultOf(d), backend)
         self.assertIs(backend.state, State.STOPPED)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
@@ -850,6 +871,60 @@ class CrashTests(BackendTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
+    def test_exitSeenWhileOutputHeld(self) -> None:
+        """
+        An app that exits while a process it started still holds its output
+        open is seen to have exited at once: C{onExit} is called and what is
+        left of its group is sent SIGTERM.
+        """
+        backend, process = self.active()
+        process.holdsPipes = True
+        self.addWorker(process, 4243)
+        d = backend.whenStopped()
+        process.exit(1)
+        self.assertEqual(self.exited, [backend])
+        self.assertEqual(backend.exitReason, "exited with code 1")
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.assertNoResult(d)
+        process.closePipes()
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_outputAfterExitKept(self) -> None:
+        """
+        Output read after the app exited, before its pipes closed, is in the
+        report of its failure.
+        """
+        backend, process = self.launched()
+        process.holdsPipes = True
+        d = backend.whenReady()
+        process.exit(3)
+        process.emit(b"Traceback: boom")
+        self.assertNoResult(d)
+        process.closePipes()
+        self.assertEqual(
+            self.failureResultOf(d, BackendFailed).value.output, ("Traceback: boom",)
+        )
+
+    def test_outputHeldOutsideGroup(self) -> None:
+        """
+        Once the app's group is gone, output that a process outside the group
+        still holds open is closed C{OUTPUT_GRACE} later, so the backend ends
+        instead of waiting for that process forever.
+        """
+        backend, process = self.active()
+        process.holdsPipes = True
+        d = backend.stop()
+        self.reactor.advance(0)
+        self.assertIs(backend.state, State.STOPPING)
+        self.reactor.advance(OUTPUT_GRACE)
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
 class StateTests(BackendTestCase):
     """
     Tests for the state machine's refusals and L{Backend.describe}.
@@ -986,6 +1061,25 @@ class GroupAliveTests(SynchronousTestCase):
         if not os.path.isdir("/proc/self"):
             raise SkipTest("no /proc here")
         self.assertTrue(ProcessGroupSignals().groupAlive(os.getpgrp()))
+
+
+class GroupOfTests(SynchronousTestCase):
+    """
+    Tests for L{ProcessGroupSignals.groupOf}.
+    """
+
+    def test_tooBigForAPid(self) -> None:
+        """
+        A number too big to be a pid, as a garbled pidfile may hold, is in no
+        process group.
+        """
+        self.assertIsNone(ProcessGroupSignals().groupOf(99999999999999))
+
+    def test_ownGroup(self) -> None:
+        """
+        A live process's group is found.
+        """
+        self.assertEqual(ProcessGroupSignals().groupOf(os.getpid()), os.getpgrp())
 
 
 class DescribeExitTests(SynchronousTestCase):
