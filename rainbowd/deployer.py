@@ -199,6 +199,8 @@ class Deployer(Service):
         for backend in list(self.backends):
             if backend.state in (State.READY, State.ACTIVE):
                 stops.append(backend.drain())
+            elif backend.state is State.DRAINING:
+                stops.append(backend.whenStopped())
             else:
                 stops.append(backend.stop())
         return gatherResults(stops).addCallback(lambda _: None)
@@ -271,6 +273,8 @@ class Deployer(Service):
             try:
                 yield backend.whenReady()
             except BackendFailed as e:
+                if not self.running:
+                    raise DeployRefused("rainbowd is shutting down")
                 if attempt < PORT_ATTEMPTS and _lostItsPort(backend, self._ports.isFree):
                     self.log.warn(
                         "generation {generation} lost port {port} to another "
@@ -365,10 +369,10 @@ class Deployer(Service):
         if self._clock.seconds() - self._activeSince > BACKOFF_RESET:
             self._restarts = 0
         self.log.error(
-            "generation {generation}, the active backend, {exit}; "
-            "starting a replacement{output}",
+            "generation {generation}, the active backend, {exit}{next}{output}",
             generation=backend.generation,
             exit=backend.exitReason,
+            next="; starting a replacement" if self.running else "",
             output=_outputBlock(list(backend.output)[-10:]),
         )
         if not self._deploying and self.running:

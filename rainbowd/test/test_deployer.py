@@ -491,6 +491,22 @@ class SupervisionTests(SynchronousTestCase):
         h.healthy(2)
         self.assertIs(self.successResultOf(d), h.backend(2))
 
+    def test_crashWithOutputHeldReplaced(self):
+        """
+        When the active generation exits while a child it forked still holds
+        its output open, a replacement is launched after the backoff delay
+        all the same.
+        """
+        h = Harness(self)
+        h.start()
+        h.process(1).holdsPipes = True
+        h.process(1).members.add(4243)
+        h.process(1).termDelay = None
+        h.process(1).exit(1)
+        self.assertIsNone(h.deployer.active)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 2)
+
     def test_backoffGrows(self):
         """
         Replacements that fail in a row are retried with a growing delay.
@@ -601,6 +617,42 @@ class StopTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(h.deployer.backends, [])
 
+    def test_stopLetsDrainingFinish(self):
+        """
+        Stopping the deployer lets a generation that was already draining
+        finish its requests in flight before it is sent SIGTERM.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        d = h.deployer.stopService()
+        self.assertEqual(old.state, State.DRAINING)
+        self.assertNotIn(("group", old.pgid, signal.SIGTERM), h.signals.sent)
+        h.reactor.advance(0)
+        self.assertNoResult(d)
+        old.requestFinished()
+        h.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertEqual(h.deployer.backends, [])
+
+    def test_noPortRetryAfterStop(self):
+        """
+        Stopping during a redeploy whose generation said its address is in
+        use refuses that redeploy without launching another generation.
+        """
+        h = Harness(self)
+        h.start()
+        first = h.deployer.redeploy()
+        h.process(2).emit(b"OSError: [Errno 98] Address already in use\n", 2)
+        d = h.deployer.stopService()
+        h.reactor.advance(0)
+        self.failureResultOf(first, DeployRefused)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.successResultOf(d)
+        self.assertEqual(h.deployer.backends, [])
+
     def test_stopKills(self):
         """
         An app that ignores SIGTERM is killed C{killTimeout} after it.
@@ -618,8 +670,8 @@ class StopTests(SynchronousTestCase):
 
     def test_stopDuringRedeploy(self):
         """
-        Stopping during a redeploy stops the new generation too, fails that
-        redeploy and refuses the queued ones.
+        Stopping during a redeploy stops the new generation too, and refuses
+        that redeploy, as rainbowd is shutting down, and the queued ones.
         """
         h = Harness(self)
         h.start()
@@ -628,7 +680,9 @@ class StopTests(SynchronousTestCase):
         d = h.deployer.stopService()
         self.failureResultOf(queued, DeployRefused)
         h.reactor.advance(0)
-        self.failureResultOf(first, DeployFailed)
+        self.assertIn(
+            "shutting down", self.failureResultOf(first, DeployRefused).value.reason
+        )
         self.successResultOf(d)
         self.assertEqual(h.deployer.backends, [])
 
@@ -644,12 +698,17 @@ class StopTests(SynchronousTestCase):
 
     def test_noRestartAfterStop(self):
         """
-        A crash while stopping launches no replacement.
+        A crash while stopping launches no replacement, nor says it will.
         """
         h = Harness(self)
         h.start()
-        h.process(1).termDelay = None
+        h.backend(1).requestStarted()
         h.deployer.stopService()
-        h.process(1).exit(1)
+        with capturedLogs() as events:
+            h.process(1).exit(1)
         h.reactor.advance(100)
         self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIn(
+            "generation 1, the active backend, exited with code 1",
+            [formatEvent(event) for event in events],
+        )
