@@ -4,12 +4,18 @@ Asking a starting backend whether it is ready: C{GET healthCheckPath} must
 answer 2xx.
 """
 
+from urllib.parse import quote
+
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.protocol import Protocol
 
 import attrs
 
 from rainbowd.loopback import QuietConnectionPool, loopbackAgent
+
+
+#: The characters that go into a request line as they are.
+_URI_CHARACTERS = "".join(map(chr, range(0x21, 0x7F)))
 
 
 class Unhealthy(Exception):
@@ -34,8 +40,10 @@ class HTTPHealthCheck:
         agent = loopbackAgent(
             self.reactor, QuietConnectionPool(self.reactor, persistent=False)
         )
-        url = f"http://127.0.0.1:{port}{path}".encode("ascii")
-        d = agent.request(b"GET", url)
+        # Percent-encode what a request line cannot hold (non-ASCII, control
+        # characters); the Agent would raise on it rather than fail the probe.
+        url = f"http://127.0.0.1:{port}{quote(path, safe=_URI_CHARACTERS)}"
+        d = agent.request(b"GET", url.encode("ascii"))
         d.addCallback(self._checkStatus, path)
         d.addTimeout(
             timeout,

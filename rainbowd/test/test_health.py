@@ -94,6 +94,17 @@ class HTTPHealthCheckTests(SynchronousTestCase):
         self.answerWith(resource)
         self.assertEqual(resource.requests, [(b"GET", b"/health/ready?full=1")])
 
+    def test_nonASCIIPath(self) -> None:
+        """
+        A path with characters a request line cannot hold, such as non-ASCII
+        ones, is asked for percent-encoded (as UTF-8) instead of raising.
+        """
+        resource = StatusResource(200)
+        d = self.check(PORT, "/h\u00e9alth\x01?q=%20", 2.0)
+        self.answerWith(resource)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(resource.requests, [(b"GET", b"/h%C3%A9alth%01?q=%20")])
+
     def test_serverErrorIsUnhealthy(self) -> None:
         """
         A 500 answer fails the check with L{Unhealthy} naming the path and the
