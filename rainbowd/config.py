@@ -565,6 +565,16 @@ def _checkOnlyOneCheck(raw: _Raw, settings: Dict[str, Any]) -> None:
         del settings[fileKey]
     if "warmupTime" in settings:
         settings["healthCheckPath"] = None
+        startTimeout = settings.get(
+            "startTimeout", attrs.fields(Config).startTimeout.default
+        )
+        if settings["warmupTime"] >= startTimeout:
+            raise raw.error(
+                "warmupTime",
+                f"is {settings['warmupTime'] * 1000:g} ms, but a new version "
+                f"must be ready within startTimeout ({startTimeout * 1000:g} "
+                "ms): make warmupTime shorter, or startTimeout longer.",
+            )
 
 
 def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:

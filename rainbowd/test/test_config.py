@@ -354,6 +354,20 @@ class LoadConfigTests(SynchronousTestCase):
         )
         self.assertIn('"healthCheckPath" and "warmupTime" are both set', message)
 
+    def test_warmupWithinStartTimeout(self) -> None:
+        """
+        A warmupTime that is not shorter than startTimeout is an error, since
+        every deploy would fail.
+        """
+        message = self.loadError({"run": RUN, "warmupTime": 60000})
+        self.assertIn(
+            '"warmupTime" is 60000 ms, but a new version must be ready within '
+            "startTimeout (60000 ms)",
+            message,
+        )
+        config = self.load({"run": RUN, "warmupTime": 60000, "startTimeout": 90000})
+        self.assertEqual(config.warmupTime, 60.0)
+
     def test_flagCheckBeatsFileCheck(self) -> None:
         """
         A warmupTime override replaces the file's healthCheckPath, and the
