@@ -10,6 +10,7 @@ to move traffic, and requests already forwarded finish where they started.
 
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 import attrs
 from zope.interface import implementer
@@ -96,7 +97,8 @@ class ReverseProxy(Resource):
 
       - the method, the request target and the body;
       - all end-to-end headers, repeated ones included, and the client's
-        I{Host};
+        I{Host} (the host of the request target, if that is an absolute
+        URI);
       - I{X-Forwarded-For} with the client's IP appended to whatever the
         client (normally nginx) sent;
       - I{X-Forwarded-Proto} and I{X-Forwarded-Host} computed from this
@@ -491,8 +493,24 @@ def _originForm(uri: bytes) -> Optional[bytes]:
     if uri.startswith(b"/"):
         return uri
     if _ABSOLUTE_FORM.match(uri):
-        return URI.fromBytes(uri).originForm
+        try:
+            target = URI.fromBytes(uri).originForm
+        except ValueError:  # an authority that does not parse
+            return None
+        # URI.originForm leaves out the "/" of http://host?query.
+        return target if target.startswith(b"/") else b"/" + target
     return None
+
+
+def _authority(uri: bytes) -> Optional[bytes]:
+    """
+    The host and port of C{uri} if it is in absolute form (which, by RFC
+    9112 section 3.2.2, take the place of the I{Host} header), without any
+    user info; otherwise L{None}.
+    """
+    if not _ABSOLUTE_FORM.match(uri):
+        return None
+    return urlsplit(uri).netloc.rpartition(b"@")[2] or None
 
 
 def _contentLength(request: Request) -> int:
@@ -533,7 +551,11 @@ def _forwardedHeaders(request: Request) -> Headers:
         headers.setRawHeaders(name, values)
 
     hosts = request.requestHeaders.getRawHeaders(b"Host", [])
-    if len(hosts) > 1:
+    authority = _authority(request.uri)
+    if authority is not None:
+        hosts = [authority]
+        headers.setRawHeaders(b"Host", hosts)
+    elif len(hosts) > 1:
         # The Agent insists on exactly one.
         headers.setRawHeaders(b"Host", hosts[:1])
 

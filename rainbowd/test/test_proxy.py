@@ -474,6 +474,29 @@ class ForwardingTests(SynchronousTestCase):
         received, client = self.forward(rawRequest(target=b"http://app.example/p?q=1"))
         self.assertEqual(received.uri, b"/p?q=1")
 
+    def test_absoluteFormWithoutPathForwardedFromSlash(self) -> None:
+        """
+        An absolute-form target with a query string but no path reaches the
+        backend as C{/} and the query string, a valid origin-form target.
+        """
+        received, client = self.forward(rawRequest(target=b"http://app.example?q=1"))
+        self.assertEqual(received.uri, b"/?q=1")
+
+    def test_absoluteFormHostWins(self) -> None:
+        """
+        For an absolute-form target the backend gets the target's host and
+        port as I{Host} and I{X-Forwarded-Host}, not the I{Host} header the
+        client sent alongside it (RFC 9112 section 3.2.2).
+        """
+        received, client = self.forward(
+            rawRequest(
+                target=b"http://user@shop.example:8443/p",
+                headers=((b"Host", b"other.example"),),
+            )
+        )
+        self.assertEqual(received.header(b"Host"), [b"shop.example:8443"])
+        self.assertEqual(received.header(b"X-Forwarded-Host"), [b"shop.example:8443"])
+
     def test_requestBodyForwarded(self) -> None:
         """
         A request body, larger than one chunk of the body producer, reaches
@@ -636,6 +659,16 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(client.response().code, 400)
         self.assertEqual(self.world.attempts(), [])
         self.assertEqual(self.backend.started, 0)
+
+    def test_malformedAbsoluteFormRefused(self) -> None:
+        """
+        An absolute-form target whose authority does not parse is answered
+        with 400 without reaching a backend, and logs no error.
+        """
+        client = self.world.request(rawRequest(target=b"http://[::1/p"))
+        self.assertEqual(client.response().code, 400)
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class ResponseTests(SynchronousTestCase):
