@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import attrs
 from zope.interface import implementer
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IDelayedCall
@@ -558,6 +559,14 @@ def _forwardedHeaders(request: Request) -> Headers:
     elif len(hosts) > 1:
         # The Agent insists on exactly one.
         headers.setRawHeaders(b"Host", hosts[:1])
+    elif not hosts and isinstance(request.getHost(), (IPv4Address, IPv6Address)):
+        # An HTTP/1.0 client may send none: name rainbowd's own address, not
+        # the backend's port (the Agent's choice), which goes at the next
+        # deploy.
+        own = request.getHost()
+        host = f"[{own.host}]" if own.type == "TCP6" else own.host
+        hosts = [f"{host}:{own.port}".encode("ascii")]
+        headers.setRawHeaders(b"Host", hosts)
 
     clientIP = getattr(request.getClientAddress(), "host", None)
     if clientIP is not None:
@@ -583,7 +592,7 @@ def _describe(reason: Failure) -> str:
             type(reason.value).__name__,
             "; ".join(_describe(each) for each in inner),
         )
-    return reason.getErrorMessage()
+    return reason.getErrorMessage() or reason.type.__name__
 
 
 def _respondInPlainText(request: Request, code: int, message: str) -> None:

@@ -541,6 +541,15 @@ class ForwardingTests(SynchronousTestCase):
         )
         self.assertEqual(received.header(b"Host"), [b"shop.example:8443"])
 
+    def test_hostDefaultsToRainbowd(self) -> None:
+        """
+        A request without I{Host} (from an HTTP/1.0 client) reaches the
+        backend with rainbowd's own address as I{Host}, not the backend's.
+        """
+        received, client = self.forward(rawRequest(headers=()))
+        self.assertEqual(received.header(b"Host"), [b"127.0.0.1:8080"])
+        self.assertEqual(received.header(b"X-Forwarded-Host"), [b"127.0.0.1:8080"])
+
     def test_forwardedForSet(self) -> None:
         """
         I{X-Forwarded-For} is set to the client's IP when the client sent
