@@ -31,11 +31,16 @@ def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
     """
     Set C{request}'s response code and content type, and return C{body} as
     pretty-printed JSON bytes for the caller to write or return from
-    C{render}.
+    C{render}.  A HEAD request gets the length of that body and no body
+    (rather than one twisted.web would log about and drop).
     """
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
-    return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+    data = (json.dumps(body, indent=2) + "\n").encode("utf-8")
+    if request.method == b"HEAD":
+        request.setHeader(b"content-length", b"%d" % (len(data),))
+        return b""
+    return data
 
 
 #: The status code of each way a redeploy can fail; anything else is a 500.
@@ -134,13 +139,7 @@ class ControlResource(Resource):
         return _NotFound().render(request)
 
     def _status(self, request: IRequest) -> bytes:
-        body = writeJSON(request, 200, self._deployer.status())
-        if request.method == b"HEAD":
-            # Say how long the GET body would be, without a body (and without
-            # the warning twisted.web logs when HEAD returns one).
-            request.setHeader(b"content-length", b"%d" % (len(body),))
-            return b""
-        return body
+        return writeJSON(request, 200, self._deployer.status())
 
     def _redeploy(self, request: IRequest) -> object:
         """

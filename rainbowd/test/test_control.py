@@ -8,7 +8,7 @@ from typing import Any, List, Tuple
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import ConfigError
@@ -253,6 +253,19 @@ class ControlResourceTests(SynchronousTestCase):
                 "error": f"no such endpoint: {path}",
                 "endpoints": ["POST /redeploy", "GET /status"],
             })
+
+    def test_headErrors(self) -> None:
+        """
+        HEAD to a path with no HEAD answers its error code with no body, and
+        without twisted.web logging that it dropped one.
+        """
+        for path, code in [("/nope", 404), ("/redeploy", 405)]:
+            with capturedLogs() as events:
+                response, body = self.answer(self.treq.head(CONTROL + path))
+            self.assertEqual((response.code, body), (code, b""))
+            self.assertEqual(
+                [formatEvent(e) for e in events if "eat it" in formatEvent(e)], []
+            )
 
     def test_trailingSlash(self) -> None:
         """
