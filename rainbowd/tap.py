@@ -4,6 +4,8 @@ C{twistd rainbowd}: the command-line options and the service.
 """
 
 import os
+import signal
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.internet import StreamServerEndpointService
@@ -198,16 +200,24 @@ class _Listening(StreamServerEndpointService):
             )
 
 
-class _CleanExit(MultiService):
+class _OrderlyStop(MultiService):
     """
-    Make twistd exit 0 once a SIGTERM or SIGINT has stopped every app
-    process, as supervisors expect of an orderly stop.  (Twisted's reactor
-    would otherwise kill the process again with the signal it got.)
+    Stop as supervisors expect: exit 0 once a SIGTERM or SIGINT has stopped
+    every app process (Twisted's reactor would otherwise kill the process
+    again with the signal it got), and meet a second signal during that
+    stop with a line in the log, not a traceback from C{reactor.stop}.
+
+    @param installSignal: L{signal.signal}, or a test's fake.
     """
 
-    def __init__(self, reactor) -> None:
+    def __init__(self, reactor, installSignal=signal.signal) -> None:
         MultiService.__init__(self)
         self._reactor = reactor
+        self._installSignal = installSignal
+
+    def startService(self) -> None:
+        MultiService.startService(self)
+        self._reactor.callWhenRunning(self._installHandlers)
 
     def stopService(self):
         def stopped(result):
@@ -215,6 +225,24 @@ class _CleanExit(MultiService):
             return result
 
         return MultiService.stopService(self).addCallback(stopped)
+
+    def _installHandlers(self) -> None:
+        for signum, handler in [
+            (signal.SIGTERM, self._reactor.sigTerm),
+            (signal.SIGINT, self._reactor.sigInt),
+        ]:
+            self._installSignal(signum, partial(self._signalled, handler))
+
+    def _signalled(self, handler, signum, frame) -> None:
+        if self.running:
+            handler(signum, frame)
+        else:
+            self._reactor.callFromThread(
+                _log.warn,
+                "{signal} while stopping: still waiting for the app's "
+                "processes to stop; SIGKILL rainbowd to abandon them",
+                signal=signal.Signals(signum).name,
+            )
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
@@ -238,7 +266,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
             config, generation, port, reactor, healthCheck, signals, onExit
         )
 
-    service = _CleanExit(reactor)
+    service = _OrderlyStop(reactor)
     deployer = Deployer(
         config, options.readConfig, newBackend, reactor, PortPicker()
     )

@@ -6,16 +6,17 @@ import json
 import os
 from errno import EADDRINUSE
 from os import strerror
-from signal import SIGTERM
+from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
 from twisted.internet.error import CannotListenError
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import settingNames
-from rainbowd.tap import Options, makeService
+from rainbowd.tap import Options, _OrderlyStop, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
@@ -258,3 +259,63 @@ class MakeServiceTests(SynchronousTestCase):
         d = service.stopService()
         self.successResultOf(d)
         self.assertIsNone(reactor._exitSignal)
+
+
+class SignalReactor(FakeProcessReactor):
+    """
+    A reactor that records the signals its own handlers are given, and the
+    calls made from a signal handler.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handled: List[int] = []
+        self.fromThread: List[Any] = []
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        self.fromThread.append((f, args, kwargs))
+
+    def sigTerm(self, signum, frame=None) -> None:
+        self.handled.append(signum)
+
+    sigInt = sigTerm
+
+
+class OrderlyStopTests(SynchronousTestCase):
+    """
+    Tests for how C{twistd rainbowd} meets SIGTERM and SIGINT.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = SignalReactor()
+        self.handlers: Dict[int, Any] = {}
+        self.service = _OrderlyStop(self.reactor, self.handlers.__setitem__)
+        self.service.startService()
+        for hook, args, kwargs in self.reactor.whenRunningHooks:
+            hook(*args, **kwargs)
+
+    def test_firstSignalStops(self) -> None:
+        """
+        The first SIGTERM or SIGINT goes to the reactor's own handler, which
+        stops it.
+        """
+        self.assertEqual(sorted(self.handlers), [SIGINT, SIGTERM])
+        self.handlers[SIGTERM](SIGTERM, None)
+        self.assertEqual(self.reactor.handled, [SIGTERM])
+
+    def test_secondSignalLogged(self) -> None:
+        """
+        A signal while stopping is logged, not handed to the reactor (whose
+        C{stop} would raise).
+        """
+        self.service.stopService()
+        with capturedLogs() as events:
+            self.handlers[SIGINT](SIGINT, None)
+            for f, args, kwargs in self.reactor.fromThread:
+                f(*args, **kwargs)
+        self.assertEqual(self.reactor.handled, [])
+        self.assertIn(
+            "SIGINT while stopping: still waiting for the app's processes to "
+            "stop; SIGKILL rainbowd to abandon them",
+            [formatEvent(event) for event in events],
+        )
