@@ -390,10 +390,10 @@ class LoadConfigTests(SynchronousTestCase):
         Invalid JSON is an error naming the file, the line and the column.
         """
         path = self.directory.child("rainbow.conf.json")
-        path.setContent(b'{\n  "run": "x",\n  "port": 8000,\n}\n')
+        path.setContent(b'{\n  "run": "x"\n  "port": 8000\n}\n')
         message = self.loadError()
-        self.assertIn(f"{path.path} is not valid JSON: line 4, column 1:", message)
-        self.assertIn("Expecting property name", message)
+        self.assertIn(f"{path.path} is not valid JSON: line 3, column 3:", message)
+        self.assertIn("Expecting ',' delimiter", message)
 
     def test_duplicateKey(self) -> None:
         """
