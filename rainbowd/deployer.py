@@ -3,7 +3,7 @@
 The generations of the app: redeploy, swap, drain and supervision.
 """
 
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import attrs
 from twisted.application.internet import backoffPolicy
@@ -23,6 +23,53 @@ from rainbowd.backend import ALIVE, Backend, BackendFailed, State
 from rainbowd.config import Config, ConfigError
 from rainbowd.ports import NoFreePort, PortPicker
 from rainbowd.waiters import Waiters
+
+
+@attrs.frozen
+class Event:
+    """
+    One step of a deploy or of a backend's life, for whoever observes the
+    deployer: progress reports, metrics, timelines.
+
+    @ivar kind: what happened, one of L{EVENT_KINDS}.
+    @ivar time: when, in the clock's seconds.
+    @ivar generation: the generation it happened to, if any.
+    @ivar details: the rest, JSON-able, by kind (see L{EVENT_KINDS}).
+    """
+
+    kind: str
+    time: float
+    generation: Optional[int] = None
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def asJSON(self) -> dict:
+        return {
+            "event": self.kind,
+            "time": self.time,
+            "generation": self.generation,
+            **self.details,
+        }
+
+
+#: The kinds of L{Event}, with the details each one carries.
+EVENT_KINDS = {
+    "deploying": "a deploy began: deploy (its number), cause (startup, "
+    "redeploy or restart)",
+    "launching": "a generation was started: deploy, port",
+    "retrying": "a generation lost its port and another is tried: deploy, port",
+    "healthy": "a generation passed its health check: deploy, port, seconds "
+    "(since its launch)",
+    "switched": "traffic moved to a generation: deploy, previous (generation "
+    "or null)",
+    "draining": "a generation no longer gets new requests: inflight",
+    "stopped": "every process of a generation is gone: state (stopped or "
+    "failed), exit (how its process ended)",
+    "crashed": "the active generation exited by itself: exit",
+    "restarting": "a replacement deploy is due: delay (seconds)",
+    "deployed": "a deploy is done: deploy, and the outcome's JSON",
+    "failed": "a deploy failed: deploy, and the outcome's JSON",
+    "refused": "a deploy was refused: deploy, and the outcome's JSON",
+}
 
 
 @attrs.frozen
@@ -121,6 +168,12 @@ def describeOutcome(outcome) -> dict:
     return {"ok": False, "error": "internal error in rainbowd; see its log"}
 
 
+def _outcomeKind(outcome) -> str:
+    if not isinstance(outcome, Failure):
+        return "deployed"
+    return "refused" if outcome.check(DeployRefused) else "failed"
+
+
 def _logFailure(failure: Failure) -> None:
     if failure.check(DeployFailed, DeployRefused, ConfigError):
         Deployer.log.error(
@@ -178,12 +231,14 @@ class Deployer(Service):
         self._restarts = 0
         self._activeSince = 0.0
         self._lastDeploy: Optional[dict] = None
+        self._deploys = 0
+        self._observers: List[Callable[[Event], None]] = []
 
     # IService
 
     def startService(self) -> None:
         Service.startService(self)
-        self._deploy(lambda: self.config, Waiters())
+        self._deploy("startup", lambda: self.config, Waiters())
 
     def stopService(self) -> Deferred:
         """
@@ -241,17 +296,36 @@ class Deployer(Service):
             "lastDeploy": self._lastDeploy,
         }
 
+    def observe(self, observer: Callable[[Event], None]) -> Callable[[], None]:
+        """
+        Call C{observer} with every L{Event} from now on.
+
+        @return: a function that stops it.
+        """
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def _emit(self, kind: str, generation: Optional[int] = None, **details) -> None:
+        event = Event(kind, self._clock.seconds(), generation, details)
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                self.log.failure("an observer of {kind} events failed", kind=kind)
+
     # Deploying
 
     def _deployQueued(self) -> None:
         waiters, self._queued = self._queued, Waiters()
-        self._deploy(self._loadConfig, waiters)
+        self._deploy("redeploy", self._loadConfig, waiters)
 
-    def _deploy(self, loadConfig: Callable[[], Config], waiters: Waiters):
+    def _deploy(self, cause: str, loadConfig: Callable[[], Config], waiters: Waiters):
         self._deploying = True
+        self._deploys += 1
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
         started = self._clock.seconds()
+        self._emit("deploying", deploy=self._deploys, cause=cause)
         d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started)
         d.addBoth(self._deployed, waiters)
 
@@ -270,6 +344,7 @@ class Deployer(Service):
             )
         for attempt in range(1, PORT_ATTEMPTS + 1):
             backend = self._launch(config, exclude={b.port for b in alive})
+            launched = self._clock.seconds()
             try:
                 yield backend.whenReady()
             except BackendFailed as e:
@@ -282,8 +357,21 @@ class Deployer(Service):
                         generation=backend.generation,
                         port=backend.port,
                     )
+                    self._emit(
+                        "retrying",
+                        backend.generation,
+                        deploy=self._deploys,
+                        port=backend.port,
+                    )
                     continue
                 raise DeployFailed(e.reason, e.generation, e.port, e.output)
+            self._emit(
+                "healthy",
+                backend.generation,
+                deploy=self._deploys,
+                port=backend.port,
+                seconds=round(self._clock.seconds() - launched, 3),
+            )
             break
         if not self.running:
             backend.stop()
@@ -328,8 +416,18 @@ class Deployer(Service):
                 port,
             )
         self.backends.append(backend)
-        backend.whenStopped().addCallback(self.backends.remove)
+        backend.whenStopped().addCallback(self._stopped)
+        self._emit("launching", backend.generation, deploy=self._deploys, port=port)
         return backend
+
+    def _stopped(self, backend: Backend) -> None:
+        self.backends.remove(backend)
+        self._emit(
+            "stopped",
+            backend.generation,
+            state=backend.state.value,
+            exit=backend.exitReason,
+        )
 
     def _swap(self, backend: Backend) -> None:
         old, self.active = self.active, backend
@@ -340,15 +438,23 @@ class Deployer(Service):
             generation=backend.generation,
             port=backend.port,
         )
+        self._emit(
+            "switched",
+            backend.generation,
+            deploy=self._deploys,
+            previous=None if old is None else old.generation,
+        )
         self._activation.fire(backend)
         if old is not None and old.state is State.ACTIVE:
             old.drain()
+            self._emit("draining", old.generation, inflight=old.inflight)
 
     def _deployed(self, outcome, waiters: Waiters) -> None:
         self._deploying = False
         self._lastDeploy = describeOutcome(outcome)
         if isinstance(outcome, Failure):
             _logFailure(outcome)
+        self._emit(_outcomeKind(outcome), deploy=self._deploys, **self._lastDeploy)
         waiters.fire(outcome)
         if not self.running:
             return
@@ -375,6 +481,7 @@ class Deployer(Service):
             next="; starting a replacement" if self.running else "",
             output=_outputBlock(list(backend.output)[-10:]),
         )
+        self._emit("crashed", backend.generation, exit=backend.exitReason)
         if not self._deploying and self.running:
             self._restartLater()
 
@@ -386,6 +493,7 @@ class Deployer(Service):
         self.log.info(
             "no backend is serving; starting one in {delay:.1f} s", delay=delay
         )
+        self._emit("restarting", delay=delay)
         self._restartCall = self._clock.callLater(
-            delay, self._deploy, lambda: self.config, Waiters()
+            delay, self._deploy, "restart", lambda: self.config, Waiters()
         )

@@ -712,3 +712,162 @@ class StopTests(SynchronousTestCase):
             "generation 1, the active backend, exited with code 1",
             [formatEvent(event) for event in events],
         )
+
+
+class EventTests(SynchronousTestCase):
+    def observed(self, h):
+        events = []
+        h.deployer.observe(events.append)
+        return events
+
+    def kinds(self, events):
+        return [(e.kind, e.generation) for e in events]
+
+    def test_redeploySteps(self):
+        """
+        A redeploy is observed as deploying, launching, healthy, switched,
+        draining, deployed and, once the old generation is gone, stopped.
+        """
+        h = Harness(self)
+        h.start()
+        events = self.observed(h)
+        h.reactor.advance(1.0)
+        h.deployer.redeploy()
+        h.reactor.advance(0.5)
+        h.healthy(2)
+        h.reactor.advance(0)
+        self.assertEqual(
+            self.kinds(events),
+            [
+                ("deploying", None),
+                ("launching", 2),
+                ("healthy", 2),
+                ("switched", 2),
+                ("draining", 1),
+                ("deployed", 2),
+                ("stopped", 1),
+            ],
+        )
+        self.assertEqual(
+            events[0].asJSON(),
+            {
+                "event": "deploying",
+                "time": 1.0,
+                "generation": None,
+                "deploy": 2,
+                "cause": "redeploy",
+            },
+        )
+        self.assertEqual(events[1].details, {"deploy": 2, "port": 20001})
+        self.assertEqual(events[2].details, {"deploy": 2, "port": 20001, "seconds": 0.5})
+        self.assertEqual(events[3].details, {"deploy": 2, "previous": 1})
+        self.assertEqual(events[4].details, {"inflight": 0})
+        self.assertEqual(events[5].details["ok"], True)
+        self.assertEqual(
+            events[6].details, {"state": "stopped", "exit": "exited with code 0"}
+        )
+
+    def test_firstDeploy(self):
+        """
+        The first deploy's cause is startup and it switches from nothing.
+        """
+        h = Harness(self)
+        events = self.observed(h)
+        h.start()
+        self.assertEqual(events[0].details, {"deploy": 1, "cause": "startup"})
+        self.assertEqual(events[3].kind, "switched")
+        self.assertIsNone(events[3].details["previous"])
+
+    def test_failure(self):
+        """
+        A broken build is observed as failed, with the outcome's error and
+        output, followed by its generation's stop.
+        """
+        h = Harness(self)
+        h.start()
+        events = self.observed(h)
+        d = h.deployer.redeploy()
+        h.process(2).emit(b"ImportError: x\n", 2)
+        h.process(2).exit(3)
+        h.reactor.advance(0)
+        self.failureResultOf(d, DeployFailed)
+        self.assertEqual(
+            self.kinds(events),
+            [("deploying", None), ("launching", 2), ("failed", 2), ("stopped", 2)],
+        )
+        self.assertEqual(events[2].details["output"], ["ImportError: x"])
+        self.assertIn("exited with code 3", events[2].details["error"])
+        self.assertEqual(events[3].details["state"], "failed")
+
+    def test_refused(self):
+        """
+        A redeploy refused for maxBackends is observed as refused.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(maxBackends=1)
+        events = self.observed(h)
+        self.failureResultOf(h.deployer.redeploy(), DeployRefused)
+        self.assertEqual(self.kinds(events), [("deploying", None), ("refused", None)])
+
+    def test_portRetry(self):
+        """
+        A generation that lost its port is observed as retrying before the
+        next launch.
+        """
+        h = Harness(self)
+        h.start()
+        events = self.observed(h)
+        h.deployer.redeploy()
+        h.process(2).emit(b"Address already in use\n", 2)
+        h.process(2).exit(1)
+        self.assertEqual(
+            self.kinds(events)[:4],
+            [("deploying", None), ("launching", 2), ("retrying", 2), ("launching", 3)],
+        )
+        self.assertEqual(events[2].details, {"deploy": 2, "port": 20001})
+        self.assertEqual(events[3].details, {"deploy": 2, "port": 20002})
+
+    def test_crash(self):
+        """
+        A crash of the active generation is observed as crashed and
+        restarting, then a deploy whose cause is restart.
+        """
+        h = Harness(self)
+        h.start()
+        events = self.observed(h)
+        h.process(1).exit(signum=signal.SIGKILL)
+        self.assertEqual(
+            self.kinds(events), [("crashed", 1), ("restarting", None), ("stopped", 1)]
+        )
+        self.assertIn("SIGKILL", events[0].details["exit"])
+        self.assertEqual(events[1].details, {"delay": 1.0})
+        h.reactor.advance(1.0)
+        self.assertEqual(events[3].details["cause"], "restart")
+
+    def test_observerFails(self):
+        """
+        An observer that raises is logged and does not stop the deploy or the
+        other observers.
+        """
+        h = Harness(self)
+        events = []
+        h.deployer.observe(lambda event: 1 / 0)
+        h.deployer.observe(events.append)
+        with capturedLogs() as logs:
+            h.start()
+        self.assertIs(h.deployer.active, h.backend(1))
+        self.assertEqual(len(events), 5)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 5)
+        self.assertIn("an observer of deploying events failed", formatEvent(logs[0]))
+
+    def test_stopObserving(self):
+        """
+        The function L{Deployer.observe} returns stops the observer.
+        """
+        h = Harness(self)
+        events = []
+        stop = h.deployer.observe(events.append)
+        stop()
+        h.start()
+        self.assertEqual(events, [])
