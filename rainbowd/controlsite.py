@@ -125,11 +125,11 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost") + tuple(f"127.{n}" for n in range(
 
 def exposureWarning(config: Config) -> Optional[str]:
     """
-    A warning if the control API listens on TCP beyond loopback, or
-    L{None}.
+    A warning if the control API listens on TCP beyond loopback without
+    a token, or sends its token there in clear text; or L{None}.
     """
     kind, args, kwargs = endpointParts(config.controlPort)
-    if kind not in ("tcp", "tcp6"):
+    if kind not in ("tcp", "tcp6", "ssl"):
         return None
     interface = kwargs.get("interface", args[2] if len(args) > 2 else "")
     if interface.startswith("127.") or interface in _LOOPBACK:
@@ -140,6 +140,8 @@ def exposureWarning(config: Config) -> Optional[str]:
             "anyone who can reach it can redeploy: set controlTokenFile, "
             "and firewall the port"
         )
+    elif kind == "ssl":
+        return None
     else:
         risk = (
             "the token crosses the network in clear text: keep it on "

@@ -141,8 +141,14 @@ def findTarget(configPath: Optional[str], cwd: Optional[str] = None) -> Target:
             token = readControlToken(config.controlTokenFile)[0]
     except ConfigError as e:
         raise CtlError(str(e))
+    address = controlAddress(config.controlPort)
+    if address.path is not None and not os.path.isabs(address.path):
+        # rainbowd resolves it against the directory it was started in,
+        # which is the config file's, as a rule.
+        home = os.path.dirname(config.source) if config.source else cwd
+        address = attrs.evolve(address, path=os.path.join(home, address.path))
     return Target(
-        controlAddress(config.controlPort),
+        address,
         token,
         config.source or cwd,
         config.controlTokenFile,
@@ -179,6 +185,12 @@ class Client:
             connection.request(method, path, body=b"" if method == "POST" else None,
                                headers=headers)
             response = connection.getresponse()
+        except PermissionError as e:
+            raise CtlError(
+                f"Cannot connect to rainbowd's control API at "
+                f"{self._target.address} ({e.strerror}): run rainbowctl as "
+                "the user rainbowd runs as, or widen the socket's mode."
+            )
         except (ConnectionRefusedError, FileNotFoundError) as e:
             raise CtlError(
                 f"Cannot connect to rainbowd's control API at "
@@ -515,6 +527,10 @@ def main() -> None:
     try:
         sys.exit(run(sys.argv[1:], sys.stdout, sys.stderr))
     except KeyboardInterrupt:
+        sys.stderr.write(
+            "\nrainbowctl: interrupted; a deploy under way goes on in "
+            "rainbowd (see rainbowctl status)\n"
+        )
         sys.exit(130)
 
 

@@ -152,6 +152,17 @@ class EndpointTests(SynchronousTestCase):
         self.assertIn("listens on 10.0.0.5", warning)
         self.assertIn("clear text", warning)
 
+    def test_ssl(self) -> None:
+        """
+        A TLS control API beyond loopback is warned about only without a
+        token.
+        """
+        description = "ssl:7001:privateKey=k.pem:certKey=c.pem"
+        self.assertIn("anyone who can reach it", exposureWarning(self.config(description)))
+        self.assertIsNone(
+            exposureWarning(self.config(description, controlTokenFile="/t"))
+        )
+
 
 class Recorder(Resource):
     """

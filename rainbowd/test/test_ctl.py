@@ -141,6 +141,17 @@ class FindTargetTests(SynchronousTestCase):
         self.assertEqual(target.token, b"s3cret")
         self.assertEqual(target.tokenFile, self.directory.child("token").path)
 
+    def test_relativeSocket(self) -> None:
+        """
+        A relative unix socket path is taken relative to the config file's
+        directory, where rainbowd is started.
+        """
+        self.write({"run": RUN, "controlPort": "unix:control.sock"}, "prod.json")
+        target = findTarget(self.directory.child("prod.json").path, "/")
+        self.assertEqual(
+            target.address, ControlAddress(path=self.directory.child("control.sock").path)
+        )
+
     def test_badConfig(self) -> None:
         """
         A config rainbowd could not load, or a missing token file, is an
@@ -419,6 +430,18 @@ class RunTests(SynchronousTestCase):
         code, out, err = self.rainbowctl(["status"], FakeConnection(error=error))
         self.assertEqual(code, CANNOT)
         self.assertIn("at the unix socket /run/r.sock (No such file or directory)", err)
+
+    def test_socketPermission(self) -> None:
+        """
+        A socket rainbowctl may not connect to says to run it as rainbowd's
+        user.
+        """
+        self.config["controlPort"] = "unix:/run/r.sock"
+        self.write()
+        error = PermissionError(13, "Permission denied")
+        code, out, err = self.rainbowctl(["status"], FakeConnection(error=error))
+        self.assertEqual(code, CANNOT)
+        self.assertIn("(Permission denied): run rainbowctl as the user rainbowd runs as", err)
 
     def test_unauthorized(self) -> None:
         """
