@@ -120,7 +120,7 @@ class _Endpoint(Resource):
 
 class ControlResource(Resource):
     """
-    The root of the control port: C{/redeploy} and C{/status} over
+    The root of the control port: C{/redeploy}, C{/status} and C{/logs} over
     C{deployer}, whose C{redeploy()} returns a L{Deferred} firing with
     L{Deployed} (or failing with L{DeployFailed}, L{DeployRefused} or
     L{ConfigError}), whose C{status()} returns a JSON-able dict, and whose
@@ -157,7 +157,9 @@ class ControlResource(Resource):
         the deploy; its answer is then just dropped.
         """
         if wantsNDJSON(request):
-            RedeployProgress(self._deployer, self._clock, request, outcomeAsJSON).start()
+            RedeployProgress(
+                self._deployer, self._clock, request, outcomeAsJSON
+            ).start()
             return NOT_DONE_YET
         gone = []
         request.notifyFinish().addErrback(gone.append)
@@ -185,43 +187,57 @@ class ControlResource(Resource):
         C{?generation=N}), as text; with C{?follow=1}, then each new line
         until the generation stops.
         """
-        generation = _argument(request, b"generation")
-        follow = _argument(request, b"follow") in ("1", "true", "yes")
-        running = [backend.generation for backend in self._deployer.backends]
-        if generation is None:
-            active = self._deployer.active
-            if active is None:
-                return writeJSON(request, 404, {
-                    "error": "no generation is serving; ask for one with "
-                    "?generation=N",
-                    "generations": running,
-                })
-            backend = active
-        else:
-            if not (generation.isascii() and generation.isdigit()):
-                return writeJSON(request, 400, {
-                    "error": f"generation must be a whole number, not {generation!r}"
-                })
-            backend = next(
-                (b for b in self._deployer.backends if b.generation == int(generation)),
-                None,
-            )
-            if backend is None:
-                return writeJSON(request, 404, {
-                    "error": f"generation {generation} is not running; the "
-                    "running ones are listed in generations (and GET /status)",
-                    "generations": running,
-                })
+        try:
+            backend = self._chosenBackend(_argument(request, b"generation"))
+        except _Refusal as refusal:
+            return writeJSON(request, refusal.code, refusal.body)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"x-rainbowd-generation", b"%d" % (backend.generation,))
         text = "".join(line + "\n" for line in backend.output).encode("utf-8")
-        if not follow:
+        if _argument(request, b"follow") not in ("1", "true", "yes"):
             return text
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.write(text)
         OutputFollower(backend, request).start()
         return NOT_DONE_YET
+
+    def _chosenBackend(self, generation: Optional[str]) -> Any:
+        """
+        The running backend of C{generation}, or the active one.
+
+        @raise _Refusal: if there is none, or C{generation} is not a number.
+        """
+        backends = self._deployer.backends
+        if generation is None:
+            if self._deployer.active is not None:
+                return self._deployer.active
+            error = "no generation is serving; ask for one with ?generation=N"
+        elif not (generation.isascii() and generation.isdigit()):
+            raise _Refusal(
+                400, {"error": f"generation must be a whole number, not {generation!r}"}
+            )
+        else:
+            for backend in backends:
+                if backend.generation == int(generation):
+                    return backend
+            error = (
+                f"generation {generation} is not running; the running ones "
+                "are listed in generations (and GET /status)"
+            )
+        running = [backend.generation for backend in backends]
+        raise _Refusal(404, {"error": error, "generations": running})
+
+
+class _Refusal(Exception):
+    """
+    A request that gets an error answer: C{code} and a JSON C{body}.
+    """
+
+    def __init__(self, code: int, body: Dict[str, Any]) -> None:
+        super().__init__(code, body)
+        self.code = code
+        self.body = body
 
 
 def _argument(request: IRequest, name: bytes) -> Optional[str]:

@@ -87,7 +87,7 @@ def readControlToken(path: str) -> Tuple[bytes, Optional[str]]:
         raise ConfigError(
             f'The control token file {path} ("controlTokenFile") must hold '
             "one word of printable ASCII (no spaces, under 4 KiB), which "
-            f"clients send as \"Authorization: Bearer TOKEN\"; write one, e.g. "
+            f'clients send as "Authorization: Bearer TOKEN"; write one, e.g. '
             f"with `{_makeToken(path)}`."
         )
     warning = None
@@ -106,9 +106,7 @@ def endpointParts(description: str) -> Tuple[str, List[str], Dict[str, str]]:
     into its kind, its positional arguments and its keyword arguments, the
     way Twisted reads it (C{\\:} is a colon inside an argument).
     """
-    parts = [
-        part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)
-    ]
+    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)]
     args: List[str] = []
     kwargs: Dict[str, str] = {}
     for part in parts[1:]:

@@ -168,7 +168,10 @@ class Client:
         self._connect = connect or target.address.connect
 
     def request(
-        self, method: str, path: str, accept: str = "application/json",
+        self,
+        method: str,
+        path: str,
+        accept: str = "application/json",
         timeout: Optional[float] = TIMEOUT,
     ):
         """
@@ -182,8 +185,9 @@ class Client:
             headers["Authorization"] = "Bearer " + self._target.token.decode("ascii")
         connection = self._connect(timeout)
         try:
-            connection.request(method, path, body=b"" if method == "POST" else None,
-                               headers=headers)
+            connection.request(
+                method, path, body=b"" if method == "POST" else None, headers=headers
+            )
             response = connection.getresponse()
         except PermissionError as e:
             raise CtlError(
@@ -210,7 +214,7 @@ class Client:
         if self._target.token is None:
             return (
                 "rainbowd asks for a token (401), and none is configured "
-                f"here: set \"controlTokenFile\" in {self._target.source} to "
+                f'here: set "controlTokenFile" in {self._target.source} to '
                 "the file rainbowd reads its token from."
             )
         return (
@@ -342,15 +346,19 @@ class Progress:
     def _draining(self, event) -> None:
         generation = event["generation"]
         inflight = event.get("inflight")
-        requests = "" if inflight is None else f" ({_plural(inflight, 'request')} in flight)"
+        requests = (
+            "" if inflight is None else f" ({_plural(inflight, 'request')} in flight)"
+        )
         text = f"draining generation {generation}{requests}"
         if "elapsed" not in event:
             self._say(text)
             self._shown[("draining", generation)] = (inflight, 0)
         else:
             self._update(
-                ("draining", generation), inflight,
-                f"{text}: {event['elapsed']:.0f} s", event["elapsed"],
+                ("draining", generation),
+                inflight,
+                f"{text}: {event['elapsed']:.0f} s",
+                event["elapsed"],
             )
 
     def _stopped(self, event) -> None:
@@ -411,16 +419,20 @@ def statusTable(status: Dict[str, Any]) -> str:
     """
     rows: List[List[str]] = [["GENERATION", "STATE", "PORT", "PID", "IN FLIGHT"]]
     for backend in status.get("backends", []):
-        rows.append([
-            str(backend["generation"]),
-            backend["state"],
-            str(backend["port"]),
-            "-" if backend.get("pid") is None else str(backend["pid"]),
-            str(backend["inflight"]),
-        ])
+        rows.append(
+            [
+                str(backend["generation"]),
+                backend["state"],
+                str(backend["port"]),
+                "-" if backend.get("pid") is None else str(backend["pid"]),
+                str(backend["inflight"]),
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in rows
+    ]
     if len(rows) == 1:
         lines.append("(no app process is running)")
     if status.get("deploying"):
@@ -453,8 +465,9 @@ def logs(client: Client, out: IO[str], generation: Optional[int], follow: bool) 
     if follow:
         query.append("follow=1")
     path = "/logs" + ("?" + "&".join(query) if query else "")
-    response = client.request("GET", path, accept="text/plain",
-                              timeout=None if follow else TIMEOUT)
+    response = client.request(
+        "GET", path, accept="text/plain", timeout=None if follow else TIMEOUT
+    )
     if response.status != 200:
         raise CtlError(f"GET {path} failed: {_errorOf(response)}")
     for line in iter(response.readline, b""):
@@ -470,8 +483,12 @@ def _parser() -> argparse.ArgumentParser:
         f"status and output.  The control port and token come from "
         f"{DEFAULT_FILENAME} in the current directory, or --config.",
     )
-    parser.add_argument("--config", "-c", metavar="PATH",
-                        help=f"rainbowd's config file (default: ./{DEFAULT_FILENAME})")
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help=f"rainbowd's config file (default: ./{DEFAULT_FILENAME})",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     commands.add_parser(
@@ -480,10 +497,19 @@ def _parser() -> argparse.ArgumentParser:
     statusParser = commands.add_parser("status", help="the app's generations")
     statusParser.add_argument("--json", action="store_true", help="print JSON")
     logsParser = commands.add_parser("logs", help="an app generation's output")
-    logsParser.add_argument("--generation", "-g", type=int, metavar="N",
-                            help="which generation (default: the one serving)")
-    logsParser.add_argument("--follow", "-f", action="store_true",
-                            help="keep printing new lines until it stops")
+    logsParser.add_argument(
+        "--generation",
+        "-g",
+        type=int,
+        metavar="N",
+        help="which generation (default: the one serving)",
+    )
+    logsParser.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new lines until it stops",
+    )
     return parser
 
 

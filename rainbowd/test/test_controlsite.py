@@ -9,8 +9,10 @@ import os
 from typing import List, Tuple
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -67,7 +69,7 @@ class ReadTokenTests(SynchronousTestCase):
         """
         path = os.path.abspath(self.mktemp())
         error = self.assertRaises(ConfigError, readControlToken, path)
-        self.assertIn(f"{path} (\"controlTokenFile\") does not exist", str(error))
+        self.assertIn(f'{path} ("controlTokenFile") does not exist', str(error))
         self.assertIn("head -c 32 /dev/urandom", str(error))
 
     def test_unreadable(self) -> None:
@@ -87,7 +89,7 @@ class ReadTokenTests(SynchronousTestCase):
         """
         path = self.tokenFile(b" \n\n")
         error = self.assertRaises(ConfigError, readControlToken, path)
-        self.assertIn(f"{path} (\"controlTokenFile\") is empty", str(error))
+        self.assertIn(f'{path} ("controlTokenFile") is empty', str(error))
 
     def test_notOneWord(self) -> None:
         """
@@ -125,7 +127,9 @@ class EndpointTests(SynchronousTestCase):
         )
 
     def config(self, controlPort: str, **changes) -> Config:
-        return Config(run="app", cwd="/", stateDir="/s", controlPort=controlPort, **changes)
+        return Config(
+            run="app", cwd="/", stateDir="/s", controlPort=controlPort, **changes
+        )
 
     def test_loopbackAndUnix(self) -> None:
         """
@@ -158,7 +162,9 @@ class EndpointTests(SynchronousTestCase):
         token.
         """
         description = "ssl:7001:privateKey=k.pem:certKey=c.pem"
-        self.assertIn("anyone who can reach it", exposureWarning(self.config(description)))
+        self.assertIn(
+            "anyone who can reach it", exposureWarning(self.config(description))
+        )
         self.assertIsNone(
             exposureWarning(self.config(description, controlTokenFile="/t"))
         )
@@ -253,7 +259,9 @@ class AuthorizationTests(ControlSiteTestCase):
         ]:
             answer = self.get(b"/status", header)
             self.assertTrue(answer.startswith(b"HTTP/1.1 401 "), (header, answer))
-        self.assertIn(b"does not match", self.get(b"/status", b"Authorization: Bearer x"))
+        self.assertIn(
+            b"does not match", self.get(b"/status", b"Authorization: Bearer x")
+        )
         self.assertEqual(self.resource.reached, [])
 
     def test_rightToken(self) -> None:
@@ -339,6 +347,8 @@ class LimitTests(ControlSiteTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), answer)
         self.assertEqual(self.resource.reached, [])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_chunkedTooLarge(self) -> None:
         """

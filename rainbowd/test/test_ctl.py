@@ -6,7 +6,6 @@ with fake connections.
 
 import io
 import json
-import os
 from typing import Dict, List, Optional
 
 from twisted.python.filepath import FilePath
@@ -27,32 +26,74 @@ from rainbowd.ctl import (
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
 
 SUCCESS = [
-    {"event": "deploying", "time": 0, "generation": None, "deploy": 3, "cause": "redeploy"},
+    {
+        "event": "deploying",
+        "time": 0,
+        "generation": None,
+        "deploy": 3,
+        "cause": "redeploy",
+    },
     {"event": "launching", "time": 0, "generation": 3, "deploy": 3, "port": 20003},
     {"event": "waiting", "time": 1, "generation": 3, "deploy": 3, "elapsed": 1.0},
     {"event": "waiting", "time": 2, "generation": 3, "deploy": 3, "elapsed": 2.0},
-    {"event": "healthy", "time": 2.5, "generation": 3, "deploy": 3, "port": 20003,
-     "seconds": 2.5},
+    {
+        "event": "healthy",
+        "time": 2.5,
+        "generation": 3,
+        "deploy": 3,
+        "port": 20003,
+        "seconds": 2.5,
+    },
     {"event": "switched", "time": 2.5, "generation": 3, "deploy": 3, "previous": 2},
     {"event": "draining", "time": 2.5, "generation": 2, "inflight": 2},
-    {"event": "result", "time": 2.5, "ok": True, "generation": 3, "port": 20003,
-     "pid": 99, "seconds": 2.5, "serving": 3},
+    {
+        "event": "result",
+        "time": 2.5,
+        "ok": True,
+        "generation": 3,
+        "port": 20003,
+        "pid": 99,
+        "seconds": 2.5,
+        "serving": 3,
+    },
     {"event": "draining", "time": 3.5, "generation": 2, "inflight": 2, "elapsed": 1.0},
     {"event": "draining", "time": 4.5, "generation": 2, "inflight": 1, "elapsed": 2.0},
-    {"event": "stopped", "time": 5, "generation": 2, "state": "stopped",
-     "exit": "exited with code 0"},
+    {
+        "event": "stopped",
+        "time": 5,
+        "generation": 2,
+        "state": "stopped",
+        "exit": "exited with code 0",
+    },
 ]
 
 FAILURE = [
-    {"event": "deploying", "time": 0, "generation": None, "deploy": 4, "cause": "redeploy"},
+    {
+        "event": "deploying",
+        "time": 0,
+        "generation": None,
+        "deploy": 4,
+        "cause": "redeploy",
+    },
     {"event": "launching", "time": 0, "generation": 4, "deploy": 4, "port": 20004},
-    {"event": "result", "time": 0.3, "ok": False,
-     "error": "generation 4 on port 20004 exited with code 3 before it became healthy",
-     "generation": 4, "port": 20004, "output": ["app: cannot import settings"],
-     "hint": "the current version keeps serving; fix the problem and redeploy",
-     "serving": 3},
-    {"event": "stopped", "time": 0.3, "generation": 4, "state": "failed",
-     "exit": "exited with code 3"},
+    {
+        "event": "result",
+        "time": 0.3,
+        "ok": False,
+        "error": "generation 4 on port 20004 exited with code 3 before it became healthy",
+        "generation": 4,
+        "port": 20004,
+        "output": ["app: cannot import settings"],
+        "hint": "the current version keeps serving; fix the problem and redeploy",
+        "serving": 3,
+    },
+    {
+        "event": "stopped",
+        "time": 0.3,
+        "generation": 4,
+        "state": "failed",
+        "exit": "exited with code 3",
+    },
 ]
 
 
@@ -131,8 +172,11 @@ class FindTargetTests(SynchronousTestCase):
         unix controlPort and its token file are used.
         """
         self.write(
-            {"run": RUN, "controlPort": "unix:/run/r.sock:mode=600",
-             "controlTokenFile": "token"},
+            {
+                "run": RUN,
+                "controlPort": "unix:/run/r.sock:mode=600",
+                "controlTokenFile": "token",
+            },
             "prod.json",
         )
         self.directory.child("token").setContent(b"s3cret\n")
@@ -149,7 +193,8 @@ class FindTargetTests(SynchronousTestCase):
         self.write({"run": RUN, "controlPort": "unix:control.sock"}, "prod.json")
         target = findTarget(self.directory.child("prod.json").path, "/")
         self.assertEqual(
-            target.address, ControlAddress(path=self.directory.child("control.sock").path)
+            target.address,
+            ControlAddress(path=self.directory.child("control.sock").path),
         )
 
     def test_badConfig(self) -> None:
@@ -191,17 +236,20 @@ class ProgressTests(SynchronousTestCase):
         """
         code, text = render(SUCCESS)
         self.assertEqual(code, 0)
-        self.assertEqual(text.splitlines(), [
-            "deploy 3 started",
-            "launching generation 3 on port 20003",
-            "waiting for generation 3 to be healthy: 1 s",
-            "generation 3 is healthy after 2.5 s",
-            "switched: generation 3 serves traffic (was generation 2)",
-            "draining generation 2 (2 requests in flight)",
-            "deployed generation 3 (port 20003, pid 99) in 2.5 s",
-            "draining generation 2 (1 request in flight): 2 s",
-            "generation 2 stopped (exited with code 0)",
-        ])
+        self.assertEqual(
+            text.splitlines(),
+            [
+                "deploy 3 started",
+                "launching generation 3 on port 20003",
+                "waiting for generation 3 to be healthy: 1 s",
+                "generation 3 is healthy after 2.5 s",
+                "switched: generation 3 serves traffic (was generation 2)",
+                "draining generation 2 (2 requests in flight)",
+                "deployed generation 3 (port 20003, pid 99) in 2.5 s",
+                "draining generation 2 (1 request in flight): 2 s",
+                "generation 2 stopped (exited with code 0)",
+            ],
+        )
         self.assertNotIn("\x1b", text)
 
     def test_plainEveryTenSeconds(self) -> None:
@@ -209,7 +257,8 @@ class ProgressTests(SynchronousTestCase):
         Piped, a long wait is reported every 10 seconds.
         """
         waits = [
-            {"event": "waiting", "generation": 3, "elapsed": float(n)} for n in range(1, 22)
+            {"event": "waiting", "generation": 3, "elapsed": float(n)}
+            for n in range(1, 22)
         ]
         code, text = render(waits)
         self.assertEqual(
@@ -241,17 +290,20 @@ class ProgressTests(SynchronousTestCase):
         """
         code, text = render(FAILURE)
         self.assertEqual(code, FAILED)
-        self.assertEqual(text.splitlines(), [
-            "deploy 4 started",
-            "launching generation 4 on port 20004",
-            "generation 4 stopped (it never became healthy; exited with code 3)",
-            "deploy failed: generation 4 on port 20004 exited with code 3 before "
-            "it became healthy",
-            "last output of generation 4:",
-            "    app: cannot import settings",
-            "generation 3 is still serving; fix the problem and run rainbowctl "
-            "redeploy again.",
-        ])
+        self.assertEqual(
+            text.splitlines(),
+            [
+                "deploy 4 started",
+                "launching generation 4 on port 20004",
+                "generation 4 stopped (it never became healthy; exited with code 3)",
+                "deploy failed: generation 4 on port 20004 exited with code 3 before "
+                "it became healthy",
+                "last output of generation 4:",
+                "    app: cannot import settings",
+                "generation 3 is still serving; fix the problem and run rainbowctl "
+                "redeploy again.",
+            ],
+        )
 
     def test_noResult(self) -> None:
         """
@@ -280,34 +332,58 @@ class StatusTableTests(SynchronousTestCase):
         The backends are a table with aligned columns, followed by the last
         deploy.
         """
-        text = statusTable({
-            "active": 3,
-            "deploying": True,
-            "backends": [
-                {"generation": 3, "port": 20003, "pid": 4251, "state": "active",
-                 "inflight": 0},
-                {"generation": 2, "port": 20002, "pid": None, "state": "stopping",
-                 "inflight": 12},
-            ],
-            "lastDeploy": {"ok": True, "generation": 3, "port": 20003, "pid": 4251,
-                           "seconds": 0.53},
-        })
-        self.assertEqual(text, (
-            "GENERATION  STATE     PORT   PID   IN FLIGHT\n"
-            "3           active    20003  4251  0\n"
-            "2           stopping  20002  -     12\n"
-            "a deploy is under way\n"
-            "last deploy: generation 3 deployed in 0.53 s\n"
-        ))
+        text = statusTable(
+            {
+                "active": 3,
+                "deploying": True,
+                "backends": [
+                    {
+                        "generation": 3,
+                        "port": 20003,
+                        "pid": 4251,
+                        "state": "active",
+                        "inflight": 0,
+                    },
+                    {
+                        "generation": 2,
+                        "port": 20002,
+                        "pid": None,
+                        "state": "stopping",
+                        "inflight": 12,
+                    },
+                ],
+                "lastDeploy": {
+                    "ok": True,
+                    "generation": 3,
+                    "port": 20003,
+                    "pid": 4251,
+                    "seconds": 0.53,
+                },
+            }
+        )
+        self.assertEqual(
+            text,
+            (
+                "GENERATION  STATE     PORT   PID   IN FLIGHT\n"
+                "3           active    20003  4251  0\n"
+                "2           stopping  20002  -     12\n"
+                "a deploy is under way\n"
+                "last deploy: generation 3 deployed in 0.53 s\n"
+            ),
+        )
 
     def test_empty(self) -> None:
         """
         With no backend and a failed last deploy, both are said.
         """
-        text = statusTable({
-            "active": None, "deploying": False, "backends": [],
-            "lastDeploy": {"ok": False, "error": "boom"},
-        })
+        text = statusTable(
+            {
+                "active": None,
+                "deploying": False,
+                "backends": [],
+                "lastDeploy": {"ok": False, "error": "boom"},
+            }
+        )
         self.assertIn("(no app process is running)", text)
         self.assertIn("last deploy failed: boom", text)
 
@@ -401,7 +477,9 @@ class RunTests(SynchronousTestCase):
         """
         A failed redeploy exits 1 with the reason.
         """
-        code, out, err = self.rainbowctl(["redeploy"], FakeConnection(self.ndjson(FAILURE)))
+        code, out, err = self.rainbowctl(
+            ["redeploy"], FakeConnection(self.ndjson(FAILURE))
+        )
         self.assertEqual(code, FAILED)
         self.assertIn("deploy failed: generation 4", out)
 
@@ -410,7 +488,9 @@ class RunTests(SynchronousTestCase):
         A refused connection exits 2 naming the address and saying rainbowd
         may not be running.
         """
-        connection = FakeConnection(error=ConnectionRefusedError(111, "Connection refused"))
+        connection = FakeConnection(
+            error=ConnectionRefusedError(111, "Connection refused")
+        )
         code, out, err = self.rainbowctl(["status"], connection)
         self.assertEqual(code, CANNOT)
         self.assertIn(
@@ -441,29 +521,42 @@ class RunTests(SynchronousTestCase):
         error = PermissionError(13, "Permission denied")
         code, out, err = self.rainbowctl(["status"], FakeConnection(error=error))
         self.assertEqual(code, CANNOT)
-        self.assertIn("(Permission denied): run rainbowctl as the user rainbowd runs as", err)
+        self.assertIn(
+            "(Permission denied): run rainbowctl as the user rainbowd runs as", err
+        )
 
     def test_unauthorized(self) -> None:
         """
         A 401 says to configure a token when none was sent, and that the
         token does not match when one was.
         """
-        code, out, err = self.rainbowctl(["status"], FakeConnection(FakeResponse(401, b"{}")))
+        code, out, err = self.rainbowctl(
+            ["status"], FakeConnection(FakeResponse(401, b"{}"))
+        )
         self.assertEqual(code, CANNOT)
         self.assertIn('none is configured here: set "controlTokenFile"', err)
         self.directory.child("token").setContent(b"old\n")
         self.config["controlTokenFile"] = "token"
         self.write()
-        code, out, err = self.rainbowctl(["status"], FakeConnection(FakeResponse(401, b"{}")))
+        code, out, err = self.rainbowctl(
+            ["status"], FakeConnection(FakeResponse(401, b"{}"))
+        )
         self.assertIn("is not the one rainbowd started with", err)
 
     def test_status(self) -> None:
         """
         status prints the table, or with --json the JSON.
         """
-        status = {"active": None, "deploying": False, "backends": [], "lastDeploy": None}
+        status = {
+            "active": None,
+            "deploying": False,
+            "backends": [],
+            "lastDeploy": None,
+        }
         body = json.dumps(status).encode()
-        code, out, err = self.rainbowctl(["status"], FakeConnection(FakeResponse(200, body)))
+        code, out, err = self.rainbowctl(
+            ["status"], FakeConnection(FakeResponse(200, body))
+        )
         self.assertEqual(code, 0)
         self.assertTrue(out.startswith("GENERATION"))
         code, out, err = self.rainbowctl(
@@ -477,7 +570,9 @@ class RunTests(SynchronousTestCase):
         prints the lines; an error answer is its message.
         """
         connection = FakeConnection(FakeResponse(200, b"one\ntwo\n", "text/plain"))
-        code, out, err = self.rainbowctl(["logs", "--generation", "2", "--follow"], connection)
+        code, out, err = self.rainbowctl(
+            ["logs", "--generation", "2", "--follow"], connection
+        )
         self.assertEqual((code, out), (0, "one\ntwo\n"))
         self.assertEqual(connection.requests[0][1], "/logs?generation=2&follow=1")
         self.assertEqual(connection.timeouts, [None])

@@ -157,7 +157,9 @@ class RedeployStreamTests(SynchronousTestCase):
         self.deployer.backends.append(self.new)
         emit("switched", 3, deploy=3, previous=2)
         emit("draining", 2, inflight=1)
-        emit("deployed", deploy=3, ok=True, generation=3, port=20003, pid=9, seconds=1.5)
+        emit(
+            "deployed", deploy=3, ok=True, generation=3, port=20003, pid=9, seconds=1.5
+        )
         self.deployer.redeploys[0].callback(
             Deployed(generation=3, port=20003, pid=9, seconds=1.5)
         )
@@ -173,15 +175,31 @@ class RedeployStreamTests(SynchronousTestCase):
         self.deploySucceeds()
         self.assertEqual(
             self.kinds(),
-            ["deploying", "launching", "waiting", "healthy", "switched", "draining", "result"],
+            [
+                "deploying",
+                "launching",
+                "waiting",
+                "healthy",
+                "switched",
+                "draining",
+                "result",
+            ],
         )
         lines = self.lines()
         self.assertEqual(lines[2]["elapsed"], 1.0)
         self.assertEqual(lines[2]["generation"], 3)
         self.assertEqual(
             lines[6],
-            {"ok": True, "generation": 3, "port": 20003, "pid": 9, "seconds": 1.5,
-             "event": "result", "time": 1.5, "serving": 3},
+            {
+                "ok": True,
+                "generation": 3,
+                "port": 20003,
+                "pid": 9,
+                "seconds": 1.5,
+                "event": "result",
+                "time": 1.5,
+                "serving": 3,
+            },
         )
         self.clock.advance(PROGRESS_INTERVAL)
         self.old.inflight = 0
@@ -211,11 +229,20 @@ class RedeployStreamTests(SynchronousTestCase):
             DeployFailed("exited with code 3", 3, 20003, ["app: broken"])
         )
         self.assertEqual(self.kinds(), ["deploying", "launching", "result"])
-        self.assertEqual(self.lines()[-1], {
-            "ok": False, "error": "exited with code 3", "generation": 3,
-            "port": 20003, "output": ["app: broken"], "hint": HINT,
-            "event": "result", "time": 0.0, "serving": 2,
-        })
+        self.assertEqual(
+            self.lines()[-1],
+            {
+                "ok": False,
+                "error": "exited with code 3",
+                "generation": 3,
+                "port": 20003,
+                "output": ["app: broken"],
+                "hint": HINT,
+                "event": "result",
+                "time": 0.0,
+                "serving": 2,
+            },
+        )
         self.assertNoResult(done)
         self.deployer.emit("stopped", 3, state="failed", exit="exited with code 3")
         self.assertEqual(self.kinds()[-1], "stopped")
@@ -248,10 +275,18 @@ class RedeployStreamTests(SynchronousTestCase):
         self.deployer.outcome = fail(DeployRefused("rainbowd is shutting down"))
         done = self.stream()
         self.ended(done)
-        self.assertEqual(self.lines(), [{
-            "ok": False, "error": "rainbowd is shutting down", "event": "result",
-            "time": 0.0, "serving": 2,
-        }])
+        self.assertEqual(
+            self.lines(),
+            [
+                {
+                    "ok": False,
+                    "error": "rainbowd is shutting down",
+                    "event": "result",
+                    "time": 0.0,
+                    "serving": 2,
+                }
+            ],
+        )
         self.assertEqual(self.deployer.observers, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -295,8 +330,9 @@ class RedeployStreamTests(SynchronousTestCase):
         """
         Without NDJSON in C{Accept}, the answer is the plain JSON outcome.
         """
-        d = self.treq.post(CONTROL + "/redeploy", data=b"",
-                           headers={"Accept": ["application/json"]})
+        d = self.treq.post(
+            CONTROL + "/redeploy", data=b"", headers={"Accept": ["application/json"]}
+        )
         self.treq.flush()
         self.deployer.redeploys[0].callback(
             Deployed(generation=3, port=20003, pid=9, seconds=1.5)
@@ -304,8 +340,9 @@ class RedeployStreamTests(SynchronousTestCase):
         self.treq.flush()
         response = self.successResultOf(d)
         body = json.loads(self.successResultOf(self.treq.content(response)))
-        self.assertEqual(body, {"ok": True, "generation": 3, "port": 20003, "pid": 9,
-                                "seconds": 1.5})
+        self.assertEqual(
+            body, {"ok": True, "generation": 3, "port": 20003, "pid": 9, "seconds": 1.5}
+        )
 
 
 class WantsNDJSONTests(SynchronousTestCase):
