@@ -404,12 +404,15 @@ def redeploy(client: Client, out: IO[str], tty: bool) -> int:
     if response.getheader("content-type", "").split(";")[0] != NDJSON.decode():
         out.write(response.read().decode("utf-8", "replace"))
         return FAILED
-    for line in iter(response.readline, b""):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        progress.event(event)
+    try:
+        for line in iter(response.readline, b""):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            progress.event(event)
+    except (OSError, http.client.HTTPException):
+        pass  # cut off: Progress.end says so, unless the result came
     return progress.end()
 
 

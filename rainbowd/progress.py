@@ -137,7 +137,7 @@ class RedeployProgress:
 
     def _outcome(self, outcome: object) -> None:
         code, body = self._describe(outcome)
-        active = getattr(self._deployer, "active", None)
+        active = self._deployer.active
         self._result = True
         self._starting.clear()
         if self._gone:
@@ -160,10 +160,8 @@ class RedeployProgress:
         if not self._toStop:
             self._finish()
             return
-        config = getattr(self._deployer, "config", None)
-        bound = STOP_MARGIN
-        if config is not None:
-            bound += config.drainTimeout + config.killTimeout
+        config = self._deployer.config
+        bound = config.drainTimeout + config.killTimeout + STOP_MARGIN
         self._deadline = self._clock.callLater(bound, self._finish)
 
     def _tick(self) -> None:
@@ -193,7 +191,7 @@ class RedeployProgress:
             )
 
     def _backend(self, generation: int):
-        for backend in getattr(self._deployer, "backends", ()):
+        for backend in self._deployer.backends:
             if backend.generation == generation:
                 return backend
         return None

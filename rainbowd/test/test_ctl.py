@@ -4,6 +4,7 @@ Tests for L{rainbowd.ctl}: finding rainbowd, and what rainbowctl prints,
 with fake connections.
 """
 
+import http.client
 import io
 import json
 from typing import Dict, List, Optional
@@ -482,6 +483,24 @@ class RunTests(SynchronousTestCase):
         )
         self.assertEqual(code, FAILED)
         self.assertIn("deploy failed: generation 4", out)
+
+    def test_redeployCut(self) -> None:
+        """
+        A stream cut before the result exits 1 saying so.
+        """
+        response = self.ndjson(SUCCESS[:2])
+        lines = iter([response.readline(), response.readline()])
+
+        def readline() -> bytes:
+            for line in lines:
+                return line
+            raise http.client.IncompleteRead(b"")
+
+        response.readline = readline
+        code, out, err = self.rainbowctl(["redeploy"], FakeConnection(response))
+        self.assertEqual(code, FAILED)
+        self.assertIn("launching generation 3", out)
+        self.assertIn("closed before the deploy's outcome", out)
 
     def test_notRunning(self) -> None:
         """
