@@ -212,6 +212,20 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertIn("is empty", str(error))
 
+    def test_controlTokenNotShown(self) -> None:
+        """
+        A token file that cannot be used stops twistd without showing its
+        content, in the message or the log.
+        """
+        token = self.directory.child("token")
+        token.setContent(b"s3cret-token and more\n")
+        with capturedLogs() as events:
+            error = self.assertRaises(
+                SystemExit, self.parse, ["--run", RUN, "--control-token-file", "token"]
+            )
+        self.assertIn("one word of printable ASCII", str(error))
+        self.assertNotIn("s3cret", str(error) + repr(events))
+
     def test_exposedControlPort(self) -> None:
         """
         A control API listening beyond loopback gives a warning.
