@@ -230,9 +230,14 @@ def _errorOf(response) -> str:
     """
     body = response.read()
     try:
-        return json.loads(body)["error"]
+        answer = json.loads(body)
+        error = answer["error"]
     except (ValueError, KeyError, TypeError):
         return f"{response.status} {response.reason}"
+    if answer.get("generations"):
+        running = ", ".join(str(g) for g in answer["generations"])
+        error += f" (running: {running})"
+    return error
 
 
 def _plural(count: int, word: str) -> str:

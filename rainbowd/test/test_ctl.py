@@ -595,9 +595,11 @@ class RunTests(SynchronousTestCase):
         self.assertEqual((code, out), (0, "one\ntwo\n"))
         self.assertEqual(connection.requests[0][1], "/logs?generation=2&follow=1")
         self.assertEqual(connection.timeouts, [None])
-        answer = json.dumps({"error": "generation 7 is not running"}).encode()
+        answer = json.dumps(
+            {"error": "generation 7 is not running", "generations": [2, 3]}
+        ).encode()
         code, out, err = self.rainbowctl(
             ["logs", "-g", "7"], FakeConnection(FakeResponse(404, answer))
         )
         self.assertEqual(code, CANNOT)
-        self.assertIn("generation 7 is not running", err)
+        self.assertIn("generation 7 is not running (running: 2, 3)", err)
