@@ -218,9 +218,10 @@ class _Listening(StreamServerEndpointService):
             if isinstance(e.socketError, str):  # a unix socket's lock file
                 raise SystemExit(
                     f"rainbowd: cannot listen on {self._description} "
-                    f'("{self._key}"): {e.socketError} {e.port!r}.lock; '
-                    "another rainbowd is using that socket.  Stop it, or "
-                    f'set another "{self._key}" (--{flagName(self._key)}).'
+                    f'("{self._key}"): {os.fsdecode(e.port)}.lock is held by '
+                    "a running process, so another rainbowd is using that "
+                    f'socket.  Stop it, or set another "{self._key}" '
+                    f"(--{flagName(self._key)})."
                 )
             raise SystemExit(
                 f"rainbowd: cannot listen on {self._description} "
