@@ -17,7 +17,7 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -210,6 +210,7 @@ class Backend(ProcessProtocol):
         self._probeRefused = False
         self._probing: Optional[Deferred] = None
         self._partial = {1: b"", 2: b""}
+        self._outputObservers: List[Callable[[str], None]] = []
         self._outputClosed = False
         self._calls = {}
         self._ready = Waiters()
@@ -311,6 +312,15 @@ class Backend(ProcessProtocol):
         if self.state in ALIVE:
             return self._stopped.wait()
         return succeed(self)
+
+    def observeOutput(self, observer: Callable[[str], None]) -> Callable[[], None]:
+        """
+        Call C{observer} with each line the app prints from now on.
+
+        @return: a function that stops it.
+        """
+        self._outputObservers.append(observer)
+        return lambda: self._outputObservers.remove(observer)
 
     # Requests
 
@@ -427,6 +437,8 @@ class Backend(ProcessProtocol):
             line=text,
             stream="stdout" if childFD == 1 else "stderr",
         )
+        for observer in list(self._outputObservers):
+            observer(text)
 
     def _probe(self) -> None:
         self._probing = maybeDeferred(

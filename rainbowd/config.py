@@ -300,6 +300,7 @@ _env = _Kind(
     _parseEnv,
 )
 _path = _Kind("a directory path", _string)
+_file = _Kind("a file path", _string)
 
 
 @attrs.frozen(kw_only=True)
@@ -400,6 +401,13 @@ class Config:
         _path,
         "Directory for pid files and state",
         f"{DEFAULT_STATE_DIR} next to the config file",
+    )
+    controlTokenFile: Optional[str] = _setting(
+        _file,
+        "File holding the token every control request must bear "
+        "(Authorization: Bearer TOKEN); read at startup",
+        "none, so the control API asks for no token",
+        default=None,
     )
     source: Optional[str] = attrs.field(default=None)
 
@@ -603,8 +611,9 @@ def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
 
 def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
     """
-    Make C{cwd} and C{stateDir} absolute, defaulting both to the config
-    file's directory (or the current directory), and check C{cwd} exists.
+    Make C{cwd}, C{stateDir} and C{controlTokenFile} absolute, defaulting
+    the first two to the config file's directory (or the current
+    directory), and check C{cwd} exists.
     """
     home = os.path.dirname(raw.source) if raw.source else raw.cwd
     defaults = {"cwd": home, "stateDir": os.path.join(home, DEFAULT_STATE_DIR)}
@@ -612,6 +621,12 @@ def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
         base = home if key in raw.fromFile else raw.cwd
         given = os.path.expanduser(settings.get(key, default))
         settings[key] = os.path.abspath(os.path.join(base, given))
+    tokenFile = settings.get("controlTokenFile")
+    if tokenFile is not None:
+        base = home if "controlTokenFile" in raw.fromFile else raw.cwd
+        settings["controlTokenFile"] = os.path.abspath(
+            os.path.join(base, os.path.expanduser(tokenFile))
+        )
     if not os.path.isdir(settings["cwd"]):
         raise raw.error(
             "cwd",

@@ -3,13 +3,15 @@
 The control API, served on the control port::
 
     POST /redeploy   start the new version, wait for it, swap traffic
+                     (its steps as NDJSON with Accept: application/x-ndjson)
     GET  /status     the generations and their backends
+    GET  /logs       a generation's last output lines (?follow=1: and more)
 
-Every answer, errors included, is pretty-printed JSON.
+Every other answer, errors included, is pretty-printed JSON.
 """
 
 import json
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
@@ -19,10 +21,11 @@ from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.config import ConfigError
 from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
+from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 
 _log = Logger()
 
-ENDPOINTS = ("POST /redeploy", "GET /status")
+ENDPOINTS = ("POST /redeploy", "GET /status", "GET /logs")
 
 HINT = "the current version keeps serving; fix the problem and redeploy"
 
@@ -117,20 +120,26 @@ class _Endpoint(Resource):
 
 class ControlResource(Resource):
     """
-    The root of the control port: C{/redeploy} and C{/status} over
+    The root of the control port: C{/redeploy}, C{/status} and C{/logs} over
     C{deployer}, whose C{redeploy()} returns a L{Deferred} firing with
     L{Deployed} (or failing with L{DeployFailed}, L{DeployRefused} or
-    L{ConfigError}), and whose C{status()} returns a JSON-able dict.
+    L{ConfigError}), whose C{status()} returns a JSON-able dict, and whose
+    C{observe()}, C{active} and C{backends} let a redeploy be streamed and
+    output be followed.
     """
 
-    def __init__(self, deployer: Any) -> None:
+    def __init__(self, deployer: Any, clock=None) -> None:
         super().__init__()
+        if clock is None:
+            from twisted.internet import reactor as clock
         self._deployer = deployer
+        self._clock = clock
         self.putChild(b"redeploy", _Endpoint("/redeploy", {b"POST": self._redeploy}))
         self.putChild(
             b"status",
             _Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
         )
+        self.putChild(b"logs", _Endpoint("/logs", {b"GET": self._logs}))
 
     def getChild(self, path: bytes, request: IRequest) -> Resource:
         return _NotFound()
@@ -143,9 +152,15 @@ class ControlResource(Resource):
 
     def _redeploy(self, request: IRequest) -> object:
         """
-        Answer once the deploy has an outcome.  A client that hangs up does
-        not cancel the deploy; its answer is then just dropped.
+        Answer once the deploy has an outcome, or stream its steps to a
+        client that accepts NDJSON.  A client that hangs up does not cancel
+        the deploy; its answer is then just dropped.
         """
+        if wantsNDJSON(request):
+            RedeployProgress(
+                self._deployer, self._clock, request, outcomeAsJSON
+            ).start()
+            return NOT_DONE_YET
         gone = []
         request.notifyFinish().addErrback(gone.append)
 
@@ -165,3 +180,66 @@ class ControlResource(Resource):
             lambda f: _log.failure("Could not answer a redeploy request", f)
         )
         return NOT_DONE_YET
+
+    def _logs(self, request: IRequest) -> object:
+        """
+        The last output lines of a generation (the active one unless
+        C{?generation=N}), as text; with C{?follow=1}, then each new line
+        until the generation stops.
+        """
+        try:
+            backend = self._chosenBackend(_argument(request, b"generation"))
+        except _Refusal as refusal:
+            return writeJSON(request, refusal.code, refusal.body)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"x-rainbowd-generation", b"%d" % (backend.generation,))
+        text = "".join(line + "\n" for line in backend.output).encode("utf-8")
+        if _argument(request, b"follow") not in ("1", "true", "yes"):
+            return text
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        request.write(text)
+        OutputFollower(backend, request).start()
+        return NOT_DONE_YET
+
+    def _chosenBackend(self, generation: Optional[str]) -> Any:
+        """
+        The running backend of C{generation}, or the active one.
+
+        @raise _Refusal: if there is none, or C{generation} is not a number.
+        """
+        backends = self._deployer.backends
+        if generation is None:
+            if self._deployer.active is not None:
+                return self._deployer.active
+            error = "no generation is serving; ask for one with ?generation=N"
+        elif not (generation.isascii() and generation.isdigit()):
+            raise _Refusal(
+                400, {"error": f"generation must be a whole number, not {generation!r}"}
+            )
+        else:
+            for backend in backends:
+                if backend.generation == int(generation):
+                    return backend
+            error = (
+                f"generation {generation} is not running; the running ones "
+                "are listed in generations (and GET /status)"
+            )
+        running = [backend.generation for backend in backends]
+        raise _Refusal(404, {"error": error, "generations": running})
+
+
+class _Refusal(Exception):
+    """
+    A request that gets an error answer: C{code} and a JSON C{body}.
+    """
+
+    def __init__(self, code: int, body: Dict[str, Any]) -> None:
+        super().__init__(code, body)
+        self.code = code
+        self.body = body
+
+
+def _argument(request: IRequest, name: bytes) -> Optional[str]:
+    values = request.args.get(name)
+    return None if not values else values[-1].decode("utf-8", "replace")

@@ -14,7 +14,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from rainbowd.backend import Backend, ProcessGroupSignals
 
@@ -31,6 +30,7 @@ from rainbowd.config import (
     settingUnit,
 )
 from rainbowd.control import ControlResource
+from rainbowd.controlsite import ControlSite, exposureWarning, readControlToken
 from rainbowd.deployer import Deployer
 from rainbowd.health import HTTPHealthCheck
 from rainbowd.ports import PortPicker
@@ -79,6 +79,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "queueTimeout": (None, "number"),
     "maxBackends": (None, "number"),
     "backendPorts": (None, "text"),
+    "controlTokenFile": (None, "text"),
 }
 
 
@@ -121,6 +122,8 @@ class Options(usage.Options):
         parse time.
     @ivar ephemeralRangePath: where the kernel's ephemeral port range is
         read from.
+    @ivar controlToken: the token control requests must bear, read from
+        C{controlTokenFile} once, here; or L{None}.
     """
 
     synopsis = (
@@ -145,6 +148,7 @@ class Options(usage.Options):
     config: Config
     overrides: Dict[str, Any]
     warnings: List[str]
+    controlToken: Optional[bytes] = None
 
     def readConfig(self) -> Config:
         """
@@ -162,16 +166,35 @@ class Options(usage.Options):
             for key in _FLAGS
             if self[flagName(key)] is not None
         }
+        tokenWarning = None
         try:
             self.config = self.readConfig()
+            if self.config.controlTokenFile is not None:
+                self.controlToken, tokenWarning = readControlToken(
+                    self.config.controlTokenFile
+                )
         except ConfigError as e:
             # Not a usage error, so twistd need not print the whole --help
             # above it: the message alone says what is wrong and the fix.
             raise SystemExit(f"rainbowd: {e}")
-        warning = portRangeWarning(
-            self.config, ephemeralPortRange(self.ephemeralRangePath)
-        )
-        self.warnings = [warning] if warning is not None else []
+        warnings = [
+            portRangeWarning(self.config, ephemeralPortRange(self.ephemeralRangePath)),
+            tokenWarning,
+            exposureWarning(self.config),
+        ]
+        self.warnings = [warning for warning in warnings if warning is not None]
+
+
+def _withLockfile(description: str) -> str:
+    """
+    A C{unix:} description with C{lockfile=1} unless it says otherwise: the
+    socket is then locked while rainbowd runs, and a socket file left by a
+    rainbowd that was killed is removed on the next start instead of
+    making it fail with "Address already in use".
+    """
+    if description.startswith("unix:") and ":lockfile=" not in description:
+        return description + ":lockfile=1"
+    return description
 
 
 class _Listening(StreamServerEndpointService):
@@ -182,7 +205,7 @@ class _Listening(StreamServerEndpointService):
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
         StreamServerEndpointService.__init__(
-            self, serverFromString(reactor, description), factory
+            self, serverFromString(reactor, _withLockfile(description)), factory
         )
         self._raiseSynchronously = True
         self._key = key
@@ -192,6 +215,14 @@ class _Listening(StreamServerEndpointService):
         try:
             StreamServerEndpointService.privilegedStartService(self)
         except CannotListenError as e:
+            if isinstance(e.socketError, str):  # a unix socket's lock file
+                raise SystemExit(
+                    f"rainbowd: cannot listen on {self._description} "
+                    f'("{self._key}"): {os.fsdecode(e.port)}.lock is held by '
+                    "a running process, so another rainbowd is using that "
+                    f'socket.  Stop it, or set another "{self._key}" '
+                    f"(--{flagName(self._key)})."
+                )
             raise SystemExit(
                 f"rainbowd: cannot listen on {self._description} "
                 f'("{self._key}"): {e.socketError.strerror}.  Is another '
@@ -273,7 +304,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
     deployer.setServiceParent(service)
     sites = [
         ("port", ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))),
-        ("controlPort", Site(ControlResource(deployer))),
+        (
+            "controlPort",
+            ControlSite(
+                ControlResource(deployer, reactor),
+                token=options.controlToken,
+                reactor=reactor,
+            ),
+        ),
     ]
     for key, site in sites:
         _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)

@@ -507,6 +507,22 @@ class OutputTests(BackendTestCase):
         process.emit(b"caf\xe9\n")
         self.assertEqual(list(backend.output), ["caf\ufffd"])
 
+    def test_observeOutput(self) -> None:
+        """
+        An output observer gets each whole line as it is kept, until it
+        stops observing.
+        """
+        backend, process = self.launched()
+        process.emit(b"before\n")
+        lines: List[str] = []
+        stop = backend.observeOutput(lines.append)
+        process.emit(b"one\ntw")
+        process.emit(b"o\n", 2)
+        process.emit(b"o\n")
+        stop()
+        process.emit(b"after\n")
+        self.assertEqual(lines, ["one", "o", "two"])
+
 
 class DrainTests(BackendTestCase):
     """

@@ -556,6 +556,26 @@ class LoadConfigTests(SynchronousTestCase):
             "not a directory", self.loadError({"run": RUN, "stateDir": "occupied"})
         )
 
+    def test_controlTokenFile(self) -> None:
+        """
+        controlTokenFile is unset by default; a relative one is relative to
+        the file in the file, and to the current directory on the command
+        line.
+        """
+        self.assertIsNone(self.load({"run": RUN}).controlTokenFile)
+        self.assertEqual(
+            self.load({"run": RUN, "controlTokenFile": "secret/token"}).controlTokenFile,
+            self.directory.child("secret").child("token").path,
+        )
+        elsewhere = self.directory.child("elsewhere")
+        elsewhere.makedirs()
+        config = loadConfig(
+            self.directory.child("rainbow.conf.json").path,
+            {"controlTokenFile": "token"},
+            cwd=elsewhere.path,
+        )
+        self.assertEqual(config.controlTokenFile, elsewhere.child("token").path)
+
     def test_longValueShortened(self) -> None:
         """
         A long bad value is shortened in the message.

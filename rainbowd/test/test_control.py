@@ -8,6 +8,7 @@ from typing import Any, List, Tuple
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -251,7 +252,7 @@ class ControlResourceTests(SynchronousTestCase):
         for path in ["/nope", "/", "/status/more"]:
             self.assertJSON(self.treq.get(CONTROL + path), 404, {
                 "error": f"no such endpoint: {path}",
-                "endpoints": ["POST /redeploy", "GET /status"],
+                "endpoints": ["POST /redeploy", "GET /status", "GET /logs"],
             })
 
     def test_headErrors(self) -> None:
@@ -276,3 +277,115 @@ class ControlResourceTests(SynchronousTestCase):
         self.treq.post(CONTROL + "/redeploy/", data=b"")
         self.treq.flush()
         self.assertEqual(len(self.deployer.redeploys), 1)
+
+
+class LogsTests(SynchronousTestCase):
+    """
+    Tests for C{GET /logs}.
+    """
+
+    def setUp(self) -> None:
+        from rainbowd.test.test_progress import FakeBackend, StreamingDeployer
+
+        self.clock = MemoryReactorClock()
+        self.deployer = StreamingDeployer(self.clock)
+        self.old = FakeBackend(2, ["old: one"])
+        self.new = FakeBackend(3, ["new: one", "new: two"])
+        self.deployer.backends = [self.old, self.new]
+        self.deployer.active = self.new
+        self.treq = StubTreq(ControlResource(self.deployer, self.clock))
+
+    def get(self, path: str) -> Tuple[Any, bytes]:
+        d = self.treq.get(CONTROL + path)
+        self.treq.flush()
+        response = self.successResultOf(d)
+        return response, self.successResultOf(self.treq.content(response))
+
+    def test_active(self) -> None:
+        """
+        Without a generation, the active one's last lines are answered as
+        text, one per line, naming the generation in a header.
+        """
+        response, body = self.get("/logs")
+        self.assertEqual((response.code, body), (200, b"new: one\nnew: two\n"))
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"),
+            ["text/plain; charset=utf-8"],
+        )
+        self.assertEqual(response.headers.getRawHeaders("x-rainbowd-generation"), ["3"])
+
+    def test_generation(self) -> None:
+        """
+        C{?generation=N} answers that generation's lines.
+        """
+        response, body = self.get("/logs?generation=2")
+        self.assertEqual((response.code, body), (200, b"old: one\n"))
+
+    def test_unknownGeneration(self) -> None:
+        """
+        A generation that is not running is a 404 listing those that are;
+        one that is not a number is a 400.
+        """
+        response, body = self.get("/logs?generation=7")
+        self.assertEqual(response.code, 404)
+        self.assertEqual(json.loads(body), {
+            "error": "generation 7 is not running; the running ones are "
+            "listed in generations (and GET /status)",
+            "generations": [2, 3],
+        })
+        response, body = self.get("/logs?generation=x")
+        self.assertEqual(response.code, 400)
+        self.assertIn("whole number", json.loads(body)["error"])
+
+    def test_noneActive(self) -> None:
+        """
+        Without a generation and with none serving, a 404 says to name one.
+        """
+        self.deployer.active = None
+        response, body = self.get("/logs")
+        self.assertEqual(response.code, 404)
+        self.assertIn("?generation=N", json.loads(body)["error"])
+
+    def test_follow(self) -> None:
+        """
+        C{?follow=1} answers the last lines, then each new one as it is
+        printed, and ends when the generation stops.
+        """
+        d = self.treq.get(CONTROL + "/logs?follow=1&generation=2")
+        self.treq.flush()
+        response = self.successResultOf(d)
+        chunks: List[bytes] = []
+        done = self.treq.collect(response, chunks.append)
+        self.old.print("old: two")
+        self.treq.flush()
+        self.assertEqual(b"".join(chunks), b"old: one\nold: two\n")
+        self.assertNoResult(done)
+        self.old.stopped()
+        self.treq.flush()
+        self.successResultOf(done)
+        self.assertEqual(self.old.observers, [])
+
+    def test_followClientGone(self) -> None:
+        """
+        A follower that hangs up stops observing the output.
+        """
+        d = self.treq.get(CONTROL + "/logs?follow=1")
+        self.treq.flush()
+        self.successResultOf(d)
+        self.assertEqual(len(self.new.observers), 1)
+        for pump in self.treq._agent._pumps:
+            pump.clientIO.loseConnection()
+        self.treq.flush()
+        self.assertEqual(self.new.observers, [])
+        self.new.print("after")
+        self.new.stopped()
+
+    def test_postLogs(self) -> None:
+        """
+        POST /logs answers 405 with C{Allow: GET}.
+        """
+        d = self.treq.post(CONTROL + "/logs", data=b"")
+        self.treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["GET"])

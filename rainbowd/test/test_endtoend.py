@@ -8,10 +8,12 @@ leaves no process behind.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Callable, Optional
@@ -30,6 +32,9 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 #: Where the rainbowd under test is, so twistd runs it and not another
 #: installed copy.
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(rainbowd.__file__)))
+
+#: The control token of the tests that set one.
+TOKEN = b"c2VjcmV0LXRva2VuLWZvci10aGUtdGVzdHM"
 
 #: The longest any one step may take, in seconds; generous for a busy
 #: 2-core machine, and only ever waited out when something is wrong.
@@ -157,19 +162,21 @@ class Daemon:
         """
         return self._http(f"http://127.0.0.1:{self.port}{path}", None, timeout)
 
-    def control(self, method: str, path: str):
+    def control(self, method: str, path: str, headers=None, data=None):
         """
         Call the control API: C{(status, JSON body)}.
         """
-        data = b"" if method == "POST" else None
+        if data is None and method == "POST":
+            data = b""
         status, body = self._http(
-            f"http://127.0.0.1:{self.controlPort}{path}", data, DEADLINE * 2
+            f"http://127.0.0.1:{self.controlPort}{path}", data, DEADLINE * 2, headers
         )
         return status, json.loads(body)
 
-    def _http(self, url: str, data: Optional[bytes], timeout: float):
+    def _http(self, url: str, data: Optional[bytes], timeout: float, headers=None):
+        request = Request(url, data=data, headers=headers or {})
         try:
-            with urlopen(Request(url, data=data), timeout=timeout) as response:
+            with urlopen(request, timeout=timeout) as response:
                 return response.status, response.read().decode()
         except HTTPError as e:
             return e.code, e.read().decode()
@@ -187,6 +194,26 @@ class Daemon:
             return body if status == 200 else None
 
         return waitFor(attempt, f"the app to be served\n{self.log()}")
+
+    def rainbowctl(self, *argv: str) -> subprocess.CompletedProcess:
+        """
+        Run rainbowctl in the daemon's directory, as a user would.
+        """
+        return subprocess.run(
+            [sys.executable, "-m", "rainbowd.ctl", *argv],
+            cwd=self.directory,
+            env=dict(os.environ, PYTHONPATH=SOURCE),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=DEADLINE * 2,
+            universal_newlines=True,
+        )
+
+    def output(self) -> str:
+        """
+        Everything rainbowd wrote, its log and its stdout, once it exited.
+        """
+        return self.log() + self.process.stdout.read().decode("utf-8", "replace")
 
     def appPid(self) -> int:
         return int(self.serving().split("pid=")[1].split()[0])
@@ -279,3 +306,113 @@ class EndToEndTests(SynchronousTestCase):
         output = process.communicate(timeout=DEADLINE)[0].decode()
         self.assertNotEqual(process.returncode, 0)
         self.assertIn('"run"', output)
+
+    def tokenFile(self, directory: str, content: bytes) -> str:
+        path = os.path.join(directory, "control.token")
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chmod(path, 0o600)
+        return path
+
+    def test_controlToken(self):
+        """
+        With a token file, a control request without the token or with a
+        wrong one gets 401, one with it redeploys, and the token appears in
+        none of rainbowd's output, nor in that of a start that fails.
+        """
+        daemon = Daemon(self)
+        daemon.writeConfig(controlTokenFile=self.tokenFile(daemon.directory, TOKEN + b"\n"))
+        process = daemon.start()
+        daemon.serving()
+        bearer = {"Authorization": "Bearer " + TOKEN.decode()}
+        for headers in [{}, {"Authorization": "Bearer " + TOKEN.decode()[:-1]}]:
+            status, body = daemon.control("POST", "/redeploy", headers)
+            self.assertEqual(status, 401)
+            self.assertIn("Authorization: Bearer TOKEN", body["error"])
+        self.assertEqual(daemon.control("GET", "/status", bearer)[1]["active"], 1)
+        status, result = daemon.control("POST", "/redeploy", bearer)
+        self.assertEqual((status, result["generation"]), (200, 2), result)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0)
+        output = daemon.output()
+        self.assertIn("refused a control request", output)
+        self.assertNotIn(TOKEN.decode(), output)
+        self.assertNotIn(TOKEN.decode()[:-1], output)
+
+        broken = Daemon(self)
+        broken.writeConfig(
+            controlTokenFile=self.tokenFile(broken.directory, TOKEN + b" and more\n")
+        )
+        process = broken.start()
+        output = process.communicate(timeout=DEADLINE)[0].decode() + broken.log()
+        self.assertNotEqual(process.returncode, 0)
+        self.assertIn("control.token", output)
+        self.assertNotIn(TOKEN.decode(), output)
+
+    def test_bigBodyRefused(self):
+        """
+        A 5 MB control request body is refused with 413, and rainbowd
+        serves and answers on.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        daemon.serving()
+        status, body = daemon.control("POST", "/redeploy", data=b"x" * (5 * 1024 * 1024))
+        self.assertEqual(status, 413)
+        self.assertIn("larger than 65536 bytes", body["error"])
+        self.assertEqual(daemon.control("GET", "/status")[1]["active"], 1)
+        self.assertEqual(daemon.get("/")[0], 200)
+        self.assertIn("its body is larger than 65536 bytes", daemon.log())
+
+    def test_rainbowctlOverUnixSocket(self):
+        """
+        rainbowctl finds rainbowd's unix socket (mode 600) and token in
+        rainbow.conf.json: redeploy shows each step and exits 0, a broken
+        build exits 1 with the reason, status shows the generation; after
+        rainbowd is killed, its left-over socket does not stop a restart.
+        """
+        directory = tempfile.mkdtemp(prefix="rainbowd-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, directory, True)
+        socketPath = os.path.join(directory, "control.sock")
+        daemon = Daemon(self)
+        daemon.writeConfig(
+            controlPort=f"unix:{socketPath}:mode=600",
+            controlTokenFile=self.tokenFile(directory, TOKEN),
+        )
+        process = daemon.start()
+        daemon.serving()
+        self.assertEqual(os.stat(socketPath).st_mode & 0o777, 0o600)
+
+        done = daemon.rainbowctl("redeploy")
+        self.assertEqual(done.returncode, 0, done.stdout)
+        for step in [
+            "launching generation 2 on port",
+            "generation 2 is healthy after",
+            "switched: generation 2 serves traffic (was generation 1)",
+            "draining generation 1",
+            "deployed generation 2",
+            "generation 1 stopped",
+        ]:
+            self.assertIn(step, done.stdout)
+        self.assertNotIn("\x1b", done.stdout)
+
+        daemon.writeConfig(env={"APP_FAIL_AT_START": "1"})
+        done = daemon.rainbowctl("redeploy")
+        self.assertEqual(done.returncode, 1, done.stdout)
+        self.assertIn("exited with code 3 before it became healthy", done.stdout)
+        self.assertIn("app: cannot import settings (simulated broken build)", done.stdout)
+        self.assertIn("generation 2 is still serving", done.stdout)
+
+        done = daemon.rainbowctl("status")
+        self.assertEqual(done.returncode, 0, done.stdout)
+        self.assertRegex(done.stdout, r"\n2 +active ")
+
+        process.kill()
+        process.wait(DEADLINE)
+        daemon.cleanUp()
+        self.assertTrue(os.path.exists(socketPath))
+        daemon.writeConfig(env={})
+        daemon.start()
+        daemon.serving()
+        done = daemon.rainbowctl("status")
+        self.assertEqual(done.returncode, 0, done.stdout + daemon.log())

@@ -16,7 +16,8 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import settingNames
-from rainbowd.tap import Options, _OrderlyStop, makeService
+from rainbowd.controlsite import ControlSite
+from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
@@ -176,6 +177,63 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(len(options.warnings), 1)
         self.assertIn("ephemeral port range 32768-60999", options.warnings[0])
 
+    def test_controlToken(self) -> None:
+        """
+        --control-token-file (or "controlTokenFile") is read once, at
+        startup; a file other users can read gives a warning.
+        """
+        token = self.directory.child("token")
+        token.setContent(b"s3cret-token\n")
+        token.chmod(0o600)
+        options = self.parse(["--run", RUN, "--control-token-file", token.path])
+        self.assertEqual(options.controlToken, b"s3cret-token")
+        self.assertEqual(options.warnings, [])
+        token.chmod(0o644)
+        self.write({"run": RUN, "controlTokenFile": "token"})
+        options = self.parse([])
+        self.assertEqual(options.controlToken, b"s3cret-token")
+        self.assertEqual(len(options.warnings), 1)
+        self.assertIn(f"chmod 600 {token.path}", options.warnings[0])
+
+    def test_controlTokenMissing(self) -> None:
+        """
+        A token file that is missing or empty stops twistd with a message
+        naming it, and no token.
+        """
+        error = self.assertRaises(
+            SystemExit, self.parse, ["--run", RUN, "--control-token-file", "nope"]
+        )
+        self.assertIn(self.directory.child("nope").path, str(error))
+        self.assertIn("does not exist", str(error))
+        token = self.directory.child("token")
+        token.setContent(b"\n")
+        error = self.assertRaises(
+            SystemExit, self.parse, ["--run", RUN, "--control-token-file", "token"]
+        )
+        self.assertIn("is empty", str(error))
+
+    def test_controlTokenNotShown(self) -> None:
+        """
+        A token file that cannot be used stops twistd without showing its
+        content, in the message or the log.
+        """
+        token = self.directory.child("token")
+        token.setContent(b"s3cret-token and more\n")
+        with capturedLogs() as events:
+            error = self.assertRaises(
+                SystemExit, self.parse, ["--run", RUN, "--control-token-file", "token"]
+            )
+        self.assertIn("one word of printable ASCII", str(error))
+        self.assertNotIn("s3cret", str(error) + repr(events))
+
+    def test_exposedControlPort(self) -> None:
+        """
+        A control API listening beyond loopback gives a warning.
+        """
+        options = self.parse(["--run", RUN, "--control-port", "tcp:7001"])
+        self.assertEqual(len(options.warnings), 1)
+        self.assertIn("listens on every interface", options.warnings[0])
+
     def test_readConfigAgain(self) -> None:
         """
         readConfig reads the file again with the same flags.
@@ -246,6 +304,46 @@ class MakeServiceTests(SynchronousTestCase):
             str(error),
         )
         self.assertIn("--port", str(error))
+
+    def test_controlSite(self) -> None:
+        """
+        The control API is a L{ControlSite} holding the token read at
+        startup.
+        """
+        token = os.path.abspath(self.mktemp())
+        with open(token, "w") as f:
+            f.write("s3cret-token\n")
+        os.chmod(token, 0o600)
+        reactor = FakeProcessReactor()
+        service = makeService(self.options("--control-token-file", token), reactor)
+        service.privilegedStartService()
+        site = reactor.tcpServers[1][1]
+        self.assertIsInstance(site, ControlSite)
+        self.assertEqual(site._token, b"s3cret-token")
+
+    def test_unixSocketLocked(self) -> None:
+        """
+        A unix socket is listened on with a lock file, so that one left by
+        a killed rainbowd is replaced; a lock held by another process stops
+        twistd with a message saying so.
+        """
+        self.assertEqual(
+            _withLockfile("unix:/run/r.sock:mode=600"),
+            "unix:/run/r.sock:mode=600:lockfile=1",
+        )
+        self.assertEqual(_withLockfile("unix:/r.sock:lockfile=0"), "unix:/r.sock:lockfile=0")
+        self.assertEqual(_withLockfile("tcp:7001"), "tcp:7001")
+
+        class Locked(FakeProcessReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                raise CannotListenError(None, address, "Cannot acquire lock")
+
+        path = os.path.abspath(self.mktemp())
+        service = makeService(
+            self.options("--control-port", f"unix:{path}:mode=600"), Locked()
+        )
+        error = self.assertRaises(SystemExit, service.privilegedStartService)
+        self.assertIn("another rainbowd is using that socket", str(error))
 
     def test_cleanExit(self) -> None:
         """

@@ -1,0 +1,320 @@
+# -*- test-case-name: rainbowd.test.test_controlsite -*-
+"""
+The control API's site: who may call it, and how much they may send.
+
+Every control request goes through L{ControlSite}, whatever its path: when
+a token is configured (C{controlTokenFile}), a request without
+C{Authorization: Bearer TOKEN} is answered 401 before any resource sees
+it.  Request bodies are capped at L{MAX_BODY} bytes, refused with 413 as
+soon as the headers (or the chunks so far) say they are bigger, and idle or
+slow connections are closed after L{TIMEOUT} seconds.
+"""
+
+import hmac
+import json
+import os
+import re
+import stat
+from typing import Dict, List, Optional, Tuple
+
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from rainbowd.config import Config, ConfigError
+from rainbowd.control import writeJSON
+
+_log = Logger()
+
+#: The largest control request body taken, in bytes.
+MAX_BODY = 64 * 1024
+
+#: How long a control connection may stay idle, or take to send a request,
+#: in seconds.
+TIMEOUT = 30
+
+#: How much of a refused body is read and thrown away, in bytes, so that
+#: the client reads its 413 instead of a reset connection; beyond this the
+#: connection is closed.
+DISCARD_LIMIT = 16 * 1024 * 1024
+
+#: The realm named in C{WWW-Authenticate}.
+REALM = b'Bearer realm="rainbowd"'
+
+_TOKEN = re.compile(rb"[\x21-\x7e]+")
+
+
+def _makeToken(path: str) -> str:
+    return f"umask 077 && head -c 32 /dev/urandom | base64 > {path}"
+
+
+def readControlToken(path: str) -> Tuple[bytes, Optional[str]]:
+    """
+    Read the control token from C{path}: the file's text without the
+    surrounding whitespace.
+
+    @return: the token, and a warning to log if other users may read or
+        change the file (or L{None}).
+    @raise ConfigError: if the file is missing, unreadable, empty, or holds
+        more than one printable word; the message names the file, never
+        the token.
+    """
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read(4096)
+    except FileNotFoundError:
+        raise ConfigError(
+            f'The control token file {path} ("controlTokenFile") does not '
+            f"exist: create it, e.g. with `{_makeToken(path)}`, or remove "
+            '"controlTokenFile" to run without a token.'
+        )
+    except OSError as e:
+        raise ConfigError(
+            f'Cannot read the control token file {path} ("controlTokenFile"): '
+            f"{e.strerror}.  Run as the user who owns it, or give that user "
+            f"read access (chmod 600 {path} as its owner)."
+        )
+    token = data.strip()
+    if not token:
+        raise ConfigError(
+            f'The control token file {path} ("controlTokenFile") is empty: '
+            f"write a token to it, e.g. with `{_makeToken(path)}`."
+        )
+    if _TOKEN.fullmatch(token) is None or len(data) >= 4096:
+        raise ConfigError(
+            f'The control token file {path} ("controlTokenFile") must hold '
+            "one word of printable ASCII (no spaces, under 4 KiB), which "
+            f'clients send as "Authorization: Bearer TOKEN"; write one, e.g. '
+            f"with `{_makeToken(path)}`."
+        )
+    warning = None
+    if stat.S_IMODE(mode) & 0o066:
+        warning = (
+            f'The control token file {path} ("controlTokenFile") has mode '
+            f"{stat.S_IMODE(mode):04o}: other users can read or change it, "
+            f"and so redeploy.  Fix it with: chmod 600 {path}"
+        )
+    return token, warning
+
+
+def endpointParts(description: str) -> Tuple[str, List[str], Dict[str, str]]:
+    """
+    Split an endpoint description like C{tcp:7001:interface=127.0.0.1}
+    into its kind, its positional arguments and its keyword arguments, the
+    way Twisted reads it (C{\\:} is a colon inside an argument).
+    """
+    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)]
+    args: List[str] = []
+    kwargs: Dict[str, str] = {}
+    for part in parts[1:]:
+        name, equals, value = part.partition("=")
+        if equals and re.fullmatch(r"\w+", name):
+            kwargs[name] = value
+        else:
+            args.append(part)
+    return parts[0], args, kwargs
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost") + tuple(f"127.{n}" for n in range(10))
+
+
+def exposureWarning(config: Config) -> Optional[str]:
+    """
+    A warning if the control API listens on TCP beyond loopback without
+    a token, or sends its token there in clear text; or L{None}.
+    """
+    kind, args, kwargs = endpointParts(config.controlPort)
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    interface = kwargs.get("interface", args[2] if len(args) > 2 else "")
+    if interface.startswith("127.") or interface in _LOOPBACK:
+        return None
+    where = "every interface" if interface in ("", "0.0.0.0", "::") else interface
+    if config.controlTokenFile is None:
+        risk = (
+            "anyone who can reach it can redeploy: set controlTokenFile, "
+            "and firewall the port"
+        )
+    elif kind == "ssl":
+        return None
+    else:
+        risk = (
+            "the token crosses the network in clear text: keep it on "
+            "loopback or a unix socket, or tunnel it (ssh, TLS)"
+        )
+    return f'The control API ("controlPort" {config.controlPort}) listens on {where}; {risk}.'
+
+
+class _Unauthorized(Resource):
+    """
+    The answer to a control request without the right token.
+    """
+
+    isLeaf = True
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__()
+        self._sent = sent
+
+    def render(self, request: IRequest) -> bytes:
+        request.setHeader(b"www-authenticate", REALM)
+        if self._sent:
+            error = (
+                "the token sent does not match: send "
+                '"Authorization: Bearer TOKEN" with the token in the '
+                "controlTokenFile rainbowd was started with (it reads that "
+                "file only at startup)"
+            )
+        else:
+            error = (
+                "this control API needs a token: send "
+                '"Authorization: Bearer TOKEN" with the token in rainbowd\'s '
+                "controlTokenFile"
+            )
+        return writeJSON(request, 401, {"error": error})
+
+
+def _tooLarge(limit: int) -> bytes:
+    """
+    The whole 413 answer, written before the request is complete.
+    """
+    error = {
+        "error": f"the request body is larger than {limit} bytes, the most "
+        "the control API takes; send a smaller one (POST /redeploy needs none)"
+    }
+    body = (json.dumps(error, indent=2) + "\n").encode("utf-8")
+    return (
+        b"HTTP/1.1 413 Content Too Large\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n"
+        b"\r\n%s" % (len(body), body)
+    )
+
+
+class _LimitedRequest(Request):
+    """
+    A request whose body may not grow beyond its channel's C{maxBody}.
+    """
+
+    _received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.channel is None:
+            return
+        if self.channel.refused:
+            self.channel.discarded(len(data))
+            return
+        self._received += len(data)
+        if self._received > self.channel.maxBody:
+            self.channel.refuseBody()
+            return
+        Request.handleContentChunk(self, data)
+
+
+class _LimitedChannel(HTTPChannel):
+    """
+    An HTTP channel that answers 413 to a body bigger than C{maxBody} --
+    before its first byte when C{Content-Length} says so, and as soon as
+    the chunks received pass it otherwise -- and then reads and drops the
+    rest of it (up to L{DISCARD_LIMIT}) so the client gets the answer.
+    """
+
+    maxBody = MAX_BODY
+    maxHeaders = 100
+    totalHeadersSize = 16 * 1024
+    refused = False
+    _discarded = 0
+
+    def allHeadersReceived(self) -> None:
+        if self.length is not None and self.length > self.maxBody:
+            # Not HTTPChannel's: it would send "100 Continue".
+            self.refuseBody()
+            return
+        HTTPChannel.allHeadersReceived(self)
+
+    def refuseBody(self) -> None:
+        """
+        Answer 413 and take no more of this request.
+        """
+        if self.refused:
+            return
+        self.refused = True
+        self.persistent = False
+        _log.warn(
+            "refused a control request from {peer}: its body is larger than "
+            "{limit} bytes",
+            peer=str(self.transport.getPeer()),
+            limit=self.maxBody,
+        )
+        self.transport.write(_tooLarge(self.maxBody))
+
+    def discarded(self, size: int) -> None:
+        self._discarded += size
+        if self._discarded > DISCARD_LIMIT:
+            self.loseConnection()
+
+    def _finishRequestBody(self, data: bytes) -> None:
+        if self.refused:
+            self.loseConnection()
+            return
+        HTTPChannel._finishRequestBody(self, data)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.refused and self.transport.disconnecting:
+            return
+        HTTPChannel.dataReceived(self, data)
+
+
+class ControlSite(Site):
+    """
+    The site of the control API: L{_LimitedChannel} connections with an
+    idle timeout, and, when C{token} is given, no resource for a request
+    that does not bear it.
+    """
+
+    protocol = _LimitedChannel
+    requestFactory = _LimitedRequest
+
+    def __init__(
+        self,
+        resource: Resource,
+        token: Optional[bytes] = None,
+        timeout: float = TIMEOUT,
+        reactor=None,
+    ) -> None:
+        Site.__init__(self, resource, timeout=timeout, reactor=reactor)
+        self._token = token
+
+    def getResourceFor(self, request: IRequest) -> Resource:
+        if self._token is not None:
+            sent = _bearerToken(request)
+            # compare_digest takes time independent of where they differ.
+            if sent is None or not hmac.compare_digest(sent, self._token):
+                _log.warn(
+                    "refused a control request from {peer} ({method} {path}): "
+                    "{problem}",
+                    peer=str(request.getClientAddress()),
+                    method=request.method.decode("ascii", "replace"),
+                    path=request.path.decode("ascii", "replace"),
+                    problem="wrong token" if sent is not None else "no token",
+                )
+                request.site = self
+                return _Unauthorized(sent is not None)
+        return Site.getResourceFor(self, request)
+
+
+def _bearerToken(request: IRequest) -> Optional[bytes]:
+    """
+    The token of the request's C{Authorization: Bearer} header, or L{None}.
+    """
+    header = request.getHeader(b"authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    return token.strip()

@@ -1,0 +1,259 @@
+# -*- test-case-name: rainbowd.test.test_progress -*-
+"""
+Streamed answers of the control API: a redeploy's steps as they happen
+(NDJSON), and an app's output as it is printed.
+"""
+
+import json
+from typing import Any, Callable, Dict, Optional, Set, Tuple
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from rainbowd.deployer import Event
+
+_log = Logger()
+
+#: How often a streamed redeploy reports the time waited, in seconds.
+PROGRESS_INTERVAL = 1.0
+
+#: How long a streamed redeploy follows the old generation's stop beyond
+#: C{drainTimeout} + C{killTimeout}, in seconds.
+STOP_MARGIN = 5.0
+
+NDJSON = b"application/x-ndjson"
+
+#: Deploy outcomes, which the result line replaces.
+_OUTCOMES = frozenset({"deployed", "failed", "refused"})
+
+
+def wantsNDJSON(request: IRequest) -> bool:
+    """
+    Does C{request} accept C{application/x-ndjson}?
+    """
+    accept = request.getHeader(b"accept") or b""
+    return any(
+        item.split(b";")[0].strip().lower() == NDJSON for item in accept.split(b",")
+    )
+
+
+def _line(body: Dict[str, Any]) -> bytes:
+    return (json.dumps(body, separators=(", ", ": ")) + "\n").encode("utf-8")
+
+
+class RedeployProgress:
+    """
+    One C{POST /redeploy} answered as NDJSON: the events of the deploy that
+    serves it (the next to start, since requests made during a deploy share
+    the next one), C{waiting} lines while its generation starts, a
+    C{result} line with the outcome, then the old generation's C{draining}
+    lines until it is C{stopped} (or a bound passes), then the end.
+
+    @param describe: maps the deploy's outcome to an HTTP code and a JSON
+        body, as the plain answer has.
+    """
+
+    def __init__(
+        self,
+        deployer: Any,
+        clock,
+        request: IRequest,
+        describe: Callable[[object], Tuple[int, Dict[str, Any]]],
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self._deployer = deployer
+        self._clock = clock
+        self._request = request
+        self._describe = describe
+        self._interval = interval
+        self._deploy: Optional[int] = None
+        self._starting: Dict[int, float] = {}
+        self._toStop: Set[int] = set()
+        self._draining: Dict[int, float] = {}
+        self._result = False
+        self._finished = False
+        self._gone = False
+        self._stopObserving: Optional[Callable[[], None]] = None
+        self._ticks = LoopingCall(self._tick)
+        self._ticks.clock = clock
+        self._deadline = None
+
+    def start(self) -> None:
+        """
+        Ask for the redeploy and stream it to the request.
+        """
+        request = self._request
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", NDJSON)
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        request.notifyFinish().addErrback(self._clientGone)
+        self._stopObserving = self._deployer.observe(self._observe)
+        outcome = maybeDeferred(self._deployer.redeploy)
+        if self._deploy is None and not outcome.called:
+            self._write({"event": "queued", "time": self._clock.seconds()})
+        self._ticks.start(self._interval, now=False)
+        outcome.addBoth(self._outcome).addErrback(
+            lambda f: _log.failure("Could not stream a redeploy's outcome", f)
+        )
+
+    # Events
+
+    def _observe(self, event: Event) -> None:
+        if self._finished:
+            return
+        details = event.details
+        mine = self._deploy is not None and details.get("deploy") == self._deploy
+        if self._deploy is None:
+            if event.kind == "deploying" and details.get("cause") == "redeploy":
+                self._deploy = details["deploy"]
+                self._write(event.asJSON())
+            return
+        if event.kind in _OUTCOMES:
+            return
+        if event.kind == "launching" and mine:
+            self._starting[event.generation] = event.time
+            self._toStop.add(event.generation)
+        elif event.kind in ("healthy", "retrying") and mine:
+            self._starting.pop(event.generation, None)
+        elif event.kind == "switched" and mine:
+            self._toStop.discard(event.generation)
+        elif event.kind == "draining" and not self._result:
+            # Emitted right after this deploy's "switched".
+            self._toStop.add(event.generation)
+            self._draining[event.generation] = event.time
+            mine = True
+        elif event.kind == "stopped" and event.generation in self._toStop:
+            self._toStop.discard(event.generation)
+            self._starting.pop(event.generation, None)
+            self._draining.pop(event.generation, None)
+            mine = True
+        if mine:
+            self._write(event.asJSON())
+        if self._result and not self._toStop:
+            self._finish()
+
+    def _outcome(self, outcome: object) -> None:
+        code, body = self._describe(outcome)
+        active = self._deployer.active
+        self._result = True
+        self._starting.clear()
+        if self._gone:
+            self._stop()
+            self._finished = True
+            _log.info(
+                "Redeploy finished ({code}) after its client hung up: {body}",
+                code=code,
+                body=body,
+            )
+            return
+        self._write(
+            {
+                **body,
+                "event": "result",
+                "time": self._clock.seconds(),
+                "serving": None if active is None else active.generation,
+            }
+        )
+        if not self._toStop:
+            self._finish()
+            return
+        config = self._deployer.config
+        bound = config.drainTimeout + config.killTimeout + STOP_MARGIN
+        self._deadline = self._clock.callLater(bound, self._finish)
+
+    def _tick(self) -> None:
+        now = self._clock.seconds()
+        for generation, since in self._starting.items():
+            self._write(
+                {
+                    "event": "waiting",
+                    "time": now,
+                    "generation": generation,
+                    "deploy": self._deploy,
+                    "elapsed": round(now - since, 1),
+                }
+            )
+        if not self._result:
+            return
+        for generation, since in self._draining.items():
+            backend = self._backend(generation)
+            self._write(
+                {
+                    "event": "draining",
+                    "time": now,
+                    "generation": generation,
+                    "inflight": None if backend is None else backend.inflight,
+                    "elapsed": round(now - since, 1),
+                }
+            )
+
+    def _backend(self, generation: int):
+        for backend in self._deployer.backends:
+            if backend.generation == generation:
+                return backend
+        return None
+
+    # The response
+
+    def _write(self, body: Dict[str, Any]) -> None:
+        if not self._gone and not self._finished:
+            self._request.write(_line(body))
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._stop()
+        self._finished = True
+        if not self._gone:
+            self._request.finish()
+
+    def _clientGone(self, reason) -> None:
+        self._gone = True
+        if self._result:
+            self._stop()
+            self._finished = True
+            return
+        # Keep observing until the outcome, to log it.
+
+    def _stop(self) -> None:
+        if self._stopObserving is not None:
+            self._stopObserving()
+            self._stopObserving = None
+        if self._ticks.running:
+            self._ticks.stop()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+
+
+class OutputFollower:
+    """
+    Stream a backend's output lines to a request as they come, until the
+    backend stops or the client hangs up.
+    """
+
+    def __init__(self, backend: Any, request: IRequest) -> None:
+        self._backend = backend
+        self._request = request
+        self._stopObserving: Optional[Callable[[], None]] = None
+        self._done = False
+
+    def start(self) -> None:
+        self._request.notifyFinish().addErrback(lambda reason: self._end(False))
+        self._stopObserving = self._backend.observeOutput(self._line)
+        self._backend.whenStopped().addCallback(lambda backend: self._end(True))
+
+    def _line(self, line: str) -> None:
+        if not self._done:
+            self._request.write((line + "\n").encode("utf-8"))
+
+    def _end(self, finish: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._stopObserving is not None:
+            self._stopObserving()
+        if finish:
+            self._request.finish()

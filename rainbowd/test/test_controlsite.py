@@ -1,0 +1,407 @@
+# -*- test-case-name: rainbowd.test.test_controlsite -*-
+"""
+Tests for L{rainbowd.controlsite}: the control API's token, limits and
+timeout.
+"""
+
+import json
+import os
+from typing import List, Tuple
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from rainbowd import controlsite
+from rainbowd.config import Config, ConfigError
+from rainbowd.controlsite import (
+    MAX_BODY,
+    TIMEOUT,
+    ControlSite,
+    endpointParts,
+    exposureWarning,
+    readControlToken,
+)
+
+TOKEN = b"Zm9vYmFyYmF6cXV4LXRoZS10b2tlbg=="
+
+
+class ReadTokenTests(SynchronousTestCase):
+    """
+    Tests for L{readControlToken}.
+    """
+
+    def tokenFile(self, content: bytes, mode: int = 0o600) -> str:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chmod(path, mode)
+        return path
+
+    def test_token(self) -> None:
+        """
+        The token is the file's text without surrounding whitespace, and a
+        file only its owner can read gets no warning.
+        """
+        path = self.tokenFile(b"  " + TOKEN + b"\n")
+        self.assertEqual(readControlToken(path), (TOKEN, None))
+
+    def test_readableByOthers(self) -> None:
+        """
+        A file others may read is used, with a warning naming its mode and
+        the chmod that fixes it, and not the token.
+        """
+        path = self.tokenFile(TOKEN + b"\n", 0o644)
+        token, warning = readControlToken(path)
+        self.assertEqual(token, TOKEN)
+        self.assertIn("mode 0644", warning)
+        self.assertIn(f"chmod 600 {path}", warning)
+        self.assertNotIn(TOKEN.decode(), warning)
+
+    def test_missing(self) -> None:
+        """
+        A missing file is a config error naming it and how to create one.
+        """
+        path = os.path.abspath(self.mktemp())
+        error = self.assertRaises(ConfigError, readControlToken, path)
+        self.assertIn(f'{path} ("controlTokenFile") does not exist', str(error))
+        self.assertIn("head -c 32 /dev/urandom", str(error))
+
+    def test_unreadable(self) -> None:
+        """
+        A file that cannot be read is a config error naming it and why.
+        """
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        error = self.assertRaises(ConfigError, readControlToken, path)
+        self.assertIn(f"Cannot read the control token file {path}", str(error))
+        self.assertIn("directory", str(error))
+
+    def test_empty(self) -> None:
+        """
+        A file with nothing but whitespace is a config error saying it is
+        empty.
+        """
+        path = self.tokenFile(b" \n\n")
+        error = self.assertRaises(ConfigError, readControlToken, path)
+        self.assertIn(f'{path} ("controlTokenFile") is empty', str(error))
+
+    def test_notOneWord(self) -> None:
+        """
+        A token with spaces or control characters, which no header can
+        carry, is a config error that does not show it.
+        """
+        for content in [b"s3cret words\n", b"s3cret\tword", b"s3cr\xc3\xa9t"]:
+            path = self.tokenFile(content)
+            error = self.assertRaises(ConfigError, readControlToken, path)
+            self.assertIn("one word of printable ASCII", str(error))
+            self.assertNotIn("s3cr", str(error))
+
+
+class EndpointTests(SynchronousTestCase):
+    """
+    Tests for L{endpointParts} and L{exposureWarning}.
+    """
+
+    def test_parts(self) -> None:
+        """
+        A description splits into its kind, positional and keyword
+        arguments, with escaped colons kept in their argument.
+        """
+        self.assertEqual(
+            endpointParts("tcp:7001:interface=127.0.0.1"),
+            ("tcp", ["7001"], {"interface": "127.0.0.1"}),
+        )
+        self.assertEqual(
+            endpointParts("unix:/run/a\\:b.sock:mode=600:lockfile=1"),
+            ("unix", ["/run/a:b.sock"], {"mode": "600", "lockfile": "1"}),
+        )
+        self.assertEqual(
+            endpointParts("tcp6:port=7001:interface=\\:\\:1"),
+            ("tcp6", [], {"port": "7001", "interface": "::1"}),
+        )
+
+    def config(self, controlPort: str, **changes) -> Config:
+        return Config(
+            run="app", cwd="/", stateDir="/s", controlPort=controlPort, **changes
+        )
+
+    def test_loopbackAndUnix(self) -> None:
+        """
+        A control API on loopback or a unix socket gets no warning.
+        """
+        for description in [
+            "tcp:7001:interface=127.0.0.1",
+            "tcp6:7001:interface=\\:\\:1",
+            "unix:/run/rainbowd/control.sock:mode=600",
+        ]:
+            self.assertIsNone(exposureWarning(self.config(description)), description)
+
+    def test_everyInterface(self) -> None:
+        """
+        A control API on every interface without a token is warned about:
+        anyone can redeploy; with a token, that it travels in clear text.
+        """
+        warning = exposureWarning(self.config("tcp:7001"))
+        self.assertIn("listens on every interface", warning)
+        self.assertIn("anyone who can reach it can redeploy", warning)
+        warning = exposureWarning(
+            self.config("tcp:7001:interface=10.0.0.5", controlTokenFile="/t")
+        )
+        self.assertIn("listens on 10.0.0.5", warning)
+        self.assertIn("clear text", warning)
+
+    def test_ssl(self) -> None:
+        """
+        A TLS control API beyond loopback is warned about only without a
+        token.
+        """
+        description = "ssl:7001:privateKey=k.pem:certKey=c.pem"
+        self.assertIn(
+            "anyone who can reach it", exposureWarning(self.config(description))
+        )
+        self.assertIsNone(
+            exposureWarning(self.config(description, controlTokenFile="/t"))
+        )
+
+
+class Recorder(Resource):
+    """
+    A resource tree that records the requests reaching it, and answers
+    C{/slow} only when the test says.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached: List[Tuple[bytes, bytes]] = []
+        self.pending: list = []
+
+    def render(self, request) -> object:
+        self.reached.append((request.path, request.content.read()))
+        if request.path == b"/slow":
+            self.pending.append(request)
+            return NOT_DONE_YET
+        return b"reached\n"
+
+
+class ControlSiteTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.resource = Recorder()
+        self.reactor = MemoryReactorClock()
+
+    def connect(self, token=None):
+        """
+        A connection to a L{ControlSite} over a string transport.
+        """
+        site = ControlSite(self.resource, token=token, reactor=self.reactor)
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        protocol = site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def request(self, lines: List[bytes], body: bytes = b"", token=None) -> bytes:
+        protocol, transport = self.connect(token)
+        protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        return transport.value()
+
+
+class AuthorizationTests(ControlSiteTestCase):
+    """
+    Tests for L{ControlSite}'s token check.
+    """
+
+    def get(self, path: bytes, *headers: bytes) -> bytes:
+        return self.request(
+            [b"GET " + path + b" HTTP/1.1", b"Host: rainbowd", *headers], token=TOKEN
+        )
+
+    def test_noTokenConfigured(self) -> None:
+        """
+        Without a token, every request reaches the resources.
+        """
+        answer = self.request([b"GET /status HTTP/1.1", b"Host: x"])
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertEqual(self.resource.reached, [(b"/status", b"")])
+
+    def test_missingToken(self) -> None:
+        """
+        A request without a token, to any path, is answered 401 with
+        C{WWW-Authenticate} and a JSON error saying what to send, and
+        reaches no resource.
+        """
+        for path in [b"/status", b"/metrics", b"/", b"/redeploy"]:
+            answer = self.get(path)
+            head, body = answer.split(b"\r\n\r\n", 1)
+            self.assertTrue(head.startswith(b"HTTP/1.1 401 "), answer)
+            self.assertIn(b'WWW-Authenticate: Bearer realm="rainbowd"', head)
+            self.assertIn(
+                'send "Authorization: Bearer TOKEN"', json.loads(body)["error"]
+            )
+        self.assertEqual(self.resource.reached, [])
+
+    def test_wrongToken(self) -> None:
+        """
+        A wrong token, another scheme, or an empty one is answered 401.
+        """
+        for header in [
+            b"Authorization: Bearer " + TOKEN[:-1],
+            b"Authorization: Bearer " + TOKEN + b"x",
+            b"Authorization: Basic " + TOKEN,
+            b"Authorization: Bearer",
+        ]:
+            answer = self.get(b"/status", header)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 401 "), (header, answer))
+        self.assertIn(
+            b"does not match", self.get(b"/status", b"Authorization: Bearer x")
+        )
+        self.assertEqual(self.resource.reached, [])
+
+    def test_rightToken(self) -> None:
+        """
+        The right token, with the scheme in any case, reaches the resource.
+        """
+        for scheme in [b"Bearer", b"bearer"]:
+            answer = self.get(b"/status", b"Authorization: " + scheme + b" " + TOKEN)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertEqual(len(self.resource.reached), 2)
+
+    def test_constantTime(self) -> None:
+        """
+        The token is compared with L{hmac.compare_digest}.
+        """
+        compared = []
+
+        def compare(a, b):
+            compared.append((a, b))
+            return False
+
+        self.patch(controlsite.hmac, "compare_digest", compare)
+        answer = self.get(b"/status", b"Authorization: Bearer " + TOKEN)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 401 "))
+        self.assertEqual(compared, [(TOKEN, TOKEN)])
+
+    def test_tokenNeverLogged(self) -> None:
+        """
+        Refused and authorized requests are logged without the token.
+        """
+        with capturedLogs() as events:
+            self.get(b"/status", b"Authorization: Bearer " + TOKEN)
+            self.get(b"/status", b"Authorization: Bearer " + TOKEN[:-2])
+            self.get(b"/status")
+        text = repr(events) + "".join(formatEvent(e) for e in events)
+        self.assertIn("wrong token", text)
+        self.assertIn("no token", text)
+        self.assertNotIn(TOKEN.decode()[:-2], text)
+
+
+class LimitTests(ControlSiteTestCase):
+    """
+    Tests for L{ControlSite}'s body limit and timeout.
+    """
+
+    def post(self, *headers: bytes):
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"\r\n".join([b"POST /redeploy HTTP/1.1", b"Host: x", *headers])
+            + b"\r\n\r\n"
+        )
+        return protocol, transport
+
+    def test_smallBody(self) -> None:
+        """
+        A body of C{MAX_BODY} bytes reaches the resource whole.
+        """
+        protocol, transport = self.post(b"Content-Length: %d" % (MAX_BODY,))
+        protocol.dataReceived(b"x" * MAX_BODY)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
+        self.assertEqual(self.resource.reached, [(b"/redeploy", b"x" * MAX_BODY)])
+
+    def test_contentLengthTooLarge(self) -> None:
+        """
+        A C{Content-Length} over C{MAX_BODY} is answered 413 as soon as the
+        headers end (with no C{100 Continue}), the body is read and dropped,
+        and the connection then closes; no resource sees it.
+        """
+        size = 5 * 1024 * 1024
+        protocol, transport = self.post(
+            b"Content-Length: %d" % (size,), b"Expect: 100-continue"
+        )
+        answer = transport.value()
+        head, body = answer.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertNotIn(b"100 Continue", answer)
+        self.assertIn(b"Connection: close", head)
+        self.assertIn("larger than 65536 bytes", json.loads(body)["error"])
+        for _ in range(size // 65536 - 1):
+            protocol.dataReceived(b"x" * 65536)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"x" * 65536)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), answer)
+        self.assertEqual(self.resource.reached, [])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_chunkedTooLarge(self) -> None:
+        """
+        A chunked body is answered 413 once its chunks pass C{MAX_BODY};
+        the connection closes after its last chunk; no resource sees it.
+        """
+        protocol, transport = self.post(b"Transfer-Encoding: chunked")
+        chunk = b"%x\r\n%s\r\n" % (40000, b"x" * 40000)
+        protocol.dataReceived(chunk)
+        self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(chunk)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "))
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(chunk + b"0\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.resource.reached, [])
+
+    def test_discardLimit(self) -> None:
+        """
+        Beyond C{DISCARD_LIMIT} bytes of a refused body the connection is
+        closed without reading the rest.
+        """
+        self.patch(controlsite, "DISCARD_LIMIT", 100000)
+        protocol, transport = self.post(b"Content-Length: 10000000")
+        protocol.dataReceived(b"x" * 60000)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"x" * 60000)
+        self.assertTrue(transport.disconnecting)
+
+    def test_idleTimeout(self) -> None:
+        """
+        A connection that sends nothing, or stops half-way through its
+        headers, is closed after C{TIMEOUT} seconds.
+        """
+        protocol, transport = self.connect()
+        self.reactor.advance(TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnecting)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /redeploy HTTP/1.1\r\nHost:")
+        self.reactor.advance(TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+
+    def test_noTimeoutWhileAnswering(self) -> None:
+        """
+        A request being answered, such as a redeploy waiting for the new
+        version, is not timed out.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(TIMEOUT * 10)
+        self.assertFalse(transport.disconnecting)
+        self.resource.pending[0].write(b"done")
+        self.resource.pending[0].finish()
+        self.assertIn(b"done", transport.value())
