@@ -297,6 +297,7 @@ def findMissing(args: argparse.Namespace) -> List[str]:
         ("node", "nodejs npm"),
         ("setsid", "util-linux"),
         ("taskset", "util-linux"),
+        ("sed", "sed"),
     ]:
         if shutil.which(tool) is None:
             missing.append(f"{tool} is missing: apt-get install {package}")
@@ -305,20 +306,6 @@ def findMissing(args: argparse.Namespace) -> List[str]:
             f"node's http-proxy is missing from {BENCH}/node_modules: "
             f"cd {BENCH} && npm install --no-save --no-package-lock http-proxy"
         )
-    if args.pypy_venv is None and not args.skip_pypy:
-        pypy = shutil.which("pypy3")
-        if pypy is None:
-            missing.append(
-                "pypy3 is missing: apt-get install pypy3 pypy3-venv "
-                "(or pass --skip-pypy to leave PyPy out)"
-            )
-        elif subprocess.run(
-            [pypy, "-c", "import ensurepip, venv"], capture_output=True
-        ).returncode:
-            missing.append(
-                "pypy3 cannot make a venv: apt-get install pypy3-venv "
-                "(or pass --skip-pypy to leave PyPy out)"
-            )
     if importlib.util.find_spec("twisted") is None:
         missing.append(
             f"Twisted is missing from {sys.executable}: run this script with "
@@ -331,6 +318,8 @@ def pypyVenv(args: argparse.Namespace) -> str:
     """
     The PyPy venv to run rainbowd in: C{--pypy-venv}, or one this script
     makes (once) with Twisted and attrs in it.
+
+    @raise BenchError: saying what to install, if there can be none.
     """
     venv = args.pypy_venv or DEFAULT_PYPY_VENV
     twistd = os.path.join(venv, "bin", "twistd")
@@ -341,6 +330,13 @@ def pypyVenv(args: argparse.Namespace) -> str:
             f"--pypy-venv {venv} has no bin/twistd; make it with: "
             f"pypy3 -m venv {venv} && {venv}/bin/pip install twisted attrs"
         )
+    pypy = shutil.which("pypy3")
+    if pypy is None:
+        raise BenchError("pypy3 is missing: apt-get install pypy3 pypy3-venv")
+    if subprocess.run(
+        [pypy, "-c", "import ensurepip, venv"], capture_output=True
+    ).returncode:
+        raise BenchError("pypy3 cannot make a venv: apt-get install pypy3-venv")
     print(f"Making a PyPy venv with Twisted in {venv} (once) ...", flush=True)
     for argv in [
         ["pypy3", "-m", "venv", venv],
@@ -357,8 +353,7 @@ def pypyVenv(args: argparse.Namespace) -> str:
             raise BenchError(
                 f"{' '.join(argv)} failed ({result.returncode}):\n"
                 f"{result.stdout[-2000:]}{result.stderr[-2000:]}\n"
-                f"Make the venv by hand and pass --pypy-venv, or pass "
-                f"--skip-pypy."
+                f"Make the venv by hand and pass --pypy-venv."
             )
     return venv
 
@@ -527,12 +522,23 @@ class Rainbowd:
     def waitActive(self, timeout: float = 60.0) -> dict:
         """
         Wait until a generation is active and answers through the proxy;
-        return the active backend's description (port, pid).
+        return the active backend's description (generation, port, pid).
+
+        @raise BenchError: at once if the app fails to start.
         """
 
         def active():
             status = self.status()
-            if status is None or status["active"] is None:
+            if status is None:
+                return None
+            failed = status["lastDeploy"]
+            if status["active"] is None and failed and not failed["ok"]:
+                output = "\n".join(failed.get("output", []))
+                raise BenchError(
+                    f"{self.name} cannot start its app: {failed['error']}\n"
+                    f"{output}\nthe run line is: {self.config['run']}"
+                )
+            if status["active"] is None:
                 return None
             for backend in status["backends"]:
                 self.processes.watchStray(self.name, backend["pid"])
@@ -599,7 +605,7 @@ def supportsAccessLog(twistd: List[str]) -> bool:
 # wrk
 
 
-def runWrk(port: int, connections: int, seconds: float) -> dict:
+def runWrk(port: int, connections: int, seconds: int) -> dict:
     """
     One wrk run, keep-alive, one thread; its report (see wrk_report.lua)
     plus C{rps}.
@@ -608,7 +614,7 @@ def runWrk(port: int, connections: int, seconds: float) -> dict:
         "wrk",
         "-t1",
         f"-c{connections}",
-        f"-d{seconds:g}s",
+        f"-d{seconds}s",
         "--timeout",
         "5s",
         "-s",
@@ -836,8 +842,8 @@ def throughput(
     targets: List[Target],
     connectionCounts: List[int],
     rounds: int,
-    seconds: float,
-    warmup: float,
+    seconds: int,
+    warmup: int,
 ) -> List[dict]:
     """
     Warm each target up, then C{rounds} rounds that each run wrk against
@@ -962,7 +968,8 @@ def table(results: dict) -> str:
     lines = [
         f"rainbowd data-path benchmark, {results['date']}",
         f"{m['nproc']} CPUs ({m['cpu']}), {m['kernel']}, load {m['loadavg']} "
-        f"at the start, {results['machineAtEnd']['loadavg']} at the end",
+        f"at the start, {results['machineAtEnd']['loadavg']} at the end; "
+        f"the run took {results['seconds']} s",
         f"wrk -t1, keep-alive, {s['rounds']} rounds x {s['seconds']:g} s per "
         f"target and connection count; medians over rounds; "
         f"pinning: {s['pinning']}",
@@ -1033,11 +1040,11 @@ def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="rounds of every target (default 3)")
     parser.add_argument(
-        "--seconds", type=float, help="length of each wrk run (default 5)"
+        "--seconds", type=int, help="length of each wrk run, whole seconds (default 5)"
     )
     parser.add_argument(
         "--warmup",
-        type=float,
+        type=int,
         help="seconds of wrk on each target before the rounds (default 3)",
     )
     parser.add_argument(
@@ -1099,8 +1106,8 @@ def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep the work directory (configs and logs)"
     )
     args = parser.parse_args(argv)
-    quick = {"rounds": 1, "seconds": 2.0, "warmup": 1.0}
-    full = {"rounds": 3, "seconds": 5.0, "warmup": 3.0}
+    quick = {"rounds": 1, "seconds": 2, "warmup": 1}
+    full = {"rounds": 3, "seconds": 5, "warmup": 3}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -1111,71 +1118,43 @@ def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.connectionCounts = [int(c) for c in args.connections.split(",")]
     except ValueError:
         parser.error(f"--connections {args.connections!r} must be numbers, like 1,32")
-    if args.rounds < 1 or args.seconds <= 0:
-        parser.error("--rounds must be at least 1 and --seconds more than 0")
+    if args.rounds < 1 or args.seconds < 1 or args.warmup < 0:
+        parser.error("--rounds and --seconds must be at least 1, --warmup at least 0")
     return args
 
 
-def run(
-    args: argparse.Namespace, processes: Processes, workDir: str, pypy: Optional[str]
-) -> dict:
-    ports = iter(range(args.port_base, args.port_base + 20))
-    busy = [p for p in range(args.port_base, args.port_base + 20) if not portIsFree(p)]
-    if busy:
-        raise BenchError(
-            f"ports {busy} are in use; pass --port-base with 20 free ports " f"after it"
-        )
-    notes: List[str] = []
+class Ports:
+    """
+    The benchmark's own listening ports: C{count} from C{base} on, handed
+    out in order.
+    """
 
-    with open(os.path.join(workDir, "big.bin"), "wb") as f:
-        f.truncate(args.download_mib * MiB)
-    template = os.path.join(workDir, "backend-nginx.conf.in")
-    with open(template, "w") as f:
-        f.write(backendNginxConfig(workDir))
-    nginxRun = nginxRunLine(workDir, template)
-
-    def rainbowd(name, twistd, run, extraArgs=()):
-        port = next(ports)
-        next(ports)
-        r = Rainbowd(name, twistd, workDir, port, run, args.backend_ports, extraArgs)
-        r.start(processes)
-        return r
-
-    cpython = cpythonTwistd()
-    pythonName = platform.python_implementation()
-    daemons = [rainbowd(f"rainbowd-{pythonName.lower()}", cpython, nginxRun)]
-    if pypy is not None:
-        daemons.append(
-            rainbowd("rainbowd-pypy", [os.path.join(pypy, "bin", "twistd")], nginxRun)
-        )
-    if supportsAccessLog(cpython):
-        daemons.append(
-            rainbowd(
-                f"rainbowd-{pythonName.lower()}-accesslog",
-                cpython,
-                nginxRun,
-                ["--access-log", os.path.join(workDir, "access.log")],
+    def __init__(self, base: int, count: int = 20) -> None:
+        busy = [p for p in range(base, base + count) if not portIsFree(p)]
+        if busy:
+            raise BenchError(
+                f"ports {busy} are in use; pass --port-base with {count} free "
+                f"ports from it on"
             )
-        )
-    else:
-        notes.append(
-            "this rainbowd has no --access-log; the access-log row is left out"
-        )
-    sseDaemon = rainbowd(
-        "rainbowd-sse", cpython, f"exec {sys.executable} {SSE_APP} $1 $2"
-    )
+        self._ports = iter(range(base, base + count))
 
-    main = daemons[0]
-    backend = main.waitActive()
-    direct = backend["port"]
-    print(f"rainbowd's backend nginx is on port {direct}", flush=True)
+    def next(self) -> int:
+        return next(self._ports)
 
-    others = []
-    listen = next(ports)
+
+def startProxies(
+    processes: Processes, workDir: str, ports: Ports, backend: int, noAgent: bool
+) -> List[Target]:
+    """
+    nginx, haproxy and node-http-proxy in front of port C{backend}.
+    """
+    targets = []
+    listen = ports.next()
     proxyDir = os.path.join(workDir, "nginx-proxy")
     os.makedirs(proxyDir)
-    with open(os.path.join(proxyDir, "nginx.conf"), "w") as f:
-        f.write(proxyNginxConfig(listen, direct))
+    config = os.path.join(proxyDir, "nginx.conf")
+    with open(config, "w") as f:
+        f.write(proxyNginxConfig(listen, backend))
     processes.start(
         "nginx-proxy",
         [
@@ -1185,38 +1164,91 @@ def run(
             "-e",
             os.path.join(proxyDir, "error.log"),
             "-c",
-            os.path.join(proxyDir, "nginx.conf"),
+            config,
             "-g",
             f"pid {proxyDir}/nginx.pid;",
         ],
     )
-    others.append(Target("nginx", listen))
-    listen = next(ports)
-    haproxyConf = os.path.join(workDir, "haproxy.cfg")
-    with open(haproxyConf, "w") as f:
-        f.write(haproxyConfig(listen, direct))
-    processes.start("haproxy", ["haproxy", "-db", "-f", haproxyConf])
-    others.append(Target("haproxy", listen))
-    listen = next(ports)
-    processes.start(
-        "node-http-proxy", ["node", NODE_PROXY, str(listen), str(direct), "keepalive"]
-    )
-    others.append(Target(NODE, listen))
-    if args.node_no_agent:
-        listen = next(ports)
-        processes.start(
-            "node-http-proxy-noagent",
-            ["node", NODE_PROXY, str(listen), str(direct), "noagent"],
-        )
-        others.append(Target("node-http-proxy, no agent", listen))
+    targets.append(Target("nginx", listen))
+    listen = ports.next()
+    config = os.path.join(workDir, "haproxy.cfg")
+    with open(config, "w") as f:
+        f.write(haproxyConfig(listen, backend))
+    processes.start("haproxy", ["haproxy", "-db", "-f", config])
+    targets.append(Target("haproxy", listen))
+    modes = [(NODE, "keepalive")]
+    if noAgent:
+        modes.append((f"{NODE}-noagent", "noagent"))
+    for name, mode in modes:
+        listen = ports.next()
+        processes.start(name, ["node", NODE_PROXY, str(listen), str(backend), mode])
+        targets.append(Target(name, listen))
+    return targets
 
-    pids = {}
-    for daemon in daemons + [sseDaemon]:
-        daemon.waitActive()
-        pids[daemon.name] = daemon.process.pid
+
+def run(
+    args: argparse.Namespace, processes: Processes, workDir: str, pypy: Optional[str]
+) -> dict:
+    """
+    Start everything, check every target answers right, and run the
+    scenarios; the results, JSON-able.
+    """
+    started = time.monotonic()
+    ports = Ports(args.port_base)
+    notes: List[str] = []
+    with open(os.path.join(workDir, "big.bin"), "wb") as f:
+        f.truncate(args.download_mib * MiB)
+    template = os.path.join(workDir, "backend-nginx.conf.in")
+    with open(template, "w") as f:
+        f.write(backendNginxConfig(workDir))
+    nginxRun = nginxRunLine(workDir, template)
+
+    def rainbowd(name, twistd, run, extraArgs=()):
+        port = ports.next()
+        ports.next()  # its control port
+        daemon = Rainbowd(
+            name, twistd, workDir, port, run, args.backend_ports, extraArgs
+        )
+        daemon.start(processes)
+        return daemon
+
+    cpython = cpythonTwistd()
+    mainName = f"rainbowd-{platform.python_implementation().lower()}"
+    main = rainbowd(mainName, cpython, nginxRun)
+    daemons = [main]
+    if pypy is not None:
+        daemons.append(
+            rainbowd("rainbowd-pypy", [os.path.join(pypy, "bin", "twistd")], nginxRun)
+        )
+    accessLog = None
+    if supportsAccessLog(cpython):
+        accessLog = rainbowd(
+            f"{mainName}-accesslog",
+            cpython,
+            nginxRun,
+            ["--access-log", os.path.join(workDir, "access.log")],
+        )
+    else:
+        notes.append("this rainbowd has no --access-log, so there is no row with it")
+    sseDaemon = rainbowd(
+        f"{mainName}-sse", cpython, f"exec {sys.executable} {SSE_APP} $1 $2"
+    )
+
+    direct = main.waitActive()["port"]
+    print(f"{main.name}'s backend nginx is on port {direct}", flush=True)
+    proxies = startProxies(processes, workDir, ports, direct, args.node_no_agent)
+    if accessLog is not None:
+        try:
+            accessLog.waitActive()
+            daemons.append(accessLog)
+        except BenchError as e:
+            notes.append(f"rainbowd with --access-log did not start: {e}")
+    generations = {daemon.name: daemon.waitActive()["generation"] for daemon in daemons}
+    sseBackend = sseDaemon.waitActive()["port"]
+
     targets = [Target(DIRECT, direct)]
     targets += [Target(d.name, d.port, d.process.pid) for d in daemons]
-    targets += others
+    targets += proxies
     for target in targets:
         _waitUntil(
             lambda: httpGet(target.port)[0] != 0,
@@ -1249,7 +1281,11 @@ def run(
         targets, args.connectionCounts, args.rounds, args.seconds, args.warmup
     )
     for daemon in daemons:
-        daemon.waitActive(5)  # still the same, healthy generation
+        if daemon.waitActive(5)["generation"] != generations[daemon.name]:
+            notes.append(
+                f"{daemon.name}'s app was replaced during the run (did it "
+                f"crash?); see its log"
+            )
     print(
         f"memory: {args.download_mib} MiB at {args.download_rate:g} MiB/s "
         f"through {main.name} ...",
@@ -1261,15 +1297,12 @@ def run(
         args.download_rate,
     )
     print("server-sent events ...", flush=True)
-    sseBackend = sseDaemon.waitActive(5)
     results["sse"] = sseScenario(
-        [
-            Target(DIRECT, sseBackend["port"]),
-            Target(f"rainbowd-{pythonName.lower()}", sseDaemon.port),
-        ],
+        [Target(DIRECT, sseBackend), Target(main.name, sseDaemon.port)],
         args.sseTries,
     )
     results["machineAtEnd"] = machine()
+    results["seconds"] = round(time.monotonic() - started)
     return results
 
 
@@ -1281,11 +1314,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         for line in missing:
             print(f"  {line}", file=sys.stderr)
         return 2
-    try:
-        pypy = None if args.skip_pypy else pypyVenv(args)
-    except BenchError as e:
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        return 2
+    pypy = pypyProblem = None
+    if not args.skip_pypy:
+        try:
+            pypy = pypyVenv(args)
+        except BenchError as e:
+            pypyProblem = (
+                f"RAINBOWD ON PYPY IS LEFT OUT: {e}\n"
+                f"(pass --skip-pypy to leave it out on purpose)"
+            )
+            print(f"\n{pypyProblem}\n", file=sys.stderr, flush=True)
 
     def terminated(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -1331,6 +1369,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if status:
         return status
     results["notes"] += complaints
+    if args.skip_pypy:
+        results["notes"].append("rainbowd on PyPy is left out (--skip-pypy)")
+    elif pypyProblem:
+        results["notes"].append(pypyProblem.splitlines()[0])
     text = table(results)
     print()
     print(text)
@@ -1338,6 +1380,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
         print(f"\nwritten to {args.json}")
+    if pypyProblem:
+        print(f"\n{pypyProblem}", file=sys.stderr)
+        return 3
     errors = sum(row["errors"] for row in results["throughput"])
     if errors:
         print(
