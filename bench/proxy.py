@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -452,6 +453,7 @@ def nginxRunLine(workDir: str, template: str) -> str:
 # Targets
 
 
+@dataclass(frozen=True)
 class Target:
     """
     One thing to point wrk at.
@@ -461,10 +463,9 @@ class Target:
     @ivar pid: the pid whose RSS is sampled, for a rainbowd.
     """
 
-    def __init__(self, name: str, port: int, pid: Optional[int] = None) -> None:
-        self.name = name
-        self.port = port
-        self.pid = pid
+    name: str
+    port: int
+    pid: Optional[int] = None
 
 
 class Rainbowd:
@@ -880,13 +881,12 @@ def throughput(
         for count in connectionCounts:
             mine = runs[target.name, count]
 
-            def ratio(other: str, key: str = "rps") -> Optional[float]:
+            def ratio(other: str) -> Optional[float]:
                 theirs = runs.get((other, count))
                 if not theirs:
                     return None
-                return statistics.median(
-                    a[key] / b[key] for a, b in zip(mine, theirs) if b[key]
-                )
+                ratios = [a["rps"] / b["rps"] for a, b in zip(mine, theirs) if b["rps"]]
+                return statistics.median(ratios) if ratios else None
 
             rows.append(
                 {
@@ -917,7 +917,7 @@ def versions(pypy: Optional[str]) -> Dict[str, str]:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"unknown ({e})"
-        return (result.stdout + result.stderr).strip().splitlines()[0]
+        return ((result.stdout + result.stderr).strip() or "unknown").splitlines()[0]
 
     import twisted
 
