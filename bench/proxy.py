@@ -1091,8 +1091,8 @@ def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--backend-ports",
-        default="32000-32999",
-        help="rainbowd's backendPorts (default 32000-32999)",
+        default="32000-32767",
+        help="rainbowd's backendPorts (default 32000-32767)",
     )
     parser.add_argument(
         "--pin",
