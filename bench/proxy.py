@@ -629,7 +629,10 @@ def runWrk(port: int, connections: int, seconds: int) -> dict:
         timeout=seconds + 60,
         start_new_session=True,
     )
-    return parseWrk(result.stdout, result.stderr, result.returncode)
+    try:
+        return parseWrk(result.stdout, result.stderr, result.returncode)
+    except BenchError as e:
+        raise BenchError(f"{' '.join(argv)}: {e}")
 
 
 def parseWrk(stdout: str, stderr: str = "", returncode: int = 0) -> dict:
