@@ -302,6 +302,23 @@ _env = _Kind(
 _path = _Kind("a directory path", _string)
 
 
+def _parseAccessLogFormat(value: object) -> str:
+    if _string(value) not in ACCESS_LOG_FORMATS:
+        raise _Invalid()
+    return value
+
+
+def _parseCount(value: object) -> int:
+    count = _integer(value)
+    if count < 0:
+        raise _Invalid()
+    return count
+
+
+#: The formats of the access log.
+ACCESS_LOG_FORMATS = ("combined", "json")
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """
@@ -400,6 +417,27 @@ class Config:
         _path,
         "Directory for pid files and state",
         f"{DEFAULT_STATE_DIR} next to the config file",
+    )
+    accessLog: Optional[str] = _setting(
+        _Kind('a file path, or "-" for standard output', _string),
+        'File to write a line per proxied request to ("-": standard output)',
+        "none, so no access log",
+        default=None,
+    )
+    accessLogFormat: str = _setting(
+        _Kind(
+            " or ".join(f'"{name}"' for name in ACCESS_LOG_FORMATS),
+            _parseAccessLogFormat,
+        ),
+        "Format of the access log: combined (as nginx and Apache write it) "
+        "or json (a JSON object a line)",
+        default="combined",
+    )
+    backendLogs: int = _setting(
+        _Kind("a whole number, 0 or more", _parseCount),
+        "How many versions' output files to keep in stateDir/logs "
+        "(0: no files; the output is still logged)",
+        default=0,
     )
     source: Optional[str] = attrs.field(default=None)
 
@@ -617,6 +655,12 @@ def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
             "cwd",
             f"is {settings['cwd']!r}, which is not an existing directory: "
             "create it, or point cwd at the directory the app runs in.",
+        )
+    accessLog = settings.get("accessLog")
+    if accessLog is not None and accessLog != "-":
+        base = home if "accessLog" in raw.fromFile else raw.cwd
+        settings["accessLog"] = os.path.abspath(
+            os.path.join(base, os.path.expanduser(accessLog))
         )
     if os.path.exists(settings["stateDir"]) and not os.path.isdir(settings["stateDir"]):
         raise raw.error(

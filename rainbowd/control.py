@@ -22,7 +22,7 @@ from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
 
 _log = Logger()
 
-ENDPOINTS = ("POST /redeploy", "GET /status")
+ENDPOINTS = ("POST /redeploy", "GET /status", "GET /metrics")
 
 HINT = "the current version keeps serving; fix the problem and redeploy"
 

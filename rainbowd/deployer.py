@@ -133,7 +133,9 @@ class DeployRefused(Exception):
 PORT_ATTEMPTS = 3
 
 #: The config keys that are only read when rainbowd starts.
-STARTUP_KEYS = ("port", "controlPort", "stateDir", "queueTimeout")
+STARTUP_KEYS = (
+    "port", "controlPort", "stateDir", "queueTimeout", "accessLog", "accessLogFormat"
+)
 
 #: A backend that served this long before crashing resets the restart
 #: backoff, in seconds.

@@ -16,8 +16,9 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
+from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
-
+from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import (
     DEFAULT_FILENAME,
     EPHEMERAL_RANGE_PATH,
@@ -33,8 +34,10 @@ from rainbowd.config import (
 from rainbowd.control import ControlResource
 from rainbowd.deployer import Deployer
 from rainbowd.health import HTTPHealthCheck
+from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
+from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
 
@@ -79,6 +82,9 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "queueTimeout": (None, "number"),
     "maxBackends": (None, "number"),
     "backendPorts": (None, "text"),
+    "accessLog": (None, "text"),
+    "accessLogFormat": (None, "text"),
+    "backendLogs": (None, "number"),
 }
 
 
@@ -245,6 +251,27 @@ class _OrderlyStop(MultiService):
             )
 
 
+def _withAccessLog(requestLog, config: Config, reactor):
+    """
+    C{requestLog}, and the access log if C{config} asks for one; it is
+    closed once everything else has stopped, draining requests included.
+    """
+    if config.accessLog is None:
+        return requestLog
+    try:
+        file = openLog(config.accessLog)
+    except OSError as e:
+        raise SystemExit(
+            f"rainbowd: cannot open the access log {config.accessLog} "
+            f'("accessLog"): {e.strerror}.  Create its directory or fix its '
+            'permissions, or set another "accessLog" (--access-log).'
+        )
+    accessLog = AccessLog(file, config.accessLogFormat, reactor)
+    accessLog.start()
+    reactor.addSystemEventTrigger("after", "shutdown", accessLog.stop)
+    return Both(requestLog, accessLog)
+
+
 def makeService(options: Options, reactor=None) -> MultiService:
     """
     The deployer, the proxy and the control API, as one service: the ports
@@ -271,10 +298,18 @@ def makeService(options: Options, reactor=None) -> MultiService:
         config, options.readConfig, newBackend, reactor, PortPicker()
     )
     deployer.setServiceParent(service)
-    sites = [
-        ("port", ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))),
-        ("controlPort", Site(ControlResource(deployer))),
-    ]
+    notifier = Notifier(notifyAddress())
+    os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
+    readiness = Readiness(deployer, notifier, config.port)
+    readiness.setServiceParent(service)
+    RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
+    BackendLogs(deployer, config.stateDir).setServiceParent(service)
+    metrics = Metrics(deployer)
+    proxy = ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))
+    proxy.requestLog = _withAccessLog(metrics, config, reactor)
+    control = ControlResource(deployer)
+    control.putChild(b"metrics", MetricsResource(metrics.registry))
+    sites = [("port", proxy), ("controlPort", Site(control))]
     for key, site in sites:
         _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)
     return service
