@@ -177,10 +177,15 @@ class AccessLog:
         self._flushing.start(FLUSH_INTERVAL, now=False)
 
     def stop(self) -> None:
+        """
+        Write out what is buffered and close the file; lines after this are
+        dropped.
+        """
         if self._flushing.running:
             self._flushing.stop()
-        self.flush()
-        self._file.close()
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
 
     def finished(self, request: IRequest, seconds: float) -> None:
         self._write(request, seconds, True)
@@ -194,7 +199,7 @@ class AccessLog:
         line = self._line(request, seconds, now, self._now, finished)
         try:
             self._file.write(line)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: closed by stop()
             self._failed(e)
 
     def flush(self) -> None:
@@ -205,13 +210,13 @@ class AccessLog:
         else:
             self._failing = False
 
-    def _failed(self, error: OSError) -> None:
+    def _failed(self, error: Exception) -> None:
         if not self._failing:
             self._failing = True
             _log.error(
                 "cannot write the access log: {error}; its lines are lost "
                 "until it can",
-                error=error.strerror or str(error),
+                error=getattr(error, "strerror", None) or str(error),
             )
 
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -36,6 +36,9 @@ DEPLOY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 #: processes are gone, so that their last counts are still scraped; older
 #: generations' series are dropped, which bounds the label sets.
 STOPPED_GENERATIONS_KEPT = 5
+
+#: The version of the text format that every Prometheus reads.
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 #: The C{status} of a request whose connection closed before its response
 #: was complete.
@@ -248,7 +251,7 @@ class MetricsResource(Resource):
                 },
             )
         body = generate_latest(self._registry)
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"content-type", CONTENT_TYPE)
         if request.method == b"HEAD":
             request.setHeader(b"content-length", b"%d" % (len(body),))
             return b""
