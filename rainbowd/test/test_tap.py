@@ -15,7 +15,9 @@ from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from rainbowd.accesslog import Both
 from rainbowd.config import settingNames
+from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.tap import Options, _OrderlyStop, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 
@@ -319,3 +321,80 @@ class OrderlyStopTests(SynchronousTestCase):
             "stop; SIGKILL rainbowd to abandon them",
             [formatEvent(event) for event in events],
         )
+
+
+class ObservabilityTests(SynchronousTestCase):
+    """
+    What L{makeService} wires for metrics, the access log and systemd.
+    """
+
+    def options(self, *argv: str) -> Options:
+        stateDir = os.path.abspath(self.mktemp())
+        options = Options()
+        options.cwd = os.path.dirname(stateDir)
+        options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
+        return options
+
+    def sites(self, service) -> Dict[str, Any]:
+        return {child._key: child.factory for child in service if hasattr(child, "_key")}
+
+    def test_noAccessLogByDefault(self) -> None:
+        """
+        Without --access-log, the proxy only counts requests for /metrics,
+        which the control API serves.
+        """
+        reactor = FakeProcessReactor()
+        sites = self.sites(makeService(self.options(), reactor))
+        self.assertIsInstance(sites["port"].requestLog, Metrics)
+        self.assertIsInstance(
+            sites["controlPort"].resource.children[b"metrics"], MetricsResource
+        )
+        self.assertEqual(reactor.triggers, {})
+
+    def test_accessLog(self) -> None:
+        """
+        --access-log PATH writes the access log there, in the format given,
+        closed after everything else has stopped.
+        """
+        path = os.path.abspath(self.mktemp())
+        reactor = FakeProcessReactor()
+        options = self.options("--access-log", path, "--access-log-format", "json")
+        self.assertEqual(
+            (options.config.accessLog, options.config.accessLogFormat), (path, "json")
+        )
+        sites = self.sites(makeService(options, reactor))
+        self.assertIsInstance(sites["port"].requestLog, Both)
+        [stop] = reactor.triggers["after"]["shutdown"]
+        self.assertTrue(os.path.exists(path))
+        stop[0](*stop[1], **stop[2])
+
+    def test_accessLogCannotOpen(self) -> None:
+        """
+        An access log that cannot be opened stops twistd with a message
+        naming the path and the key.
+        """
+        path = os.path.join(os.path.abspath(self.mktemp()), "missing", "access.log")
+        error = self.assertRaises(
+            SystemExit, makeService, self.options("--access-log", path),
+            FakeProcessReactor(),
+        )
+        self.assertIn(f"cannot open the access log {path}", str(error))
+        self.assertIn("--access-log", str(error))
+
+    def test_badAccessLogFormat(self) -> None:
+        """
+        An unknown access log format is a config error naming the formats.
+        """
+        error = self.assertRaises(
+            SystemExit, self.options, "--access-log-format", "common"
+        )
+        self.assertIn('must be "combined" or "json"', str(error))
+
+    def test_notifySocketNotPassedOn(self) -> None:
+        """
+        NOTIFY_SOCKET is for rainbowd: it is taken out of the environment the
+        app inherits.
+        """
+        self.patch(os, "environ", dict(os.environ, NOTIFY_SOCKET="/run/x"))
+        makeService(self.options(), FakeProcessReactor())
+        self.assertNotIn("NOTIFY_SOCKET", os.environ)
