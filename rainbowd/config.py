@@ -215,6 +215,11 @@ def _parseEndpoint(value: object) -> str:
     try:
         serverFromString(None, description)
     except Exception as e:
+        if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            raise _Invalid(
+                "systemd passed rainbowd no such socket: start it from a "
+                "service unit with a matching .socket unit (see README)"
+            )
         raise _Invalid(f"Twisted cannot read it: {e}")
     number = tcpPortNumber(description)
     if number is not None and not 0 <= number <= 65535:
