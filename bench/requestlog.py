@@ -12,6 +12,8 @@ import sys
 import tempfile
 import timeit
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.resource import Resource

@@ -92,7 +92,12 @@ class BackendLogs(Service):
             return
         file = self._files.get(event["generation"])
         if file is not None:
-            file.write(event["line"] + "\n")
+            try:
+                file.write(event["line"] + "\n")
+            except OSError:
+                # Logging the failure would come back here: the line is in
+                # rainbowd's log anyway.
+                pass
 
     def _event(self, event: Event) -> None:
         if event.kind == "launching":

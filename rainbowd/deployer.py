@@ -182,6 +182,7 @@ def _logFailure(failure: Failure) -> None:
             "deploy failed: {reason}{output}",
             reason=str(failure.value),
             output=_outputBlock(getattr(failure.value, "output", ())),
+            generation=getattr(failure.value, "generation", None),
         )
     else:
         Deployer.log.failure("deploy failed unexpectedly", failure)

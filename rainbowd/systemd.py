@@ -106,14 +106,20 @@ class Readiness(Service):
 
     def reloading(self) -> None:
         """
-        A redeploy asked for with SIGHUP has begun.
+        A redeploy asked for with SIGHUP has begun.  (Before rainbowd is
+        ready, systemd is still waiting for READY=1 and is told nothing.)
         """
-        self._notifier.notify("RELOADING=1", _monotonicUsec(), "STATUS=redeploying")
+        if self._ready:
+            self._notifier.notify(
+                "RELOADING=1", _monotonicUsec(), "STATUS=redeploying"
+            )
 
     def reloaded(self) -> None:
         """
         That redeploy has an outcome, whatever it is.
         """
+        if not self._ready:
+            return
         active = self._deployer.active
         status = (
             "STATUS=no generation is serving"

@@ -137,6 +137,16 @@ class ReadinessTests(SynchronousTestCase):
             self.notifier.sent[-1], ["STATUS=serving generation 2 on tcp:7000"]
         )
 
+    def test_noReloadBeforeReady(self) -> None:
+        """
+        A SIGHUP redeploy before the first generation serves sends neither
+        RELOADING=1 nor a READY=1 that would end the start too early.
+        """
+        self.h.deployer.startService()
+        self.readiness.reloading()
+        self.readiness.reloaded()
+        self.assertEqual(self.notifier.sent, [])
+
     def test_stopping(self) -> None:
         """
         Stopping sends STOPPING=1.
@@ -173,6 +183,7 @@ class RedeployOnHangupTests(SynchronousTestCase):
         self.handlers: Dict[int, Any] = {}
         self.notifier = RecordingNotifier()
         readiness = Readiness(self.h.deployer, self.notifier, "tcp:7000")
+        readiness.startService()
         self.service = RedeployOnHangup(
             self.reactor, self.h.deployer.redeploy, readiness,
             self.handlers.__setitem__,
@@ -216,7 +227,8 @@ class RedeployOnHangupTests(SynchronousTestCase):
             messages,
         )
         self.assertEqual(
-            [sent[0] for sent in self.notifier.sent], ["RELOADING=1", "READY=1"]
+            [sent[0] for sent in self.notifier.sent],
+            ["READY=1", "RELOADING=1", "READY=1"],
         )
 
     def test_failureLogged(self) -> None:
@@ -233,7 +245,9 @@ class RedeployOnHangupTests(SynchronousTestCase):
             "code 3 before it became healthy; the current version serves on",
             messages,
         )
-        self.assertEqual(self.notifier.sent[-1][0], "READY=1")
+        self.assertEqual(
+            [sent[0] for sent in self.notifier.sent[-2:]], ["RELOADING=1", "READY=1"]
+        )
 
     def test_notWhileStopping(self) -> None:
         """
