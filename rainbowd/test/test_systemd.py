@@ -228,7 +228,12 @@ class RedeployOnHangupTests(SynchronousTestCase):
         )
         self.assertEqual(
             [sent[0] for sent in self.notifier.sent],
-            ["READY=1", "RELOADING=1", "READY=1"],
+            [
+                "READY=1",
+                "RELOADING=1",
+                "STATUS=serving generation 2 on tcp:7000",
+                "READY=1",
+            ],
         )
 
     def test_failureLogged(self) -> None:
