@@ -297,13 +297,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
     deployer = Deployer(
         config, options.readConfig, newBackend, reactor, PortPicker()
     )
-    deployer.setServiceParent(service)
+    # Those observing the deployer start first, to see generation 1 launched.
+    BackendLogs(deployer, config.stateDir).setServiceParent(service)
     notifier = Notifier(notifyAddress())
     os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
     readiness = Readiness(deployer, notifier, config.port)
     readiness.setServiceParent(service)
+    deployer.setServiceParent(service)
     RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
-    BackendLogs(deployer, config.stateDir).setServiceParent(service)
     metrics = Metrics(deployer)
     proxy = ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))
     proxy.requestLog = _withAccessLog(metrics, config, reactor)

@@ -398,3 +398,16 @@ class ObservabilityTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, NOTIFY_SOCKET="/run/x"))
         makeService(self.options(), FakeProcessReactor())
         self.assertNotIn("NOTIFY_SOCKET", os.environ)
+
+    def test_firstGenerationOutputFile(self) -> None:
+        """
+        With --backend-logs, generation 1's output has a file too.
+        """
+        reactor = FakeProcessReactor()
+        options = self.options("--backend-logs", "1")
+        service = makeService(options, reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        [name] = os.listdir(os.path.join(options.config.stateDir, "logs"))
+        self.assertTrue(name.endswith("-generation-1.log"), name)
