@@ -15,7 +15,10 @@ from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted.logger import globalLogPublisher
+
 from rainbowd.accesslog import Both
+from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import settingNames
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.tap import Options, _OrderlyStop, makeService
@@ -408,6 +411,9 @@ class ObservabilityTests(SynchronousTestCase):
         service = makeService(options, reactor)
         service.privilegedStartService()
         service.startService()
-        self.addCleanup(service.stopService)
+        # Not stopService: its signals would be real ones, to fake pids.
+        [logs] = [child for child in service if isinstance(child, BackendLogs)]
+        self.addCleanup(globalLogPublisher.removeObserver, logs)
+        self.addCleanup(lambda: [f.close() for f in logs._files.values()])
         [name] = os.listdir(os.path.join(options.config.stateDir, "logs"))
         self.assertTrue(name.endswith("-generation-1.log"), name)
