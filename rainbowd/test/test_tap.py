@@ -10,12 +10,10 @@ from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
 from twisted.internet.error import CannotListenError
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
-
-from twisted.logger import globalLogPublisher
 
 from rainbowd.accesslog import Both
 from rainbowd.backendlogs import BackendLogs
