@@ -9,7 +9,6 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 
 from rainbowd.control import ControlResource
 from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
@@ -181,10 +180,10 @@ class RequestMetricsTests(SynchronousTestCase):
         )
         self.assertEqual(samples[("rainbowd_active_generation", ())], 1)
 
-    def test_cost(self) -> None:
+    def test_seriesReused(self) -> None:
         """
-        Counting a finished request touches no label lookup once its series
-        exists: the same child is reused.
+        A second request of the same status class and generation counts in
+        the series the first one made, without a new label lookup.
         """
         self.deployer.activate(self.backend)
         self.world.request(rawRequest())
