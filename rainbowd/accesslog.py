@@ -8,10 +8,10 @@ Lines are written to a large buffer and flushed to the file once a second
 rather than one per request.  A crash loses at most the last second.
 """
 
-import json
 import os
 import re
 import time
+from json.encoder import encode_basestring_ascii as _encodeString
 from typing import IO, Any, Callable, Optional
 
 from twisted.internet.task import LoopingCall
@@ -45,10 +45,6 @@ def _quotable(value: bytes) -> str:
     if not _UNSAFE.search(value):
         return value.decode("ascii")
     return _UNSAFE.sub(lambda m: b"\\x%02X" % m.group(0)[0], value).decode("ascii")
-
-
-def _text(value: Optional[bytes]) -> Optional[str]:
-    return None if value is None else value.decode("latin-1")
 
 
 def _client(request: IRequest) -> str:
@@ -104,34 +100,41 @@ def combinedLine(
     )
 
 
+def _jsonString(value: Optional[bytes]) -> str:
+    """
+    C{value} as a JSON string: UTF-8 text, with any byte that is not UTF-8
+    shown as C{\\xHH}; or C{null}.
+    """
+    if value is None:
+        return "null"
+    return _encodeString(value.decode("utf-8", "backslashreplace"))
+
+
 def jsonLine(
     request: IRequest, seconds: float, now: float, clock: _Clock, finished: bool
 ) -> str:
     """
     C{request} as a JSON object on one line, with the generation that served
-    it and its duration in seconds.
+    it and its duration in seconds.  (Written by hand: twice as fast as
+    C{json.dumps} of a dict.)
     """
     headers = request.requestHeaders
     referrer = headers.getRawHeaders(b"referer")
     agent = headers.getRawHeaders(b"user-agent")
+    generation = getattr(request, "backendGeneration", None)
     return (
-        json.dumps(
-            {
-                "time": f"{clock.iso}.{int(now * 1000) % 1000:03d}Z",
-                "client": _client(request),
-                "method": _text(request.method),
-                "uri": _text(request.uri),
-                "protocol": _text(request.clientproto),
-                "status": _status(request, finished),
-                "bytes": request.sentLength,
-                "referer": _text(referrer[0]) if referrer else None,
-                "userAgent": _text(agent[0]) if agent else None,
-                "generation": getattr(request, "backendGeneration", None),
-                "duration": round(seconds, 6),
-                "complete": finished,
-            }
-        )
-        + "\n"
+        f'{{"time": "{clock.iso}.{int(now * 1000) % 1000:03d}Z", '
+        f'"client": {_encodeString(_client(request))}, '
+        f'"method": {_jsonString(request.method)}, '
+        f'"uri": {_jsonString(request.uri)}, '
+        f'"protocol": {_jsonString(request.clientproto)}, '
+        f'"status": {_status(request, finished):d}, '
+        f'"bytes": {request.sentLength:d}, '
+        f'"referer": {_jsonString(referrer[0] if referrer else None)}, '
+        f'"userAgent": {_jsonString(agent[0] if agent else None)}, '
+        f'"generation": {"null" if generation is None else int(generation)}, '
+        f'"duration": {round(seconds, 6)!r}, '
+        f'"complete": {"true" if finished else "false"}}}\n'
     )
 
 

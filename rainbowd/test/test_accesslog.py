@@ -126,6 +126,31 @@ class AccessLogTests(SynchronousTestCase):
             },
         )
 
+    def test_jsonEscapes(self) -> None:
+        """
+        UTF-8 in a request comes out as the text it is; other bytes as
+        C{\\xHH}.
+        """
+        self.logging("json")
+        self.serve(
+            rawRequest(
+                b"GET",
+                b"/",
+                (
+                    (b"Host", b"x"),
+                    (b"User-Agent", b"caf\xc3\xa9"),
+                    (b"Referer", b"/a\xff"),
+                ),
+            )
+        )
+        self.world.reactor.advance(FLUSH_INTERVAL)
+        [line] = self.lines()
+        self.assertTrue(line.isascii())
+        event = json.loads(line)
+        self.assertEqual(
+            (event["referer"], event["userAgent"]), ("/a\\xff", "caf\u00e9")
+        )
+
     def test_hangUpLogged(self) -> None:
         """
         A request whose client hangs up before any response is logged with
