@@ -4,8 +4,10 @@ Tests for L{rainbowd.systemd}.
 """
 
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from typing import Any, Dict, List
 
 from twisted.logger import capturedLogs, formatEvent
@@ -34,6 +36,15 @@ class RecordingNotifier(Notifier):
         self.sent.append(list(lines))
 
 
+def socketPath(testCase: SynchronousTestCase) -> str:
+    """
+    A path for a unix socket, short enough for one wherever the tests run.
+    """
+    directory = tempfile.mkdtemp(prefix="rainbowd-")
+    testCase.addCleanup(shutil.rmtree, directory)
+    return os.path.join(directory, "notify")
+
+
 class NotifierTests(SynchronousTestCase):
     """
     L{Notifier} sends datagrams to C{$NOTIFY_SOCKET}.
@@ -51,7 +62,7 @@ class NotifierTests(SynchronousTestCase):
         A message reaches a socket bound at the path in NOTIFY_SOCKET, as one
         datagram of newline-separated assignments.
         """
-        path = os.path.abspath(self.mktemp())
+        path = socketPath(self)
         server = self.listen(path)
         Notifier(notifyAddress({"NOTIFY_SOCKET": path})).notify(
             "READY=1", "STATUS=serving"
@@ -79,7 +90,7 @@ class NotifierTests(SynchronousTestCase):
         A socket nobody listens on is logged as a warning, not raised.
         """
         with capturedLogs() as events:
-            Notifier(os.path.abspath(self.mktemp())).notify("READY=1")
+            Notifier(socketPath(self)).notify("READY=1")
         [event] = events
         self.assertIn("cannot notify systemd", formatEvent(event))
 
@@ -113,7 +124,7 @@ class ReadinessTests(SynchronousTestCase):
         READY=1 reaches a datagram socket at NOTIFY_SOCKET when the first
         generation serves.
         """
-        path = os.path.abspath(self.mktemp())
+        path = socketPath(self)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(server.close)
         server.bind(path)
