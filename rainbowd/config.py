@@ -215,6 +215,11 @@ def _parseEndpoint(value: object) -> str:
     try:
         serverFromString(None, description)
     except Exception as e:
+        if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            raise _Invalid(
+                "systemd passed rainbowd no such socket: start it from a "
+                "service unit with a matching .socket unit (see README)"
+            )
         raise _Invalid(f"Twisted cannot read it: {e}")
     number = tcpPortNumber(description)
     if number is not None and not 0 <= number <= 65535:
@@ -301,6 +306,23 @@ _env = _Kind(
 )
 _path = _Kind("a directory path", _string)
 _file = _Kind("a file path", _string)
+
+
+def _parseAccessLogFormat(value: object) -> str:
+    if _string(value) not in ACCESS_LOG_FORMATS:
+        raise _Invalid()
+    return value
+
+
+def _parseCount(value: object) -> int:
+    count = _integer(value)
+    if count < 0:
+        raise _Invalid()
+    return count
+
+
+#: The formats of the access log.
+ACCESS_LOG_FORMATS = ("combined", "json")
 
 
 @attrs.frozen(kw_only=True)
@@ -408,6 +430,27 @@ class Config:
         "(Authorization: Bearer TOKEN); read at startup",
         "none, so the control API asks for no token",
         default=None,
+    )
+    accessLog: Optional[str] = _setting(
+        _Kind('a file path, or "-" for standard output', _string),
+        'File to write a line per proxied request to ("-": standard output)',
+        "none, so no access log",
+        default=None,
+    )
+    accessLogFormat: str = _setting(
+        _Kind(
+            " or ".join(f'"{name}"' for name in ACCESS_LOG_FORMATS),
+            _parseAccessLogFormat,
+        ),
+        "Format of the access log: combined (as nginx and Apache write it) "
+        "or json (a JSON object a line)",
+        default="combined",
+    )
+    backendLogs: int = _setting(
+        _Kind("a whole number, 0 or more", _parseCount),
+        "How many versions' output files to keep in stateDir/logs "
+        "(0: no files; the output is still logged)",
+        default=0,
     )
     source: Optional[str] = attrs.field(default=None)
 
@@ -632,6 +675,12 @@ def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
             "cwd",
             f"is {settings['cwd']!r}, which is not an existing directory: "
             "create it, or point cwd at the directory the app runs in.",
+        )
+    accessLog = settings.get("accessLog")
+    if accessLog is not None and accessLog != "-":
+        base = home if "accessLog" in raw.fromFile else raw.cwd
+        settings["accessLog"] = os.path.abspath(
+            os.path.join(base, os.path.expanduser(accessLog))
         )
     if os.path.exists(settings["stateDir"]) and not os.path.isdir(settings["stateDir"]):
         raise raw.error(

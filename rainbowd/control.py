@@ -25,7 +25,7 @@ from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 
 _log = Logger()
 
-ENDPOINTS = ("POST /redeploy", "GET /status", "GET /logs")
+ENDPOINTS = ("POST /redeploy", "GET /status", "GET /logs", "GET /metrics")
 
 HINT = "the current version keeps serving; fix the problem and redeploy"
 

@@ -133,7 +133,15 @@ class DeployRefused(Exception):
 PORT_ATTEMPTS = 3
 
 #: The config keys that are only read when rainbowd starts.
-STARTUP_KEYS = ("port", "controlPort", "stateDir", "queueTimeout", "controlTokenFile")
+STARTUP_KEYS = (
+    "port",
+    "controlPort",
+    "stateDir",
+    "queueTimeout",
+    "controlTokenFile",
+    "accessLog",
+    "accessLogFormat",
+)
 
 #: A backend that served this long before crashing resets the restart
 #: backoff, in seconds.
@@ -180,6 +188,7 @@ def _logFailure(failure: Failure) -> None:
             "deploy failed: {reason}{output}",
             reason=str(failure.value),
             output=_outputBlock(getattr(failure.value, "output", ())),
+            generation=getattr(failure.value, "generation", None),
         )
     else:
         Deployer.log.failure("deploy failed unexpectedly", failure)

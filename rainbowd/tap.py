@@ -15,8 +15,9 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
-
+from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import (
     DEFAULT_FILENAME,
     EPHEMERAL_RANGE_PATH,
@@ -33,8 +34,10 @@ from rainbowd.control import ControlResource
 from rainbowd.controlsite import ControlSite, exposureWarning, readControlToken
 from rainbowd.deployer import Deployer
 from rainbowd.health import HTTPHealthCheck
+from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
+from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
 
@@ -80,6 +83,9 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "maxBackends": (None, "number"),
     "backendPorts": (None, "text"),
     "controlTokenFile": (None, "text"),
+    "accessLog": (None, "text"),
+    "accessLogFormat": (None, "text"),
+    "backendLogs": (None, "number"),
 }
 
 
@@ -276,6 +282,27 @@ class _OrderlyStop(MultiService):
             )
 
 
+def _withAccessLog(requestLog, config: Config, reactor):
+    """
+    C{requestLog}, and the access log if C{config} asks for one; it is
+    closed once everything else has stopped, draining requests included.
+    """
+    if config.accessLog is None:
+        return requestLog
+    try:
+        file = openLog(config.accessLog)
+    except OSError as e:
+        raise SystemExit(
+            f"rainbowd: cannot open the access log {config.accessLog} "
+            f'("accessLog"): {e.strerror}.  Create its directory or fix its '
+            'permissions, or set another "accessLog" (--access-log).'
+        )
+    accessLog = AccessLog(file, config.accessLogFormat, reactor)
+    accessLog.start()
+    reactor.addSystemEventTrigger("after", "shutdown", accessLog.stop)
+    return Both(requestLog, accessLog)
+
+
 def makeService(options: Options, reactor=None) -> MultiService:
     """
     The deployer, the proxy and the control API, as one service: the ports
@@ -301,17 +328,22 @@ def makeService(options: Options, reactor=None) -> MultiService:
     deployer = Deployer(
         config, options.readConfig, newBackend, reactor, PortPicker()
     )
+    # Those observing the deployer start first, to see generation 1 launched.
+    BackendLogs(deployer, config.stateDir).setServiceParent(service)
+    notifier = Notifier(notifyAddress())
+    os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
+    readiness = Readiness(deployer, notifier, config.port)
+    readiness.setServiceParent(service)
     deployer.setServiceParent(service)
+    RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
+    metrics = Metrics(deployer)
+    proxy = ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))
+    proxy.requestLog = _withAccessLog(metrics, config, reactor)
+    control = ControlResource(deployer, reactor)
+    control.putChild(b"metrics", MetricsResource(metrics.registry))
     sites = [
-        ("port", ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))),
-        (
-            "controlPort",
-            ControlSite(
-                ControlResource(deployer, reactor),
-                token=options.controlToken,
-                reactor=reactor,
-            ),
-        ),
+        ("port", proxy),
+        ("controlPort", ControlSite(control, token=options.controlToken, reactor=reactor)),
     ]
     for key, site in sites:
         _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)

@@ -4,6 +4,7 @@ Tests for L{rainbowd.config}.
 """
 
 import json
+import os
 from typing import Any, Dict, Mapping, Optional
 
 from twisted.python.filepath import FilePath
@@ -213,6 +214,41 @@ class LoadConfigTests(SynchronousTestCase):
         message = self.loadError({"run": RUN, "controlPort": "bogus:1"})
         self.assertIn('"controlPort"', message)
         self.assertIn("Unknown endpoint type", message)
+
+    def test_systemdSocketMissing(self) -> None:
+        """
+        A systemd: description when systemd passed no socket says so, and
+        that controlPort must then be given.
+        """
+        message = self.loadError(
+            {"run": RUN, "port": "systemd:domain=INET:index=0", "controlPort": 7001}
+        )
+        self.assertIn("systemd passed rainbowd no such socket", message)
+        message = self.loadError({"run": RUN, "port": "systemd:domain=INET:index=0"})
+        self.assertIn("systemd passed rainbowd no such socket", message)
+
+    def test_accessLogPathResolved(self) -> None:
+        """
+        A relative accessLog is relative to the config file's directory; "-"
+        stays standard output; there is none by default.
+        """
+        self.assertIsNone(self.load({"run": RUN}).accessLog)
+        config = self.load({"run": RUN, "accessLog": "logs/access.log"})
+        self.assertEqual(
+            config.accessLog,
+            os.path.join(os.path.dirname(config.source), "logs", "access.log"),
+        )
+        self.assertEqual(self.load({"run": RUN, "accessLog": "-"}).accessLog, "-")
+
+    def test_backendLogsCount(self) -> None:
+        """
+        backendLogs is a whole number, 0 (the default) or more.
+        """
+        self.assertEqual(self.load({"run": RUN}).backendLogs, 0)
+        self.assertEqual(self.load({"run": RUN, "backendLogs": 5}).backendLogs, 5)
+        self.assertIn(
+            "0 or more", self.loadError({"run": RUN, "backendLogs": -1})
+        )
 
     def test_portOutOfRange(self) -> None:
         """

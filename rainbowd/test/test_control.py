@@ -252,7 +252,7 @@ class ControlResourceTests(SynchronousTestCase):
         for path in ["/nope", "/", "/status/more"]:
             self.assertJSON(self.treq.get(CONTROL + path), 404, {
                 "error": f"no such endpoint: {path}",
-                "endpoints": ["POST /redeploy", "GET /status", "GET /logs"],
+                "endpoints": ["POST /redeploy", "GET /status", "GET /logs", "GET /metrics"],
             })
 
     def test_headErrors(self) -> None:

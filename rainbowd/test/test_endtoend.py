@@ -29,6 +29,16 @@ from rainbowd.backend import ProcessGroupSignals
 APP = os.path.abspath(rainbowd.test.app.__file__.replace(".pyc", ".py"))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
+#: Run a command as systemd runs a socket-activated service: with the
+#: listening socket of fd ARGV[1] as fd 3, and LISTEN_PID its pid.
+ACTIVATE = [
+    sys.executable,
+    "-c",
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+    "os.environ['LISTEN_PID'] = str(os.getpid()); "
+    "os.execv(sys.argv[2], sys.argv[2:])",
+]
+
 #: Where the rainbowd under test is, so twistd runs it and not another
 #: installed copy.
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(rainbowd.__file__)))
@@ -106,13 +116,23 @@ class Daemon:
         with open(os.path.join(self.directory, "rainbow.conf.json"), "w") as f:
             json.dump(self.config, f)
 
-    def start(self) -> subprocess.Popen:
+    def start(
+        self, twistdOptions=(), env=None, wrapper=(), **popen
+    ) -> subprocess.Popen:
+        """
+        Start C{twistd -n rainbowd}, with C{twistdOptions} before
+        C{rainbowd}, C{env} added to the environment, and the command run by
+        C{wrapper}, a command line to which it is appended.
+        """
+        if not twistdOptions:
+            twistdOptions = ["--logfile", self.logPath]
+        popen.setdefault("stdout", subprocess.PIPE)
         self.process = subprocess.Popen(
-            TWISTD + ["-n", "--logfile", self.logPath, "rainbowd"],
+            [*wrapper, *TWISTD, "-n", *twistdOptions, "rainbowd"],
             cwd=self.directory,
-            env=dict(os.environ, PYTHONPATH=SOURCE),
-            stdout=subprocess.PIPE,
+            env=dict(os.environ, PYTHONPATH=SOURCE, **(env or {})),
             stderr=subprocess.STDOUT,
+            **popen,
         )
         self.testCase.addCleanup(self.cleanUp)
         return self.process
@@ -129,7 +149,8 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process.stdout.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         for pgid in self.appGroups():
             if groupAlive(pgid):
                 os.killpg(pgid, signal.SIGKILL)
@@ -416,3 +437,111 @@ class EndToEndTests(SynchronousTestCase):
         daemon.serving()
         done = daemon.rainbowctl("status")
         self.assertEqual(done.returncode, 0, done.stdout + daemon.log())
+
+class ServiceTests(SynchronousTestCase):
+    """
+    Running under systemd, for real: SIGHUP, JSON logs, readiness and an
+    inherited listening socket.
+    """
+
+    def setUp(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("the end-to-end tests need Linux")
+
+    def test_hangupRedeploys(self):
+        """
+        SIGHUP to twistd deploys the next generation, and the outcome is in
+        the log.
+        """
+        daemon = Daemon(self)
+        process = daemon.start()
+        daemon.serving()
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        process.send_signal(signal.SIGHUP)
+        waitFor(
+            lambda: daemon.get("/")[1].startswith("v2"),
+            f"generation 2 to serve\n{daemon.log()}",
+        )
+        self.assertEqual(daemon.control("GET", "/status")[1]["active"], 2)
+        waitFor(
+            lambda: "redeploy on SIGHUP done: generation 2" in daemon.log(),
+            "the outcome in the log",
+        )
+
+    def test_jsonLogs(self):
+        """
+        With C{--logger rainbowd.logs.jsonObserver}, twistd writes every
+        event as a JSON line on its standard output, the app's output with
+        its generation.
+        """
+        daemon = Daemon(self)
+        output = os.path.join(daemon.directory, "stdout.json")
+        with open(output, "w") as out:
+            process = daemon.start(
+                ["--logger", "rainbowd.logs.jsonObserver"], stdout=out
+            )
+        daemon.serving()
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0)
+        with open(output) as f:
+            events = [json.loads(line) for line in f]
+        served = [
+            event for event in events
+            if event.get("line", "").startswith("app v1: ")
+        ]
+        self.assertTrue(served, events)
+        self.assertEqual(served[0]["generation"], 1)
+        self.assertEqual(served[0]["stream"], "stdout")
+
+    def test_socketActivationAndReadiness(self):
+        """
+        Given a listening socket the way systemd passes one (fd 3,
+        LISTEN_FDS, LISTEN_PID) and a NOTIFY_SOCKET, rainbowd serves on that
+        socket and sends READY=1 (to an abstract socket) once the app
+        serves, and STOPPING=1 when it stops; a request made while
+        no rainbowd runs waits in the socket for the next one.
+        """
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        port = listening.getsockname()[1]
+        notifyName = f"@rainbowd-test-{os.getpid()}-{port}"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(notify.close)
+        notify.bind("\0" + notifyName[1:])
+        notify.settimeout(DEADLINE)
+
+        def start(daemon):
+            return daemon.start(
+                env={
+                    "LISTEN_FDS": "1",
+                    "LISTEN_FDNAMES": "rainbowd.socket",
+                    "NOTIFY_SOCKET": notifyName,
+                },
+                wrapper=[*ACTIVATE, str(listening.fileno())],
+                pass_fds=(listening.fileno(),),
+            )
+
+        daemon = Daemon(self, port="systemd:domain=INET:index=0")
+        daemon.port = port
+        process = start(daemon)
+        ready = notify.recv(4096).decode()
+        self.assertTrue(ready.startswith("READY=1\n"), ready)
+        self.assertIn("STATUS=serving generation 1", ready)
+        self.assertTrue(daemon.get("/")[1].startswith("v1"))
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+        self.assertEqual(notify.recv(4096).split(b"\n")[0], b"STOPPING=1")
+
+        waiting = {}
+        request = threading.Thread(
+            target=lambda: waiting.update(result=daemon.get("/"))
+        )
+        request.start()
+        second = Daemon(self, port="systemd:domain=INET:index=0")
+        second.port = port
+        start(second)
+        request.join(DEADLINE)
+        self.assertEqual(waiting["result"][0], 200)
+

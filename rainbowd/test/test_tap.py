@@ -10,13 +10,16 @@ from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
 from twisted.internet.error import CannotListenError
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from rainbowd.accesslog import Both
+from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import settingNames
 from rainbowd.controlsite import ControlSite
+from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 
@@ -417,3 +420,96 @@ class OrderlyStopTests(SynchronousTestCase):
             "stop; SIGKILL rainbowd to abandon them",
             [formatEvent(event) for event in events],
         )
+
+
+class ObservabilityTests(SynchronousTestCase):
+    """
+    What L{makeService} wires for metrics, the access log and systemd.
+    """
+
+    def options(self, *argv: str) -> Options:
+        stateDir = os.path.abspath(self.mktemp())
+        options = Options()
+        options.cwd = os.path.dirname(stateDir)
+        options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
+        return options
+
+    def sites(self, service) -> Dict[str, Any]:
+        return {child._key: child.factory for child in service if hasattr(child, "_key")}
+
+    def test_noAccessLogByDefault(self) -> None:
+        """
+        Without --access-log, the proxy only counts requests for /metrics,
+        which the control API serves.
+        """
+        reactor = FakeProcessReactor()
+        sites = self.sites(makeService(self.options(), reactor))
+        self.assertIsInstance(sites["port"].requestLog, Metrics)
+        self.assertIsInstance(
+            sites["controlPort"].resource.children[b"metrics"], MetricsResource
+        )
+        self.assertEqual(reactor.triggers, {})
+
+    def test_accessLog(self) -> None:
+        """
+        --access-log PATH writes the access log there, in the format given,
+        closed after everything else has stopped.
+        """
+        path = os.path.abspath(self.mktemp())
+        reactor = FakeProcessReactor()
+        options = self.options("--access-log", path, "--access-log-format", "json")
+        self.assertEqual(
+            (options.config.accessLog, options.config.accessLogFormat), (path, "json")
+        )
+        sites = self.sites(makeService(options, reactor))
+        self.assertIsInstance(sites["port"].requestLog, Both)
+        [stop] = reactor.triggers["after"]["shutdown"]
+        self.assertTrue(os.path.exists(path))
+        stop[0](*stop[1], **stop[2])
+
+    def test_accessLogCannotOpen(self) -> None:
+        """
+        An access log that cannot be opened stops twistd with a message
+        naming the path and the key.
+        """
+        path = os.path.join(os.path.abspath(self.mktemp()), "missing", "access.log")
+        error = self.assertRaises(
+            SystemExit, makeService, self.options("--access-log", path),
+            FakeProcessReactor(),
+        )
+        self.assertIn(f"cannot open the access log {path}", str(error))
+        self.assertIn("--access-log", str(error))
+
+    def test_badAccessLogFormat(self) -> None:
+        """
+        An unknown access log format is a config error naming the formats.
+        """
+        error = self.assertRaises(
+            SystemExit, self.options, "--access-log-format", "common"
+        )
+        self.assertIn('must be "combined" or "json"', str(error))
+
+    def test_notifySocketNotPassedOn(self) -> None:
+        """
+        NOTIFY_SOCKET is for rainbowd: it is taken out of the environment the
+        app inherits.
+        """
+        self.patch(os, "environ", dict(os.environ, NOTIFY_SOCKET="/run/x"))
+        makeService(self.options(), FakeProcessReactor())
+        self.assertNotIn("NOTIFY_SOCKET", os.environ)
+
+    def test_firstGenerationOutputFile(self) -> None:
+        """
+        With --backend-logs, generation 1's output has a file too.
+        """
+        reactor = FakeProcessReactor()
+        options = self.options("--backend-logs", "1")
+        service = makeService(options, reactor)
+        service.privilegedStartService()
+        service.startService()
+        # Not stopService: its signals would be real ones, to fake pids.
+        [logs] = [child for child in service if isinstance(child, BackendLogs)]
+        self.addCleanup(globalLogPublisher.removeObserver, logs)
+        self.addCleanup(lambda: [f.close() for f in logs._files.values()])
+        [name] = os.listdir(os.path.join(options.config.stateDir, "logs"))
+        self.assertTrue(name.endswith("-generation-1.log"), name)

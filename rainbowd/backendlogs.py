@@ -1,0 +1,158 @@
+# -*- test-case-name: rainbowd.test.test_backendlogs -*-
+"""
+The app's output, one file per generation, in C{stateDir/logs}.
+
+Every line a backend prints is already a log event (see
+L{rainbowd.backend.Backend}); this observer also writes those lines to a
+file of the generation's own::
+
+    stateDir/logs/20261127T021231Z-4242-generation-3.log
+
+named by when this rainbowd started (UTC) and its pid, since generation
+numbers start again at 1 with every start of rainbowd.  Only the newest
+C{backendLogs} files (by start time, then generation) are kept; older ones
+are deleted as new ones are made.  With C{backendLogs} 0 no file is made and
+none deleted.
+"""
+
+import os
+import re
+import time
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.logger import ILogObserver, LogPublisher, Logger, globalLogPublisher
+from zope.interface import implementer
+
+from rainbowd.backend import Backend
+from rainbowd.deployer import Event
+
+_log = Logger()
+
+_NAME = re.compile(r"\A(\d{8}T\d{6}Z)-(\d+)-generation-(\d+)\.log\Z")
+
+
+def runId(now: float, pid: int) -> str:
+    """
+    This start of rainbowd, as the files' names begin: its UTC start time and
+    its pid.
+    """
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + f"-{pid}"
+
+
+def _order(name: str) -> Optional[Tuple[str, int, int]]:
+    match = _NAME.match(name)
+    if match is None:
+        return None
+    return (match.group(1), int(match.group(2)), int(match.group(3)))
+
+
+@implementer(ILogObserver)
+class BackendLogs(Service):
+    """
+    Write each generation's output to a file of its own, keeping the newest
+    C{backendLogs} (of the config the generation was launched with).
+
+    @param deployer: whose events say when a generation starts and stops,
+        and whose C{backends} have their config.
+    @param stateDir: the files go in its C{logs} directory.
+    @param publisher: where backends' output events are published.
+    """
+
+    def __init__(
+        self,
+        deployer: Any,
+        stateDir: str,
+        publisher: LogPublisher = globalLogPublisher,
+        run: Optional[str] = None,
+    ) -> None:
+        self._deployer = deployer
+        self.directory = os.path.join(stateDir, "logs")
+        self._publisher = publisher
+        self._run = run if run is not None else runId(time.time(), os.getpid())
+        self._files: Dict[int, IO[str]] = {}
+        self._stopObserving: Optional[Callable[[], None]] = None
+        self._namespace = Backend.log.namespace
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._stopObserving = self._deployer.observe(self._event)
+        self._publisher.addObserver(self)
+
+    def stopService(self) -> None:
+        # The backends are stopped by now or soon; their last lines still
+        # go to their files until each one's "stopped" event closes them.
+        Service.stopService(self)
+
+    def fileName(self, generation: int) -> str:
+        return os.path.join(self.directory, f"{self._run}-generation-{generation}.log")
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        if event.get("log_namespace") != self._namespace or "stream" not in event:
+            return
+        file = self._files.get(event["generation"])
+        if file is not None:
+            try:
+                file.write(event["line"] + "\n")
+            except OSError:
+                # Logging the failure would come back here: the line is in
+                # rainbowd's log anyway.
+                pass
+
+    def _event(self, event: Event) -> None:
+        if event.kind == "launching":
+            self._open(event.generation)
+        elif event.kind == "stopped":
+            file = self._files.pop(event.generation, None)
+            if file is not None:
+                file.close()
+            if not self._files and not self.running:
+                self._publisher.removeObserver(self)
+                if self._stopObserving is not None:
+                    self._stopObserving()
+
+    def _keep(self, generation: int) -> int:
+        for backend in self._deployer.backends:
+            if backend.generation == generation:
+                return backend.config.backendLogs
+        return self._deployer.config.backendLogs
+
+    def _open(self, generation: int) -> None:
+        keep = self._keep(generation)
+        if keep <= 0:
+            return
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            self._prune(keep - 1)
+            self._files[generation] = open(
+                self.fileName(generation), "a", buffering=1, encoding="utf-8",
+                errors="backslashreplace",
+            )
+        except OSError as e:
+            _log.error(
+                "cannot write generation {generation}'s output to {directory}: "
+                "{error}; it is only logged",
+                generation=generation,
+                directory=self.directory,
+                error=e.strerror or str(e),
+            )
+
+    def _prune(self, keep: int) -> None:
+        """
+        Delete the oldest files but the newest C{keep}, never one still
+        being written.
+        """
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        open_ = {os.path.basename(self.fileName(g)) for g in self._files}
+        found: List[Tuple[Tuple[str, int, int], str]] = []
+        for name in names:
+            order = _order(name)
+            if order is not None:
+                found.append((order, name))
+        found.sort()
+        for order, name in found[: max(0, len(found) - keep)]:
+            if name not in open_:
+                os.remove(os.path.join(self.directory, name))

@@ -1,0 +1,258 @@
+# -*- test-case-name: rainbowd.test.test_metrics -*-
+"""
+rainbowd's metrics, served in Prometheus' text format on the control
+port's C{GET /metrics}.
+
+Requests are counted as they end, through L{ProxySite}'s C{requestLog};
+deploys, crashes and stops through L{Deployer.observe}; what is true now --
+requests in flight, backends by state -- is read from the deployer when
+scraped.
+"""
+
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.process_collector import ProcessCollector
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from rainbowd.backend import ALIVE, State
+from rainbowd.control import ENDPOINTS, writeJSON
+from rainbowd.deployer import Event
+
+#: Upper bounds of the request duration histogram, in seconds: from a
+#: request an app answers from memory to one that takes half a minute.
+REQUEST_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+)
+
+#: Upper bounds of the deploy duration histogram, in seconds.
+DEPLOY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
+#: How many of the newest generations keep their request series once their
+#: processes are gone, so that their last counts are still scraped; older
+#: generations' series are dropped, which bounds the label sets.
+STOPPED_GENERATIONS_KEPT = 5
+
+#: The version of the text format that every Prometheus reads.
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+#: The C{status} of a request whose connection closed before its response
+#: was complete.
+UNFINISHED = "unfinished"
+
+#: The C{generation} of a request no backend took (a 503 while none was
+#: ready, a 400 for a target that cannot be forwarded).
+NO_GENERATION = "none"
+
+
+class _Now:
+    """
+    A collector of what is true when scraped: the backends by state, the
+    requests each is serving, and the active generation.
+    """
+
+    def __init__(self, deployer: Any) -> None:
+        self._deployer = deployer
+
+    def collect(self) -> Iterable[Metric]:
+        backends = list(self._deployer.backends)
+        states = GaugeMetricFamily(
+            "rainbowd_backends",
+            "Backends whose processes are alive, by state.",
+            labels=["state"],
+        )
+        for state in State:
+            if state in ALIVE:
+                count = sum(1 for backend in backends if backend.state is state)
+                states.add_metric([state.value], count)
+        yield states
+        inflight = GaugeMetricFamily(
+            "rainbowd_inflight_requests",
+            "Requests a backend is serving now, by generation.",
+            labels=["generation"],
+        )
+        for backend in backends:
+            if backend.state in ALIVE:
+                inflight.add_metric([str(backend.generation)], backend.inflight)
+        yield inflight
+        active = self._deployer.active
+        yield GaugeMetricFamily(
+            "rainbowd_active_generation",
+            "The generation receiving traffic; 0 while none is.",
+            value=0 if active is None else active.generation,
+        )
+
+
+class Metrics:
+    """
+    The metrics of one rainbowd, in a registry of its own.
+
+    It is the proxy site's C{requestLog} (see L{rainbowd.proxy.ProxySite})
+    and an observer of C{deployer}.
+
+    @ivar registry: the L{CollectorRegistry} to expose.
+    """
+
+    def __init__(self, deployer: Any, processMetrics: bool = True) -> None:
+        """
+        @param deployer: has C{observe}, C{backends} and C{active}, like
+            L{rainbowd.deployer.Deployer}.
+        @param processMetrics: also expose rainbowd's own CPU, memory and
+            file descriptors (C{process_*}).
+        """
+        self.registry = registry = CollectorRegistry()
+        self._deployer = deployer
+        self._requests = Counter(
+            "rainbowd_http_requests",
+            "Proxied requests, by status class (2xx..5xx, or unfinished when "
+            "the connection closed before the response was complete) and "
+            "by the generation that served them.",
+            ["status", "generation"],
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "rainbowd_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, for "
+            "complete responses.",
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self._deploys = Counter(
+            "rainbowd_deploys",
+            "Deploys, by outcome (deployed, failed, refused) and cause "
+            "(startup, redeploy, restart).",
+            ["outcome", "cause"],
+            registry=registry,
+        )
+        self._deployDuration = Histogram(
+            "rainbowd_deploy_duration_seconds",
+            "Time from the start of a deploy to its outcome, by outcome.",
+            ["outcome"],
+            buckets=DEPLOY_BUCKETS,
+            registry=registry,
+        )
+        self._crashes = Counter(
+            "rainbowd_crashes",
+            "Times the active generation exited by itself (a replacement "
+            "is then started).",
+            registry=registry,
+        )
+        registry.register(_Now(deployer))
+        if processMetrics:
+            ProcessCollector(registry=registry)
+        self._children: Dict[Tuple[object, Optional[int]], Any] = {}
+        self._deploying: Dict[int, Tuple[float, str]] = {}
+        self._newest = 0
+        self.stopObserving = deployer.observe(self._observe)
+
+    # The proxy site's requestLog
+
+    def finished(self, request: IRequest, seconds: float) -> None:
+        """
+        Count a request whose response is complete.
+        """
+        key = (request.code, getattr(request, "backendGeneration", None))
+        child = self._children.get(key)
+        if child is None:
+            child = self._child(key, f"{request.code // 100}xx")
+        child.inc()
+        self._duration.observe(seconds)
+
+    def unfinished(self, request: IRequest, seconds: float) -> None:
+        """
+        Count a request whose connection closed before its response was
+        complete.
+        """
+        key = (UNFINISHED, getattr(request, "backendGeneration", None))
+        child = self._children.get(key)
+        if child is None:
+            child = self._child(key, UNFINISHED)
+        child.inc()
+
+    def _child(self, key: Tuple[object, Optional[int]], status: str) -> Any:
+        generation = key[1]
+        label = NO_GENERATION if generation is None else str(generation)
+        child = self._children[key] = self._requests.labels(status, label)
+        return child
+
+    # The deployer's events
+
+    def _observe(self, event: Event) -> None:
+        kind = event.kind
+        if kind == "deploying":
+            self._deploying[event.details["deploy"]] = (
+                event.time,
+                event.details["cause"],
+            )
+        elif kind in ("deployed", "failed", "refused"):
+            started, cause = self._deploying.pop(
+                event.details["deploy"], (event.time, "unknown")
+            )
+            self._deploys.labels(kind, cause).inc()
+            self._deployDuration.labels(kind).observe(event.time - started)
+        elif kind == "crashed":
+            self._crashes.inc()
+        elif kind == "launching":
+            self._newest = max(self._newest, event.generation)
+        elif kind == "stopped":
+            self._forgetOldGenerations()
+
+    def _forgetOldGenerations(self) -> None:
+        """
+        Drop the request series of the generations whose processes are gone
+        and that are not among the newest L{STOPPED_GENERATIONS_KEPT}.
+        """
+        alive = {backend.generation for backend in self._deployer.backends}
+        oldest = self._newest - STOPPED_GENERATIONS_KEPT
+        for key in list(self._children):
+            generation = key[1]
+            if generation is None or generation in alive or generation > oldest:
+                continue
+            del self._children[key]
+            status = UNFINISHED if key[0] == UNFINISHED else f"{key[0] // 100}xx"
+            try:
+                self._requests.remove(status, str(generation))
+            except KeyError:
+                pass  # another code of the same class removed it already
+
+
+class MetricsResource(Resource):
+    """
+    C{GET /metrics}: the metrics of C{registry} in Prometheus' text format.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render(self, request: IRequest) -> bytes:
+        if request.postpath not in ([], [b""]):
+            path = request.path.decode("utf-8", "replace")
+            return writeJSON(
+                request,
+                404,
+                {"error": f"no such endpoint: {path}", "endpoints": list(ENDPOINTS)},
+            )
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            method = request.method.decode("ascii", "replace")
+            return writeJSON(
+                request,
+                405,
+                {
+                    "error": f"method {method} not allowed on /metrics; "
+                    "allowed: GET, HEAD"
+                },
+            )
+        body = generate_latest(self._registry)
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", b"%d" % (len(body),))
+            return b""
+        return body

@@ -1,0 +1,99 @@
+# -*- test-case-name: rainbowd.test.test_backendlogs -*-
+"""
+Tests for L{rainbowd.backendlogs}.
+"""
+
+import os
+
+import attrs
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from rainbowd.backendlogs import BackendLogs, runId
+from rainbowd.test.test_deployer import Harness
+
+RUN = "20261127T021231Z-4242"
+
+
+class BackendLogsTests(SynchronousTestCase):
+    """
+    Each generation's output goes to a file of its own, the newest few kept.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.h.configs[0] = attrs.evolve(self.h.configs[0], backendLogs=2)
+        self.h.deployer.config = self.h.configs[0]
+        self.stateDir = self.h.configs[0].stateDir
+        self.directory = os.path.join(self.stateDir, "logs")
+        self.logs = BackendLogs(self.h.deployer, self.stateDir, run=RUN)
+        self.logs.startService()
+        self.addCleanup(globalLogPublisher.removeObserver, self.logs)
+        self.addCleanup(lambda: [f.close() for f in self.logs._files.values()])
+
+    def read(self, generation: int) -> str:
+        with open(self.logs.fileName(generation)) as f:
+            return f.read()
+
+    def redeploy(self, generation: int) -> None:
+        self.h.deployer.redeploy()
+        self.h.healthy(generation)
+        self.h.reactor.advance(0)
+
+    def test_runId(self) -> None:
+        """
+        A run is named by its UTC start time and pid.
+        """
+        self.assertEqual(runId(1795745551.9, 4242), RUN)
+
+    def test_outputInFile(self) -> None:
+        """
+        A generation's stdout and stderr lines go to its file, named by the
+        run and the generation.
+        """
+        self.h.start()
+        self.h.process(1).emit(b"one\ntw")
+        self.h.process(1).emit(b"o\n")
+        self.h.process(1).emit(b"oops\n", 2)
+        self.assertEqual(
+            self.logs.fileName(1),
+            os.path.join(self.directory, f"{RUN}-generation-1.log"),
+        )
+        self.assertEqual(self.read(1), "one\ntwo\noops\n")
+
+    def test_newestKept(self) -> None:
+        """
+        Only the newest backendLogs files are kept, an earlier run's first;
+        other files in the directory are left alone.
+        """
+        os.makedirs(self.directory)
+        for name in ["20200101T000000Z-1-generation-7.log", "notes.txt"]:
+            with open(os.path.join(self.directory, name), "w") as f:
+                f.write("earlier\n")
+        self.h.start()
+        self.assertEqual(
+            sorted(os.listdir(self.directory)),
+            ["20200101T000000Z-1-generation-7.log", f"{RUN}-generation-1.log", "notes.txt"],
+        )
+        self.redeploy(2)
+        self.assertEqual(
+            sorted(os.listdir(self.directory)),
+            [f"{RUN}-generation-1.log", f"{RUN}-generation-2.log", "notes.txt"],
+        )
+        self.redeploy(3)
+        self.h.process(3).emit(b"three\n")
+        self.assertEqual(
+            sorted(os.listdir(self.directory)),
+            [f"{RUN}-generation-2.log", f"{RUN}-generation-3.log", "notes.txt"],
+        )
+        self.assertEqual(self.read(3), "three\n")
+
+    def test_off(self) -> None:
+        """
+        With backendLogs 0, a generation gets no file.
+        """
+        self.h.newConfig(backendLogs=0)
+        self.h.start()
+        self.redeploy(2)
+        self.h.process(2).emit(b"two\n")
+        self.assertEqual(os.listdir(self.directory), [f"{RUN}-generation-1.log"])

@@ -1,0 +1,360 @@
+# -*- test-case-name: rainbowd.test.test_metrics -*-
+"""
+Tests for L{rainbowd.metrics}.
+"""
+
+from typing import Dict, List, Tuple
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+from twisted.trial.unittest import SynchronousTestCase
+
+from rainbowd.control import ControlResource
+from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
+from rainbowd.test.test_control import FakeDeployer as FakeControlDeployer
+from rainbowd.test.test_deployer import Harness
+from rainbowd.test.test_proxy import (
+    BackendApp,
+    FakeBackend,
+    FakeDeployer,
+    World,
+    backendSite,
+    later,
+    rawRequest,
+)
+
+Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+
+
+def scrape(metrics: Metrics) -> Samples:
+    """
+    The samples of C{metrics}' registry, parsed back from the text format:
+    C{(name, sorted labels) -> value}.
+    """
+    text = generate_latest(metrics.registry).decode("utf-8")
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def requests(samples: Samples) -> Dict[Tuple[str, str], float]:
+    """
+    The proxied request counters: C{(status, generation) -> count}.
+    """
+    return {
+        (dict(labels)["status"], dict(labels)["generation"]): value
+        for (name, labels), value in samples.items()
+        if name == "rainbowd_http_requests_total"
+    }
+
+
+class ObservableDeployer(FakeDeployer):
+    """
+    The proxy's fake deployer, with what L{Metrics} reads besides: its
+    C{backends} and C{observe}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backends: List[FakeBackend] = []
+        self.observers: list = []
+
+    def observe(self, observer):
+        self.observers.append(observer)
+        return lambda: self.observers.remove(observer)
+
+
+class RequestMetricsTests(SynchronousTestCase):
+    """
+    Requests through the proxy move the request metrics.
+    """
+
+    def setUp(self) -> None:
+        self.world = World(queueTimeout=5.0)
+        self.deployer = self.world.deployer = ObservableDeployer()
+        self.world.proxy._deployer = self.deployer
+        self.metrics = Metrics(self.deployer, processMetrics=False)
+        self.world.site.requestLog = self.metrics
+        self.backend = FakeBackend(generation=3, port=20001)
+
+    def test_parses(self) -> None:
+        """
+        The exposition parses with Prometheus' own parser and has every
+        rainbowd metric, all named rainbowd_ (besides the client library's
+        C{_created} series).
+        """
+        names = {
+            family.name
+            for family in text_string_to_metric_families(
+                generate_latest(self.metrics.registry).decode("utf-8")
+            )
+            if not family.name.endswith("_created")
+        }
+        self.assertEqual(
+            names,
+            {
+                "rainbowd_http_requests",
+                "rainbowd_http_request_duration_seconds",
+                "rainbowd_deploys",
+                "rainbowd_deploy_duration_seconds",
+                "rainbowd_crashes",
+                "rainbowd_backends",
+                "rainbowd_inflight_requests",
+                "rainbowd_active_generation",
+            },
+        )
+
+    def test_proxiedRequestCounted(self) -> None:
+        """
+        A proxied request is counted by status class and by the generation
+        that served it, and its duration lands in the histogram.
+        """
+        self.deployer.activate(self.backend)
+        app = BackendApp(later)
+        client = self.world.request(rawRequest())
+        self.world.accept(backendSite(self.world, app))
+        self.world.reactor.advance(0.2)
+        app.live[0].write(b"done")
+        app.live[0].finish()
+        self.world.flush()
+        self.assertEqual(client.response().code, 200)
+        samples = scrape(self.metrics)
+        self.assertEqual(requests(samples), {("2xx", "3"): 1})
+        duration = "rainbowd_http_request_duration_seconds"
+        self.assertEqual(samples[(duration + "_count", ())], 1)
+        self.assertAlmostEqual(samples[(duration + "_sum", ())], 0.2)
+        self.assertEqual(samples[(duration + "_bucket", (("le", "0.1"),))], 0)
+        self.assertEqual(samples[(duration + "_bucket", (("le", "0.25"),))], 1)
+
+    def test_noBackendCounted(self) -> None:
+        """
+        A 503 because no backend became ready counts under generation
+        "none".
+        """
+        client = self.world.request(rawRequest())
+        self.world.reactor.advance(5)
+        self.world.flush()
+        self.assertEqual(client.response().code, 503)
+        self.assertEqual(requests(scrape(self.metrics)), {("5xx", "none"): 1})
+
+    def test_hangUpCounted(self) -> None:
+        """
+        A request whose client hangs up before its response is complete
+        counts as unfinished, under the generation it was sent to.
+        """
+        self.deployer.activate(self.backend)
+        client = self.world.request(rawRequest())
+        self.world.accept(backendSite(self.world, BackendApp(later)))
+        client.hangUp()
+        self.world.flush()
+        self.assertEqual(requests(scrape(self.metrics)), {("unfinished", "3"): 1})
+
+    def test_inflightAndBackends(self) -> None:
+        """
+        In-flight requests and backends by state are read from the deployer
+        when scraped.
+        """
+        harness = Harness(self)
+        metrics = Metrics(harness.deployer, processMetrics=False)
+        backend = harness.start()
+        backend.requestStarted()
+        harness.deployer.redeploy()
+        samples = scrape(metrics)
+        self.assertEqual(
+            samples[("rainbowd_inflight_requests", (("generation", "1"),))], 1
+        )
+        self.assertEqual(
+            samples[("rainbowd_inflight_requests", (("generation", "2"),))], 0
+        )
+        states = {
+            dict(labels)["state"]: value
+            for (name, labels), value in samples.items()
+            if name == "rainbowd_backends"
+        }
+        self.assertEqual(
+            states,
+            {"starting": 1, "ready": 0, "active": 1, "draining": 0, "stopping": 0},
+        )
+        self.assertEqual(samples[("rainbowd_active_generation", ())], 1)
+
+    def test_seriesReused(self) -> None:
+        """
+        A second request of the same status class and generation counts in
+        the series the first one made, without a new label lookup.
+        """
+        self.deployer.activate(self.backend)
+        self.world.request(rawRequest())
+        self.world.accept(backendSite(self.world, BackendApp()))
+        children = dict(self.metrics._children)
+        self.world.request(rawRequest())
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(self.metrics._children, children)
+        self.assertEqual(requests(scrape(self.metrics)), {("2xx", "3"): 2})
+
+
+class DeployMetricsTests(SynchronousTestCase):
+    """
+    Deploys, their outcomes and crashes move the deploy metrics.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.metrics = Metrics(self.h.deployer, processMetrics=False)
+
+    def deploys(self) -> Dict[Tuple[str, str], float]:
+        return {
+            (dict(labels)["outcome"], dict(labels)["cause"]): value
+            for (name, labels), value in scrape(self.metrics).items()
+            if name == "rainbowd_deploys_total"
+        }
+
+    def test_outcomes(self) -> None:
+        """
+        Startup, a redeploy that deploys, one that fails and one refused are
+        each counted by outcome and cause.
+        """
+        self.h.newConfig(maxBackends=2)
+        self.h.start()
+        self.h.deployer.redeploy()
+        self.h.healthy(2)
+        self.h.reactor.advance(0)
+        failed = self.h.deployer.redeploy()
+        self.h.process(3).exit(3)
+        self.failureResultOf(failed)
+        self.h.reactor.advance(0)
+        self.h.backend(2).requestStarted()
+        self.h.deployer.redeploy()
+        self.h.healthy(4)
+        self.failureResultOf(self.h.deployer.redeploy())
+        self.assertEqual(
+            self.deploys(),
+            {
+                ("deployed", "startup"): 1,
+                ("deployed", "redeploy"): 2,
+                ("failed", "redeploy"): 1,
+                ("refused", "redeploy"): 1,
+            },
+        )
+
+    def test_duration(self) -> None:
+        """
+        A deploy's duration runs from its start to its outcome.
+        """
+        self.h.start()
+        self.h.deployer.redeploy()
+        self.h.reactor.advance(1.5)
+        self.h.healthy(2)
+        samples = scrape(self.metrics)
+        name = "rainbowd_deploy_duration_seconds"
+        self.assertEqual(samples[(name + "_count", (("outcome", "deployed"),))], 2)
+        self.assertEqual(samples[(name + "_sum", (("outcome", "deployed"),))], 1.5)
+        self.assertEqual(
+            samples[(name + "_bucket", (("le", "1.0"), ("outcome", "deployed")))], 1
+        )
+
+    def test_crashes(self) -> None:
+        """
+        The active generation exiting by itself counts as a crash, and its
+        replacement as a deploy caused by a restart.
+        """
+        self.h.start()
+        self.h.process(1).exit(1)
+        self.h.reactor.advance(1.0)
+        self.h.healthy(2)
+        samples = scrape(self.metrics)
+        self.assertEqual(samples[("rainbowd_crashes_total", ())], 1)
+        self.assertEqual(self.deploys()[("deployed", "restart")], 1)
+
+
+class CardinalityTests(SynchronousTestCase):
+    """
+    The request series of old generations are dropped.
+    """
+
+    def test_oldGenerationsDropped(self) -> None:
+        """
+        Once a generation's processes are gone and it is not among the
+        L{STOPPED_GENERATIONS_KEPT} newest, its request series are gone.
+        """
+        h = Harness(self)
+        metrics = Metrics(h.deployer, processMetrics=False)
+
+        class Served:
+            code = 200
+
+        h.start()
+        for generation in range(1, 10):
+            served = Served()
+            served.backendGeneration = generation
+            metrics.finished(served, 0.01)
+            h.deployer.redeploy()
+            h.healthy(generation + 1)
+            h.reactor.advance(0)
+        metrics.unfinished(Served(), 0.01)
+        self.assertEqual(
+            sorted(requests(scrape(metrics))),
+            # Generation 10, the active one and the newest, served nothing.
+            [("2xx", str(g)) for g in range(11 - STOPPED_GENERATIONS_KEPT, 10)]
+            + [("unfinished", "none")],
+        )
+
+
+class MetricsResourceTests(SynchronousTestCase):
+    """
+    C{GET /metrics} on the control API.
+    """
+
+    def setUp(self) -> None:
+        self.metrics = Metrics(ObservableDeployer())
+        control = ControlResource(FakeControlDeployer())
+        control.putChild(b"metrics", MetricsResource(self.metrics.registry))
+        self.treq = StubTreq(control)
+
+    def get(self, method: str, path: str = "/metrics"):
+        d = self.treq.request(method, "http://127.0.0.1:7001" + path)
+        self.treq.flush()
+        response = self.successResultOf(d)
+        return response, self.successResultOf(self.treq.content(response))
+
+    def test_get(self) -> None:
+        """
+        GET answers the text format, with its content type, including
+        rainbowd's process metrics.
+        """
+        response, body = self.get("GET")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"),
+            ["text/plain; version=0.0.4; charset=utf-8"],
+        )
+        names = {f.name for f in text_string_to_metric_families(body.decode())}
+        self.assertIn("rainbowd_http_requests", names)
+        self.assertIn("process_cpu_seconds", names)
+
+    def test_head(self) -> None:
+        """
+        HEAD answers the length and no body.
+        """
+        response, body = self.get("HEAD")
+        self.assertEqual((response.code, body), (200, b""))
+        self.assertNotEqual(response.headers.getRawHeaders("content-length"), ["0"])
+
+    def test_otherMethod(self) -> None:
+        """
+        Another method gets 405 with Allow, in JSON like the rest of the
+        control API.
+        """
+        response, body = self.get("POST")
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["GET, HEAD"])
+        self.assertIn(b"not allowed on /metrics", body)
+
+    def test_below(self) -> None:
+        """
+        /metrics/ is /metrics; a path below it is not found.
+        """
+        self.assertEqual(self.get("GET", "/metrics/")[0].code, 200)
+        self.assertEqual(self.get("GET", "/metrics/x")[0].code, 404)
