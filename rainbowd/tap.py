@@ -33,6 +33,7 @@ from rainbowd.config import (
 from rainbowd.control import ControlResource
 from rainbowd.deployer import Deployer
 from rainbowd.health import HTTPHealthCheck
+from rainbowd.leftovers import AppGroups
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
 
@@ -268,7 +269,12 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     service = _OrderlyStop(reactor)
     deployer = Deployer(
-        config, options.readConfig, newBackend, reactor, PortPicker()
+        config,
+        options.readConfig,
+        newBackend,
+        reactor,
+        PortPicker(),
+        groups=AppGroups(config.stateDir, signals, reactor),
     )
     deployer.setServiceParent(service)
     sites = [
