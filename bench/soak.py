@@ -165,28 +165,39 @@ COLUMNS = [
     ("redeploys", lambda r: f"{r['okRedeploys']}/{len(r['redeploys'])}"),
     ("requests", lambda r: str(r["requests"])),
     ("non-2xx", lambda r: str(r["non2xx"])),
-    ("conn errors", lambda r: str(r["errors"])),
-    ("old version after switch", lambda r: str(r["stale"])),
-    ("p50 / p99 / max ms, steady", lambda r: " / ".join(ms(r["outside"][k]) for k in ("p50", "p99", "max"))),
-    ("p50 / p99 / max ms, redeploying", lambda r: " / ".join(ms(r["during"][k]) for k in ("p50", "p99", "max"))),
-    ("POST to switch s (median / max)", lambda r: seconds(r["switch"])),
-    ("launch to healthy s", lambda r: seconds(r["healthyTime"])),
-    ("left after stop", lambda r: str(r["leftovers"])),
+    ("errors", lambda r: str(r["errors"])),
+    ("stale", lambda r: str(r["stale"])),
+    ("steady ms", lambda r: " / ".join(ms(r["outside"][k]) for k in ("p50", "p99", "max"))),
+    ("redeploying ms", lambda r: " / ".join(ms(r["during"][k]) for k in ("p50", "p99", "max"))),
+    ("switch s", lambda r: seconds(r["switch"])),
+    ("healthy s", lambda r: seconds(r["healthyTime"])),
+    ("left", lambda r: str(r["leftovers"])),
 ]
+
+#: What each column means, for --help and the README.
+LEGEND = """\
+redeploys: succeeded / asked; requests: answered or failed, all told;
+non-2xx, errors: responses that were not 2xx, connection errors;
+stale: requests begun after a POST /redeploy had answered, yet served by an
+older version (must be 0); steady ms, redeploying ms: latency p50 / p99 / max
+of the requests begun outside and during a redeploy (from POST /redeploy
+until the old generation is gone); switch s: POST /redeploy until it
+answered, that is until traffic moved (median / max); healthy s: the new
+generation's launch until it was first seen healthy in /status (median /
+max); left: app processes and listening ports left once rainbowd stopped."""
 
 
 def table(results, rst: bool) -> str:
+    """
+    The report as a plain text table, or a reStructuredText simple table.
+    """
     rows = [[header for header, f in COLUMNS]] + [[f(r) for header, f in COLUMNS] for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if not rst:
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
-    # A grid table: the headers are too long for a simple one.
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    out = [line]
-    for i, row in enumerate(rows):
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        out.append(line.replace("-", "=") if i == 0 else line)
-    return "\n".join(out)
+        return "\n".join(lines)
+    rule = "  ".join("=" * w for w in widths)
+    return "\n".join([rule, lines[0], rule] + lines[1:] + [rule])
 
 
 def plot(result: dict, path: str) -> None:
@@ -285,10 +296,11 @@ def main(argv=None) -> int:
             plot(result, os.path.join(args.plots, f"soak-{name}.png"))
     if args.readme:
         print(f"{args.redeploys} redeploys per server, {args.connections} keep-alive "
-              f"connections at {args.rate:g} req/s in all; {started}::\n")
-        print("\n".join("    " + line for line in table(results, rst=False).splitlines()))
+              f"connections at {args.rate:g} req/s in all; {started}:\n")
+        print(table(results, rst=True))
     else:
         print(table(results, rst=False))
+        print("\n" + LEGEND)
     failed = [r["server"] for r in results if r["problems"]]
     if failed:
         print(f"FAIL: {', '.join(failed)}", file=sys.stderr)
