@@ -16,7 +16,6 @@ import argparse
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from harness import (  # noqa: E402
     Ports,
     Rainbowd,
     StatusPoller,
-    appProcesses,
+    groupAlive,
     waitFor,
 )
 
@@ -65,19 +64,6 @@ def groupOf(pid: int):
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
-
-
-def groupAlive(pgid: int) -> bool:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] not in "ZX":
-                return True
-    return False
 
 
 def inThread(f, *args):

@@ -98,8 +98,10 @@ class Rainbowd:
         self.setVersion("v1")
         self.logPath = os.path.join(self.directory, "rainbowd.log")
         self.process: Optional[subprocess.Popen] = None
-        #: every backend port seen in /status, for the leftover check
+        #: every backend port and app process group seen in /status, for
+        #: the leftover check
         self.backendPorts = set()
+        self.groups = set()
 
     def writeConfig(self, **changes) -> None:
         self.config.update(changes)
@@ -146,8 +148,20 @@ class Rainbowd:
 
     def status(self) -> dict:
         status = self.control("GET", "/status", 10)[1]
-        self.backendPorts.update(b["port"] for b in status["backends"])
+        for backend in status["backends"]:
+            self.saw(backend)
         return status
+
+    def saw(self, backend: dict) -> None:
+        """
+        Note a backend from C{/status}: its port and process group.
+        """
+        self.backendPorts.add(backend["port"])
+        if backend["pid"]:
+            try:
+                self.groups.add(os.getpgid(backend["pid"]))
+            except ProcessLookupError:
+                pass
 
     def log(self) -> str:
         try:
@@ -182,6 +196,8 @@ class Rainbowd:
         whose environment names this state directory) and listening ports.
         """
         found = [f"process {pid} ({cmd})" for pid, cmd in appProcesses(self.stateDir)]
+        found += [f"process group {pgid} is alive" for pgid in sorted(self.groups)
+                  if groupAlive(pgid)]
         for port in sorted({self.port, self.controlPort} | self.backendPorts):
             with socket.socket() as s:
                 s.settimeout(1)
@@ -225,6 +241,22 @@ def appProcesses(stateDir: str):
         if wanted in environ and state not in "ZX":
             found.append((int(entry), cmd[:80]))
     return found
+
+
+def groupAlive(pgid: int) -> bool:
+    """
+    Is a process of group C{pgid} running (zombies aside)?
+    """
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in "ZX":
+                return True
+    return False
 
 
 def request(port: int, method: str, path: str, timeout: float):
@@ -358,7 +390,7 @@ class StatusPoller:
             for backend in status["backends"]:
                 generation = backend["generation"]
                 alive.add(generation)
-                self.daemon.backendPorts.add(backend["port"])
+                self.daemon.saw(backend)
                 self.seen.setdefault(generation, {}).setdefault(backend["state"], now)
                 self.lastSeen[generation] = now
                 if backend["pid"]:

@@ -50,21 +50,32 @@ class AppGroups:
 
     def record(self, backend) -> None:
         """
-        Write down C{backend}'s process group, just launched.
+        Write down C{backend}'s process group, just launched.  A record that
+        cannot be written is logged, and the generation runs all the same.
         """
         path = self._path(backend.pgid)
         temporary = f"{path}.tmp"
-        with open(temporary, "w") as f:
-            json.dump(
-                {
-                    "pgid": backend.pgid,
-                    "generation": backend.generation,
-                    "port": backend.port,
-                    "run": backend.config.run,
-                },
-                f,
+        try:
+            with open(temporary, "w") as f:
+                json.dump(
+                    {
+                        "pgid": backend.pgid,
+                        "generation": backend.generation,
+                        "port": backend.port,
+                        "run": backend.config.run,
+                    },
+                    f,
+                )
+            os.replace(temporary, path)
+        except OSError as e:
+            self.log.warn(
+                "cannot record generation {generation}'s process group in "
+                "{path} ({error}); if rainbowd is killed, the next one will "
+                "not find it",
+                generation=backend.generation,
+                path=path,
+                error=e,
             )
-        os.replace(temporary, path)
 
     def forget(self, backend) -> None:
         """
@@ -131,6 +142,8 @@ class AppGroups:
             os.remove(path)
         except FileNotFoundError:
             pass
+        except OSError as e:
+            self.log.warn("cannot remove {path}: {error}", path=path, error=e)
 
     def _records(self):
         """

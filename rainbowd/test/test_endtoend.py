@@ -136,6 +136,8 @@ class Daemon:
         stateDir = os.path.join(self.directory, ".rainbowd")
         groups = []
         for name in os.listdir(stateDir) if os.path.isdir(stateDir) else ():
+            if not name.endswith(".pid"):
+                continue
             with open(os.path.join(stateDir, name)) as f:
                 text = f.read().strip()
             try:

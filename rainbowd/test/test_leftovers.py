@@ -249,6 +249,21 @@ class DeployerLeftoversTests(SynchronousTestCase):
         self.assertIs(backend.state, State.STOPPED)
         self.assertEqual(self.fixture.records(), [])
 
+    def test_recordNotWritten(self) -> None:
+        """
+        A record that cannot be written is logged, and the generation runs
+        all the same.
+        """
+        os.makedirs(os.path.join(self.fixture.stateDir, "app-1001.json.tmp"))
+        with capturedLogs() as events:
+            self.deployer.startService()
+        self.health.answer(20000)
+        self.assertIs(self.backends[0].state, State.ACTIVE)
+        self.assertIn(
+            "cannot record generation 1's process group",
+            "\n".join(formatEvent(e) for e in events),
+        )
+
     def test_leftoversStoppedBeforeFirstLaunch(self) -> None:
         """
         Generation 1 is launched only once the groups an earlier rainbowd
