@@ -331,7 +331,7 @@ class Load:
                 if response.will_close:
                     connection.close()
                     connection = None
-            except (OSError, http.client.HTTPException) as e:
+            except Exception as e:  # every outcome counts, whatever it is
                 self.results.append(
                     (start, time.monotonic(), None, None, f"{type(e).__name__}: {e}")
                 )
@@ -369,7 +369,8 @@ class StatusPoller:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
 
     def _poll(self) -> None:
         connection = None

@@ -58,11 +58,11 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
                       killTimeout=10000, startTimeout=60000)
     result = {"server": name, "run": run, "redeploys": [], "problems": []}
     daemon.start()
+    poller = StatusPoller(daemon)
+    load = Load(daemon.port, connections=connections, rate=rate)
     try:
         daemon.serving()
-        poller = StatusPoller(daemon)
         poller.start()
-        load = Load(daemon.port, connections=connections, rate=rate)
         load.start()
         time.sleep(GAP * 2)
         for n in range(2, redeploys + 2):
@@ -88,8 +88,12 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
             waitFor(lambda: old in poller.gone, f"generation {old} to stop", 60)
             time.sleep(GAP)
         time.sleep(GAP)
-        result["results"] = load.stop()
-        result["loadStarted"], result["loadStopped"] = load.started, load.stopped
+    except Exception as e:
+        result["problems"].append(f"{type(e).__name__}: {e}")
+    finally:
+        if hasattr(load, "started"):
+            result["results"] = load.stop()
+            result["loadStarted"], result["loadStopped"] = load.started, load.stopped
         poller.stop()
         for redeploy in result["redeploys"]:
             generation = redeploy["generation"]
@@ -97,7 +101,6 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
             redeploy["healthy"] = poller.healthy(generation)
             redeploy["switched"] = poller.activeSince.get(generation)
             redeploy["oldStopped"] = poller.gone.get(redeploy["old"])
-    finally:
         code = daemon.stop()
         if code != 0:
             result["problems"].append(f"rainbowd exited with {code}")
