@@ -101,7 +101,8 @@ class Rainbowd:
         #: every backend port and app process group seen in /status, for
         #: the leftover check
         self.backendPorts = set()
-        self.groups = set()
+        #: process group -> its leader's start time, when seen
+        self.groups: Dict[int, Optional[str]] = {}
 
     def writeConfig(self, **changes) -> None:
         self.config.update(changes)
@@ -159,9 +160,11 @@ class Rainbowd:
         self.backendPorts.add(backend["port"])
         if backend["pid"]:
             try:
-                self.groups.add(os.getpgid(backend["pid"]))
+                pgid = os.getpgid(backend["pid"])
             except ProcessLookupError:
-                pass
+                return
+            if self.groups.get(pgid) is None:
+                self.groups[pgid] = startTime(pgid)
 
     def log(self) -> str:
         try:
@@ -196,8 +199,13 @@ class Rainbowd:
         whose environment names this state directory) and listening ports.
         """
         found = [f"process {pid} ({cmd})" for pid, cmd in appProcesses(self.stateDir)]
-        found += [f"process group {pgid} is alive" for pgid in sorted(self.groups)
-                  if groupAlive(pgid)]
+        for pgid, started in sorted(self.groups.items()):
+            members = groupMembers(pgid)
+            # The kernel hands out a group's id again only once the group
+            # is empty; a leader born at another time is then a stranger.
+            leader = startTime(pgid)
+            if members and (leader is None or started is None or leader == started):
+                found.append(f"process group {pgid} is alive: {members}")
         for port in sorted({self.port, self.controlPort} | self.backendPorts):
             with socket.socket() as s:
                 s.settimeout(1)
@@ -243,20 +251,40 @@ def appProcesses(stateDir: str):
     return found
 
 
-def groupAlive(pgid: int) -> bool:
+def groupMembers(pgid: int) -> List[str]:
     """
-    Is a process of group C{pgid} running (zombies aside)?
+    The running processes (zombies aside) of group C{pgid}, described.
     """
+    found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                    stat = f.read()
+                fields = stat.rsplit(")", 1)[1].split()
+                if int(fields[2]) != pgid or fields[0] in "ZX":
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if int(fields[2]) == pgid and fields[0] not in "ZX":
-                return True
-    return False
+            found.append(f"{entry} {fields[0]} {cmd[:60] or stat[:60]}")
+    return found
+
+
+def startTime(pid: int) -> Optional[str]:
+    """
+    When process C{pid} started, in clock ticks since boot, if it runs.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def groupAlive(pgid: int) -> bool:
+    return bool(groupMembers(pgid))
 
 
 def request(port: int, method: str, path: str, timeout: float):
