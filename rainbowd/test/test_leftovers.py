@@ -249,6 +249,21 @@ class DeployerLeftoversTests(SynchronousTestCase):
         self.assertIs(backend.state, State.STOPPED)
         self.assertEqual(self.fixture.records(), [])
 
+    def test_cleanupErrorLogged(self) -> None:
+        """
+        An unexpected error while looking for leftovers is logged with its
+        traceback, and generation 1 is launched all the same.
+        """
+        self.fixture.groups._records = lambda: 1 / 0
+        with capturedLogs() as events:
+            self.deployer.startService()
+        self.assertEqual(len(self.backends), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIn(
+            "stopping leftover app processes failed",
+            "\n".join(formatEvent(e) for e in events),
+        )
+
     def test_recordNotWritten(self) -> None:
         """
         A record that cannot be written is logged, and the generation runs
