@@ -204,9 +204,18 @@ class _StateDirLock(Service):
                 f"directory {os.path.dirname(self._path)}.  Stop it, or give "
                 f'this one another "stateDir" (--state-dir).'
             )
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
+        self._writePid()
+
+    def startService(self) -> None:
+        # twistd daemonizes between privilegedStartService and this: the
+        # daemon, which inherited the lock, has another pid.
+        Service.startService(self)
+        self._writePid()
+
+    def _writePid(self) -> None:
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
 
     def release(self) -> None:
         """
