@@ -123,9 +123,15 @@ class ProcessGroupSignals:
         Is any process of group C{pgid} still running?  Zombies do not
         count: where nothing reaps orphans (PID 1 in a container without an
         init), they would never go.
+
+        A group that looks empty is looked at once more: a process that
+        forks and then exits while C{proc} is being read leaves a child the
+        first look cannot have listed.
         """
         try:
-            return any(True for pid in self._members(pgid, proc))
+            return any(True for pid in self._members(pgid, proc)) or any(
+                True for pid in self._members(pgid, proc)
+            )
         except OSError:
             try:
                 os.killpg(pgid, 0)

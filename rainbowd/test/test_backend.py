@@ -1065,6 +1065,17 @@ class GroupAliveTests(SynchronousTestCase):
         proc = self.proc((11, "app", "Z", 10), (12, "app", "X", 10))
         self.assertFalse(ProcessGroupSignals().groupAlive(10, proc))
 
+    def test_lookedAtTwice(self) -> None:
+        """
+        A group that looks empty is looked at again, so a child forked by a
+        process that exited during the first look is seen.
+        """
+        looks = [[], ["12"]]
+        signals = ProcessGroupSignals()
+        signals._members = lambda pgid, proc: iter(looks.pop(0))
+        self.assertTrue(signals.groupAlive(10, self.mktemp()))
+        self.assertEqual(looks, [])
+
     def test_realProcessGroup(self) -> None:
         """
         On the real C{/proc}, this test's own process group is alive.
