@@ -39,6 +39,11 @@ LONGEST_LINE = 64 * 1024
 #: How often to look whether a process group has emptied, in seconds.
 REAP_INTERVAL = 0.1
 
+#: The environment variable every app process gets, set to the state
+#: directory: it marks the processes of rainbowd's apps, so that a later
+#: rainbowd on the same state directory knows them for its own.
+APP_VARIABLE = "RAINBOWD_STATE_DIR"
+
 #: How long the app's output may stay open once its process group is gone,
 #: in seconds; a process that left the group could hold it open forever.
 OUTPUT_GRACE = 1.0
@@ -118,16 +123,54 @@ class ProcessGroupSignals:
         Is any process of group C{pgid} still running?  Zombies do not
         count: where nothing reaps orphans (PID 1 in a container without an
         init), they would never go.
+
+        A group that looks empty is looked at once more: a process that
+        forks and then exits while C{proc} is being read leaves a child the
+        first look cannot have listed.
         """
         try:
-            pids = [entry for entry in os.listdir(proc) if entry.isdigit()]
+            return any(True for pid in self._members(pgid, proc)) or any(
+                True for pid in self._members(pgid, proc)
+            )
         except OSError:
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
                 return False
             return True
-        for pid in pids:
+
+    def groupHas(
+        self, pgid: int, variable: str, value: str, proc: str = "/proc"
+    ) -> bool:
+        """
+        Does a running process of group C{pgid} have C{variable=value} in
+        the environment it was started with?  That tells rainbowd's app
+        processes (see L{APP_VARIABLE}) from a stranger that got the same
+        process group id later.  A process whose environment cannot be read
+        is taken for a stranger.
+        """
+        wanted = f"{variable}={value}".encode("utf-8", "surrogateescape")
+        try:
+            members = list(self._members(pgid, proc))
+        except OSError:
+            return False
+        for pid in members:
+            try:
+                with open(os.path.join(proc, pid, "environ"), "rb") as f:
+                    environ = f.read().split(b"\0")
+            except OSError:
+                continue
+            if wanted in environ:
+                return True
+        return False
+
+    def _members(self, pgid: int, proc: str):
+        """
+        The pids, as text, of the running processes of group C{pgid}.
+
+        @raise OSError: if C{proc} cannot be listed.
+        """
+        for pid in [entry for entry in os.listdir(proc) if entry.isdigit()]:
             try:
                 with open(os.path.join(proc, pid, "stat")) as f:
                     stat = f.read()
@@ -136,8 +179,7 @@ class ProcessGroupSignals:
             # pid (comm) state ppid pgrp ...; comm may hold spaces or ")".
             state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
             if int(pgrp) == pgid and state not in "ZX":
-                return True
-        return False
+                yield pid
 
     def groupOf(self, pid: int) -> Optional[int]:
         try:
@@ -238,6 +280,7 @@ class Backend(ProcessProtocol):
         ]
         env = dict(os.environ)
         env.update(self.config.env)
+        env[APP_VARIABLE] = self.config.stateDir
         self.log.info(
             "generation {generation}: launching on port {port}: {run}",
             generation=self.generation,

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from rainbowd.backend import ALIVE, Backend, BackendFailed, State
 from rainbowd.config import Config, ConfigError
+from rainbowd.leftovers import AppGroups
 from rainbowd.ports import NoFreePort, PortPicker
 from rainbowd.waiters import Waiters
 
@@ -217,12 +218,16 @@ class Deployer(Service):
         backoff: Callable[[int], float] = backoffPolicy(
             initialDelay=0.1, maxDelay=30.0, factor=2.0, jitter=lambda: 0
         ),
+        groups: Optional[AppGroups] = None,
     ) -> None:
         """
         @param loadConfig: reads the configuration again, for a redeploy.
         @param newBackend: makes a L{Backend} from C{config}, C{generation},
             C{port} and C{onExit}, not yet launched.
         @param backoff: the delay before the C{n}th restart in a row.
+        @param groups: where each generation's process group is recorded,
+            and where the ones an earlier rainbowd left are found and
+            stopped before the first launch; L{None} to keep no record.
         """
         self.config = config
         self.active: Optional[Backend] = None
@@ -242,12 +247,34 @@ class Deployer(Service):
         self._lastDeploy: Optional[dict] = None
         self._deploys = 0
         self._observers: List[Callable[[Event], None]] = []
+        self._groups = groups
+        self._cleanup: Optional[Deferred] = None
 
     # IService
 
     def startService(self) -> None:
+        """
+        Stop what an earlier rainbowd left running, then launch the first
+        generation.  Redeploys asked for meanwhile wait, as they would for
+        a deploy under way.
+        """
         Service.startService(self)
-        self._deploy("startup", lambda: self.config, Waiters())
+        if self._groups is None:
+            self._deploy("startup", lambda: self.config, Waiters())
+            return
+        self._deploying = True
+        self._cleanup = self._groups.stopLeftovers(self.config.killTimeout)
+        self._cleanup.addErrback(
+            lambda f: self.log.failure("stopping leftover app processes failed", f)
+        )
+        self._cleanup.addCallback(lambda _: self._cleanedUp())
+
+    def _cleanedUp(self) -> None:
+        self._cleanup = None
+        if self.running:
+            self._deploy("startup", lambda: self.config, Waiters())
+        else:
+            self._deploying = False
 
     def stopService(self) -> Deferred:
         """
@@ -259,7 +286,7 @@ class Deployer(Service):
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
         self._queued.fire(Failure(DeployRefused("rainbowd is shutting down")))
-        stops = []
+        stops = [] if self._cleanup is None else [self._cleanup]
         for backend in list(self.backends):
             if backend.state in (State.READY, State.ACTIVE):
                 stops.append(backend.drain())
@@ -425,6 +452,9 @@ class Deployer(Service):
                 port,
             )
         self.backends.append(backend)
+        if self._groups is not None:
+            self._groups.record(backend)
+            backend.whenStopped().addCallback(self._groups.forget)
         backend.whenStopped().addCallback(self._stopped)
         self._emit("launching", backend.generation, deploy=self._deploys, port=port)
         return backend

@@ -3,13 +3,14 @@
 C{twistd rainbowd}: the command-line options and the service.
 """
 
+import fcntl
 import os
 import signal
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -34,6 +35,7 @@ from rainbowd.control import ControlResource
 from rainbowd.controlsite import ControlSite, exposureWarning, readControlToken
 from rainbowd.deployer import Deployer
 from rainbowd.health import HTTPHealthCheck
+from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
@@ -203,6 +205,57 @@ def _withLockfile(description: str) -> str:
     return description
 
 
+class _StateDirLock(Service):
+    """
+    Hold a lock on the state directory while rainbowd runs, so that a second
+    rainbowd on the same directory stops at startup -- before it takes the
+    first one's app processes for leftovers of a killed rainbowd and stops
+    them.  The lock is the kernel's (C{flock}): it goes when the process
+    does, however it ends, and is never released before that.
+    """
+
+    name = "stateDirLock"
+
+    def __init__(self, stateDir: str) -> None:
+        self._path = os.path.join(stateDir, "rainbowd.lock")
+        self._fd: Optional[int] = None
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SystemExit(
+                f"rainbowd: another rainbowd (pid {holder}) uses the state "
+                f"directory {os.path.dirname(self._path)}.  Stop it, or give "
+                f'this one another "stateDir" (--state-dir).'
+            )
+        self._fd = fd
+        self._writePid()
+
+    def startService(self) -> None:
+        # twistd daemonizes between privilegedStartService and this: the
+        # daemon, which inherited the lock, has another pid.
+        Service.startService(self)
+        self._writePid()
+
+    def _writePid(self) -> None:
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+
+    def release(self) -> None:
+        """
+        Let go of the lock (for tests: rainbowd itself holds it until it
+        exits).
+        """
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class _Listening(StreamServerEndpointService):
     """
     Listen on the endpoint of config key C{key}; if that fails, stop twistd
@@ -325,8 +378,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
         )
 
     service = _OrderlyStop(reactor)
+    _StateDirLock(config.stateDir).setServiceParent(service)
     deployer = Deployer(
-        config, options.readConfig, newBackend, reactor, PortPicker()
+        config,
+        options.readConfig,
+        newBackend,
+        reactor,
+        PortPicker(),
+        groups=AppGroups(config.stateDir, signals, reactor),
     )
     # Those observing the deployer start first, to see generation 1 launched.
     BackendLogs(deployer, config.stateDir).setServiceParent(service)

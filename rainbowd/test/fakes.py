@@ -173,6 +173,14 @@ class FakeSignals:
         process = self._group(pgid)
         return process is not None and bool(process.members)
 
+    def groupHas(self, pgid: int, variable: str, value: str) -> bool:
+        process = self._group(pgid)
+        return (
+            process is not None
+            and bool(process.members)
+            and (process.env or {}).get(variable) == value
+        )
+
     def groupOf(self, pid: int) -> Optional[int]:
         owner = self._owner(pid)
         return None if owner is None else owner.pgid

@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rainbowd.backend import (
+    APP_VARIABLE,
     LONGEST_LINE,
     OUTPUT_GRACE,
     ProcessGroupSignals,
@@ -159,13 +160,23 @@ class LaunchTests(BackendTestCase):
     def test_environment(self) -> None:
         """
         The app inherits rainbowd's environment plus C{env}, whose values
-        win over inherited ones.
+        win over inherited ones, plus L{APP_VARIABLE} naming the state
+        directory.
         """
         extra = {"RAINBOWD_TEST_SETTING": "site.prod", "PATH": "/opt/app/bin"}
         backend, process = self.launched(env=extra)
         expected = dict(os.environ)
         expected.update(extra)
+        expected[APP_VARIABLE] = backend.config.stateDir
         self.assertEqual(process.env, expected)
+
+    def test_appVariableWins(self) -> None:
+        """
+        C{env} cannot change L{APP_VARIABLE}: it always names the state
+        directory, which is what marks the app's processes as rainbowd's.
+        """
+        backend, process = self.launched(env={APP_VARIABLE: "/elsewhere"})
+        self.assertEqual(process.env[APP_VARIABLE], backend.config.stateDir)
 
     def test_cwd(self) -> None:
         """
@@ -1070,6 +1081,17 @@ class GroupAliveTests(SynchronousTestCase):
         proc = self.proc((11, "app", "Z", 10), (12, "app", "X", 10))
         self.assertFalse(ProcessGroupSignals().groupAlive(10, proc))
 
+    def test_lookedAtTwice(self) -> None:
+        """
+        A group that looks empty is looked at again, so a child forked by a
+        process that exited during the first look is seen.
+        """
+        looks = [[], ["12"]]
+        signals = ProcessGroupSignals()
+        signals._members = lambda pgid, proc: iter(looks.pop(0))
+        self.assertTrue(signals.groupAlive(10, self.mktemp()))
+        self.assertEqual(looks, [])
+
     def test_realProcessGroup(self) -> None:
         """
         On the real C{/proc}, this test's own process group is alive.
@@ -1077,6 +1099,94 @@ class GroupAliveTests(SynchronousTestCase):
         if not os.path.isdir("/proc/self"):
             raise SkipTest("no /proc here")
         self.assertTrue(ProcessGroupSignals().groupAlive(os.getpgrp()))
+
+
+class GroupHasTests(SynchronousTestCase):
+    """
+    Tests for L{ProcessGroupSignals.groupHas}.
+    """
+
+    def proc(self, *processes) -> str:
+        """
+        A fake C{/proc} holding C{(pid, state, pgrp, environ)} processes.
+        """
+        proc = self.mktemp()
+        for pid, state, pgrp, environ in processes:
+            os.makedirs(os.path.join(proc, str(pid)))
+            with open(os.path.join(proc, str(pid), "stat"), "w") as f:
+                f.write(f"{pid} (app) {state} 1 {pgrp} {pgrp} 0 -1 4194560\n")
+            if environ is not None:
+                with open(os.path.join(proc, str(pid), "environ"), "wb") as f:
+                    f.write(b"\0".join(environ) + b"\0")
+        return proc
+
+    def test_memberHasIt(self) -> None:
+        """
+        A group one of whose running members has the variable is found.
+        """
+        proc = self.proc(
+            (10, "S", 10, [b"HOME=/root"]),
+            (11, "S", 10, [b"HOME=/root", b"RAINBOWD_STATE_DIR=/srv/app/.rainbowd"]),
+        )
+        self.assertTrue(
+            ProcessGroupSignals().groupHas(
+                10, "RAINBOWD_STATE_DIR", "/srv/app/.rainbowd", proc
+            )
+        )
+
+    def test_otherValue(self) -> None:
+        """
+        The variable with another value, or a longer one, does not count.
+        """
+        proc = self.proc(
+            (10, "S", 10, [b"RAINBOWD_STATE_DIR=/srv/other/.rainbowd"]),
+            (11, "S", 10, [b"RAINBOWD_STATE_DIR=/srv/app/.rainbowd/x"]),
+        )
+        self.assertFalse(
+            ProcessGroupSignals().groupHas(
+                10, "RAINBOWD_STATE_DIR", "/srv/app/.rainbowd", proc
+            )
+        )
+
+    def test_otherGroupOrZombie(self) -> None:
+        """
+        A process of another group, or a zombie, does not count.
+        """
+        wanted = [b"RAINBOWD_STATE_DIR=/s"]
+        proc = self.proc((10, "S", 9, wanted), (11, "Z", 10, wanted))
+        self.assertFalse(
+            ProcessGroupSignals().groupHas(10, "RAINBOWD_STATE_DIR", "/s", proc)
+        )
+
+    def test_unreadableEnvironment(self) -> None:
+        """
+        A process whose environment cannot be read is taken for a stranger.
+        """
+        proc = self.proc((10, "S", 10, None))
+        self.assertFalse(
+            ProcessGroupSignals().groupHas(10, "RAINBOWD_STATE_DIR", "/s", proc)
+        )
+
+    def test_noProc(self) -> None:
+        """
+        Without C{/proc}, no group can be told to be an app's.
+        """
+        self.assertFalse(
+            ProcessGroupSignals().groupHas(
+                10, "RAINBOWD_STATE_DIR", "/s", self.mktemp()
+            )
+        )
+
+    def test_realProcess(self) -> None:
+        """
+        On the real C{/proc}, this test's own group has this process's
+        environment.
+        """
+        if not os.path.isdir("/proc/self"):
+            raise SkipTest("no /proc here")
+        self.assertTrue(
+            ProcessGroupSignals().groupHas(os.getpgrp(), "PATH", os.environ["PATH"])
+        )
 
 
 class GroupOfTests(SynchronousTestCase):

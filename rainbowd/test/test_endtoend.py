@@ -162,6 +162,8 @@ class Daemon:
         stateDir = os.path.join(self.directory, ".rainbowd")
         groups = []
         for name in os.listdir(stateDir) if os.path.isdir(stateDir) else ():
+            if not name.endswith(".pid"):
+                continue
             with open(os.path.join(stateDir, name)) as f:
                 text = f.read().strip()
             try:
@@ -314,6 +316,28 @@ class EndToEndTests(SynchronousTestCase):
         process.send_signal(signal.SIGTERM)
         self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
         self.assertFalse(groupAlive(groups[0]))
+
+    def test_leftoversOfKilledRainbowdStopped(self):
+        """
+        After rainbowd is killed with SIGKILL, its app (which would have
+        outlived it) is stopped by the next rainbowd on the same state
+        directory before that launches its own, which then serves.
+        """
+        daemon = Daemon(self)
+        first = daemon.start()
+        oldPid = daemon.appPid()
+        [oldGroup] = daemon.appGroups()
+        first.kill()
+        first.wait(DEADLINE)
+        first.stdout.close()
+        self.assertTrue(groupAlive(oldGroup))
+        daemon.start()
+        newPid = daemon.appPid()
+        self.assertNotEqual(newPid, oldPid)
+        self.assertFalse(groupAlive(oldGroup))
+        self.assertIn(
+            f"of an earlier rainbowd (process group {oldGroup}", daemon.log()
+        )
 
     def test_configWithoutRun(self):
         """

@@ -348,6 +348,40 @@ class MakeServiceTests(SynchronousTestCase):
         error = self.assertRaises(SystemExit, service.privilegedStartService)
         self.assertIn("another rainbowd is using that socket", str(error))
 
+    def test_stateDirLocked(self) -> None:
+        """
+        A second rainbowd on the same state directory stops at startup,
+        before it listens or launches anything, with a message naming the
+        directory, the first one's pid and the fix.
+        """
+        options = self.options()
+        first = makeService(options, FakeProcessReactor())
+        first.privilegedStartService()
+        self.addCleanup(first.getServiceNamed("stateDirLock").release)
+        reactor = FakeProcessReactor()
+        second = makeService(options, reactor)
+        error = self.assertRaises(SystemExit, second.privilegedStartService)
+        self.assertIn(
+            f"another rainbowd (pid {os.getpid()}) uses the state directory "
+            f"{options.config.stateDir}",
+            str(error),
+        )
+        self.assertIn("--state-dir", str(error))
+        self.assertEqual(reactor.tcpServers, [])
+
+    def test_stateDirLockReleased(self) -> None:
+        """
+        Once the first rainbowd is gone, another starts on its state
+        directory.
+        """
+        options = self.options()
+        first = makeService(options, FakeProcessReactor())
+        first.privilegedStartService()
+        first.getServiceNamed("stateDirLock").release()
+        second = makeService(options, FakeProcessReactor())
+        second.privilegedStartService()
+        self.addCleanup(second.getServiceNamed("stateDirLock").release)
+
     def test_cleanExit(self) -> None:
         """
         Once stopped, the service clears the signal the reactor would

@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""
+Fault scenarios for rainbowd, each on a real C{twistd rainbowd} and a real
+app, most of them under steady keep-alive load:
+
+    python3 bench/faults.py              all of them
+    python3 bench/faults.py crash storm  some of them
+    python3 bench/faults.py --list
+
+Each prints PASS or FAIL with what happened; the run exits non-zero if any
+failed.  Every scenario also checks that rainbowd exits 0 on SIGTERM and
+leaves no app process and no listening port behind.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import (  # noqa: E402
+    TEST_APP,
+    Load,
+    Ports,
+    Rainbowd,
+    StatusPoller,
+    groupAlive,
+    waitFor,
+)
+
+#: The stdlib test app (see rainbowd/test/app.py), driven by APP_* variables.
+APP = f"exec {sys.executable} {TEST_APP} $1 $2"
+
+SCENARIOS = []
+
+
+def scenario(f):
+    SCENARIOS.append(f)
+    return f
+
+
+class Failed(Exception):
+    pass
+
+
+def check(condition, message: str) -> None:
+    if not condition:
+        raise Failed(message)
+
+
+def failures(results, after: float = 0.0):
+    """
+    The requests begun at or after C{after} that got no 2xx answer.
+    """
+    return [r for r in results if r[0] >= after and (r[4] is not None or not 200 <= r[2] < 300)]
+
+
+def groupOf(pid: int):
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def inThread(f, *args):
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(result=f(*args)), daemon=True)
+    thread.start()
+    return thread, box
+
+
+@scenario
+def slowBoot(daemon: Rainbowd, load: Load) -> str:
+    """An app that boots slowly (10 s) under load: no request fails while it boots."""
+    daemon.writeConfig(env={"APP_STARTUP_DELAY": "10", "APP_VERSION": "v2"})
+    started = time.monotonic()
+    code, answer = daemon.control("POST", "/redeploy")
+    took = time.monotonic() - started
+    time.sleep(0.5)
+    bad = failures(load.stop())
+    check(code == 200, f"redeploy answered {code}: {answer}")
+    check(took >= 10, f"the switch came after {took:.1f} s, before the app booted")
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    check(daemon.get("/")[1].startswith("v2"), "v2 does not serve")
+    return f"switched after {took:.1f} s; {len(load.results)} requests, none failed"
+
+
+@scenario
+def neverHealthy(daemon: Rainbowd, load: Load) -> str:
+    """An app that never becomes healthy: the redeploy fails at startTimeout, the old version serves on."""
+    daemon.writeConfig(healthCheckPath="/missing", startTimeout=3000,
+                       env={"APP_VERSION": "v2"})
+    started = time.monotonic()
+    code, answer = daemon.control("POST", "/redeploy")
+    took = time.monotonic() - started
+    time.sleep(0.5)
+    bad = failures(load.stop())
+    check(code == 502, f"redeploy answered {code}: {answer}")
+    check("not healthy within startTimeout (3 s)" in answer["error"], answer["error"])
+    check(3 <= took < 8, f"the redeploy failed after {took:.1f} s")
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    check(daemon.get("/")[1].startswith("v1"), "v1 does not serve on")
+    check(daemon.status()["active"] == 1, "generation 1 is no longer active")
+    return f"502 after {took:.1f} s: {answer['error'][:90]}...; v1 served on, 0 failed requests"
+
+
+@scenario
+def exitsAtOnce(daemon: Rainbowd, load: Load) -> str:
+    """An app that exits at once: the failure names the exit code and shows the output."""
+    daemon.writeConfig(env={"APP_FAIL_AT_START": "1"})
+    code, answer = daemon.control("POST", "/redeploy")
+    time.sleep(0.5)
+    bad = failures(load.stop())
+    check(code == 502, f"redeploy answered {code}: {answer}")
+    check("exited with code 3" in answer["error"], answer["error"])
+    check(any("simulated broken build" in line for line in answer["output"]), answer)
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    check(daemon.get("/")[1].startswith("v1"), "v1 does not serve on")
+    return f"502: {answer['error']}; output: {answer['output'][-1]!r}; 0 failed requests"
+
+
+@scenario
+def crash(daemon: Rainbowd, load: Load) -> str:
+    """An app that crashes (SIGKILL) while active: it is replaced, and requests wait instead of failing."""
+    pid = daemon.status()["backends"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    waitFor(lambda: daemon.status()["active"] == 2, "generation 2 to replace the crashed one", 30)
+    replaced = time.monotonic() - killed
+    time.sleep(1)
+    results = load.stop()
+    inFlight = [r for r in failures(results) if r[0] < killed]
+    bad = failures(results, after=killed)
+    slowest = max((r[1] - r[0] for r in results if r[0] >= killed), default=0)
+    check(not bad, f"{len(bad)} requests begun after the crash failed: {bad[:3]}")
+    return (f"replaced in {replaced:.2f} s; requests begun after the crash: 0 failed, "
+            f"slowest waited {slowest * 1000:.0f} ms; in flight at the crash and lost: "
+            f"{len(inFlight)}")
+
+
+@scenario
+def ignoresSigterm(daemon: Rainbowd, load: Load) -> str:
+    """An app that ignores SIGTERM: SIGKILL after killTimeout, and no process is left."""
+    [old] = daemon.status()["backends"]
+    group = groupOf(old["pid"])
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    code, answer = daemon.control("POST", "/redeploy")
+    swapped = time.monotonic()
+    check(code == 200, f"redeploy answered {code}: {answer}")
+    waitFor(lambda: not groupAlive(group), "the old app's group to be gone", 30)
+    gone = time.monotonic() - swapped
+    bad = failures(load.stop())
+    check(1.5 <= gone < 6, f"the old app was gone {gone:.1f} s after the swap, killTimeout is 2 s")
+    check("sending SIGKILL" in daemon.log(), "no SIGKILL in the log")
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    return f"old group {group} gone {gone:.1f} s after the swap (killTimeout 2 s), by SIGKILL"
+
+
+ignoresSigterm.config = {"killTimeout": 2000, "env": {"APP_IGNORE_SIGTERM": "1"}}
+
+
+@scenario
+def longRequests(daemon: Rainbowd, load: Load) -> str:
+    """Long requests (20 s) spanning two redeploys complete on the backend they started on."""
+    load.stop()
+    first = inThread(daemon.get, "/slow?seconds=20")
+    waitFor(lambda: daemon.status()["backends"][0]["inflight"], "the first long request")
+    pid1 = daemon.status()["backends"][0]["pid"]
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    check(daemon.control("POST", "/redeploy")[0] == 200, "first redeploy failed")
+    second = inThread(daemon.get, "/slow?seconds=20")
+    waitFor(lambda: any(b["generation"] == 2 and b["inflight"] for b in daemon.status()["backends"]),
+            "the second long request")
+    pid2 = [b["pid"] for b in daemon.status()["backends"] if b["generation"] == 2][0]
+    daemon.writeConfig(env={"APP_VERSION": "v3"})
+    check(daemon.control("POST", "/redeploy")[0] == 200, "second redeploy failed")
+    states = {b["generation"]: b["state"] for b in daemon.status()["backends"]}
+    check(states == {1: "draining", 2: "draining", 3: "active"}, f"states: {states}")
+    for (thread, box), version, pid in ((first, "v1", pid1), (second, "v2", pid2)):
+        thread.join(60)
+        status, body = box["result"]
+        check(status == 200 and body.startswith(f"{version} pid={pid} "),
+              f"a long request begun on {version} got {status} {body!r}")
+    return f"both completed on their own generation (v1 pid {pid1}, v2 pid {pid2}) while 3 were alive"
+
+
+longRequests.config = {"drainTimeout": 60000}
+
+
+@scenario
+def storm(daemon: Rainbowd, load: Load) -> str:
+    """A redeploy storm of 10 concurrent POST /redeploy coalesces into at most 2 launches."""
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    posts = [inThread(daemon.control, "POST", "/redeploy") for _ in range(10)]
+    for thread, box in posts:
+        thread.join(60)
+    answers = [box.get("result") for thread, box in posts]
+    time.sleep(0.5)
+    bad = failures(load.stop())
+    codes = [a[0] if a else None for a in answers]
+    generations = sorted({a[1].get("generation") for a in answers if a})
+    check(codes == [200] * 10, f"answers: {codes}")
+    check(max(generations) <= 3, f"generations launched: {generations}")
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    return f"10 POSTs all 200, served by generations {generations}: {max(generations) - 1} launches"
+
+
+@scenario
+def maxBackends(daemon: Rainbowd, load: Load) -> str:
+    """maxBackends reached while an old generation drains slowly: a clear refusal, nothing killed early."""
+    load.stop()
+    slow = inThread(daemon.get, "/slow?seconds=8")
+    waitFor(lambda: daemon.status()["backends"][0]["inflight"], "the slow request")
+    pid1 = daemon.status()["backends"][0]["pid"]
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    check(daemon.control("POST", "/redeploy")[0] == 200, "first redeploy failed")
+    code, answer = daemon.control("POST", "/redeploy")
+    check(code == 503, f"the redeploy over maxBackends answered {code}: {answer}")
+    check("maxBackends is 2" in answer["error"], answer["error"])
+    check(os.path.exists(f"/proc/{pid1}"), "the draining app was killed early")
+    slow[0].join(30)
+    status, body = slow[1]["result"]
+    check(status == 200 and body.startswith(f"v1 pid={pid1} "), f"slow request: {status} {body!r}")
+    return f"503: {answer['error']}; the slow request then completed on v1"
+
+
+maxBackends.config = {"maxBackends": 2, "drainTimeout": 60000}
+
+
+@scenario
+def rainbowdKilled(daemon: Rainbowd, load: Load) -> str:
+    """rainbowd killed with SIGKILL: the next one on the same stateDir stops the old app, then serves."""
+    load.stop()
+    pid = daemon.status()["backends"][0]["pid"]
+    group = groupOf(pid)
+    daemon.process.kill()
+    daemon.process.wait()
+    check(groupAlive(group), "the app died with rainbowd; nothing to test")
+    daemon.start()
+    body = daemon.serving()
+    check(not groupAlive(group), f"the old app's group {group} is still alive")
+    check(f"pid={pid} " not in body, "the old app serves")
+    check(f"of an earlier rainbowd (process group {group}" in daemon.log(), "nothing logged")
+    return f"old group {group} was stopped at startup; the new generation serves: {body.strip()}"
+
+
+@scenario
+def portStolen(daemon: Rainbowd, load: Load) -> str:
+    """A port taken between rainbowd's choice and the app's bind: the deploy retries on another port."""
+    daemon.writeConfig(env={"APP_VERSION": "v2", "APP_STARTUP_DELAY": "1"})
+    poller = StatusPoller(daemon, interval=0.02)
+    poller.start()
+    post = inThread(daemon.control, "POST", "/redeploy")
+    backend = waitFor(lambda: [b for b in daemon.status()["backends"]
+                               if b["generation"] == 2 and b["state"] == "starting"],
+                      "generation 2 to start")[0]
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", backend["port"]))
+    thief.listen()
+    try:
+        post[0].join(60)
+    finally:
+        thief.close()
+        poller.stop()
+    code, answer = post[1]["result"]
+    bad = failures(load.stop())
+    check(code == 200, f"redeploy answered {code}: {answer}")
+    check(answer["generation"] == 3 and answer["port"] != backend["port"], answer)
+    check("lost port" in daemon.log(), "no retry in the log")
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    return (f"generation 2 lost port {backend['port']}; generation 3 deployed on "
+            f"port {answer['port']}; 0 failed requests")
+
+
+def run(f, ports: Ports, backendPorts: str) -> bool:
+    config = {"run": APP, "drainTimeout": 30000, "killTimeout": 5000, "env": {}}
+    config.update(getattr(f, "config", {}))
+    daemon = Rainbowd(f.__name__, ports, backendPorts, **config)
+    daemon.start()
+    load = None
+    try:
+        daemon.serving()
+        daemon.writeConfig(env={})
+        load = Load(daemon.port, connections=4, rate=100)
+        load.start()
+        time.sleep(0.5)
+        detail = f(daemon, load)
+        ok = True
+    except (Failed, RuntimeError, OSError, KeyError) as e:
+        detail, ok = f"{type(e).__name__}: {e}", False
+    finally:
+        if load is not None:
+            load.stop()
+        code = daemon.stop()
+        left = daemon.leftovers()
+    if ok and (code != 0 or left):
+        detail, ok = f"{detail}; but rainbowd exited {code} and left {left}", False
+    print(f"{'PASS' if ok else 'FAIL'} {f.__name__}: {f.__doc__}\n     {detail}", flush=True)
+    if not ok:
+        print(f"     rainbowd's directory is kept: {daemon.directory}\n" +
+              "\n".join("     | " + l for l in daemon.logTail(25).splitlines()), flush=True)
+    daemon.cleanUp(keep=not ok)
+    return ok
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="scenarios to run; all by default")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--first-port", type=int, default=17600)
+    parser.add_argument("--backend-ports", default="34000-34999")
+    args = parser.parse_args(argv)
+    if args.list:
+        for f in SCENARIOS:
+            print(f"{f.__name__:16} {f.__doc__}")
+        return 0
+    chosen = [f for f in SCENARIOS if not args.names or f.__name__ in args.names]
+    unknown = set(args.names) - {f.__name__ for f in SCENARIOS}
+    if unknown:
+        parser.error(f"no scenario {', '.join(sorted(unknown))}; see --list")
+    ports = Ports(args.first_port)
+    passed = [run(f, ports, args.backend_ports) for f in chosen]
+    print(f"{sum(passed)} of {len(passed)} fault scenarios passed")
+    return 0 if all(passed) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""
+Soak rainbowd: for each app server, run a real C{twistd rainbowd} on it under
+steady keep-alive HTTP load, redeploy a new version of the app N times while
+the load runs, and report what the clients saw.
+
+    python3 bench/soak.py                     the whole matrix, 5 redeploys each
+    python3 bench/soak.py --readme            the same, printed as the README's table
+    python3 bench/soak.py -s uvicorn -n 2     one server, 2 redeploys
+    python3 bench/soak.py --plots docs/       also a timeline PNG per server
+
+It exits non-zero if any request failed (non-2xx or a connection error),
+any request that began after a redeploy answered was served by an older
+version, any redeploy failed, rainbowd did not exit 0, or any app process
+or listening port was left after rainbowd stopped.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import Load, Ports, Rainbowd, StatusPoller, percentile, waitFor  # noqa: E402
+
+#: The app servers and the "run" line for each, exactly as in README.rst.
+SERVERS = {
+    "gunicorn-sync": "gunicorn wsgiapp:app --bind 127.0.0.1:$1 --pid $2 --workers 2",
+    "gunicorn-gthread": (
+        "gunicorn wsgiapp:app --bind 127.0.0.1:$1 --pid $2 --workers 2 "
+        "--worker-class gthread --threads 4"
+    ),
+    "uvicorn": "echo $$ > $2; exec uvicorn asgiapp:app --port $1",
+    "waitress": "echo $$ > $2; exec waitress-serve --listen=127.0.0.1:$1 wsgiapp:app",
+    "hypercorn": "hypercorn asgiapp:app --bind 127.0.0.1:$1 --pid $2",
+    "twistd-web": (
+        "twistd -n --pidfile $2 web --listen tcp:$1:interface=127.0.0.1 "
+        "--wsgi wsgiapp.app"
+    ),
+    "puma": "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production config.ru",
+    "unicorn": "echo $$ > $2; exec unicorn --listen 127.0.0.1:$1 --env production config.ru",
+}
+
+#: Pause between one redeploy's old generation stopping and the next
+#: redeploy, and before the first and after the last, in seconds.
+GAP = 1.0
+
+
+def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
+         connections: int, rate: float) -> dict:
+    """
+    Soak one server; return what happened.
+    """
+    daemon = Rainbowd(name, ports, backendPorts, run=run, drainTimeout=30000,
+                      killTimeout=10000, startTimeout=60000)
+    result = {"server": name, "run": run, "redeploys": [], "problems": []}
+    daemon.start()
+    poller = StatusPoller(daemon)
+    load = Load(daemon.port, connections=connections, rate=rate)
+    try:
+        daemon.serving()
+        poller.start()
+        load.start()
+        time.sleep(GAP * 2)
+        for n in range(2, redeploys + 2):
+            version = f"v{n}"
+            old = daemon.status()["active"]
+            daemon.setVersion(version)
+            posted = time.monotonic()
+            code, answer = daemon.control("POST", "/redeploy")
+            answered = time.monotonic()
+            redeploy = {
+                "version": n,
+                "ok": code == 200,
+                "posted": posted,
+                "answered": answered,
+                "generation": answer.get("generation"),
+                "old": old,
+                "seconds": answer.get("seconds"),
+            }
+            result["redeploys"].append(redeploy)
+            if code != 200:
+                result["problems"].append(f"redeploy to {version} answered {code}: {answer}")
+                continue
+            waitFor(lambda: old in poller.gone, f"generation {old} to stop", 60)
+            time.sleep(GAP)
+        time.sleep(GAP)
+    except Exception as e:
+        result["problems"].append(f"{type(e).__name__}: {e}")
+    finally:
+        if hasattr(load, "started"):
+            result["results"] = load.stop()
+            result["loadStarted"], result["loadStopped"] = load.started, load.stopped
+        poller.stop()
+        for redeploy in result["redeploys"]:
+            generation = redeploy["generation"]
+            redeploy["launched"] = poller.launched(generation)
+            redeploy["healthy"] = poller.healthy(generation)
+            redeploy["switched"] = poller.activeSince.get(generation)
+            redeploy["oldStopped"] = poller.gone.get(redeploy["old"])
+        code = daemon.stop()
+        if code != 0:
+            result["problems"].append(f"rainbowd exited with {code}")
+        left = daemon.leftovers()
+        if left:
+            result["problems"].append("left after rainbowd stopped: " + "; ".join(left))
+        result["leftovers"] = len(left)
+        result["directory"] = daemon.directory
+        daemon.cleanUp(keep=bool(result["problems"]))
+    summarize(result)
+    return result
+
+
+def summarize(result: dict) -> None:
+    """
+    Add the figures of the report to C{result}.
+    """
+    results = result.get("results", [])
+    redeploys = [r for r in result["redeploys"] if r["ok"]]
+    windows = [(r["posted"], r["oldStopped"] or r["answered"]) for r in redeploys]
+
+    def during(start):
+        return any(a <= start <= b for a, b in windows)
+
+    ok = [r for r in results if r[2] is not None and 200 <= r[2] < 300]
+    result["requests"] = len(results)
+    result["non2xx"] = sum(1 for r in results if r[2] is not None and not 200 <= r[2] < 300)
+    result["errors"] = sum(1 for r in results if r[4] is not None)
+    result["firstErrors"] = sorted({r[4] or f"HTTP {r[2]}" for r in results
+                                    if r not in ok})[:5]
+    stale = 0
+    for start, end, status, version, error in ok:
+        due = max((r["version"] for r in redeploys if r["answered"] < start), default=1)
+        if version is None or not version.startswith("v") or int(version[1:]) < due:
+            stale += 1
+    result["stale"] = stale
+    for key, chosen in (("outside", False), ("during", True)):
+        latencies = [(r[1] - r[0]) * 1000 for r in ok if during(r[0]) == chosen]
+        result[key] = {p: percentile(latencies, q) for p, q in (("p50", 50), ("p99", 99))}
+        result[key]["max"] = max(latencies) if latencies else None
+    switches = [r["answered"] - r["posted"] for r in redeploys]
+    healthy = [r["healthy"] - r["launched"] for r in redeploys
+               if r["healthy"] is not None and r["launched"] is not None]
+    result["switch"] = (percentile(switches, 50), max(switches, default=None))
+    result["healthyTime"] = (percentile(healthy, 50), max(healthy, default=None))
+    result["okRedeploys"] = len(redeploys)
+    for name, count in (("non-2xx responses", result["non2xx"]),
+                        ("connection errors", result["errors"]),
+                        ("requests served by an older version", stale)):
+        if count:
+            result["problems"].append(f"{count} {name}: {result['firstErrors']}")
+
+
+def ms(value) -> str:
+    return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def seconds(pair) -> str:
+    median, worst = pair
+    return "-" if median is None else f"{median:.2f} / {worst:.2f}"
+
+
+COLUMNS = [
+    ("server", lambda r: r["server"]),
+    ("redeploys", lambda r: f"{r['okRedeploys']}/{len(r['redeploys'])}"),
+    ("requests", lambda r: str(r["requests"])),
+    ("non-2xx", lambda r: str(r["non2xx"])),
+    ("errors", lambda r: str(r["errors"])),
+    ("stale", lambda r: str(r["stale"])),
+    ("steady ms", lambda r: " / ".join(ms(r["outside"][k]) for k in ("p50", "p99", "max"))),
+    ("redeploying ms", lambda r: " / ".join(ms(r["during"][k]) for k in ("p50", "p99", "max"))),
+    ("switch s", lambda r: seconds(r["switch"])),
+    ("healthy s", lambda r: seconds(r["healthyTime"])),
+    ("left", lambda r: str(r["leftovers"])),
+]
+
+#: What each column means, for --help and the README.
+LEGEND = """\
+redeploys: succeeded / asked; requests: answered or failed, all told;
+non-2xx, errors: responses that were not 2xx, connection errors;
+stale: requests begun after a POST /redeploy had answered, yet served by an
+older version (must be 0); steady ms, redeploying ms: latency p50 / p99 / max
+of the requests begun outside and during a redeploy (from POST /redeploy
+until the old generation is gone); switch s: POST /redeploy until it
+answered, that is until traffic moved (median / max); healthy s: the new
+generation's launch until it was first seen healthy in /status (median /
+max); left: app processes and listening ports left once rainbowd stopped."""
+
+
+def table(results, rst: bool) -> str:
+    """
+    The report as a plain text table, or a reStructuredText simple table.
+    """
+    rows = [[header for header, f in COLUMNS]] + [[f(r) for header, f in COLUMNS] for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if not rst:
+        return "\n".join(lines)
+    rule = "  ".join("=" * w for w in widths)
+    return "\n".join([rule, lines[0], rule] + lines[1:] + [rule])
+
+
+def plot(result: dict, path: str) -> None:
+    """
+    A timeline of C{result}: req/s and p99 latency per 100 ms, errors, and
+    each redeploy's moments.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    origin = result["loadStarted"]
+    results = result["results"]
+    buckets = {}
+    for start, end, status, version, error in results:
+        buckets.setdefault(int((end - origin) * 10), []).append((end - start) * 1000)
+    last = int((result["loadStopped"] - origin) * 10) + 1
+    xs = [b / 10 for b in range(last)]
+    rate = [len(buckets.get(b, ())) * 10 for b in range(last)]
+    p99 = [percentile(buckets[b], 99) if b in buckets else None for b in range(last)]
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=80)
+    ax.plot(xs, rate, color="tab:gray", linewidth=0.8, label="req/s (per 100 ms)")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("req/s")
+    ax.set_ylim(bottom=0)
+    latency = ax.twinx()
+    latency.plot(xs, [v if v is not None else float("nan") for v in p99],
+                 color="tab:purple", linewidth=0.8, label="p99 ms (per 100 ms)")
+    latency.set_ylabel("p99 latency, ms")
+    latency.set_ylim(bottom=0)
+    failures = [r[1] - origin for r in results if r[4] is not None or not 200 <= (r[2] or 0) < 300]
+    if failures:
+        ax.plot(failures, [0] * len(failures), "rx", markersize=8, label="error")
+    styles = [("posted", "tab:blue", "--", "POST /redeploy"),
+              ("healthy", "tab:green", "-", "healthy"),
+              ("switched", "tab:cyan", ":", "switched"),
+              ("oldStopped", "tab:orange", "-", "old stopped")]
+    for key, color, style, label in styles:
+        for i, redeploy in enumerate(result["redeploys"]):
+            if redeploy.get(key) is not None:
+                ax.axvline(redeploy[key] - origin, color=color, linestyle=style,
+                           linewidth=0.9, label=label if i == 0 else None)
+    lines = ax.get_legend_handles_labels()
+    more = latency.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper center",
+              bbox_to_anchor=(0.5, -0.18), fontsize=7, ncol=7, frameon=False)
+    ax.set_title(f"rainbowd: {result['server']}, {len(result['redeploys'])} "
+                 f"redeploys under load", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.system()} "
+            f"{platform.release()}, {cpus} CPUs ({model}), Python {platform.python_version()}, "
+            f"load average {os.getloadavg()[0]:.1f} at the start")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-s", "--server", action="append", choices=sorted(SERVERS),
+                        help="a server to soak (repeatable); all by default")
+    parser.add_argument("-n", "--redeploys", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="requests per second, all connections together")
+    parser.add_argument("--plots", metavar="DIR", help="write DIR/soak-SERVER.png")
+    parser.add_argument("--readme", action="store_true",
+                        help="print the table as reStructuredText, with the date and machine")
+    parser.add_argument("--first-port", type=int, default=17400,
+                        help="proxy and control ports are taken from here up")
+    parser.add_argument("--backend-ports", default="33000-34999")
+    args = parser.parse_args(argv)
+    names = args.server or list(SERVERS)
+    ports = Ports(args.first_port)
+    started = machine()
+    results = []
+    for name in names:
+        print(f"soaking {name}: {SERVERS[name]}", file=sys.stderr, flush=True)
+        result = soak(name, SERVERS[name], args.redeploys, ports, args.backend_ports,
+                      args.connections, args.rate)
+        results.append(result)
+        for problem in result["problems"]:
+            print(f"  FAIL {name}: {problem}  (kept {result['directory']})", file=sys.stderr)
+        if args.plots and result.get("results"):
+            os.makedirs(args.plots, exist_ok=True)
+            plot(result, os.path.join(args.plots, f"soak-{name}.png"))
+    if args.readme:
+        print(f"{args.redeploys} redeploys per server, {args.connections} keep-alive "
+              f"connections at {args.rate:g} req/s in all; {started}:\n")
+        print(table(results, rst=True))
+    else:
+        print(table(results, rst=False))
+        print("\n" + LEGEND)
+    failed = [r["server"] for r in results if r["problems"]]
+    if failed:
+        print(f"FAIL: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+# -*- test-case-name: rainbowd.test.test_leftovers -*-
+"""
+The app process groups an earlier rainbowd left behind.
+
+rainbowd records every generation it launches in its state directory, as
+C{app-PGID.json}, and removes the record once the generation's process group
+is empty.  A record still there when rainbowd starts belongs to a rainbowd
+that was killed (SIGKILL, a crash, a power cut) and could not stop its app.
+Its process group, if it is still alive, is stopped before the first
+generation is launched: SIGTERM, then SIGKILL after C{killTimeout}.
+
+It is stopped rather than adopted: the dead rainbowd held the app's stdout
+and stderr, so the app may die on its next write; nothing knows its health
+or its version any more; and it served no traffic while the proxy was down.
+A fresh generation is the only one rainbowd can vouch for.
+
+A group is only signalled if one of its processes has L{APP_VARIABLE} set to
+this state directory in its environment, so a stranger that got the same
+process group id later is never touched.
+"""
+
+import json
+import os
+import signal
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from rainbowd.backend import APP_VARIABLE, REAP_INTERVAL
+
+#: How long a group may take to empty after SIGKILL, in seconds, before
+#: rainbowd gives up on it and says so.
+KILL_GRACE = 10.0
+
+
+class AppGroups:
+    """
+    The record, in the state directory, of the app process groups alive.
+
+    @param signals: a L{rainbowd.backend.ProcessGroupSignals}.
+    """
+
+    log = Logger()
+
+    def __init__(self, stateDir: str, signals, clock) -> None:
+        self._stateDir = stateDir
+        self._signals = signals
+        self._clock = clock
+
+    def record(self, backend) -> None:
+        """
+        Write down C{backend}'s process group, just launched.  A record that
+        cannot be written is logged, and the generation runs all the same.
+        """
+        path = self._path(backend.pgid)
+        temporary = f"{path}.tmp"
+        try:
+            with open(temporary, "w") as f:
+                json.dump(
+                    {
+                        "pgid": backend.pgid,
+                        "generation": backend.generation,
+                        "port": backend.port,
+                        "run": backend.config.run,
+                    },
+                    f,
+                )
+            os.replace(temporary, path)
+        except OSError as e:
+            self.log.warn(
+                "cannot record generation {generation}'s process group in "
+                "{path} ({error}); if rainbowd is killed, the next one will "
+                "not find it",
+                generation=backend.generation,
+                path=path,
+                error=e,
+            )
+
+    def forget(self, backend) -> None:
+        """
+        C{backend}'s process group is gone.
+        """
+        self._remove(self._path(backend.pgid))
+
+    @inlineCallbacks
+    def stopLeftovers(self, killTimeout: float):
+        """
+        Stop every recorded process group that is still alive and still an
+        app's, and forget all the records.
+
+        @return: a Deferred that fires with the list of the records of the
+            groups found alive, once they are gone (or, for one that
+            outlives SIGKILL by L{KILL_GRACE}, given up on and logged).
+        """
+        alive = []
+        for path, record in self._records():
+            if self._ours(record["pgid"]):
+                self.log.warn(
+                    "generation {generation} of an earlier rainbowd (process "
+                    "group {pgid}, port {port}) is still running; stopping "
+                    "it before launching the app",
+                    generation=record.get("generation"),
+                    pgid=record["pgid"],
+                    port=record.get("port"),
+                )
+                alive.append((path, record))
+            else:
+                self._remove(path)
+        if not alive:
+            return []
+        groups = [record["pgid"] for path, record in alive]
+        self._signal(groups, signal.SIGTERM)
+        left = yield self._waitEmpty(groups, killTimeout)
+        if left:
+            self.log.warn(
+                "process groups {groups} did not stop within killTimeout "
+                "({timeout:g} s) of SIGTERM; sending SIGKILL",
+                groups=", ".join(map(str, left)),
+                timeout=killTimeout,
+            )
+            self._signal(left, signal.SIGKILL)
+            left = yield self._waitEmpty(left, KILL_GRACE)
+        for path, record in alive:
+            if record["pgid"] in left:
+                self.log.error(
+                    "process group {pgid} outlived SIGKILL by {grace:g} s; "
+                    "giving up on it",
+                    pgid=record["pgid"],
+                    grace=KILL_GRACE,
+                )
+            self._remove(path)
+        return [record for path, record in alive]
+
+    # Internals
+
+    def _path(self, pgid: int) -> str:
+        return os.path.join(self._stateDir, f"app-{pgid}.json")
+
+    def _remove(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.log.warn("cannot remove {path}: {error}", path=path, error=e)
+
+    def _records(self):
+        """
+        The records in the state directory, as C{(path, record)}, oldest
+        process group first; an unreadable one is logged and removed.
+        """
+        found = []
+        for name in sorted(os.listdir(self._stateDir)):
+            path = os.path.join(self._stateDir, name)
+            if not (name.startswith("app-") and name.endswith(".json")):
+                if name.startswith("app-") and name.endswith(".tmp"):
+                    self._remove(path)
+                continue
+            try:
+                with open(path) as f:
+                    record = json.load(f)
+                record["pgid"] = int(record["pgid"])
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                self.log.warn(
+                    "ignoring {path}, which is not a record of an app "
+                    "process group ({error})",
+                    path=path,
+                    error=e,
+                )
+                self._remove(path)
+                continue
+            found.append((path, record))
+        return sorted(found, key=lambda item: item[1]["pgid"])
+
+    def _ours(self, pgid: int) -> bool:
+        return self._signals.groupHas(pgid, APP_VARIABLE, self._stateDir)
+
+    def _signal(self, groups, signum: int) -> None:
+        for pgid in groups:
+            # Look again just before each signal: never signal a stranger.
+            if self._ours(pgid):
+                self._signals.signalGroup(pgid, signum)
+
+    @inlineCallbacks
+    def _waitEmpty(self, groups, timeout: float):
+        """
+        Wait until every group in C{groups} is empty, for at most
+        C{timeout} seconds.
+
+        @return: a Deferred firing with the groups still alive.
+        """
+        deadline = self._clock.seconds() + timeout
+        while True:
+            left = [pgid for pgid in groups if self._signals.groupAlive(pgid)]
+            if not left or self._clock.seconds() >= deadline:
+                return left
+            yield deferLater(self._clock, REAP_INTERVAL, lambda: None)
