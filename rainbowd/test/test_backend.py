@@ -992,6 +992,7 @@ class StateTests(BackendTestCase):
                 "pid": 4242,
                 "state": "active",
                 "inflight": 1,
+                "upgraded": 0,
             },
         )
         backend.requestFinished()
@@ -1004,6 +1005,7 @@ class StateTests(BackendTestCase):
                 "pid": None,
                 "state": "stopped",
                 "inflight": 0,
+                "upgraded": 0,
             },
         )
 

@@ -45,7 +45,9 @@ class FakeBackend:
     port: int
     started: int = 0
     finished: int = 0
+    tunnels: list = attrs.field(factory=list)
     _stopWaiters: List[Deferred[None]] = attrs.field(factory=list)
+    _drainWaiters: List[Deferred[None]] = attrs.field(factory=list)
 
     @property
     def inflight(self) -> int:
@@ -59,12 +61,29 @@ class FakeBackend:
             raise AssertionError("requestFinished() without requestStarted()")
         self.finished += 1
 
+    def tunnelOpened(self, tunnel: object) -> None:
+        self.tunnels.append(tunnel)
+
+    def tunnelClosed(self, tunnel: object) -> None:
+        self.tunnels.remove(tunnel)
+
+    def whenDraining(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        self._drainWaiters.append(waiter)
+        return waiter
+
     def whenStopped(self) -> Deferred[None]:
         waiter: Deferred[None] = Deferred()
         self._stopWaiters.append(waiter)
         return waiter
 
+    def drain(self) -> None:
+        waiters, self._drainWaiters = self._drainWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
     def stop(self) -> None:
+        self.drain()
         waiters, self._stopWaiters = self._stopWaiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -1079,8 +1098,8 @@ class BackendFailureTests(SynchronousTestCase):
         response = client.response()
         self.assertEqual(response.code, 502)
         self.assertIn(
-            b"rainbowd: backend generation 3 on port 20001 failed: "
-            b"ResponseNeverReceived: Connection was closed cleanly",
+            b"rainbowd: backend generation 3 on port 20001 closed the "
+            b"connection without answering\n",
             response.body,
         )
         self.assertEqual(self.world.attempts(), [])
