@@ -13,9 +13,12 @@ behaviour is set by environment variables:
     APP_IGNORE_SIGTERM=1  ignore SIGTERM, so only SIGKILL stops it
     APP_FORK_CHILD=1      start a child process that outlives it
 
-Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health} and
-C{GET /slow?seconds=N}, which answers after N seconds.  On SIGTERM it stops
-listening, finishes the requests in flight and exits 0.
+Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health},
+C{GET /slow?seconds=N}, which answers after N seconds, and C{GET /echo}
+with C{Connection: Upgrade} and C{Upgrade: echo}, which answers 101, sends
+"<version> pid=<pid>\n" and then echoes every byte it gets until the client
+closes.  On SIGTERM it stops listening, finishes the requests in flight
+(echoes included) and exits 0.
 """
 
 import os
@@ -40,12 +43,32 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(200, f"{VERSION} pid={os.getpid()}\n")
         elif url.path == "/health":
             self.answer(200, "ok\n")
+        elif url.path == "/echo" and self.headers.get("Upgrade") == "echo":
+            self.echo()
         elif url.path == "/slow":
             seconds = float(parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(seconds)
             self.answer(200, f"{VERSION} pid={os.getpid()} slept {seconds}\n")
         else:
             self.answer(404, "not found\n")
+
+    def echo(self) -> None:
+        self.wfile.write(
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            b"Connection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+            + f"{VERSION} pid={os.getpid()}\n".encode("ascii")
+        )
+        self.wfile.flush()
+        try:
+            while True:
+                data = self.rfile.read1(65536)
+                if not data:
+                    break
+                self.wfile.write(data)
+                self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
 
     def answer(self, code: int, text: str) -> None:
         body = text.encode("utf-8")

@@ -223,6 +223,63 @@ class EndToEndTests(SynchronousTestCase):
         self.assertTrue(slow["result"][1].startswith(f"v1 pid={oldPid}"))
         waitFor(lambda: not alive(oldPid), "the old app to exit")
 
+    def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
+        """
+        An upgraded connection (an echo protocol) is tunnelled to the app,
+        counted in C{/status}, keeps working on the old version after a
+        redeploy, and is closed by rainbowd at C{drainTimeout}, after which
+        the old version stops.
+        """
+        daemon = Daemon(self, drainTimeout=4000)
+        daemon.start()
+        oldPid = daemon.appPid()
+        tunnel = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+        self.addCleanup(tunnel.close)
+        tunnel.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: app.example\r\n"
+            b"Connection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        received = b""
+        while b"pid=" not in received or not received.endswith(b"\n"):
+            chunk = tunnel.recv(4096)
+            self.assertTrue(chunk, f"the tunnel closed early: {received!r}")
+            received += chunk
+        head, _, greeting = received.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        self.assertEqual(greeting, f"v1 pid={oldPid}\n".encode("ascii"))
+
+        def echoes(data):
+            tunnel.sendall(data)
+            got = b""
+            while len(got) < len(data):
+                chunk = tunnel.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            return got
+
+        self.assertEqual(echoes(b"before"), b"before")
+        [backend] = daemon.control("GET", "/status")[1]["backends"]
+        self.assertEqual((backend["upgraded"], backend["inflight"]), (1, 0))
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        redeployed = time.monotonic()
+        self.assertEqual(echoes(b"after"), b"after")
+        old = daemon.control("GET", "/status")[1]["backends"][0]
+        self.assertEqual((old["generation"], old["state"], old["upgraded"]), (1, "draining", 1))
+
+        def closed():
+            try:
+                return tunnel.recv(4096) == b""
+            except ConnectionResetError:
+                return True
+
+        self.assertTrue(closed())
+        self.assertGreater(time.monotonic() - redeployed, 2.0)
+        waitFor(lambda: not alive(oldPid), "the old app to exit")
+        self.assertTrue(daemon.get("/")[1].startswith("v2"))
+
     def test_brokenBuild(self):
         """
         A redeploy whose new version exits at once answers non-2xx with the
