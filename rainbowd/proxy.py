@@ -866,6 +866,11 @@ class BackendConnection(Protocol):
         The client is gone: drop this connection, since the rest of the
         response would have to be read before it could carry another.
         """
+        if self._sender is not None:
+            # twisted.web may close the body's file once the client is gone.
+            self._sender.stop()
+        if self._state == _DETACHED:
+            return
         self.handler = None
         self._state = _DETACHED
         self._keepAlive = False

@@ -324,6 +324,25 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
         self.assertFalse(groupAlive(groups[0]))
 
+    def test_noDeprecationWarnings(self):
+        """
+        rainbowd's modules import nothing deprecated (such as
+        L{twisted.web.http.HTTPClient}), so no deprecation warning reaches a
+        user's log.
+        """
+        subprocess.run(
+            [
+                sys.executable,
+                "-W",
+                "error::DeprecationWarning",
+                "-c",
+                "import rainbowd.tap, rainbowd.proxy, rainbowd.health",
+            ],
+            env=dict(os.environ, PYTHONPATH=SOURCE),
+            check=True,
+            timeout=DEADLINE,
+        )
+
     def test_configWithoutRun(self):
         """
         A config without "run" makes twistd exit non-zero at once, with a

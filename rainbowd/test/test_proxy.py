@@ -1526,6 +1526,25 @@ class BackpressureTests(SynchronousTestCase):
             pump.clientIO.maxBuffered,
         )
 
+    def test_clientGoneMidUpload(self) -> None:
+        """
+        A client hanging up while its body is still being sent to a backend
+        that reads slowly stops the upload and drops the backend connection.
+        """
+
+        class Stuck(SmallBufferTransport):
+            def getOutBuffer(self) -> Optional[bytes]:
+                return iosim.FakeTransport.getOutBuffer(self)
+
+        client = self.world.request(rawRequest(b"PUT", b"/big", body=b"x" * 300000))
+        pump = self.world.accept(backendSite(self.world, BackendApp()), Stuck)
+        self.assertTrue(pump.clientIO.producerPaused)
+        client.hangUp()
+        self.world.flush()
+        self.assertTrue(pump.clientIO.disconnecting)
+        self.assertIsNone(pump.clientIO.producer)
+        self.assertEqual((self.backend.started, self.backend.finished), (1, 1))
+
     def test_earlyAnswerStopsUpload(self) -> None:
         """
         A backend answering before it has read the whole body (a 413, say)
