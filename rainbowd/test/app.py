@@ -17,7 +17,8 @@ Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health},
 C{GET /slow?seconds=N}, which answers after N seconds, and C{GET /echo}
 with C{Connection: Upgrade} and C{Upgrade: echo}, which answers 101, sends
 "<version> pid=<pid>\n" and then echoes every byte it gets until the client
-closes.  On SIGTERM it stops listening, finishes the requests in flight
+closes, and C{GET /events}, a C{text/event-stream} that sends one event,
+waits a second and sends another.  On SIGTERM it stops listening, finishes the requests in flight
 (echoes included) and exits 0.
 """
 
@@ -45,6 +46,8 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(200, "ok\n")
         elif url.path == "/echo" and self.headers.get("Upgrade") == "echo":
             self.echo()
+        elif url.path == "/events":
+            self.events()
         elif url.path == "/slow":
             seconds = float(parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(seconds)
@@ -69,6 +72,16 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
         self.close_connection = True
+
+    def events(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for event in ["first", "second"]:
+            self.wfile.write(f"data: {event}\n\n".encode("ascii"))
+            self.wfile.flush()
+            if event == "first":
+                time.sleep(1.0)
 
     def answer(self, code: int, text: str) -> None:
         body = text.encode("utf-8")

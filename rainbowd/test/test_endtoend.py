@@ -280,6 +280,27 @@ class EndToEndTests(SynchronousTestCase):
         waitFor(lambda: not alive(oldPid), "the old app to exit")
         self.assertTrue(daemon.get("/")[1].startswith("v2"))
 
+    def test_eventStreamNotBuffered(self):
+        """
+        The first event of a C{text/event-stream} reaches the client while
+        the app is still waiting to send the next one.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        daemon.serving()
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE) as s:
+            started = time.monotonic()
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: app.example\r\n\r\n")
+            received = b""
+            while b"data: first" not in received:
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, f"the stream closed early: {received!r}")
+                received += chunk
+            elapsed = time.monotonic() - started
+        self.assertNotIn(b"data: second", received)
+        self.assertLess(elapsed, 0.9)
+        self.assertIn(b"Content-Type: text/event-stream", received)
+
     def test_brokenBuild(self):
         """
         A redeploy whose new version exits at once answers non-2xx with the
