@@ -112,6 +112,11 @@ _ABSOLUTE_FORM = re.compile(rb"\A[A-Za-z][A-Za-z0-9+.-]*://")
 
 _BAD_HEADER_VALUE = re.compile(rb"[\x00\r\n]")
 
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
+"""
+A header name (RFC 9110 section 5.1).
+"""
+
 
 class ReverseProxy(Resource):
     """
@@ -525,7 +530,11 @@ class _Forwarding:
         backend connection.
         """
         self.streaming = True
-        self.request.registerProducer(connection, True)
+        request = self.request
+        if not request.startedWriting:
+            # Send the head now: the client may act on it before the body.
+            request.write(b"")
+        request.registerProducer(connection, True)
 
     def responseDone(self) -> None:
         """
@@ -971,6 +980,8 @@ class BackendConnection(Protocol):
                     "a response that is not HTTP/1.1 ({!r})".format(lines[0][:80])
                 )
             status = int(code)
+            if b"\r" in phrase:
+                raise BadResponse("a malformed status line ({!r})".format(lines[0][:80]))
             if 100 <= status < 200 and status != 101:
                 buffer = rest
                 continue
@@ -989,7 +1000,7 @@ class BackendConnection(Protocol):
                 headers.append((name, value + b" " + line.strip()))
                 continue
             name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
+            if not colon or not _TOKEN.match(name):
                 raise BadResponse("a malformed header line ({!r})".format(line[:80]))
             value = value.strip()
             lower = name.lower()

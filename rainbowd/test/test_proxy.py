@@ -1635,6 +1635,32 @@ class StreamingTests(SynchronousTestCase):
         self.assertTrue(client.data.endswith(b"\r\n\r\n"))
         self.assertEqual(self.backend.inflight, 0)
 
+    def test_headSentBeforeBody(self) -> None:
+        """
+        The response head reaches the client as soon as it comes, even
+        before any of the body.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-A: 1\r\n\r\n", False)
+        )
+        response = client.response()
+        self.assertEqual((response.header(b"X-A"), response.body), ([b"1"], b""))
+
+    def test_badHeaderNameIs502(self) -> None:
+        """
+        A response header whose name is not a token gets the client a 502,
+        not a half-relayed response.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(b"HTTP/1.1 200 OK\r\nBad Name: 1\r\nContent-Length: 0\r\n\r\n")
+        )
+        response = client.response()
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"malformed header line", response.body)
+        self.assertEqual(response.header(b"Bad Name"), [])
+
     def test_malformedResponseIs502(self) -> None:
         """
         A backend answering something that is not HTTP/1.1 gets the client a
