@@ -235,7 +235,9 @@ class ReverseProxy(Resource):
             backend.whenStopped().addBoth(self._backendStopped, key, pool)
         return pool
 
-    def _backendStopped(self, result: object, key: Tuple[int, int], pool: "_Pool") -> None:
+    def _backendStopped(
+        self, result: object, key: Tuple[int, int], pool: "_Pool"
+    ) -> None:
         """
         A backend's process is gone: forget its pool and close its idle
         connections.
@@ -505,11 +507,11 @@ class _Forwarding:
         if reason.check(ConnectionDone):
             self._badGateway(backend, "closed the connection without answering")
         else:
-            self._badGateway(
-                backend, "failed before answering: " + _describe(reason)
-            )
+            self._badGateway(backend, "failed before answering: " + _describe(reason))
 
-    def responseHead(self, code: int, phrase: bytes, headers: List[Tuple[bytes, bytes]]) -> None:
+    def responseHead(
+        self, code: int, phrase: bytes, headers: List[Tuple[bytes, bytes]]
+    ) -> None:
         """
         Relay the status and headers of the backend's response.
         """
@@ -849,7 +851,12 @@ class BackendConnection(Protocol):
     # Requests
 
     def send(
-        self, handler: _Forwarding, head: bytes, content: Any, length: int, headOnly: bool
+        self,
+        handler: _Forwarding,
+        head: bytes,
+        content: Any,
+        length: int,
+        headOnly: bool,
     ) -> None:
         """
         Send a request: C{head}, then C{length} bytes of C{content}, a file
@@ -975,13 +982,19 @@ class BackendConnection(Protocol):
             lines = buffer[:end].split(b"\n")
             version, _, status = lines[0].rstrip(b"\r").partition(b" ")
             code, _, phrase = status.partition(b" ")
-            if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+            if (
+                not version.startswith(b"HTTP/1.")
+                or len(code) != 3
+                or not code.isdigit()
+            ):
                 raise BadResponse(
                     "a response that is not HTTP/1.1 ({!r})".format(lines[0][:80])
                 )
             status = int(code)
             if b"\r" in phrase:
-                raise BadResponse("a malformed status line ({!r})".format(lines[0][:80]))
+                raise BadResponse(
+                    "a malformed status line ({!r})".format(lines[0][:80])
+                )
             if 100 <= status < 200 and status != 101:
                 buffer = rest
                 continue
@@ -1179,7 +1192,9 @@ class _BodySender:
     connection takes it.
     """
 
-    def __init__(self, connection: BackendConnection, content: Any, length: int) -> None:
+    def __init__(
+        self, connection: BackendConnection, content: Any, length: int
+    ) -> None:
         self._connection = connection
         self._content = content
         self._remaining = length
@@ -1236,9 +1251,7 @@ class Tunnel:
         self._ends: List[_TunnelEnd] = []
         self._open = 0
 
-    def join(
-        self, client: Any, server: Any, toServer: bytes, toClient: bytes
-    ) -> None:
+    def join(self, client: Any, server: Any, toServer: bytes, toClient: bytes) -> None:
         """
         Take the transports C{client} and C{server} over, and send each the
         bytes already received from the other.

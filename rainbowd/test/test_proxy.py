@@ -1353,7 +1353,9 @@ class AnswersOnce(Protocol):
             head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
             self._requests.append(head)
             if len(self._requests) == 1:
-                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+                )
             else:
                 self.transport.loseConnection()
 
@@ -1467,7 +1469,9 @@ class DrainPoolTests(SynchronousTestCase):
         """
         client = self.world.request(rawRequest())
         pump = self.world.accept(
-            cannedBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokAND MORE", False)
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokAND MORE", False
+            )
         )
         self.assertEqual(client.response().body, b"ok")
         self.assertTrue(pump.serverIO.disconnected)
@@ -1629,7 +1633,9 @@ class StreamingTests(SynchronousTestCase):
         """
         client = self.world.request(rawRequest(b"HEAD"))
         self.world.accept(
-            cannedBackend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", False)
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", False
+            )
         )
         self.assertEqual(client.response().code, 200)
         self.assertTrue(client.data.endswith(b"\r\n\r\n"))
@@ -1642,7 +1648,9 @@ class StreamingTests(SynchronousTestCase):
         """
         client = self.world.request(rawRequest())
         self.world.accept(
-            cannedBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-A: 1\r\n\r\n", False)
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-A: 1\r\n\r\n", False
+            )
         )
         response = client.response()
         self.assertEqual((response.header(b"X-A"), response.body), ([b"1"], b""))
@@ -1654,7 +1662,9 @@ class StreamingTests(SynchronousTestCase):
         """
         client = self.world.request(rawRequest())
         self.world.accept(
-            cannedBackend(b"HTTP/1.1 200 OK\r\nBad Name: 1\r\nContent-Length: 0\r\n\r\n")
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nBad Name: 1\r\nContent-Length: 0\r\n\r\n"
+            )
         )
         response = client.response()
         self.assertEqual(response.code, 502)
