@@ -6,6 +6,8 @@ Each test waits on a real process or socket, always with a deadline, and
 leaves no process behind.
 """
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -22,6 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
 import rainbowd.test.app
+from rainbowd.test.app import WEBSOCKET_GUID, webSocketFrame
 from rainbowd.backend import ProcessGroupSignals
 
 APP = os.path.abspath(rainbowd.test.app.__file__.replace(".pyc", ".py"))
@@ -279,6 +282,34 @@ class EndToEndTests(SynchronousTestCase):
         self.assertGreater(time.monotonic() - redeployed, 2.0)
         waitFor(lambda: not alive(oldPid), "the old app to exit")
         self.assertTrue(daemon.get("/")[1].startswith("v2"))
+
+    def test_webSocket(self):
+        """
+        A WebSocket handshake goes through to the app, whose
+        I{Sec-WebSocket-Accept} reaches the client, and messages then go
+        both ways.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        daemon.serving()
+        key = base64.b64encode(os.urandom(16))
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE) as s:
+            s.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+                + webSocketFrame(1, b"hello", mask=b"abcd")
+            )
+            expected = webSocketFrame(1, b"hello")
+            received = b""
+            while not received.endswith(expected):
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, f"the WebSocket closed early: {received!r}")
+                received += chunk
+        head = received.partition(b"\r\n\r\n")[0]
+        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        self.assertIn(b"\r\nSec-WebSocket-Accept: " + accept, head)
 
     def test_eventStreamNotBuffered(self):
         """
