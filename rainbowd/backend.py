@@ -210,6 +210,8 @@ class Backend(ProcessProtocol):
     C{port}.
 
     @ivar inflight: how many proxied requests it is serving.
+    @ivar tunnels: the upgraded connections (WebSockets and the like) to it
+        that are open; it is drained once they, too, are closed.
     @ivar output: its last lines of output.
     @ivar exitReason: how its process ended, once it has.
     @ivar pgid: the process group of the app, which is the pid of the
@@ -240,6 +242,7 @@ class Backend(ProcessProtocol):
         self.pidfile = os.path.join(config.stateDir, f"generation-{generation}.pid")
         self.state = State.STARTING
         self.inflight = 0
+        self.tunnels = set()
         self.output = deque(maxlen=OUTPUT_LINES)
         self.exitReason: Optional[str] = None
         self.pgid: Optional[int] = None
@@ -257,6 +260,7 @@ class Backend(ProcessProtocol):
         self._calls = {}
         self._ready = Waiters()
         self._stopped = Waiters()
+        self._draining = Waiters()
 
     def __repr__(self) -> str:
         return f"<Backend generation {self.generation} port {self.port} {self.state.value}>"
@@ -309,7 +313,7 @@ class Backend(ProcessProtocol):
         when C{drainTimeout} has passed.
         """
         self._moveTo(State.DRAINING)
-        if self.inflight == 0:
+        if self.inflight == 0 and not self.tunnels:
             return self.stop()
         self._later("drain", self.config.drainTimeout, self._drainTimedOut)
         return self.whenStopped()
@@ -347,6 +351,15 @@ class Backend(ProcessProtocol):
             return self._ready.wait()
         return succeed(self)
 
+    def whenDraining(self) -> Deferred:
+        """
+        A Deferred that fires with this backend when it takes no new
+        requests: when it starts draining or stopping.
+        """
+        if self.state in (State.STARTING, State.READY, State.ACTIVE):
+            return self._draining.wait()
+        return succeed(self)
+
     def whenStopped(self) -> Deferred:
         """
         A Deferred that fires with this backend when all its processes are
@@ -372,7 +385,21 @@ class Backend(ProcessProtocol):
 
     def requestFinished(self) -> None:
         self.inflight -= 1
-        if self.inflight == 0 and self.state is State.DRAINING:
+        self._stopIfDrained()
+
+    def tunnelOpened(self, tunnel) -> None:
+        """
+        A request to this backend was upgraded: C{tunnel} now joins a client
+        to it, and has a C{close()} method.
+        """
+        self.tunnels.add(tunnel)
+
+    def tunnelClosed(self, tunnel) -> None:
+        self.tunnels.discard(tunnel)
+        self._stopIfDrained()
+
+    def _stopIfDrained(self) -> None:
+        if self.state is State.DRAINING and self.inflight == 0 and not self.tunnels:
             self.stop()
 
     # Reporting
@@ -401,6 +428,7 @@ class Backend(ProcessProtocol):
             "pid": self.appPid() if self.state in ALIVE else None,
             "state": self.state.value,
             "inflight": self.inflight,
+            "upgraded": len(self.tunnels),
         }
 
     # ProcessProtocol
@@ -449,6 +477,8 @@ class Backend(ProcessProtocol):
                 f"{self.state.value} to {state.value}"
             )
         self.state = state
+        if state in (State.DRAINING, State.STOPPING):
+            self._draining.fire(self)
         for name in {
             State.READY: ("start", "warmup", "probe"),
             State.STOPPING: ("start", "warmup", "probe", "drain"),
@@ -533,11 +563,15 @@ class Backend(ProcessProtocol):
     def _drainTimedOut(self) -> None:
         self.log.warn(
             "generation {generation} still has {inflight} requests in flight "
-            "after drainTimeout ({timeout:g} s); stopping it",
+            "and {tunnels} upgraded connections open after drainTimeout "
+            "({timeout:g} s); closing them and stopping it",
             generation=self.generation,
             inflight=self.inflight,
+            tunnels=len(self.tunnels),
             timeout=self.config.drainTimeout,
         )
+        for tunnel in list(self.tunnels):
+            tunnel.close()
         self.stop()
 
     def _killTimedOut(self) -> None:

@@ -13,13 +13,21 @@ behaviour is set by environment variables:
     APP_IGNORE_SIGTERM=1  ignore SIGTERM, so only SIGKILL stops it
     APP_FORK_CHILD=1      start a child process that outlives it
 
-Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health} and
-C{GET /slow?seconds=N}, which answers after N seconds.  On SIGTERM it stops
-listening, finishes the requests in flight and exits 0.
+Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health},
+C{GET /slow?seconds=N}, which answers after N seconds, and C{GET /echo}
+with C{Connection: Upgrade} and C{Upgrade: echo}, which answers 101, sends
+"<version> pid=<pid>\n" and then echoes every byte it gets until the client
+closes, C{GET /ws}, a WebSocket (RFC 6455) that echoes each message, and
+C{GET /events}, a C{text/event-stream} that sends one event,
+waits a second and sends another.  On SIGTERM it stops listening, finishes the requests in flight
+(echoes included) and exits 0.
 """
 
+import base64
+import hashlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -40,12 +48,73 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(200, f"{VERSION} pid={os.getpid()}\n")
         elif url.path == "/health":
             self.answer(200, "ok\n")
+        elif url.path == "/echo" and self.headers.get("Upgrade") == "echo":
+            self.echo()
+        elif url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self.webSocket()
+        elif url.path == "/events":
+            self.events()
         elif url.path == "/slow":
             seconds = float(parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(seconds)
             self.answer(200, f"{VERSION} pid={os.getpid()} slept {seconds}\n")
         else:
             self.answer(404, "not found\n")
+
+    def echo(self) -> None:
+        self.wfile.write(
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            b"Connection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+            + f"{VERSION} pid={os.getpid()}\n".encode("ascii")
+        )
+        self.wfile.flush()
+        try:
+            while True:
+                data = self.rfile.read1(65536)
+                if not data:
+                    break
+                self.wfile.write(data)
+                self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def webSocket(self) -> None:
+        key = self.headers["Sec-WebSocket-Key"].encode("ascii")
+        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+        self.wfile.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self.rfile.read(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self.rfile.read(8))
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            payload = bytes(
+                byte ^ mask[i % 4] for (i, byte) in enumerate(self.rfile.read(length))
+            )
+            self.wfile.write(webSocketFrame(opcode, payload))
+            self.wfile.flush()
+            if opcode == 8:  # close
+                return
+
+    def events(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for event in ["first", "second"]:
+            self.wfile.write(f"data: {event}\n\n".encode("ascii"))
+            self.wfile.flush()
+            if event == "first":
+                time.sleep(1.0)
 
     def answer(self, code: int, text: str) -> None:
         body = text.encode("utf-8")
@@ -57,6 +126,27 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         print(f"app {VERSION}: {format % args}", flush=True)
+
+
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def webSocketFrame(opcode: int, payload: bytes, mask: bytes = b"") -> bytes:
+    """
+    A final WebSocket frame, masked with C{mask} if given (as a client's
+    must be).
+    """
+    length = len(payload)
+    maskBit = 0x80 if mask else 0
+    if length < 126:
+        head = bytes([0x80 | opcode, maskBit | length])
+    elif length < 65536:
+        head = bytes([0x80 | opcode, maskBit | 126]) + struct.pack("!H", length)
+    else:
+        head = bytes([0x80 | opcode, maskBit | 127]) + struct.pack("!Q", length)
+    if mask:
+        payload = bytes(byte ^ mask[i % 4] for (i, byte) in enumerate(payload))
+    return head + mask + payload
 
 
 class Server(ThreadingHTTPServer):

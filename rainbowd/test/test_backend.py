@@ -617,6 +617,76 @@ class DrainTests(BackendTestCase):
         self.reactor.advance(0)
         self.assertIs(self.successResultOf(d), backend)
 
+    def test_drainWaitsForTunnels(self) -> None:
+        """
+        A draining backend is sent SIGTERM only once its last upgraded
+        connection (tunnel) is closed, not when its last request finishes.
+        """
+        backend, process = self.active()
+        tunnel = FakeTunnel()
+        backend.requestStarted()
+        backend.tunnelOpened(tunnel)
+        backend.requestFinished()
+        d = backend.drain()
+        self.reactor.advance(5.0)
+        self.assertEqual(self.signals.sent, [])
+        backend.tunnelClosed(tunnel)
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+
+    def test_drainTimeoutClosesTunnels(self) -> None:
+        """
+        At C{drainTimeout} a draining backend closes its tunnels, and only
+        then is sent SIGTERM.
+        """
+        backend, process = self.active()
+        events = []
+        tunnel = FakeTunnel(lambda: events.append(list(self.signals.sent)))
+        backend.tunnelOpened(tunnel)
+        backend.drain()
+        self.reactor.advance(9.9)
+        self.assertEqual(events, [])
+        self.reactor.advance(0.1)
+        self.assertEqual(events, [[]])
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+
+    def test_whenDraining(self) -> None:
+        """
+        C{whenDraining} fires when the backend starts draining, and at once
+        for one already draining.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        d = backend.whenDraining()
+        self.assertNoResult(d)
+        backend.drain()
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(self.successResultOf(backend.whenDraining()), backend)
+
+    def test_whenDrainingOnStop(self) -> None:
+        """
+        C{whenDraining} fires when the backend is stopped without draining.
+        """
+        backend, process = self.active()
+        d = backend.whenDraining()
+        backend.stop()
+        self.assertIs(self.successResultOf(d), backend)
+
+
+class FakeTunnel:
+    """
+    An upgraded connection as a backend sees it: something to close.
+    """
+
+    def __init__(self, onClose=lambda: None) -> None:
+        self._onClose = onClose
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self._onClose()
+
 
 class StopTests(BackendTestCase):
     """
@@ -1003,14 +1073,17 @@ class StateTests(BackendTestCase):
 
     def test_describe(self) -> None:
         """
-        C{describe} gives generation, port, app pid, state and requests in
-        flight, and no pid once the backend has ended.
+        C{describe} gives generation, port, app pid, state, requests in
+        flight and upgraded connections, and no pid once the backend has
+        ended.
         """
         backend, process = self.active()
         process.appPid = 4242
         self.addWorker(process, 4242)
         self.writePidfile(backend, 4242)
         backend.requestStarted()
+        tunnel = FakeTunnel()
+        backend.tunnelOpened(tunnel)
         self.assertEqual(
             backend.describe(),
             {
@@ -1019,8 +1092,10 @@ class StateTests(BackendTestCase):
                 "pid": 4242,
                 "state": "active",
                 "inflight": 1,
+                "upgraded": 1,
             },
         )
+        backend.tunnelClosed(tunnel)
         backend.requestFinished()
         process.exit(1)
         self.assertEqual(
@@ -1031,6 +1106,7 @@ class StateTests(BackendTestCase):
                 "pid": None,
                 "state": "stopped",
                 "inflight": 0,
+                "upgraded": 0,
             },
         )
 

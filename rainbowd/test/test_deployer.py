@@ -270,6 +270,7 @@ class RedeployTests(SynchronousTestCase):
                         "pid": h.process(1).pgid,
                         "state": "active",
                         "inflight": 1,
+                        "upgraded": 0,
                     },
                     {
                         "generation": 2,
@@ -277,6 +278,7 @@ class RedeployTests(SynchronousTestCase):
                         "pid": h.process(2).pgid,
                         "state": "starting",
                         "inflight": 0,
+                        "upgraded": 0,
                     },
                 ],
                 "lastDeploy": {

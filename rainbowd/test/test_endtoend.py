@@ -6,6 +6,8 @@ Each test waits on a real process or socket, always with a deadline, and
 leaves no process behind.
 """
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
 import rainbowd.test.app
+from rainbowd.test.app import WEBSOCKET_GUID, webSocketFrame
 from rainbowd.backend import ProcessGroupSignals
 
 APP = os.path.abspath(rainbowd.test.app.__file__.replace(".pyc", ".py"))
@@ -273,6 +276,112 @@ class EndToEndTests(SynchronousTestCase):
         self.assertTrue(slow["result"][1].startswith(f"v1 pid={oldPid}"))
         waitFor(lambda: not alive(oldPid), "the old app to exit")
 
+    def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
+        """
+        An upgraded connection (an echo protocol) is tunnelled to the app,
+        counted in C{/status}, keeps working on the old version after a
+        redeploy, and is closed by rainbowd at C{drainTimeout}, after which
+        the old version stops.
+        """
+        daemon = Daemon(self, drainTimeout=4000)
+        daemon.start()
+        oldPid = daemon.appPid()
+        tunnel = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+        self.addCleanup(tunnel.close)
+        tunnel.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: app.example\r\n"
+            b"Connection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        received = b""
+        while b"pid=" not in received or not received.endswith(b"\n"):
+            chunk = tunnel.recv(4096)
+            self.assertTrue(chunk, f"the tunnel closed early: {received!r}")
+            received += chunk
+        head, _, greeting = received.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        self.assertEqual(greeting, f"v1 pid={oldPid}\n".encode("ascii"))
+
+        def echoes(data):
+            tunnel.sendall(data)
+            got = b""
+            while len(got) < len(data):
+                chunk = tunnel.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            return got
+
+        self.assertEqual(echoes(b"before"), b"before")
+        [backend] = daemon.control("GET", "/status")[1]["backends"]
+        self.assertEqual((backend["upgraded"], backend["inflight"]), (1, 0))
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        redeployed = time.monotonic()
+        self.assertEqual(echoes(b"after"), b"after")
+        old = daemon.control("GET", "/status")[1]["backends"][0]
+        self.assertEqual((old["generation"], old["state"], old["upgraded"]), (1, "draining", 1))
+
+        def closed():
+            try:
+                return tunnel.recv(4096) == b""
+            except ConnectionResetError:
+                return True
+
+        self.assertTrue(closed())
+        self.assertGreater(time.monotonic() - redeployed, 2.0)
+        waitFor(lambda: not alive(oldPid), "the old app to exit")
+        self.assertTrue(daemon.get("/")[1].startswith("v2"))
+
+    def test_webSocket(self):
+        """
+        A WebSocket handshake goes through to the app, whose
+        I{Sec-WebSocket-Accept} reaches the client, and messages then go
+        both ways.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        daemon.serving()
+        key = base64.b64encode(os.urandom(16))
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE) as s:
+            s.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+                + webSocketFrame(1, b"hello", mask=b"abcd")
+            )
+            expected = webSocketFrame(1, b"hello")
+            received = b""
+            while not received.endswith(expected):
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, f"the WebSocket closed early: {received!r}")
+                received += chunk
+        head = received.partition(b"\r\n\r\n")[0]
+        accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        self.assertIn(b"\r\nSec-WebSocket-Accept: " + accept, head)
+
+    def test_eventStreamNotBuffered(self):
+        """
+        The first event of a C{text/event-stream} reaches the client while
+        the app is still waiting to send the next one.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        daemon.serving()
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE) as s:
+            started = time.monotonic()
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: app.example\r\n\r\n")
+            received = b""
+            while b"data: first" not in received:
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, f"the stream closed early: {received!r}")
+                received += chunk
+            elapsed = time.monotonic() - started
+        self.assertNotIn(b"data: second", received)
+        self.assertLess(elapsed, 0.9)
+        self.assertIn(b"Content-Type: text/event-stream", received)
+
     def test_brokenBuild(self):
         """
         A redeploy whose new version exits at once answers non-2xx with the
@@ -337,6 +446,25 @@ class EndToEndTests(SynchronousTestCase):
         self.assertFalse(groupAlive(oldGroup))
         self.assertIn(
             f"of an earlier rainbowd (process group {oldGroup}", daemon.log()
+        )
+
+    def test_noDeprecationWarnings(self):
+        """
+        rainbowd's modules import nothing deprecated (such as
+        L{twisted.web.http.HTTPClient}), so no deprecation warning reaches a
+        user's log.
+        """
+        subprocess.run(
+            [
+                sys.executable,
+                "-W",
+                "error::DeprecationWarning",
+                "-c",
+                "import rainbowd.tap, rainbowd.proxy, rainbowd.health",
+            ],
+            env=dict(os.environ, PYTHONPATH=SOURCE),
+            check=True,
+            timeout=DEADLINE,
         )
 
     def test_configWithoutRun(self):

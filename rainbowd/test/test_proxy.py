@@ -26,7 +26,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from rainbowd.proxy import IDLE_TIMEOUT, ProxySite, ReverseProxy
+from rainbowd.proxy import CHUNK_SIZE, IDLE_TIMEOUT, ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -45,7 +45,9 @@ class FakeBackend:
     port: int
     started: int = 0
     finished: int = 0
+    tunnels: list = attrs.field(factory=list)
     _stopWaiters: List[Deferred[None]] = attrs.field(factory=list)
+    _drainWaiters: List[Deferred[None]] = attrs.field(factory=list)
 
     @property
     def inflight(self) -> int:
@@ -59,12 +61,29 @@ class FakeBackend:
             raise AssertionError("requestFinished() without requestStarted()")
         self.finished += 1
 
+    def tunnelOpened(self, tunnel: object) -> None:
+        self.tunnels.append(tunnel)
+
+    def tunnelClosed(self, tunnel: object) -> None:
+        self.tunnels.remove(tunnel)
+
+    def whenDraining(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        self._drainWaiters.append(waiter)
+        return waiter
+
     def whenStopped(self) -> Deferred[None]:
         waiter: Deferred[None] = Deferred()
         self._stopWaiters.append(waiter)
         return waiter
 
+    def drain(self) -> None:
+        waiters, self._drainWaiters = self._drainWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
     def stop(self) -> None:
+        self.drain()
         waiters, self._stopWaiters = self._stopWaiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -241,6 +260,8 @@ class FakeClient(Protocol):
     An HTTP client that writes raw requests and collects raw responses.
     """
 
+    pump: iosim.IOPump
+
     def __init__(self) -> None:
         self.data = b""
         self.methods: List[bytes] = []
@@ -324,15 +345,14 @@ class World:
         clientTransport = iosim.FakeTransport(
             client, isServer=False, hostAddress=peer, peerAddress=PROXY_ADDRESS
         )
-        self.pumps.append(
-            iosim.connect(
-                serverProtocol,
-                serverTransport,
-                client,
-                clientTransport,
-                clock=self.reactor,
-            )
+        client.pump = iosim.connect(
+            serverProtocol,
+            serverTransport,
+            client,
+            clientTransport,
+            clock=self.reactor,
         )
+        self.pumps.append(client.pump)
         return client
 
     def request(self, raw: bytes, **kwargs: object) -> FakeClient:
@@ -359,10 +379,16 @@ class World:
         self._handled += 1
         return self.reactor.tcpClients[index], self.reactor.connectors[index]
 
-    def accept(self, backendFactory: Factory) -> iosim.IOPump:
+    def accept(
+        self,
+        backendFactory: Factory,
+        transportType: Callable[..., iosim.FakeTransport] = iosim.FakeTransport,
+    ) -> iosim.IOPump:
         """
         Connect the proxy's next connection attempt to a protocol from
         C{backendFactory}, and let the bytes flow.
+
+        @param transportType: Makes the proxy's end of the connection.
         """
         (host, port, factory, timeout, bindAddress), connector = self._nextAttempt()
         if host != "127.0.0.1":
@@ -377,7 +403,7 @@ class World:
             peerAddress=proxyAddress,
         )
         clientProtocol = factory.buildProtocol(None)
-        clientTransport = iosim.FakeTransport(
+        clientTransport = transportType(
             clientProtocol,
             isServer=False,
             hostAddress=proxyAddress,
@@ -1079,8 +1105,8 @@ class BackendFailureTests(SynchronousTestCase):
         response = client.response()
         self.assertEqual(response.code, 502)
         self.assertIn(
-            b"rainbowd: backend generation 3 on port 20001 failed: "
-            b"ResponseNeverReceived: Connection was closed cleanly",
+            b"rainbowd: backend generation 3 on port 20001 closed the "
+            b"connection without answering\n",
             response.body,
         )
         self.assertEqual(self.world.attempts(), [])
@@ -1244,3 +1270,598 @@ class ProxySiteTests(SynchronousTestCase):
         world.site.doStop()
         with open(path) as log:
             self.assertEqual(log.read(), "")
+
+
+class ReadPausingTransport(iosim.FakeTransport):
+    """
+    An iosim transport whose reading can be paused, as a TCP transport's
+    can: what arrives meanwhile is held until it is resumed.
+    """
+
+    readPaused = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        iosim.FakeTransport.__init__(self, *args, **kwargs)  # type: ignore[arg-type]
+        self._held: List[bytes] = []
+
+    def pauseProducing(self) -> None:
+        self.readPaused = True
+
+    def resumeProducing(self) -> None:
+        self.readPaused = False
+        held, self._held = self._held, []
+        for data in held:
+            iosim.FakeTransport.bufferReceived(self, data)
+
+    def bufferReceived(self, data: bytes) -> None:
+        if self.readPaused:
+            self._held.append(data)
+        else:
+            iosim.FakeTransport.bufferReceived(self, data)
+
+
+class SmallBufferTransport(iosim.FakeTransport):
+    """
+    An iosim transport with a write buffer of C{bufferSize} bytes, as a TCP
+    transport has: a streaming producer is paused when the buffer is full
+    and resumed when the pump empties it.
+
+    @ivar maxBuffered: The most bytes the buffer ever held.
+    """
+
+    bufferSize = 65536
+    maxBuffered = 0
+    producerPaused = False
+
+    def write(self, data: bytes) -> None:
+        iosim.FakeTransport.write(self, data)
+        buffered = sum(map(len, self.stream))
+        self.maxBuffered = max(self.maxBuffered, buffered)
+        if (
+            self.producer is not None
+            and self.streamingProducer
+            and buffered >= self.bufferSize
+            and not self.producerPaused
+        ):
+            self.producerPaused = True
+            self.producer.pauseProducing()
+
+    def getOutBuffer(self) -> Optional[bytes]:
+        data = iosim.FakeTransport.getOutBuffer(self)
+        if self.producerPaused and self.producer is not None:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+        return data
+
+
+class AnswersOnce(Protocol):
+    """
+    A backend that answers the first request on a connection and closes the
+    connection, without answering, when the next one comes: the race of a
+    kept-alive connection that the app closes as a request is sent on it.
+
+    @ivar requests: The request heads received.
+    """
+
+    def __init__(self, requests: List[bytes]) -> None:
+        self._requests = requests
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if b"\r\n\r\n" in self._buffer:
+            head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+            self._requests.append(head)
+            if len(self._requests) == 1:
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+                )
+            else:
+                self.transport.loseConnection()
+
+
+class StaleConnectionTests(SynchronousTestCase):
+    """
+    A request sent on a kept-alive connection that the app closes without
+    answering is sent again on a new connection if its method is idempotent,
+    and answered 502 otherwise.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=3, port=20001)
+        self.world.deployer.activate(self.backend)
+        self.heads: List[bytes] = []
+        self.world.request(rawRequest())
+        self.world.accept(Factory.forProtocol(lambda: AnswersOnce(self.heads)))
+
+    def test_idempotentRetried(self) -> None:
+        """
+        A GET, or a PUT with its body, goes again on a new connection.
+        """
+        for method, body in [(b"GET", b""), (b"PUT", b"the body")]:
+            app = BackendApp()
+            client = self.world.request(rawRequest(method, b"/again", body=body))
+            self.assertEqual(self.world.attempts(), [20001])
+            self.world.accept(backendSite(self.world, app))
+            self.assertEqual(client.response().code, 200)
+            [received] = app.received
+            self.assertEqual((received.method, received.body), (method, body))
+            self.world.reactor.advance(IDLE_TIMEOUT)
+            self.world.flush()
+            self.world.request(rawRequest())
+            self.world.accept(Factory.forProtocol(lambda: AnswersOnce([])))
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_postNotResent(self) -> None:
+        """
+        A POST is not sent again: it is answered 502, saying why.
+        """
+        client = self.world.request(rawRequest(b"POST", b"/order", body=b"x=1"))
+        response = client.response()
+        self.assertEqual(response.code, 502)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: backend generation 3 on port 20001 closed a kept-alive "
+            b"connection as POST /order was sent on it; rainbowd does not send "
+            b"a POST again, as it may have been acted on\n",
+        )
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual((self.backend.started, self.backend.finished), (2, 2))
+
+
+class DrainPoolTests(SynchronousTestCase):
+    """
+    Connections to a backend that starts draining are closed as soon as they
+    are idle, and aborted connections are never reused.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def test_idleClosedAtDrain(self) -> None:
+        """
+        The idle connections to a backend are closed when it starts draining.
+        """
+        self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, BackendApp()))
+        self.backend.drain()
+        self.world.flush()
+        self.assertTrue(pump.serverIO.disconnected)
+
+    def test_busyClosedAfterResponse(self) -> None:
+        """
+        A connection busy when its backend starts draining is closed once its
+        response is relayed, not kept for reuse.
+        """
+        app = BackendApp(later)
+        client = self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, app))
+        self.backend.drain()
+        [backendRequest] = app.live
+        backendRequest.write(b"done")
+        backendRequest.finish()
+        self.world.flush()
+        self.assertEqual(client.response().body, b"done")
+        self.assertTrue(pump.serverIO.disconnected)
+
+    def test_abortedNotReused(self) -> None:
+        """
+        After a client hangs up mid-response, the next request goes over a
+        new connection, not the one with the half-read response.
+        """
+        app = BackendApp(later)
+        client = self.world.request(rawRequest())
+        self.world.accept(backendSite(self.world, app))
+        app.live[0].write(b"some")
+        self.world.flush()
+        client.hangUp()
+        self.world.flush()
+        self.world.request(rawRequest())
+        self.assertEqual(self.world.attempts(), [20001])
+
+    def test_extraBytesNotReused(self) -> None:
+        """
+        A connection on which the backend sent more than its response said is
+        closed, and the response relayed as its length says.
+        """
+        client = self.world.request(rawRequest())
+        pump = self.world.accept(
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokAND MORE", False
+            )
+        )
+        self.assertEqual(client.response().body, b"ok")
+        self.assertTrue(pump.serverIO.disconnected)
+
+
+class BackpressureTests(SynchronousTestCase):
+    """
+    A slow client slows the reading of its response from the backend, and a
+    large upload goes to the backend only as fast as it takes it.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def test_slowClientPausesBackend(self) -> None:
+        """
+        While the client's transport is full, the backend connection is not
+        read; once it drains, the rest of the response flows.
+        """
+        app = BackendApp(later)
+        client = self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, app), ReadPausingTransport)
+        [backendRequest] = app.live
+        backendRequest.write(b"first ")
+        self.world.flush()
+        # The client's transport tells its producer, the channel, that its
+        # buffer is full, as a TCP transport would.
+        channel = client.pump.server._channel
+        channel.pauseProducing()
+        self.assertTrue(pump.clientIO.readPaused)
+        backendRequest.write(b"second")
+        backendRequest.finish()
+        self.world.flush()
+        self.assertEqual(client.response().body, b"first ")
+        channel.resumeProducing()
+        self.assertFalse(pump.clientIO.readPaused)
+        self.world.flush()
+        self.assertEqual(client.response().body, b"first second")
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_uploadStreamed(self) -> None:
+        """
+        A large request body (spooled to a file by twisted.web) reaches the
+        backend whole, written no faster than the connection takes it.
+        """
+        body = bytes(range(256)) * 2000
+        app = BackendApp()
+        client = self.world.request(rawRequest(b"PUT", b"/big", body=body))
+        pump = self.world.accept(backendSite(self.world, app), SmallBufferTransport)
+        self.assertEqual(client.response().code, 200)
+        self.assertEqual(app.received[0].body, body)
+        self.assertTrue(
+            pump.clientIO.maxBuffered <= SmallBufferTransport.bufferSize + CHUNK_SIZE,
+            pump.clientIO.maxBuffered,
+        )
+
+    def test_clientGoneMidUpload(self) -> None:
+        """
+        A client hanging up while its body is still being sent to a backend
+        that reads slowly stops the upload and drops the backend connection.
+        """
+
+        class Stuck(SmallBufferTransport):
+            def getOutBuffer(self) -> Optional[bytes]:
+                return iosim.FakeTransport.getOutBuffer(self)
+
+        client = self.world.request(rawRequest(b"PUT", b"/big", body=b"x" * 300000))
+        pump = self.world.accept(backendSite(self.world, BackendApp()), Stuck)
+        self.assertTrue(pump.clientIO.producerPaused)
+        client.hangUp()
+        self.world.flush()
+        self.assertTrue(pump.clientIO.disconnecting)
+        self.assertIsNone(pump.clientIO.producer)
+        self.assertEqual((self.backend.started, self.backend.finished), (1, 1))
+
+    def test_earlyAnswerStopsUpload(self) -> None:
+        """
+        A backend answering before it has read the whole body (a 413, say)
+        has its answer relayed; the upload stops and the connection is not
+        reused.
+        """
+        body = b"x" * 300000
+        client = self.world.request(rawRequest(b"POST", b"/big", body=body))
+        pump = self.world.accept(
+            cannedBackend(
+                b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nno\n", False
+            ),
+            SmallBufferTransport,
+        )
+        self.assertEqual(client.response().code, 413)
+        self.assertTrue(pump.clientIO.disconnecting)
+        self.assertEqual(self.backend.inflight, 0)
+
+
+class StreamingTests(SynchronousTestCase):
+    """
+    Bodies are relayed as the backend produces them, whatever their framing.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def test_eventStream(self) -> None:
+        """
+        Each event of a C{text/event-stream} reaches the client as soon as
+        the backend writes it.
+        """
+
+        def respond(request):
+            request.setHeader(b"Content-Type", b"text/event-stream")
+            return NOT_DONE_YET
+
+        app = BackendApp(respond)
+        client = self.world.request(rawRequest(target=b"/events"))
+        self.world.accept(backendSite(self.world, app))
+        [backendRequest] = app.live
+        backendRequest.write(b"data: one\n\n")
+        self.world.flush()
+        response = client.response()
+        self.assertEqual(response.header(b"Content-Type"), [b"text/event-stream"])
+        self.assertEqual((response.body, response.complete), (b"data: one\n\n", False))
+        backendRequest.write(b"data: two\n\n")
+        self.world.flush()
+        self.assertEqual(client.response().body, b"data: one\n\ndata: two\n\n")
+
+    def test_chunkedInPieces(self) -> None:
+        """
+        A chunked response -- with chunk extensions and trailers, arriving a
+        few bytes at a time -- is relayed whole, and its connection reused.
+        """
+        raw = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 999\r\n\r\n"
+            b"5;name=value\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n"
+            b"0\r\nX-Checksum: 1\r\n\r\n"
+        )
+
+        class Trickle(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                for i in range(0, len(raw), 3):
+                    self.transport.write(raw[i : i + 3])
+
+        client = self.world.request(rawRequest())
+        self.world.accept(Factory.forProtocol(Trickle))
+        response = client.response()
+        self.assertEqual((response.body, response.complete), (b"hello world", True))
+        self.assertEqual(response.header(b"Content-Length"), [])
+        self.world.request(rawRequest())
+        self.assertEqual(self.world.attempts(), [])
+
+    def test_headOfChunked(self) -> None:
+        """
+        The answer to HEAD has no body even when its headers announce a
+        chunked one, and the connection carries the next request.
+        """
+        client = self.world.request(rawRequest(b"HEAD"))
+        self.world.accept(
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", False
+            )
+        )
+        self.assertEqual(client.response().code, 200)
+        self.assertTrue(client.data.endswith(b"\r\n\r\n"))
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_headSentBeforeBody(self) -> None:
+        """
+        The response head reaches the client as soon as it comes, even
+        before any of the body.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-A: 1\r\n\r\n", False
+            )
+        )
+        response = client.response()
+        self.assertEqual((response.header(b"X-A"), response.body), ([b"1"], b""))
+
+    def test_badHeaderNameIs502(self) -> None:
+        """
+        A response header whose name is not a token gets the client a 502,
+        not a half-relayed response.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(
+                b"HTTP/1.1 200 OK\r\nBad Name: 1\r\nContent-Length: 0\r\n\r\n"
+            )
+        )
+        response = client.response()
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"malformed header line", response.body)
+        self.assertEqual(response.header(b"Bad Name"), [])
+
+    def test_malformedResponseIs502(self) -> None:
+        """
+        A backend answering something that is not HTTP/1.1 gets the client a
+        502 saying so.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(cannedBackend(b"SSH-2.0-OpenSSH\r\n\r\n"))
+        response = client.response()
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"not HTTP/1.1", response.body)
+        self.assertEqual(self.backend.inflight, 0)
+
+
+UPGRADE_REQUEST = rawRequest(
+    headers=(
+        (b"Host", b"app.example"),
+        (b"Connection", b"Upgrade"),
+        (b"Upgrade", b"echo"),
+    )
+)
+
+
+class EchoUpgrade(Protocol):
+    """
+    A backend that switches to an echo protocol: it answers 101, says hello,
+    and then sends back every byte it gets.
+
+    @ivar head: The request head it got.
+    """
+
+    head = b""
+
+    def __init__(self) -> None:
+        self._buffer: Optional[bytes] = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._buffer is None:
+            self.transport.write(data)
+            return
+        self._buffer += data
+        if b"\r\n\r\n" in self._buffer:
+            EchoUpgrade.head, _, rest = self._buffer.partition(b"\r\n\r\n")
+            self._buffer = None
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: echo\r\n\r\nhello "
+            )
+            if rest:
+                self.transport.write(rest)
+
+
+class UpgradeTests(SynchronousTestCase):
+    """
+    A request asking to upgrade gets a connection of its own to the backend
+    and, if the backend agrees (101), the two connections are joined.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def upgrade(self) -> Tuple[FakeClient, iosim.IOPump]:
+        client = self.world.connectClient()
+        client.send(UPGRADE_REQUEST + b"early ")
+        self.world.flush()
+        pump = self.world.accept(Factory.forProtocol(EchoUpgrade))
+        return client, pump
+
+    def test_tunnel(self) -> None:
+        """
+        The backend gets the upgrade headers, the client gets the 101 with
+        them, and bytes then go both ways, those the client sent before the
+        101 included.
+        """
+        client, pump = self.upgrade()
+        self.assertIn(b"\r\nConnection: Upgrade\r\nUpgrade: echo", EchoUpgrade.head)
+        head, _, rest = client.data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), head)
+        self.assertIn(b"\r\nUpgrade: echo", head)
+        self.assertEqual(rest, b"hello early ")
+        client.transport.write(b"and more")
+        self.world.flush()
+        self.assertTrue(client.data.endswith(b"hello early and more"))
+        self.assertEqual(len(self.backend.tunnels), 1)
+        self.assertEqual((self.backend.started, self.backend.finished), (1, 1))
+
+    def test_ownConnection(self) -> None:
+        """
+        An upgrade does not take an idle pooled connection.
+        """
+        self.world.request(rawRequest())
+        self.world.accept(backendSite(self.world, BackendApp()))
+        client = self.world.connectClient()
+        client.send(UPGRADE_REQUEST)
+        self.world.flush()
+        self.assertEqual(self.world.attempts(), [20001])
+
+    def test_declined(self) -> None:
+        """
+        A backend answering an upgrade request without switching has its
+        answer relayed, and the connection is then closed.
+        """
+        client = self.world.request(UPGRADE_REQUEST)
+        pump = self.world.accept(backendSite(self.world, BackendApp()))
+        self.assertEqual(client.response().body, b"hello from the backend")
+        self.assertTrue(pump.serverIO.disconnected)
+        self.assertEqual(self.backend.tunnels, [])
+
+    def test_clientCloses(self) -> None:
+        """
+        The client closing its side closes the backend's, and the backend
+        stops counting the tunnel.
+        """
+        client, pump = self.upgrade()
+        client.hangUp()
+        self.world.flush()
+        self.assertTrue(pump.serverIO.disconnected)
+        self.assertEqual(self.backend.tunnels, [])
+
+    def test_backendCloses(self) -> None:
+        """
+        The backend closing its side closes the client's.
+        """
+        client, pump = self.upgrade()
+        pump.server.transport.loseConnection()
+        self.world.flush()
+        self.assertTrue(client.closed)
+        self.assertEqual(self.backend.tunnels, [])
+
+    def test_close(self) -> None:
+        """
+        C{close()}, which a backend at the end of its drain calls, closes
+        both sides.
+        """
+        client, pump = self.upgrade()
+        [tunnel] = self.backend.tunnels
+        tunnel.close()
+        self.world.flush()
+        self.assertTrue(client.closed)
+        self.assertTrue(pump.serverIO.disconnected)
+        self.assertEqual(self.backend.tunnels, [])
+
+    def test_backpressure(self) -> None:
+        """
+        Each side's transport is the producer of the other's, so a full one
+        pauses reading from the other.
+        """
+        client, pump = self.upgrade()
+        clientSide = client.pump.serverIO
+        backendSide = pump.clientIO
+        self.assertIs(clientSide.producer, backendSide)
+        self.assertIs(backendSide.producer, clientSide)
+
+    def test_logged(self) -> None:
+        """
+        An upgraded request is logged once, as a 101 from its backend's
+        generation.
+        """
+        logged = []
+        self.world.site.log = lambda request: logged.append(
+            (request.code, request.backendGeneration)
+        )
+        self.upgrade()
+        self.assertEqual(logged, [(101, 1)])
+
+
+class AccessLogTests(SynchronousTestCase):
+    """
+    L{ProxySite.log} is called once per finished request, which knows the
+    generation that served it.
+    """
+
+    def test_oncePerRequest(self) -> None:
+        """
+        Each request is logged once, when finished, with its backend's
+        generation; one that never reached a backend has none.
+        """
+        world = World(queueTimeout=1.0)
+        logged = []
+        world.site.log = lambda request: logged.append(
+            (request.uri, request.code, request.backendGeneration)
+        )
+        waiting = world.request(rawRequest(target=b"/early"))
+        world.reactor.advance(1.0)
+        world.flush()
+        self.assertEqual(waiting.response().code, 503)
+        world.deployer.activate(FakeBackend(generation=7, port=20001))
+        world.request(rawRequest(target=b"/a"))
+        world.accept(backendSite(world, BackendApp()))
+        world.request(rawRequest(target=b"/b"))
+        self.assertEqual(
+            logged, [(b"/early", 503, None), (b"/a", 200, 7), (b"/b", 200, 7)]
+        )
