@@ -310,7 +310,7 @@ def findMissing(args: argparse.Namespace) -> List[str]:
     if importlib.util.find_spec("twisted") is None:
         missing.append(
             f"Twisted is missing from {sys.executable}: run this script with "
-            f"the Python you run rainbowd with, or pip install twisted attrs"
+            f"the Python you run rainbowd with, or pip install {CHECKOUT}"
         )
     return missing
 
@@ -318,37 +318,39 @@ def findMissing(args: argparse.Namespace) -> List[str]:
 def pypyVenv(args: argparse.Namespace) -> str:
     """
     The PyPy venv to run rainbowd in: C{--pypy-venv}, or one this script
-    makes (once) with Twisted and attrs in it.
+    makes with what the checkout's rainbowd needs; a venv that can no longer
+    import the checkout's rainbowd (a new dependency, say) is brought up to
+    date with C{pip install}.
 
     @raise BenchError: saying what to install, if there can be none.
     """
     venv = args.pypy_venv or DEFAULT_PYPY_VENV
-    twistd = os.path.join(venv, "bin", "twistd")
-    if os.path.exists(twistd):
-        return venv
-    if args.pypy_venv is not None:
-        raise BenchError(
-            f"--pypy-venv {venv} has no bin/twistd; make it with: "
-            f"pypy3 -m venv {venv} && {venv}/bin/pip install twisted attrs"
+    python = os.path.join(venv, "bin", "python")
+    if os.path.exists(python):
+        imports = subprocess.run(
+            [python, "-c", "import rainbowd.tap"],
+            env=dict(os.environ, PYTHONPATH=CHECKOUT),
+            capture_output=True,
         )
-    pypy = shutil.which("pypy3")
-    if pypy is None:
-        raise BenchError("pypy3 is missing: apt-get install pypy3 pypy3-venv")
-    if subprocess.run(
-        [pypy, "-c", "import ensurepip, venv"], capture_output=True
-    ).returncode:
-        raise BenchError("pypy3 cannot make a venv: apt-get install pypy3-venv")
-    print(f"Making a PyPy venv with Twisted in {venv} (once) ...", flush=True)
-    for argv in [
-        ["pypy3", "-m", "venv", venv],
-        [
-            os.path.join(venv, "bin", "pip"),
-            "install",
-            "--quiet",
-            "twisted >= 24.7",
-            "attrs >= 22.2",
-        ],
-    ]:
+        if imports.returncode == 0:
+            return venv
+        steps = []
+    elif args.pypy_venv is not None:
+        raise BenchError(
+            f"--pypy-venv {venv} is not a venv; make it with: "
+            f"pypy3 -m venv {venv} && {venv}/bin/pip install {CHECKOUT}"
+        )
+    else:
+        pypy = shutil.which("pypy3")
+        if pypy is None:
+            raise BenchError("pypy3 is missing: apt-get install pypy3 pypy3-venv")
+        if subprocess.run(
+            [pypy, "-c", "import ensurepip, venv"], capture_output=True
+        ).returncode:
+            raise BenchError("pypy3 cannot make a venv: apt-get install pypy3-venv")
+        steps = [["pypy3", "-m", "venv", venv]]
+    print(f"Installing rainbowd's dependencies in the PyPy venv {venv} ...", flush=True)
+    for argv in steps + [[os.path.join(venv, "bin", "pip"), "install", "--quiet", CHECKOUT]]:
         result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode:
             raise BenchError(
@@ -1061,7 +1063,7 @@ def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--pypy-venv",
         metavar="DIR",
-        help="a PyPy venv with Twisted and attrs (default: made "
+        help="a PyPy venv with rainbowd's dependencies (default: made "
         f"once in {DEFAULT_PYPY_VENV})",
     )
     parser.add_argument(
