@@ -10,6 +10,7 @@ from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
@@ -461,12 +462,7 @@ class ObservabilityTests(SynchronousTestCase):
     What L{makeService} wires for metrics, the access log and systemd.
     """
 
-    def options(self, *argv: str) -> Options:
-        stateDir = os.path.abspath(self.mktemp())
-        options = Options()
-        options.cwd = os.path.dirname(stateDir)
-        options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
-        return options
+    options = MakeServiceTests.options
 
     def sites(self, service) -> Dict[str, Any]:
         return {child._key: child.factory for child in service if hasattr(child, "_key")}
@@ -483,6 +479,36 @@ class ObservabilityTests(SynchronousTestCase):
             sites["controlPort"].resource.children[b"metrics"], MetricsResource
         )
         self.assertEqual(reactor.triggers, {})
+
+    def test_metricsNeedTheToken(self) -> None:
+        """
+        /metrics, as makeService wires it, is behind the control token like
+        every other control path.
+        """
+        token = os.path.abspath(self.mktemp())
+        with open(token, "w") as f:
+            f.write("s3cret-token\n")
+        os.chmod(token, 0o600)
+        sites = self.sites(
+            makeService(self.options("--control-token-file", token), FakeProcessReactor())
+        )
+
+        def get(*headers: bytes) -> bytes:
+            transport = StringTransport()
+            channel = sites["controlPort"].buildProtocol(None)
+            channel.makeConnection(transport)
+            channel.dataReceived(
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\n%s\r\n" % b"".join(headers)
+            )
+            return transport.value()
+
+        self.assertTrue(get().startswith(b"HTTP/1.1 401 "))
+        self.assertTrue(
+            get(b"Authorization: Bearer wrong\r\n").startswith(b"HTTP/1.1 401 ")
+        )
+        answer = get(b"Authorization: Bearer s3cret-token\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:200])
+        self.assertIn(b"rainbowd_deploys_total", answer)
 
     def test_accessLog(self) -> None:
         """
