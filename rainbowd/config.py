@@ -688,33 +688,26 @@ def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
 
 def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
     """
-    Make C{cwd}, C{stateDir} and C{controlTokenFile} absolute, defaulting
-    the first two to the config file's directory (or the current
+    Make C{cwd}, C{stateDir}, C{controlTokenFile} and C{accessLog} (but
+    C{"-"}) absolute, against the config file's directory for a value from
+    the file and the current directory for one from the command line;
+    default the first two to the config file's directory (or the current
     directory), and check C{cwd} exists.
     """
     home = os.path.dirname(raw.source) if raw.source else raw.cwd
-    defaults = {"cwd": home, "stateDir": os.path.join(home, DEFAULT_STATE_DIR)}
-    for key, default in defaults.items():
+    settings.setdefault("cwd", home)
+    settings.setdefault("stateDir", os.path.join(home, DEFAULT_STATE_DIR))
+    for key in ("cwd", "stateDir", "controlTokenFile", "accessLog"):
+        given = settings.get(key)
+        if given is None or (key == "accessLog" and given == "-"):
+            continue
         base = home if key in raw.fromFile else raw.cwd
-        given = os.path.expanduser(settings.get(key, default))
-        settings[key] = os.path.abspath(os.path.join(base, given))
-    tokenFile = settings.get("controlTokenFile")
-    if tokenFile is not None:
-        base = home if "controlTokenFile" in raw.fromFile else raw.cwd
-        settings["controlTokenFile"] = os.path.abspath(
-            os.path.join(base, os.path.expanduser(tokenFile))
-        )
+        settings[key] = os.path.abspath(os.path.join(base, os.path.expanduser(given)))
     if not os.path.isdir(settings["cwd"]):
         raise raw.error(
             "cwd",
             f"is {settings['cwd']!r}, which is not an existing directory: "
             "create it, or point cwd at the directory the app runs in.",
-        )
-    accessLog = settings.get("accessLog")
-    if accessLog is not None and accessLog != "-":
-        base = home if "accessLog" in raw.fromFile else raw.cwd
-        settings["accessLog"] = os.path.abspath(
-            os.path.join(base, os.path.expanduser(accessLog))
         )
     if os.path.exists(settings["stateDir"]) and not os.path.isdir(settings["stateDir"]):
         raise raw.error(
