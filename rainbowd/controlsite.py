@@ -11,7 +11,6 @@ slow connections are closed after L{TIMEOUT} seconds.
 """
 
 import hmac
-import json
 import os
 import re
 import stat
@@ -24,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config, ConfigError, endpointArguments
-from rainbowd.control import writeJSON
+from rainbowd.control import jsonBody, writeJSON
 
 _log = Logger()
 
@@ -167,7 +166,7 @@ def _tooLarge(limit: int) -> bytes:
         "error": f"the request body is larger than {limit} bytes, the most "
         "the control API takes; send a smaller one (POST /redeploy needs none)"
     }
-    body = (json.dumps(error, indent=2) + "\n").encode("utf-8")
+    body = jsonBody(error)
     return (
         b"HTTP/1.1 413 Content Too Large\r\n"
         b"Content-Type: application/json\r\n"
