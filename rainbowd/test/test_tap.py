@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -569,7 +569,6 @@ class ObservabilityTests(SynchronousTestCase):
         service.startService()
         # Not stopService: its signals would be real ones, to fake pids.
         [logs] = [child for child in service if isinstance(child, BackendLogs)]
-        self.addCleanup(globalLogPublisher.removeObserver, logs)
         self.addCleanup(lambda: [f.close() for f in logs._files.values()])
         [name] = os.listdir(os.path.join(options.config.stateDir, "logs"))
         self.assertTrue(name.endswith("-generation-1.log"), name)
