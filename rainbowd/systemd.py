@@ -77,6 +77,7 @@ class Readiness(Service):
         self._notifier = notifier
         self._port = port
         self._ready = False
+        self._reloads = 0
         self._stopObserving: Optional[Callable[[], None]] = None
 
     def startService(self) -> None:
@@ -109,16 +110,25 @@ class Readiness(Service):
         A redeploy asked for with SIGHUP has begun.  (Before rainbowd is
         ready, systemd is still waiting for READY=1 and is told nothing.)
         """
-        if self._ready:
+        if not self._ready:
+            return
+        self._reloads += 1
+        if self._reloads == 1:
             self._notifier.notify(
                 "RELOADING=1", _monotonicUsec(), "STATUS=redeploying"
             )
 
     def reloaded(self) -> None:
         """
-        That redeploy has an outcome, whatever it is.
+        That redeploy has an outcome, whatever it is.  READY=1 ends the
+        reload systemd was told of, once every SIGHUP since has its
+        outcome; one it was not told of (rainbowd was not ready yet) ends
+        nothing.
         """
-        if not self._ready:
+        if self._reloads == 0:
+            return
+        self._reloads -= 1
+        if self._reloads:
             return
         active = self._deployer.active
         status = (
