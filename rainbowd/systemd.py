@@ -93,7 +93,7 @@ class Readiness(Service):
 
     def _observe(self, event: Event) -> None:
         if event.kind == "switched":
-            status = f"STATUS=serving generation {event.generation} on {self._port}"
+            status = self._serving(event.generation)
             if self._ready:
                 self._notifier.notify(status)
             else:
@@ -131,12 +131,14 @@ class Readiness(Service):
         if self._reloads:
             return
         active = self._deployer.active
-        status = (
-            "STATUS=no generation is serving"
-            if active is None
-            else f"STATUS=serving generation {active.generation} on {self._port}"
+        self._notifier.notify(
+            "READY=1", self._serving(None if active is None else active.generation)
         )
-        self._notifier.notify("READY=1", status)
+
+    def _serving(self, generation: Optional[int]) -> str:
+        if generation is None:
+            return "STATUS=no generation is serving"
+        return f"STATUS=serving generation {generation} on {self._port}"
 
 
 class RedeployOnHangup(Service):
