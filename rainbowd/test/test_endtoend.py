@@ -24,7 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
 import rainbowd.test.app
-from rainbowd.backend import ProcessGroupSignals
+from rainbowd.backend import APP_VARIABLE, ProcessGroupSignals
 
 APP = os.path.abspath(rainbowd.test.app.__file__.replace(".pyc", ".py"))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -82,7 +82,8 @@ def alive(pid: int) -> bool:
         return f.read().split(") ")[-1][0] != "Z"
 
 
-groupAlive = ProcessGroupSignals().groupAlive
+SIGNALS = ProcessGroupSignals()
+groupAlive = SIGNALS.groupAlive
 
 
 class Daemon:
@@ -151,8 +152,10 @@ class Daemon:
                 self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+        stateDir = os.path.join(self.directory, ".rainbowd")
         for pgid in self.appGroups():
-            if groupAlive(pgid):
+            # As rainbowd does: never a stranger that got a stale pid.
+            if SIGNALS.groupHas(pgid, APP_VARIABLE, stateDir):
                 os.killpg(pgid, signal.SIGKILL)
 
     def appGroups(self):
