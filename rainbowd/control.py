@@ -6,6 +6,8 @@ The control API, served on the control port::
                      (its steps as NDJSON with Accept: application/x-ndjson)
     GET  /status     the generations and their backends
     GET  /logs       a generation's last output lines (?follow=1: and more)
+    GET  /metrics    L{rainbowd.metrics.MetricsResource}, put here by
+                     L{rainbowd.tap.makeService}
 
 Every other answer, errors included, is pretty-printed JSON.
 """
