@@ -30,17 +30,23 @@ from rainbowd.controlsite import (
 TOKEN = b"Zm9vYmFyYmF6cXV4LXRoZS10b2tlbg=="
 
 
+def tokenFile(testCase: SynchronousTestCase, content: bytes, mode: int = 0o600) -> str:
+    """
+    A control token file of the test's, holding C{content}, with C{mode}.
+    """
+    path = os.path.abspath(testCase.mktemp())
+    with open(path, "wb") as f:
+        f.write(content)
+    os.chmod(path, mode)
+    return path
+
+
 class ReadTokenTests(SynchronousTestCase):
     """
     Tests for L{readControlToken}.
     """
 
-    def tokenFile(self, content: bytes, mode: int = 0o600) -> str:
-        path = os.path.abspath(self.mktemp())
-        with open(path, "wb") as f:
-            f.write(content)
-        os.chmod(path, mode)
-        return path
+    tokenFile = tokenFile
 
     def test_token(self) -> None:
         """

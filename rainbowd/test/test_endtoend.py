@@ -25,6 +25,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 import rainbowd
 import rainbowd.test.app
 from rainbowd.backend import APP_VARIABLE, ProcessGroupSignals
+from rainbowd.test.test_controlsite import tokenFile
 
 APP = os.path.abspath(rainbowd.test.app.__file__.replace(".pyc", ".py"))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -355,13 +356,6 @@ class EndToEndTests(SynchronousTestCase):
         self.assertNotEqual(process.returncode, 0)
         self.assertIn('"run"', output)
 
-    def tokenFile(self, directory: str, content: bytes) -> str:
-        path = os.path.join(directory, "control.token")
-        with open(path, "wb") as f:
-            f.write(content)
-        os.chmod(path, 0o600)
-        return path
-
     def test_controlToken(self):
         """
         With a token file, a control request without the token or with a
@@ -369,7 +363,7 @@ class EndToEndTests(SynchronousTestCase):
         none of rainbowd's output, nor in that of a start that fails.
         """
         daemon = Daemon(self)
-        daemon.writeConfig(controlTokenFile=self.tokenFile(daemon.directory, TOKEN + b"\n"))
+        daemon.writeConfig(controlTokenFile=tokenFile(self, TOKEN + b"\n"))
         process = daemon.start()
         daemon.serving()
         bearer = {"Authorization": "Bearer " + TOKEN.decode()}
@@ -388,13 +382,12 @@ class EndToEndTests(SynchronousTestCase):
         self.assertNotIn(TOKEN.decode()[:-1], output)
 
         broken = Daemon(self)
-        broken.writeConfig(
-            controlTokenFile=self.tokenFile(broken.directory, TOKEN + b" and more\n")
-        )
+        brokenToken = tokenFile(self, TOKEN + b" and more\n")
+        broken.writeConfig(controlTokenFile=brokenToken)
         process = broken.start()
         output = process.communicate(timeout=DEADLINE)[0].decode() + broken.log()
         self.assertNotEqual(process.returncode, 0)
-        self.assertIn("control.token", output)
+        self.assertIn(brokenToken, output)
         self.assertNotIn(TOKEN.decode(), output)
 
     def test_bigBodyRefused(self):
@@ -425,7 +418,7 @@ class EndToEndTests(SynchronousTestCase):
         daemon = Daemon(self)
         daemon.writeConfig(
             controlPort=f"unix:{socketPath}:mode=600",
-            controlTokenFile=self.tokenFile(directory, TOKEN),
+            controlTokenFile=tokenFile(self, TOKEN),
         )
         process = daemon.start()
         daemon.serving()

@@ -23,6 +23,7 @@ from rainbowd.controlsite import ControlSite
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
+from rainbowd.test.test_controlsite import tokenFile
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
 
@@ -314,10 +315,7 @@ class MakeServiceTests(SynchronousTestCase):
         The control API is a L{ControlSite} holding the token read at
         startup.
         """
-        token = os.path.abspath(self.mktemp())
-        with open(token, "w") as f:
-            f.write("s3cret-token\n")
-        os.chmod(token, 0o600)
+        token = tokenFile(self, b"s3cret-token\n")
         reactor = FakeProcessReactor()
         service = makeService(self.options("--control-token-file", token), reactor)
         service.privilegedStartService()
@@ -485,10 +483,7 @@ class ObservabilityTests(SynchronousTestCase):
         /metrics, as makeService wires it, is behind the control token like
         every other control path.
         """
-        token = os.path.abspath(self.mktemp())
-        with open(token, "w") as f:
-            f.write("s3cret-token\n")
-        os.chmod(token, 0o600)
+        token = tokenFile(self, b"s3cret-token\n")
         sites = self.sites(
             makeService(self.options("--control-token-file", token), FakeProcessReactor())
         )
