@@ -591,20 +591,6 @@ def cpythonTwistd() -> List[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def supportsAccessLog(twistd: List[str]) -> bool:
-    """
-    Whether this checkout's C{twistd rainbowd} has C{--access-log}.
-    """
-    result = subprocess.run(
-        twistd + ["rainbowd", "--help"],
-        capture_output=True,
-        text=True,
-        env=twistdEnvironment(),
-        cwd=tempfile.gettempdir(),
-    )
-    return "--access-log" in result.stdout
-
-
 # wrk
 
 
@@ -1225,16 +1211,12 @@ def run(
         daemons.append(
             rainbowd("rainbowd-pypy", [os.path.join(pypy, "bin", "twistd")], nginxRun)
         )
-    accessLog = None
-    if supportsAccessLog(cpython):
-        accessLog = rainbowd(
-            f"{mainName}-accesslog",
-            cpython,
-            nginxRun,
-            ["--access-log", os.path.join(workDir, "access.log")],
-        )
-    else:
-        notes.append("this rainbowd has no --access-log, so there is no row with it")
+    accessLog = rainbowd(
+        f"{mainName}-accesslog",
+        cpython,
+        nginxRun,
+        ["--access-log", os.path.join(workDir, "access.log")],
+    )
     sseDaemon = rainbowd(
         f"{mainName}-sse", cpython, f"exec {sys.executable} {SSE_APP} $1 $2"
     )
@@ -1242,12 +1224,11 @@ def run(
     direct = main.waitActive()["port"]
     print(f"{main.name}'s backend nginx is on port {direct}", flush=True)
     proxies = startProxies(processes, workDir, ports, direct, args.node_no_agent)
-    if accessLog is not None:
-        try:
-            accessLog.waitActive()
-            daemons.append(accessLog)
-        except BenchError as e:
-            notes.append(f"rainbowd with --access-log did not start: {e}")
+    try:
+        accessLog.waitActive()
+        daemons.append(accessLog)
+    except BenchError as e:
+        notes.append(f"rainbowd with --access-log did not start: {e}")
     generations = {daemon.name: daemon.waitActive()["generation"] for daemon in daemons}
     sseBackend = sseDaemon.waitActive()["port"]
 

@@ -3,8 +3,9 @@
 The app's output, one file per generation, in C{stateDir/logs}.
 
 Every line a backend prints is already a log event (see
-L{rainbowd.backend.Backend}); this observer also writes those lines to a
-file of the generation's own::
+L{rainbowd.backend.Backend}); L{BackendLogs} also writes those lines, as
+the backend hands them to its output observers, to a file of the
+generation's own::
 
     stateDir/logs/20261127T021231Z-4242-generation-3.log
 
@@ -18,13 +19,12 @@ none deleted.
 import os
 import re
 import time
+from functools import partial
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
-from twisted.logger import ILogObserver, LogPublisher, Logger, globalLogPublisher
-from zope.interface import implementer
+from twisted.logger import Logger
 
-from rainbowd.backend import Backend
 from rainbowd.deployer import Event
 
 _log = Logger()
@@ -47,37 +47,26 @@ def _order(name: str) -> Optional[Tuple[str, int, int]]:
     return (match.group(1), int(match.group(2)), int(match.group(3)))
 
 
-@implementer(ILogObserver)
 class BackendLogs(Service):
     """
     Write each generation's output to a file of its own, keeping the newest
     C{backendLogs} (of the config the generation was launched with).
 
     @param deployer: whose events say when a generation starts and stops,
-        and whose C{backends} have their config.
+        and whose C{backends} have their config and their output.
     @param stateDir: the files go in its C{logs} directory.
-    @param publisher: where backends' output events are published.
     """
 
-    def __init__(
-        self,
-        deployer: Any,
-        stateDir: str,
-        publisher: LogPublisher = globalLogPublisher,
-        run: Optional[str] = None,
-    ) -> None:
+    def __init__(self, deployer: Any, stateDir: str, run: Optional[str] = None) -> None:
         self._deployer = deployer
         self.directory = os.path.join(stateDir, "logs")
-        self._publisher = publisher
         self._run = run if run is not None else runId(time.time(), os.getpid())
         self._files: Dict[int, IO[str]] = {}
         self._stopObserving: Optional[Callable[[], None]] = None
-        self._namespace = Backend.log.namespace
 
     def startService(self) -> None:
         Service.startService(self)
         self._stopObserving = self._deployer.observe(self._event)
-        self._publisher.addObserver(self)
 
     def stopService(self) -> None:
         # The backends are stopped by now or soon; their last lines still
@@ -87,16 +76,13 @@ class BackendLogs(Service):
     def fileName(self, generation: int) -> str:
         return os.path.join(self.directory, f"{self._run}-generation-{generation}.log")
 
-    def __call__(self, event: Dict[str, Any]) -> None:
-        if event.get("log_namespace") != self._namespace or "stream" not in event:
-            return
-        file = self._files.get(event["generation"])
+    def _write(self, generation: int, line: str) -> None:
+        file = self._files.get(generation)
         if file is not None:
             try:
-                file.write(event["line"] + "\n")
+                file.write(line + "\n")
             except OSError:
-                # Logging the failure would come back here: the line is in
-                # rainbowd's log anyway.
+                # The line is in rainbowd's log anyway.
                 pass
 
     def _event(self, event: Event) -> None:
@@ -106,19 +92,13 @@ class BackendLogs(Service):
             file = self._files.pop(event.generation, None)
             if file is not None:
                 file.close()
-            if not self._files and not self.running:
-                self._publisher.removeObserver(self)
-                if self._stopObserving is not None:
-                    self._stopObserving()
-
-    def _keep(self, generation: int) -> int:
-        for backend in self._deployer.backends:
-            if backend.generation == generation:
-                return backend.config.backendLogs
-        return self._deployer.config.backendLogs
+            if not self._files and not self.running and self._stopObserving:
+                self._stopObserving()
+                self._stopObserving = None
 
     def _open(self, generation: int) -> None:
-        keep = self._keep(generation)
+        [backend] = [b for b in self._deployer.backends if b.generation == generation]
+        keep = backend.config.backendLogs
         if keep <= 0:
             return
         try:
@@ -136,6 +116,8 @@ class BackendLogs(Service):
                 directory=self.directory,
                 error=e.strerror or str(e),
             )
+            return
+        backend.observeOutput(partial(self._write, generation))
 
     def _prune(self, keep: int) -> None:
         """

@@ -235,21 +235,55 @@ def _unparseEndpoint(description: str) -> object:
     return int(match.group(1)) if match else description
 
 
+def endpointParts(description: str) -> Tuple[str, List[str], Dict[str, str]]:
+    """
+    Split an endpoint description like C{tcp:7001:interface=127.0.0.1}
+    into its kind, its positional arguments and its keyword arguments, the
+    way Twisted reads it (C{\\:} is a colon inside an argument).
+    """
+    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)]
+    args: List[str] = []
+    kwargs: Dict[str, str] = {}
+    for part in parts[1:]:
+        name, equals, value = part.partition("=")
+        if equals and re.fullmatch(r"\w+", name):
+            kwargs[name] = value
+        else:
+            args.append(part)
+    return parts[0], args, kwargs
+
+
+#: The positional arguments of the server endpoints rainbowd looks into, in
+#: Twisted's order (which is not the same for tcp and tcp6).
+_POSITIONAL = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+
+
+def endpointArguments(description: str) -> Tuple[str, Dict[str, str]]:
+    """
+    The kind of server endpoint C{description} and its arguments by name,
+    positional ones included: C{tcp:7001:127.0.0.1} is C{("tcp", {"port":
+    "7001", "interface": "127.0.0.1"})}.  Kinds other than tcp, tcp6, ssl
+    and unix only have their keyword arguments.
+    """
+    kind, args, kwargs = endpointParts(description)
+    return kind, {**dict(zip(_POSITIONAL.get(kind, ()), args)), **kwargs}
+
+
 def tcpPortNumber(description: str) -> Optional[int]:
     """
     The port number of a C{tcp:} or C{tcp6:} server endpoint description
     (positional, or C{port=}), or L{None} for other kinds of endpoint.
     """
-    parts = re.split(r"(?<!\\):", description)
-    if parts[0] not in ("tcp", "tcp6"):
+    kind, arguments = endpointArguments(description)
+    port = arguments.get("port", "")
+    if kind not in ("tcp", "tcp6") or not _isDigits(port):
         return None
-    for part in parts[1:]:
-        if part.startswith("port="):
-            part = part[len("port=") :]
-        elif "=" in part:
-            continue
-        return int(part) if _isDigits(part) else None
-    return None
+    return int(port)
 
 
 def _parsePortRange(value: object) -> Tuple[int, int]:
@@ -654,33 +688,26 @@ def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
 
 def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
     """
-    Make C{cwd}, C{stateDir} and C{controlTokenFile} absolute, defaulting
-    the first two to the config file's directory (or the current
+    Make C{cwd}, C{stateDir}, C{controlTokenFile} and C{accessLog} (but
+    C{"-"}) absolute, against the config file's directory for a value from
+    the file and the current directory for one from the command line;
+    default the first two to the config file's directory (or the current
     directory), and check C{cwd} exists.
     """
     home = os.path.dirname(raw.source) if raw.source else raw.cwd
-    defaults = {"cwd": home, "stateDir": os.path.join(home, DEFAULT_STATE_DIR)}
-    for key, default in defaults.items():
+    settings.setdefault("cwd", home)
+    settings.setdefault("stateDir", os.path.join(home, DEFAULT_STATE_DIR))
+    for key in ("cwd", "stateDir", "controlTokenFile", "accessLog"):
+        given = settings.get(key)
+        if given is None or (key == "accessLog" and given == "-"):
+            continue
         base = home if key in raw.fromFile else raw.cwd
-        given = os.path.expanduser(settings.get(key, default))
-        settings[key] = os.path.abspath(os.path.join(base, given))
-    tokenFile = settings.get("controlTokenFile")
-    if tokenFile is not None:
-        base = home if "controlTokenFile" in raw.fromFile else raw.cwd
-        settings["controlTokenFile"] = os.path.abspath(
-            os.path.join(base, os.path.expanduser(tokenFile))
-        )
+        settings[key] = os.path.abspath(os.path.join(base, os.path.expanduser(given)))
     if not os.path.isdir(settings["cwd"]):
         raise raw.error(
             "cwd",
             f"is {settings['cwd']!r}, which is not an existing directory: "
             "create it, or point cwd at the directory the app runs in.",
-        )
-    accessLog = settings.get("accessLog")
-    if accessLog is not None and accessLog != "-":
-        base = home if "accessLog" in raw.fromFile else raw.cwd
-        settings["accessLog"] = os.path.abspath(
-            os.path.join(base, os.path.expanduser(accessLog))
         )
     if os.path.exists(settings["stateDir"]) and not os.path.isdir(settings["stateDir"]):
         raise raw.error(

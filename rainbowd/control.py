@@ -6,6 +6,8 @@ The control API, served on the control port::
                      (its steps as NDJSON with Accept: application/x-ndjson)
     GET  /status     the generations and their backends
     GET  /logs       a generation's last output lines (?follow=1: and more)
+    GET  /metrics    L{rainbowd.metrics.MetricsResource}, put here by
+                     L{rainbowd.tap.makeService}
 
 Every other answer, errors included, is pretty-printed JSON.
 """
@@ -30,6 +32,14 @@ ENDPOINTS = ("POST /redeploy", "GET /status", "GET /logs", "GET /metrics")
 HINT = "the current version keeps serving; fix the problem and redeploy"
 
 
+def jsonBody(body: Mapping[str, Any]) -> bytes:
+    """
+    C{body} as the control API writes JSON: pretty-printed, UTF-8, with a
+    line end.
+    """
+    return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+
+
 def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
     """
     Set C{request}'s response code and content type, and return C{body} as
@@ -39,7 +49,7 @@ def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
     """
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
-    data = (json.dumps(body, indent=2) + "\n").encode("utf-8")
+    data = jsonBody(body)
     if request.method == b"HEAD":
         request.setHeader(b"content-length", b"%d" % (len(data),))
         return b""
@@ -82,7 +92,7 @@ class _NotFound(Resource):
         )
 
 
-class _Endpoint(Resource):
+class Endpoint(Resource):
     """
     One endpoint: dispatch on the method to C{handlers}, and answer 405 with
     an C{Allow} header for any other.  A trailing slash is the same
@@ -134,12 +144,12 @@ class ControlResource(Resource):
             from twisted.internet import reactor as clock
         self._deployer = deployer
         self._clock = clock
-        self.putChild(b"redeploy", _Endpoint("/redeploy", {b"POST": self._redeploy}))
+        self.putChild(b"redeploy", Endpoint("/redeploy", {b"POST": self._redeploy}))
         self.putChild(
             b"status",
-            _Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
+            Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
         )
-        self.putChild(b"logs", _Endpoint("/logs", {b"GET": self._logs}))
+        self.putChild(b"logs", Endpoint("/logs", {b"GET": self._logs}))
 
     def getChild(self, path: bytes, request: IRequest) -> Resource:
         return _NotFound()

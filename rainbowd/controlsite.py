@@ -11,11 +11,10 @@ slow connections are closed after L{TIMEOUT} seconds.
 """
 
 import hmac
-import json
 import os
 import re
 import stat
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
@@ -23,8 +22,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from rainbowd.config import Config, ConfigError
-from rainbowd.control import writeJSON
+from rainbowd.config import Config, ConfigError, endpointArguments
+from rainbowd.control import jsonBody, writeJSON
 
 _log = Logger()
 
@@ -100,24 +99,6 @@ def readControlToken(path: str) -> Tuple[bytes, Optional[str]]:
     return token, warning
 
 
-def endpointParts(description: str) -> Tuple[str, List[str], Dict[str, str]]:
-    """
-    Split an endpoint description like C{tcp:7001:interface=127.0.0.1}
-    into its kind, its positional arguments and its keyword arguments, the
-    way Twisted reads it (C{\\:} is a colon inside an argument).
-    """
-    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)]
-    args: List[str] = []
-    kwargs: Dict[str, str] = {}
-    for part in parts[1:]:
-        name, equals, value = part.partition("=")
-        if equals and re.fullmatch(r"\w+", name):
-            kwargs[name] = value
-        else:
-            args.append(part)
-    return parts[0], args, kwargs
-
-
 _LOOPBACK = ("127.0.0.1", "::1", "localhost") + tuple(f"127.{n}" for n in range(10))
 
 
@@ -126,10 +107,10 @@ def exposureWarning(config: Config) -> Optional[str]:
     A warning if the control API listens on TCP beyond loopback without
     a token, or sends its token there in clear text; or L{None}.
     """
-    kind, args, kwargs = endpointParts(config.controlPort)
+    kind, arguments = endpointArguments(config.controlPort)
     if kind not in ("tcp", "tcp6", "ssl"):
         return None
-    interface = kwargs.get("interface", args[2] if len(args) > 2 else "")
+    interface = arguments.get("interface", "")
     if interface.startswith("127.") or interface in _LOOPBACK:
         return None
     where = "every interface" if interface in ("", "0.0.0.0", "::") else interface
@@ -185,7 +166,7 @@ def _tooLarge(limit: int) -> bytes:
         "error": f"the request body is larger than {limit} bytes, the most "
         "the control API takes; send a smaller one (POST /redeploy needs none)"
     }
-    body = (json.dumps(error, indent=2) + "\n").encode("utf-8")
+    body = jsonBody(error)
     return (
         b"HTTP/1.1 413 Content Too Large\r\n"
         b"Content-Type: application/json\r\n"

@@ -25,8 +25,15 @@ from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
 import attrs
 
-from rainbowd.config import DEFAULT_FILENAME, Config, ConfigError, loadConfig
-from rainbowd.controlsite import endpointParts, readControlToken
+from rainbowd.config import (
+    DEFAULT_FILENAME,
+    Config,
+    ConfigError,
+    endpointArguments,
+    loadConfig,
+    tcpPortNumber,
+)
+from rainbowd.controlsite import readControlToken
 from rainbowd.progress import NDJSON
 
 #: Exit codes: the deploy (or request) failed; rainbowctl could not ask.
@@ -89,16 +96,13 @@ def controlAddress(description: str) -> ControlAddress:
 
     @raise CtlError: for a kind of endpoint rainbowctl cannot reach.
     """
-    kind, args, kwargs = endpointParts(description)
-    if kind in ("tcp", "tcp6"):
-        port = kwargs.get("port", args[0] if args else "")
-        interface = kwargs.get("interface", args[2] if len(args) > 2 else "")
-        if kind == "tcp6" and interface == "":
-            interface = "::"
-        if port.isascii() and port.isdigit():
-            return ControlAddress(host=_ANY.get(interface, interface), port=int(port))
-    elif kind == "unix":
-        path = kwargs.get("address", args[0] if args else "")
+    kind, arguments = endpointArguments(description)
+    port = tcpPortNumber(description)
+    if port is not None:
+        interface = arguments.get("interface", "::" if kind == "tcp6" else "")
+        return ControlAddress(host=_ANY.get(interface, interface), port=port)
+    if kind == "unix":
+        path = arguments.get("address", "")
         if path:
             return ControlAddress(path=path)
     raise CtlError(

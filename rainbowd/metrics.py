@@ -16,10 +16,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
 
 from rainbowd.backend import ALIVE, State
-from rainbowd.control import ENDPOINTS, writeJSON
+from rainbowd.control import Endpoint
 from rainbowd.deployer import Event
 
 #: Upper bounds of the request duration histogram, in seconds: from a
@@ -220,36 +219,16 @@ class Metrics:
                 pass  # another code of the same class removed it already
 
 
-class MetricsResource(Resource):
+class MetricsResource(Endpoint):
     """
     C{GET /metrics}: the metrics of C{registry} in Prometheus' text format.
     """
 
-    isLeaf = True
-
     def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__()
+        super().__init__("/metrics", {b"GET": self._get, b"HEAD": self._get})
         self._registry = registry
 
-    def render(self, request: IRequest) -> bytes:
-        if request.postpath not in ([], [b""]):
-            path = request.path.decode("utf-8", "replace")
-            return writeJSON(
-                request,
-                404,
-                {"error": f"no such endpoint: {path}", "endpoints": list(ENDPOINTS)},
-            )
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            method = request.method.decode("ascii", "replace")
-            return writeJSON(
-                request,
-                405,
-                {
-                    "error": f"method {method} not allowed on /metrics; "
-                    "allowed: GET, HEAD"
-                },
-            )
+    def _get(self, request: IRequest) -> bytes:
         body = generate_latest(self._registry)
         request.setHeader(b"content-type", CONTENT_TYPE)
         if request.method == b"HEAD":

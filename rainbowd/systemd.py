@@ -77,6 +77,7 @@ class Readiness(Service):
         self._notifier = notifier
         self._port = port
         self._ready = False
+        self._reloads = 0
         self._stopObserving: Optional[Callable[[], None]] = None
 
     def startService(self) -> None:
@@ -92,7 +93,7 @@ class Readiness(Service):
 
     def _observe(self, event: Event) -> None:
         if event.kind == "switched":
-            status = f"STATUS=serving generation {event.generation} on {self._port}"
+            status = self._serving(event.generation)
             if self._ready:
                 self._notifier.notify(status)
             else:
@@ -109,24 +110,35 @@ class Readiness(Service):
         A redeploy asked for with SIGHUP has begun.  (Before rainbowd is
         ready, systemd is still waiting for READY=1 and is told nothing.)
         """
-        if self._ready:
+        if not self._ready:
+            return
+        self._reloads += 1
+        if self._reloads == 1:
             self._notifier.notify(
                 "RELOADING=1", _monotonicUsec(), "STATUS=redeploying"
             )
 
     def reloaded(self) -> None:
         """
-        That redeploy has an outcome, whatever it is.
+        That redeploy has an outcome, whatever it is.  READY=1 ends the
+        reload systemd was told of, once every SIGHUP since has its
+        outcome; one it was not told of (rainbowd was not ready yet) ends
+        nothing.
         """
-        if not self._ready:
+        if self._reloads == 0:
+            return
+        self._reloads -= 1
+        if self._reloads:
             return
         active = self._deployer.active
-        status = (
-            "STATUS=no generation is serving"
-            if active is None
-            else f"STATUS=serving generation {active.generation} on {self._port}"
+        self._notifier.notify(
+            "READY=1", self._serving(None if active is None else active.generation)
         )
-        self._notifier.notify("READY=1", status)
+
+    def _serving(self, generation: Optional[int]) -> str:
+        if generation is None:
+            return "STATUS=no generation is serving"
+        return f"STATUS=serving generation {generation} on {self._port}"
 
 
 class RedeployOnHangup(Service):

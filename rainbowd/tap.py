@@ -358,10 +358,11 @@ def _withAccessLog(requestLog, config: Config, reactor):
 
 def makeService(options: Options, reactor=None) -> MultiService:
     """
-    The deployer, the proxy and the control API, as one service: the ports
-    are listened on first (in C{privilegedStartService}), so a port clash
-    stops twistd before any app is launched; and they are closed first on
-    the way down, so the backends then drain.
+    The deployer, the proxy and the control API, as one service: the state
+    directory is locked and the ports are listened on first (in
+    C{privilegedStartService}), so a second rainbowd or a port clash stops
+    twistd before any app is launched or any leftover stopped; and the ports
+    are closed first on the way down, so the backends then drain.
     """
     if reactor is None:
         from twisted.internet import reactor

@@ -6,7 +6,6 @@ Tests for L{rainbowd.backendlogs}.
 import os
 
 import attrs
-from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.backendlogs import BackendLogs, runId
@@ -28,7 +27,6 @@ class BackendLogsTests(SynchronousTestCase):
         self.directory = os.path.join(self.stateDir, "logs")
         self.logs = BackendLogs(self.h.deployer, self.stateDir, run=RUN)
         self.logs.startService()
-        self.addCleanup(globalLogPublisher.removeObserver, self.logs)
         self.addCleanup(lambda: [f.close() for f in self.logs._files.values()])
 
     def read(self, generation: int) -> str:

@@ -18,12 +18,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rainbowd import controlsite
-from rainbowd.config import Config, ConfigError
+from rainbowd.config import Config, ConfigError, endpointArguments, endpointParts
 from rainbowd.controlsite import (
     MAX_BODY,
     TIMEOUT,
     ControlSite,
-    endpointParts,
     exposureWarning,
     readControlToken,
 )
@@ -31,17 +30,23 @@ from rainbowd.controlsite import (
 TOKEN = b"Zm9vYmFyYmF6cXV4LXRoZS10b2tlbg=="
 
 
+def tokenFile(testCase: SynchronousTestCase, content: bytes, mode: int = 0o600) -> str:
+    """
+    A control token file of the test's, holding C{content}, with C{mode}.
+    """
+    path = os.path.abspath(testCase.mktemp())
+    with open(path, "wb") as f:
+        f.write(content)
+    os.chmod(path, mode)
+    return path
+
+
 class ReadTokenTests(SynchronousTestCase):
     """
     Tests for L{readControlToken}.
     """
 
-    def tokenFile(self, content: bytes, mode: int = 0o600) -> str:
-        path = os.path.abspath(self.mktemp())
-        with open(path, "wb") as f:
-            f.write(content)
-        os.chmod(path, mode)
-        return path
+    tokenFile = tokenFile
 
     def test_token(self) -> None:
         """
@@ -105,7 +110,7 @@ class ReadTokenTests(SynchronousTestCase):
 
 class EndpointTests(SynchronousTestCase):
     """
-    Tests for L{endpointParts} and L{exposureWarning}.
+    Tests for L{endpointParts}, L{endpointArguments} and L{exposureWarning}.
     """
 
     def test_parts(self) -> None:
@@ -126,6 +131,27 @@ class EndpointTests(SynchronousTestCase):
             ("tcp6", [], {"port": "7001", "interface": "::1"}),
         )
 
+    def test_arguments(self) -> None:
+        """
+        Positional arguments are named in the order Twisted takes them,
+        which differs between tcp and tcp6; keyword ones win.
+        """
+        self.assertEqual(
+            endpointArguments("tcp:7001:10.0.0.5"),
+            ("tcp", {"port": "7001", "interface": "10.0.0.5"}),
+        )
+        self.assertEqual(
+            endpointArguments("tcp6:7001:50:\\:\\:1"),
+            ("tcp6", {"port": "7001", "backlog": "50", "interface": "::1"}),
+        )
+        self.assertEqual(
+            endpointArguments("unix:/run/c.sock:mode=600"),
+            ("unix", {"address": "/run/c.sock", "mode": "600"}),
+        )
+        self.assertEqual(
+            endpointArguments("systemd:INET:index=0"), ("systemd", {"index": "0"})
+        )
+
     def config(self, controlPort: str, **changes) -> Config:
         return Config(
             run="app", cwd="/", stateDir="/s", controlPort=controlPort, **changes
@@ -137,6 +163,7 @@ class EndpointTests(SynchronousTestCase):
         """
         for description in [
             "tcp:7001:interface=127.0.0.1",
+            "tcp:7001:127.0.0.1",
             "tcp6:7001:interface=\\:\\:1",
             "unix:/run/rainbowd/control.sock:mode=600",
         ]:

@@ -12,7 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.backend import Backend, State
 from rainbowd.config import Config, ConfigError
-from rainbowd.deployer import Deployed, DeployFailed, Deployer, DeployRefused
+from rainbowd.deployer import (
+    EVENT_KINDS,
+    Deployed,
+    DeployFailed,
+    Deployer,
+    DeployRefused,
+)
 from rainbowd.ports import PortPicker
 from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
 
@@ -718,8 +724,18 @@ class StopTests(SynchronousTestCase):
 
 class EventTests(SynchronousTestCase):
     def observed(self, h):
+        """
+        The events C{h}'s deployer emits from now on; each must be of a
+        kind L{EVENT_KINDS} documents (else the observer's failure is
+        logged, which fails the test).
+        """
         events = []
-        h.deployer.observe(events.append)
+
+        def observe(event):
+            self.assertIn(event.kind, EVENT_KINDS)
+            events.append(event)
+
+        h.deployer.observe(observe)
         return events
 
     def kinds(self, events):

@@ -26,8 +26,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
 import rainbowd.test.app
+from rainbowd.backend import APP_VARIABLE, ProcessGroupSignals
 from rainbowd.test.app import WEBSOCKET_GUID, webSocketFrame
-from rainbowd.backend import ProcessGroupSignals
+from rainbowd.test.test_controlsite import tokenFile
 
 APP = os.path.abspath(rainbowd.test.app.__file__.replace(".pyc", ".py"))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -85,7 +86,8 @@ def alive(pid: int) -> bool:
         return f.read().split(") ")[-1][0] != "Z"
 
 
-groupAlive = ProcessGroupSignals().groupAlive
+SIGNALS = ProcessGroupSignals()
+groupAlive = SIGNALS.groupAlive
 
 
 class Daemon:
@@ -154,8 +156,10 @@ class Daemon:
                 self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+        stateDir = os.path.join(self.directory, ".rainbowd")
         for pgid in self.appGroups():
-            if groupAlive(pgid):
+            # As rainbowd does: never a stranger that got a stale pid.
+            if SIGNALS.groupHas(pgid, APP_VARIABLE, stateDir):
                 os.killpg(pgid, signal.SIGKILL)
 
     def appGroups(self):
@@ -480,13 +484,6 @@ class EndToEndTests(SynchronousTestCase):
         self.assertNotEqual(process.returncode, 0)
         self.assertIn('"run"', output)
 
-    def tokenFile(self, directory: str, content: bytes) -> str:
-        path = os.path.join(directory, "control.token")
-        with open(path, "wb") as f:
-            f.write(content)
-        os.chmod(path, 0o600)
-        return path
-
     def test_controlToken(self):
         """
         With a token file, a control request without the token or with a
@@ -494,7 +491,7 @@ class EndToEndTests(SynchronousTestCase):
         none of rainbowd's output, nor in that of a start that fails.
         """
         daemon = Daemon(self)
-        daemon.writeConfig(controlTokenFile=self.tokenFile(daemon.directory, TOKEN + b"\n"))
+        daemon.writeConfig(controlTokenFile=tokenFile(self, TOKEN + b"\n"))
         process = daemon.start()
         daemon.serving()
         bearer = {"Authorization": "Bearer " + TOKEN.decode()}
@@ -513,13 +510,12 @@ class EndToEndTests(SynchronousTestCase):
         self.assertNotIn(TOKEN.decode()[:-1], output)
 
         broken = Daemon(self)
-        broken.writeConfig(
-            controlTokenFile=self.tokenFile(broken.directory, TOKEN + b" and more\n")
-        )
+        brokenToken = tokenFile(self, TOKEN + b" and more\n")
+        broken.writeConfig(controlTokenFile=brokenToken)
         process = broken.start()
         output = process.communicate(timeout=DEADLINE)[0].decode() + broken.log()
         self.assertNotEqual(process.returncode, 0)
-        self.assertIn("control.token", output)
+        self.assertIn(brokenToken, output)
         self.assertNotIn(TOKEN.decode(), output)
 
     def test_bigBodyRefused(self):
@@ -550,7 +546,7 @@ class EndToEndTests(SynchronousTestCase):
         daemon = Daemon(self)
         daemon.writeConfig(
             controlPort=f"unix:{socketPath}:mode=600",
-            controlTokenFile=self.tokenFile(directory, TOKEN),
+            controlTokenFile=tokenFile(self, TOKEN),
         )
         process = daemon.start()
         daemon.serving()

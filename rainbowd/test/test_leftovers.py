@@ -14,8 +14,11 @@ from rainbowd.backend import APP_VARIABLE, REAP_INTERVAL, Backend, State
 from rainbowd.config import Config
 from rainbowd.deployer import Deployer, DeployRefused
 from rainbowd.leftovers import KILL_GRACE, AppGroups
+from rainbowd.metrics import Metrics
 from rainbowd.ports import PortPicker
+from rainbowd.systemd import Readiness, RedeployOnHangup
 from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
+from rainbowd.test.test_systemd import RecordingNotifier
 
 KILL_TIMEOUT = 5.0
 
@@ -326,3 +329,38 @@ class DeployerLeftoversTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertEqual(self.backends, [])
         self.assertFalse(self.deployer.status()["deploying"])
+
+    def test_hangupDuringCleanup(self) -> None:
+        """
+        A SIGHUP while leftovers are being stopped redeploys after
+        generation 1: systemd hears READY=1 once generation 1 serves and no
+        reload, and the metrics count a startup deploy and a redeploy.
+        """
+        notifier = RecordingNotifier()
+        readiness = Readiness(self.deployer, notifier, "tcp:7000")
+        readiness.startService()
+        metrics = Metrics(self.deployer, processMetrics=False)
+        hangup = RedeployOnHangup(
+            self.fixture.reactor, self.deployer.redeploy, readiness, lambda *a: None
+        )
+        hangup.startService()
+        self.fixture.leftover().termDelay = 2.0
+        self.deployer.startService()
+        hangup.redeploy()  # what the SIGHUP handler has the reactor run
+        self.fixture.advance(2.0 + REAP_INTERVAL)
+        self.health.answer(self.backends[0].port)
+        self.health.answer(self.backends[1].port)
+        self.assertEqual(
+            notifier.sent,
+            [
+                ["READY=1", "STATUS=serving generation 1 on tcp:7000"],
+                ["STATUS=serving generation 2 on tcp:7000"],
+            ],
+        )
+        deploys = {
+            cause: metrics.registry.get_sample_value(
+                "rainbowd_deploys_total", {"outcome": "deployed", "cause": cause}
+            )
+            for cause in ("startup", "redeploy")
+        }
+        self.assertEqual(deploys, {"startup": 1.0, "redeploy": 1.0})

@@ -158,6 +158,36 @@ class ReadinessTests(SynchronousTestCase):
         self.readiness.reloaded()
         self.assertEqual(self.notifier.sent, [])
 
+    def test_hangupBeforeReadyEndsNoReload(self) -> None:
+        """
+        A SIGHUP redeploy asked for before the first generation serves
+        sends no READY=1 of its own once it is over: no RELOADING=1 came
+        before it.
+        """
+        self.h.deployer.startService()
+        self.readiness.reloading()
+        self.h.healthy(1)
+        self.readiness.reloaded()
+        self.assertEqual(
+            self.notifier.sent, [["READY=1", "STATUS=serving generation 1 on tcp:7000"]]
+        )
+
+    def test_reloadsOverlapping(self) -> None:
+        """
+        Two SIGHUPs in a row are one reload to systemd: RELOADING=1 at the
+        first, READY=1 once both have their outcome.
+        """
+        self.h.start()
+        del self.notifier.sent[:]
+        self.readiness.reloading()
+        self.readiness.reloading()
+        self.readiness.reloaded()
+        self.assertEqual([lines[0] for lines in self.notifier.sent], ["RELOADING=1"])
+        self.readiness.reloaded()
+        self.assertEqual(
+            [lines[0] for lines in self.notifier.sent], ["RELOADING=1", "READY=1"]
+        )
+
     def test_stopping(self) -> None:
         """
         Stopping sends STOPPING=1.

@@ -10,7 +10,8 @@ from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
 from twisted.internet.error import CannotListenError
-from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,6 +23,7 @@ from rainbowd.controlsite import ControlSite
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
+from rainbowd.test.test_controlsite import tokenFile
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
 
@@ -313,10 +315,7 @@ class MakeServiceTests(SynchronousTestCase):
         The control API is a L{ControlSite} holding the token read at
         startup.
         """
-        token = os.path.abspath(self.mktemp())
-        with open(token, "w") as f:
-            f.write("s3cret-token\n")
-        os.chmod(token, 0o600)
+        token = tokenFile(self, b"s3cret-token\n")
         reactor = FakeProcessReactor()
         service = makeService(self.options("--control-token-file", token), reactor)
         service.privilegedStartService()
@@ -461,12 +460,7 @@ class ObservabilityTests(SynchronousTestCase):
     What L{makeService} wires for metrics, the access log and systemd.
     """
 
-    def options(self, *argv: str) -> Options:
-        stateDir = os.path.abspath(self.mktemp())
-        options = Options()
-        options.cwd = os.path.dirname(stateDir)
-        options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
-        return options
+    options = MakeServiceTests.options
 
     def sites(self, service) -> Dict[str, Any]:
         return {child._key: child.factory for child in service if hasattr(child, "_key")}
@@ -483,6 +477,33 @@ class ObservabilityTests(SynchronousTestCase):
             sites["controlPort"].resource.children[b"metrics"], MetricsResource
         )
         self.assertEqual(reactor.triggers, {})
+
+    def test_metricsNeedTheToken(self) -> None:
+        """
+        /metrics, as makeService wires it, is behind the control token like
+        every other control path.
+        """
+        token = tokenFile(self, b"s3cret-token\n")
+        sites = self.sites(
+            makeService(self.options("--control-token-file", token), FakeProcessReactor())
+        )
+
+        def get(*headers: bytes) -> bytes:
+            transport = StringTransport()
+            channel = sites["controlPort"].buildProtocol(None)
+            channel.makeConnection(transport)
+            channel.dataReceived(
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\n%s\r\n" % b"".join(headers)
+            )
+            return transport.value()
+
+        self.assertTrue(get().startswith(b"HTTP/1.1 401 "))
+        self.assertTrue(
+            get(b"Authorization: Bearer wrong\r\n").startswith(b"HTTP/1.1 401 ")
+        )
+        answer = get(b"Authorization: Bearer s3cret-token\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:200])
+        self.assertIn(b"rainbowd_deploys_total", answer)
 
     def test_accessLog(self) -> None:
         """
@@ -543,7 +564,6 @@ class ObservabilityTests(SynchronousTestCase):
         service.startService()
         # Not stopService: its signals would be real ones, to fake pids.
         [logs] = [child for child in service if isinstance(child, BackendLogs)]
-        self.addCleanup(globalLogPublisher.removeObserver, logs)
         self.addCleanup(lambda: [f.close() for f in logs._files.values()])
         [name] = os.listdir(os.path.join(options.config.stateDir, "logs"))
         self.assertTrue(name.endswith("-generation-1.log"), name)
