@@ -7,12 +7,15 @@ backend the deployer says is active I{at the moment the request arrives};
 swapping the deployer's active backend is therefore all a redeploy has to do
 to move traffic, and requests already forwarded finish where they started.
 
-The client side is twisted.web (a L{ProxySite} serving a L{ReverseProxy}
-resource); the backend side is a small HTTP/1.1 client of its own,
-L{BackendConnection}, kept in one pool of persistent connections per
-backend.  It replaced L{twisted.web.client.Agent}, which makes Deferreds, a
-L{Headers} object and a body-delivery protocol for every response: with the
-Agent, rainbowd relayed about a third as many small requests a second.
+The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s
+serving a L{ReverseProxy}, which gives each request a L{_Forwarding}.  The
+backend side is a small HTTP/1.1 client of its own, L{BackendConnection},
+kept in a L{_Pool} of persistent connections per backend; it streams a
+response to the client as it comes, paused while the client is slow, and
+an upgrade (a WebSocket, say) becomes a L{Tunnel} between the two
+connections.  (L{twisted.web.client.Agent}, which it replaced, makes
+Deferreds, a L{Headers} object and a body-delivery protocol for every
+response, and relayed about a third as many small requests a second.)
 """
 
 import re
@@ -145,6 +148,9 @@ class ReverseProxy(Resource):
     dropped in both directions, except for an upgrade (I{Connection:
     Upgrade} with I{Upgrade}), which goes over a connection of its own and,
     if the backend answers 101, becomes a tunnel between client and backend.
+
+    It is served by a L{ProxySite}, whose L{ProxyRequest}s tell their
+    forwarding when the client hangs up.
 
     The deployer must provide:
 
@@ -345,6 +351,8 @@ class _Forwarding:
     @ivar connection: The backend connection carrying this request.
     @ivar streaming: Whether C{connection} is registered as the producer of
         the client's response.
+    @ivar relayed: The backend's response head has been relayed, so a
+        failure can no longer be answered with 502.
     @ivar lastError: Why the last backend tried could not take the request.
     @ivar clientGone: The client hung up before the response was finished.
     """
@@ -646,9 +654,7 @@ class _Forwarding:
         tunnel.join(clientTransport, connection.transport, pending, rest)
         backend.tunnelOpened(tunnel)
         self._release()
-        site = getattr(channel, "site", None)
-        if site is not None:
-            site.log(request)
+        request.site.log(request)
 
     # The client
 
