@@ -650,7 +650,7 @@ class _Forwarding:
         # channel while it waited for this answer.
         pending = b"".join(getattr(channel, "_dataBuffer", ()))
         channel.transport = None
-        tunnel = Tunnel(backend, self.proxy._reactor)
+        tunnel = Tunnel(backend)
         tunnel.join(clientTransport, connection.transport, pending, rest)
         backend.tunnelOpened(tunnel)
         self._release()
@@ -1289,9 +1289,8 @@ class Tunnel:
         until it closes.
     """
 
-    def __init__(self, backend: Any, reactor: Any) -> None:
+    def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self._reactor = reactor
         self._ends: List[_TunnelEnd] = []
         self._open = 0
 
