@@ -324,7 +324,7 @@ class ProxySite(Site):
     requestLog: Any = None
 
     def log(self, request: Request) -> None:
-        receivedAt = getattr(request, "receivedAt", None)
+        receivedAt = request.receivedAt
         if receivedAt is not None:
             self.requestLog.finished(request, self.reactor.seconds() - receivedAt)
 
