@@ -17,12 +17,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.resource import Resource
-from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.metrics import Metrics
-from rainbowd.proxy import ProxySite
+from rainbowd.proxy import ProxyRequest, ProxySite
 
 
 class Deployer:
@@ -36,7 +35,7 @@ class Deployer:
 def request():
     channel = DummyChannel()
     channel.transport.client = IPv4Address("TCP", "192.0.2.7", 54321)
-    r = Request(channel)
+    r = ProxyRequest(channel)
     r.method = b"GET"
     r.uri = r.path = b"/some/path?x=1"
     r.clientproto = b"HTTP/1.1"
@@ -82,12 +81,11 @@ def main(number=100000):
         site.requestLog = requestLog
 
         def served(site=site):
-            r.notifications = []
-            site.getResourceFor(r)
+            # What ProxyRequest.process and ProxySite.log do for a request.
+            r.receivedAt = None
+            if site.requestLog is not None:
+                r.receivedAt = site.reactor.seconds()
             site.log(r)
-            for d in r.notifications:
-                d.callback(None)
-        r.prepath, r.postpath = [], [b"some", b"path"]
         figures.append((name, served))
 
     for name, f in figures:

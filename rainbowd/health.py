@@ -6,12 +6,13 @@ answer 2xx.
 
 from urllib.parse import quote
 
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.protocol import Protocol
-
 import attrs
-
-from rainbowd.loopback import QuietConnectionPool, loopbackAgent
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 
 #: The characters that go into a request line as they are.
@@ -22,6 +23,32 @@ class Unhealthy(Exception):
     """
     The backend answered the health check, but not with a 2xx status.
     """
+
+
+@implementer(IAgentEndpointFactory)
+@attrs.frozen
+class _Loopback:
+    """
+    Connect to the URI's port on 127.0.0.1, where backends listen, without
+    any name resolution.
+    """
+
+    reactor: object
+
+    def endpointForURI(self, uri):
+        return TCP4ClientEndpoint(self.reactor, "127.0.0.1", uri.port)
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):
+    """
+    A pool that logs no line for each connection it opens and closes.
+    """
+
+    _factory = _QuietFactory
 
 
 @attrs.frozen
@@ -37,8 +64,10 @@ class HTTPHealthCheck:
         Fire with L{None} if C{GET path} on C{127.0.0.1:port} answers 2xx
         within C{timeout} seconds; fail otherwise.
         """
-        agent = loopbackAgent(
-            self.reactor, QuietConnectionPool(self.reactor, persistent=False)
+        agent = Agent.usingEndpointFactory(
+            self.reactor,
+            _Loopback(self.reactor),
+            pool=_QuietPool(self.reactor, persistent=False),
         )
         # Percent-encode what a request line cannot hold (non-ASCII, control
         # characters); the Agent would raise on it rather than fail the probe.

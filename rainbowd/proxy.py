@@ -7,12 +7,15 @@ backend the deployer says is active I{at the moment the request arrives};
 swapping the deployer's active backend is therefore all a redeploy has to do
 to move traffic, and requests already forwarded finish where they started.
 
-The client side is twisted.web (a L{ProxySite} serving a L{ReverseProxy}
-resource); the backend side is a small HTTP/1.1 client of its own,
-L{BackendConnection}, kept in one pool of persistent connections per
-backend.  It replaced L{twisted.web.client.Agent}, which makes Deferreds, a
-L{Headers} object and a body-delivery protocol for every response: with the
-Agent, rainbowd relayed about a third as many small requests a second.
+The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s
+serving a L{ReverseProxy}, which gives each request a L{_Forwarding}.  The
+backend side is a small HTTP/1.1 client of its own, L{BackendConnection},
+kept in a L{_Pool} of persistent connections per backend; it streams a
+response to the client as it comes, paused while the client is slow, and
+an upgrade (a WebSocket, say) becomes a L{Tunnel} between the two
+connections.  (L{twisted.web.client.Agent}, which it replaced, makes
+Deferreds, a L{Headers} object and a body-delivery protocol for every
+response, and relayed about a third as many small requests a second.)
 """
 
 import re
@@ -146,6 +149,9 @@ class ReverseProxy(Resource):
     Upgrade} with I{Upgrade}), which goes over a connection of its own and,
     if the backend answers 101, becomes a tunnel between client and backend.
 
+    It is served by a L{ProxySite}, whose L{ProxyRequest}s tell their
+    forwarding when the client hangs up.
+
     The deployer must provide:
 
       - C{active}: the backend currently receiving traffic, or L{None}; it is
@@ -219,7 +225,7 @@ class ReverseProxy(Resource):
             self._reactor.seconds() + self._queueTimeout,
             upgrade,
         )
-        request.notifyFinish().addErrback(forwarding.hungUp)
+        request.forwarding = forwarding
         forwarding.route()
         return NOT_DONE_YET
 
@@ -256,23 +262,49 @@ class ProxyRequest(Request):
     proxy is the only one, a leaf) and asks for an encoder; this one goes
     straight to the site's resource.
 
+    A client that hangs up before its response is finished is told to the
+    forwarding and to the site's C{requestLog} from L{connectionLost}, which
+    twisted.web calls only for requests not yet finished: cheaper than two
+    L{notifyFinish} Deferreds made for every request.
+
+    @ivar receivedAt: When the request was received, in the reactor's
+        seconds, once it is processed with a C{requestLog}.
+    @ivar forwarding: The L{_Forwarding} carrying the request, once the
+        proxy has made it.
     @ivar backendGeneration: The generation of the backend that served the
         request, once one has; for an access log.
     """
 
+    receivedAt: Optional[float] = None
+    forwarding: Optional["_Forwarding"] = None
     backendGeneration: Optional[int] = None
 
     def process(self) -> None:
-        self.site = self.channel.site
+        self.site = site = self.channel.site
+        if site.requestLog is not None:
+            self.receivedAt = site.reactor.seconds()
         if self.path == b"*":
             Request.process(self)
             return
         self.prepath = []
         self.postpath = []
         try:
-            self.render(self.site.getResourceFor(self))
+            self.render(site.resource)
         except BaseException:
             self.processingFailed(Failure())
+
+    def finish(self) -> None:
+        # The forwarding is done with the request: no cycle to collect.
+        self.forwarding = None
+        Request.finish(self)
+
+    def connectionLost(self, reason: Failure) -> None:
+        Request.connectionLost(self, reason)
+        if self.receivedAt is not None:
+            self.site.unfinished(self)
+        forwarding, self.forwarding = self.forwarding, None
+        if forwarding is not None:
+            forwarding.hungUp()
 
 
 class ProxySite(Site):
@@ -291,22 +323,19 @@ class ProxySite(Site):
     requestFactory = ProxyRequest
     requestLog: Any = None
 
-    def getResourceFor(self, request: Request) -> Resource:
-        if self.requestLog is not None:
-            request.receivedAt = self.reactor.seconds()
-            request.notifyFinish().addErrback(self._unfinished, request)
-        return self.resource
-
     def log(self, request: Request) -> None:
-        if self.requestLog is not None:
-            self.requestLog.finished(request, self._age(request))
+        receivedAt = request.receivedAt
+        if receivedAt is not None:
+            self.requestLog.finished(request, self.reactor.seconds() - receivedAt)
 
-    def _unfinished(self, reason: Failure, request: Request) -> None:
-        self.requestLog.unfinished(request, self._age(request))
-
-    def _age(self, request: Request) -> float:
-        now = self.reactor.seconds()
-        return now - getattr(request, "receivedAt", now)
+    def unfinished(self, request: ProxyRequest) -> None:
+        """
+        Tell C{requestLog} that the connection of C{request}, received while
+        there was one, closed before its response was complete.
+        """
+        self.requestLog.unfinished(
+            request, self.reactor.seconds() - request.receivedAt
+        )
 
 
 class _Forwarding:
@@ -322,6 +351,8 @@ class _Forwarding:
     @ivar connection: The backend connection carrying this request.
     @ivar streaming: Whether C{connection} is registered as the producer of
         the client's response.
+    @ivar relayed: The backend's response head has been relayed, so a
+        failure can no longer be answered with 502.
     @ivar lastError: Why the last backend tried could not take the request.
     @ivar clientGone: The client hung up before the response was finished.
     """
@@ -619,17 +650,15 @@ class _Forwarding:
         # channel while it waited for this answer.
         pending = b"".join(getattr(channel, "_dataBuffer", ()))
         channel.transport = None
-        tunnel = Tunnel(backend, self.proxy._reactor)
+        tunnel = Tunnel(backend)
         tunnel.join(clientTransport, connection.transport, pending, rest)
         backend.tunnelOpened(tunnel)
         self._release()
-        site = getattr(channel, "site", None)
-        if site is not None:
-            site.log(request)
+        request.site.log(request)
 
     # The client
 
-    def hungUp(self, reason: Failure) -> None:
+    def hungUp(self) -> None:
         """
         The client hung up before its response was finished: stop whatever
         this request was waiting for.
@@ -1260,9 +1289,8 @@ class Tunnel:
         until it closes.
     """
 
-    def __init__(self, backend: Any, reactor: Any) -> None:
+    def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self._reactor = reactor
         self._ends: List[_TunnelEnd] = []
         self._open = 0
 

@@ -26,7 +26,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from rainbowd.proxy import CHUNK_SIZE, IDLE_TIMEOUT, ProxySite, ReverseProxy
+from rainbowd.proxy import (
+    CHUNK_SIZE,
+    IDLE_TIMEOUT,
+    ProxyRequest,
+    ProxySite,
+    ReverseProxy,
+)
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -1270,6 +1276,49 @@ class ProxySiteTests(SynchronousTestCase):
         world.site.doStop()
         with open(path) as log:
             self.assertEqual(log.read(), "")
+
+    def test_completedRequestLeavesNothing(self) -> None:
+        """
+        A request whose response completes asks for no L{notifyFinish}
+        Deferred and lets go of its forwarding.
+        """
+        world = World()
+        world.site.requestLog = RecordingLog()
+        requests = []
+        notified = []
+
+        class Recorded(ProxyRequest):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                ProxyRequest.__init__(self, *args, **kwargs)
+                requests.append(self)
+
+            def notifyFinish(self) -> Deferred[None]:
+                notified.append(self)
+                return ProxyRequest.notifyFinish(self)
+
+        world.site.requestFactory = Recorded
+        world.deployer.activate(FakeBackend(generation=1, port=20001))
+        client = world.request(rawRequest())
+        world.accept(backendSite(world, BackendApp()))
+        self.assertEqual(client.response().code, 200)
+        [request] = requests
+        self.assertEqual((notified, request.forwarding), ([], None))
+        self.assertEqual(world.site.requestLog.ended, [("finished", 200)])
+
+
+@attrs.define
+class RecordingLog:
+    """
+    A C{requestLog} that records how each request ended, and its status.
+    """
+
+    ended: List[Tuple[str, int]] = attrs.Factory(list)
+
+    def finished(self, request: ProxyRequest, seconds: float) -> None:
+        self.ended.append(("finished", request.code))
+
+    def unfinished(self, request: ProxyRequest, seconds: float) -> None:
+        self.ended.append(("unfinished", request.code))
 
 
 class ReadPausingTransport(iosim.FakeTransport):
