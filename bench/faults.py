@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", help="scenarios to run; all by default")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--first-port", type=int, default=17600)
-    parser.add_argument("--backend-ports", default="34000-34999")
+    parser.add_argument("--backend-ports", default="22000-22999")
     args = parser.parse_args(argv)
     if args.list:
         for f in SCENARIOS:

@@ -155,12 +155,15 @@ class Rainbowd:
 
     def saw(self, backend: dict) -> None:
         """
-        Note a backend from C{/status}: its port and process group.
+        Note a backend from C{/status}: its port and process group.  Its pid
+        is only trusted while it is still this rainbowd's app: by the time
+        C{/status} has been read, the app may be gone and its pid reused.
         """
         self.backendPorts.add(backend["port"])
-        if backend["pid"]:
+        pid = backend["pid"]
+        if pid and appCommand(pid, self.stateDir) is not None:
             try:
-                pgid = os.getpgid(backend["pid"])
+                pgid = os.getpgid(pid)
             except ProcessLookupError:
                 return
             if self.groups.get(pgid) is None:
@@ -232,23 +235,32 @@ def appProcesses(stateDir: str):
     The live processes whose environment has rainbowd's marker for
     C{stateDir}: C{(pid, command line)}.
     """
-    wanted = f"{APP_VARIABLE}={stateDir}".encode()
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if wanted in environ and state not in "ZX":
-            found.append((int(entry), cmd[:80]))
+        if entry.isdigit():
+            cmd = appCommand(int(entry), stateDir)
+            if cmd is not None:
+                found.append((int(entry), cmd))
     return found
+
+
+def appCommand(pid: int, stateDir: str) -> Optional[str]:
+    """
+    The command line of process C{pid} if it runs (zombies aside) with
+    rainbowd's marker for C{stateDir} in its environment, else L{None}.
+    """
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    if f"{APP_VARIABLE}={stateDir}".encode() not in environ or state in "ZX":
+        return None
+    return cmd[:80]
 
 
 def groupMembers(pgid: int) -> List[str]:

@@ -223,19 +223,20 @@ def plot(result: dict, path: str) -> None:
     rate = [len(buckets.get(b, ())) * 10 for b in range(last)]
     p99 = [percentile(buckets[b], 99) if b in buckets else None for b in range(last)]
     fig, ax = plt.subplots(figsize=(10, 4), dpi=80)
-    ax.plot(xs, rate, color="tab:gray", linewidth=0.8, label="req/s (per 100 ms)")
+    ax.plot(xs, rate, color="black", linewidth=1.0, label="req/s (per 100 ms)")
     ax.set_xlabel("seconds")
     ax.set_ylabel("req/s")
     ax.set_ylim(bottom=0)
     latency = ax.twinx()
     latency.plot(xs, [v if v is not None else float("nan") for v in p99],
-                 color="tab:purple", linewidth=0.8, label="p99 ms (per 100 ms)")
+                 color="tab:red", linewidth=0.8, alpha=0.7, label="p99 ms (per 100 ms)")
     latency.set_ylabel("p99 latency, ms")
     latency.set_ylim(bottom=0)
     failures = [r[1] - origin for r in results if r[4] is not None or not 200 <= (r[2] or 0) < 300]
     if failures:
-        ax.plot(failures, [0] * len(failures), "rx", markersize=8, label="error")
-    styles = [("posted", "tab:blue", "--", "POST /redeploy"),
+        ax.plot(failures, [0] * len(failures), "x", color="crimson", markersize=8,
+                label="failed request")
+    styles = [("launched", "tab:blue", "--", "launched"),
               ("healthy", "tab:green", "-", "healthy"),
               ("switched", "tab:cyan", ":", "switched"),
               ("oldStopped", "tab:orange", "-", "old stopped")]
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
                         help="print the table as reStructuredText, with the date and machine")
     parser.add_argument("--first-port", type=int, default=17400,
                         help="proxy and control ports are taken from here up")
-    parser.add_argument("--backend-ports", default="33000-34999")
+    parser.add_argument("--backend-ports", default="21000-21999")
     args = parser.parse_args(argv)
     names = args.server or list(SERVERS)
     ports = Ports(args.first_port)
