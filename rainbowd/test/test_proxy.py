@@ -1,6 +1,7 @@
 # -*- test-case-name: rainbowd.test.test_proxy -*-
 """
-Tests for L{rainbowd.proxy}.
+Tests for L{rainbowd.proxy}, and through it for the client it forwards with,
+L{rainbowd.backendclient}, and for L{rainbowd.tunnel}.
 
 Everything happens in memory: a fake client speaks raw HTTP to a
 L{ProxySite} through L{twisted.test.iosim}, the proxy's outgoing connections
