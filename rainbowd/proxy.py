@@ -9,42 +9,30 @@ to move traffic, and requests already forwarded finish where they started.
 
 The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s
 serving a L{ReverseProxy}, which gives each request a L{_Forwarding}.  The
-backend side is a small HTTP/1.1 client of its own, L{BackendConnection},
-kept in a L{_Pool} of persistent connections per backend; it streams a
-response to the client as it comes, paused while the client is slow, and
-an upgrade (a WebSocket, say) becomes a L{Tunnel} between the two
-connections.  (L{twisted.web.client.Agent}, which it replaced, makes
-Deferreds, a L{Headers} object and a body-delivery protocol for every
-response, and relayed about a third as many small requests a second.)
+backend side is L{rainbowd.backendclient}: a L{Pool} of persistent
+connections per backend, which stream a response to the client as it comes,
+paused while the client is slow; an upgrade (a WebSocket, say) becomes a
+L{rainbowd.tunnel.Tunnel} between the two connections.
 """
 
 import re
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from zope.interface import implementer
-
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web.client import URI
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-_log = Logger()
+from rainbowd.backendclient import HOP_BY_HOP, BackendConnection, Pool
+from rainbowd.tunnel import Tunnel
 
-IDLE_TIMEOUT = 1.0
-"""
-Seconds an idle connection to a backend is kept for reuse: less than the
-keep-alive timeouts of app servers (gunicorn's is 2 s), so that rainbowd
-closes an idle connection before the app does, rather than sending a request
-down one the app is closing, which could only be retried if idempotent.
-"""
+_log = Logger()
 
 RETRY_DELAY = 0.1
 """
@@ -52,31 +40,7 @@ Seconds to wait before trying the active backend again after it refused a
 connection while still being the active one.
 """
 
-CHUNK_SIZE = 65536
-"""
-Bytes of a request body read from twisted.web's buffer (a temporary file
-for large bodies) and written to the backend at a time.
-"""
-
-_HOP_BY_HOP = frozenset(
-    [
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-connection",
-    ]
-)
-"""
-Lower-cased names of the headers that describe one connection rather than the
-message (RFC 9110 section 7.6.1, plus the non-standard I{Proxy-Connection}).
-"""
-
-_NOT_FORWARDED = _HOP_BY_HOP | {
+_NOT_FORWARDED = HOP_BY_HOP | {
     b"content-length",
     b"expect",
     b"host",
@@ -87,12 +51,6 @@ Request headers not copied as they are: the hop-by-hop ones; two more
 because rainbowd frames the body itself and twisted.web has already answered
 any I{Expect: 100-continue} before the body reached rainbowd; and two that
 rainbowd writes itself.
-"""
-
-_NOT_RELAYED = _HOP_BY_HOP - {b"transfer-encoding"}
-"""
-Response headers not relayed to the client.  I{Transfer-Encoding} is
-handled apart, as it decides the framing.
 """
 
 _BODILESS_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS"])
@@ -109,16 +67,9 @@ Methods sent again on a fresh connection when a kept-alive one turns out to
 have been closed by the app (RFC 9110 section 9.2.2).
 """
 
-_NO_BODY_CODES = frozenset([204, 304])
-
 _ABSOLUTE_FORM = re.compile(rb"\A[A-Za-z][A-Za-z0-9+.-]*://")
 
 _BAD_HEADER_VALUE = re.compile(rb"[\x00\r\n]")
-
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
-"""
-A header name (RFC 9110 section 5.1).
-"""
 
 
 class ReverseProxy(Resource):
@@ -189,7 +140,7 @@ class ReverseProxy(Resource):
         self._deployer = deployer
         self._reactor = reactor
         self._queueTimeout = queueTimeout
-        self._pools: Dict[Tuple[int, int], "_Pool"] = {}
+        self._pools: Dict[Tuple[int, int], Pool] = {}
 
     def render(self, request: Request) -> object:
         """
@@ -229,20 +180,20 @@ class ReverseProxy(Resource):
         forwarding.route()
         return NOT_DONE_YET
 
-    def _poolFor(self, backend: Any) -> "_Pool":
+    def _poolFor(self, backend: Any) -> Pool:
         """
         Find or make the pool of connections to C{backend}.
         """
         key = (backend.generation, backend.port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(self._reactor, backend.port)
+            pool = self._pools[key] = Pool(self._reactor, backend.port)
             backend.whenDraining().addCallback(lambda _: pool.drain())
             backend.whenStopped().addBoth(self._backendStopped, key, pool)
         return pool
 
     def _backendStopped(
-        self, result: object, key: Tuple[int, int], pool: "_Pool"
+        self, result: object, key: Tuple[int, int], pool: Pool
     ) -> None:
         """
         A backend's process is gone: forget its pool and close its idle
@@ -465,7 +416,7 @@ class _Forwarding:
                 return
         self.connector = pool.connect(self)
 
-    def _sendOn(self, connection: "BackendConnection") -> None:
+    def _sendOn(self, connection: BackendConnection) -> None:
         self.connection = connection
         connection.send(
             self,
@@ -477,7 +428,7 @@ class _Forwarding:
 
     # What the backend connection tells
 
-    def connected(self, connection: "BackendConnection") -> None:
+    def connected(self, connection: BackendConnection) -> None:
         """
         The new connection for this request is open.
         """
@@ -572,7 +523,7 @@ class _Forwarding:
         if not self.clientGone:
             self.request.write(data)
 
-    def responseStreaming(self, connection: "BackendConnection") -> None:
+    def responseStreaming(self, connection: BackendConnection) -> None:
         """
         More of the body is to come: let the client's pace throttle the
         backend connection.
@@ -626,7 +577,7 @@ class _Forwarding:
 
     def upgraded(
         self,
-        connection: "BackendConnection",
+        connection: BackendConnection,
         phrase: bytes,
         headers: List[Tuple[bytes, bytes]],
         rest: bytes,
@@ -714,646 +665,6 @@ class _Forwarding:
         self._release()
         if not self.clientGone:
             _abortConnection(self.request)
-
-
-class _Pool:
-    """
-    The connections to one backend: those idle, ready for a request, and the
-    way to open more.
-
-    @ivar idle: The idle connections, the most recently used last.
-    @ivar draining: The backend takes no new requests: connections are closed
-        as soon as they are idle.
-    """
-
-    def __init__(self, reactor: Any, port: int) -> None:
-        self.reactor = reactor
-        self.port = port
-        self.idle: List[BackendConnection] = []
-        self.draining = False
-
-    def connect(self, forwarding: _Forwarding) -> Any:
-        """
-        Open a new connection for C{forwarding}, which hears of it through
-        C{connected} or C{connectionFailed}.
-
-        @return: The connector.
-        """
-        return self.reactor.connectTCP(
-            "127.0.0.1", self.port, _Connecting(self, forwarding)
-        )
-
-    def take(self) -> Optional["BackendConnection"]:
-        """
-        An idle connection, if there is one, the most recently used first.
-        """
-        if self.idle:
-            return self.idle.pop()
-        return None
-
-    def release(self, connection: "BackendConnection") -> None:
-        """
-        C{connection} has finished a response and can take another.
-        """
-        if self.draining:
-            connection.transport.loseConnection()
-            return
-        connection.idleSince = self.reactor.seconds()
-        self.idle.append(connection)
-        if connection.idleCall is None:
-            connection.idleCall = self.reactor.callLater(
-                IDLE_TIMEOUT, self._checkIdle, connection
-            )
-
-    def _checkIdle(self, connection: "BackendConnection") -> None:
-        """
-        Close C{connection} if it has been idle for C{IDLE_TIMEOUT}; look
-        again when it could have been, if it is still open.
-
-        (One timer per connection, moved on only when it fires, costs less
-        than one per request.)
-        """
-        connection.idleCall = None
-        if connection.lost:
-            return
-        if connection.handler is None:
-            idleFor = self.reactor.seconds() - connection.idleSince
-            if idleFor >= IDLE_TIMEOUT:
-                self.forget(connection)
-                connection.transport.loseConnection()
-                return
-            wait = IDLE_TIMEOUT - idleFor
-        else:
-            wait = IDLE_TIMEOUT
-        connection.idleCall = self.reactor.callLater(wait, self._checkIdle, connection)
-
-    def forget(self, connection: "BackendConnection") -> None:
-        """
-        C{connection} is closed or closing: never hand it out again.
-        """
-        try:
-            self.idle.remove(connection)
-        except ValueError:
-            pass
-
-    def drain(self) -> None:
-        """
-        The backend takes no new requests: close the idle connections, and
-        each busy one once its response is over.
-        """
-        self.draining = True
-        idle, self.idle = self.idle, []
-        for connection in idle:
-            connection.transport.loseConnection()
-
-
-class _Connecting(ClientFactory):
-    """
-    Open one connection to a backend for one request.
-    """
-
-    noisy = False
-
-    def __init__(self, pool: _Pool, forwarding: _Forwarding) -> None:
-        self.pool = pool
-        self.forwarding = forwarding
-
-    def buildProtocol(self, addr: object) -> "BackendConnection":
-        connection = BackendConnection(self.pool)
-        connection.factory = self
-        return connection
-
-    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
-        self.forwarding.connectionFailed(reason)
-
-
-# The states of a backend connection.
-_IDLE = 0
-_HEAD = 1
-_LENGTH = 2
-_CHUNKED = 3
-_UNTIL_CLOSE = 4
-_DETACHED = 5
-
-# The states of a chunked body's parser.
-_CHUNK_SIZE = 0
-_CHUNK_DATA = 1
-_CHUNK_END = 2
-_TRAILER = 3
-
-
-class BadResponse(Exception):
-    """
-    A backend's response is not HTTP/1.1 rainbowd can relay.
-    """
-
-
-@implementer(IPushProducer)
-class BackendConnection(Protocol):
-    """
-    One HTTP/1.1 connection to a backend, carrying one request at a time.
-
-    It parses just what a proxy needs of a response -- status, headers,
-    framing (I{Content-Length}, chunked, or until close) -- and hands the
-    rest to its handler as it arrives.  It is the producer of the client's
-    response, so that a slow client pauses reading from the backend.
-
-    @ivar handler: The L{_Forwarding} whose request it carries, if any.
-    @ivar used: It has carried a whole response before, so the app may have
-        closed it since.
-    @ivar received: Some of the current response has come.
-    @ivar dedicated: Carrying an upgrade request: never reused.
-    @ivar lost: The connection is closed.
-    """
-
-    factory: Optional[_Connecting] = None
-
-    def __init__(self, pool: _Pool) -> None:
-        self.pool = pool
-        self.handler: Optional[_Forwarding] = None
-        self.used = False
-        self.received = False
-        self.dedicated = False
-        self.lost = False
-        self.idleSince = 0.0
-        self.idleCall: Optional[IDelayedCall] = None
-        self._state = _IDLE
-        self._buffer = b""
-        self._headOnly = False
-        self._keepAlive = True
-        self._remaining = 0
-        self._chunkState = _CHUNK_SIZE
-        self._streaming = False
-        self._paused = False
-        self._sender: Optional[_BodySender] = None
-
-    def connectionMade(self) -> None:
-        factory, self.factory = self.factory, None
-        if factory is not None:
-            factory.forwarding.connected(self)
-
-    # Requests
-
-    def send(
-        self,
-        handler: _Forwarding,
-        head: bytes,
-        content: Any,
-        length: int,
-        headOnly: bool,
-    ) -> None:
-        """
-        Send a request: C{head}, then C{length} bytes of C{content}, a file
-        of which C{handler} hears the response.
-        """
-        self.handler = handler
-        self.received = False
-        self._state = _HEAD
-        self._headOnly = headOnly
-        if length == 0:
-            self.transport.write(head)
-        elif length <= CHUNK_SIZE:
-            content.seek(0)
-            self.transport.write(head + content.read(length))
-        else:
-            self.transport.write(head)
-            content.seek(0)
-            self._sender = _BodySender(self, content, length)
-            self._sender.start()
-
-    def abort(self) -> None:
-        """
-        The client is gone: drop this connection, since the rest of the
-        response would have to be read before it could carry another.
-        """
-        if self._sender is not None:
-            # twisted.web may close the body's file once the client is gone.
-            self._sender.stop()
-        if self._state == _DETACHED:
-            return
-        self.handler = None
-        self._state = _DETACHED
-        self._keepAlive = False
-        self.transport.abortConnection()
-
-    # IPushProducer, for the client's response
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.abort()
-
-    # Responses
-
-    def dataReceived(self, data: bytes) -> None:
-        state = self._state
-        if state == _HEAD:
-            self.received = True
-            buffer = self._buffer + data if self._buffer else data
-            try:
-                data = self._head(buffer)
-            except BadResponse as e:
-                self._fail(Failure(e))
-                return
-            if data is None:
-                return
-            state = self._state
-            if state == _IDLE:
-                self._finished(data)
-                return
-            if state == _DETACHED:
-                return
-        handler = self.handler
-        if state == _LENGTH:
-            remaining = self._remaining
-            if len(data) < remaining:
-                self._remaining = remaining - len(data)
-                if data:
-                    handler.responseData(data)
-            else:
-                if remaining:
-                    handler.responseData(data[:remaining])
-                self._finished(data[remaining:])
-                return
-        elif state == _CHUNKED:
-            try:
-                data = self._chunked(data)
-            except BadResponse as e:
-                self._fail(Failure(e))
-                return
-            if data is not None:
-                self._finished(data)
-                return
-        elif state == _UNTIL_CLOSE:
-            handler.responseData(data)
-        elif state == _IDLE:
-            # Bytes no request asked for: this connection cannot be trusted.
-            self._keepAlive = False
-            self.transport.loseConnection()
-            return
-        else:
-            return
-        if not self._streaming and self.handler is not None:
-            self._streaming = True
-            handler.responseStreaming(self)
-
-    def _head(self, buffer: bytes) -> Optional[bytes]:
-        """
-        Parse a response head from the start of C{buffer}, skipping interim
-        (1xx) responses, and tell the handler.
-
-        @return: The bytes after the head, or L{None} if the head is not
-            complete yet (or the response was an upgrade).
-        """
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end == -1:
-                end = buffer.find(b"\n\n")
-                if end == -1:
-                    if len(buffer) > 65536:
-                        raise BadResponse("a response head over 64 KiB")
-                    self._buffer = buffer
-                    return None
-                rest = buffer[end + 2 :]
-            else:
-                rest = buffer[end + 4 :]
-            lines = buffer[:end].split(b"\n")
-            version, _, status = lines[0].rstrip(b"\r").partition(b" ")
-            code, _, phrase = status.partition(b" ")
-            if (
-                not version.startswith(b"HTTP/1.")
-                or len(code) != 3
-                or not code.isdigit()
-            ):
-                raise BadResponse(
-                    "a response that is not HTTP/1.1 ({!r})".format(lines[0][:80])
-                )
-            status = int(code)
-            if b"\r" in phrase:
-                raise BadResponse(
-                    "a malformed status line ({!r})".format(lines[0][:80])
-                )
-            if 100 <= status < 200 and status != 101:
-                buffer = rest
-                continue
-            break
-        self._buffer = b""
-        headers = []
-        length = None
-        chunked = False
-        framed = False
-        keepAlive = version == b"HTTP/1.1"
-        named = None
-        for line in lines[1:]:
-            line = line.rstrip(b"\r")
-            if line[:1] in (b" ", b"\t") and headers:
-                name, value = headers.pop()
-                headers.append((name, value + b" " + line.strip()))
-                continue
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.match(name):
-                raise BadResponse("a malformed header line ({!r})".format(line[:80]))
-            value = value.strip()
-            lower = name.lower()
-            if lower in _NOT_RELAYED:
-                if lower == b"connection":
-                    tokens = {token.strip() for token in value.lower().split(b",")}
-                    if b"close" in tokens:
-                        keepAlive = False
-                    elif b"keep-alive" in tokens and version == b"HTTP/1.0":
-                        keepAlive = True
-                    named = tokens if named is None else named | tokens
-                if status != 101:
-                    continue
-            elif lower == b"transfer-encoding":
-                framed = True
-                chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-                continue
-            elif lower == b"content-length":
-                try:
-                    values = {int(each) for each in value.split(b",")}
-                except ValueError:
-                    values = set()
-                if len(values) != 1 or min(values) < 0:
-                    raise BadResponse("a bad Content-Length ({!r})".format(value[:80]))
-                if length is not None and length not in values:
-                    raise BadResponse("two different Content-Lengths")
-                length = values.pop()
-            headers.append((name, value))
-        handler = self.handler
-        if status == 101:
-            if not handler.upgrade:
-                raise BadResponse("101 Switching Protocols to a request not asking to")
-            self._state = _DETACHED
-            self.handler = None
-            handler.upgraded(self, phrase, headers, rest)
-            return None
-        if named:
-            headers = [(n, v) for (n, v) in headers if n.lower() not in named]
-        if framed:
-            # Transfer-Encoding wins over Content-Length (RFC 9112 6.3).
-            headers = [(n, v) for (n, v) in headers if n.lower() != b"content-length"]
-            length = None
-        self._keepAlive = keepAlive and not self.dedicated
-        handler.responseHead(status, phrase, headers)
-        if self._headOnly or status in _NO_BODY_CODES:
-            self._state = _IDLE
-        elif chunked:
-            self._state = _CHUNKED
-            self._chunkState = _CHUNK_SIZE
-        elif length is not None and not framed:
-            self._state = _LENGTH
-            self._remaining = length
-            if length == 0:
-                self._state = _IDLE
-        else:
-            self._state = _UNTIL_CLOSE
-            self._keepAlive = False
-        return rest
-
-    def _chunked(self, data: bytes) -> Optional[bytes]:
-        """
-        Decode a piece of a chunked body, handing the handler its data.
-
-        @return: The bytes after the body once it is over, else L{None}.
-        """
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
-        handler = self.handler
-        position = 0
-        size = len(data)
-        while position < size:
-            state = self._chunkState
-            if state == _CHUNK_DATA:
-                end = position + self._remaining
-                if end > size:
-                    handler.responseData(data[position:])
-                    self._remaining = end - size
-                    return None
-                handler.responseData(data[position:end])
-                position = end
-                self._chunkState = _CHUNK_END
-                continue
-            newline = data.find(b"\n", position)
-            if newline == -1:
-                if size - position > 4096:
-                    raise BadResponse("a chunked body line over 4 KiB")
-                self._buffer = data[position:]
-                return None
-            line = data[position:newline].rstrip(b"\r")
-            position = newline + 1
-            if state == _CHUNK_SIZE:
-                try:
-                    self._remaining = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise BadResponse("a bad chunk size ({!r})".format(line[:80]))
-                if self._remaining < 0:
-                    raise BadResponse("a bad chunk size ({!r})".format(line[:80]))
-                self._chunkState = _TRAILER if self._remaining == 0 else _CHUNK_DATA
-            elif state == _CHUNK_END:
-                if line:
-                    raise BadResponse("a chunk longer than its size")
-                self._chunkState = _CHUNK_SIZE
-            elif not line:  # _TRAILER: an empty line ends the body
-                return data[position:]
-        return None
-
-    def _finished(self, extra: bytes) -> None:
-        """
-        The response is over: make the connection ready for the next one,
-        or close it, and tell the handler.
-        """
-        handler, self.handler = self.handler, None
-        self._state = _IDLE
-        self._streaming = False
-        reusable = self._keepAlive and not extra and not self.dedicated
-        if self._sender is not None:
-            # The app answered before reading the whole body.
-            self._sender.stop()
-            reusable = False
-        if self._paused:
-            self.resumeProducing()
-        if reusable:
-            self.used = True
-            self.pool.release(self)
-        else:
-            self.transport.loseConnection()
-        handler.responseDone()
-
-    def _fail(self, reason: Failure) -> None:
-        """
-        The response cannot be relayed: close the connection and tell the
-        handler.
-        """
-        handler, self.handler = self.handler, None
-        self._state = _IDLE
-        self._keepAlive = False
-        self.transport.loseConnection()
-        if handler is not None:
-            handler.responseBroken(reason)
-
-    def bodySent(self) -> None:
-        self._sender = None
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.lost = True
-        if self.idleCall is not None:
-            self.idleCall.cancel()
-            self.idleCall = None
-        if self._sender is not None:
-            self._sender.stop()
-        self.pool.forget(self)
-        handler, self.handler = self.handler, None
-        if handler is None:
-            return
-        state = self._state
-        self._state = _IDLE
-        if state == _HEAD:
-            if not self.received:
-                handler.responseFailed(reason, stale=self.used)
-            else:
-                handler.responseBroken(
-                    Failure(BadResponse("the connection closed in the response head"))
-                )
-        elif state == _UNTIL_CLOSE:
-            handler.responseDone()
-        else:
-            handler.responseBroken(reason)
-
-
-@implementer(IPushProducer)
-class _BodySender:
-    """
-    Write a request body that twisted.web has buffered (in a temporary file
-    when large) to a backend connection, a chunk at a time, as fast as the
-    connection takes it.
-    """
-
-    def __init__(
-        self, connection: BackendConnection, content: Any, length: int
-    ) -> None:
-        self._connection = connection
-        self._content = content
-        self._remaining = length
-        self._paused = False
-        self._stopped = False
-
-    def start(self) -> None:
-        self._connection.transport.registerProducer(self, True)
-        self.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        transport = self._connection.transport
-        while self._remaining > 0 and not self._paused and not self._stopped:
-            chunk = self._content.read(min(CHUNK_SIZE, self._remaining))
-            if not chunk:
-                # twisted.web wrote this many bytes: it cannot be shorter.
-                self._remaining = 0
-                break
-            self._remaining -= len(chunk)
-            transport.write(chunk)
-        if self._remaining <= 0 and not self._stopped:
-            self.stop()
-
-    def stopProducing(self) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._connection.bodySent()
-        transport = self._connection.transport
-        if transport is not None and transport.producer is self:
-            transport.unregisterProducer()
-
-
-class Tunnel:
-    """
-    A client connection joined to a backend connection after an upgrade
-    (WebSocket, for one): bytes go both ways untouched, each side's reading
-    paused while the other's write buffer is full.
-
-    @ivar backend: The backend at the other end, which counts this tunnel
-        until it closes.
-    """
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self._ends: List[_TunnelEnd] = []
-        self._open = 0
-
-    def join(self, client: Any, server: Any, toServer: bytes, toClient: bytes) -> None:
-        """
-        Take the transports C{client} and C{server} over, and send each the
-        bytes already received from the other.
-        """
-        clientEnd, serverEnd = _TunnelEnd(self), _TunnelEnd(self)
-        clientEnd.peer, serverEnd.peer = serverEnd, clientEnd
-        self._ends = [clientEnd, serverEnd]
-        self._open = 2
-        for transport, end in [(client, clientEnd), (server, serverEnd)]:
-            if getattr(transport, "producer", None) is not None:
-                transport.unregisterProducer()
-            if isinstance(transport, ProtocolWrapper):
-                transport.wrappedProtocol = end
-            else:
-                transport.protocol = end
-            end.makeConnection(transport)
-        client.registerProducer(server, True)
-        server.registerProducer(client, True)
-        client.resumeProducing()
-        server.resumeProducing()
-        if toServer:
-            server.write(toServer)
-        if toClient:
-            client.write(toClient)
-
-    def close(self) -> None:
-        """
-        End the tunnel now, on both sides.
-        """
-        for end in self._ends:
-            if end.transport is not None and not end.closed:
-                end.transport.abortConnection()
-
-    def endClosed(self) -> None:
-        self._open -= 1
-        if self._open == 0:
-            self.backend.tunnelClosed(self)
-
-
-class _TunnelEnd(Protocol):
-    """
-    One side of a L{Tunnel}.
-    """
-
-    peer: "_TunnelEnd"
-
-    def __init__(self, tunnel: Tunnel) -> None:
-        self.tunnel = tunnel
-        self.closed = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self.peer.closed:
-            self.peer.transport.write(data)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.closed = True
-        if not self.peer.closed:
-            self.peer.transport.loseConnection()
-        self.tunnel.endClosed()
 
 
 def _isUpgrade(request: Request) -> bool:

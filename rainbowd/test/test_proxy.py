@@ -1,6 +1,7 @@
 # -*- test-case-name: rainbowd.test.test_proxy -*-
 """
-Tests for L{rainbowd.proxy}.
+Tests for L{rainbowd.proxy}, and through it for the client it forwards with,
+L{rainbowd.backendclient}, and for L{rainbowd.tunnel}.
 
 Everything happens in memory: a fake client speaks raw HTTP to a
 L{ProxySite} through L{twisted.test.iosim}, the proxy's outgoing connections
@@ -26,13 +27,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from rainbowd.proxy import (
-    CHUNK_SIZE,
-    IDLE_TIMEOUT,
-    ProxyRequest,
-    ProxySite,
-    ReverseProxy,
-)
+from rainbowd.backendclient import CHUNK_SIZE, IDLE_TIMEOUT
+from rainbowd.proxy import ProxyRequest, ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
