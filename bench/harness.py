@@ -155,19 +155,22 @@ class Rainbowd:
 
     def saw(self, backend: dict) -> None:
         """
-        Note a backend from C{/status}: its port and process group.  Its pid
-        is only trusted while it is still this rainbowd's app: by the time
-        C{/status} has been read, the app may be gone and its pid reused.
+        Note a backend from C{/status}: its port and process group.  The
+        group counts only if its leader is this rainbowd's app: a process
+        just spawned is still in rainbowd's group (and the harness's) until
+        C{setsid} has run, and by the time C{/status} has been read the app
+        may be gone and its pid reused.
         """
         self.backendPorts.add(backend["port"])
         pid = backend["pid"]
-        if pid and appCommand(pid, self.stateDir) is not None:
-            try:
-                pgid = os.getpgid(pid)
-            except ProcessLookupError:
-                return
-            if self.groups.get(pgid) is None:
-                self.groups[pgid] = startTime(pgid)
+        if not pid:
+            return
+        try:
+            pgid = os.getpgid(pid)
+        except ProcessLookupError:
+            return
+        if pgid not in self.groups and appCommand(pgid, self.stateDir) is not None:
+            self.groups[pgid] = startTime(pgid)
 
     def log(self) -> str:
         try:
