@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import URI
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -302,8 +303,6 @@ class _Forwarding:
     @ivar connection: The backend connection carrying this request.
     @ivar streaming: Whether C{connection} is registered as the producer of
         the client's response.
-    @ivar relayed: The backend's response head has been relayed, so a
-        failure can no longer be answered with 502.
     @ivar lastError: Why the last backend tried could not take the request.
     @ivar clientGone: The client hung up before the response was finished.
     """
@@ -321,7 +320,6 @@ class _Forwarding:
         "connector",
         "connection",
         "streaming",
-        "relayed",
         "lastError",
         "clientGone",
     )
@@ -347,7 +345,6 @@ class _Forwarding:
         self.connector: Any = None
         self.connection: Optional[BackendConnection] = None
         self.streaming = False
-        self.relayed = False
         self.lastError: Optional[str] = None
         self.clientGone = False
 
@@ -512,7 +509,6 @@ class _Forwarding:
         """
         Relay the status and headers of the backend's response.
         """
-        self.relayed = True
         request = self.request
         request.setResponseCode(code, phrase)
         add = request.responseHeaders.addRawHeader
@@ -560,7 +556,11 @@ class _Forwarding:
         self._release()
         if self.clientGone:
             return
-        if not self.relayed:
+        request = self.request
+        if not request.startedWriting:
+            # Nothing of the response has reached the client: the headers
+            # relayed so far are the backend's, not the 502's.
+            request.responseHeaders = Headers()
             self._badGateway(backend, "failed: " + _describe(reason))
             return
         _log.warn(

@@ -1652,8 +1652,7 @@ class StreamingTests(SynchronousTestCase):
         few bytes at a time -- is relayed whole, and its connection reused.
         """
         raw = (
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-            b"Content-Length: 999\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5;name=value\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n"
             b"0\r\nX-Checksum: 1\r\n\r\n"
         )
@@ -1727,6 +1726,216 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(response.code, 502)
         self.assertIn(b"not HTTP/1.1", response.body)
         self.assertEqual(self.backend.inflight, 0)
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    A response whose framing is doubtful is refused with a 502, or relayed
+    as RFC 9112 says and its connection then closed, never misread.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def answer(self, raw: bytes, close: bool = False) -> Tuple[RawResponse, bool]:
+        """
+        The response the client gets when the backend answers C{raw}, and
+        whether the backend connection was closed after it.
+        """
+        client = self.world.request(rawRequest())
+        pump = self.world.accept(cannedBackend(raw, close))
+        return client.response(), pump.serverIO.disconnected
+
+    def test_lengthAndChunkedNotReused(self) -> None:
+        """
+        A response with both I{Content-Length} and chunked
+        I{Transfer-Encoding} is read as chunked, relayed without the length,
+        and its connection is not reused.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        self.assertEqual((response.body, response.complete), (b"hello", True))
+        self.assertEqual(response.header(b"Content-Length"), [])
+        self.assertTrue(closed)
+
+    def test_http10ChunkedNotReused(self) -> None:
+        """
+        An HTTP/1.0 response with a I{Transfer-Encoding} is read as chunked
+        but its connection is closed, even if it asks to be kept alive.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        self.assertEqual(response.body, b"hello")
+        self.assertTrue(closed)
+
+    def test_otherTransferCodingIs502(self) -> None:
+        """
+        A transfer coding other than chunked (which rainbowd would have to
+        undo) gets the client a 502 naming it, not a body it cannot decode.
+        """
+        for coding in [b"gzip, chunked", b"gzip", b"chunked, chunked"]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
+                b"5\r\nhello\r\n0\r\n\r\n"
+            )
+            self.assertEqual(response.code, 502)
+            self.assertIn(b"Transfer-Encoding other than chunked", response.body)
+            self.assertIn(coding, response.body)
+            self.assertTrue(closed)
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_badContentLengthIs502(self) -> None:
+        """
+        A I{Content-Length} that is not digits, or two that differ, get the
+        client a 502.
+        """
+        for value in [b"+5", b"1_0", b"-1", b"0x5", b"five", b"5, 6", b"", b"5 5"]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\nhello"
+            )
+            self.assertEqual(response.code, 502, value)
+            self.assertIn(b"bad Content-Length", response.body)
+            self.assertTrue(closed)
+
+    def test_repeatedContentLengthRelayedOnce(self) -> None:
+        """
+        A I{Content-Length} repeated with the same value, in one header or
+        two, is relayed once.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n"
+            b"\r\nhello"
+        )
+        self.assertEqual(response.header(b"Content-Length"), [b"5"])
+        self.assertEqual(response.body, b"hello")
+        self.assertFalse(closed)
+
+    def test_chunkSizes(self) -> None:
+        """
+        Chunk sizes in upper- or lower-case hex, with extensions, are read.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"A ; a=b\r\n0123456789\r\n0a\r\nabcdefghij\r\n00\r\n\r\n"
+        )
+        self.assertEqual(response.body, b"0123456789abcdefghij")
+        self.assertFalse(closed)
+
+    def test_badChunkSizeIs502(self) -> None:
+        """
+        A chunk size that is not plain hex, or too big to be meant, gets the
+        client a 502 when none of the response has been relayed.
+        """
+        for size in [b"0x5", b"+5", b"5_0", b"-0", b"", b"z", b"1" * 17]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                b"Set-Cookie: a=b\r\n\r\n" + size + b"\r\nhello\r\n0\r\n\r\n"
+            )
+            self.assertEqual(response.code, 502, size)
+            self.assertIn(b"bad chunk size", response.body)
+            self.assertEqual(response.header(b"Set-Cookie"), [])
+            self.assertTrue(closed)
+
+    def test_headEndsAtFirstBlankLine(self) -> None:
+        """
+        A head with bare LF line endings ends at its first blank line, even
+        when the body holds a CRLF blank line.
+        """
+        for head in [
+            b"HTTP/1.1 200 OK\nContent-Length: 6\n\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\n\r\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 6\r\n\n",
+        ]:
+            response, closed = self.answer(head + b"ab\r\n\r\n", close=True)
+            self.assertEqual((response.code, response.body), (200, b"ab\r\n\r\n"))
+
+    def test_foldedHeaderIs502(self) -> None:
+        """
+        A header folded over two lines (obs-fold) gets the client a 502, so
+        that a continuation is never read as part of another header.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\n 0\r\n\r\nhello"
+        )
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"folded header", response.body)
+        self.assertEqual(response.header(b"X-A"), [])
+
+    def test_controlCharactersIs502(self) -> None:
+        """
+        A bare CR or a NUL in a response head gets the client a 502, so none
+        reaches the client.
+        """
+        for value in [b"a\rb", b"a\x00b"]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nX-A: " + value + b"\r\nContent-Length: 0\r\n\r\n"
+            )
+            self.assertEqual(response.code, 502, value)
+            self.assertIn(b"bare CR or a NUL", response.body)
+            self.assertEqual(response.header(b"X-A"), [])
+        response, closed = self.answer(b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(response.code, 502)
+
+    def test_interimResponsesSkipped(self) -> None:
+        """
+        I{100 Continue} and I{103 Early Hints} before the final response are
+        not relayed; the final one is, and the connection is reused.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertEqual((response.code, response.body), (200, b"ok"))
+        self.assertEqual(response.header(b"Link"), [])
+        self.assertFalse(closed)
+
+    def test_bodilessWithLength(self) -> None:
+        """
+        A 304, or the answer to HEAD, carrying a I{Content-Length} has no
+        body, its length is relayed, and the connection carries the next
+        request.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
+        )
+        self.assertEqual(response.header(b"Content-Length"), [b"10"])
+        self.assertFalse(closed)
+        client = self.world.request(rawRequest(b"HEAD"))
+        self.world.flush()
+        self.assertEqual(client.response().code, 304)
+        self.assertEqual(self.world.attempts(), [])
+
+    def test_connectionCloseNotReused(self) -> None:
+        """
+        A response saying I{Connection: close}, or an HTTP/1.0 one without
+        I{Connection: keep-alive}, closes its connection.
+        """
+        for head in [
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+        ]:
+            response, closed = self.answer(head + b"ok")
+            self.assertEqual(response.body, b"ok")
+            self.assertTrue(closed)
+
+    def test_longHeadIs502(self) -> None:
+        """
+        A response head that does not end within 64 KiB gets the client a
+        502, rather than rainbowd buffering it without bound.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70000
+        )
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"over 64 KiB", response.body)
+        self.assertTrue(closed)
 
 
 UPGRADE_REQUEST = rawRequest(
