@@ -687,6 +687,44 @@ class ForwardingTests(SynchronousTestCase):
             self.assertEqual(received.header(name), [], name)
         self.assertEqual(received.header(b"X-End-To-End"), [b"kept"])
 
+    def test_ambiguousFramingRefused(self) -> None:
+        """
+        A request framed two ways (I{Content-Length} and I{Transfer-Encoding}),
+        or with a coding other than chunked, is refused with 400 by
+        twisted.web and never reaches a backend, so that it cannot be read
+        one way by rainbowd and another by the app.
+        """
+        for framing in [
+            b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+            b"Transfer-Encoding: gzip, chunked\r\n",
+            b"Content-Length: 3\r\nContent-Length: 4\r\n",
+        ]:
+            client = self.world.request(
+                b"POST / HTTP/1.1\r\nHost: app.example\r\n" + framing + b"\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n"
+            )
+            self.assertEqual(client.response().code, 400, framing)
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(self.backend.started, 0)
+
+    def test_expectContinueAnsweredHere(self) -> None:
+        """
+        I{Expect: 100-continue} is answered by rainbowd (twisted.web) before
+        the body comes, and not forwarded, since the backend gets the whole
+        body at once.
+        """
+        received, client = self.forward(
+            rawRequest(
+                b"PUT",
+                headers=((b"Host", b"app.example"), (b"Expect", b"100-continue")),
+                body=b"data",
+            )
+        )
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        self.assertEqual(received.header(b"Expect"), [])
+        self.assertEqual(received.body, b"data")
+
     def test_unforwardableTargetRefused(self) -> None:
         """
         A request target that is neither a path nor an absolute URI is
