@@ -31,6 +31,7 @@ from typing import Any, List, Optional
 
 from zope.interface import implementer
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
@@ -626,9 +627,10 @@ class BackendConnection(Protocol):
                 handler.responseBroken(
                     Failure(BadResponse("the connection closed in the response head"))
                 )
-        elif state == _UNTIL_CLOSE:
+        elif state == _UNTIL_CLOSE and reason.check(ConnectionDone):
             handler.responseDone()
         else:
+            # A reset ends a body delimited by the close too, but not whole.
             handler.responseBroken(reason)
 
 

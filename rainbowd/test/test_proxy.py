@@ -16,7 +16,7 @@ from zope.interface import directlyProvides
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -871,6 +871,25 @@ class ResponseTests(SynchronousTestCase):
         self.world.accept(cannedBackend(b"HTTP/1.1 200 OK\r\n\r\nall of it"))
         response = client.response()
         self.assertEqual((response.body, response.complete), (b"all of it", True))
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_bodyUntilResetTruncated(self) -> None:
+        """
+        A response delimited by the backend's connection closing is not
+        relayed as complete if the connection was reset rather than closed:
+        the client connection is dropped, leaving it visibly truncated.
+        """
+
+        class Reset(iosim.FakeTransport):
+            disconnectReason = ConnectionLost("Connection reset by peer")
+
+        client = self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(b"HTTP/1.1 200 OK\r\n\r\npart of it"), transportType=Reset
+        )
+        response = client.response()
+        self.assertEqual((response.body, response.complete), (b"part of it", False))
+        self.assertTrue(client.closed)
         self.assertEqual(self.backend.inflight, 0)
 
     def test_headRelayed(self) -> None:
