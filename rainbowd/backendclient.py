@@ -332,9 +332,11 @@ class BackendConnection(Protocol):
         state = self._state
         if state == _HEAD:
             self.received = True
-            buffer = self._buffer + data if self._buffer else data
+            buffered = self._buffer
             try:
-                data = self._head(buffer)
+                data = self._head(
+                    buffered + data if buffered else data, len(buffered)
+                )
             except BadResponse as e:
                 self._fail(Failure(e))
                 return
@@ -378,16 +380,20 @@ class BackendConnection(Protocol):
             self._streaming = True
             handler.responseStreaming(self)
 
-    def _head(self, buffer: bytes) -> Optional[bytes]:
+    def _head(self, buffer: bytes, searched: int) -> Optional[bytes]:
         """
         Parse a response head from the start of C{buffer}, skipping interim
         (1xx) responses, and tell the handler.
 
+        @param searched: How many bytes at the start of C{buffer} were
+            searched before for the end of the head, and need not be again.
+
         @return: The bytes after the head, or L{None} if the head is not
             complete yet (or the response was an upgrade).
         """
+        start = searched - 3 if searched > 3 else 0
         while True:
-            end = buffer.find(b"\r\n\r\n")
+            end = buffer.find(b"\r\n\r\n", start)
             if end != -1:
                 crlf = buffer.count(b"\r\n", 0, end)
                 strict = (
@@ -402,7 +408,7 @@ class BackendConnection(Protocol):
             else:
                 # Bare LF line endings (RFC 9112 section 2.2), or not all
                 # of the head yet: the head ends at its first empty line.
-                blank = _BLANK_LINE.search(buffer)
+                blank = _BLANK_LINE.search(buffer, start)
                 if blank is None:
                     if len(buffer) > 65536:
                         raise BadResponse("a response head over 64 KiB")
@@ -428,6 +434,7 @@ class BackendConnection(Protocol):
             status = int(code)
             if 100 <= status < 200 and status != 101:
                 buffer = rest
+                start = 0
                 continue
             break
         self._buffer = b""

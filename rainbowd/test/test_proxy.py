@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,7 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from rainbowd.backendclient import CHUNK_SIZE, IDLE_TIMEOUT
+from rainbowd.backendclient import CHUNK_SIZE, IDLE_TIMEOUT, BackendConnection, Pool
 from rainbowd.proxy import ProxyRequest, ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
@@ -1785,6 +1785,33 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(self.backend.inflight, 0)
 
 
+class RecordingHandler:
+    """
+    The handler of a request on a L{BackendConnection}, recording what it
+    hears.
+    """
+
+    upgrade = False
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[object, ...]] = []
+
+    def responseHead(self, code, phrase, headers) -> None:
+        self.events.append(("head", code, phrase, headers))
+
+    def responseData(self, data: bytes) -> None:
+        self.events.append(("data", data))
+
+    def responseStreaming(self, connection) -> None:
+        self.events.append(("streaming",))
+
+    def responseDone(self) -> None:
+        self.events.append(("done",))
+
+    def responseBroken(self, reason) -> None:
+        self.events.append(("broken", reason.getErrorMessage()))
+
+
 class FramingTests(SynchronousTestCase):
     """
     A response whose framing is doubtful is refused with a 502, or relayed
@@ -1911,6 +1938,29 @@ class FramingTests(SynchronousTestCase):
         ]:
             response, closed = self.answer(head + b"ab\r\n\r\n", close=True)
             self.assertEqual((response.code, response.body), (200, b"ab\r\n\r\n"))
+
+    def test_headByteByByte(self) -> None:
+        """
+        Heads arriving a byte at a time, after an interim response, with
+        CRLF or bare LF line endings, are read whole.
+        """
+        for raw in [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\n"
+            b"Content-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nX-A: 1\n"
+            b"Content-Length: 2\n\nok",
+        ]:
+            handler = RecordingHandler()
+            connection = BackendConnection(Pool(self.world.reactor, 20001))
+            connection.makeConnection(StringTransport())
+            connection.send(handler, b"GET / HTTP/1.1\r\n\r\n", None, 0, False)
+            for i in range(len(raw)):
+                connection.dataReceived(raw[i : i + 1])
+            self.assertEqual(
+                handler.events,
+                [("head", 200, b"OK", [(b"X-A", b"1"), (b"Content-Length", b"2")])]
+                + [("streaming",), ("data", b"o"), ("data", b"k"), ("done",)],
+            )
 
     def test_foldedHeaderIs502(self) -> None:
         """
