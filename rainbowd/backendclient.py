@@ -370,8 +370,10 @@ class BackendConnection(Protocol):
         elif state == _UNTIL_CLOSE:
             handler.responseData(data)
         elif state == _IDLE:
-            # Bytes no request asked for: this connection cannot be trusted.
+            # Bytes no request asked for: this connection cannot be trusted,
+            # nor handed out while it closes.
             self._keepAlive = False
+            self.pool.forget(self)
             self.transport.loseConnection()
             return
         else:

@@ -1579,6 +1579,20 @@ class DrainPoolTests(SynchronousTestCase):
         self.assertTrue(pump.serverIO.disconnected)
 
 
+    def test_unsolicitedBytesNotReused(self) -> None:
+        """
+        An idle connection on which the backend sends bytes no request asked
+        for is taken out of the pool at once, not handed to the next request
+        while it closes.
+        """
+        self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, BackendApp()))
+        pump.clientIO.protocol.dataReceived(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        client = self.world.connectClient()
+        client.send(rawRequest(b"POST", body=b"x=1"))
+        client.pump.flush()
+        self.assertEqual(self.world.attempts(), [20001])
+
 class BackpressureTests(SynchronousTestCase):
     """
     A slow client slows the reading of its response from the backend, and a
