@@ -160,14 +160,10 @@ class ReverseProxy(Resource):
             return NOT_DONE_YET
         bodyLength = _contentLength(request)
         upgrade = _isUpgrade(request)
-        head = _requestHead(request, target, bodyLength, upgrade)
-        if head is None:
-            _respondInPlainText(
-                request,
-                400,
-                "rainbowd: cannot forward a request whose target names the "
-                "host {!r}".format(request.uri.decode("latin-1")),
-            )
+        try:
+            head = _requestHead(request, target, bodyLength, upgrade)
+        except _Unforwardable as e:
+            _respondInPlainText(request, 400, "rainbowd: cannot forward " + str(e))
             return NOT_DONE_YET
         forwarding = _Forwarding(
             self,
@@ -724,12 +720,20 @@ def _contentLength(request: Request) -> int:
     return length
 
 
+class _Unforwardable(Exception):
+    """
+    A request cannot be forwarded as it is; the message says why.
+    """
+
+
 def _requestHead(
     request: Request, target: bytes, bodyLength: int, upgrade: bool
-) -> Optional[bytes]:
+) -> bytes:
     """
-    The request line and headers to send to the backend for C{request}, or
-    L{None} if its target names a host that cannot go in a header.
+    The request line and headers to send to the backend for C{request}.
+
+    @raise _Unforwardable: Its target names a host that cannot go in a
+        header, or it has more than one I{Host} header.
     """
     requestHeaders = request.requestHeaders
     drop = _NOT_FORWARDED
@@ -754,10 +758,20 @@ def _requestHead(
     host = _authority(request.uri)
     if host is not None:
         if _BAD_HEADER_VALUE.search(host):
-            return None
+            raise _Unforwardable(
+                "a request whose target names the host {!r}".format(
+                    request.uri.decode("latin-1")
+                )
+            )
     else:
         hosts = requestHeaders.getRawHeaders(b"Host")
         if hosts:
+            if len(hosts) > 1:
+                raise _Unforwardable(
+                    "a request with {} Host headers; send exactly one".format(
+                        len(hosts)
+                    )
+                )
             host = hosts[0]
         else:
             # An HTTP/1.0 client may send none: name rainbowd's own address,

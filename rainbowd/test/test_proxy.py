@@ -725,6 +725,24 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(received.header(b"Expect"), [])
         self.assertEqual(received.body, b"data")
 
+    def test_severalHostsRefused(self) -> None:
+        """
+        A request with more than one I{Host} header is answered with 400
+        saying so, without reaching a backend (RFC 9112 section 3.2).
+        """
+        client = self.world.request(
+            rawRequest(headers=((b"Host", b"app.example"), (b"Host", b"evil.example")))
+        )
+        response = client.response()
+        self.assertEqual(response.code, 400)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: cannot forward a request with 2 Host headers; "
+            b"send exactly one\n",
+        )
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(self.backend.started, 0)
+
     def test_unforwardableTargetRefused(self) -> None:
         """
         A request target that is neither a path nor an absolute URI is
