@@ -405,6 +405,8 @@ class BackendConnection(Protocol):
             else:
                 strict = False
             if strict:
+                if end > 65536:
+                    raise BadResponse("a response head over 64 KiB")
                 rest = buffer[end + 4 :]
                 lines = buffer[:end].split(b"\r\n")
             else:
@@ -417,6 +419,8 @@ class BackendConnection(Protocol):
                     self._buffer = buffer
                     return None
                 end = blank.start()
+                if end > 65536:
+                    raise BadResponse("a response head over 64 KiB")
                 rest = buffer[blank.end() :]
                 lines = [line.rstrip(b"\r") for line in buffer[:end].split(b"\n")]
                 if any(b"\r" in line for line in lines):
@@ -587,7 +591,7 @@ class BackendConnection(Protocol):
         handler, self.handler = self.handler, None
         self._state = _IDLE
         self._streaming = False
-        reusable = self._keepAlive and not extra and not self.dedicated
+        reusable = self._keepAlive and not extra
         if self._sender is not None:
             # The app answered before reading the whole body.
             self._sender.stop()

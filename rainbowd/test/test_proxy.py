@@ -2076,6 +2076,20 @@ class FramingTests(SynchronousTestCase):
         self.assertIn(b"over 64 KiB", response.body)
         self.assertTrue(closed)
 
+    def test_longCompleteHeadIs502(self) -> None:
+        """
+        A response head over 64 KiB gets the client a 502 even when it
+        arrives whole in one read.
+        """
+        handler = RecordingHandler()
+        connection = BackendConnection(Pool(self.world.reactor, 20001))
+        connection.makeConnection(StringTransport())
+        connection.send(handler, b"GET / HTTP/1.1\r\n\r\n", None, 0, False)
+        connection.dataReceived(
+            b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n"
+        )
+        self.assertEqual(handler.events, [("broken", "a response head over 64 KiB")])
+
 
 UPGRADE_REQUEST = rawRequest(
     headers=(
