@@ -31,6 +31,7 @@ from typing import Any, List, Optional
 
 from zope.interface import implementer
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
@@ -78,6 +79,17 @@ _NO_BODY_CODES = frozenset([204, 304])
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
 """
 A header name (RFC 9110 section 5.1).
+"""
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+"""
+The end of a response head, its lines ended by CRLF or a bare LF.
+"""
+
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;|\Z)")
+"""
+The start of a chunk's first line: its size in hex, then any extensions,
+which are ignored.  Sixteen digits are more than any real chunk needs.
 """
 
 
@@ -320,9 +332,11 @@ class BackendConnection(Protocol):
         state = self._state
         if state == _HEAD:
             self.received = True
-            buffer = self._buffer + data if self._buffer else data
+            buffered = self._buffer
             try:
-                data = self._head(buffer)
+                data = self._head(
+                    buffered + data if buffered else data, len(buffered)
+                )
             except BadResponse as e:
                 self._fail(Failure(e))
                 return
@@ -331,8 +345,6 @@ class BackendConnection(Protocol):
             state = self._state
             if state == _IDLE:
                 self._finished(data)
-                return
-            if state == _DETACHED:
                 return
         handler = self.handler
         if state == _LENGTH:
@@ -358,8 +370,10 @@ class BackendConnection(Protocol):
         elif state == _UNTIL_CLOSE:
             handler.responseData(data)
         elif state == _IDLE:
-            # Bytes no request asked for: this connection cannot be trusted.
+            # Bytes no request asked for: this connection cannot be trusted,
+            # nor handed out while it closes.
             self._keepAlive = False
+            self.pool.forget(self)
             self.transport.loseConnection()
             return
         else:
@@ -368,28 +382,52 @@ class BackendConnection(Protocol):
             self._streaming = True
             handler.responseStreaming(self)
 
-    def _head(self, buffer: bytes) -> Optional[bytes]:
+    def _head(self, buffer: bytes, searched: int) -> Optional[bytes]:
         """
         Parse a response head from the start of C{buffer}, skipping interim
         (1xx) responses, and tell the handler.
 
+        @param searched: How many bytes at the start of C{buffer} were
+            searched before for the end of the head, and need not be again.
+
         @return: The bytes after the head, or L{None} if the head is not
             complete yet (or the response was an upgrade).
         """
+        start = searched - 3 if searched > 3 else 0
         while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end == -1:
-                end = buffer.find(b"\n\n")
-                if end == -1:
+            end = buffer.find(b"\r\n\r\n", start)
+            if end != -1:
+                crlf = buffer.count(b"\r\n", 0, end)
+                strict = (
+                    buffer.count(b"\n", 0, end) == crlf
+                    and buffer.count(b"\r", 0, end) == crlf
+                )
+            else:
+                strict = False
+            if strict:
+                if end > 65536:
+                    raise BadResponse("a response head over 64 KiB")
+                rest = buffer[end + 4 :]
+                lines = buffer[:end].split(b"\r\n")
+            else:
+                # Bare LF line endings (RFC 9112 section 2.2), or not all
+                # of the head yet: the head ends at its first empty line.
+                blank = _BLANK_LINE.search(buffer, start)
+                if blank is None:
                     if len(buffer) > 65536:
                         raise BadResponse("a response head over 64 KiB")
                     self._buffer = buffer
                     return None
-                rest = buffer[end + 2 :]
-            else:
-                rest = buffer[end + 4 :]
-            lines = buffer[:end].split(b"\n")
-            version, _, status = lines[0].rstrip(b"\r").partition(b" ")
+                end = blank.start()
+                if end > 65536:
+                    raise BadResponse("a response head over 64 KiB")
+                rest = buffer[blank.end() :]
+                lines = [line.rstrip(b"\r") for line in buffer[:end].split(b"\n")]
+                if any(b"\r" in line for line in lines):
+                    raise BadResponse("a response head with a bare CR or a NUL")
+            if buffer.find(b"\x00", 0, end) != -1:
+                raise BadResponse("a response head with a bare CR or a NUL")
+            version, _, status = lines[0].partition(b" ")
             code, _, phrase = status.partition(b" ")
             if (
                 not version.startswith(b"HTTP/1.")
@@ -400,29 +438,24 @@ class BackendConnection(Protocol):
                     "a response that is not HTTP/1.1 ({!r})".format(lines[0][:80])
                 )
             status = int(code)
-            if b"\r" in phrase:
-                raise BadResponse(
-                    "a malformed status line ({!r})".format(lines[0][:80])
-                )
             if 100 <= status < 200 and status != 101:
                 buffer = rest
+                start = 0
                 continue
             break
         self._buffer = b""
         headers = []
         length = None
-        chunked = False
-        framed = False
+        codings = None
         keepAlive = version == b"HTTP/1.1"
         named = None
         for line in lines[1:]:
-            line = line.rstrip(b"\r")
-            if line[:1] in (b" ", b"\t") and headers:
-                name, value = headers.pop()
-                headers.append((name, value + b" " + line.strip()))
-                continue
             name, colon, value = line.partition(b":")
             if not colon or not _TOKEN.match(name):
+                if line[:1] in (b" ", b"\t"):
+                    raise BadResponse(
+                        "a folded header line (obs-fold, {!r})".format(line[:80])
+                    )
                 raise BadResponse("a malformed header line ({!r})".format(line[:80]))
             value = value.strip()
             lower = name.lower()
@@ -437,19 +470,25 @@ class BackendConnection(Protocol):
                 if status != 101:
                     continue
             elif lower == b"transfer-encoding":
-                framed = True
-                chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
+                codings = value if codings is None else codings + b", " + value
                 continue
             elif lower == b"content-length":
-                try:
-                    values = {int(each) for each in value.split(b",")}
-                except ValueError:
-                    values = set()
-                if len(values) != 1 or min(values) < 0:
-                    raise BadResponse("a bad Content-Length ({!r})".format(value[:80]))
-                if length is not None and length not in values:
-                    raise BadResponse("two different Content-Lengths")
-                length = values.pop()
+                if value.isdigit():
+                    this = int(value)
+                else:
+                    values = {each.strip() for each in value.split(b",")}
+                    each = values.pop()
+                    if values or not each.isdigit():
+                        raise BadResponse(
+                            "a bad Content-Length ({!r})".format(value[:80])
+                        )
+                    this = int(each)
+                if length is not None:
+                    if this != length:
+                        raise BadResponse("two different Content-Lengths")
+                    continue
+                length = this
+                value = b"%d" % (length,)
             headers.append((name, value))
         handler = self.handler
         if status == 101:
@@ -461,18 +500,34 @@ class BackendConnection(Protocol):
             return None
         if named:
             headers = [(n, v) for (n, v) in headers if n.lower() not in named]
-        if framed:
-            # Transfer-Encoding wins over Content-Length (RFC 9112 6.3).
-            headers = [(n, v) for (n, v) in headers if n.lower() != b"content-length"]
-            length = None
+        if codings is not None:
+            if codings.lower() != b"chunked":
+                # Undoing another coding is the client's business, not a
+                # proxy's, and it cannot be told once the chunks are gone.
+                raise BadResponse(
+                    "a Transfer-Encoding other than chunked ({!r})".format(
+                        codings[:80]
+                    )
+                )
+            if length is not None:
+                # Chunked wins over Content-Length, but such a response may
+                # be an attempt at smuggling: do not trust the connection
+                # with another (RFC 9112 section 6.3).
+                headers = [
+                    (n, v) for (n, v) in headers if n.lower() != b"content-length"
+                ]
+                length = None
+                keepAlive = False
+            elif version == b"HTTP/1.0":
+                keepAlive = False
         self._keepAlive = keepAlive and not self.dedicated
         handler.responseHead(status, phrase, headers)
         if self._headOnly or status in _NO_BODY_CODES:
             self._state = _IDLE
-        elif chunked:
+        elif codings is not None:
             self._state = _CHUNKED
             self._chunkState = _CHUNK_SIZE
-        elif length is not None and not framed:
+        elif length is not None:
             self._state = _LENGTH
             self._remaining = length
             if length == 0:
@@ -515,12 +570,10 @@ class BackendConnection(Protocol):
             line = data[position:newline].rstrip(b"\r")
             position = newline + 1
             if state == _CHUNK_SIZE:
-                try:
-                    self._remaining = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
+                match = _CHUNK_SIZE_LINE.match(line)
+                if match is None:
                     raise BadResponse("a bad chunk size ({!r})".format(line[:80]))
-                if self._remaining < 0:
-                    raise BadResponse("a bad chunk size ({!r})".format(line[:80]))
+                self._remaining = int(match.group(1), 16)
                 self._chunkState = _TRAILER if self._remaining == 0 else _CHUNK_DATA
             elif state == _CHUNK_END:
                 if line:
@@ -538,7 +591,7 @@ class BackendConnection(Protocol):
         handler, self.handler = self.handler, None
         self._state = _IDLE
         self._streaming = False
-        reusable = self._keepAlive and not extra and not self.dedicated
+        reusable = self._keepAlive and not extra
         if self._sender is not None:
             # The app answered before reading the whole body.
             self._sender.stop()
@@ -587,9 +640,10 @@ class BackendConnection(Protocol):
                 handler.responseBroken(
                     Failure(BadResponse("the connection closed in the response head"))
                 )
-        elif state == _UNTIL_CLOSE:
+        elif state == _UNTIL_CLOSE and reason.check(ConnectionDone):
             handler.responseDone()
         else:
+            # A reset ends a body delimited by the close too, but not whole.
             handler.responseBroken(reason)
 
 

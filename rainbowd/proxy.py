@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import URI
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -159,14 +160,10 @@ class ReverseProxy(Resource):
             return NOT_DONE_YET
         bodyLength = _contentLength(request)
         upgrade = _isUpgrade(request)
-        head = _requestHead(request, target, bodyLength, upgrade)
-        if head is None:
-            _respondInPlainText(
-                request,
-                400,
-                "rainbowd: cannot forward a request whose target names the "
-                "host {!r}".format(request.uri.decode("latin-1")),
-            )
+        try:
+            head = _requestHead(request, target, bodyLength, upgrade)
+        except _Unforwardable as e:
+            _respondInPlainText(request, 400, "rainbowd: cannot forward " + str(e))
             return NOT_DONE_YET
         forwarding = _Forwarding(
             self,
@@ -302,8 +299,6 @@ class _Forwarding:
     @ivar connection: The backend connection carrying this request.
     @ivar streaming: Whether C{connection} is registered as the producer of
         the client's response.
-    @ivar relayed: The backend's response head has been relayed, so a
-        failure can no longer be answered with 502.
     @ivar lastError: Why the last backend tried could not take the request.
     @ivar clientGone: The client hung up before the response was finished.
     """
@@ -321,7 +316,6 @@ class _Forwarding:
         "connector",
         "connection",
         "streaming",
-        "relayed",
         "lastError",
         "clientGone",
     )
@@ -347,7 +341,6 @@ class _Forwarding:
         self.connector: Any = None
         self.connection: Optional[BackendConnection] = None
         self.streaming = False
-        self.relayed = False
         self.lastError: Optional[str] = None
         self.clientGone = False
 
@@ -512,7 +505,6 @@ class _Forwarding:
         """
         Relay the status and headers of the backend's response.
         """
-        self.relayed = True
         request = self.request
         request.setResponseCode(code, phrase)
         add = request.responseHeaders.addRawHeader
@@ -560,7 +552,11 @@ class _Forwarding:
         self._release()
         if self.clientGone:
             return
-        if not self.relayed:
+        request = self.request
+        if not request.startedWriting:
+            # Nothing of the response has reached the client: the headers
+            # relayed so far are the backend's, not the 502's.
+            request.responseHeaders = Headers()
             self._badGateway(backend, "failed: " + _describe(reason))
             return
         _log.warn(
@@ -724,12 +720,20 @@ def _contentLength(request: Request) -> int:
     return length
 
 
+class _Unforwardable(Exception):
+    """
+    A request cannot be forwarded as it is; the message says why.
+    """
+
+
 def _requestHead(
     request: Request, target: bytes, bodyLength: int, upgrade: bool
-) -> Optional[bytes]:
+) -> bytes:
     """
-    The request line and headers to send to the backend for C{request}, or
-    L{None} if its target names a host that cannot go in a header.
+    The request line and headers to send to the backend for C{request}.
+
+    @raise _Unforwardable: Its target names a host that cannot go in a
+        header, or it has more than one I{Host} header.
     """
     requestHeaders = request.requestHeaders
     drop = _NOT_FORWARDED
@@ -754,10 +758,20 @@ def _requestHead(
     host = _authority(request.uri)
     if host is not None:
         if _BAD_HEADER_VALUE.search(host):
-            return None
+            raise _Unforwardable(
+                "a request whose target names the host {!r}".format(
+                    request.uri.decode("latin-1")
+                )
+            )
     else:
         hosts = requestHeaders.getRawHeaders(b"Host")
         if hosts:
+            if len(hosts) > 1:
+                raise _Unforwardable(
+                    "a request with {} Host headers; send exactly one".format(
+                        len(hosts)
+                    )
+                )
             host = hosts[0]
         else:
             # An HTTP/1.0 client may send none: name rainbowd's own address,

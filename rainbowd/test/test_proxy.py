@@ -16,10 +16,10 @@ from zope.interface import directlyProvides
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,7 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from rainbowd.backendclient import CHUNK_SIZE, IDLE_TIMEOUT
+from rainbowd.backendclient import CHUNK_SIZE, IDLE_TIMEOUT, BackendConnection, Pool
 from rainbowd.proxy import ProxyRequest, ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
@@ -687,6 +687,62 @@ class ForwardingTests(SynchronousTestCase):
             self.assertEqual(received.header(name), [], name)
         self.assertEqual(received.header(b"X-End-To-End"), [b"kept"])
 
+    def test_ambiguousFramingRefused(self) -> None:
+        """
+        A request framed two ways (I{Content-Length} and I{Transfer-Encoding}),
+        or with a coding other than chunked, is refused with 400 by
+        twisted.web and never reaches a backend, so that it cannot be read
+        one way by rainbowd and another by the app.
+        """
+        for framing in [
+            b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+            b"Transfer-Encoding: gzip, chunked\r\n",
+            b"Content-Length: 3\r\nContent-Length: 4\r\n",
+        ]:
+            client = self.world.request(
+                b"POST / HTTP/1.1\r\nHost: app.example\r\n" + framing + b"\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n"
+            )
+            self.assertEqual(client.response().code, 400, framing)
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(self.backend.started, 0)
+
+    def test_expectContinueAnsweredHere(self) -> None:
+        """
+        I{Expect: 100-continue} is answered by rainbowd (twisted.web) before
+        the body comes, and not forwarded, since the backend gets the whole
+        body at once.
+        """
+        received, client = self.forward(
+            rawRequest(
+                b"PUT",
+                headers=((b"Host", b"app.example"), (b"Expect", b"100-continue")),
+                body=b"data",
+            )
+        )
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        self.assertEqual(received.header(b"Expect"), [])
+        self.assertEqual(received.body, b"data")
+
+    def test_severalHostsRefused(self) -> None:
+        """
+        A request with more than one I{Host} header is answered with 400
+        saying so, without reaching a backend (RFC 9112 section 3.2).
+        """
+        client = self.world.request(
+            rawRequest(headers=((b"Host", b"app.example"), (b"Host", b"evil.example")))
+        )
+        response = client.response()
+        self.assertEqual(response.code, 400)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: cannot forward a request with 2 Host headers; "
+            b"send exactly one\n",
+        )
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(self.backend.started, 0)
+
     def test_unforwardableTargetRefused(self) -> None:
         """
         A request target that is neither a path nor an absolute URI is
@@ -833,6 +889,25 @@ class ResponseTests(SynchronousTestCase):
         self.world.accept(cannedBackend(b"HTTP/1.1 200 OK\r\n\r\nall of it"))
         response = client.response()
         self.assertEqual((response.body, response.complete), (b"all of it", True))
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_bodyUntilResetTruncated(self) -> None:
+        """
+        A response delimited by the backend's connection closing is not
+        relayed as complete if the connection was reset rather than closed:
+        the client connection is dropped, leaving it visibly truncated.
+        """
+
+        class Reset(iosim.FakeTransport):
+            disconnectReason = ConnectionLost("Connection reset by peer")
+
+        client = self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(b"HTTP/1.1 200 OK\r\n\r\npart of it"), transportType=Reset
+        )
+        response = client.response()
+        self.assertEqual((response.body, response.complete), (b"part of it", False))
+        self.assertTrue(client.closed)
         self.assertEqual(self.backend.inflight, 0)
 
     def test_headRelayed(self) -> None:
@@ -1522,6 +1597,20 @@ class DrainPoolTests(SynchronousTestCase):
         self.assertTrue(pump.serverIO.disconnected)
 
 
+    def test_unsolicitedBytesNotReused(self) -> None:
+        """
+        An idle connection on which the backend sends bytes no request asked
+        for is taken out of the pool at once, not handed to the next request
+        while it closes.
+        """
+        self.world.request(rawRequest())
+        pump = self.world.accept(backendSite(self.world, BackendApp()))
+        pump.clientIO.protocol.dataReceived(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        client = self.world.connectClient()
+        client.send(rawRequest(b"POST", body=b"x=1"))
+        client.pump.flush()
+        self.assertEqual(self.world.attempts(), [20001])
+
 class BackpressureTests(SynchronousTestCase):
     """
     A slow client slows the reading of its response from the backend, and a
@@ -1652,8 +1741,7 @@ class StreamingTests(SynchronousTestCase):
         few bytes at a time -- is relayed whole, and its connection reused.
         """
         raw = (
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-            b"Content-Length: 999\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5;name=value\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n"
             b"0\r\nX-Checksum: 1\r\n\r\n"
         )
@@ -1727,6 +1815,280 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(response.code, 502)
         self.assertIn(b"not HTTP/1.1", response.body)
         self.assertEqual(self.backend.inflight, 0)
+
+
+class RecordingHandler:
+    """
+    The handler of a request on a L{BackendConnection}, recording what it
+    hears.
+    """
+
+    upgrade = False
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[object, ...]] = []
+
+    def responseHead(self, code, phrase, headers) -> None:
+        self.events.append(("head", code, phrase, headers))
+
+    def responseData(self, data: bytes) -> None:
+        self.events.append(("data", data))
+
+    def responseStreaming(self, connection) -> None:
+        self.events.append(("streaming",))
+
+    def responseDone(self) -> None:
+        self.events.append(("done",))
+
+    def responseBroken(self, reason) -> None:
+        self.events.append(("broken", reason.getErrorMessage()))
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    A response whose framing is doubtful is refused with a 502, or relayed
+    as RFC 9112 says and its connection then closed, never misread.
+    """
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def answer(self, raw: bytes, close: bool = False) -> Tuple[RawResponse, bool]:
+        """
+        The response the client gets when the backend answers C{raw}, and
+        whether the backend connection was closed after it.
+        """
+        client = self.world.request(rawRequest())
+        pump = self.world.accept(cannedBackend(raw, close))
+        return client.response(), pump.serverIO.disconnected
+
+    def test_lengthAndChunkedNotReused(self) -> None:
+        """
+        A response with both I{Content-Length} and chunked
+        I{Transfer-Encoding} is read as chunked, relayed without the length,
+        and its connection is not reused.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        self.assertEqual((response.body, response.complete), (b"hello", True))
+        self.assertEqual(response.header(b"Content-Length"), [])
+        self.assertTrue(closed)
+
+    def test_http10ChunkedNotReused(self) -> None:
+        """
+        An HTTP/1.0 response with a I{Transfer-Encoding} is read as chunked
+        but its connection is closed, even if it asks to be kept alive.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+        self.assertEqual(response.body, b"hello")
+        self.assertTrue(closed)
+
+    def test_otherTransferCodingIs502(self) -> None:
+        """
+        A transfer coding other than chunked (which rainbowd would have to
+        undo) gets the client a 502 naming it, not a body it cannot decode.
+        """
+        for coding in [b"gzip, chunked", b"gzip", b"chunked, chunked"]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
+                b"5\r\nhello\r\n0\r\n\r\n"
+            )
+            self.assertEqual(response.code, 502)
+            self.assertIn(b"Transfer-Encoding other than chunked", response.body)
+            self.assertIn(coding, response.body)
+            self.assertTrue(closed)
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_badContentLengthIs502(self) -> None:
+        """
+        A I{Content-Length} that is not digits, or two that differ, get the
+        client a 502.
+        """
+        for value in [b"+5", b"1_0", b"-1", b"0x5", b"five", b"5, 6", b"", b"5 5"]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\nhello"
+            )
+            self.assertEqual(response.code, 502, value)
+            self.assertIn(b"bad Content-Length", response.body)
+            self.assertTrue(closed)
+
+    def test_repeatedContentLengthRelayedOnce(self) -> None:
+        """
+        A I{Content-Length} repeated with the same value, in one header or
+        two, is relayed once.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n"
+            b"\r\nhello"
+        )
+        self.assertEqual(response.header(b"Content-Length"), [b"5"])
+        self.assertEqual(response.body, b"hello")
+        self.assertFalse(closed)
+
+    def test_chunkSizes(self) -> None:
+        """
+        Chunk sizes in upper- or lower-case hex, with extensions, are read.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"A ; a=b\r\n0123456789\r\n0a\r\nabcdefghij\r\n00\r\n\r\n"
+        )
+        self.assertEqual(response.body, b"0123456789abcdefghij")
+        self.assertFalse(closed)
+
+    def test_badChunkSizeIs502(self) -> None:
+        """
+        A chunk size that is not plain hex, or too big to be meant, gets the
+        client a 502 when none of the response has been relayed.
+        """
+        for size in [b"0x5", b"+5", b"5_0", b"-0", b"", b"z", b"1" * 17]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                b"Set-Cookie: a=b\r\n\r\n" + size + b"\r\nhello\r\n0\r\n\r\n"
+            )
+            self.assertEqual(response.code, 502, size)
+            self.assertIn(b"bad chunk size", response.body)
+            self.assertEqual(response.header(b"Set-Cookie"), [])
+            self.assertTrue(closed)
+
+    def test_headEndsAtFirstBlankLine(self) -> None:
+        """
+        A head with bare LF line endings ends at its first blank line, even
+        when the body holds a CRLF blank line.
+        """
+        for head in [
+            b"HTTP/1.1 200 OK\nContent-Length: 6\n\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\n\r\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 6\r\n\n",
+        ]:
+            response, closed = self.answer(head + b"ab\r\n\r\n", close=True)
+            self.assertEqual((response.code, response.body), (200, b"ab\r\n\r\n"))
+
+    def test_headByteByByte(self) -> None:
+        """
+        Heads arriving a byte at a time, after an interim response, with
+        CRLF or bare LF line endings, are read whole.
+        """
+        for raw in [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\n"
+            b"Content-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\nX-A: 1\n"
+            b"Content-Length: 2\n\nok",
+        ]:
+            handler = RecordingHandler()
+            connection = BackendConnection(Pool(self.world.reactor, 20001))
+            connection.makeConnection(StringTransport())
+            connection.send(handler, b"GET / HTTP/1.1\r\n\r\n", None, 0, False)
+            for i in range(len(raw)):
+                connection.dataReceived(raw[i : i + 1])
+            self.assertEqual(
+                handler.events,
+                [("head", 200, b"OK", [(b"X-A", b"1"), (b"Content-Length", b"2")])]
+                + [("streaming",), ("data", b"o"), ("data", b"k"), ("done",)],
+            )
+
+    def test_foldedHeaderIs502(self) -> None:
+        """
+        A header folded over two lines (obs-fold) gets the client a 502, so
+        that a continuation is never read as part of another header.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\n 0\r\n\r\nhello"
+        )
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"folded header", response.body)
+        self.assertEqual(response.header(b"X-A"), [])
+
+    def test_controlCharactersIs502(self) -> None:
+        """
+        A bare CR or a NUL in a response head gets the client a 502, so none
+        reaches the client.
+        """
+        for value in [b"a\rb", b"a\x00b"]:
+            response, closed = self.answer(
+                b"HTTP/1.1 200 OK\r\nX-A: " + value + b"\r\nContent-Length: 0\r\n\r\n"
+            )
+            self.assertEqual(response.code, 502, value)
+            self.assertIn(b"bare CR or a NUL", response.body)
+            self.assertEqual(response.header(b"X-A"), [])
+        response, closed = self.answer(b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(response.code, 502)
+
+    def test_interimResponsesSkipped(self) -> None:
+        """
+        I{100 Continue} and I{103 Early Hints} before the final response are
+        not relayed; the final one is, and the connection is reused.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertEqual((response.code, response.body), (200, b"ok"))
+        self.assertEqual(response.header(b"Link"), [])
+        self.assertFalse(closed)
+
+    def test_bodilessWithLength(self) -> None:
+        """
+        A 304, or the answer to HEAD, carrying a I{Content-Length} has no
+        body, its length is relayed, and the connection carries the next
+        request.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
+        )
+        self.assertEqual(response.header(b"Content-Length"), [b"10"])
+        self.assertFalse(closed)
+        client = self.world.request(rawRequest(b"HEAD"))
+        self.world.flush()
+        self.assertEqual(client.response().code, 304)
+        self.assertEqual(self.world.attempts(), [])
+
+    def test_connectionCloseNotReused(self) -> None:
+        """
+        A response saying I{Connection: close}, or an HTTP/1.0 one without
+        I{Connection: keep-alive}, closes its connection.
+        """
+        for head in [
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+        ]:
+            response, closed = self.answer(head + b"ok")
+            self.assertEqual(response.body, b"ok")
+            self.assertTrue(closed)
+
+    def test_longHeadIs502(self) -> None:
+        """
+        A response head that does not end within 64 KiB gets the client a
+        502, rather than rainbowd buffering it without bound.
+        """
+        response, closed = self.answer(
+            b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70000
+        )
+        self.assertEqual(response.code, 502)
+        self.assertIn(b"over 64 KiB", response.body)
+        self.assertTrue(closed)
+
+    def test_longCompleteHeadIs502(self) -> None:
+        """
+        A response head over 64 KiB gets the client a 502 even when it
+        arrives whole in one read.
+        """
+        handler = RecordingHandler()
+        connection = BackendConnection(Pool(self.world.reactor, 20001))
+        connection.makeConnection(StringTransport())
+        connection.send(handler, b"GET / HTTP/1.1\r\n\r\n", None, 0, False)
+        connection.dataReceived(
+            b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n"
+        )
+        self.assertEqual(handler.events, [("broken", "a response head over 64 KiB")])
 
 
 UPGRADE_REQUEST = rawRequest(
