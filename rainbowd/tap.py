@@ -19,6 +19,7 @@ from twisted.python import usage
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
 from rainbowd.backendlogs import BackendLogs
+from rainbowd.browsers import BrowserGuard
 from rainbowd.config import (
     DEFAULT_FILENAME,
     EPHEMERAL_RANGE_PATH,
@@ -85,6 +86,8 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "maxBackends": (None, "number"),
     "backendPorts": (None, "text"),
     "controlTokenFile": (None, "text"),
+    "controlAllowedOrigins": (None, "text"),
+    "controlAllowedHosts": (None, "text"),
     "accessLog": (None, "text"),
     "accessLogFormat": (None, "text"),
     "backendLogs": (None, "number"),
@@ -401,10 +404,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
     control = ControlResource(deployer, reactor)
     control.putChild(b"metrics", MetricsResource(metrics.registry))
-    sites = [
-        ("port", proxy),
-        ("controlPort", ControlSite(control, token=options.controlToken, reactor=reactor)),
-    ]
+    guard = BrowserGuard(config.controlAllowedOrigins, config.controlAllowedHosts)
+    controlSite = ControlSite(
+        control, token=options.controlToken, reactor=reactor, guard=guard
+    )
+    sites = [("port", proxy), ("controlPort", controlSite)]
     for key, site in sites:
         _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)
     return service

@@ -493,7 +493,8 @@ class ObservabilityTests(SynchronousTestCase):
             channel = sites["controlPort"].buildProtocol(None)
             channel.makeConnection(transport)
             channel.dataReceived(
-                b"GET /metrics HTTP/1.1\r\nHost: x\r\n%s\r\n" % b"".join(headers)
+                b"GET /metrics HTTP/1.1\r\nHost: localhost:7001\r\n%s\r\n"
+                % b"".join(headers)
             )
             return transport.value()
 
@@ -504,6 +505,40 @@ class ObservabilityTests(SynchronousTestCase):
         answer = get(b"Authorization: Bearer s3cret-token\r\n")
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:200])
         self.assertIn(b"rainbowd_deploys_total", answer)
+
+    def test_controlAllowedKeys(self) -> None:
+        """
+        The control site refuses web pages and unknown host names, and lets
+        in the origins and names given by --control-allowed-origins and
+        --control-allowed-hosts (comma-separated).
+        """
+
+        def get(options, *headers: bytes) -> bytes:
+            sites = self.sites(makeService(options, FakeProcessReactor()))
+            transport = StringTransport()
+            channel = sites["controlPort"].buildProtocol(None)
+            channel.makeConnection(transport)
+            channel.dataReceived(
+                b"GET /status HTTP/1.1\r\n%s\r\n" % b"".join(h + b"\r\n" for h in headers)
+            )
+            return transport.value()
+
+        default = self.options()
+        self.assertTrue(get(default, b"Host: localhost").startswith(b"HTTP/1.1 200 "))
+        for header in [b"Host: ops.example", b"Origin: https://ops.example.com"]:
+            self.assertTrue(get(default, header).startswith(b"HTTP/1.1 403 "), header)
+        allowing = self.options(
+            "--control-allowed-hosts",
+            "ops.example,other.example",
+            "--control-allowed-origins",
+            "https://ops.example.com",
+        )
+        self.assertTrue(
+            get(allowing, b"Host: other.example:7001").startswith(b"HTTP/1.1 200 ")
+        )
+        answer = get(allowing, b"Host: ops.example", b"Origin: https://ops.example.com")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertIn(b"Access-Control-Allow-Origin: https://ops.example.com", answer)
 
     def test_accessLog(self) -> None:
         """
