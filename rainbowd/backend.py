@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd.config import Config
+from rainbowd.statedir import readFile
 from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
@@ -410,8 +411,7 @@ class Backend(ProcessProtocol):
         process of this backend, otherwise the spawned process.
         """
         try:
-            with open(self.pidfile) as f:
-                pid = int(f.read().strip())
+            pid = int(readFile(self.pidfile, 64).strip())
         except (OSError, ValueError):
             return self.pgid
         if self._signals.groupOf(pid) == self.pgid:

@@ -28,6 +28,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from rainbowd.backend import APP_VARIABLE, REAP_INTERVAL
+from rainbowd.statedir import readFile, writeAtomically
 
 #: How long a group may take to empty after SIGKILL, in seconds, before
 #: rainbowd gives up on it and says so.
@@ -54,19 +55,14 @@ class AppGroups:
         cannot be written is logged, and the generation runs all the same.
         """
         path = self._path(backend.pgid)
-        temporary = f"{path}.tmp"
+        record = {
+            "pgid": backend.pgid,
+            "generation": backend.generation,
+            "port": backend.port,
+            "run": backend.config.run,
+        }
         try:
-            with open(temporary, "w") as f:
-                json.dump(
-                    {
-                        "pgid": backend.pgid,
-                        "generation": backend.generation,
-                        "port": backend.port,
-                        "run": backend.config.run,
-                    },
-                    f,
-                )
-            os.replace(temporary, path)
+            writeAtomically(path, json.dumps(record).encode("utf-8"))
         except OSError as e:
             self.log.warn(
                 "cannot record generation {generation}'s process group in "
@@ -158,8 +154,7 @@ class AppGroups:
                     self._remove(path)
                 continue
             try:
-                with open(path) as f:
-                    record = json.load(f)
+                record = json.loads(readFile(path))
                 record["pgid"] = int(record["pgid"])
             except (OSError, ValueError, TypeError, KeyError) as e:
                 self.log.warn(

@@ -40,6 +40,7 @@ from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
+from rainbowd.statedir import UnsafeStateDir, openFile, prepare
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
@@ -225,7 +226,16 @@ class _StateDirLock(Service):
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = openFile(self._path, os.O_RDWR | os.O_CREAT)
+        except UnsafeStateDir as e:
+            raise SystemExit(f"rainbowd: {e}")
+        except OSError as e:
+            raise SystemExit(
+                f"rainbowd: cannot open the lock {self._path} in the state "
+                f'directory: {e.strerror or e}.  Fix its permissions, or set '
+                'another "stateDir" (--state-dir).'
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -370,7 +380,10 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
-    os.makedirs(config.stateDir, exist_ok=True)
+    try:
+        prepare(config.stateDir)
+    except UnsafeStateDir as e:
+        raise SystemExit(f"rainbowd: {e}")
     for warning in options.warnings:
         _log.warn("{warning}", warning=warning)
     healthCheck = HTTPHealthCheck(reactor)

@@ -195,6 +195,21 @@ class LaunchTests(BackendTestCase):
         backend.launch()
         self.assertFalse(os.path.exists(backend.pidfile))
 
+    def test_plantedPidfileRemoved(self) -> None:
+        """
+        A link planted as the pidfile is removed before the app starts, and
+        its target left alone, so the app does not write through it.
+        """
+        backend = self.backend()
+        target = os.path.abspath(self.mktemp())
+        with open(target, "w") as f:
+            f.write("precious\n")
+        os.symlink(target, backend.pidfile)
+        backend.launch()
+        self.assertFalse(os.path.lexists(backend.pidfile))
+        with open(target) as f:
+            self.assertEqual(f.read(), "precious\n")
+
     def test_firstProbe(self) -> None:
         """
         The health check is asked at once, for the port, C{healthCheckPath}
@@ -783,6 +798,21 @@ class StopTests(BackendTestCase):
         )
         self.assertFalse(otherProcess.ended)
         self.assertIs(other.state, State.STARTING)
+
+    def test_linkedPidfileIgnored(self) -> None:
+        """
+        A pidfile that is a symbolic link is not followed, even to a file
+        naming a process of the group: SIGTERM goes to the whole group.
+        """
+        backend, process = self.active()
+        self.addWorker(process, 4242)
+        target = os.path.abspath(self.mktemp())
+        with open(target, "w") as f:
+            f.write("4242\n")
+        os.symlink(target, backend.pidfile)
+        self.assertEqual(backend.appPid(), process.pid)
+        backend.stop()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
 
     def test_unknownPidfileIgnored(self) -> None:
         """

@@ -296,6 +296,41 @@ class MakeServiceTests(SynchronousTestCase):
         makeService(options, FakeProcessReactor())
         self.assertTrue(os.path.isdir(options.config.stateDir))
 
+    def test_stateDirUnsafe(self) -> None:
+        """
+        A state directory others may write to stops rainbowd with one line
+        naming it, its mode and the fix; so does one that cannot be made.
+        """
+        options = self.options()
+        os.makedirs(options.config.stateDir)
+        os.chmod(options.config.stateDir, 0o777)
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
+        self.assertTrue(error.startswith('rainbowd: The state directory ("stateDir")'))
+        self.assertIn("has mode 0777", error)
+        self.assertNotIn("\n", error)
+        blocker = os.path.abspath(self.mktemp())
+        open(blocker, "w").close()
+        options = self.options("--state-dir", os.path.join(blocker, "state"))
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
+        self.assertIn("rainbowd: Cannot create the state directory", error)
+
+    def test_lockLinkRefused(self) -> None:
+        """
+        A link planted as the lock file stops rainbowd, naming it, and its
+        target is not truncated.
+        """
+        options = self.options()
+        service = makeService(options, FakeProcessReactor())
+        victim = os.path.abspath(self.mktemp())
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        lock = os.path.join(options.config.stateDir, "rainbowd.lock")
+        os.symlink(victim, lock)
+        error = str(self.assertRaises(SystemExit, service.privilegedStartService))
+        self.assertIn(f"rainbowd: {lock} is a symbolic link", error)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+
     def test_portTaken(self) -> None:
         """
         A port that cannot be listened on stops twistd with a message naming
