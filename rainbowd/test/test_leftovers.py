@@ -195,6 +195,48 @@ class StopLeftoversTests(SynchronousTestCase):
             "\n".join(formatEvent(e) for e in events),
         )
 
+    def test_straysStopped(self) -> None:
+        """
+        Processes carrying this state directory's marker outside any
+        recorded group -- an app's C{setsid} children, of any generation --
+        are stopped after the groups: SIGTERM, then SIGKILL after
+        C{killTimeout}; the cleanup ends when they are gone.
+        """
+        fixture = Fixture(self)
+        fixture.leftover()
+        marker = {APP_VARIABLE: fixture.stateDir}
+        fixture.signals.strays[5000] = {**marker, "RAINBOWD_GENERATION": "1"}
+        fixture.signals.strays[5001] = {**marker, "RAINBOWD_GENERATION": "7"}
+        fixture.signals.stubborn.add(5001)
+        fixture.signals.strays[5002] = {APP_VARIABLE: "/elsewhere"}
+        fixture.signals.strays[5003] = {}
+        with capturedLogs() as events:
+            d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+            fixture.advance(REAP_INTERVAL)
+            self.assertEqual(
+                [s for s in fixture.signals.sent if s[0] == "marked"],
+                [("marked", 5000, signal.SIGTERM), ("marked", 5001, signal.SIGTERM)],
+            )
+            self.assertNoResult(d)
+            fixture.advance(KILL_TIMEOUT + 2 * REAP_INTERVAL)
+        self.assertEqual(len(self.successResultOf(d)), 1)
+        self.assertIn(("marked", 5001, signal.SIGKILL), fixture.signals.sent)
+        self.assertEqual(sorted(fixture.signals.strays), [5002, 5003])
+        text = "\n".join(formatEvent(e) for e in events)
+        self.assertIn("processes 5000, 5001 of an earlier rainbowd's app", text)
+        self.assertIn("processes 5001 did not stop within killTimeout", text)
+
+    def test_straysWithoutRecords(self) -> None:
+        """
+        Strays are stopped even when no record is left, as after a clean
+        stop of an older rainbowd that did not look for them.
+        """
+        fixture = Fixture(self)
+        fixture.signals.strays[5000] = {APP_VARIABLE: fixture.stateDir}
+        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual(fixture.signals.strays, {})
+
     def test_linkedRecordIgnored(self) -> None:
         """
         A record that is a symbolic link is not followed: it is logged and
