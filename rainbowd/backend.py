@@ -51,6 +51,11 @@ APP_VARIABLE = "RAINBOWD_STATE_DIR"
 #: found and stopped with it.
 GENERATION_VARIABLE = "RAINBOWD_GENERATION"
 
+#: How many times the whole process table is read for a stopping
+#: generation's processes outside its group: when the group is empty, then
+#: again each time those found are gone, in case they started others.
+STRAY_LOOKS = 3
+
 #: How long the app's output may stay open once its process group is gone,
 #: in seconds; a process that left the group could hold it open forever.
 OUTPUT_GRACE = 1.0
@@ -366,6 +371,7 @@ class Backend(ProcessProtocol):
         self._onExit = onExit
         self._failure: Optional[str] = None
         self._strays: Optional[List[int]] = None
+        self._strayLooks = 0
         self._lastProbe = "no health check answered yet"
         self._probeRefused = False
         self._probing: Optional[Deferred] = None
@@ -710,9 +716,10 @@ class Backend(ProcessProtocol):
 
     def _findStrays(self) -> None:
         """
-        The process group is empty: look, once, for processes of this
-        generation that left it (C{setsid}), and SIGTERM them.
+        The process group is empty: look for processes of this generation
+        that left it (C{setsid}), and SIGTERM them.
         """
+        self._strayLooks += 1
         self._strays = self._signals.marked(self.marker())
         if not self._strays:
             return
@@ -744,13 +751,17 @@ class Backend(ProcessProtocol):
             return
         if self._strays is None:
             self._findStrays()
-        if self._strays:
+        while self._strays:
             # Only these pids are looked at again, not the whole system.
             marker = self.marker()
             self._strays = [p for p in self._strays if self._signals.isMarked(p, marker)]
             if self._strays:
                 self._later("reap", REAP_INTERVAL, self._reap)
                 return
+            if self._strayLooks >= STRAY_LOOKS:
+                break
+            # Gone; but they may have started others meanwhile.
+            self._findStrays()
         self._cancel("kill")
         if not self._outputClosed:
             if "output" not in self._calls:

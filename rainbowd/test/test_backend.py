@@ -984,7 +984,8 @@ class StrayTests(BackendTestCase):
 
     def test_lookedForOnce(self) -> None:
         """
-        The whole process table is read once per stop, not while waiting.
+        The whole process table is read when the group is empty, and once
+        more when the strays found are gone, not while waiting for them.
         """
         backend, process = self.active()
         self.stray(backend, 5000)
@@ -997,6 +998,35 @@ class StrayTests(BackendTestCase):
         for _ in range(20):
             self.reactor.advance(REAP_INTERVAL)
         self.assertEqual(looks, [backend.marker()])
+        self.reactor.advance(TIMINGS["killTimeout"])
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(looks, [backend.marker()] * 2)
+
+    def test_straysOfStrays(self) -> None:
+        """
+        Processes the strays started while they were being stopped are
+        found by a look once those are gone, at most C{STRAY_LOOKS} times
+        in all.
+        """
+        backend, process = self.active()
+        self.stray(backend, 5000)
+        marked = self.signals.marked
+        respawned = iter([5001, 5002, 5003, 5004])
+
+        def marking(marker):
+            found = marked(marker)
+            self.stray(backend, next(respawned))
+            return found
+
+        self.signals.marked = marking
+        backend.stop()
+        for _ in range(10):
+            self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(
+            [s[1] for s in self.signals.sent if s[0] == "marked"], [5000, 5001, 5002]
+        )
 
 
 class CrashTests(BackendTestCase):
