@@ -238,7 +238,9 @@ class ProcessGroupSignals:
         return [
             int(pid)
             for pid in entries
-            if pid != own and self._running(pid, proc) and self._carries(pid, wanted, proc)
+            if pid != own
+            and self._running(pid, proc)
+            and self._carries(pid, wanted, proc)
         ]
 
     def signalMarked(
@@ -252,7 +254,6 @@ class ProcessGroupSignals:
 
         @return: whether the signal was sent.
         """
-        wanted = _wanted(marker)
         pidfd = None
         if self._pidfdOpen is not None:
             try:
@@ -262,7 +263,7 @@ class ProcessGroupSignals:
             except OSError:
                 pidfd = None
         try:
-            if not (self._running(str(pid), proc) and self._carries(str(pid), wanted, proc)):
+            if not self.isMarked(pid, marker, proc):
                 return False
             if pidfd is not None:
                 self._pidfdSendSignal(pidfd, signum)
@@ -275,7 +276,9 @@ class ProcessGroupSignals:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def isMarked(self, pid: int, marker: Mapping[str, str], proc: str = "/proc") -> bool:
+    def isMarked(
+        self, pid: int, marker: Mapping[str, str], proc: str = "/proc"
+    ) -> bool:
         """
         Is C{pid} running (a zombie is not), with C{marker} in its
         environment?
@@ -754,7 +757,9 @@ class Backend(ProcessProtocol):
         while self._strays:
             # Only these pids are looked at again, not the whole system.
             marker = self.marker()
-            self._strays = [p for p in self._strays if self._signals.isMarked(p, marker)]
+            self._strays = [
+                pid for pid in self._strays if self._signals.isMarked(pid, marker)
+            ]
             if self._strays:
                 self._later("reap", REAP_INTERVAL, self._reap)
                 return

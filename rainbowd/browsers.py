@@ -46,7 +46,9 @@ _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 #: A host name as it may appear in C{Host}: letters, digits, C{-}, C{_}
 #: and dots.
-_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*")
+_NAME = re.compile(
+    r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
+)
 
 
 def normalOrigin(origin: str) -> Optional[str]:
@@ -206,7 +208,7 @@ class BrowserGuard:
                 "controlAllowedOrigins",
                 f'refused: the request has "Sec-Fetch-Site: {_shown(text)}", '
                 "so a web page sent it, and it has no Origin header to "
-                "check against \"controlAllowedOrigins\"; the control API "
+                'check against "controlAllowedOrigins"; the control API '
                 "answers pages only from the origins listed there, and "
                 "requests typed into the address bar (Sec-Fetch-Site: none)",
             )
@@ -265,4 +267,3 @@ class BrowserGuard:
             "controlAllowedOrigins",
             f'refused: the request has "Origin: {_shown(text)}", so {hint}',
         )
-

@@ -355,7 +355,9 @@ def _strings(expected: str, item: Callable[[str], Optional[str]]) -> _Kind:
         result = []
         for entry in value:
             if not isinstance(entry, str):
-                raise _Invalid(f"{_shortRepr(entry)} is {_jsonType(entry)}, not a string")
+                raise _Invalid(
+                    f"{_shortRepr(entry)} is {_jsonType(entry)}, not a string"
+                )
             parsed = item(entry.strip())
             if parsed is None:
                 raise _Invalid(f"{entry!r} is not one")

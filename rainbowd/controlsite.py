@@ -385,7 +385,6 @@ class ControlSite(Site):
                 return _Unauthorized(sent is not None)
         return Site.getResourceFor(self, request)
 
-
     def _browserCheck(self, request: IRequest) -> Optional[Resource]:
         """
         The resource answering C{request} if it comes from a web page or

@@ -107,7 +107,9 @@ class PrepareTests(SynchronousTestCase):
         self.assertIn(f"{path} exists but is not a directory", error)
         unchanged(self, path)
         error = str(self.assertRaises(UnsafeStateDir, prepare, path + "/state"))
-        self.assertIn(f"Cannot create the state directory (\"stateDir\") {path}/state", error)
+        self.assertIn(
+            f'Cannot create the state directory ("stateDir") {path}/state', error
+        )
         self.assertIn("Not a directory", error)
         self.assertIn("mkdir -m 700", error)
 
@@ -142,7 +144,9 @@ class FileTests(SynchronousTestCase):
         is untouched.
         """
         path = self.plant("f")
-        error = str(self.assertRaises(UnsafeStateDir, openFile, path, os.O_RDWR | os.O_CREAT))
+        error = str(
+            self.assertRaises(UnsafeStateDir, openFile, path, os.O_RDWR | os.O_CREAT)
+        )
         self.assertIn(f"{path} is a symbolic link", error)
         self.assertIn(f"rm {path}", error)
         unchanged(self, self.victim)
@@ -158,7 +162,9 @@ class FileTests(SynchronousTestCase):
         other = os.path.join(self.stateDir, "g")
         os.close(openFile(other, os.O_RDWR | os.O_CREAT))
         error = str(
-            self.assertRaises(UnsafeStateDir, openFile, other, os.O_RDWR, os.geteuid() + 1)
+            self.assertRaises(
+                UnsafeStateDir, openFile, other, os.O_RDWR, os.geteuid() + 1
+            )
         )
         self.assertIn("is owned by", error)
 
@@ -210,7 +216,10 @@ class FileTests(SynchronousTestCase):
         makeSubdirectory(path)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o700)
         os.chmod(path, 0o777)
-        self.assertIn("has mode 0777", str(self.assertRaises(UnsafeStateDir, makeSubdirectory, path)))
+        self.assertIn(
+            "has mode 0777",
+            str(self.assertRaises(UnsafeStateDir, makeSubdirectory, path)),
+        )
         os.rmdir(path)
         os.symlink(os.path.dirname(self.victim), path)
         error = str(self.assertRaises(UnsafeStateDir, makeSubdirectory, path))
