@@ -507,8 +507,8 @@ class Config:
     controlAllowedOrigins: Tuple[str, ...] = _setting(
         _origins,
         "Origins (scheme://host[:port]) of the web pages that may call the "
-        "control API; a request with another Origin, or with Sec-Fetch-Site "
-        "but no Origin, gets 403",
+        "control API (comma-separated on the command line); a request with "
+        "another Origin, or with Sec-Fetch-Site but no Origin, gets 403",
         "none, so no web page may",
         default=(),
         converter=tuple,
@@ -516,7 +516,8 @@ class Config:
     controlAllowedHosts: Tuple[str, ...] = _setting(
         _hosts,
         "Names the control API may be called by in Host, beyond loopback "
-        "addresses, localhost and the address it listens on; others get 403",
+        "addresses, localhost and the address it listens on (comma-separated "
+        "on the command line); others get 403",
         "none",
         default=(),
         converter=tuple,
