@@ -481,8 +481,8 @@ class BrowserTests(ControlSiteTestCase):
 
     def test_curl(self) -> None:
         """
-        C{curl -d '' localhost:7001/redeploy} goes through, as does
-        rainbowctl's request to 127.0.0.1.
+        C{curl -d '' localhost:7001/redeploy} goes through, as do
+        rainbowctl's request to 127.0.0.1 and a Prometheus scrape.
         """
         code, body, head = self.send(
             b"Host: localhost:7001",
@@ -496,7 +496,15 @@ class BrowserTests(ControlSiteTestCase):
             b"Host: 127.0.0.1:7001", b"Accept-Encoding: identity", b"Content-Length: 0"
         )
         self.assertEqual(code, 200)
-        self.assertEqual(len(self.resource.reached), 2)
+        code, body, head = self.send(
+            b"Host: localhost:7001",
+            b"User-Agent: Prometheus/2.53.0",
+            b"Accept: application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1",
+            b"X-Prometheus-Scrape-Timeout-Seconds: 10",
+            method=b"GET",
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(len(self.resource.reached), 3)
 
     def test_crossOriginPost(self) -> None:
         """

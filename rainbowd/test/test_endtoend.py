@@ -487,6 +487,38 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
         self.assertFalse(alive(second))
 
+    def test_setsidChildOfKilledRainbowdStopped(self):
+        """
+        After rainbowd is killed with SIGKILL, a process its app started in
+        a session of its own is stopped by the next rainbowd on the same
+        state directory, though no record names it.
+        """
+        strays = os.path.abspath(self.mktemp())
+        daemon = Daemon(
+            self,
+            run=f"setsid sleep 999 & echo $! >> {strays}; "
+            f"exec {sys.executable} {APP} $1 $2",
+        )
+        first = daemon.start()
+        daemon.serving()
+
+        def written():
+            try:
+                with open(strays) as f:
+                    return f.read().split()
+            except FileNotFoundError:
+                return None
+
+        stray = int(waitFor(written, "the stray's pid")[0])
+        first.kill()
+        first.wait(DEADLINE)
+        first.stdout.close()
+        self.assertTrue(alive(stray))
+        daemon.start()
+        daemon.serving()
+        self.assertFalse(alive(stray))
+        self.assertIn(f"processes {stray} of an earlier rainbowd's app", daemon.log())
+
     def test_webPagesRefused(self):
         """
         A cross-origin POST from a page, or a request for a rebound host
