@@ -17,7 +17,7 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Callable, List, Optional
+from typing import Callable, List, Mapping, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd.config import Config
+from rainbowd.statedir import readFile
 from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
@@ -43,6 +44,17 @@ REAP_INTERVAL = 0.1
 #: directory: it marks the processes of rainbowd's apps, so that a later
 #: rainbowd on the same state directory knows them for its own.
 APP_VARIABLE = "RAINBOWD_STATE_DIR"
+
+#: The environment variable every app process gets, set to its generation's
+#: number: with L{APP_VARIABLE}, it marks the processes of one generation,
+#: so that those that left its process group (with C{setsid}, say) are
+#: found and stopped with it.
+GENERATION_VARIABLE = "RAINBOWD_GENERATION"
+
+#: How many times the whole process table is read for a stopping
+#: generation's processes outside its group: when the group is empty, then
+#: again each time those found are gone, in case they started others.
+STRAY_LOOKS = 3
 
 #: How long the app's output may stay open once its process group is gone,
 #: in seconds; a process that left the group could hold it open forever.
@@ -99,12 +111,40 @@ class BackendFailed(Exception):
         return self.reason
 
 
+def _wanted(marker: Mapping[str, str]) -> List[bytes]:
+    return [
+        f"{name}={value}".encode("utf-8", "surrogateescape")
+        for name, value in marker.items()
+    ]
+
+
 class ProcessGroupSignals:
     """
     Signals sent with the operating system.  Every backend runs in a process
     group of its own (see L{Backend.launch}), so the whole app -- the shell,
-    the app, its workers -- can be stopped, and seen to be gone, at once.
+    the app, its workers -- can be stopped, and seen to be gone, at once;
+    processes that left the group are found by their environment (see
+    L{marked}).
+
+    @param kill: L{os.kill}, or a test's fake.
+    @param pidfdOpen: L{os.pidfd_open} where there is one, or a test's fake;
+        L{None} to check a process again just before C{kill} instead.
+    @param pidfdSendSignal: L{signal.pidfd_send_signal}, or a test's fake.
     """
+
+    def __init__(
+        self,
+        kill: Callable[[int, int], None] = os.kill,
+        pidfdOpen: Optional[Callable[[int], int]] = getattr(os, "pidfd_open", None),
+        pidfdSendSignal: Optional[Callable[[int, int], None]] = getattr(
+            signal, "pidfd_send_signal", None
+        ),
+    ) -> None:
+        self._kill = kill
+        if pidfdSendSignal is None:
+            pidfdOpen = None
+        self._pidfdOpen = pidfdOpen
+        self._pidfdSendSignal = pidfdSendSignal
 
     def signalProcess(self, pid: int, signum: int) -> None:
         try:
@@ -181,6 +221,88 @@ class ProcessGroupSignals:
             if int(pgrp) == pgid and state not in "ZX":
                 yield pid
 
+    def marked(self, marker: Mapping[str, str], proc: str = "/proc") -> List[int]:
+        """
+        The pids of the running processes, whatever their group, whose
+        environment has every C{VARIABLE=value} of C{marker}; never
+        rainbowd's own.  This reads the environment of every process the
+        system has, so it is done only when a generation stops and at
+        startup.  A process that cleared its environment is not found.
+        """
+        wanted = _wanted(marker)
+        try:
+            entries = [entry for entry in os.listdir(proc) if entry.isdigit()]
+        except OSError:
+            return []
+        own = str(os.getpid())
+        return [
+            int(pid)
+            for pid in entries
+            if pid != own
+            and self._running(pid, proc)
+            and self._carries(pid, wanted, proc)
+        ]
+
+    def signalMarked(
+        self, pid: int, marker: Mapping[str, str], signum: int, proc: str = "/proc"
+    ) -> bool:
+        """
+        Send C{signum} to C{pid} only if it is running and carries
+        C{marker}.  Where Linux has pidfds, the process is pinned first, so
+        the one signalled is the one checked even if C{pid} is reused in
+        between; elsewhere it is checked just before C{kill}.
+
+        @return: whether the signal was sent.
+        """
+        pidfd = None
+        if self._pidfdOpen is not None:
+            try:
+                pidfd = self._pidfdOpen(pid)
+            except ProcessLookupError:
+                return False
+            except OSError:
+                pidfd = None
+        try:
+            if not self.isMarked(pid, marker, proc):
+                return False
+            if pidfd is not None:
+                self._pidfdSendSignal(pidfd, signum)
+            else:
+                self._kill(pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def isMarked(
+        self, pid: int, marker: Mapping[str, str], proc: str = "/proc"
+    ) -> bool:
+        """
+        Is C{pid} running (a zombie is not), with C{marker} in its
+        environment?
+        """
+        return self._running(str(pid), proc) and self._carries(
+            str(pid), _wanted(marker), proc
+        )
+
+    def _running(self, pid: str, proc: str) -> bool:
+        try:
+            with open(os.path.join(proc, pid, "stat")) as f:
+                stat = f.read()
+        except OSError:
+            return False
+        return stat[stat.rindex(")") + 2 :].split()[0] not in "ZX"
+
+    def _carries(self, pid: str, wanted: List[bytes], proc: str) -> bool:
+        try:
+            with open(os.path.join(proc, pid, "environ"), "rb") as f:
+                environ = set(f.read().split(b"\0"))
+        except OSError:
+            return False
+        return all(entry in environ for entry in wanted)
+
     def groupOf(self, pid: int) -> Optional[int]:
         try:
             return os.getpgid(pid)
@@ -251,6 +373,8 @@ class Backend(ProcessProtocol):
         self._signals = signals
         self._onExit = onExit
         self._failure: Optional[str] = None
+        self._strays: Optional[List[int]] = None
+        self._strayLooks = 0
         self._lastProbe = "no health check answered yet"
         self._probeRefused = False
         self._probing: Optional[Deferred] = None
@@ -284,7 +408,7 @@ class Backend(ProcessProtocol):
         ]
         env = dict(os.environ)
         env.update(self.config.env)
-        env[APP_VARIABLE] = self.config.stateDir
+        env.update(self.marker())
         self.log.info(
             "generation {generation}: launching on port {port}: {run}",
             generation=self.generation,
@@ -404,14 +528,22 @@ class Backend(ProcessProtocol):
 
     # Reporting
 
+    def marker(self) -> Mapping[str, str]:
+        """
+        The environment variables that mark this generation's processes.
+        """
+        return {
+            APP_VARIABLE: self.config.stateDir,
+            GENERATION_VARIABLE: str(self.generation),
+        }
+
     def appPid(self) -> Optional[int]:
         """
         The app's pid: the one in the pidfile once it is there and names a
         process of this backend, otherwise the spawned process.
         """
         try:
-            with open(self.pidfile) as f:
-                pid = int(f.read().strip())
+            pid = int(readFile(self.pidfile, 64).strip())
         except (OSError, ValueError):
             return self.pgid
         if self._signals.groupOf(pid) == self.pgid:
@@ -582,6 +714,28 @@ class Backend(ProcessProtocol):
             timeout=self.config.killTimeout,
         )
         self._signals.signalGroup(self.pgid, signal.SIGKILL)
+        for pid in self._strays or ():
+            self._signals.signalMarked(pid, self.marker(), signal.SIGKILL)
+
+    def _findStrays(self) -> None:
+        """
+        The process group is empty: look for processes of this generation
+        that left it (C{setsid}), and SIGTERM them.
+        """
+        self._strayLooks += 1
+        self._strays = self._signals.marked(self.marker())
+        if not self._strays:
+            return
+        self.log.warn(
+            "generation {generation} left processes outside its process group "
+            "(pids {pids}); stopping them",
+            generation=self.generation,
+            pids=", ".join(map(str, self._strays)),
+        )
+        for pid in self._strays:
+            self._signals.signalMarked(pid, self.marker(), signal.SIGTERM)
+        if "kill" not in self._calls or not self._calls["kill"].active():
+            self._later("kill", self.config.killTimeout, self._killTimedOut)
 
     def _reap(self) -> None:
         """
@@ -598,6 +752,21 @@ class Backend(ProcessProtocol):
                     self._later("kill", self.config.killTimeout, self._killTimedOut)
             self._later("reap", REAP_INTERVAL, self._reap)
             return
+        if self._strays is None:
+            self._findStrays()
+        while self._strays:
+            # Only these pids are looked at again, not the whole system.
+            marker = self.marker()
+            self._strays = [
+                pid for pid in self._strays if self._signals.isMarked(pid, marker)
+            ]
+            if self._strays:
+                self._later("reap", REAP_INTERVAL, self._reap)
+                return
+            if self._strayLooks >= STRAY_LOOKS:
+                break
+            # Gone; but they may have started others meanwhile.
+            self._findStrays()
         self._cancel("kill")
         if not self._outputClosed:
             if "output" not in self._calls:

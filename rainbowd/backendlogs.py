@@ -26,6 +26,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from rainbowd.deployer import Event
+from rainbowd.statedir import UnsafeStateDir, makeSubdirectory, openFile
 
 _log = Logger()
 
@@ -102,19 +103,21 @@ class BackendLogs(Service):
         if keep <= 0:
             return
         try:
-            os.makedirs(self.directory, exist_ok=True)
+            makeSubdirectory(self.directory)
             self._prune(keep - 1)
-            self._files[generation] = open(
-                self.fileName(generation), "a", buffering=1, encoding="utf-8",
-                errors="backslashreplace",
+            fd = openFile(
+                self.fileName(generation), os.O_WRONLY | os.O_APPEND | os.O_CREAT
             )
-        except OSError as e:
+            self._files[generation] = os.fdopen(
+                fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace"
+            )
+        except (OSError, UnsafeStateDir) as e:
             _log.error(
                 "cannot write generation {generation}'s output to {directory}: "
                 "{error}; it is only logged",
                 generation=generation,
                 directory=self.directory,
-                error=e.strerror or str(e),
+                error=getattr(e, "strerror", None) or str(e),
             )
             return
         backend.observeOutput(partial(self._write, generation))

@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tupl
 import attrs
 from twisted.internet.endpoints import serverFromString
 
+from rainbowd.browsers import normalHost, normalOrigin
+
 DEFAULT_FILENAME = "rainbow.conf.json"
 DEFAULT_STATE_DIR = ".rainbowd"
 EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
@@ -338,6 +340,43 @@ _env = _Kind(
     'an object of strings, e.g. {"DJANGO_SETTINGS_MODULE": "site.prod"}',
     _parseEnv,
 )
+def _strings(expected: str, item: Callable[[str], Optional[str]]) -> _Kind:
+    """
+    A list of strings, each of which C{item} turns into its L{Config} form
+    or refuses with L{None}; a single string is a list of one, and on the
+    command line the items are separated by commas.
+    """
+
+    def parse(value: object) -> Tuple[str, ...]:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise _Invalid(wrongType=True)
+        result = []
+        for entry in value:
+            if not isinstance(entry, str):
+                raise _Invalid(
+                    f"{_shortRepr(entry)} is {_jsonType(entry)}, not a string"
+                )
+            parsed = item(entry.strip())
+            if parsed is None:
+                raise _Invalid(f"{entry!r} is not one")
+            result.append(parsed)
+        return tuple(result)
+
+    return _Kind(f"a list of {expected}", parse, list)
+
+
+_origins = _strings(
+    'origins, each "scheme://host" or "scheme://host:port" with no path, '
+    'like "https://ops.example.com"',
+    normalOrigin,
+)
+_hosts = _strings(
+    'host names or addresses without a port, like "rainbowd.internal" or '
+    '"10.0.0.5"',
+    normalHost,
+)
 _path = _Kind("a directory path", _string)
 _file = _Kind("a file path", _string)
 
@@ -464,6 +503,24 @@ class Config:
         "(Authorization: Bearer TOKEN); read at startup",
         "none, so the control API asks for no token",
         default=None,
+    )
+    controlAllowedOrigins: Tuple[str, ...] = _setting(
+        _origins,
+        "Origins (scheme://host[:port]) of the web pages that may call the "
+        "control API (comma-separated on the command line); a request with "
+        "another Origin, or with Sec-Fetch-Site but no Origin, gets 403",
+        "none, so no web page may",
+        default=(),
+        converter=tuple,
+    )
+    controlAllowedHosts: Tuple[str, ...] = _setting(
+        _hosts,
+        "Names the control API may be called by in Host, beyond loopback "
+        "addresses, localhost and the address it listens on (comma-separated "
+        "on the command line); others get 403",
+        "none",
+        default=(),
+        converter=tuple,
     )
     accessLog: Optional[str] = _setting(
         _Kind('a file path, or "-" for standard output', _string),

@@ -2,7 +2,9 @@
 """
 The control API's site: who may call it, and how much they may send.
 
-Every control request goes through L{ControlSite}, whatever its path: when
+Every control request goes through L{ControlSite}, whatever its path: one
+that a web page sent, or that names a host rainbowd does not know (see
+L{rainbowd.browsers}), is answered 403; then, when
 a token is configured (C{controlTokenFile}), a request without
 C{Authorization: Bearer TOKEN} is answered 401 before any resource sees
 it.  Request bodies are capped at L{MAX_BODY} bytes, refused with 413 as
@@ -16,12 +18,14 @@ import re
 import stat
 from typing import Optional, Tuple
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from rainbowd.browsers import BrowserGuard, Refusal
 from rainbowd.config import Config, ConfigError, endpointArguments
 from rainbowd.control import jsonBody, writeJSON
 
@@ -38,6 +42,10 @@ TIMEOUT = 30
 #: the client reads its 413 instead of a reset connection; beyond this the
 #: connection is closed.
 DISCARD_LIMIT = 16 * 1024 * 1024
+
+#: After a refused request from a web page is logged, how long further
+#: ones are only counted, in seconds; the count is then logged.
+REFUSAL_LOG_INTERVAL = 10.0
 
 #: The realm named in C{WWW-Authenticate}.
 REALM = b'Bearer realm="rainbowd"'
@@ -158,6 +166,87 @@ class _Unauthorized(Resource):
         return writeJSON(request, 401, {"error": error})
 
 
+class _Forbidden(Resource):
+    """
+    The answer to a control request from a web page, or for a host name
+    rainbowd does not know: 403 and the L{Refusal}'s sentence.
+    """
+
+    isLeaf = True
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__()
+        self._refusal = refusal
+
+    def render(self, request: IRequest) -> bytes:
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        refusal = self._refusal
+        return writeJSON(
+            request,
+            403,
+            {
+                "error": refusal.error,
+                "header": refusal.header,
+                "value": refusal.value,
+                "key": refusal.key,
+            },
+        )
+
+
+class _Preflight(Resource):
+    """
+    The answer to a CORS preflight (C{OPTIONS}) from an origin listed in
+    C{controlAllowedOrigins}: its page may send what rainbowctl sends.
+    """
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        request.setResponseCode(204)
+        request.setHeader(b"access-control-allow-methods", b"GET, HEAD, POST")
+        request.setHeader(b"access-control-allow-headers", b"authorization, accept")
+        request.setHeader(b"access-control-max-age", b"600")
+        return b""
+
+
+class _RefusalLog:
+    """
+    Log refused requests from web pages: the first one at once, then at most
+    one line per L{REFUSAL_LOG_INTERVAL} with how many more there were, so
+    a page that sends thousands fills no disk.
+    """
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+        self._more = 0
+        self._quiet = None
+
+    def refused(self, request: IRequest, refusal: Refusal) -> None:
+        if self._quiet is not None:
+            self._more += 1
+            return
+        _log.warn(
+            "refused a control request from {peer} ({method} {path}): {error}",
+            peer=str(request.getClientAddress()),
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("ascii", "replace"),
+            error=refusal.error,
+        )
+        self._quiet = self._reactor.callLater(REFUSAL_LOG_INTERVAL, self._count)
+
+    def _count(self) -> None:
+        self._quiet = None
+        if self._more:
+            _log.warn(
+                "refused {count} more control requests from web pages or for "
+                "unknown host names in the last {interval:g} s",
+                count=self._more,
+                interval=REFUSAL_LOG_INTERVAL,
+            )
+            self._more = 0
+            self._quiet = self._reactor.callLater(REFUSAL_LOG_INTERVAL, self._count)
+
+
 def _tooLarge(limit: int) -> bytes:
     """
     The whole 413 answer, written before the request is complete.
@@ -253,8 +342,9 @@ class _LimitedChannel(HTTPChannel):
 class ControlSite(Site):
     """
     The site of the control API: L{_LimitedChannel} connections with an
-    idle timeout, and, when C{token} is given, no resource for a request
-    that does not bear it.
+    idle timeout; no resource for a request C{guard} refuses (a web page's,
+    or one for an unknown host name); and, when C{token} is given, none for
+    a request that does not bear it.
     """
 
     protocol = _LimitedChannel
@@ -266,11 +356,19 @@ class ControlSite(Site):
         token: Optional[bytes] = None,
         timeout: float = TIMEOUT,
         reactor=None,
+        guard: BrowserGuard = BrowserGuard(),
     ) -> None:
         Site.__init__(self, resource, timeout=timeout, reactor=reactor)
         self._token = token
+        self._guard = guard
+        self._refusals = _RefusalLog(self.reactor)
 
     def getResourceFor(self, request: IRequest) -> Resource:
+        # Before the token: a page learns nothing of it, right or wrong.
+        refused = self._browserCheck(request)
+        if refused is not None:
+            request.site = self
+            return refused
         if self._token is not None:
             sent = _bearerToken(request)
             # compare_digest takes time independent of where they differ.
@@ -286,6 +384,33 @@ class ControlSite(Site):
                 request.site = self
                 return _Unauthorized(sent is not None)
         return Site.getResourceFor(self, request)
+
+    def _browserCheck(self, request: IRequest) -> Optional[Resource]:
+        """
+        The resource answering C{request} if it comes from a web page or
+        names an unknown host: 403, or a listed origin's preflight; or
+        L{None} if it may go on (with CORS headers for a listed origin).
+        """
+        headers = request.requestHeaders
+        origin = headers.getRawHeaders(b"origin", [None])[-1]
+        local = request.getHost()
+        refusal = self._guard.refusal(
+            origin,
+            headers.getRawHeaders(b"sec-fetch-site", [None])[-1],
+            headers.getRawHeaders(b"host", []),
+            local.host if isinstance(local, (IPv4Address, IPv6Address)) else None,
+        )
+        if refusal is not None:
+            self._refusals.refused(request, refusal)
+            return _Forbidden(refusal)
+        if origin is not None:
+            request.setHeader(b"access-control-allow-origin", origin)
+            request.setHeader(b"vary", b"Origin")
+            if request.method == b"OPTIONS" and headers.hasHeader(
+                b"access-control-request-method"
+            ):
+                return _Preflight()
+        return None
 
 
 def _bearerToken(request: IRequest) -> Optional[bytes]:

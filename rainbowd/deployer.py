@@ -140,6 +140,8 @@ STARTUP_KEYS = (
     "stateDir",
     "queueTimeout",
     "controlTokenFile",
+    "controlAllowedOrigins",
+    "controlAllowedHosts",
     "accessLog",
     "accessLogFormat",
 )

@@ -17,6 +17,12 @@ A fresh generation is the only one rainbowd can vouch for.
 A group is only signalled if one of its processes has L{APP_VARIABLE} set to
 this state directory in its environment, so a stranger that got the same
 process group id later is never touched.
+
+Then every process still carrying that marker is stopped the same way,
+whatever its group: those an app started with C{setsid}, which no record
+names, and which a killed rainbowd (or an older one) left running.  The
+state directory's lock says no other rainbowd uses this marker, and no
+generation of this one runs yet, so every such process is a leftover.
 """
 
 import json
@@ -28,6 +34,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from rainbowd.backend import APP_VARIABLE, REAP_INTERVAL
+from rainbowd.statedir import readFile, writeAtomically
 
 #: How long a group may take to empty after SIGKILL, in seconds, before
 #: rainbowd gives up on it and says so.
@@ -54,19 +61,14 @@ class AppGroups:
         cannot be written is logged, and the generation runs all the same.
         """
         path = self._path(backend.pgid)
-        temporary = f"{path}.tmp"
+        record = {
+            "pgid": backend.pgid,
+            "generation": backend.generation,
+            "port": backend.port,
+            "run": backend.config.run,
+        }
         try:
-            with open(temporary, "w") as f:
-                json.dump(
-                    {
-                        "pgid": backend.pgid,
-                        "generation": backend.generation,
-                        "port": backend.port,
-                        "run": backend.config.run,
-                    },
-                    f,
-                )
-            os.replace(temporary, path)
+            writeAtomically(path, json.dumps(record).encode("utf-8"))
         except OSError as e:
             self.log.warn(
                 "cannot record generation {generation}'s process group in "
@@ -107,8 +109,13 @@ class AppGroups:
                 alive.append((path, record))
             else:
                 self._remove(path)
-        if not alive:
-            return []
+        if alive:
+            yield self._stopGroups(alive, killTimeout)
+        yield self._stopStrays(killTimeout)
+        return [record for path, record in alive]
+
+    @inlineCallbacks
+    def _stopGroups(self, alive, killTimeout: float):
         groups = [record["pgid"] for path, record in alive]
         self._signal(groups, signal.SIGTERM)
         left = yield self._waitEmpty(groups, killTimeout)
@@ -130,7 +137,58 @@ class AppGroups:
                     grace=KILL_GRACE,
                 )
             self._remove(path)
-        return [record for path, record in alive]
+
+    @inlineCallbacks
+    def _stopStrays(self, killTimeout: float):
+        """
+        Stop the processes carrying this state directory's marker outside
+        any recorded group.
+        """
+        marker = {APP_VARIABLE: self._stateDir}
+        strays = self._signals.marked(marker)
+        if not strays:
+            return
+        self.log.warn(
+            "processes {pids} of an earlier rainbowd's app (outside its "
+            "recorded process groups) are still running; stopping them "
+            "before launching the app",
+            pids=", ".join(map(str, strays)),
+        )
+        for pid in strays:
+            self._signals.signalMarked(pid, marker, signal.SIGTERM)
+        left = yield self._waitGone(strays, marker, killTimeout)
+        if left:
+            self.log.warn(
+                "processes {pids} did not stop within killTimeout ({timeout:g} "
+                "s) of SIGTERM; sending SIGKILL",
+                pids=", ".join(map(str, left)),
+                timeout=killTimeout,
+            )
+            for pid in left:
+                self._signals.signalMarked(pid, marker, signal.SIGKILL)
+            left = yield self._waitGone(left, marker, KILL_GRACE)
+        if left:
+            self.log.error(
+                "processes {pids} outlived SIGKILL by {grace:g} s; giving up "
+                "on them",
+                pids=", ".join(map(str, left)),
+                grace=KILL_GRACE,
+            )
+
+    @inlineCallbacks
+    def _waitGone(self, pids, marker, timeout: float):
+        """
+        Wait until none of C{pids} is a process carrying C{marker}, for at
+        most C{timeout} seconds.
+
+        @return: a Deferred firing with the pids still there.
+        """
+        deadline = self._clock.seconds() + timeout
+        while True:
+            left = [pid for pid in pids if self._signals.isMarked(pid, marker)]
+            if not left or self._clock.seconds() >= deadline:
+                return left
+            yield deferLater(self._clock, REAP_INTERVAL, lambda: None)
 
     # Internals
 
@@ -158,8 +216,7 @@ class AppGroups:
                     self._remove(path)
                 continue
             try:
-                with open(path) as f:
-                    record = json.load(f)
+                record = json.loads(readFile(path))
                 record["pgid"] = int(record["pgid"])
             except (OSError, ValueError, TypeError, KeyError) as e:
                 self.log.warn(

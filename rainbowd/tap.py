@@ -19,6 +19,7 @@ from twisted.python import usage
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
 from rainbowd.backendlogs import BackendLogs
+from rainbowd.browsers import BrowserGuard
 from rainbowd.config import (
     DEFAULT_FILENAME,
     EPHEMERAL_RANGE_PATH,
@@ -39,6 +40,7 @@ from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
+from rainbowd.statedir import UnsafeStateDir, openFile, prepare
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
@@ -85,6 +87,8 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "maxBackends": (None, "number"),
     "backendPorts": (None, "text"),
     "controlTokenFile": (None, "text"),
+    "controlAllowedOrigins": (None, "text"),
+    "controlAllowedHosts": (None, "text"),
     "accessLog": (None, "text"),
     "accessLogFormat": (None, "text"),
     "backendLogs": (None, "number"),
@@ -222,7 +226,16 @@ class _StateDirLock(Service):
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = openFile(self._path, os.O_RDWR | os.O_CREAT)
+        except UnsafeStateDir as e:
+            raise SystemExit(f"rainbowd: {e}")
+        except OSError as e:
+            raise SystemExit(
+                f"rainbowd: cannot open the lock {self._path} in the state "
+                f'directory: {e.strerror or e}.  Fix its permissions, or set '
+                'another "stateDir" (--state-dir).'
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -367,7 +380,10 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
-    os.makedirs(config.stateDir, exist_ok=True)
+    try:
+        prepare(config.stateDir)
+    except UnsafeStateDir as e:
+        raise SystemExit(f"rainbowd: {e}")
     for warning in options.warnings:
         _log.warn("{warning}", warning=warning)
     healthCheck = HTTPHealthCheck(reactor)
@@ -401,10 +417,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
     control = ControlResource(deployer, reactor)
     control.putChild(b"metrics", MetricsResource(metrics.registry))
-    sites = [
-        ("port", proxy),
-        ("controlPort", ControlSite(control, token=options.controlToken, reactor=reactor)),
-    ]
+    guard = BrowserGuard(config.controlAllowedOrigins, config.controlAllowedHosts)
+    controlSite = ControlSite(
+        control, token=options.controlToken, reactor=reactor, guard=guard
+    )
+    sites = [("port", proxy), ("controlPort", controlSite)]
     for key, site in sites:
         _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)
     return service

@@ -4,7 +4,7 @@ the test ends, and the process table that rainbowd's signals act on.
 """
 
 import signal
-from typing import List, Optional, Set
+from typing import Dict, List, Mapping, Optional, Set
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -137,12 +137,18 @@ class FakeSignals:
     The process table of a L{FakeProcessReactor}, as rainbowd's signals see
     it (see L{rainbowd.backend.ProcessGroupSignals}).
 
-    @ivar sent: every signal sent, as C{("pid" | "group", id, signum)}.
+    @ivar sent: every signal sent, as C{("pid" | "group" | "marked", id,
+        signum)}.
+    @ivar strays: the processes outside every group (they called
+        C{setsid}), by pid: their environment.
+    @ivar stubborn: the strays that ignore SIGTERM.
     """
 
     def __init__(self, reactor: FakeProcessReactor) -> None:
         self.reactor = reactor
         self.sent: List[tuple] = []
+        self.strays: Dict[int, Mapping[str, str]] = {}
+        self.stubborn: Set[int] = set()
 
     def _owner(self, pid: int) -> Optional[FakeProcess]:
         for process in self.reactor.processes:
@@ -180,6 +186,23 @@ class FakeSignals:
             and bool(process.members)
             and (process.env or {}).get(variable) == value
         )
+
+    def marked(self, marker: Mapping[str, str]) -> List[int]:
+        return sorted(pid for pid in self.strays if self.isMarked(pid, marker))
+
+    def isMarked(self, pid: int, marker: Mapping[str, str]) -> bool:
+        env = self.strays.get(pid)
+        return env is not None and all(env.get(k) == v for k, v in marker.items())
+
+    def signalMarked(self, pid: int, marker: Mapping[str, str], signum: int) -> bool:
+        if not self.isMarked(pid, marker):
+            return False
+        self.sent.append(("marked", pid, signum))
+        if signum == signal.SIGKILL or (
+            signum == signal.SIGTERM and pid not in self.stubborn
+        ):
+            del self.strays[pid]
+        return True
 
     def groupOf(self, pid: int) -> Optional[int]:
         owner = self._owner(pid)

@@ -7,11 +7,13 @@ import signal
 from typing import List
 
 from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rainbowd.backend import (
     APP_VARIABLE,
+    GENERATION_VARIABLE,
     LONGEST_LINE,
     OUTPUT_GRACE,
     ProcessGroupSignals,
@@ -161,13 +163,14 @@ class LaunchTests(BackendTestCase):
         """
         The app inherits rainbowd's environment plus C{env}, whose values
         win over inherited ones, plus L{APP_VARIABLE} naming the state
-        directory.
+        directory and L{GENERATION_VARIABLE} the generation.
         """
         extra = {"RAINBOWD_TEST_SETTING": "site.prod", "PATH": "/opt/app/bin"}
         backend, process = self.launched(env=extra)
         expected = dict(os.environ)
         expected.update(extra)
         expected[APP_VARIABLE] = backend.config.stateDir
+        expected[GENERATION_VARIABLE] = str(GENERATION)
         self.assertEqual(process.env, expected)
 
     def test_appVariableWins(self) -> None:
@@ -175,8 +178,11 @@ class LaunchTests(BackendTestCase):
         C{env} cannot change L{APP_VARIABLE}: it always names the state
         directory, which is what marks the app's processes as rainbowd's.
         """
-        backend, process = self.launched(env={APP_VARIABLE: "/elsewhere"})
+        backend, process = self.launched(
+            env={APP_VARIABLE: "/elsewhere", GENERATION_VARIABLE: "1"}
+        )
         self.assertEqual(process.env[APP_VARIABLE], backend.config.stateDir)
+        self.assertEqual(process.env[GENERATION_VARIABLE], str(GENERATION))
 
     def test_cwd(self) -> None:
         """
@@ -194,6 +200,21 @@ class LaunchTests(BackendTestCase):
         self.writePidfile(backend, 4242)
         backend.launch()
         self.assertFalse(os.path.exists(backend.pidfile))
+
+    def test_plantedPidfileRemoved(self) -> None:
+        """
+        A link planted as the pidfile is removed before the app starts, and
+        its target left alone, so the app does not write through it.
+        """
+        backend = self.backend()
+        target = os.path.abspath(self.mktemp())
+        with open(target, "w") as f:
+            f.write("precious\n")
+        os.symlink(target, backend.pidfile)
+        backend.launch()
+        self.assertFalse(os.path.lexists(backend.pidfile))
+        with open(target) as f:
+            self.assertEqual(f.read(), "precious\n")
 
     def test_firstProbe(self) -> None:
         """
@@ -784,6 +805,21 @@ class StopTests(BackendTestCase):
         self.assertFalse(otherProcess.ended)
         self.assertIs(other.state, State.STARTING)
 
+    def test_linkedPidfileIgnored(self) -> None:
+        """
+        A pidfile that is a symbolic link is not followed, even to a file
+        naming a process of the group: SIGTERM goes to the whole group.
+        """
+        backend, process = self.active()
+        self.addWorker(process, 4242)
+        target = os.path.abspath(self.mktemp())
+        with open(target, "w") as f:
+            f.write("4242\n")
+        os.symlink(target, backend.pidfile)
+        self.assertEqual(backend.appPid(), process.pid)
+        backend.stop()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+
     def test_unknownPidfileIgnored(self) -> None:
         """
         A pidfile naming a pid that no process of the backend has is ignored.
@@ -879,6 +915,118 @@ class StopTests(BackendTestCase):
         self.assertNoResult(d)
         process.exit(0)
         self.assertIs(self.successResultOf(d), backend)
+
+
+class StrayTests(BackendTestCase):
+    """
+    Tests for the processes of a generation that left its process group.
+    """
+
+    def stray(self, backend: Backend, pid: int, **changes) -> None:
+        """
+        Put a process of C{backend}'s outside its group, as C{setsid} in
+        C{run} does.
+        """
+        self.signals.strays[pid] = {**backend.marker(), **changes}
+
+    def test_strayStopped(self) -> None:
+        """
+        Once the group is empty, the processes outside it that carry the
+        generation's marker get SIGTERM, it is logged, and the backend is
+        stopped only when they are gone.
+        """
+        backend, process = self.active()
+        self.stray(backend, 5000)
+        self.stray(backend, 5001)
+        self.signals.stubborn.add(5001)
+        with capturedLogs() as events:
+            d = backend.stop()
+            self.reactor.advance(0)
+        self.assertIn(("marked", 5000, signal.SIGTERM), self.signals.sent)
+        self.assertIn(("marked", 5001, signal.SIGTERM), self.signals.sent)
+        self.assertIn(
+            "generation 3 left processes outside its process group (pids 5000, 5001)",
+            "\n".join(formatEvent(e) for e in events),
+        )
+        self.assertNoResult(d)
+        self.assertIs(backend.state, State.STOPPING)
+        self.reactor.advance(TIMINGS["killTimeout"])
+        self.assertIn(("marked", 5001, signal.SIGKILL), self.signals.sent)
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertEqual(self.signals.strays, {})
+
+    def test_othersLeftAlone(self) -> None:
+        """
+        Processes of another generation, another state directory, or with
+        no marker are never signalled.
+        """
+        backend, process = self.active()
+        self.stray(backend, 5000, RAINBOWD_GENERATION="4")
+        self.stray(backend, 5001, RAINBOWD_STATE_DIR="/elsewhere")
+        self.signals.strays[5002] = {"HOME": "/root"}
+        backend.stop()
+        self.reactor.advance(TIMINGS["killTimeout"] + REAP_INTERVAL)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(sorted(self.signals.strays), [5000, 5001, 5002])
+        self.assertEqual([s for s in self.signals.sent if s[0] == "marked"], [])
+
+    def test_strayOfCrash(self) -> None:
+        """
+        The strays of an app that crashed are stopped too.
+        """
+        backend, process = self.active()
+        self.stray(backend, 5000)
+        process.exit(1)
+        self.assertEqual(self.signals.sent, [("marked", 5000, signal.SIGTERM)])
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(backend.state, State.STOPPED)
+
+    def test_lookedForOnce(self) -> None:
+        """
+        The whole process table is read when the group is empty, and once
+        more when the strays found are gone, not while waiting for them.
+        """
+        backend, process = self.active()
+        self.stray(backend, 5000)
+        self.signals.stubborn.add(5000)
+        looks = []
+        marked = self.signals.marked
+        self.signals.marked = lambda marker: looks.append(marker) or marked(marker)
+        backend.stop()
+        self.reactor.advance(0)
+        for _ in range(20):
+            self.reactor.advance(REAP_INTERVAL)
+        self.assertEqual(looks, [backend.marker()])
+        self.reactor.advance(TIMINGS["killTimeout"])
+        self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(looks, [backend.marker()] * 2)
+
+    def test_straysOfStrays(self) -> None:
+        """
+        Processes the strays started while they were being stopped are
+        found by a look once those are gone, at most C{STRAY_LOOKS} times
+        in all.
+        """
+        backend, process = self.active()
+        self.stray(backend, 5000)
+        marked = self.signals.marked
+        respawned = iter([5001, 5002, 5003, 5004])
+
+        def marking(marker):
+            found = marked(marker)
+            self.stray(backend, next(respawned))
+            return found
+
+        self.signals.marked = marking
+        backend.stop()
+        for _ in range(10):
+            self.reactor.advance(REAP_INTERVAL)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertEqual(
+            [s[1] for s in self.signals.sent if s[0] == "marked"], [5000, 5001, 5002]
+        )
 
 
 class CrashTests(BackendTestCase):
@@ -1263,6 +1411,130 @@ class GroupHasTests(SynchronousTestCase):
         self.assertTrue(
             ProcessGroupSignals().groupHas(os.getpgrp(), "PATH", os.environ["PATH"])
         )
+
+
+class MarkedTests(SynchronousTestCase):
+    """
+    Tests for L{ProcessGroupSignals.marked}, C{isMarked} and
+    C{signalMarked}.
+    """
+
+    proc = GroupHasTests.proc
+
+    MARKER = {"RAINBOWD_STATE_DIR": "/s", "RAINBOWD_GENERATION": "3"}
+    ENV = [b"HOME=/root", b"RAINBOWD_STATE_DIR=/s", b"RAINBOWD_GENERATION=3"]
+
+    def test_marked(self) -> None:
+        """
+        Every running process carrying the whole marker is found, whatever
+        its group; zombies, other generations, other state directories,
+        unreadable environments and rainbowd itself are not.
+        """
+        proc = self.proc(
+            (10, "S", 10, self.ENV),
+            (11, "S", 11, self.ENV),
+            (12, "Z", 12, self.ENV),
+            (13, "S", 10, [b"RAINBOWD_STATE_DIR=/s", b"RAINBOWD_GENERATION=30"]),
+            (14, "S", 10, [b"RAINBOWD_STATE_DIR=/t", b"RAINBOWD_GENERATION=3"]),
+            (15, "S", 10, [b"RAINBOWD_STATE_DIR=/s"]),
+            (16, "S", 10, None),
+            (os.getpid(), "R", 1, self.ENV),
+        )
+        signals = ProcessGroupSignals()
+        self.assertEqual(sorted(signals.marked(self.MARKER, proc)), [10, 11])
+        self.assertEqual(
+            sorted(signals.marked({"RAINBOWD_STATE_DIR": "/s"}, proc)), [10, 11, 13, 15]
+        )
+        self.assertTrue(signals.isMarked(11, self.MARKER, proc))
+        for pid in [12, 13, 16, 99]:
+            self.assertFalse(signals.isMarked(pid, self.MARKER, proc), pid)
+        self.assertEqual(signals.marked(self.MARKER, self.mktemp()), [])
+
+    def test_signalMarkedChecks(self) -> None:
+        """
+        Without pidfds, a process is signalled only if it carries the
+        marker when looked at just before C{kill}.
+        """
+        proc = self.proc((10, "S", 10, self.ENV), (11, "S", 11, [b"HOME=/"]))
+        killed = []
+        signals = ProcessGroupSignals(
+            kill=lambda pid, signum: killed.append((pid, signum)), pidfdOpen=None
+        )
+        self.assertTrue(signals.signalMarked(10, self.MARKER, signal.SIGTERM, proc))
+        self.assertFalse(signals.signalMarked(11, self.MARKER, signal.SIGTERM, proc))
+        self.assertFalse(signals.signalMarked(12, self.MARKER, signal.SIGTERM, proc))
+        self.assertEqual(killed, [(10, signal.SIGTERM)])
+
+    def test_signalMarkedPinsWithPidfd(self) -> None:
+        """
+        With pidfds, the process is pinned before it is checked and
+        signalled through its pidfd, never by pid; a pid already gone when
+        pinned is not signalled; the pidfd is closed.
+        """
+        proc = self.proc((10, "S", 10, self.ENV), (11, "S", 11, self.ENV))
+        events = []
+        opened = []
+
+        def pidfdOpen(pid: int) -> int:
+            if pid == 11:
+                raise ProcessLookupError()
+            fd = os.open(os.devnull, os.O_RDONLY)
+            opened.append(fd)
+            events.append(("open", pid))
+            return fd
+
+        def pidfdSendSignal(fd: int, signum: int) -> None:
+            events.append(("send", fd, signum))
+
+        signals = ProcessGroupSignals(
+            kill=lambda pid, signum: events.append(("kill", pid)),
+            pidfdOpen=pidfdOpen,
+            pidfdSendSignal=pidfdSendSignal,
+        )
+        self.assertTrue(signals.signalMarked(10, self.MARKER, signal.SIGKILL, proc))
+        self.assertFalse(signals.signalMarked(11, self.MARKER, signal.SIGKILL, proc))
+        self.assertEqual(events, [("open", 10), ("send", opened[0], signal.SIGKILL)])
+        self.assertRaises(OSError, os.fstat, opened[0])
+
+    def test_pidReusedAfterPinning(self) -> None:
+        """
+        A pid that was reused by a process without the marker between the
+        scan and the signal is not signalled.
+        """
+        proc = self.proc((10, "S", 10, self.ENV))
+        sent = []
+
+        def pidfdOpen(pid: int) -> int:
+            # The marked process exits; a stranger gets its pid.
+            with open(os.path.join(proc, "10", "environ"), "wb") as f:
+                f.write(b"HOME=/home/stranger\0")
+            return os.open(os.devnull, os.O_RDONLY)
+
+        signals = ProcessGroupSignals(
+            pidfdOpen=pidfdOpen, pidfdSendSignal=lambda fd, signum: sent.append(fd)
+        )
+        self.assertEqual(signals.marked(self.MARKER, proc), [10])
+        self.assertFalse(signals.signalMarked(10, self.MARKER, signal.SIGTERM, proc))
+        self.assertEqual(sent, [])
+
+    def test_realPidfd(self) -> None:
+        """
+        On this system, a real process carrying the marker is found in
+        /proc and stopped through its pidfd.
+        """
+        if getattr(os, "pidfd_open", None) is None:
+            raise SkipTest("no pidfd_open here")
+        import subprocess
+
+        marker = {"RAINBOWD_TEST_MARKER": self.mktemp()}
+        child = subprocess.Popen(["sleep", "30"], env={**os.environ, **marker})
+        self.addCleanup(child.wait)
+        self.addCleanup(lambda: child.poll() is None and child.kill())
+        signals = ProcessGroupSignals()
+        self.assertEqual(signals.marked(marker), [child.pid])
+        self.assertTrue(signals.signalMarked(child.pid, marker, signal.SIGTERM))
+        self.assertEqual(child.wait(10), -signal.SIGTERM)
+        self.assertFalse(signals.signalMarked(child.pid, marker, signal.SIGTERM))
 
 
 class GroupOfTests(SynchronousTestCase):

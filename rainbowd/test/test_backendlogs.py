@@ -4,8 +4,10 @@ Tests for L{rainbowd.backendlogs}.
 """
 
 import os
+import stat
 
 import attrs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.backendlogs import BackendLogs, runId
@@ -58,6 +60,40 @@ class BackendLogsTests(SynchronousTestCase):
             os.path.join(self.directory, f"{RUN}-generation-1.log"),
         )
         self.assertEqual(self.read(1), "one\ntwo\noops\n")
+
+    def test_plantedLinks(self) -> None:
+        """
+        A link planted as a generation's file, or as the logs directory, is
+        not written through: the error is logged, and the output only
+        logged.
+        """
+        victim = os.path.abspath(self.mktemp())
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        os.makedirs(self.directory, 0o700)
+        os.symlink(victim, self.logs.fileName(1))
+        with capturedLogs() as events:
+            self.h.start()
+            self.h.process(1).emit(b"one\n")
+        text = "\n".join(formatEvent(e) for e in events)
+        self.assertIn("cannot write generation 1's output", text)
+        self.assertIn("is a symbolic link", text)
+        os.remove(self.logs.fileName(1))
+        os.rmdir(self.directory)
+        os.symlink(os.path.dirname(victim), self.directory)
+        with capturedLogs() as events:
+            self.redeploy(2)
+        self.assertIn("is not a directory (a link", "\n".join(formatEvent(e) for e in events))
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+
+    def test_filePrivate(self) -> None:
+        """
+        The files and the logs directory are rainbowd's user's alone.
+        """
+        self.h.start()
+        self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(self.logs.fileName(1)).st_mode), 0o600)
 
     def test_newestKept(self) -> None:
         """

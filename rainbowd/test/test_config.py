@@ -612,6 +612,59 @@ class LoadConfigTests(SynchronousTestCase):
         )
         self.assertEqual(config.controlTokenFile, elsewhere.child("token").path)
 
+    def test_controlAllowedOrigins(self) -> None:
+        """
+        controlAllowedOrigins is a list of origins, kept as browsers send
+        them (lower case, no default port); a comma-separated string, as
+        the flag gives it, is a list too.
+        """
+        self.assertEqual(self.load({"run": RUN}).controlAllowedOrigins, ())
+        config = self.load(
+            {
+                "run": RUN,
+                "controlAllowedOrigins": ["https://Ops.Example.com:443", "null"],
+            }
+        )
+        self.assertEqual(config.controlAllowedOrigins, ("https://ops.example.com", "null"))
+        config = self.load(
+            {"run": RUN},
+            {"controlAllowedOrigins": "http://a.example:8080, http://b.example"},
+        )
+        self.assertEqual(
+            config.controlAllowedOrigins, ("http://a.example:8080", "http://b.example")
+        )
+
+    def test_controlAllowedOriginsErrors(self) -> None:
+        """
+        An origin with a path, or without a scheme, or a value that is not
+        a list of strings, is an error naming the key, the entry and the
+        form expected.
+        """
+        for value, detail in [
+            (["https://ops.example.com/dash"], "'https://ops.example.com/dash' is not one"),
+            (["ops.example.com"], "'ops.example.com' is not one"),
+            ([7], "7 is a number, not a string"),
+            ({"a": 1}, "(an object)"),
+        ]:
+            error = self.loadError({"run": RUN, "controlAllowedOrigins": value})
+            self.assertIn('"controlAllowedOrigins" is', error)
+            self.assertIn('"scheme://host" or "scheme://host:port"', error)
+            self.assertIn(detail, error)
+
+    def test_controlAllowedHosts(self) -> None:
+        """
+        controlAllowedHosts is a list of names or addresses, lower case and
+        without a trailing dot; one with a port is an error.
+        """
+        self.assertEqual(self.load({"run": RUN}).controlAllowedHosts, ())
+        config = self.load(
+            {"run": RUN, "controlAllowedHosts": ["Rainbowd.Internal.", "10.0.0.5", "[::1]"]}
+        )
+        self.assertEqual(config.controlAllowedHosts, ("rainbowd.internal", "10.0.0.5", "::1"))
+        error = self.loadError({"run": RUN, "controlAllowedHosts": ["rainbowd:7001"]})
+        self.assertIn("'rainbowd:7001' is not one", error)
+        self.assertIn("without a port", error)
+
     def test_longValueShortened(self) -> None:
         """
         A long bad value is shortened in the message.

@@ -8,7 +8,7 @@ import json
 import os
 from typing import List, Tuple
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rainbowd import controlsite
+from rainbowd.browsers import BrowserGuard
 from rainbowd.config import Config, ConfigError, endpointArguments, endpointParts
 from rainbowd.controlsite import (
     MAX_BODY,
@@ -223,11 +224,16 @@ class ControlSiteTestCase(SynchronousTestCase):
         self.resource = Recorder()
         self.reactor = MemoryReactorClock()
 
+    #: The host names the tests' requests use, beyond loopback.
+    guard = BrowserGuard(allowedHosts=("x", "rainbowd"))
+
     def connect(self, token=None):
         """
         A connection to a L{ControlSite} over a string transport.
         """
-        site = ControlSite(self.resource, token=token, reactor=self.reactor)
+        site = ControlSite(
+            self.resource, token=token, reactor=self.reactor, guard=self.guard
+        )
         address = IPv4Address("TCP", "127.0.0.1", 40000)
         protocol = site.buildProtocol(address)
         transport = StringTransport(peerAddress=address)
@@ -432,3 +438,211 @@ class LimitTests(ControlSiteTestCase):
         self.resource.pending[0].write(b"done")
         self.resource.pending[0].finish()
         self.assertIn(b"done", transport.value())
+
+
+class BrowserTests(ControlSiteTestCase):
+    """
+    Tests for L{ControlSite}'s refusal of web pages and unknown host names.
+    """
+
+    guard = BrowserGuard()
+
+    def connect(self, token=None, guard=None, unix=False, site=None):
+        if site is None:
+            site = ControlSite(
+                self.resource, token=token, reactor=self.reactor, guard=guard or self.guard
+            )
+        if unix:
+            peer, host = UNIXAddress(None), UNIXAddress(b"/run/control.sock")
+        else:
+            peer = IPv4Address("TCP", "127.0.0.1", 40000)
+            host = IPv4Address("TCP", "127.0.0.1", 7001)
+        protocol = site.buildProtocol(peer)
+        transport = StringTransport(hostAddress=host, peerAddress=peer)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def send(
+        self, *headers: bytes, method=b"POST", token=None, guard=None, unix=False, site=None
+    ):
+        """
+        A request with C{headers}, and the answer's status code and JSON
+        body (or raw body).
+        """
+        protocol, transport = self.connect(token, guard, unix, site)
+        protocol.dataReceived(
+            b"\r\n".join([method + b" /redeploy HTTP/1.1", *headers]) + b"\r\n\r\n"
+        )
+        head, body = transport.value().split(b"\r\n\r\n", 1)
+        code = int(head.split(b" ", 2)[1])
+        if head.lower().find(b"content-type: application/json") >= 0:
+            return code, json.loads(body), head
+        return code, body, head
+
+    def test_curl(self) -> None:
+        """
+        C{curl -d '' localhost:7001/redeploy} goes through, as do
+        rainbowctl's request to 127.0.0.1 and a Prometheus scrape.
+        """
+        code, body, head = self.send(
+            b"Host: localhost:7001",
+            b"User-Agent: curl/8.5.0",
+            b"Accept: */*",
+            b"Content-Length: 0",
+            b"Content-Type: application/x-www-form-urlencoded",
+        )
+        self.assertEqual(code, 200)
+        code, body, head = self.send(
+            b"Host: 127.0.0.1:7001", b"Accept-Encoding: identity", b"Content-Length: 0"
+        )
+        self.assertEqual(code, 200)
+        code, body, head = self.send(
+            b"Host: localhost:7001",
+            b"User-Agent: Prometheus/2.53.0",
+            b"Accept: application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1",
+            b"X-Prometheus-Scrape-Timeout-Seconds: 10",
+            method=b"GET",
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(len(self.resource.reached), 3)
+
+    def test_crossOriginPost(self) -> None:
+        """
+        The simple cross-origin POSTs a page can send are refused with a
+        JSON 403 naming the header, its value and the key, and reach no
+        resource.
+        """
+        for origin, contentType in [
+            (b"http://evil.example", b"application/x-www-form-urlencoded"),
+            (b"http://evil.example", b"text/plain"),
+            (b"null", b"multipart/form-data; boundary=x"),
+        ]:
+            code, body, head = self.send(
+                b"Host: localhost:7001",
+                b"Origin: " + origin,
+                b"Sec-Fetch-Site: cross-site",
+                b"Content-Type: " + contentType,
+                b"Content-Length: 0",
+            )
+            self.assertEqual(code, 403)
+            self.assertEqual(body["header"], "Origin")
+            self.assertEqual(body["value"], origin.decode())
+            self.assertEqual(body["key"], "controlAllowedOrigins")
+            self.assertIn(origin.decode(), body["error"])
+            self.assertIn(b"X-Content-Type-Options: nosniff", head)
+            self.assertNotIn(b"Access-Control-Allow-Origin", head)
+        self.assertEqual(self.resource.reached, [])
+
+    def test_sameOriginRead(self) -> None:
+        """
+        A rebinding page's same-origin read (no Origin on a GET) is
+        refused for its C{Sec-Fetch-Site}, or for its C{Host} when the
+        browser sends no fetch metadata.
+        """
+        code, body, head = self.send(
+            b"Host: attacker.example:7001", b"Sec-Fetch-Site: same-origin", method=b"GET"
+        )
+        self.assertEqual((code, body["header"]), (403, "Sec-Fetch-Site"))
+        code, body, head = self.send(b"Host: attacker.example:7001", method=b"GET")
+        self.assertEqual((code, body["header"], body["key"]), (403, "Host", "controlAllowedHosts"))
+        self.assertEqual(self.resource.reached, [])
+
+    def test_listed(self) -> None:
+        """
+        A listed origin's request goes through with CORS headers that let
+        its page read the answer, and its preflight is answered before the
+        token is asked for.
+        """
+        guard = BrowserGuard(
+            allowedOrigins=("https://ops.example.com",), allowedHosts=("ops.example",)
+        )
+        headers = (b"Host: localhost:7001", b"Origin: https://ops.example.com")
+        code, body, head = self.send(*headers, b"Content-Length: 0", guard=guard)
+        self.assertEqual(code, 200)
+        self.assertIn(b"Access-Control-Allow-Origin: https://ops.example.com", head)
+        self.assertIn(b"Vary: Origin", head)
+        code, body, head = self.send(
+            *headers,
+            b"Access-Control-Request-Method: POST",
+            b"Access-Control-Request-Headers: authorization",
+            method=b"OPTIONS",
+            token=TOKEN,
+            guard=guard,
+        )
+        self.assertEqual(code, 204)
+        self.assertIn(b"Access-Control-Allow-Headers: authorization, accept", head)
+        code, body, head = self.send(*headers, b"Content-Length: 0", token=TOKEN, guard=guard)
+        self.assertEqual(code, 401)
+        code, body, head = self.send(b"Host: ops.example", method=b"GET", guard=guard)
+        self.assertEqual(code, 200)
+        self.assertEqual(len(self.resource.reached), 2)
+
+    def test_beforeToken(self) -> None:
+        """
+        A page's request gets the same 403 with the right token, a wrong
+        one or none, so its answer says nothing of the token.
+        """
+        answers = set()
+        for authorization in [
+            [b"Authorization: Bearer " + TOKEN],
+            [b"Authorization: Bearer wrong"],
+            [],
+        ]:
+            for bad in [b"Origin: http://evil.example", b"Host: attacker.example"]:
+                host = [] if bad.startswith(b"Host") else [b"Host: localhost"]
+                code, body, head = self.send(
+                    bad, *host, *authorization, b"Content-Length: 0", token=TOKEN
+                )
+                self.assertEqual(code, 403)
+                self.assertNotIn(b"WWW-Authenticate", head)
+                answers.add((bad, json.dumps(body)))
+        self.assertEqual(len(answers), 2)
+        self.assertEqual(self.resource.reached, [])
+
+    def test_unixSocket(self) -> None:
+        """
+        Over a unix socket any C{Host} goes (rainbowctl sends
+        C{localhost}), but an C{Origin} is still refused.
+        """
+        for host in [b"Host: localhost", b"Host: attacker.example"]:
+            code, body, head = self.send(host, b"Content-Length: 0", unix=True)
+            self.assertEqual(code, 200, host)
+        code, body, head = self.send(
+            b"Host: localhost", b"Origin: http://evil.example", unix=True
+        )
+        self.assertEqual(code, 403)
+
+    def test_http10WithoutHost(self) -> None:
+        """
+        An HTTP/1.0 request without C{Host}, which no browser sends, goes
+        through.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /status HTTP/1.0\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.0 200 "), transport.value())
+
+    def test_refusalsLogged(self) -> None:
+        """
+        The first refusal is logged at once with the peer, the request and
+        the reason; those that follow within C{REFUSAL_LOG_INTERVAL} are
+        counted in one line at its end, and the next after a quiet
+        interval is logged at once again.
+        """
+        site = ControlSite(self.resource, reactor=self.reactor)
+        with capturedLogs() as events:
+            for _ in range(50):
+                self.send(b"Host: localhost", b"Origin: http://evil.example", site=site)
+        self.assertEqual(len(events), 1)
+        text = formatEvent(events[0])
+        self.assertIn("refused a control request from", text)
+        self.assertIn("POST /redeploy", text)
+        self.assertIn("Origin: http://evil.example", text)
+        with capturedLogs() as events:
+            self.reactor.advance(controlsite.REFUSAL_LOG_INTERVAL)
+        self.assertEqual(len(events), 1)
+        self.assertIn("refused 49 more control requests", formatEvent(events[0]))
+        with capturedLogs() as events:
+            self.reactor.advance(controlsite.REFUSAL_LOG_INTERVAL)
+            self.send(b"Host: attacker.example", site=site)
+        self.assertEqual(len(events), 1)
+        self.assertIn("Host: attacker.example", formatEvent(events[0]))

@@ -161,6 +161,9 @@ class Daemon:
             # As rainbowd does: never a stranger that got a stale pid.
             if SIGNALS.groupHas(pgid, APP_VARIABLE, stateDir):
                 os.killpg(pgid, signal.SIGKILL)
+        marker = {APP_VARIABLE: stateDir}
+        for pid in SIGNALS.marked(marker):
+            SIGNALS.signalMarked(pid, marker, signal.SIGKILL)
 
     def appGroups(self):
         """
@@ -451,6 +454,115 @@ class EndToEndTests(SynchronousTestCase):
         self.assertIn(
             f"of an earlier rainbowd (process group {oldGroup}", daemon.log()
         )
+
+    def test_setsidChildrenStopped(self):
+        """
+        A process the app starts in a session of its own (C{setsid} in
+        C{run}) is stopped with its generation, after a redeploy, and when
+        rainbowd stops; rainbowd still exits 0.
+        """
+        strays = os.path.abspath(self.mktemp())
+        daemon = Daemon(
+            self,
+            run=f"setsid sleep 999 & echo $! >> {strays}; "
+            f"exec {sys.executable} {APP} $1 $2",
+        )
+        process = daemon.start()
+        daemon.serving()
+
+        def pids():
+            with open(strays) as f:
+                return [int(line) for line in f.read().split()]
+
+        [first] = waitFor(pids, "the first stray's pid")
+        self.assertTrue(alive(first))
+        self.assertNotEqual(os.getpgid(first), daemon.appGroups()[0])
+        status, body = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, body)
+        waitFor(lambda: not alive(first), f"the stray {first} to stop\n{daemon.log()}")
+        self.assertIn("generation 1 left processes outside its process group", daemon.log())
+        second = waitFor(lambda: pids()[1:], "the second stray's pid")[0]
+        self.assertTrue(alive(second))
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+        self.assertFalse(alive(second))
+
+    def test_setsidChildOfKilledRainbowdStopped(self):
+        """
+        After rainbowd is killed with SIGKILL, a process its app started in
+        a session of its own is stopped by the next rainbowd on the same
+        state directory, though no record names it.
+        """
+        strays = os.path.abspath(self.mktemp())
+        daemon = Daemon(
+            self,
+            run=f"setsid sleep 999 & echo $! >> {strays}; "
+            f"exec {sys.executable} {APP} $1 $2",
+        )
+        first = daemon.start()
+        daemon.serving()
+
+        def written():
+            try:
+                with open(strays) as f:
+                    return f.read().split()
+            except FileNotFoundError:
+                return None
+
+        stray = int(waitFor(written, "the stray's pid")[0])
+        first.kill()
+        first.wait(DEADLINE)
+        first.stdout.close()
+        self.assertTrue(alive(stray))
+        daemon.start()
+        daemon.serving()
+        self.assertFalse(alive(stray))
+        self.assertIn(f"processes {stray} of an earlier rainbowd's app", daemon.log())
+
+    def test_webPagesRefused(self):
+        """
+        A cross-origin POST from a page, or a request for a rebound host
+        name, gets 403 and does not redeploy; curl's and rainbowctl's
+        requests work as before.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        daemon.serving()
+        for headers in [
+            {"Origin": "http://evil.example", "Content-Type": "text/plain"},
+            {"Origin": "null"},
+            {"Host": f"attacker.example:{daemon.controlPort}"},
+        ]:
+            status, body = daemon.control("POST", "/redeploy", headers=headers)
+            self.assertEqual(status, 403, (headers, body))
+            self.assertIn(body["key"], ("controlAllowedOrigins", "controlAllowedHosts"))
+        status, body = daemon.control("GET", "/status")
+        self.assertEqual(status, 200)
+        self.assertEqual([b["generation"] for b in body["backends"]], [1])
+        status, body = daemon.control(
+            "POST", "/redeploy", headers={"Host": f"localhost:{daemon.controlPort}"}
+        )
+        self.assertEqual(status, 200, body)
+        result = daemon.rainbowctl("status")
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn("Origin: http://evil.example", daemon.log())
+
+    def test_unsafeStateDirRefused(self):
+        """
+        A state directory others may write to makes twistd exit non-zero
+        at once, with one line naming it and the chmod that fixes it, and
+        no app launched.
+        """
+        daemon = Daemon(self)
+        stateDir = os.path.join(daemon.directory, ".rainbowd")
+        os.mkdir(stateDir)
+        os.chmod(stateDir, 0o777)
+        process = daemon.start()
+        output = process.communicate(timeout=DEADLINE)[0].decode()
+        self.assertNotEqual(process.returncode, 0)
+        self.assertIn(f"chmod 700 {stateDir}", output + daemon.log())
+        self.assertNotIn("Traceback", output + daemon.log())
+        self.assertEqual(os.listdir(stateDir), [])
 
     def test_noDeprecationWarnings(self):
         """

@@ -5,6 +5,7 @@ Tests for L{rainbowd.leftovers}.
 import json
 import os
 import signal
+import stat
 
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import capturedLogs, formatEvent
@@ -194,6 +195,70 @@ class StopLeftoversTests(SynchronousTestCase):
             "\n".join(formatEvent(e) for e in events),
         )
 
+    def test_straysStopped(self) -> None:
+        """
+        Processes carrying this state directory's marker outside any
+        recorded group -- an app's C{setsid} children, of any generation --
+        are stopped after the groups: SIGTERM, then SIGKILL after
+        C{killTimeout}; the cleanup ends when they are gone.
+        """
+        fixture = Fixture(self)
+        fixture.leftover()
+        marker = {APP_VARIABLE: fixture.stateDir}
+        fixture.signals.strays[5000] = {**marker, "RAINBOWD_GENERATION": "1"}
+        fixture.signals.strays[5001] = {**marker, "RAINBOWD_GENERATION": "7"}
+        fixture.signals.stubborn.add(5001)
+        fixture.signals.strays[5002] = {APP_VARIABLE: "/elsewhere"}
+        fixture.signals.strays[5003] = {}
+        with capturedLogs() as events:
+            d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+            fixture.advance(REAP_INTERVAL)
+            self.assertEqual(
+                [s for s in fixture.signals.sent if s[0] == "marked"],
+                [("marked", 5000, signal.SIGTERM), ("marked", 5001, signal.SIGTERM)],
+            )
+            self.assertNoResult(d)
+            fixture.advance(KILL_TIMEOUT + 2 * REAP_INTERVAL)
+        self.assertEqual(len(self.successResultOf(d)), 1)
+        self.assertIn(("marked", 5001, signal.SIGKILL), fixture.signals.sent)
+        self.assertEqual(sorted(fixture.signals.strays), [5002, 5003])
+        text = "\n".join(formatEvent(e) for e in events)
+        self.assertIn("processes 5000, 5001 of an earlier rainbowd's app", text)
+        self.assertIn("processes 5001 did not stop within killTimeout", text)
+
+    def test_straysWithoutRecords(self) -> None:
+        """
+        Strays are stopped even when no record is left, as after a clean
+        stop of an older rainbowd that did not look for them.
+        """
+        fixture = Fixture(self)
+        fixture.signals.strays[5000] = {APP_VARIABLE: fixture.stateDir}
+        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual(fixture.signals.strays, {})
+
+    def test_linkedRecordIgnored(self) -> None:
+        """
+        A record that is a symbolic link is not followed: it is logged and
+        removed, its target left alone, and the group it names is not
+        signalled.
+        """
+        fixture = Fixture(self)
+        process = fixture.leftover(recorded=False)
+        target = fixture.writeRecord(process.pgid)
+        elsewhere = os.path.abspath(self.mktemp())
+        os.rename(target, elsewhere)
+        os.symlink(elsewhere, target)
+        with capturedLogs() as events:
+            self.successResultOf(fixture.groups.stopLeftovers(KILL_TIMEOUT))
+        self.assertEqual(fixture.records(), [])
+        self.assertTrue(os.path.exists(elsewhere))
+        self.assertEqual(fixture.signals.sent, [])
+        self.assertIn(
+            "is not a record of an app process group",
+            "\n".join(formatEvent(e) for e in events),
+        )
+
 
 class DeployerLeftoversTests(SynchronousTestCase):
     """
@@ -251,6 +316,43 @@ class DeployerLeftoversTests(SynchronousTestCase):
         self.fixture.advance(REAP_INTERVAL)
         self.assertIs(backend.state, State.STOPPED)
         self.assertEqual(self.fixture.records(), [])
+
+    def test_recordPrivate(self) -> None:
+        """
+        A record, which holds the run line, is readable by rainbowd's user
+        alone.
+        """
+        self.deployer.startService()
+        [backend] = self.backends
+        path = os.path.join(self.fixture.stateDir, f"app-{backend.pgid}.json")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+    def test_plantedTemporary(self) -> None:
+        """
+        A link planted as a record's temporary file after startup is not
+        written through: the record is written in its place.
+        """
+        victim = os.path.abspath(self.mktemp())
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        self.deployer.startService()
+        [first] = self.backends
+        self.health.answer(first.port)
+        following = first.pgid + 1
+        os.symlink(
+            victim, os.path.join(self.fixture.stateDir, f"app-{following}.json.tmp")
+        )
+        self.deployer.redeploy()
+        second = self.backends[1]
+        self.assertEqual(second.pgid, following)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+        path = os.path.join(self.fixture.stateDir, f"app-{following}.json")
+        self.assertIn(f"app-{following}.json", self.fixture.records())
+        self.assertNotIn(f"app-{following}.json.tmp", self.fixture.records())
+        self.assertFalse(os.path.islink(path))
+        with open(path) as f:
+            self.assertEqual(json.load(f)["generation"], 2)
 
     def test_cleanupErrorLogged(self) -> None:
         """

@@ -296,6 +296,41 @@ class MakeServiceTests(SynchronousTestCase):
         makeService(options, FakeProcessReactor())
         self.assertTrue(os.path.isdir(options.config.stateDir))
 
+    def test_stateDirUnsafe(self) -> None:
+        """
+        A state directory others may write to stops rainbowd with one line
+        naming it, its mode and the fix; so does one that cannot be made.
+        """
+        options = self.options()
+        os.makedirs(options.config.stateDir)
+        os.chmod(options.config.stateDir, 0o777)
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
+        self.assertTrue(error.startswith('rainbowd: The state directory ("stateDir")'))
+        self.assertIn("has mode 0777", error)
+        self.assertNotIn("\n", error)
+        blocker = os.path.abspath(self.mktemp())
+        open(blocker, "w").close()
+        options = self.options("--state-dir", os.path.join(blocker, "state"))
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
+        self.assertIn("rainbowd: Cannot create the state directory", error)
+
+    def test_lockLinkRefused(self) -> None:
+        """
+        A link planted as the lock file stops rainbowd, naming it, and its
+        target is not truncated.
+        """
+        options = self.options()
+        service = makeService(options, FakeProcessReactor())
+        victim = os.path.abspath(self.mktemp())
+        with open(victim, "w") as f:
+            f.write("precious\n")
+        lock = os.path.join(options.config.stateDir, "rainbowd.lock")
+        os.symlink(victim, lock)
+        error = str(self.assertRaises(SystemExit, service.privilegedStartService))
+        self.assertIn(f"rainbowd: {lock} is a symbolic link", error)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious\n")
+
     def test_portTaken(self) -> None:
         """
         A port that cannot be listened on stops twistd with a message naming
@@ -493,7 +528,8 @@ class ObservabilityTests(SynchronousTestCase):
             channel = sites["controlPort"].buildProtocol(None)
             channel.makeConnection(transport)
             channel.dataReceived(
-                b"GET /metrics HTTP/1.1\r\nHost: x\r\n%s\r\n" % b"".join(headers)
+                b"GET /metrics HTTP/1.1\r\nHost: localhost:7001\r\n%s\r\n"
+                % b"".join(headers)
             )
             return transport.value()
 
@@ -504,6 +540,40 @@ class ObservabilityTests(SynchronousTestCase):
         answer = get(b"Authorization: Bearer s3cret-token\r\n")
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:200])
         self.assertIn(b"rainbowd_deploys_total", answer)
+
+    def test_controlAllowedKeys(self) -> None:
+        """
+        The control site refuses web pages and unknown host names, and lets
+        in the origins and names given by --control-allowed-origins and
+        --control-allowed-hosts (comma-separated).
+        """
+
+        def get(options, *headers: bytes) -> bytes:
+            sites = self.sites(makeService(options, FakeProcessReactor()))
+            transport = StringTransport()
+            channel = sites["controlPort"].buildProtocol(None)
+            channel.makeConnection(transport)
+            channel.dataReceived(
+                b"GET /status HTTP/1.1\r\n%s\r\n" % b"".join(h + b"\r\n" for h in headers)
+            )
+            return transport.value()
+
+        default = self.options()
+        self.assertTrue(get(default, b"Host: localhost").startswith(b"HTTP/1.1 200 "))
+        for header in [b"Host: ops.example", b"Origin: https://ops.example.com"]:
+            self.assertTrue(get(default, header).startswith(b"HTTP/1.1 403 "), header)
+        allowing = self.options(
+            "--control-allowed-hosts",
+            "ops.example,other.example",
+            "--control-allowed-origins",
+            "https://ops.example.com",
+        )
+        self.assertTrue(
+            get(allowing, b"Host: other.example:7001").startswith(b"HTTP/1.1 200 ")
+        )
+        answer = get(allowing, b"Host: ops.example", b"Origin: https://ops.example.com")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertIn(b"Access-Control-Allow-Origin: https://ops.example.com", answer)
 
     def test_accessLog(self) -> None:
         """
