@@ -434,6 +434,18 @@ class Config:
         "Most versions running at once (old ones draining included)",
         default=10,
     )
+    backendConnections: int = _setting(
+        _Kind("a whole number, 0 or more", _parseCount),
+        "Most requests in flight to one version at once, each on a connection "
+        "of its own; more wait in rainbowd, up to queueTimeout (0: no cap)",
+        default=0,
+    )
+    backendMaxRequests: int = _setting(
+        _Kind("a whole number, 0 or more", _parseCount),
+        "Responses a connection to the app carries before rainbowd closes it "
+        "(0: no limit)",
+        default=1000,
+    )
     backendPorts: Tuple[int, int] = _setting(
         _portRange,
         "Range LOW-HIGH of ports the app versions listen on; keep it below "
