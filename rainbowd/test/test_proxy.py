@@ -1566,6 +1566,81 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertIsNone(pool._waiting)
 
 
+@attrs.define
+class Waiter:
+    """
+    A handler waiting for a slot of a L{Pool}, recording what it hears.
+    """
+
+    deadline: float
+    heard: List[str] = attrs.field(factory=list)
+
+    def slotGranted(self) -> None:
+        self.heard.append("granted")
+
+    def slotTimedOut(self) -> None:
+        self.heard.append("timed out")
+
+    def slotMoved(self) -> None:
+        self.heard.append("moved")
+
+
+class PoolQueueTests(SynchronousTestCase):
+    """
+    A L{Pool}'s queue of requests waiting for a slot, on its own.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.pool = Pool(self.reactor, 20001, maxConnections=1)
+        self.assertTrue(self.pool.acquire(Waiter(deadline=100)))
+
+    def test_earlierDeadlineBehind(self) -> None:
+        """
+        A waiter with an earlier deadline than those ahead of it (it waited
+        for a backend before it queued) times out at its own deadline, and
+        the queue's one timer then moves on to the next.
+        """
+        later, earlier = Waiter(deadline=40), Waiter(deadline=30)
+        self.assertFalse(self.pool.acquire(later))
+        self.assertFalse(self.pool.acquire(earlier))
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.advance(30)
+        self.assertEqual((later.heard, earlier.heard), ([], ["timed out"]))
+        self.reactor.advance(9.9)
+        self.assertEqual(later.heard, [])
+        self.reactor.advance(0.1)
+        self.assertEqual(later.heard, ["timed out"])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.pool.busy, 1)
+
+    def test_grantedBeforeDeadline(self) -> None:
+        """
+        A waiter given a slot before its deadline hears nothing more, and
+        the queue's timer goes with the queue.
+        """
+        waiter = Waiter(deadline=30)
+        self.assertFalse(self.pool.acquire(waiter))
+        self.pool.free()
+        self.reactor.advance(60)
+        self.assertEqual(waiter.heard, ["granted"])
+        self.assertEqual((self.pool.busy, self.reactor.getDelayedCalls()), (1, []))
+        self.pool.free()
+        self.assertEqual(self.pool.busy, 0)
+
+    def test_drainMovesWaiters(self) -> None:
+        """
+        Draining the pool tells each waiter, in order, to find another
+        backend.
+        """
+        first, second = Waiter(deadline=30), Waiter(deadline=30)
+        self.pool.acquire(first)
+        self.pool.acquire(second)
+        self.pool.drain()
+        self.assertEqual((first.heard, second.heard), (["moved"], ["moved"]))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
 class MaxRequestsTests(SynchronousTestCase):
     """
     With C{backendMaxRequests}, a connection to a backend is closed after
