@@ -426,7 +426,8 @@ class Config:
     )
     queueTimeout: float = _setting(
         _milliseconds(positive=False),
-        "Time a request waits for a version to be ready before a 503, in ms",
+        "Time a request waits for a version to be ready (or for one of its "
+        "backendConnections) before a 503, in ms",
         default=30.0,
     )
     maxBackends: int = _setting(

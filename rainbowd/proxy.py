@@ -374,8 +374,9 @@ class _Forwarding:
 
     def route(self, fresh: bool = False) -> None:
         """
-        Send the request to the active backend or, if there is none, wait for
-        one until the deadline.
+        Send the request to the active backend (where it may wait for a
+        slot, see L{Pool.acquire}) or, if there is none, wait for one until
+        the deadline.
 
         @param fresh: Open a new connection rather than reuse an idle one.
         """
@@ -731,7 +732,8 @@ class _Forwarding:
 
     def _release(self) -> None:
         """
-        Tell the backend this request is over for it, if it has not been told.
+        Tell the backend this request is over for it, if it has not been
+        told, and give back its slot of the pool, or leave the pool's queue.
         """
         backend, self.backend = self.backend, None
         if backend is not None:
