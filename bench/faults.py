@@ -232,6 +232,50 @@ maxBackends.config = {"maxBackends": 2, "drainTimeout": 60000}
 
 
 @scenario
+def connectionCap(daemon: Rainbowd, load: Load) -> str:
+    """backendConnections 2: requests beyond it wait in rainbowd, move to the new version at a swap, and get 503 at queueTimeout."""
+    load.stop()
+
+    def inflight(generation):
+        return sum(b["inflight"] for b in daemon.status()["backends"]
+                   if b["generation"] == generation)
+
+    slow = []
+    for n in range(4):
+        slow.append(inThread(daemon.get, "/slow?seconds=3"))
+        waitFor(lambda: inflight(1) > n, f"slow request {n + 1} to arrive")
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    check(daemon.control("POST", "/redeploy")[0] == 200, "the redeploy failed")
+    answers = []
+    for thread, box in slow:
+        thread.join(60)
+        answers.append(box["result"])
+    versions = [body.split(" ", 1)[0] for status, body in answers]
+    check([status for status, body in answers] == [200] * 4, f"answers: {answers}")
+    check(versions == ["v1", "v1", "v2", "v2"],
+          f"the two beyond the cap were not moved to v2: {versions}")
+
+    held = []
+    for n in range(3):
+        held.append(inThread(daemon.get, "/slow?seconds=7"))
+        waitFor(lambda: inflight(2) > n, f"long request {n + 1} to arrive")
+    started = time.monotonic()
+    held[2][0].join(60)
+    waited = time.monotonic() - started
+    status, body = held[2][1]["result"]
+    check(status == 503 and "backendConnections (2)" in body, f"the third got {status} {body!r}")
+    check(waited < 6.5, f"the 503 came after {waited:.1f} s, past queueTimeout (5 s)")
+    for thread, box in held[:2]:
+        thread.join(60)
+        check(box["result"][0] == 200, f"a long request got {box['result']}")
+    return (f"v1 served the first two, v2 the two that waited; past the cap: "
+            f"{status} after {waited:.1f} s: {body.strip()[:110]}...")
+
+
+connectionCap.config = {"backendConnections": 2, "queueTimeout": 5000}
+
+
+@scenario
 def rainbowdKilled(daemon: Rainbowd, load: Load) -> str:
     """rainbowd killed with SIGKILL: the next one on the same stateDir stops the old app, then serves."""
     load.stop()

@@ -318,16 +318,17 @@ def request(port: int, method: str, path: str, timeout: float):
 class Load:
     """
     C{connections} keep-alive clients sending C{GET path} to C{port}, at
-    C{rate} requests a second in all, each recording every outcome in
-    L{results} as C{(start, end, status, version, error)}: status and
-    version are L{None} on a connection error, error is L{None} otherwise.
+    C{rate} requests a second in all (L{None}: each as fast as it can), each
+    recording every outcome in L{results} as C{(start, end, status,
+    version, error)}: status and version are L{None} on a connection error,
+    error is L{None} otherwise.
     """
 
-    def __init__(self, port: int, connections: int = 8, rate: float = 200.0,
+    def __init__(self, port: int, connections: int = 8, rate: Optional[float] = 200.0,
                  path: str = "/") -> None:
         self.port = port
         self.connections = connections
-        self.interval = connections / rate
+        self.interval = connections / rate if rate else 0.0
         self.path = path
         self.results: List[tuple] = []
         self._stop = threading.Event()

@@ -8,19 +8,31 @@ the load runs, and report what the clients saw.
     python3 bench/soak.py --readme            the same, printed as the README's table
     python3 bench/soak.py -s uvicorn -n 2     one server, 2 redeploys
     python3 bench/soak.py --plots docs/       also a timeline PNG per server
+    python3 bench/soak.py --full-speed        as fast as the clients can go
 
 It exits non-zero if any request failed (non-2xx or a connection error),
 any request that began after a redeploy answered was served by an older
 version, any redeploy failed, rainbowd did not exit 0, or any app process
 or listening port was left after rainbowd stopped.
+
+With --full-speed, the recording clients send requests back to back, with
+no pause, and wrk (when installed) adds 16 more connections at full speed;
+the run also fails if any request took more than 2 s (SLOW), whether a
+recording client saw it or wrk timed it out.  A request that sits in an app
+server's accept queue is seen that way even if wrk does not count it.
 """
 
 import argparse
+import json
 import os
 import platform
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,30 +52,90 @@ SERVERS = {
         "twistd -n --pidfile $2 web --listen tcp:$1:interface=127.0.0.1 "
         "--wsgi wsgiapp.app"
     ),
-    "puma": "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production config.ru",
+    "puma": (
+        "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production "
+        "--threads 5:5 config.ru"
+    ),
     "unicorn": "echo $$ > $2; exec unicorn --listen 127.0.0.1:$1 --env production config.ru",
 }
+
+#: Lines the README advises against, soaked to show what rainbowd does for
+#: them: puma 5.6 with fewer threads at least than at most.
+SERVERS.update({
+    "puma-4:8": (
+        "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production "
+        "--threads 4:8 config.ru"
+    ),
+    "puma-defaults": (
+        "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production config.ru"
+    ),
+})
+
+#: A request that took longer than this, in seconds, fails a full-speed run.
+SLOW = 2.0
+
+#: wrk's connections in a full-speed run, on top of the recording clients.
+WRK_CONNECTIONS = 16
+
+WRK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wrk_report.lua")
 
 #: Pause between one redeploy's old generation stopping and the next
 #: redeploy, and before the first and after the last, in seconds.
 GAP = 1.0
 
 
+class Wrk:
+    """
+    wrk at full speed on C{port} until L{stop}, counting the requests it
+    timed out after L{SLOW} seconds.
+    """
+
+    def __init__(self, port: int, connections: int) -> None:
+        self.argv = ["wrk", "-t1", f"-c{connections}", "-d3600s", "--timeout",
+                     f"{SLOW:g}s", "-s", WRK_SCRIPT, f"http://127.0.0.1:{port}/"]
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)
+
+    def stop(self) -> dict:
+        """
+        Stop wrk (on SIGINT it prints its summary) and return its report.
+        """
+        self.process.send_signal(signal.SIGINT)
+        try:
+            output, _ = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate()
+        for line in output.splitlines():
+            if line.startswith("WRK-RESULT "):
+                return json.loads(line[len("WRK-RESULT "):])
+        raise RuntimeError(f"{' '.join(self.argv)} printed no result:\n{output}")
+
+
 def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
-         connections: int, rate: float) -> dict:
+         connections: int, rate: Optional[float], fullSpeed: bool = False,
+         config: Optional[dict] = None) -> dict:
     """
     Soak one server; return what happened.
     """
     daemon = Rainbowd(name, ports, backendPorts, run=run, drainTimeout=30000,
-                      killTimeout=10000, startTimeout=60000)
-    result = {"server": name, "run": run, "redeploys": [], "problems": []}
+                      killTimeout=10000, startTimeout=60000, **(config or {}))
+    result = {"server": name, "run": run, "redeploys": [], "problems": [],
+              "fullSpeed": fullSpeed}
     daemon.start()
     poller = StatusPoller(daemon)
-    load = Load(daemon.port, connections=connections, rate=rate)
+    load = Load(daemon.port, connections=connections, rate=None if fullSpeed else rate)
+    wrk = Wrk(daemon.port, WRK_CONNECTIONS) if fullSpeed and shutil.which("wrk") else None
     try:
         daemon.serving()
         poller.start()
         load.start()
+        if wrk is not None:
+            wrk.start()
         time.sleep(GAP * 2)
         for n in range(2, redeploys + 2):
             version = f"v{n}"
@@ -91,6 +163,11 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
     except Exception as e:
         result["problems"].append(f"{type(e).__name__}: {e}")
     finally:
+        if wrk is not None and wrk.process is not None:
+            try:
+                result["wrk"] = wrk.stop()
+            except RuntimeError as e:
+                result["problems"].append(str(e))
         if hasattr(load, "started"):
             result["results"] = load.stop()
             result["loadStarted"], result["loadStopped"] = load.started, load.stopped
@@ -152,6 +229,19 @@ def summarize(result: dict) -> None:
                         ("requests served by an older version", stale)):
         if count:
             result["problems"].append(f"{count} {name}: {result['firstErrors']}")
+    result["slow"] = sum(1 for r in results if r[1] - r[0] > SLOW)
+    result["max"] = max(((r[1] - r[0]) * 1000 for r in results), default=None)
+    wrk = result.get("wrk")
+    if result["fullSpeed"]:
+        if result["slow"]:
+            result["problems"].append(
+                f"{result['slow']} requests took over {SLOW:g} s (the longest "
+                f"{result['max'] / 1000:.1f} s)")
+        if wrk is not None and wrk["errors"]["timeout"]:
+            result["problems"].append(
+                f"wrk timed out {wrk['errors']['timeout']} requests after {SLOW:g} s")
+        if wrk is not None and wrk["errors"]["status"]:
+            result["problems"].append(f"wrk got {wrk['errors']['status']} non-2xx responses")
 
 
 def ms(value) -> str:
@@ -177,6 +267,14 @@ COLUMNS = [
     ("left", lambda r: str(r["leftovers"])),
 ]
 
+#: The columns a full-speed run adds.
+FULL_SPEED_COLUMNS = [
+    (f"over {SLOW:g} s", lambda r: str(r["slow"])),
+    ("wrk requests", lambda r: str(r["wrk"]["requests"]) if r.get("wrk") else "-"),
+    (f"wrk over {SLOW:g} s", lambda r: str(r["wrk"]["errors"]["timeout"]) if r.get("wrk") else "-"),
+    ("wrk max ms", lambda r: ms(r["wrk"]["max_us"] / 1000) if r.get("wrk") else "-"),
+]
+
 #: What each column means, for --help and the README.
 LEGEND = """\
 redeploys: succeeded / asked; requests: answered or failed, all told;
@@ -187,15 +285,21 @@ of the requests begun outside and during a redeploy (from POST /redeploy
 until the old generation is gone); switch s: POST /redeploy until it
 answered, that is until traffic moved (median / max); healthy s: the new
 generation's launch until it was first seen healthy in /status (median /
-max); left: app processes and listening ports left once rainbowd stopped."""
+max); left: app processes and listening ports left once rainbowd stopped.
+With --full-speed: over 2 s: requests of the recording clients that took
+longer (must be 0); wrk requests, wrk over 2 s, wrk max ms: what wrk's own
+connections did (timed out after 2 s; must be 0)."""
 
 
 def table(results, rst: bool) -> str:
     """
     The report as a plain text table, or a reStructuredText simple table.
     """
-    rows = [[header for header, f in COLUMNS]] + [[f(r) for header, f in COLUMNS] for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    columns = COLUMNS
+    if any(r["fullSpeed"] for r in results):
+        columns = COLUMNS + FULL_SPEED_COLUMNS
+    rows = [[header for header, f in columns]] + [[f(r) for header, f in columns] for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if not rst:
         return "\n".join(lines)
@@ -274,9 +378,16 @@ def main(argv=None) -> int:
     parser.add_argument("-s", "--server", action="append", choices=sorted(SERVERS),
                         help="a server to soak (repeatable); all by default")
     parser.add_argument("-n", "--redeploys", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int)
     parser.add_argument("--rate", type=float, default=200.0,
                         help="requests per second, all connections together")
+    parser.add_argument("--full-speed", action="store_true",
+                        help="the clients go as fast as they can (4 recording connections "
+                             "unless --connections is given, plus wrk's 16), and any "
+                             f"request over {SLOW:g} s fails the run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a rainbowd config key for every server (a JSON value), "
+                             "e.g. --set backendConnections=8")
     parser.add_argument("--plots", metavar="DIR", help="write DIR/soak-SERVER.png")
     parser.add_argument("--readme", action="store_true",
                         help="print the table as reStructuredText, with the date and machine")
@@ -285,13 +396,18 @@ def main(argv=None) -> int:
     parser.add_argument("--backend-ports", default="21000-21999")
     args = parser.parse_args(argv)
     names = args.server or list(SERVERS)
+    connections = args.connections or (4 if args.full_speed else 8)
+    config = {}
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        config[key] = json.loads(value)
     ports = Ports(args.first_port)
     started = machine()
     results = []
     for name in names:
         print(f"soaking {name}: {SERVERS[name]}", file=sys.stderr, flush=True)
         result = soak(name, SERVERS[name], args.redeploys, ports, args.backend_ports,
-                      args.connections, args.rate)
+                      connections, args.rate, args.full_speed, config)
         results.append(result)
         for problem in result["problems"]:
             print(f"  FAIL {name}: {problem}  (kept {result['directory']})", file=sys.stderr)
@@ -299,8 +415,11 @@ def main(argv=None) -> int:
             os.makedirs(args.plots, exist_ok=True)
             plot(result, os.path.join(args.plots, f"soak-{name}.png"))
     if args.readme:
-        print(f"{args.redeploys} redeploys per server, {args.connections} keep-alive "
-              f"connections at {args.rate:g} req/s in all; {started}:\n")
+        pace = "as fast as they go, plus wrk's 16" if args.full_speed else (
+            f"at {args.rate:g} req/s in all")
+        settings = "".join(f", {key} {value}" for key, value in config.items())
+        print(f"{args.redeploys} redeploys per server, {connections} keep-alive "
+              f"connections {pace}{settings}; {started}:\n")
         print(table(results, rst=True))
     else:
         print(table(results, rst=False))

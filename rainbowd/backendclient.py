@@ -27,7 +27,8 @@ attribute, true when the request asks to switch protocols, and hears:
 """
 
 import re
-from typing import Any, List, Optional
+from collections import deque
+from typing import Any, Deque, List, Optional
 
 from zope.interface import implementer
 
@@ -95,19 +96,49 @@ which are ignored.  Sixteen digits are more than any real chunk needs.
 
 class Pool:
     """
-    The connections to one backend: those idle, ready for a request, and the
-    way to open more.
+    The connections to one backend: those idle, ready for a request, the
+    way to open more, and the cap on how many requests it carries at once.
+
+    A request holds one of the pool's I{slots} from the moment it is sent
+    until its response is over (L{acquire}, L{free}).  With a cap
+    (C{maxConnections}), a request that finds every slot taken waits, in
+    the order it came, for the next one to be freed; the connection that
+    carried the request before it is then handed on, so that under a queue
+    the connections stay open and busy rather than closed and opened again.
+    Idle connections hold no slot: there are never more of them than slots
+    were taken before, and none while requests wait, since a freed slot goes
+    to the first of them at once.
+
+    Without a cap, taking a slot is counting, and a request never waits:
+    the queue (a deque, and one timer for the wait's deadline) exists only
+    while a request waits.
+
+    A handler that waits has a C{deadline} (in the reactor's seconds) and
+    hears, once it is out of the queue, one of C{slotGranted()},
+    C{slotTimedOut()} or C{slotMoved()} (its backend began draining: it
+    should find another).
 
     @ivar idle: The idle connections, the most recently used last.
     @ivar draining: The backend takes no new requests: connections are closed
         as soon as they are idle.
+    @ivar maxConnections: The most requests carried at once; 0 for no cap.
+    @ivar maxRequests: A connection is closed after this many responses
+        rather than reused; 0 for no limit.
+    @ivar busy: How many slots are taken.
     """
 
-    def __init__(self, reactor: Any, port: int) -> None:
+    def __init__(
+        self, reactor: Any, port: int, maxConnections: int = 0, maxRequests: int = 0
+    ) -> None:
         self.reactor = reactor
         self.port = port
         self.idle: List[BackendConnection] = []
         self.draining = False
+        self.maxConnections = maxConnections
+        self.maxRequests = maxRequests
+        self.busy = 0
+        self._waiting: Optional[Deque[Any]] = None
+        self._expiry: Optional[IDelayedCall] = None
 
     def connect(self, handler: Any) -> Any:
         """
@@ -130,9 +161,11 @@ class Pool:
 
     def release(self, connection: "BackendConnection") -> None:
         """
-        C{connection} has finished a response and can take another.
+        C{connection} has finished a response and can take another, unless
+        it has carried C{maxRequests} of them.
         """
-        if self.draining:
+        connection.requests += 1
+        if self.draining or connection.requests == self.maxRequests:
             connection.transport.loseConnection()
             return
         connection.idleSince = self.reactor.seconds()
@@ -141,6 +174,94 @@ class Pool:
             connection.idleCall = self.reactor.callLater(
                 IDLE_TIMEOUT, self._checkIdle, connection
             )
+
+    # Slots
+
+    def acquire(self, handler: Any) -> bool:
+        """
+        Take a slot for C{handler}'s request if one is free; otherwise queue
+        C{handler} until one is, or until its C{deadline}.
+
+        @return: Whether the slot was taken; if not, C{handler} waits.
+        """
+        limit = self.maxConnections
+        if not limit or self.busy < limit:
+            self.busy += 1
+            return True
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = deque()
+        waiting.append(handler)
+        self._expireBy(handler.deadline)
+        return False
+
+    def free(self) -> None:
+        """
+        A request's response is over: its slot goes to the first request
+        waiting, if any.
+        """
+        waiting = self._waiting
+        if waiting:
+            handler = waiting.popleft()
+            if not waiting:
+                self._stopWaiting()
+            handler.slotGranted()
+        else:
+            self.busy -= 1
+
+    def leave(self, handler: Any) -> None:
+        """
+        C{handler} no longer waits for a slot (its client hung up).
+        """
+        waiting = self._waiting
+        if waiting is not None:
+            try:
+                waiting.remove(handler)
+            except ValueError:
+                return
+            if not waiting:
+                self._stopWaiting()
+
+    def _expireBy(self, deadline: float) -> None:
+        """
+        Make sure the wait's timer fires by C{deadline}.
+        """
+        expiry = self._expiry
+        if expiry is None:
+            delay = max(0.0, deadline - self.reactor.seconds())
+            self._expiry = self.reactor.callLater(delay, self._expire)
+        elif deadline < expiry.getTime():
+            expiry.reset(max(0.0, deadline - self.reactor.seconds()))
+
+    def _expire(self) -> None:
+        """
+        Answer those who waited until their deadline, in the order they
+        came; look again at the next deadline.
+        """
+        self._expiry = None
+        waiting = self._waiting
+        if not waiting:
+            return
+        now = self.reactor.seconds()
+        late = [handler for handler in waiting if handler.deadline <= now]
+        if late:
+            kept = deque(handler for handler in waiting if handler.deadline > now)
+            if kept:
+                self._waiting = kept
+            else:
+                self._stopWaiting()
+        if self._waiting:
+            self._expireBy(min(handler.deadline for handler in self._waiting))
+        for handler in late:
+            handler.slotTimedOut()
+
+    def _stopWaiting(self) -> None:
+        self._waiting = None
+        expiry, self._expiry = self._expiry, None
+        if expiry is not None:
+            expiry.cancel()
+
+    # Idle connections
 
     def _checkIdle(self, connection: "BackendConnection") -> None:
         """
@@ -176,12 +297,18 @@ class Pool:
     def drain(self) -> None:
         """
         The backend takes no new requests: close the idle connections, and
-        each busy one once its response is over.
+        each busy one once its response is over; those waiting for a slot
+        are told to find another backend.
         """
         self.draining = True
         idle, self.idle = self.idle, []
         for connection in idle:
             connection.transport.loseConnection()
+        waiting = self._waiting
+        if waiting:
+            self._stopWaiting()
+            for handler in waiting:
+                handler.slotMoved()
 
 
 class _Connecting(ClientFactory):
@@ -240,6 +367,8 @@ class BackendConnection(Protocol):
         closed it since.
     @ivar received: Some of the current response has come.
     @ivar dedicated: Carrying an upgrade request: never reused.
+    @ivar requests: How many responses it has carried and been released
+        after, counted by its pool.
     @ivar lost: The connection is closed.
     """
 
@@ -254,6 +383,7 @@ class BackendConnection(Protocol):
         self.lost = False
         self.idleSince = 0.0
         self.idleCall: Optional[IDelayedCall] = None
+        self.requests = 0
         self._state = _IDLE
         self._buffer = b""
         self._headOnly = False

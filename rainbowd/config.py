@@ -465,13 +465,26 @@ class Config:
     )
     queueTimeout: float = _setting(
         _milliseconds(positive=False),
-        "Time a request waits for a version to be ready before a 503, in ms",
+        "Time a request waits for a version to be ready (or for one of its "
+        "backendConnections) before a 503, in ms",
         default=30.0,
     )
     maxBackends: int = _setting(
         _Kind("a whole number, 1 or more (2 to redeploy)", _parseMaxBackends),
         "Most versions running at once (old ones draining included)",
         default=10,
+    )
+    backendConnections: int = _setting(
+        _Kind("a whole number, 0 or more", _parseCount),
+        "Most requests in flight to one version at once, each on a connection "
+        "of its own; more wait in rainbowd, up to queueTimeout (0: no cap)",
+        default=0,
+    )
+    backendMaxRequests: int = _setting(
+        _Kind("a whole number, 0 or more", _parseCount),
+        "Responses a connection to the app carries before rainbowd closes it "
+        "(0: no limit)",
+        default=100,
     )
     backendPorts: Tuple[int, int] = _setting(
         _portRange,

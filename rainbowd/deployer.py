@@ -139,6 +139,8 @@ STARTUP_KEYS = (
     "controlPort",
     "stateDir",
     "queueTimeout",
+    "backendConnections",
+    "backendMaxRequests",
     "controlTokenFile",
     "controlAllowedOrigins",
     "controlAllowedHosts",

@@ -127,20 +127,34 @@ class ReverseProxy(Resource):
 
     isLeaf = True
 
-    def __init__(self, deployer: Any, reactor: Any, queueTimeout: float) -> None:
+    def __init__(
+        self,
+        deployer: Any,
+        reactor: Any,
+        queueTimeout: float,
+        backendConnections: int = 0,
+        backendMaxRequests: int = 0,
+    ) -> None:
         """
         @param deployer: Where to find the active backend; see the class
             docstring.
         @param reactor: Provides C{IReactorTCP} and C{IReactorTime}.
         @param queueTimeout: How many seconds a request may wait, from its
             arrival, for a backend to become active (and, when the backend
-            refuses connections, for a replacement) before it is answered
-            with 503.
+            refuses connections, for a replacement, or when it carries
+            C{backendConnections} requests already, for one of them to
+            finish) before it is answered with 503.
+        @param backendConnections: The most requests carried at once to one
+            backend, each on a connection of its own; 0 for no cap.
+        @param backendMaxRequests: A connection to a backend is closed
+            after this many responses; 0 for no limit.
         """
         Resource.__init__(self)
         self._deployer = deployer
         self._reactor = reactor
         self._queueTimeout = queueTimeout
+        self._backendConnections = backendConnections
+        self._backendMaxRequests = backendMaxRequests
         self._pools: Dict[Tuple[int, int], Pool] = {}
 
     def render(self, request: Request) -> object:
@@ -184,7 +198,12 @@ class ReverseProxy(Resource):
         key = (backend.generation, backend.port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = Pool(self._reactor, backend.port)
+            pool = self._pools[key] = Pool(
+                self._reactor,
+                backend.port,
+                self._backendConnections,
+                self._backendMaxRequests,
+            )
             backend.whenDraining().addCallback(lambda _: pool.drain())
             backend.whenStopped().addBoth(self._backendStopped, key, pool)
         return pool
@@ -293,6 +312,9 @@ class _Forwarding:
     @ivar backend: The backend counting this request as in flight (it has
         had C{requestStarted()} and is owed one C{requestFinished()}), if
         any.
+    @ivar pool: The pool of C{backend} whose slot this request holds, or
+        waits for if C{queued}; an upgrade takes none.
+    @ivar queued: Waiting for a slot of C{pool}.
     @ivar pending: The C{whenActive()} Deferred this request waits on.
     @ivar retryCall: The delayed call that will try the active backend again.
     @ivar connector: The connection attempt made for this request.
@@ -311,6 +333,8 @@ class _Forwarding:
         "deadline",
         "upgrade",
         "backend",
+        "pool",
+        "queued",
         "pending",
         "retryCall",
         "connector",
@@ -336,6 +360,8 @@ class _Forwarding:
         self.deadline = deadline
         self.upgrade = upgrade
         self.backend: Any = None
+        self.pool: Optional[Pool] = None
+        self.queued = False
         self.pending: Any = None
         self.retryCall: Optional[IDelayedCall] = None
         self.connector: Any = None
@@ -348,8 +374,9 @@ class _Forwarding:
 
     def route(self, fresh: bool = False) -> None:
         """
-        Send the request to the active backend or, if there is none, wait for
-        one until the deadline.
+        Send the request to the active backend (where it may wait for a
+        slot, see L{Pool.acquire}) or, if there is none, wait for one until
+        the deadline.
 
         @param fresh: Open a new connection rather than reuse an idle one.
         """
@@ -402,12 +429,73 @@ class _Forwarding:
         self.request.backendGeneration = backend.generation
         backend.requestStarted()
         pool = self.proxy._poolFor(backend)
-        if not (fresh or self.upgrade):
+        if self.upgrade:
+            # An upgrade holds its connection for as long as the tunnel is
+            # open, which the cap on requests in flight is not about.
+            self.connector = pool.connect(self)
+            return
+        self.pool = pool
+        if not pool.acquire(self):
+            self.queued = True
+            return
+        if not fresh:
             connection = pool.take()
             if connection is not None:
                 self._sendOn(connection)
                 return
         self.connector = pool.connect(self)
+
+    # What the pool tells a request waiting for a slot
+
+    def slotGranted(self) -> None:
+        """
+        A slot of the pool this request waited in is now its own.
+        """
+        self.queued = False
+        pool = self.pool
+        assert pool is not None
+        connection = pool.take()
+        if connection is not None:
+            self._sendOn(connection)
+        else:
+            self.connector = pool.connect(self)
+
+    def slotTimedOut(self) -> None:
+        """
+        The request waited for a slot until its deadline: answer 503.
+        """
+        self.queued = False
+        self.pool = None
+        backend = self.backend
+        self._release()
+        why = (
+            "backend generation {} on port {} was carrying backendConnections "
+            "({}) requests until this one's queueTimeout ({:g} s) ran out"
+        ).format(
+            backend.generation,
+            backend.port,
+            self.proxy._backendConnections,
+            self.proxy._queueTimeout,
+        )
+        _log.warn(
+            "Answering 503 to {method} {uri}: {why}",
+            method=self.request.method,
+            uri=self.request.uri,
+            why=why,
+        )
+        _respondInPlainText(
+            self.request, 503, "rainbowd: {}; see rainbowd's log".format(why)
+        )
+
+    def slotMoved(self) -> None:
+        """
+        The backend this request waited for began draining: send it to the
+        active one instead.
+        """
+        self.queued = False
+        self.pool = None
+        self._release()
+        self.route()
 
     def _sendOn(self, connection: BackendConnection) -> None:
         self.connection = connection
@@ -616,6 +704,8 @@ class _Forwarding:
             self.retryCall = None
         if self.pending is not None:
             self.pending.cancel()
+        if self.queued:
+            self._release()
         if self.connector is not None:
             connector, self.connector = self.connector, None
             connector.stopConnecting()
@@ -642,11 +732,19 @@ class _Forwarding:
 
     def _release(self) -> None:
         """
-        Tell the backend this request is over for it, if it has not been told.
+        Tell the backend this request is over for it, if it has not been
+        told, and give back its slot of the pool, or leave the pool's queue.
         """
         backend, self.backend = self.backend, None
         if backend is not None:
             backend.requestFinished()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            if self.queued:
+                self.queued = False
+                pool.leave(self)
+            else:
+                pool.free()
 
     def _unexpected(self, reason: Failure) -> None:
         """

@@ -85,6 +85,8 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "killTimeout": (None, "number"),
     "queueTimeout": (None, "number"),
     "maxBackends": (None, "number"),
+    "backendConnections": (None, "number"),
+    "backendMaxRequests": (None, "number"),
     "backendPorts": (None, "text"),
     "controlTokenFile": (None, "text"),
     "controlAllowedOrigins": (None, "text"),
@@ -413,7 +415,15 @@ def makeService(options: Options, reactor=None) -> MultiService:
     deployer.setServiceParent(service)
     RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
     metrics = Metrics(deployer)
-    proxy = ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))
+    proxy = ProxySite(
+        ReverseProxy(
+            deployer,
+            reactor,
+            config.queueTimeout,
+            backendConnections=config.backendConnections,
+            backendMaxRequests=config.backendMaxRequests,
+        )
+    )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
     control = ControlResource(deployer, reactor)
     control.putChild(b"metrics", MetricsResource(metrics.registry))

@@ -250,6 +250,19 @@ class LoadConfigTests(SynchronousTestCase):
             "0 or more", self.loadError({"run": RUN, "backendLogs": -1})
         )
 
+    def test_backendConnectionLimits(self) -> None:
+        """
+        backendConnections (default 0, no cap) and backendMaxRequests
+        (default 100) are whole numbers, 0 or more.
+        """
+        config = self.load({"run": RUN})
+        self.assertEqual((config.backendConnections, config.backendMaxRequests), (0, 100))
+        config = self.load({"run": RUN, "backendConnections": 8, "backendMaxRequests": 0})
+        self.assertEqual((config.backendConnections, config.backendMaxRequests), (8, 0))
+        for key in ("backendConnections", "backendMaxRequests"):
+            self.assertIn("0 or more", self.loadError({"run": RUN, key: -1}))
+            self.assertIn("fraction", self.loadError({"run": RUN, key: 2.5}))
+
     def test_portOutOfRange(self) -> None:
         """
         Port numbers outside 1-65535 are errors, bare or in a description.

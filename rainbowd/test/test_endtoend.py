@@ -389,6 +389,35 @@ class EndToEndTests(SynchronousTestCase):
         self.assertLess(elapsed, 0.9)
         self.assertIn(b"Content-Type: text/event-stream", received)
 
+    def test_connectionCapQueuesInRainbowd(self):
+        """
+        With C{backendConnections} 1, a request that arrives while another is
+        in flight waits in rainbowd, counted in C{/status}, and reaches the
+        app only once the first is answered.
+        """
+        daemon = Daemon(self, backendConnections=1)
+        daemon.start()
+        daemon.serving()
+        ended = {}
+
+        def get(name, path):
+            result = daemon.get(path)
+            ended[name] = (time.monotonic(), result)
+
+        def inflight():
+            return daemon.control("GET", "/status")[1]["backends"][0]["inflight"]
+
+        slow = threading.Thread(target=get, args=("slow", "/slow?seconds=2"))
+        slow.start()
+        waitFor(lambda: inflight() == 1, "the slow request to be in flight")
+        fast = threading.Thread(target=get, args=("fast", "/"))
+        fast.start()
+        waitFor(lambda: inflight() == 2, "the second request to wait")
+        slow.join(DEADLINE)
+        fast.join(DEADLINE)
+        self.assertEqual([ended[n][1][0] for n in ("slow", "fast")], [200, 200])
+        self.assertGreaterEqual(ended["fast"][0], ended["slow"][0])
+
     def test_brokenBuild(self):
         """
         A redeploy whose new version exits at once answers non-2xx with the

@@ -323,10 +323,12 @@ class World:
     opened, all in memory.
     """
 
-    def __init__(self, queueTimeout: float = 30.0) -> None:
+    def __init__(self, queueTimeout: float = 30.0, **proxyOptions: int) -> None:
         self.reactor = MemoryReactorClock()
         self.deployer = FakeDeployer()
-        self.proxy = ReverseProxy(self.deployer, self.reactor, queueTimeout)
+        self.proxy = ReverseProxy(
+            self.deployer, self.reactor, queueTimeout, **proxyOptions
+        )
         self.site = ProxySite(self.proxy, reactor=self.reactor)
         self.pumps: List[iosim.IOPump] = []
         self._handled = 0
@@ -1325,6 +1327,358 @@ class PoolTests(SynchronousTestCase):
         self.world.reactor.advance(0.1)
         self.world.flush()
         self.assertTrue(pump.serverIO.disconnected)
+
+
+class ConnectionCapTests(SynchronousTestCase):
+    """
+    With C{backendConnections}, a backend carries at most that many requests
+    at once; the others wait in rainbowd, first come first served, until
+    their C{queueTimeout}.
+    """
+
+    def setUp(self) -> None:
+        self.world = World(queueTimeout=30.0, backendConnections=2)
+        self.backend = FakeBackend(generation=3, port=20001)
+        self.world.deployer.activate(self.backend)
+        self.app = BackendApp(later)
+        self.site = backendSite(self.world, self.app)
+
+    def fill(self) -> List[FakeClient]:
+        """
+        Send two requests the app holds, one on each allowed connection.
+        """
+        clients = []
+        for n in range(2):
+            clients.append(self.world.request(rawRequest(target=b"/busy%d" % (n,))))
+            self.world.accept(self.site)
+        return clients
+
+    def answer(self, index: int, body: bytes = b"done") -> None:
+        """
+        Finish the app's C{index}th request.
+        """
+        live = self.app.live[index]
+        live.write(body)
+        live.finish()
+        self.world.flush()
+
+    def pool(self) -> Pool:
+        [pool] = self.world.proxy._pools.values()
+        return pool
+
+    def test_beyondCapWaits(self) -> None:
+        """
+        A request beyond the cap opens no connection, and waits counted in
+        flight by its backend.
+        """
+        self.fill()
+        waiting = self.world.request(rawRequest(target=b"/third"))
+        self.assertEqual(self.world.attempts(), [])
+        self.assertEqual(waiting.data, b"")
+        self.assertEqual((len(self.app.live), self.backend.inflight), (2, 3))
+
+    def test_freedSlotGoesToFirstWaiter(self) -> None:
+        """
+        A finished response hands its connection to the first request
+        waiting, and the waiters are served in the order they came.
+        """
+        self.fill()
+        waiters = [
+            self.world.request(rawRequest(target=b"/wait%d" % (n,))) for n in range(3)
+        ]
+        for index in range(3):
+            self.answer(index, b"answer %d" % (index,))
+            self.assertEqual(self.world.attempts(), [])
+        self.answer(3)
+        self.answer(4)
+        self.assertEqual(
+            [r.uri for r in self.app.received],
+            [b"/busy0", b"/busy1", b"/wait0", b"/wait1", b"/wait2"],
+        )
+        self.assertEqual([c.response().code for c in waiters], [200, 200, 200])
+        self.assertEqual(self.backend.inflight, 0)
+        self.assertIsNone(self.pool()._waiting)
+        self.assertEqual(self.pool().busy, 0)
+
+    def test_closedConnectionSlotOpensAnother(self) -> None:
+        """
+        A slot freed by a response after which the connection is closed
+        goes to the first waiter on a new connection.
+        """
+        self.fill()
+        waiting = self.world.request(rawRequest(target=b"/wait"))
+        live = self.app.live[0]
+        live.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        live.finish()
+        self.world.flush()
+        self.assertEqual(self.world.attempts(), [20001])
+        self.world.accept(self.site)
+        self.answer(2)
+        self.assertEqual(waiting.response().body, b"done")
+
+    def test_refusedConnectionPassesSlotOn(self) -> None:
+        """
+        A connection the app refuses frees its slot for the next waiter, and
+        the refused request, tried again, waits behind it.
+        """
+        self.world.request(rawRequest(target=b"/busy0"))
+        self.world.accept(self.site)
+        refused = self.world.request(rawRequest(target=b"/refused"))
+        waiting = self.world.request(rawRequest(target=b"/wait"))
+        self.world.refuse()
+        self.assertEqual(self.world.attempts(), [20001])
+        self.world.accept(self.site)
+        self.world.reactor.advance(1)
+        self.assertEqual(self.world.attempts(), [])
+        self.answer(1)
+        self.assertEqual(waiting.response().code, 200)
+        self.answer(2)
+        self.assertEqual(refused.response().code, 200)
+        self.assertEqual(
+            [r.uri for r in self.app.received], [b"/busy0", b"/wait", b"/refused"]
+        )
+
+    def test_waitersTimeOut(self) -> None:
+        """
+        A request still waiting at its C{queueTimeout}, counted from its
+        arrival, is answered 503 naming the cap, and leaves nothing behind.
+        """
+        self.fill()
+        self.world.deployer.activate(None)
+        early = self.world.request(rawRequest(target=b"/early"))
+        self.world.reactor.advance(10)
+        self.world.deployer.activate(self.backend)
+        late = self.world.request(rawRequest(target=b"/late"))
+        self.world.reactor.advance(19.9)
+        self.world.flush()
+        self.assertEqual((early.data, late.data), (b"", b""))
+        self.world.reactor.advance(0.1)
+        self.world.flush()
+        response = early.response()
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: backend generation 3 on port 20001 was carrying "
+            b"backendConnections (2) requests until this one's queueTimeout "
+            b"(30 s) ran out; see rainbowd's log\n",
+        )
+        self.assertEqual(late.data, b"")
+        self.world.reactor.advance(10)
+        self.world.flush()
+        self.assertEqual(late.response().code, 503)
+        self.assertEqual(self.backend.inflight, 2)
+        self.assertIsNone(self.pool()._waiting)
+        self.assertEqual(len(self.app.live), 2)
+
+    def test_queuedClientHangsUp(self) -> None:
+        """
+        A client that hangs up while its request waits leaves the queue: the
+        next slot goes to the one behind it, and its backend counts it over.
+        """
+        self.fill()
+        gone = self.world.request(rawRequest(target=b"/gone"))
+        waiting = self.world.request(rawRequest(target=b"/wait"))
+        gone.hangUp()
+        self.world.flush()
+        self.assertEqual(self.backend.inflight, 3)
+        self.answer(0)
+        self.answer(2)
+        self.assertEqual(waiting.response().code, 200)
+        self.assertEqual([r.uri for r in self.app.received][2:], [b"/wait"])
+        self.answer(1)
+        self.assertEqual((self.backend.started, self.backend.finished), (4, 4))
+        self.assertEqual(self.pool().busy, 0)
+        self.world.reactor.advance(30)
+        self.assertIsNone(self.pool()._waiting)
+
+    def test_swapMovesWaiters(self) -> None:
+        """
+        When the backend they wait for starts draining, waiting requests go
+        to the new active backend, in their order, and the old one counts
+        only the requests it carries.
+        """
+        self.fill()
+        waiters = [
+            self.world.request(rawRequest(target=b"/wait%d" % (n,))) for n in range(2)
+        ]
+        new = FakeBackend(generation=4, port=20002)
+        self.world.deployer.activate(new)
+        self.backend.drain()
+        self.world.flush()
+        self.assertEqual(self.world.attempts(), [20002, 20002])
+        self.assertEqual((self.backend.inflight, new.inflight), (2, 2))
+        newApp = BackendApp()
+        for waiter in waiters:
+            self.world.accept(backendSite(self.world, newApp))
+        self.assertEqual([r.uri for r in newApp.received], [b"/wait0", b"/wait1"])
+        self.assertEqual([w.response().code for w in waiters], [200, 200])
+        self.answer(0)
+        self.answer(1)
+        self.assertEqual((self.backend.started, self.backend.finished), (4, 4))
+        self.assertEqual((new.started, new.finished), (2, 2))
+
+    def test_drainingWithoutReplacement(self) -> None:
+        """
+        A backend that drains while still the active one (rainbowd is
+        stopping) serves its waiters as its slots free, counting them in
+        flight until then, so that it is not stopped under them.
+        """
+        clients = self.fill()
+        waiting = self.world.request(rawRequest(target=b"/wait"))
+        self.backend.drain()
+        self.world.flush()
+        self.assertEqual((self.world.attempts(), self.backend.inflight), ([], 3))
+        self.answer(0)
+        self.assertEqual(self.world.attempts(), [20001])
+        self.world.accept(self.site)
+        self.answer(1)
+        self.answer(2)
+        self.assertEqual(
+            [c.response().code for c in clients + [waiting]], [200, 200, 200]
+        )
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_upgradeNotCapped(self) -> None:
+        """
+        An upgrade gets its own connection at once, whatever the cap, and
+        takes no slot.
+        """
+        self.fill()
+        client = self.world.connectClient()
+        client.send(UPGRADE_REQUEST)
+        self.world.flush()
+        self.assertEqual(self.world.attempts(), [20001])
+        self.world.accept(Factory.forProtocol(EchoUpgrade))
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 101 "))
+        self.assertEqual(self.pool().busy, 2)
+
+    def test_noCap(self) -> None:
+        """
+        With C{backendConnections} 0, every request gets a connection at
+        once, and no queue is made.
+        """
+        world = World(backendConnections=0)
+        world.deployer.activate(self.backend)
+        for n in range(5):
+            world.request(rawRequest())
+        self.assertEqual(world.attempts(), [20001] * 5)
+        [pool] = world.proxy._pools.values()
+        self.assertIsNone(pool._waiting)
+
+
+@attrs.define
+class Waiter:
+    """
+    A handler waiting for a slot of a L{Pool}, recording what it hears.
+    """
+
+    deadline: float
+    heard: List[str] = attrs.field(factory=list)
+
+    def slotGranted(self) -> None:
+        self.heard.append("granted")
+
+    def slotTimedOut(self) -> None:
+        self.heard.append("timed out")
+
+    def slotMoved(self) -> None:
+        self.heard.append("moved")
+
+
+class PoolQueueTests(SynchronousTestCase):
+    """
+    A L{Pool}'s queue of requests waiting for a slot, on its own.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.pool = Pool(self.reactor, 20001, maxConnections=1)
+        self.assertTrue(self.pool.acquire(Waiter(deadline=100)))
+
+    def test_earlierDeadlineBehind(self) -> None:
+        """
+        A waiter with an earlier deadline than those ahead of it (it waited
+        for a backend before it queued) times out at its own deadline, and
+        the queue's one timer then moves on to the next.
+        """
+        later, earlier = Waiter(deadline=40), Waiter(deadline=30)
+        self.assertFalse(self.pool.acquire(later))
+        self.assertFalse(self.pool.acquire(earlier))
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.advance(30)
+        self.assertEqual((later.heard, earlier.heard), ([], ["timed out"]))
+        self.reactor.advance(9.9)
+        self.assertEqual(later.heard, [])
+        self.reactor.advance(0.1)
+        self.assertEqual(later.heard, ["timed out"])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.pool.busy, 1)
+
+    def test_grantedBeforeDeadline(self) -> None:
+        """
+        A waiter given a slot before its deadline hears nothing more, and
+        the queue's timer goes with the queue.
+        """
+        waiter = Waiter(deadline=30)
+        self.assertFalse(self.pool.acquire(waiter))
+        self.pool.free()
+        self.reactor.advance(60)
+        self.assertEqual(waiter.heard, ["granted"])
+        self.assertEqual((self.pool.busy, self.reactor.getDelayedCalls()), (1, []))
+        self.pool.free()
+        self.assertEqual(self.pool.busy, 0)
+
+    def test_drainMovesWaiters(self) -> None:
+        """
+        Draining the pool tells each waiter, in order, to find another
+        backend.
+        """
+        first, second = Waiter(deadline=30), Waiter(deadline=30)
+        self.pool.acquire(first)
+        self.pool.acquire(second)
+        self.pool.drain()
+        self.assertEqual((first.heard, second.heard), (["moved"], ["moved"]))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class MaxRequestsTests(SynchronousTestCase):
+    """
+    With C{backendMaxRequests}, a connection to a backend is closed after
+    that many responses.
+    """
+
+    def test_closedAfterExactlyN(self) -> None:
+        """
+        The connection carries exactly C{backendMaxRequests} responses, and
+        is closed after the last of them; the next request opens another.
+        """
+        world = World(backendMaxRequests=3)
+        world.deployer.activate(FakeBackend(generation=1, port=20001))
+        app = BackendApp()
+        world.request(rawRequest())
+        pump = world.accept(backendSite(world, app))
+        for n in range(2):
+            self.assertFalse(pump.serverIO.disconnected)
+            world.request(rawRequest())
+            self.assertEqual(world.attempts(), [])
+        self.assertEqual(len(app.received), 3)
+        self.assertTrue(pump.serverIO.disconnected)
+        world.request(rawRequest())
+        self.assertEqual(world.attempts(), [20001])
+
+    def test_noLimit(self) -> None:
+        """
+        With C{backendMaxRequests} 0, a connection is kept for any number of
+        responses.
+        """
+        world = World(backendMaxRequests=0)
+        world.deployer.activate(FakeBackend(generation=1, port=20001))
+        world.request(rawRequest())
+        pump = world.accept(backendSite(world, BackendApp()))
+        for n in range(20):
+            world.request(rawRequest())
+        self.assertEqual(world.attempts(), [])
+        self.assertFalse(pump.serverIO.disconnected)
 
 
 class ProxySiteTests(SynchronousTestCase):
