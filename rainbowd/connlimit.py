@@ -62,6 +62,9 @@ class ConnectionCap(WrappingFactory):
     Serve at most C{maximum} connections of C{wrappedFactory}'s at once;
     answer any other with a 503 and close it.
 
+    A line is logged one second after the first refusal, with how many
+    there were in that second, so that a flood of them is a line a second.
+
     @ivar open: the connections being served.
     @ivar refused: how many connections were refused since startup.
     @ivar lingering: the refused connections still open.
@@ -77,12 +80,37 @@ class ConnectionCap(WrappingFactory):
         self.refused = 0
         self.lingering = 0
         self.response = refusal(maximum)
+        self._logged = 0
+        self._logCall: Optional[IDelayedCall] = None
 
     def buildProtocol(self, addr: Any) -> Protocol:
         if self.open < self.maximum:
             return ProtocolWrapper(self, self.wrappedFactory.buildProtocol(addr))
         self.refused += 1
+        if self._logCall is None:
+            self._logCall = self.reactor.callLater(1.0, self._logRefusals)
         return _Refusal(self)
+
+    def stopFactory(self) -> None:
+        """
+        The port is closed: log the refusals not logged yet.
+        """
+        if self._logCall is not None:
+            self._logCall.cancel()
+            self._logRefusals()
+
+    def _logRefusals(self) -> None:
+        self._logCall = None
+        count, self._logged = self.refused - self._logged, self.refused
+        _log.warn(
+            "the public port refused {count} connection{s} with a 503 in the "
+            "last second: {maximum} were open, as many as maxConnections "
+            "allows.  If the app can take more, raise maxConnections (and "
+            "the file descriptor limit with it)",
+            count=count,
+            s="" if count == 1 else "s",
+            maximum=self.maximum,
+        )
 
     def registerProtocol(self, protocol: ProtocolWrapper) -> None:
         self.open += 1

@@ -115,9 +115,10 @@ class ConnectionCapTests(SynchronousTestCase):
         refused.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.cap.lingering, 1)
+        lingerCall = refused.lingerCall
         refused.connectionLost(DONE)
         self.assertEqual(self.cap.lingering, 0)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertFalse(lingerCall.active())
 
     def test_refusedClosedAfterLingerTime(self) -> None:
         """
@@ -163,6 +164,40 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual(self.cap.lingering, LINGERING)
         refused.connectionLost(DONE)
         self.assertEqual(self.cap.lingering, LINGERING)
+
+    def test_refusalsLoggedOnceASecond(self) -> None:
+        """
+        Refusals are one line a second later, with their count and the cap.
+        """
+        self.connect()
+        self.connect()
+        with capturedLogs() as events:
+            for _ in range(1000):
+                self.connect()
+            self.clock.advance(0.999)
+            self.assertEqual(events, [])
+            self.clock.advance(0.001)
+            self.connect()
+            self.clock.advance(1)
+        lines = [formatEvent(event) for event in events]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("refused 1000 connections with a 503", lines[0])
+        self.assertIn("2 were open, as many as maxConnections allows", lines[0])
+        self.assertIn("refused 1 connection with a 503", lines[1])
+
+    def test_refusalsLoggedAtStop(self) -> None:
+        """
+        Refusals not logged yet when the port closes are logged then.
+        """
+        self.cap.doStart()
+        for _ in range(3):
+            self.connect()
+        with capturedLogs() as events:
+            self.cap.doStop()
+        [line] = [formatEvent(e) for e in events if "refused" in formatEvent(e)]
+        self.assertIn("refused 1 connection with a 503", line)
+        pending = [call.func for call in self.clock.getDelayedCalls()]
+        self.assertNotIn(self.cap._logRefusals, pending)
 
     def test_describe(self) -> None:
         """
