@@ -85,7 +85,7 @@ class ConnectionCap(WrappingFactory):
 
     def buildProtocol(self, addr: Any) -> Protocol:
         if self.open < self.maximum:
-            return ProtocolWrapper(self, self.wrappedFactory.buildProtocol(addr))
+            return _Counted(self, self.wrappedFactory.buildProtocol(addr))
         self.refused += 1
         if self._logCall is None:
             self._logCall = self.reactor.callLater(1.0, self._logRefusals)
@@ -123,6 +123,25 @@ class ConnectionCap(WrappingFactory):
         The counts, for C{/status}.
         """
         return {"open": self.open, "max": self.maximum, "refused": self.refused}
+
+
+#: What twisted.web calls on a connection's transport for every request.
+_BOUND = ("write", "writeSequence", "getPeer", "getHost", "resumeProducing")
+
+
+class _Counted(ProtocolWrapper):
+    """
+    A connection being served, counted from C{makeConnection} to
+    C{connectionLost}.  The transport's methods a request calls are bound
+    at once, rather than relayed a call at a time.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        for name in _BOUND:
+            method = getattr(transport, name, None)
+            if method is not None:
+                setattr(self, name, method)
+        ProtocolWrapper.makeConnection(self, transport)
 
 
 class _Refusal(Protocol):

@@ -10,6 +10,7 @@ from typing import List
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -72,6 +73,35 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual(firstTransport.value(), b"hello")
         self.assertEqual((self.cap.open, self.cap.refused), (2, 0))
         self.assertFalse(secondTransport.disconnecting)
+
+    def test_transportRelayed(self) -> None:
+        """
+        The served protocol's transport is the connection's: what it
+        provides, its address, and its producer methods.
+        """
+        protocol, transport = self.connect()
+        inner = protocol.wrappedProtocol
+        self.assertTrue(IPushProducer.providedBy(inner.transport))
+        self.assertEqual(inner.transport.getPeer(), transport.getPeer())
+        inner.transport.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        inner.transport.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_takenOverStillCounted(self) -> None:
+        """
+        A connection whose protocol is replaced, as an upgrade's tunnel
+        does, is still counted until it closes.
+        """
+        protocol, _ = self.connect()
+        other = Echo()
+        lost = []
+        other.connectionLost = lost.append
+        protocol.wrappedProtocol = other
+        other.makeConnection(protocol)
+        self.assertEqual(self.cap.open, 1)
+        protocol.connectionLost(DONE)
+        self.assertEqual((self.cap.open, lost), (0, [DONE]))
 
     def test_pastTheCapRefused(self) -> None:
         """
