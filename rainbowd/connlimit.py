@@ -259,7 +259,10 @@ class AcceptErrors:
             f"{name} {count} time{'s' if count != 1 else ''}"
             for name, count in sorted(errors.items())
         )
-        text = f"accept() on {self._what} failed in the last {self._interval:g} s: {failures}"
+        text = (
+            f"accept() on {self._what} failed in the last "
+            f"{self._interval:g} s: {failures}"
+        )
         if closed:
             text += (
                 f"; {closed} connection{'s were' if closed != 1 else ' was'} "
