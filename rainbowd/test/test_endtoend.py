@@ -588,6 +588,23 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + daemon.log())
 
 
+    def test_fileLimitRaised(self):
+        """
+        rainbowd started with a soft descriptor limit below the hard one
+        raises it, says so, and derives maxConnections from the raised one.
+        """
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            raise SkipTest(f"the hard descriptor limit is {hard}, below 2048")
+        daemon = Daemon(self)
+        daemon.start(
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 2048))
+        )
+        daemon.serving()
+        connections = daemon.control("GET", "/status")[1]["connections"]
+        self.assertEqual(connections["max"], (2048 - 128 - 8 * 10) // 2)
+        self.assertIn("file descriptor limit: soft 512 raised to 2048", daemon.log())
+
     def test_connectionFloodUnderLowLimit(self):
         """
         Under a descriptor limit of 1024 (systemd's default), 2,000
