@@ -160,13 +160,19 @@ class _Refusal(Protocol):
     def connectionMade(self) -> None:
         transport = self.transport
         transport.write(self.cap.response)
-        # TLS has no half-close of its own: close it, after the 503.
-        if self.cap.lingering >= LINGERING or isinstance(transport, ProtocolWrapper):
+        # TLS (a ProtocolWrapper) has no half-close of its own, whatever the
+        # connection under it has: close it, after the 503.
+        halfClose = getattr(transport, "loseWriteConnection", None)
+        if (
+            self.cap.lingering >= LINGERING
+            or halfClose is None
+            or isinstance(transport, ProtocolWrapper)
+        ):
             transport.loseConnection()
             return
         self.cap.lingering += 1
         self.lingerCall = self.cap.reactor.callLater(LINGER_TIME, self._close)
-        transport.loseWriteConnection()
+        halfClose()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -177,6 +177,33 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         refused.dataReceived(b"x")
         self.assertTrue(transport.disconnecting)
+
+    def test_noHalfCloseClosed(self) -> None:
+        """
+        A refused connection whose transport cannot stop writing alone is
+        closed once its 503 is written.
+        """
+        self.connect()
+        self.connect()
+        transport = StringTransport()
+        self.cap.buildProtocol(ADDRESS).makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.cap.lingering, 0)
+
+    def test_tlsClosed(self) -> None:
+        """
+        Under TLS, a wrapper whose half-close would reach the TCP connection
+        beneath it, a refused connection is closed rather than half-closed.
+        """
+        self.connect()
+        self.connect()
+        tcp = HalfClosingTransport()
+        tls = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        tls.makeConnection(tcp)
+        self.cap.buildProtocol(ADDRESS).makeConnection(tls)
+        self.assertTrue(tcp.value().startswith(b"HTTP/1.1 503 "))
+        self.assertEqual((tcp.disconnecting, tcp.writeClosed), (True, False))
 
     def test_lingeringBounded(self) -> None:
         """
