@@ -13,7 +13,9 @@ leaves no app process and no listening port behind.
 """
 
 import argparse
+import http.client
 import os
+import resource
 import signal
 import socket
 import sys
@@ -320,10 +322,95 @@ def portStolen(daemon: Rainbowd, load: Load) -> str:
             f"port {answer['port']}; 0 failed requests")
 
 
+@scenario
+def connectionFlood(daemon: Rainbowd, load: Load) -> str:
+    """2,000 connections trickling partial heads, descriptor limit 1024: load served, new clients 200 or 503, redeploy works."""
+    flood = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < flood + 256:
+        raise Failed(f"the flood needs {flood + 256} descriptors, the hard limit is {hard}: ulimit -n")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    maximum = daemon.status()["connections"]["max"]
+    held, answers, stop = set(), {"503": 0, "reset": 0, "other": []}, threading.Event()
+    lock = threading.Lock()
+
+    def flooder():
+        for i in range(flood):
+            client = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: flood%d\r\n" % i)
+            client.setblocking(False)
+            with lock:
+                held.add(client)
+            time.sleep(0.001)  # faster than this, the listen queue (50) overflows
+        while not stop.wait(1.0):
+            with lock:
+                for client in list(held):
+                    try:
+                        data = client.recv(4096)
+                    except BlockingIOError:
+                        try:
+                            client.send(b"X")
+                        except OSError:
+                            pass
+                        continue
+                    except ConnectionResetError:
+                        answers["reset"] += 1
+                    else:
+                        if data.startswith(b"HTTP/1.1 503 "):
+                            answers["503"] += 1
+                        else:
+                            answers["other"].append(data[:80])
+                    held.discard(client)
+                    client.close()
+
+    fresh = []
+
+    def freshClients():
+        while not stop.wait(0.2):
+            try:
+                fresh.append(daemon.get("/", timeout=10))
+            except (OSError, http.client.HTTPException) as e:
+                fresh.append((None, f"{type(e).__name__}: {e}"))
+
+    threads = [inThread(flooder)[0], inThread(freshClients)[0]]
+    waitFor(lambda: answers["503"] + answers["reset"] + len(answers["other"]) >= flood - maximum,
+            f"the flood to be answered: {answers}", 60)
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    code, answer = daemon.control("POST", "/redeploy")
+    time.sleep(3)
+    status = daemon.status()["connections"]
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    with lock:
+        stillHeld = len(held)
+        for client in held:
+            client.close()
+    bad = failures(load.stop())
+    served = waitFor(lambda: daemon.get("/", timeout=10)[0] == 200, "a new client to be served", 30)
+    log = daemon.log()
+    badFresh = [r for r in fresh if r[0] not in (200, 503) or (r[0] == 503 and "maxConnections" not in r[1])]
+    check(code == 200, f"the redeploy during the flood answered {code}: {answer}")
+    check(not bad, f"{len(bad)} requests of the load failed: {bad[:3]}")
+    check(not badFresh, f"{len(badFresh)} new clients got neither 200 nor a clear 503: {badFresh[:3]}")
+    check(not answers["other"], f"flood connections got: {answers['other'][:3]}")
+    check("EMFILE" not in log, "rainbowd ran out of descriptors")
+    refusalLines = log.count("refused")
+    check(refusalLines <= 15, f"{refusalLines} lines about refusals")
+    codes = sorted({r[0] for r in fresh})
+    return (f"cap {maximum}: {stillHeld} held, {answers['503']} got a 503, {answers['reset']} reset; "
+            f"{status['refused']} refused in all; redeploy 200; {len(load.results)} load requests, "
+            f"none failed; {len(fresh)} new clients got {codes}; {refusalLines} log lines on refusals")
+
+
+connectionFlood.fileLimit = 1024
+
+
 def run(f, ports: Ports, backendPorts: str) -> bool:
     config = {"run": APP, "drainTimeout": 30000, "killTimeout": 5000, "env": {}}
     config.update(getattr(f, "config", {}))
     daemon = Rainbowd(f.__name__, ports, backendPorts, **config)
+    daemon.fileLimit = getattr(f, "fileLimit", None)
     daemon.start()
     load = None
     try:

@@ -10,6 +10,7 @@ Times are C{time.monotonic()} seconds throughout.
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -98,6 +99,9 @@ class Rainbowd:
         self.setVersion("v1")
         self.logPath = os.path.join(self.directory, "rainbowd.log")
         self.process: Optional[subprocess.Popen] = None
+        #: the descriptor limit (soft and hard) to start rainbowd with, or
+        #: None for the harness's own
+        self.fileLimit: Optional[int] = None
         #: every backend port and app process group seen in /status, for
         #: the leftover check
         self.backendPorts = set()
@@ -118,12 +122,16 @@ class Rainbowd:
             f.write(version + "\n")
 
     def start(self) -> None:
+        limit = self.fileLimit
         self.process = subprocess.Popen(
             TWISTD + ["-n", "--logfile", self.logPath, "rainbowd"],
             cwd=self.directory,
             env=dict(os.environ, PYTHONPATH=ROOT),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=None if limit is None else lambda: resource.setrlimit(
+                resource.RLIMIT_NOFILE, (limit, limit)
+            ),
         )
 
     def serving(self, deadline: float = 60.0) -> str:

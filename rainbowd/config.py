@@ -394,6 +394,13 @@ def _parseCount(value: object) -> int:
     return count
 
 
+def _parsePositiveCount(value: object) -> int:
+    count = _parseCount(value)
+    if count == 0:
+        raise _Invalid()
+    return count
+
+
 #: The formats of the access log.
 ACCESS_LOG_FORMATS = ("combined", "json")
 
@@ -462,6 +469,13 @@ class Config:
         _milliseconds(positive=False),
         "Time between SIGTERM and SIGKILL when stopping a version, in ms",
         default=10.0,
+    )
+    maxConnections: Optional[int] = _setting(
+        _Kind("a whole number, 1 or more", _parsePositiveCount),
+        "Most connections open at once on the public port; past it, a new "
+        "one gets a 503 and is closed",
+        "(file descriptor limit - 128 - 8 x maxBackends) / 2",
+        default=None,
     )
     queueTimeout: float = _setting(
         _milliseconds(positive=False),

@@ -136,7 +136,12 @@ class ControlResource(Resource):
     L{ConfigError}), whose C{status()} returns a JSON-able dict, and whose
     C{observe()}, C{active} and C{backends} let a redeploy be streamed and
     output be followed.
+
+    @ivar connections: the public port's L{rainbowd.connlimit.ConnectionCap},
+        whose counts C{/status} shows, or L{None}.
     """
+
+    connections: Any = None
 
     def __init__(self, deployer: Any, clock=None) -> None:
         super().__init__()
@@ -158,7 +163,10 @@ class ControlResource(Resource):
         return _NotFound().render(request)
 
     def _status(self, request: IRequest) -> bytes:
-        return writeJSON(request, 200, self._deployer.status())
+        status = self._deployer.status()
+        if self.connections is not None:
+            status = {**status, "connections": self.connections.describe()}
+        return writeJSON(request, 200, status)
 
     def _redeploy(self, request: IRequest) -> object:
         """

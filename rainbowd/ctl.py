@@ -458,6 +458,13 @@ def statusTable(status: Dict[str, Any]) -> str:
             )
         else:
             lines.append(f"last deploy failed: {last.get('error')}")
+    connections = status.get("connections")
+    if connections is not None:
+        lines.append(
+            f"public connections: {connections['open']} open, "
+            f"{connections['max']} at most; {connections['refused']} refused "
+            "since startup"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -9,10 +9,10 @@ requests in flight, backends by state -- is read from the deployer when
 scraped.
 """
 
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from twisted.web.iweb import IRequest
@@ -86,6 +86,59 @@ class _Now:
         )
 
 
+class _Connections:
+    """
+    A collector of the listening ports' counts: the public port's open and
+    refused connections (see L{rainbowd.connlimit.ConnectionCap}), and each
+    port's failed accepts (see L{rainbowd.connlimit.AcceptErrors}).
+    """
+
+    def __init__(self, cap: Any, listening: Mapping[str, Any]) -> None:
+        self._cap = cap
+        self._listening = listening
+
+    def collect(self) -> Iterable[Metric]:
+        cap = self._cap
+        yield GaugeMetricFamily(
+            "rainbowd_connections",
+            "Connections open on the public port.",
+            value=cap.open,
+        )
+        yield GaugeMetricFamily(
+            "rainbowd_max_connections",
+            "The most connections open at once on the public port "
+            "(maxConnections).",
+            value=cap.maximum,
+        )
+        yield CounterMetricFamily(
+            "rainbowd_refused_connections",
+            "Connections to the public port answered 503 and closed because "
+            "maxConnections were open.",
+            value=cap.refused,
+        )
+        failed = CounterMetricFamily(
+            "rainbowd_accept_errors",
+            "Connections a port could not accept, by config key of the port "
+            "and error (EMFILE: rainbowd is out of file descriptors).",
+            labels=["port", "error"],
+        )
+        unanswered = CounterMetricFamily(
+            "rainbowd_unanswered_connections",
+            "Connections a port closed unanswered to get a file descriptor "
+            "back, by config key of the port.",
+            labels=["port"],
+        )
+        for key, listening in sorted(self._listening.items()):
+            errors = listening.acceptErrors
+            if errors is None:
+                continue
+            for error, count in sorted(errors.errors.items()):
+                failed.add_metric([key, error], count)
+            unanswered.add_metric([key], errors.closed)
+        yield failed
+        yield unanswered
+
+
 class Metrics:
     """
     The metrics of one rainbowd, in a registry of its own.
@@ -147,6 +200,14 @@ class Metrics:
         self._deploying: Dict[int, Tuple[float, str]] = {}
         self._newest = 0
         self.stopObserving = deployer.observe(self._observe)
+
+    def watchConnections(self, cap: Any, listening: Mapping[str, Any]) -> None:
+        """
+        Expose the connection counts of the public port's C{cap} and the
+        failed accepts of the ports in C{listening}, by config key; each has
+        C{acceptErrors}, an L{rainbowd.connlimit.AcceptErrors} or L{None}.
+        """
+        self.registry.register(_Connections(cap, listening))
 
     # The proxy site's requestLog
 

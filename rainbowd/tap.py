@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet import tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -32,9 +33,17 @@ from rainbowd.config import (
     settingHelp,
     settingUnit,
 )
+from rainbowd.connlimit import AcceptErrors, ConnectionCap, quietAccepts
 from rainbowd.control import ControlResource
 from rainbowd.controlsite import ControlSite, exposureWarning, readControlToken
 from rainbowd.deployer import Deployer
+from rainbowd.fdlimit import (
+    budgetWarning,
+    defaultMaxConnections,
+    describeLimit,
+    isLow,
+    raiseFileLimit,
+)
 from rainbowd.health import HTTPHealthCheck
 from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
@@ -83,6 +92,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "startTimeout": (None, "number"),
     "drainTimeout": (None, "number"),
     "killTimeout": (None, "number"),
+    "maxConnections": (None, "number"),
     "queueTimeout": (None, "number"),
     "maxBackends": (None, "number"),
     "backendConnections": (None, "number"),
@@ -138,6 +148,8 @@ class Options(usage.Options):
         read from.
     @ivar controlToken: the token control requests must bear, read from
         C{controlTokenFile} once, here; or L{None}.
+    @ivar raiseFileLimit: raises the descriptor limit, in L{makeService};
+        see L{rainbowd.fdlimit.raiseFileLimit}.
     """
 
     synopsis = (
@@ -163,6 +175,7 @@ class Options(usage.Options):
     overrides: Dict[str, Any]
     warnings: List[str]
     controlToken: Optional[bytes] = None
+    raiseFileLimit = staticmethod(raiseFileLimit)
 
     def readConfig(self) -> Config:
         """
@@ -275,7 +288,12 @@ class _Listening(StreamServerEndpointService):
     """
     Listen on the endpoint of config key C{key}; if that fails, stop twistd
     with a message saying which key and why, before any app is launched.
+
+    @ivar acceptErrors: the port's failed accepts, once it listens (if it is
+        one of Twisted's stream ports), logged a line a second.
     """
+
+    acceptErrors: Optional[AcceptErrors] = None
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
         StreamServerEndpointService.__init__(
@@ -284,6 +302,7 @@ class _Listening(StreamServerEndpointService):
         self._raiseSynchronously = True
         self._key = key
         self._description = description
+        self._reactor = reactor
 
     def privilegedStartService(self) -> None:
         try:
@@ -303,6 +322,13 @@ class _Listening(StreamServerEndpointService):
                 f"rainbowd, or the app itself, using it?  Stop that, or set "
                 f'another "{self._key}" (--{flagName(self._key)}).'
             )
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port):
+        if isinstance(port, tcp.Port):
+            what = f'{self._description} ("{self._key}")'
+            self.acceptErrors = quietAccepts(port, what, self._reactor)
+        return port
 
 
 class _OrderlyStop(MultiService):
@@ -425,13 +451,37 @@ def makeService(options: Options, reactor=None) -> MultiService:
         )
     )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
+    cap = ConnectionCap(proxy, _maxConnections(options), reactor)
     control = ControlResource(deployer, reactor)
+    control.connections = cap
     control.putChild(b"metrics", MetricsResource(metrics.registry))
     guard = BrowserGuard(config.controlAllowedOrigins, config.controlAllowedHosts)
     controlSite = ControlSite(
         control, token=options.controlToken, reactor=reactor, guard=guard
     )
-    sites = [("port", proxy), ("controlPort", controlSite)]
+    sites = [("port", cap), ("controlPort", controlSite)]
+    listening = {}
     for key, site in sites:
-        _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)
+        listening[key] = _Listening(key, getattr(config, key), reactor, site)
+        listening[key].setServiceParent(service)
+    metrics.watchConnections(cap, listening)
     return service
+
+
+def _maxConnections(options: Options) -> int:
+    """
+    Raise the descriptor limit, and say so with the connection cap it gives:
+    C{maxConnections}, or the most the limit leaves room for.
+    """
+    config = options.config
+    limit = options.raiseFileLimit()
+    maxConnections = config.maxConnections
+    derived = maxConnections is None
+    if maxConnections is None:
+        maxConnections = defaultMaxConnections(limit.soft, config.maxBackends)
+    line = describeLimit(limit, maxConnections, derived)
+    (_log.warn if isLow(limit) else _log.info)("{line}", line=line)
+    warning = budgetWarning(limit.soft, maxConnections, config.maxBackends)
+    if warning is not None:
+        _log.warn("{text}", text=warning)
+    return maxConnections

@@ -263,6 +263,21 @@ class LoadConfigTests(SynchronousTestCase):
             self.assertIn("0 or more", self.loadError({"run": RUN, key: -1}))
             self.assertIn("fraction", self.loadError({"run": RUN, key: 2.5}))
 
+    def test_maxConnections(self) -> None:
+        """
+        maxConnections is a whole number, 1 or more; by default it is left
+        to be derived from the descriptor limit.
+        """
+        self.assertIsNone(self.load({"run": RUN}).maxConnections)
+        self.assertEqual(
+            self.load({"run": RUN, "maxConnections": 500}).maxConnections, 500
+        )
+        for bad in (0, -1, 2.5, "many"):
+            self.assertIn(
+                "must be a whole number, 1 or more",
+                self.loadError({"run": RUN, "maxConnections": bad}),
+            )
+
     def test_portOutOfRange(self) -> None:
         """
         Port numbers outside 1-65535 are errors, bare or in a description.

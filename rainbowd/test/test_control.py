@@ -8,11 +8,13 @@ from typing import Any, List, Tuple
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import ConfigError
+from rainbowd.connlimit import ConnectionCap
 from rainbowd.control import ControlResource
 from rainbowd.deployer import Deployed, DeployFailed, DeployRefused
 
@@ -206,6 +208,20 @@ class ControlResourceTests(SynchronousTestCase):
         GET /status answers 200 with the deployer's status.
         """
         self.assertJSON(self.treq.get(CONTROL + "/status"), 200, STATUS)
+
+    def test_statusConnections(self) -> None:
+        """
+        GET /status also shows the public port's connection counts, when it
+        has them.
+        """
+        resource = ControlResource(self.deployer)
+        resource.connections = ConnectionCap(Factory(), 408, None)
+        resource.connections.refused = 7
+        self.assertJSON(
+            StubTreq(resource).get(CONTROL + "/status"),
+            200,
+            {**STATUS, "connections": {"open": 0, "max": 408, "refused": 7}},
+        )
 
     def test_statusHead(self) -> None:
         """

@@ -390,6 +390,24 @@ class StatusTableTests(SynchronousTestCase):
         self.assertIn("(no app process is running)", text)
         self.assertIn("last deploy failed: boom", text)
 
+    def test_connections(self) -> None:
+        """
+        The public port's connection counts are a line of their own.
+        """
+        text = statusTable(
+            {
+                "active": None,
+                "deploying": False,
+                "backends": [],
+                "lastDeploy": None,
+                "connections": {"open": 12, "max": 408, "refused": 3},
+            }
+        )
+        self.assertIn(
+            "public connections: 12 open, 408 at most; 3 refused since startup\n",
+            text,
+        )
+
 
 class FakeResponse:
     def __init__(self, status: int, body: bytes, contentType: str = "application/json"):

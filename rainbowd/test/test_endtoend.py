@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -727,6 +728,142 @@ class EndToEndTests(SynchronousTestCase):
         done = daemon.rainbowctl("status")
         self.assertEqual(done.returncode, 0, done.stdout + daemon.log())
 
+
+    def test_fileLimitRaised(self):
+        """
+        rainbowd started with a soft descriptor limit below the hard one
+        raises it, says so, and derives maxConnections from the raised one.
+        """
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            raise SkipTest(f"the hard descriptor limit is {hard}, below 2048")
+        daemon = Daemon(self)
+        daemon.start(
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 2048))
+        )
+        daemon.serving()
+        connections = daemon.control("GET", "/status")[1]["connections"]
+        self.assertEqual(connections["max"], (2048 - 128 - 8 * 10) // 2)
+        self.assertIn("file descriptor limit: soft 512 raised to 2048", daemon.log())
+
+    def test_connectionFloodUnderLowLimit(self):
+        """
+        Under a descriptor limit of 1024 (systemd's default), 2,000
+        connections trickling partial heads fill the public port up to
+        maxConnections and get clean 503s past it; the control API still
+        redeploys, a new client still gets a 503 or a 200, never a hang or a
+        reset, and the log has no line per connection.
+        """
+        flood = 2000
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = flood + 256
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise SkipTest(
+                f"the test opens {flood} connections, but its hard descriptor "
+                f"limit is {hard}: run it with ulimit -n {need} or more"
+            )
+        if soft != resource.RLIM_INFINITY and soft < need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+
+        def lowLimit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+        daemon = Daemon(self)
+        # A listen queue as long as the systemd socket unit's: with
+        # Twisted's default of 50 the flood's connects, faster than
+        # rainbowd's accepts, would wait for SYNs to be sent again.
+        daemon.writeConfig(port=f"tcp:{daemon.port}:interface=127.0.0.1:backlog=1024")
+        daemon.start(preexec_fn=lowLimit)
+        daemon.serving()
+        maximum = daemon.control("GET", "/status")[1]["connections"]["max"]
+        self.assertEqual(maximum, (1024 - 128 - 8 * 10) // 2)
+
+        clients = []
+
+        def closeAll():
+            for client in clients:
+                client.close()
+
+        self.addCleanup(closeAll)
+        for i in range(flood):
+            client = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+            client.sendall(b"GET /slow HTTP/1.1\r\nHost: flood%d\r\n" % (i,))
+            client.setblocking(False)
+            clients.append(client)
+
+        answers = {"503": 0, "other": [], "reset": 0}
+        held = set(clients)
+
+        def readAnswers():
+            """
+            Read what the refused connections got, and close them as a
+            client does after a 503 with Connection: close.
+            """
+            for client in list(held):
+                try:
+                    data = client.recv(4096)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    answers["reset"] += 1
+                else:
+                    if data.startswith(b"HTTP/1.1 503 "):
+                        answers["503"] += 1
+                    else:
+                        answers["other"].append(data[:100])
+                held.discard(client)
+                client.close()
+
+        def trickle():
+            for client in held:
+                try:
+                    client.send(b"X")
+                except (BlockingIOError, OSError):
+                    pass
+
+        def settled():
+            readAnswers()
+            return len(held) <= maximum and daemon.control("GET", "/status")[1]
+
+        status = waitFor(settled, f"the flood to be answered: {answers}")
+        trickle()
+        self.assertEqual(status["connections"]["open"], maximum, status)
+        self.assertEqual(len(held), maximum)
+        self.assertGreaterEqual(status["connections"]["refused"], flood - maximum)
+        self.assertEqual(answers["other"], [])
+        self.assertEqual(answers["503"] + answers["reset"], flood - maximum, answers)
+
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        code, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(code, 200, result)
+        trickle()
+        for _ in range(3):
+            try:
+                code, body = daemon.get("/", timeout=10)
+            except socket.timeout:
+                self.fail("a new client got no answer while the public port was full")
+            self.assertEqual(code, 503, body)
+            self.assertIn('as many as "maxConnections" allows', body)
+        readAnswers()
+        self.assertEqual(len(held), maximum, answers)
+
+        for client in list(held)[:10]:
+            held.discard(client)
+            client.close()
+
+        def served():
+            try:
+                return daemon.get("/", timeout=10)[0] == 200
+            except OSError:
+                return False
+
+        waitFor(served, "a new client to be served once connections closed")
+        self.assertLess(len(daemon.log().splitlines()), 200, daemon.log()[-3000:])
+        self.assertNotIn("EMFILE", daemon.log())
+        self.assertEqual(answers["reset"], 0, answers)
+
+
 class ServiceTests(SynchronousTestCase):
     """
     Running under systemd, for real: SIGHUP, JSON logs, readiness and an
@@ -833,4 +970,3 @@ class ServiceTests(SynchronousTestCase):
         start(second)
         request.join(DEADLINE)
         self.assertEqual(waiting["result"][0], 200)
-

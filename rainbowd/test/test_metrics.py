@@ -8,8 +8,11 @@ from typing import Dict, List, Tuple
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from rainbowd.connlimit import AcceptErrors, ConnectionCap
 from rainbowd.control import ControlResource
 from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
 from rainbowd.test.test_control import FakeDeployer as FakeControlDeployer
@@ -299,6 +302,55 @@ class CardinalityTests(SynchronousTestCase):
             # Generation 10, the active one and the newest, served nothing.
             [("2xx", str(g)) for g in range(11 - STOPPED_GENERATIONS_KEPT, 10)]
             + [("unfinished", "none")],
+        )
+
+
+class Listening:
+    """
+    A listening port, as L{Metrics.watchConnections} reads it.
+    """
+
+    def __init__(self, acceptErrors) -> None:
+        self.acceptErrors = acceptErrors
+
+
+class ConnectionMetricsTests(SynchronousTestCase):
+    """
+    The public port's connections and the ports' failed accepts.
+    """
+
+    def test_connections(self) -> None:
+        """
+        Open, maximum and refused connections of the cap, and each port's
+        failed accepts by error, are exposed; a port not listening yet has
+        no series.
+        """
+        clock = MemoryReactorClock()
+        cap = ConnectionCap(Factory.forProtocol(Protocol), 1, clock)
+        for _ in range(3):
+            cap.buildProtocol(None).makeConnection(StringTransport())
+        errors = AcceptErrors("tcp:7000", clock, lambda event: None)
+        errors.errors.update(EMFILE=4, ENFILE=1)
+        errors.closed = 9
+        metrics = Metrics(ObservableDeployer(), processMetrics=False)
+        metrics.watchConnections(
+            cap, {"port": Listening(errors), "controlPort": Listening(None)}
+        )
+        samples = scrape(metrics)
+        self.assertEqual(samples[("rainbowd_connections", ())], 1)
+        self.assertEqual(samples[("rainbowd_max_connections", ())], 1)
+        self.assertEqual(samples[("rainbowd_refused_connections_total", ())], 2)
+        self.assertEqual(
+            {
+                labels: value
+                for (name, labels), value in samples.items()
+                if name.startswith(("rainbowd_accept", "rainbowd_unanswered"))
+            },
+            {
+                (("error", "EMFILE"), ("port", "port")): 4,
+                (("error", "ENFILE"), ("port", "port")): 1,
+                (("port", "port"),): 9,
+            },
         )
 
 

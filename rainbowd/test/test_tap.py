@@ -9,6 +9,8 @@ from os import strerror
 from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
+from prometheus_client.exposition import generate_latest
+from twisted.internet import tcp
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -19,7 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from rainbowd.accesslog import Both
 from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import settingNames
+from rainbowd.connlimit import AcceptErrors, ConnectionCap
 from rainbowd.controlsite import ControlSite
+from rainbowd.fdlimit import FileLimit
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
@@ -264,10 +268,11 @@ class MakeServiceTests(SynchronousTestCase):
     Tests for L{makeService}.
     """
 
-    def options(self, *argv: str) -> Options:
+    def options(self, *argv: str, limit: FileLimit = FileLimit(1024, 524288, 1024)) -> Options:
         stateDir = os.path.abspath(self.mktemp())
         options = Options()
         options.cwd = os.path.dirname(stateDir)
+        options.raiseFileLimit = lambda: limit
         options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
         return options
 
@@ -498,7 +503,15 @@ class ObservabilityTests(SynchronousTestCase):
     options = MakeServiceTests.options
 
     def sites(self, service) -> Dict[str, Any]:
-        return {child._key: child.factory for child in service if hasattr(child, "_key")}
+        """
+        The sites served, by config key of their port, without the public
+        port's L{ConnectionCap}.
+        """
+        return {
+            child._key: getattr(child.factory, "wrappedFactory", child.factory)
+            for child in service
+            if hasattr(child, "_key")
+        }
 
     def test_noAccessLogByDefault(self) -> None:
         """
@@ -637,3 +650,104 @@ class ObservabilityTests(SynchronousTestCase):
         self.addCleanup(lambda: [f.close() for f in logs._files.values()])
         [name] = os.listdir(os.path.join(options.config.stateDir, "logs"))
         self.assertTrue(name.endswith("-generation-1.log"), name)
+
+
+class RealPorts(FakeProcessReactor):
+    """
+    A reactor whose TCP ports are Twisted's own, never listening.
+    """
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        FakeProcessReactor.listenTCP(self, port, factory, backlog, interface)
+        return tcp.Port(port, factory, backlog, interface, self)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    """
+    What L{makeService} does about file descriptors and connections.
+    """
+
+    options = MakeServiceTests.options
+
+    def listening(self, service) -> Dict[str, Any]:
+        return {child._key: child for child in service if hasattr(child, "_key")}
+
+    def test_limitRaisedAndLogged(self) -> None:
+        """
+        The descriptor limit is raised at startup, and one line says what
+        it was, what it is, and the cap derived from it.
+        """
+        options = self.options(limit=FileLimit(524288, 524288, 1024))
+        with capturedLogs() as events:
+            service = makeService(options, FakeProcessReactor())
+        lines = [formatEvent(e) for e in events if "descriptor" in formatEvent(e)]
+        self.assertEqual(
+            lines,
+            [
+                "file descriptor limit: soft 1024 raised to 524288, the hard "
+                "limit; maxConnections 262040 (derived from the limit)."
+            ],
+        )
+        cap = self.listening(service)["port"].factory
+        self.assertIsInstance(cap, ConnectionCap)
+        self.assertEqual(cap.maximum, (524288 - 128 - 8 * 10) // 2)
+
+    def test_lowLimitWarned(self) -> None:
+        """
+        A limit that stays low is a warning saying how to raise it, and the
+        cap derived from it leaves the reserve.
+        """
+        with capturedLogs() as events:
+            service = makeService(
+                self.options(limit=FileLimit(1024, 1024, 1024)), FakeProcessReactor()
+            )
+        [event] = [e for e in events if "descriptor limit" in formatEvent(e)]
+        self.assertEqual(event["log_level"].name, "warn")
+        self.assertIn("LimitNOFILE=", formatEvent(event))
+        self.assertEqual(self.listening(service)["port"].factory.maximum, 408)
+
+    def test_maxConnectionsGiven(self) -> None:
+        """
+        --max-connections sets the cap; one the limit cannot hold is warned
+        about.
+        """
+        with capturedLogs() as events:
+            service = makeService(
+                self.options("--max-connections", "5000", limit=FileLimit(1024, 1024, 1024)),
+                FakeProcessReactor(),
+            )
+        self.assertEqual(self.listening(service)["port"].factory.maximum, 5000)
+        self.assertTrue(
+            any('"maxConnections" is 5000' in formatEvent(e) for e in events)
+        )
+
+    def test_controlPortNotCapped(self) -> None:
+        """
+        The control port is served without the cap, so that it works while
+        the public port is full.
+        """
+        service = makeService(self.options(), FakeProcessReactor())
+        self.assertIsInstance(self.listening(service)["controlPort"].factory, ControlSite)
+
+    def test_acceptErrorsQuieted(self) -> None:
+        """
+        Both ports log their failed accepts through an L{AcceptErrors}
+        named after the port, whose counts /metrics shows.
+        """
+        reactor = RealPorts()
+        options = self.options("--port", "8000")
+        service = makeService(options, reactor)
+        service.privilegedStartService()
+        self.addCleanup(service.getServiceNamed("stateDirLock").release)
+        listening = self.listening(service)
+        for key in ("port", "controlPort"):
+            errors = listening[key].acceptErrors
+            self.assertIsInstance(errors, AcceptErrors)
+            self.assertIn(f'("{key}")', errors._what)
+        listening["port"].acceptErrors.errors["EMFILE"] = 3
+        metrics = self.sites(service)["port"].requestLog
+        text = generate_latest(metrics.registry).decode()
+        self.assertIn('rainbowd_accept_errors_total{error="EMFILE",port="port"} 3.0', text)
+        self.assertIn("rainbowd_max_connections 408.0", text)
+
+    sites = ObservabilityTests.sites

@@ -1,0 +1,294 @@
+# -*- test-case-name: rainbowd.test.test_connlimit -*-
+"""
+The listening ports under pressure: the public port's cap on open
+connections, and a log of failed accepts that says once a second what a
+flood of them would otherwise say once per connection.
+
+Past the cap, a new connection is accepted and answered at once with a 503
+and I{Connection: close}, rather than left unaccepted: a connection the
+kernel has completed but rainbowd does not accept waits in the listen
+queue, then overflows it, with no answer, and neither the client nor a load
+balancer in front can tell rainbowd is full.  The 503 costs one descriptor
+for a moment, and at most L{LINGERING} of them wait for their client to
+close (see L{_Refusal}); these are part of L{rainbowd.fdlimit.RESERVED}.
+"""
+
+from typing import Any, Dict, Optional
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.logger import ILogObserver, Logger, LogEvent
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+_log = Logger()
+
+#: The most refused connections that wait at once for their client to read
+#: the 503 and close; past it, a refused connection is closed as soon as its
+#: 503 is written.
+LINGERING = 32
+
+#: How long a refused connection waits for its client to close, in seconds,
+#: so that what the client sent meanwhile is read rather than answered with
+#: a reset that could destroy the 503 before the client reads it (Apache's
+#: and nginx's "lingering close").
+LINGER_TIME = 2.0
+
+#: Bytes of a refused connection read before it is closed regardless.
+LINGER_BYTES = 64 * 1024
+
+
+def refusal(maximum: int) -> bytes:
+    """
+    The response to a connection past the cap of C{maximum}.
+    """
+    body = (
+        f"rainbowd: too many connections: {maximum} are open, as many as "
+        '"maxConnections" allows; try again in a moment.\n'
+    ).encode("utf-8")
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n"
+        b"Retry-After: 1\r\n"
+        b"\r\n%s" % (len(body), body)
+    )
+
+
+class ConnectionCap(WrappingFactory):
+    """
+    Serve at most C{maximum} connections of C{wrappedFactory}'s at once;
+    answer any other with a 503 and close it.
+
+    A line is logged one second after the first refusal, with how many
+    there were in that second, so that a flood of them is a line a second.
+
+    @ivar open: the connections being served.
+    @ivar refused: how many connections were refused since startup.
+    @ivar lingering: the refused connections still open.
+    """
+
+    noisy = False
+
+    def __init__(self, wrappedFactory: Any, maximum: int, reactor: Any) -> None:
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.maximum = maximum
+        self.reactor = reactor
+        self.open = 0
+        self.refused = 0
+        self.lingering = 0
+        self.response = refusal(maximum)
+        self._logged = 0
+        self._logCall: Optional[IDelayedCall] = None
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        if self.open < self.maximum:
+            return _Counted(self, self.wrappedFactory.buildProtocol(addr))
+        self.refused += 1
+        if self._logCall is None:
+            self._logCall = self.reactor.callLater(1.0, self._logRefusals)
+        return _Refusal(self)
+
+    def stopFactory(self) -> None:
+        """
+        The port is closed: log the refusals not logged yet.
+        """
+        if self._logCall is not None:
+            self._logCall.cancel()
+            self._logRefusals()
+
+    def _logRefusals(self) -> None:
+        self._logCall = None
+        count, self._logged = self.refused - self._logged, self.refused
+        _log.warn(
+            "the public port refused {count} connection{s} with a 503 in the "
+            "last second: {maximum} were open, as many as maxConnections "
+            "allows.  If the app can take more, raise maxConnections (and "
+            "the file descriptor limit with it)",
+            count=count,
+            s="" if count == 1 else "s",
+            maximum=self.maximum,
+        )
+
+    def registerProtocol(self, protocol: ProtocolWrapper) -> None:
+        self.open += 1
+
+    def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
+        self.open -= 1
+
+    def describe(self) -> Dict[str, int]:
+        """
+        The counts, for C{/status}.
+        """
+        return {"open": self.open, "max": self.maximum, "refused": self.refused}
+
+
+#: What twisted.web calls on a connection's transport for every request.
+_BOUND = ("write", "writeSequence", "getPeer", "getHost", "resumeProducing")
+
+
+class _Counted(ProtocolWrapper):
+    """
+    A connection being served, counted from C{makeConnection} to
+    C{connectionLost}.  The transport's methods a request calls are bound
+    at once, rather than relayed a call at a time.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        for name in _BOUND:
+            method = getattr(transport, name, None)
+            if method is not None:
+                setattr(self, name, method)
+        ProtocolWrapper.makeConnection(self, transport)
+
+
+class _Refusal(Protocol):
+    """
+    A connection past the cap: write the 503, stop writing, and read what
+    the client sends until it closes, for at most L{LINGER_TIME} and
+    L{LINGER_BYTES}; or close at once if L{LINGERING} refusals are already
+    waiting.
+    """
+
+    def __init__(self, cap: ConnectionCap) -> None:
+        self.cap = cap
+        self.received = 0
+        self.lingerCall: Optional[IDelayedCall] = None
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        transport.write(self.cap.response)
+        # TLS (a ProtocolWrapper) has no half-close of its own, whatever the
+        # connection under it has: close it, after the 503.
+        halfClose = getattr(transport, "loseWriteConnection", None)
+        if (
+            self.cap.lingering >= LINGERING
+            or halfClose is None
+            or isinstance(transport, ProtocolWrapper)
+        ):
+            transport.loseConnection()
+            return
+        self.cap.lingering += 1
+        self.lingerCall = self.cap.reactor.callLater(LINGER_TIME, self._close)
+        halfClose()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > LINGER_BYTES:
+            self._close()
+
+    def _close(self) -> None:
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.lingerCall is not None:
+            self.cap.lingering -= 1
+            if self.lingerCall.active():
+                self.lingerCall.cancel()
+            self.lingerCall = None
+
+
+#: The formats of what Twisted's C{tcp.Port} logs when C{accept()} fails
+#: (C{twisted.internet.tcp._accept}), each with the error it means.
+_EMFILE_START = "EMFILE encountered; releasing reserved file descriptor."
+_EMFILE_CLOSED = "EMFILE recovery: Closed socket from {address}"
+_EMFILE_END = "Re-reserving EMFILE recovery file descriptor."
+_ACCEPT_FAILED = "Could not accept new connection ({acceptError})"
+
+#: What each error of C{accept()} means, and what to do about it.
+_MEANING = {
+    "EMFILE": "Out of file descriptors: raise rainbowd's limit (LimitNOFILE= "
+    'in the systemd unit, ulimit -n) or lower "maxConnections"',
+    "ENFILE": "The system is out of file descriptors: raise fs.file-max, or "
+    "find what holds them",
+    "ENOBUFS": "The kernel is out of memory for sockets",
+    "ENOMEM": "The kernel is out of memory for sockets",
+    "ECONNABORTED": "Clients gave up before they were accepted",
+}
+
+
+@implementer(ILogObserver)
+class AcceptErrors:
+    """
+    A log observer for a listening port's own log (see L{quietAccepts}):
+    the events of failed C{accept()}s are counted, and a line saying how
+    many is logged one C{interval} after the first, so a flood of them is a
+    line a second; any other event goes on to C{observer}.
+
+    @ivar errors: how many accepts failed since startup, by error name.
+    @ivar closed: how many connections were closed unanswered since startup,
+        to get a descriptor back (Twisted's EMFILE recovery).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        clock: Any,
+        observer: ILogObserver,
+        interval: float = 1.0,
+    ) -> None:
+        """
+        @param what: the port, as the lines name it: C{'tcp:7000 ("port")'}.
+        """
+        self._what = what
+        self._clock = clock
+        self._observer = observer
+        self._interval = interval
+        self.errors: Dict[str, int] = {}
+        self.closed = 0
+        self._pendingErrors: Dict[str, int] = {}
+        self._pendingClosed = 0
+        self._flushCall: Optional[IDelayedCall] = None
+
+    def __call__(self, event: LogEvent) -> None:
+        format = event.get("log_format")
+        if format == _EMFILE_CLOSED:
+            self._pendingClosed += 1
+            self.closed += 1
+        elif format in (_EMFILE_START, _ACCEPT_FAILED):
+            error = "EMFILE" if format == _EMFILE_START else str(event["acceptError"])
+            self._pendingErrors[error] = self._pendingErrors.get(error, 0) + 1
+            self.errors[error] = self.errors.get(error, 0) + 1
+        elif format != _EMFILE_END:
+            self._observer(event)
+            return
+        if self._flushCall is None:
+            self._flushCall = self._clock.callLater(self._interval, self._flush)
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        errors, self._pendingErrors = self._pendingErrors, {}
+        closed, self._pendingClosed = self._pendingClosed, 0
+        failures = ", ".join(
+            f"{name} {count} time{'s' if count != 1 else ''}"
+            for name, count in sorted(errors.items())
+        )
+        text = (
+            f"accept() on {self._what} failed in the last "
+            f"{self._interval:g} s: {failures}"
+        )
+        if closed:
+            text += (
+                f"; {closed} connection{'s were' if closed != 1 else ' was'} "
+                "closed unanswered to get a descriptor back"
+            )
+        meanings = {_MEANING[name] for name in errors if name in _MEANING}
+        if meanings:
+            text += ".  " + ".  ".join(sorted(meanings))
+        _log.warn("{text}.", text=text)
+
+
+def quietAccepts(port: Any, what: str, clock: Any) -> AcceptErrors:
+    """
+    Route the log of C{port}, a C{twisted.internet.tcp.Port} (or a unix or
+    TLS one, which are kinds of it), through a new L{AcceptErrors}, and
+    return that.  Twisted logs up to three lines for every connection it
+    cannot accept, which is thousands a second when descriptors run out;
+    its port logs through its C{_logger} only, and only about accepting.
+    """
+    logger = port._logger
+    errors = AcceptErrors(what, clock, logger.observer)
+    port._logger = Logger(namespace=logger.namespace, observer=errors)
+    return errors
