@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd.config import Config
+from rainbowd.health import LivenessProbe
 from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
@@ -97,6 +98,13 @@ class BackendFailed(Exception):
 
     def __str__(self) -> str:
         return self.reason
+
+
+class AppStopped(Exception):
+    """
+    The app's process is stopped, so it answers nothing until it gets
+    SIGCONT.
+    """
 
 
 class ProcessGroupSignals:
@@ -181,6 +189,20 @@ class ProcessGroupSignals:
             if int(pgrp) == pgid and state not in "ZX":
                 yield pid
 
+    def isStopped(self, pid: int, proc: str = "/proc") -> bool:
+        """
+        Is process C{pid} stopped -- by SIGSTOP (C{kill -STOP}), SIGTSTP or
+        a debugger -- so that it runs no code until it gets SIGCONT?  A
+        process that cannot be looked at is not.
+        """
+        try:
+            with open(os.path.join(proc, str(pid), "stat")) as f:
+                stat = f.read()
+        except OSError:
+            return False
+        # pid (comm) state ...; comm may hold spaces or ")".
+        return stat[stat.rindex(")") + 2 :][:1] in ("T", "t")
+
     def groupOf(self, pid: int) -> Optional[int]:
         try:
             return os.getpgid(pid)
@@ -216,6 +238,8 @@ class Backend(ProcessProtocol):
     @ivar exitReason: how its process ended, once it has.
     @ivar pgid: the process group of the app, which is the pid of the
         process spawned.
+    @ivar liveness: the L{LivenessProbe} watching it (see L{watch}), or
+        L{None}.
     """
 
     log = Logger()
@@ -246,6 +270,7 @@ class Backend(ProcessProtocol):
         self.output = deque(maxlen=OUTPUT_LINES)
         self.exitReason: Optional[str] = None
         self.pgid: Optional[int] = None
+        self.liveness: Optional[LivenessProbe] = None
         self._reactor = reactor
         self._healthCheck = healthCheck
         self._signals = signals
@@ -306,6 +331,47 @@ class Backend(ProcessProtocol):
         Traffic now goes to this backend.
         """
         self._moveTo(State.ACTIVE)
+
+    def watch(self, probe: LivenessProbe) -> None:
+        """
+        Start C{probe}, which checks this backend (usually with
+        L{checkLiveness}), and run it until this backend drains or stops;
+        L{describe} shows it meanwhile, and after.
+        """
+        if self.state not in (State.READY, State.ACTIVE):
+            raise InvalidTransition(
+                f"generation {self.generation} cannot be watched while "
+                f"{self.state.value}"
+            )
+        if self.liveness is not None:
+            self.liveness.stop()
+        self.liveness = probe
+        probe.start()
+
+    def checkLiveness(self) -> Deferred:
+        """
+        Check that the app is alive: it fails at once if the app's process
+        is stopped (C{kill -STOP}, a debugger), and otherwise if
+        C{healthCheckPath} does not answer 2xx within C{healthCheckTimeout}.
+        An app started with C{warmupTime} has no health check, so only the
+        state of its process is looked at.
+        """
+        pid = self.appPid()
+        if pid is not None and self._signals.isStopped(pid):
+            return fail(
+                AppStopped(
+                    f"its process {pid} is stopped (SIGSTOP, or a debugger), "
+                    "so it answers nothing until SIGCONT"
+                )
+            )
+        if self.config.healthCheckPath is None:
+            return succeed(None)
+        return maybeDeferred(
+            self._healthCheck,
+            self.port,
+            self.config.healthCheckPath,
+            self.config.healthCheckTimeout,
+        )
 
     def drain(self) -> Deferred:
         """
@@ -429,6 +495,7 @@ class Backend(ProcessProtocol):
             "state": self.state.value,
             "inflight": self.inflight,
             "upgraded": len(self.tunnels),
+            "liveness": None if self.liveness is None else self.liveness.describe(),
         }
 
     # ProcessProtocol
@@ -486,6 +553,8 @@ class Backend(ProcessProtocol):
             self._cancel(name)
         if state is State.STOPPING and self._probing is not None:
             self._probing.cancel()
+        if state in (State.DRAINING, State.STOPPING) and self.liveness is not None:
+            self.liveness.stop()
 
     def _later(self, name: str, seconds: float, f: Callable[[], None]) -> None:
         self._calls[name] = self._reactor.callLater(seconds, f)

@@ -277,6 +277,7 @@ class RedeployTests(SynchronousTestCase):
                         "state": "active",
                         "inflight": 1,
                         "upgraded": 0,
+                        "liveness": None,
                     },
                     {
                         "generation": 2,
@@ -285,6 +286,7 @@ class RedeployTests(SynchronousTestCase):
                         "state": "starting",
                         "inflight": 0,
                         "upgraded": 0,
+                        "liveness": None,
                     },
                 ],
                 "lastDeploy": {
