@@ -416,6 +416,46 @@ class EndToEndTests(SynchronousTestCase):
         waitFor(lambda: not alive(pid), "the app to die")
         self.assertNotEqual(daemon.appPid(), pid)
 
+    def test_stoppedAppReplaced(self):
+        """
+        After the active app's whole process group is stopped with SIGSTOP,
+        a replacement serves within a few liveness intervals and its boot,
+        C{/status} and the log say why, and once rainbowd stops, the stopped
+        group is gone, killed: nothing is left behind.
+        """
+        daemon = Daemon(
+            self, livenessInterval=300, livenessFailures=3, killTimeout=1000
+        )
+        process = daemon.start()
+        oldPid = daemon.appPid()
+        [group] = daemon.appGroups()
+        os.killpg(group, signal.SIGSTOP)
+        stopped = time.monotonic()
+
+        def replaced():
+            status = daemon.control("GET", "/status")[1]
+            return status["active"] == 2 and status
+
+        status = waitFor(replaced, f"generation 2 to serve\n{daemon.log()}")
+        took = time.monotonic() - stopped
+        old = [b for b in status["backends"] if b["generation"] == 1][0]
+        self.assertTrue(old["liveness"]["unresponsive"], old)
+        self.assertIn(f"process {oldPid} is stopped", old["liveness"]["lastError"])
+        for _ in range(5):
+            code, body = daemon.get("/")
+            self.assertEqual(code, 200)
+            self.assertNotIn(f"pid={oldPid}\n", body)
+        self.assertIn(
+            f"generation 1 (pid {oldPid}, port {old['port']}), the active "
+            "backend, failed 3 liveness checks in a row",
+            daemon.log(),
+        )
+        self.assertLess(took, DEADLINE)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+        self.assertFalse(groupAlive(group))
+        self.assertIn("generation 1 did not stop within killTimeout", daemon.log())
+
     def test_stopLeavesNoProcess(self):
         """
         SIGTERM to rainbowd stops every app process, including one the app
