@@ -609,9 +609,10 @@ class Deployer(Service):
         """
         if backend is not self.active:
             return
-        calledOff = self._restartCall is not None and self._restartCall.active()
-        if calledOff:
-            self._restartCall.cancel()
+        call, calledOff = self._restartCall, False
+        if call is not None and call.active():
+            call.cancel()
+            calledOff = True
         self.log.info(
             "generation {generation} passes its liveness check again{next}",
             generation=backend.generation,

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import attrs
 from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgentEndpointFactory
@@ -146,7 +146,7 @@ class LivenessProbe:
         self._onFailing = onFailing
         self._onRecovered = onRecovered
         self._running = False
-        self._call = None
+        self._call: Optional[IDelayedCall] = None
         self._checking: Optional[Deferred] = None
 
     @property

@@ -913,6 +913,48 @@ class LivenessTests(SynchronousTestCase):
         self.assertEqual(h.pendingChecks(1), [])
         self.assertEqual(len(h.pendingChecks(2)), 1)
 
+    def test_stoppedWhileDraining(self):
+        """
+        A draining generation that is stopped with SIGSTOP is not checked
+        nor replaced: it is killed once its drain and C{killTimeout} are
+        over, as any old version that ignores SIGTERM.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0] * 14 + [1.9])
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertEqual(h.pendingChecks(1), [])
+        self.assertEqual(old.state, State.DRAINING)
+        h.reactor.pump([0.1, 9.9])
+        self.assertEqual(old.state, State.STOPPING)
+        h.reactor.pump([0.1, 0])
+        self.assertEqual(h.signals.sent[-1], ("group", old.pgid, signal.SIGKILL))
+        self.assertEqual(old.state, State.STOPPED)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_exitWhileReplacing(self):
+        """
+        An unresponsive generation that exits while its replacement starts
+        is a crash, which that replacement answers: nothing else is
+        launched.
+        """
+        h = Harness(self)
+        h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        h.process(1).exit(signum=signal.SIGKILL)
+        self.assertIsNone(h.deployer.active)
+        h.reactor.advance(30)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        h.reactor.advance(30)
+        self.assertEqual(len(h.reactor.processes), 2)
+
     def test_stopDuringDelay(self):
         """
         Stopping rainbowd while a replacement waits for its delay launches
