@@ -456,6 +456,47 @@ class EndToEndTests(SynchronousTestCase):
         self.assertFalse(groupAlive(group))
         self.assertIn("generation 1 did not stop within killTimeout", daemon.log())
 
+    def test_deadlockedAppReplaced(self):
+        """
+        An app that still accepts connections but answers none (deadlocked)
+        fails its liveness checks by their timeout, is replaced, and is
+        killed once drained, since SIGTERM no longer ends it.
+        """
+        daemon = Daemon(
+            self,
+            livenessInterval=300,
+            healthCheckTimeout=500,
+            drainTimeout=1000,
+            killTimeout=1000,
+        )
+        daemon.start()
+        oldPid = daemon.appPid()
+        [group] = daemon.appGroups()
+        hang = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+        self.addCleanup(hang.close)
+        hang.sendall(b"GET /hang HTTP/1.1\r\nHost: app.example\r\n\r\n")
+
+        def replaced():
+            status = daemon.control("GET", "/status")[1]
+            return status["active"] == 2 and status
+
+        status = waitFor(replaced, f"generation 2 to serve\n{daemon.log()}")
+        old = [b for b in status["backends"] if b["generation"] == 1][0]
+        self.assertEqual(
+            old["liveness"]["lastError"], "GET /health did not answer within 0.5 s"
+        )
+        code, body = daemon.get("/")
+        self.assertEqual(code, 200)
+        self.assertNotIn(f"pid={oldPid}\n", body)
+        waitFor(lambda: not groupAlive(group), f"the hung app to die\n{daemon.log()}")
+        self.assertIn("generation 1 did not stop within killTimeout", daemon.log())
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = hang.recv(4096)
+            self.assertTrue(chunk, f"the held request got no answer: {answer!r}")
+            answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 502 "), answer)
+
     def test_stopLeavesNoProcess(self):
         """
         SIGTERM to rainbowd stops every app process, including one the app
