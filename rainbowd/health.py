@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -116,6 +117,8 @@ class LivenessProbe:
         none passed since.
     """
 
+    log = Logger()
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -211,7 +214,7 @@ class LivenessProbe:
         self.failures = 0
         if self.failing:
             self.failing = False
-            self._onRecovered(self)
+            self._tell(self._onRecovered)
 
     def _failed(self, reason, d: Deferred) -> None:
         if not self._ended(d):
@@ -220,4 +223,10 @@ class LivenessProbe:
         self.lastError = reason.getErrorMessage() or reason.type.__name__
         if self.failures == self._threshold:
             self.failing = True
-            self._onFailing(self)
+            self._tell(self._onFailing)
+
+    def _tell(self, observer: Callable[["LivenessProbe"], None]) -> None:
+        try:
+            observer(self)
+        except Exception:
+            self.log.failure("an observer of a liveness probe failed")

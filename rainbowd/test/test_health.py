@@ -378,6 +378,20 @@ class LivenessProbeTests(SynchronousTestCase):
         self.check.fails()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_observerFails(self) -> None:
+        """
+        An C{onFailing} that raises is logged, and the checks go on.
+        """
+        probe = LivenessProbe(
+            self.clock, self.check, 2.0, 1, onFailing=lambda probe: 1 / 0
+        )
+        probe.start()
+        self.clock.advance(2.0)
+        self.check.fails()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.clock.advance(2.0)
+        self.assertEqual(len(self.check.calls), 2)
+
     def test_restart(self) -> None:
         """
         A stopped probe may be started again; starting a running one is an
