@@ -145,6 +145,56 @@ def crash(daemon: Rainbowd, load: Load) -> str:
 
 
 @scenario
+def hang(daemon: Rainbowd, load: Load) -> str:
+    """The active app hangs (kill -STOP of its process group) under load: it is noticed, replaced and killed; requests resume on the replacement."""
+    [old] = daemon.status()["backends"]
+    group = groupOf(old["pid"])
+    os.killpg(group, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        def noticed():
+            backends = daemon.status()["backends"]
+            return any(b["generation"] == 1 and (b["liveness"] or {}).get("unresponsive")
+                       for b in backends)
+
+        waitFor(noticed, "the stopped app to be noticed", 30)
+        noticedAfter = time.monotonic() - stopped
+        waitFor(lambda: daemon.status()["active"] == 2, "generation 2 to replace it", 30)
+        switched = time.monotonic()
+        code, body = daemon.get("/", timeout=10)
+        answered = time.monotonic()
+        waitFor(lambda: not groupAlive(group), "the stopped app to be killed", 30)
+        gone = time.monotonic()
+    finally:
+        if groupAlive(group):
+            os.killpg(group, signal.SIGCONT)
+    time.sleep(0.5)
+    results = load.stop()
+    stuck = [r for r in results if r[0] < switched and r[1] > stopped]
+    stuckFailed = failures(stuck)
+    after = failures(results, after=switched)
+    resumed = min((r[1] for r in results if r[1] > gone and not failures([r])), default=None)
+    check(code == 200 and f"pid={old['pid']}\n" not in body, f"after the switch: {code} {body!r}")
+    check(noticedAfter < 10, f"noticed only {noticedAfter:.1f} s after the stop")
+    check(not after, f"{len(after)} requests begun after the switch failed: {after[:3]}")
+    check(resumed is not None, "the load clients got no answer after the stopped app was killed")
+    check("sending SIGKILL" in daemon.log(), "no SIGKILL in the log")
+    slowest = max((r[1] - r[0] for r in stuck), default=0)
+    return (f"noticed {noticedAfter:.1f} s after the stop, replacement serving at "
+            f"{switched - stopped:.1f} s (a new request was answered in "
+            f"{(answered - switched) * 1000:.0f} ms); {len(stuck)} requests were held "
+            f"by the stopped app ({len(stuckFailed)} failed, the slowest took "
+            f"{slowest:.1f} s), until it was killed at {gone - stopped:.1f} s "
+            f"(drainTimeout + killTimeout after the switch); gap in answers to the "
+            f"load clients: {resumed - stopped:.1f} s; 0 of "
+            f"{len([r for r in results if r[0] >= switched])} requests begun after "
+            "the switch failed")
+
+
+hang.config = {"drainTimeout": 3000, "killTimeout": 2000}
+
+
+@scenario
 def ignoresSigterm(daemon: Rainbowd, load: Load) -> str:
     """An app that ignores SIGTERM: SIGKILL after killTimeout, and no process is left."""
     [old] = daemon.status()["backends"]

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from rainbowd.config import Config
 from rainbowd.statedir import readFile
+from rainbowd.health import LivenessProbe
 from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
@@ -116,6 +117,27 @@ def _wanted(marker: Mapping[str, str]) -> List[bytes]:
         f"{name}={value}".encode("utf-8", "surrogateescape")
         for name, value in marker.items()
     ]
+
+
+class AppStopped(Exception):
+    """
+    The app's process is stopped, so it answers nothing until it gets
+    SIGCONT.
+    """
+
+
+def _statFields(pid: str, proc: str) -> Optional[List[str]]:
+    """
+    The fields of C{/proc/PID/stat} after the command name -- state, ppid,
+    pgrp, ... -- or L{None} if the process cannot be looked at.
+    """
+    try:
+        with open(os.path.join(proc, pid, "stat")) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # pid (comm) state ppid pgrp ...; comm may hold spaces or ")".
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 class ProcessGroupSignals:
@@ -211,14 +233,8 @@ class ProcessGroupSignals:
         @raise OSError: if C{proc} cannot be listed.
         """
         for pid in [entry for entry in os.listdir(proc) if entry.isdigit()]:
-            try:
-                with open(os.path.join(proc, pid, "stat")) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            # pid (comm) state ppid pgrp ...; comm may hold spaces or ")".
-            state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-            if int(pgrp) == pgid and state not in "ZX":
+            fields = _statFields(pid, proc)
+            if fields is not None and int(fields[2]) == pgid and fields[0] not in "ZX":
                 yield pid
 
     def marked(self, marker: Mapping[str, str], proc: str = "/proc") -> List[int]:
@@ -288,12 +304,8 @@ class ProcessGroupSignals:
         )
 
     def _running(self, pid: str, proc: str) -> bool:
-        try:
-            with open(os.path.join(proc, pid, "stat")) as f:
-                stat = f.read()
-        except OSError:
-            return False
-        return stat[stat.rindex(")") + 2 :].split()[0] not in "ZX"
+        fields = _statFields(pid, proc)
+        return fields is not None and fields[0] not in "ZX"
 
     def _carries(self, pid: str, wanted: List[bytes], proc: str) -> bool:
         try:
@@ -302,6 +314,15 @@ class ProcessGroupSignals:
         except OSError:
             return False
         return all(entry in environ for entry in wanted)
+
+    def isStopped(self, pid: int, proc: str = "/proc") -> bool:
+        """
+        Is process C{pid} stopped -- by SIGSTOP (C{kill -STOP}), SIGTSTP or
+        a debugger -- so that it runs no code until it gets SIGCONT?  A
+        process that cannot be looked at is not.
+        """
+        fields = _statFields(str(pid), proc)
+        return fields is not None and fields[0] in ("T", "t")
 
     def groupOf(self, pid: int) -> Optional[int]:
         try:
@@ -338,6 +359,8 @@ class Backend(ProcessProtocol):
     @ivar exitReason: how its process ended, once it has.
     @ivar pgid: the process group of the app, which is the pid of the
         process spawned.
+    @ivar liveness: the L{LivenessProbe} watching it (see L{watch}), or
+        L{None}.
     """
 
     log = Logger()
@@ -368,6 +391,7 @@ class Backend(ProcessProtocol):
         self.output = deque(maxlen=OUTPUT_LINES)
         self.exitReason: Optional[str] = None
         self.pgid: Optional[int] = None
+        self.liveness: Optional[LivenessProbe] = None
         self._reactor = reactor
         self._healthCheck = healthCheck
         self._signals = signals
@@ -430,6 +454,47 @@ class Backend(ProcessProtocol):
         Traffic now goes to this backend.
         """
         self._moveTo(State.ACTIVE)
+
+    def watch(self, probe: LivenessProbe) -> None:
+        """
+        Start C{probe}, which checks this backend (usually with
+        L{checkLiveness}), and run it until this backend drains or stops;
+        L{describe} shows it meanwhile, and after.
+        """
+        if self.state not in (State.READY, State.ACTIVE):
+            raise InvalidTransition(
+                f"generation {self.generation} cannot be watched while "
+                f"{self.state.value}"
+            )
+        if self.liveness is not None:
+            self.liveness.stop()
+        self.liveness = probe
+        probe.start()
+
+    def checkLiveness(self) -> Deferred:
+        """
+        Check that the app is alive: it fails at once if the app's process
+        is stopped (C{kill -STOP}, a debugger), and otherwise if
+        C{healthCheckPath} does not answer 2xx within C{healthCheckTimeout}.
+        An app started with C{warmupTime} has no health check, so only the
+        state of its process is looked at.
+        """
+        pid = self.appPid()
+        if pid is not None and self._signals.isStopped(pid):
+            return fail(
+                AppStopped(
+                    f"its process {pid} is stopped (SIGSTOP, or a debugger), "
+                    "so it answers nothing until SIGCONT"
+                )
+            )
+        if self.config.healthCheckPath is None:
+            return succeed(None)
+        return maybeDeferred(
+            self._healthCheck,
+            self.port,
+            self.config.healthCheckPath,
+            self.config.healthCheckTimeout,
+        )
 
     def drain(self) -> Deferred:
         """
@@ -561,6 +626,7 @@ class Backend(ProcessProtocol):
             "state": self.state.value,
             "inflight": self.inflight,
             "upgraded": len(self.tunnels),
+            "liveness": None if self.liveness is None else self.liveness.describe(),
         }
 
     # ProcessProtocol
@@ -618,6 +684,8 @@ class Backend(ProcessProtocol):
             self._cancel(name)
         if state is State.STOPPING and self._probing is not None:
             self._probing.cancel()
+        if state in (State.DRAINING, State.STOPPING) and self.liveness is not None:
+            self.liveness.stop()
 
     def _later(self, name: str, seconds: float, f: Callable[[], None]) -> None:
         self._calls[name] = self._reactor.callLater(seconds, f)

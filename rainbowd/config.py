@@ -454,6 +454,18 @@ class Config:
         "Time one health check request may take, in ms",
         default=2.0,
     )
+    livenessInterval: float = _setting(
+        _milliseconds(positive=False),
+        "Time between liveness checks of the serving version, in ms "
+        "(0: none)",
+        default=2.0,
+    )
+    livenessFailures: int = _setting(
+        _Kind("a whole number, 1 or more", _parseMaxBackends),
+        "Liveness checks in a row the serving version may fail before a "
+        "replacement is started",
+        default=3,
+    )
     startTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time a new version has to pass its health check, in ms",

@@ -370,6 +370,16 @@ class Progress:
                 event["elapsed"],
             )
 
+    def _unresponsive(self, event) -> None:
+        self._say(
+            f"generation {event['generation']} (pid {event.get('pid')}) does not "
+            f"answer: {_plural(event['failures'], 'liveness check')} failed in "
+            f"a row, the last: {event.get('error')}; a replacement is due"
+        )
+
+    def _recovered(self, event) -> None:
+        self._say(f"generation {event['generation']} answers its liveness check again")
+
     def _stopped(self, event) -> None:
         how = [event["exit"]] if event.get("exit") else []
         if event.get("state") == "failed":
@@ -447,6 +457,14 @@ def statusTable(status: Dict[str, Any]) -> str:
     ]
     if len(rows) == 1:
         lines.append("(no app process is running)")
+    for backend in status.get("backends", []):
+        liveness = backend.get("liveness") or {}
+        if liveness.get("unresponsive"):
+            lines.append(
+                f"generation {backend['generation']} does not answer: "
+                f"{_plural(liveness['failures'], 'liveness check')} failed in a "
+                f"row, the last: {liveness.get('lastError')}"
+            )
     if status.get("deploying"):
         lines.append("a deploy is under way")
     last = status.get("lastDeploy")

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from rainbowd.backend import ALIVE, Backend, BackendFailed, State
 from rainbowd.config import Config, ConfigError
+from rainbowd.health import LivenessProbe
 from rainbowd.leftovers import AppGroups
 from rainbowd.ports import NoFreePort, PortPicker
 from rainbowd.waiters import Waiters
@@ -66,6 +67,11 @@ EVENT_KINDS = {
     "stopped": "every process of a generation is gone: state (stopped or "
     "failed), exit (how its process ended)",
     "crashed": "the active generation exited by itself: exit",
+    "unresponsive": "the active generation failed livenessFailures liveness "
+    "checks in a row, and a replacement is due (it serves on until that is "
+    "healthy): port, pid, failures, error (of the last check)",
+    "recovered": "the active generation passed a liveness check again after "
+    "it was unresponsive: port, pid",
     "restarting": "a replacement deploy is due: delay (seconds)",
     "deployed": "a deploy is done: deploy, and the outcome's JSON",
     "failed": "a deploy failed: deploy, and the outcome's JSON",
@@ -162,6 +168,13 @@ def _lostItsPort(backend: Backend, isFree: Callable[[int], bool]) -> bool:
     )
 
 
+def _unresponsive(backend: Backend) -> bool:
+    """
+    Has C{backend} failed its liveness checks, with none passed since?
+    """
+    return backend.liveness is not None and backend.liveness.failing
+
+
 def _outputBlock(lines) -> str:
     return "".join(f"\n    {line}" for line in lines)
 
@@ -202,7 +215,8 @@ def _logFailure(failure: Failure) -> None:
 class Deployer(Service):
     """
     Runs the generations of the app: the first one at startup, a new one on
-    each redeploy, a replacement when the active one crashes.
+    each redeploy, a replacement when the active one crashes or stops
+    answering its liveness checks.
 
     @ivar config: the last configuration that deployed, which replacements
         use.
@@ -475,6 +489,7 @@ class Deployer(Service):
     def _swap(self, backend: Backend) -> None:
         old, self.active = self.active, backend
         backend.activate()
+        self._watch(backend)
         self._activeSince = self._clock.seconds()
         self.log.info(
             "generation {generation} is now serving on port {port}",
@@ -505,6 +520,11 @@ class Deployer(Service):
             self._deployQueued()
         elif self.active is None:
             self._restartLater()
+        elif _unresponsive(self.active):
+            self._restartLater(
+                f"generation {self.active.generation} still does not answer; "
+                "starting a replacement"
+            )
 
     # Supervision
 
@@ -528,14 +548,94 @@ class Deployer(Service):
         if not self._deploying and self.running:
             self._restartLater()
 
-    def _restartLater(self) -> None:
+    def _watch(self, backend: Backend) -> None:
+        """
+        Check that the newly active C{backend} stays alive, every
+        C{livenessInterval} of its config (unless that is 0).
+        """
+        config = backend.config
+        if config.livenessInterval == 0:
+            return
+        backend.watch(
+            LivenessProbe(
+                self._clock,
+                backend.checkLiveness,
+                config.livenessInterval,
+                config.livenessFailures,
+                onFailing=lambda probe: self._unresponsive(backend, probe),
+                onRecovered=lambda probe: self._recovered(backend),
+            )
+        )
+
+    def _unresponsive(self, backend: Backend, probe: LivenessProbe) -> None:
+        """
+        The active C{backend} failed C{livenessFailures} liveness checks in
+        a row: start a replacement, as after a crash, but let it serve on
+        until the replacement is healthy, since it may yet answer.
+        """
+        if backend is not self.active or not self.running:
+            return
+        if self._clock.seconds() - self._activeSince > BACKOFF_RESET:
+            self._restarts = 0
+        pid = backend.appPid()
+        self.log.warn(
+            "generation {generation} (pid {pid}, port {port}), the active "
+            "backend, failed {failures} liveness checks in a row; the last: "
+            "{error}; {next}",
+            generation=backend.generation,
+            pid=pid,
+            port=backend.port,
+            failures=probe.failures,
+            error=probe.lastError,
+            next="the deploy under way replaces it"
+            if self._deploying
+            else "starting a replacement; it gets traffic until that is healthy",
+        )
+        self._emit(
+            "unresponsive",
+            backend.generation,
+            port=backend.port,
+            pid=pid,
+            failures=probe.failures,
+            error=probe.lastError,
+        )
+        if not self._deploying:
+            self._restartLater(
+                f"generation {backend.generation} does not answer; starting a "
+                "replacement"
+            )
+
+    def _recovered(self, backend: Backend) -> None:
+        """
+        The active C{backend} answers its liveness check again: a
+        replacement still waiting for its delay is called off; one already
+        launched takes over when healthy, as a redeploy would.
+        """
+        if backend is not self.active:
+            return
+        call, calledOff = self._restartCall, False
+        if call is not None and call.active():
+            call.cancel()
+            calledOff = True
+        self.log.info(
+            "generation {generation} passes its liveness check again{next}",
+            generation=backend.generation,
+            next="; its replacement is called off"
+            if calledOff
+            else "; its replacement takes over once healthy"
+            if self._deploying
+            else "",
+        )
+        self._emit(
+            "recovered", backend.generation, port=backend.port, pid=backend.appPid()
+        )
+
+    def _restartLater(self, why: str = "no backend is serving; starting one") -> None:
         if self._restartCall is not None and self._restartCall.active():
             return
         delay = self._backoff(self._restarts)
         self._restarts += 1
-        self.log.info(
-            "no backend is serving; starting one in {delay:.1f} s", delay=delay
-        )
+        self.log.info("{why} in {delay:.1f} s", why=why, delay=delay)
         self._emit("restarting", delay=delay)
         self._restartCall = self._clock.callLater(
             delay, self._deploy, "restart", lambda: self.config, Waiters()

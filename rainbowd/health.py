@@ -1,15 +1,19 @@
 # -*- test-case-name: rainbowd.test.test_health -*-
 """
-Asking a starting backend whether it is ready: C{GET healthCheckPath} must
-answer 2xx.
+Asking a backend whether it is healthy: C{GET healthCheckPath} must answer
+2xx, once before it gets traffic (L{HTTPHealthCheck}), and again and again
+while it serves (L{LivenessProbe}).
 """
 
+from typing import Any, Callable, Dict, Optional
 from urllib.parse import quote
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -92,3 +96,137 @@ class HTTPHealthCheck:
         response.deliverBody(Protocol())  # discard it; the connection closes
         if not 200 <= response.code < 300:
             raise Unhealthy(f"GET {path} answered {response.code}")
+
+
+class LivenessProbe:
+    """
+    Run a check every C{interval} seconds, and say when it has failed
+    C{threshold} times in a row, and when it passes again after that.
+
+    The check takes no argument and returns a Deferred (or a value, or
+    raises): a failure is a failed check, anything else a passed one.  It
+    must end by itself within a bounded time, as L{HTTPHealthCheck} does
+    within its timeout.  The next check begins C{interval} after the last
+    one ended, so two checks never overlap, and a backend that is slow to
+    answer is not asked faster than it answers.
+
+    @ivar failures: how many checks have failed in a row, up to now.
+    @ivar lastError: why the latest failed check failed, or L{None} if none
+        has.
+    @ivar failing: whether C{threshold} checks have failed in a row with
+        none passed since.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        check: Callable[[], Any],
+        interval: float,
+        threshold: int,
+        onFailing: Callable[["LivenessProbe"], None],
+        onRecovered: Callable[["LivenessProbe"], None] = lambda probe: None,
+    ) -> None:
+        """
+        @param onFailing: called once the C{threshold}th check in a row has
+            failed; then not again until a check has passed.
+        @param onRecovered: called when a check passes after C{onFailing}
+            was called.
+        """
+        if interval <= 0 or threshold < 1:
+            raise ValueError(
+                f"a liveness probe needs an interval > 0 and a threshold >= 1, "
+                f"not {interval!r} and {threshold!r}"
+            )
+        self.failures = 0
+        self.lastError: Optional[str] = None
+        self.failing = False
+        self._clock = clock
+        self._check = check
+        self._interval = interval
+        self._threshold = threshold
+        self._onFailing = onFailing
+        self._onRecovered = onRecovered
+        self._running = False
+        self._call: Optional[IDelayedCall] = None
+        self._checking: Optional[Deferred] = None
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        """
+        Check C{interval} from now, and every C{interval} after each check.
+
+        @raise RuntimeError: if the probe is running already.
+        """
+        if self._running:
+            raise RuntimeError("this liveness probe is running already")
+        self._running = True
+        self._next()
+
+    def stop(self) -> None:
+        """
+        Check no more; a check under way is cancelled, and its result
+        ignored.  Stopping a stopped probe does nothing.
+        """
+        self._running = False
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        checking, self._checking = self._checking, None
+        if checking is not None:
+            checking.cancel()
+
+    def describe(self) -> Dict[str, Any]:
+        """
+        The probe's state as a JSON-able dict, for C{/status}.
+        """
+        return {
+            "unresponsive": self.failing,
+            "failures": self.failures,
+            "lastError": self.lastError,
+        }
+
+    def _next(self) -> None:
+        self._call = self._clock.callLater(self._interval, self._run)
+
+    def _run(self) -> None:
+        self._call = None
+        d = self._checking = maybeDeferred(self._check)
+        d.addCallbacks(self._passed, self._failed, callbackArgs=(d,), errbackArgs=(d,))
+
+    def _ended(self, d: Deferred) -> bool:
+        """
+        The check C{d} has ended: is the probe still running it?
+        """
+        if not self._running or d is not self._checking:
+            return False
+        self._checking = None
+        self._next()
+        return True
+
+    def _passed(self, result: object, d: Deferred) -> None:
+        if not self._ended(d):
+            return
+        self.failures = 0
+        if self.failing:
+            self.failing = False
+            self._tell(self._onRecovered)
+
+    def _failed(self, reason, d: Deferred) -> None:
+        if not self._ended(d):
+            return
+        self.failures += 1
+        self.lastError = reason.getErrorMessage() or reason.type.__name__
+        if self.failures == self._threshold:
+            self.failing = True
+            self._tell(self._onFailing)
+
+    def _tell(self, observer: Callable[["LivenessProbe"], None]) -> None:
+        try:
+            observer(self)
+        except Exception:
+            self.log.failure("an observer of a liveness probe failed")

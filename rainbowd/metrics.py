@@ -4,7 +4,7 @@ rainbowd's metrics, served in Prometheus' text format on the control
 port's C{GET /metrics}.
 
 Requests are counted as they end, through L{ProxySite}'s C{requestLog};
-deploys, crashes and stops through L{Deployer.observe}; what is true now --
+deploys, crashes, hangs and stops through L{Deployer.observe}; what is true now --
 requests in flight, backends by state -- is read from the deployer when
 scraped.
 """
@@ -193,6 +193,12 @@ class Metrics:
             "is then started).",
             registry=registry,
         )
+        self._unresponsive = Counter(
+            "rainbowd_unresponsive",
+            "Times the active generation failed livenessFailures liveness "
+            "checks in a row (a replacement is then started).",
+            registry=registry,
+        )
         registry.register(_Now(deployer))
         if processMetrics:
             ProcessCollector(registry=registry)
@@ -256,6 +262,8 @@ class Metrics:
             self._deployDuration.labels(kind).observe(event.time - started)
         elif kind == "crashed":
             self._crashes.inc()
+        elif kind == "unresponsive":
+            self._unresponsive.inc()
         elif kind == "launching":
             self._newest = max(self._newest, event.generation)
         elif kind == "stopped":

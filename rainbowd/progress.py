@@ -28,6 +28,10 @@ NDJSON = b"application/x-ndjson"
 #: Deploy outcomes, which the result line replaces.
 _OUTCOMES = frozenset({"deployed", "failed", "refused"})
 
+#: Events about the serving generation's health, streamed whichever deploy
+#: is under way: they say why what serves may soon change.
+_LIVENESS = frozenset({"unresponsive", "recovered"})
+
 
 def wantsNDJSON(request: IRequest) -> bool:
     """
@@ -103,6 +107,9 @@ class RedeployProgress:
 
     def _observe(self, event: Event) -> None:
         if self._finished:
+            return
+        if event.kind in _LIVENESS:
+            self._write(event.asJSON())
             return
         details = event.details
         mine = self._deploy is not None and details.get("deploy") == self._deploy

@@ -104,6 +104,13 @@ class Readiness(Service):
                 f"STATUS=generation {event.generation} {event.details['exit']}; "
                 "starting a replacement"
             )
+        elif event.kind == "unresponsive":
+            self._notifier.notify(
+                f"STATUS=generation {event.generation} does not answer "
+                f"({event.details['error']}); starting a replacement"
+            )
+        elif event.kind == "recovered":
+            self._notifier.notify(self._serving(event.generation))
 
     def reloading(self) -> None:
         """

@@ -89,6 +89,8 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "warmupTime": (None, "number"),
     "healthCheckInterval": (None, "number"),
     "healthCheckTimeout": (None, "number"),
+    "livenessInterval": (None, "number"),
+    "livenessFailures": (None, "number"),
     "startTimeout": (None, "number"),
     "drainTimeout": (None, "number"),
     "killTimeout": (None, "number"),

@@ -17,9 +17,11 @@ Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health},
 C{GET /slow?seconds=N}, which answers after N seconds, and C{GET /echo}
 with C{Connection: Upgrade} and C{Upgrade: echo}, which answers 101, sends
 "<version> pid=<pid>\n" and then echoes every byte it gets until the client
-closes, C{GET /ws}, a WebSocket (RFC 6455) that echoes each message, and
+closes, C{GET /ws}, a WebSocket (RFC 6455) that echoes each message,
 C{GET /events}, a C{text/event-stream} that sends one event,
-waits a second and sends another.  On SIGTERM it stops listening, finishes the requests in flight
+waits a second and sends another, and C{GET /hang}, after which the app
+hangs as if deadlocked: that request and every later one, C{/health}
+included, wait forever, and SIGTERM no longer ends it.  On SIGTERM it stops listening, finishes the requests in flight
 (echoes included) and exits 0.
 """
 
@@ -44,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        hangIfAsked(url.path)
         if url.path == "/":
             self.answer(200, f"{VERSION} pid={os.getpid()}\n")
         elif url.path == "/health":
@@ -126,6 +129,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         print(f"app {VERSION}: {format % args}", flush=True)
+
+
+# GET /hang: from then on, every request waits forever, like an app whose
+# threads are deadlocked; the server's close on SIGTERM waits for them, so
+# only SIGKILL ends it.
+HUNG = threading.Event()
+
+
+def hangIfAsked(path: str) -> None:
+    if path == "/hang":
+        print(f"app {VERSION}: hanging from now on", flush=True)
+        HUNG.set()
+    if HUNG.is_set():
+        threading.Event().wait()
 
 
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

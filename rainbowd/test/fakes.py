@@ -24,6 +24,8 @@ class FakeProcess:
         itself); signalling it ends the process.
     @ivar termDelay: seconds between SIGTERM and exit, or L{None} for a
         process that ignores SIGTERM.
+    @ivar stopped: whether the group is stopped (SIGSTOP): it then heeds
+        no signal but SIGKILL until SIGCONT.
     @ivar holdsPipes: whether something (a process outside the group, say)
         keeps the output pipes open after the process exits, so that
         C{processEnded} waits for L{closePipes} or L{loseConnection}, as
@@ -42,6 +44,8 @@ class FakeProcess:
         self.path = path
         self.members: Set[int] = {pid}
         self.termDelay: Optional[float] = 0
+        self.stopped = False
+        self._pending: List[tuple] = []
         self.holdsPipes = False
         self.ended = False
         self._reason: Optional[Failure] = None
@@ -81,6 +85,18 @@ class FakeProcess:
         What C{kill(pid, signum)} does to a pid of this process group.
         """
         if signum == 0:
+            return
+        if signum == signal.SIGSTOP:
+            self.stopped = True
+            return
+        if signum == signal.SIGCONT:
+            self.stopped = False
+            pending, self._pending = self._pending, []
+            for pendingPid, pendingSignal in pending:
+                self.deliver(pendingPid, pendingSignal)
+            return
+        if self.stopped and signum != signal.SIGKILL:
+            self._pending.append((pid, signum))
             return
         ends = signum == signal.SIGKILL or (
             signum == signal.SIGTERM and self.termDelay is not None
@@ -203,6 +219,9 @@ class FakeSignals:
         ):
             del self.strays[pid]
         return True
+    def isStopped(self, pid: int) -> bool:
+        owner = self._owner(pid)
+        return owner is not None and owner.stopped
 
     def groupOf(self, pid: int) -> Optional[int]:
         owner = self._owner(pid)

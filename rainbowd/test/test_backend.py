@@ -6,6 +6,7 @@ import os
 import signal
 from typing import List
 
+from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from rainbowd.backend import (
     APP_VARIABLE,
     GENERATION_VARIABLE,
+    AppStopped,
     LONGEST_LINE,
     OUTPUT_GRACE,
     ProcessGroupSignals,
@@ -26,7 +28,7 @@ from rainbowd.backend import (
     describeExit,
 )
 from rainbowd.config import Config
-from rainbowd.health import Unhealthy
+from rainbowd.health import LivenessProbe, Unhealthy
 from rainbowd.test.fakes import (
     FakeHealthCheck,
     FakeProcess,
@@ -1170,6 +1172,183 @@ class CrashTests(BackendTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
+class LivenessTests(BackendTestCase):
+    """
+    Tests for L{Backend.checkLiveness} and L{Backend.watch}.
+    """
+
+    def probe(self, backend: Backend, failing: List[LivenessProbe]) -> LivenessProbe:
+        """
+        A probe of C{backend} every 2 s, failing at the second failure.
+        """
+        return LivenessProbe(
+            self.reactor, backend.checkLiveness, 2.0, 2, onFailing=failing.append
+        )
+
+    def test_healthCheck(self) -> None:
+        """
+        The check of a live app is C{healthCheckPath} within
+        C{healthCheckTimeout}, and passes if it answers.
+        """
+        backend, process = self.active(healthCheckPath="/health")
+        d = backend.checkLiveness()
+        port, path, timeout, probe = self.health.probes[-1]
+        self.assertEqual((port, path, timeout), (PORT, "/health", 0.5))
+        self.assertNoResult(d)
+        probe.callback(None)
+        self.successResultOf(d)
+
+    def test_healthCheckFails(self) -> None:
+        """
+        The check fails as the health check does.
+        """
+        backend, process = self.active()
+        d = backend.checkLiveness()
+        self.health.probes[-1][3].errback(TimeoutError("GET / did not answer within 0.5 s"))
+        self.failureResultOf(d, TimeoutError)
+
+    def test_stoppedProcess(self) -> None:
+        """
+        An app whose process is stopped (SIGSTOP) fails the check at once,
+        naming its pid, without waiting for an HTTP answer that cannot come.
+        """
+        backend, process = self.active()
+        probes = len(self.health.probes)
+        self.signals.signalGroup(process.pgid, signal.SIGSTOP)
+        failure = self.failureResultOf(backend.checkLiveness(), AppStopped)
+        self.assertEqual(
+            str(failure.value),
+            f"its process {process.pid} is stopped (SIGSTOP, or a debugger), "
+            "so it answers nothing until SIGCONT",
+        )
+        self.assertEqual(len(self.health.probes), probes)
+
+    def test_stoppedAppPid(self) -> None:
+        """
+        The process looked at is the app's, from its pidfile.
+        """
+        backend, process = self.active()
+        process.appPid = 4242
+        self.addWorker(process, 4242)
+        self.writePidfile(backend, 4242)
+        self.signals.isStopped = lambda pid: pid == 4242
+        failure = self.failureResultOf(backend.checkLiveness(), AppStopped)
+        self.assertIn("process 4242 is stopped", str(failure.value))
+
+    def test_warmupTime(self) -> None:
+        """
+        An app started with C{warmupTime} has no health check to ask: its
+        check passes unless its process is stopped.
+        """
+        backend, process = self.launched(warmupTime=1.0, healthCheckPath=None)
+        self.reactor.advance(1.0)
+        backend.activate()
+        self.successResultOf(backend.checkLiveness())
+        self.assertEqual(self.health.probes, [])
+        self.signals.signalGroup(process.pgid, signal.SIGSTOP)
+        self.failureResultOf(backend.checkLiveness(), AppStopped)
+
+    def test_watch(self) -> None:
+        """
+        A watched backend runs its probe, and C{describe} shows it.
+        """
+        backend, process = self.active()
+        failing: List[LivenessProbe] = []
+        probe = self.probe(backend, failing)
+        backend.watch(probe)
+        self.assertTrue(probe.running)
+        self.signals.signalGroup(process.pgid, signal.SIGSTOP)
+        self.reactor.advance(2.0)
+        self.reactor.advance(2.0)
+        self.assertEqual(failing, [probe])
+        self.assertEqual(
+            backend.describe()["liveness"],
+            {
+                "unresponsive": True,
+                "failures": 2,
+                "lastError": f"its process {process.pid} is stopped (SIGSTOP, "
+                "or a debugger), so it answers nothing until SIGCONT",
+            },
+        )
+
+    def test_watchEndsOnDrain(self) -> None:
+        """
+        The probe stops when the backend starts draining, and its check under
+        way is cancelled; C{describe} still shows its last state.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        probe = self.probe(backend, [])
+        backend.watch(probe)
+        self.reactor.advance(2.0)
+        [(port, path, timeout, checking)] = self.health.probes[1:]
+        backend.drain()
+        self.assertFalse(probe.running)
+        self.assertTrue(checking.called)
+        self.reactor.advance(10.0)
+        self.assertEqual(len(self.health.probes), 2)
+        self.assertEqual(backend.describe()["liveness"]["failures"], 0)
+
+    def test_watchEndsOnStop(self) -> None:
+        """
+        The probe stops when the backend is stopped, or exits.
+        """
+        for end in ("stop", "exit"):
+            backend, process = self.active()
+            probe = self.probe(backend, [])
+            backend.watch(probe)
+            if end == "stop":
+                backend.stop()
+            else:
+                process.exit(1)
+            self.assertFalse(probe.running, end)
+
+    def test_watchAgain(self) -> None:
+        """
+        Watching with another probe stops the first.
+        """
+        backend, process = self.active()
+        first, second = self.probe(backend, []), self.probe(backend, [])
+        backend.watch(first)
+        backend.watch(second)
+        self.assertFalse(first.running)
+        self.assertTrue(second.running)
+        self.assertIs(backend.liveness, second)
+
+    def test_watchNotServing(self) -> None:
+        """
+        A backend that is starting, or no longer serving, cannot be
+        watched.
+        """
+        backend, process = self.launched()
+        self.assertRaises(InvalidTransition, backend.watch, self.probe(backend, []))
+        self.health.answer(PORT)
+        backend.activate()
+        backend.requestStarted()
+        backend.drain()
+        self.assertRaises(InvalidTransition, backend.watch, self.probe(backend, []))
+
+    def test_stoppedAppKilled(self) -> None:
+        """
+        A stopped app heeds no SIGTERM, so stopping it ends with SIGKILL to
+        its whole group C{killTimeout} later, and it is gone.
+        """
+        backend, process = self.active()
+        self.signals.signalGroup(process.pgid, signal.SIGSTOP)
+        d = backend.stop()
+        self.reactor.advance(2.9)
+        self.assertNoResult(d)
+        self.assertIs(backend.state, State.STOPPING)
+        self.reactor.advance(0.1)
+        self.assertEqual(
+            self.signals.sent[-1], ("group", process.pgid, signal.SIGKILL)
+        )
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertFalse(self.signals.groupAlive(process.pgid))
+        self.assertEqual(backend.exitReason, "was killed by signal 9 (SIGKILL)")
+
+
 class StateTests(BackendTestCase):
     """
     Tests for the state machine's refusals and L{Backend.describe}.
@@ -1222,8 +1401,8 @@ class StateTests(BackendTestCase):
     def test_describe(self) -> None:
         """
         C{describe} gives generation, port, app pid, state, requests in
-        flight and upgraded connections, and no pid once the backend has
-        ended.
+        flight, upgraded connections and liveness (none, unwatched), and no
+        pid once the backend has ended.
         """
         backend, process = self.active()
         process.appPid = 4242
@@ -1241,6 +1420,7 @@ class StateTests(BackendTestCase):
                 "state": "active",
                 "inflight": 1,
                 "upgraded": 1,
+                "liveness": None,
             },
         )
         backend.tunnelClosed(tunnel)
@@ -1255,6 +1435,7 @@ class StateTests(BackendTestCase):
                 "state": "stopped",
                 "inflight": 0,
                 "upgraded": 0,
+                "liveness": None,
             },
         )
 
@@ -1323,6 +1504,57 @@ class GroupAliveTests(SynchronousTestCase):
         if not os.path.isdir("/proc/self"):
             raise SkipTest("no /proc here")
         self.assertTrue(ProcessGroupSignals().groupAlive(os.getpgrp()))
+
+
+class IsStoppedTests(SynchronousTestCase):
+    """
+    Tests for L{ProcessGroupSignals.isStopped}, on a made-up C{/proc}.
+    """
+
+    def proc(self, *processes) -> str:
+        """
+        A C{/proc} with C{(pid, comm, state)} processes.
+        """
+        proc = self.mktemp()
+        for pid, comm, state in processes:
+            os.makedirs(os.path.join(proc, str(pid)))
+            with open(os.path.join(proc, str(pid), "stat"), "w") as f:
+                f.write(f"{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 4194560\n")
+        return proc
+
+    def test_states(self) -> None:
+        """
+        A process stopped by a signal (T) or a debugger (t) is stopped;
+        running, sleeping, disk-waiting and zombie ones are not.
+        """
+        proc = self.proc(
+            (10, "app", "T"),
+            (11, "app", "t"),
+            (12, "app", "R"),
+            (13, "app", "S"),
+            (14, "app", "D"),
+            (15, "app", "Z"),
+        )
+        signals = ProcessGroupSignals()
+        self.assertEqual(
+            [signals.isStopped(pid, proc) for pid in range(10, 16)],
+            [True, True, False, False, False, False],
+        )
+
+    def test_trickyName(self) -> None:
+        """
+        A command name with spaces and parentheses does not fool it.
+        """
+        proc = self.proc((10, "app) T (x", "S"), (11, "a) S (b", "T"))
+        signals = ProcessGroupSignals()
+        self.assertFalse(signals.isStopped(10, proc))
+        self.assertTrue(signals.isStopped(11, proc))
+
+    def test_gone(self) -> None:
+        """
+        A process that is gone is not stopped.
+        """
+        self.assertFalse(ProcessGroupSignals().isStopped(10, self.proc()))
 
 
 class GroupHasTests(SynchronousTestCase):

@@ -80,6 +80,8 @@ class LoadConfigTests(SynchronousTestCase):
                 controlPort="tcp:7001:interface=127.0.0.1",
                 healthCheckInterval=0.1,
                 healthCheckTimeout=2.0,
+                livenessInterval=2.0,
+                livenessFailures=3,
                 startTimeout=60.0,
                 drainTimeout=30.0,
                 killTimeout=10.0,
@@ -107,6 +109,8 @@ class LoadConfigTests(SynchronousTestCase):
                 "controlPort": "unix:/run/rainbowd.sock:mode=600",
                 "healthCheckInterval": 50,
                 "healthCheckTimeout": 1500,
+                "livenessInterval": 5000,
+                "livenessFailures": 5,
                 "startTimeout": 120000,
                 "drainTimeout": 5000,
                 "killTimeout": 2500.5,
@@ -128,6 +132,8 @@ class LoadConfigTests(SynchronousTestCase):
                 controlPort="unix:/run/rainbowd.sock:mode=600",
                 healthCheckInterval=0.05,
                 healthCheckTimeout=1.5,
+                livenessInterval=5.0,
+                livenessFailures=5,
                 startTimeout=120.0,
                 drainTimeout=5.0,
                 killTimeout=2.5005,
@@ -152,6 +158,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "warmupTime",
                 "healthCheckInterval",
                 "healthCheckTimeout",
+                "livenessInterval",
                 "startTimeout",
                 "drainTimeout",
                 "killTimeout",
@@ -372,6 +379,27 @@ class LoadConfigTests(SynchronousTestCase):
         """
         self.assertIn(
             '"maxBackends" is 0', self.loadError({"run": RUN, "maxBackends": 0})
+        )
+
+    def test_livenessOff(self) -> None:
+        """
+        livenessInterval may be 0, which turns liveness checks off.
+        """
+        self.assertEqual(
+            self.load({"run": RUN, "livenessInterval": 0}).livenessInterval, 0
+        )
+
+    def test_livenessFailuresAtLeastOne(self) -> None:
+        """
+        livenessFailures must be a whole number, 1 or more: 0 would replace
+        every version at its first check.
+        """
+        for value in (0, -1, 1.5):
+            message = self.loadError({"run": RUN, "livenessFailures": value})
+            self.assertIn(f'"livenessFailures" is {value!r}', message)
+            self.assertIn("a whole number, 1 or more", message)
+        self.assertEqual(
+            self.load({"run": RUN, "livenessFailures": 1}).livenessFailures, 1
         )
 
     def test_negativeTime(self) -> None:

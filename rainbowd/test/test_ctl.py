@@ -325,6 +325,36 @@ class ProgressTests(SynchronousTestCase):
         self.assertIn("Another deploy is under way", text)
 
 
+    def test_liveness(self) -> None:
+        """
+        The serving generation not answering, and answering again, are each
+        a line.
+        """
+        code, text = render(
+            [
+                {
+                    "event": "unresponsive",
+                    "time": 0,
+                    "generation": 3,
+                    "port": 20003,
+                    "pid": 4251,
+                    "failures": 3,
+                    "error": "GET /health did not answer within 2 s",
+                },
+                {"event": "recovered", "time": 1, "generation": 3, "port": 20003},
+            ]
+        )
+        self.assertEqual(
+            text.splitlines()[:2],
+            [
+                "generation 3 (pid 4251) does not answer: 3 liveness checks "
+                "failed in a row, the last: GET /health did not answer within "
+                "2 s; a replacement is due",
+                "generation 3 answers its liveness check again",
+            ],
+        )
+
+
 class StatusTableTests(SynchronousTestCase):
     """
     Tests for L{statusTable}.
@@ -373,6 +403,46 @@ class StatusTableTests(SynchronousTestCase):
                 "a deploy is under way\n"
                 "last deploy: generation 3 deployed in 0.53 s\n"
             ),
+        )
+
+    def test_unresponsive(self) -> None:
+        """
+        A generation that fails its liveness checks is said under the
+        table, with the count and the last error.
+        """
+        text = statusTable(
+            {
+                "active": 3,
+                "deploying": True,
+                "backends": [
+                    {
+                        "generation": 3,
+                        "port": 20003,
+                        "pid": 4251,
+                        "state": "active",
+                        "inflight": 4,
+                        "liveness": {
+                            "unresponsive": True,
+                            "failures": 5,
+                            "lastError": "its process 4251 is stopped",
+                        },
+                    },
+                    {
+                        "generation": 4,
+                        "port": 20004,
+                        "pid": 4260,
+                        "state": "starting",
+                        "inflight": 0,
+                        "liveness": None,
+                    },
+                ],
+                "lastDeploy": None,
+            }
+        )
+        self.assertIn(
+            "\ngeneration 3 does not answer: 5 liveness checks failed in a row, "
+            "the last: its process 4251 is stopped\na deploy is under way\n",
+            text,
         )
 
     def test_empty(self) -> None:

@@ -6,7 +6,7 @@ import os
 import signal
 
 import attrs
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -81,6 +81,31 @@ class Harness:
         self.deployer.startService()
         self.healthy(1)
         return self.backend(1)
+
+    def pendingChecks(self, generation):
+        """
+        The health checks of C{generation} not answered yet.
+        """
+        port = self.backend(generation).port
+        return [d for (p, path, timeout, d) in self.health.probes if p == port and not d.called]
+
+    def failLiveness(self, generation, times=1):
+        """
+        C{times} liveness checks of C{generation} in a row find it silent,
+        each made one C{livenessInterval} (2 s) after the last.
+        """
+        for _ in range(times):
+            self.reactor.advance(2.0)
+            [check] = self.pendingChecks(generation)
+            check.errback(TimeoutError("GET / did not answer within 2 s"))
+
+    def passLiveness(self, generation):
+        """
+        The next liveness check of C{generation} passes.
+        """
+        self.reactor.advance(2.0)
+        [check] = self.pendingChecks(generation)
+        check.callback(None)
 
 
 class StartupTests(SynchronousTestCase):
@@ -277,6 +302,11 @@ class RedeployTests(SynchronousTestCase):
                         "state": "active",
                         "inflight": 1,
                         "upgraded": 0,
+                        "liveness": {
+                            "unresponsive": False,
+                            "failures": 0,
+                            "lastError": None,
+                        },
                     },
                     {
                         "generation": 2,
@@ -285,6 +315,7 @@ class RedeployTests(SynchronousTestCase):
                         "state": "starting",
                         "inflight": 0,
                         "upgraded": 0,
+                        "liveness": None,
                     },
                 ],
                 "lastDeploy": {
@@ -608,6 +639,405 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.processes), 2)
 
 
+class LivenessTests(SynchronousTestCase):
+    """
+    The active generation is checked every C{livenessInterval} (2 s here),
+    and replaced after C{livenessFailures} (3) failed checks in a row.
+    """
+
+    def test_activeChecked(self):
+        """
+        The active generation's C{healthCheckPath} is asked every
+        C{livenessInterval}, within C{healthCheckTimeout}.
+        """
+        h = Harness(self)
+        h.start()
+        probes = len(h.health.probes)
+        h.reactor.advance(1.9)
+        self.assertEqual(len(h.health.probes), probes)
+        h.reactor.advance(0.1)
+        self.assertEqual(h.health.probes[-1][:3], (20000, "/", 2.0))
+
+    def test_belowThreshold(self):
+        """
+        Two failed checks in a row start nothing, and show in C{/status}.
+        """
+        h = Harness(self)
+        h.start()
+        h.failLiveness(1, 2)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertEqual(
+            h.deployer.status()["backends"][0]["liveness"],
+            {
+                "unresponsive": False,
+                "failures": 2,
+                "lastError": "GET / did not answer within 2 s",
+            },
+        )
+
+    def test_successResets(self):
+        """
+        A passed check between failures resets their count.
+        """
+        h = Harness(self)
+        h.start()
+        h.failLiveness(1, 2)
+        h.passLiveness(1)
+        h.failLiveness(1, 2)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_replaced(self):
+        """
+        The third failed check in a row is logged as a warning naming the
+        generation, pid, port, count and error, and a replacement with the
+        last good config is launched after the restart delay; the
+        unresponsive generation gets traffic until the replacement is
+        healthy, then drains and stops.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.newConfig(run="broken")
+        h.failLiveness(1, 2)
+        with capturedLogs() as events:
+            h.failLiveness(1)
+        self.assertIn(
+            f"generation 1 (pid {old.pgid}, port 20000), the active backend, "
+            "failed 3 liveness checks in a row; the last: GET / did not answer "
+            "within 2 s; starting a replacement; it gets traffic until that is "
+            "healthy",
+            [formatEvent(event) for event in events],
+        )
+        self.assertEqual(events[0]["log_level"].name, "warn")
+        self.assertTrue(h.deployer.status()["backends"][0]["liveness"]["unresponsive"])
+        h.reactor.advance(0.9)
+        self.assertEqual(len(h.reactor.processes), 1)
+        h.reactor.advance(0.1)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertEqual(h.process(2).args[3], "app $1 $2")
+        self.assertIs(h.deployer.active, old)
+        self.assertEqual(old.state, State.ACTIVE)
+        h.healthy(2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.assertEqual(old.state, State.STOPPING)
+        h.reactor.advance(0)
+        self.assertEqual(h.deployer.backends, [h.backend(2)])
+        self.assertEqual(h.deployer.status()["lastDeploy"]["generation"], 2)
+
+    def test_stoppedAppReplacedAndKilled(self):
+        """
+        An app stopped with SIGSTOP fails its checks without waiting for
+        any answer, is replaced within C{livenessFailures} intervals plus
+        the restart delay, and, since it heeds no SIGTERM, is killed with
+        SIGKILL C{killTimeout} after it, leaving nothing.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0] * 3)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIn("is stopped", old.liveness.lastError)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertEqual(h.signals.sent[-1], ("group", old.pgid, signal.SIGTERM))
+        h.reactor.advance(9.9)
+        self.assertEqual(old.state, State.STOPPING)
+        h.reactor.advance(0.1)
+        self.assertEqual(h.signals.sent[-1], ("group", old.pgid, signal.SIGKILL))
+        h.reactor.advance(0)
+        self.assertEqual(old.state, State.STOPPED)
+        self.assertFalse(h.signals.groupAlive(old.pgid))
+        self.assertEqual(h.deployer.backends, [h.backend(2)])
+
+    def test_replacementFails(self):
+        """
+        If the replacement fails, the unresponsive generation serves on,
+        the failure is logged and reported, and another replacement follows
+        after a longer delay.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        with capturedLogs() as events:
+            h.process(2).exit(3)
+        h.reactor.advance(0)
+        self.assertIs(h.deployer.active, old)
+        self.assertIn("exited with code 3", h.deployer.status()["lastDeploy"]["error"])
+        self.assertIn(
+            "deploy failed: generation 2 on port 20001 exited with code 3 before "
+            "it became healthy",
+            [formatEvent(event) for event in events],
+        )
+        h.reactor.advance(1.9)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.reactor.advance(0.1)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.healthy(3)
+        self.assertIs(h.deployer.active, h.backend(3))
+
+    def test_replacementRefused(self):
+        """
+        A replacement that maxBackends refuses leaves the unresponsive
+        generation serving, and is logged.
+        """
+        h = Harness(self)
+        h.configs[0] = attrs.evolve(h.configs[0], maxBackends=1)
+        h.deployer.config = h.configs[0]
+        old = h.start()
+        h.failLiveness(1, 3)
+        with capturedLogs() as events:
+            h.reactor.advance(1.0)
+        self.assertIs(h.deployer.active, old)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIn("maxBackends is 1", h.deployer.status()["lastDeploy"]["error"])
+        self.assertTrue(any("maxBackends is 1" in formatEvent(e) for e in events))
+
+    def test_recoveredCallsOffReplacement(self):
+        """
+        A generation that passes a check again while its replacement waits
+        for the restart delay keeps serving, and none is launched.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        old = h.start()
+        h.failLiveness(1, 3)
+        with capturedLogs() as events:
+            h.passLiveness(1)
+        self.assertIn(
+            "generation 1 passes its liveness check again; its replacement is "
+            "called off",
+            [formatEvent(event) for event in events],
+        )
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIs(h.deployer.active, old)
+        self.assertFalse(old.liveness.failing)
+
+    def test_recoveredWhileReplacing(self):
+        """
+        A generation that answers again once its replacement is launched is
+        replaced all the same when the replacement is healthy.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        h.passLiveness(1)
+        h.healthy(2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.assertEqual(old.state, State.STOPPING)
+
+    def test_redeployUnderWay(self):
+        """
+        An active generation that stops answering during a redeploy is
+        replaced by that redeploy, and nothing else is launched.
+        """
+        h = Harness(self)
+        h.start()
+        d = h.deployer.redeploy()
+        h.failLiveness(1, 3)
+        h.reactor.advance(30)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.successResultOf(d)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_redeployUnderWayFails(self):
+        """
+        If the redeploy under way fails, a replacement of the unresponsive
+        generation follows, with the last good config.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(run="broken")
+        d = h.deployer.redeploy()
+        h.failLiveness(1, 3)
+        h.process(2).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 3)
+        self.assertEqual(h.process(3).args[3], "app $1 $2")
+
+    def test_redeployDuringDelay(self):
+        """
+        A redeploy asked for while the replacement waits for its delay
+        launches at once, and is the only launch.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        h.start()
+        h.failLiveness(1, 3)
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.successResultOf(d)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_redeployDuringReplacement(self):
+        """
+        A redeploy asked for while the replacement starts waits for it, then
+        deploys on its own.
+        """
+        h = Harness(self)
+        h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertNoResult(d)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+
+    def test_replacedNotChecked(self):
+        """
+        Once it drains, the replaced generation is no longer checked, and
+        the replacement is.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        h.healthy(2)
+        self.assertEqual(old.state, State.DRAINING)
+        self.assertFalse(old.liveness.running)
+        h.reactor.advance(20.0)
+        self.assertEqual(h.pendingChecks(1), [])
+        self.assertEqual(len(h.pendingChecks(2)), 1)
+
+    def test_stoppedWhileDraining(self):
+        """
+        A draining generation that is stopped with SIGSTOP is not checked
+        nor replaced: it is killed once its drain and C{killTimeout} are
+        over, as any old version that ignores SIGTERM.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0] * 14 + [1.9])
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertEqual(h.pendingChecks(1), [])
+        self.assertEqual(old.state, State.DRAINING)
+        h.reactor.pump([0.1, 9.9])
+        self.assertEqual(old.state, State.STOPPING)
+        h.reactor.pump([0.1, 0])
+        self.assertEqual(h.signals.sent[-1], ("group", old.pgid, signal.SIGKILL))
+        self.assertEqual(old.state, State.STOPPED)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_exitWhileReplacing(self):
+        """
+        An unresponsive generation that exits while its replacement starts
+        is a crash, which that replacement answers: nothing else is
+        launched.
+        """
+        h = Harness(self)
+        h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        h.process(1).exit(signum=signal.SIGKILL)
+        self.assertIsNone(h.deployer.active)
+        h.reactor.advance(30)
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        h.reactor.advance(30)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_stopDuringDelay(self):
+        """
+        Stopping rainbowd while a replacement waits for its delay launches
+        none, and the stopped app is killed after C{killTimeout}.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0] * 3)
+        d = h.deployer.stopService()
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIn(("group", old.pgid, signal.SIGKILL), h.signals.sent)
+        self.successResultOf(d)
+        self.assertFalse(h.signals.groupAlive(old.pgid))
+
+    def test_stopDuringReplacement(self):
+        """
+        Stopping rainbowd while the replacement starts stops both, and
+        nothing else is launched.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0, 2.0, 2.0, 1.0])
+        self.assertEqual(len(h.reactor.processes), 2)
+        d = h.deployer.stopService()
+        h.reactor.advance(100)
+        self.successResultOf(d)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertEqual(h.deployer.backends, [])
+
+    def test_stopWhileChecking(self):
+        """
+        Stopping rainbowd stops the checks: a check under way is cancelled,
+        and its failure replaces nothing.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        h.failLiveness(1, 2)
+        h.reactor.advance(2.0)
+        [check] = h.pendingChecks(1)
+        h.deployer.stopService()
+        self.assertTrue(check.called)
+        self.assertFalse(old.liveness.running)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_off(self):
+        """
+        With C{livenessInterval} 0, the active generation is not checked,
+        stopped or not.
+        """
+        h = Harness(self)
+        h.configs[0] = attrs.evolve(h.configs[0], livenessInterval=0)
+        h.deployer.config = h.configs[0]
+        old = h.start()
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        probes = len(h.health.probes)
+        h.reactor.advance(600)
+        self.assertEqual(len(h.health.probes), probes)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIsNone(h.deployer.status()["backends"][0]["liveness"])
+
+    def test_eachGenerationItsOwnSettings(self):
+        """
+        The settings are those of the config the generation was deployed
+        with: a redeploy with other ones applies them to the new generation.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(livenessInterval=10.0, livenessFailures=1)
+        h.deployer.redeploy()
+        h.healthy(2)
+        h.reactor.advance(9.9)
+        self.assertEqual(h.pendingChecks(2), [])
+        h.reactor.advance(0.1)
+        [check] = h.pendingChecks(2)
+        check.errback(TimeoutError("GET / did not answer within 2 s"))
+        self.assertTrue(h.backend(2).liveness.failing)
+
+
 class StopTests(SynchronousTestCase):
     def test_stopDrains(self):
         """
@@ -862,6 +1292,44 @@ class EventTests(SynchronousTestCase):
         self.assertEqual(events[1].details, {"delay": 1.0})
         h.reactor.advance(1.0)
         self.assertEqual(events[3].details["cause"], "restart")
+
+    def test_unresponsive(self):
+        """
+        An active generation that fails its liveness checks is observed as
+        unresponsive, with its port, pid, count and last error, then
+        restarting, then a deploy whose cause is restart.
+        """
+        h = Harness(self)
+        old = h.start()
+        events = self.observed(h)
+        h.failLiveness(1, 3)
+        self.assertEqual(self.kinds(events), [("unresponsive", 1), ("restarting", None)])
+        self.assertEqual(
+            events[0].details,
+            {
+                "port": 20000,
+                "pid": old.pgid,
+                "failures": 3,
+                "error": "GET / did not answer within 2 s",
+            },
+        )
+        self.assertEqual(events[1].details, {"delay": 1.0})
+        h.reactor.advance(1.0)
+        self.assertEqual(events[2].details["cause"], "restart")
+
+    def test_recovered(self):
+        """
+        An unresponsive generation that passes a check again is observed as
+        recovered.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        old = h.start()
+        h.failLiveness(1, 3)
+        events = self.observed(h)
+        h.passLiveness(1)
+        self.assertEqual(self.kinds(events), [("recovered", 1)])
+        self.assertEqual(events[0].details, {"port": 20000, "pid": old.pgid})
 
     def test_observerFails(self):
         """

@@ -449,6 +449,87 @@ class EndToEndTests(SynchronousTestCase):
         waitFor(lambda: not alive(pid), "the app to die")
         self.assertNotEqual(daemon.appPid(), pid)
 
+    def test_stoppedAppReplaced(self):
+        """
+        After the active app's whole process group is stopped with SIGSTOP,
+        a replacement serves within a few liveness intervals and its boot,
+        C{/status} and the log say why, and once rainbowd stops, the stopped
+        group is gone, killed: nothing is left behind.
+        """
+        daemon = Daemon(
+            self, livenessInterval=300, livenessFailures=3, killTimeout=1000
+        )
+        process = daemon.start()
+        oldPid = daemon.appPid()
+        [group] = daemon.appGroups()
+        os.killpg(group, signal.SIGSTOP)
+        stopped = time.monotonic()
+
+        def replaced():
+            status = daemon.control("GET", "/status")[1]
+            return status["active"] == 2 and status
+
+        status = waitFor(replaced, f"generation 2 to serve\n{daemon.log()}")
+        took = time.monotonic() - stopped
+        old = [b for b in status["backends"] if b["generation"] == 1][0]
+        self.assertTrue(old["liveness"]["unresponsive"], old)
+        self.assertIn(f"process {oldPid} is stopped", old["liveness"]["lastError"])
+        for _ in range(5):
+            code, body = daemon.get("/")
+            self.assertEqual(code, 200)
+            self.assertNotIn(f"pid={oldPid}\n", body)
+        self.assertIn(
+            f"generation 1 (pid {oldPid}, port {old['port']}), the active "
+            "backend, failed 3 liveness checks in a row",
+            daemon.log(),
+        )
+        self.assertLess(took, DEADLINE)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+        self.assertFalse(groupAlive(group))
+        self.assertIn("generation 1 did not stop within killTimeout", daemon.log())
+
+    def test_deadlockedAppReplaced(self):
+        """
+        An app that still accepts connections but answers none (deadlocked)
+        fails its liveness checks by their timeout, is replaced, and is
+        killed once drained, since SIGTERM no longer ends it.
+        """
+        daemon = Daemon(
+            self,
+            livenessInterval=300,
+            healthCheckTimeout=500,
+            drainTimeout=1000,
+            killTimeout=1000,
+        )
+        daemon.start()
+        oldPid = daemon.appPid()
+        [group] = daemon.appGroups()
+        hang = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+        self.addCleanup(hang.close)
+        hang.sendall(b"GET /hang HTTP/1.1\r\nHost: app.example\r\n\r\n")
+
+        def replaced():
+            status = daemon.control("GET", "/status")[1]
+            return status["active"] == 2 and status
+
+        status = waitFor(replaced, f"generation 2 to serve\n{daemon.log()}")
+        old = [b for b in status["backends"] if b["generation"] == 1][0]
+        self.assertEqual(
+            old["liveness"]["lastError"], "GET /health did not answer within 0.5 s"
+        )
+        code, body = daemon.get("/")
+        self.assertEqual(code, 200)
+        self.assertNotIn(f"pid={oldPid}\n", body)
+        waitFor(lambda: not groupAlive(group), f"the hung app to die\n{daemon.log()}")
+        self.assertIn("generation 1 did not stop within killTimeout", daemon.log())
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = hang.recv(4096)
+            self.assertTrue(chunk, f"the held request got no answer: {answer!r}")
+            answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 502 "), answer)
+
     def test_stopLeavesNoProcess(self):
         """
         SIGTERM to rainbowd stops every app process, including one the app

@@ -4,7 +4,7 @@ Tests for L{rainbowd.health}.
 
 from typing import List
 
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from rainbowd.health import HTTPHealthCheck, Unhealthy
+from rainbowd.health import HTTPHealthCheck, LivenessProbe, Unhealthy
 
 PORT = 20001
 
@@ -176,3 +176,245 @@ class HTTPHealthCheckTests(SynchronousTestCase):
         self.successResultOf(first)
         self.check(PORT, "/health", 2.0)
         self.assertEqual(len(self.reactor.tcpClients), 2)
+
+
+class ScriptedCheck:
+    """
+    A check whose outcomes the test gives: each call is a pending Deferred
+    in L{calls}.
+    """
+
+    def __init__(self) -> None:
+        self.calls: List[Deferred] = []
+        self.cancelled: List[Deferred] = []
+
+    def __call__(self) -> Deferred:
+        d = Deferred(canceller=self.cancelled.append)
+        self.calls.append(d)
+        return d
+
+    def passes(self) -> None:
+        self.calls[-1].callback(None)
+
+    def fails(self, message: str = "GET /health answered 503") -> None:
+        self.calls[-1].errback(Unhealthy(message))
+
+
+class LivenessProbeTests(SynchronousTestCase):
+    """
+    Tests for L{LivenessProbe}, on a L{MemoryReactorClock}, every 2 s and
+    failing at the third failure in a row.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.check = ScriptedCheck()
+        self.failing: List[LivenessProbe] = []
+        self.recovered: List[LivenessProbe] = []
+        self.probe = LivenessProbe(
+            self.clock,
+            self.check,
+            2.0,
+            3,
+            onFailing=self.failing.append,
+            onRecovered=self.recovered.append,
+        )
+
+    def failTimes(self, count: int, message: str = "GET /health answered 503") -> None:
+        """
+        The next C{count} checks fail, each once its interval has passed.
+        """
+        for _ in range(count):
+            self.clock.advance(2.0)
+            self.check.fails(message)
+
+    def test_firstCheckAfterInterval(self) -> None:
+        """
+        The first check is made one interval after the start, not at once.
+        """
+        self.probe.start()
+        self.clock.advance(1.9)
+        self.assertEqual(self.check.calls, [])
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.check.calls), 1)
+
+    def test_belowThreshold(self) -> None:
+        """
+        Fewer failures in a row than the threshold count and keep the last
+        error, but are not a failing probe.
+        """
+        self.probe.start()
+        self.failTimes(2, "GET /health did not answer within 2 s")
+        self.assertEqual(self.failing, [])
+        self.assertEqual(
+            self.probe.describe(),
+            {
+                "unresponsive": False,
+                "failures": 2,
+                "lastError": "GET /health did not answer within 2 s",
+            },
+        )
+
+    def test_atThreshold(self) -> None:
+        """
+        The threshold-th failure in a row calls C{onFailing} once; further
+        failures count on, and call it no more; checks go on.
+        """
+        self.probe.start()
+        self.failTimes(3)
+        self.assertEqual(self.failing, [self.probe])
+        self.assertTrue(self.probe.failing)
+        self.failTimes(2)
+        self.assertEqual(self.failing, [self.probe])
+        self.assertEqual(self.probe.failures, 5)
+        self.assertEqual(len(self.check.calls), 5)
+
+    def test_successResets(self) -> None:
+        """
+        A passed check resets the count: failures either side of it do not
+        add up.
+        """
+        self.probe.start()
+        self.failTimes(2)
+        self.clock.advance(2.0)
+        self.check.passes()
+        self.assertEqual(self.probe.failures, 0)
+        self.failTimes(2)
+        self.assertEqual(self.failing, [])
+        self.failTimes(1)
+        self.assertEqual(self.failing, [self.probe])
+
+    def test_recovered(self) -> None:
+        """
+        A check that passes after the probe was failing calls
+        C{onRecovered} once, and a new run of failures fails it again.
+        """
+        self.probe.start()
+        self.failTimes(3)
+        self.clock.advance(2.0)
+        self.check.passes()
+        self.assertEqual(self.recovered, [self.probe])
+        self.assertFalse(self.probe.failing)
+        self.clock.advance(2.0)
+        self.check.passes()
+        self.assertEqual(self.recovered, [self.probe])
+        self.failTimes(3)
+        self.assertEqual(self.failing, [self.probe, self.probe])
+
+    def test_noOverlap(self) -> None:
+        """
+        A check that takes long is not doubled: the next one begins one
+        interval after it ended.
+        """
+        self.probe.start()
+        self.clock.advance(2.0)
+        self.clock.advance(10.0)
+        self.assertEqual(len(self.check.calls), 1)
+        self.check.fails()
+        self.clock.advance(1.9)
+        self.assertEqual(len(self.check.calls), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.check.calls), 2)
+
+    def test_checkRaises(self) -> None:
+        """
+        A check that raises, or returns a failed or fired Deferred, counts as
+        it would asynchronously.
+        """
+        outcomes = [fail(TimeoutError("too slow")), succeed(None)]
+
+        def check():
+            if not outcomes:
+                raise ValueError("cannot ask")
+            return outcomes.pop(0)
+
+        probe = LivenessProbe(self.clock, check, 2.0, 2, onFailing=self.failing.append)
+        probe.start()
+        self.clock.advance(2.0)
+        self.assertEqual((probe.failures, probe.lastError), (1, "too slow"))
+        self.clock.advance(2.0)
+        self.assertEqual(probe.failures, 0)
+        self.clock.advance(2.0)
+        self.clock.advance(2.0)
+        self.assertEqual((probe.failures, probe.lastError), (2, "cannot ask"))
+        self.assertEqual(self.failing, [probe])
+
+    def test_stop(self) -> None:
+        """
+        Stopping cancels the check under way, whose outcome is then ignored,
+        and the next one; nothing is left scheduled.
+        """
+        self.probe.start()
+        self.failTimes(2)
+        self.clock.advance(2.0)
+        self.probe.stop()
+        self.assertEqual(self.check.cancelled, [self.check.calls[-1]])
+        self.assertFalse(self.probe.running)
+        self.assertEqual(self.probe.failures, 2)
+        self.assertEqual(self.failing, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.probe.stop()
+
+    def test_stopBetweenChecks(self) -> None:
+        """
+        Stopping between two checks makes no more.
+        """
+        self.probe.start()
+        self.clock.advance(2.0)
+        self.check.passes()
+        self.probe.stop()
+        self.clock.advance(10.0)
+        self.assertEqual(len(self.check.calls), 1)
+
+    def test_stopFromOnFailing(self) -> None:
+        """
+        C{onFailing} may stop the probe; no check follows.
+        """
+        probe = LivenessProbe(
+            self.clock, self.check, 2.0, 1, onFailing=lambda probe: probe.stop()
+        )
+        probe.start()
+        self.clock.advance(2.0)
+        self.check.fails()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_observerFails(self) -> None:
+        """
+        An C{onFailing} that raises is logged, and the checks go on.
+        """
+        probe = LivenessProbe(
+            self.clock, self.check, 2.0, 1, onFailing=lambda probe: 1 / 0
+        )
+        probe.start()
+        self.clock.advance(2.0)
+        self.check.fails()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.clock.advance(2.0)
+        self.assertEqual(len(self.check.calls), 2)
+
+    def test_restart(self) -> None:
+        """
+        A stopped probe may be started again; starting a running one is an
+        error.
+        """
+        self.probe.start()
+        self.assertRaises(RuntimeError, self.probe.start)
+        self.probe.stop()
+        self.probe.start()
+        self.clock.advance(2.0)
+        self.assertEqual(len(self.check.calls), 1)
+
+    def test_badSettings(self) -> None:
+        """
+        An interval of 0 or less, or a threshold below 1, is refused.
+        """
+        for interval, threshold in [(0, 3), (-1, 3), (2.0, 0)]:
+            self.assertRaises(
+                ValueError,
+                LivenessProbe,
+                self.clock,
+                self.check,
+                interval,
+                threshold,
+                self.failing.append,
+            )

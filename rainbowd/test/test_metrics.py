@@ -104,6 +104,7 @@ class RequestMetricsTests(SynchronousTestCase):
                 "rainbowd_deploys",
                 "rainbowd_deploy_duration_seconds",
                 "rainbowd_crashes",
+                "rainbowd_unresponsive",
                 "rainbowd_backends",
                 "rainbowd_inflight_requests",
                 "rainbowd_active_generation",
@@ -269,6 +270,22 @@ class DeployMetricsTests(SynchronousTestCase):
         self.h.healthy(2)
         samples = scrape(self.metrics)
         self.assertEqual(samples[("rainbowd_crashes_total", ())], 1)
+        self.assertEqual(self.deploys()[("deployed", "restart")], 1)
+
+
+    def test_unresponsive(self) -> None:
+        """
+        The active generation failing its liveness checks counts as
+        unresponsive, once per run of failures, and its replacement as a
+        deploy caused by a restart.
+        """
+        self.h.start()
+        self.assertEqual(scrape(self.metrics)[("rainbowd_unresponsive_total", ())], 0)
+        self.h.failLiveness(1, 4)
+        self.h.healthy(2)
+        samples = scrape(self.metrics)
+        self.assertEqual(samples[("rainbowd_unresponsive_total", ())], 1)
+        self.assertEqual(samples[("rainbowd_crashes_total", ())], 0)
         self.assertEqual(self.deploys()[("deployed", "restart")], 1)
 
 

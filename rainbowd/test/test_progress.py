@@ -267,6 +267,34 @@ class RedeployStreamTests(SynchronousTestCase):
         emit("stopped", 5, state="failed", exit="was killed by signal 15")
         self.ended(done)
 
+    def test_liveness(self) -> None:
+        """
+        The serving generation becoming unresponsive, and recovering, is
+        streamed whatever deploy is under way, even while this one is
+        queued.
+        """
+        done = self.stream()
+        emit = self.deployer.emit
+        emit("unresponsive", 2, port=20002, pid=9, failures=3, error="too slow")
+        emit("restarting", delay=0.1)
+        emit("deploying", deploy=3, cause="restart")
+        emit("recovered", 2, port=20002, pid=9)
+        self.assertEqual(self.kinds(), ["queued", "unresponsive", "recovered"])
+        self.assertEqual(
+            self.lines()[1],
+            {
+                "event": "unresponsive",
+                "time": 0.0,
+                "generation": 2,
+                "port": 20002,
+                "pid": 9,
+                "failures": 3,
+                "error": "too slow",
+            },
+        )
+        self.deployer.redeploys[0].errback(DeployRefused("rainbowd is shutting down"))
+        self.ended(done)
+
     def test_refusedAtOnce(self) -> None:
         """
         A redeploy refused before any deploy starts streams its result

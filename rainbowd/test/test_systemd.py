@@ -148,6 +148,26 @@ class ReadinessTests(SynchronousTestCase):
             self.notifier.sent[-1], ["STATUS=serving generation 2 on tcp:7000"]
         )
 
+    def test_statusWhileUnresponsive(self) -> None:
+        """
+        An active generation that stops answering its liveness checks is in
+        STATUS, until it answers again.
+        """
+        self.h.deployer._backoff = lambda attempt: 5.0
+        self.h.start()
+        self.h.failLiveness(1, 3)
+        self.assertEqual(
+            self.notifier.sent[-1],
+            [
+                "STATUS=generation 1 does not answer (GET / did not answer "
+                "within 2 s); starting a replacement"
+            ],
+        )
+        self.h.passLiveness(1)
+        self.assertEqual(
+            self.notifier.sent[-1], ["STATUS=serving generation 1 on tcp:7000"]
+        )
+
     def test_noReloadBeforeReady(self) -> None:
         """
         A SIGHUP redeploy before the first generation serves sends neither

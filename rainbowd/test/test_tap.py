@@ -178,6 +178,17 @@ class OptionsTests(SynchronousTestCase):
             len(flags), len(settingNames()) - len(["env", "cwd"]) + len(["config"])
         )
 
+    def test_livenessFlags(self) -> None:
+        """
+        --liveness-interval (ms, 0 to turn the checks off) and
+        --liveness-failures override the file's keys.
+        """
+        options = self.parse(
+            ["--run", RUN, "--liveness-interval", "0", "--liveness-failures", "5"]
+        )
+        self.assertEqual(options.config.livenessInterval, 0)
+        self.assertEqual(options.config.livenessFailures, 5)
+
     def test_portRangeWarning(self) -> None:
         """
         Backend ports inside the kernel's ephemeral range give a warning.
