@@ -7,8 +7,8 @@ backend the deployer says is active I{at the moment the request arrives};
 swapping the deployer's active backend is therefore all a redeploy has to do
 to move traffic, and requests already forwarded finish where they started.
 
-The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s
-serving a L{ReverseProxy}, which gives each request a L{_Forwarding}.  The
+The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s,
+under the limits of L{rainbowd.requestlimits}, serving a L{ReverseProxy}, which gives each request a L{_Forwarding}.  The
 backend side is L{rainbowd.backendclient}: a L{Pool} of persistent
 connections per backend, which stream a response to the client as it comes,
 paused while the client is slow; an upgrade (a WebSocket, say) becomes a
@@ -28,9 +28,10 @@ from twisted.python.failure import Failure
 from twisted.web.client import URI
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from rainbowd.backendclient import HOP_BY_HOP, BackendConnection, Pool
+from rainbowd.requestlimits import LimitedRequest, LimitedSite
 from rainbowd.tunnel import Tunnel
 
 _log = Logger()
@@ -200,10 +201,10 @@ class ReverseProxy(Resource):
         pool.drain()
 
 
-class ProxyRequest(Request):
+class ProxyRequest(LimitedRequest):
     """
-    A request on rainbowd's public port: twisted.web's L{Request} without
-    the work a proxy has no use for.
+    A request on rainbowd's public port: twisted.web's L{Request}, with a
+    body of limited size, without the work a proxy has no use for.
 
     L{Request.process} sets I{Server} and I{Date} headers (which the
     backend's own replace), splits the path to traverse resources (the
@@ -255,11 +256,11 @@ class ProxyRequest(Request):
             forwarding.hungUp()
 
 
-class ProxySite(Site):
+class ProxySite(LimitedSite):
     """
-    The L{Site} serving a L{ReverseProxy}: quiet, with lean requests, and
-    telling C{requestLog} (metrics, the access log) about every request,
-    however it ends.
+    The L{Site} serving a L{ReverseProxy}: quiet, with lean requests under
+    the limits of L{rainbowd.requestlimits}, and telling C{requestLog}
+    (metrics, the access log) about every request, however it ends.
 
     @ivar requestLog: has C{finished(request, seconds)}, called once a
         response is complete, and C{unfinished(request, seconds)}, called
@@ -270,6 +271,11 @@ class ProxySite(Site):
     noisy = False
     requestFactory = ProxyRequest
     requestLog: Any = None
+    what = "public port"
+    bodyLimitNote = "rainbowd takes (maxRequestBody)"
+
+    def errorBody(self, message: str) -> Tuple[bytes, bytes]:
+        return b"text/plain; charset=utf-8", f"rainbowd: {message}\n".encode("utf-8")
 
     def log(self, request: Request) -> None:
         receivedAt = request.receivedAt

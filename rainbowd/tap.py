@@ -39,6 +39,7 @@ from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
+from rainbowd.requestlimits import RequestLimits
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
@@ -80,6 +81,10 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "healthCheckTimeout": (None, "number"),
     "startTimeout": (None, "number"),
     "drainTimeout": (None, "number"),
+    "requestHeaderTimeout": (None, "number"),
+    "requestBodyTimeout": (None, "number"),
+    "requestBodyMinRate": (None, "number"),
+    "maxRequestBody": (None, "number"),
     "killTimeout": (None, "number"),
     "queueTimeout": (None, "number"),
     "maxBackends": (None, "number"),
@@ -397,14 +402,19 @@ def makeService(options: Options, reactor=None) -> MultiService:
     deployer.setServiceParent(service)
     RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
     metrics = Metrics(deployer)
-    proxy = ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))
+    limits = RequestLimits.fromConfig(config)
+    proxy = ProxySite(
+        ReverseProxy(deployer, reactor, config.queueTimeout),
+        reactor=reactor,
+        limits=limits,
+    )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
     control = ControlResource(deployer, reactor)
     control.putChild(b"metrics", MetricsResource(metrics.registry))
-    sites = [
-        ("port", proxy),
-        ("controlPort", ControlSite(control, token=options.controlToken, reactor=reactor)),
-    ]
+    controlSite = ControlSite(
+        control, token=options.controlToken, reactor=reactor, limits=limits
+    )
+    sites = [("port", proxy), ("controlPort", controlSite)]
     for key, site in sites:
         _Listening(key, getattr(config, key), reactor, site).setServiceParent(service)
     return service

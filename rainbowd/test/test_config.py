@@ -154,6 +154,8 @@ class LoadConfigTests(SynchronousTestCase):
                 "healthCheckTimeout",
                 "startTimeout",
                 "drainTimeout",
+                "requestHeaderTimeout",
+                "requestBodyTimeout",
                 "killTimeout",
                 "queueTimeout",
             },

@@ -531,7 +531,10 @@ class EndToEndTests(SynchronousTestCase):
         self.assertIn("larger than 65536 bytes", body["error"])
         self.assertEqual(daemon.control("GET", "/status")[1]["active"], 1)
         self.assertEqual(daemon.get("/")[0], 200)
-        self.assertIn("its body is larger than 65536 bytes", daemon.log())
+        self.assertIn(
+            "Answered 413 to a client of the control API", daemon.log()
+        )
+        self.assertIn("body is larger than 65536 bytes", daemon.log())
 
     def test_rainbowctlOverUnixSocket(self):
         """

@@ -689,22 +689,22 @@ class ForwardingTests(SynchronousTestCase):
 
     def test_ambiguousFramingRefused(self) -> None:
         """
-        A request framed two ways (I{Content-Length} and I{Transfer-Encoding}),
-        or with a coding other than chunked, is refused with 400 by
-        twisted.web and never reaches a backend, so that it cannot be read
-        one way by rainbowd and another by the app.
+        A request framed two ways (I{Content-Length} and I{Transfer-Encoding})
+        is refused with 400 by twisted.web, and one with a coding other than
+        chunked with 501 by rainbowd; neither reaches a backend, so that it
+        cannot be read one way by rainbowd and another by the app.
         """
-        for framing in [
-            b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
-            b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
-            b"Transfer-Encoding: gzip, chunked\r\n",
-            b"Content-Length: 3\r\nContent-Length: 4\r\n",
+        for framing, code in [
+            (b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", 400),
+            (b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", 400),
+            (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+            (b"Content-Length: 3\r\nContent-Length: 4\r\n", 400),
         ]:
             client = self.world.request(
                 b"POST / HTTP/1.1\r\nHost: app.example\r\n" + framing + b"\r\n"
                 b"3\r\nabc\r\n0\r\n\r\n"
             )
-            self.assertEqual(client.response().code, 400, framing)
+            self.assertEqual(client.response().code, code, framing)
         self.assertEqual(self.world.attempts(), [])
         self.assertEqual(self.backend.started, 0)
 
@@ -1635,7 +1635,7 @@ class BackpressureTests(SynchronousTestCase):
         self.world.flush()
         # The client's transport tells its producer, the channel, that its
         # buffer is full, as a TCP transport would.
-        channel = client.pump.server._channel
+        channel = client.pump.server
         channel.pauseProducing()
         self.assertTrue(pump.clientIO.readPaused)
         backendRequest.write(b"second")
