@@ -87,7 +87,10 @@ class ReverseProxy(Resource):
     What is forwarded:
 
       - the method, the request target and the body;
-      - all end-to-end headers, repeated ones included, and the client's
+      - all end-to-end headers, repeated ones included, but those with an
+        underscore in their name (WSGI and CGI read C{X_Forwarded_For} as
+        C{X-Forwarded-For}, so a client could pass one off as the other);
+        and the client's
         I{Host} (the host of the request target, if that is an absolute
         URI);
       - I{X-Forwarded-For} with the client's IP appended to whatever the
@@ -736,7 +739,9 @@ def _requestHead(
     request: Request, target: bytes, bodyLength: int, upgrade: bool
 ) -> bytes:
     """
-    The request line and headers to send to the backend for C{request}.
+    The request line and headers to send to the backend for C{request}:
+    not those with an underscore in their name, since the app may read
+    them as the header with a dash in its place.
 
     @raise _Unforwardable: Its target names a host that cannot go in a
         header, or it has more than one I{Host} header.
@@ -752,7 +757,9 @@ def _requestHead(
     forwardedProto = forwardedHost = False
     for name, values in requestHeaders.getAllRawHeaders():
         lower = name.lower()
-        if lower in drop:
+        if lower in drop or b"_" in lower:
+            # WSGI and CGI name X_Forwarded_For as they name X-Forwarded-For:
+            # as nginx does, no header with an underscore is passed on.
             continue
         if lower == b"x-forwarded-proto":
             forwardedProto = True

@@ -148,11 +148,11 @@ class _RefusalLog:
         self._more[code] = 0
         _log.emit(
             LogLevel.info if code == 408 else LogLevel.warn,
-            "Answered {code} to a client of the {what} ({peer}): {message}",
+            "Answered {code} to a client of the {what} ({peer}): {problem}",
             code=code,
             what=self._what,
             peer=peer,
-            message=message,
+            problem=message,
         )
         if self._call is None:
             self._call = self._reactor.callLater(LOG_INTERVAL, self._intervalOver)
@@ -250,6 +250,13 @@ class LimitedChannel(HTTPChannel):
             return
         # Not HTTPChannel's, which would reset the timer.
         LineReceiver.dataReceived(self, data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._phase is _IDLE:
+            # A request pipelined behind the one just answered.
+            self._phase = _HEAD
+            self.setTimeout(self.limits.headerTimeout)
+        HTTPChannel.lineReceived(self, line)
 
     def allHeadersReceived(self) -> None:
         # HTTPChannel's, but with no "100 Continue" for a refused body.

@@ -605,6 +605,29 @@ class ForwardingTests(SynchronousTestCase):
             [b"203.0.113.1, 198.51.100.2, 192.0.2.7"],
         )
 
+    def test_underscoredHeadersDropped(self) -> None:
+        """
+        Headers with an underscore in their name, which WSGI and CGI apps
+        read as the same header with a dash, are not forwarded, so that
+        I{X_Forwarded_For} cannot pass for I{X-Forwarded-For}.
+        """
+        received, client = self.forward(
+            rawRequest(
+                headers=(
+                    (b"Host", b"app.example"),
+                    (b"X_Forwarded_For", b"203.0.113.66"),
+                    (b"X-Real_IP", b"203.0.113.66"),
+                    (b"Custom_Header", b"x"),
+                    (b"Custom-Header", b"kept"),
+                )
+            )
+        )
+        names = [name for name, _ in received.headers.getAllRawHeaders()]
+        self.assertEqual([name for name in names if b"_" in name], [])
+        self.assertEqual(received.header(b"X-Forwarded-For"), [b"192.0.2.7"])
+        self.assertEqual(received.header(b"Custom-Header"), [b"kept"])
+        self.assertNotIn(b"203.0.113.66", repr(received.headers).encode())
+
     def test_forwardedProtoAndHostSet(self) -> None:
         """
         I{X-Forwarded-Proto} and I{X-Forwarded-Host} are set from the
