@@ -519,6 +519,26 @@ class TransferCodingTests(LimitsTestCase):
         self.assertEqual(self.resource.reached, [(b"POST", b"/", b"abc")])
 
 
+class HeaderValueTests(LimitsTestCase):
+    """
+    What the Twisted floor in setup.cfg is for.
+    """
+
+    def test_bareCRLFAndNULRefused(self) -> None:
+        """
+        A request header value with a NUL, or a CR or LF not ending its
+        line, is refused with 400 by the channel and reaches nothing; older
+        twisted.web turned a bare CR or LF into a space.
+        """
+        for value in [b"a\x00b", b"a\rb", b"a\nb", b"a\rX-Injected: 1"]:
+            protocol, transport = self.connect()
+            protocol.dataReceived(
+                b"GET / HTTP/1.1\r\nHost: x\r\nX-Value: " + value + b"\r\n\r\n"
+            )
+            self.assertEqual(self.code(transport), 400, value)
+        self.assertEqual(self.resource.reached, [])
+
+
 class RefusalLogTests(LimitsTestCase):
     """
     Refusals and timeouts are logged a line a minute at most per status.
