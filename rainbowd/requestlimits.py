@@ -216,23 +216,43 @@ class LimitedRequest(Request):
 class LimitedChannel(HTTPChannel):
     """
     An HTTP channel that enforces its site's L{RequestLimits}; see the
-    module's docstring.  Its one timer, twisted.web's (L{setTimeout}), is set
-    once per phase of a request, never reset by bytes arriving.
+    module's docstring.
+
+    Its one timer is twisted.web's (L{setTimeout}), never reset by bytes
+    arriving, and never moved sooner on the way of a request (Twisted's
+    reactor finds a call moved sooner by a linear search of all of them,
+    one per connection).  While a connection waits for a request head, the
+    timer fires at least every C{headerTimeout}, checks what the connection
+    has done since, and sets itself again if time is left; so when a head
+    begins, its deadline is never before the timer, and when its body
+    begins the timer is moved later, not sooner (or, if C{bodyTimeout} is
+    the shorter, left to start the first window when it fires).
 
     @ivar refused: This request has been answered before it was all
         received; the rest of it is dropped, and the connection closed.
+    @ivar _headDeadline: When the head being received is due, in the
+        reactor's seconds.
+    @ivar _idleLeft: How much longer than the timer's period a kept-alive
+        connection may stay idle.
+    @ivar _measuring: Whether the body's rate is being measured, over
+        windows that started when the timer last fired.
     """
 
     refused = False
     limits: RequestLimits
     _phase = _FIRST
-    _idleTimeout: Optional[float] = None
+    _idleTimeout: float = 0.0
+    _headDeadline = 0.0
+    _idleLeft = 0.0
+    _measuring = False
     _bodyBytes = 0
     _discarded = 0
 
     def connectionMade(self) -> None:
         self.limits = self.site.limits
-        self._idleTimeout = self.timeOut
+        self._seconds = self.site.reactor.seconds
+        self._idleTimeout = self.timeOut or 0.0
+        self._headDeadline = self._seconds() + self.limits.headerTimeout
         # HTTPChannel.connectionMade starts the timer with timeOut.
         self.timeOut = self.limits.headerTimeout
         HTTPChannel.connectionMade(self)
@@ -242,8 +262,7 @@ class LimitedChannel(HTTPChannel):
         if phase is _BODY:
             self._bodyBytes += len(data)
         elif phase is _IDLE:
-            self._phase = _HEAD
-            self.setTimeout(self.limits.headerTimeout)
+            self._headStarted()
         elif phase is _FIRST:
             self._phase = _HEAD
         elif phase is _REFUSED and self.transport.disconnecting:
@@ -254,9 +273,17 @@ class LimitedChannel(HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         if self._phase is _IDLE:
             # A request pipelined behind the one just answered.
-            self._phase = _HEAD
-            self.setTimeout(self.limits.headerTimeout)
+            self._headStarted()
         HTTPChannel.lineReceived(self, line)
+
+    def _headStarted(self) -> None:
+        """
+        The first byte of a request on a kept-alive connection: its head is
+        due C{headerTimeout} from now.  The timer, set for no later than
+        that, is left as it is.
+        """
+        self._phase = _HEAD
+        self._headDeadline = self._seconds() + self.limits.headerTimeout
 
     def allHeadersReceived(self) -> None:
         # HTTPChannel's, but with no "100 Continue" for a refused body.
@@ -265,9 +292,7 @@ class LimitedChannel(HTTPChannel):
         self.persistent = self.checkPersistence(request, self._version)
         if self.length is not None and self.length > self.limits.maxBody:
             self.refuse(413, self.tooLargeMessage())
-            # Time to read and drop the body, so that the client reads the
-            # answer rather than a reset connection.
-            self.setTimeout(self.limits.bodyTimeout)
+            self._measuring = False
             return
         request.gotLength(self.length)
         if self.refused:
@@ -275,7 +300,10 @@ class LimitedChannel(HTTPChannel):
         if self.length != 0:
             self._phase = _BODY
             self._bodyBytes = 0
-            self.setTimeout(self.limits.bodyTimeout)
+            limits = self.limits
+            self._measuring = limits.bodyTimeout >= limits.headerTimeout
+            if self._measuring:
+                self.setTimeout(limits.bodyTimeout)
         expect = request.requestHeaders.getRawHeaders(b"Expect")
         if (
             expect
@@ -326,16 +354,44 @@ class LimitedChannel(HTTPChannel):
         # when the connection is to close, so that a client that does not
         # read the end of its response cannot hold it open.
         self._phase = _IDLE
-        self.setTimeout(self._idleTimeout)
+        self._idleLeft = self._idleTimeout
+        self.setTimeout(self._idlePeriod())
         HTTPChannel.requestDone(self, request)
+
+    def _idlePeriod(self) -> float:
+        """
+        Take the next period of the idle wait off C{_idleLeft}: no longer
+        than C{headerTimeout}, so that a head beginning meanwhile is due no
+        sooner than the timer.
+        """
+        period = min(self._idleLeft, self.limits.headerTimeout)
+        self._idleLeft -= period
+        return period
 
     def timeoutConnection(self) -> None:
         phase = self._phase
         limits = self.limits
         why = None
-        if phase is _BODY:
-            if self._bodyBytes >= max(limits.bodyMinRate * limits.bodyTimeout, 1):
-                # It kept up over this window: measure the next.
+        if phase is _IDLE:
+            if self._idleLeft > 0:
+                self.setTimeout(self._idlePeriod())
+                return
+        elif phase is _HEAD:
+            left = self._headDeadline - self._seconds()
+            if left > 0:
+                self.setTimeout(left)
+                return
+            why = (
+                "the request head was not complete within "
+                f"{limits.headerTimeout:g} s (requestHeaderTimeout)"
+            )
+        elif phase is _BODY:
+            if not self._measuring or self._bodyBytes >= max(
+                limits.bodyMinRate * limits.bodyTimeout, 1
+            ):
+                # It kept up over this window (or none was measured yet):
+                # measure the next.
+                self._measuring = True
                 self._bodyBytes = 0
                 self.setTimeout(limits.bodyTimeout)
                 return
@@ -344,11 +400,12 @@ class LimitedChannel(HTTPChannel):
                 f"bytes/s over {limits.bodyTimeout:g} s "
                 "(requestBodyMinRate, requestBodyTimeout)"
             )
-        elif phase is _HEAD:
-            why = (
-                "the request head was not complete within "
-                f"{limits.headerTimeout:g} s (requestHeaderTimeout)"
-            )
+        elif phase is _REFUSED and not self._measuring:
+            # Time to read and drop the refused body, so that the client
+            # reads the answer rather than a reset connection.
+            self._measuring = True
+            self.setTimeout(limits.bodyTimeout)
+            return
         if why is not None:
             self.refuse(408, "timed out: " + why)
         self._phase = _REFUSED

@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from rainbowd import controlsite, requestlimits
 from rainbowd.config import Config, ConfigError, endpointArguments, endpointParts
+from rainbowd.test.fakes import passTime
 from rainbowd.controlsite import (
     MAX_BODY,
     TIMEOUT,
@@ -414,9 +415,9 @@ class LimitTests(ControlSiteTestCase):
         request head is due.
         """
         protocol, transport = self.connect()
-        self.reactor.advance(HEADER_TIMEOUT - 1)
+        passTime(self.reactor, HEADER_TIMEOUT - 1)
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(1)
+        passTime(self.reactor, 1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
 
@@ -428,9 +429,9 @@ class LimitTests(ControlSiteTestCase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
         answered = transport.value()
-        self.reactor.advance(TIMEOUT - 1)
+        passTime(self.reactor, TIMEOUT - 1)
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(1)
+        passTime(self.reactor, 1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), answered)
 
@@ -444,7 +445,7 @@ class LimitTests(ControlSiteTestCase):
         head = b"POST /redeploy HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
         for byte in head[: int(HEADER_TIMEOUT / 5)]:
             protocol.dataReceived(bytes([byte]))
-            self.reactor.advance(5)
+            passTime(self.reactor, 5)
         self.assertTrue(transport.disconnecting)
         answer = transport.value()
         self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
@@ -459,13 +460,13 @@ class LimitTests(ControlSiteTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.reactor.advance(TIMEOUT - 1)
+        passTime(self.reactor, TIMEOUT - 1)
         protocol.dataReceived(b"G")
         for _ in range(int(HEADER_TIMEOUT) - 1):
-            self.reactor.advance(1)
+            passTime(self.reactor, 1)
             protocol.dataReceived(b"E")
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(1)
+        passTime(self.reactor, 1)
         self.assertTrue(transport.disconnecting)
         self.assertIn(b"HTTP/1.1 408 ", transport.value())
 
@@ -480,7 +481,7 @@ class LimitTests(ControlSiteTestCase):
         )
         for _ in range(4):
             protocol.dataReceived(b"x" * 10)
-            self.reactor.advance(5)
+            passTime(self.reactor, 5)
         self.assertTrue(transport.disconnecting)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
         self.assertEqual(self.resource.reached, [])
@@ -492,7 +493,7 @@ class LimitTests(ControlSiteTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.reactor.advance(TIMEOUT * 10)
+        passTime(self.reactor, TIMEOUT * 10)
         self.assertFalse(transport.disconnecting)
         self.resource.pending[0].write(b"done")
         self.resource.pending[0].finish()

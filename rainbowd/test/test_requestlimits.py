@@ -24,6 +24,7 @@ from rainbowd import requestlimits
 from rainbowd.config import Config
 from rainbowd.proxy import ProxySite
 from rainbowd.requestlimits import LOG_INTERVAL, RequestLimits
+from rainbowd.test.fakes import passTime
 
 DEFAULTS = attrs.fields(Config)
 HEADER_TIMEOUT = DEFAULTS.requestHeaderTimeout.default
@@ -87,7 +88,7 @@ class LimitsTestCase(SynchronousTestCase):
             if transport.disconnecting:
                 return
             protocol.dataReceived(bytes([byte]))
-            self.reactor.advance(every)
+            passTime(self.reactor, every)
 
     def code(self, transport) -> int:
         return int(transport.value().split(b" ", 2)[1])
@@ -136,9 +137,9 @@ class HeadTimeoutTests(LimitsTestCase):
         requestHeaderTimeout has passed, not after the idle timeout.
         """
         protocol, transport = self.connect()
-        self.reactor.advance(HEADER_TIMEOUT - 0.1)
+        passTime(self.reactor, HEADER_TIMEOUT - 0.1)
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(0.1)
+        passTime(self.reactor, 0.1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
 
@@ -151,12 +152,28 @@ class HeadTimeoutTests(LimitsTestCase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         answered = transport.value()
-        self.reactor.advance(IDLE_TIMEOUT - 1)
+        passTime(self.reactor, IDLE_TIMEOUT - 1)
         self.assertFalse(transport.disconnecting)
         started = self.reactor.seconds()
         self.trickle(protocol, transport, b"GET / HTTP/1.1\r\nHost: " + b"x" * 100, 1)
         self.assertEqual(self.reactor.seconds() - started, HEADER_TIMEOUT)
         self.assertTrue(transport.value()[len(answered) :].startswith(b"HTTP/1.1 408 "))
+
+    def test_headBegunMidIdle(self) -> None:
+        """
+        A head begun at any point of a long idle wait is due
+        requestHeaderTimeout after its first byte, not when the idle
+        timeout would have ended.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        passTime(self.reactor, 35.5)
+        protocol.dataReceived(b"G")
+        passTime(self.reactor, HEADER_TIMEOUT - 0.5)
+        self.assertFalse(transport.disconnecting)
+        passTime(self.reactor, 0.5)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
 
     def test_keptAliveIdleTimeout(self) -> None:
         """
@@ -166,7 +183,7 @@ class HeadTimeoutTests(LimitsTestCase):
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         answered = transport.value()
-        self.reactor.advance(IDLE_TIMEOUT)
+        passTime(self.reactor, IDLE_TIMEOUT)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), answered)
 
@@ -177,9 +194,9 @@ class HeadTimeoutTests(LimitsTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n")
-        self.reactor.advance(HEADER_TIMEOUT - 0.1)
+        passTime(self.reactor, HEADER_TIMEOUT - 0.1)
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(0.1)
+        passTime(self.reactor, 0.1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual([path for (_, path, _) in self.resource.reached], [b"/1"])
 
@@ -190,9 +207,9 @@ class HeadTimeoutTests(LimitsTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET")
-        self.reactor.advance(HEADER_TIMEOUT)
+        passTime(self.reactor, HEADER_TIMEOUT)
         with capturedLogs() as events:
-            self.reactor.advance(protocol.abortTimeout)
+            passTime(self.reactor, protocol.abortTimeout)
         self.assertTrue(transport.disconnected)
         self.assertEqual(events, [])
 
@@ -218,7 +235,7 @@ class BodyRateTests(LimitsTestCase):
         protocol, transport = self.post(1000000)
         for _ in range(int(BODY_TIMEOUT)):
             protocol.dataReceived(b"x" * (MIN_RATE - 1))
-            self.reactor.advance(1)
+            passTime(self.reactor, 1)
         self.assertTrue(transport.disconnecting)
         answer = transport.value()
         self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
@@ -231,9 +248,9 @@ class BodyRateTests(LimitsTestCase):
         """
         protocol, transport = self.post(1000000)
         protocol.dataReceived(b"x" * int(MIN_RATE * BODY_TIMEOUT))
-        self.reactor.advance(BODY_TIMEOUT)
+        passTime(self.reactor, BODY_TIMEOUT)
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(BODY_TIMEOUT)
+        passTime(self.reactor, BODY_TIMEOUT)
         self.assertTrue(transport.disconnecting)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
 
@@ -248,7 +265,7 @@ class BodyRateTests(LimitsTestCase):
         while sent < size:
             protocol.dataReceived(b"x" * MIN_RATE)
             sent += MIN_RATE
-            self.reactor.advance(1)
+            passTime(self.reactor, 1)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.code(transport), 200)
         self.assertEqual(self.resource.reached, [(b"POST", b"/upload", b"x" * size)])
@@ -282,11 +299,66 @@ class BodyRateTests(LimitsTestCase):
         self.site.resource = Slow()
         protocol, transport = self.post(3)
         protocol.dataReceived(b"abc")
-        self.reactor.advance(3600)
+        passTime(self.reactor, 3600)
         self.assertFalse(transport.disconnecting)
         pending[0].write(b"done")
         pending[0].finish()
         self.assertIn(b"done", transport.value())
+
+
+    def test_bodyTimeoutShorterThanHead(self) -> None:
+        """
+        With a requestBodyTimeout shorter than requestHeaderTimeout, a
+        stalled body is cut within the two.
+        """
+        self.site.limits = attrs.evolve(
+            self.site.limits, headerTimeout=30.0, bodyTimeout=5.0
+        )
+        protocol, transport = self.post(1000)
+        passTime(self.reactor, 35)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+
+
+class SoonerRecordingClock(MemoryReactorClock):
+    """
+    A clock that records every delayed call moved sooner, which Twisted's
+    real reactor does by a linear search of all its calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.movedSooner: list = []
+
+    def callLater(self, delay, f, *args, **kwargs):
+        call = super().callLater(delay, f, *args, **kwargs)
+        call.resetter = self.movedSooner.append
+        return call
+
+
+class TimerCostTests(LimitsTestCase):
+    """
+    The limits cost no more timer work than twisted.web's idle timeout.
+    """
+
+    def test_noTimerMovedSooner(self) -> None:
+        """
+        Serving kept-alive requests, with and without bodies, whole or
+        trickled, and pipelined, moves no timer sooner.
+        """
+        self.reactor = SoonerRecordingClock()
+        self.site = ProxySite(self.resource, reactor=self.reactor, timeout=IDLE_TIMEOUT)
+        protocol, transport = self.connect()
+        post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        for _ in range(3):
+            protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            passTime(self.reactor, 25)
+            protocol.dataReceived(post)
+            self.trickle(protocol, transport, post, 0.125)
+            protocol.dataReceived(post + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(self.resource.reached), 15)
+        self.assertEqual(self.reactor.movedSooner, [])
 
 
 class BodySizeTests(LimitsTestCase):
@@ -354,11 +426,13 @@ class BodySizeTests(LimitsTestCase):
     def test_refusedDiscardIsTimed(self) -> None:
         """
         The body of a refused request is read and dropped for at most one
-        requestBodyTimeout window.
+        requestBodyTimeout window after the head's deadline.
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
-        self.reactor.advance(BODY_TIMEOUT)
+        passTime(self.reactor, HEADER_TIMEOUT + BODY_TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        passTime(self.reactor, 1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.code(transport), 413)
 
@@ -553,9 +627,9 @@ class RefusalLogTests(LimitsTestCase):
             for _ in range(1000):
                 protocol, transport = self.connect()
                 protocol.dataReceived(b"GET / HTTP/1.1\r\n")
-            self.reactor.advance(HEADER_TIMEOUT)
+            passTime(self.reactor, HEADER_TIMEOUT)
             self.assertEqual(len(events), 1)
-            self.reactor.advance(LOG_INTERVAL)
+            passTime(self.reactor, LOG_INTERVAL)
         lines = [formatEvent(event) for event in events]
         self.assertEqual(len(lines), 2, lines)
         self.assertIn("Answered 408 to a client of the public port", lines[0])
@@ -568,12 +642,12 @@ class RefusalLogTests(LimitsTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"G")
-        self.reactor.advance(HEADER_TIMEOUT)
-        self.reactor.advance(LOG_INTERVAL)
+        passTime(self.reactor, HEADER_TIMEOUT)
+        passTime(self.reactor, LOG_INTERVAL)
         with capturedLogs() as events:
             protocol, transport = self.connect()
             protocol.dataReceived(b"G")
-            self.reactor.advance(HEADER_TIMEOUT)
+            passTime(self.reactor, HEADER_TIMEOUT)
         self.assertEqual(len(events), 1)
 
     def test_stoppedWithTheSite(self) -> None:
@@ -582,7 +656,7 @@ class RefusalLogTests(LimitsTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"G")
-        self.reactor.advance(HEADER_TIMEOUT)
+        passTime(self.reactor, HEADER_TIMEOUT)
         self.site.doStart()
         self.site.doStop()
         self.assertEqual(
