@@ -713,14 +713,16 @@ class ForwardingTests(SynchronousTestCase):
     def test_ambiguousFramingRefused(self) -> None:
         """
         A request framed two ways (I{Content-Length} and I{Transfer-Encoding})
-        is refused with 400 by twisted.web, and one with a coding other than
-        chunked with 501 by rainbowd; neither reaches a backend, so that it
+        or with a coding it does not know, is refused with 400 by
+        twisted.web, and one with C{identity}, which it would take, with 501
+        by rainbowd; none reaches a backend, so that it
         cannot be read one way by rainbowd and another by the app.
         """
         for framing, code in [
             (b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", 400),
             (b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", 400),
-            (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+            (b"Transfer-Encoding: gzip, chunked\r\n", 400),
+            (b"Transfer-Encoding: identity\r\n", 501),
             (b"Content-Length: 3\r\nContent-Length: 4\r\n", 400),
         ]:
             client = self.world.request(

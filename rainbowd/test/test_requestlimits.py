@@ -187,6 +187,20 @@ class HeadTimeoutTests(LimitsTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), answered)
 
+    def test_unreadResponseAborted(self) -> None:
+        """
+        A client that asked for the connection to close, and does not read
+        its response, loses the connection the idle timeout plus
+        C{abortTimeout} later.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        passTime(self.reactor, IDLE_TIMEOUT + protocol.abortTimeout - 1)
+        self.assertFalse(transport.disconnected)
+        passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnected)
+
     def test_pipelinedHeadsDue(self) -> None:
         """
         A request pipelined behind another, half sent, is due
@@ -567,17 +581,41 @@ class TransferCodingTests(LimitsTestCase):
 
     def test_otherCodingsRefused(self) -> None:
         """
-        Other codings, alone or before chunked, get 501 too, whatever the
-        case or the headers around them.
+        Identity in any case, next to chunked or a Content-Length, gets 501
+        too, and codings twisted.web does not know get its 400; whatever
+        the headers around them, the connection is closed.
         """
-        for coding in [b"gzip", b"Identity", b"gzip, chunked", b"chunked, identity"]:
+        for codings, code in [
+            ([b"Identity"], 501),
+            ([b"identity\r\nContent-Length: 0"], 501),
+            ([b"identity", b"chunked"], 501),
+            ([b"chunked", b"identity"], 501),
+            ([b"gzip"], 400),
+            ([b"gzip, chunked"], 400),
+            ([b"chunked, identity"], 400),
+        ]:
             protocol, transport = self.connect()
             protocol.dataReceived(
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: " + coding + b"\r\n"
-                b"Host: x\r\n\r\n0\r\n\r\n"
+                b"POST / HTTP/1.1\r\n"
+                + b"".join(b"transfer-ENCODING: " + c + b"\r\n" for c in codings)
+                + b"Host: x\r\n\r\n0\r\n\r\n"
             )
-            self.assertEqual(self.code(transport), 501, coding)
+            self.assertEqual(self.code(transport), code, codings)
             self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.resource.reached, [])
+
+    def test_identityWithLengthRefused(self) -> None:
+        """
+        Identity with a Content-Length, which twisted.web reads by the
+        length, gets 501 too: a front proxy may read it otherwise.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: identity\r\n\r\nabc"
+        )
+        self.assertEqual(self.code(transport), 501)
+        self.assertTrue(transport.disconnecting)
         self.assertEqual(self.resource.reached, [])
 
     def test_chunkedTaken(self) -> None:
