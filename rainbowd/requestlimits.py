@@ -37,6 +37,7 @@ the public port, JSON on the control port.
 """
 
 import errno
+import math
 import tempfile
 from typing import Any, Dict, Optional
 
@@ -248,7 +249,7 @@ class LimitedChannel(HTTPChannel):
     _idleFirst = 0.0
     _bodyTimerLater = True
     _phase = _FIRST
-    _idleTimeout: float = 0.0
+    _idleTimeout = 0.0
     _headDeadline = 0.0
     _idleLeft = 0.0
     _measuring = False
@@ -258,7 +259,8 @@ class LimitedChannel(HTTPChannel):
     def connectionMade(self) -> None:
         limits = self.limits = self.site.limits
         self._seconds = self.site.reactor.seconds
-        self._idleTimeout = idle = self.timeOut or 0.0
+        # A site without an idle timeout (None) keeps idle connections.
+        idle = self._idleTimeout = math.inf if self.timeOut is None else self.timeOut
         self._idleFirst = min(idle, limits.headerTimeout)
         self._bodyTimerLater = limits.bodyTimeout >= limits.headerTimeout
         self._headDeadline = self._seconds() + limits.headerTimeout
@@ -311,7 +313,6 @@ class LimitedChannel(HTTPChannel):
         self.persistent = self.checkPersistence(request, self._version)
         if self.length is not None and self.length > self.limits.maxBody:
             self.refuse(413, self.tooLargeMessage())
-            self._measuring = False
             return
         request.gotLength(self.length)
         if self.refused:
@@ -457,6 +458,8 @@ class LimitedChannel(HTTPChannel):
             return
         self.refused = True
         self._phase = _REFUSED
+        # The timer, when it next fires, gives the rest of the body a window.
+        self._measuring = False
         self.persistent = False
         self.site.refusalLog.refused(
             code, str(self.transport.getPeer()), logged or message

@@ -175,6 +175,20 @@ class HeadTimeoutTests(LimitsTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertIn(b"HTTP/1.1 408 ", transport.value())
 
+    def test_noIdleTimeout(self) -> None:
+        """
+        A site without an idle timeout keeps a kept-alive connection open,
+        however long it stays idle, and still times out the next head.
+        """
+        self.site = ProxySite(self.resource, reactor=self.reactor, timeout=None)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        passTime(self.reactor, 3600)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"G")
+        passTime(self.reactor, HEADER_TIMEOUT)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+
     def test_keptAliveIdleTimeout(self) -> None:
         """
         A kept-alive connection that stays idle is closed without an answer
