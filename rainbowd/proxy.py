@@ -8,11 +8,12 @@ swapping the deployer's active backend is therefore all a redeploy has to do
 to move traffic, and requests already forwarded finish where they started.
 
 The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s,
-under the limits of L{rainbowd.requestlimits}, serving a L{ReverseProxy}, which gives each request a L{_Forwarding}.  The
-backend side is L{rainbowd.backendclient}: a L{Pool} of persistent
-connections per backend, which stream a response to the client as it comes,
-paused while the client is slow; an upgrade (a WebSocket, say) becomes a
-L{rainbowd.tunnel.Tunnel} between the two connections.
+under the limits of L{rainbowd.requestlimits}, serving a L{ReverseProxy},
+which gives each request a L{_Forwarding}.  The backend side is
+L{rainbowd.backendclient}: a L{Pool} of persistent connections per backend,
+which stream a response to the client as it comes, paused while the client
+is slow; an upgrade (a WebSocket, say) becomes a L{rainbowd.tunnel.Tunnel}
+between the two connections.
 """
 
 import re
@@ -90,9 +91,8 @@ class ReverseProxy(Resource):
       - all end-to-end headers, repeated ones included, but those with an
         underscore in their name (WSGI and CGI read C{X_Forwarded_For} as
         C{X-Forwarded-For}, so a client could pass one off as the other);
-        and the client's
-        I{Host} (the host of the request target, if that is an absolute
-        URI);
+        and the client's I{Host} (the host of the request target, if that
+        is an absolute URI);
       - I{X-Forwarded-For} with the client's IP appended to whatever the
         client (normally nginx) sent;
       - I{X-Forwarded-Proto} and I{X-Forwarded-Host} computed from this

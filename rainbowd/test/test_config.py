@@ -348,6 +348,41 @@ class LoadConfigTests(SynchronousTestCase):
             '"maxBackends" is 0', self.loadError({"run": RUN, "maxBackends": 0})
         )
 
+    def test_requestLimits(self) -> None:
+        """
+        The request limits are read in their units; a body limit below 1
+        byte, or a negative rate, is an error.
+        """
+        config = self.load(
+            {
+                "run": RUN,
+                "requestHeaderTimeout": 2500,
+                "requestBodyTimeout": 4000,
+                "requestBodyMinRate": 0,
+                "maxRequestBody": 1000,
+            }
+        )
+        self.assertEqual(
+            (
+                config.requestHeaderTimeout,
+                config.requestBodyTimeout,
+                config.requestBodyMinRate,
+                config.maxRequestBody,
+            ),
+            (2.5, 4.0, 0, 1000),
+        )
+        self.assertIn(
+            "must be a whole number of bytes, 1 or more",
+            self.loadError({"run": RUN, "maxRequestBody": 0}),
+        )
+        self.assertIn(
+            "bytes a second, 0 or more",
+            self.loadError({"run": RUN, "requestBodyMinRate": -1}),
+        )
+        self.assertIn(
+            "greater than 0", self.loadError({"run": RUN, "requestHeaderTimeout": 0})
+        )
+
     def test_negativeTime(self) -> None:
         """
         A negative time is an error naming the unit.

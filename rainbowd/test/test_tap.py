@@ -9,6 +9,7 @@ from os import strerror
 from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
+import attrs
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -21,6 +22,7 @@ from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import settingNames
 from rainbowd.controlsite import ControlSite
 from rainbowd.metrics import Metrics, MetricsResource
+from rainbowd.requestlimits import RequestLimits
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 from rainbowd.test.test_controlsite import tokenFile
@@ -287,6 +289,27 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         self.assertEqual(len(reactor.processes), 1)
         self.assertEqual(reactor.processes[0].args[3], RUN)
+
+    def test_requestLimits(self) -> None:
+        """
+        Both sites get the request limits of the config, but the control
+        API keeps its own 64 KiB body limit.
+        """
+        reactor = FakeProcessReactor()
+        options = self.options(
+            "--request-header-timeout", "2500",
+            "--request-body-timeout", "4000",
+            "--request-body-min-rate", "100",
+            "--max-request-body", "1000",
+        )
+        service = makeService(options, reactor)
+        service.privilegedStartService()
+        proxy, control = [factory for _, factory, _, _ in reactor.tcpServers]
+        self.assertEqual(
+            proxy.limits,
+            RequestLimits(headerTimeout=2.5, bodyTimeout=4.0, bodyMinRate=100, maxBody=1000),
+        )
+        self.assertEqual(control.limits, attrs.evolve(proxy.limits, maxBody=64 * 1024))
 
     def test_stateDirMade(self) -> None:
         """
