@@ -473,6 +473,16 @@ class LimitedChannel(HTTPChannel):
         """
         code = 507 if error.errno in _STORAGE_ERRORS else 503
         reason = error.strerror or str(error)
+        request = self.requests[-1]
+        content, request.content = request.content, None
+        if content is not None:
+            try:
+                content.close()
+            except OSError:
+                # What it still buffers cannot be written either; the file is
+                # closed all the same.  twisted.web would otherwise close it,
+                # and raise, when the connection is lost.
+                pass
         self.refuse(
             code,
             f"there is no room to keep the request body ({reason}); try again "

@@ -62,6 +62,11 @@ class FullFile(BytesIO):
     def write(self, data: bytes) -> int:
         raise OSError(self.error, os.strerror(self.error))
 
+    def close(self) -> None:
+        # As a buffered file does: what it holds cannot be written either.
+        super().close()
+        raise OSError(self.error, os.strerror(self.error))
+
 
 class LimitsTestCase(SynchronousTestCase):
     def setUp(self) -> None:
@@ -567,6 +572,7 @@ class SpoolFailureTests(LimitsTestCase):
         self.assertEqual(self.code(transport), 507)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.resource.reached, [])
+        protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
