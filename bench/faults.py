@@ -16,6 +16,7 @@ import argparse
 import http.client
 import os
 import resource
+import select
 import signal
 import socket
 import sys
@@ -454,6 +455,81 @@ def connectionFlood(daemon: Rainbowd, load: Load) -> str:
 
 
 connectionFlood.fileLimit = 1024
+def trickle(port: int, count: int, start: bytes, every: float, deadline: float):
+    """
+    Open C{count} connections to C{port}, send C{start} on each, then a byte
+    every C{every} seconds on each, until rainbowd closes it.
+
+    @return: for each connection, what rainbowd sent and how many seconds
+        the connection lasted; L{None} for one still open at C{deadline}.
+    """
+    began = time.monotonic()
+    open_ = {}
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), 10)
+        s.sendall(start)
+        s.setblocking(False)
+        open_[s] = b""
+    done = []
+    nextByte = began + every
+    while open_ and time.monotonic() - began < deadline:
+        readable, _, _ = select.select(list(open_), [], [], max(0, nextByte - time.monotonic()))
+        for s in readable:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                open_[s] += chunk
+                continue
+            done.append((open_.pop(s), time.monotonic() - began))
+            s.close()
+        if time.monotonic() >= nextByte:
+            nextByte += every
+            for s in list(open_):
+                # Not on a connection that has answered: a reset could
+                # discard what it sent.
+                if not open_[s]:
+                    try:
+                        s.send(b"a")
+                    except OSError:
+                        pass
+    for s, data in open_.items():
+        done.append((None, deadline))
+        s.close()
+    return done
+
+
+@scenario
+def slowClients(daemon: Rainbowd, load: Load) -> str:
+    """Heads and bodies trickled a byte a second on both ports: all get 408 at their deadline, others unaffected."""
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
+    body = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    groups = [(daemon.port, 150, head), (daemon.port, 50, body), (daemon.controlPort, 50, head)]
+    threads = [inThread(trickle, port, count, start, 1.0, 30.0) for port, count, start in groups]
+    time.sleep(1)
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    code, answer = daemon.control("POST", "/redeploy")
+    check(code == 200, f"redeploy answered {code}: {answer}")
+    results = []
+    for thread, box in threads:
+        thread.join(60)
+        results.extend(box["result"])
+    bad = failures(load.stop())
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    open_ = [r for r in results if r[0] is None]
+    check(not open_, f"{len(open_)} trickling connections still open after 30 s")
+    not408 = [r for r in results if not r[0].startswith(b"HTTP/1.1 408 ")]
+    check(not not408, f"{len(not408)} got no 408: {not408[:2]}")
+    slowest = max(seconds for _, seconds in results)
+    check(slowest < 3 + 5, f"the last was closed after {slowest:.1f} s (deadlines 3 s)")
+    lines = daemon.log().count("Answered 408 to")
+    check(lines <= 6, f"{lines} lines logged for {len(results)} timeouts")
+    return (f"{len(results)} trickling connections all 408, the last after {slowest:.1f} s; "
+            f"{lines} log lines; redeploy 200 meanwhile; 0 of {len(load.results)} requests failed")
+
+
+slowClients.config = {"requestHeaderTimeout": 3000, "requestBodyTimeout": 3000}
 
 
 def run(f, ports: Ports, backendPorts: str) -> bool:

@@ -477,6 +477,30 @@ class Config:
         "in ms",
         default=30.0,
     )
+    requestHeaderTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Time a client has to send a whole request head (from connecting, or "
+        "from the first byte of a kept-alive request), in ms; then 408",
+        default=10.0,
+    )
+    requestBodyTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Window over which a request body must keep up requestBodyMinRate, "
+        "in ms; a body that stalls this long is cut with 408",
+        default=20.0,
+    )
+    requestBodyMinRate: int = _setting(
+        _Kind("a whole number of bytes a second, 0 or more", _parseCount),
+        "Slowest a request body may arrive, in bytes a second over each "
+        "requestBodyTimeout (0: a byte in each)",
+        default=500,
+    )
+    maxRequestBody: int = _setting(
+        _Kind("a whole number of bytes, 1 or more", _parseMaxBackends),
+        "Largest request body taken on the public port, in bytes; a bigger one "
+        "gets 413",
+        default=100 * 1024 * 1024,
+    )
     killTimeout: float = _setting(
         _milliseconds(positive=False),
         "Time between SIGTERM and SIGKILL when stopping a version, in ms",

@@ -8,8 +8,9 @@ L{rainbowd.browsers}), is answered 403; then, when
 a token is configured (C{controlTokenFile}), a request without
 C{Authorization: Bearer TOKEN} is answered 401 before any resource sees
 it.  Request bodies are capped at L{MAX_BODY} bytes, refused with 413 as
-soon as the headers (or the chunks so far) say they are bigger, and idle or
-slow connections are closed after L{TIMEOUT} seconds.
+soon as the headers (or the chunks so far) say they are bigger; slow
+requests are timed out as on the public port (L{rainbowd.requestlimits}),
+and connections idle between requests are closed after L{TIMEOUT} seconds.
 """
 
 import hmac
@@ -19,29 +20,25 @@ import stat
 from typing import Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address
+import attrs
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 from rainbowd.browsers import BrowserGuard, Refusal
 from rainbowd.config import Config, ConfigError, endpointArguments
 from rainbowd.control import jsonBody, writeJSON
+from rainbowd.requestlimits import LimitedChannel, LimitedSite, RequestLimits
 
 _log = Logger()
 
 #: The largest control request body taken, in bytes.
 MAX_BODY = 64 * 1024
 
-#: How long a control connection may stay idle, or take to send a request,
-#: in seconds.
+#: How long a kept-alive control connection may stay idle between
+#: requests, in seconds.
 TIMEOUT = 30
-
-#: How much of a refused body is read and thrown away, in bytes, so that
-#: the client reads its 413 instead of a reset connection; beyond this the
-#: connection is closed.
-DISCARD_LIMIT = 16 * 1024 * 1024
 
 #: After a refused request from a web page is logged, how long further
 #: ones are only counted, in seconds; the count is then logged.
@@ -247,108 +244,30 @@ class _RefusalLog:
             self._quiet = self._reactor.callLater(REFUSAL_LOG_INTERVAL, self._count)
 
 
-def _tooLarge(limit: int) -> bytes:
+class _ControlChannel(LimitedChannel):
     """
-    The whole 413 answer, written before the request is complete.
-    """
-    error = {
-        "error": f"the request body is larger than {limit} bytes, the most "
-        "the control API takes; send a smaller one (POST /redeploy needs none)"
-    }
-    body = jsonBody(error)
-    return (
-        b"HTTP/1.1 413 Content Too Large\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Content-Length: %d\r\n"
-        b"Connection: close\r\n"
-        b"\r\n%s" % (len(body), body)
-    )
-
-
-class _LimitedRequest(Request):
-    """
-    A request whose body may not grow beyond its channel's C{maxBody}.
+    A control connection: fewer headers than on the public port.
     """
 
-    _received = 0
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.channel is None:
-            return
-        if self.channel.refused:
-            self.channel.discarded(len(data))
-            return
-        self._received += len(data)
-        if self._received > self.channel.maxBody:
-            self.channel.refuseBody()
-            return
-        Request.handleContentChunk(self, data)
-
-
-class _LimitedChannel(HTTPChannel):
-    """
-    An HTTP channel that answers 413 to a body bigger than C{maxBody} --
-    before its first byte when C{Content-Length} says so, and as soon as
-    the chunks received pass it otherwise -- and then reads and drops the
-    rest of it (up to L{DISCARD_LIMIT}) so the client gets the answer.
-    """
-
-    maxBody = MAX_BODY
     maxHeaders = 100
     totalHeadersSize = 16 * 1024
-    refused = False
-    _discarded = 0
-
-    def allHeadersReceived(self) -> None:
-        if self.length is not None and self.length > self.maxBody:
-            # Not HTTPChannel's: it would send "100 Continue".
-            self.refuseBody()
-            return
-        HTTPChannel.allHeadersReceived(self)
-
-    def refuseBody(self) -> None:
-        """
-        Answer 413 and take no more of this request.
-        """
-        if self.refused:
-            return
-        self.refused = True
-        self.persistent = False
-        _log.warn(
-            "refused a control request from {peer}: its body is larger than "
-            "{limit} bytes",
-            peer=str(self.transport.getPeer()),
-            limit=self.maxBody,
-        )
-        self.transport.write(_tooLarge(self.maxBody))
-
-    def discarded(self, size: int) -> None:
-        self._discarded += size
-        if self._discarded > DISCARD_LIMIT:
-            self.loseConnection()
-
-    def _finishRequestBody(self, data: bytes) -> None:
-        if self.refused:
-            self.loseConnection()
-            return
-        HTTPChannel._finishRequestBody(self, data)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.refused and self.transport.disconnecting:
-            return
-        HTTPChannel.dataReceived(self, data)
 
 
-class ControlSite(Site):
+class ControlSite(LimitedSite):
     """
-    The site of the control API: L{_LimitedChannel} connections with an
-    idle timeout; no resource for a request C{guard} refuses (a web page's,
-    or one for an unknown host name); and, when C{token} is given, none for
-    a request that does not bear it.
+    The site of the control API: connections with the limits of
+    L{rainbowd.requestlimits}, bodies up to L{MAX_BODY}, idle connections
+    closed after L{TIMEOUT}, JSON answers to the requests refused; no
+    resource for a request C{guard} refuses (a web page's, or one for an
+    unknown host name); and, when C{token} is given, none for a request
+    that does not bear it.
     """
 
-    protocol = _LimitedChannel
-    requestFactory = _LimitedRequest
+    protocol = _ControlChannel
+    what = "control API"
+    bodyLimitNote = (
+        "the control API takes; send a smaller one (POST /redeploy needs none)"
+    )
 
     def __init__(
         self,
@@ -357,11 +276,26 @@ class ControlSite(Site):
         timeout: float = TIMEOUT,
         reactor=None,
         guard: BrowserGuard = BrowserGuard(),
+        limits: Optional[RequestLimits] = None,
     ) -> None:
-        Site.__init__(self, resource, timeout=timeout, reactor=reactor)
+        """
+        @param limits: The timeouts of its requests (their C{maxBody} is
+            always L{MAX_BODY}); by default, L{Config}'s.
+        """
+        limits = RequestLimits.fromConfig(None) if limits is None else limits
+        LimitedSite.__init__(
+            self,
+            resource,
+            timeout=timeout,
+            reactor=reactor,
+            limits=attrs.evolve(limits, maxBody=MAX_BODY),
+        )
         self._token = token
         self._guard = guard
         self._refusals = _RefusalLog(self.reactor)
+
+    def errorBody(self, message: str) -> Tuple[bytes, bytes]:
+        return b"application/json", jsonBody({"error": message})
 
     def getResourceFor(self, request: IRequest) -> Resource:
         # Before the token: a page learns nothing of it, right or wrong.

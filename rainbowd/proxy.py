@@ -7,12 +7,13 @@ backend the deployer says is active I{at the moment the request arrives};
 swapping the deployer's active backend is therefore all a redeploy has to do
 to move traffic, and requests already forwarded finish where they started.
 
-The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s
-serving a L{ReverseProxy}, which gives each request a L{_Forwarding}.  The
-backend side is L{rainbowd.backendclient}: a L{Pool} of persistent
-connections per backend, which stream a response to the client as it comes,
-paused while the client is slow; an upgrade (a WebSocket, say) becomes a
-L{rainbowd.tunnel.Tunnel} between the two connections.
+The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s,
+under the limits of L{rainbowd.requestlimits}, serving a L{ReverseProxy},
+which gives each request a L{_Forwarding}.  The backend side is
+L{rainbowd.backendclient}: a L{Pool} of persistent connections per backend,
+which stream a response to the client as it comes, paused while the client
+is slow; an upgrade (a WebSocket, say) becomes a L{rainbowd.tunnel.Tunnel}
+between the two connections.
 """
 
 import re
@@ -28,9 +29,10 @@ from twisted.python.failure import Failure
 from twisted.web.client import URI
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from rainbowd.backendclient import HOP_BY_HOP, BackendConnection, Pool
+from rainbowd.requestlimits import LimitedRequest, LimitedSite
 from rainbowd.tunnel import Tunnel
 
 _log = Logger()
@@ -86,9 +88,11 @@ class ReverseProxy(Resource):
     What is forwarded:
 
       - the method, the request target and the body;
-      - all end-to-end headers, repeated ones included, and the client's
-        I{Host} (the host of the request target, if that is an absolute
-        URI);
+      - all end-to-end headers, repeated ones included, but those with an
+        underscore in their name (WSGI and CGI read C{X_Forwarded_For} as
+        C{X-Forwarded-For}, so a client could pass one off as the other);
+        and the client's I{Host} (the host of the request target, if that
+        is an absolute URI);
       - I{X-Forwarded-For} with the client's IP appended to whatever the
         client (normally nginx) sent;
       - I{X-Forwarded-Proto} and I{X-Forwarded-Host} computed from this
@@ -219,10 +223,10 @@ class ReverseProxy(Resource):
         pool.drain()
 
 
-class ProxyRequest(Request):
+class ProxyRequest(LimitedRequest):
     """
-    A request on rainbowd's public port: twisted.web's L{Request} without
-    the work a proxy has no use for.
+    A request on rainbowd's public port: twisted.web's L{Request}, with a
+    body of limited size, without the work a proxy has no use for.
 
     L{Request.process} sets I{Server} and I{Date} headers (which the
     backend's own replace), splits the path to traverse resources (the
@@ -274,11 +278,11 @@ class ProxyRequest(Request):
             forwarding.hungUp()
 
 
-class ProxySite(Site):
+class ProxySite(LimitedSite):
     """
-    The L{Site} serving a L{ReverseProxy}: quiet, with lean requests, and
-    telling C{requestLog} (metrics, the access log) about every request,
-    however it ends.
+    The L{Site} serving a L{ReverseProxy}: quiet, with lean requests under
+    the limits of L{rainbowd.requestlimits}, and telling C{requestLog}
+    (metrics, the access log) about every request, however it ends.
 
     @ivar requestLog: has C{finished(request, seconds)}, called once a
         response is complete, and C{unfinished(request, seconds)}, called
@@ -289,6 +293,11 @@ class ProxySite(Site):
     noisy = False
     requestFactory = ProxyRequest
     requestLog: Any = None
+    what = "public port"
+    bodyLimitNote = "rainbowd takes (maxRequestBody)"
+
+    def errorBody(self, message: str) -> Tuple[bytes, bytes]:
+        return b"text/plain; charset=utf-8", f"rainbowd: {message}\n".encode("utf-8")
 
     def log(self, request: Request) -> None:
         receivedAt = request.receivedAt
@@ -828,7 +837,9 @@ def _requestHead(
     request: Request, target: bytes, bodyLength: int, upgrade: bool
 ) -> bytes:
     """
-    The request line and headers to send to the backend for C{request}.
+    The request line and headers to send to the backend for C{request}:
+    not those with an underscore in their name, since the app may read
+    them as the header with a dash in its place.
 
     @raise _Unforwardable: Its target names a host that cannot go in a
         header, or it has more than one I{Host} header.
@@ -844,7 +855,9 @@ def _requestHead(
     forwardedProto = forwardedHost = False
     for name, values in requestHeaders.getAllRawHeaders():
         lower = name.lower()
-        if lower in drop:
+        if lower in drop or b"_" in lower:
+            # WSGI and CGI name X_Forwarded_For as they name X-Forwarded-For:
+            # as nginx does, no header with an underscore is passed on.
             continue
         if lower == b"x-forwarded-proto":
             forwardedProto = True

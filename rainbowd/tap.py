@@ -50,6 +50,7 @@ from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
 from rainbowd.statedir import UnsafeStateDir, openFile, prepare
+from rainbowd.requestlimits import RequestLimits
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
@@ -93,6 +94,10 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "livenessFailures": (None, "number"),
     "startTimeout": (None, "number"),
     "drainTimeout": (None, "number"),
+    "requestHeaderTimeout": (None, "number"),
+    "requestBodyTimeout": (None, "number"),
+    "requestBodyMinRate": (None, "number"),
+    "maxRequestBody": (None, "number"),
     "killTimeout": (None, "number"),
     "maxConnections": (None, "number"),
     "queueTimeout": (None, "number"),
@@ -443,6 +448,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     deployer.setServiceParent(service)
     RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
     metrics = Metrics(deployer)
+    limits = RequestLimits.fromConfig(config)
     proxy = ProxySite(
         ReverseProxy(
             deployer,
@@ -450,7 +456,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
             config.queueTimeout,
             backendConnections=config.backendConnections,
             backendMaxRequests=config.backendMaxRequests,
-        )
+        ),
+        reactor=reactor,
+        limits=limits,
     )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
     cap = ConnectionCap(proxy, _maxConnections(options), reactor)
@@ -459,7 +467,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
     control.putChild(b"metrics", MetricsResource(metrics.registry))
     guard = BrowserGuard(config.controlAllowedOrigins, config.controlAllowedHosts)
     controlSite = ControlSite(
-        control, token=options.controlToken, reactor=reactor, guard=guard
+        control,
+        token=options.controlToken,
+        reactor=reactor,
+        guard=guard,
+        limits=limits,
     )
     sites = [("port", cap), ("controlPort", controlSite)]
     listening = {}

@@ -249,3 +249,19 @@ class FakeHealthCheck:
         for probePort, path, timeout, d in self.probes:
             if probePort == port and not d.called:
                 d.callback(None)
+
+
+def passTime(clock: MemoryReactorClock, seconds: float) -> None:
+    """
+    Advance C{clock} by C{seconds} as a real reactor would: each delayed
+    call runs at its own time, so that a call it schedules counts from
+    then, not from the end of the whole advance.
+    """
+    end = clock.seconds() + seconds
+    while True:
+        due = [call.getTime() for call in clock.getDelayedCalls()]
+        due = [when for when in due if when <= end]
+        if not due:
+            break
+        clock.advance(max(min(due) - clock.seconds(), 0))
+    clock.advance(end - clock.seconds())

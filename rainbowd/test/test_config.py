@@ -161,6 +161,8 @@ class LoadConfigTests(SynchronousTestCase):
                 "livenessInterval",
                 "startTimeout",
                 "drainTimeout",
+                "requestHeaderTimeout",
+                "requestBodyTimeout",
                 "killTimeout",
                 "queueTimeout",
             },
@@ -400,6 +402,41 @@ class LoadConfigTests(SynchronousTestCase):
             self.assertIn("a whole number, 1 or more", message)
         self.assertEqual(
             self.load({"run": RUN, "livenessFailures": 1}).livenessFailures, 1
+        )
+
+    def test_requestLimits(self) -> None:
+        """
+        The request limits are read in their units; a body limit below 1
+        byte, or a negative rate, is an error.
+        """
+        config = self.load(
+            {
+                "run": RUN,
+                "requestHeaderTimeout": 2500,
+                "requestBodyTimeout": 4000,
+                "requestBodyMinRate": 0,
+                "maxRequestBody": 1000,
+            }
+        )
+        self.assertEqual(
+            (
+                config.requestHeaderTimeout,
+                config.requestBodyTimeout,
+                config.requestBodyMinRate,
+                config.maxRequestBody,
+            ),
+            (2.5, 4.0, 0, 1000),
+        )
+        self.assertIn(
+            "must be a whole number of bytes, 1 or more",
+            self.loadError({"run": RUN, "maxRequestBody": 0}),
+        )
+        self.assertIn(
+            "bytes a second, 0 or more",
+            self.loadError({"run": RUN, "requestBodyMinRate": -1}),
+        )
+        self.assertIn(
+            "greater than 0", self.loadError({"run": RUN, "requestHeaderTimeout": 0})
         )
 
     def test_negativeTime(self) -> None:

@@ -19,7 +19,9 @@ from twisted.web.server import NOT_DONE_YET
 
 from rainbowd import controlsite
 from rainbowd.browsers import BrowserGuard
+from rainbowd import controlsite, requestlimits
 from rainbowd.config import Config, ConfigError, endpointArguments, endpointParts
+from rainbowd.test.fakes import passTime
 from rainbowd.controlsite import (
     MAX_BODY,
     TIMEOUT,
@@ -29,6 +31,9 @@ from rainbowd.controlsite import (
 )
 
 TOKEN = b"Zm9vYmFyYmF6cXV4LXRoZS10b2tlbg=="
+
+#: The default requestHeaderTimeout, in seconds.
+HEADER_TIMEOUT = 10.0
 
 
 def tokenFile(testCase: SynchronousTestCase, content: bytes, mode: int = 0o600) -> str:
@@ -404,27 +409,89 @@ class LimitTests(ControlSiteTestCase):
         Beyond C{DISCARD_LIMIT} bytes of a refused body the connection is
         closed without reading the rest.
         """
-        self.patch(controlsite, "DISCARD_LIMIT", 100000)
+        self.patch(requestlimits, "DISCARD_LIMIT", 100000)
         protocol, transport = self.post(b"Content-Length: 10000000")
         protocol.dataReceived(b"x" * 60000)
         self.assertFalse(transport.disconnecting)
         protocol.dataReceived(b"x" * 60000)
         self.assertTrue(transport.disconnecting)
 
+    def test_silentConnectionClosed(self) -> None:
+        """
+        A connection that sends nothing is closed, with no answer, once the
+        request head is due.
+        """
+        protocol, transport = self.connect()
+        passTime(self.reactor, HEADER_TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
     def test_idleTimeout(self) -> None:
         """
-        A connection that sends nothing, or stops half-way through its
-        headers, is closed after C{TIMEOUT} seconds.
+        A kept-alive connection idle after a response is closed after
+        C{TIMEOUT} seconds, with no answer.
         """
         protocol, transport = self.connect()
-        self.reactor.advance(TIMEOUT - 1)
+        protocol.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        answered = transport.value()
+        passTime(self.reactor, TIMEOUT - 1)
         self.assertFalse(transport.disconnecting)
-        self.reactor.advance(1)
+        passTime(self.reactor, 1)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), answered)
+
+    def test_trickledHeadTimedOut(self) -> None:
+        """
+        A request head trickled a byte every 5 s, which would keep an idle
+        timeout from ever firing, is answered 408 and closed once
+        requestHeaderTimeout has passed since the connection opened.
+        """
         protocol, transport = self.connect()
-        protocol.dataReceived(b"POST /redeploy HTTP/1.1\r\nHost:")
-        self.reactor.advance(TIMEOUT)
+        head = b"POST /redeploy HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        for byte in head[: int(HEADER_TIMEOUT / 5)]:
+            protocol.dataReceived(bytes([byte]))
+            passTime(self.reactor, 5)
         self.assertTrue(transport.disconnecting)
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
+        error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+        self.assertIn("request head was not complete within 10 s", error)
+        self.assertEqual(self.resource.reached, [])
+
+    def test_trickledKeptAliveHeadTimedOut(self) -> None:
+        """
+        On a kept-alive connection, the next request's head is due
+        requestHeaderTimeout after its first byte, however it trickles.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        passTime(self.reactor, TIMEOUT - 1)
+        protocol.dataReceived(b"G")
+        for _ in range(int(HEADER_TIMEOUT) - 1):
+            passTime(self.reactor, 1)
+            protocol.dataReceived(b"E")
+        self.assertFalse(transport.disconnecting)
+        passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(b"HTTP/1.1 408 ", transport.value())
+
+    def test_slowBodyTimedOut(self) -> None:
+        """
+        A body slower than requestBodyMinRate over a requestBodyTimeout
+        window is answered 408 and closed.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /redeploy HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n"
+        )
+        for _ in range(4):
+            protocol.dataReceived(b"x" * 10)
+            passTime(self.reactor, 5)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertEqual(self.resource.reached, [])
 
     def test_noTimeoutWhileAnswering(self) -> None:
         """
@@ -433,7 +500,7 @@ class LimitTests(ControlSiteTestCase):
         """
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.reactor.advance(TIMEOUT * 10)
+        passTime(self.reactor, TIMEOUT * 10)
         self.assertFalse(transport.disconnecting)
         self.resource.pending[0].write(b"done")
         self.resource.pending[0].finish()

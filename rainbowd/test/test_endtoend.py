@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -85,6 +86,44 @@ def alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(") ")[-1][0] != "Z"
+
+
+def readUntilClosed(s: socket.socket, send: bytes = b"") -> bytes:
+    """
+    Send C{send} on C{s}, then read until the peer closes it.
+    """
+    s.settimeout(DEADLINE)
+    if send:
+        s.sendall(send)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def trickleHead(port: int, every: float = 0.2):
+    """
+    Send a request head that never ends to C{port} on 127.0.0.1, a byte
+    every C{every} seconds, until rainbowd answers.
+
+    @return: what rainbowd sent before it closed the connection, the
+        seconds that took, and how many bytes were sent.
+    """
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), DEADLINE) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        sent = 0
+        while time.monotonic() - started < DEADLINE:
+            # Read before each byte: a byte sent after rainbowd closed would
+            # get a reset that can discard its unread answer.
+            readable, _, _ = select.select([s], [], [], every)
+            if readable:
+                return readUntilClosed(s), time.monotonic() - started, sent
+            s.send(b"a")
+            sent += 1
+    raise AssertionError(f"port {port} took a trickled head for {DEADLINE} s")
 
 
 SIGNALS = ProcessGroupSignals()
@@ -754,7 +793,54 @@ class EndToEndTests(SynchronousTestCase):
         self.assertIn("larger than 65536 bytes", body["error"])
         self.assertEqual(daemon.control("GET", "/status")[1]["active"], 1)
         self.assertEqual(daemon.get("/")[0], 200)
-        self.assertIn("its body is larger than 65536 bytes", daemon.log())
+        self.assertIn(
+            "Answered 413 to a client of the control API", daemon.log()
+        )
+        self.assertIn("body is larger than 65536 bytes", daemon.log())
+
+    def test_trickledHeadsTimedOut(self):
+        """
+        On both ports, a request head trickled a byte every 0.2 s is
+        answered 408 and closed once requestHeaderTimeout (1 s) has passed,
+        though bytes kept coming, and logged; rainbowd serves on.
+        """
+        daemon = Daemon(self, requestHeaderTimeout=1000)
+        daemon.start()
+        daemon.serving()
+        for port, what in [
+            (daemon.port, "public port"),
+            (daemon.controlPort, "control API"),
+        ]:
+            answer, seconds, sent = trickleHead(port)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), (what, answer))
+            self.assertIn(b"requestHeaderTimeout", answer)
+            self.assertGreaterEqual(seconds, 1.0)
+            self.assertGreaterEqual(sent, 3)
+            waitFor(
+                lambda: f"Answered 408 to a client of the {what}" in daemon.log(),
+                f"the 408 on the {what} to be logged",
+            )
+        self.assertEqual(daemon.get("/")[0], 200)
+        self.assertEqual(daemon.control("GET", "/status")[1]["active"], 1)
+
+    def test_bigBodyRefusedOnPublicPort(self):
+        """
+        A request whose Content-Length is over maxRequestBody is answered
+        413 without reaching the app, and rainbowd serves on.
+        """
+        daemon = Daemon(self, maxRequestBody=1000)
+        daemon.start()
+        daemon.serving()
+        with socket.create_connection(("127.0.0.1", daemon.port), DEADLINE) as s:
+            s.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 1001\r\n\r\n"
+            )
+            answer = readUntilClosed(s, send=b"x" * 1001)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer)
+        self.assertIn(b"larger than 1000 bytes", answer)
+        self.assertNotIn(b"100 Continue", answer)
+        self.assertEqual(daemon.get("/")[0], 200)
 
     def test_rainbowctlOverUnixSocket(self):
         """

@@ -607,6 +607,29 @@ class ForwardingTests(SynchronousTestCase):
             [b"203.0.113.1, 198.51.100.2, 192.0.2.7"],
         )
 
+    def test_underscoredHeadersDropped(self) -> None:
+        """
+        Headers with an underscore in their name, which WSGI and CGI apps
+        read as the same header with a dash, are not forwarded, so that
+        I{X_Forwarded_For} cannot pass for I{X-Forwarded-For}.
+        """
+        received, client = self.forward(
+            rawRequest(
+                headers=(
+                    (b"Host", b"app.example"),
+                    (b"X_Forwarded_For", b"203.0.113.66"),
+                    (b"X-Real_IP", b"203.0.113.66"),
+                    (b"Custom_Header", b"x"),
+                    (b"Custom-Header", b"kept"),
+                )
+            )
+        )
+        names = [name for name, _ in received.headers.getAllRawHeaders()]
+        self.assertEqual([name for name in names if b"_" in name], [])
+        self.assertEqual(received.header(b"X-Forwarded-For"), [b"192.0.2.7"])
+        self.assertEqual(received.header(b"Custom-Header"), [b"kept"])
+        self.assertNotIn(b"203.0.113.66", repr(received.headers).encode())
+
     def test_forwardedProtoAndHostSet(self) -> None:
         """
         I{X-Forwarded-Proto} and I{X-Forwarded-Host} are set from the
@@ -691,22 +714,24 @@ class ForwardingTests(SynchronousTestCase):
 
     def test_ambiguousFramingRefused(self) -> None:
         """
-        A request framed two ways (I{Content-Length} and I{Transfer-Encoding}),
-        or with a coding other than chunked, is refused with 400 by
-        twisted.web and never reaches a backend, so that it cannot be read
-        one way by rainbowd and another by the app.
+        A request framed two ways (I{Content-Length} and I{Transfer-Encoding})
+        or with a coding it does not know, is refused with 400 by
+        twisted.web, and one with C{identity}, which it would take, with 501
+        by rainbowd; none reaches a backend, so that it
+        cannot be read one way by rainbowd and another by the app.
         """
-        for framing in [
-            b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
-            b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
-            b"Transfer-Encoding: gzip, chunked\r\n",
-            b"Content-Length: 3\r\nContent-Length: 4\r\n",
+        for framing, code in [
+            (b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", 400),
+            (b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", 400),
+            (b"Transfer-Encoding: gzip, chunked\r\n", 400),
+            (b"Transfer-Encoding: identity\r\n", 501),
+            (b"Content-Length: 3\r\nContent-Length: 4\r\n", 400),
         ]:
             client = self.world.request(
                 b"POST / HTTP/1.1\r\nHost: app.example\r\n" + framing + b"\r\n"
                 b"3\r\nabc\r\n0\r\n\r\n"
             )
-            self.assertEqual(client.response().code, 400, framing)
+            self.assertEqual(client.response().code, code, framing)
         self.assertEqual(self.world.attempts(), [])
         self.assertEqual(self.backend.started, 0)
 
@@ -1989,7 +2014,7 @@ class BackpressureTests(SynchronousTestCase):
         self.world.flush()
         # The client's transport tells its producer, the channel, that its
         # buffer is full, as a TCP transport would.
-        channel = client.pump.server._channel
+        channel = client.pump.server
         channel.pauseProducing()
         self.assertTrue(pump.clientIO.readPaused)
         backendRequest.write(b"second")

@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 
 from prometheus_client.exposition import generate_latest
 from twisted.internet import tcp
+import attrs
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -25,6 +26,7 @@ from rainbowd.connlimit import AcceptErrors, ConnectionCap
 from rainbowd.controlsite import ControlSite
 from rainbowd.fdlimit import FileLimit
 from rainbowd.metrics import Metrics, MetricsResource
+from rainbowd.requestlimits import RequestLimits
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 from rainbowd.test.test_controlsite import tokenFile
@@ -303,6 +305,28 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         self.assertEqual(len(reactor.processes), 1)
         self.assertEqual(reactor.processes[0].args[3], RUN)
+
+    def test_requestLimits(self) -> None:
+        """
+        Both sites get the request limits of the config, but the control
+        API keeps its own 64 KiB body limit.
+        """
+        reactor = FakeProcessReactor()
+        options = self.options(
+            "--request-header-timeout", "2500",
+            "--request-body-timeout", "4000",
+            "--request-body-min-rate", "100",
+            "--max-request-body", "1000",
+        )
+        service = makeService(options, reactor)
+        service.privilegedStartService()
+        cap, control = [factory for _, factory, _, _ in reactor.tcpServers]
+        proxy = cap.wrappedFactory
+        self.assertEqual(
+            proxy.limits,
+            RequestLimits(headerTimeout=2.5, bodyTimeout=4.0, bodyMinRate=100, maxBody=1000),
+        )
+        self.assertEqual(control.limits, attrs.evolve(proxy.limits, maxBody=64 * 1024))
 
     def test_stateDirMade(self) -> None:
         """
