@@ -42,6 +42,7 @@ import tempfile
 from typing import Any, Dict, Optional
 
 import attrs
+from twisted import version as _twistedVersion
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineReceiver
@@ -289,6 +290,18 @@ class LimitedChannel(HTTPChannel):
             # moving the timer later.
             self._measuring = True
             self.setTimeout(self.limits.bodyTimeout)
+
+    if (_twistedVersion.major, _twistedVersion.minor) < (26, 10):
+
+        def headerReceived(self, line: bytes) -> bool:
+            # Before 26.10, twisted.web turned a bare CR or LF in a header
+            # value into a space, so that rainbowd would forward a header an
+            # app, or a proxy in front, may read as two.  (The PyPy of
+            # Debian 12 is Python 3.9, for which 26.4 is the newest Twisted.)
+            if b"\r" in line or b"\n" in line:
+                self._respondToBadRequestAndDisconnect()
+                return False
+            return HTTPChannel.headerReceived(self, line)
 
     def allHeadersReceived(self) -> None:
         # HTTPChannel's, but with no "100 Continue" for a refused body.
