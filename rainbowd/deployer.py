@@ -543,7 +543,6 @@ class Deployer(Service):
     def _swap(self, backend: Backend) -> None:
         old, self.active = self.active, backend
         backend.activate()
-        self._route(backend)
         self._watch(backend)
         self._activeSince = self._clock.seconds()
         self.log.info(
@@ -557,6 +556,7 @@ class Deployer(Service):
             deploy=self._deploys,
             previous=None if old is None else old.generation,
         )
+        self._route(backend)
         if old is not None and old.state is State.ACTIVE:
             old.drain()
             self._emit("draining", old.generation, inflight=old.inflight)
