@@ -147,19 +147,28 @@ def crash(daemon: Rainbowd, load: Load) -> str:
 
 @scenario
 def hang(daemon: Rainbowd, load: Load) -> str:
-    """The active app hangs (kill -STOP of its process group) under load: it is noticed, replaced and killed; requests resume on the replacement."""
+    """The active app hangs (kill -STOP of its process group) under load: it is noticed, new requests wait in rainbowd, the replacement (2 s boot) takes them, the stopped app is killed."""
     [old] = daemon.status()["backends"]
     group = groupOf(old["pid"])
     os.killpg(group, signal.SIGSTOP)
     stopped = time.monotonic()
+    late = None
     try:
         def noticed():
-            backends = daemon.status()["backends"]
+            status = daemon.status()
+            backends = status["backends"]
             return any(b["generation"] == 1 and (b["liveness"] or {}).get("unresponsive")
-                       for b in backends)
+                       for b in backends) and status
 
-        waitFor(noticed, "the stopped app to be noticed", 30)
-        noticedAfter = time.monotonic() - stopped
+        status = waitFor(noticed, "the stopped app to be noticed", 30)
+        noticedAt = time.monotonic()
+        noticedAfter = noticedAt - stopped
+        # The first clients are held by the stopped app; fresh ones, from
+        # the moment it was noticed, must all be answered.
+        late = Load(daemon.port, connections=4, rate=40)
+        late.start()
+        check(status["active"] != 1 or status["routable"] is None,
+              f"the stopped generation still gets new requests: {status}")
         waitFor(lambda: daemon.status()["active"] == 2, "generation 2 to replace it", 30)
         switched = time.monotonic()
         code, body = daemon.get("/", timeout=10)
@@ -169,30 +178,40 @@ def hang(daemon: Rainbowd, load: Load) -> str:
     finally:
         if groupAlive(group):
             os.killpg(group, signal.SIGCONT)
+        lateResults = [] if late is None else late.stop()
     time.sleep(0.5)
     results = load.stop()
     stuck = [r for r in results if r[0] < switched and r[1] > stopped]
     stuckFailed = failures(stuck)
     after = failures(results, after=switched)
+    lateFailed = failures(lateResults)
+    waited = [r for r in lateResults if r[0] < switched]
     resumed = min((r[1] for r in results if r[1] > gone and not failures([r])), default=None)
     check(code == 200 and f"pid={old['pid']}\n" not in body, f"after the switch: {code} {body!r}")
     check(noticedAfter < 10, f"noticed only {noticedAfter:.1f} s after the stop")
+    check(waited, "no request was sent between the notice and the switch")
+    check(not lateFailed, f"{len(lateFailed)} of {len(lateResults)} requests begun after "
+          f"the stop was noticed failed: {lateFailed[:3]}")
     check(not after, f"{len(after)} requests begun after the switch failed: {after[:3]}")
     check(resumed is not None, "the load clients got no answer after the stopped app was killed")
     check("sending SIGKILL" in daemon.log(), "no SIGKILL in the log")
     slowest = max((r[1] - r[0] for r in stuck), default=0)
+    slowestWait = max((r[1] - r[0] for r in waited), default=0)
     return (f"noticed {noticedAfter:.1f} s after the stop, replacement serving at "
             f"{switched - stopped:.1f} s (a new request was answered in "
             f"{(answered - switched) * 1000:.0f} ms); {len(stuck)} requests were held "
             f"by the stopped app ({len(stuckFailed)} failed, the slowest took "
             f"{slowest:.1f} s), until it was killed at {gone - stopped:.1f} s "
             f"(drainTimeout + killTimeout after the switch); gap in answers to the "
-            f"load clients: {resumed - stopped:.1f} s; 0 of "
+            f"first load clients: {resumed - stopped:.1f} s; 0 of "
+            f"{len(lateResults)} requests begun after the stop was noticed failed "
+            f"({len(waited)} of them begun before the switch was seen, the slowest "
+            f"took {slowestWait:.1f} s); 0 of "
             f"{len([r for r in results if r[0] >= switched])} requests begun after "
             "the switch failed")
 
 
-hang.config = {"drainTimeout": 3000, "killTimeout": 2000}
+hang.config = {"drainTimeout": 3000, "killTimeout": 2000, "env": {"APP_STARTUP_DELAY": "2"}}
 
 
 @scenario

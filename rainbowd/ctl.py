@@ -375,6 +375,7 @@ class Progress:
             f"generation {event['generation']} (pid {event.get('pid')}) does not "
             f"answer: {_plural(event['failures'], 'liveness check')} failed in "
             f"a row, the last: {event.get('error')}; a replacement is due"
+            + (", and new requests wait for it" if event.get("stopped") else "")
         )
 
     def _recovered(self, event) -> None:
@@ -460,10 +461,16 @@ def statusTable(status: Dict[str, Any]) -> str:
     for backend in status.get("backends", []):
         liveness = backend.get("liveness") or {}
         if liveness.get("unresponsive"):
+            waiting = (
+                backend["generation"] == status.get("active")
+                and "routable" in status
+                and status["routable"] is None
+            )
             lines.append(
                 f"generation {backend['generation']} does not answer: "
                 f"{_plural(liveness['failures'], 'liveness check')} failed in a "
                 f"row, the last: {liveness.get('lastError')}"
+                + ("; new requests wait for its replacement" if waiting else "")
             )
     if status.get("deploying"):
         lines.append("a deploy is under way")

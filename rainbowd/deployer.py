@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import ALIVE, Backend, BackendFailed, State
+from rainbowd.backend import ALIVE, AppStopped, Backend, BackendFailed, State
 from rainbowd.config import Config, ConfigError
 from rainbowd.health import LivenessProbe
 from rainbowd.leftovers import AppGroups
@@ -68,10 +68,13 @@ EVENT_KINDS = {
     "failed), exit (how its process ended)",
     "crashed": "the active generation exited by itself: exit",
     "unresponsive": "the active generation failed livenessFailures liveness "
-    "checks in a row, and a replacement is due (it serves on until that is "
-    "healthy): port, pid, failures, error (of the last check)",
+    "checks in a row, and a replacement is due: port, pid, failures, error "
+    "(of the last check), stopped (whether its process is stopped, so that "
+    "new requests wait for the replacement; otherwise it serves on until "
+    "that is healthy)",
     "recovered": "the active generation passed a liveness check again after "
-    "it was unresponsive: port, pid",
+    "it was unresponsive (and gets new requests again if it was stopped): "
+    "port, pid",
     "restarting": "a replacement deploy is due: delay (seconds)",
     "deployed": "a deploy is done: deploy, and the outcome's JSON",
     "failed": "a deploy failed: deploy, and the outcome's JSON",
@@ -175,6 +178,14 @@ def _unresponsive(backend: Backend) -> bool:
     return backend.liveness is not None and backend.liveness.failing
 
 
+def _foundStopped(probe: LivenessProbe) -> bool:
+    """
+    Has C{probe} failed its checks, the latest because the app's process is
+    stopped: exact evidence that it answers nothing, unlike a slow answer?
+    """
+    return probe.failing and isinstance(probe.lastReason, AppStopped)
+
+
 def _outputBlock(lines) -> str:
     return "".join(f"\n    {line}" for line in lines)
 
@@ -220,7 +231,12 @@ class Deployer(Service):
 
     @ivar config: the last configuration that deployed, which replacements
         use.
-    @ivar active: the backend that receives traffic, or L{None}.
+    @ivar active: the backend that serves: the last one swapped in, until it
+        is replaced or exits; L{None} while there is none.
+    @ivar routable: the backend new requests go to: C{active}, except while
+        its process is found stopped (C{kill -STOP}, a debugger), when it is
+        L{None} and requests wait (L{whenRoutable}) for it to pass a check
+        again or for its replacement.
     @ivar backends: the backends whose processes may be alive, oldest first.
     """
 
@@ -249,6 +265,7 @@ class Deployer(Service):
         """
         self.config = config
         self.active: Optional[Backend] = None
+        self.routable: Optional[Backend] = None
         self.backends: List[Backend] = []
         self._loadConfig = loadConfig
         self._newBackend = newBackend
@@ -258,7 +275,8 @@ class Deployer(Service):
         self._generation = 0
         self._deploying = False
         self._queued = Waiters()
-        self._activation = Waiters()
+        self._routing = Waiters()
+        self._replacementFailed: Optional[dict] = None
         self._restartCall = None
         self._restarts = 0
         self._activeSince = 0.0
@@ -304,6 +322,7 @@ class Deployer(Service):
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
         self._queued.fire(Failure(DeployRefused("rainbowd is shutting down")))
+        self._routing.fire(Failure(DeployRefused("rainbowd is shutting down")))
         stops = [] if self._cleanup is None else [self._cleanup]
         for backend in list(self.backends):
             if backend.state in (State.READY, State.ACTIVE):
@@ -332,11 +351,45 @@ class Deployer(Service):
             self._deployQueued()
         return d
 
-    def whenActive(self) -> Deferred:
+    def whenRoutable(self) -> Deferred:
         """
-        A Deferred that fires with the next backend to become active.
+        A Deferred that fires with the next backend to become C{routable}
+        (a new one swapped in, or a stopped one that answers again), or
+        fails with L{DeployRefused} once rainbowd is stopping.
         """
-        return self._activation.wait()
+        if not self.running:
+            return fail(DeployRefused("rainbowd is shutting down"))
+        return self._routing.wait()
+
+    def whyNotRoutable(self) -> Optional[str]:
+        """
+        Why no backend takes new requests, when the reason is the active
+        one's stopped process: which generations, and what became of the
+        replacement; L{None} otherwise.  For the 503 of a request that
+        waited in vain.
+        """
+        backend = self.active
+        if backend is None or self.routable is not None:
+            return None
+        why = (
+            f"generation {backend.generation}, the active one, is stopped "
+            f"(kill -STOP, or a debugger: its process {backend.appPid()} runs "
+            "nothing until SIGCONT), so new requests wait for its replacement"
+        )
+        failed = self._replacementFailed
+        if failed is not None:
+            replacement = failed.get("generation")
+            why += "; the replacement{} failed: {}".format(
+                "" if replacement is None else f", generation {replacement},",
+                failed["error"],
+            )
+        starting = [b for b in self.backends if b.state is State.STARTING]
+        if starting:
+            why += f"; generation {starting[-1].generation} is starting"
+        elif self._restartCall is not None and self._restartCall.active():
+            delay = self._restartCall.getTime() - self._clock.seconds()
+            why += f"; another replacement is tried in {delay:.1f} s"
+        return why
 
     def status(self) -> dict:
         """
@@ -345,6 +398,7 @@ class Deployer(Service):
         """
         return {
             "active": None if self.active is None else self.active.generation,
+            "routable": None if self.routable is None else self.routable.generation,
             "deploying": self._deploying,
             "backends": [backend.describe() for backend in self.backends],
             "lastDeploy": self._lastDeploy,
@@ -502,7 +556,7 @@ class Deployer(Service):
             deploy=self._deploys,
             previous=None if old is None else old.generation,
         )
-        self._activation.fire(backend)
+        self._route(backend)
         if old is not None and old.state is State.ACTIVE:
             old.drain()
             self._emit("draining", old.generation, inflight=old.inflight)
@@ -512,6 +566,8 @@ class Deployer(Service):
         self._lastDeploy = describeOutcome(outcome)
         if isinstance(outcome, Failure):
             _logFailure(outcome)
+            if self.active is not None and self.routable is None:
+                self._replacementFailed = self._lastDeploy
         self._emit(_outcomeKind(outcome), deploy=self._deploys, **self._lastDeploy)
         waiters.fire(outcome)
         if not self.running:
@@ -534,7 +590,7 @@ class Deployer(Service):
         """
         if backend is not self.active:
             return
-        self.active = None
+        self.active = self.routable = None
         if self._clock.seconds() - self._activeSince > BACKOFF_RESET:
             self._restarts = 0
         self.log.error(
@@ -564,24 +620,30 @@ class Deployer(Service):
                 config.livenessFailures,
                 onFailing=lambda probe: self._unresponsive(backend, probe),
                 onRecovered=lambda probe: self._recovered(backend),
+                onStillFailing=lambda probe: self._stillFailing(backend, probe),
             )
         )
 
     def _unresponsive(self, backend: Backend, probe: LivenessProbe) -> None:
         """
         The active C{backend} failed C{livenessFailures} liveness checks in
-        a row: start a replacement, as after a crash, but let it serve on
-        until the replacement is healthy, since it may yet answer.
+        a row: start a replacement, as after a crash.  If its process is
+        stopped, new requests wait for that replacement; otherwise it serves
+        on until the replacement is healthy, since it may yet answer (a slow
+        health check is no proof of a hang).
         """
         if backend is not self.active or not self.running:
             return
         if self._clock.seconds() - self._activeSince > BACKOFF_RESET:
             self._restarts = 0
         pid = backend.appPid()
+        stopped = _foundStopped(probe)
+        if stopped:
+            self._unroute()
         self.log.warn(
             "generation {generation} (pid {pid}, port {port}), the active "
             "backend, failed {failures} liveness checks in a row; the last: "
-            "{error}; {next}",
+            "{error}; {next}; {traffic}",
             generation=backend.generation,
             pid=pid,
             port=backend.port,
@@ -589,7 +651,11 @@ class Deployer(Service):
             error=probe.lastError,
             next="the deploy under way replaces it"
             if self._deploying
-            else "starting a replacement; it gets traffic until that is healthy",
+            else "starting a replacement",
+            traffic="new requests wait for the replacement, or for it to "
+            "answer again"
+            if stopped
+            else "it gets traffic until that is healthy",
         )
         self._emit(
             "unresponsive",
@@ -598,6 +664,7 @@ class Deployer(Service):
             pid=pid,
             failures=probe.failures,
             error=probe.lastError,
+            stopped=stopped,
         )
         if not self._deploying:
             self._restartLater(
@@ -605,11 +672,32 @@ class Deployer(Service):
                 "replacement"
             )
 
+    def _stillFailing(self, backend: Backend, probe: LivenessProbe) -> None:
+        """
+        The active C{backend}, already unresponsive, failed another check:
+        if it is found stopped now, new requests wait for its replacement.
+        """
+        if (
+            backend is self.active
+            and self.routable is backend
+            and self.running
+            and _foundStopped(probe)
+        ):
+            self._unroute()
+            self.log.warn(
+                "generation {generation}, the active backend, is stopped: "
+                "{error}; new requests wait for its replacement, or for it "
+                "to answer again",
+                generation=backend.generation,
+                error=probe.lastError,
+            )
+
     def _recovered(self, backend: Backend) -> None:
         """
-        The active C{backend} answers its liveness check again: a
-        replacement still waiting for its delay is called off; one already
-        launched takes over when healthy, as a redeploy would.
+        The active C{backend} answers its liveness check again: it gets new
+        requests again if it had been found stopped; a replacement still
+        waiting for its delay is called off; one already launched takes
+        over when healthy, as a redeploy would.
         """
         if backend is not self.active:
             return
@@ -617,18 +705,39 @@ class Deployer(Service):
         if call is not None and call.active():
             call.cancel()
             calledOff = True
+        rerouted = self.routable is None
         self.log.info(
-            "generation {generation} passes its liveness check again{next}",
+            "generation {generation} passes its liveness check again{traffic}{next}",
             generation=backend.generation,
+            traffic="; new requests go to it again" if rerouted else "",
             next="; its replacement is called off"
             if calledOff
             else "; its replacement takes over once healthy"
             if self._deploying
             else "",
         )
+        if rerouted:
+            self._route(backend)
         self._emit(
             "recovered", backend.generation, port=backend.port, pid=backend.appPid()
         )
+
+    def _route(self, backend: Backend) -> None:
+        """
+        New requests go to C{backend}, and those waiting go now.
+        """
+        self.routable = backend
+        self._replacementFailed = None
+        self._routing.fire(backend)
+
+    def _unroute(self) -> None:
+        """
+        The active backend is stopped: new requests wait.  Those it holds
+        stay where they are: they may have been acted on, so they are not
+        sent again.
+        """
+        self.routable = None
+        self._replacementFailed = None
 
     def _restartLater(self, why: str = "no backend is serving; starting one") -> None:
         if self._restartCall is not None and self._restartCall.active():

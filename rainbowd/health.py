@@ -113,6 +113,8 @@ class LivenessProbe:
     @ivar failures: how many checks have failed in a row, up to now.
     @ivar lastError: why the latest failed check failed, or L{None} if none
         has.
+    @ivar lastReason: the exception that latest failed check failed with,
+        or L{None} if none has, for an observer to tell causes apart.
     @ivar failing: whether C{threshold} checks have failed in a row with
         none passed since.
     """
@@ -127,12 +129,15 @@ class LivenessProbe:
         threshold: int,
         onFailing: Callable[["LivenessProbe"], None],
         onRecovered: Callable[["LivenessProbe"], None] = lambda probe: None,
+        onStillFailing: Callable[["LivenessProbe"], None] = lambda probe: None,
     ) -> None:
         """
         @param onFailing: called once the C{threshold}th check in a row has
             failed; then not again until a check has passed.
         @param onRecovered: called when a check passes after C{onFailing}
             was called.
+        @param onStillFailing: called for each failed check after the
+            C{threshold}th one in a row, until one passes.
         """
         if interval <= 0 or threshold < 1:
             raise ValueError(
@@ -141,6 +146,7 @@ class LivenessProbe:
             )
         self.failures = 0
         self.lastError: Optional[str] = None
+        self.lastReason: Optional[BaseException] = None
         self.failing = False
         self._clock = clock
         self._check = check
@@ -148,6 +154,7 @@ class LivenessProbe:
         self._threshold = threshold
         self._onFailing = onFailing
         self._onRecovered = onRecovered
+        self._onStillFailing = onStillFailing
         self._running = False
         self._call: Optional[IDelayedCall] = None
         self._checking: Optional[Deferred] = None
@@ -221,9 +228,12 @@ class LivenessProbe:
             return
         self.failures += 1
         self.lastError = reason.getErrorMessage() or reason.type.__name__
+        self.lastReason = reason.value
         if self.failures == self._threshold:
             self.failing = True
             self._tell(self._onFailing)
+        elif self.failing:
+            self._tell(self._onStillFailing)
 
     def _tell(self, observer: Callable[["LivenessProbe"], None]) -> None:
         try:

@@ -81,7 +81,8 @@ class _Now:
         active = self._deployer.active
         yield GaugeMetricFamily(
             "rainbowd_active_generation",
-            "The generation receiving traffic; 0 while none is.",
+            "The active generation (while its process is stopped it gets no "
+            "new requests); 0 while none is.",
             value=0 if active is None else active.generation,
         )
 

@@ -3,9 +3,9 @@
 The reverse proxy in front of the app.
 
 Every request that reaches rainbowd's public port is forwarded to whichever
-backend the deployer says is active I{at the moment the request arrives};
-swapping the deployer's active backend is therefore all a redeploy has to do
-to move traffic, and requests already forwarded finish where they started.
+backend the deployer says is routable I{at the moment the request arrives};
+swapping the deployer's routable backend is therefore all a redeploy has to
+do to move traffic, and requests already forwarded finish where they started.
 
 The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s,
 under the limits of L{rainbowd.requestlimits}, serving a L{ReverseProxy},
@@ -39,8 +39,8 @@ _log = Logger()
 
 RETRY_DELAY = 0.1
 """
-Seconds to wait before trying the active backend again after it refused a
-connection while still being the active one.
+Seconds to wait before trying the routable backend again after it refused a
+connection while still being the routable one.
 """
 
 _NOT_FORWARDED = HOP_BY_HOP | {
@@ -78,7 +78,7 @@ _BAD_HEADER_VALUE = re.compile(rb"[\x00\r\n]")
 class ReverseProxy(Resource):
     """
     The resource served on rainbowd's public port: it forwards every request to
-    the deployer's active backend.
+    the deployer's routable backend.
 
     It plays the role of L{twisted.web.proxy.ReverseProxyResource} (a resource
     whose target can be swapped) without that class's faults: it is a leaf, so
@@ -110,10 +110,13 @@ class ReverseProxy(Resource):
 
     The deployer must provide:
 
-      - C{active}: the backend currently receiving traffic, or L{None}; it is
-        read once per request, which is what makes a swap atomic;
-      - C{whenActive()}: a new cancellable L{Deferred} firing with the next
-        backend to become active.
+      - C{routable}: the backend currently receiving new requests, or
+        L{None}; it is read once per request, which is what makes a swap
+        atomic;
+      - C{whenRoutable()}: a new cancellable L{Deferred} firing with the next
+        backend to become routable;
+      - C{whyNotRoutable()}: L{None}, or a sentence saying why no backend is
+        routable, for the 503 of a request that waited for one in vain.
 
     and a backend must provide C{port}, C{generation}, C{requestStarted()},
     C{requestFinished()} (called exactly once each per request forwarded to
@@ -140,11 +143,11 @@ class ReverseProxy(Resource):
         backendMaxRequests: int = 0,
     ) -> None:
         """
-        @param deployer: Where to find the active backend; see the class
+        @param deployer: Where to find the routable backend; see the class
             docstring.
         @param reactor: Provides C{IReactorTCP} and C{IReactorTime}.
         @param queueTimeout: How many seconds a request may wait, from its
-            arrival, for a backend to become active (and, when the backend
+            arrival, for a backend to become routable (and, when the backend
             refuses connections, for a replacement, or when it carries
             C{backendConnections} requests already, for one of them to
             finish) before it is answered with 503.
@@ -163,7 +166,7 @@ class ReverseProxy(Resource):
 
     def render(self, request: Request) -> object:
         """
-        Forward C{request}, whatever its method, to the active backend.
+        Forward C{request}, whatever its method, to the routable backend.
         """
         request.defaultContentType = None
         target = _originForm(request.uri)
@@ -324,8 +327,9 @@ class _Forwarding:
     @ivar pool: The pool of C{backend} whose slot this request holds, or
         waits for if C{queued}; an upgrade takes none.
     @ivar queued: Waiting for a slot of C{pool}.
-    @ivar pending: The C{whenActive()} Deferred this request waits on.
-    @ivar retryCall: The delayed call that will try the active backend again.
+    @ivar pending: The C{whenRoutable()} Deferred this request waits on.
+    @ivar retryCall: The delayed call that will try the routable backend
+        again.
     @ivar connector: The connection attempt made for this request.
     @ivar connection: The backend connection carrying this request.
     @ivar streaming: Whether C{connection} is registered as the producer of
@@ -383,14 +387,14 @@ class _Forwarding:
 
     def route(self, fresh: bool = False) -> None:
         """
-        Send the request to the active backend (where it may wait for a
+        Send the request to the routable backend (where it may wait for a
         slot, see L{Pool.acquire}) or, if there is none, wait for one until
         the deadline.
 
         @param fresh: Open a new connection rather than reuse an idle one.
         """
         self.retryCall = None
-        backend = self.proxy._deployer.active
+        backend = self.proxy._deployer.routable
         if backend is not None:
             self._send(backend, fresh)
             return
@@ -398,7 +402,7 @@ class _Forwarding:
         if remaining <= 0:
             self._noBackend(Failure(TimeoutError()))
             return
-        waiting = self.pending = self.proxy._deployer.whenActive()
+        waiting = self.pending = self.proxy._deployer.whenRoutable()
         waiting.addTimeout(remaining, self.proxy._reactor)
         waiting.addCallbacks(self._activated, self._noBackend)
         waiting.addErrback(self._unexpected)
@@ -419,6 +423,9 @@ class _Forwarding:
             why = "no backend became ready ({})".format(_describe(reason))
         if self.lastError is not None:
             why += " ({})".format(self.lastError)
+        unroutable = self.proxy._deployer.whyNotRoutable()
+        if unroutable is not None:
+            why += ": " + unroutable
         _log.warn(
             "Answering 503 to {method} {uri}: {why}",
             method=self.request.method,
@@ -499,7 +506,7 @@ class _Forwarding:
     def slotMoved(self) -> None:
         """
         The backend this request waited for began draining: send it to the
-        active one instead.
+        routable one instead.
         """
         self.queued = False
         self.pool = None
@@ -546,7 +553,7 @@ class _Forwarding:
                 backend.generation, backend.port
             )
             _log.info("Backend {why}; trying again", why=self.lastError)
-            if self.proxy._deployer.active is backend:
+            if self.proxy._deployer.routable is backend:
                 delay = min(RETRY_DELAY, self.deadline - reactor.seconds())
                 self.retryCall = reactor.callLater(delay, self.route)
             else:

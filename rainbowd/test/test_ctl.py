@@ -328,7 +328,7 @@ class ProgressTests(SynchronousTestCase):
     def test_liveness(self) -> None:
         """
         The serving generation not answering, and answering again, are each
-        a line.
+        a line; a stopped one's says new requests wait for the replacement.
         """
         code, text = render(
             [
@@ -342,15 +342,28 @@ class ProgressTests(SynchronousTestCase):
                     "error": "GET /health did not answer within 2 s",
                 },
                 {"event": "recovered", "time": 1, "generation": 3, "port": 20003},
+                {
+                    "event": "unresponsive",
+                    "time": 2,
+                    "generation": 3,
+                    "port": 20003,
+                    "pid": 4251,
+                    "failures": 3,
+                    "error": "its process 4251 is stopped",
+                    "stopped": True,
+                },
             ]
         )
         self.assertEqual(
-            text.splitlines()[:2],
+            text.splitlines()[:3],
             [
                 "generation 3 (pid 4251) does not answer: 3 liveness checks "
                 "failed in a row, the last: GET /health did not answer within "
                 "2 s; a replacement is due",
                 "generation 3 answers its liveness check again",
+                "generation 3 (pid 4251) does not answer: 3 liveness checks "
+                "failed in a row, the last: its process 4251 is stopped; a "
+                "replacement is due, and new requests wait for it",
             ],
         )
 
@@ -408,11 +421,13 @@ class StatusTableTests(SynchronousTestCase):
     def test_unresponsive(self) -> None:
         """
         A generation that fails its liveness checks is said under the
-        table, with the count and the last error.
+        table, with the count and the last error, and, when it is stopped,
+        that new requests wait for its replacement.
         """
         text = statusTable(
             {
                 "active": 3,
+                "routable": None,
                 "deploying": True,
                 "backends": [
                     {
@@ -441,7 +456,8 @@ class StatusTableTests(SynchronousTestCase):
         )
         self.assertIn(
             "\ngeneration 3 does not answer: 5 liveness checks failed in a row, "
-            "the last: its process 4251 is stopped\na deploy is under way\n",
+            "the last: its process 4251 is stopped; new requests wait for its "
+            "replacement\na deploy is under way\n",
             text,
         )
 

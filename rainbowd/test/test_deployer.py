@@ -136,24 +136,24 @@ class StartupTests(SynchronousTestCase):
         h.healthy(2)
         self.assertIs(h.deployer.active, h.backend(2))
 
-    def test_whenActive(self):
+    def test_whenRoutable(self):
         """
-        L{Deployer.whenActive} fires with the next backend to become active.
+        L{Deployer.whenRoutable} fires with the next backend to become routable.
         """
         h = Harness(self)
         h.deployer.startService()
-        d = h.deployer.whenActive()
+        d = h.deployer.whenRoutable()
         self.assertNoResult(d)
         h.healthy(1)
         self.assertIs(self.successResultOf(d), h.backend(1))
 
-    def test_whenActiveCancelled(self):
+    def test_whenRoutableCancelled(self):
         """
-        A cancelled L{Deployer.whenActive} is forgotten.
+        A cancelled L{Deployer.whenRoutable} is forgotten.
         """
         h = Harness(self)
         h.deployer.startService()
-        d = h.deployer.whenActive()
+        d = h.deployer.whenRoutable()
         d.cancel()
         self.failureResultOf(d, CancelledError)
         h.healthy(1)
@@ -293,6 +293,7 @@ class RedeployTests(SynchronousTestCase):
             h.deployer.status(),
             {
                 "active": 1,
+                "routable": 1,
                 "deploying": True,
                 "backends": [
                     {
@@ -526,7 +527,7 @@ class SupervisionTests(SynchronousTestCase):
         h.reactor.advance(1.0)
         self.assertEqual(len(h.reactor.processes), 2)
         self.assertEqual(h.process(2).args[3], "app $1 $2")
-        d = h.deployer.whenActive()
+        d = h.deployer.whenRoutable()
         h.healthy(2)
         self.assertIs(self.successResultOf(d), h.backend(2))
 
@@ -1038,6 +1039,285 @@ class LivenessTests(SynchronousTestCase):
         self.assertTrue(h.backend(2).liveness.failing)
 
 
+class StoppedAppTests(SynchronousTestCase):
+    """
+    An active generation whose process is found stopped (SIGSTOP, a
+    debugger) gets no new requests once it is unresponsive: they wait for
+    its replacement, or for it to answer again.
+    """
+
+    def stop(self, h, backend):
+        """
+        Stop C{backend}'s process group, and let C{livenessFailures} (3)
+        checks find it stopped.
+        """
+        h.signals.signalGroup(backend.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0] * 3)
+
+    def test_noNewRequests(self):
+        """
+        A stopped generation, once unresponsive, is no longer routable but
+        is still the active one, in C{/status} too; the log says requests
+        wait; those waiting go to the replacement once it is healthy.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0] * 2)
+        self.assertIs(h.deployer.routable, old)
+        with capturedLogs() as events:
+            h.reactor.advance(2.0)
+        self.assertIsNone(h.deployer.routable)
+        self.assertIs(h.deployer.active, old)
+        self.assertEqual(old.state, State.ACTIVE)
+        status = h.deployer.status()
+        self.assertEqual((status["active"], status["routable"]), (1, None))
+        self.assertIn(
+            "starting a replacement; new requests wait for the replacement, "
+            "or for it to answer again",
+            formatEvent(events[0]),
+        )
+        waiting = h.deployer.whenRoutable()
+        h.reactor.advance(1.0)
+        self.assertNoResult(waiting)
+        h.healthy(2)
+        self.assertIs(self.successResultOf(waiting), h.backend(2))
+        self.assertIs(h.deployer.routable, h.backend(2))
+        self.assertEqual(old.state, State.STOPPING)
+
+    def test_silentKeepsTraffic(self):
+        """
+        A generation whose checks fail for want of an answer, its process
+        running, stays routable until its replacement is healthy.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIs(h.deployer.routable, old)
+        self.assertIsNone(h.deployer.whyNotRoutable())
+        h.failLiveness(1, 3)
+        self.assertIs(h.deployer.routable, old)
+        h.healthy(2)
+        self.assertIs(h.deployer.routable, h.backend(2))
+
+    def test_stoppedOnceUnresponsive(self):
+        """
+        A generation unresponsive for want of an answer, then found stopped
+        by a later check, is no longer routable from that check on.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.deployer._backoff = lambda attempt: 5.0
+        h.failLiveness(1, 3)
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        with capturedLogs() as events:
+            h.reactor.advance(2.0)
+        self.assertIsNone(h.deployer.routable)
+        self.assertIn(
+            f"generation 1, the active backend, is stopped: its process "
+            f"{old.pgid} is stopped",
+            "\n".join(formatEvent(event) for event in events),
+        )
+
+    def test_continuedDuringBoot(self):
+        """
+        A stopped generation that gets SIGCONT and passes a check while its
+        replacement boots is routable again, and the requests waiting go to
+        it; the replacement still takes over once healthy.
+        """
+        h = Harness(self)
+        old = h.start()
+        self.stop(h, old)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 2)
+        waiting = h.deployer.whenRoutable()
+        h.signals.signalGroup(old.pgid, signal.SIGCONT)
+        with capturedLogs() as events:
+            h.passLiveness(1)
+        self.assertIs(self.successResultOf(waiting), old)
+        self.assertIs(h.deployer.routable, old)
+        self.assertIn(
+            "generation 1 passes its liveness check again; new requests go to "
+            "it again; its replacement takes over once healthy",
+            [formatEvent(event) for event in events],
+        )
+        h.healthy(2)
+        self.assertIs(h.deployer.routable, h.backend(2))
+        self.assertEqual(old.state, State.STOPPING)
+
+    def test_continuedDuringDelay(self):
+        """
+        A stopped generation that answers again before its replacement is
+        launched is routable again, and no replacement is launched.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        old = h.start()
+        self.stop(h, old)
+        h.signals.signalGroup(old.pgid, signal.SIGCONT)
+        h.passLiveness(1)
+        self.assertIs(h.deployer.routable, old)
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_continuedButSilent(self):
+        """
+        A stopped generation that gets SIGCONT but still fails its checks
+        stays out of rotation.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        old = h.start()
+        self.stop(h, old)
+        h.signals.signalGroup(old.pgid, signal.SIGCONT)
+        h.failLiveness(1, 1)
+        self.assertIsNone(h.deployer.routable)
+
+    def test_replacementFails(self):
+        """
+        While the stopped generation is the only one, requests keep waiting,
+        and what the proxy's 503 says names it, the failed replacement and
+        its error, and the next attempt.
+        """
+        h = Harness(self)
+        old = h.start()
+        self.stop(h, old)
+        h.reactor.advance(1.0)
+        self.assertEqual(
+            h.deployer.whyNotRoutable(),
+            f"generation 1, the active one, is stopped (kill -STOP, or a "
+            f"debugger: its process {old.pgid} runs nothing until SIGCONT), so "
+            "new requests wait for its replacement; generation 2 is starting",
+        )
+        waiting = h.deployer.whenRoutable()
+        h.process(2).exit(3)
+        h.reactor.advance(0)
+        self.assertNoResult(waiting)
+        self.assertIsNone(h.deployer.routable)
+        self.assertIs(h.deployer.active, old)
+        self.assertEqual(
+            h.deployer.whyNotRoutable(),
+            f"generation 1, the active one, is stopped (kill -STOP, or a "
+            f"debugger: its process {old.pgid} runs nothing until SIGCONT), so "
+            "new requests wait for its replacement; the replacement, "
+            "generation 2, failed: generation 2 on port 20001 exited with "
+            "code 3 before it became healthy; another replacement is tried in "
+            "2.0 s",
+        )
+        h.reactor.advance(2.0)
+        h.healthy(3)
+        self.assertIs(self.successResultOf(waiting), h.backend(3))
+        self.assertIsNone(h.deployer.whyNotRoutable())
+
+    def test_redeployMeanwhile(self):
+        """
+        A redeploy asked for while the stopped generation waits for its
+        replacement is that replacement: once healthy it is routable, and
+        nothing else is launched.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        old = h.start()
+        self.stop(h, old)
+        waiting = h.deployer.whenRoutable()
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertEqual(self.successResultOf(d).generation, 2)
+        self.assertIs(self.successResultOf(waiting), h.backend(2))
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_redeployUnderWayFails(self):
+        """
+        A redeploy under way when the app is found stopped replaces it; if
+        it fails, a replacement with the last good config follows, and
+        meanwhile the 503 names the failed redeploy.
+        """
+        h = Harness(self)
+        old = h.start()
+        h.newConfig(run="broken")
+        d = h.deployer.redeploy()
+        self.stop(h, old)
+        self.assertIsNone(h.deployer.routable)
+        h.process(2).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        self.assertIn(
+            "the replacement, generation 2, failed: generation 2 on port 20001 "
+            "exited with code 1",
+            h.deployer.whyNotRoutable(),
+        )
+        h.reactor.advance(1.0)
+        self.assertEqual(h.process(3).args[3], "app $1 $2")
+        h.healthy(3)
+        self.assertIs(h.deployer.routable, h.backend(3))
+
+    def test_rainbowdStops(self):
+        """
+        Stopping rainbowd while requests wait for the stopped generation's
+        replacement fails their waits at once, and any later one, with
+        L{DeployRefused}; the stopped app is killed.
+        """
+        h = Harness(self)
+        old = h.start()
+        self.stop(h, old)
+        waiting = h.deployer.whenRoutable()
+        stopped = h.deployer.stopService()
+        self.failureResultOf(waiting, DeployRefused)
+        self.failureResultOf(h.deployer.whenRoutable(), DeployRefused)
+        h.reactor.advance(100)
+        self.successResultOf(stopped)
+        self.assertEqual(len(h.reactor.processes), 1)
+        self.assertIn(("group", old.pgid, signal.SIGKILL), h.signals.sent)
+
+    def test_maxBackends(self):
+        """
+        A replacement that maxBackends refuses, as an old version still
+        drains, leaves requests waiting, and the 503 says why; once the old
+        version is gone, the next attempt takes over.
+        """
+        h = Harness(self)
+        h.configs[0] = attrs.evolve(h.configs[0], maxBackends=2)
+        h.deployer.config = h.configs[0]
+        first = h.start()
+        first.requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        self.assertEqual(first.state, State.DRAINING)
+        second = h.backend(2)
+        self.stop(h, second)
+        h.reactor.advance(1.0)
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIsNone(h.deployer.routable)
+        self.assertIn(
+            "the replacement failed: 2 backends are still alive and maxBackends "
+            "is 2 (generation 1 draining, generation 2 active)",
+            h.deployer.whyNotRoutable(),
+        )
+        first.requestFinished()
+        h.reactor.advance(2.0)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.healthy(3)
+        self.assertIs(h.deployer.routable, h.backend(3))
+
+    def test_exits(self):
+        """
+        A stopped generation killed meanwhile (SIGKILL) is a crash: no
+        generation is active, and a replacement follows.
+        """
+        h = Harness(self)
+        old = h.start()
+        self.stop(h, old)
+        h.process(1).exit(signum=signal.SIGKILL)
+        self.assertIsNone(h.deployer.active)
+        self.assertIsNone(h.deployer.whyNotRoutable())
+        h.reactor.advance(1.0)
+        h.healthy(2)
+        self.assertIs(h.deployer.routable, h.backend(2))
+
+
 class StopTests(SynchronousTestCase):
     def test_stopDrains(self):
         """
@@ -1311,11 +1591,25 @@ class EventTests(SynchronousTestCase):
                 "pid": old.pgid,
                 "failures": 3,
                 "error": "GET / did not answer within 2 s",
+                "stopped": False,
             },
         )
         self.assertEqual(events[1].details, {"delay": 1.0})
         h.reactor.advance(1.0)
         self.assertEqual(events[2].details["cause"], "restart")
+
+    def test_unresponsiveStopped(self):
+        """
+        The unresponsive event of a generation whose process is stopped says
+        so.
+        """
+        h = Harness(self)
+        old = h.start()
+        events = self.observed(h)
+        h.signals.signalGroup(old.pgid, signal.SIGSTOP)
+        h.reactor.pump([2.0] * 3)
+        self.assertEqual(events[0].kind, "unresponsive")
+        self.assertTrue(events[0].details["stopped"])
 
     def test_recovered(self):
         """

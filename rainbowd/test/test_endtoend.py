@@ -491,12 +491,18 @@ class EndToEndTests(SynchronousTestCase):
     def test_stoppedAppReplaced(self):
         """
         After the active app's whole process group is stopped with SIGSTOP,
-        a replacement serves within a few liveness intervals and its boot,
-        C{/status} and the log say why, and once rainbowd stops, the stopped
+        a replacement serves within a few liveness intervals and its boot
+        (1 s here), C{/status} and the log say why; requests sent once the
+        stop is noticed wait in rainbowd, not in the stopped app, and all
+        get 200 from the replacement; and once rainbowd stops, the stopped
         group is gone, killed: nothing is left behind.
         """
         daemon = Daemon(
-            self, livenessInterval=300, livenessFailures=3, killTimeout=1000
+            self,
+            livenessInterval=300,
+            livenessFailures=3,
+            killTimeout=1000,
+            env={"APP_STARTUP_DELAY": "1"},
         )
         process = daemon.start()
         oldPid = daemon.appPid()
@@ -504,12 +510,36 @@ class EndToEndTests(SynchronousTestCase):
         os.killpg(group, signal.SIGSTOP)
         stopped = time.monotonic()
 
+        def noticed():
+            status = daemon.control("GET", "/status")[1]
+            old = [b for b in status["backends"] if b["generation"] == 1][0]
+            return (old["liveness"] or {}).get("unresponsive") and status
+
+        status = waitFor(noticed, f"the stop to be noticed\n{daemon.log()}")
+        if status["active"] == 1:
+            self.assertIsNone(status["routable"], status)
+        answers = []
+
+        def get():
+            answers.append(daemon.get("/"))
+
+        waiting = [threading.Thread(target=get) for _ in range(4)]
+        for thread in waiting:
+            thread.start()
+        for thread in waiting:
+            thread.join(DEADLINE)
+
         def replaced():
             status = daemon.control("GET", "/status")[1]
             return status["active"] == 2 and status
 
         status = waitFor(replaced, f"generation 2 to serve\n{daemon.log()}")
         took = time.monotonic() - stopped
+        self.assertEqual(len(answers), 4, daemon.log())
+        for code, body in answers:
+            self.assertEqual(code, 200, body)
+            self.assertNotIn(f"pid={oldPid}\n", body)
+        self.assertEqual(status["routable"], 2)
         old = [b for b in status["backends"] if b["generation"] == 1][0]
         self.assertTrue(old["liveness"]["unresponsive"], old)
         self.assertIn(f"process {oldPid} is stopped", old["liveness"]["lastError"])

@@ -2,7 +2,7 @@
 Tests for L{rainbowd.health}.
 """
 
-from typing import List
+from typing import List, Optional
 
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
@@ -211,6 +211,7 @@ class LivenessProbeTests(SynchronousTestCase):
         self.check = ScriptedCheck()
         self.failing: List[LivenessProbe] = []
         self.recovered: List[LivenessProbe] = []
+        self.stillFailing: List[Optional[str]] = []
         self.probe = LivenessProbe(
             self.clock,
             self.check,
@@ -218,6 +219,7 @@ class LivenessProbeTests(SynchronousTestCase):
             3,
             onFailing=self.failing.append,
             onRecovered=self.recovered.append,
+            onStillFailing=lambda probe: self.stillFailing.append(probe.lastError),
         )
 
     def failTimes(self, count: int, message: str = "GET /health answered 503") -> None:
@@ -268,6 +270,24 @@ class LivenessProbeTests(SynchronousTestCase):
         self.assertEqual(self.failing, [self.probe])
         self.assertEqual(self.probe.failures, 5)
         self.assertEqual(len(self.check.calls), 5)
+
+    def test_stillFailing(self) -> None:
+        """
+        Each failed check after the threshold-th one calls C{onStillFailing}
+        with the probe, until a check passes; C{lastReason} is the latest
+        failure's exception.
+        """
+        self.probe.start()
+        self.failTimes(3)
+        self.assertEqual(self.stillFailing, [])
+        self.failTimes(1, "one")
+        self.failTimes(1, "two")
+        self.assertEqual(self.stillFailing, ["one", "two"])
+        self.assertIsInstance(self.probe.lastReason, Unhealthy)
+        self.clock.advance(2.0)
+        self.check.passes()
+        self.failTimes(2)
+        self.assertEqual(self.stillFailing, ["one", "two"])
 
     def test_successResets(self) -> None:
         """

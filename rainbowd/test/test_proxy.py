@@ -93,21 +93,28 @@ class FakeBackend:
 
 class FakeDeployer:
     """
-    The deployer as the proxy sees it: an C{active} backend and cancellable
-    C{whenActive()} Deferreds, fired by L{activate}.
+    The deployer as the proxy sees it: a C{routable} backend, cancellable
+    C{whenRoutable()} Deferreds, fired by L{activate}, and the reason
+    C{whyNotRoutable()} gives, L{unroutable}.  L{activate} sets C{active}
+    too, as a swap does, for those that read it (the metrics).
     """
 
     def __init__(self) -> None:
         self.active: Optional[FakeBackend] = None
+        self.routable: Optional[FakeBackend] = None
         self.waiters: List[Deferred[FakeBackend]] = []
+        self.unroutable: Optional[str] = None
 
-    def whenActive(self) -> Deferred[FakeBackend]:
+    def whenRoutable(self) -> Deferred[FakeBackend]:
         waiter: Deferred[FakeBackend] = Deferred(self.waiters.remove)
         self.waiters.append(waiter)
         return waiter
 
+    def whyNotRoutable(self) -> Optional[str]:
+        return self.unroutable
+
     def activate(self, backend: Optional[FakeBackend]) -> None:
-        self.active = backend
+        self.active = self.routable = backend
         if backend is None:
             return
         waiters, self.waiters = self.waiters, []
@@ -1093,6 +1100,44 @@ class QueueTests(SynchronousTestCase):
             b"rainbowd: no backend became ready within 30 s; see rainbowd's log\n",
         )
         self.assertEqual(self.world.deployer.waiters, [])
+
+
+    def test_503SaysWhyNotRoutable(self) -> None:
+        """
+        The 503 of a request that waited in vain carries the deployer's
+        reason why no backend is routable, such as a stopped generation and
+        its failed replacement.
+        """
+        self.world.deployer.unroutable = (
+            "generation 3, the active one, is stopped; the replacement, "
+            "generation 4, failed: it exited with code 1"
+        )
+        client = self.world.request(rawRequest())
+        self.world.reactor.advance(30)
+        self.world.flush()
+        response = client.response()
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: no backend became ready within 30 s: generation 3, the "
+            b"active one, is stopped; the replacement, generation 4, failed: it "
+            b"exited with code 1; see rainbowd's log\n",
+        )
+
+    def test_returnsToSameBackend(self) -> None:
+        """
+        Requests that arrive while the active backend is out of rotation
+        wait, and go to it once it is routable again.
+        """
+        self.world.deployer.activate(self.backend)
+        self.world.deployer.routable = None
+        client = self.world.request(rawRequest())
+        self.world.reactor.advance(5)
+        self.assertEqual(self.world.attempts(), [])
+        self.world.deployer.activate(self.backend)
+        self.assertEqual(self.world.attempts(), [20001])
+        self.world.accept(backendSite(self.world, BackendApp()))
+        self.assertEqual(client.response().code, 200)
 
 
 class BackendFailureTests(SynchronousTestCase):
