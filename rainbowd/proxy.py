@@ -30,7 +30,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from rainbowd.backendclient import HOP_BY_HOP, BackendConnection, Pool
+from rainbowd.backendclient import (
+    BODY_TIMEOUT,
+    HOP_BY_HOP,
+    TIMEOUT,
+    BackendConnection,
+    BackendTimeout,
+    Pool,
+)
 from rainbowd.tunnel import Tunnel
 
 _log = Logger()
@@ -127,7 +134,15 @@ class ReverseProxy(Resource):
 
     isLeaf = True
 
-    def __init__(self, deployer: Any, reactor: Any, queueTimeout: float) -> None:
+    def __init__(
+        self,
+        deployer: Any,
+        reactor: Any,
+        queueTimeout: float,
+        backendTimeout: float = TIMEOUT,
+        backendBodyTimeout: float = BODY_TIMEOUT,
+        monitor: Any = None,
+    ) -> None:
         """
         @param deployer: Where to find the active backend; see the class
             docstring.
@@ -136,11 +151,23 @@ class ReverseProxy(Resource):
             arrival, for a backend to become active (and, when the backend
             refuses connections, for a replacement) before it is answered
             with 503.
+        @param backendTimeout: How many seconds a backend has to send the
+            whole head of its response once the request is sent, before the
+            request is answered with 504.
+        @param backendBodyTimeout: How many seconds a response body may go
+            without a byte before it is cut.
+        @param monitor: If not L{None}, told C{backendTimedOut(phase)}
+            (C{"head"} or C{"body"}) when a backend is too slow, and
+            C{backendMisframed()} when a backend is first found to send
+            bytes outside its responses.
         """
         Resource.__init__(self)
         self._deployer = deployer
         self._reactor = reactor
         self._queueTimeout = queueTimeout
+        self._backendTimeout = backendTimeout
+        self._backendBodyTimeout = backendBodyTimeout
+        self._monitor = monitor
         self._pools: Dict[Tuple[int, int], Pool] = {}
 
     def render(self, request: Request) -> object:
@@ -184,7 +211,14 @@ class ReverseProxy(Resource):
         key = (backend.generation, backend.port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = Pool(self._reactor, backend.port)
+            pool = self._pools[key] = Pool(
+                self._reactor,
+                backend.port,
+                backend.generation,
+                self._backendTimeout,
+                self._backendBodyTimeout,
+                self._monitor,
+            )
             backend.whenDraining().addCallback(lambda _: pool.drain())
             backend.whenStopped().addBoth(self._backendStopped, key, pool)
         return pool
@@ -539,12 +573,47 @@ class _Forwarding:
         if not self.clientGone:
             self.request.finish()
 
+    def responseTimedOut(self, timeout: float) -> None:
+        """
+        The backend did not send the head of its response in time: answer
+        504.
+        """
+        self.connection = None
+        backend = self.backend
+        self._release()
+        monitor = self.proxy._monitor
+        if monitor is not None:
+            monitor.backendTimedOut("head")
+        if self.clientGone:
+            return
+        message = (
+            "rainbowd: backend generation {} on port {} did not answer {} {} "
+            "within {:g} s (backendTimeout)".format(
+                backend.generation,
+                backend.port,
+                self.request.method.decode("latin-1"),
+                self.request.uri.decode("latin-1"),
+                timeout,
+            )
+        )
+        _log.warn(
+            "Answering 504 to {method} {uri}: {message}",
+            method=self.request.method,
+            uri=self.request.uri,
+            message=message,
+        )
+        _respondInPlainText(self.request, 504, message)
+
     def responseBroken(self, reason: Failure) -> None:
         """
         The backend connection failed in the middle of the response.
         """
         self.connection = None
         backend = self.backend
+        if reason.check(BackendTimeout):
+            monitor = self.proxy._monitor
+            if monitor is not None:
+                monitor.backendTimedOut("body")
         if self.streaming:
             self.streaming = False
             if not self.clientGone:
