@@ -498,7 +498,7 @@ class BackendConnection(Protocol):
         handler, self.handler = self.handler, None
         if self._sender is not None:
             self._sender.stop()
-        self._state = _IDLE
+        self._state = _DETACHED
         self._keepAlive = False
         self.pool.forget(self)
         self.transport.abortConnection()

@@ -139,6 +139,8 @@ STARTUP_KEYS = (
     "controlPort",
     "stateDir",
     "queueTimeout",
+    "backendTimeout",
+    "backendBodyTimeout",
     "controlTokenFile",
     "accessLog",
     "accessLogFormat",

@@ -82,6 +82,8 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "drainTimeout": (None, "number"),
     "killTimeout": (None, "number"),
     "queueTimeout": (None, "number"),
+    "backendTimeout": (None, "number"),
+    "backendBodyTimeout": (None, "number"),
     "maxBackends": (None, "number"),
     "backendPorts": (None, "text"),
     "controlTokenFile": (None, "text"),
@@ -397,7 +399,16 @@ def makeService(options: Options, reactor=None) -> MultiService:
     deployer.setServiceParent(service)
     RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
     metrics = Metrics(deployer)
-    proxy = ProxySite(ReverseProxy(deployer, reactor, config.queueTimeout))
+    proxy = ProxySite(
+        ReverseProxy(
+            deployer,
+            reactor,
+            config.queueTimeout,
+            backendTimeout=config.backendTimeout,
+            backendBodyTimeout=config.backendBodyTimeout,
+            monitor=metrics,
+        )
+    )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
     control = ControlResource(deployer, reactor)
     control.putChild(b"metrics", MetricsResource(metrics.registry))

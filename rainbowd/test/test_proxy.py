@@ -2567,3 +2567,162 @@ class MisframingTests(SynchronousTestCase):
         self.world.flush()
         self.assertEqual(self.world.attempts(), [])
         self.assertOwnAnswer(client)
+
+
+class BackendTimeoutTests(SynchronousTestCase):
+    """
+    An app has C{backendTimeout} to send the whole head of its response once
+    the request is sent, or the client gets a 504; then a body may go
+    C{backendBodyTimeout} without a byte before it is cut.
+    """
+
+    def setUp(self) -> None:
+        self.monitor = RecordingMonitor()
+        self.world = World(
+            backendTimeout=5.0, backendBodyTimeout=20.0, monitor=self.monitor
+        )
+        self.backend = FakeBackend(generation=4, port=20001)
+        self.world.deployer.activate(self.backend)
+        self.client = self.world.request(rawRequest(b"GET", b"/slow"))
+        self.pump = self.world.accept(Factory.forProtocol(Recorder))
+
+    def advance(self, seconds: float, step: float = 1.0, write: bytes = b"") -> None:
+        """
+        Let C{seconds} pass, C{step} at a time, the app writing C{write}
+        at each step.
+        """
+        reactor = self.world.reactor
+        end = reactor.seconds() + seconds
+        while reactor.seconds() < end:
+            reactor.advance(min(step, end - reactor.seconds()))
+            if end - 1e-9 < reactor.seconds() < end:
+                reactor.advance(end - reactor.seconds())
+            if write:
+                self.pump.serverIO.write(write)
+            self.world.flush()
+
+    def assertTimedOut(self) -> None:
+        """
+        The client got a 504 saying why, the backend connection is closed,
+        and the timeout is counted.
+        """
+        response = self.client.response()
+        self.assertEqual(response.code, 504)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: backend generation 4 on port 20001 did not answer "
+            b"GET /slow within 5 s (backendTimeout)\n",
+        )
+        self.assertTrue(self.pump.serverIO.disconnected)
+        self.assertEqual(self.monitor.events, [("timeout", "head")])
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_justUnder(self) -> None:
+        """
+        A head that is all there just before C{backendTimeout} is relayed.
+        """
+        self.advance(4.999)
+        self.assertEqual(self.client.data, b"")
+        self.pump.serverIO.write(ok(b"late"))
+        self.world.flush()
+        self.assertEqual(self.client.response().body, b"late")
+        self.assertEqual(self.monitor.events, [])
+
+    def test_justOver(self) -> None:
+        """
+        At C{backendTimeout}, the client gets a 504 naming the generation,
+        the port, the request and the timeout.
+        """
+        self.advance(4.999)
+        self.assertEqual(self.client.data, b"")
+        self.advance(0.001)
+        self.assertTimedOut()
+
+    def test_reusedConnection(self) -> None:
+        """
+        The timeout holds on a reused connection too, from when its new
+        request is sent.
+        """
+        self.pump.serverIO.write(ok(b"first"))
+        self.world.flush()
+        self.world.reactor.advance(0.5)
+        self.client = self.world.request(rawRequest(b"GET", b"/slow"))
+        self.assertEqual(self.world.attempts(), [])
+        self.advance(4.999)
+        self.assertEqual(self.client.responses(), [])
+        self.advance(0.001)
+        self.assertTimedOut()
+
+    def test_interimFlood(self) -> None:
+        """
+        Interim responses do not hold the request past C{backendTimeout}.
+        """
+        self.advance(5.0, step=0.01, write=b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertTimedOut()
+
+    def test_trickledHead(self) -> None:
+        """
+        A head trickled a byte at a time does not hold the request past
+        C{backendTimeout}: it is a deadline for the whole head.
+        """
+        self.advance(5.0, step=0.5, write=b"X")
+        self.assertTimedOut()
+
+    def test_clientGone(self) -> None:
+        """
+        A timeout after the client left closes the backend connection and
+        answers no one.
+        """
+        self.client.hangUp()
+        self.world.flush()
+        self.advance(5.0)
+        self.assertEqual(self.backend.inflight, 0)
+        self.assertTrue(self.pump.serverIO.disconnected)
+
+    def test_streamingBody(self) -> None:
+        """
+        A body that keeps coming, however long, is relayed whole.
+        """
+        self.pump.serverIO.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.world.flush()
+        self.advance(100.0, step=10.0, write=b"5\r\ntick\n\r\n")
+        self.pump.serverIO.write(b"0\r\n\r\n")
+        self.world.flush()
+        response = self.client.response()
+        self.assertTrue(response.complete)
+        self.assertEqual(response.body, b"tick\n" * 10)
+        self.assertEqual(self.monitor.events, [])
+
+    def test_stalledBody(self) -> None:
+        """
+        A body that stops for C{backendBodyTimeout} is cut: the client sees
+        its connection close on a truncated response, and the backend
+        connection is closed.
+        """
+        self.pump.serverIO.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf.")
+        self.world.flush()
+        self.advance(19.0)
+        self.assertFalse(self.client.closed)
+        self.advance(2.0)
+        self.assertTrue(self.client.closed)
+        response = self.client.response()
+        self.assertEqual((response.body, response.complete), (b"half.", False))
+        self.assertTrue(self.pump.serverIO.disconnected)
+        self.assertEqual(self.monitor.events, [("timeout", "body")])
+
+    def test_slowClientNotCut(self) -> None:
+        """
+        A body held up by a client that does not read is not cut.
+        """
+        self.pump.serverIO.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf.")
+        self.world.flush()
+        connection = self.pump.client
+        connection.pauseProducing()
+        self.advance(60.0)
+        connection.resumeProducing()
+        self.pump.serverIO.write(b"rest.")
+        self.world.flush()
+        self.assertEqual(self.client.response().body, b"half.rest.")
+        self.assertEqual(self.monitor.events, [])
