@@ -29,8 +29,10 @@ attribute, true when the request asks to switch protocols, and hears:
     101, after which the connection is the handler's to take over.
 """
 
+import array
+import fcntl
 import re
-import socket
+import termios
 from typing import Any, List, Optional
 
 from zope.interface import implementer
@@ -95,7 +97,11 @@ handled apart, as it decides the framing.
 
 _NO_BODY_CODES = frozenset([204, 304])
 
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_UNREAD = array.array("i", [0])
+"""
+Where L{BackendConnection.quiet} has the kernel write how many bytes a
+socket holds unread (one buffer, as the reactor runs one thing at a time).
+"""
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
 """
@@ -427,25 +433,27 @@ class BackendConnection(Protocol):
 
     def quiet(self) -> bool:
         """
-        Is this idle connection fit to carry another request?  Bytes may have
-        reached its socket that the reactor has not read yet: bytes the app
-        sent unasked (which would be read as the next request's response),
-        or the end of the connection.  Either way it is closed.
+        Is this idle connection fit to carry another request?  Bytes the app
+        sent unasked may have reached its socket and not been read yet by the
+        reactor: they would be read as the next request's response.  If there
+        are any, the connection is closed.
+
+        (FIONREAD costs about 1 us; a C{recv} with C{MSG_PEEK}, which would
+        also see the end of the connection, about 3 us.)
         """
         handle = getattr(self.transport, "socket", None)
-        if handle is not None:
-            try:
-                data = handle.recv(1, _PEEK)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                data = b""
-            self._keepAlive = False
-            self.transport.loseConnection()
-            if data:
-                self._misframed("sent bytes on an idle connection")
-            return False
-        return True
+        if handle is None:
+            return True
+        try:
+            fcntl.ioctl(handle.fileno(), termios.FIONREAD, _UNREAD, True)
+        except OSError:
+            return True  # closed: the reactor will tell
+        if not _UNREAD[0]:
+            return True
+        self._keepAlive = False
+        self.transport.loseConnection()
+        self._misframed("sent {} bytes on an idle connection".format(_UNREAD[0]))
+        return False
 
     def expire(self, now: float) -> Optional[float]:
         """
