@@ -172,7 +172,9 @@ class Pool:
 
     def take(self) -> Optional["BackendConnection"]:
         """
-        An idle connection, if there is one, the most recently used first.
+        An idle connection, if there is one, the most recently used first;
+        one holding bytes nobody asked for is closed instead (see
+        L{BackendConnection.quiet}).
         """
         idle = self.idle
         while idle:
@@ -419,7 +421,8 @@ class BackendConnection(Protocol):
         self._request = head
         pool = self.pool
         self.sentAt = pool.reactor.seconds()
-        pool.watch(self)
+        if self.idleCall is None or pool.timeout < IDLE_TIMEOUT:
+            pool.watch(self)
         if length == 0:
             self.transport.write(head)
         elif length <= CHUNK_SIZE:
