@@ -2716,3 +2716,53 @@ class BackendTimeoutTests(SynchronousTestCase):
         self.world.flush()
         self.assertEqual(self.client.response().body, b"half.rest.")
         self.assertEqual(self.monitor.events, [])
+
+
+class GatedTransport(SmallBufferTransport):
+    """
+    A L{SmallBufferTransport} whose buffer is emptied only C{gate} times,
+    so that the test decides when the app takes more.
+    """
+
+    gate = 0
+
+    def getOutBuffer(self) -> Optional[bytes]:
+        if self.gate <= 0:
+            return None
+        self.gate -= 1
+        return SmallBufferTransport.getOutBuffer(self)
+
+
+class SlowUploadTests(SynchronousTestCase):
+    """
+    C{backendTimeout} counts from the last piece of the request body the app
+    took, so an app reading a large upload slowly is not cut short.
+    """
+
+    def test_slowUploadNotTimedOut(self) -> None:
+        """
+        An upload the app takes over several times C{backendTimeout}, a
+        piece a second, gets the app's answer; an app that then stops
+        answering gets a 504 C{backendTimeout} later.
+        """
+        monitor = RecordingMonitor()
+        world = World(backendTimeout=5.0, monitor=monitor)
+        world.deployer.activate(FakeBackend(generation=4, port=20001))
+        body = bytes(range(256)) * 8000
+        client = world.request(rawRequest(b"PUT", b"/big", body=body))
+        pump = world.accept(Factory.forProtocol(Recorder), GatedTransport)
+        seconds = 0
+        while len(pump.server.received) < len(body) and not client.data:
+            world.reactor.advance(1.0)
+            pump.clientIO.gate = 1
+            world.flush()
+            seconds += 1
+        self.assertEqual(client.data, b"")
+        self.assertGreater(seconds, 15)
+        world.reactor.advance(4.9)
+        world.flush()
+        self.assertEqual(client.data, b"")
+        world.reactor.advance(1.1)
+        world.flush()
+        self.assertEqual(client.response().code, 504)
+        self.assertEqual(monitor.events, [("timeout", "head")])
