@@ -2628,6 +2628,17 @@ class BackendTimeoutTests(SynchronousTestCase):
         self.advance(0.001)
         self.assertTimedOut()
 
+    def test_accessLogged(self) -> None:
+        """
+        The 504 is logged, as any finished request, with its generation.
+        """
+        logged = []
+        self.world.site.log = lambda request: logged.append(
+            (request.uri, request.code, request.backendGeneration)
+        )
+        self.advance(5.0)
+        self.assertEqual(logged, [(b"/slow", 504, 4)])
+
     def test_reusedConnection(self) -> None:
         """
         The timeout holds on a reused connection too, from when its new
