@@ -32,6 +32,7 @@ from harness import (  # noqa: E402
     Rainbowd,
     StatusPoller,
     groupAlive,
+    request,
     waitFor,
 )
 
@@ -549,6 +550,134 @@ def slowClients(daemon: Rainbowd, load: Load) -> str:
 
 
 slowClients.config = {"requestHeaderTimeout": 3000, "requestBodyTimeout": 3000}
+
+
+class TokenClients:
+    """
+    C{count} keep-alive clients asking, as fast as they can, for
+    C{/token?t=T}, T unique to each request, and checking that the body is
+    theirs; the misbehaving requests C{asks} (method, path, expected status
+    and body, in which C{{t}} is a unique token) are sent round-robin on two
+    more keep-alive connections.
+    """
+
+    def __init__(self, port: int, count: int, asks=()) -> None:
+        self.port = port
+        self.stopping = threading.Event()
+        self.answered = 0
+        #: per kind of request, how many got a body not theirs
+        self.wrong: dict = {}
+        self.examples: list = []
+        self.errors: list = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(f"c{n}", [("GET", "/token?t={t}", 200, "token={t}\n")]), daemon=True)
+                         for n in range(count)]
+        if asks:
+            self._threads += [threading.Thread(target=self._run, args=(f"m{n}", list(asks)), daemon=True)
+                              for n in range(2)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _run(self, name: str, asks) -> None:
+        import http.client
+
+        connection = None
+        i = 0
+        while not self.stopping.is_set():
+            method, path, status, body = asks[i % len(asks)]
+            token = f"{name}-{i}"
+            i += 1
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                connection.request(method, path.format(t=token))
+                response = connection.getresponse()
+                got = response.read()
+            except Exception as e:  # every outcome counts, whatever it is
+                self.errors.append(f"{method} {path}: {type(e).__name__}: {e}")
+                if connection is not None:
+                    connection.close()
+                connection = None
+                continue
+            with self._lock:
+                self.answered += 1
+                if ((response.status, got.decode(errors="replace")) != (status, body.format(t=token))
+                        or response.getheader("Set-Cookie")):
+                    self.wrong[path] = self.wrong.get(path, 0) + 1
+                    if len(self.examples) < 3:
+                        self.examples.append((method, path.format(t=token), response.status, got[:60]))
+        if connection is not None:
+            connection.close()
+
+
+MISFRAMED = [
+    ("HEAD", "/misframe/head", 200, ""),
+    ("GET", "/misframe/204", 204, ""),
+    ("GET", "/misframe/304", 304, ""),
+    ("GET", "/misframe/long?t={t}", 200, "token={t}\n"),
+    ("GET", "/misframe/twice?t={t}", 200, "token={t}\n"),
+]
+
+
+@scenario
+def misframing(daemon: Rainbowd, load: Load) -> str:
+    """An app that sends a body after HEAD, 204 and 304, then also more than its Content-Length and a second response 50 ms later, under load from keep-alive clients: each gets its own body."""
+    # A late stray after a well-framed response can only be told once the
+    # app has shown it misframes (see "Connections to the app" in the
+    # README), so the bodies after bodiless responses come first.
+    first = TokenClients(daemon.port, 6, MISFRAMED[:3])
+    first.start()
+    waitFor(lambda: "frames its responses wrongly" in daemon.log(), "the misframing warning", 30)
+    time.sleep(2)
+    first.stop()
+    then = TokenClients(daemon.port, 6, MISFRAMED)
+    then.start()
+    time.sleep(8)
+    then.stop()
+    load.stop()
+    warnings = daemon.log().count("frames its responses wrongly")
+    answered = first.answered + then.answered
+    wrong = {path: first.wrong.get(path, 0) + then.wrong.get(path, 0)
+             for path in set(first.wrong) | set(then.wrong)}
+    errors = first.errors + then.errors
+    check(not errors, f"{len(errors)} errors: {errors[:3]}")
+    check(not wrong, f"{sum(wrong.values())} wrong bodies of {answered} ({wrong}): "
+                     f"{first.examples + then.examples}")
+    check(warnings == 1, f"the misframing was logged {warnings} times")
+    return f"{answered} requests, 0 wrong bodies; logged once"
+
+
+misframing.config = {"env": {"APP_MISBEHAVE": "1"}}
+
+
+@scenario
+def hungApp(daemon: Rainbowd, load: Load) -> str:
+    """An app that accepts requests and never answers them: each gets a 504 at backendTimeout (2 s), the others are served."""
+    started = time.monotonic()
+    hung = [inThread(daemon.get, "/stall") for _ in range(8)]
+    for thread, _ in hung:
+        thread.join(60)
+    took = time.monotonic() - started
+    time.sleep(0.5)
+    bad = failures(load.stop())
+    answers = [box.get("result") for _, box in hung]
+    check(all(a and a[0] == 504 and "within 2 s (backendTimeout)" in a[1] for a in answers),
+          f"the hung requests got {answers}")
+    check(2 <= took < 6, f"the 504s came after {took:.1f} s")
+    check(not bad, f"{len(bad)} other requests failed: {bad[:3]}")
+    _, metrics = request(daemon.controlPort, "GET", "/metrics", 10)
+    check('rainbowd_backend_timeouts_total{phase="head"} 8.0' in metrics, "the 504s are not counted")
+    return f"8 hung requests: 504 after {took:.1f} s, counted; 0 other requests failed"
+
+
+hungApp.config = {"backendTimeout": 2000, "env": {"APP_MISBEHAVE": "1"}}
 
 
 def run(f, ports: Ports, backendPorts: str) -> bool:

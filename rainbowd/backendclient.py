@@ -20,13 +20,19 @@ attribute, true when the request asks to switch protocols, and hears:
   - C{responseHead(code, phrase, headers)}, then C{responseData(data)} for
     each piece of the body, C{responseStreaming(connection)} once more of
     the body is to come than has arrived, and C{responseDone()};
-  - C{responseBroken(reason)} instead, if the response cannot be relayed
-    or the connection fails in the middle of it;
+  - C{responseBroken(reason)} instead, if the response cannot be relayed,
+    the connection fails in the middle of it, or its body stalls for the
+    pool's C{bodyTimeout};
+  - C{responseTimedOut(timeout)} if the response head has not all come
+    within the pool's C{timeout} of the request being sent;
   - C{upgraded(connection, phrase, headers, rest)} if the backend answers
     101, after which the connection is the handler's to take over.
 """
 
+import array
+import fcntl
 import re
+import termios
 from collections import deque
 from typing import Any, Deque, List, Optional
 
@@ -35,7 +41,10 @@ from zope.interface import implementer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+_log = Logger()
 
 IDLE_TIMEOUT = 1.0
 """
@@ -43,6 +52,18 @@ Seconds an idle connection to a backend is kept for reuse: less than the
 keep-alive timeouts of app servers (gunicorn's is 2 s), so that rainbowd
 closes an idle connection before the app does, rather than sending a request
 down one the app is closing, which could only be retried if idempotent.
+"""
+
+TIMEOUT = 30.0
+"""
+Seconds a backend has, by default, to send the whole head of its response
+once the request is sent (C{backendTimeout}).
+"""
+
+BODY_TIMEOUT = 300.0
+"""
+Seconds a response body may, by default, go without a byte before it is cut
+(C{backendBodyTimeout}).
 """
 
 CHUNK_SIZE = 65536
@@ -76,6 +97,12 @@ handled apart, as it decides the framing.
 """
 
 _NO_BODY_CODES = frozenset([204, 304])
+
+_UNREAD = array.array("i", [0])
+"""
+Where L{BackendConnection.quiet} has the kernel write how many bytes a
+socket holds unread (one buffer, as the reactor runs one thing at a time).
+"""
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
 """
@@ -125,13 +152,35 @@ class Pool:
     @ivar maxRequests: A connection is closed after this many responses
         rather than reused; 0 for no limit.
     @ivar busy: How many slots are taken.
+    @ivar timeout: Seconds the backend has to send a response's head once
+        the request is sent.
+    @ivar bodyTimeout: Seconds a response body may go without a byte.
+    @ivar misframed: What the backend sent outside the framing of its
+        responses, once it has: its connections are then never reused, since
+        bytes it sends late could be read as the next request's response.
     """
 
     def __init__(
-        self, reactor: Any, port: int, maxConnections: int = 0, maxRequests: int = 0
+        self,
+        reactor: Any,
+        port: int,
+        maxConnections: int = 0,
+        maxRequests: int = 0,
+        generation: Optional[int] = None,
+        timeout: float = TIMEOUT,
+        bodyTimeout: float = BODY_TIMEOUT,
+        monitor: Any = None,
     ) -> None:
+        """
+        @param monitor: Told C{backendMisframed()} when the backend is
+            first found to misframe, if not L{None}.
+        """
         self.reactor = reactor
         self.port = port
+        self.generation = generation
+        self.timeout = timeout
+        self.bodyTimeout = bodyTimeout
+        self.monitor = monitor
         self.idle: List[BackendConnection] = []
         self.draining = False
         self.maxConnections = maxConnections
@@ -139,6 +188,7 @@ class Pool:
         self.busy = 0
         self._waiting: Optional[Deque[Any]] = None
         self._expiry: Optional[IDelayedCall] = None
+        self.misframed: Optional[str] = None
 
     def connect(self, handler: Any) -> Any:
         """
@@ -153,10 +203,15 @@ class Pool:
 
     def take(self) -> Optional["BackendConnection"]:
         """
-        An idle connection, if there is one, the most recently used first.
+        An idle connection, if there is one, the most recently used first;
+        one holding bytes nobody asked for is closed instead (see
+        L{BackendConnection.quiet}).
         """
-        if self.idle:
-            return self.idle.pop()
+        idle = self.idle
+        while idle:
+            connection = idle.pop()
+            if connection.quiet():
+                return connection
         return None
 
     def release(self, connection: "BackendConnection") -> None:
@@ -263,9 +318,36 @@ class Pool:
 
     # Idle connections
 
+    def linger(self, connection: "BackendConnection") -> None:
+        """
+        C{connection} is closing, and still read from: close it for good
+        after C{IDLE_TIMEOUT} if the backend has not by then.
+        """
+        connection.idleSince = self.reactor.seconds()
+        if connection.idleCall is None:
+            connection.idleCall = self.reactor.callLater(
+                IDLE_TIMEOUT, self._checkIdle, connection
+            )
+
+    def watch(self, connection: "BackendConnection") -> None:
+        """
+        C{connection} carries a request: make sure its timer runs, to hold
+        it to C{timeout} and C{bodyTimeout}.
+        """
+        call = connection.idleCall
+        if call is None:
+            connection.idleCall = self.reactor.callLater(
+                min(IDLE_TIMEOUT, self.timeout), self._checkIdle, connection
+            )
+        elif self.timeout < IDLE_TIMEOUT:
+            deadline = connection.sentAt + self.timeout
+            if call.getTime() > deadline:
+                call.reset(max(0.0, deadline - self.reactor.seconds()))
+
     def _checkIdle(self, connection: "BackendConnection") -> None:
         """
-        Close C{connection} if it has been idle for C{IDLE_TIMEOUT}; look
+        Close C{connection} if it has been idle for C{IDLE_TIMEOUT}, or if the
+        response it carries is late (see L{BackendConnection.expire}); look
         again when it could have been, if it is still open.
 
         (One timer per connection, moved on only when it fires, costs less
@@ -274,16 +356,47 @@ class Pool:
         connection.idleCall = None
         if connection.lost:
             return
+        now = self.reactor.seconds()
         if connection.handler is None:
-            idleFor = self.reactor.seconds() - connection.idleSince
+            if connection.detached:
+                return
+            idleFor = now - connection.idleSince
             if idleFor >= IDLE_TIMEOUT:
                 self.forget(connection)
                 connection.transport.loseConnection()
                 return
             wait = IDLE_TIMEOUT - idleFor
         else:
-            wait = IDLE_TIMEOUT
+            wait = connection.expire(now)
+            if wait is None:
+                return
         connection.idleCall = self.reactor.callLater(wait, self._checkIdle, connection)
+
+    def misframing(self, what: str) -> None:
+        """
+        The backend sent bytes outside the framing of its responses, as
+        C{what} says: never reuse its connections again, and say so once.
+        """
+        if self.misframed is not None:
+            return
+        self.misframed = what
+        idle, self.idle = self.idle, []
+        for connection in idle:
+            connection.transport.loseConnection()
+        _log.warn(
+            "Backend generation {generation} on port {port} {what}.  It "
+            "frames its responses wrongly, and bytes it sends late could be "
+            "read as the answer to another request: rainbowd no longer "
+            "reuses its connections (one request per connection from now on, "
+            "which is slower).  Fix the app to send exactly one response per "
+            "request, no body after a HEAD request or a 204 or 304 response, "
+            "and no more body than its Content-Length; then redeploy.",
+            generation=self.generation,
+            port=self.port,
+            what=what,
+        )
+        if self.monitor is not None:
+            self.monitor.backendMisframed()
 
     def forget(self, connection: "BackendConnection") -> None:
         """
@@ -352,6 +465,12 @@ class BadResponse(Exception):
     """
 
 
+class BackendTimeout(Exception):
+    """
+    A backend's response stopped coming.
+    """
+
+
 @implementer(IPushProducer)
 class BackendConnection(Protocol):
     """
@@ -369,7 +488,9 @@ class BackendConnection(Protocol):
     @ivar dedicated: Carrying an upgrade request: never reused.
     @ivar requests: How many responses it has carried and been released
         after, counted by its pool.
+    @ivar detached: Upgraded: the connection is no longer this protocol's.
     @ivar lost: The connection is closed.
+    @ivar sentAt: When the current (or last) request was sent.
     """
 
     factory: Optional[_Connecting] = None
@@ -380,8 +501,10 @@ class BackendConnection(Protocol):
         self.used = False
         self.received = False
         self.dedicated = False
+        self.detached = False
         self.lost = False
         self.idleSince = 0.0
+        self.sentAt = 0.0
         self.idleCall: Optional[IDelayedCall] = None
         self.requests = 0
         self._state = _IDLE
@@ -393,6 +516,13 @@ class BackendConnection(Protocol):
         self._streaming = False
         self._paused = False
         self._sender: Optional[_BodySender] = None
+        self._bodiless = False
+        self._status = 0
+        self._request = b""
+        self._previous = b""
+        self._active = False
+        self._taken = False
+        self._quietSince = 0.0
 
     def connectionMade(self) -> None:
         factory, self.factory = self.factory, None
@@ -417,6 +547,12 @@ class BackendConnection(Protocol):
         self.received = False
         self._state = _HEAD
         self._headOnly = headOnly
+        self._previous = self._request
+        self._request = head
+        pool = self.pool
+        self.sentAt = pool.reactor.seconds()
+        if self.idleCall is None or pool.timeout < IDLE_TIMEOUT:
+            pool.watch(self)
         if length == 0:
             self.transport.write(head)
         elif length <= CHUNK_SIZE:
@@ -427,6 +563,102 @@ class BackendConnection(Protocol):
             content.seek(0)
             self._sender = _BodySender(self, content, length)
             self._sender.start()
+
+    def quiet(self) -> bool:
+        """
+        Is this idle connection fit to carry another request?  Bytes the app
+        sent unasked may have reached its socket and not been read yet by the
+        reactor: they would be read as the next request's response.  If there
+        are any, the connection is closed.
+
+        (FIONREAD costs about 1 us; a C{recv} with C{MSG_PEEK}, which would
+        also see the end of the connection, about 3 us.)
+        """
+        handle = getattr(self.transport, "socket", None)
+        if handle is None:
+            return True
+        try:
+            fcntl.ioctl(handle.fileno(), termios.FIONREAD, _UNREAD, True)
+        except OSError:
+            return True  # closed: the reactor will tell
+        if not _UNREAD[0]:
+            return True
+        self._keepAlive = False
+        self.transport.loseConnection()
+        self._misframed("sent {} bytes on an idle connection".format(_UNREAD[0]))
+        return False
+
+    def expire(self, now: float) -> Optional[float]:
+        """
+        Hold the response this connection carries to the pool's limits: its
+        whole head within C{timeout} of the request being sent (or of the
+        last piece of its body the app took), then a byte of its body at
+        least every C{bodyTimeout}, unless the client is what holds it up.
+
+        @return: Seconds until it must be looked at again, or L{None} if it
+            was closed.
+        """
+        pool = self.pool
+        state = self._state
+        if state == _HEAD:
+            if self._taken:
+                # The app is still taking the request's body.
+                self._taken = False
+                self.sentAt = now
+            remaining = self.sentAt + pool.timeout - now
+            if remaining > 0:
+                return min(IDLE_TIMEOUT, remaining)
+            handler = self._drop()
+            handler.responseTimedOut(pool.timeout)
+            return None
+        if state == _DETACHED:
+            return None
+        if self._active or self._paused:
+            self._active = False
+            self._quietSince = now
+        elif now - self._quietSince >= pool.bodyTimeout:
+            handler = self._drop()
+            handler.responseBroken(
+                Failure(
+                    BackendTimeout(
+                        "sent no byte of the response body for {:g} s "
+                        "(backendBodyTimeout)".format(pool.bodyTimeout)
+                    )
+                )
+            )
+            return None
+        return IDLE_TIMEOUT
+
+    def _drop(self) -> Any:
+        """
+        Give up on the response this connection carries: close the
+        connection at once, never to be reused.
+
+        @return: The handler of its request.
+        """
+        handler, self.handler = self.handler, None
+        if self._sender is not None:
+            self._sender.stop()
+        self._state = _DETACHED
+        self._keepAlive = False
+        self.pool.forget(self)
+        self.transport.abortConnection()
+        return handler
+
+    def _misframed(self, what: str, request: Optional[bytes] = None) -> None:
+        """
+        Tell the pool the app sent bytes outside its responses' framing,
+        C{what}, after its answer to C{request} (by default the last one
+        sent).
+        """
+        if request is None:
+            request = self._request
+        line = request.split(b"\r\n", 1)[0].rsplit(b" ", 1)[0]
+        if line:
+            what += " after answering {} to {}".format(
+                self._status, line[:200].decode("latin-1")
+            )
+        self.pool.misframing(what)
 
     def abort(self) -> None:
         """
@@ -460,6 +692,7 @@ class BackendConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         state = self._state
+        self._active = True
         if state == _HEAD:
             self.received = True
             buffered = self._buffer
@@ -468,6 +701,11 @@ class BackendConnection(Protocol):
                     buffered + data if buffered else data, len(buffered)
                 )
             except BadResponse as e:
+                if self.used:
+                    # Perhaps the rest of the last response, sent late.
+                    self._misframed(
+                        "sent {} on a reused connection".format(e), self._previous
+                    )
                 self._fail(Failure(e))
                 return
             if data is None:
@@ -505,6 +743,7 @@ class BackendConnection(Protocol):
             self._keepAlive = False
             self.pool.forget(self)
             self.transport.loseConnection()
+            self._misframed("sent {} bytes no request asked for".format(len(data)))
             return
         else:
             return
@@ -524,6 +763,7 @@ class BackendConnection(Protocol):
             complete yet (or the response was an upgrade).
         """
         start = searched - 3 if searched > 3 else 0
+        interim = False
         while True:
             end = buffer.find(b"\r\n\r\n", start)
             if end != -1:
@@ -571,6 +811,7 @@ class BackendConnection(Protocol):
             if 100 <= status < 200 and status != 101:
                 buffer = rest
                 start = 0
+                interim = True
                 continue
             break
         self._buffer = b""
@@ -625,6 +866,7 @@ class BackendConnection(Protocol):
             if not handler.upgrade:
                 raise BadResponse("101 Switching Protocols to a request not asking to")
             self._state = _DETACHED
+            self.detached = True
             self.handler = None
             handler.upgraded(self, phrase, headers, rest)
             return None
@@ -650,9 +892,15 @@ class BackendConnection(Protocol):
                 keepAlive = False
             elif version == b"HTTP/1.0":
                 keepAlive = False
-        self._keepAlive = keepAlive and not self.dedicated
+        # A body after a response that has none, or after interim responses,
+        # is a classic bug of hand-written apps, and could come in any later
+        # write: such a connection carries no other request.
+        bodiless = self._headOnly or status in _NO_BODY_CODES
+        self._bodiless = bodiless or interim
+        self._status = status
+        self._keepAlive = keepAlive and not self.dedicated and not self._bodiless
         handler.responseHead(status, phrase, headers)
-        if self._headOnly or status in _NO_BODY_CODES:
+        if bodiless:
             self._state = _IDLE
         elif codings is not None:
             self._state = _CHUNKED
@@ -721,7 +969,8 @@ class BackendConnection(Protocol):
         handler, self.handler = self.handler, None
         self._state = _IDLE
         self._streaming = False
-        reusable = self._keepAlive and not extra
+        pool = self.pool
+        reusable = self._keepAlive and not extra and pool.misframed is None
         if self._sender is not None:
             # The app answered before reading the whole body.
             self._sender.stop()
@@ -730,10 +979,19 @@ class BackendConnection(Protocol):
             self.resumeProducing()
         if reusable:
             self.used = True
-            self.pool.release(self)
+            pool.release(self)
+        elif self._bodiless and not extra:
+            # Read on for a while, to tell the operator if a body follows.
+            pool.forget(self)
+            self.transport.loseWriteConnection()
+            pool.linger(self)
         else:
             self.transport.loseConnection()
         handler.responseDone()
+        if extra:
+            self._misframed(
+                "sent {} bytes more than its response".format(len(extra))
+            )
 
     def _fail(self, reason: Failure) -> None:
         """
@@ -812,6 +1070,7 @@ class _BodySender:
                 break
             self._remaining -= len(chunk)
             transport.write(chunk)
+            self._connection._taken = True
         if self._remaining <= 0 and not self._stopped:
             self.stop()
 

@@ -519,6 +519,18 @@ class Config:
         "backendConnections) before a 503, in ms",
         default=30.0,
     )
+    backendTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Time the app has to send the whole head of its response once the "
+        "request is sent, before a 504, in ms",
+        default=30.0,
+    )
+    backendBodyTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Time a response body may go without a byte from the app before it is "
+        "cut, in ms",
+        default=300.0,
+    )
     maxBackends: int = _setting(
         _Kind("a whole number, 1 or more (2 to redeploy)", _parseMaxBackends),
         "Most versions running at once (old ones draining included)",

@@ -150,6 +150,8 @@ STARTUP_KEYS = (
     "queueTimeout",
     "backendConnections",
     "backendMaxRequests",
+    "backendTimeout",
+    "backendBodyTimeout",
     "controlTokenFile",
     "controlAllowedOrigins",
     "controlAllowedHosts",

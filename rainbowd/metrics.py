@@ -144,8 +144,9 @@ class Metrics:
     """
     The metrics of one rainbowd, in a registry of its own.
 
-    It is the proxy site's C{requestLog} (see L{rainbowd.proxy.ProxySite})
-    and an observer of C{deployer}.
+    It is the proxy site's C{requestLog} (see L{rainbowd.proxy.ProxySite}),
+    the proxy's C{monitor} (see L{rainbowd.proxy.ReverseProxy}) and an
+    observer of C{deployer}.
 
     @ivar registry: the L{CollectorRegistry} to expose.
     """
@@ -200,6 +201,24 @@ class Metrics:
             "checks in a row (a replacement is then started).",
             registry=registry,
         )
+        self._backendTimeouts = Counter(
+            "rainbowd_backend_timeouts",
+            "Responses the app was too slow to send, by phase: head (no "
+            "whole head within backendTimeout: the client got a 504) or "
+            "body (no byte of the body for backendBodyTimeout: the client "
+            "connection was cut).",
+            ["phase"],
+            registry=registry,
+        )
+        for phase in ("head", "body"):
+            self._backendTimeouts.labels(phase)
+        self._misframed = Counter(
+            "rainbowd_backend_misframed",
+            "Generations found sending bytes outside the framing of their "
+            "responses, whose connections rainbowd then stopped reusing; "
+            "see rainbowd's log.",
+            registry=registry,
+        )
         registry.register(_Now(deployer))
         if processMetrics:
             ProcessCollector(registry=registry)
@@ -245,6 +264,21 @@ class Metrics:
         label = NO_GENERATION if generation is None else str(generation)
         child = self._children[key] = self._requests.labels(status, label)
         return child
+
+    # The proxy's monitor
+
+    def backendTimedOut(self, phase: str) -> None:
+        """
+        Count a response the app was too slow to send, in C{phase}
+        (C{"head"} or C{"body"}).
+        """
+        self._backendTimeouts.labels(phase).inc()
+
+    def backendMisframed(self) -> None:
+        """
+        Count a generation found sending bytes outside its responses.
+        """
+        self._misframed.inc()
 
     # The deployer's events
 

@@ -31,7 +31,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from rainbowd.backendclient import HOP_BY_HOP, BackendConnection, Pool
+from rainbowd.backendclient import (
+    BODY_TIMEOUT,
+    HOP_BY_HOP,
+    TIMEOUT,
+    BackendConnection,
+    BackendTimeout,
+    Pool,
+)
 from rainbowd.requestlimits import LimitedRequest, LimitedSite
 from rainbowd.tunnel import Tunnel
 
@@ -141,6 +148,9 @@ class ReverseProxy(Resource):
         queueTimeout: float,
         backendConnections: int = 0,
         backendMaxRequests: int = 0,
+        backendTimeout: float = TIMEOUT,
+        backendBodyTimeout: float = BODY_TIMEOUT,
+        monitor: Any = None,
     ) -> None:
         """
         @param deployer: Where to find the routable backend; see the class
@@ -155,6 +165,15 @@ class ReverseProxy(Resource):
             backend, each on a connection of its own; 0 for no cap.
         @param backendMaxRequests: A connection to a backend is closed
             after this many responses; 0 for no limit.
+        @param backendTimeout: How many seconds a backend has to send the
+            whole head of its response once the request is sent, before the
+            request is answered with 504.
+        @param backendBodyTimeout: How many seconds a response body may go
+            without a byte before it is cut.
+        @param monitor: If not L{None}, told C{backendTimedOut(phase)}
+            (C{"head"} or C{"body"}) when a backend is too slow, and
+            C{backendMisframed()} when a backend is first found to send
+            bytes outside its responses.
         """
         Resource.__init__(self)
         self._deployer = deployer
@@ -162,6 +181,9 @@ class ReverseProxy(Resource):
         self._queueTimeout = queueTimeout
         self._backendConnections = backendConnections
         self._backendMaxRequests = backendMaxRequests
+        self._backendTimeout = backendTimeout
+        self._backendBodyTimeout = backendBodyTimeout
+        self._monitor = monitor
         self._pools: Dict[Tuple[int, int], Pool] = {}
 
     def render(self, request: Request) -> object:
@@ -208,8 +230,12 @@ class ReverseProxy(Resource):
             pool = self._pools[key] = Pool(
                 self._reactor,
                 backend.port,
-                self._backendConnections,
-                self._backendMaxRequests,
+                maxConnections=self._backendConnections,
+                maxRequests=self._backendMaxRequests,
+                generation=backend.generation,
+                timeout=self._backendTimeout,
+                bodyTimeout=self._backendBodyTimeout,
+                monitor=self._monitor,
             )
             backend.whenDraining().addCallback(lambda _: pool.drain())
             backend.whenStopped().addBoth(self._backendStopped, key, pool)
@@ -643,12 +669,47 @@ class _Forwarding:
         if not self.clientGone:
             self.request.finish()
 
+    def responseTimedOut(self, timeout: float) -> None:
+        """
+        The backend did not send the head of its response in time: answer
+        504.
+        """
+        self.connection = None
+        backend = self.backend
+        self._release()
+        monitor = self.proxy._monitor
+        if monitor is not None:
+            monitor.backendTimedOut("head")
+        if self.clientGone:
+            return
+        message = (
+            "rainbowd: backend generation {} on port {} did not answer {} {} "
+            "within {:g} s (backendTimeout)".format(
+                backend.generation,
+                backend.port,
+                self.request.method.decode("latin-1"),
+                self.request.uri.decode("latin-1"),
+                timeout,
+            )
+        )
+        _log.warn(
+            "Answering 504 to {method} {uri}: {message}",
+            method=self.request.method,
+            uri=self.request.uri,
+            message=message,
+        )
+        _respondInPlainText(self.request, 504, message)
+
     def responseBroken(self, reason: Failure) -> None:
         """
         The backend connection failed in the middle of the response.
         """
         self.connection = None
         backend = self.backend
+        if reason.check(BackendTimeout):
+            monitor = self.proxy._monitor
+            if monitor is not None:
+                monitor.backendTimedOut("body")
         if self.streaming:
             self.streaming = False
             if not self.clientGone:

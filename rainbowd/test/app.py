@@ -12,6 +12,8 @@ behaviour is set by environment variables:
     APP_STARTUP_DELAY=N   sleep N seconds before listening
     APP_IGNORE_SIGTERM=1  ignore SIGTERM, so only SIGKILL stops it
     APP_FORK_CHILD=1      start a child process that outlives it
+    APP_MISBEHAVE=1       speak HTTP/1.1 with keep-alive, and serve the
+                          misbehaving paths below
 
 Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health},
 C{GET /slow?seconds=N}, which answers after N seconds, and C{GET /echo}
@@ -23,11 +25,22 @@ waits a second and sends another, and C{GET /hang}, after which the app
 hangs as if deadlocked: that request and every later one, C{/health}
 included, wait forever, and SIGTERM no longer ends it.  On SIGTERM it stops listening, finishes the requests in flight
 (echoes included) and exits 0.
+
+With C{APP_MISBEHAVE=1}, C{GET /token?t=T} answers "token=T\n", and these
+paths frame their responses wrongly, each sending L{STRAY} (a whole response
+with a I{Set-Cookie}, answering "token=stolen") in a later write, before
+reading the next request: C{HEAD /misframe/head} (as the body of a HEAD),
+C{GET /misframe/204} and C{/misframe/304} (as the body of a 204 or 304),
+C{GET /misframe/long?t=T} (past the I{Content-Length} of "token=T\n") and
+C{GET /misframe/twice?t=T} (as a second response, 50 ms after
+"token=T\n"); C{GET /stall} never answers (while the app answers others),
+and returns when the client closes.
 """
 
 import base64
 import hashlib
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -47,6 +60,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         hangIfAsked(url.path)
+        if MISBEHAVE and self.misbehave(url):
+            return
         if url.path == "/":
             self.answer(200, f"{VERSION} pid={os.getpid()}\n")
         elif url.path == "/health":
@@ -128,7 +143,69 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
-        print(f"app {VERSION}: {format % args}", flush=True)
+        if not MISBEHAVE:
+            print(f"app {VERSION}: {format % args}", flush=True)
+
+    # APP_MISBEHAVE=1
+
+    def do_HEAD(self) -> None:
+        if MISBEHAVE and urlsplit(self.path).path == "/misframe/head":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(STRAY)))
+            self.end_headers()
+            self.stray(0.005)
+        else:
+            self.send_error(501)
+
+    def misbehave(self, url) -> bool:
+        """
+        Serve C{url} if it is one of the misbehaving paths.
+        """
+        token = parse_qs(url.query).get("t", [""])[0]
+        if url.path == "/token":
+            self.answer(200, f"token={token}\n")
+        elif url.path in ("/misframe/204", "/misframe/304"):
+            self.send_response(int(url.path[-3:]))
+            self.end_headers()
+            self.stray(0.005)
+        elif url.path == "/misframe/long":
+            self.answer(200, f"token={token}\n")
+            self.stray(0.005)
+        elif url.path == "/misframe/twice":
+            self.answer(200, f"token={token}\n")
+            self.stray(0.05)
+        elif url.path == "/stall":
+            self.close_connection = True
+            try:
+                while True:
+                    select.select([self.rfile], [], [])
+                    if not self.rfile.read1(65536):
+                        break
+            except OSError:
+                pass
+        else:
+            return False
+        return True
+
+    def stray(self, delay: float) -> None:
+        """
+        After C{delay} seconds, send L{STRAY}, no part of any response.
+        """
+        self.wfile.flush()
+        time.sleep(delay)
+        self.wfile.write(STRAY)
+        self.wfile.flush()
+
+
+MISBEHAVE = os.environ.get("APP_MISBEHAVE") == "1"
+
+STRAY = (
+    b"HTTP/1.1 200 OK\r\nSet-Cookie: session=stolen\r\n"
+    b"Content-Length: 13\r\n\r\ntoken=stolen\n"
+)
+
+if MISBEHAVE:
+    Handler.protocol_version = "HTTP/1.1"
 
 
 # GET /hang: from then on, every request waits forever, like an app whose

@@ -86,6 +86,8 @@ class LoadConfigTests(SynchronousTestCase):
                 drainTimeout=30.0,
                 killTimeout=10.0,
                 queueTimeout=30.0,
+                backendTimeout=30.0,
+                backendBodyTimeout=300.0,
                 maxBackends=10,
                 backendPorts=(20000, 29999),
                 env={},
@@ -115,6 +117,8 @@ class LoadConfigTests(SynchronousTestCase):
                 "drainTimeout": 5000,
                 "killTimeout": 2500.5,
                 "queueTimeout": 0,
+                "backendTimeout": 60000,
+                "backendBodyTimeout": 900000,
                 "maxBackends": 3,
                 "backendPorts": "21000-21999",
                 "env": {"APP_ENV": "production"},
@@ -138,6 +142,8 @@ class LoadConfigTests(SynchronousTestCase):
                 drainTimeout=5.0,
                 killTimeout=2.5005,
                 queueTimeout=0.0,
+                backendTimeout=60.0,
+                backendBodyTimeout=900.0,
                 maxBackends=3,
                 backendPorts=(21000, 21999),
                 env={"APP_ENV": "production"},
@@ -165,6 +171,8 @@ class LoadConfigTests(SynchronousTestCase):
                 "requestBodyTimeout",
                 "killTimeout",
                 "queueTimeout",
+                "backendTimeout",
+                "backendBodyTimeout",
             },
         )
 
@@ -449,11 +457,17 @@ class LoadConfigTests(SynchronousTestCase):
 
     def test_zeroTimes(self) -> None:
         """
-        Waits may be 0, but the start timeout and the health-check interval
-        and timeout must be positive.
+        Waits may be 0, but the start timeout, the health-check interval and
+        timeout, and the backend timeouts must be positive.
         """
         self.assertEqual(self.load({"run": RUN, "killTimeout": 0}).killTimeout, 0)
-        for key in ("startTimeout", "healthCheckInterval", "healthCheckTimeout"):
+        for key in (
+            "startTimeout",
+            "healthCheckInterval",
+            "healthCheckTimeout",
+            "backendTimeout",
+            "backendBodyTimeout",
+        ):
             message = self.loadError({"run": RUN, key: 0})
             self.assertIn("greater than 0", message)
 

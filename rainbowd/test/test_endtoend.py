@@ -8,6 +8,7 @@ leaves no process behind.
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import resource
@@ -457,6 +458,89 @@ class EndToEndTests(SynchronousTestCase):
         fast.join(DEADLINE)
         self.assertEqual([ended[n][1][0] for n in ("slow", "fast")], [200, 200])
         self.assertGreaterEqual(ended["fast"][0], ended["slow"][0])
+
+    def test_misframingAppServesEveryoneTheirOwn(self):
+        """
+        An app that sends bytes outside its responses' framing -- a body
+        after HEAD, 204 and 304, more than its Content-Length, a second
+        response -- while keep-alive clients ask for their own tokens: every
+        client gets the body it asked for, and the app's bug is logged once.
+        """
+        daemon = Daemon(self, env={"APP_MISBEHAVE": "1"})
+        daemon.start()
+        daemon.serving()
+        stop = threading.Event()
+        wrong, answered, errors = [], [], []
+
+        def client(name):
+            connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+            try:
+                for i in range(100000):
+                    if stop.is_set():
+                        return
+                    token = f"{name}-{i}"
+                    connection.request("GET", f"/token?t={token}")
+                    response = connection.getresponse()
+                    body = response.read()
+                    answered.append(token)
+                    if body != f"token={token}\n".encode() or response.getheader("Set-Cookie"):
+                        wrong.append((token, response.status, body))
+            except Exception as e:  # reported below, whatever it is
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=client, args=(f"c{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        self.addCleanup(stop.set)
+        misbehaving = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+        self.addCleanup(misbehaving.close)
+
+        def ask(method, path, status, body=b""):
+            misbehaving.request(method, path)
+            response = misbehaving.getresponse()
+            got = response.read()
+            if (response.status, got) != (status, body) or response.getheader("Set-Cookie"):
+                wrong.append((method, path, response.status, got))
+
+        for i in range(5):
+            ask("HEAD", "/misframe/head", 200)
+            ask("GET", "/misframe/204", 204)
+            ask("GET", "/misframe/304", 304)
+        waitFor(lambda: "frames its responses wrongly" in daemon.log(), "the warning")
+        for i in range(5):
+            ask("GET", f"/misframe/long?t=long-{i}", 200, f"token=long-{i}\n".encode())
+            ask("GET", f"/misframe/twice?t=twice-{i}", 200, f"token=twice-{i}\n".encode())
+        waitFor(lambda: len(answered) >= 400 or errors, "400 requests")
+        stop.set()
+        for thread in threads:
+            thread.join(DEADLINE)
+        self.assertEqual((wrong, errors), ([], []))
+        log = daemon.log()
+        self.assertEqual(log.count("frames its responses wrongly"), 1, log)
+        self.assertIn("Backend generation 1 on port", log)
+
+    def test_hungAppTimesOut(self):
+        """
+        A request to an app that accepts it and never answers gets a 504
+        at backendTimeout, counted in the metrics.
+        """
+        daemon = Daemon(self, backendTimeout=2000, env={"APP_MISBEHAVE": "1"})
+        daemon.start()
+        daemon.serving()
+        started = time.monotonic()
+        status, body = daemon.get("/stall")
+        took = time.monotonic() - started
+        self.assertEqual(status, 504)
+        self.assertIn("did not answer GET /stall within 2 s (backendTimeout)", body)
+        self.assertGreaterEqual(took, 1.9)
+        self.assertLess(took, 2 + DEADLINE / 3)
+        metrics = urlopen(f"http://127.0.0.1:{daemon.controlPort}/metrics", timeout=DEADLINE)
+        self.assertIn(
+            b'rainbowd_backend_timeouts_total{phase="head"} 1.0', metrics.read()
+        )
+        self.assertEqual(daemon.get("/token?t=after"), (200, "token=after\n"))
 
     def test_brokenBuild(self):
         """

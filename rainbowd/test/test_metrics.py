@@ -17,13 +17,17 @@ from rainbowd.control import ControlResource
 from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
 from rainbowd.test.test_control import FakeDeployer as FakeControlDeployer
 from rainbowd.test.test_deployer import Harness
+from rainbowd.backendclient import BODY_TIMEOUT, TIMEOUT
 from rainbowd.test.test_proxy import (
     BackendApp,
     FakeBackend,
     FakeDeployer,
+    Recorder,
     World,
     backendSite,
+    cannedBackend,
     later,
+    ok,
     rawRequest,
 )
 
@@ -81,6 +85,7 @@ class RequestMetricsTests(SynchronousTestCase):
         self.world.proxy._deployer = self.deployer
         self.metrics = Metrics(self.deployer, processMetrics=False)
         self.world.site.requestLog = self.metrics
+        self.world.proxy._monitor = self.metrics
         self.backend = FakeBackend(generation=3, port=20001)
 
     def test_parses(self) -> None:
@@ -105,6 +110,8 @@ class RequestMetricsTests(SynchronousTestCase):
                 "rainbowd_deploy_duration_seconds",
                 "rainbowd_crashes",
                 "rainbowd_unresponsive",
+                "rainbowd_backend_timeouts",
+                "rainbowd_backend_misframed",
                 "rainbowd_backends",
                 "rainbowd_inflight_requests",
                 "rainbowd_active_generation",
@@ -183,6 +190,45 @@ class RequestMetricsTests(SynchronousTestCase):
             {"starting": 1, "ready": 0, "active": 1, "draining": 0, "stopping": 0},
         )
         self.assertEqual(samples[("rainbowd_active_generation", ())], 1)
+
+    def test_backendTimeoutCounted(self) -> None:
+        """
+        A 504 for an app too slow to answer is counted as a 5xx of its
+        generation and as a head timeout; a body that stalls, as a body
+        timeout.
+        """
+        self.deployer.activate(self.backend)
+        self.world.request(rawRequest())
+        self.world.accept(Factory.forProtocol(Recorder))
+        self.world.reactor.advance(TIMEOUT)
+        self.world.flush()
+        samples = scrape(self.metrics)
+        self.assertEqual(requests(samples), {("5xx", "3"): 1})
+        timeouts = "rainbowd_backend_timeouts_total"
+        self.assertEqual(samples[(timeouts, (("phase", "head"),))], 1)
+        self.assertEqual(samples[(timeouts, (("phase", "body"),))], 0)
+        self.world.request(rawRequest())
+        self.world.accept(
+            cannedBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf", False)
+        )
+        for _ in range(int(BODY_TIMEOUT) + 2):
+            self.world.reactor.advance(1.0)
+        self.world.flush()
+        samples = scrape(self.metrics)
+        self.assertEqual(samples[(timeouts, (("phase", "body"),))], 1)
+        self.assertEqual(requests(samples), {("5xx", "3"): 1, ("unfinished", "3"): 1})
+
+    def test_misframingCounted(self) -> None:
+        """
+        A generation found sending bytes outside its responses is counted
+        once.
+        """
+        self.deployer.activate(self.backend)
+        for _ in range(2):
+            self.world.request(rawRequest())
+            self.world.accept(cannedBackend(ok(b"ok") + b"stray", False))
+        samples = scrape(self.metrics)
+        self.assertEqual(samples[("rainbowd_backend_misframed_total", ())], 1)
 
     def test_seriesReused(self) -> None:
         """

@@ -9,6 +9,7 @@ land in a L{MemoryReactorClock}'s C{tcpClients}, and the tests connect them,
 again with iosim, to backend L{Site}s (or raw protocols) of their own.
 """
 
+import socket
 from typing import Callable, List, Optional, Tuple
 
 import attrs
@@ -20,6 +21,7 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,7 +29,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from rainbowd.backendclient import CHUNK_SIZE, IDLE_TIMEOUT, BackendConnection, Pool
+from rainbowd.backendclient import (
+    BODY_TIMEOUT,
+    CHUNK_SIZE,
+    IDLE_TIMEOUT,
+    TIMEOUT,
+    BackendConnection,
+    Pool,
+)
 from rainbowd.proxy import ProxyRequest, ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
@@ -330,11 +339,11 @@ class World:
     opened, all in memory.
     """
 
-    def __init__(self, queueTimeout: float = 30.0, **proxyOptions: int) -> None:
+    def __init__(self, queueTimeout: float = 30.0, **proxyOptions: object) -> None:
         self.reactor = MemoryReactorClock()
         self.deployer = FakeDeployer()
         self.proxy = ReverseProxy(
-            self.deployer, self.reactor, queueTimeout, **proxyOptions
+            self.deployer, self.reactor, queueTimeout, **proxyOptions  # type: ignore[arg-type]
         )
         self.site = ProxySite(self.proxy, reactor=self.reactor)
         self.pumps: List[iosim.IOPump] = []
@@ -962,7 +971,8 @@ class ResponseTests(SynchronousTestCase):
     def test_bodilessStatusesRelayed(self) -> None:
         """
         204 and 304 responses are relayed without a body, one after the other
-        on the same client connection.
+        on the same client connection (each over a backend connection of its
+        own).
         """
         codes = [204, 304]
 
@@ -975,6 +985,7 @@ class ResponseTests(SynchronousTestCase):
         self.world.accept(backendSite(self.world, app))
         client.send(rawRequest(b"GET", b"/second"))
         self.world.flush()
+        self.world.accept(backendSite(self.world, app))
         self.assertEqual([r.code for r in client.responses()], [204, 304])
         self.assertEqual(client.data.count(b"HTTP/1.1"), 2)
         self.assertEqual(client.data.endswith(b"\r\n\r\n"), True)
@@ -1407,7 +1418,10 @@ class ConnectionCapTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.world = World(queueTimeout=30.0, backendConnections=2)
+        # Requests hold their slots past queueTimeout, however slow the app.
+        self.world = World(
+            queueTimeout=30.0, backendConnections=2, backendTimeout=3600.0
+        )
         self.backend = FakeBackend(generation=3, port=20001)
         self.world.deployer.activate(self.backend)
         self.app = BackendApp(later)
@@ -2448,7 +2462,7 @@ class FramingTests(SynchronousTestCase):
     def test_interimResponsesSkipped(self) -> None:
         """
         I{100 Continue} and I{103 Early Hints} before the final response are
-        not relayed; the final one is, and the connection is reused.
+        not relayed; the final one is.
         """
         response, closed = self.answer(
             b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -2457,23 +2471,23 @@ class FramingTests(SynchronousTestCase):
         )
         self.assertEqual((response.code, response.body), (200, b"ok"))
         self.assertEqual(response.header(b"Link"), [])
-        self.assertFalse(closed)
 
     def test_bodilessWithLength(self) -> None:
         """
         A 304, or the answer to HEAD, carrying a I{Content-Length} has no
-        body, its length is relayed, and the connection carries the next
-        request.
+        body, and its length is relayed.
         """
         response, closed = self.answer(
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
         )
         self.assertEqual(response.header(b"Content-Length"), [b"10"])
-        self.assertFalse(closed)
         client = self.world.request(rawRequest(b"HEAD"))
-        self.world.flush()
-        self.assertEqual(client.response().code, 304)
-        self.assertEqual(self.world.attempts(), [])
+        self.world.accept(
+            cannedBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", False)
+        )
+        response = client.response()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.header(b"Content-Length"), [b"10"])
 
     def test_connectionCloseNotReused(self) -> None:
         """
@@ -2696,3 +2710,495 @@ class AccessLogTests(SynchronousTestCase):
         self.assertEqual(
             logged, [(b"/early", 503, None), (b"/a", 200, 7), (b"/b", 200, 7)]
         )
+
+
+class Recorder(Protocol):
+    """
+    A backend that records what it receives and answers only what the test
+    writes to its transport.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class KernelBuffer:
+    """
+    A real socket standing for the kernel's side of a fake backend
+    connection: the bytes the app has sent that the reactor has not read
+    yet are unread in it too.
+    """
+
+    def __init__(self, testCase: SynchronousTestCase, pump: iosim.IOPump) -> None:
+        self._pump = pump
+        self.socket, self._peer = socket.socketpair()
+        testCase.addCleanup(self.socket.close)
+        testCase.addCleanup(self._peer.close)
+        pump.clientIO.socket = self.socket  # type: ignore[attr-defined]
+
+    def arrive(self, data: bytes) -> None:
+        """
+        The app sends C{data}: it reaches the socket, not yet the reactor.
+        """
+        self._pump.serverIO.write(data)
+        self._peer.sendall(data)
+
+
+class RecordingMonitor:
+    """
+    The proxy's C{monitor}, recording what it is told.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[str, ...]] = []
+
+    def backendTimedOut(self, phase: str) -> None:
+        self.events.append(("timeout", phase))
+
+    def backendMisframed(self) -> None:
+        self.events.append(("misframed",))
+
+
+FAKE = (
+    b"HTTP/1.1 200 OK\r\nSet-Cookie: session=someone-else\r\n"
+    b"Content-Length: 6\r\n\r\nstolen"
+)
+"""
+Bytes a misbehaving app sends late, outside any response's framing: a whole
+response, which must never reach a client.
+"""
+
+
+def ok(body: bytes) -> bytes:
+    """
+    A kept-alive response with C{body}.
+    """
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+class MisframingTests(SynchronousTestCase):
+    """
+    Bytes an app sends outside the framing of its responses never reach a
+    client that asked something else: connections whose framing is doubtful
+    are not reused, and once an app has been seen to misframe, none of its
+    generation's connections are.
+    """
+
+    def setUp(self) -> None:
+        self.monitor = RecordingMonitor()
+        self.world = World(monitor=self.monitor)
+        self.backend = FakeBackend(generation=4, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def first(self, raw: bytes, answer: bytes) -> iosim.IOPump:
+        """
+        Send C{raw} over a new backend connection, answered C{answer}, and
+        check the client got it.
+
+        @return: The pump of the backend connection.
+        """
+        client = self.world.request(raw)
+        pump = self.world.accept(Factory.forProtocol(Recorder))
+        self.kernel = KernelBuffer(self, pump)
+        pump.serverIO.write(answer)
+        self.world.flush()
+        self.assertTrue(client.responses())
+        return pump
+
+    def assertOwnAnswer(self, client: FakeClient) -> None:
+        """
+        C{client}, having asked for C{/second}, gets its own answer, over a
+        new backend connection, and nothing the app sent before.
+        """
+        self.world.flush()
+        if self.world.attempts():
+            self.world.accept(cannedBackend(ok(b"second"), False))
+        response = client.response()
+        self.assertEqual((response.code, response.body), (200, b"second"))
+        self.assertEqual(response.header(b"Set-Cookie"), [])
+        self.assertNotIn(b"stolen", client.data)
+
+    def late(self, pump: iosim.IOPump) -> FakeClient:
+        """
+        A client asks for C{/second}; then the app sends L{FAKE} on the
+        connection of C{pump}.
+        """
+        client = self.world.request(rawRequest(b"GET", b"/second"))
+        pump.serverIO.write(FAKE)
+        self.world.flush()
+        return client
+
+    def test_headBodyLater(self) -> None:
+        """
+        A body the app sends after its answer to a HEAD, in a later write,
+        does not reach the next client.
+        """
+        pump = self.first(
+            rawRequest(b"HEAD", b"/first"),
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(FAKE),),
+        )
+        self.assertOwnAnswer(self.late(pump))
+
+    def test_noContentBodyLater(self) -> None:
+        """
+        A body the app sends after a 204, in a later write, does not reach
+        the next client.
+        """
+        pump = self.first(
+            rawRequest(b"DELETE", b"/first"), b"HTTP/1.1 204 No Content\r\n\r\n"
+        )
+        self.assertOwnAnswer(self.late(pump))
+
+    def test_notModifiedBodyLater(self) -> None:
+        """
+        A body the app sends after a 304, in a later write, does not reach
+        the next client.
+        """
+        pump = self.first(
+            rawRequest(b"GET", b"/first"), b"HTTP/1.1 304 Not Modified\r\n\r\n"
+        )
+        self.assertOwnAnswer(self.late(pump))
+
+    def test_interimThenBodyLater(self) -> None:
+        """
+        Bytes the app sends after a response that came after interim (1xx)
+        ones, in a later write, do not reach the next client.
+        """
+        pump = self.first(
+            rawRequest(b"GET", b"/first"),
+            b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"first"),
+        )
+        self.assertOwnAnswer(self.late(pump))
+
+    def test_longerBodyLater(self) -> None:
+        """
+        More body than its I{Content-Length}, in a later write that has
+        reached rainbowd's socket but not been read when the next request
+        comes, does not reach that request's client: the idle connection is
+        looked at before it is reused.
+        """
+        self.first(rawRequest(b"GET", b"/first"), ok(b"first"))
+        self.kernel.arrive(FAKE)
+        client = self.world.connectClient()
+        client.send(rawRequest(b"GET", b"/second"))
+        client.pump.flush()
+        self.assertOwnAnswer(client)
+        self.assertEqual(self.monitor.events, [("misframed",)])
+
+    def test_unsolicitedResponseLater(self) -> None:
+        """
+        Once the app has sent a response no request asked for, 50 ms after a
+        complete one, none of its generation's connections is reused: the
+        same bug on another of them cannot reach a client either.
+        """
+        a = self.world.request(rawRequest(b"GET", b"/a"))
+        b = self.world.request(rawRequest(b"GET", b"/b"))
+        pumpA = self.world.accept(Factory.forProtocol(Recorder))
+        pumpB = self.world.accept(Factory.forProtocol(Recorder))
+        pumpA.serverIO.write(ok(b"a"))
+        pumpB.serverIO.write(ok(b"b"))
+        self.world.flush()
+        self.assertEqual([a.response().body, b.response().body], [b"a", b"b"])
+        self.world.reactor.advance(0.05)
+        pumpA.serverIO.write(FAKE)
+        self.world.flush()
+        self.assertTrue(pumpB.serverIO.disconnected)
+        self.assertOwnAnswer(self.late(pumpB))
+        # And so on for every later request of this generation.
+        self.assertTrue(self.world.pumps[-1].serverIO.disconnected)
+
+    def test_overlongBodyAfterReuseIs502(self) -> None:
+        """
+        The rest of a body longer than its I{Content-Length}, arriving once
+        the next request is sent, is not relayed: what does not parse as a
+        response gets the client a 502, and the generation's connections are
+        no longer reused.
+        """
+        pump = self.first(rawRequest(b"GET", b"/first"), ok(b"first"))
+        client = self.world.request(rawRequest(b"GET", b"/second"))
+        pump.serverIO.write(b"AND MORE OF THE FIRST BODY\r\n\r\n")
+        self.world.flush()
+        self.assertEqual(client.response().code, 502)
+        self.assertEqual(self.monitor.events, [("misframed",)])
+        third = self.world.request(rawRequest(b"GET", b"/third"))
+        self.world.accept(cannedBackend(ok(b"third"), False))
+        self.assertEqual(third.response().body, b"third")
+        self.assertTrue(self.world.pumps[-1].serverIO.disconnected)
+
+    def test_extraBytesStopReuse(self) -> None:
+        """
+        Bytes past the end of a response, in the same read, close its
+        connection and stop the reuse of its generation's others.
+        """
+        a = self.world.request(rawRequest(b"GET", b"/a"))
+        b = self.world.request(rawRequest(b"GET", b"/b"))
+        pumpA = self.world.accept(Factory.forProtocol(Recorder))
+        pumpB = self.world.accept(Factory.forProtocol(Recorder))
+        pumpA.serverIO.write(ok(b"a"))
+        self.world.flush()
+        pumpB.serverIO.write(ok(b"b") + FAKE)
+        self.world.flush()
+        self.assertEqual([a.response().body, b.response().body], [b"a", b"b"])
+        self.assertTrue(pumpA.serverIO.disconnected)
+        self.assertTrue(pumpB.serverIO.disconnected)
+
+    def test_warnedOnce(self) -> None:
+        """
+        The first misframing of a generation is logged once, naming the
+        generation, its port and the request the stray bytes followed, and
+        told to the monitor once.
+        """
+        with capturedLogs() as events:
+            pump = self.first(
+                rawRequest(b"HEAD", b"/first?x=1"),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n",
+            )
+            pump.serverIO.write(b"stolen")
+            self.world.flush()
+            for target in [b"/2", b"/3"]:
+                client = self.world.request(rawRequest(b"GET", target))
+                pump = self.world.accept(cannedBackend(ok(b"ok") + FAKE, False))
+                self.assertEqual(client.response().body, b"ok")
+        warnings = [formatEvent(e) for e in events if "frames" in formatEvent(e)]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn(
+            "Backend generation 4 on port 20001 sent 6 bytes no request asked "
+            "for after answering 200 to HEAD /first?x=1.",
+            warnings[0],
+        )
+        self.assertIn("no longer reuses its connections", warnings[0])
+        self.assertEqual(self.monitor.events, [("misframed",)])
+
+    def test_wellFramedReused(self) -> None:
+        """
+        Well-framed responses keep their connection in use.
+        """
+        pump = self.first(rawRequest(b"GET", b"/first"), ok(b"first"))
+        client = self.world.request(rawRequest(b"GET", b"/second"))
+        pump.serverIO.write(ok(b"second"))
+        self.world.flush()
+        self.assertEqual(self.world.attempts(), [])
+        self.assertOwnAnswer(client)
+
+
+class BackendTimeoutTests(SynchronousTestCase):
+    """
+    An app has C{backendTimeout} to send the whole head of its response once
+    the request is sent, or the client gets a 504; then a body may go
+    C{backendBodyTimeout} without a byte before it is cut.
+    """
+
+    def setUp(self) -> None:
+        self.monitor = RecordingMonitor()
+        self.world = World(
+            backendTimeout=5.0, backendBodyTimeout=20.0, monitor=self.monitor
+        )
+        self.backend = FakeBackend(generation=4, port=20001)
+        self.world.deployer.activate(self.backend)
+        self.client = self.world.request(rawRequest(b"GET", b"/slow"))
+        self.pump = self.world.accept(Factory.forProtocol(Recorder))
+
+    def advance(self, seconds: float, step: float = 1.0, write: bytes = b"") -> None:
+        """
+        Let C{seconds} pass, C{step} at a time, the app writing C{write}
+        at each step.
+        """
+        reactor = self.world.reactor
+        end = reactor.seconds() + seconds
+        while reactor.seconds() < end:
+            reactor.advance(min(step, end - reactor.seconds()))
+            if end - 1e-9 < reactor.seconds() < end:
+                reactor.advance(end - reactor.seconds())
+            if write:
+                self.pump.serverIO.write(write)
+            self.world.flush()
+
+    def assertTimedOut(self) -> None:
+        """
+        The client got a 504 saying why, the backend connection is closed,
+        and the timeout is counted.
+        """
+        response = self.client.response()
+        self.assertEqual(response.code, 504)
+        self.assertEqual(
+            response.body,
+            b"rainbowd: backend generation 4 on port 20001 did not answer "
+            b"GET /slow within 5 s (backendTimeout)\n",
+        )
+        self.assertTrue(self.pump.serverIO.disconnected)
+        self.assertEqual(self.monitor.events, [("timeout", "head")])
+        self.assertEqual(self.backend.inflight, 0)
+
+    def test_justUnder(self) -> None:
+        """
+        A head that is all there just before C{backendTimeout} is relayed.
+        """
+        self.advance(4.999)
+        self.assertEqual(self.client.data, b"")
+        self.pump.serverIO.write(ok(b"late"))
+        self.world.flush()
+        self.assertEqual(self.client.response().body, b"late")
+        self.assertEqual(self.monitor.events, [])
+
+    def test_justOver(self) -> None:
+        """
+        At C{backendTimeout}, the client gets a 504 naming the generation,
+        the port, the request and the timeout.
+        """
+        self.advance(4.999)
+        self.assertEqual(self.client.data, b"")
+        self.advance(0.001)
+        self.assertTimedOut()
+
+    def test_accessLogged(self) -> None:
+        """
+        The 504 is logged, as any finished request, with its generation.
+        """
+        logged = []
+        self.world.site.log = lambda request: logged.append(
+            (request.uri, request.code, request.backendGeneration)
+        )
+        self.advance(5.0)
+        self.assertEqual(logged, [(b"/slow", 504, 4)])
+
+    def test_reusedConnection(self) -> None:
+        """
+        The timeout holds on a reused connection too, from when its new
+        request is sent.
+        """
+        self.pump.serverIO.write(ok(b"first"))
+        self.world.flush()
+        self.world.reactor.advance(0.5)
+        self.client = self.world.request(rawRequest(b"GET", b"/slow"))
+        self.assertEqual(self.world.attempts(), [])
+        self.advance(4.999)
+        self.assertEqual(self.client.responses(), [])
+        self.advance(0.001)
+        self.assertTimedOut()
+
+    def test_interimFlood(self) -> None:
+        """
+        Interim responses do not hold the request past C{backendTimeout}.
+        """
+        self.advance(5.0, step=0.01, write=b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertTimedOut()
+
+    def test_trickledHead(self) -> None:
+        """
+        A head trickled a byte at a time does not hold the request past
+        C{backendTimeout}: it is a deadline for the whole head.
+        """
+        self.advance(5.0, step=0.5, write=b"X")
+        self.assertTimedOut()
+
+    def test_clientGone(self) -> None:
+        """
+        A timeout after the client left closes the backend connection and
+        answers no one.
+        """
+        self.client.hangUp()
+        self.world.flush()
+        self.advance(5.0)
+        self.assertEqual(self.backend.inflight, 0)
+        self.assertTrue(self.pump.serverIO.disconnected)
+
+    def test_streamingBody(self) -> None:
+        """
+        A body that keeps coming, however long, is relayed whole.
+        """
+        self.pump.serverIO.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        self.world.flush()
+        self.advance(100.0, step=10.0, write=b"5\r\ntick\n\r\n")
+        self.pump.serverIO.write(b"0\r\n\r\n")
+        self.world.flush()
+        response = self.client.response()
+        self.assertTrue(response.complete)
+        self.assertEqual(response.body, b"tick\n" * 10)
+        self.assertEqual(self.monitor.events, [])
+
+    def test_stalledBody(self) -> None:
+        """
+        A body that stops for C{backendBodyTimeout} is cut: the client sees
+        its connection close on a truncated response, and the backend
+        connection is closed.
+        """
+        self.pump.serverIO.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf.")
+        self.world.flush()
+        self.advance(19.0)
+        self.assertFalse(self.client.closed)
+        self.advance(2.0)
+        self.assertTrue(self.client.closed)
+        response = self.client.response()
+        self.assertEqual((response.body, response.complete), (b"half.", False))
+        self.assertTrue(self.pump.serverIO.disconnected)
+        self.assertEqual(self.monitor.events, [("timeout", "body")])
+
+    def test_slowClientNotCut(self) -> None:
+        """
+        A body held up by a client that does not read is not cut.
+        """
+        self.pump.serverIO.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf.")
+        self.world.flush()
+        connection = self.pump.client
+        connection.pauseProducing()
+        self.advance(60.0)
+        connection.resumeProducing()
+        self.pump.serverIO.write(b"rest.")
+        self.world.flush()
+        self.assertEqual(self.client.response().body, b"half.rest.")
+        self.assertEqual(self.monitor.events, [])
+
+
+class GatedTransport(SmallBufferTransport):
+    """
+    A L{SmallBufferTransport} whose buffer is emptied only C{gate} times,
+    so that the test decides when the app takes more.
+    """
+
+    gate = 0
+
+    def getOutBuffer(self) -> Optional[bytes]:
+        if self.gate <= 0:
+            return None
+        self.gate -= 1
+        return SmallBufferTransport.getOutBuffer(self)
+
+
+class SlowUploadTests(SynchronousTestCase):
+    """
+    C{backendTimeout} counts from the last piece of the request body the app
+    took, so an app reading a large upload slowly is not cut short.
+    """
+
+    def test_slowUploadNotTimedOut(self) -> None:
+        """
+        An upload the app takes over several times C{backendTimeout}, a
+        piece a second, gets the app's answer; an app that then stops
+        answering gets a 504 C{backendTimeout} later.
+        """
+        monitor = RecordingMonitor()
+        world = World(backendTimeout=5.0, monitor=monitor)
+        world.deployer.activate(FakeBackend(generation=4, port=20001))
+        body = bytes(range(256)) * 8000
+        client = world.request(rawRequest(b"PUT", b"/big", body=body))
+        pump = world.accept(Factory.forProtocol(Recorder), GatedTransport)
+        seconds = 0
+        while len(pump.server.received) < len(body) and not client.data:
+            world.reactor.advance(1.0)
+            pump.clientIO.gate = 1
+            world.flush()
+            seconds += 1
+        self.assertEqual(client.data, b"")
+        self.assertGreater(seconds, 15)
+        world.reactor.advance(4.9)
+        world.flush()
+        self.assertEqual(client.data, b"")
+        world.reactor.advance(1.1)
+        world.flush()
+        self.assertEqual(client.response().code, 504)
+        self.assertEqual(monitor.events, [("timeout", "head")])

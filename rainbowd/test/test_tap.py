@@ -398,6 +398,21 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(site, ControlSite)
         self.assertEqual(site._token, b"s3cret-token")
 
+    def test_backendTimeouts(self) -> None:
+        """
+        The proxy holds the app to C{backendTimeout} and
+        C{backendBodyTimeout}, and counts what it sees in the metrics.
+        """
+        reactor = FakeProcessReactor()
+        service = makeService(
+            self.options("--backend-timeout", "1500", "--backend-body-timeout", "9000"),
+            reactor,
+        )
+        service.privilegedStartService()
+        proxy = reactor.tcpServers[0][1].wrappedFactory.resource
+        self.assertEqual((proxy._backendTimeout, proxy._backendBodyTimeout), (1.5, 9.0))
+        self.assertIsInstance(proxy._monitor, Metrics)
+
     def test_unixSocketLocked(self) -> None:
         """
         A unix socket is listened on with a lock file, so that one left by
