@@ -546,7 +546,7 @@ class Config:
         _Kind("a whole number, 0 or more", _parseCount),
         "Responses a connection to the app carries before rainbowd closes it "
         "(0: no limit)",
-        default=100,
+        default=1000,
     )
     backendPorts: Tuple[int, int] = _setting(
         _portRange,

@@ -270,10 +270,10 @@ class LoadConfigTests(SynchronousTestCase):
     def test_backendConnectionLimits(self) -> None:
         """
         backendConnections (default 0, no cap) and backendMaxRequests
-        (default 100) are whole numbers, 0 or more.
+        (default 1000) are whole numbers, 0 or more.
         """
         config = self.load({"run": RUN})
-        self.assertEqual((config.backendConnections, config.backendMaxRequests), (0, 100))
+        self.assertEqual((config.backendConnections, config.backendMaxRequests), (0, 1000))
         config = self.load({"run": RUN, "backendConnections": 8, "backendMaxRequests": 0})
         self.assertEqual((config.backendConnections, config.backendMaxRequests), (8, 0))
         for key in ("backendConnections", "backendMaxRequests"):
