@@ -98,6 +98,9 @@ handled apart, as it decides the framing.
 
 _NO_BODY_CODES = frozenset([204, 304])
 
+_ioctl = fcntl.ioctl
+_FIONREAD = termios.FIONREAD
+
 _UNREAD = array.array("i", [0])
 """
 Where L{BackendConnection.quiet} has the kernel write how many bytes a
@@ -136,9 +139,9 @@ class Pool:
     were taken before, and none while requests wait, since a freed slot goes
     to the first of them at once.
 
-    Without a cap, taking a slot is counting, and a request never waits:
-    the queue (a deque, and one timer for the wait's deadline) exists only
-    while a request waits.
+    Without a cap, no slot is taken (the forwarding does not ask), and a
+    request never waits: the queue (a deque, and one timer for the wait's
+    deadline) exists only while a request waits.
 
     A handler that waits has a C{deadline} (in the reactor's seconds) and
     hears, once it is out of the queue, one of C{slotGranted()},
@@ -498,6 +501,7 @@ class BackendConnection(Protocol):
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.handler: Any = None
+        self._fd: Optional[int] = None  # the socket's, once quiet() has looked
         self.used = False
         self.received = False
         self.dedicated = False
@@ -574,11 +578,14 @@ class BackendConnection(Protocol):
         (FIONREAD costs about 1 us; a C{recv} with C{MSG_PEEK}, which would
         also see the end of the connection, about 3 us.)
         """
-        handle = getattr(self.transport, "socket", None)
-        if handle is None:
+        fd = self._fd
+        if fd is None:
+            handle = getattr(self.transport, "socket", None)
+            fd = self._fd = -1 if handle is None else handle.fileno()
+        if fd < 0:
             return True
         try:
-            fcntl.ioctl(handle.fileno(), termios.FIONREAD, _UNREAD, True)
+            _ioctl(fd, _FIONREAD, _UNREAD, True)
         except OSError:
             return True  # closed: the reactor will tell
         if not _UNREAD[0]:

@@ -126,7 +126,7 @@ class ConnectionCap(WrappingFactory):
 
 
 #: What twisted.web calls on a connection's transport for every request.
-_BOUND = ("write", "writeSequence", "getPeer", "getHost", "resumeProducing")
+_BOUND = ("write", "writeSequence", "getPeer", "resumeProducing")
 
 
 class _Counted(ProtocolWrapper):
@@ -136,12 +136,23 @@ class _Counted(ProtocolWrapper):
     at once, rather than relayed a call at a time.
     """
 
+    # Looked up on every adaptation, such as twisted.web's ISSLTransport(
+    # transport, None) for each request's isSecure(): found here, rather
+    # than by ProtocolWrapper.__getattr__ on the transport, which has none.
+    __conform__ = None
+
     def makeConnection(self, transport: Any) -> None:
         for name in _BOUND:
             method = getattr(transport, name, None)
             if method is not None:
                 setattr(self, name, method)
+        # Asked of every request (twisted.web's Request.__init__), and a
+        # system call each time (getsockname): it does not change.
+        host = transport.getHost()
+        self.getHost = lambda: host  # type: ignore[method-assign]
         ProtocolWrapper.makeConnection(self, transport)
+        # Each read goes straight to the channel.
+        self.dataReceived = self.wrappedProtocol.dataReceived  # type: ignore[method-assign]
 
 
 class _Refusal(Protocol):

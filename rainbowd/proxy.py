@@ -452,15 +452,7 @@ class _Forwarding:
         unroutable = self.proxy._deployer.whyNotRoutable()
         if unroutable is not None:
             why += ": " + unroutable
-        _log.warn(
-            "Answering 503 to {method} {uri}: {why}",
-            method=self.request.method,
-            uri=self.request.uri,
-            why=why,
-        )
-        _respondInPlainText(
-            self.request, 503, "rainbowd: {}; see rainbowd's log".format(why)
-        )
+        self._unavailable(why)
 
     def _send(self, backend: Any, fresh: bool) -> None:
         """
@@ -476,10 +468,12 @@ class _Forwarding:
             # open, which the cap on requests in flight is not about.
             self.connector = pool.connect(self)
             return
-        self.pool = pool
-        if not pool.acquire(self):
-            self.queued = True
-            return
+        if pool.maxConnections:
+            # Without a cap there are no slots to count.
+            self.pool = pool
+            if not pool.acquire(self):
+                self.queued = True
+                return
         if not fresh:
             connection = pool.take()
             if connection is not None:
@@ -519,15 +513,7 @@ class _Forwarding:
             self.proxy._backendConnections,
             self.proxy._queueTimeout,
         )
-        _log.warn(
-            "Answering 503 to {method} {uri}: {why}",
-            method=self.request.method,
-            uri=self.request.uri,
-            why=why,
-        )
-        _respondInPlainText(
-            self.request, 503, "rainbowd: {}; see rainbowd's log".format(why)
-        )
+        self._unavailable(why)
 
     def slotMoved(self) -> None:
         """
@@ -794,6 +780,17 @@ class _Forwarding:
             self._release()
 
     # Endings
+
+    def _unavailable(self, why: str) -> None:
+        _log.warn(
+            "Answering 503 to {method} {uri}: {why}",
+            method=self.request.method,
+            uri=self.request.uri,
+            why=why,
+        )
+        _respondInPlainText(
+            self.request, 503, "rainbowd: {}; see rainbowd's log".format(why)
+        )
 
     def _badGateway(self, backend: Any, what: str) -> None:
         message = "rainbowd: backend generation {} on port {} {}".format(
