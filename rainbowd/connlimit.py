@@ -151,8 +151,18 @@ class _Counted(ProtocolWrapper):
         host = transport.getHost()
         self.getHost = lambda: host  # type: ignore[method-assign]
         ProtocolWrapper.makeConnection(self, transport)
-        # Each read goes straight to the channel.
-        self.dataReceived = self.wrappedProtocol.dataReceived  # type: ignore[method-assign]
+
+    @property
+    def wrappedProtocol(self) -> Any:
+        return self._wrapped
+
+    @wrappedProtocol.setter
+    def wrappedProtocol(self, protocol: Any) -> None:
+        # Each read goes straight to the protocol, the channel or the tunnel
+        # that took its connection over (see rainbowd.tunnel).
+        self._wrapped = protocol
+        if protocol is not None:  # None once the connection is lost
+            self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
 
 
 class _Refusal(Protocol):

@@ -103,6 +103,21 @@ class ConnectionCapTests(SynchronousTestCase):
         protocol.connectionLost(DONE)
         self.assertEqual((self.cap.open, lost), (0, [DONE]))
 
+    def test_takenOverGetsTheBytes(self) -> None:
+        """
+        Once a connection's protocol is replaced, as an upgrade's tunnel
+        does, what arrives goes to the new protocol, not the old one.
+        """
+        protocol, transport = self.connect()
+        other = Protocol()
+        received: List[bytes] = []
+        other.dataReceived = received.append  # type: ignore[method-assign]
+        protocol.wrappedProtocol = other
+        other.makeConnection(protocol)
+        transport.clear()
+        protocol.dataReceived(b"after")
+        self.assertEqual((received, transport.value()), ([b"after"], b""))
+
     def test_pastTheCapRefused(self) -> None:
         """
         The connection past the cap gets a 503 saying why, with
