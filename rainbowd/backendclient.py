@@ -210,9 +210,10 @@ class Pool:
         one holding bytes nobody asked for is closed instead (see
         L{BackendConnection.quiet}).
         """
-        idle = self.idle
-        while idle:
-            connection = idle.pop()
+        # Looked up each time: a connection found misframing closes the
+        # others, and empties the list.
+        while self.idle:
+            connection = self.idle.pop()
             if connection.quiet():
                 return connection
         return None
