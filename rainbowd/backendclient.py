@@ -995,11 +995,13 @@ class BackendConnection(Protocol):
             pool.linger(self)
         else:
             self.transport.loseConnection()
-        handler.responseDone()
         if extra:
+            # Before the handler hears, as the slot it frees may go to a
+            # request that would otherwise take another idle connection.
             self._misframed(
                 "sent {} bytes more than its response".format(len(extra))
             )
+        handler.responseDone()
 
     def _fail(self, reason: Failure) -> None:
         """
