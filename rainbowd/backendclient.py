@@ -210,9 +210,10 @@ class Pool:
         one holding bytes nobody asked for is closed instead (see
         L{BackendConnection.quiet}).
         """
-        idle = self.idle
-        while idle:
-            connection = idle.pop()
+        # Looked up each time: a connection found misframing closes the
+        # others, and empties the list.
+        while self.idle:
+            connection = self.idle.pop()
             if connection.quiet():
                 return connection
         return None
@@ -994,11 +995,13 @@ class BackendConnection(Protocol):
             pool.linger(self)
         else:
             self.transport.loseConnection()
-        handler.responseDone()
         if extra:
+            # Before the handler hears, as the slot it frees may go to a
+            # request that would otherwise take another idle connection.
             self._misframed(
                 "sent {} bytes more than its response".format(len(extra))
             )
+        handler.responseDone()
 
     def _fail(self, reason: Failure) -> None:
         """

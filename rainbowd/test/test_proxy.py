@@ -2945,6 +2945,55 @@ class MisframingTests(SynchronousTestCase):
         self.assertTrue(pumpA.serverIO.disconnected)
         self.assertTrue(pumpB.serverIO.disconnected)
 
+    def test_strayBytesOnTheIdleConnectionTakenFirst(self) -> None:
+        """
+        When the idle connection taken first holds stray bytes, the request
+        goes over a new connection, not over another idle one that the
+        misframing has just closed.
+        """
+        a = self.world.request(rawRequest(b"GET", b"/a"))
+        b = self.world.request(rawRequest(b"GET", b"/b"))
+        pumpA = self.world.accept(Factory.forProtocol(Recorder))
+        pumpB = self.world.accept(Factory.forProtocol(Recorder))
+        kernel = KernelBuffer(self, pumpB)
+        pumpA.serverIO.write(ok(b"a"))
+        self.world.flush()
+        pumpB.serverIO.write(ok(b"b"))
+        self.world.flush()
+        self.assertEqual([a.response().body, b.response().body], [b"a", b"b"])
+        kernel.arrive(FAKE)
+        client = self.world.connectClient()
+        client.send(rawRequest(b"POST", b"/second", body=b"x"))
+        client.pump.flush()
+        self.assertEqual(len(self.world.attempts()), 1)
+        self.assertOwnAnswer(client)
+        self.assertNotIn(b"/second", pumpA.serverIO.protocol.received)
+
+    def test_extraBytesStopReuseBeforeTheNextRequest(self) -> None:
+        """
+        Bytes past the end of a response stop the reuse of the generation's
+        connections before its client hears the response is over: the
+        request the client pipelined behind it goes over a new connection,
+        not an idle one of the app.
+        """
+        b = self.world.request(rawRequest(b"GET", b"/b"))
+        pumpB = self.world.accept(Factory.forProtocol(Recorder))
+        a = self.world.request(
+            rawRequest(b"GET", b"/a") + rawRequest(b"GET", b"/second")
+        )
+        a.methods.append(b"GET")
+        pumpA = self.world.accept(Factory.forProtocol(Recorder))
+        pumpB.serverIO.write(ok(b"b"))
+        self.world.flush()
+        self.assertEqual(b.response().body, b"b")
+        pumpA.serverIO.write(ok(b"a") + FAKE)
+        self.world.flush()
+        self.assertNotIn(b"/second", pumpB.serverIO.protocol.received)
+        self.assertTrue(pumpB.serverIO.disconnected)
+        self.assertEqual(len(self.world.attempts()), 1)
+        self.world.accept(cannedBackend(ok(b"second"), False))
+        self.assertEqual([r.body for r in a.responses()], [b"a", b"second"])
+
     def test_warnedOnce(self) -> None:
         """
         The first misframing of a generation is logged once, naming the
