@@ -18,6 +18,7 @@ C{~/.ssh}:
   - L{makeSubdirectory} makes a subdirectory (C{logs/}) the same way.
 """
 
+import errno
 import os
 import pwd
 import stat
@@ -142,12 +143,21 @@ def openFile(path: str, flags: int, uid: Optional[int] = None) -> int:
     """
     uid = os.geteuid() if uid is None else uid
     try:
-        fd = os.open(path, flags | _SAFE, 0o600)
+        # O_NONBLOCK: a FIFO planted where a file is written would
+        # otherwise block rainbowd until some process reads it.
+        fd = os.open(path, flags | _SAFE | os.O_NONBLOCK, 0o600)
     except OSError as e:
         if os.path.islink(path):
             raise UnsafeStateDir(
                 f"{path} is a symbolic link: rainbowd does not follow links "
                 f"in its state directory; remove it (rm {path})."
+            )
+        if e.errno == errno.ENXIO:
+            # A FIFO with no reader, or a socket.
+            raise UnsafeStateDir(
+                f"{path} is not a plain file: it is not a file rainbowd "
+                f"made, and rainbowd does not write through it; remove it "
+                f"(rm {path})."
             )
         raise e
     info = os.fstat(fd)
@@ -164,6 +174,7 @@ def openFile(path: str, flags: int, uid: Optional[int] = None) -> int:
             f"{path} {problem}: it is not a file rainbowd made, and rainbowd "
             f"does not write through it; remove it (rm {path})."
         )
+    os.set_blocking(fd, True)
     return fd
 
 

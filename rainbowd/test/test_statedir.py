@@ -5,6 +5,7 @@ files in, and files in it opened without following links.
 """
 
 import os
+import signal
 import stat
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -167,6 +168,38 @@ class FileTests(SynchronousTestCase):
             )
         )
         self.assertIn("is owned by", error)
+
+    def test_openFIFO(self) -> None:
+        """
+        A FIFO (or socket) where a file is written, which no reader holds,
+        is refused at once, rather than blocking rainbowd until some
+        process opens it for reading.
+        """
+        path = os.path.join(self.stateDir, "f")
+        os.mkfifo(path, 0o600)
+
+        def tooLong(signum, frame):
+            raise AssertionError("openFile blocked on a FIFO")
+
+        previous = signal.signal(signal.SIGALRM, tooLong)
+        self.addCleanup(signal.signal, signal.SIGALRM, previous)
+        signal.alarm(5)
+        self.addCleanup(signal.alarm, 0)
+        error = str(
+            self.assertRaises(
+                UnsafeStateDir, openFile, path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            )
+        )
+        self.assertIn(f"{path} is not a plain file", error)
+        self.assertIn(f"rm {path}", error)
+
+    def test_openBlocking(self) -> None:
+        """
+        A file opened is in blocking mode, as rainbowd writes it.
+        """
+        fd = openFile(os.path.join(self.stateDir, "f"), os.O_RDWR | os.O_CREAT)
+        self.addCleanup(os.close, fd)
+        self.assertTrue(os.get_blocking(fd))
 
     def test_readLink(self) -> None:
         """
