@@ -122,7 +122,7 @@ class AppGroups:
     def _stopGroups(self, alive, killTimeout: float):
         records = {record["pgid"]: record for path, record in alive}
         groups = list(records)
-        self._signal(records, groups, signal.SIGTERM)
+        ours = self._signal(records, groups, signal.SIGTERM, set())
         left = yield self._waitEmpty(groups, killTimeout)
         if left:
             self.log.warn(
@@ -131,7 +131,7 @@ class AppGroups:
                 groups=", ".join(map(str, left)),
                 timeout=killTimeout,
             )
-            self._signal(records, left, signal.SIGKILL)
+            self._signal(records, left, signal.SIGKILL, ours)
             left = yield self._waitEmpty(left, KILL_GRACE)
         for path, record in alive:
             if record["pgid"] in left:
@@ -252,11 +252,22 @@ class AppGroups:
             and self._signals.identity(pgid) == leader
         )
 
-    def _signal(self, records, groups, signum: int) -> None:
+    def _signal(self, records, groups, signum: int, known):
+        """
+        Send C{signum} to each of C{groups} that is still the app's: looked
+        at again just before, so that a stranger is never signalled, unless
+        it is in C{known}, found the app's before and alive since (its
+        leader, by which it was known, may have exited by now, and a group
+        id is not reused while the group has a process).
+
+        @return: the groups signalled.
+        """
+        signalled = set()
         for pgid in groups:
-            # Look again just before each signal: never signal a stranger.
-            if self._ours(records[pgid]):
+            if pgid in known or self._ours(records[pgid]):
                 self._signals.signalGroup(pgid, signum)
+                signalled.add(pgid)
+        return signalled
 
     @inlineCallbacks
     def _waitEmpty(self, groups, timeout: float):

@@ -196,6 +196,27 @@ class StopLeftoversTests(SynchronousTestCase):
         self.assertFalse(fixture.signals.groupAlive(process.pgid))
         self.assertEqual(fixture.records(), [])
 
+    def test_markerOverwrittenLeaderGone(self) -> None:
+        """
+        A group known by its leader gets SIGKILL after C{killTimeout} even
+        if the leader exited on SIGTERM and only workers, without the
+        marker, are left.
+        """
+        fixture = Fixture(self)
+        process = fixture.reactor.spawnProcess(ProcessProtocol(), "setsid", env={})
+        process.termDelay = None
+        worker = process.pid + 100
+        process.members.add(worker)
+        fixture.writeRecord(process.pgid, leader=f"started:{process.pgid}")
+        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+        self.assertEqual(fixture.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        process.members.discard(process.pid)
+        fixture.advance(KILL_TIMEOUT + REAP_INTERVAL)
+        self.assertIn(("group", process.pgid, signal.SIGKILL), fixture.signals.sent)
+        self.assertNotIn(worker, process.members)
+        fixture.advance(REAP_INTERVAL)
+        self.assertEqual(len(self.successResultOf(d)), 1)
+
     def test_otherLeaderNotSignalled(self) -> None:
         """
         A live group without the marker whose leader is not the process
