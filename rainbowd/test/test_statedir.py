@@ -77,6 +77,34 @@ class PrepareTests(SynchronousTestCase):
             self.assertIn(f"chmod 700 {path}", error)
             self.assertNotIn("\n", error)
 
+    def test_parentWritableByOthers(self) -> None:
+        """
+        A state directory in a directory others may write to, and that is
+        not sticky, is refused naming that directory, whether it is there
+        or only linked from there; in a sticky one (C{/tmp}) it is used.
+        """
+        for mode in [0o777, 0o770]:
+            parent = os.path.abspath(self.mktemp())
+            os.mkdir(parent)
+            os.chmod(parent, mode)
+            self.addCleanup(os.chmod, parent, 0o700)
+            path = os.path.join(parent, "state")
+            error = str(self.assertRaises(UnsafeStateDir, prepare, path))
+            self.assertIn(f"is in {parent}, which has mode {mode:04o}", error)
+            self.assertIn(f"chmod go-w {parent}", error)
+            self.assertNotIn("\n", error)
+            target = os.path.abspath(self.mktemp())
+            os.mkdir(target, 0o700)
+            os.rmdir(path)
+            os.symlink(target, path)
+            error = str(self.assertRaises(UnsafeStateDir, prepare, path))
+            self.assertIn(f"is in {parent}, which has mode", error)
+        parent = os.path.abspath(self.mktemp())
+        os.mkdir(parent)
+        os.chmod(parent, 0o1777)
+        self.addCleanup(os.chmod, parent, 0o700)
+        prepare(os.path.join(parent, "state"))
+
     def test_ownedByAnother(self) -> None:
         """
         A directory owned by another user is refused, naming both users and
