@@ -724,6 +724,17 @@ class Backend(ProcessProtocol):
             os.remove(self.pidfile)
         except FileNotFoundError:
             pass
+        except OSError as e:
+            # The app made a directory of it, say: the generation must still
+            # stop, and the pid is then the group's (see appPid).
+            self.log.warn(
+                "cannot remove the pidfile {path} of generation {generation}: "
+                "{error}; rainbowd reads only the pid the app writes in that "
+                "file ($2), not in a directory; remove it (rm -r {path})",
+                path=self.pidfile,
+                generation=self.generation,
+                error=e.strerror or e,
+            )
 
     def _outputLine(self, childFD: int, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")

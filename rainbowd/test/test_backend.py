@@ -205,6 +205,26 @@ class LaunchTests(BackendTestCase):
         backend.launch()
         self.assertFalse(os.path.exists(backend.pidfile))
 
+    def test_pidfileMadeADirectory(self) -> None:
+        """
+        A generation whose app made a directory of its pidfile (taking
+        C{$2} for a directory to write its pidfile in) still stops, and
+        the pidfile that could not be removed is logged.
+        """
+        backend, process = self.active()
+        os.mkdir(backend.pidfile)
+        with open(os.path.join(backend.pidfile, "app.pid"), "w") as f:
+            f.write("4242\n")
+        with capturedLogs() as events:
+            backend.stop()
+            self.reactor.advance(0)
+        self.assertIs(self.successResultOf(backend.whenStopped()), backend)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertIn(
+            f"cannot remove the pidfile {backend.pidfile}",
+            "\n".join(formatEvent(e) for e in events),
+        )
+
     def test_plantedPidfileRemoved(self) -> None:
         """
         A link planted as the pidfile is removed before the app starts, and
