@@ -315,6 +315,30 @@ class ProcessGroupSignals:
             return False
         return all(entry in environ for entry in wanted)
 
+    def identity(
+        self,
+        pid: int,
+        proc: str = "/proc",
+        bootId: str = "/proc/sys/kernel/random/boot_id",
+    ) -> Optional[str]:
+        """
+        What tells process C{pid} from any other that gets its pid later:
+        the boot it runs in and its start time (C{/proc/PID/stat}); or
+        L{None} if it is not running (a zombie is not) or cannot be looked
+        at.  Unlike the environment, which a process may overwrite (Perl's
+        C{$0 = ...}, C{setproctitle}), it cannot change.
+        """
+        fields = _statFields(str(pid), proc)
+        if fields is None or fields[0] in "ZX" or len(fields) < 20:
+            return None
+        try:
+            with open(bootId) as f:
+                boot = f.read().strip()
+        except OSError:
+            boot = "unknown"
+        # Field 22, starttime, is the 20th after the command name.
+        return f"{boot}:{fields[19]}"
+
     def isStopped(self, pid: int, proc: str = "/proc") -> bool:
         """
         Is process C{pid} stopped -- by SIGSTOP (C{kill -STOP}), SIGTSTP or
@@ -700,6 +724,17 @@ class Backend(ProcessProtocol):
             os.remove(self.pidfile)
         except FileNotFoundError:
             pass
+        except OSError as e:
+            # The app made a directory of it, say: the generation must still
+            # stop, and the pid is then the group's (see appPid).
+            self.log.warn(
+                "cannot remove the pidfile {path} of generation {generation}: "
+                "{error}; rainbowd reads only the pid the app writes in that "
+                "file ($2), not in a directory; remove it (rm -r {path})",
+                path=self.pidfile,
+                generation=self.generation,
+                error=e.strerror or e,
+            )
 
     def _outputLine(self, childFD: int, line: bytes) -> None:
         text = line.rstrip(b"\r").decode("utf-8", "replace")

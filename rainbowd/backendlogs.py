@@ -140,4 +140,17 @@ class BackendLogs(Service):
         found.sort()
         for order, name in found[: max(0, len(found) - keep)]:
             if name not in open_:
-                os.remove(os.path.join(self.directory, name))
+                path = os.path.join(self.directory, name)
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    # A directory under that name, say: the new file is
+                    # written all the same.
+                    _log.warn(
+                        "cannot remove the old output file {path}: {error}; "
+                        "remove it (rm -r {path})",
+                        path=path,
+                        error=e.strerror or e,
+                    )

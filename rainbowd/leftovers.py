@@ -15,7 +15,9 @@ or its version any more; and it served no traffic while the proxy was down.
 A fresh generation is the only one rainbowd can vouch for.
 
 A group is only signalled if one of its processes has L{APP_VARIABLE} set to
-this state directory in its environment, so a stranger that got the same
+this state directory in its environment, or if its leader is still the
+process recorded (by its boot and start time: an app may overwrite its
+environment, as Perl's C{$0 = ...} does), so a stranger that got the same
 process group id later is never touched.
 
 Then every process still carrying that marker is stopped the same way,
@@ -66,6 +68,8 @@ class AppGroups:
             "generation": backend.generation,
             "port": backend.port,
             "run": backend.config.run,
+            # The group's leader, which the app may exec into.
+            "leader": self._signals.identity(backend.pgid),
         }
         try:
             writeAtomically(path, json.dumps(record).encode("utf-8"))
@@ -97,7 +101,7 @@ class AppGroups:
         """
         alive = []
         for path, record in self._records():
-            if self._ours(record["pgid"]):
+            if self._ours(record):
                 self.log.warn(
                     "generation {generation} of an earlier rainbowd (process "
                     "group {pgid}, port {port}) is still running; stopping "
@@ -116,8 +120,9 @@ class AppGroups:
 
     @inlineCallbacks
     def _stopGroups(self, alive, killTimeout: float):
-        groups = [record["pgid"] for path, record in alive]
-        self._signal(groups, signal.SIGTERM)
+        records = {record["pgid"]: record for path, record in alive}
+        groups = list(records)
+        ours = self._signal(records, groups, signal.SIGTERM, set())
         left = yield self._waitEmpty(groups, killTimeout)
         if left:
             self.log.warn(
@@ -126,7 +131,7 @@ class AppGroups:
                 groups=", ".join(map(str, left)),
                 timeout=killTimeout,
             )
-            self._signal(left, signal.SIGKILL)
+            self._signal(records, left, signal.SIGKILL, ours)
             left = yield self._waitEmpty(left, KILL_GRACE)
         for path, record in alive:
             if record["pgid"] in left:
@@ -230,14 +235,39 @@ class AppGroups:
             found.append((path, record))
         return sorted(found, key=lambda item: item[1]["pgid"])
 
-    def _ours(self, pgid: int) -> bool:
-        return self._signals.groupHas(pgid, APP_VARIABLE, self._stateDir)
+    def _ours(self, record) -> bool:
+        """
+        Is the live group C{record} names the one it recorded: has one of
+        its processes this state directory's marker, or is its leader
+        still the very process recorded (an app that overwrote its
+        environment, as C{$0 = ...} in Perl does, carries no marker)?
+        """
+        pgid = record["pgid"]
+        if self._signals.groupHas(pgid, APP_VARIABLE, self._stateDir):
+            return True
+        leader = record.get("leader")
+        return (
+            isinstance(leader, str)
+            and self._signals.groupOf(pgid) == pgid
+            and self._signals.identity(pgid) == leader
+        )
 
-    def _signal(self, groups, signum: int) -> None:
+    def _signal(self, records, groups, signum: int, known):
+        """
+        Send C{signum} to each of C{groups} that is still the app's: looked
+        at again just before, so that a stranger is never signalled, unless
+        it is in C{known}, found the app's before and alive since (its
+        leader, by which it was known, may have exited by now, and a group
+        id is not reused while the group has a process).
+
+        @return: the groups signalled.
+        """
+        signalled = set()
         for pgid in groups:
-            # Look again just before each signal: never signal a stranger.
-            if self._ours(pgid):
+            if pgid in known or self._ours(records[pgid]):
                 self._signals.signalGroup(pgid, signum)
+                signalled.add(pgid)
+        return signalled
 
     @inlineCallbacks
     def _waitEmpty(self, groups, timeout: float):

@@ -10,7 +10,8 @@ truncate or write that file.  So, as ssh's C{StrictModes} does for
 C{~/.ssh}:
 
   - L{prepare} creates C{stateDir} with mode 0700, and refuses one that is
-    not owned by rainbowd's user or that group or others may write to;
+    not owned by rainbowd's user or that group or others may write to, or
+    that is in a directory where they may replace it (not sticky);
   - L{openFile} opens a file in it without following a symbolic link, and
     refuses one that is not a plain file of rainbowd's own with one link;
   - L{writeAtomically} writes a file (mode 0600) through a temporary file
@@ -18,6 +19,7 @@ C{~/.ssh}:
   - L{makeSubdirectory} makes a subdirectory (C{logs/}) the same way.
 """
 
+import errno
 import os
 import pwd
 import stat
@@ -99,11 +101,46 @@ def prepare(
             'set another "stateDir" (--state-dir).'
         )
     _check(path, info, uid, what)
+    _checkParents(path, statPath)
     if not os.access(path, os.W_OK | os.X_OK):
         raise UnsafeStateDir(
             f"{what} {path} is not writable by rainbowd: chmod 700 {path}, "
             'or set another "stateDir" (--state-dir).'
         )
+
+
+def _checkParents(
+    path: str, statPath: Callable[[str], os.stat_result]
+) -> None:
+    """
+    Refuse C{path} if a directory above it -- where it is configured, or
+    where it really is, through links -- lets group or others rename or
+    replace the entries in it: they could put a directory or a link of
+    theirs in the state directory's place once rainbowd has checked it.  A
+    sticky directory such as C{/tmp} lets only an entry's owner do that.
+    """
+    parents = set()
+    for start in (os.path.abspath(path), os.path.realpath(path)):
+        parent = os.path.dirname(start)
+        while True:
+            parents.add(parent)
+            above = os.path.dirname(parent)
+            if above == parent:
+                break
+            parent = above
+    for parent in sorted(parents):
+        try:
+            mode = statPath(parent).st_mode
+        except OSError:
+            continue
+        if stat.S_IMODE(mode) & 0o022 and not mode & stat.S_ISVTX:
+            raise UnsafeStateDir(
+                f'The state directory ("stateDir") {path} is in {parent}, '
+                f"which has mode {stat.S_IMODE(mode):04o}: other users may "
+                f"replace the state directory with a link of theirs there: "
+                f"chmod go-w {parent} (or chmod +t {parent}), or set another "
+                f'"stateDir" (--state-dir).'
+            )
 
 
 def makeSubdirectory(path: str, uid: Optional[int] = None) -> None:
@@ -142,12 +179,21 @@ def openFile(path: str, flags: int, uid: Optional[int] = None) -> int:
     """
     uid = os.geteuid() if uid is None else uid
     try:
-        fd = os.open(path, flags | _SAFE, 0o600)
+        # O_NONBLOCK: a FIFO planted where a file is written would
+        # otherwise block rainbowd until some process reads it.
+        fd = os.open(path, flags | _SAFE | os.O_NONBLOCK, 0o600)
     except OSError as e:
         if os.path.islink(path):
             raise UnsafeStateDir(
                 f"{path} is a symbolic link: rainbowd does not follow links "
                 f"in its state directory; remove it (rm {path})."
+            )
+        if e.errno == errno.ENXIO:
+            # A FIFO with no reader, or a socket.
+            raise UnsafeStateDir(
+                f"{path} is not a plain file: it is not a file rainbowd "
+                f"made, and rainbowd does not write through it; remove it "
+                f"(rm {path})."
             )
         raise e
     info = os.fstat(fd)
@@ -164,6 +210,7 @@ def openFile(path: str, flags: int, uid: Optional[int] = None) -> int:
             f"{path} {problem}: it is not a file rainbowd made, and rainbowd "
             f"does not write through it; remove it (rm {path})."
         )
+    os.set_blocking(fd, True)
     return fd
 
 

@@ -227,6 +227,13 @@ class FakeSignals:
         owner = self._owner(pid)
         return None if owner is None else owner.pgid
 
+    def identity(self, pid: int) -> Optional[str]:
+        """
+        C{"started:PID"} for a running process: the fake's pids are never
+        reused.
+        """
+        return None if self._owner(pid) is None else f"started:{pid}"
+
 
 class FakeHealthCheck:
     """

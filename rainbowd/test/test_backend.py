@@ -4,6 +4,8 @@ Tests for L{rainbowd.backend}.
 
 import os
 import signal
+import subprocess
+import sys
 from typing import List
 
 from twisted.internet.defer import TimeoutError
@@ -202,6 +204,26 @@ class LaunchTests(BackendTestCase):
         self.writePidfile(backend, 4242)
         backend.launch()
         self.assertFalse(os.path.exists(backend.pidfile))
+
+    def test_pidfileMadeADirectory(self) -> None:
+        """
+        A generation whose app made a directory of its pidfile (taking
+        C{$2} for a directory to write its pidfile in) still stops, and
+        the pidfile that could not be removed is logged.
+        """
+        backend, process = self.active()
+        os.mkdir(backend.pidfile)
+        with open(os.path.join(backend.pidfile, "app.pid"), "w") as f:
+            f.write("4242\n")
+        with capturedLogs() as events:
+            backend.stop()
+            self.reactor.advance(0)
+        self.assertIs(self.successResultOf(backend.whenStopped()), backend)
+        self.assertIs(backend.state, State.STOPPED)
+        self.assertIn(
+            f"cannot remove the pidfile {backend.pidfile}",
+            "\n".join(formatEvent(e) for e in events),
+        )
 
     def test_plantedPidfileRemoved(self) -> None:
         """
@@ -1445,6 +1467,42 @@ class StateTests(BackendTestCase):
         """
         backend, process = self.launched()
         self.assertEqual(backend.appPid(), process.pid)
+
+
+class IdentityTests(SynchronousTestCase):
+    """
+    Tests for L{ProcessGroupSignals.identity}, on the real C{/proc}.
+    """
+
+    def test_running(self) -> None:
+        """
+        A process's identity stays the same while it runs, is no other
+        process's, and is gone once it has exited.
+        """
+        signals = ProcessGroupSignals()
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE,
+        )
+        self.addCleanup(child.wait)
+        self.addCleanup(child.stdin.close)
+        first = signals.identity(child.pid)
+        self.assertIsNotNone(first)
+        self.assertEqual(signals.identity(child.pid), first)
+        self.assertNotEqual(signals.identity(os.getpid()), first)
+        child.stdin.close()
+        child.wait()
+        self.assertIsNone(signals.identity(child.pid))
+
+    def test_zombie(self) -> None:
+        """
+        A zombie has no identity: it is not running.
+        """
+        proc = self.mktemp()
+        os.makedirs(os.path.join(proc, "10"))
+        with open(os.path.join(proc, "10", "stat"), "w") as f:
+            f.write("10 (app) Z 1 10 10 0 -1 4194560" + " 0" * 13 + " 4242 0\n")
+        self.assertIsNone(ProcessGroupSignals().identity(10, proc))
 
 
 class GroupAliveTests(SynchronousTestCase):

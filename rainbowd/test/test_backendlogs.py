@@ -122,6 +122,24 @@ class BackendLogsTests(SynchronousTestCase):
         )
         self.assertEqual(self.read(3), "three\n")
 
+    def test_oldestUnremovable(self) -> None:
+        """
+        An old file that cannot be removed (a directory planted under its
+        name) is logged and left, and each new generation's output still
+        goes to its file.
+        """
+        planted = os.path.join(self.directory, "20200101T000000Z-1-generation-7.log")
+        os.makedirs(planted)
+        with capturedLogs() as events:
+            self.h.start()
+            self.redeploy(2)
+            self.redeploy(3)
+        self.h.process(3).emit(b"three\n")
+        self.assertEqual(self.read(3), "three\n")
+        text = "\n".join(formatEvent(e) for e in events)
+        self.assertNotIn("cannot write generation", text)
+        self.assertIn(f"cannot remove the old output file {planted}", text)
+
     def test_off(self) -> None:
         """
         With backendLogs 0, a generation gets no file.

@@ -719,6 +719,40 @@ class EndToEndTests(SynchronousTestCase):
             f"of an earlier rainbowd (process group {oldGroup}", daemon.log()
         )
 
+    def test_leftoverWithoutMarkerStopped(self):
+        """
+        After rainbowd is killed with SIGKILL, an app that overwrote its
+        environment (Perl's C{$0 = ...}, as C{setproctitle} does), so that
+        it no longer shows rainbowd's marker, is stopped all the same by the
+        next rainbowd, which knows its recorded group's leader.
+        """
+        perl = shutil.which("perl")
+        if perl is None:
+            raise SkipTest("no perl to overwrite its environment with $0")
+        server = (
+            "use IO::Socket::INET; $0 = q(app); my $s = IO::Socket::INET->new("
+            "LocalAddr => q(127.0.0.1), LocalPort => $ARGV[0], Listen => 5, "
+            "ReuseAddr => 1) or die; while (my $c = $s->accept) { print $c "
+            'qq(HTTP/1.0 200 OK\\r\\nConnection: close\\r\\n\\r\\npid=$$ ok\\n); '
+            "close $c }"
+        )
+        daemon = Daemon(self, run=f"exec {perl} -e '{server}' $1")
+        first = daemon.start()
+        oldPid = daemon.appPid()
+        self.addCleanup(lambda: alive(oldPid) and os.kill(oldPid, signal.SIGKILL))
+        with open(f"/proc/{oldPid}/environ", "rb") as f:
+            self.assertNotIn(APP_VARIABLE.encode("ascii"), f.read())
+        first.kill()
+        first.wait(DEADLINE)
+        first.stdout.close()
+        self.assertTrue(alive(oldPid))
+        daemon.start()
+        newPid = daemon.appPid()
+        self.addCleanup(lambda: alive(newPid) and os.kill(newPid, signal.SIGKILL))
+        self.assertNotEqual(newPid, oldPid)
+        self.assertFalse(alive(oldPid))
+        self.assertIn(f"of an earlier rainbowd (process group {oldPid}", daemon.log())
+
     def test_setsidChildrenStopped(self):
         """
         A process the app starts in a session of its own (C{setsid} in

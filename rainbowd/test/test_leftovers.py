@@ -47,12 +47,13 @@ class Fixture:
             self.writeRecord(process.pgid, generation)
         return process
 
-    def writeRecord(self, pgid: int, generation: int = 1) -> str:
+    def writeRecord(self, pgid: int, generation: int = 1, leader=None) -> str:
         path = os.path.join(self.stateDir, f"app-{pgid}.json")
+        record = {"pgid": pgid, "generation": generation, "port": 20000, "run": "app"}
+        if leader is not None:
+            record["leader"] = leader
         with open(path, "w") as f:
-            json.dump(
-                {"pgid": pgid, "generation": generation, "port": 20000, "run": "app"}, f
-            )
+            json.dump(record, f)
         return path
 
     def records(self):
@@ -176,6 +177,59 @@ class StopLeftoversTests(SynchronousTestCase):
         self.assertEqual(fixture.signals.sent, [])
         self.assertTrue(fixture.signals.groupAlive(stranger.pgid))
         self.assertEqual(fixture.records(), [])
+
+    def test_markerOverwritten(self) -> None:
+        """
+        A live group none of whose processes shows the marker any more (the
+        app overwrote its environment, as Perl's C{$0 = ...} does) is
+        stopped all the same when its leader is still the process
+        recorded.
+        """
+        fixture = Fixture(self)
+        process = fixture.reactor.spawnProcess(ProcessProtocol(), "setsid", env={})
+        fixture.writeRecord(process.pgid, leader=f"started:{process.pgid}")
+        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+        fixture.advance(REAP_INTERVAL)
+        [found] = self.successResultOf(d)
+        self.assertEqual(found["pgid"], process.pgid)
+        self.assertEqual(fixture.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.assertFalse(fixture.signals.groupAlive(process.pgid))
+        self.assertEqual(fixture.records(), [])
+
+    def test_markerOverwrittenLeaderGone(self) -> None:
+        """
+        A group known by its leader gets SIGKILL after C{killTimeout} even
+        if the leader exited on SIGTERM and only workers, without the
+        marker, are left.
+        """
+        fixture = Fixture(self)
+        process = fixture.reactor.spawnProcess(ProcessProtocol(), "setsid", env={})
+        process.termDelay = None
+        worker = process.pid + 100
+        process.members.add(worker)
+        fixture.writeRecord(process.pgid, leader=f"started:{process.pgid}")
+        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+        self.assertEqual(fixture.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        process.members.discard(process.pid)
+        fixture.advance(KILL_TIMEOUT + REAP_INTERVAL)
+        self.assertIn(("group", process.pgid, signal.SIGKILL), fixture.signals.sent)
+        self.assertNotIn(worker, process.members)
+        fixture.advance(REAP_INTERVAL)
+        self.assertEqual(len(self.successResultOf(d)), 1)
+
+    def test_otherLeaderNotSignalled(self) -> None:
+        """
+        A live group without the marker whose leader is not the process
+        recorded (its pid was reused since) is never signalled.
+        """
+        fixture = Fixture(self)
+        stranger = fixture.reactor.spawnProcess(ProcessProtocol(), "setsid", env={})
+        fixture.writeRecord(stranger.pgid, leader="started:1")
+        self.assertEqual(
+            self.successResultOf(fixture.groups.stopLeftovers(KILL_TIMEOUT)), []
+        )
+        self.assertEqual(fixture.signals.sent, [])
+        self.assertTrue(fixture.signals.groupAlive(stranger.pgid))
 
     def test_unreadableRecord(self) -> None:
         """
@@ -309,7 +363,13 @@ class DeployerLeftoversTests(SynchronousTestCase):
         with open(os.path.join(self.fixture.stateDir, f"app-{backend.pgid}.json")) as f:
             self.assertEqual(
                 json.load(f),
-                {"pgid": backend.pgid, "generation": 1, "port": 20000, "run": "app $1 $2"},
+                {
+                    "pgid": backend.pgid,
+                    "generation": 1,
+                    "port": 20000,
+                    "run": "app $1 $2",
+                    "leader": f"started:{backend.pgid}",
+                },
             )
         self.health.answer(backend.port)
         self.deployer.stopService()

@@ -5,6 +5,7 @@ files in, and files in it opened without following links.
 """
 
 import os
+import signal
 import stat
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -75,6 +76,34 @@ class PrepareTests(SynchronousTestCase):
             self.assertIn(f"has mode {mode:04o}", error)
             self.assertIn(f"chmod 700 {path}", error)
             self.assertNotIn("\n", error)
+
+    def test_parentWritableByOthers(self) -> None:
+        """
+        A state directory in a directory others may write to, and that is
+        not sticky, is refused naming that directory, whether it is there
+        or only linked from there; in a sticky one (C{/tmp}) it is used.
+        """
+        for mode in [0o777, 0o770]:
+            parent = os.path.abspath(self.mktemp())
+            os.mkdir(parent)
+            os.chmod(parent, mode)
+            self.addCleanup(os.chmod, parent, 0o700)
+            path = os.path.join(parent, "state")
+            error = str(self.assertRaises(UnsafeStateDir, prepare, path))
+            self.assertIn(f"is in {parent}, which has mode {mode:04o}", error)
+            self.assertIn(f"chmod go-w {parent}", error)
+            self.assertNotIn("\n", error)
+            target = os.path.abspath(self.mktemp())
+            os.mkdir(target, 0o700)
+            os.rmdir(path)
+            os.symlink(target, path)
+            error = str(self.assertRaises(UnsafeStateDir, prepare, path))
+            self.assertIn(f"is in {parent}, which has mode", error)
+        parent = os.path.abspath(self.mktemp())
+        os.mkdir(parent)
+        os.chmod(parent, 0o1777)
+        self.addCleanup(os.chmod, parent, 0o700)
+        prepare(os.path.join(parent, "state"))
 
     def test_ownedByAnother(self) -> None:
         """
@@ -167,6 +196,38 @@ class FileTests(SynchronousTestCase):
             )
         )
         self.assertIn("is owned by", error)
+
+    def test_openFIFO(self) -> None:
+        """
+        A FIFO (or socket) where a file is written, which no reader holds,
+        is refused at once, rather than blocking rainbowd until some
+        process opens it for reading.
+        """
+        path = os.path.join(self.stateDir, "f")
+        os.mkfifo(path, 0o600)
+
+        def tooLong(signum, frame):
+            raise AssertionError("openFile blocked on a FIFO")
+
+        previous = signal.signal(signal.SIGALRM, tooLong)
+        self.addCleanup(signal.signal, signal.SIGALRM, previous)
+        signal.alarm(5)
+        self.addCleanup(signal.alarm, 0)
+        error = str(
+            self.assertRaises(
+                UnsafeStateDir, openFile, path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            )
+        )
+        self.assertIn(f"{path} is not a plain file", error)
+        self.assertIn(f"rm {path}", error)
+
+    def test_openBlocking(self) -> None:
+        """
+        A file opened is in blocking mode, as rainbowd writes it.
+        """
+        fd = openFile(os.path.join(self.stateDir, "f"), os.O_RDWR | os.O_CREAT)
+        self.addCleanup(os.close, fd)
+        self.assertTrue(os.get_blocking(fd))
 
     def test_readLink(self) -> None:
         """
