@@ -10,8 +10,9 @@ truncate or write that file.  So, as ssh's C{StrictModes} does for
 C{~/.ssh}:
 
   - L{prepare} creates C{stateDir} with mode 0700, and refuses one that is
-    not owned by rainbowd's user or that group or others may write to, or
-    that is in a directory where they may replace it (not sticky);
+    not owned by rainbowd's user or that group or others may write to, or,
+    when rainbowd runs as root, that is in a directory where they may
+    replace it (not sticky);
   - L{openFile} opens a file in it without following a symbolic link, and
     refuses one that is not a plain file of rainbowd's own with one link;
   - L{writeAtomically} writes a file (mode 0600) through a temporary file
@@ -101,7 +102,10 @@ def prepare(
             'set another "stateDir" (--state-dir).'
         )
     _check(path, info, uid, what)
-    _checkParents(path, statPath)
+    if uid == 0:
+        # As root, what a swapped state directory makes rainbowd write or
+        # remove can be any file; as another user, only that user's.
+        _checkParents(path, statPath)
     if not os.access(path, os.W_OK | os.X_OK):
         raise UnsafeStateDir(
             f"{what} {path} is not writable by rainbowd: chmod 700 {path}, "

@@ -35,6 +35,24 @@ def unchanged(testCase: SynchronousTestCase, path: str) -> None:
         testCase.assertEqual(f.read(), "precious\n")
 
 
+
+def prepareAs(uid: int, path: str) -> None:
+    """
+    L{prepare} C{path} as if rainbowd ran as C{uid} and owned it.
+    """
+
+    def statPath(p: str) -> os.stat_result:
+        info = os.stat(p)
+        if p != path:
+            return info
+        fields = list(info)
+        fields[stat.ST_UID] = uid
+        return os.stat_result(fields)
+
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    prepare(path, uid, statPath)
+
+
 class PrepareTests(SynchronousTestCase):
     """
     Tests for L{prepare}.
@@ -79,9 +97,10 @@ class PrepareTests(SynchronousTestCase):
 
     def test_parentWritableByOthers(self) -> None:
         """
-        A state directory in a directory others may write to, and that is
-        not sticky, is refused naming that directory, whether it is there
-        or only linked from there; in a sticky one (C{/tmp}) it is used.
+        As root, a state directory in a directory others may write to, and
+        that is not sticky, is refused naming that directory, whether it is
+        there or only linked from there; in a sticky one (C{/tmp}) it is
+        used.
         """
         for mode in [0o777, 0o770]:
             parent = os.path.abspath(self.mktemp())
@@ -89,7 +108,7 @@ class PrepareTests(SynchronousTestCase):
             os.chmod(parent, mode)
             self.addCleanup(os.chmod, parent, 0o700)
             path = os.path.join(parent, "state")
-            error = str(self.assertRaises(UnsafeStateDir, prepare, path))
+            error = str(self.assertRaises(UnsafeStateDir, prepareAs, 0, path))
             self.assertIn(f"is in {parent}, which has mode {mode:04o}", error)
             self.assertIn(f"chmod go-w {parent}", error)
             self.assertNotIn("\n", error)
@@ -97,13 +116,25 @@ class PrepareTests(SynchronousTestCase):
             os.mkdir(target, 0o700)
             os.rmdir(path)
             os.symlink(target, path)
-            error = str(self.assertRaises(UnsafeStateDir, prepare, path))
+            error = str(self.assertRaises(UnsafeStateDir, prepareAs, 0, path))
             self.assertIn(f"is in {parent}, which has mode", error)
         parent = os.path.abspath(self.mktemp())
         os.mkdir(parent)
         os.chmod(parent, 0o1777)
         self.addCleanup(os.chmod, parent, 0o700)
-        prepare(os.path.join(parent, "state"))
+        prepareAs(0, os.path.join(parent, "state"))
+
+    def test_parentWritableByOthersNotRoot(self) -> None:
+        """
+        A user other than root may keep its state directory in a directory
+        others may write to: swapped for a link, it could only make rainbowd
+        write or remove that user's own files.
+        """
+        parent = os.path.abspath(self.mktemp())
+        os.mkdir(parent)
+        os.chmod(parent, 0o777)
+        self.addCleanup(os.chmod, parent, 0o700)
+        prepareAs(4242, os.path.join(parent, "state"))
 
     def test_ownedByAnother(self) -> None:
         """
