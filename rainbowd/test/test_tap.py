@@ -735,12 +735,12 @@ class ConnectionLimitTests(SynchronousTestCase):
             lines,
             [
                 "file descriptor limit: soft 1024 raised to 524288, the hard "
-                "limit; maxConnections 262040 (derived from the limit)."
+                "limit; maxConnections 174693 (derived from the limit)."
             ],
         )
         cap = self.listening(service)["port"].factory
         self.assertIsInstance(cap, ConnectionCap)
-        self.assertEqual(cap.maximum, (524288 - 128 - 8 * 10) // 2)
+        self.assertEqual(cap.maximum, (524288 - 128 - 8 * 10) // 3)
 
     def test_lowLimitWarned(self) -> None:
         """
@@ -754,7 +754,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         [event] = [e for e in events if "descriptor limit" in formatEvent(e)]
         self.assertEqual(event["log_level"].name, "warn")
         self.assertIn("LimitNOFILE=", formatEvent(event))
-        self.assertEqual(self.listening(service)["port"].factory.maximum, 408)
+        self.assertEqual(self.listening(service)["port"].factory.maximum, 272)
 
     def test_maxConnectionsGiven(self) -> None:
         """
@@ -798,6 +798,6 @@ class ConnectionLimitTests(SynchronousTestCase):
         metrics = self.sites(service)["port"].requestLog
         text = generate_latest(metrics.registry).decode()
         self.assertIn('rainbowd_accept_errors_total{error="EMFILE",port="port"} 3.0', text)
-        self.assertIn("rainbowd_max_connections 408.0", text)
+        self.assertIn("rainbowd_max_connections 272.0", text)
 
     sites = ObservabilityTests.sites
