@@ -15,7 +15,10 @@ timer put to stricter use, and their requests L{LimitedRequest}s.
     complete.
   - Between requests, a kept-alive connection may stay idle for the site's
     C{timeout}; the first byte of the next request starts its head
-    deadline.  While a request is being answered nothing is timed out.
+    deadline.  While a request is being answered nothing is timed out, but
+    the client: one that reads nothing of its response for as long (so
+    that rainbowd's buffer for it stays full) has its connection aborted,
+    rather than hold it, and the app's answer, forever.
   - A client timed out part-way through a request gets a 408 and the
     connection is closed; one that sent nothing of a request is just
     closed.  Refusals and timeouts are logged at most once a minute for
@@ -72,6 +75,10 @@ _REASONS = {
     503: b"Service Unavailable",
     507: b"Insufficient Storage",
 }
+
+#: The status code L{_RefusalLog} counts connections closed without an
+#: answer under: their response had begun.
+_CLOSED = 0
 
 #: What a connection is doing, for its timer.
 _FIRST = "first"  # opened; nothing of a request yet
@@ -150,8 +157,10 @@ class _RefusalLog:
             return
         self._more[code] = 0
         _log.emit(
-            LogLevel.info if code == 408 else LogLevel.warn,
-            "Answered {code} to a client of the {what} ({peer}): {problem}",
+            LogLevel.info if code in (408, _CLOSED) else LogLevel.warn,
+            "Closed a connection of the {what} ({peer}): {problem}"
+            if code == _CLOSED
+            else "Answered {code} to a client of the {what} ({peer}): {problem}",
             code=code,
             what=self._what,
             peer=peer,
@@ -165,9 +174,12 @@ class _RefusalLog:
         more = {code: count for code, count in self._more.items() if count}
         for code, count in sorted(more.items()):
             _log.emit(
-                LogLevel.info if code == 408 else LogLevel.warn,
-                "Answered {code} to {count} more clients of the {what} in the "
-                "last {interval:g} s",
+                LogLevel.info if code in (408, _CLOSED) else LogLevel.warn,
+                "Closed {count} more connections of the {what} whose client "
+                "read nothing of its response, in the last {interval:g} s"
+                if code == _CLOSED
+                else "Answered {code} to {count} more clients of the {what} in "
+                "the last {interval:g} s",
                 code=code,
                 count=count,
                 what=self._what,
@@ -381,6 +393,19 @@ class LimitedChannel(HTTPChannel):
             self._phase = _IDLE
         HTTPChannel.requestDone(self, request)
 
+    def pauseProducing(self) -> None:
+        # The transport's buffer for the client is full.  While a response
+        # is being sent, the client has as long as an idle connection to
+        # read some of it.
+        HTTPChannel.pauseProducing(self)
+        if self._phase is _ANSWERING and self._idleTimeout != math.inf:
+            self.setTimeout(self._idleTimeout)
+
+    def resumeProducing(self) -> None:
+        HTTPChannel.resumeProducing(self)
+        if self._phase is _ANSWERING:
+            self.setTimeout(None)
+
     def _idlePeriod(self) -> float:
         """
         Take the next period of the idle wait off C{_idleLeft}: no longer
@@ -395,6 +420,16 @@ class LimitedChannel(HTTPChannel):
         phase = self._phase
         limits = self.limits
         why = None
+        if phase is _ANSWERING:
+            self.site.refusalLog.refused(
+                _CLOSED,
+                str(self.transport.getPeer()),
+                f"its client read nothing of its response for "
+                f"{self._idleTimeout:g} s, as long as a kept-alive connection "
+                "may stay idle",
+            )
+            self.transport.abortConnection()
+            return
         if phase is _IDLE:
             if self._idleLeft > 0:
                 self.setTimeout(self._idlePeriod())

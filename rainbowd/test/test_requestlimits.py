@@ -220,6 +220,59 @@ class HeadTimeoutTests(LimitsTestCase):
         passTime(self.reactor, 1)
         self.assertTrue(transport.disconnected)
 
+    def streaming(self):
+        """
+        A connection whose request is being answered, its response begun
+        and not finished.
+        """
+        pending = []
+
+        class Slow(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                pending.append(request)
+                return 1  # NOT_DONE_YET
+
+        self.site.resource = Slow()
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        pending[0].write(b"x" * 1000)
+        return protocol, transport, pending[0]
+
+    def test_unreadResponseMidwayAborted(self) -> None:
+        """
+        A client that reads nothing of a response being sent, so that
+        rainbowd's buffer for it stays full, has its connection aborted
+        once the idle timeout has passed, and it is logged.
+        """
+        protocol, transport, request = self.streaming()
+        # What the transport does when its buffer for the client is full.
+        protocol.pauseProducing()
+        passTime(self.reactor, IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnected)
+        with capturedLogs() as events:
+            passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnected)
+        [line] = [formatEvent(event) for event in events]
+        self.assertIn("read nothing of its response for 60 s", line)
+
+    def test_slowReaderNotCut(self) -> None:
+        """
+        A client that reads its response, however slowly, is not cut: each
+        time its buffer drains the wait starts again, and a response that
+        is not held up by the client is never timed out.
+        """
+        protocol, transport, request = self.streaming()
+        for _ in range(10):
+            protocol.pauseProducing()
+            passTime(self.reactor, IDLE_TIMEOUT - 1)
+            protocol.resumeProducing()
+        passTime(self.reactor, 3600)
+        self.assertFalse(transport.disconnecting)
+        request.finish()
+        self.assertIn(b"x" * 1000, transport.value())
+
     def test_pipelinedHeadsDue(self) -> None:
         """
         A request pipelined behind another, half sent, is due
