@@ -25,9 +25,10 @@ NR_OPEN_PATH = "/proc/sys/fs/nr_open"
 
 #: Descriptors kept for rainbowd itself whatever C{maxBackends} is: its
 #: standard streams, the event loop, the two listening sockets, the state
-#: lock, its log files, the connections to the control API, and the public
-#: connections being refused with a 503 (at most
-#: L{rainbowd.connlimit.LINGERING}).
+#: lock, its log files, the connections to the control API (at most
+#: L{rainbowd.controlsite.MAX_CONNECTIONS}), and the connections of each
+#: port being refused with a 503 (at most L{rainbowd.connlimit.LINGERING}
+#: each).
 RESERVED = 128
 
 #: Descriptors kept for each app version that may run (C{maxBackends}): the

@@ -23,7 +23,7 @@ from rainbowd.accesslog import Both
 from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import settingNames
 from rainbowd.connlimit import AcceptErrors, ConnectionCap
-from rainbowd.controlsite import ControlSite
+from rainbowd.controlsite import MAX_CONNECTIONS, ControlSite
 from rainbowd.fdlimit import FileLimit
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.requestlimits import RequestLimits
@@ -320,7 +320,8 @@ class MakeServiceTests(SynchronousTestCase):
         )
         service = makeService(options, reactor)
         service.privilegedStartService()
-        cap, control = [factory for _, factory, _, _ in reactor.tcpServers]
+        cap, controlCap = [factory for _, factory, _, _ in reactor.tcpServers]
+        control = controlCap.wrappedFactory
         proxy = cap.wrappedFactory
         self.assertEqual(
             proxy.limits,
@@ -394,7 +395,7 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = FakeProcessReactor()
         service = makeService(self.options("--control-token-file", token), reactor)
         service.privilegedStartService()
-        site = reactor.tcpServers[1][1]
+        site = reactor.tcpServers[1][1].wrappedFactory
         self.assertIsInstance(site, ControlSite)
         self.assertEqual(site._token, b"s3cret-token")
 
@@ -771,13 +772,19 @@ class ConnectionLimitTests(SynchronousTestCase):
             any('"maxConnections" is 5000' in formatEvent(e) for e in events)
         )
 
-    def test_controlPortNotCapped(self) -> None:
+    def test_controlPortCappedApart(self) -> None:
         """
-        The control port is served without the cap, so that it works while
-        the public port is full.
+        The control port has a cap of its own, MAX_CONNECTIONS, apart from
+        the public port's, so that it works while the public port is full
+        and a flood of it cannot take the public port's descriptors.
         """
         service = makeService(self.options(), FakeProcessReactor())
-        self.assertIsInstance(self.listening(service)["controlPort"].factory, ControlSite)
+        listening = self.listening(service)
+        cap = listening["controlPort"].factory
+        self.assertIsInstance(cap, ConnectionCap)
+        self.assertIsInstance(cap.wrappedFactory, ControlSite)
+        self.assertEqual(cap.maximum, MAX_CONNECTIONS)
+        self.assertIsNot(cap, listening["port"].factory)
 
     def test_acceptErrorsQuieted(self) -> None:
         """
