@@ -49,7 +49,7 @@ from twisted import version as _twistedVersion
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineReceiver
-from twisted.web.http import HTTPChannel, _getContentFile
+from twisted.web.http import HTTPChannel, _getContentFile, maxChunkSizeLineLength
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
@@ -69,6 +69,7 @@ LOG_INTERVAL = 60.0
 _STORAGE_ERRORS = frozenset([errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
 
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Content Too Large",
     501: b"Not Implemented",
@@ -538,6 +539,25 @@ class LimitedChannel(HTTPChannel):
             f"could not write a request body to a temporary file in "
             f"{tempfile.gettempdir()} (TMPDIR): {reason}",
         )
+
+    def badRequestMessage(self) -> str:
+        return (
+            "the request is malformed, or too big for rainbowd: a request "
+            f"line or header of at most {self.MAX_LENGTH} bytes, at most "
+            f"{self.maxHeaders} headers and {self.totalHeadersSize} bytes of "
+            "head in all, chunk-size lines of at most "
+            f"{maxChunkSizeLineLength} bytes and 64 KiB of trailers"
+        )
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's answers a bare 400, and again for each error it finds
+        # in the rest of a refused request.
+        self.refuse(400, self.badRequestMessage())
+        self._close()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver's closes the connection without a word.
+        self._respondToBadRequestAndDisconnect()
 
     def discarded(self, size: int) -> None:
         self._discarded += size

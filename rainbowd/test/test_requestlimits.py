@@ -724,6 +724,42 @@ class HeaderValueTests(LimitsTestCase):
         self.assertEqual(self.resource.reached, [])
 
 
+class BadRequestTests(LimitsTestCase):
+    """
+    twisted.web's own refusals get an answer that says what may be wrong.
+    """
+
+    def test_badRequestSaysWhy(self) -> None:
+        """
+        A malformed request, a head too big, a chunk-size line or trailers
+        too long, are answered 400 with a body naming the limits and
+        I{Connection: close}, and logged (a line a minute).
+        """
+        logged = []
+        for data in [
+            b"NOT A REQUEST LINE AT ALL\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 600 + b"\r\n",
+            b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1" * 2000,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\nx\r\n0\r\n" + (b"X-T: " + b"a" * 100 + b"\r\n") * 700,
+        ]:
+            protocol, transport = self.connect()
+            with capturedLogs() as events:
+                protocol.dataReceived(data)
+            logged.extend(formatEvent(event) for event in events)
+            answer = transport.value()
+            self.assertEqual(self.code(transport), 400, data[:60])
+            self.assertIn(b"Connection: close\r\n", answer)
+            self.assertIn(b"at most 500 headers", answer)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(answer.count(b"HTTP/1.1 "), 1)
+        self.assertEqual(self.resource.reached, [])
+        [line] = logged
+        self.assertIn("Answered 400 to a client of the public port", line)
+
+
 class RefusalLogTests(LimitsTestCase):
     """
     Refusals and timeouts are logged a line a minute at most per status.
