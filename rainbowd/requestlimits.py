@@ -378,6 +378,14 @@ class LimitedChannel(HTTPChannel):
         # Off, so that HTTPChannel neither saves nor restores it.
         self.setTimeout(None)
         HTTPChannel.allContentReceived(self)
+        if (
+            self._phase is _ANSWERING
+            and self._waitingForTransport
+            and self._idleTimeout != math.inf
+        ):
+            # Pipelined behind a response the client has yet to read: the
+            # transport's buffer is still full.
+            self.setTimeout(self._idleTimeout)
 
     def requestDone(self, request) -> None:
         # Before HTTPChannel's, which parses what was pipelined; and also
@@ -397,9 +405,15 @@ class LimitedChannel(HTTPChannel):
     def pauseProducing(self) -> None:
         # The transport's buffer for the client is full.  While a response
         # is being sent, the client has as long as an idle connection to
-        # read some of it.
+        # read some of it.  (The transport pauses the channel again at each
+        # write while its buffer is full: that does not extend the wait.)
+        waiting = self._waitingForTransport
         HTTPChannel.pauseProducing(self)
-        if self._phase is _ANSWERING and self._idleTimeout != math.inf:
+        if (
+            not waiting
+            and self._phase is _ANSWERING
+            and self._idleTimeout != math.inf
+        ):
             self.setTimeout(self._idleTimeout)
 
     def resumeProducing(self) -> None:

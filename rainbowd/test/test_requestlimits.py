@@ -257,6 +257,21 @@ class HeadTimeoutTests(LimitsTestCase):
         [line] = [formatEvent(event) for event in events]
         self.assertIn("read nothing of its response for 60 s", line)
 
+    def test_writesWhileFullDoNotExtend(self) -> None:
+        """
+        The wait for an unread response is not extended by more being
+        written to it: the transport pauses the channel again at each write
+        while its buffer is full.
+        """
+        protocol, transport, request = self.streaming()
+        protocol.pauseProducing()
+        for _ in range(IDLE_TIMEOUT - 1):
+            passTime(self.reactor, 1)
+            request.write(b"y")
+            protocol.pauseProducing()
+        passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnected)
+
     def test_slowReaderNotCut(self) -> None:
         """
         A client that reads its response, however slowly, is not cut: each
@@ -272,6 +287,38 @@ class HeadTimeoutTests(LimitsTestCase):
         self.assertFalse(transport.disconnecting)
         request.finish()
         self.assertIn(b"x" * 1000, transport.value())
+
+    def test_pipelinedBehindUnread(self) -> None:
+        """
+        A request pipelined behind one whose response the client has not
+        read is answered under the same wait: the client has the idle
+        timeout to read, from when the first response was done.
+        """
+        pending = []
+
+        class Streamed(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                pending.append(request)
+                return 1  # NOT_DONE_YET
+
+        self.site.resource = Streamed()
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        pending[0].write(b"x" * 1000)
+        # The transport's buffer for the client is full.
+        protocol.pauseProducing()
+        passTime(self.reactor, 30)
+        pending[0].finish()
+        pending[1].write(b"y")
+        protocol.pauseProducing()
+        passTime(self.reactor, IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnected)
+        passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnected)
 
     def test_pipelinedHeadsDue(self) -> None:
         """
