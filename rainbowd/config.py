@@ -510,7 +510,7 @@ class Config:
         _Kind("a whole number, 1 or more", _parsePositiveCount),
         "Most connections open at once on the public port; past it, a new "
         "one gets a 503 and is closed",
-        "(file descriptor limit - 128 - 8 x maxBackends) / 2",
+        "(file descriptor limit - 128 - 8 x maxBackends) / 3",
         default=None,
     )
     queueTimeout: float = _setting(

@@ -1,7 +1,7 @@
 # -*- test-case-name: rainbowd.test.test_connlimit -*-
 """
-The listening ports under pressure: the public port's cap on open
-connections, and a log of failed accepts that says once a second what a
+The listening ports under pressure: the caps on open connections (the
+public port's C{maxConnections}, the control port's own), and a log of failed accepts that says once a second what a
 flood of them would otherwise say once per connection.
 
 Past the cap, a new connection is accepted and answered at once with a 503
@@ -57,6 +57,14 @@ def refusal(maximum: int) -> bytes:
     )
 
 
+#: What the log line about the public port's refusals says after how many
+#: connections were open.
+_PUBLIC_ADVICE = (
+    "as many as maxConnections allows.  If the app can take more, raise "
+    "maxConnections (and the file descriptor limit with it)"
+)
+
+
 class ConnectionCap(WrappingFactory):
     """
     Serve at most C{maximum} connections of C{wrappedFactory}'s at once;
@@ -72,14 +80,31 @@ class ConnectionCap(WrappingFactory):
 
     noisy = False
 
-    def __init__(self, wrappedFactory: Any, maximum: int, reactor: Any) -> None:
+    def __init__(
+        self,
+        wrappedFactory: Any,
+        maximum: int,
+        reactor: Any,
+        response: Optional[bytes] = None,
+        what: str = "the public port",
+        advice: str = _PUBLIC_ADVICE,
+    ) -> None:
+        """
+        @param response: The whole response of a refused connection; by
+            default, L{refusal}'s.
+        @param what: The port, as the log line names it.
+        @param advice: What the log line says after how many were open:
+            why that is the cap, and how to change it.
+        """
         WrappingFactory.__init__(self, wrappedFactory)
         self.maximum = maximum
         self.reactor = reactor
         self.open = 0
         self.refused = 0
         self.lingering = 0
-        self.response = refusal(maximum)
+        self.response = refusal(maximum) if response is None else response
+        self._what = what
+        self._advice = advice
         self._logged = 0
         self._logCall: Optional[IDelayedCall] = None
 
@@ -103,13 +128,13 @@ class ConnectionCap(WrappingFactory):
         self._logCall = None
         count, self._logged = self.refused - self._logged, self.refused
         _log.warn(
-            "the public port refused {count} connection{s} with a 503 in the "
-            "last second: {maximum} were open, as many as maxConnections "
-            "allows.  If the app can take more, raise maxConnections (and "
-            "the file descriptor limit with it)",
+            "{what} refused {count} connection{s} with a 503 in the last "
+            "second: {maximum} were open, {advice}",
+            what=self._what,
             count=count,
             s="" if count == 1 else "s",
             maximum=self.maximum,
+            advice=self._advice,
         )
 
     def registerProtocol(self, protocol: ProtocolWrapper) -> None:

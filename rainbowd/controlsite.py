@@ -11,6 +11,7 @@ it.  Request bodies are capped at L{MAX_BODY} bytes, refused with 413 as
 soon as the headers (or the chunks so far) say they are bigger; slow
 requests are timed out as on the public port (L{rainbowd.requestlimits}),
 and connections idle between requests are closed after L{TIMEOUT} seconds.
+At most L{MAX_CONNECTIONS} are served at once (L{capped}).
 """
 
 import hmac
@@ -28,6 +29,7 @@ from twisted.web.server import Site
 
 from rainbowd.browsers import BrowserGuard, Refusal
 from rainbowd.config import Config, ConfigError, endpointArguments
+from rainbowd.connlimit import ConnectionCap
 from rainbowd.control import jsonBody, writeJSON
 from rainbowd.requestlimits import LimitedChannel, LimitedSite, RequestLimits
 
@@ -35,6 +37,13 @@ _log = Logger()
 
 #: The largest control request body taken, in bytes.
 MAX_BODY = 64 * 1024
+
+#: The most connections the control port serves at once; past them, a new
+#: one gets a 503 and is closed.  Enough for rainbowctl, a metrics scraper
+#: and a few followed logs, and few enough that a flood of connections to
+#: the control port cannot take the descriptors the public port and the
+#: app's connections need (they are part of L{rainbowd.fdlimit.RESERVED}).
+MAX_CONNECTIONS = 32
 
 #: How long a kept-alive control connection may stay idle between
 #: requests, in seconds.
@@ -48,6 +57,38 @@ REFUSAL_LOG_INTERVAL = 10.0
 REALM = b'Bearer realm="rainbowd"'
 
 _TOKEN = re.compile(rb"[\x21-\x7e]+")
+
+
+def capped(site: "ControlSite", reactor) -> ConnectionCap:
+    """
+    C{site}, serving at most L{MAX_CONNECTIONS} connections at once, with a
+    JSON 503 for the others.
+    """
+    body = jsonBody(
+        {
+            "error": f"too many connections to the control API: "
+            f"{MAX_CONNECTIONS} are open, the most it serves at once; close "
+            "some (a followed log, say) or try again in a moment"
+        }
+    )
+    response = (
+        b"HTTP/1.1 503 Service Unavailable\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n"
+        b"Retry-After: 1\r\n"
+        b"\r\n%s" % (len(body), body)
+    )
+    return ConnectionCap(
+        site,
+        MAX_CONNECTIONS,
+        reactor,
+        response=response,
+        what="the control API",
+        advice="the most it serves at once, so that connections to it leave "
+        "the public port its file descriptors.  Look for a client that "
+        "opens connections to it and does not close them",
+    )
 
 
 def _makeToken(path: str) -> str:

@@ -9,9 +9,9 @@ service with a soft limit of 1024 (and, since systemd 240, a hard limit of
 the hard one itself, which L{raiseFileLimit} does once at startup.
 
 The descriptors are then shared out by L{defaultMaxConnections}: a fixed
-reserve for rainbowd itself and its app versions, and two per public
-connection (the client's, and the connection to the app that a request or
-a tunnel on it holds).
+reserve for rainbowd itself and its app versions, and three per public
+connection (the client's, its request body's temporary file, and the
+connection to the app that a request or a tunnel on it holds).
 """
 
 import resource
@@ -25,9 +25,10 @@ NR_OPEN_PATH = "/proc/sys/fs/nr_open"
 
 #: Descriptors kept for rainbowd itself whatever C{maxBackends} is: its
 #: standard streams, the event loop, the two listening sockets, the state
-#: lock, its log files, the connections to the control API, and the public
-#: connections being refused with a 503 (at most
-#: L{rainbowd.connlimit.LINGERING}).
+#: lock, its log files, the connections to the control API (at most
+#: L{rainbowd.controlsite.MAX_CONNECTIONS}), and the connections of each
+#: port being refused with a 503 (at most L{rainbowd.connlimit.LINGERING}
+#: each).
 RESERVED = 128
 
 #: Descriptors kept for each app version that may run (C{maxBackends}): the
@@ -35,12 +36,15 @@ RESERVED = 128
 #: file, and its pid file while it is read.
 RESERVED_PER_BACKEND = 8
 
-#: Descriptors a public connection may hold: its own, and one connection to
-#: the app, held while a request on it is being answered (twisted.web
-#: answers a connection's requests one at a time) or while it is a tunnel.
-#: The pool's idle connections to the app are at most as many as the
-#: requests that were once in flight at the same time, so they fit too.
-PER_CONNECTION = 2
+#: Descriptors a public connection may hold: its own; the temporary file of
+#: its request's body (twisted.web spools a chunked body, or one of 100 KB
+#: or more, to one), open until the response is finished; and one
+#: connection to the app, held while a request on it is being answered
+#: (twisted.web answers a connection's requests one at a time) or while it
+#: is a tunnel.  The pool's idle connections to the app are at most as many
+#: as the requests that were once in flight at the same time, so they fit
+#: too.
+PER_CONNECTION = 3
 
 #: Below this many descriptors, the startup line says how to get more.
 LOW = 4096
@@ -109,7 +113,7 @@ def reserved(maxBackends: int) -> int:
 def defaultMaxConnections(limit: int, maxBackends: int) -> int:
     """
     The default of C{maxConnections}: C{(limit - 128 - 8 * maxBackends) /
-    2}, at least 1.
+    3}, at least 1.
     """
     if limit == resource.RLIM_INFINITY:
         limit = 1 << 20

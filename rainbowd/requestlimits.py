@@ -15,7 +15,10 @@ timer put to stricter use, and their requests L{LimitedRequest}s.
     complete.
   - Between requests, a kept-alive connection may stay idle for the site's
     C{timeout}; the first byte of the next request starts its head
-    deadline.  While a request is being answered nothing is timed out.
+    deadline.  While a request is being answered nothing is timed out, but
+    the client: one that reads nothing of its response for as long (so
+    that rainbowd's buffer for it stays full) has its connection aborted,
+    rather than hold it, and the app's answer, forever.
   - A client timed out part-way through a request gets a 408 and the
     connection is closed; one that sent nothing of a request is just
     closed.  Refusals and timeouts are logged at most once a minute for
@@ -46,7 +49,7 @@ from twisted import version as _twistedVersion
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineReceiver
-from twisted.web.http import HTTPChannel, _getContentFile
+from twisted.web.http import HTTPChannel, _getContentFile, maxChunkSizeLineLength
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
@@ -66,12 +69,17 @@ LOG_INTERVAL = 60.0
 _STORAGE_ERRORS = frozenset([errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
 
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Content Too Large",
     501: b"Not Implemented",
     503: b"Service Unavailable",
     507: b"Insufficient Storage",
 }
+
+#: The status code L{_RefusalLog} counts connections closed without an
+#: answer under: their response had begun.
+_CLOSED = 0
 
 #: What a connection is doing, for its timer.
 _FIRST = "first"  # opened; nothing of a request yet
@@ -150,8 +158,10 @@ class _RefusalLog:
             return
         self._more[code] = 0
         _log.emit(
-            LogLevel.info if code == 408 else LogLevel.warn,
-            "Answered {code} to a client of the {what} ({peer}): {problem}",
+            LogLevel.info if code in (408, _CLOSED) else LogLevel.warn,
+            "Closed a connection of the {what} ({peer}): {problem}"
+            if code == _CLOSED
+            else "Answered {code} to a client of the {what} ({peer}): {problem}",
             code=code,
             what=self._what,
             peer=peer,
@@ -165,9 +175,12 @@ class _RefusalLog:
         more = {code: count for code, count in self._more.items() if count}
         for code, count in sorted(more.items()):
             _log.emit(
-                LogLevel.info if code == 408 else LogLevel.warn,
-                "Answered {code} to {count} more clients of the {what} in the "
-                "last {interval:g} s",
+                LogLevel.info if code in (408, _CLOSED) else LogLevel.warn,
+                "Closed {count} more connections of the {what} whose client "
+                "read nothing of its response, in the last {interval:g} s"
+                if code == _CLOSED
+                else "Answered {code} to {count} more clients of the {what} in "
+                "the last {interval:g} s",
                 code=code,
                 count=count,
                 what=self._what,
@@ -365,6 +378,14 @@ class LimitedChannel(HTTPChannel):
         # Off, so that HTTPChannel neither saves nor restores it.
         self.setTimeout(None)
         HTTPChannel.allContentReceived(self)
+        if (
+            self._phase is _ANSWERING
+            and self._waitingForTransport
+            and self._idleTimeout != math.inf
+        ):
+            # Pipelined behind a response the client has yet to read: the
+            # transport's buffer is still full.
+            self.setTimeout(self._idleTimeout)
 
     def requestDone(self, request) -> None:
         # Before HTTPChannel's, which parses what was pipelined; and also
@@ -381,6 +402,25 @@ class LimitedChannel(HTTPChannel):
             self._phase = _IDLE
         HTTPChannel.requestDone(self, request)
 
+    def pauseProducing(self) -> None:
+        # The transport's buffer for the client is full.  While a response
+        # is being sent, the client has as long as an idle connection to
+        # read some of it.  (The transport pauses the channel again at each
+        # write while its buffer is full: that does not extend the wait.)
+        waiting = self._waitingForTransport
+        HTTPChannel.pauseProducing(self)
+        if (
+            not waiting
+            and self._phase is _ANSWERING
+            and self._idleTimeout != math.inf
+        ):
+            self.setTimeout(self._idleTimeout)
+
+    def resumeProducing(self) -> None:
+        HTTPChannel.resumeProducing(self)
+        if self._phase is _ANSWERING:
+            self.setTimeout(None)
+
     def _idlePeriod(self) -> float:
         """
         Take the next period of the idle wait off C{_idleLeft}: no longer
@@ -395,6 +435,16 @@ class LimitedChannel(HTTPChannel):
         phase = self._phase
         limits = self.limits
         why = None
+        if phase is _ANSWERING:
+            self.site.refusalLog.refused(
+                _CLOSED,
+                str(self.transport.getPeer()),
+                f"its client read nothing of its response for "
+                f"{self._idleTimeout:g} s, as long as a kept-alive connection "
+                "may stay idle",
+            )
+            self.transport.abortConnection()
+            return
         if phase is _IDLE:
             if self._idleLeft > 0:
                 self.setTimeout(self._idlePeriod())
@@ -503,6 +553,25 @@ class LimitedChannel(HTTPChannel):
             f"could not write a request body to a temporary file in "
             f"{tempfile.gettempdir()} (TMPDIR): {reason}",
         )
+
+    def badRequestMessage(self) -> str:
+        return (
+            "the request is malformed, or too big for rainbowd: a request "
+            f"line or header of at most {self.MAX_LENGTH} bytes, at most "
+            f"{self.maxHeaders} headers and {self.totalHeadersSize} bytes of "
+            "head in all, chunk-size lines of at most "
+            f"{maxChunkSizeLineLength} bytes and 64 KiB of trailers"
+        )
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's answers a bare 400, and again for each error it finds
+        # in the rest of a refused request.
+        self.refuse(400, self.badRequestMessage())
+        self._close()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver's closes the connection without a word.
+        self._respondToBadRequestAndDisconnect()
 
     def discarded(self, size: int) -> None:
         self._discarded += size

@@ -35,7 +35,12 @@ from rainbowd.config import (
 )
 from rainbowd.connlimit import AcceptErrors, ConnectionCap, quietAccepts
 from rainbowd.control import ControlResource
-from rainbowd.controlsite import ControlSite, exposureWarning, readControlToken
+from rainbowd.controlsite import (
+    ControlSite,
+    capped,
+    exposureWarning,
+    readControlToken,
+)
 from rainbowd.deployer import Deployer
 from rainbowd.fdlimit import (
     budgetWarning,
@@ -478,7 +483,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         guard=guard,
         limits=limits,
     )
-    sites = [("port", cap), ("controlPort", controlSite)]
+    sites = [("port", cap), ("controlPort", capped(controlSite, reactor))]
     listening = {}
     for key, site in sites:
         listening[key] = _Listening(key, getattr(config, key), reactor, site)

@@ -24,8 +24,10 @@ from rainbowd.config import Config, ConfigError, endpointArguments, endpointPart
 from rainbowd.test.fakes import passTime
 from rainbowd.controlsite import (
     MAX_BODY,
+    MAX_CONNECTIONS,
     TIMEOUT,
     ControlSite,
+    capped,
     exposureWarning,
     readControlToken,
 )
@@ -338,6 +340,61 @@ class AuthorizationTests(ControlSiteTestCase):
         self.assertIn("wrong token", text)
         self.assertIn("no token", text)
         self.assertNotIn(TOKEN.decode()[:-2], text)
+
+
+class ConnectionCapTests(ControlSiteTestCase):
+    """
+    Tests for L{capped}: the control port's own connection cap.
+    """
+
+    def test_pastTheCapRefused(self) -> None:
+        """
+        Past MAX_CONNECTIONS open control connections, a new one gets a 503
+        whose JSON says why, and is closed; one closing frees a slot.
+        """
+        cap = capped(
+            ControlSite(self.resource, reactor=self.reactor, guard=self.guard),
+            self.reactor,
+        )
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        opened = []
+        for _ in range(MAX_CONNECTIONS + 1):
+            protocol = cap.buildProtocol(address)
+            transport = StringTransport(peerAddress=address)
+            protocol.makeConnection(transport)
+            opened.append((protocol, transport))
+        for protocol, transport in opened[:-1]:
+            self.assertEqual(transport.value(), b"")
+        refused = opened[-1][1].value()
+        head, _, body = refused.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 503 "), head)
+        self.assertIn(b"Content-Type: application/json", head)
+        self.assertIn(
+            f"{MAX_CONNECTIONS} are open, the most it serves at once",
+            json.loads(body)["error"],
+        )
+        self.assertTrue(opened[-1][1].disconnecting)
+        opened[0][0].connectionLost(Failure(ConnectionDone()))
+        protocol = cap.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
+
+    def test_refusalsLogged(self) -> None:
+        """
+        Refusals are logged a line a second, naming the control API.
+        """
+        cap = capped(
+            ControlSite(self.resource, reactor=self.reactor, guard=self.guard),
+            self.reactor,
+        )
+        with capturedLogs() as events:
+            for _ in range(MAX_CONNECTIONS + 5):
+                cap.buildProtocol(None).makeConnection(StringTransport())
+            passTime(self.reactor, 1)
+        [line] = [formatEvent(e) for e in events]
+        self.assertIn("the control API refused 5 connections with a 503", line)
 
 
 class LimitTests(ControlSiteTestCase):

@@ -1058,7 +1058,7 @@ class EndToEndTests(SynchronousTestCase):
         )
         daemon.serving()
         connections = daemon.control("GET", "/status")[1]["connections"]
-        self.assertEqual(connections["max"], (2048 - 128 - 8 * 10) // 2)
+        self.assertEqual(connections["max"], (2048 - 128 - 8 * 10) // 3)
         self.assertIn("file descriptor limit: soft 512 raised to 2048", daemon.log())
 
     def test_connectionFloodUnderLowLimit(self):
@@ -1092,7 +1092,7 @@ class EndToEndTests(SynchronousTestCase):
         daemon.start(preexec_fn=lowLimit)
         daemon.serving()
         maximum = daemon.control("GET", "/status")[1]["connections"]["max"]
-        self.assertEqual(maximum, (1024 - 128 - 8 * 10) // 2)
+        self.assertEqual(maximum, (1024 - 128 - 8 * 10) // 3)
 
         clients = []
 

@@ -3,18 +3,27 @@
 Tests for L{rainbowd.fdlimit}.
 """
 
+import os
 import resource
 from typing import List, Tuple
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.fdlimit import (
+    PER_CONNECTION,
     FileLimit,
     budgetWarning,
     defaultMaxConnections,
     describeLimit,
     raiseFileLimit,
 )
+from rainbowd.proxy import ProxySite
 
 
 class FakeLimits:
@@ -131,10 +140,10 @@ class BudgetTests(SynchronousTestCase):
 
     def test_formula(self) -> None:
         """
-        Two descriptors per connection, after 128 plus 8 per app version.
+        Three descriptors per connection, after 128 plus 8 per app version.
         """
-        self.assertEqual(defaultMaxConnections(1024, 10), (1024 - 128 - 80) // 2)
-        self.assertEqual(defaultMaxConnections(524288, 10), (524288 - 208) // 2)
+        self.assertEqual(defaultMaxConnections(1024, 10), (1024 - 128 - 80) // 3)
+        self.assertEqual(defaultMaxConnections(524288, 10), (524288 - 208) // 3)
 
     def test_atLeastOne(self) -> None:
         """
@@ -147,8 +156,52 @@ class BudgetTests(SynchronousTestCase):
         A maxConnections the limit cannot hold is warned about, with the
         number that fits and both fixes.
         """
-        self.assertIsNone(budgetWarning(1024, 408, 10))
+        self.assertIsNone(budgetWarning(1024, 272, 10))
         warning = budgetWarning(1024, 5000, 10)
         self.assertIn('"maxConnections" is 5000', warning)
-        self.assertIn("only 408 public connections fit", warning)
+        self.assertIn("only 272 public connections fit", warning)
         self.assertIn("LimitNOFILE=", warning)
+
+
+class _Unanswered(Resource):
+    """
+    Takes each request and never answers it, as a slow app would.
+    """
+
+    isLeaf = True
+
+    def render(self, request) -> int:
+        return NOT_DONE_YET
+
+
+def _openDescriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class ShareTests(SynchronousTestCase):
+    """
+    Tests for L{PER_CONNECTION}: what one public connection really holds.
+    """
+
+    if not os.path.isdir("/proc/self/fd"):
+        skip = "needs /proc/self/fd to count descriptors"
+
+    def test_uploadFits(self) -> None:
+        """
+        A public connection whose chunked upload is being answered holds its
+        own descriptor, its body's temporary file and a connection to the
+        app, and L{PER_CONNECTION} has room for all three.
+        """
+        site = ProxySite(_Unanswered(), reactor=MemoryReactorClock())
+        channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        before = _openDescriptors()
+        channel.makeConnection(StringTransport())
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        channel.dataReceived(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        )
+        # The StringTransports stand for the client's socket and the app's.
+        held = _openDescriptors() - before + 2
+        self.assertEqual(held, 3)
+        self.assertLessEqual(held, PER_CONNECTION)

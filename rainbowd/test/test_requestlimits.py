@@ -220,6 +220,106 @@ class HeadTimeoutTests(LimitsTestCase):
         passTime(self.reactor, 1)
         self.assertTrue(transport.disconnected)
 
+    def streaming(self):
+        """
+        A connection whose request is being answered, its response begun
+        and not finished.
+        """
+        pending = []
+
+        class Slow(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                pending.append(request)
+                return 1  # NOT_DONE_YET
+
+        self.site.resource = Slow()
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        pending[0].write(b"x" * 1000)
+        return protocol, transport, pending[0]
+
+    def test_unreadResponseMidwayAborted(self) -> None:
+        """
+        A client that reads nothing of a response being sent, so that
+        rainbowd's buffer for it stays full, has its connection aborted
+        once the idle timeout has passed, and it is logged.
+        """
+        protocol, transport, request = self.streaming()
+        # What the transport does when its buffer for the client is full.
+        protocol.pauseProducing()
+        passTime(self.reactor, IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnected)
+        with capturedLogs() as events:
+            passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnected)
+        [line] = [formatEvent(event) for event in events]
+        self.assertIn("read nothing of its response for 60 s", line)
+
+    def test_writesWhileFullDoNotExtend(self) -> None:
+        """
+        The wait for an unread response is not extended by more being
+        written to it: the transport pauses the channel again at each write
+        while its buffer is full.
+        """
+        protocol, transport, request = self.streaming()
+        protocol.pauseProducing()
+        for _ in range(IDLE_TIMEOUT - 1):
+            passTime(self.reactor, 1)
+            request.write(b"y")
+            protocol.pauseProducing()
+        passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnected)
+
+    def test_slowReaderNotCut(self) -> None:
+        """
+        A client that reads its response, however slowly, is not cut: each
+        time its buffer drains the wait starts again, and a response that
+        is not held up by the client is never timed out.
+        """
+        protocol, transport, request = self.streaming()
+        for _ in range(10):
+            protocol.pauseProducing()
+            passTime(self.reactor, IDLE_TIMEOUT - 1)
+            protocol.resumeProducing()
+        passTime(self.reactor, 3600)
+        self.assertFalse(transport.disconnecting)
+        request.finish()
+        self.assertIn(b"x" * 1000, transport.value())
+
+    def test_pipelinedBehindUnread(self) -> None:
+        """
+        A request pipelined behind one whose response the client has not
+        read is answered under the same wait: the client has the idle
+        timeout to read, from when the first response was done.
+        """
+        pending = []
+
+        class Streamed(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                pending.append(request)
+                return 1  # NOT_DONE_YET
+
+        self.site.resource = Streamed()
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        pending[0].write(b"x" * 1000)
+        # The transport's buffer for the client is full.
+        protocol.pauseProducing()
+        passTime(self.reactor, 30)
+        pending[0].finish()
+        pending[1].write(b"y")
+        protocol.pauseProducing()
+        passTime(self.reactor, IDLE_TIMEOUT - 1)
+        self.assertFalse(transport.disconnected)
+        passTime(self.reactor, 1)
+        self.assertTrue(transport.disconnected)
+
     def test_pipelinedHeadsDue(self) -> None:
         """
         A request pipelined behind another, half sent, is due
@@ -669,6 +769,42 @@ class HeaderValueTests(LimitsTestCase):
             )
             self.assertEqual(self.code(transport), 400, value)
         self.assertEqual(self.resource.reached, [])
+
+
+class BadRequestTests(LimitsTestCase):
+    """
+    twisted.web's own refusals get an answer that says what may be wrong.
+    """
+
+    def test_badRequestSaysWhy(self) -> None:
+        """
+        A malformed request, a head too big, a chunk-size line or trailers
+        too long, are answered 400 with a body naming the limits and
+        I{Connection: close}, and logged (a line a minute).
+        """
+        logged = []
+        for data in [
+            b"NOT A REQUEST LINE AT ALL\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 600 + b"\r\n",
+            b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1" * 2000,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\nx\r\n0\r\n" + (b"X-T: " + b"a" * 100 + b"\r\n") * 700,
+        ]:
+            protocol, transport = self.connect()
+            with capturedLogs() as events:
+                protocol.dataReceived(data)
+            logged.extend(formatEvent(event) for event in events)
+            answer = transport.value()
+            self.assertEqual(self.code(transport), 400, data[:60])
+            self.assertIn(b"Connection: close\r\n", answer)
+            self.assertIn(b"at most 500 headers", answer)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(answer.count(b"HTTP/1.1 "), 1)
+        self.assertEqual(self.resource.reached, [])
+        [line] = logged
+        self.assertIn("Answered 400 to a client of the public port", line)
 
 
 class RefusalLogTests(LimitsTestCase):

@@ -23,7 +23,7 @@ from rainbowd.accesslog import Both
 from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import settingNames
 from rainbowd.connlimit import AcceptErrors, ConnectionCap
-from rainbowd.controlsite import ControlSite
+from rainbowd.controlsite import MAX_CONNECTIONS, ControlSite
 from rainbowd.fdlimit import FileLimit
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.requestlimits import RequestLimits
@@ -320,7 +320,8 @@ class MakeServiceTests(SynchronousTestCase):
         )
         service = makeService(options, reactor)
         service.privilegedStartService()
-        cap, control = [factory for _, factory, _, _ in reactor.tcpServers]
+        cap, controlCap = [factory for _, factory, _, _ in reactor.tcpServers]
+        control = controlCap.wrappedFactory
         proxy = cap.wrappedFactory
         self.assertEqual(
             proxy.limits,
@@ -394,7 +395,7 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = FakeProcessReactor()
         service = makeService(self.options("--control-token-file", token), reactor)
         service.privilegedStartService()
-        site = reactor.tcpServers[1][1]
+        site = reactor.tcpServers[1][1].wrappedFactory
         self.assertIsInstance(site, ControlSite)
         self.assertEqual(site._token, b"s3cret-token")
 
@@ -735,12 +736,12 @@ class ConnectionLimitTests(SynchronousTestCase):
             lines,
             [
                 "file descriptor limit: soft 1024 raised to 524288, the hard "
-                "limit; maxConnections 262040 (derived from the limit)."
+                "limit; maxConnections 174693 (derived from the limit)."
             ],
         )
         cap = self.listening(service)["port"].factory
         self.assertIsInstance(cap, ConnectionCap)
-        self.assertEqual(cap.maximum, (524288 - 128 - 8 * 10) // 2)
+        self.assertEqual(cap.maximum, (524288 - 128 - 8 * 10) // 3)
 
     def test_lowLimitWarned(self) -> None:
         """
@@ -754,7 +755,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         [event] = [e for e in events if "descriptor limit" in formatEvent(e)]
         self.assertEqual(event["log_level"].name, "warn")
         self.assertIn("LimitNOFILE=", formatEvent(event))
-        self.assertEqual(self.listening(service)["port"].factory.maximum, 408)
+        self.assertEqual(self.listening(service)["port"].factory.maximum, 272)
 
     def test_maxConnectionsGiven(self) -> None:
         """
@@ -771,13 +772,19 @@ class ConnectionLimitTests(SynchronousTestCase):
             any('"maxConnections" is 5000' in formatEvent(e) for e in events)
         )
 
-    def test_controlPortNotCapped(self) -> None:
+    def test_controlPortCappedApart(self) -> None:
         """
-        The control port is served without the cap, so that it works while
-        the public port is full.
+        The control port has a cap of its own, MAX_CONNECTIONS, apart from
+        the public port's, so that it works while the public port is full
+        and a flood of it cannot take the public port's descriptors.
         """
         service = makeService(self.options(), FakeProcessReactor())
-        self.assertIsInstance(self.listening(service)["controlPort"].factory, ControlSite)
+        listening = self.listening(service)
+        cap = listening["controlPort"].factory
+        self.assertIsInstance(cap, ConnectionCap)
+        self.assertIsInstance(cap.wrappedFactory, ControlSite)
+        self.assertEqual(cap.maximum, MAX_CONNECTIONS)
+        self.assertIsNot(cap, listening["port"].factory)
 
     def test_acceptErrorsQuieted(self) -> None:
         """
@@ -798,6 +805,6 @@ class ConnectionLimitTests(SynchronousTestCase):
         metrics = self.sites(service)["port"].requestLog
         text = generate_latest(metrics.registry).decode()
         self.assertIn('rainbowd_accept_errors_total{error="EMFILE",port="port"} 3.0', text)
-        self.assertIn("rainbowd_max_connections 408.0", text)
+        self.assertIn("rainbowd_max_connections 272.0", text)
 
     sites = ObservabilityTests.sites
