@@ -678,13 +678,7 @@ class _Forwarding:
                 timeout,
             )
         )
-        _log.warn(
-            "Answering 504 to {method} {uri}: {message}",
-            method=self.request.method,
-            uri=self.request.uri,
-            message=message,
-        )
-        _respondInPlainText(self.request, 504, message)
+        self._answerError(504, message, message)
 
     def responseBroken(self, reason: Failure) -> None:
         """
@@ -782,27 +776,26 @@ class _Forwarding:
     # Endings
 
     def _unavailable(self, why: str) -> None:
+        self._answerError(503, why, "rainbowd: {}; see rainbowd's log".format(why))
+
+    def _answerError(self, code: int, logged: str, message: str) -> None:
+        """
+        Answer C{code} with C{message}, and log C{logged}.
+        """
         _log.warn(
-            "Answering 503 to {method} {uri}: {why}",
+            "Answering {code} to {method} {uri}: {why}",
+            code=code,
             method=self.request.method,
             uri=self.request.uri,
-            why=why,
+            why=logged,
         )
-        _respondInPlainText(
-            self.request, 503, "rainbowd: {}; see rainbowd's log".format(why)
-        )
+        _respondInPlainText(self.request, code, message)
 
     def _badGateway(self, backend: Any, what: str) -> None:
         message = "rainbowd: backend generation {} on port {} {}".format(
             backend.generation, backend.port, what
         )
-        _log.warn(
-            "Answering 502 to {method} {uri}: {message}",
-            method=self.request.method,
-            uri=self.request.uri,
-            message=message,
-        )
-        _respondInPlainText(self.request, 502, message)
+        self._answerError(502, message, message)
 
     def _release(self) -> None:
         """
