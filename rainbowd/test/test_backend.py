@@ -1817,9 +1817,17 @@ class MarkedTests(SynchronousTestCase):
         import subprocess
 
         marker = {"RAINBOWD_TEST_MARKER": self.mktemp()}
-        child = subprocess.Popen(["sleep", "30"], env={**os.environ, **marker})
+        # Once the shell has said so, it runs with the marker (before its
+        # exec, a child's /proc/PID/environ is still its parent's).
+        child = subprocess.Popen(
+            ["sh", "-c", "echo started && exec sleep 30"],
+            env={**os.environ, **marker},
+            stdout=subprocess.PIPE,
+        )
+        self.addCleanup(child.stdout.close)
         self.addCleanup(child.wait)
         self.addCleanup(lambda: child.poll() is None and child.kill())
+        self.assertEqual(child.stdout.readline(), b"started\n")
         signals = ProcessGroupSignals()
         self.assertEqual(signals.marked(marker), [child.pid])
         self.assertTrue(signals.signalMarked(child.pid, marker, signal.SIGTERM))
