@@ -88,6 +88,7 @@ class ConnectionCap(WrappingFactory):
         response: Optional[bytes] = None,
         what: str = "the public port",
         advice: str = _PUBLIC_ADVICE,
+        evictWaiting: bool = False,
     ) -> None:
         """
         @param response: The whole response of a refused connection; by
@@ -95,21 +96,31 @@ class ConnectionCap(WrappingFactory):
         @param what: The port, as the log line names it.
         @param advice: What the log line says after how many were open:
             why that is the cap, and how to change it.
+        @param evictWaiting: At the cap, close the oldest connection still
+            waiting for a request (whose protocol's C{waitingForRequest()}
+            is true), rather than refuse the new one: a flood of idle or
+            trickling connections then cannot lock a real client out.
         """
         WrappingFactory.__init__(self, wrappedFactory)
         self.maximum = maximum
         self.reactor = reactor
         self.open = 0
         self.refused = 0
+        self.evicted = 0
         self.lingering = 0
+        # The connections served, oldest first, when some may be evicted.
+        self._served: Optional[Dict[ProtocolWrapper, None]] = (
+            {} if evictWaiting else None
+        )
         self.response = refusal(maximum) if response is None else response
         self._what = what
         self._advice = advice
         self._logged = 0
+        self._loggedEvicted = 0
         self._logCall: Optional[IDelayedCall] = None
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        if self.open < self.maximum:
+        if self.open < self.maximum or self._evictOne():
             return _Counted(self, self.wrappedFactory.buildProtocol(addr))
         self.refused += 1
         if self._logCall is None:
@@ -126,7 +137,24 @@ class ConnectionCap(WrappingFactory):
 
     def _logRefusals(self) -> None:
         self._logCall = None
+        evicted, self._loggedEvicted = (
+            self.evicted - self._loggedEvicted,
+            self.evicted,
+        )
+        if evicted:
+            _log.warn(
+                "{what} closed {count} connection{s} still waiting for a "
+                "request, the oldest, in the last second, to serve new ones: "
+                "{maximum} were open, {advice}",
+                what=self._what,
+                count=evicted,
+                s="" if evicted == 1 else "s",
+                maximum=self.maximum,
+                advice=self._advice,
+            )
         count, self._logged = self.refused - self._logged, self.refused
+        if not count:
+            return
         _log.warn(
             "{what} refused {count} connection{s} with a 503 in the last "
             "second: {maximum} were open, {advice}",
@@ -137,11 +165,36 @@ class ConnectionCap(WrappingFactory):
             advice=self._advice,
         )
 
+    def _evictOne(self) -> bool:
+        """
+        Close the oldest connection still waiting for a request, if some
+        may be evicted and one is.
+
+        @return: Whether one was.
+        """
+        served = self._served
+        if served is None:
+            return False
+        for wrapper in served:
+            waiting = getattr(wrapper.wrappedProtocol, "waitingForRequest", None)
+            if waiting is not None and waiting():
+                del served[wrapper]
+                wrapper.transport.abortConnection()
+                self.evicted += 1
+                if self._logCall is None:
+                    self._logCall = self.reactor.callLater(1.0, self._logRefusals)
+                return True
+        return False
+
     def registerProtocol(self, protocol: ProtocolWrapper) -> None:
         self.open += 1
+        if self._served is not None:
+            self._served[protocol] = None
 
     def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
         self.open -= 1
+        if self._served is not None:
+            self._served.pop(protocol, None)
 
     def describe(self) -> Dict[str, int]:
         """

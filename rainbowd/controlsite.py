@@ -88,6 +88,7 @@ def capped(site: "ControlSite", reactor) -> ConnectionCap:
         advice="the most it serves at once, so that connections to it leave "
         "the public port its file descriptors.  Look for a client that "
         "opens connections to it and does not close them",
+        evictWaiting=True,
     )
 
 

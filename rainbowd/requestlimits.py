@@ -282,6 +282,13 @@ class LimitedChannel(HTTPChannel):
         self.timeOut = limits.headerTimeout
         HTTPChannel.connectionMade(self)
 
+    def waitingForRequest(self) -> bool:
+        """
+        Is this connection waiting for a request: nothing of one yet, or
+        only part of its head?
+        """
+        return self._phase in (_FIRST, _IDLE, _HEAD)
+
     def dataReceived(self, data: bytes) -> None:
         phase = self._phase
         if phase is _BODY:

@@ -17,9 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rainbowd import controlsite
-from rainbowd.browsers import BrowserGuard
 from rainbowd import controlsite, requestlimits
+from rainbowd.browsers import BrowserGuard
 from rainbowd.config import Config, ConfigError, endpointArguments, endpointParts
 from rainbowd.test.fakes import passTime
 from rainbowd.controlsite import (
@@ -347,51 +346,99 @@ class ConnectionCapTests(ControlSiteTestCase):
     Tests for L{capped}: the control port's own connection cap.
     """
 
-    def test_pastTheCapRefused(self) -> None:
+    def cap(self):
         """
-        Past MAX_CONNECTIONS open control connections, a new one gets a 503
-        whose JSON says why, and is closed; one closing frees a slot.
+        The capped control site, whose every request is answered only when
+        the test says so.
         """
-        cap = capped(
-            ControlSite(self.resource, reactor=self.reactor, guard=self.guard),
+
+        class Pending(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                return NOT_DONE_YET
+
+        return capped(
+            ControlSite(Pending(), reactor=self.reactor, guard=self.guard),
             self.reactor,
         )
+
+    def connect(self, cap, request: bytes = b""):
         address = IPv4Address("TCP", "127.0.0.1", 40000)
-        opened = []
-        for _ in range(MAX_CONNECTIONS + 1):
-            protocol = cap.buildProtocol(address)
-            transport = StringTransport(peerAddress=address)
-            protocol.makeConnection(transport)
-            opened.append((protocol, transport))
-        for protocol, transport in opened[:-1]:
-            self.assertEqual(transport.value(), b"")
-        refused = opened[-1][1].value()
-        head, _, body = refused.partition(b"\r\n\r\n")
+        protocol = cap.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        if request:
+            protocol.dataReceived(request)
+        return protocol, transport
+
+    def test_pastTheCapRefused(self) -> None:
+        """
+        Past MAX_CONNECTIONS control connections, each with a request being
+        answered, a new one gets a 503 whose JSON says why, and is closed;
+        one closing frees a slot.
+        """
+        cap = self.cap()
+        get = b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        opened = [self.connect(cap, get) for _ in range(MAX_CONNECTIONS)]
+        _, transport = self.connect(cap)
+        for _, served in opened:
+            self.assertFalse(served.disconnecting)
+        head, _, body = transport.value().partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 503 "), head)
         self.assertIn(b"Content-Type: application/json", head)
         self.assertIn(
             f"{MAX_CONNECTIONS} are open, the most it serves at once",
             json.loads(body)["error"],
         )
-        self.assertTrue(opened[-1][1].disconnecting)
+        self.assertTrue(transport.disconnecting)
         opened[0][0].connectionLost(Failure(ConnectionDone()))
-        protocol = cap.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 "))
+        _, transport = self.connect(cap, get)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(cap.open, MAX_CONNECTIONS)
+
+    def test_waitingEvicted(self) -> None:
+        """
+        At the cap, a new control connection is served, and the oldest one
+        still waiting for a request (idle, or trickling its head) is closed
+        instead; those with a request being answered are kept.
+        """
+        cap = self.cap()
+        get = b"GET /logs?follow=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        answering = self.connect(cap, get)
+        trickling = self.connect(cap, b"GET /sta")
+        idle = [self.connect(cap) for _ in range(MAX_CONNECTIONS - 2)]
+        _, new = self.connect(cap)
+        self.assertEqual(new.value(), b"")
+        self.assertFalse(new.disconnecting)
+        self.assertFalse(answering[1].disconnecting)
+        self.assertTrue(trickling[1].disconnected)
+        self.assertFalse(idle[0][1].disconnecting)
+        _, newer = self.connect(cap)
+        self.assertTrue(idle[0][1].disconnected)
+        self.assertFalse(newer.disconnecting)
+        self.assertEqual(cap.evicted, 2)
 
     def test_refusalsLogged(self) -> None:
         """
-        Refusals are logged a line a second, naming the control API.
+        Evictions and refusals are logged a line a second each, naming the
+        control API.
         """
-        cap = capped(
-            ControlSite(self.resource, reactor=self.reactor, guard=self.guard),
-            self.reactor,
-        )
+        cap = self.cap()
+        get = b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n"
         with capturedLogs() as events:
             for _ in range(MAX_CONNECTIONS + 5):
-                cap.buildProtocol(None).makeConnection(StringTransport())
+                self.connect(cap)
+            passTime(self.reactor, 1)
+        [line] = [formatEvent(e) for e in events]
+        self.assertIn(
+            "the control API closed 5 connections still waiting for a request",
+            line,
+        )
+        cap = self.cap()
+        with capturedLogs() as events:
+            for _ in range(MAX_CONNECTIONS + 5):
+                self.connect(cap, get)
             passTime(self.reactor, 1)
         [line] = [formatEvent(e) for e in events]
         self.assertIn("the control API refused 5 connections with a 503", line)
