@@ -458,7 +458,7 @@ def connectionFlood(daemon: Rainbowd, load: Load) -> str:
         for client in held:
             client.close()
     bad = failures(load.stop())
-    served = waitFor(lambda: daemon.get("/", timeout=10)[0] == 200, "a new client to be served", 30)
+    waitFor(lambda: daemon.get("/", timeout=10)[0] == 200, "a new client to be served", 30)
     log = daemon.log()
     badFresh = [r for r in fresh if r[0] not in (200, 503) or (r[0] == 503 and "maxConnections" not in r[1])]
     check(code == 200, f"the redeploy during the flood answered {code}: {answer}")

@@ -4,7 +4,6 @@ Tests for L{rainbowd.connlimit}.
 """
 
 import errno
-import socket
 from typing import List
 
 from twisted.internet import tcp

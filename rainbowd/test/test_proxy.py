@@ -30,10 +30,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from rainbowd.backendclient import (
-    BODY_TIMEOUT,
     CHUNK_SIZE,
     IDLE_TIMEOUT,
-    TIMEOUT,
     BackendConnection,
     Pool,
 )
