@@ -137,33 +137,22 @@ class ConnectionCap(WrappingFactory):
 
     def _logRefusals(self) -> None:
         self._logCall = None
-        evicted, self._loggedEvicted = (
-            self.evicted - self._loggedEvicted,
-            self.evicted,
-        )
-        if evicted:
-            _log.warn(
-                "{what} closed {count} connection{s} still waiting for a "
-                "request, the oldest, in the last second, to serve new ones: "
-                "{maximum} were open, {advice}",
-                what=self._what,
-                count=evicted,
-                s="" if evicted == 1 else "s",
-                maximum=self.maximum,
-                advice=self._advice,
-            )
-        count, self._logged = self.refused - self._logged, self.refused
-        if not count:
-            return
-        _log.warn(
-            "{what} refused {count} connection{s} with a 503 in the last "
-            "second: {maximum} were open, {advice}",
-            what=self._what,
-            count=count,
-            s="" if count == 1 else "s",
-            maximum=self.maximum,
-            advice=self._advice,
-        )
+        evicted, self._loggedEvicted = self.evicted - self._loggedEvicted, self.evicted
+        refused, self._logged = self.refused - self._logged, self.refused
+        for count, done in [
+            (evicted, "closed {count} connection{s} still waiting for a request, "
+             "the oldest, in the last second, to serve new ones"),
+            (refused, "refused {count} connection{s} with a 503 in the last second"),
+        ]:
+            if count:
+                _log.warn(
+                    "{what} " + done + ": {maximum} were open, {advice}",
+                    what=self._what,
+                    count=count,
+                    s="" if count == 1 else "s",
+                    maximum=self.maximum,
+                    advice=self._advice,
+                )
 
     def _evictOne(self) -> bool:
         """
