@@ -28,6 +28,12 @@ STATUS = {
     ],
 }
 
+#: What GET /status adds to the deployer's status while traffic is serving.
+SERVING = {"mode": "serving", "since": None, "by": None, "held": 0, "message": None}
+
+#: GET /status of L{STATUS}.
+SHOWN = {**STATUS, "traffic": SERVING}
+
 
 class FakeDeployer:
     """
@@ -113,7 +119,7 @@ class ControlResourceTests(SynchronousTestCase):
         Answers are JSON indented by two spaces and end with a newline.
         """
         response, body = self.answer(self.treq.get(CONTROL + "/status"))
-        self.assertEqual(body, (json.dumps(STATUS, indent=2) + "\n").encode())
+        self.assertEqual(body, (json.dumps(SHOWN, indent=2) + "\n").encode())
 
     def test_redeployFailed(self) -> None:
         """
@@ -205,9 +211,10 @@ class ControlResourceTests(SynchronousTestCase):
 
     def test_status(self) -> None:
         """
-        GET /status answers 200 with the deployer's status.
+        GET /status answers 200 with the deployer's status and the traffic
+        mode.
         """
-        self.assertJSON(self.treq.get(CONTROL + "/status"), 200, STATUS)
+        self.assertJSON(self.treq.get(CONTROL + "/status"), 200, SHOWN)
 
     def test_statusConnections(self) -> None:
         """
@@ -220,7 +227,7 @@ class ControlResourceTests(SynchronousTestCase):
         self.assertJSON(
             StubTreq(resource).get(CONTROL + "/status"),
             200,
-            {**STATUS, "connections": {"open": 0, "max": 408, "refused": 7}},
+            {**SHOWN, "connections": {"open": 0, "max": 408, "refused": 7}},
         )
 
     def test_statusHead(self) -> None:
@@ -268,7 +275,15 @@ class ControlResourceTests(SynchronousTestCase):
         for path in ["/nope", "/", "/status/more"]:
             self.assertJSON(self.treq.get(CONTROL + path), 404, {
                 "error": f"no such endpoint: {path}",
-                "endpoints": ["POST /redeploy", "GET /status", "GET /logs", "GET /metrics"],
+                "endpoints": [
+                    "POST /redeploy",
+                    "POST /pause",
+                    "POST /maintenance",
+                    "POST /resume",
+                    "GET /status",
+                    "GET /logs",
+                    "GET /metrics",
+                ],
             })
 
     def test_headErrors(self) -> None:
@@ -289,7 +304,7 @@ class ControlResourceTests(SynchronousTestCase):
         C{/redeploy/} and C{/status/} are the same as C{/redeploy} and
         C{/status}.
         """
-        self.assertJSON(self.treq.get(CONTROL + "/status/"), 200, STATUS)
+        self.assertJSON(self.treq.get(CONTROL + "/status/"), 200, SHOWN)
         self.treq.post(CONTROL + "/redeploy/", data=b"")
         self.treq.flush()
         self.assertEqual(len(self.deployer.redeploys), 1)
