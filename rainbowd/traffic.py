@@ -256,16 +256,15 @@ class Traffic(Service):
 
     def whyHeld(self) -> str:
         """
-        Why a request is held, and how to let it through, for its 503.
+        Why a request is held, and how to let it through, for its 503
+        (which does not name who paused: clients of the public port need
+        not know the operators' addresses).
         """
         return (
-            "traffic is paused (POST /pause{by}), so requests wait in rainbowd, "
-            "and this one waited queueTimeout ({timeout:g} s); POST /resume "
-            "to the control port (rainbowctl resume) lets requests through"
-        ).format(
-            by="" if self.by is None else f" from {self.by}",
-            timeout=self._queueTimeout,
-        )
+            "traffic is paused (POST /pause), so requests wait in rainbowd, "
+            "and this one waited queueTimeout ({:g} s); POST /resume to the "
+            "control port (rainbowctl resume) lets requests through"
+        ).format(self._queueTimeout)
 
     # IService
 
