@@ -719,6 +719,39 @@ class LoadConfigTests(SynchronousTestCase):
         )
         self.assertEqual(config.controlTokenFile, elsewhere.child("token").path)
 
+    def test_maintenancePage(self) -> None:
+        """
+        maintenancePage is unset by default; a relative one is relative to
+        the config file, and must be a readable file when the config loads.
+        """
+        self.assertIsNone(self.load({"run": RUN}).maintenancePage)
+        self.directory.child("down.html").setContent(b"<h1>down</h1>")
+        self.assertEqual(
+            self.load({"run": RUN, "maintenancePage": "down.html"}).maintenancePage,
+            self.directory.child("down.html").path,
+        )
+
+    def test_maintenancePageErrors(self) -> None:
+        """
+        A maintenancePage that is missing, a directory, not UTF-8 or over
+        1 MiB is a config error naming the file, the key and the fix.
+        """
+        self.directory.child("dir").makedirs()
+        self.directory.child("latin1.html").setContent(b"caf\xe9")
+        self.directory.child("big.html").setContent(b"x" * (1024 * 1024 + 1))
+        for name, problem in [
+            ("missing.html", "does not exist: create it, or remove the key"),
+            ("dir", "is a directory: name an HTML file"),
+            ("latin1.html", "is not UTF-8 text"),
+            ("big.html", "is bigger than 1024 KiB"),
+        ]:
+            message = self.loadError({"run": RUN, "maintenancePage": name})
+            path = self.directory.child(name).path
+            self.assertIn(
+                f'The maintenance page {path} ("maintenancePage") {problem}',
+                message,
+            )
+
     def test_controlAllowedOrigins(self) -> None:
         """
         controlAllowedOrigins is a list of origins, kept as browsers send
