@@ -908,8 +908,6 @@ def loadConfig(
     _checkOnlyOneCheck(raw, settings)
     _defaultControlPort(raw, settings)
     _resolveDirectories(raw, settings)
-    if "maintenancePage" in settings:
-        readMaintenancePage(settings["maintenancePage"])
     return Config(source=source, **settings)
 
 
@@ -919,7 +917,10 @@ MAX_MAINTENANCE_PAGE = 1024 * 1024
 
 def readMaintenancePage(path: str) -> bytes:
     """
-    The contents of the C{maintenancePage} file C{path}.
+    The contents of the C{maintenancePage} file C{path}: rainbowd reads it
+    whenever it loads its config (so that a bad one stops a redeploy, or
+    the start, with this error) and at each maintenance start.  rainbowctl
+    does not: it must work, to resume traffic say, whatever the page.
 
     @raise ConfigError: if it is missing, unreadable, not UTF-8 or bigger
         than L{MAX_MAINTENANCE_PAGE}, saying which and the fix.

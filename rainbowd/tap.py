@@ -30,6 +30,7 @@ from rainbowd.config import (
     flagName,
     loadConfig,
     portRangeWarning,
+    readMaintenancePage,
     settingHelp,
     settingUnit,
 )
@@ -195,11 +196,15 @@ class Options(usage.Options):
 
     def readConfig(self) -> Config:
         """
-        Load the config file again with the same flags, e.g. to redeploy.
+        Load the config file again with the same flags, e.g. to redeploy,
+        and check that its C{maintenancePage} can be read.
 
         @raise ConfigError: if it is no longer right.
         """
-        return loadConfig(self["config"], self.overrides, self.cwd)
+        config = loadConfig(self["config"], self.overrides, self.cwd)
+        if config.maintenancePage is not None:
+            readMaintenancePage(config.maintenancePage)
+        return config
 
     def postOptions(self) -> None:
         if self.cwd is None:

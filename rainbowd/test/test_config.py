@@ -16,6 +16,7 @@ from rainbowd.config import (
     ephemeralPortRange,
     loadConfig,
     portRangeWarning,
+    readMaintenancePage,
     settingNames,
     settingUnit,
 )
@@ -722,20 +723,26 @@ class LoadConfigTests(SynchronousTestCase):
     def test_maintenancePage(self) -> None:
         """
         maintenancePage is unset by default; a relative one is relative to
-        the config file, and must be a readable file when the config loads.
+        the config file.  L{loadConfig} does not read it (rainbowctl must
+        work whatever the page).
         """
         self.assertIsNone(self.load({"run": RUN}).maintenancePage)
-        self.directory.child("down.html").setContent(b"<h1>down</h1>")
         self.assertEqual(
             self.load({"run": RUN, "maintenancePage": "down.html"}).maintenancePage,
             self.directory.child("down.html").path,
         )
 
-    def test_maintenancePageErrors(self) -> None:
+    def test_readMaintenancePage(self) -> None:
         """
-        A maintenancePage that is missing, a directory, not UTF-8 or over
-        1 MiB is a config error naming the file, the key and the fix.
+        L{readMaintenancePage} returns the file's bytes; one that is
+        missing, a directory, not UTF-8 or over 1 MiB is a config error
+        naming the file, the key and the fix.
         """
+        self.directory.child("down.html").setContent(b"<h1>caf\xc3\xa9</h1>")
+        self.assertEqual(
+            readMaintenancePage(self.directory.child("down.html").path),
+            b"<h1>caf\xc3\xa9</h1>",
+        )
         self.directory.child("dir").makedirs()
         self.directory.child("latin1.html").setContent(b"caf\xe9")
         self.directory.child("big.html").setContent(b"x" * (1024 * 1024 + 1))
@@ -745,8 +752,8 @@ class LoadConfigTests(SynchronousTestCase):
             ("latin1.html", "is not UTF-8 text"),
             ("big.html", "is bigger than 1024 KiB"),
         ]:
-            message = self.loadError({"run": RUN, "maintenancePage": name})
             path = self.directory.child(name).path
+            message = str(self.assertRaises(ConfigError, readMaintenancePage, path))
             self.assertIn(
                 f'The maintenance page {path} ("maintenancePage") {problem}',
                 message,
