@@ -431,10 +431,11 @@ class _Forwarding:
         @param fresh: Open a new connection rather than reuse an idle one.
         """
         self.retryCall = None
-        if self.proxy._traffic.mode is not _SERVING:
+        proxy = self.proxy
+        if proxy._traffic.mode is not _SERVING:
             self._notServing()
             return
-        backend = self.proxy._deployer.routable
+        backend = proxy._deployer.routable
         if backend is not None:
             self._send(backend, fresh)
             return

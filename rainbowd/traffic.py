@@ -49,6 +49,12 @@ TRANSITIONS = {
     "resume": Mode.SERVING,
 }
 
+_AS_WORDS = {
+    Mode.SERVING: "serving",
+    Mode.PAUSED: "paused",
+    Mode.MAINTENANCE: "in maintenance",
+}
+
 #: The I{Retry-After} of a maintenance answer, in seconds.
 RETRY_AFTER = 60
 
@@ -205,7 +211,7 @@ class Traffic(Service):
             input=input,
             mode=new.value,
             was="" if old is new or lasted is None
-            else f" after {lasted:.1f} s {old.value}",
+            else f" after {lasted:.1f} s {_AS_WORDS[old]}",
             what=self._sayWhat(held),
         )
         if old is Mode.PAUSED and new is not Mode.PAUSED:
