@@ -47,6 +47,17 @@ def pausedWorld(queueTimeout: float = 30.0):
     return world, traffic, backend
 
 
+def holdTimers(world):
+    """
+    The pending timeouts of held requests (L{Deferred.addTimeout}'s).
+    """
+    return [
+        call
+        for call in world.reactor.getDelayedCalls()
+        if getattr(call.func, "__name__", "") == "timeItOut"
+    ]
+
+
 class TransitionTests(SynchronousTestCase):
     """
     Every input is allowed in every mode; asking for the mode traffic is in
@@ -257,7 +268,7 @@ class PausedProxyTests(SynchronousTestCase):
         self.traffic.resume(OPERATOR)
         self.world.accept(backendSite(self.world, BackendApp()))
         self.assertEqual(client.response().code, 200)
-        self.assertEqual(self.traffic.held, 0)
+        self.assertEqual((self.traffic.held, holdTimers(self.world)), (0, []))
 
     def test_inFlightFinishes(self) -> None:
         """
@@ -348,9 +359,10 @@ class PausedProxyTests(SynchronousTestCase):
         """
         self.traffic.pause(OPERATOR)
         client = self.world.request(rawRequest())
+        self.assertEqual(len(holdTimers(self.world)), 1)
         client.hangUp()
         self.world.flush()
-        self.assertEqual(self.traffic.held, 0)
+        self.assertEqual((self.traffic.held, holdTimers(self.world)), (0, []))
         self.traffic.resume(OPERATOR)
         self.world.reactor.advance(60)
         self.assertEqual((self.world.attempts(), self.backend.started), ([], 0))
