@@ -167,7 +167,8 @@ class Traffic(Service):
         """
         path = self._pagePath()
         template = None if path is None else readMaintenancePage(path)
-        return self._change("maintenance", by, message, maintenancePage(message, template))
+        page = maintenancePage(message, template)
+        return self._change("maintenance", by, message, page)
 
     def resume(self, by: str) -> dict:
         """
@@ -189,7 +190,7 @@ class Traffic(Service):
         @return: L{describe}, with C{changed}.
         """
         old, new = self.mode, TRANSITIONS[input]
-        changed = old is not new or (page is not None and page != self.page)
+        changed = old is not new or (message, page) != (self.message, self.page)
         if not changed:
             _log.info(
                 "{by} asked to {input}; traffic is already {mode}, so "

@@ -154,6 +154,19 @@ class TransitionTests(SynchronousTestCase):
         )
         self.assertIn(b"two", self.traffic.page)
 
+    def test_messageChangedSamePage(self) -> None:
+        """
+        A new message is a change even when the page stays the same (a
+        C{maintenancePage} without C{{{message}}}), and C{/status} shows it.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"<h1>down</h1>")
+        traffic = Traffic(self.clock, 30.0, lambda: path)
+        traffic.maintenance(OPERATOR, "one")
+        answer = traffic.maintenance(OPERATOR, "two")
+        self.assertEqual((answer["changed"], answer["message"]), (True, "two"))
+
     def test_logged(self) -> None:
         """
         Each change is logged with who asked for it and for how long the
