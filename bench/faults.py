@@ -216,6 +216,38 @@ hang.config = {"drainTimeout": 3000, "killTimeout": 2000, "env": {"APP_STARTUP_D
 
 
 @scenario
+def pauseAcrossRedeploy(daemon: Rainbowd, load: Load) -> str:
+    """Traffic paused for 3 s under load, with a redeploy meanwhile: no request fails, the held ones go to the new version on resume."""
+    status, answer = daemon.control("POST", "/pause", 10)
+    check(status == 200, f"POST /pause answered {status}: {answer}")
+    paused = time.monotonic()
+    daemon.writeConfig(env={"APP_VERSION": "v2"})
+    status, answer = daemon.control("POST", "/redeploy")
+    check(status == 200, f"the redeploy while paused answered {status}: {answer}")
+    deployed = time.monotonic() - paused
+    time.sleep(max(0.0, 3.0 - deployed))
+    held = daemon.status()["traffic"]["held"]
+    check(held > 0, "no request was held")
+    status, answer = daemon.control("POST", "/resume", 10)
+    check(status == 200, f"POST /resume answered {status}: {answer}")
+    resumed = time.monotonic()
+    time.sleep(1)
+    results = load.stop()
+    bad = failures(results)
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    # Those in flight at the pause finish within a few ms: allow them 0.5 s.
+    during = [r for r in results if paused + 0.5 <= r[1] < resumed]
+    check(not during, f"{len(during)} requests were answered while paused: {during[:3]}")
+    released = [r for r in results if r[0] < resumed <= r[1]]
+    versions = sorted({r[3] for r in released})
+    check(versions == ["v2"], f"the held requests were answered by {versions}")
+    longest = max(r[1] - r[0] for r in released)
+    return (f"redeploy while paused took {deployed:.2f} s; {held} requests held at "
+            f"resume, all answered 200 by v2, the longest after {longest:.2f} s; "
+            "0 requests failed")
+
+
+@scenario
 def ignoresSigterm(daemon: Rainbowd, load: Load) -> str:
     """An app that ignores SIGTERM: SIGKILL after killTimeout, and no process is left."""
     [old] = daemon.status()["backends"]

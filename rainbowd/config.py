@@ -519,6 +519,14 @@ class Config:
         "backendConnections) before a 503, in ms",
         default=30.0,
     )
+    maintenancePage: Optional[str] = _setting(
+        _file,
+        "HTML file every request gets (with 503) during maintenance, instead "
+        "of rainbowd's page; {{message}} in it is replaced by the message; "
+        "read at each POST /maintenance",
+        "none, so rainbowd's own small page",
+        default=None,
+    )
     backendTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time the app has to send the whole head of its response once the "
@@ -820,16 +828,17 @@ def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
 
 def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
     """
-    Make C{cwd}, C{stateDir}, C{controlTokenFile} and C{accessLog} (but
-    C{"-"}) absolute, against the config file's directory for a value from
-    the file and the current directory for one from the command line;
-    default the first two to the config file's directory (or the current
+    Make C{cwd}, C{stateDir}, C{controlTokenFile}, C{accessLog} (but
+    C{"-"}) and C{maintenancePage} absolute, against the config file's
+    directory for a value from the file and the current directory for one
+    from the command line; default the first two to the config file's directory (or the current
     directory), and check C{cwd} exists.
     """
     home = os.path.dirname(raw.source) if raw.source else raw.cwd
     settings.setdefault("cwd", home)
     settings.setdefault("stateDir", os.path.join(home, DEFAULT_STATE_DIR))
-    for key in ("cwd", "stateDir", "controlTokenFile", "accessLog"):
+    paths = ("cwd", "stateDir", "controlTokenFile", "accessLog", "maintenancePage")
+    for key in paths:
         given = settings.get(key)
         if given is None or (key == "accessLog" and given == "-"):
             continue
@@ -900,6 +909,49 @@ def loadConfig(
     _defaultControlPort(raw, settings)
     _resolveDirectories(raw, settings)
     return Config(source=source, **settings)
+
+
+#: The largest C{maintenancePage} file taken, in bytes.
+MAX_MAINTENANCE_PAGE = 1024 * 1024
+
+
+def readMaintenancePage(path: str) -> bytes:
+    """
+    The contents of the C{maintenancePage} file C{path}: rainbowd reads it
+    whenever it loads its config (so that a bad one stops a redeploy, or
+    the start, with this error) and at each maintenance start.  rainbowctl
+    does not: it must work, to resume traffic say, whatever the page.
+
+    @raise ConfigError: if it is missing, unreadable, not UTF-8 or bigger
+        than L{MAX_MAINTENANCE_PAGE}, saying which and the fix.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MAINTENANCE_PAGE + 1)
+    except FileNotFoundError:
+        problem = "does not exist: create it, or remove the key to use rainbowd's page"
+    except IsADirectoryError:
+        problem = "is a directory: name an HTML file"
+    except OSError as e:
+        problem = (
+            f"cannot be read: {e.strerror}.  Give the user rainbowd runs "
+            "as read access to it"
+        )
+    else:
+        if len(data) > MAX_MAINTENANCE_PAGE:
+            problem = (
+                f"is bigger than {MAX_MAINTENANCE_PAGE // 1024} KiB, the most "
+                "rainbowd serves as a maintenance page: make it smaller (put "
+                "images elsewhere)"
+            )
+        else:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problem = f"is not UTF-8 text ({e}): save it as UTF-8"
+            else:
+                return data
+    raise ConfigError(f"The maintenance page {path} (\"maintenancePage\") {problem}.")
 
 
 def ephemeralPortRange(

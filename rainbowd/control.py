@@ -4,7 +4,11 @@ The control API, served on the control port::
 
     POST /redeploy   start the new version, wait for it, swap traffic
                      (its steps as NDJSON with Accept: application/x-ndjson)
-    GET  /status     the generations and their backends
+    POST /pause      hold new requests in rainbowd until POST /resume
+    POST /maintenance  answer every new request 503 with a maintenance page
+                     (an optional body {"message": "..."}) until POST /resume
+    POST /resume     send requests to the app again
+    GET  /status     the generations, their backends and the traffic mode
     GET  /logs       a generation's last output lines (?follow=1: and more)
     GET  /metrics    L{rainbowd.metrics.MetricsResource}, put here by
                      L{rainbowd.tap.makeService}
@@ -13,8 +17,10 @@ Every other answer, errors included, is pretty-printed JSON.
 """
 
 import json
+import os
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -24,10 +30,23 @@ from twisted.web.server import NOT_DONE_YET
 from rainbowd.config import ConfigError
 from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
+from rainbowd.traffic import Traffic
 
 _log = Logger()
 
-ENDPOINTS = ("POST /redeploy", "GET /status", "GET /logs", "GET /metrics")
+ENDPOINTS = (
+    "POST /redeploy",
+    "POST /pause",
+    "POST /maintenance",
+    "POST /resume",
+    "GET /status",
+    "GET /logs",
+    "GET /metrics",
+)
+
+#: The largest body of C{POST /maintenance} taken, in bytes: a message is a
+#: sentence or two.
+MAX_MAINTENANCE_BODY = 4096
 
 HINT = "the current version keeps serving; fix the problem and redeploy"
 
@@ -135,7 +154,8 @@ class ControlResource(Resource):
     L{Deployed} (or failing with L{DeployFailed}, L{DeployRefused} or
     L{ConfigError}), whose C{status()} returns a JSON-able dict, and whose
     C{observe()}, C{active} and C{backends} let a redeploy be streamed and
-    output be followed.
+    output be followed; and C{/pause}, C{/maintenance} and C{/resume} over
+    C{traffic}, a L{Traffic}, which C{/status} shows too.
 
     @ivar connections: the public port's L{rainbowd.connlimit.ConnectionCap},
         whose counts C{/status} shows, or L{None}.
@@ -143,13 +163,21 @@ class ControlResource(Resource):
 
     connections: Any = None
 
-    def __init__(self, deployer: Any, clock=None) -> None:
+    def __init__(
+        self, deployer: Any, clock=None, traffic: Optional[Traffic] = None
+    ) -> None:
         super().__init__()
         if clock is None:
             from twisted.internet import reactor as clock
         self._deployer = deployer
         self._clock = clock
+        self.traffic = Traffic(clock, 0.0) if traffic is None else traffic
         self.putChild(b"redeploy", Endpoint("/redeploy", {b"POST": self._redeploy}))
+        self.putChild(b"pause", Endpoint("/pause", {b"POST": self._pause}))
+        self.putChild(
+            b"maintenance", Endpoint("/maintenance", {b"POST": self._maintenance})
+        )
+        self.putChild(b"resume", Endpoint("/resume", {b"POST": self._resume}))
         self.putChild(
             b"status",
             Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
@@ -164,9 +192,32 @@ class ControlResource(Resource):
 
     def _status(self, request: IRequest) -> bytes:
         status = self._deployer.status()
+        status = {**status, "traffic": self.traffic.describe()}
         if self.connections is not None:
             status = {**status, "connections": self.connections.describe()}
         return writeJSON(request, 200, status)
+
+    def _pause(self, request: IRequest) -> bytes:
+        return writeJSON(request, 200, self.traffic.pause(describePeer(request)))
+
+    def _resume(self, request: IRequest) -> bytes:
+        return writeJSON(request, 200, self.traffic.resume(describePeer(request)))
+
+    def _maintenance(self, request: IRequest) -> bytes:
+        """
+        Go into maintenance, with the message of the body if it has one.
+        """
+        try:
+            message = _maintenanceMessage(request.content.read())
+        except _Refusal as refusal:
+            return writeJSON(request, refusal.code, refusal.body)
+        try:
+            answer = self.traffic.maintenance(describePeer(request), message)
+        except ConfigError as e:
+            return writeJSON(
+                request, 500, {"error": str(e), **self.traffic.describe()}
+            )
+        return writeJSON(request, 200, answer)
 
     def _redeploy(self, request: IRequest) -> object:
         """
@@ -256,6 +307,65 @@ class _Refusal(Exception):
         super().__init__(code, body)
         self.code = code
         self.body = body
+
+
+_MAINTENANCE_EXAMPLE = '{"message": "Back at 14:00 UTC"}'
+
+
+def _maintenanceMessage(body: bytes) -> Optional[str]:
+    """
+    The message of a C{POST /maintenance} body: nothing, or a JSON object
+    with an optional C{message} string.
+
+    @raise _Refusal: a 400 saying what is wrong with C{body}, and the fix.
+    """
+    def refuse(problem: str) -> _Refusal:
+        return _Refusal(
+            400,
+            {
+                "error": f"the body of POST /maintenance {problem}; send none, "
+                f"or a JSON object like {_MAINTENANCE_EXAMPLE}"
+            },
+        )
+
+    if not body.strip():
+        return None
+    if len(body) > MAX_MAINTENANCE_BODY:
+        raise refuse(
+            f"is {len(body)} bytes, more than the {MAX_MAINTENANCE_BODY} "
+            "taken: a maintenance message is a sentence or two (use "
+            '"maintenancePage" for a whole page)'
+        )
+    try:
+        parsed = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise refuse("is not JSON")
+    if not isinstance(parsed, dict):
+        raise refuse("is JSON, but not an object")
+    unknown = sorted(set(parsed) - {"message"})
+    if unknown:
+        raise refuse(
+            "has keys other than \"message\": " + ", ".join(map(json.dumps, unknown))
+        )
+    message = parsed.get("message")
+    if message is not None and not isinstance(message, str):
+        raise refuse('has a "message" that is not a string')
+    return message or None
+
+
+def describePeer(request: IRequest) -> str:
+    """
+    Who sent C{request}, for the log: an address and port, or the unix
+    socket it came through.
+    """
+    peer = request.getClientAddress()
+    if isinstance(peer, (IPv4Address, IPv6Address)):
+        host = f"[{peer.host}]" if ":" in peer.host else peer.host
+        return f"{host}:{peer.port}"
+    if isinstance(peer, UNIXAddress):
+        name = getattr(request.getHost(), "name", None)
+        return "the unix socket" + ("" if name is None else f" {os.fsdecode(name)}")
+    return str(peer)
 
 
 def _argument(request: IRequest, name: bytes) -> Optional[str]:

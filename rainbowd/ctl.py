@@ -1,6 +1,7 @@
 # -*- test-case-name: rainbowd.test.test_ctl -*-
 """
-C{rainbowctl}: redeploy, status and logs from the command line.
+C{rainbowctl}: redeploy, status, logs, pause and maintenance from the
+command line.
 
 It finds the control API the way rainbowd does, from C{rainbow.conf.json}
 in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
@@ -9,6 +10,9 @@ in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
     rainbowctl redeploy
     rainbowctl status
     rainbowctl logs --follow
+    rainbowctl pause
+    rainbowctl maintenance "Back at 14:00 UTC"
+    rainbowctl resume
 
 It is a plain blocking HTTP client (one request, one answer read as it
 comes), so it starts fast and needs no reactor; what it prints is made by
@@ -21,6 +25,7 @@ import json
 import os
 import socket
 import sys
+import time
 from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
 import attrs
@@ -177,21 +182,25 @@ class Client:
         path: str,
         accept: str = "application/json",
         timeout: Optional[float] = TIMEOUT,
+        body: Optional[bytes] = None,
     ):
         """
-        Send a request and return the response, its headers read.
+        Send a request and return the response, its headers read.  A POST
+        without C{body} sends an empty one; C{body} is sent as JSON.
 
         @raise CtlError: if rainbowd cannot be reached, or refuses the
             token.
         """
         headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        elif method == "POST":
+            body = b""
         if self._target.token is not None:
             headers["Authorization"] = "Bearer " + self._target.token.decode("ascii")
         connection = self._connect(timeout)
         try:
-            connection.request(
-                method, path, body=b"" if method == "POST" else None, headers=headers
-            )
+            connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
         except PermissionError as e:
             raise CtlError(
@@ -436,6 +445,53 @@ def redeploy(client: Client, out: IO[str], tty: bool) -> int:
     return progress.end()
 
 
+def describeTraffic(traffic: Dict[str, Any]) -> str:
+    """
+    The traffic mode of C{/status} (or of C{POST /pause} and the like) in a
+    sentence.
+    """
+    mode = traffic.get("mode")
+    if mode == "serving":
+        return "traffic is serving: requests go to the app"
+    since = traffic.get("since")
+    when = (
+        ""
+        if since is None
+        else time.strftime(" since %Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    )
+    who = "" if traffic.get("by") is None else f", asked by {traffic['by']}"
+    if mode == "paused":
+        return (
+            f"traffic is paused{when}{who}: new requests wait in rainbowd, up "
+            f"to queueTimeout; {traffic.get('held', 0)} waiting now; "
+            "rainbowctl resume lets them through"
+        )
+    message = traffic.get("message")
+    return (
+        f"traffic is in maintenance{when}{who}: every request gets 503 and "
+        "the maintenance page"
+        + ("" if not message else f" saying {json.dumps(message)}")
+        + "; rainbowctl resume ends it"
+    )
+
+
+def changeTraffic(
+    client: Client, out: IO[str], err: IO[str], path: str, body: Optional[bytes] = None
+) -> int:
+    """
+    C{POST /pause}, C{/maintenance} or C{/resume}, and say what traffic
+    does now.
+    """
+    response = client.request("POST", path, body=body)
+    if response.status != 200:
+        err.write(f"rainbowctl: POST {path} failed: {_errorOf(response)}\n")
+        return FAILED
+    answer = json.loads(response.read())
+    already = "" if answer.get("changed", True) else "nothing changed: "
+    out.write(already + describeTraffic(answer) + "\n")
+    return 0
+
+
 def statusTable(status: Dict[str, Any]) -> str:
     """
     C{GET /status} as a table, then the deploy under way and the last one.
@@ -483,6 +539,9 @@ def statusTable(status: Dict[str, Any]) -> str:
             )
         else:
             lines.append(f"last deploy failed: {last.get('error')}")
+    traffic = status.get("traffic")
+    if traffic is not None and traffic.get("mode") != "serving":
+        lines.append(describeTraffic(traffic))
     connections = status.get("connections")
     if connections is not None:
         lines.append(
@@ -524,7 +583,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rainbowctl",
         description="Control a running rainbowd: redeploy the app, see its "
-        f"status and output.  The control port and token come from "
+        "status and output, pause traffic or put up a maintenance page.  "
+        "The control port and token come from "
         f"{DEFAULT_FILENAME} in the current directory, or --config.",
     )
     parser.add_argument(
@@ -554,6 +614,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep printing new lines until it stops",
     )
+    commands.add_parser(
+        "pause",
+        help="hold new requests in rainbowd (up to queueTimeout) until resume",
+    )
+    maintenanceParser = commands.add_parser(
+        "maintenance",
+        help="answer every request 503 with the maintenance page until resume",
+    )
+    maintenanceParser.add_argument(
+        "message", nargs="*", metavar="MESSAGE", help="what the page says"
+    )
+    commands.add_parser(
+        "resume", help="send requests to the app again, those held first"
+    )
     return parser
 
 
@@ -574,6 +648,12 @@ def run(
             return redeploy(client, out, _isTTY(out))
         if arguments.command == "status":
             return status(client, out, arguments.json)
+        if arguments.command in ("pause", "resume"):
+            return changeTraffic(client, out, err, "/" + arguments.command)
+        if arguments.command == "maintenance":
+            message = " ".join(arguments.message)
+            body = json.dumps({"message": message}).encode() if message else None
+            return changeTraffic(client, out, err, "/maintenance", body)
         return logs(client, out, arguments.generation, arguments.follow)
     except CtlError as e:
         err.write(f"rainbowctl: {e}\n")

@@ -40,6 +40,7 @@ from rainbowd.backendclient import (
     Pool,
 )
 from rainbowd.requestlimits import LimitedRequest, LimitedSite
+from rainbowd.traffic import RETRY_AFTER, Mode, Traffic, TrafficStopped
 from rainbowd.tunnel import Tunnel
 
 _log = Logger()
@@ -80,6 +81,8 @@ have been closed by the app (RFC 9110 section 9.2.2).
 _ABSOLUTE_FORM = re.compile(rb"\A[A-Za-z][A-Za-z0-9+.-]*://")
 
 _BAD_HEADER_VALUE = re.compile(rb"[\x00\r\n]")
+
+_SERVING = Mode.SERVING
 
 
 class ReverseProxy(Resource):
@@ -125,7 +128,11 @@ class ReverseProxy(Resource):
       - C{whyNotRoutable()}: L{None}, or a sentence saying why no backend is
         routable, for the 503 of a request that waited for one in vain.
 
-    and a backend must provide C{port}, C{generation}, C{requestStarted()},
+    While its L{rainbowd.traffic.Traffic} is not serving, requests not yet
+    sent to a backend are held (paused) or answered with the maintenance
+    page, whatever the deployer says.
+
+    A backend must provide C{port}, C{generation}, C{requestStarted()},
     C{requestFinished()} (called exactly once each per request forwarded to
     it, so that it can be drained), C{tunnelOpened(tunnel)} and
     C{tunnelClosed(tunnel)} (once each per upgraded connection, which the
@@ -151,6 +158,7 @@ class ReverseProxy(Resource):
         backendTimeout: float = TIMEOUT,
         backendBodyTimeout: float = BODY_TIMEOUT,
         monitor: Any = None,
+        traffic: Optional[Traffic] = None,
     ) -> None:
         """
         @param deployer: Where to find the routable backend; see the class
@@ -174,6 +182,8 @@ class ReverseProxy(Resource):
             (C{"head"} or C{"body"}) when a backend is too slow, and
             C{backendMisframed()} when a backend is first found to send
             bytes outside its responses.
+        @param traffic: Whether new requests go to the app; by default,
+            a L{Traffic} of its own, which always does.
         """
         Resource.__init__(self)
         self._deployer = deployer
@@ -184,6 +194,7 @@ class ReverseProxy(Resource):
         self._backendTimeout = backendTimeout
         self._backendBodyTimeout = backendBodyTimeout
         self._monitor = monitor
+        self._traffic = Traffic(reactor, queueTimeout) if traffic is None else traffic
         self._pools: Dict[Tuple[int, int], Pool] = {}
 
     def render(self, request: Request) -> object:
@@ -415,12 +426,16 @@ class _Forwarding:
         """
         Send the request to the routable backend (where it may wait for a
         slot, see L{Pool.acquire}) or, if there is none, wait for one until
-        the deadline.
+        the deadline; unless traffic is not serving.
 
         @param fresh: Open a new connection rather than reuse an idle one.
         """
         self.retryCall = None
-        backend = self.proxy._deployer.routable
+        proxy = self.proxy
+        if proxy._traffic.mode is not _SERVING:
+            self._notServing()
+            return
+        backend = proxy._deployer.routable
         if backend is not None:
             self._send(backend, fresh)
             return
@@ -435,7 +450,57 @@ class _Forwarding:
 
     def _activated(self, backend: Any) -> None:
         self.pending = None
+        if self.proxy._traffic.mode is not _SERVING:
+            self._notServing()
+            return
         self._send(backend, False)
+
+    def _notServing(self) -> None:
+        """
+        Traffic is paused or in maintenance: wait until it resumes (or the
+        deadline), or answer with the maintenance page.
+        """
+        traffic = self.proxy._traffic
+        if traffic.mode is Mode.MAINTENANCE:
+            _respond(
+                self.request,
+                503,
+                b"text/html; charset=utf-8",
+                traffic.page,
+                _MAINTENANCE_HEADERS,
+            )
+            return
+        reactor = self.proxy._reactor
+        remaining = self.deadline - reactor.seconds()
+        if remaining <= 0:
+            self._unavailable(traffic.whyHeld())
+            return
+        waiting = self.pending = traffic.hold()
+        waiting.addTimeout(remaining, reactor)
+        waiting.addCallbacks(self._released, self._heldInVain)
+        waiting.addErrback(self._unexpected)
+
+    def _released(self, result: None) -> None:
+        """
+        Traffic is no longer paused: go where it now says.
+        """
+        self.pending = None
+        self.route()
+
+    def _heldInVain(self, reason: Failure) -> None:
+        self.pending = None
+        if self.clientGone:
+            return
+        if reason.check(TimeoutError):
+            self._unavailable(self.proxy._traffic.whyHeld())
+        elif reason.check(TrafficStopped):
+            self._unavailable(
+                "rainbowd is shutting down, and this request, held while "
+                "traffic was paused, was not sent to the app; send it again "
+                "once rainbowd is back"
+            )
+        else:
+            self._unexpected(reason)
 
     def _noBackend(self, reason: Failure) -> None:
         self.pending = None
@@ -990,11 +1055,32 @@ def _respondInPlainText(request: Request, code: int, message: str) -> None:
     Answer C{request} with C{code} and C{message} as a plain-text body.
     """
     body = (message + "\n").encode("utf-8")
+    _respond(request, code, b"text/plain; charset=utf-8", body)
+
+
+_MAINTENANCE_HEADERS = (
+    (b"Retry-After", b"%d" % (RETRY_AFTER,)),
+    (b"Cache-Control", b"no-store"),
+)
+
+
+def _respond(
+    request: Request,
+    code: int,
+    contentType: bytes,
+    body: bytes,
+    headers: Tuple[Tuple[bytes, bytes], ...] = (),
+) -> None:
+    """
+    Answer C{request} with C{code}, C{headers} and C{body}; a HEAD request
+    gets the headers alone.
+    """
     request.setResponseCode(code)
-    request.responseHeaders.setRawHeaders(
-        b"Content-Type", [b"text/plain; charset=utf-8"]
-    )
-    request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
+    setHeader = request.responseHeaders.setRawHeaders
+    setHeader(b"Content-Type", [contentType])
+    setHeader(b"Content-Length", [b"%d" % (len(body),)])
+    for name, value in headers:
+        setHeader(name, [value])
     request.write(body)
     request.finish()
 

@@ -30,6 +30,7 @@ from rainbowd.config import (
     flagName,
     loadConfig,
     portRangeWarning,
+    readMaintenancePage,
     settingHelp,
     settingUnit,
 )
@@ -57,6 +58,7 @@ from rainbowd.proxy import ProxySite, ReverseProxy
 from rainbowd.statedir import UnsafeStateDir, openFile, prepare
 from rainbowd.requestlimits import RequestLimits
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
+from rainbowd.traffic import Traffic
 
 _log = Logger()
 
@@ -106,6 +108,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "killTimeout": (None, "number"),
     "maxConnections": (None, "number"),
     "queueTimeout": (None, "number"),
+    "maintenancePage": (None, "text"),
     "backendTimeout": (None, "number"),
     "backendBodyTimeout": (None, "number"),
     "maxBackends": (None, "number"),
@@ -193,11 +196,15 @@ class Options(usage.Options):
 
     def readConfig(self) -> Config:
         """
-        Load the config file again with the same flags, e.g. to redeploy.
+        Load the config file again with the same flags, e.g. to redeploy,
+        and check that its C{maintenancePage} can be read.
 
         @raise ConfigError: if it is no longer right.
         """
-        return loadConfig(self["config"], self.overrides, self.cwd)
+        config = loadConfig(self["config"], self.overrides, self.cwd)
+        if config.maintenancePage is not None:
+            readMaintenancePage(config.maintenancePage)
+        return config
 
     def postOptions(self) -> None:
         if self.cwd is None:
@@ -454,6 +461,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     readiness.setServiceParent(service)
     deployer.setServiceParent(service)
     RedeployOnHangup(reactor, deployer.redeploy, readiness).setServiceParent(service)
+    # The traffic mode outlives deploys: it is rainbowd's, not a generation's.
+    traffic = Traffic(
+        reactor,
+        config.queueTimeout,
+        pagePath=lambda: deployer.config.maintenancePage,
+    )
+    traffic.setServiceParent(service)
     metrics = Metrics(deployer)
     limits = RequestLimits.fromConfig(config)
     proxy = ProxySite(
@@ -466,13 +480,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
             backendTimeout=config.backendTimeout,
             backendBodyTimeout=config.backendBodyTimeout,
             monitor=metrics,
+            traffic=traffic,
         ),
         reactor=reactor,
         limits=limits,
     )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
     cap = ConnectionCap(proxy, _maxConnections(options), reactor)
-    control = ControlResource(deployer, reactor)
+    control = ControlResource(deployer, reactor, traffic)
     control.connections = cap
     control.putChild(b"metrics", MetricsResource(metrics.registry))
     guard = BrowserGuard(config.controlAllowedOrigins, config.controlAllowedHosts)

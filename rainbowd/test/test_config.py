@@ -16,6 +16,7 @@ from rainbowd.config import (
     ephemeralPortRange,
     loadConfig,
     portRangeWarning,
+    readMaintenancePage,
     settingNames,
     settingUnit,
 )
@@ -718,6 +719,45 @@ class LoadConfigTests(SynchronousTestCase):
             cwd=elsewhere.path,
         )
         self.assertEqual(config.controlTokenFile, elsewhere.child("token").path)
+
+    def test_maintenancePage(self) -> None:
+        """
+        maintenancePage is unset by default; a relative one is relative to
+        the config file.  L{loadConfig} does not read it (rainbowctl must
+        work whatever the page).
+        """
+        self.assertIsNone(self.load({"run": RUN}).maintenancePage)
+        self.assertEqual(
+            self.load({"run": RUN, "maintenancePage": "down.html"}).maintenancePage,
+            self.directory.child("down.html").path,
+        )
+
+    def test_readMaintenancePage(self) -> None:
+        """
+        L{readMaintenancePage} returns the file's bytes; one that is
+        missing, a directory, not UTF-8 or over 1 MiB is a config error
+        naming the file, the key and the fix.
+        """
+        self.directory.child("down.html").setContent(b"<h1>caf\xc3\xa9</h1>")
+        self.assertEqual(
+            readMaintenancePage(self.directory.child("down.html").path),
+            b"<h1>caf\xc3\xa9</h1>",
+        )
+        self.directory.child("dir").makedirs()
+        self.directory.child("latin1.html").setContent(b"caf\xe9")
+        self.directory.child("big.html").setContent(b"x" * (1024 * 1024 + 1))
+        for name, problem in [
+            ("missing.html", "does not exist: create it, or remove the key"),
+            ("dir", "is a directory: name an HTML file"),
+            ("latin1.html", "is not UTF-8 text"),
+            ("big.html", "is bigger than 1024 KiB"),
+        ]:
+            path = self.directory.child(name).path
+            message = str(self.assertRaises(ConfigError, readMaintenancePage, path))
+            self.assertIn(
+                f'The maintenance page {path} ("maintenancePage") {problem}',
+                message,
+            )
 
     def test_controlAllowedOrigins(self) -> None:
         """

@@ -7,16 +7,19 @@ import json
 from typing import Any, List, Tuple
 
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from rainbowd.config import ConfigError
 from rainbowd.connlimit import ConnectionCap
-from rainbowd.control import ControlResource
+from rainbowd.control import ControlResource, describePeer
 from rainbowd.deployer import Deployed, DeployFailed, DeployRefused
+from rainbowd.traffic import Mode, Traffic
 
 CONTROL = "http://127.0.0.1:7001"
 
@@ -27,6 +30,12 @@ STATUS = {
         {"generation": 2, "port": 20001, "pid": 1200, "state": "draining", "inflight": 1},
     ],
 }
+
+#: What GET /status adds to the deployer's status while traffic is serving.
+SERVING = {"mode": "serving", "since": None, "by": None, "held": 0, "message": None}
+
+#: GET /status of L{STATUS}.
+SHOWN = {**STATUS, "traffic": SERVING}
 
 
 class FakeDeployer:
@@ -113,7 +122,7 @@ class ControlResourceTests(SynchronousTestCase):
         Answers are JSON indented by two spaces and end with a newline.
         """
         response, body = self.answer(self.treq.get(CONTROL + "/status"))
-        self.assertEqual(body, (json.dumps(STATUS, indent=2) + "\n").encode())
+        self.assertEqual(body, (json.dumps(SHOWN, indent=2) + "\n").encode())
 
     def test_redeployFailed(self) -> None:
         """
@@ -205,9 +214,10 @@ class ControlResourceTests(SynchronousTestCase):
 
     def test_status(self) -> None:
         """
-        GET /status answers 200 with the deployer's status.
+        GET /status answers 200 with the deployer's status and the traffic
+        mode.
         """
-        self.assertJSON(self.treq.get(CONTROL + "/status"), 200, STATUS)
+        self.assertJSON(self.treq.get(CONTROL + "/status"), 200, SHOWN)
 
     def test_statusConnections(self) -> None:
         """
@@ -220,7 +230,7 @@ class ControlResourceTests(SynchronousTestCase):
         self.assertJSON(
             StubTreq(resource).get(CONTROL + "/status"),
             200,
-            {**STATUS, "connections": {"open": 0, "max": 408, "refused": 7}},
+            {**SHOWN, "connections": {"open": 0, "max": 408, "refused": 7}},
         )
 
     def test_statusHead(self) -> None:
@@ -268,7 +278,15 @@ class ControlResourceTests(SynchronousTestCase):
         for path in ["/nope", "/", "/status/more"]:
             self.assertJSON(self.treq.get(CONTROL + path), 404, {
                 "error": f"no such endpoint: {path}",
-                "endpoints": ["POST /redeploy", "GET /status", "GET /logs", "GET /metrics"],
+                "endpoints": [
+                    "POST /redeploy",
+                    "POST /pause",
+                    "POST /maintenance",
+                    "POST /resume",
+                    "GET /status",
+                    "GET /logs",
+                    "GET /metrics",
+                ],
             })
 
     def test_headErrors(self) -> None:
@@ -289,7 +307,7 @@ class ControlResourceTests(SynchronousTestCase):
         C{/redeploy/} and C{/status/} are the same as C{/redeploy} and
         C{/status}.
         """
-        self.assertJSON(self.treq.get(CONTROL + "/status/"), 200, STATUS)
+        self.assertJSON(self.treq.get(CONTROL + "/status/"), 200, SHOWN)
         self.treq.post(CONTROL + "/redeploy/", data=b"")
         self.treq.flush()
         self.assertEqual(len(self.deployer.redeploys), 1)
@@ -405,3 +423,138 @@ class LogsTests(SynchronousTestCase):
         response = self.successResultOf(d)
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers.getRawHeaders("allow"), ["GET"])
+
+
+class TrafficEndpointTests(SynchronousTestCase):
+    """
+    Tests for C{POST /pause}, C{/maintenance} and C{/resume}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.traffic = Traffic(self.clock, 30.0)
+        self.traffic.startService()
+        self.treq = StubTreq(ControlResource(FakeDeployer(), self.clock, self.traffic))
+
+    def post(self, path: str, body: bytes = b"") -> Tuple[int, Any]:
+        d = self.treq.post(CONTROL + path, data=body)
+        self.treq.flush()
+        response = self.successResultOf(d)
+        content = self.successResultOf(self.treq.content(response))
+        return response.code, json.loads(content)
+
+    def test_pause(self) -> None:
+        """
+        POST /pause answers 200 with the new mode, who asked and that it
+        changed; GET /status shows it.
+        """
+        code, body = self.post("/pause")
+        self.assertEqual((code, body["mode"], body["changed"]), (200, "paused", True))
+        self.assertRegex(body["by"], r"^127\.0\.0\.1:\d+$")
+        response = self.successResultOf(self.treq.get(CONTROL + "/status"))
+        status = json.loads(self.successResultOf(self.treq.content(response)))
+        self.assertEqual(status["traffic"]["mode"], "paused")
+
+    def test_pauseTwice(self) -> None:
+        """
+        A second POST /pause answers 200 too, saying nothing changed.
+        """
+        self.post("/pause")
+        code, body = self.post("/pause")
+        self.assertEqual((code, body["mode"], body["changed"]), (200, "paused", False))
+
+    def test_resumeWhenServing(self) -> None:
+        """
+        POST /resume while serving answers 200, saying nothing changed.
+        """
+        code, body = self.post("/resume")
+        self.assertEqual(
+            (code, body["mode"], body["changed"]), (200, "serving", False)
+        )
+
+    def test_resume(self) -> None:
+        """
+        POST /resume after a pause serves again.
+        """
+        self.post("/pause")
+        code, body = self.post("/resume")
+        self.assertEqual((code, body["mode"], body["changed"]), (200, "serving", True))
+
+    def test_maintenance(self) -> None:
+        """
+        POST /maintenance, with or without a message, goes into maintenance.
+        """
+        code, body = self.post("/maintenance")
+        self.assertEqual((code, body["mode"], body["message"]), (200, "maintenance", None))
+        code, body = self.post("/maintenance", b'{"message": "<b>back</b> at 2"}')
+        self.assertEqual((code, body["message"]), (200, "<b>back</b> at 2"))
+        self.assertIn(b"&lt;b&gt;back&lt;/b&gt; at 2", self.traffic.page)
+
+    def test_maintenanceBadBodies(self) -> None:
+        """
+        A body that is not JSON, not an object, has other keys, a message
+        that is not a string, or is too big, gets 400 saying which, and the
+        mode does not change.
+        """
+        for body, problem in [
+            (b"back at 2", "is not JSON"),
+            (b"\xff\xfe", "is not JSON"),
+            (b'["back"]', "is JSON, but not an object"),
+            (b'{"msg": "back"}', 'has keys other than "message": "msg"'),
+            (b'{"message": 2}', 'has a "message" that is not a string'),
+            (
+                json.dumps({"message": "x" * 5000}).encode(),
+                "is 5015 bytes, more than the 4096 taken",
+            ),
+        ]:
+            code, answer = self.post("/maintenance", body)
+            self.assertEqual(code, 400, body)
+            self.assertIn(f"the body of POST /maintenance {problem}", answer["error"])
+            self.assertIn('{"message": "Back at 14:00 UTC"}', answer["error"])
+        self.assertIs(self.traffic.mode, Mode.SERVING)
+
+    def test_maintenanceUnreadablePage(self) -> None:
+        """
+        If the maintenancePage file cannot be read, POST /maintenance
+        answers 500 naming it, and the mode does not change.
+        """
+        path = self.mktemp()
+        traffic = Traffic(self.clock, 30.0, lambda: path)
+        treq = StubTreq(ControlResource(FakeDeployer(), self.clock, traffic))
+        d = treq.post(CONTROL + "/maintenance", data=b"")
+        treq.flush()
+        response = self.successResultOf(d)
+        body = json.loads(self.successResultOf(treq.content(response)))
+        self.assertEqual((response.code, body["mode"]), (500, "serving"))
+        self.assertIn(f"The maintenance page {path}", body["error"])
+
+    def test_getPause(self) -> None:
+        """
+        GET /pause answers 405 and changes nothing.
+        """
+        response = self.successResultOf(self.treq.get(CONTROL + "/pause"))
+        self.assertEqual(response.code, 405)
+        self.assertIs(self.traffic.mode, Mode.SERVING)
+
+
+class DescribePeerTests(SynchronousTestCase):
+    """
+    Tests for L{describePeer}.
+    """
+
+    def test_addresses(self) -> None:
+        """
+        A TCP peer is its address and port, brackets around IPv6; a unix
+        socket peer is the socket's path.
+        """
+        cases = [
+            (IPv4Address("TCP", "127.0.0.1", 5000), None, "127.0.0.1:5000"),
+            (IPv6Address("TCP", "::1", 5000), None, "[::1]:5000"),
+            (UNIXAddress(None), UNIXAddress(b"/run/r.sock"), "the unix socket /run/r.sock"),
+        ]
+        for peer, host, expected in cases:
+            request = DummyRequest([b""])
+            request.client = peer
+            if host is not None:
+                request.getHost = lambda host=host: host
+            self.assertEqual(describePeer(request), expected)

@@ -709,3 +709,93 @@ class RunTests(SynchronousTestCase):
         )
         self.assertEqual(code, CANNOT)
         self.assertIn("generation 7 is not running (running: 2, 3)", err)
+
+
+PAUSED = {
+    "mode": "paused",
+    "since": 0.0,
+    "by": "127.0.0.1:40404",
+    "held": 2,
+    "message": None,
+    "changed": True,
+}
+
+
+class TrafficCommandTests(SynchronousTestCase):
+    """
+    Tests for C{rainbowctl pause}, C{maintenance} and C{resume}.
+    """
+
+    setUp = RunTests.setUp
+    write = RunTests.write
+    rainbowctl = RunTests.rainbowctl
+
+    def test_pause(self) -> None:
+        """
+        pause POSTs /pause with an empty body and says what traffic does.
+        """
+        connection = FakeConnection(FakeResponse(200, json.dumps(PAUSED).encode()))
+        code, out, err = self.rainbowctl(["pause"], connection)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(connection.requests[0][:3], ("POST", "/pause", b""))
+        self.assertEqual(
+            out,
+            "traffic is paused since 1970-01-01 00:00:00 UTC, asked by "
+            "127.0.0.1:40404: new requests wait in rainbowd, up to "
+            "queueTimeout; 2 waiting now; rainbowctl resume lets them through\n",
+        )
+
+    def test_unchanged(self) -> None:
+        """
+        When nothing changed, rainbowctl says so.
+        """
+        answer = {"mode": "serving", "changed": False}
+        connection = FakeConnection(FakeResponse(200, json.dumps(answer).encode()))
+        code, out, err = self.rainbowctl(["resume"], connection)
+        self.assertEqual(connection.requests[0][1], "/resume")
+        self.assertEqual(
+            (code, out),
+            (0, "nothing changed: traffic is serving: requests go to the app\n"),
+        )
+
+    def test_maintenance(self) -> None:
+        """
+        maintenance sends its words as the message, in JSON; without any,
+        an empty body.
+        """
+        answer = {**PAUSED, "mode": "maintenance", "message": "Back at 2"}
+        connection = FakeConnection(FakeResponse(200, json.dumps(answer).encode()))
+        code, out, err = self.rainbowctl(["maintenance", "Back", "at", "2"], connection)
+        method, path, body, headers = connection.requests[0]
+        self.assertEqual((path, json.loads(body)), ("/maintenance", {"message": "Back at 2"}))
+        self.assertEqual(headers["Content-Type"], "application/json")
+        self.assertIn('the maintenance page saying "Back at 2"; rainbowctl resume', out)
+        connection = FakeConnection(FakeResponse(200, json.dumps(answer).encode()))
+        self.rainbowctl(["maintenance"], connection)
+        self.assertEqual(connection.requests[0][2], b"")
+
+    def test_refused(self) -> None:
+        """
+        An error answer exits 1 with its message.
+        """
+        answer = {"error": "The maintenance page /x.html does not exist"}
+        connection = FakeConnection(FakeResponse(500, json.dumps(answer).encode()))
+        code, out, err = self.rainbowctl(["maintenance"], connection)
+        self.assertEqual(code, FAILED)
+        self.assertEqual(
+            err,
+            "rainbowctl: POST /maintenance failed: The maintenance page /x.html "
+            "does not exist\n",
+        )
+
+    def test_statusShowsMode(self) -> None:
+        """
+        The status table says when traffic is not serving, and not when it
+        is.
+        """
+        serving = {"backends": [], "traffic": {"mode": "serving"}}
+        self.assertNotIn("traffic", statusTable(serving))
+        self.assertIn(
+            "traffic is paused since 1970-01-01 00:00:00 UTC",
+            statusTable({"backends": [], "traffic": PAUSED}),
+        )

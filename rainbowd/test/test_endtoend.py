@@ -324,6 +324,76 @@ class EndToEndTests(SynchronousTestCase):
         self.assertTrue(slow["result"][1].startswith(f"v1 pid={oldPid}"))
         waitFor(lambda: not alive(oldPid), "the old app to exit")
 
+    def test_pauseHoldsRequestsAcrossRedeploy(self):
+        """
+        While paused (rainbowctl pause), a request waits; a redeploy
+        meanwhile succeeds and leaves traffic paused; on rainbowctl resume
+        the request gets 200 from the new version.  Then, in maintenance, a
+        request gets 503 and the page with the message.
+        """
+        daemon = Daemon(self, queueTimeout=DEADLINE * 4 * 1000)
+        daemon.start()
+        self.assertTrue(daemon.serving().startswith("v1"))
+        paused = daemon.rainbowctl("pause")
+        self.assertEqual(paused.returncode, 0, paused.stdout)
+        self.assertIn("traffic is paused", paused.stdout)
+        held = {}
+        request = threading.Thread(
+            target=lambda: held.update(result=daemon.get("/", timeout=DEADLINE * 4))
+        )
+        request.start()
+        self.addCleanup(request.join, DEADLINE * 4)
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["traffic"]["held"] == 1,
+            "the request to be held",
+        )
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual((status, result["generation"]), (200, 2), result)
+        status, body = daemon.control("GET", "/status")
+        self.assertEqual((body["traffic"]["mode"], body["traffic"]["held"]), ("paused", 1))
+        self.assertNotIn("result", held)
+        resumed = daemon.rainbowctl("resume")
+        self.assertEqual(resumed.returncode, 0, resumed.stdout)
+        request.join(DEADLINE)
+        self.assertEqual(held["result"][0], 200)
+        self.assertTrue(held["result"][1].startswith("v2"), held["result"])
+        status, body = daemon.control(
+            "POST", "/maintenance", data=b'{"message": "Back <soon>"}'
+        )
+        self.assertEqual((status, body["mode"]), (200, "maintenance"), body)
+        status, page = daemon.get("/")
+        self.assertEqual(status, 503)
+        self.assertIn("Back &lt;soon&gt;", page)
+        log = daemon.log()
+        self.assertIn("asked to pause: traffic is now paused", log)
+        self.assertIn("asked to resume: traffic is now serving", log)
+
+    def test_pausedThenStopped(self):
+        """
+        A request held by a pause gets 503 naming the shutdown when rainbowd
+        gets SIGTERM, and rainbowd exits 0.
+        """
+        daemon = Daemon(self, queueTimeout=DEADLINE * 4 * 1000)
+        daemon.start()
+        daemon.serving()
+        self.assertEqual(daemon.control("POST", "/pause")[0], 200)
+        held = {}
+        request = threading.Thread(
+            target=lambda: held.update(result=daemon.get("/", timeout=DEADLINE * 4))
+        )
+        request.start()
+        self.addCleanup(request.join, DEADLINE * 4)
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["traffic"]["held"] == 1,
+            "the request to be held",
+        )
+        daemon.process.send_signal(signal.SIGTERM)
+        request.join(DEADLINE)
+        self.assertEqual(held["result"][0], 503)
+        self.assertIn("rainbowd is shutting down", held["result"][1])
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """
         An upgraded connection (an echo protocol) is tunnelled to the app,

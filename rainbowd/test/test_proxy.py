@@ -337,8 +337,13 @@ class World:
     opened, all in memory.
     """
 
-    def __init__(self, queueTimeout: float = 30.0, **proxyOptions: object) -> None:
-        self.reactor = MemoryReactorClock()
+    def __init__(
+        self,
+        queueTimeout: float = 30.0,
+        reactor: Optional[MemoryReactorClock] = None,
+        **proxyOptions: object,
+    ) -> None:
+        self.reactor = MemoryReactorClock() if reactor is None else reactor
         self.deployer = FakeDeployer()
         self.proxy = ReverseProxy(
             self.deployer, self.reactor, queueTimeout, **proxyOptions  # type: ignore[arg-type]

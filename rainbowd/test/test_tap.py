@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.accesslog import Both
 from rainbowd.backendlogs import BackendLogs
-from rainbowd.config import settingNames
+from rainbowd.config import ConfigError, settingNames
 from rainbowd.connlimit import AcceptErrors, ConnectionCap
 from rainbowd.controlsite import MAX_CONNECTIONS, ControlSite
 from rainbowd.fdlimit import FileLimit
@@ -255,6 +255,19 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse(["--run", RUN, "--control-port", "tcp:7001"])
         self.assertEqual(len(options.warnings), 1)
         self.assertIn("listens on every interface", options.warnings[0])
+
+    def test_maintenancePageRead(self) -> None:
+        """
+        A maintenancePage that cannot be read stops rainbowd at startup, and
+        fails a later readConfig (a redeploy), naming the file.
+        """
+        self.write({"run": RUN, "maintenancePage": "down.html"})
+        error = self.assertRaises(SystemExit, self.parse, [])
+        self.assertIn('("maintenancePage") does not exist', str(error))
+        self.directory.child("down.html").setContent(b"<h1>down</h1>")
+        options = self.parse([])
+        self.directory.child("down.html").remove()
+        self.assertRaises(ConfigError, options.readConfig)
 
     def test_readConfigAgain(self) -> None:
         """
