@@ -50,6 +50,8 @@ from rainbowd.fdlimit import (
     raiseFileLimit,
 )
 from rainbowd.health import HTTPHealthCheck
+from rainbowd.history import FILENAME as HISTORY_FILENAME
+from rainbowd.history import DeployHistory, DeploysResource, HistoryFile
 from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
@@ -438,6 +440,12 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     service = _OrderlyStop(reactor)
     _StateDirLock(config.stateDir).setServiceParent(service)
+    # Only read here: the history is written once the state directory is
+    # locked, by the rainbowd that holds it.
+    history = DeployHistory(
+        HistoryFile(os.path.join(config.stateDir, HISTORY_FILENAME))
+    )
+    history.load()
     deployer = Deployer(
         config,
         options.readConfig,
@@ -445,8 +453,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
         reactor,
         PortPicker(),
         groups=AppGroups(config.stateDir, signals, reactor),
+        deploys=history.lastDeploy,
     )
     # Those observing the deployer start first, to see generation 1 launched.
+    history.follow(deployer)
+    history.setServiceParent(service)
     BackendLogs(deployer, config.stateDir).setServiceParent(service)
     notifier = Notifier(notifyAddress())
     os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
@@ -475,6 +486,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     control = ControlResource(deployer, reactor)
     control.connections = cap
     control.putChild(b"metrics", MetricsResource(metrics.registry))
+    control.putChild(b"deploys", DeploysResource(history))
     guard = BrowserGuard(config.controlAllowedOrigins, config.controlAllowedHosts)
     controlSite = ControlSite(
         control,

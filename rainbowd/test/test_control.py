@@ -4,9 +4,13 @@ Tests for L{rainbowd.control}.
 """
 
 import json
+import os
+import socket
+from types import SimpleNamespace
 from typing import Any, List, Tuple
 
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
@@ -15,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import ConfigError
 from rainbowd.connlimit import ConnectionCap
-from rainbowd.control import ControlResource
+from rainbowd.control import ControlResource, describePeer
 from rainbowd.deployer import Deployed, DeployFailed, DeployRefused
 
 CONTROL = "http://127.0.0.1:7001"
@@ -36,10 +40,12 @@ class FakeDeployer:
 
     def __init__(self) -> None:
         self.redeploys: List[Deferred] = []
+        self.asked: List[Tuple[Any, Any]] = []
 
-    def redeploy(self) -> Deferred:
+    def redeploy(self, requester=None, message=None) -> Deferred:
         d: Deferred = Deferred()
         self.redeploys.append(d)
+        self.asked.append((requester, message))
         return d
 
     def status(self) -> dict:
@@ -87,6 +93,74 @@ class ControlResourceTests(SynchronousTestCase):
         responseDeferred = self.treq.post(CONTROL + "/redeploy", data=b"")
         self.treq.flush()
         return responseDeferred, self.deployer.redeploys[-1]
+
+    def test_redeployNamesItsRequester(self) -> None:
+        """
+        A redeploy is asked for in the name of the control client's address,
+        with no message for an empty body.
+        """
+        self.redeploy()
+        [(requester, message)] = self.deployer.asked
+        self.assertRegex(requester, r"^127\.0\.0\.1:\d+$")
+        self.assertIsNone(message)
+
+    def test_redeployMessage(self) -> None:
+        """
+        A JSON body's C{message} is passed on with the redeploy, whatever
+        the content type (C{curl -d} sends a form's).
+        """
+        for body in [b'{"message": "abc1234: fix login"}', b' {"message":"abc1234: fix login"}\n']:
+            self.treq.post(CONTROL + "/redeploy", data=body)
+            self.treq.flush()
+        self.treq.post(
+            CONTROL + "/redeploy",
+            data='{"message": "d\u00e9ploy\u00e9"}'.encode("utf-8"),
+            headers={"content-type": "application/json"},
+        )
+        self.treq.flush()
+        self.treq.post(CONTROL + "/redeploy", data=b'{"message": null}')
+        self.treq.flush()
+        self.assertEqual(
+            [message for requester, message in self.deployer.asked],
+            ["abc1234: fix login", "abc1234: fix login", "d\u00e9ploy\u00e9", None],
+        )
+
+    def test_redeployBadBody(self) -> None:
+        """
+        A body that is not empty nor a JSON object with a one-line string
+        C{message} of at most 1000 characters gets a 400 that says what is
+        wrong, and no deploy.
+        """
+        example = (
+            "the body of POST /redeploy must be empty, or a JSON object such "
+            'as {"message": "abc1234: fix the login page"}'
+        )
+        cases = [
+            (b"message=abc", example + "; it is not JSON"),
+            (b"\xff\xfe", example + "; it is not JSON"),
+            (b'["abc"]', example + "; it is a JSON list"),
+            (b'{"msg": "x", "b": 1}', example + '; it has "b", "msg", and '
+             '"message" is the only key there is'),
+            (b'{"message": 3}', '"message" must be a string'),
+            (b'{"message": "a\\nb"}', '"message" must be one line of text, '
+             "without line ends or other control characters (it is shown in "
+             "the history's table and in logs)"),
+            (json.dumps({"message": "x" * 1001}).encode(), '"message" is 1001 '
+             "characters long, and may be 1000 at most: give the commit's sha "
+             "and subject, say"),
+        ]
+        for body, error in cases:
+            d = self.treq.post(CONTROL + "/redeploy", data=body)
+            self.assertJSON(d, 400, {"error": error})
+        self.assertEqual(self.deployer.redeploys, [])
+
+    def test_redeployLongestMessage(self) -> None:
+        """
+        A message of exactly 1000 characters is taken.
+        """
+        self.treq.post(CONTROL + "/redeploy", data=json.dumps({"message": "x" * 1000}).encode())
+        self.treq.flush()
+        self.assertEqual(self.deployer.asked[0][1], "x" * 1000)
 
     def test_redeployWaits(self) -> None:
         """
@@ -268,7 +342,13 @@ class ControlResourceTests(SynchronousTestCase):
         for path in ["/nope", "/", "/status/more"]:
             self.assertJSON(self.treq.get(CONTROL + path), 404, {
                 "error": f"no such endpoint: {path}",
-                "endpoints": ["POST /redeploy", "GET /status", "GET /logs", "GET /metrics"],
+                "endpoints": [
+                    "POST /redeploy",
+                    "GET /status",
+                    "GET /deploys",
+                    "GET /logs",
+                    "GET /metrics",
+                ],
             })
 
     def test_headErrors(self) -> None:
@@ -405,3 +485,63 @@ class LogsTests(SynchronousTestCase):
         response = self.successResultOf(d)
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers.getRawHeaders("allow"), ["GET"])
+
+
+class _PeerRequest:
+    """
+    Just what L{describePeer} reads of a request.
+    """
+
+    def __init__(self, peer, host=None, handle=None) -> None:
+        self._peer = peer
+        self._host = host
+        self.channel = SimpleNamespace(
+            transport=SimpleNamespace(getHandle=lambda: handle)
+        )
+
+    def getClientAddress(self):
+        return self._peer
+
+    def getHost(self):
+        return self._host
+
+
+class DescribePeerTests(SynchronousTestCase):
+    """
+    Tests for L{describePeer}, who asked for a redeploy.
+    """
+
+    def test_tcp(self) -> None:
+        """
+        A TCP client is its address and port, an IPv6 one bracketed.
+        """
+        self.assertEqual(
+            describePeer(_PeerRequest(IPv4Address("TCP", "10.0.0.5", 4242))),
+            "10.0.0.5:4242",
+        )
+        self.assertEqual(
+            describePeer(_PeerRequest(IPv6Address("TCP", "::1", 4242))), "[::1]:4242"
+        )
+
+    def test_unixSocket(self) -> None:
+        """
+        A client of the control socket is the socket's path, with the uid
+        and pid of the process at the other end.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        request = _PeerRequest(
+            UNIXAddress(None), UNIXAddress(b"/run/rainbowd/control.sock"), ours
+        )
+        self.assertEqual(
+            describePeer(request),
+            f"unix:/run/rainbowd/control.sock (uid {os.getuid()}, pid {os.getpid()})",
+        )
+
+    def test_unixSocketWithoutCredentials(self) -> None:
+        """
+        Where the kernel tells nothing of the other end, the path alone.
+        """
+        request = _PeerRequest(UNIXAddress(None), UNIXAddress(b"/run/c.sock"), None)
+        self.assertEqual(describePeer(request), "unix:/run/c.sock")
