@@ -57,6 +57,7 @@ from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
 from rainbowd.statedir import UnsafeStateDir, openFile, prepare
+from rainbowd.releases import stateDirWarning, workingDirectory
 from rainbowd.requestlimits import RequestLimits
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
@@ -203,7 +204,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self.cwd is None:
-            self.cwd = os.getcwd()
+            self.cwd = workingDirectory()
         self.overrides = {
             key: self[flagName(key)]
             for key in _FLAGS
@@ -224,6 +225,7 @@ class Options(usage.Options):
             portRangeWarning(self.config, ephemeralPortRange(self.ephemeralRangePath)),
             tokenWarning,
             exposureWarning(self.config),
+            stateDirWarning(self.config.stateDir, self.config.source),
         ]
         self.warnings = [warning for warning in warnings if warning is not None]
 

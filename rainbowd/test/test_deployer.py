@@ -308,6 +308,7 @@ class RedeployTests(SynchronousTestCase):
                             "failures": 0,
                             "lastError": None,
                         },
+                        "directory": h.configs[0].cwd,
                     },
                     {
                         "generation": 2,
@@ -317,6 +318,7 @@ class RedeployTests(SynchronousTestCase):
                         "inflight": 0,
                         "upgraded": 0,
                         "liveness": None,
+                        "directory": h.configs[0].cwd,
                     },
                 ],
                 "lastDeploy": {

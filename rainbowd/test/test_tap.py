@@ -203,6 +203,21 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(len(options.warnings), 1)
         self.assertIn("ephemeral port range 32768-60999", options.warnings[0])
 
+    def test_stateDirInReleaseWarning(self) -> None:
+        """
+        A state directory inside a symlinked release directory gives a
+        warning.
+        """
+        release = self.directory.child("releases").child("1")
+        release.makedirs()
+        release.child("rainbow.conf.json").setContent(json.dumps({"run": RUN}).encode())
+        release.linkTo(self.directory.child("current"))
+        options = self.parse(["--config", "current/rainbow.conf.json"])
+        self.assertEqual(options.config.cwd, os.path.realpath(release.path))
+        [warning] = options.warnings
+        self.assertIn('"stateDir" is ', warning)
+        self.assertIn("/current/.rainbowd, inside ", warning)
+
     def test_controlToken(self) -> None:
         """
         --control-token-file (or "controlTokenFile") is read once, at
