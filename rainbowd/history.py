@@ -23,7 +23,9 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import attrs
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from rainbowd.control import Endpoint, writeJSON
@@ -207,12 +209,12 @@ class HistoryFile:
     def replace(self, records: List[DeployRecord]) -> None:
         """
         Make the file hold C{records} and nothing else: a new file, synced,
-        renamed over the old one.
+        renamed over the old one.  Call L{close} first: this may run in
+        another thread, and the next L{append} opens the new file.
 
         @raise OSError: if it cannot be written; the old file is then left.
         """
         self._rewrite(self.path, b"".join(_line(record) for record in records))
-        self.close()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -229,13 +231,29 @@ class DeployHistory(Service):
     numbers its deploys after L{lastDeploy}, to L{follow}; the history
     records once it is started, in the state directory it may then write.
 
+    A deploy is appended in the reactor's thread (one write, to the page
+    cache); a rewrite, which syncs the file to the disk, runs with
+    C{inThread}, so that a slow disk holds up no request meanwhile.
+
     @ivar lastDeploy: the highest deploy number recorded, 0 for none.
     """
 
     log = Logger()
 
-    def __init__(self, file: HistoryFile) -> None:
+    def __init__(
+        self,
+        file: HistoryFile,
+        inThread: Callable[..., Deferred] = maybeDeferred,
+    ) -> None:
+        """
+        @param inThread: calls a function with arguments in another thread
+            and returns a Deferred of its result, such as
+            L{twisted.internet.threads.deferToThreadPool} on the reactor's
+            pool; by default, calls it at once.
+        """
         self.file = file
+        self._inThread = inThread
+        self._rewriting: Optional[Deferred] = None
         self.lastDeploy = 0
         self._records: Deque[DeployRecord] = deque(maxlen=KEPT)
         self._lines = 0
@@ -319,7 +337,7 @@ class DeployHistory(Service):
     def _observe(self, event: Event) -> None:
         details = event.details
         if event.kind == "deploying":
-            self._deploying[details["deploy"]] = event
+            self._deploying[details.get("deploy", 0)] = event
         elif event.kind == "launching":
             self._directories[event.generation] = self._directoryOf(event.generation)
         elif event.kind in OUTCOMES:
@@ -335,6 +353,8 @@ class DeployHistory(Service):
         details = event.details
         number = details.get("deploy", 0)
         began = self._deploying.pop(number, None)
+        for earlier in [n for n in self._deploying if n < number]:
+            del self._deploying[earlier]  # no outcome came, nor will
         started = event.time if began is None else began.time
         asked = {} if began is None else began.details
         # The deployer gives an outcome's generation as the event's.
@@ -371,19 +391,48 @@ class DeployHistory(Service):
         """
         self._records.append(record)
         self.lastDeploy = max(self.lastDeploy, record.deploy)
+        if self._rewriting is not None:
+            self._rewriteNext = True  # once this one is done, with it
+            return
+        if self._rewriteNext or self._lines + 1 > COMPACT_AT:
+            self._rewrite()
+            return
         try:
-            if self._rewriteNext or self._lines + 1 > COMPACT_AT:
-                self.file.replace(list(self._records))
-                self._lines = len(self._records)
-                self._rewriteNext = False
-            else:
-                self.file.append(record)
-                self._lines += 1
+            self.file.append(record)
         except (UnsafeStateDir, OSError) as e:
             # What was written may be a line cut short: rewrite next time.
             self._rewriteNext = True
             self._failed(e)
             return
+        self._lines += 1
+        self._written()
+
+    def _rewrite(self) -> None:
+        self._rewriteNext = False
+        records = list(self._records)
+        self.file.close()
+        d = self._rewriting = self._inThread(self.file.replace, records)
+        d.addCallbacks(
+            self._rewritten, self._rewriteFailed, callbackArgs=(len(records),)
+        )
+
+    def _rewritten(self, result: object, count: int) -> None:
+        self._rewriting = None
+        self._lines = count
+        if self._rewriteNext:
+            self._rewrite()
+        else:
+            self._written()
+
+    def _rewriteFailed(self, failure: Failure) -> None:
+        self._rewriting = None
+        self._rewriteNext = True
+        if not failure.check(UnsafeStateDir, OSError):
+            self.log.failure("rewriting the deploy history failed", failure)
+            return
+        self._failed(failure.value)
+
+    def _written(self) -> None:
         if self._failing is not None:
             self._failing = None
             self.log.info(

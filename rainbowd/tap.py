@@ -14,6 +14,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -445,7 +446,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     # Only read here: the history is written once the state directory is
     # locked, by the rainbowd that holds it.
     history = DeployHistory(
-        HistoryFile(os.path.join(config.stateDir, HISTORY_FILENAME))
+        HistoryFile(os.path.join(config.stateDir, HISTORY_FILENAME)),
+        lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
     )
     history.load()
     deployer = Deployer(

@@ -8,6 +8,7 @@ import json
 import os
 
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -257,6 +258,42 @@ class HistoryTests(SynchronousTestCase):
         history.add(record(2))
         self.assertEqual(self.lines(), [line(record(1)), b"torn"])
         self.assertEqual([r.deploy for r in history.records()], [2, 1])
+
+    def test_rewriteInThread(self) -> None:
+        """
+        A rewrite runs with C{inThread}, off the reactor's thread; deploys
+        added meanwhile are not appended (the file is being replaced) but
+        written by another rewrite as soon as it is done.
+        """
+        calls = []
+
+        def inThread(f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+
+        with open(self.path, "wb") as f:
+            f.write(line(record(1)) + b"torn")
+        history = DeployHistory(HistoryFile(self.path), inThread)
+        history.load()
+        self.addCleanup(history.file.close)
+        history.add(record(2))
+        history.add(record(3))
+        self.assertEqual(len(calls), 1)
+        f, args, d = calls[0]
+        self.assertEqual(args, ([record(1), record(2)],))
+        f(*args)
+        d.callback(None)
+        self.assertEqual(len(calls), 2)
+        f, args, d = calls[1]
+        self.assertEqual(args, ([record(1), record(2), record(3)],))
+        f(*args)
+        d.callback(None)
+        history.add(record(4))
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2, 3, 4]
+        )
 
     def test_plantedLink(self) -> None:
         """
