@@ -40,11 +40,16 @@ KEPT = 1000
 
 #: How many lines the file may hold before it is rewritten with the last
 #: L{KEPT}: twice as many, so that it is rewritten once every L{KEPT}
-#: deploys, and stays below a few megabytes.
+#: deploys, and stays under a megabyte as a rule.
 COMPACT_AT = 2 * KEPT
 
 #: A longer line is not one rainbowd wrote, and is skipped, in bytes.
 LONGEST_LINE = 64 * 1024
+
+#: Only the last this many bytes of a bigger file are read: about twice
+#: what L{COMPACT_AT} of the longest records rainbowd writes take (a
+#: record is a few hundred bytes as a rule, some 17 KB at most).
+LONGEST_FILE = 64 * 1024 * 1024
 
 #: How much of a deploy's error the history keeps, in characters.
 LONGEST_ERROR = 2000
@@ -171,6 +176,11 @@ class HistoryFile:
         skipped: List[int] = []
         number = 0
         with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > LONGEST_FILE:
+                # Not one rainbowd wrote whole: its newest lines are at the
+                # end, and the first of those read may be cut.
+                f.seek(size - LONGEST_FILE)
             while True:
                 line = f.readline(LONGEST_LINE + 1)
                 if not line:

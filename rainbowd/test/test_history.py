@@ -13,6 +13,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
+from rainbowd import history as history_module
 from rainbowd.deployer import Deployer
 from rainbowd.history import (
     COMPACT_AT,
@@ -159,6 +160,19 @@ class HistoryTests(SynchronousTestCase):
             history = self.history()
         self.assertEqual(history.records(), [record(4)])
         self.assertIn("(line 1, 2, 3, 4, 6)", formatEvent(events[0]))
+
+    def test_hugeFile(self) -> None:
+        """
+        Of a file too big to be one rainbowd wrote, only the end is read:
+        its newest records.
+        """
+        self.patch(history_module, "LONGEST_FILE", 1000)
+        with open(self.path, "wb") as f:
+            f.write(b"".join(line(record(n)) for n in range(1, 101)))
+        history = self.history()
+        self.assertEqual(history.lastDeploy, 100)
+        self.assertLess(len(history), 10)
+        self.assertEqual(history.records(1), [record(100)])
 
     def test_compaction(self) -> None:
         """
