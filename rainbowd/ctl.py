@@ -558,7 +558,8 @@ def historyTable(
     """
     header = ["DEPLOY", "STARTED", "CAUSE", "BY", "TOOK", "RESULT", "GEN", "RELEASE"]
     caps = [6, 14, 13, 15, 7, 8, 4, 16]
-    rows, notes = [header], []
+    rows: List[List[Optional[str]]] = [list(header)]
+    notes: List[Optional[str]] = []
     for deploy in deploys:
         directory = deploy.get("directory")
         started = deploy.get("started")
@@ -568,7 +569,7 @@ def historyTable(
                 "-"
                 if not isinstance(started, (int, float))
                 else time.strftime("%m-%d %H:%M:%S", localtime(started)),
-                _CAUSES.get(deploy.get("cause"), deploy.get("cause")),
+                _CAUSES.get(str(deploy.get("cause")), deploy.get("cause")),
                 _requester(deploy.get("requester")),
                 _took(deploy.get("seconds")),
                 deploy.get("outcome"),
@@ -591,8 +592,9 @@ def historyTable(
                 for i, (cell, width) in enumerate(zip(row, widths))
             ).rstrip()
         )
-        if index and notes[index - 1] is not None:
-            lines.append(" " * 8 + notes[index - 1])
+        below = notes[index - 1] if index else None
+        if below is not None:
+            lines.append(" " * 8 + below)
     if not deploys:
         lines.append("(no deploy recorded yet)")
     return "\n".join(lines) + "\n"

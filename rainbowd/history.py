@@ -186,14 +186,14 @@ class HistoryFile:
                 if not line:
                     break
                 number += 1
-                whole = rest = line
+                whole, rest = True, line
                 while rest and not rest.endswith(b"\n"):
                     # A line cut short at the end, or the rest of one too
                     # long to be a record.
-                    whole = None
+                    whole = False
                     rest = f.readline(LONGEST_LINE)
                 try:
-                    if whole is None:
+                    if not whole:
                         raise ValueError("cut short, or too long")
                     records.append(DeployRecord.fromJSON(json.loads(line)))
                 except (ValueError, TypeError):
@@ -272,7 +272,7 @@ class DeployHistory(Service):
         self._deployer: Any = None
         self._stopObserving: Optional[Callable[[], None]] = None
         self._deploying: Dict[int, Event] = {}
-        self._directories: Dict[int, Optional[str]] = {}
+        self._directories: Dict[Optional[int], Optional[str]] = {}
 
     def load(self) -> None:
         """
@@ -318,7 +318,7 @@ class DeployHistory(Service):
         """
         The last C{limit} deploys, newest first.
         """
-        newest = []
+        newest: List[DeployRecord] = []
         for record in reversed(self._records):
             if len(newest) >= limit:
                 break
