@@ -1098,6 +1098,15 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(done.returncode, 0, done.stdout)
         self.assertRegex(done.stdout, r"\n2 +active ")
 
+        done = daemon.rainbowctl("history", "--json")
+        self.assertEqual(done.returncode, 0, done.stdout)
+        redeploys = [d for d in json.loads(done.stdout)["deploys"] if d["cause"] == "redeploy"]
+        self.assertEqual([d["outcome"] for d in redeploys], ["failed", "deployed"])
+        self.assertTrue(
+            redeploys[0]["requester"].startswith(f"unix:{socketPath} (uid {os.getuid()}, pid "),
+            redeploys[0]["requester"],
+        )
+
         process.kill()
         process.wait(DEADLINE)
         daemon.cleanUp()
