@@ -278,15 +278,16 @@ class DeployHistory(Service):
         """
         Read the deploys of earlier rainbowds.  Lines that are not records
         are skipped with a warning, and the file is rewritten without them
-        at the next deploy; a file that cannot be read is left alone, with
-        an error, and the history starts empty.
+        at the next deploy; a file that cannot be read is logged, the
+        history starts empty, and the file is replaced at the next deploy.
         """
         try:
             records, skipped, self._lines = self.file.read()
         except (UnsafeStateDir, OSError) as e:
             self.log.error(
-                "cannot read the deploy history {path}: {error}; it starts "
-                "empty, and deploy numbers start again at 1",
+                "cannot read the deploy history {path}: {error}; the history "
+                "starts empty (deploy numbers start again at 1), and replaces "
+                "that file at the next deploy",
                 path=self.file.path,
                 error=_describe(e),
             )
@@ -472,7 +473,7 @@ class DeployHistory(Service):
 def _describe(error: Exception) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    return str(error)
+    return str(error).rstrip(".")
 
 
 class _BadLimit(Exception):
