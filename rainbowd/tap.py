@@ -57,9 +57,9 @@ from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
-from rainbowd.statedir import UnsafeStateDir, openFile, prepare
 from rainbowd.releases import stateDirWarning, workingDirectory
 from rainbowd.requestlimits import RequestLimits
+from rainbowd.statedir import UnsafeStateDir, openFile, prepare
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
