@@ -442,7 +442,10 @@ class Backend(ProcessProtocol):
     def launch(self) -> None:
         """
         Start the app in a session of its own, with C{$1} the port and C{$2}
-        an absolute pidfile path, and start checking its health.
+        an absolute pidfile path, in C{cwd} (with C{$PWD} saying so), and
+        start checking its health.
+
+        @raise OSError: if C{cwd} is gone (a release directory removed).
         """
         self._removePidfile()
         args = [
@@ -454,7 +457,14 @@ class Backend(ProcessProtocol):
             str(self.port),
             self.pidfile,
         ]
+        if not os.path.isdir(self.config.cwd):
+            raise OSError(
+                f"its directory {self.config.cwd} (\"cwd\") is gone; a "
+                "release directory in use must be kept until a redeploy "
+                "replaces it: redeploy"
+            )
         env = dict(os.environ)
+        env["PWD"] = self.config.cwd
         env.update(self.config.env)
         env.update(self.marker())
         self.log.info(
@@ -650,6 +660,7 @@ class Backend(ProcessProtocol):
             "state": self.state.value,
             "inflight": self.inflight,
             "upgraded": len(self.tunnels),
+            "directory": self.config.cwd,
             "liveness": None if self.liveness is None else self.liveness.describe(),
         }
 

@@ -24,6 +24,7 @@ import attrs
 from twisted.internet.endpoints import serverFromString
 
 from rainbowd.browsers import normalHost, normalOrigin
+from rainbowd.releases import danglingLinkProblem, resolveRelease
 
 DEFAULT_FILENAME = "rainbow.conf.json"
 DEFAULT_STATE_DIR = ".rainbowd"
@@ -670,39 +671,41 @@ def _noDuplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return result
 
 
-def _readFile(path: str) -> Dict[str, Any]:
+def _readFile(path: str, name: Optional[str] = None) -> Dict[str, Any]:
     """
-    The top-level object of JSON file C{path}.
+    The top-level object of JSON file C{path}, called C{name} (C{path} by
+    default) in errors.
     """
+    name = path if name is None else name
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         raise ConfigError(
-            f"The config file {path} does not exist; check the --config "
+            f"The config file {name} does not exist; check the --config "
             f"path, or leave --config out to use {DEFAULT_FILENAME} in the "
             "current directory."
         )
     except OSError as e:
-        raise ConfigError(f"Cannot read the config file {path}: {e.strerror}.")
+        raise ConfigError(f"Cannot read the config file {name}: {e.strerror}.")
     try:
         loaded = json.loads(data, object_pairs_hook=_noDuplicates)
     except json.JSONDecodeError as e:
         raise ConfigError(
-            f"{path} is not valid JSON: line {e.lineno}, column {e.colno}: "
+            f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: "
             f"{e.msg}.  Look for a missing comma or quote, or a comma before "
             "a closing brace, just before that point."
         )
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text: {e}.")
+        raise ConfigError(f"{name} is not UTF-8 text: {e}.")
     except _Duplicate as e:
         raise ConfigError(
-            f'In {path}, the key "{e.args[0]}" appears twice; keep only one '
+            f'In {name}, the key "{e.args[0]}" appears twice; keep only one '
             "(JSON would silently use the last)."
         )
     if not isinstance(loaded, dict):
         raise ConfigError(
-            f"{path} must hold a JSON object at the top level, like "
+            f"{name} must hold a JSON object at the top level, like "
             f"{RUN_EXAMPLE}, but it holds {_jsonType(loaded)}."
         )
     return loaded
@@ -826,13 +829,18 @@ def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
         )
 
 
-def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
+def _resolveDirectories(
+    raw: _Raw, settings: Dict[str, Any], resolvedHome: Optional[str]
+) -> None:
     """
     Make C{cwd}, C{stateDir}, C{controlTokenFile}, C{accessLog} (but
     C{"-"}) and C{maintenancePage} absolute, against the config file's
     directory for a value from the file and the current directory for one
-    from the command line; default the first two to the config file's directory (or the current
-    directory), and check C{cwd} exists.
+    from the command line;
+    default the first two to the config file's directory (or the current
+    directory), and check C{cwd} exists.  C{cwd} is then resolved to the
+    release directory it is (see L{rainbowd.releases}), through the config
+    file's directory as it was when read, C{resolvedHome}.
     """
     home = os.path.dirname(raw.source) if raw.source else raw.cwd
     settings.setdefault("cwd", home)
@@ -844,12 +852,16 @@ def _resolveDirectories(raw: _Raw, settings: Dict[str, Any]) -> None:
             continue
         base = home if key in raw.fromFile else raw.cwd
         settings[key] = os.path.abspath(os.path.join(base, os.path.expanduser(given)))
+    dangling = danglingLinkProblem(settings["cwd"])
+    if dangling is not None:
+        raise raw.error("cwd", f"is {settings['cwd']!r}, but {dangling}.")
     if not os.path.isdir(settings["cwd"]):
         raise raw.error(
             "cwd",
             f"is {settings['cwd']!r}, which is not an existing directory: "
             "create it, or point cwd at the directory the app runs in.",
         )
+    settings["cwd"] = resolveRelease(settings["cwd"], home, resolvedHome or home)
     if os.path.exists(settings["stateDir"]) and not os.path.isdir(settings["stateDir"]):
         raise raw.error(
             "stateDir",
@@ -890,7 +902,18 @@ def loadConfig(
             source = None
     else:
         source = os.path.abspath(os.path.join(cwd, os.path.expanduser(path)))
-    fileValues = _readFile(source) if source is not None else {}
+    fileValues: Dict[str, Any] = {}
+    resolvedHome = None
+    if source is not None:
+        dangling = danglingLinkProblem(source)
+        if dangling is not None:
+            raise ConfigError(f"Cannot read the config file {source}: {dangling}.")
+        # Through the link as it is now, once: the file and the app's
+        # directory then come from the same release.
+        resolvedHome = os.path.realpath(os.path.dirname(source))
+        fileValues = _readFile(
+            os.path.join(resolvedHome, os.path.basename(source)), source
+        )
     raw = _Raw(
         values={**fileValues, **overrides},
         fromFile=frozenset(fileValues) - frozenset(overrides),
@@ -907,7 +930,7 @@ def loadConfig(
     settings = _readSettings(raw)
     _checkOnlyOneCheck(raw, settings)
     _defaultControlPort(raw, settings)
-    _resolveDirectories(raw, settings)
+    _resolveDirectories(raw, settings, resolvedHome)
     return Config(source=source, **settings)
 
 

@@ -3,12 +3,16 @@
 The control API, served on the control port::
 
     POST /redeploy   start the new version, wait for it, swap traffic
-                     (its steps as NDJSON with Accept: application/x-ndjson)
+                     (its steps as NDJSON with Accept: application/x-ndjson);
+                     an optional JSON body {"message": "..."} says what
+                     it deploys, for the history
     POST /pause      hold new requests in rainbowd until POST /resume
     POST /maintenance  answer every new request 503 with a maintenance page
                      (an optional body {"message": "..."}) until POST /resume
     POST /resume     send requests to the app again
     GET  /status     the generations, their backends and the traffic mode
+    GET  /deploys    L{rainbowd.history.DeploysResource}, the last deploys,
+                     put here by L{rainbowd.tap.makeService}
     GET  /logs       a generation's last output lines (?follow=1: and more)
     GET  /metrics    L{rainbowd.metrics.MetricsResource}, put here by
                      L{rainbowd.tap.makeService}
@@ -18,6 +22,9 @@ Every other answer, errors included, is pretty-printed JSON.
 
 import json
 import os
+import socket
+import struct
+from functools import partial
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -40,6 +47,7 @@ ENDPOINTS = (
     "POST /maintenance",
     "POST /resume",
     "GET /status",
+    "GET /deploys",
     "GET /logs",
     "GET /metrics",
 )
@@ -47,6 +55,8 @@ ENDPOINTS = (
 #: The largest body of C{POST /maintenance} taken, in bytes: a message is a
 #: sentence or two.
 MAX_MAINTENANCE_BODY = 4096
+#: The longest C{message} a redeploy may be asked with, in characters.
+LONGEST_MESSAGE = 1000
 
 HINT = "the current version keeps serving; fix the problem and redeploy"
 
@@ -225,9 +235,16 @@ class ControlResource(Resource):
         client that accepts NDJSON.  A client that hangs up does not cancel
         the deploy; its answer is then just dropped.
         """
+        try:
+            message = redeployMessage(request.content.read())
+        except _Refusal as refusal:
+            return writeJSON(request, refusal.code, refusal.body)
+        redeploy = partial(
+            self._deployer.redeploy, requester=describePeer(request), message=message
+        )
         if wantsNDJSON(request):
             RedeployProgress(
-                self._deployer, self._clock, request, outcomeAsJSON
+                self._deployer, self._clock, request, outcomeAsJSON, redeploy=redeploy
             ).start()
             return NOT_DONE_YET
         gone = []
@@ -245,7 +262,7 @@ class ControlResource(Resource):
             request.write(writeJSON(request, code, body))
             request.finish()
 
-        maybeDeferred(self._deployer.redeploy).addBoth(answer).addErrback(
+        maybeDeferred(redeploy).addBoth(answer).addErrback(
             lambda f: _log.failure("Could not answer a redeploy request", f)
         )
         return NOT_DONE_YET
@@ -353,21 +370,99 @@ def _maintenanceMessage(body: bytes) -> Optional[str]:
     return message or None
 
 
+def _argument(request: IRequest, name: bytes) -> Optional[str]:
+    values = request.args.get(name)
+    return None if not values else values[-1].decode("utf-8", "replace")
+
+
+def redeployMessage(body: bytes) -> Optional[str]:
+    """
+    The C{message} of a C{POST /redeploy} body: empty (as C{curl -d ''}
+    sends), or a JSON object with an optional C{message}, one line of text
+    of at most L{LONGEST_MESSAGE} characters.
+
+    @return: the message, or L{None} for none.
+    @raise _Refusal: a 400 saying what is wrong with C{body}.
+    """
+    if not body.strip():
+        return None
+    example = (
+        'the body of POST /redeploy must be empty, or a JSON object such as '
+        '{"message": "abc1234: fix the login page"}'
+    )
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise _Refusal(400, {"error": f"{example}; it is not JSON"})
+    if not isinstance(value, dict):
+        raise _Refusal(400, {"error": f"{example}; it is a JSON {type(value).__name__}"})
+    unknown = sorted(set(value) - {"message"})
+    if unknown:
+        raise _Refusal(
+            400,
+            {
+                "error": f"{example}; it has {', '.join(map(json.dumps, unknown))}, "
+                'and "message" is the only key there is'
+            },
+        )
+    message = value.get("message")
+    if message is None:
+        return None
+    if not isinstance(message, str):
+        raise _Refusal(400, {"error": '"message" must be a string'})
+    if len(message) > LONGEST_MESSAGE:
+        raise _Refusal(
+            400,
+            {
+                "error": f'"message" is {len(message)} characters long, and '
+                f"may be {LONGEST_MESSAGE} at most: give the commit's sha and "
+                "subject, say"
+            },
+        )
+    if not message.isprintable():
+        raise _Refusal(
+            400,
+            {
+                "error": '"message" must be one line of text, without line '
+                "ends or other control characters (it is shown in the "
+                "history's table and in logs)"
+            },
+        )
+    return message or None
+
+
 def describePeer(request: IRequest) -> str:
     """
-    Who sent C{request}, for the log: an address and port, or the unix
-    socket it came through.
+    Who sent C{request}: C{host:port}, or C{unix:PATH} for a unix socket
+    (with the user and pid of the process on the other end, where the
+    kernel says).
     """
     peer = request.getClientAddress()
     if isinstance(peer, (IPv4Address, IPv6Address)):
         host = f"[{peer.host}]" if ":" in peer.host else peer.host
         return f"{host}:{peer.port}"
     if isinstance(peer, UNIXAddress):
-        name = getattr(request.getHost(), "name", None)
-        return "the unix socket" + ("" if name is None else f" {os.fsdecode(name)}")
+        path = peer.name or getattr(request.getHost(), "name", None)
+        described = "unix:" + (os.fsdecode(path) if path else "?")
+        credentials = _peerCredentials(request)
+        if credentials is not None:
+            pid, uid = credentials
+            described += f" (uid {uid}, pid {pid})"
+        return described
     return str(peer)
 
 
-def _argument(request: IRequest, name: bytes) -> Optional[str]:
-    values = request.args.get(name)
-    return None if not values else values[-1].decode("utf-8", "replace")
+def _peerCredentials(request: IRequest) -> Optional[Tuple[int, int]]:
+    """
+    The pid and uid of the process at the other end of C{request}'s unix
+    socket, or L{None} if they cannot be known.
+    """
+    try:
+        handle = request.channel.transport.getHandle()
+        packed = handle.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+    except (AttributeError, OSError):
+        return None
+    pid, uid, gid = struct.unpack("3i", packed)
+    return pid, uid

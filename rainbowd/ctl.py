@@ -1,14 +1,15 @@
 # -*- test-case-name: rainbowd.test.test_ctl -*-
 """
-C{rainbowctl}: redeploy, status, logs, pause and maintenance from the
-command line.
+C{rainbowctl}: redeploy, status, history, logs, pause and maintenance from
+the command line.
 
 It finds the control API the way rainbowd does, from C{rainbow.conf.json}
 in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
 1 by default) and C{controlTokenFile}.  So in the app's directory::
 
-    rainbowctl redeploy
+    rainbowctl redeploy -m "$(git rev-parse --short HEAD)"
     rainbowctl status
+    rainbowctl history
     rainbowctl logs --follow
     rainbowctl pause
     rainbowctl maintenance "Back at 14:00 UTC"
@@ -16,7 +17,8 @@ in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
 
 It is a plain blocking HTTP client (one request, one answer read as it
 comes), so it starts fast and needs no reactor; what it prints is made by
-L{Progress} and L{statusTable}, which do not touch the network.
+L{Progress}, L{statusTable} and L{historyTable}, which do not touch the
+network.
 """
 
 import argparse
@@ -182,25 +184,27 @@ class Client:
         path: str,
         accept: str = "application/json",
         timeout: Optional[float] = TIMEOUT,
-        body: Optional[bytes] = None,
+        body: Optional[Dict[str, Any]] = None,
     ):
         """
         Send a request and return the response, its headers read.  A POST
         without C{body} sends an empty one; C{body} is sent as JSON.
 
+        @param body: sent as JSON; a POST without one sends an empty body.
+
         @raise CtlError: if rainbowd cannot be reached, or refuses the
             token.
         """
         headers = {"Accept": accept}
+        data = b"" if method == "POST" else None
         if body is not None:
+            data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        elif method == "POST":
-            body = b""
         if self._target.token is not None:
             headers["Authorization"] = "Bearer " + self._target.token.decode("ascii")
         connection = self._connect(timeout)
         try:
-            connection.request(method, path, body=body, headers=headers)
+            connection.request(method, path, body=data, headers=headers)
             response = connection.getresponse()
         except PermissionError as e:
             raise CtlError(
@@ -427,10 +431,19 @@ class Progress:
             self._say("no generation is serving.")
 
 
-def redeploy(client: Client, out: IO[str], tty: bool) -> int:
-    response = client.request("POST", "/redeploy", accept=NDJSON.decode())
+def redeploy(
+    client: Client, out: IO[str], tty: bool, message: Optional[str] = None
+) -> int:
+    response = client.request(
+        "POST",
+        "/redeploy",
+        accept=NDJSON.decode(),
+        body=None if message is None else {"message": message},
+    )
     progress = Progress(out, tty)
     if response.getheader("content-type", "").split(";")[0] != NDJSON.decode():
+        if response.status == 400:
+            raise CtlError(f"rainbowd refused the redeploy: {_errorOf(response)}")
         out.write(response.read().decode("utf-8", "replace"))
         return FAILED
     try:
@@ -476,7 +489,11 @@ def describeTraffic(traffic: Dict[str, Any]) -> str:
 
 
 def changeTraffic(
-    client: Client, out: IO[str], err: IO[str], path: str, body: Optional[bytes] = None
+    client: Client,
+    out: IO[str],
+    err: IO[str],
+    path: str,
+    body: Optional[Dict[str, Any]] = None,
 ) -> int:
     """
     C{POST /pause}, C{/maintenance} or C{/resume}, and say what traffic
@@ -552,6 +569,107 @@ def statusTable(status: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How C{rainbowctl history} shows each cause.
+_CAUSES = {"automaticRollback": "auto-rollback"}
+
+#: The widest a line of C{rainbowctl history} is, in columns.
+HISTORY_WIDTH = 100
+
+
+def _shown(text: Optional[str], width: int) -> str:
+    """
+    C{text} in at most C{width} columns, cut with an ellipsis, its control
+    characters (which a terminal would act on) replaced.
+    """
+    if text is None:
+        return "-"
+    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def _requester(requester: Optional[str]) -> str:
+    """
+    Who asked for a deploy, short: a unix socket's client by its uid.
+    """
+    if requester is None:
+        return "rainbowd"
+    if requester.startswith("unix:") and "(uid " in requester:
+        return "unix uid " + requester.split("(uid ", 1)[1].split(",")[0].rstrip(")")
+    return requester
+
+
+def _took(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    return f"{seconds * 1000:.0f}ms" if seconds < 0.1 else f"{seconds:.1f}s"
+
+
+def historyTable(
+    deploys: List[Dict[str, Any]],
+    localtime: Callable[[float], time.struct_time] = time.localtime,
+) -> str:
+    """
+    C{GET /deploys} as a table, newest first, at most L{HISTORY_WIDTH}
+    columns wide: a line for each deploy, then an indented one with its
+    message and its error, if it has either.  RELEASE is the last part of
+    the generation's directory, which names the release in a
+    C{releases/<id>} layout.
+    """
+    header = ["DEPLOY", "STARTED", "CAUSE", "BY", "TOOK", "RESULT", "GEN", "RELEASE"]
+    caps = [6, 14, 13, 15, 7, 8, 4, 16]
+    rows: List[List[Optional[str]]] = [list(header)]
+    notes: List[Optional[str]] = []
+    for deploy in deploys:
+        directory = deploy.get("directory")
+        started = deploy.get("started")
+        rows.append(
+            [
+                str(deploy.get("deploy")),
+                "-"
+                if not isinstance(started, (int, float))
+                else time.strftime("%m-%d %H:%M:%S", localtime(started)),
+                _CAUSES.get(str(deploy.get("cause")), deploy.get("cause")),
+                _requester(deploy.get("requester")),
+                _took(deploy.get("seconds")),
+                deploy.get("outcome"),
+                "-" if deploy.get("generation") is None else str(deploy["generation"]),
+                None if not directory else os.path.basename(directory.rstrip("/")),
+            ]
+        )
+        note = [deploy["message"]] if deploy.get("message") else []
+        if deploy.get("error"):
+            note.append(f"error: {deploy['error']}")
+        notes.append(_shown("; ".join(note), HISTORY_WIDTH - 8) if note else None)
+    cells = [[_shown(cell, cap) for cell, cap in zip(row, caps)] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    right = {0, 6}  # numbers
+    lines = []
+    for index, row in enumerate(cells):
+        lines.append(
+            "  ".join(
+                cell.rjust(width) if i in right else cell.ljust(width)
+                for i, (cell, width) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
+        below = notes[index - 1] if index else None
+        if below is not None:
+            lines.append(" " * 8 + below)
+    if not deploys:
+        lines.append("(no deploy recorded yet)")
+    return "\n".join(lines) + "\n"
+
+
+def history(client: Client, out: IO[str], limit: int, asJSON: bool) -> int:
+    response = client.request("GET", f"/deploys?limit={limit}")
+    if response.status != 200:
+        raise CtlError(f"GET /deploys failed: {_errorOf(response)}")
+    body = json.loads(response.read())
+    out.write(
+        json.dumps(body, indent=2) + "\n" if asJSON else historyTable(body["deploys"])
+    )
+    return 0
+
+
 def status(client: Client, out: IO[str], asJSON: bool) -> int:
     response = client.request("GET", "/status")
     if response.status != 200:
@@ -583,8 +701,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rainbowctl",
         description="Control a running rainbowd: redeploy the app, see its "
-        "status and output, pause traffic or put up a maintenance page.  "
-        "The control port and token come from "
+        "status, its deploy history and its output, pause traffic or put up "
+        "a maintenance page.  The control port and token come from "
         f"{DEFAULT_FILENAME} in the current directory, or --config.",
     )
     parser.add_argument(
@@ -595,9 +713,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    commands.add_parser(
+    redeployParser = commands.add_parser(
         "redeploy", help="deploy the code and config as they are now, showing each step"
     )
+    redeployParser.add_argument(
+        "--message",
+        "-m",
+        metavar="MESSAGE",
+        help="what this deploy is (a git sha, say), kept in the history",
+    )
+    historyParser = commands.add_parser(
+        "history", help="the last deploys, newest first"
+    )
+    historyParser.add_argument(
+        "--limit",
+        "-n",
+        type=int,
+        default=20,
+        metavar="N",
+        help="how many (default: 20, at most 1000)",
+    )
+    historyParser.add_argument("--json", action="store_true", help="print JSON")
     statusParser = commands.add_parser("status", help="the app's generations")
     statusParser.add_argument("--json", action="store_true", help="print JSON")
     logsParser = commands.add_parser("logs", help="an app generation's output")
@@ -645,15 +781,17 @@ def run(
     try:
         client = Client(findTarget(arguments.config, cwd), connect)
         if arguments.command == "redeploy":
-            return redeploy(client, out, _isTTY(out))
+            return redeploy(client, out, _isTTY(out), arguments.message)
         if arguments.command == "status":
             return status(client, out, arguments.json)
         if arguments.command in ("pause", "resume"):
             return changeTraffic(client, out, err, "/" + arguments.command)
         if arguments.command == "maintenance":
             message = " ".join(arguments.message)
-            body = json.dumps({"message": message}).encode() if message else None
+            body = {"message": message} if message else None
             return changeTraffic(client, out, err, "/maintenance", body)
+        if arguments.command == "history":
+            return history(client, out, arguments.limit, arguments.json)
         return logs(client, out, arguments.generation, arguments.follow)
     except CtlError as e:
         err.write(f"rainbowctl: {e}\n")

@@ -56,7 +56,9 @@ class Event:
 #: The kinds of L{Event}, with the details each one carries.
 EVENT_KINDS = {
     "deploying": "a deploy began: deploy (its number), cause (startup, "
-    "redeploy or restart)",
+    "redeploy or restart), requester (who asked: the control client's "
+    "address, SIGHUP, or null for rainbowd itself), message (the one the "
+    "redeploy was asked with, or null)",
     "launching": "a generation was started: deploy, port",
     "retrying": "a generation lost its port and another is tried: deploy, port",
     "healthy": "a generation passed its health check: deploy, port, seconds "
@@ -255,6 +257,7 @@ class Deployer(Service):
             initialDelay=0.1, maxDelay=30.0, factor=2.0, jitter=lambda: 0
         ),
         groups: Optional[AppGroups] = None,
+        deploys: int = 0,
     ) -> None:
         """
         @param loadConfig: reads the configuration again, for a redeploy.
@@ -283,7 +286,8 @@ class Deployer(Service):
         self._restarts = 0
         self._activeSince = 0.0
         self._lastDeploy: Optional[dict] = None
-        self._deploys = 0
+        self._deploys = deploys
+        self._asked: tuple = (None, None)
         self._observers: List[Callable[[Event], None]] = []
         self._groups = groups
         self._cleanup: Optional[Deferred] = None
@@ -337,11 +341,19 @@ class Deployer(Service):
 
     # What the control API and the proxy use
 
-    def redeploy(self) -> Deferred:
+    def redeploy(
+        self, requester: Optional[str] = None, message: Optional[str] = None
+    ) -> Deferred:
         """
         Deploy the code and configuration as they are now.  A redeploy asked
         for while one is under way waits for the next one, which every such
-        request shares.
+        request shares; that deploy's C{deploying} event names the last of
+        them to ask.
+
+        @param requester: who asks (the control client's address, or
+            C{SIGHUP}), for the C{deploying} event.
+        @param message: what the requester says of the deploy (a git sha,
+            say), for the C{deploying} event.
 
         @return: a Deferred that fires with L{Deployed}, or fails with
             L{DeployFailed}, L{DeployRefused} or L{ConfigError}.
@@ -349,6 +361,7 @@ class Deployer(Service):
         if not self.running:
             return fail(DeployRefused("rainbowd is shutting down"))
         d = self._queued.wait()
+        self._asked = (requester, message)
         if not self._deploying:
             self._deployQueued()
         return d
@@ -427,15 +440,29 @@ class Deployer(Service):
 
     def _deployQueued(self) -> None:
         waiters, self._queued = self._queued, Waiters()
-        self._deploy("redeploy", self._loadConfig, waiters)
+        (requester, message), self._asked = self._asked, (None, None)
+        self._deploy("redeploy", self._loadConfig, waiters, requester, message)
 
-    def _deploy(self, cause: str, loadConfig: Callable[[], Config], waiters: Waiters):
+    def _deploy(
+        self,
+        cause: str,
+        loadConfig: Callable[[], Config],
+        waiters: Waiters,
+        requester: Optional[str] = None,
+        message: Optional[str] = None,
+    ):
         self._deploying = True
         self._deploys += 1
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
         started = self._clock.seconds()
-        self._emit("deploying", deploy=self._deploys, cause=cause)
+        self._emit(
+            "deploying",
+            deploy=self._deploys,
+            cause=cause,
+            requester=requester,
+            message=message,
+        )
         d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started)
         d.addBoth(self._deployed, waiters)
 

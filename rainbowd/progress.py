@@ -57,6 +57,8 @@ class RedeployProgress:
 
     @param describe: maps the deploy's outcome to an HTTP code and a JSON
         body, as the plain answer has.
+    @param redeploy: asks for the redeploy; C{deployer.redeploy} by
+        default.
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class RedeployProgress:
         request: IRequest,
         describe: Callable[[object], Tuple[int, Dict[str, Any]]],
         interval: float = PROGRESS_INTERVAL,
+        redeploy: Optional[Callable[[], Any]] = None,
     ) -> None:
         self._deployer = deployer
+        self._redeploy = deployer.redeploy if redeploy is None else redeploy
         self._clock = clock
         self._request = request
         self._describe = describe
@@ -95,7 +99,7 @@ class RedeployProgress:
         request.setHeader(b"x-accel-buffering", b"no")
         request.notifyFinish().addErrback(self._clientGone)
         self._stopObserving = self._deployer.observe(self._observe)
-        outcome = maybeDeferred(self._deployer.redeploy)
+        outcome = maybeDeferred(self._redeploy)
         if self._deploy is None and not outcome.called:
             self._write({"event": "queued", "time": self._clock.seconds()})
         self._ticks.start(self._interval, now=False)

@@ -218,13 +218,16 @@ def openFile(path: str, flags: int, uid: Optional[int] = None) -> int:
     return fd
 
 
-def writeAtomically(path: str, data: bytes) -> None:
+def writeAtomically(path: str, data: bytes, sync: bool = False) -> None:
     """
     Replace C{path} with a file (mode 0600) holding C{data}: written to
     C{path.tmp}, created afresh with C{O_EXCL} (a leftover or planted one is
     removed first), then renamed over C{path}, which replaces a link rather
     than writing through it.
 
+    @param sync: also make the new file and its name reach the disk before
+        returning (C{fsync} of the file, then of the directory), so that a
+        machine that loses power just after still finds one whole file.
     @raise OSError: if it cannot be written.
     """
     temporary = f"{path}.tmp"
@@ -237,6 +240,9 @@ def writeAtomically(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -244,6 +250,12 @@ def writeAtomically(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+    if sync:
+        directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | _SAFE)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def readFile(path: str, limit: int = 1024 * 1024) -> bytes:

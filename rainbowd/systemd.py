@@ -157,7 +157,8 @@ class RedeployOnHangup(Service):
     are installed then too), with C{installSignal}.
 
     @param reactor: provides C{callWhenRunning} and C{callFromThread}.
-    @param redeploy: L{rainbowd.deployer.Deployer.redeploy}.
+    @param redeploy: L{rainbowd.deployer.Deployer.redeploy}, asked in the
+        name of C{SIGHUP}.
     @param readiness: a L{Readiness} to tell of the reload, or L{None}.
     @param installSignal: L{signal.signal}, or a test's fake.
     """
@@ -165,7 +166,7 @@ class RedeployOnHangup(Service):
     def __init__(
         self,
         reactor: Any,
-        redeploy: Callable[[], Any],
+        redeploy: Callable[..., Any],
         readiness: Optional[Readiness] = None,
         installSignal: Callable[..., Any] = signal.signal,
     ) -> None:
@@ -192,7 +193,7 @@ class RedeployOnHangup(Service):
         _log.info("SIGHUP: redeploying", event="sighup")
         if self._readiness is not None:
             self._readiness.reloading()
-        d = self._redeploy()
+        d = self._redeploy(requester="SIGHUP")
         d.addBoth(self._outcome)
 
     def _outcome(self, outcome: Any) -> None:

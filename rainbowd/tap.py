@@ -14,6 +14,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -51,12 +52,15 @@ from rainbowd.fdlimit import (
     raiseFileLimit,
 )
 from rainbowd.health import HTTPHealthCheck
+from rainbowd.history import FILENAME as HISTORY_FILENAME
+from rainbowd.history import DeployHistory, DeploysResource, HistoryFile
 from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
-from rainbowd.statedir import UnsafeStateDir, openFile, prepare
+from rainbowd.releases import stateDirWarning, workingDirectory
 from rainbowd.requestlimits import RequestLimits
+from rainbowd.statedir import UnsafeStateDir, openFile, prepare
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 from rainbowd.traffic import Traffic
 
@@ -208,7 +212,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self.cwd is None:
-            self.cwd = os.getcwd()
+            self.cwd = workingDirectory()
         self.overrides = {
             key: self[flagName(key)]
             for key in _FLAGS
@@ -229,6 +233,7 @@ class Options(usage.Options):
             portRangeWarning(self.config, ephemeralPortRange(self.ephemeralRangePath)),
             tokenWarning,
             exposureWarning(self.config),
+            stateDirWarning(self.config.stateDir, self.config.source),
         ]
         self.warnings = [warning for warning in warnings if warning is not None]
 
@@ -445,6 +450,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     service = _OrderlyStop(reactor)
     _StateDirLock(config.stateDir).setServiceParent(service)
+    # Only read here: the history is written once the state directory is
+    # locked, by the rainbowd that holds it.
+    history = DeployHistory(
+        HistoryFile(os.path.join(config.stateDir, HISTORY_FILENAME)),
+        lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+    )
+    history.load()
     deployer = Deployer(
         config,
         options.readConfig,
@@ -452,8 +464,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
         reactor,
         PortPicker(),
         groups=AppGroups(config.stateDir, signals, reactor),
+        deploys=history.lastDeploy,
     )
     # Those observing the deployer start first, to see generation 1 launched.
+    history.follow(deployer)
+    history.setServiceParent(service)
     BackendLogs(deployer, config.stateDir).setServiceParent(service)
     notifier = Notifier(notifyAddress())
     os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
@@ -490,6 +505,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     control = ControlResource(deployer, reactor, traffic)
     control.connections = cap
     control.putChild(b"metrics", MetricsResource(metrics.registry))
+    control.putChild(b"deploys", DeploysResource(history))
     guard = BrowserGuard(config.controlAllowedOrigins, config.controlAllowedHosts)
     controlSite = ControlSite(
         control,

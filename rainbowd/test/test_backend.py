@@ -167,11 +167,13 @@ class LaunchTests(BackendTestCase):
         """
         The app inherits rainbowd's environment plus C{env}, whose values
         win over inherited ones, plus L{APP_VARIABLE} naming the state
-        directory and L{GENERATION_VARIABLE} the generation.
+        directory and L{GENERATION_VARIABLE} the generation (which an app
+        may report), and C{PWD} naming its directory.
         """
         extra = {"RAINBOWD_TEST_SETTING": "site.prod", "PATH": "/opt/app/bin"}
         backend, process = self.launched(env=extra)
         expected = dict(os.environ)
+        expected["PWD"] = self.cwd
         expected.update(extra)
         expected[APP_VARIABLE] = backend.config.stateDir
         expected[GENERATION_VARIABLE] = str(GENERATION)
@@ -187,6 +189,22 @@ class LaunchTests(BackendTestCase):
         )
         self.assertEqual(process.env[APP_VARIABLE], backend.config.stateDir)
         self.assertEqual(process.env[GENERATION_VARIABLE], str(GENERATION))
+
+    def test_directoryGone(self) -> None:
+        """
+        A backend whose directory is gone (a release directory removed) is
+        not started: launching it raises an error that names the directory
+        and says to redeploy.
+        """
+        backend = self.backend()
+        os.rmdir(self.cwd)
+        error = self.assertRaises(OSError, backend.launch)
+        self.assertEqual(
+            str(error),
+            f'its directory {self.cwd} ("cwd") is gone; a release directory '
+            "in use must be kept until a redeploy replaces it: redeploy",
+        )
+        self.assertEqual(self.reactor.processes, [])
 
     def test_cwd(self) -> None:
         """
@@ -1443,6 +1461,7 @@ class StateTests(BackendTestCase):
                 "inflight": 1,
                 "upgraded": 1,
                 "liveness": None,
+                "directory": self.cwd,
             },
         )
         backend.tunnelClosed(tunnel)
@@ -1458,6 +1477,7 @@ class StateTests(BackendTestCase):
                 "inflight": 0,
                 "upgraded": 0,
                 "liveness": None,
+                "directory": self.cwd,
             },
         )
 

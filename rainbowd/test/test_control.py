@@ -4,6 +4,9 @@ Tests for L{rainbowd.control}.
 """
 
 import json
+import os
+import socket
+from types import SimpleNamespace
 from typing import Any, List, Tuple
 
 from treq.testing import StubTreq
@@ -13,7 +16,6 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.test.requesthelper import DummyRequest
 
 from rainbowd.config import ConfigError
 from rainbowd.connlimit import ConnectionCap
@@ -45,10 +47,12 @@ class FakeDeployer:
 
     def __init__(self) -> None:
         self.redeploys: List[Deferred] = []
+        self.asked: List[Tuple[Any, Any]] = []
 
-    def redeploy(self) -> Deferred:
+    def redeploy(self, requester=None, message=None) -> Deferred:
         d: Deferred = Deferred()
         self.redeploys.append(d)
+        self.asked.append((requester, message))
         return d
 
     def status(self) -> dict:
@@ -96,6 +100,74 @@ class ControlResourceTests(SynchronousTestCase):
         responseDeferred = self.treq.post(CONTROL + "/redeploy", data=b"")
         self.treq.flush()
         return responseDeferred, self.deployer.redeploys[-1]
+
+    def test_redeployNamesItsRequester(self) -> None:
+        """
+        A redeploy is asked for in the name of the control client's address,
+        with no message for an empty body.
+        """
+        self.redeploy()
+        [(requester, message)] = self.deployer.asked
+        self.assertRegex(requester, r"^127\.0\.0\.1:\d+$")
+        self.assertIsNone(message)
+
+    def test_redeployMessage(self) -> None:
+        """
+        A JSON body's C{message} is passed on with the redeploy, whatever
+        the content type (C{curl -d} sends a form's).
+        """
+        for body in [b'{"message": "abc1234: fix login"}', b' {"message":"abc1234: fix login"}\n']:
+            self.treq.post(CONTROL + "/redeploy", data=body)
+            self.treq.flush()
+        self.treq.post(
+            CONTROL + "/redeploy",
+            data='{"message": "d\u00e9ploy\u00e9"}'.encode("utf-8"),
+            headers={"content-type": "application/json"},
+        )
+        self.treq.flush()
+        self.treq.post(CONTROL + "/redeploy", data=b'{"message": null}')
+        self.treq.flush()
+        self.assertEqual(
+            [message for requester, message in self.deployer.asked],
+            ["abc1234: fix login", "abc1234: fix login", "d\u00e9ploy\u00e9", None],
+        )
+
+    def test_redeployBadBody(self) -> None:
+        """
+        A body that is not empty nor a JSON object with a one-line string
+        C{message} of at most 1000 characters gets a 400 that says what is
+        wrong, and no deploy.
+        """
+        example = (
+            "the body of POST /redeploy must be empty, or a JSON object such "
+            'as {"message": "abc1234: fix the login page"}'
+        )
+        cases = [
+            (b"message=abc", example + "; it is not JSON"),
+            (b"\xff\xfe", example + "; it is not JSON"),
+            (b'["abc"]', example + "; it is a JSON list"),
+            (b'{"msg": "x", "b": 1}', example + '; it has "b", "msg", and '
+             '"message" is the only key there is'),
+            (b'{"message": 3}', '"message" must be a string'),
+            (b'{"message": "a\\nb"}', '"message" must be one line of text, '
+             "without line ends or other control characters (it is shown in "
+             "the history's table and in logs)"),
+            (json.dumps({"message": "x" * 1001}).encode(), '"message" is 1001 '
+             "characters long, and may be 1000 at most: give the commit's sha "
+             "and subject, say"),
+        ]
+        for body, error in cases:
+            d = self.treq.post(CONTROL + "/redeploy", data=body)
+            self.assertJSON(d, 400, {"error": error})
+        self.assertEqual(self.deployer.redeploys, [])
+
+    def test_redeployLongestMessage(self) -> None:
+        """
+        A message of exactly 1000 characters is taken.
+        """
+        self.treq.post(CONTROL + "/redeploy", data=json.dumps({"message": "x" * 1000}).encode())
+        self.treq.flush()
+        self.assertEqual(self.deployer.asked[0][1], "x" * 1000)
 
     def test_redeployWaits(self) -> None:
         """
@@ -284,6 +356,7 @@ class ControlResourceTests(SynchronousTestCase):
                     "POST /maintenance",
                     "POST /resume",
                     "GET /status",
+                    "GET /deploys",
                     "GET /logs",
                     "GET /metrics",
                 ],
@@ -535,26 +608,61 @@ class TrafficEndpointTests(SynchronousTestCase):
         response = self.successResultOf(self.treq.get(CONTROL + "/pause"))
         self.assertEqual(response.code, 405)
         self.assertIs(self.traffic.mode, Mode.SERVING)
+class _PeerRequest:
+    """
+    Just what L{describePeer} reads of a request.
+    """
+
+    def __init__(self, peer, host=None, handle=None) -> None:
+        self._peer = peer
+        self._host = host
+        self.channel = SimpleNamespace(
+            transport=SimpleNamespace(getHandle=lambda: handle)
+        )
+
+    def getClientAddress(self):
+        return self._peer
+
+    def getHost(self):
+        return self._host
 
 
 class DescribePeerTests(SynchronousTestCase):
     """
-    Tests for L{describePeer}.
+    Tests for L{describePeer}, who asked for a redeploy.
     """
 
-    def test_addresses(self) -> None:
+    def test_tcp(self) -> None:
         """
-        A TCP peer is its address and port, brackets around IPv6; a unix
-        socket peer is the socket's path.
+        A TCP client is its address and port, an IPv6 one bracketed.
         """
-        cases = [
-            (IPv4Address("TCP", "127.0.0.1", 5000), None, "127.0.0.1:5000"),
-            (IPv6Address("TCP", "::1", 5000), None, "[::1]:5000"),
-            (UNIXAddress(None), UNIXAddress(b"/run/r.sock"), "the unix socket /run/r.sock"),
-        ]
-        for peer, host, expected in cases:
-            request = DummyRequest([b""])
-            request.client = peer
-            if host is not None:
-                request.getHost = lambda host=host: host
-            self.assertEqual(describePeer(request), expected)
+        self.assertEqual(
+            describePeer(_PeerRequest(IPv4Address("TCP", "10.0.0.5", 4242))),
+            "10.0.0.5:4242",
+        )
+        self.assertEqual(
+            describePeer(_PeerRequest(IPv6Address("TCP", "::1", 4242))), "[::1]:4242"
+        )
+
+    def test_unixSocket(self) -> None:
+        """
+        A client of the control socket is the socket's path, with the uid
+        and pid of the process at the other end.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        request = _PeerRequest(
+            UNIXAddress(None), UNIXAddress(b"/run/rainbowd/control.sock"), ours
+        )
+        self.assertEqual(
+            describePeer(request),
+            f"unix:/run/rainbowd/control.sock (uid {os.getuid()}, pid {os.getpid()})",
+        )
+
+    def test_unixSocketWithoutCredentials(self) -> None:
+        """
+        Where the kernel tells nothing of the other end, the path alone.
+        """
+        request = _PeerRequest(UNIXAddress(None), UNIXAddress(b"/run/c.sock"), None)
+        self.assertEqual(describePeer(request), "unix:/run/c.sock")

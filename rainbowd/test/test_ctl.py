@@ -7,6 +7,7 @@ with fake connections.
 import http.client
 import io
 import json
+import time
 from typing import Dict, List, Optional
 
 from twisted.python.filepath import FilePath
@@ -15,11 +16,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from rainbowd.ctl import (
     CANNOT,
     FAILED,
+    HISTORY_WIDTH,
     ControlAddress,
     CtlError,
     Progress,
     controlAddress,
     findTarget,
+    historyTable,
     run,
     statusTable,
 )
@@ -689,6 +692,56 @@ class RunTests(SynchronousTestCase):
         )
         self.assertEqual(json.loads(out), status)
 
+    def test_redeployMessage(self) -> None:
+        """
+        redeploy -m sends the message as a JSON body.
+        """
+        connection = FakeConnection(self.ndjson(SUCCESS))
+        code, out, err = self.rainbowctl(["redeploy", "-m", "abc1234"], connection)
+        self.assertEqual(code, 0)
+        method, path, body, headers = connection.requests[0]
+        self.assertEqual(json.loads(body), {"message": "abc1234"})
+        self.assertEqual(headers["Content-Type"], "application/json")
+
+    def test_redeployBadMessage(self) -> None:
+        """
+        A message rainbowd refuses is an error saying why, and exits 2.
+        """
+        answer = json.dumps({"error": '"message" is 1001 characters long'}).encode()
+        code, out, err = self.rainbowctl(
+            ["redeploy", "-m", "x" * 1001], FakeConnection(FakeResponse(400, answer))
+        )
+        self.assertEqual(code, CANNOT)
+        self.assertEqual(
+            err,
+            'rainbowctl: rainbowd refused the redeploy: "message" is 1001 '
+            "characters long\n",
+        )
+
+    def test_history(self) -> None:
+        """
+        history asks for the last 20 deploys, or -n of them, and prints the
+        table, or with --json the JSON; a refusal is its error.
+        """
+        body = json.dumps({"deploys": DEPLOYS, "kept": 4}).encode()
+        connection = FakeConnection(FakeResponse(200, body))
+        code, out, err = self.rainbowctl(["history"], connection)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(connection.requests[0][:2], ("GET", "/deploys?limit=20"))
+        self.assertEqual(out, historyTable(DEPLOYS))
+        connection = FakeConnection(FakeResponse(200, body))
+        code, out, err = self.rainbowctl(["history", "-n", "4", "--json"], connection)
+        self.assertEqual(connection.requests[0][1], "/deploys?limit=4")
+        self.assertEqual(json.loads(out), {"deploys": DEPLOYS, "kept": 4})
+        answer = json.dumps({"error": "limit must be a whole number"}).encode()
+        code, out, err = self.rainbowctl(
+            ["history", "-n", "0"], FakeConnection(FakeResponse(400, answer))
+        )
+        self.assertEqual(
+            (code, err),
+            (CANNOT, "rainbowctl: GET /deploys failed: limit must be a whole number\n"),
+        )
+
     def test_logs(self) -> None:
         """
         logs asks for the generation and follows without a timeout, and
@@ -799,3 +852,113 @@ class TrafficCommandTests(SynchronousTestCase):
             "traffic is paused since 1970-01-01 00:00:00 UTC",
             statusTable({"backends": [], "traffic": PAUSED}),
         )
+DEPLOYS = [
+    {
+        "deploy": 1042,
+        "cause": "redeploy",
+        "requester": "127.0.0.1:54321",
+        "message": "abc1234: fix the login page",
+        "started": 1796150000.5,
+        "seconds": 2.13,
+        "outcome": "deployed",
+        "error": None,
+        "generation": 17,
+        "port": 20017,
+        "directory": "/srv/app/releases/1796149990",
+    },
+    {
+        "deploy": 1041,
+        "cause": "automaticRollback",
+        "requester": "unix:/run/rainbowd/control.sock (uid 1000, pid 4242)",
+        "message": None,
+        "started": 1796149000,
+        "seconds": 0.004,
+        "outcome": "deployed",
+        "error": None,
+        "generation": 15,
+        "port": 20015,
+        "directory": "/srv/app/releases/1796148990",
+    },
+    {
+        "deploy": 1040,
+        "cause": "redeploy",
+        "requester": "SIGHUP",
+        "message": None,
+        "started": 1796140000,
+        "seconds": 30.0,
+        "outcome": "failed",
+        "error": "generation 16 on port 20016 exited with code 3 before it became healthy",
+        "generation": 16,
+        "port": 20016,
+        "directory": "/srv/app/releases/1796139990",
+    },
+    {
+        "deploy": 1039,
+        "cause": "startup",
+        "requester": None,
+        "message": None,
+        "started": 1796130000,
+        "seconds": 0.5,
+        "outcome": "refused",
+        "error": "rainbowd is shutting down",
+        "generation": None,
+        "port": None,
+        "directory": None,
+    },
+]
+
+
+class HistoryTableTests(SynchronousTestCase):
+    """
+    Tests for L{historyTable}, C{rainbowctl history}'s table.
+    """
+
+    def test_table(self) -> None:
+        """
+        A line for each deploy, newest first, then its message and error,
+        indented.
+        """
+        self.assertEqual(
+            historyTable(DEPLOYS, time.gmtime),
+            "DEPLOY  STARTED         CAUSE          BY               TOOK   RESULT"
+            "    GEN  RELEASE\n"
+            "  1042  12-01 18:33:20  redeploy       127.0.0.1:54321  2.1s   deployed"
+            "   17  1796149990\n"
+            "        abc1234: fix the login page\n"
+            "  1041  12-01 18:16:40  auto-rollback  unix uid 1000    4ms    deployed"
+            "   15  1796148990\n"
+            "  1040  12-01 15:46:40  redeploy       SIGHUP           30.0s  failed"
+            "     16  1796139990\n"
+            "        error: generation 16 on port 20016 exited with code 3 before it "
+            "became healthy\n"
+            "  1039  12-01 13:00:00  startup        rainbowd         0.5s   refused"
+            "     -  -\n"
+            "        error: rainbowd is shutting down\n",
+        )
+
+    def test_fits(self) -> None:
+        """
+        However long its values, no line is wider than 100 columns, and
+        control characters reach no terminal.
+        """
+        long = dict(
+            DEPLOYS[0],
+            deploy=10**6,
+            requester="[2001:db8:1234:5678::1]:65535",
+            cause="x" * 50,
+            message="m" * 1000,
+            error="e\x1b[31m" * 300,
+            outcome="o" * 30,
+            generation=10**9,
+            seconds=10**7,
+            directory="/" + "d" * 300,
+        )
+        table = historyTable([long], time.gmtime)
+        self.assertEqual(max(len(line) for line in table.splitlines()), HISTORY_WIDTH)
+        self.assertNotIn("\x1b", table)
+
+    def test_empty(self) -> None:
+        """
+        No deploy yet says so.
+        """
+        self.assertIn("(no deploy recorded yet)", historyTable([]))

@@ -308,6 +308,7 @@ class RedeployTests(SynchronousTestCase):
                             "failures": 0,
                             "lastError": None,
                         },
+                        "directory": h.configs[0].cwd,
                     },
                     {
                         "generation": 2,
@@ -317,6 +318,7 @@ class RedeployTests(SynchronousTestCase):
                         "inflight": 0,
                         "upgraded": 0,
                         "liveness": None,
+                        "directory": h.configs[0].cwd,
                     },
                 ],
                 "lastDeploy": {
@@ -1484,6 +1486,8 @@ class EventTests(SynchronousTestCase):
                 "generation": None,
                 "deploy": 2,
                 "cause": "redeploy",
+                "requester": None,
+                "message": None,
             },
         )
         self.assertEqual(events[1].details, {"deploy": 2, "port": 20001})
@@ -1502,9 +1506,80 @@ class EventTests(SynchronousTestCase):
         h = Harness(self)
         events = self.observed(h)
         h.start()
-        self.assertEqual(events[0].details, {"deploy": 1, "cause": "startup"})
+        self.assertEqual(
+            events[0].details,
+            {"deploy": 1, "cause": "startup", "requester": None, "message": None},
+        )
         self.assertEqual(events[3].kind, "switched")
         self.assertIsNone(events[3].details["previous"])
+
+    def test_requesterAndMessage(self):
+        """
+        A redeploy's C{deploying} event names who asked and what they said.
+        """
+        h = Harness(self)
+        h.start()
+        events = self.observed(h)
+        h.deployer.redeploy(requester="127.0.0.1:5000", message="abc123")
+        self.assertEqual(
+            events[0].details,
+            {
+                "deploy": 2,
+                "cause": "redeploy",
+                "requester": "127.0.0.1:5000",
+                "message": "abc123",
+            },
+        )
+
+    def test_sharedDeployNamesLastRequester(self):
+        """
+        Redeploys asked for during a deploy share the next one, whose
+        C{deploying} event names the last of them; the one after names
+        nobody again.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.redeploy(requester="a", message="one")
+        events = self.observed(h)
+        h.deployer.redeploy(requester="b", message="two")
+        h.deployer.redeploy(requester="c", message="three")
+        h.healthy(2)
+        [deploying] = [e for e in events if e.kind == "deploying"]
+        self.assertEqual(
+            (deploying.details["deploy"], deploying.details["requester"],
+             deploying.details["message"]),
+            (3, "c", "three"),
+        )
+        h.healthy(3)
+        h.process(3).exit(1)
+        h.reactor.advance(10)
+        restart = [e for e in events if e.kind == "deploying"][-1]
+        self.assertEqual(
+            (restart.details["cause"], restart.details["requester"],
+             restart.details["message"]),
+            ("restart", None, None),
+        )
+
+    def test_numbersGoOn(self):
+        """
+        Given the number of deploys before it, the deployer numbers its
+        first deploy one more, so numbers go on across restarts.
+        """
+        h = Harness(self)
+        h.deployer = Deployer(
+            h.configs[0],
+            h._loadConfig,
+            h._newBackend,
+            h.reactor,
+            PortPicker(cursor=20000),
+            deploys=41,
+        )
+        events = self.observed(h)
+        h.start()
+        h.deployer.redeploy()
+        self.assertEqual(
+            [e.details["deploy"] for e in events if e.kind == "deploying"], [42, 43]
+        )
 
     def test_failure(self):
         """

@@ -163,18 +163,19 @@ class Daemon:
             json.dump(self.config, f)
 
     def start(
-        self, twistdOptions=(), env=None, wrapper=(), **popen
+        self, twistdOptions=(), env=None, wrapper=(), rainbowdOptions=(), **popen
     ) -> subprocess.Popen:
         """
         Start C{twistd -n rainbowd}, with C{twistdOptions} before
-        C{rainbowd}, C{env} added to the environment, and the command run by
-        C{wrapper}, a command line to which it is appended.
+        C{rainbowd} and C{rainbowdOptions} after it, C{env} added to the
+        environment, and the command run by C{wrapper}, a command line to
+        which it is appended.
         """
         if not twistdOptions:
             twistdOptions = ["--logfile", self.logPath]
         popen.setdefault("stdout", subprocess.PIPE)
         self.process = subprocess.Popen(
-            [*wrapper, *TWISTD, "-n", *twistdOptions, "rainbowd"],
+            [*wrapper, *TWISTD, "-n", *twistdOptions, "rainbowd", *rainbowdOptions],
             cwd=self.directory,
             env=dict(os.environ, PYTHONPATH=SOURCE, **(env or {})),
             stderr=subprocess.STDOUT,
@@ -393,6 +394,69 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(held["result"][0], 503)
         self.assertIn("rainbowd is shutting down", held["result"][1])
         self.assertEqual(daemon.process.wait(DEADLINE), 0)
+    def test_releaseDirectoriesAndHistory(self):
+        """
+        With C{current} a link to a release directory, each generation runs
+        in the release it was deployed from, which C{/status} and the deploy
+        history show; the history, with the message given to C{rainbowctl
+        redeploy -m}, survives a restart of rainbowd, whose deploys are
+        numbered on.
+        """
+        daemon = Daemon(self)
+        releases = os.path.join(daemon.directory, "releases")
+        for version in ("1", "2"):
+            os.makedirs(os.path.join(releases, version))
+            config = dict(
+                daemon.config,
+                env={"APP_VERSION": f"v{version}"},
+                stateDir=os.path.join(daemon.directory, ".rainbowd"),
+            )
+            with open(os.path.join(releases, version, "rainbow.conf.json"), "w") as f:
+                json.dump(config, f)
+        current = os.path.join(daemon.directory, "current")
+
+        def point(version):
+            os.symlink(f"releases/{version}", current + ".new")
+            os.replace(current + ".new", current)
+
+        point("1")
+        options = ["--config", "current/rainbow.conf.json"]
+        daemon.start(rainbowdOptions=options)
+        self.assertTrue(daemon.serving().startswith("v1"))
+        point("2")
+        done = daemon.rainbowctl("--config", "current/rainbow.conf.json", "redeploy", "-m", "abc1234")
+        self.assertEqual(done.returncode, 0, done.stdout)
+        self.assertTrue(daemon.get("/")[1].startswith("v2"))
+        two = os.path.realpath(os.path.join(releases, "2"))
+        pid = daemon.appPid()
+        self.assertEqual(os.readlink(f"/proc/{pid}/cwd"), two)
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            self.assertIn(b"RAINBOWD_GENERATION=2", f.read().split(b"\0"))
+        status = daemon.control("GET", "/status")[1]
+        [active] = [b for b in status["backends"] if b["generation"] == status["active"]]
+        self.assertEqual(active["directory"], two)
+        deploys = daemon.control("GET", "/deploys")[1]["deploys"]
+        self.assertEqual(
+            [(d["deploy"], d["cause"], d["message"], d["outcome"], d["directory"]) for d in deploys],
+            [
+                (2, "redeploy", "abc1234", "deployed", two),
+                (1, "startup", None, "deployed", os.path.realpath(os.path.join(releases, "1"))),
+            ],
+        )
+        self.assertTrue(deploys[0]["requester"].startswith("127.0.0.1:"))
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+        daemon.process.stdout.close()
+        daemon.start(rainbowdOptions=options)
+        self.assertTrue(daemon.serving().startswith("v2"))
+        deploys = waitFor(
+            lambda: [d["deploy"] for d in daemon.control("GET", "/deploys")[1]["deploys"]] == [3, 2, 1],
+            "the startup deploy to be recorded after the restart",
+        )
+        shown = daemon.rainbowctl("--config", "current/rainbow.conf.json", "history")
+        self.assertEqual(shown.returncode, 0, shown.stdout)
+        self.assertIn("abc1234", shown.stdout)
+        self.assertTrue(all(len(line) <= 100 for line in shown.stdout.splitlines()))
 
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """
@@ -1102,6 +1166,15 @@ class EndToEndTests(SynchronousTestCase):
         done = daemon.rainbowctl("status")
         self.assertEqual(done.returncode, 0, done.stdout)
         self.assertRegex(done.stdout, r"\n2 +active ")
+
+        done = daemon.rainbowctl("history", "--json")
+        self.assertEqual(done.returncode, 0, done.stdout)
+        redeploys = [d for d in json.loads(done.stdout)["deploys"] if d["cause"] == "redeploy"]
+        self.assertEqual([d["outcome"] for d in redeploys], ["failed", "deployed"])
+        self.assertTrue(
+            redeploys[0]["requester"].startswith(f"unix:{socketPath} (uid {os.getuid()}, pid "),
+            redeploys[0]["requester"],
+        )
 
         process.kill()
         process.wait(DEADLINE)

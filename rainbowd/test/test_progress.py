@@ -71,6 +71,7 @@ class StreamingDeployer:
         self.config = SimpleNamespace(drainTimeout=30.0, killTimeout=10.0)
         self.onRedeploy: Callable[[], Any] = lambda: None
         self.outcome: Optional[Deferred] = None
+        self.asked: List[Any] = []
 
     def observe(self, observer):
         self.observers.append(observer)
@@ -81,7 +82,8 @@ class StreamingDeployer:
         for observer in list(self.observers):
             observer(event)
 
-    def redeploy(self) -> Deferred:
+    def redeploy(self, requester=None, message=None) -> Deferred:
+        self.asked.append((requester, message))
         if self.outcome is not None:
             return self.outcome
         d: Deferred = Deferred()
@@ -137,6 +139,19 @@ class RedeployStreamTests(SynchronousTestCase):
 
     def kinds(self) -> List[str]:
         return [line["event"] for line in self.lines()]
+
+    def test_requesterAndMessage(self) -> None:
+        """
+        A streamed redeploy is asked for in the client's name, with the
+        message of its body.
+        """
+        self.treq.post(
+            CONTROL + "/redeploy", data=b'{"message": "v2"}', headers=NDJSON_HEADERS
+        )
+        self.treq.flush()
+        [(requester, message)] = self.deployer.asked
+        self.assertEqual(message, "v2")
+        self.assertRegex(requester, r"^127\.0\.0\.1:\d+$")
 
     def startsAt(self, deploy: int) -> None:
         self.deployer.onRedeploy = lambda: self.deployer.emit(

@@ -280,6 +280,28 @@ class FileTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertEqual(os.listdir(self.stateDir), ["r.json"])
 
+    def test_writeSynced(self) -> None:
+        """
+        With C{sync}, the new file is synced before it is renamed into
+        place, then its directory; without, neither is.
+        """
+        synced = []
+
+        def fsync(fd: int) -> None:
+            info = os.fstat(fd)
+            synced.append(
+                ("directory", None) if stat.S_ISDIR(info.st_mode)
+                else ("file", info.st_size)
+            )
+
+        self.patch(os, "fsync", fsync)
+        path = os.path.join(self.stateDir, "r.json")
+        writeAtomically(path, b"{}")
+        self.assertEqual(synced, [])
+        writeAtomically(path, b"[1]", sync=True)
+        self.assertEqual(synced, [("file", 3), ("directory", None)])
+        self.assertEqual(readFile(path), b"[1]")
+
     def test_writePlanted(self) -> None:
         """
         A link planted as the temporary file, or as the file itself, is

@@ -297,6 +297,16 @@ class RedeployOnHangupTests(SynchronousTestCase):
             ],
         )
 
+    def test_requester(self) -> None:
+        """
+        A redeploy on SIGHUP is asked for in the name of C{SIGHUP}.
+        """
+        events = []
+        self.h.deployer.observe(events.append)
+        self.hangup()
+        [deploying] = [e for e in events if e.kind == "deploying"]
+        self.assertEqual(deploying.details["requester"], "SIGHUP")
+
     def test_failureLogged(self) -> None:
         """
         A redeploy on SIGHUP that fails is logged with its reason, and

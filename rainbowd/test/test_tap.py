@@ -24,11 +24,15 @@ from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import ConfigError, settingNames
 from rainbowd.connlimit import AcceptErrors, ConnectionCap
 from rainbowd.controlsite import MAX_CONNECTIONS, ControlSite
+from rainbowd.deployer import Deployer
 from rainbowd.fdlimit import FileLimit
+from rainbowd.history import FILENAME as HISTORY_FILENAME
+from rainbowd.history import DeploysResource
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.requestlimits import RequestLimits
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
+from rainbowd.test.test_history import record as historyRecord
 from rainbowd.test.test_controlsite import tokenFile
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
@@ -198,6 +202,21 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse(["--run", RUN, "--backend-ports", "40000-40999"])
         self.assertEqual(len(options.warnings), 1)
         self.assertIn("ephemeral port range 32768-60999", options.warnings[0])
+
+    def test_stateDirInReleaseWarning(self) -> None:
+        """
+        A state directory inside a symlinked release directory gives a
+        warning.
+        """
+        release = self.directory.child("releases").child("1")
+        release.makedirs()
+        release.child("rainbow.conf.json").setContent(json.dumps({"run": RUN}).encode())
+        release.linkTo(self.directory.child("current"))
+        options = self.parse(["--config", "current/rainbow.conf.json"])
+        self.assertEqual(options.config.cwd, os.path.realpath(release.path))
+        [warning] = options.warnings
+        self.assertIn('"stateDir" is ', warning)
+        self.assertIn("/current/.rainbowd, inside ", warning)
 
     def test_controlToken(self) -> None:
         """
@@ -589,6 +608,32 @@ class ObservabilityTests(SynchronousTestCase):
             sites["controlPort"].resource.children[b"metrics"], MetricsResource
         )
         self.assertEqual(reactor.triggers, {})
+
+    def test_deployHistory(self) -> None:
+        """
+        The control API serves the deploy history, read from the state
+        directory at startup, and the first deploy is numbered after the
+        last one there.
+        """
+        options = self.options()
+        stateDir = options.config.stateDir
+        os.makedirs(stateDir, mode=0o700)
+        with open(os.path.join(stateDir, HISTORY_FILENAME), "w") as f:
+            f.write(json.dumps(historyRecord(7).asJSON()) + "\n")
+        reactor = FakeProcessReactor()
+        service = makeService(options, reactor)
+        deploys = self.sites(service)["controlPort"].resource.children[b"deploys"]
+        self.assertIsInstance(deploys, DeploysResource)
+        [deployer] = [child for child in service if isinstance(child, Deployer)]
+        events = []
+        deployer.observe(events.append)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            [(e.details["deploy"], e.details["cause"]) for e in events if e.kind == "deploying"],
+            [(8, "startup")],
+        )
 
     def test_metricsNeedTheToken(self) -> None:
         """

@@ -1,0 +1,518 @@
+# -*- test-case-name: rainbowd.test.test_history -*-
+"""
+The deploy history: the last L{KEPT} deploys, each once it has an outcome,
+kept in C{stateDir}/L{FILENAME} across restarts, and served as
+C{GET /deploys}.
+
+The file holds one JSON object a line, oldest first.  Each deploy is
+appended as one write of one line; a line cut short (rainbowd killed, or
+the disk full, mid-write) is skipped when the file is read, with a
+warning.  Once the file holds L{COMPACT_AT} lines it is rewritten with the
+last L{KEPT}, through a temporary file that is synced, then renamed.
+
+The history never holds a deploy up: a file that cannot be written is
+logged once, with the fix, and the history is kept in memory meanwhile,
+and written whole once the file can be written again.
+"""
+
+import errno
+import json
+import os
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from rainbowd.control import Endpoint, writeJSON
+from rainbowd.deployer import Event
+from rainbowd.statedir import UnsafeStateDir, openFile, writeAtomically
+
+#: The history's file, in the state directory.
+FILENAME = "deploys.jsonl"
+
+#: How many deploys the history keeps.
+KEPT = 1000
+
+#: How many lines the file may hold before it is rewritten with the last
+#: L{KEPT}: twice as many, so that it is rewritten once every L{KEPT}
+#: deploys, and stays under a megabyte as a rule.
+COMPACT_AT = 2 * KEPT
+
+#: A longer line is not one rainbowd wrote, and is skipped, in bytes.
+LONGEST_LINE = 64 * 1024
+
+#: Only the last this many bytes of a bigger file are read: about twice
+#: what L{COMPACT_AT} of the longest records rainbowd writes take (a
+#: record is a few hundred bytes as a rule, some 17 KB at most).
+LONGEST_FILE = 64 * 1024 * 1024
+
+#: How much of a deploy's error the history keeps, in characters.
+LONGEST_ERROR = 2000
+
+#: C{GET /deploys} without C{?limit=}: this many, newest first.
+DEFAULT_LIMIT = 20
+
+#: The outcomes of a deploy, as the deployer's events name them.
+OUTCOMES = ("deployed", "failed", "refused")
+
+
+@attrs.frozen
+class DeployRecord:
+    """
+    One deploy, once it has an outcome.
+
+    @ivar deploy: its number, unique across restarts of rainbowd.
+    @ivar cause: C{startup}, C{redeploy}, C{restart}, C{rollback} or
+        C{automaticRollback}.
+    @ivar requester: who asked: the control client's address (C{host:port},
+        or C{unix:PATH} for the control socket), C{SIGHUP}, or L{None} for
+        rainbowd itself.
+    @ivar message: what the requester said of it (C{-m}), or L{None}.
+    @ivar started: when it began, in seconds since the epoch.
+    @ivar seconds: how long it took.
+    @ivar outcome: one of L{OUTCOMES}.
+    @ivar error: why it failed or was refused, or L{None}.
+    @ivar generation: the generation it deployed, or tried to; or L{None}.
+    @ivar port: that generation's port, or L{None}.
+    @ivar directory: that generation's directory (a release directory
+        with its links resolved), or L{None}.
+    """
+
+    deploy: int
+    cause: str
+    requester: Optional[str]
+    message: Optional[str]
+    started: float
+    seconds: float
+    outcome: str
+    error: Optional[str]
+    generation: Optional[int]
+    port: Optional[int]
+    directory: Optional[str]
+
+    def asJSON(self) -> Dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def fromJSON(cls, value: Any) -> "DeployRecord":
+        """
+        The record a line of the file holds.
+
+        @raise ValueError: if C{value} is not one.
+        """
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        fields = attrs.fields(cls)
+        missing = [f.name for f in fields if f.name not in value]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        record = cls(**{f.name: value[f.name] for f in fields})
+        if not (
+            _isInt(record.deploy)
+            and record.outcome in OUTCOMES
+            and isinstance(record.cause, str)
+            and all(
+                isinstance(n, (int, float)) and not isinstance(n, bool)
+                for n in (record.started, record.seconds)
+            )
+        ):
+            raise ValueError("not a deploy record")
+        return record
+
+
+def _isInt(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _line(record: DeployRecord) -> bytes:
+    return (
+        json.dumps(record.asJSON(), ensure_ascii=False, separators=(",", ":")) + "\n"
+    ).encode("utf-8")
+
+
+class HistoryFile:
+    """
+    The history's file: read once, appended to a line at a time, rewritten
+    whole.
+
+    @param write: L{os.write}, or a test's fake (a full disk, say).
+    @param rewrite: replaces the file with the bytes given, durably; a
+        test's fake may fail.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        write: Callable[[int, bytes], int] = os.write,
+        rewrite: Callable[[str, bytes], None] = lambda path, data: writeAtomically(
+            path, data, sync=True
+        ),
+    ) -> None:
+        self.path = path
+        self._write = write
+        self._rewrite = rewrite
+        self._fd: Optional[int] = None
+
+    def read(self) -> Tuple[List[DeployRecord], List[int], int]:
+        """
+        The records in the file, oldest first.
+
+        @return: the records, the numbers of the lines skipped (cut short,
+            or not a record), and how many lines the file holds; an absent
+            file is an empty one.
+        @raise UnsafeStateDir: if the file is not one rainbowd made.
+        @raise OSError: if it cannot be read.
+        """
+        try:
+            fd = openFile(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return [], [], 0
+        records: List[DeployRecord] = []
+        skipped: List[int] = []
+        number = 0
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > LONGEST_FILE:
+                # Not one rainbowd wrote whole: its newest lines are at the
+                # end, and the first of those read may be cut.
+                f.seek(size - LONGEST_FILE)
+            while True:
+                line = f.readline(LONGEST_LINE + 1)
+                if not line:
+                    break
+                number += 1
+                whole, rest = True, line
+                while rest and not rest.endswith(b"\n"):
+                    # A line cut short at the end, or the rest of one too
+                    # long to be a record.
+                    whole = False
+                    rest = f.readline(LONGEST_LINE)
+                try:
+                    if not whole:
+                        raise ValueError("cut short, or too long")
+                    records.append(DeployRecord.fromJSON(json.loads(line)))
+                except (ValueError, TypeError):
+                    skipped.append(number)
+        return records, skipped, number
+
+    def append(self, record: DeployRecord) -> None:
+        """
+        Add C{record} as one line, in one write.
+
+        @raise OSError: if it cannot be written whole (what was written may
+            then be a line cut short).
+        """
+        if self._fd is None:
+            self._fd = openFile(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        data = _line(record)
+        written = self._write(self._fd, data)
+        if written != len(data):
+            raise OSError(
+                errno.ENOSPC, f"only {written} of {len(data)} bytes were written"
+            )
+
+    def replace(self, records: List[DeployRecord]) -> None:
+        """
+        Make the file hold C{records} and nothing else: a new file, synced,
+        renamed over the old one.  Call L{close} first: this may run in
+        another thread, and the next L{append} opens the new file.
+
+        @raise OSError: if it cannot be written; the old file is then left.
+        """
+        self._rewrite(self.path, b"".join(_line(record) for record in records))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class DeployHistory(Service):
+    """
+    The last L{KEPT} deploys, as the deployer's events tell them, kept in a
+    L{HistoryFile}.
+
+    Call L{load} first (it only reads), then give the deployer, which
+    numbers its deploys after L{lastDeploy}, to L{follow}; the history
+    records once it is started, in the state directory it may then write.
+
+    A deploy is appended in the reactor's thread (one write, to the page
+    cache); a rewrite, which syncs the file to the disk, runs with
+    C{inThread}, so that a slow disk holds up no request meanwhile.
+
+    @ivar lastDeploy: the highest deploy number recorded, 0 for none.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        file: HistoryFile,
+        inThread: Callable[..., Deferred] = maybeDeferred,
+    ) -> None:
+        """
+        @param inThread: calls a function with arguments in another thread
+            and returns a Deferred of its result, such as
+            L{twisted.internet.threads.deferToThreadPool} on the reactor's
+            pool; by default, calls it at once.
+        """
+        self.file = file
+        self._inThread = inThread
+        self._rewriting: Optional[Deferred] = None
+        self.lastDeploy = 0
+        self._records: Deque[DeployRecord] = deque(maxlen=KEPT)
+        self._lines = 0
+        self._rewriteNext = False
+        self._failing: Optional[str] = None
+        self._deployer: Any = None
+        self._stopObserving: Optional[Callable[[], None]] = None
+        self._deploying: Dict[int, Event] = {}
+        self._directories: Dict[Optional[int], Optional[str]] = {}
+
+    def load(self) -> None:
+        """
+        Read the deploys of earlier rainbowds.  Lines that are not records
+        are skipped with a warning, and the file is rewritten without them
+        at the next deploy; a file that cannot be read is logged, the
+        history starts empty, and the file is replaced at the next deploy.
+        """
+        try:
+            records, skipped, self._lines = self.file.read()
+        except (UnsafeStateDir, OSError) as e:
+            self.log.error(
+                "cannot read the deploy history {path}: {error}; the history "
+                "starts empty (deploy numbers start again at 1), and replaces "
+                "that file at the next deploy",
+                path=self.file.path,
+                error=_describe(e),
+            )
+            self._rewriteNext = True
+            return
+        self._records.extend(records)
+        self.lastDeploy = max((r.deploy for r in records), default=0)
+        if skipped:
+            shown = ", ".join(str(n) for n in skipped[:10])
+            self.log.warn(
+                "the deploy history {path} has {count} line(s) that are not "
+                "whole records (line {lines}{more}), from a rainbowd stopped "
+                "mid-write or a full disk; they are skipped, and the file "
+                "is rewritten without them at the next deploy",
+                path=self.file.path,
+                count=len(skipped),
+                lines=shown,
+                more=", ..." if len(skipped) > 10 else "",
+            )
+            self._rewriteNext = True
+
+    def follow(self, deployer: Any) -> None:
+        """
+        Record the deploys of C{deployer} once started.
+        """
+        self._deployer = deployer
+
+    def records(self, limit: int = KEPT) -> List[DeployRecord]:
+        """
+        The last C{limit} deploys, newest first.
+        """
+        newest: List[DeployRecord] = []
+        for record in reversed(self._records):
+            if len(newest) >= limit:
+                break
+            newest.append(record)
+        return newest
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    # IService
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self._deployer is not None:
+            self._stopObserving = self._deployer.observe(self._observe)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._stopObserving is not None:
+            self._stopObserving()
+            self._stopObserving = None
+        self.file.close()
+
+    # The deployer's events
+
+    def _observe(self, event: Event) -> None:
+        details = event.details
+        if event.kind == "deploying":
+            self._deploying[details.get("deploy", 0)] = event
+        elif event.kind == "launching":
+            self._directories[event.generation] = self._directoryOf(event.generation)
+        elif event.kind in OUTCOMES:
+            self.add(self._recordOf(event))
+
+    def _directoryOf(self, generation: Optional[int]) -> Optional[str]:
+        for backend in self._deployer.backends:
+            if backend.generation == generation:
+                return backend.config.cwd
+        return None
+
+    def _recordOf(self, event: Event) -> DeployRecord:
+        details = event.details
+        number = details.get("deploy", 0)
+        began = self._deploying.pop(number, None)
+        for earlier in [n for n in self._deploying if n < number]:
+            del self._deploying[earlier]  # no outcome came, nor will
+        started = event.time if began is None else began.time
+        asked = {} if began is None else began.details
+        # The deployer gives an outcome's generation as the event's.
+        generation = (
+            details.get("generation") if event.generation is None else event.generation
+        )
+        directory = self._directories.get(generation)
+        if directory is None and generation is not None:
+            directory = self._directoryOf(generation)
+        self._directories.clear()
+        error = details.get("error")
+        return DeployRecord(
+            deploy=number,
+            cause=asked.get("cause", "unknown"),
+            requester=asked.get("requester"),
+            message=asked.get("message"),
+            started=started,
+            seconds=round(event.time - started, 3),
+            outcome=event.kind,
+            error=None if error is None else str(error)[:LONGEST_ERROR],
+            generation=generation,
+            port=details.get("port"),
+            directory=directory,
+        )
+
+    # Keeping it
+
+    def add(self, record: DeployRecord) -> None:
+        """
+        Keep C{record}, and write it to the file: appended, or the file
+        rewritten whole when it has grown to L{COMPACT_AT} lines, or when
+        it could not be written before.  A failure to write is logged (once
+        until a write succeeds again) and otherwise ignored.
+        """
+        self._records.append(record)
+        self.lastDeploy = max(self.lastDeploy, record.deploy)
+        if self._rewriting is not None:
+            self._rewriteNext = True  # once this one is done, with it
+            return
+        if self._rewriteNext or self._lines + 1 > COMPACT_AT:
+            self._rewrite()
+            return
+        try:
+            self.file.append(record)
+        except (UnsafeStateDir, OSError) as e:
+            # What was written may be a line cut short: rewrite next time.
+            self._rewriteNext = True
+            self._failed(e)
+            return
+        self._lines += 1
+        self._written()
+
+    def _rewrite(self) -> None:
+        self._rewriteNext = False
+        records = list(self._records)
+        self.file.close()
+        d = self._rewriting = self._inThread(self.file.replace, records)
+        d.addCallbacks(
+            self._rewritten, self._rewriteFailed, callbackArgs=(len(records),)
+        )
+
+    def _rewritten(self, result: object, count: int) -> None:
+        self._rewriting = None
+        self._lines = count
+        if self._rewriteNext:
+            self._rewrite()
+        else:
+            self._written()
+
+    def _rewriteFailed(self, failure: Failure) -> None:
+        self._rewriting = None
+        self._rewriteNext = True
+        if not failure.check(UnsafeStateDir, OSError):
+            self.log.failure("rewriting the deploy history failed", failure)
+            return
+        self._failed(failure.value)
+
+    def _written(self) -> None:
+        if self._failing is not None:
+            self._failing = None
+            self.log.info(
+                "the deploy history {path} is written again, with every "
+                "deploy kept meanwhile",
+                path=self.file.path,
+            )
+
+    def _failed(self, error: Exception) -> None:
+        described = _describe(error)
+        if self._failing is not None:
+            return
+        self._failing = described
+        directory = os.path.dirname(self.file.path)
+        self.log.error(
+            "cannot write the deploy history {path}: {error}; deploys go on, "
+            "and the history is kept in memory (GET /deploys) until the file "
+            "can be written again, at a later deploy: {fix}",
+            path=self.file.path,
+            error=described,
+            fix=f"free some space on its filesystem (df -h {directory})"
+            if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            else f"check {directory} is writable by rainbowd's user",
+        )
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error).rstrip(".")
+
+
+class _BadLimit(Exception):
+    pass
+
+
+def _limit(request: IRequest) -> int:
+    values = request.args.get(b"limit")
+    if not values:
+        return DEFAULT_LIMIT
+    text = values[-1].decode("utf-8", "replace")
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= KEPT:
+        return int(text)
+    raise _BadLimit(
+        f"limit must be a whole number from 1 to {KEPT}, not {text[:40]!r}"
+    )
+
+
+class DeploysResource(Endpoint):
+    """
+    C{GET /deploys?limit=N}: the last C{N} deploys (L{DEFAULT_LIMIT} by
+    default, L{KEPT} at most), newest first.
+    """
+
+    def __init__(self, history: DeployHistory) -> None:
+        super().__init__("/deploys", {b"GET": self._get, b"HEAD": self._get})
+        self._history = history
+
+    def _get(self, request: IRequest) -> bytes:
+        try:
+            limit = _limit(request)
+        except _BadLimit as e:
+            return writeJSON(request, 400, {"error": str(e)})
+        records = self._history.records(limit)
+        return writeJSON(
+            request,
+            200,
+            {
+                "deploys": [record.asJSON() for record in records],
+                "kept": len(self._history),
+            },
+        )

@@ -1,0 +1,510 @@
+# -*- test-case-name: rainbowd.test.test_history -*-
+"""
+Tests for L{rainbowd.history}.
+"""
+
+import errno
+import json
+import os
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+
+from rainbowd import history as history_module
+from rainbowd.deployer import Deployer
+from rainbowd.history import (
+    COMPACT_AT,
+    DEFAULT_LIMIT,
+    FILENAME,
+    KEPT,
+    LONGEST_LINE,
+    DeployHistory,
+    DeployRecord,
+    DeploysResource,
+    HistoryFile,
+)
+from rainbowd.ports import PortPicker
+from rainbowd.test.test_deployer import Harness
+
+
+def record(deploy: int, **changes) -> DeployRecord:
+    """
+    A deploy record, numbered C{deploy}.
+    """
+    values = dict(
+        deploy=deploy,
+        cause="redeploy",
+        requester="127.0.0.1:5000",
+        message=f"sha{deploy}",
+        started=1000.0 + deploy,
+        seconds=1.5,
+        outcome="deployed",
+        error=None,
+        generation=deploy,
+        port=20000 + deploy,
+        directory="/srv/app/releases/1",
+    )
+    values.update(changes)
+    return DeployRecord(**values)
+
+
+def line(r: DeployRecord) -> bytes:
+    return json.dumps(r.asJSON()).encode() + b"\n"
+
+
+class FullDisk:
+    """
+    An L{os.write} that fails with C{ENOSPC}, or writes only C{short}
+    bytes, until C{full} is set to C{False}.
+    """
+
+    def __init__(self, short=None) -> None:
+        self.full = True
+        self.short = short
+        self.calls = 0
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        self.calls += 1
+        if not self.full:
+            return os.write(fd, data)
+        if self.short is not None:
+            return os.write(fd, data[: self.short])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class HistoryTests(SynchronousTestCase):
+    """
+    The history is kept in a file, and read again by a later rainbowd.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.makedirs(self.directory, mode=0o700)
+        self.path = os.path.join(self.directory, FILENAME)
+
+    def history(self, **kwargs) -> DeployHistory:
+        history = DeployHistory(HistoryFile(self.path, **kwargs))
+        history.load()
+        self.addCleanup(history.file.close)
+        return history
+
+    def lines(self):
+        with open(self.path, "rb") as f:
+            return f.read().splitlines(keepends=True)
+
+    def test_persistsAcrossRestart(self) -> None:
+        """
+        The deploys a history recorded are read back, oldest first, by a
+        new history on the same file, which knows the last deploy number.
+        """
+        first = self.history()
+        first.add(record(1))
+        first.add(record(2, outcome="failed", error="boom"))
+        first.file.close()
+        second = self.history()
+        self.assertEqual(second.records(), [record(2, outcome="failed", error="boom"), record(1)])
+        self.assertEqual(second.lastDeploy, 2)
+        second.add(record(3))
+        self.assertEqual([r.deploy for r in self.history().records()], [3, 2, 1])
+
+    def test_oneLineEach(self) -> None:
+        """
+        Each deploy is one JSON line, appended as soon as it is added.
+        """
+        history = self.history()
+        history.add(record(1))
+        history.add(record(2))
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
+        )
+
+    def test_fileMode(self) -> None:
+        """
+        The file is created with mode 0600.
+        """
+        self.history().add(record(1))
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+
+    def test_tornLastLine(self) -> None:
+        """
+        A last line cut short is skipped with a warning naming it, and the
+        next deploy rewrites the file whole, without it.
+        """
+        with open(self.path, "wb") as f:
+            f.write(line(record(1)) + line(record(2)) + line(record(3))[:20])
+        with capturedLogs() as events:
+            history = self.history()
+        self.assertEqual([r.deploy for r in history.records()], [2, 1])
+        [warning] = [formatEvent(e) for e in events]
+        self.assertIn("1 line(s) that are not whole records (line 3)", warning)
+        self.assertIn(self.path, warning)
+        history.add(record(3))
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2, 3]
+        )
+
+    def test_garbageSkipped(self) -> None:
+        """
+        Lines that are not records -- not JSON, not an object, missing a
+        field, too long -- are skipped, and the others read.
+        """
+        with open(self.path, "wb") as f:
+            f.write(b"{nope\n[1]\n{\"deploy\": 9}\n")
+            f.write(b"x" * (LONGEST_LINE * 2) + b"\n")
+            f.write(line(record(4)))
+            f.write(line(record(5, outcome="exploded")))
+        with capturedLogs() as events:
+            history = self.history()
+        self.assertEqual(history.records(), [record(4)])
+        self.assertIn("(line 1, 2, 3, 4, 6)", formatEvent(events[0]))
+
+    def test_hugeFile(self) -> None:
+        """
+        Of a file too big to be one rainbowd wrote, only the end is read:
+        its newest records.
+        """
+        self.patch(history_module, "LONGEST_FILE", 1000)
+        with open(self.path, "wb") as f:
+            f.write(b"".join(line(record(n)) for n in range(1, 101)))
+        history = self.history()
+        self.assertEqual(history.lastDeploy, 100)
+        self.assertLess(len(history), 10)
+        self.assertEqual(history.records(1), [record(100)])
+
+    def test_compaction(self) -> None:
+        """
+        Once the file would hold more than L{COMPACT_AT} lines, it is
+        rewritten with the last L{KEPT} deploys, and then appended to again.
+        """
+        with open(self.path, "wb") as f:
+            f.write(b"".join(line(record(n)) for n in range(1, COMPACT_AT + 1)))
+        history = self.history()
+        self.assertEqual(len(history), KEPT)
+        history.add(record(COMPACT_AT + 1))
+        numbers = [json.loads(text)["deploy"] for text in self.lines()]
+        self.assertEqual(numbers, list(range(COMPACT_AT + 2 - KEPT, COMPACT_AT + 2)))
+        history.add(record(COMPACT_AT + 2))
+        self.assertEqual(len(self.lines()), KEPT + 1)
+        self.assertFalse(os.path.exists(self.path + ".tmp"))
+
+    def test_staysBounded(self) -> None:
+        """
+        However many deploys there are, the file never holds more than
+        L{COMPACT_AT} lines, nor the history more than L{KEPT} deploys.
+        """
+        history = self.history()
+        for n in range(1, COMPACT_AT + KEPT + 2):
+            history.add(record(n))
+            if n % 500 == 0:
+                self.assertLessEqual(len(self.lines()), COMPACT_AT)
+        self.assertLessEqual(len(self.lines()), COMPACT_AT)
+        self.assertEqual(len(history), KEPT)
+        self.assertEqual(history.records(1)[0].deploy, COMPACT_AT + KEPT + 1)
+
+    def test_fullDisk(self) -> None:
+        """
+        A write that fails for a full disk loses no deploy and raises
+        nothing: it is logged once, with the fix, the history kept in
+        memory, and the whole of it written once the disk has room.
+        """
+        disk = FullDisk()
+        history = self.history(write=disk, rewrite=self.rewriteOn(disk))
+        with capturedLogs() as events:
+            history.add(record(1))
+            history.add(record(2))
+        self.assertEqual([r.deploy for r in history.records()], [2, 1])
+        self.assertEqual(disk.calls, 2)
+        [error] = [formatEvent(e) for e in events]
+        self.assertIn(f"cannot write the deploy history {self.path}", error)
+        self.assertIn("No space left on device", error)
+        self.assertIn(f"df -h {self.directory}", error)
+        disk.full = False
+        with capturedLogs() as events:
+            history.add(record(3))
+        self.assertIn("written again", formatEvent(events[0]))
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2, 3]
+        )
+        history.add(record(4))
+        self.assertEqual(len(self.lines()), 4)
+
+    def rewriteOn(self, disk: FullDisk):
+        """
+        A C{rewrite} for L{HistoryFile} that fails while C{disk} is full.
+        """
+
+        def rewrite(path: str, data: bytes) -> None:
+            if disk.full:
+                disk.calls += 1
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            with open(path, "wb") as f:
+                f.write(data)
+
+        return rewrite
+
+    def test_shortWrite(self) -> None:
+        """
+        A write cut short by a full disk leaves a torn line; the next write
+        replaces the file, so no record is glued to it.
+        """
+        disk = FullDisk(short=10)
+        history = self.history(write=disk)
+        history.add(record(1))
+        disk.full = False
+        history.add(record(2))
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
+        )
+
+    def test_compactionFails(self) -> None:
+        """
+        A rewrite that fails leaves the old file as it was, and the
+        deploys in memory.
+        """
+        disk = FullDisk()
+        with open(self.path, "wb") as f:
+            f.write(line(record(1)) + b"torn")
+        self.history()
+        history = self.history(write=disk, rewrite=self.rewriteOn(disk))
+        history.add(record(2))
+        self.assertEqual(self.lines(), [line(record(1)), b"torn"])
+        self.assertEqual([r.deploy for r in history.records()], [2, 1])
+
+    def test_rewriteInThread(self) -> None:
+        """
+        A rewrite runs with C{inThread}, off the reactor's thread; deploys
+        added meanwhile are not appended (the file is being replaced) but
+        written by another rewrite as soon as it is done.
+        """
+        calls = []
+
+        def inThread(f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+
+        with open(self.path, "wb") as f:
+            f.write(line(record(1)) + b"torn")
+        history = DeployHistory(HistoryFile(self.path), inThread)
+        history.load()
+        self.addCleanup(history.file.close)
+        history.add(record(2))
+        history.add(record(3))
+        self.assertEqual(len(calls), 1)
+        f, args, d = calls[0]
+        self.assertEqual(args, ([record(1), record(2)],))
+        f(*args)
+        d.callback(None)
+        self.assertEqual(len(calls), 2)
+        f, args, d = calls[1]
+        self.assertEqual(args, ([record(1), record(2), record(3)],))
+        f(*args)
+        d.callback(None)
+        history.add(record(4))
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2, 3, 4]
+        )
+
+    def test_plantedLink(self) -> None:
+        """
+        A history file that is a symbolic link is not read through, nor
+        written through: the rewrite replaces the link.
+        """
+        target = os.path.join(self.directory, "elsewhere")
+        with open(target, "wb") as f:
+            f.write(line(record(7)))
+        os.symlink(target, self.path)
+        with capturedLogs() as events:
+            history = self.history()
+        self.assertEqual(history.records(), [])
+        self.assertIn("is a symbolic link", formatEvent(events[0]))
+        history.add(record(1))
+        self.assertFalse(os.path.islink(self.path))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), line(record(7)))
+        self.assertEqual([r.deploy for r in self.history().records()], [1])
+
+
+class ObservedDeploysTests(SynchronousTestCase):
+    """
+    The history records the deploys of a real L{Deployer} on fakes.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.path = os.path.join(self.h.configs[0].stateDir, FILENAME)
+        self.history = self.follow(self.h.deployer)
+
+    def follow(self, deployer) -> DeployHistory:
+        history = DeployHistory(HistoryFile(self.path))
+        history.load()
+        history.follow(deployer)
+        history.startService()
+        self.addCleanup(history.stopService)
+        return history
+
+    def test_deployed(self) -> None:
+        """
+        A successful redeploy is recorded with its number, cause, requester,
+        message, start, duration, generation, port and directory.
+        """
+        self.h.start()
+        self.h.reactor.advance(10)
+        self.h.deployer.redeploy(requester="127.0.0.1:5000", message="abc")
+        self.h.reactor.advance(2.5)
+        self.h.healthy(2)
+        [redeploy, startup] = self.history.records()
+        self.assertEqual(
+            redeploy,
+            DeployRecord(
+                deploy=2,
+                cause="redeploy",
+                requester="127.0.0.1:5000",
+                message="abc",
+                started=10.0,
+                seconds=2.5,
+                outcome="deployed",
+                error=None,
+                generation=2,
+                port=20001,
+                directory=self.h.configs[0].cwd,
+            ),
+        )
+        self.assertEqual(
+            (startup.deploy, startup.cause, startup.requester, startup.generation),
+            (1, "startup", None, 1),
+        )
+
+    def test_failed(self) -> None:
+        """
+        A failed deploy is recorded with its error, and the generation, port
+        and directory it tried.
+        """
+        self.h.start()
+        d = self.h.deployer.redeploy()
+        self.h.process(2).exit(3)
+        self.h.reactor.advance(0)
+        self.failureResultOf(d)
+        latest = self.history.records(1)[0]
+        self.assertEqual(
+            (latest.outcome, latest.generation, latest.port, latest.directory),
+            ("failed", 2, 20001, self.h.configs[0].cwd),
+        )
+        self.assertIn("exited with code 3", latest.error)
+
+    def test_refused(self) -> None:
+        """
+        A refused deploy is recorded with its reason and no generation.
+        """
+        self.h.start()
+        self.h.newConfig(maxBackends=1)
+        self.failureResultOf(self.h.deployer.redeploy())
+        latest = self.history.records(1)[0]
+        self.assertEqual((latest.outcome, latest.generation), ("refused", None))
+        self.assertIn("maxBackends", latest.error)
+
+    def test_restart(self) -> None:
+        """
+        The replacement of a crashed generation is recorded as a restart.
+        """
+        self.h.start()
+        self.h.process(1).exit(1)
+        self.h.reactor.advance(1)
+        self.h.healthy(2)
+        self.assertEqual(self.history.records(1)[0].cause, "restart")
+
+    def test_numbersGoOnAfterRestart(self) -> None:
+        """
+        A deployer started after another, numbering its deploys after the
+        history's last, gives no two deploys the same number.
+        """
+        self.h.start()
+        self.h.deployer.redeploy()
+        self.h.healthy(2)
+        self.history.stopService()
+        later = Harness(self)
+        history = DeployHistory(HistoryFile(self.path))
+        history.load()
+        later.deployer = Deployer(
+            later.configs[0],
+            later._loadConfig,
+            later._newBackend,
+            later.reactor,
+            PortPicker(cursor=20000),
+            deploys=history.lastDeploy,
+        )
+        history.follow(later.deployer)
+        history.startService()
+        self.addCleanup(history.stopService)
+        later.start()
+        self.assertEqual([r.deploy for r in history.records()], [3, 2, 1])
+        self.assertEqual(history.records(1)[0].cause, "startup")
+
+
+class DeploysResourceTests(SynchronousTestCase):
+    """
+    C{GET /deploys} serves the history, newest first.
+    """
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.history = DeployHistory(HistoryFile(os.path.join(directory, FILENAME)))
+        self.addCleanup(self.history.file.close)
+        for n in range(1, 31):
+            self.history.add(record(n))
+        root = Resource()
+        root.putChild(b"deploys", DeploysResource(self.history))
+        self.treq = StubTreq(root)
+
+    def get(self, query: str = ""):
+        d = self.treq.get("http://127.0.0.1:7001/deploys" + query)
+        self.treq.flush()
+        response = self.successResultOf(d)
+        return response.code, json.loads(self.successResultOf(self.treq.content(response)))
+
+    def test_default(self) -> None:
+        """
+        Without a limit, the last L{DEFAULT_LIMIT} deploys, newest first, and
+        how many are kept.
+        """
+        code, body = self.get()
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            [d["deploy"] for d in body["deploys"]], list(range(30, 30 - DEFAULT_LIMIT, -1))
+        )
+        self.assertEqual(body["kept"], 30)
+        self.assertEqual(body["deploys"][0], record(30).asJSON())
+
+    def test_limit(self) -> None:
+        """
+        C{?limit=N} gives the last N.
+        """
+        code, body = self.get("?limit=2")
+        self.assertEqual((code, [d["deploy"] for d in body["deploys"]]), (200, [30, 29]))
+        code, body = self.get(f"?limit={KEPT}")
+        self.assertEqual(len(body["deploys"]), 30)
+
+    def test_badLimit(self) -> None:
+        """
+        A limit that is not a whole number from 1 to L{KEPT} gets a 400 that
+        says so.
+        """
+        for bad in ("0", "-1", "abc", "1.5", str(KEPT + 1), ""):
+            code, body = self.get("?limit=" + bad)
+            self.assertEqual(code, 400, bad)
+            self.assertEqual(
+                body["error"], f"limit must be a whole number from 1 to {KEPT}, not {bad!r}"
+            )
+
+    def test_post(self) -> None:
+        """
+        Anything but GET or HEAD is a 405.
+        """
+        d = self.treq.post("http://127.0.0.1:7001/deploys", data=b"")
+        self.treq.flush()
+        self.assertEqual(self.successResultOf(d).code, 405)
