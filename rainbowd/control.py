@@ -52,10 +52,11 @@ ENDPOINTS = (
     "GET /metrics",
 )
 
-#: The largest body of C{POST /maintenance} taken, in bytes: a message is a
-#: sentence or two.
-MAX_MAINTENANCE_BODY = 4096
-#: The longest C{message} a redeploy may be asked with, in characters.
+#: The largest body of C{POST /redeploy} or C{/maintenance} taken, in
+#: bytes: a message is a sentence or two.
+MAX_MESSAGE_BODY = 4096
+#: The longest C{message} a redeploy may be asked with, in characters: a
+#: commit's sha and subject, say.
 LONGEST_MESSAGE = 1000
 
 HINT = "the current version keeps serving; fix the problem and redeploy"
@@ -218,7 +219,12 @@ class ControlResource(Resource):
         Go into maintenance, with the message of the body if it has one.
         """
         try:
-            message = _maintenanceMessage(request.content.read())
+            message = messageBody(
+                request.content.read(),
+                "/maintenance",
+                "Back at 14:00 UTC",
+                MAX_MESSAGE_BODY,
+            )
         except _Refusal as refusal:
             return writeJSON(request, refusal.code, refusal.body)
         try:
@@ -236,7 +242,12 @@ class ControlResource(Resource):
         the deploy; its answer is then just dropped.
         """
         try:
-            message = redeployMessage(request.content.read())
+            message = messageBody(
+                request.content.read(),
+                "/redeploy",
+                "abc1234: fix the login page",
+                LONGEST_MESSAGE,
+            )
         except _Refusal as refusal:
             return writeJSON(request, refusal.code, refusal.body)
         redeploy = partial(
@@ -326,109 +337,64 @@ class _Refusal(Exception):
         self.body = body
 
 
-_MAINTENANCE_EXAMPLE = '{"message": "Back at 14:00 UTC"}'
-
-
-def _maintenanceMessage(body: bytes) -> Optional[str]:
+def messageBody(
+    body: bytes, endpoint: str, example: str, longest: int
+) -> Optional[str]:
     """
-    The message of a C{POST /maintenance} body: nothing, or a JSON object
-    with an optional C{message} string.
+    The C{message} of a control request's body: none (an empty body, as
+    C{curl -d ''} sends), or a JSON object whose only key is an optional
+    C{message}, one line of text of at most C{longest} characters.
 
+    @param endpoint: the request's path, for the error.
+    @param example: a message to show in the error.
     @raise _Refusal: a 400 saying what is wrong with C{body}, and the fix.
     """
+
     def refuse(problem: str) -> _Refusal:
         return _Refusal(
             400,
             {
-                "error": f"the body of POST /maintenance {problem}; send none, "
-                f"or a JSON object like {_MAINTENANCE_EXAMPLE}"
+                "error": f"the body of POST {endpoint} {problem}; send none, "
+                f"or a JSON object like {json.dumps({'message': example})}"
             },
         )
 
     if not body.strip():
         return None
-    if len(body) > MAX_MAINTENANCE_BODY:
-        raise refuse(
-            f"is {len(body)} bytes, more than the {MAX_MAINTENANCE_BODY} "
-            "taken: a maintenance message is a sentence or two (use "
-            '"maintenancePage" for a whole page)'
-        )
+    if len(body) > MAX_MESSAGE_BODY:
+        raise refuse(f"is {len(body)} bytes, more than the {MAX_MESSAGE_BODY} taken")
     try:
         parsed = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:
         raise refuse("is not JSON")
     if not isinstance(parsed, dict):
         raise refuse("is JSON, but not an object")
     unknown = sorted(set(parsed) - {"message"})
     if unknown:
         raise refuse(
-            "has keys other than \"message\": " + ", ".join(map(json.dumps, unknown))
+            'has keys other than "message": ' + ", ".join(map(json.dumps, unknown))
         )
     message = parsed.get("message")
-    if message is not None and not isinstance(message, str):
+    if message is None:
+        return None
+    if not isinstance(message, str):
         raise refuse('has a "message" that is not a string')
+    if len(message) > longest:
+        raise refuse(
+            f'has a "message" of {len(message)} characters, more than the '
+            f"{longest} taken"
+        )
+    if not message.isprintable():
+        raise refuse(
+            'has a "message" with line ends or other control characters: it '
+            "must be one line of text, as it is shown in tables and logs"
+        )
     return message or None
 
 
 def _argument(request: IRequest, name: bytes) -> Optional[str]:
     values = request.args.get(name)
     return None if not values else values[-1].decode("utf-8", "replace")
-
-
-def redeployMessage(body: bytes) -> Optional[str]:
-    """
-    The C{message} of a C{POST /redeploy} body: empty (as C{curl -d ''}
-    sends), or a JSON object with an optional C{message}, one line of text
-    of at most L{LONGEST_MESSAGE} characters.
-
-    @return: the message, or L{None} for none.
-    @raise _Refusal: a 400 saying what is wrong with C{body}.
-    """
-    if not body.strip():
-        return None
-    example = (
-        'the body of POST /redeploy must be empty, or a JSON object such as '
-        '{"message": "abc1234: fix the login page"}'
-    )
-    try:
-        value = json.loads(body)
-    except ValueError:
-        raise _Refusal(400, {"error": f"{example}; it is not JSON"})
-    if not isinstance(value, dict):
-        raise _Refusal(400, {"error": f"{example}; it is a JSON {type(value).__name__}"})
-    unknown = sorted(set(value) - {"message"})
-    if unknown:
-        raise _Refusal(
-            400,
-            {
-                "error": f"{example}; it has {', '.join(map(json.dumps, unknown))}, "
-                'and "message" is the only key there is'
-            },
-        )
-    message = value.get("message")
-    if message is None:
-        return None
-    if not isinstance(message, str):
-        raise _Refusal(400, {"error": '"message" must be a string'})
-    if len(message) > LONGEST_MESSAGE:
-        raise _Refusal(
-            400,
-            {
-                "error": f'"message" is {len(message)} characters long, and '
-                f"may be {LONGEST_MESSAGE} at most: give the commit's sha and "
-                "subject, say"
-            },
-        )
-    if not message.isprintable():
-        raise _Refusal(
-            400,
-            {
-                "error": '"message" must be one line of text, without line '
-                "ends or other control characters (it is shown in the "
-                "history's table and in logs)"
-            },
-        )
-    return message or None
 
 
 def describePeer(request: IRequest) -> str:

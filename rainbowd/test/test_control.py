@@ -135,26 +135,29 @@ class ControlResourceTests(SynchronousTestCase):
     def test_redeployBadBody(self) -> None:
         """
         A body that is not empty nor a JSON object with a one-line string
-        C{message} of at most 1000 characters gets a 400 that says what is
-        wrong, and no deploy.
+        C{message} of at most 1000 characters (in at most 4096 bytes) gets a
+        400 that says what is wrong, and no deploy.
         """
         example = (
-            "the body of POST /redeploy must be empty, or a JSON object such "
-            'as {"message": "abc1234: fix the login page"}'
+            '; send none, or a JSON object like {"message": "abc1234: fix the '
+            'login page"}'
         )
         cases = [
-            (b"message=abc", example + "; it is not JSON"),
-            (b"\xff\xfe", example + "; it is not JSON"),
-            (b'["abc"]', example + "; it is a JSON list"),
-            (b'{"msg": "x", "b": 1}', example + '; it has "b", "msg", and '
-             '"message" is the only key there is'),
-            (b'{"message": 3}', '"message" must be a string'),
-            (b'{"message": "a\\nb"}', '"message" must be one line of text, '
-             "without line ends or other control characters (it is shown in "
-             "the history's table and in logs)"),
-            (json.dumps({"message": "x" * 1001}).encode(), '"message" is 1001 '
-             "characters long, and may be 1000 at most: give the commit's sha "
-             "and subject, say"),
+            (b"message=abc", "is not JSON"),
+            (b"\xff\xfe", "is not JSON"),
+            (b'["abc"]', "is JSON, but not an object"),
+            (b'{"msg": "x", "b": 1}', 'has keys other than "message": "b", "msg"'),
+            (b'{"message": 3}', 'has a "message" that is not a string'),
+            (b'{"message": "a\\nb"}', 'has a "message" with line ends or other '
+             "control characters: it must be one line of text, as it is shown "
+             "in tables and logs"),
+            (json.dumps({"message": "x" * 1001}).encode(), 'has a "message" of '
+             "1001 characters, more than the 1000 taken"),
+            (b"{" + b" " * 4096 + b"}", "is 4098 bytes, more than the 4096 taken"),
+        ]
+        cases = [
+            (body, f"the body of POST /redeploy {problem}{example}")
+            for body, problem in cases
         ]
         for body, error in cases:
             d = self.treq.post(CONTROL + "/redeploy", data=body)
