@@ -19,11 +19,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import ALIVE, AppStopped, Backend, BackendFailed, State
+from rainbowd.backend import (
+    ALIVE,
+    AppStopped,
+    Backend,
+    BackendFailed,
+    ProcessGroupSignals,
+    State,
+)
 from rainbowd.config import Config, ConfigError
 from rainbowd.health import LivenessProbe
 from rainbowd.leftovers import AppGroups
 from rainbowd.ports import NoFreePort, PortPicker
+from rainbowd.verify import Verifier, VerifyFailed
 from rainbowd.waiters import Waiters
 
 
@@ -61,6 +69,11 @@ EVENT_KINDS = {
     "retrying": "a generation lost its port and another is tried: deploy, port",
     "healthy": "a generation passed its health check: deploy, port, seconds "
     "(since its launch)",
+    "verifying": "a healthy generation's verify command started: deploy, "
+    "port, command, timeout (seconds)",
+    "verifyOutput": "a line the verify command printed (only its first "
+    "lines are events; all are logged): deploy, line, stream",
+    "verified": "a generation's verify command exited 0: deploy, seconds",
     "switched": "traffic moved to a generation: deploy, previous (generation "
     "or null)",
     "draining": "a generation no longer gets new requests: inflight",
@@ -109,17 +122,21 @@ class DeployFailed(Exception):
     generation: Optional[int] = None
     port: Optional[int] = None
     output: Sequence[str] = ()
+    verify: Optional[Mapping[str, Any]] = None
 
     def __str__(self) -> str:
         return self.reason
 
     def asJSON(self) -> dict:
-        return {
+        body = {
             "error": self.reason,
             "generation": self.generation,
             "port": self.port,
             "output": list(self.output),
         }
+        if self.verify is not None:
+            body["verify"] = dict(self.verify)
+        return body
 
 
 @attrs.frozen(auto_exc=True)
@@ -255,6 +272,7 @@ class Deployer(Service):
             initialDelay=0.1, maxDelay=30.0, factor=2.0, jitter=lambda: 0
         ),
         groups: Optional[AppGroups] = None,
+        verifier: Optional[Verifier] = None,
     ) -> None:
         """
         @param loadConfig: reads the configuration again, for a redeploy.
@@ -264,6 +282,8 @@ class Deployer(Service):
         @param groups: where each generation's process group is recorded,
             and where the ones an earlier rainbowd left are found and
             stopped before the first launch; L{None} to keep no record.
+        @param verifier: runs a config's C{verify} command; by default, as a
+            process of C{clock}, which is then the reactor.
         """
         self.config = config
         self.active: Optional[Backend] = None
@@ -287,6 +307,7 @@ class Deployer(Service):
         self._observers: List[Callable[[Event], None]] = []
         self._groups = groups
         self._cleanup: Optional[Deferred] = None
+        self._verifier = verifier
 
     # IService
 
@@ -483,6 +504,8 @@ class Deployer(Service):
                 seconds=round(self._clock.seconds() - launched, 3),
             )
             break
+        if config.verify is not None:
+            yield self._verify(backend)
         if not self.running:
             backend.stop()
             raise DeployRefused("rainbowd is shutting down")
@@ -494,6 +517,74 @@ class Deployer(Service):
             pid=backend.appPid(),
             seconds=round(self._clock.seconds() - started, 3),
         )
+
+    @inlineCallbacks
+    def _verify(self, backend: Backend):
+        """
+        Run the healthy C{backend}'s C{verify} command against it.  If it
+        does not pass, or C{backend} stops meanwhile (it exited, or rainbowd
+        is stopping), C{backend} is stopped and the deploy fails (or is
+        refused, on the way down).
+        """
+        if self._verifier is None:
+            self._verifier = Verifier(self._clock, ProcessGroupSignals())
+        generation, deploy = backend.generation, self._deploys
+        self._emit(
+            "verifying",
+            generation,
+            deploy=deploy,
+            port=backend.port,
+            command=backend.config.verify,
+            timeout=backend.config.verifyTimeout,
+        )
+        run = self._verifier.start(
+            backend,
+            lambda line, stream: self._emit(
+                "verifyOutput", generation, deploy=deploy, line=line, stream=stream
+            ),
+        )
+        backend.whenDraining().addCallback(
+            lambda _: run.stop(
+                "was killed: rainbowd is shutting down"
+                if not self.running
+                else f"was killed: generation {generation} "
+                + (backend.exitReason or "was stopped")
+            )
+        )
+        try:
+            verified = yield run.result
+        except VerifyFailed as e:
+            backend.stop()
+            details = {"command": backend.config.verify, **e.asJSON()}
+            if not self.running:
+                raise DeployRefused(
+                    f"rainbowd is shutting down; the verify of generation "
+                    f"{generation} was killed"
+                )
+            if backend.exitReason is not None:
+                reason = (
+                    f"generation {generation} on port {backend.port} "
+                    f"{backend.exitReason} while its verify command ran, "
+                    "which was killed"
+                )
+            else:
+                reason = (
+                    f"generation {generation} on port {backend.port} failed "
+                    f"its verify command, which {e.reason}; it is stopped "
+                    "before it got traffic"
+                )
+            raise DeployFailed(
+                reason, generation, backend.port, tuple(backend.output), details
+            )
+        if backend.state is not State.READY and self.running:
+            raise DeployFailed(
+                f"generation {generation} on port {backend.port} "
+                f"{backend.exitReason or 'was stopped'} as its verify ended",
+                generation,
+                backend.port,
+                tuple(backend.output),
+            )
+        self._emit("verified", generation, deploy=deploy, seconds=verified.seconds)
 
     def _keepStartupKeys(self, config: Config) -> Config:
         """
