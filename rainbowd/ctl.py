@@ -347,6 +347,21 @@ class Progress:
             f"generation {event['generation']} is healthy after {event['seconds']:g} s"
         )
 
+    def _verifying(self, event) -> None:
+        self._say(
+            f"verifying generation {event['generation']} on port {event['port']}: "
+            f"{event['command']}"
+        )
+
+    def _verifyOutput(self, event) -> None:
+        self._say(f"    verify: {event['line']}")
+
+    def _verified(self, event) -> None:
+        self._say(
+            f"generation {event['generation']} passed its verify in "
+            f"{event['seconds']:g} s"
+        )
+
     def _switched(self, event) -> None:
         previous = event.get("previous")
         since = f" (was generation {previous})" if previous is not None else ""
@@ -403,6 +418,14 @@ class Progress:
 
     def _failure(self, event) -> None:
         self._say(f"deploy failed: {event.get('error')}")
+        verify = event.get("verify") or {}
+        if verify.get("output"):
+            self._say(
+                f"last output of its verify ({_plural(verify.get('lines', 0), 'line')} "
+                "in all; rainbowd's log has every one):"
+            )
+            for line in verify["output"]:
+                self._say("    " + line)
         output = event.get("output") or []
         if output:
             self._say(f"last output of generation {event.get('generation')}:")
