@@ -287,6 +287,18 @@ class VerifyRun(ProcessProtocol):
             return
         self._done = True
         self._cancel("timeout")
+        if isinstance(outcome, Verified):
+            self.log.info(
+                "generation {generation}: verify passed in {seconds:g} s",
+                generation=self._generation,
+                seconds=outcome.seconds,
+            )
+        else:
+            self.log.warn(
+                "generation {generation}: verify {reason}",
+                generation=self._generation,
+                reason=outcome.reason,
+            )
         if isinstance(outcome, Exception):
             self.result.errback(Failure(outcome))
         else:
