@@ -24,6 +24,7 @@ from typing import Callable, Deque, Dict, Optional, Tuple
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -137,7 +138,7 @@ class VerifyRun(ProcessProtocol):
         self._exit: Optional[Failure] = None
         self._killed: Optional[str] = None
         self._timedOut = False
-        self._calls: Dict[str, object] = {}
+        self._calls: Dict[str, IDelayedCall] = {}
         self._done = False
 
     def start(self) -> Deferred:

@@ -6,7 +6,7 @@ import os
 import signal
 
 import attrs
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.backend import LONGEST_LINE, OUTPUT_GRACE, Backend, State
@@ -194,6 +194,10 @@ class VerifyRunTests(SynchronousTestCase):
         L{LONGEST_LINE} bytes, and streams only its first L{STREAMED_LINES}.
         """
         run, process = self.started()
+        logged = []
+        # Not to the global log: trial -j sends that to its manager, which
+        # takes no 64 KiB line.
+        run.log = Logger(observer=logged.append)
         line = b"x" * 99 + b"\n"
         for _ in range(64):  # 4 MiB in 64 KiB reads
             process.emit(line * 655 + b"y" * 36)
@@ -206,6 +210,7 @@ class VerifyRunTests(SynchronousTestCase):
         self.assertTrue(all(len(text) <= 2 * LONGEST_LINE for text in error.output))
         self.assertEqual(len(self.lines), STREAMED_LINES)
         self.assertGreater(error.lines, 40000)
+        self.assertEqual(len(logged), error.lines + 1)
 
     def test_stop(self):
         """
