@@ -334,11 +334,13 @@ class Progress:
 
     def _waiting(self, event) -> None:
         generation = event["generation"]
+        step = event.get("step")
         self._update(
-            ("waiting", generation),
+            ("waiting", generation, step),
             None,
-            f"waiting for generation {generation} to be healthy: "
-            f"{event['elapsed']:.0f} s",
+            f"waiting for generation {generation}"
+            + ("'s verify" if step == "verify" else " to be healthy")
+            + f": {event['elapsed']:.0f} s",
             event["elapsed"],
         )
 

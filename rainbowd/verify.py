@@ -175,6 +175,7 @@ class VerifyRun(ProcessProtocol):
             )
             return self.result
         self.pgid = process.pid
+        process.closeStdin()  # a verify that reads its input gets EOF, not a hang
         self._calls["timeout"] = self._reactor.callLater(
             self._timeout, self._timedOutNow
         )

@@ -310,7 +310,8 @@ class ProgressTests(SynchronousTestCase):
 
     def test_verify(self) -> None:
         """
-        A verify's start, its output and its pass are each a line.
+        A verify's start, the time it has run, its output and its pass are
+        each a line.
         """
         code, text = render(
             [
@@ -322,16 +323,18 @@ class ProgressTests(SynchronousTestCase):
                     "command": "curl -fsS http://127.0.0.1:$1/ready",
                     "timeout": 30.0,
                 },
+                {"event": "waiting", "generation": 4, "elapsed": 1.0, "step": "verify"},
                 {"event": "verifyOutput", "generation": 4, "line": "ready", "stream": "stdout"},
                 {"event": "verified", "generation": 4, "seconds": 0.25},
             ]
         )
         self.assertEqual(
-            text.splitlines()[:4],
+            text.splitlines()[:5],
             [
                 "generation 4 is healthy after 1 s",
                 "verifying generation 4 on port 20004: curl -fsS "
                 "http://127.0.0.1:$1/ready",
+                "waiting for generation 4's verify: 1 s",
                 "    verify: ready",
                 "generation 4 passed its verify in 0.25 s",
             ],

@@ -64,7 +64,8 @@ class VerifyRunTests(SynchronousTestCase):
         """
         The command runs like C{run}: with C{/bin/sh -c} in a session of its
         own, C{$1} the port and C{$2} the generation, in C{cwd}, with the
-        app's environment, its generation's marker and C{RAINBOWD_PORT}.
+        app's environment, its generation's marker and C{RAINBOWD_PORT},
+        and its input closed.
         """
         run, process = self.started()
         self.assertEqual(process.executable, "setsid")
@@ -79,6 +80,7 @@ class VerifyRunTests(SynchronousTestCase):
         self.assertEqual(process.env["APP_ENV"], "test")
         self.assertEqual(process.env["PATH"], os.environ["PATH"])
         self.assertEqual(run.pgid, process.pid)
+        self.assertTrue(process.stdinClosed)
 
     def test_passes(self):
         """
