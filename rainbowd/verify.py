@@ -11,15 +11,17 @@ C{verifyTimeout}, when its whole process group is killed.  Whatever it
 leaves running once its shell has exited is killed too: a smoke test has
 nothing to leave behind.
 
-Its processes carry the generation's marker (L{Backend.marker}), so those
-that left its process group are stopped with the generation, and a later
-rainbowd finds those a killed one left.
+Its processes carry the generation's marker (L{Backend.marker}) and
+L{VERIFY_VARIABLE}: those that left its process group (C{setsid}) are
+killed once its shell has exited, or at the latest with the generation, and
+a later rainbowd finds those a killed one left.
 """
 
 import os
 import signal
 from collections import deque
-from typing import Callable, Deque, Dict, Optional, Tuple
+from types import MappingProxyType
+from typing import Callable, Deque, Dict, Mapping, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -40,6 +42,11 @@ STREAMED_LINES = 100
 
 #: The environment variable that holds the port of the generation verified.
 PORT_VARIABLE = "RAINBOWD_PORT"
+
+#: The environment variable, set to 1, that tells a verify's processes from
+#: its generation's (both carry the generation's marker), so that those
+#: that left the verify's process group are found and killed with it.
+VERIFY_VARIABLE = "RAINBOWD_VERIFY"
 
 #: What the shell's exit codes 126 and 127 mean.
 _SHELL_CODES = {
@@ -113,10 +120,14 @@ class VerifyRun(ProcessProtocol):
         env: Dict[str, str],
         timeout: float,
         onLine: Callable[[str, str], None] = lambda line, stream: None,
+        marker: Mapping[str, str] = MappingProxyType({}),
     ) -> None:
         """
         @param signals: a L{rainbowd.backend.ProcessGroupSignals}.
-        @param env: its whole environment, but C{RAINBOWD_PORT}.
+        @param env: its whole environment, but C{RAINBOWD_PORT} and
+            C{marker}.
+        @param marker: the environment variables that mark its processes,
+            whatever their group; none to look for no such process.
         @param onLine: called with each of its first L{STREAMED_LINES}
             lines and its stream (C{"stdout"} or C{"stderr"}).
         """
@@ -129,7 +140,8 @@ class VerifyRun(ProcessProtocol):
         self._generation = generation
         self._port = port
         self._cwd = cwd
-        self._env = {**env, PORT_VARIABLE: str(port)}
+        self._env = {**env, **marker, PORT_VARIABLE: str(port)}
+        self._marker = dict(marker)
         self._timeout = timeout
         self._onLine = onLine
         self._lines = 0
@@ -211,6 +223,7 @@ class VerifyRun(ProcessProtocol):
         self._cancel("timeout")
         if self._killed is None:
             self._kill()  # what it left running
+        self._killStrays()
         self._calls["output"] = self._reactor.callLater(
             OUTPUT_GRACE, self.transport.loseConnection
         )
@@ -260,6 +273,23 @@ class VerifyRun(ProcessProtocol):
     def _kill(self) -> None:
         if self.pgid is not None:
             self._signals.signalGroup(self.pgid, signal.SIGKILL)
+
+    def _killStrays(self) -> None:
+        """
+        Kill the processes it started outside its process group.
+        """
+        if not self._marker:
+            return
+        strays = self._signals.marked(self._marker)
+        if strays:
+            self.log.warn(
+                "generation {generation}: its verify left processes outside "
+                "its process group (pids {pids}); killing them",
+                generation=self._generation,
+                pids=", ".join(map(str, strays)),
+            )
+        for pid in strays:
+            self._signals.signalMarked(pid, self._marker, signal.SIGKILL)
 
     def _cancel(self, name: str) -> None:
         call = self._calls.pop(name, None)
@@ -329,7 +359,6 @@ class Verifier:
         config = backend.config
         env = dict(os.environ)
         env.update(config.env)
-        env.update(backend.marker())
         run = VerifyRun(
             self._reactor,
             self._signals,
@@ -340,6 +369,7 @@ class Verifier:
             env,
             config.verifyTimeout,
             onLine,
+            {**backend.marker(), VERIFY_VARIABLE: "1"},
         )
         run.start()
         return run

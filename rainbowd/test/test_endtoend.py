@@ -608,8 +608,9 @@ class EndToEndTests(SynchronousTestCase):
 
     def test_verifyChildrenKilled(self):
         """
-        A verify that leaves a child holding its output open passes when its
-        shell exits 0, and the child is killed; one that waits on such a
+        A verify that leaves children holding its output open, in its
+        process group and out of it, passes when its shell exits 0, and the
+        children are killed; one that waits on such a
         child past verifyTimeout has its whole process group killed, and
         the deploy fails.
         """
@@ -617,12 +618,20 @@ class EndToEndTests(SynchronousTestCase):
         daemon = Daemon(self, verifyTimeout=3000)
         daemon.start()
         oldPid = daemon.appPid()
-        daemon.writeConfig(verify=f"sleep 300 & echo $! > {child}; exit 0")
+        stray = os.path.abspath(self.mktemp())
+        daemon.writeConfig(
+            verify=f"sleep 300 & echo $! > {child}; "
+            f"setsid sleep 300 & echo $! > {stray}; exit 0"
+        )
         status, result = daemon.control("POST", "/redeploy")
         self.assertEqual(status, 200, result)
         with open(child) as f:
             first = int(f.read())
         waitFor(lambda: not alive(first), "the verify's child to be killed")
+        with open(stray) as f:
+            outside = int(f.read())
+        waitFor(lambda: not alive(outside), "the verify's setsid child to be killed")
+        self.assertIn("its verify left processes outside its process group", daemon.log())
         daemon.writeConfig(verify=f"sleep 300 & echo $! > {child}; wait")
         started = time.monotonic()
         status, result = daemon.control("POST", "/redeploy")

@@ -77,6 +77,7 @@ class VerifyRunTests(SynchronousTestCase):
         self.assertEqual(process.env["RAINBOWD_PORT"], "20004")
         self.assertEqual(process.env["RAINBOWD_GENERATION"], "4")
         self.assertEqual(process.env["RAINBOWD_STATE_DIR"], self.stateDir)
+        self.assertEqual(process.env["RAINBOWD_VERIFY"], "1")
         self.assertEqual(process.env["APP_ENV"], "test")
         self.assertEqual(process.env["PATH"], os.environ["PATH"])
         self.assertEqual(run.pgid, process.pid)
@@ -171,6 +172,21 @@ class VerifyRunTests(SynchronousTestCase):
         self.reactor.advance(0)
         self.assertIsInstance(self.successResultOf(run.result), Verified)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_straysKilled(self):
+        """
+        Processes the verify started outside its process group (with
+        C{setsid}) are killed once its shell has exited; its generation's
+        own are left alone.
+        """
+        run, process = self.started()
+        generation = {"RAINBOWD_STATE_DIR": self.stateDir, "RAINBOWD_GENERATION": "4"}
+        self.signals.strays[5001] = {**generation, "RAINBOWD_VERIFY": "1"}
+        self.signals.strays[5002] = dict(generation)
+        process.exit(0)
+        self.assertIn(("marked", 5001, signal.SIGKILL), self.signals.sent)
+        self.assertEqual(list(self.signals.strays), [5002])
+        self.assertIsInstance(self.successResultOf(run.result), Verified)
 
     def test_hungChildHoldingOutputTimesOut(self):
         """
