@@ -521,10 +521,9 @@ class Deployer(Service):
     @inlineCallbacks
     def _verify(self, backend: Backend):
         """
-        Run the healthy C{backend}'s C{verify} command against it.  If it
-        does not pass, or C{backend} stops meanwhile (it exited, or rainbowd
-        is stopping), C{backend} is stopped and the deploy fails (or is
-        refused, on the way down).
+        Run the healthy C{backend}'s C{verify} command against it; if it
+        does not pass, stop C{backend} and fail the deploy (or refuse it, on
+        the way down).
         """
         if self._verifier is None:
             self._verifier = Verifier(self._clock, ProcessGroupSignals())
@@ -543,46 +542,21 @@ class Deployer(Service):
                 "verifyOutput", generation, deploy=deploy, line=line, stream=stream
             ),
         )
-        backend.whenDraining().addCallback(
-            lambda _: run.stop(
-                "was killed: rainbowd is shutting down"
-                if not self.running
-                else f"was killed: generation {generation} "
-                + (backend.exitReason or "was stopped")
-            )
-        )
         try:
             verified = yield run.result
         except VerifyFailed as e:
             backend.stop()
-            details = {"command": backend.config.verify, **e.asJSON()}
             if not self.running:
                 raise DeployRefused(
-                    f"rainbowd is shutting down; the verify of generation "
+                    "rainbowd is shutting down; the verify of generation "
                     f"{generation} was killed"
                 )
-            if backend.exitReason is not None:
-                reason = (
-                    f"generation {generation} on port {backend.port} "
-                    f"{backend.exitReason} while its verify command ran, "
-                    "which was killed"
-                )
-            else:
-                reason = (
-                    f"generation {generation} on port {backend.port} failed "
-                    f"its verify command, which {e.reason}; it is stopped "
-                    "before it got traffic"
-                )
             raise DeployFailed(
-                reason, generation, backend.port, tuple(backend.output), details
-            )
-        if backend.state is not State.READY and self.running:
-            raise DeployFailed(
-                f"generation {generation} on port {backend.port} "
-                f"{backend.exitReason or 'was stopped'} as its verify ended",
+                e.describe(backend),
                 generation,
                 backend.port,
                 tuple(backend.output),
+                {"command": backend.config.verify, **e.asJSON()},
             )
         self._emit("verified", generation, deploy=deploy, seconds=verified.seconds)
 

@@ -97,6 +97,21 @@ class VerifyFailed(Exception):
     def asJSON(self) -> dict:
         return {**attrs.asdict(self), "output": list(self.output)}
 
+    def describe(self, backend) -> str:
+        """
+        The failed deploy of C{backend}, as a sentence.
+        """
+        where = f"generation {backend.generation} on port {backend.port}"
+        if backend.exitReason is not None:
+            return (
+                f"{where} {backend.exitReason} while its verify command ran, "
+                "which was killed"
+            )
+        return (
+            f"{where} failed its verify command, which {self.reason}; it is "
+            "stopped before it got traffic"
+        )
+
 
 class VerifyRun(ProcessProtocol):
     """
@@ -354,7 +369,9 @@ class Verifier:
     ) -> VerifyRun:
         """
         Start C{backend.config.verify} against C{backend}, in its directory,
-        with its environment and its generation's marker.
+        with its environment and its generation's marker.  It is killed if
+        C{backend} drains or stops first (it exited, or rainbowd is
+        stopping).
         """
         config = backend.config
         env = dict(os.environ)
@@ -372,4 +389,10 @@ class Verifier:
             {**backend.marker(), VERIFY_VARIABLE: "1"},
         )
         run.start()
+        backend.whenDraining().addCallback(
+            lambda _: run.stop(
+                f"was killed: generation {backend.generation} "
+                + (backend.exitReason or "was stopped")
+            )
+        )
         return run
