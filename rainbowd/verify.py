@@ -60,8 +60,8 @@ _SHELL_CODES = {
 @attrs.frozen
 class Verified:
     """
-    A verify that exited 0, after C{seconds}, having printed C{output}
-    last.
+    A verify that exited 0, after C{seconds}, having printed C{lines} lines,
+    the last of them C{output}.
     """
 
     seconds: float
