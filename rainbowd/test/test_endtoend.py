@@ -618,10 +618,12 @@ class EndToEndTests(SynchronousTestCase):
         daemon = Daemon(self, verifyTimeout=3000)
         daemon.start()
         oldPid = daemon.appPid()
-        stray = os.path.abspath(self.mktemp())
+        stray, out = os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp())
         daemon.writeConfig(
             verify=f"sleep 300 & echo $! > {child}; "
-            f"setsid sleep 300 & echo $! > {stray}; exit 0"
+            f"setsid sh -c 'echo out > {out}; exec sleep 300' & echo $! > {stray}; "
+            # Exit only once the child is out of the group, in a session of its own.
+            f"while [ ! -s {out} ]; do sleep 0.05; done; exit 0"
         )
         status, result = daemon.control("POST", "/redeploy")
         self.assertEqual(status, 200, result)
