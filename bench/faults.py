@@ -128,6 +128,31 @@ def exitsAtOnce(daemon: Rainbowd, load: Load) -> str:
 
 
 @scenario
+def failingVerify(daemon: Rainbowd, load: Load) -> str:
+    """A healthy version whose verify fails (a 404 on a page it must serve): the redeploy fails with the verify's status and output, the old version serves on, the new one is stopped."""
+    daemon.writeConfig(
+        env={"APP_VERSION": "v2"},
+        verify="curl -fsS http://127.0.0.1:$1/ && curl -fsS http://127.0.0.1:$1/missing",
+    )
+    started = time.monotonic()
+    code, answer = daemon.control("POST", "/redeploy")
+    took = time.monotonic() - started
+    time.sleep(0.5)
+    bad = failures(load.stop())
+    check(code == 502, f"redeploy answered {code}: {answer}")
+    verify = answer.get("verify") or {}
+    check(verify.get("exitCode") == 22, f"the verify's status is not curl's 22: {answer}")
+    check(any(line.startswith("v2 pid=") for line in verify["output"]), verify["output"])
+    check(any("404" in line for line in verify["output"]), verify["output"])
+    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    check(daemon.get("/")[1].startswith("v1"), "v1 does not serve on")
+    waitFor(lambda: [b["generation"] for b in daemon.status()["backends"]] == [1],
+            "generation 2 to be stopped")
+    return (f"502 after {took:.1f} s, verify exit {verify['exitCode']}: "
+            f"{verify['output'][-1]!r}; v1 served on, {len(load.results)} requests, 0 failed")
+
+
+@scenario
 def crash(daemon: Rainbowd, load: Load) -> str:
     """An app that crashes (SIGKILL) while active: it is replaced, and requests wait instead of failing."""
     pid = daemon.status()["backends"][0]["pid"]

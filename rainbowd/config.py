@@ -325,6 +325,12 @@ _run = _Kind(
     f"its pid to the file $2, e.g. {RUN_EXAMPLE}",
     _string,
 )
+_verify = _Kind(
+    "a shell command that checks the app on port $1 (generation $2) and "
+    'exits 0 if it is fit for traffic, e.g. "curl -fsS '
+    'http://127.0.0.1:$1/some/page"',
+    _string,
+)
 _urlPath = _Kind('a URL path starting with "/", without spaces', _parseUrlPath)
 _endpoint = _Kind(
     'a port number like 8000, or an endpoint description like "tcp:8000" '
@@ -454,6 +460,20 @@ class Config:
         _milliseconds(positive=True),
         "Time one health check request may take, in ms",
         default=2.0,
+    )
+    verify: Optional[str] = _setting(
+        _verify,
+        "Shell command that checks a new version once healthy, before it gets "
+        "traffic; $1 is its port, $2 its generation; exit 0 switches, "
+        "anything else fails the deploy",
+        "none, so a healthy version gets traffic at once",
+        default=None,
+    )
+    verifyTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Time the verify command may run before it is killed and the deploy "
+        "fails, in ms",
+        default=30.0,
     )
     livenessInterval: float = _setting(
         _milliseconds(positive=False),

@@ -347,17 +347,34 @@ class Progress:
 
     def _waiting(self, event) -> None:
         generation = event["generation"]
+        step = event.get("step")
         self._update(
-            ("waiting", generation),
+            ("waiting", generation, step),
             None,
-            f"waiting for generation {generation} to be healthy: "
-            f"{event['elapsed']:.0f} s",
+            f"waiting for generation {generation}"
+            + ("'s verify" if step == "verify" else " to be healthy")
+            + f": {event['elapsed']:.0f} s",
             event["elapsed"],
         )
 
     def _healthy(self, event) -> None:
         self._say(
             f"generation {event['generation']} is healthy after {event['seconds']:g} s"
+        )
+
+    def _verifying(self, event) -> None:
+        self._say(
+            f"verifying generation {event['generation']} on port {event['port']}: "
+            f"{event['command']}"
+        )
+
+    def _verifyOutput(self, event) -> None:
+        self._say(f"    verify: {event['line']}")
+
+    def _verified(self, event) -> None:
+        self._say(
+            f"generation {event['generation']} passed its verify in "
+            f"{event['seconds']:g} s"
         )
 
     def _switched(self, event) -> None:
@@ -416,6 +433,14 @@ class Progress:
 
     def _failure(self, event) -> None:
         self._say(f"deploy failed: {event.get('error')}")
+        verify = event.get("verify") or {}
+        if verify.get("output"):
+            self._say(
+                f"last output of its verify ({_plural(verify.get('lines', 0), 'line')} "
+                "in all; rainbowd's log has every one):"
+            )
+            for line in verify["output"]:
+                self._say("    " + line)
         output = event.get("output") or []
         if output:
             self._say(f"last output of generation {event.get('generation')}:")

@@ -19,11 +19,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import ALIVE, AppStopped, Backend, BackendFailed, State
+from rainbowd.backend import (
+    ALIVE,
+    AppStopped,
+    Backend,
+    BackendFailed,
+    ProcessGroupSignals,
+    State,
+)
 from rainbowd.config import Config, ConfigError
 from rainbowd.health import LivenessProbe
 from rainbowd.leftovers import AppGroups
 from rainbowd.ports import NoFreePort, PortPicker
+from rainbowd.verify import Verifier, VerifyFailed
 from rainbowd.waiters import Waiters
 
 
@@ -63,6 +71,11 @@ EVENT_KINDS = {
     "retrying": "a generation lost its port and another is tried: deploy, port",
     "healthy": "a generation passed its health check: deploy, port, seconds "
     "(since its launch)",
+    "verifying": "a healthy generation's verify command started: deploy, "
+    "port, command, timeout (seconds)",
+    "verifyOutput": "a line the verify command printed (only its first "
+    "lines are events; all are logged): deploy, line, stream",
+    "verified": "a generation's verify command exited 0: deploy, seconds",
     "switched": "traffic moved to a generation: deploy, previous (generation "
     "or null)",
     "draining": "a generation no longer gets new requests: inflight",
@@ -111,17 +124,21 @@ class DeployFailed(Exception):
     generation: Optional[int] = None
     port: Optional[int] = None
     output: Sequence[str] = ()
+    verify: Optional[Mapping[str, Any]] = None
 
     def __str__(self) -> str:
         return self.reason
 
     def asJSON(self) -> dict:
-        return {
+        body = {
             "error": self.reason,
             "generation": self.generation,
             "port": self.port,
             "output": list(self.output),
         }
+        if self.verify is not None:
+            body["verify"] = dict(self.verify)
+        return body
 
 
 @attrs.frozen(auto_exc=True)
@@ -258,6 +275,7 @@ class Deployer(Service):
         ),
         groups: Optional[AppGroups] = None,
         deploys: int = 0,
+        verifier: Optional[Verifier] = None,
     ) -> None:
         """
         @param loadConfig: reads the configuration again, for a redeploy.
@@ -267,6 +285,8 @@ class Deployer(Service):
         @param groups: where each generation's process group is recorded,
             and where the ones an earlier rainbowd left are found and
             stopped before the first launch; L{None} to keep no record.
+        @param verifier: runs a config's C{verify} command; by default, as a
+            process of C{clock}, which is then the reactor.
         """
         self.config = config
         self.active: Optional[Backend] = None
@@ -291,6 +311,7 @@ class Deployer(Service):
         self._observers: List[Callable[[Event], None]] = []
         self._groups = groups
         self._cleanup: Optional[Deferred] = None
+        self._verifier = verifier
 
     # IService
 
@@ -510,6 +531,8 @@ class Deployer(Service):
                 seconds=round(self._clock.seconds() - launched, 3),
             )
             break
+        if config.verify is not None:
+            yield self._verify(backend)
         if not self.running:
             backend.stop()
             raise DeployRefused("rainbowd is shutting down")
@@ -521,6 +544,48 @@ class Deployer(Service):
             pid=backend.appPid(),
             seconds=round(self._clock.seconds() - started, 3),
         )
+
+    @inlineCallbacks
+    def _verify(self, backend: Backend):
+        """
+        Run the healthy C{backend}'s C{verify} command against it; if it
+        does not pass, stop C{backend} and fail the deploy (or refuse it, on
+        the way down).
+        """
+        if self._verifier is None:
+            self._verifier = Verifier(self._clock, ProcessGroupSignals())
+        generation, deploy = backend.generation, self._deploys
+        self._emit(
+            "verifying",
+            generation,
+            deploy=deploy,
+            port=backend.port,
+            command=backend.config.verify,
+            timeout=backend.config.verifyTimeout,
+        )
+        run = self._verifier.start(
+            backend,
+            lambda line, stream: self._emit(
+                "verifyOutput", generation, deploy=deploy, line=line, stream=stream
+            ),
+        )
+        try:
+            verified = yield run.result
+        except VerifyFailed as e:
+            backend.stop()
+            if not self.running:
+                raise DeployRefused(
+                    "rainbowd is shutting down; the verify of generation "
+                    f"{generation} was killed"
+                )
+            raise DeployFailed(
+                e.describe(backend),
+                generation,
+                backend.port,
+                tuple(backend.output),
+                {"command": backend.config.verify, **e.asJSON()},
+            )
+        self._emit("verified", generation, deploy=deploy, seconds=verified.seconds)
 
     def _keepStartupKeys(self, config: Config) -> Config:
         """

@@ -78,6 +78,7 @@ class RedeployProgress:
         self._interval = interval
         self._deploy: Optional[int] = None
         self._starting: Dict[int, float] = {}
+        self._verifying: Dict[int, float] = {}
         self._toStop: Set[int] = set()
         self._draining: Dict[int, float] = {}
         self._result = False
@@ -129,6 +130,10 @@ class RedeployProgress:
             self._toStop.add(event.generation)
         elif event.kind in ("healthy", "retrying") and mine:
             self._starting.pop(event.generation, None)
+        elif event.kind == "verifying" and mine:
+            self._verifying[event.generation] = event.time
+        elif event.kind == "verified" and mine:
+            self._verifying.pop(event.generation, None)
         elif event.kind == "switched" and mine:
             self._toStop.discard(event.generation)
         elif event.kind == "draining" and not self._result:
@@ -151,6 +156,7 @@ class RedeployProgress:
         active = self._deployer.active
         self._result = True
         self._starting.clear()
+        self._verifying.clear()
         if self._gone:
             self._stop()
             self._finished = True
@@ -185,6 +191,17 @@ class RedeployProgress:
                     "generation": generation,
                     "deploy": self._deploy,
                     "elapsed": round(now - since, 1),
+                }
+            )
+        for generation, since in self._verifying.items():
+            self._write(
+                {
+                    "event": "waiting",
+                    "time": now,
+                    "generation": generation,
+                    "deploy": self._deploy,
+                    "elapsed": round(now - since, 1),
+                    "step": "verify",
                 }
             )
         if not self._result:

@@ -101,6 +101,8 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "warmupTime": (None, "number"),
     "healthCheckInterval": (None, "number"),
     "healthCheckTimeout": (None, "number"),
+    "verify": (None, "text"),
+    "verifyTimeout": (None, "number"),
     "livenessInterval": (None, "number"),
     "livenessFailures": (None, "number"),
     "startTimeout": (None, "number"),

@@ -48,6 +48,7 @@ class FakeProcess:
         self._pending: List[tuple] = []
         self.holdsPipes = False
         self.ended = False
+        self.stdinClosed = False
         self._reason: Optional[Failure] = None
 
     def emit(self, data: bytes, childFD: int = 1) -> None:
@@ -118,7 +119,7 @@ class FakeProcess:
         self.deliver(self.pid, getattr(signal, f"SIG{signalID}", signalID))
 
     def closeStdin(self) -> None:
-        pass
+        self.stdinClosed = True
 
     def loseConnection(self) -> None:
         # Twisted closes the pipes in a later reactor iteration.

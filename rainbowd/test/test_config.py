@@ -165,6 +165,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "warmupTime",
                 "healthCheckInterval",
                 "healthCheckTimeout",
+                "verifyTimeout",
                 "livenessInterval",
                 "startTimeout",
                 "drainTimeout",
@@ -267,6 +268,23 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn(
             "0 or more", self.loadError({"run": RUN, "backendLogs": -1})
         )
+
+    def test_verifyKeys(self) -> None:
+        """
+        verify is a shell command, none by default; verifyTimeout is in ms,
+        30 s by default, and must be more than 0.
+        """
+        config = self.load({"run": RUN})
+        self.assertEqual((config.verify, config.verifyTimeout), (None, 30.0))
+        config = self.load(
+            {"run": RUN, "verify": "curl -fsS http://127.0.0.1:$1/", "verifyTimeout": 5000}
+        )
+        self.assertEqual(
+            (config.verify, config.verifyTimeout), ("curl -fsS http://127.0.0.1:$1/", 5.0)
+        )
+        message = self.loadError({"run": RUN, "verify": " "})
+        self.assertIn('"verify" is \' \', but it must be a shell command', message)
+        self.assertIn("greater than 0", self.loadError({"run": RUN, "verifyTimeout": 0}))
 
     def test_backendConnectionLimits(self) -> None:
         """

@@ -311,6 +311,77 @@ class ProgressTests(SynchronousTestCase):
             ],
         )
 
+    def test_verify(self) -> None:
+        """
+        A verify's start, the time it has run, its output and its pass are
+        each a line.
+        """
+        code, text = render(
+            [
+                {"event": "healthy", "generation": 4, "seconds": 1.0},
+                {
+                    "event": "verifying",
+                    "generation": 4,
+                    "port": 20004,
+                    "command": "curl -fsS http://127.0.0.1:$1/ready",
+                    "timeout": 30.0,
+                },
+                {"event": "waiting", "generation": 4, "elapsed": 1.0, "step": "verify"},
+                {"event": "verifyOutput", "generation": 4, "line": "ready", "stream": "stdout"},
+                {"event": "verified", "generation": 4, "seconds": 0.25},
+            ]
+        )
+        self.assertEqual(
+            text.splitlines()[:5],
+            [
+                "generation 4 is healthy after 1 s",
+                "verifying generation 4 on port 20004: curl -fsS "
+                "http://127.0.0.1:$1/ready",
+                "waiting for generation 4's verify: 1 s",
+                "    verify: ready",
+                "generation 4 passed its verify in 0.25 s",
+            ],
+        )
+
+    def test_verifyFailure(self) -> None:
+        """
+        A failed verify ends with the reason, the verify's last output, then
+        the app's, and the generation still serving.
+        """
+        result = {
+            **FAILURE[2],
+            "error": "generation 4 on port 20004 failed its verify command, "
+            "which exited with code 22; it is stopped before it got traffic",
+            "output": ["GET /ready 500"],
+            "verify": {
+                "command": "curl -fsS http://127.0.0.1:$1/ready",
+                "reason": "exited with code 22",
+                "exitCode": 22,
+                "signal": None,
+                "timedOut": False,
+                "seconds": 0.1,
+                "lines": 1,
+                "output": ["curl: (22) The requested URL returned error: 500"],
+            },
+        }
+        code, text = render([FAILURE[0], result])
+        self.assertEqual(code, FAILED)
+        self.assertEqual(
+            text.splitlines()[1:],
+            [
+                "deploy failed: generation 4 on port 20004 failed its verify "
+                "command, which exited with code 22; it is stopped before it got "
+                "traffic",
+                "last output of its verify (1 line in all; rainbowd's log has "
+                "every one):",
+                "    curl: (22) The requested URL returned error: 500",
+                "last output of generation 4:",
+                "    GET /ready 500",
+                "generation 3 is still serving; fix the problem and run rainbowctl "
+                "redeploy again.",
+            ],
+        )
+
     def test_noResult(self) -> None:
         """
         A stream that ends without a result exits 1 and says to look at the

@@ -21,6 +21,7 @@ from rainbowd.deployer import (
 )
 from rainbowd.ports import PortPicker
 from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
+from rainbowd.verify import Verifier
 
 
 class Harness:
@@ -49,6 +50,7 @@ class Harness:
             self.reactor,
             PortPicker(isFree=lambda port: port not in self.taken, cursor=20000),
             backoff=lambda attempt: 2.0**attempt,
+            verifier=Verifier(self.reactor, self.signals),
         )
 
     def _loadConfig(self):

@@ -694,6 +694,136 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(daemon.get("/")[0], 200)
         self.assertEqual(daemon.control("GET", "/status")[1]["active"], 1)
 
+    def test_failingVerifyKeepsOld(self):
+        """
+        A new version whose verify fails is stopped while the old one serves
+        on; the 502 and rainbowctl carry the verify's exit status and
+        output, 127 is told as a command not found, and a verify that passes
+        switches.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(
+            env={"APP_VERSION": "v2"},
+            verify="curl -fsS http://127.0.0.1:$1/ | grep -q v3 || "
+            '{ echo "no v3 on port $1 (generation $2, RAINBOWD_PORT=$RAINBOWD_PORT)"; '
+            "exit 4; }",
+        )
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 502, result)
+        self.assertEqual(result["verify"]["exitCode"], 4)
+        port = result["port"]
+        self.assertEqual(
+            result["verify"]["output"],
+            [f"no v3 on port {port} (generation 2, RAINBOWD_PORT={port})"],
+        )
+        self.assertIn("failed its verify command, which exited with code 4", result["error"])
+        self.assertEqual(daemon.get("/"), (200, f"v1 pid={oldPid}\n"))
+        self.assertIn(f"[generation 2 verify] no v3 on port {port}", daemon.log())
+        daemon.writeConfig(verify="./smoke-test.sh $1")
+        ctl = daemon.rainbowctl("redeploy")
+        self.assertEqual(ctl.returncode, 1, ctl.stdout)
+        self.assertIn("verifying generation 3 on port", ctl.stdout)
+        self.assertIn("exited with code 127: the shell did not find the command", ctl.stdout)
+        self.assertIn("smoke-test.sh: not found", ctl.stdout)
+        self.assertIn("generation 1 is still serving", ctl.stdout)
+        self.assertEqual(daemon.get("/"), (200, f"v1 pid={oldPid}\n"))
+        daemon.writeConfig(
+            env={"APP_VERSION": "v3"},
+            verify="curl -fsS http://127.0.0.1:$1/ | grep v3",
+        )
+        ctl = daemon.rainbowctl("redeploy")
+        self.assertEqual(ctl.returncode, 0, ctl.stdout)
+        self.assertIn("    verify: v3 pid=", ctl.stdout)
+        self.assertIn("generation 4 passed its verify", ctl.stdout)
+        self.assertTrue(daemon.get("/")[1].startswith("v3 "))
+        waitFor(lambda: not alive(oldPid), "the old app to exit")
+
+    def test_verifyChildrenKilled(self):
+        """
+        A verify that leaves children holding its output open, in its
+        process group and out of it, passes when its shell exits 0, and the
+        children are killed; one that waits on such a
+        child past verifyTimeout has its whole process group killed, and
+        the deploy fails.
+        """
+        child = os.path.abspath(self.mktemp())
+        daemon = Daemon(self, verifyTimeout=3000)
+        daemon.start()
+        oldPid = daemon.appPid()
+        stray, out = os.path.abspath(self.mktemp()), os.path.abspath(self.mktemp())
+        daemon.writeConfig(
+            verify=f"sleep 300 & echo $! > {child}; "
+            f"setsid sh -c 'echo out > {out}; exec sleep 300' & echo $! > {stray}; "
+            # Exit only once the child is out of the group, in a session of its own.
+            f"while [ ! -s {out} ]; do sleep 0.05; done; exit 0"
+        )
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        with open(child) as f:
+            first = int(f.read())
+        waitFor(lambda: not alive(first), "the verify's child to be killed")
+        with open(stray) as f:
+            outside = int(f.read())
+        waitFor(lambda: not alive(outside), "the verify's setsid child to be killed")
+        self.assertIn("its verify left processes outside its process group", daemon.log())
+        daemon.writeConfig(verify=f"sleep 300 & echo $! > {child}; wait")
+        started = time.monotonic()
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 502, result)
+        self.assertTrue(result["verify"]["timedOut"], result)
+        self.assertIn("did not finish within verifyTimeout (3 s)", result["error"])
+        self.assertLess(time.monotonic() - started, DEADLINE)
+        with open(child) as f:
+            second = int(f.read())
+        waitFor(lambda: not alive(second), "the hung verify's child to be killed")
+        self.assertEqual(daemon.control("GET", "/status")[1]["active"], 2)
+        self.assertNotEqual(daemon.appPid(), oldPid)
+
+    def test_shutdownDuringVerify(self):
+        """
+        SIGTERM to rainbowd while a verify runs kills the verify and its
+        children, refuses the deploy, and rainbowd exits 0 leaving no
+        process.
+        """
+        pids = os.path.abspath(self.mktemp())
+        daemon = Daemon(self)
+        process = daemon.start()
+        daemon.serving()
+        daemon.writeConfig(verify=f"echo $$ >> {pids}; sleep 300 & echo $! >> {pids}; wait")
+        answer = {}
+
+        def redeploy():
+            try:
+                answer["result"] = daemon.control("POST", "/redeploy")
+            except (URLError, ConnectionError, http.client.HTTPException) as e:
+                answer["error"] = e
+
+        thread = threading.Thread(target=redeploy)
+        thread.start()
+
+        def verifyPids():
+            try:
+                with open(pids) as f:
+                    found = [int(line) for line in f.read().split()]
+            except FileNotFoundError:
+                return None
+            return found if len(found) == 2 else None
+
+        shell, sleeper = waitFor(verifyPids, f"the verify to run\n{daemon.log()}")
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+        thread.join(DEADLINE)
+        self.assertFalse(alive(shell))
+        self.assertFalse(alive(sleeper))
+        if "result" in answer:
+            status, body = answer["result"]
+            self.assertEqual(status, 503, body)
+            self.assertIn("shutting down", body["error"])
+        stateDir = os.path.join(daemon.directory, ".rainbowd")
+        self.assertEqual(SIGNALS.marked({APP_VARIABLE: stateDir}), [])
+
     def test_crashedAppReplaced(self):
         """
         After the active app is killed with SIGKILL, traffic comes back by

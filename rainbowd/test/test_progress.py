@@ -263,6 +263,45 @@ class RedeployStreamTests(SynchronousTestCase):
         self.assertEqual(self.kinds()[-1], "stopped")
         self.ended(done)
 
+    def test_verifyFails(self) -> None:
+        """
+        A redeploy whose verify fails streams the verify's start, a waiting
+        line each second it runs, and its output after the health check,
+        then a result carrying the verify's exit status and last output.
+        """
+        self.startsAt(3)
+        done = self.stream()
+        emit = self.deployer.emit
+        emit("launching", 3, deploy=3, port=20003)
+        emit("healthy", 3, deploy=3, port=20003, seconds=1.0)
+        emit("verifying", 3, deploy=3, port=20003, command="./smoke $1", timeout=30.0)
+        self.clock.advance(PROGRESS_INTERVAL)
+        emit("verifyOutput", 3, deploy=3, line="GET / 500", stream="stdout")
+        verify = {"command": "./smoke $1", "exitCode": 1, "output": ["GET / 500"]}
+        self.deployer.redeploys[0].errback(
+            DeployFailed("failed its verify", 3, 20003, [], verify)
+        )
+        self.assertEqual(
+            self.kinds(),
+            [
+                "deploying",
+                "launching",
+                "healthy",
+                "verifying",
+                "waiting",
+                "verifyOutput",
+                "result",
+            ],
+        )
+        waiting = self.lines()[4]
+        self.assertEqual((waiting["step"], waiting["elapsed"]), ("verify", 1.0))
+        self.assertEqual(self.lines()[5]["line"], "GET / 500")
+        self.assertEqual(self.lines()[-1]["verify"], verify)
+        self.clock.advance(PROGRESS_INTERVAL)
+        self.assertEqual(self.kinds()[-1], "result")
+        self.deployer.emit("stopped", 3, state="stopped", exit="exited with code 0")
+        self.ended(done)
+
     def test_queued(self) -> None:
         """
         A redeploy asked for during another says it is queued, and streams
