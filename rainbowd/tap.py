@@ -352,13 +352,23 @@ class _OrderlyStop(MultiService):
     again with the signal it got), and meet a second signal during that
     stop with a line in the log, not a traceback from C{reactor.stop}.
 
+    Its C{privilegedStartService} runs once: L{makeService} calls it, and
+    twistd's own call later does nothing.
+
     @param installSignal: L{signal.signal}, or a test's fake.
     """
+
+    _privilegedStarted = False
 
     def __init__(self, reactor, installSignal=signal.signal) -> None:
         MultiService.__init__(self)
         self._reactor = reactor
         self._installSignal = installSignal
+
+    def privilegedStartService(self) -> None:
+        if not self._privilegedStarted:
+            self._privilegedStarted = True
+            MultiService.privilegedStartService(self)
 
     def startService(self) -> None:
         MultiService.startService(self)
@@ -418,6 +428,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
     C{privilegedStartService}), so a second rainbowd or a port clash stops
     twistd before any app is launched or any leftover stopped; and the ports
     are closed first on the way down, so the backends then drain.
+
+    That privileged start is done here, before twistd daemonizes (it does
+    so between C{makeService} and C{privilegedStartService}), and before it
+    writes its pidfile: a failure then stops the process the user started,
+    with its one line on the terminal.  After daemonizing, twistd reports
+    only an L{Exception} through its status pipe, not the L{SystemExit}
+    these failures raise, and its first process, which holds that pipe's
+    write end itself, would wait for an answer forever.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -489,6 +507,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         listening[key] = _Listening(key, getattr(config, key), reactor, site)
         listening[key].setServiceParent(service)
     metrics.watchConnections(cap, listening)
+    service.privilegedStartService()
     return service
 
 

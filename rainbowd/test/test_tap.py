@@ -291,11 +291,14 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_listens(self) -> None:
         """
-        The proxy and the control API listen on loopback before the first
+        The proxy and the control API listen on loopback once, from
+        L{makeService} (before twistd daemonizes; its own
+        C{privilegedStartService} then does nothing), and before the first
         generation is launched.
         """
         reactor = FakeProcessReactor()
         service = makeService(self.options("--port", "8000"), reactor)
+        self.assertEqual(len(reactor.tcpServers), 2)
         service.privilegedStartService()
         self.assertEqual(
             [(port, interface) for port, factory, backlog, interface in reactor.tcpServers],
@@ -361,13 +364,13 @@ class MakeServiceTests(SynchronousTestCase):
         target is not truncated.
         """
         options = self.options()
-        service = makeService(options, FakeProcessReactor())
+        os.makedirs(options.config.stateDir, 0o700)
         victim = os.path.abspath(self.mktemp())
         with open(victim, "w") as f:
             f.write("precious\n")
         lock = os.path.join(options.config.stateDir, "rainbowd.lock")
         os.symlink(victim, lock)
-        error = str(self.assertRaises(SystemExit, service.privilegedStartService))
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
         self.assertIn(f"rainbowd: {lock} is a symbolic link", error)
         with open(victim) as f:
             self.assertEqual(f.read(), "precious\n")
@@ -375,10 +378,12 @@ class MakeServiceTests(SynchronousTestCase):
     def test_portTaken(self) -> None:
         """
         A port that cannot be listened on stops twistd with a message naming
-        the key, the endpoint and the reason.
+        the key, the endpoint and the reason, in L{makeService}: before
+        twistd daemonizes, so the message reaches the terminal.
         """
-        service = makeService(self.options("--port", "8000"), ListenFails())
-        error = self.assertRaises(SystemExit, service.privilegedStartService)
+        error = self.assertRaises(
+            SystemExit, makeService, self.options("--port", "8000"), ListenFails()
+        )
         self.assertIn(
             'cannot listen on tcp:8000:interface=127.0.0.1 ("port"): '
             "Address already in use",
@@ -432,25 +437,21 @@ class MakeServiceTests(SynchronousTestCase):
                 raise CannotListenError(None, address, "Cannot acquire lock")
 
         path = os.path.abspath(self.mktemp())
-        service = makeService(
-            self.options("--control-port", f"unix:{path}:mode=600"), Locked()
-        )
-        error = self.assertRaises(SystemExit, service.privilegedStartService)
+        options = self.options("--control-port", f"unix:{path}:mode=600")
+        error = self.assertRaises(SystemExit, makeService, options, Locked())
         self.assertIn("another rainbowd is using that socket", str(error))
 
     def test_stateDirLocked(self) -> None:
         """
-        A second rainbowd on the same state directory stops at startup,
-        before it listens or launches anything, with a message naming the
-        directory, the first one's pid and the fix.
+        A second rainbowd on the same state directory stops in
+        L{makeService}, before it listens or launches anything, with a
+        message naming the directory, the first one's pid and the fix.
         """
         options = self.options()
         first = makeService(options, FakeProcessReactor())
-        first.privilegedStartService()
         self.addCleanup(first.getServiceNamed("stateDirLock").release)
         reactor = FakeProcessReactor()
-        second = makeService(options, reactor)
-        error = self.assertRaises(SystemExit, second.privilegedStartService)
+        error = self.assertRaises(SystemExit, makeService, options, reactor)
         self.assertIn(
             f"another rainbowd (pid {os.getpid()}) uses the state directory "
             f"{options.config.stateDir}",
@@ -613,7 +614,9 @@ class ObservabilityTests(SynchronousTestCase):
         """
 
         def get(options, *headers: bytes) -> bytes:
-            sites = self.sites(makeService(options, FakeProcessReactor()))
+            service = makeService(options, FakeProcessReactor())
+            service.getServiceNamed("stateDirLock").release()
+            sites = self.sites(service)
             transport = StringTransport()
             channel = sites["controlPort"].buildProtocol(None)
             channel.makeConnection(transport)
