@@ -6,6 +6,8 @@ C{twistd rainbowd}: the command-line options and the service.
 import fcntl
 import os
 import signal
+import sys
+import textwrap
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -17,6 +19,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from rainbowd import versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
 from rainbowd.backendlogs import BackendLogs
@@ -166,19 +169,21 @@ class Options(usage.Options):
         see L{rainbowd.fdlimit.raiseFileLimit}.
     """
 
-    synopsis = (
-        "Usage: twistd [options] rainbowd [--config PATH] [--port N] "
-        "[--run COMMAND] [options]"
-    )
-    longdesc = (
+    # twistd puts "Usage: twistd [options] rainbowd" before it.
+    synopsis = "[--config PATH] [--port N] [--run COMMAND] [options]"
+    #: Printed by --help before the flags it tells about (see getUsage).
+    description = (
         "Run a web app and redeploy it with zero downtime: POST /redeploy "
         "to the control port starts the new version, waits for it to be "
         "healthy, swaps traffic to it and drains the old one.  The settings "
         f"come from {DEFAULT_FILENAME} in the current directory (or "
         '--config PATH), a JSON object with at least a "run" key; each '
         "flag below overrides the key of the same name (--drain-timeout "
-        'overrides "drainTimeout").  Times are in milliseconds.'
+        'overrides "drainTimeout").  Every key has a flag but "env" and '
+        '"cwd", which only the file sets.  Times are in milliseconds.'
     )
+    # Not None, or usage.Options would print __main__'s docstring.
+    longdesc = ""
 
     optParameters = _optParameters()
 
@@ -190,6 +195,34 @@ class Options(usage.Options):
     warnings: List[str]
     controlToken: Optional[bytes] = None
     raiseFileLimit = staticmethod(raiseFileLimit)
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        width = width or int(os.environ.get("COLUMNS", "80"))
+        description = textwrap.fill(self.description, width)
+        return f"\n{description}\n\n{usage.Options.getUsage(self, width)}"
+
+    def opt_version(self) -> None:
+        """
+        Display rainbowd's version, and Twisted's and Python's, and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
+
+    def parseOptions(self, options: Optional[List[str]] = None) -> None:
+        """
+        Parse the flags; a bad one stops twistd with its one-line error and
+        a pointer to --help, not the whole of --help above the error.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            problem = str(e).replace("Parameter type enforcement failed: ", "")
+            if not problem.endswith("."):
+                problem += "."
+            raise SystemExit(
+                f"rainbowd: {problem}\n"
+                "rainbowd: twistd rainbowd --help lists the flags."
+            )
 
     def readConfig(self) -> Config:
         """
@@ -440,6 +473,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
+    _log.info("{version}", version=versionLine())
     try:
         prepare(config.stateDir)
     except UnsafeStateDir as e:

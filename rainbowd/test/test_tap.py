@@ -2,14 +2,19 @@
 Tests for L{rainbowd.tap}: the options and the service.
 """
 
+import io
 import json
 import os
+import platform
+import sys
 from errno import EADDRINUSE
 from os import strerror
 from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
 from prometheus_client.exposition import generate_latest
+import twisted
+from twisted.scripts.twistd import ServerOptions
 from twisted.internet import tcp
 import attrs
 from twisted.internet.error import CannotListenError
@@ -17,8 +22,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+import rainbowd
 from rainbowd.accesslog import Both
 from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import settingNames
@@ -158,14 +164,72 @@ class OptionsTests(SynchronousTestCase):
 
     def test_notANumber(self) -> None:
         """
-        A time flag that is not a whole number is a UsageError naming it.
+        A time flag that is not a whole number stops twistd with one line
+        naming it, then one pointing at --help, not the whole of --help.
         """
         error = self.assertRaises(
-            UsageError, self.parse, ["--run", RUN, "--drain-timeout", "5s"]
+            SystemExit, self.parse, ["--run", RUN, "--drain-timeout", "5s"]
         )
-        self.assertIn(
-            "--drain-timeout is '5s', but it must be a whole number of milliseconds",
-            str(error),
+        self.assertEqual(
+            str(error).splitlines(),
+            [
+                "rainbowd: --drain-timeout is '5s', but it must be a whole "
+                "number of milliseconds.",
+                "rainbowd: twistd rainbowd --help lists the flags.",
+            ],
+        )
+
+    def test_unknownFlag(self) -> None:
+        """
+        A flag rainbowd does not have stops twistd with one line naming it,
+        then one pointing at --help.
+        """
+        error = self.assertRaises(SystemExit, self.parse, ["--drain-timout", "5"])
+        self.assertEqual(
+            str(error).splitlines(),
+            [
+                "rainbowd: option --drain-timout not recognized.",
+                "rainbowd: twistd rainbowd --help lists the flags.",
+            ],
+        )
+
+    def twistd(self, *argv: str) -> str:
+        """
+        What C{twistd rainbowd ARGV} prints before it exits 0.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, ServerOptions().parseOptions, list(argv))
+        self.assertIn(error.code, (0, None))
+        return out.getvalue()
+
+    def test_help(self) -> None:
+        """
+        C{twistd rainbowd --help} says "Usage:" once, on its first line, then
+        the description, then the flags it tells about.
+        """
+        text = self.twistd("rainbowd", "--help")
+        lines = text.splitlines()
+        self.assertTrue(
+            lines[0].startswith("Usage: twistd [options] rainbowd [--config PATH]"),
+            lines[0],
+        )
+        self.assertEqual(text.count("Usage:"), 1)
+        words = " ".join(text.split())
+        self.assertLess(
+            words.index("each flag below overrides"), words.index("--drain-timeout=")
+        )
+        self.assertIn('Every key has a flag but "env" and "cwd"', words)
+
+    def test_version(self) -> None:
+        """
+        C{twistd rainbowd --version} prints rainbowd's version, with
+        Twisted's and Python's.
+        """
+        self.assertEqual(
+            self.twistd("rainbowd", "--version"),
+            f"rainbowd {rainbowd.__version__} (Twisted {twisted.__version__}, "
+            f"{platform.python_implementation()} {platform.python_version()})\n",
         )
 
     def test_everyKeyButPathsHasAFlag(self) -> None:
@@ -357,6 +421,42 @@ class MakeServiceTests(SynchronousTestCase):
         options = self.options("--state-dir", os.path.join(blocker, "state"))
         error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
         self.assertIn("rainbowd: Cannot create the state directory", error)
+
+    def test_versionLogged(self) -> None:
+        """
+        rainbowd logs its version, and Twisted's and Python's, first.
+        """
+        with capturedLogs() as events:
+            makeService(self.options(), FakeProcessReactor())
+        self.assertEqual(formatEvent(events[0]), rainbowd.versionLine())
+        self.assertIn(f"rainbowd {rainbowd.__version__} (Twisted ", formatEvent(events[0]))
+
+    def test_stateDirForbidden(self) -> None:
+        """
+        A state directory rainbowd may not create stops it with one line
+        naming the key, the directory and the fix, not a traceback.
+        """
+        if os.geteuid() == 0:
+            # A read-only parent does not stop root; sysfs refuses even it.
+            stateDir = "/sys/rainbowd-test/state"
+        else:
+            parent = os.path.abspath(self.mktemp())
+            os.mkdir(parent, 0o500)
+            self.addCleanup(os.chmod, parent, 0o700)
+            stateDir = os.path.join(parent, "state")
+        try:
+            os.makedirs(stateDir)
+        except PermissionError:
+            pass
+        else:
+            raise SkipTest(f"{stateDir} can be created here")
+        options = self.options("--state-dir", stateDir)
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
+        self.assertEqual(error.count("\n"), 0)
+        self.assertIn(
+            f'rainbowd: Cannot create the state directory ("stateDir") {stateDir}', error
+        )
+        self.assertIn("--state-dir", error)
 
     def test_lockLinkRefused(self) -> None:
         """
