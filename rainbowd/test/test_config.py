@@ -346,6 +346,35 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn('Did you mean "drainTimeout"?', message)
         self.assertIn(", ".join(settingNames()), message)
 
+    def test_unknownKeysAtOnce(self) -> None:
+        """
+        Every unknown key is named in the one error, each misspelt one with
+        its guess, and the known keys are listed once.
+        """
+        message = self.loadError(
+            {"run": RUN, "drainTimout": 5, "colour": "blue", "helthCheckPath": "/"}
+        )
+        self.assertIn(
+            '"drainTimout", "colour" and "helthCheckPath" are not keys rainbowd '
+            'knows. Did you mean "drainTimeout" for "drainTimout", '
+            '"healthCheckPath" for "helthCheckPath"?',
+            message,
+        )
+        self.assertEqual(message.count("The keys are: "), 1)
+        self.assertNotIn("\n", message)
+
+    def test_emptyFile(self) -> None:
+        """
+        An empty or blank file is an error saying it is empty, not a JSON
+        syntax error.
+        """
+        path = self.directory.child("rainbow.conf.json")
+        for content in [b"", b"  \n\t\n"]:
+            path.setContent(content)
+            message = self.loadError()
+            self.assertIn(f"{path.path} is empty: write a JSON object", message)
+            self.assertNotIn("missing comma", message)
+
     def test_unknownKeyWithoutGuess(self) -> None:
         """
         An unknown key that resembles nothing is an error without a guess.
