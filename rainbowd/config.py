@@ -5,7 +5,7 @@ rainbowd's configuration: C{rainbow.conf.json} plus command-line overrides.
 The file is a JSON object; times in it are in B{milliseconds}, while
 L{Config} holds them in B{seconds}.  A minimal file::
 
-    {"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid $2"}
+    {"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid \\"$2\\""}
 
 Every key is declared once, as a field of L{Config} whose metadata says how
 to read it from the file (L{_Kind}); L{loadConfig} walks those fields, so
@@ -29,7 +29,7 @@ DEFAULT_FILENAME = "rainbow.conf.json"
 DEFAULT_STATE_DIR = ".rainbowd"
 EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
 
-RUN_EXAMPLE = '{"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid $2"}'
+RUN_EXAMPLE = '{"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid \\"$2\\""}'
 
 
 class ConfigError(Exception):
@@ -175,10 +175,20 @@ def _parseUrlPath(value: object) -> str:
     return path
 
 
-def _parseMaxBackends(value: object) -> int:
+def _parseAtLeastOne(value: object) -> int:
     count = _integer(value)
     if count < 1:
         raise _Invalid()
+    return count
+
+
+def _parseMaxBackends(value: object) -> int:
+    count = _integer(value)
+    if count < 2:
+        raise _Invalid(
+            "a redeploy starts the new version next to the one serving, so "
+            "with fewer than 2 no redeploy could ever start"
+        )
     return count
 
 
@@ -319,10 +329,30 @@ def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
 
 
+#: How a shell command can reach its positional parameters: the port is
+#: only ever given as $1.
+_POSITIONAL_PARAMETERS = re.compile(r"(?<!\\)\$(\{[#!]?)?[1@*]")
+
+
+def _parseRun(value: object) -> str:
+    """
+    A command that uses its first argument, the port: one that does not
+    cannot listen where rainbowd sends the traffic, and every deploy of
+    it would only fail after startTimeout.
+    """
+    run = _string(value)
+    if _POSITIONAL_PARAMETERS.search(run) is None:
+        raise _Invalid(
+            "it never uses $1, the only way the port is passed; a script "
+            'gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
+        )
+    return run
+
+
 _run = _Kind(
     "a shell command that starts the app listening on port $1 and writes "
     f"its pid to the file $2, e.g. {RUN_EXAMPLE}",
-    _string,
+    _parseRun,
 )
 _urlPath = _Kind('a URL path starting with "/", without spaces', _parseUrlPath)
 _endpoint = _Kind(
@@ -461,7 +491,7 @@ class Config:
         default=2.0,
     )
     livenessFailures: int = _setting(
-        _Kind("a whole number, 1 or more", _parseMaxBackends),
+        _Kind("a whole number, 1 or more", _parseAtLeastOne),
         "Liveness checks in a row the serving version may fail before a "
         "replacement is started",
         default=3,
@@ -496,7 +526,7 @@ class Config:
         default=500,
     )
     maxRequestBody: int = _setting(
-        _Kind("a whole number of bytes, 1 or more", _parseMaxBackends),
+        _Kind("a whole number of bytes, 1 or more", _parseAtLeastOne),
         "Largest request body taken on the public port, in bytes; a bigger one "
         "gets 413",
         default=100 * 1024 * 1024,
@@ -532,7 +562,7 @@ class Config:
         default=300.0,
     )
     maxBackends: int = _setting(
-        _Kind("a whole number, 1 or more (2 to redeploy)", _parseMaxBackends),
+        _Kind("a whole number, 2 or more", _parseMaxBackends),
         "Most versions running at once (old ones draining included)",
         default=10,
     )

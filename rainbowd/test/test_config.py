@@ -393,7 +393,7 @@ class LoadConfigTests(SynchronousTestCase):
             message,
             f"In {self.directory.child('rainbow.conf.json').path}, "
             "\"maxBackends\" is '3' (a string), but it must be a whole "
-            "number, 1 or more (2 to redeploy).",
+            "number, 2 or more.",
         )
 
     def test_boolsAreNotNumbers(self) -> None:
@@ -412,13 +412,36 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn("it has a fraction", message)
         self.assertEqual(self.load({"run": RUN, "maxBackends": 2.0}).maxBackends, 2)
 
-    def test_maxBackendsAtLeastOne(self) -> None:
+    def test_maxBackendsAtLeastTwo(self) -> None:
         """
-        maxBackends below 1 is an error.
+        maxBackends below 2 is an error saying why: a redeploy runs the new
+        version next to the old one.
         """
         self.assertIn(
             '"maxBackends" is 0', self.loadError({"run": RUN, "maxBackends": 0})
         )
+        message = self.loadError({"run": RUN, "maxBackends": 1})
+        self.assertIn('"maxBackends" is 1, but it must be a whole number, 2 or more', message)
+        self.assertIn("no redeploy could ever start", message)
+        self.assertEqual(self.load({"run": RUN, "maxBackends": 2}).maxBackends, 2)
+
+    def test_runWithoutPort(self) -> None:
+        """
+        A run line that never uses its first argument, the port, is an
+        error saying so; any way of reaching it will do.
+        """
+        message = self.loadError({"run": "twistd -n web --listen tcp:8080 --path ."})
+        self.assertIn("it never uses $1, the only way the port is passed", message)
+        self.assertIn("'twistd -n web --listen tcp:8080 --path .'", message)
+        self.assertIn("never uses $1", self.loadError({"run": "app --port \\$1"}))
+        for run in [
+            "app --port $1",
+            'app --port "${1}" --pid "$2"',
+            "app --port ${1:-8000}",
+            'exec ./start.sh "$@"',
+            "exec ./start.sh $*",
+        ]:
+            self.assertEqual(self.load({"run": run}).run, run)
 
     def test_livenessOff(self) -> None:
         """
@@ -505,7 +528,7 @@ class LoadConfigTests(SynchronousTestCase):
         JSON's non-standard NaN and Infinity are not times.
         """
         self.directory.child("rainbow.conf.json").setContent(
-            b'{"run": "x", "drainTimeout": Infinity}'
+            b'{"run": "x $1", "drainTimeout": Infinity}'
         )
         message = self.loadError()
         self.assertIn("not a finite number", message)

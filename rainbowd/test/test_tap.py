@@ -98,10 +98,10 @@ class OptionsTests(SynchronousTestCase):
         """
         --config / -c names the file, relative to the current directory.
         """
-        self.write({"run": "elsewhere"}, "prod.json")
+        self.write({"run": "elsewhere $1"}, "prod.json")
         for flag in ("--config", "-c"):
             options = self.parse([flag, "prod.json"])
-            self.assertEqual(options.config.run, "elsewhere")
+            self.assertEqual(options.config.run, "elsewhere $1")
             self.assertEqual(
                 options.config.source, self.directory.child("prod.json").path
             )
@@ -324,11 +324,11 @@ class OptionsTests(SynchronousTestCase):
         """
         readConfig reads the file again with the same flags.
         """
-        self.write({"run": "v1", "drainTimeout": 1000})
+        self.write({"run": "v1 $1", "drainTimeout": 1000})
         options = self.parse(["--drain-timeout", "2000"])
-        self.write({"run": "v2", "drainTimeout": 1000})
+        self.write({"run": "v2 $1", "drainTimeout": 1000})
         config = options.readConfig()
-        self.assertEqual((config.run, config.drainTimeout), ("v2", 2.0))
+        self.assertEqual((config.run, config.drainTimeout), ("v2 $1", 2.0))
 
 
 class ListenFails(FakeProcessReactor):
