@@ -63,6 +63,10 @@ from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddres
 
 _log = Logger()
 
+#: The environment variable every app process gets, set to the Python
+#: interpreter running rainbowd.
+PYTHON_VARIABLE = "RAINBOWD_PYTHON"
+
 
 def _wholeNumber(flag: str, unit: Optional[str]) -> Callable[[str], int]:
     """
@@ -502,6 +506,10 @@ def makeService(options: Options, reactor=None) -> MultiService:
     BackendLogs(deployer, config.stateDir).setServiceParent(service)
     notifier = Notifier(notifyAddress())
     os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
+    if sys.executable:
+        # So that "$RAINBOWD_PYTHON" -m ... in "run" is the Python, with
+        # its packages, that runs rainbowd, whatever is on PATH.
+        os.environ[PYTHON_VARIABLE] = sys.executable
     readiness = Readiness(deployer, notifier, config.port)
     readiness.setServiceParent(service)
     deployer.setServiceParent(service)

@@ -144,7 +144,7 @@ class Daemon:
         self.controlPort = freePort()
         low = 21000 + (os.getpid() % 400) * 20
         self.config = {
-            "run": f"{sys.executable} {APP} $1 $2",
+            "run": f"{sys.executable} {APP} $1 \"$2\"",
             "healthCheckPath": "/health",
             "port": self.port,
             "controlPort": self.controlPort,
@@ -163,13 +163,19 @@ class Daemon:
             json.dump(self.config, f)
 
     def start(
-        self, twistdOptions=(), env=None, wrapper=(), daemonize=False, **popen
+        self,
+        twistdOptions=(),
+        env=None,
+        wrapper=(),
+        daemonize=False,
+        rainbowdOptions=(),
+        **popen,
     ) -> subprocess.Popen:
         """
         Start C{twistd -n rainbowd} (C{twistd rainbowd} if C{daemonize}),
-        with C{twistdOptions} before C{rainbowd}, C{env} added to the
-        environment, and the command run by C{wrapper}, a command line to
-        which it is appended.
+        with C{twistdOptions} before C{rainbowd} and C{rainbowdOptions}
+        after it, C{env} added to the environment, and the command run by
+        C{wrapper}, a command line to which it is appended.
         """
         if not twistdOptions:
             twistdOptions = ["--logfile", self.logPath]
@@ -177,7 +183,7 @@ class Daemon:
         popen.setdefault("stderr", subprocess.STDOUT)
         foreground = [] if daemonize else ["-n"]
         self.process = subprocess.Popen(
-            [*wrapper, *TWISTD, *foreground, *twistdOptions, "rainbowd"],
+            [*wrapper, *TWISTD, *foreground, *twistdOptions, "rainbowd", *rainbowdOptions],
             cwd=self.directory,
             env=dict(os.environ, PYTHONPATH=SOURCE, **(env or {})),
             **popen,
@@ -928,6 +934,30 @@ class EndToEndTests(SynchronousTestCase):
                 error,
             )
         self.assertTrue(first.serving().startswith("v1"))
+
+    def test_example(self):
+        """
+        The bundled example serves and redeploys as the Quick start says,
+        with no virtualenv on PATH: its "run" line finds Twisted through
+        RAINBOWD_PYTHON.
+        """
+        daemon = Daemon(self)
+        process = daemon.start(
+            env={"PATH": "/usr/bin:/bin"},
+            rainbowdOptions=[
+                "--config", os.path.join(SOURCE, "examples", "rainbow.conf.json"),
+                "--port", str(daemon.port),
+                "--control-port", str(daemon.controlPort),
+                "--state-dir", os.path.join(daemon.directory, ".rainbowd"),
+            ],
+        )
+        self.assertTrue(daemon.serving().startswith("example app "), daemon.log())
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        self.assertEqual(result["generation"], 2)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0)
+        self.assertEqual(daemon.appGroups(), [])
 
     def test_noDeprecationWarnings(self):
         """

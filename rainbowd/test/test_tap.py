@@ -790,6 +790,15 @@ class ObservabilityTests(SynchronousTestCase):
         makeService(self.options(), FakeProcessReactor())
         self.assertNotIn("NOTIFY_SOCKET", os.environ)
 
+    def test_pythonPassedOn(self) -> None:
+        """
+        The app inherits RAINBOWD_PYTHON, the Python running rainbowd, even
+        if rainbowd was itself started with another value.
+        """
+        self.patch(os, "environ", dict(os.environ, RAINBOWD_PYTHON="/old/python"))
+        makeService(self.options(), FakeProcessReactor())
+        self.assertEqual(os.environ["RAINBOWD_PYTHON"], sys.executable)
+
     def test_firstGenerationOutputFile(self) -> None:
         """
         With --backend-logs, generation 1's output has a file too.
