@@ -37,7 +37,7 @@ from harness import (  # noqa: E402
 )
 
 #: The stdlib test app (see rainbowd/test/app.py), driven by APP_* variables.
-APP = f"exec {sys.executable} {TEST_APP} $1 $2"
+APP = f"exec {sys.executable} {TEST_APP} $1 \"$2\""
 
 SCENARIOS = []
 

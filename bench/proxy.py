@@ -448,7 +448,7 @@ def nginxRunLine(workDir: str, template: str) -> str:
     return (
         f'sed "s/@PORT@/$1/" {template} > "$2.conf" && '
         f'exec nginx -p {workDir}/ -e "$2.error.log" -c "$2.conf" '
-        f'-g "daemon off; pid $2;"'
+        f'-g "daemon off; pid \'$2\';"'
     )
 
 
@@ -1218,7 +1218,7 @@ def run(
         ["--access-log", os.path.join(workDir, "access.log")],
     )
     sseDaemon = rainbowd(
-        f"{mainName}-sse", cpython, f"exec {sys.executable} {SSE_APP} $1 $2"
+        f"{mainName}-sse", cpython, f"exec {sys.executable} {SSE_APP} $1 \"$2\""
     )
 
     direct = main.waitActive()["port"]

@@ -40,34 +40,37 @@ from harness import Load, Ports, Rainbowd, StatusPoller, percentile, waitFor  # 
 
 #: The app servers and the "run" line for each, exactly as in README.rst.
 SERVERS = {
-    "gunicorn-sync": "gunicorn wsgiapp:app --bind 127.0.0.1:$1 --pid $2 --workers 2",
-    "gunicorn-gthread": (
-        "gunicorn wsgiapp:app --bind 127.0.0.1:$1 --pid $2 --workers 2 "
-        "--worker-class gthread --threads 4"
+    "gunicorn-sync": (
+        'gunicorn wsgiapp:app --bind 127.0.0.1:$1 --pid "$2" --no-control-socket '
+        "--workers 2"
     ),
-    "uvicorn": "echo $$ > $2; exec uvicorn asgiapp:app --port $1",
-    "waitress": "echo $$ > $2; exec waitress-serve --listen=127.0.0.1:$1 wsgiapp:app",
-    "hypercorn": "hypercorn asgiapp:app --bind 127.0.0.1:$1 --pid $2",
+    "gunicorn-gthread": (
+        'gunicorn wsgiapp:app --bind 127.0.0.1:$1 --pid "$2" --no-control-socket '
+        "--workers 2 --worker-class gthread --threads 4"
+    ),
+    "uvicorn": "echo $$ > \"$2\"; exec uvicorn asgiapp:app --port $1",
+    "waitress": "echo $$ > \"$2\"; exec waitress-serve --listen=127.0.0.1:$1 wsgiapp:app",
+    "hypercorn": "hypercorn asgiapp:app --bind 127.0.0.1:$1 --pid \"$2\"",
     "twistd-web": (
-        "twistd -n --pidfile $2 web --listen tcp:$1:interface=127.0.0.1 "
+        "twistd -n --pidfile \"$2\" web --listen tcp:$1:interface=127.0.0.1 "
         "--wsgi wsgiapp.app"
     ),
     "puma": (
-        "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production "
+        "puma --bind tcp://127.0.0.1:$1 --pidfile \"$2\" --environment production "
         "--threads 5:5 config.ru"
     ),
-    "unicorn": "echo $$ > $2; exec unicorn --listen 127.0.0.1:$1 --env production config.ru",
+    "unicorn": "echo $$ > \"$2\"; exec unicorn --listen 127.0.0.1:$1 --env production config.ru",
 }
 
 #: Lines the README advises against, soaked to show what rainbowd does for
 #: them: puma 5.6 with fewer threads at least than at most.
 SERVERS.update({
     "puma-4:8": (
-        "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production "
+        "puma --bind tcp://127.0.0.1:$1 --pidfile \"$2\" --environment production "
         "--threads 4:8 config.ru"
     ),
     "puma-defaults": (
-        "puma --bind tcp://127.0.0.1:$1 --pidfile $2 --environment production config.ru"
+        "puma --bind tcp://127.0.0.1:$1 --pidfile \"$2\" --environment production config.ru"
     ),
 })
 

@@ -5,7 +5,7 @@ rainbowd's configuration: C{rainbow.conf.json} plus command-line overrides.
 The file is a JSON object; times in it are in B{milliseconds}, while
 L{Config} holds them in B{seconds}.  A minimal file::
 
-    {"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid $2"}
+    {"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid \\"$2\\""}
 
 Every key is declared once, as a field of L{Config} whose metadata says how
 to read it from the file (L{_Kind}); L{loadConfig} walks those fields, so
@@ -30,7 +30,7 @@ DEFAULT_FILENAME = "rainbow.conf.json"
 DEFAULT_STATE_DIR = ".rainbowd"
 EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
 
-RUN_EXAMPLE = '{"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid $2"}'
+RUN_EXAMPLE = '{"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid \\"$2\\""}'
 
 
 class ConfigError(Exception):
@@ -176,10 +176,20 @@ def _parseUrlPath(value: object) -> str:
     return path
 
 
-def _parseMaxBackends(value: object) -> int:
+def _parseAtLeastOne(value: object) -> int:
     count = _integer(value)
     if count < 1:
         raise _Invalid()
+    return count
+
+
+def _parseMaxBackends(value: object) -> int:
+    count = _integer(value)
+    if count < 2:
+        raise _Invalid(
+            "a redeploy starts the new version next to the one serving, so "
+            "with fewer than 2 no redeploy could ever start"
+        )
     return count
 
 
@@ -320,10 +330,30 @@ def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
 
 
+#: How a shell command can reach its positional parameters: the port is
+#: only ever given as $1.
+_POSITIONAL_PARAMETERS = re.compile(r"(?<!\\)\$(\{[#!]?)?[1@*]")
+
+
+def _parseRun(value: object) -> str:
+    """
+    A command that uses its first argument, the port: one that does not
+    cannot listen where rainbowd sends the traffic, and every deploy of
+    it would only fail after startTimeout.
+    """
+    run = _string(value)
+    if _POSITIONAL_PARAMETERS.search(run) is None:
+        raise _Invalid(
+            "it never uses $1, the only way the port is passed; a script "
+            'gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
+        )
+    return run
+
+
 _run = _Kind(
     "a shell command that starts the app listening on port $1 and writes "
     f"its pid to the file $2, e.g. {RUN_EXAMPLE}",
-    _string,
+    _parseRun,
 )
 _verify = _Kind(
     "a shell command that checks the app on port $1 (generation $2) and "
@@ -482,7 +512,7 @@ class Config:
         default=2.0,
     )
     livenessFailures: int = _setting(
-        _Kind("a whole number, 1 or more", _parseMaxBackends),
+        _Kind("a whole number, 1 or more", _parseAtLeastOne),
         "Liveness checks in a row the serving version may fail before a "
         "replacement is started",
         default=3,
@@ -517,7 +547,7 @@ class Config:
         default=500,
     )
     maxRequestBody: int = _setting(
-        _Kind("a whole number of bytes, 1 or more", _parseMaxBackends),
+        _Kind("a whole number of bytes, 1 or more", _parseAtLeastOne),
         "Largest request body taken on the public port, in bytes; a bigger one "
         "gets 413",
         default=100 * 1024 * 1024,
@@ -561,7 +591,7 @@ class Config:
         default=300.0,
     )
     maxBackends: int = _setting(
-        _Kind("a whole number, 1 or more (2 to redeploy)", _parseMaxBackends),
+        _Kind("a whole number, 2 or more", _parseMaxBackends),
         "Most versions running at once (old ones draining included)",
         default=10,
     )
@@ -691,15 +721,15 @@ def _noDuplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return result
 
 
-def _readFile(path: str, name: Optional[str] = None) -> Dict[str, Any]:
+def _readBytes(path: str, name: Optional[str] = None) -> bytes:
     """
-    The top-level object of JSON file C{path}, called C{name} (C{path} by
-    default) in errors.
+    The content of config file C{path}, called C{name} (C{path} by default)
+    in errors.
     """
     name = path if name is None else name
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except FileNotFoundError:
         raise ConfigError(
             f"The config file {name} does not exist; check the --config "
@@ -708,6 +738,26 @@ def _readFile(path: str, name: Optional[str] = None) -> Dict[str, Any]:
         )
     except OSError as e:
         raise ConfigError(f"Cannot read the config file {name}: {e.strerror}.")
+
+
+def _readFile(path: str, name: Optional[str] = None) -> Dict[str, Any]:
+    """
+    The top-level object of JSON file C{path}, called C{name} (C{path} by
+    default) in errors.
+    """
+    name = path if name is None else name
+    return _decode(name, _readBytes(path, name))
+
+
+def _decode(name: str, data: bytes) -> Dict[str, Any]:
+    """
+    The top-level object of C{data}, the content of JSON file C{name}.
+    """
+    if not data.strip():
+        raise ConfigError(
+            f"{name} is empty: write a JSON object with at least a \"run\" "
+            f"key in it, e.g. {RUN_EXAMPLE}"
+        )
     try:
         loaded = json.loads(data, object_pairs_hook=_noDuplicates)
     except json.JSONDecodeError as e:
@@ -764,34 +814,86 @@ class _Raw:
         return ConfigError(f"{where}, {self.name(key)} {problem}")
 
 
+def _guess(key: str) -> Optional[str]:
+    """
+    The known key C{key} is most likely a misspelling of, if any.
+    """
+    guesses = difflib.get_close_matches(key, settingNames(), n=1)
+    return guesses[0] if guesses else None
+
+
 def _unknownKey(raw: _Raw, key: str) -> ConfigError:
-    known = settingNames()
-    guess = difflib.get_close_matches(key, known, n=1)
-    hint = f' Did you mean "{guess[0]}"?' if guess else ""
-    return raw.error(
-        key, f"is not a key rainbowd knows.{hint} The keys are: {', '.join(known)}."
+    """
+    The error for one key rainbowd does not know (without the list of
+    those it knows).
+    """
+    guess = _guess(key)
+    hint = f' Did you mean "{guess}"?' if guess else ""
+    return raw.error(key, f"is not a key rainbowd knows.{hint}")
+
+
+def _unknownKeys(raw: _Raw, keys: List[str]) -> ConfigError:
+    """
+    The error for every key of C{keys}, which rainbowd does not know, at
+    once; with a guess for each that looks like a known key, and the list
+    of those.
+    """
+    known = f"The keys are: {', '.join(settingNames())}."
+    if len(keys) == 1:
+        return ConfigError(f"{_unknownKey(raw, keys[0])} {known}")
+    names = ", ".join(f'"{key}"' for key in keys[:-1]) + f' and "{keys[-1]}"'
+    guesses = [f'"{_guess(key)}" for "{key}"' for key in keys if _guess(key)]
+    hint = f" Did you mean {', '.join(guesses)}?" if guesses else ""
+    return ConfigError(
+        f"In {raw.source}, {names} are not keys rainbowd knows.{hint} {known}"
     )
+
+
+def _checkSettings(
+    raw: _Raw,
+) -> Tuple[Dict[str, Any], List[str], Dict[str, ConfigError]]:
+    """
+    Check every key given, and convert each to its L{Config} value.
+
+    @return: the converted values by key; the keys rainbowd does not
+        know; and the error of each value that is wrong, by key -- each in
+        the order given.
+    """
+    fields = attrs.fields_dict(Config)
+    settings = {}
+    unknown = []
+    invalid = {}
+    for key, value in raw.values.items():
+        field = fields.get(key)
+        if field is None or _KIND not in field.metadata:
+            unknown.append(key)
+            continue
+        kind = field.metadata[_KIND]
+        try:
+            settings[key] = kind.parse(value)
+        except _Invalid as problem:
+            shown = _shortRepr(value)
+            if problem.wrongType:
+                shown += f" ({_jsonType(value)})"
+            detail = f" ({problem.detail})" if problem.detail else ""
+            invalid[key] = raw.error(
+                key, f"is {shown}, but it must be {kind.expected}{detail}."
+            )
+    return settings, unknown, invalid
 
 
 def _readSettings(raw: _Raw) -> Dict[str, Any]:
     """
     Check every key given, and convert each to its L{Config} value.
+
+    @raise ConfigError: naming every key rainbowd does not know, if any;
+        else for the first value that is wrong.
     """
-    fields = attrs.fields_dict(Config)
-    settings = {}
-    for key, value in raw.values.items():
-        field = fields.get(key)
-        if field is None or _KIND not in field.metadata:
-            raise _unknownKey(raw, key)
-        kind = field.metadata[_KIND]
-        try:
-            settings[key] = kind.parse(value)
-        except _Invalid as invalid:
-            shown = _shortRepr(value)
-            if invalid.wrongType:
-                shown += f" ({_jsonType(value)})"
-            detail = f" ({invalid.detail})" if invalid.detail else ""
-            raise raw.error(key, f"is {shown}, but it must be {kind.expected}{detail}.")
+    settings, unknown, invalid = _checkSettings(raw)
+    if unknown:
+        raise _unknownKeys(raw, unknown)
+    for error in invalid.values():
+        raise error
     return settings
 
 
@@ -849,6 +951,23 @@ def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
         )
 
 
+def _home(raw: _Raw) -> str:
+    """
+    The directory paths in the file are relative to: the file's.
+    """
+    return os.path.dirname(raw.source) if raw.source else raw.cwd
+
+
+def _absolute(raw: _Raw, key: str, given: str) -> str:
+    """
+    The path C{given} for C{key} made absolute: against the config file's
+    directory for a value from the file, the current directory for one
+    from the command line.
+    """
+    base = _home(raw) if key in raw.fromFile else raw.cwd
+    return os.path.abspath(os.path.join(base, os.path.expanduser(given)))
+
+
 def _resolveDirectories(
     raw: _Raw, settings: Dict[str, Any], resolvedHome: Optional[str]
 ) -> None:
@@ -862,7 +981,7 @@ def _resolveDirectories(
     release directory it is (see L{rainbowd.releases}), through the config
     file's directory as it was when read, C{resolvedHome}.
     """
-    home = os.path.dirname(raw.source) if raw.source else raw.cwd
+    home = _home(raw)
     settings.setdefault("cwd", home)
     settings.setdefault("stateDir", os.path.join(home, DEFAULT_STATE_DIR))
     paths = ("cwd", "stateDir", "controlTokenFile", "accessLog", "maintenancePage")
@@ -870,8 +989,7 @@ def _resolveDirectories(
         given = settings.get(key)
         if given is None or (key == "accessLog" and given == "-"):
             continue
-        base = home if key in raw.fromFile else raw.cwd
-        settings[key] = os.path.abspath(os.path.join(base, os.path.expanduser(given)))
+        settings[key] = _absolute(raw, key, given)
     dangling = danglingLinkProblem(settings["cwd"])
     if dangling is not None:
         raise raw.error("cwd", f"is {settings['cwd']!r}, but {dangling}.")
@@ -888,6 +1006,26 @@ def _resolveDirectories(
             f"is {settings['stateDir']!r}, which exists but is not a "
             "directory: move it away, or choose another stateDir.",
         )
+
+
+def _noRun(source: Optional[str]) -> ConfigError:
+    where = f"{source} has" if source else "the command line has"
+    return ConfigError(
+        f'No "run" command: {where} no "run" key.  It is required: it '
+        "is the shell command that starts your app, given the port to "
+        f"listen on as $1 and the pid file to write as $2, e.g. {RUN_EXAMPLE}"
+    )
+
+
+def _source(path: Optional[str], cwd: str) -> Optional[str]:
+    """
+    The absolute path of the config file: C{path} against C{cwd}, or
+    C{rainbow.conf.json} in C{cwd}, or L{None} if that is not there.
+    """
+    if path is not None:
+        return os.path.abspath(os.path.join(cwd, os.path.expanduser(path)))
+    source = os.path.join(cwd, DEFAULT_FILENAME)
+    return source if os.path.exists(source) else None
 
 
 def loadConfig(
@@ -909,19 +1047,13 @@ def loadConfig(
     """
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    source: Optional[str]
-    if path is None:
-        source = os.path.join(cwd, DEFAULT_FILENAME)
-        if not os.path.exists(source):
-            if "run" not in overrides:
-                raise ConfigError(
-                    f"No {DEFAULT_FILENAME} in {cwd}: write one with a "
-                    '"run" key (see README), or pass --config PATH or '
-                    "--run COMMAND."
-                )
-            source = None
-    else:
-        source = os.path.abspath(os.path.join(cwd, os.path.expanduser(path)))
+    source = _source(path, cwd)
+    if source is None and "run" not in overrides:
+        raise ConfigError(
+            f"No {DEFAULT_FILENAME} in {cwd}: write one with a "
+            '"run" key (see README), or pass --config PATH or '
+            "--run COMMAND."
+        )
     fileValues: Dict[str, Any] = {}
     resolvedHome = None
     if source is not None:
@@ -941,12 +1073,7 @@ def loadConfig(
         cwd=cwd,
     )
     if "run" not in raw.values:
-        where = f"{source} has" if source else "the command line has"
-        raise ConfigError(
-            f'No "run" command: {where} no "run" key.  It is required: it '
-            "is the shell command that starts your app, given the port to "
-            f"listen on as $1 and the pid file to write as $2, e.g. {RUN_EXAMPLE}"
-        )
+        raise _noRun(source)
     settings = _readSettings(raw)
     _checkOnlyOneCheck(raw, settings)
     _defaultControlPort(raw, settings)
@@ -995,6 +1122,119 @@ def readMaintenancePage(path: str) -> bytes:
             else:
                 return data
     raise ConfigError(f"The maintenance page {path} (\"maintenancePage\") {problem}.")
+
+
+#: The keys rainbowctl reads: those that say where the control API listens
+#: and the token it asks for.
+CONTROL_KEYS = ("port", "controlPort", "controlTokenFile")
+
+
+@attrs.frozen
+class ControlKeys:
+    """
+    What rainbowctl needs of a config file.
+
+    @ivar controlPort: the control API's endpoint description, as
+        L{Config.controlPort}.
+    @ivar controlTokenFile: the absolute path of the token file, or
+        L{None}.
+    @ivar source: the config file.
+    @ivar warnings: what is wrong with the rest of the file, a sentence
+        each: rainbowd would refuse it, but rainbowctl need not.
+    """
+
+    controlPort: str
+    controlTokenFile: Optional[str]
+    source: str
+    warnings: Tuple[str, ...]
+
+
+def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKeys:
+    """
+    Read L{CONTROL_KEYS} of the config as L{loadConfig} would, and only
+    warn about the rest: the rainbowd running may well be one that started
+    before a typo was made elsewhere in the file, and that is when
+    C{rainbowctl status} is wanted.  Even from a file that is not valid
+    JSON, the keys are read if they can be (each once, with a whole JSON
+    value); those not found have their defaults.
+
+    @param path: as for L{loadConfig}.
+    @param cwd: as for L{loadConfig}.
+    @raise ConfigError: if the file is missing or unreadable, or if one of
+        L{CONTROL_KEYS} is wrong or cannot be told from the broken JSON.
+    """
+    cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    source = _source(path, cwd)
+    if source is None:
+        raise ConfigError(
+            f"No {DEFAULT_FILENAME} in {cwd}: pass --config PATH, or go to "
+            "the directory of rainbowd's config."
+        )
+    data = _readBytes(source)
+    warnings = []
+    try:
+        values = _decode(source, data)
+    except ConfigError as e:
+        values = _salvage(source, data.decode("utf-8", "replace"))
+        found = ", ".join(f'"{key}"' for key in CONTROL_KEYS if key in values)
+        warnings.append(
+            f"{e}  rainbowctl goes on with "
+            + (f"the {found} it found there" if found else "the defaults")
+            + "."
+        )
+    raw = _Raw(values=values, fromFile=frozenset(values), source=source, cwd=cwd)
+    settings, unknown, invalid = _checkSettings(raw)
+    for key in CONTROL_KEYS:
+        if key in invalid:
+            raise invalid[key]
+    if not warnings:
+        warnings.extend(str(_unknownKey(raw, key)) for key in unknown)
+        warnings.extend(str(error) for error in invalid.values())
+    if not warnings:
+        try:
+            loadConfig(source, cwd=cwd)
+        except ConfigError as e:
+            warnings.append(str(e))
+    needed = {key: settings[key] for key in CONTROL_KEYS if key in settings}
+    _defaultControlPort(raw, needed)
+    tokenFile = needed.get("controlTokenFile")
+    if tokenFile is not None:
+        tokenFile = _absolute(raw, "controlTokenFile", tokenFile)
+    return ControlKeys(needed["controlPort"], tokenFile, source, tuple(warnings))
+
+
+def _salvage(source: str, text: str) -> Dict[str, Any]:
+    """
+    The values of L{CONTROL_KEYS} in C{text}, which is not valid JSON:
+    each key found once, as C{"key": VALUE} with a whole JSON value
+    followed by a comma, a closing brace or nothing.
+
+    @raise ConfigError: if one of them is there more than once, or its
+        value cannot be read.
+    """
+    decoder = json.JSONDecoder()
+    values = {}
+    for key in CONTROL_KEYS:
+        found = list(re.finditer(r'(?<!\\)"%s"\s*:\s*' % re.escape(key), text))
+        if not found:
+            continue
+        where = f"{source} is not valid JSON, and rainbowctl"
+        if len(found) > 1:
+            raise ConfigError(
+                f'{where} finds "{key}" {len(found)} times in it: it cannot '
+                "tell which one rainbowd uses.  Fix the file."
+            )
+        try:
+            value, end = decoder.raw_decode(text, found[0].end())
+        except ValueError:
+            end = None
+        # A whole value ends where the object, or the pair, does.
+        if end is None or not re.match(r"\s*([,}]|$)", text[end:]):
+            raise ConfigError(
+                f'{where} cannot read the value of "{key}" in it.  Fix the file.'
+            )
+        values[key] = value
+    return values
 
 
 def ephemeralPortRange(

@@ -28,16 +28,16 @@ import os
 import socket
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import attrs
 
+from rainbowd import versionLine
 from rainbowd.config import (
     DEFAULT_FILENAME,
-    Config,
     ConfigError,
     endpointArguments,
-    loadConfig,
+    loadControlKeys,
     tcpPortNumber,
 )
 from rainbowd.controlsite import readControlToken
@@ -130,14 +130,19 @@ class Target:
     token: Optional[bytes]
     source: str
     tokenFile: Optional[str] = None
+    #: What is wrong with the rest of the config, a sentence each.
+    warnings: Tuple[str, ...] = ()
 
 
 def findTarget(configPath: Optional[str], cwd: Optional[str] = None) -> Target:
     """
-    Read the config as rainbowd would, for its control port and token.
+    Read the keys of the config that say where the control API is and
+    its token, as rainbowd would; what is wrong with the rest of it is
+    only warned about (see L{loadControlKeys}).
 
-    @raise CtlError: if there is no config, it does not load, or its token
-        file cannot be read.
+    @raise CtlError: if there is no config, those keys are wrong, or the
+        token file cannot be read: without it every request would be
+        refused.
     """
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     if configPath is None and not os.path.exists(os.path.join(cwd, DEFAULT_FILENAME)):
@@ -146,24 +151,19 @@ def findTarget(configPath: Optional[str], cwd: Optional[str] = None) -> Target:
             "directory rainbowd runs in, or pass --config PATH."
         )
     try:
-        config: Config = loadConfig(configPath, cwd=cwd)
+        keys = loadControlKeys(configPath, cwd=cwd)
         token = None
-        if config.controlTokenFile is not None:
-            token = readControlToken(config.controlTokenFile)[0]
+        if keys.controlTokenFile is not None:
+            token = readControlToken(keys.controlTokenFile)[0]
     except ConfigError as e:
         raise CtlError(str(e))
-    address = controlAddress(config.controlPort)
+    address = controlAddress(keys.controlPort)
     if address.path is not None and not os.path.isabs(address.path):
         # rainbowd resolves it against the directory it was started in,
         # which is the config file's, as a rule.
-        home = os.path.dirname(config.source) if config.source else cwd
+        home = os.path.dirname(keys.source)
         address = attrs.evolve(address, path=os.path.join(home, address.path))
-    return Target(
-        address,
-        token,
-        config.source or cwd,
-        config.controlTokenFile,
-    )
+    return Target(address, token, keys.source, keys.controlTokenFile, keys.warnings)
 
 
 class Client:
@@ -736,6 +736,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"rainbowd's config file (default: ./{DEFAULT_FILENAME})",
     )
+    parser.add_argument("--version", action="version", version=versionLine())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     redeployParser = commands.add_parser(
@@ -804,7 +805,15 @@ def run(
     """
     arguments = _parser().parse_args(list(argv))
     try:
-        client = Client(findTarget(arguments.config, cwd), connect)
+        target = findTarget(arguments.config, cwd)
+        for warning in target.warnings:
+            err.write(f"rainbowctl: warning: {warning}\n")
+        if target.warnings:
+            err.write(
+                "rainbowctl: warning: rainbowd reads this config again to "
+                "redeploy, and refuses it until it is fixed.\n"
+            )
+        client = Client(target, connect)
         if arguments.command == "redeploy":
             return redeploy(client, out, _isTTY(out), arguments.message)
         if arguments.command == "status":

@@ -6,6 +6,8 @@ C{twistd rainbowd}: the command-line options and the service.
 import fcntl
 import os
 import signal
+import sys
+import textwrap
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -18,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
+from rainbowd import versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
 from rainbowd.backendlogs import BackendLogs
@@ -65,6 +68,10 @@ from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddres
 from rainbowd.traffic import Traffic
 
 _log = Logger()
+
+#: The environment variable every app process gets, set to the Python
+#: interpreter running rainbowd.
+PYTHON_VARIABLE = "RAINBOWD_PYTHON"
 
 
 def _wholeNumber(flag: str, unit: Optional[str]) -> Callable[[str], int]:
@@ -175,19 +182,21 @@ class Options(usage.Options):
         see L{rainbowd.fdlimit.raiseFileLimit}.
     """
 
-    synopsis = (
-        "Usage: twistd [options] rainbowd [--config PATH] [--port N] "
-        "[--run COMMAND] [options]"
-    )
-    longdesc = (
+    # twistd puts "Usage: twistd [options] rainbowd" before it.
+    synopsis = "[--config PATH] [--port N] [--run COMMAND] [options]"
+    #: Printed by --help before the flags it tells about (see getUsage).
+    description = (
         "Run a web app and redeploy it with zero downtime: POST /redeploy "
         "to the control port starts the new version, waits for it to be "
         "healthy, swaps traffic to it and drains the old one.  The settings "
         f"come from {DEFAULT_FILENAME} in the current directory (or "
         '--config PATH), a JSON object with at least a "run" key; each '
         "flag below overrides the key of the same name (--drain-timeout "
-        'overrides "drainTimeout").  Times are in milliseconds.'
+        'overrides "drainTimeout").  Every key has a flag but "env" and '
+        '"cwd", which only the file sets.  Times are in milliseconds.'
     )
+    # Not None, or usage.Options would print __main__'s docstring.
+    longdesc = ""
 
     optParameters = _optParameters()
 
@@ -199,6 +208,34 @@ class Options(usage.Options):
     warnings: List[str]
     controlToken: Optional[bytes] = None
     raiseFileLimit = staticmethod(raiseFileLimit)
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        width = width or int(os.environ.get("COLUMNS", "80"))
+        description = textwrap.fill(self.description, width)
+        return f"\n{description}\n\n{usage.Options.getUsage(self, width)}"
+
+    def opt_version(self) -> None:
+        """
+        Display rainbowd's version, and Twisted's and Python's, and exit.
+        """
+        print(versionLine())
+        sys.exit(0)
+
+    def parseOptions(self, options: Optional[List[str]] = None) -> None:
+        """
+        Parse the flags; a bad one stops twistd with its one-line error and
+        a pointer to --help, not the whole of --help above the error.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            problem = str(e).replace("Parameter type enforcement failed: ", "")
+            if not problem.endswith("."):
+                problem += "."
+            raise SystemExit(
+                f"rainbowd: {problem}\n"
+                "rainbowd: twistd rainbowd --help lists the flags."
+            )
 
     def readConfig(self) -> Config:
         """
@@ -366,13 +403,23 @@ class _OrderlyStop(MultiService):
     again with the signal it got), and meet a second signal during that
     stop with a line in the log, not a traceback from C{reactor.stop}.
 
+    Its C{privilegedStartService} runs once: L{makeService} calls it, and
+    twistd's own call later does nothing.
+
     @param installSignal: L{signal.signal}, or a test's fake.
     """
+
+    _privilegedStarted = False
 
     def __init__(self, reactor, installSignal=signal.signal) -> None:
         MultiService.__init__(self)
         self._reactor = reactor
         self._installSignal = installSignal
+
+    def privilegedStartService(self) -> None:
+        if not self._privilegedStarted:
+            self._privilegedStarted = True
+            MultiService.privilegedStartService(self)
 
     def startService(self) -> None:
         MultiService.startService(self)
@@ -432,10 +479,19 @@ def makeService(options: Options, reactor=None) -> MultiService:
     C{privilegedStartService}), so a second rainbowd or a port clash stops
     twistd before any app is launched or any leftover stopped; and the ports
     are closed first on the way down, so the backends then drain.
+
+    That privileged start is done here, before twistd daemonizes (it does
+    so between C{makeService} and C{privilegedStartService}), and before it
+    writes its pidfile: a failure then stops the process the user started,
+    with its one line on the terminal.  After daemonizing, twistd reports
+    only an L{Exception} through its status pipe, not the L{SystemExit}
+    these failures raise, and its first process, which holds that pipe's
+    write end itself, would wait for an answer forever.
     """
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
+    _log.info("{version}", version=versionLine())
     try:
         prepare(config.stateDir)
     except UnsafeStateDir as e:
@@ -474,6 +530,10 @@ def makeService(options: Options, reactor=None) -> MultiService:
     BackendLogs(deployer, config.stateDir).setServiceParent(service)
     notifier = Notifier(notifyAddress())
     os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
+    if sys.executable:
+        # So that "$RAINBOWD_PYTHON" -m ... in "run" is the Python, with
+        # its packages, that runs rainbowd, whatever is on PATH.
+        os.environ[PYTHON_VARIABLE] = sys.executable
     readiness = Readiness(deployer, notifier, config.port)
     readiness.setServiceParent(service)
     deployer.setServiceParent(service)
@@ -522,6 +582,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         listening[key] = _Listening(key, getattr(config, key), reactor, site)
         listening[key].setServiceParent(service)
     metrics.watchConnections(cap, listening)
+    service.privilegedStartService()
     return service
 
 

@@ -365,6 +365,35 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn('Did you mean "drainTimeout"?', message)
         self.assertIn(", ".join(settingNames()), message)
 
+    def test_unknownKeysAtOnce(self) -> None:
+        """
+        Every unknown key is named in the one error, each misspelt one with
+        its guess, and the known keys are listed once.
+        """
+        message = self.loadError(
+            {"run": RUN, "drainTimout": 5, "colour": "blue", "helthCheckPath": "/"}
+        )
+        self.assertIn(
+            '"drainTimout", "colour" and "helthCheckPath" are not keys rainbowd '
+            'knows. Did you mean "drainTimeout" for "drainTimout", '
+            '"healthCheckPath" for "helthCheckPath"?',
+            message,
+        )
+        self.assertEqual(message.count("The keys are: "), 1)
+        self.assertNotIn("\n", message)
+
+    def test_emptyFile(self) -> None:
+        """
+        An empty or blank file is an error saying it is empty, not a JSON
+        syntax error.
+        """
+        path = self.directory.child("rainbow.conf.json")
+        for content in [b"", b"  \n\t\n"]:
+            path.setContent(content)
+            message = self.loadError()
+            self.assertIn(f"{path.path} is empty: write a JSON object", message)
+            self.assertNotIn("missing comma", message)
+
     def test_unknownKeyWithoutGuess(self) -> None:
         """
         An unknown key that resembles nothing is an error without a guess.
@@ -383,7 +412,7 @@ class LoadConfigTests(SynchronousTestCase):
             message,
             f"In {self.directory.child('rainbow.conf.json').path}, "
             "\"maxBackends\" is '3' (a string), but it must be a whole "
-            "number, 1 or more (2 to redeploy).",
+            "number, 2 or more.",
         )
 
     def test_boolsAreNotNumbers(self) -> None:
@@ -402,13 +431,36 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn("it has a fraction", message)
         self.assertEqual(self.load({"run": RUN, "maxBackends": 2.0}).maxBackends, 2)
 
-    def test_maxBackendsAtLeastOne(self) -> None:
+    def test_maxBackendsAtLeastTwo(self) -> None:
         """
-        maxBackends below 1 is an error.
+        maxBackends below 2 is an error saying why: a redeploy runs the new
+        version next to the old one.
         """
         self.assertIn(
             '"maxBackends" is 0', self.loadError({"run": RUN, "maxBackends": 0})
         )
+        message = self.loadError({"run": RUN, "maxBackends": 1})
+        self.assertIn('"maxBackends" is 1, but it must be a whole number, 2 or more', message)
+        self.assertIn("no redeploy could ever start", message)
+        self.assertEqual(self.load({"run": RUN, "maxBackends": 2}).maxBackends, 2)
+
+    def test_runWithoutPort(self) -> None:
+        """
+        A run line that never uses its first argument, the port, is an
+        error saying so; any way of reaching it will do.
+        """
+        message = self.loadError({"run": "twistd -n web --listen tcp:8080 --path ."})
+        self.assertIn("it never uses $1, the only way the port is passed", message)
+        self.assertIn("'twistd -n web --listen tcp:8080 --path .'", message)
+        self.assertIn("never uses $1", self.loadError({"run": "app --port \\$1"}))
+        for run in [
+            "app --port $1",
+            'app --port "${1}" --pid "$2"',
+            "app --port ${1:-8000}",
+            'exec ./start.sh "$@"',
+            "exec ./start.sh $*",
+        ]:
+            self.assertEqual(self.load({"run": run}).run, run)
 
     def test_livenessOff(self) -> None:
         """
@@ -495,7 +547,7 @@ class LoadConfigTests(SynchronousTestCase):
         JSON's non-standard NaN and Infinity are not times.
         """
         self.directory.child("rainbow.conf.json").setContent(
-            b'{"run": "x", "drainTimeout": Infinity}'
+            b'{"run": "x $1", "drainTimeout": Infinity}'
         )
         message = self.loadError()
         self.assertIn("not a finite number", message)

@@ -8,11 +8,14 @@ import http.client
 import io
 import json
 import time
+import sys
 from typing import Dict, List, Optional
 
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+import rainbowd
+from rainbowd import versionLine
 from rainbowd.ctl import (
     CANNOT,
     FAILED,
@@ -203,17 +206,111 @@ class FindTargetTests(SynchronousTestCase):
             ControlAddress(path=self.directory.child("control.sock").path),
         )
 
-    def test_badConfig(self) -> None:
+    def writeText(self, text: str) -> str:
+        path = self.directory.child("rainbow.conf.json")
+        path.setContent(text.encode("utf-8"))
+        return path.path
+
+    def test_tokenFileMissing(self) -> None:
         """
-        A config rainbowd could not load, or a missing token file, is an
-        error with rainbowd's message.
+        A token file that cannot be read is an error with rainbowd's
+        message: every request would be refused without it.
         """
-        self.write({"port": 8000})
-        error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
-        self.assertIn('No "run" command', str(error))
         self.write({"run": RUN, "controlTokenFile": "token"})
         error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
         self.assertIn("does not exist", str(error))
+
+    def test_otherKeysOnlyWarned(self) -> None:
+        """
+        What is wrong with keys rainbowctl does not use is a warning each,
+        with a guess for a misspelt key, and the control API is still
+        found.
+        """
+        self.write(
+            {"run": RUN, "port": 8000, "drainTimout": 5, "killTimeout": "soon", "colour": 1}
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=8001))
+        self.assertEqual(len(target.warnings), 3)
+        self.assertIn('"drainTimout" is not a key rainbowd knows. Did you mean '
+                      '"drainTimeout"?', target.warnings[0])
+        self.assertIn('"colour" is not a key', target.warnings[1])
+        self.assertIn('"killTimeout" is \'soon\'', target.warnings[2])
+
+    def test_wholeFileProblemWarned(self) -> None:
+        """
+        A config rainbowd would refuse as a whole (here: no "run") is one
+        warning.
+        """
+        self.write({"controlPort": 9001})
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.assertEqual(len(target.warnings), 1)
+        self.assertIn('No "run" command', target.warnings[0])
+
+    def test_goodConfigNoWarning(self) -> None:
+        """
+        A config rainbowd loads gives no warning.
+        """
+        self.write({"run": RUN, "port": 8000, "drainTimeout": 5})
+        self.assertEqual(findTarget(None, self.directory.path).warnings, ())
+
+    def test_brokenJSON(self) -> None:
+        """
+        A file that is not valid JSON (a trailing comma) still gives the
+        keys rainbowctl needs, with a warning naming the file and the line.
+        """
+        path = self.writeText(
+            '{\n  "run": "x",\n  "controlPort": "tcp:9001:interface=127.0.0.1",\n'
+            '  "controlTokenFile": "token",\n}\n'
+        )
+        self.directory.child("token").setContent(b"s3cret\n")
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.assertEqual(target.token, b"s3cret")
+        (warning,) = target.warnings
+        self.assertIn(f"{path} is not valid JSON: line 5, column 1", warning)
+        self.assertIn('goes on with the "controlPort", "controlTokenFile" it found', warning)
+
+    def test_brokenJSONDefaults(self) -> None:
+        """
+        A file that is not valid JSON and gives none of the keys means the
+        defaults: port 7000, so control port 7001.
+        """
+        self.writeText('{"run": "x" "drainTimeout": 5}')
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=7001))
+        self.assertIn("goes on with the defaults", target.warnings[0])
+
+    def test_brokenJSONAmbiguous(self) -> None:
+        """
+        In a file that is not valid JSON, a key rainbowctl needs found twice,
+        or with a value it cannot read, is an error: guessing could reach
+        another rainbowd.
+        """
+        self.writeText('{"port": 8000, "port": 9000,}')
+        error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
+        self.assertIn('finds "port" 2 times', str(error))
+        self.writeText('{"controlPort": 90x1}')
+        error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
+        self.assertIn('cannot read the value of "controlPort"', str(error))
+
+    def test_neededKeyWrong(self) -> None:
+        """
+        A wrong value of a key rainbowctl needs is an error.
+        """
+        self.write({"run": RUN, "controlPort": 0})
+        error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
+        self.assertIn('"controlPort" is 0', str(error))
+
+    def test_emptyFile(self) -> None:
+        """
+        An empty file is a warning saying so, and the defaults are used.
+        """
+        path = self.writeText(" \n")
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=7001))
+        self.assertIn(f"{path} is empty", target.warnings[0])
 
 
 class FakeTTY(io.StringIO):
@@ -812,6 +909,36 @@ class RunTests(SynchronousTestCase):
             (code, err),
             (CANNOT, "rainbowctl: GET /deploys failed: limit must be a whole number\n"),
         )
+    def test_warnings(self) -> None:
+        """
+        Each warning about the config is a line on stderr, then one saying
+        a redeploy would fail; the command still runs.
+        """
+        self.config["drainTimout"] = 5
+        self.config["healthCheckPath"] = 3
+        self.write()
+        body = json.dumps({"backends": []}).encode()
+        code, out, err = self.rainbowctl(
+            ["status"], FakeConnection(FakeResponse(200, body))
+        )
+        self.assertEqual(code, 0)
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 3, err)
+        self.assertTrue(all(line.startswith("rainbowctl: warning: ") for line in lines))
+        self.assertIn("drainTimout", lines[0])
+        self.assertIn("healthCheckPath", lines[1])
+        self.assertIn("refuses it until it is fixed", lines[2])
+
+    def test_version(self) -> None:
+        """
+        --version prints rainbowd's version, and Twisted's and Python's.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, self.rainbowctl, ["--version"], FakeConnection())
+        self.assertEqual(error.code, 0)
+        self.assertEqual(out.getvalue(), versionLine() + "\n")
+        self.assertTrue(out.getvalue().startswith(f"rainbowd {rainbowd.__version__} ("))
 
     def test_logs(self) -> None:
         """

@@ -144,7 +144,7 @@ class Daemon:
         self.controlPort = freePort()
         low = 21000 + (os.getpid() % 400) * 20
         self.config = {
-            "run": f"{sys.executable} {APP} $1 $2",
+            "run": f"{sys.executable} {APP} $1 \"$2\"",
             "healthCheckPath": "/health",
             "port": self.port,
             "controlPort": self.controlPort,
@@ -163,22 +163,29 @@ class Daemon:
             json.dump(self.config, f)
 
     def start(
-        self, twistdOptions=(), env=None, wrapper=(), rainbowdOptions=(), **popen
+        self,
+        twistdOptions=(),
+        env=None,
+        wrapper=(),
+        daemonize=False,
+        rainbowdOptions=(),
+        **popen,
     ) -> subprocess.Popen:
         """
-        Start C{twistd -n rainbowd}, with C{twistdOptions} before
-        C{rainbowd} and C{rainbowdOptions} after it, C{env} added to the
-        environment, and the command run by C{wrapper}, a command line to
-        which it is appended.
+        Start C{twistd -n rainbowd} (C{twistd rainbowd} if C{daemonize}),
+        with C{twistdOptions} before C{rainbowd} and C{rainbowdOptions}
+        after it, C{env} added to the environment, and the command run by
+        C{wrapper}, a command line to which it is appended.
         """
         if not twistdOptions:
             twistdOptions = ["--logfile", self.logPath]
         popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.STDOUT)
+        foreground = [] if daemonize else ["-n"]
         self.process = subprocess.Popen(
-            [*wrapper, *TWISTD, "-n", *twistdOptions, "rainbowd", *rainbowdOptions],
+            [*wrapper, *TWISTD, *foreground, *twistdOptions, "rainbowd", *rainbowdOptions],
             cwd=self.directory,
             env=dict(os.environ, PYTHONPATH=SOURCE, **(env or {})),
-            stderr=subprocess.STDOUT,
             **popen,
         )
         self.testCase.addCleanup(self.cleanUp)
@@ -1125,6 +1132,95 @@ class EndToEndTests(SynchronousTestCase):
         self.assertIn(f"chmod 700 {stateDir}", output + daemon.log())
         self.assertNotIn("Traceback", output + daemon.log())
         self.assertEqual(os.listdir(stateDir), [])
+
+    def failedStart(self, daemon: Daemon, daemonize: bool) -> str:
+        """
+        Start C{daemon}, daemonized (C{twistd rainbowd}) or not (C{twistd -n
+        rainbowd}), and check that it fails as a user needs: a non-zero exit
+        within 5 s, one C{rainbowd:} line on the terminal, no process left
+        and no pidfile.
+
+        @return: that line.
+        """
+        marker = {"RAINBOWD_TEST_START": daemon.directory}
+        started = time.monotonic()
+        process = daemon.start(daemonize=daemonize, env=marker, stderr=subprocess.PIPE)
+        try:
+            out, err = process.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            self.fail(f"twistd rainbowd still runs after 5 s\n{daemon.log()}")
+        finally:
+            for pid in SIGNALS.marked(marker):
+                SIGNALS.signalMarked(pid, marker, signal.SIGKILL)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertNotEqual(process.returncode, 0)
+        self.assertEqual(SIGNALS.marked(marker), [])
+        self.assertFalse(os.path.exists(os.path.join(daemon.directory, "twistd.pid")))
+        lines = err.decode().splitlines()
+        self.assertEqual(len(lines), 1, err)
+        self.assertTrue(lines[0].startswith("rainbowd: "), err)
+        return lines[0]
+
+    def test_portTaken(self):
+        """
+        C{twistd rainbowd}, daemonized or not, on a port that is taken exits
+        non-zero at once with the error on the terminal, leaving no process
+        and no pidfile.
+        """
+        for daemonize in [True, False]:
+            daemon = Daemon(self)
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", daemon.port))
+                taken.listen()
+                error = self.failedStart(daemon, daemonize)
+            self.assertIn(
+                f'cannot listen on tcp:{daemon.port}:interface=127.0.0.1 ("port")', error
+            )
+
+    def test_stateDirLocked(self):
+        """
+        A second C{twistd rainbowd}, daemonized or not, on the state
+        directory of one that runs exits non-zero at once with the error on
+        the terminal, leaving no process and no pidfile, and the first one
+        serves on.
+        """
+        first = Daemon(self)
+        first.start()
+        first.serving()
+        for daemonize in [True, False]:
+            second = Daemon(self, stateDir=os.path.join(first.directory, ".rainbowd"))
+            error = self.failedStart(second, daemonize)
+            self.assertIn(
+                f"another rainbowd (pid {first.process.pid}) uses the state directory",
+                error,
+            )
+        self.assertTrue(first.serving().startswith("v1"))
+
+    def test_example(self):
+        """
+        The bundled example serves and redeploys as the Quick start says,
+        with no virtualenv on PATH: its "run" line finds Twisted through
+        RAINBOWD_PYTHON.
+        """
+        daemon = Daemon(self)
+        process = daemon.start(
+            env={"PATH": "/usr/bin:/bin"},
+            rainbowdOptions=[
+                "--config", os.path.join(SOURCE, "examples", "rainbow.conf.json"),
+                "--port", str(daemon.port),
+                "--control-port", str(daemon.controlPort),
+                "--state-dir", os.path.join(daemon.directory, ".rainbowd"),
+            ],
+        )
+        self.assertTrue(daemon.serving().startswith("example app "), daemon.log())
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        self.assertEqual(result["generation"], 2)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0)
+        self.assertEqual(daemon.appGroups(), [])
 
     def test_noDeprecationWarnings(self):
         """

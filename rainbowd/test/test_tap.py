@@ -2,23 +2,28 @@
 Tests for L{rainbowd.tap}: the options and the service.
 """
 
+import io
 import json
 import os
+import platform
+import sys
 from errno import EADDRINUSE
 from os import strerror
 from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List
 
 from prometheus_client.exposition import generate_latest
+import twisted
+from twisted.scripts.twistd import ServerOptions
 from twisted.internet import tcp
 import attrs
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
-from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+import rainbowd
 from rainbowd.accesslog import Both
 from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import ConfigError, settingNames
@@ -96,10 +101,10 @@ class OptionsTests(SynchronousTestCase):
         """
         --config / -c names the file, relative to the current directory.
         """
-        self.write({"run": "elsewhere"}, "prod.json")
+        self.write({"run": "elsewhere $1"}, "prod.json")
         for flag in ("--config", "-c"):
             options = self.parse([flag, "prod.json"])
-            self.assertEqual(options.config.run, "elsewhere")
+            self.assertEqual(options.config.run, "elsewhere $1")
             self.assertEqual(
                 options.config.source, self.directory.child("prod.json").path
             )
@@ -162,14 +167,72 @@ class OptionsTests(SynchronousTestCase):
 
     def test_notANumber(self) -> None:
         """
-        A time flag that is not a whole number is a UsageError naming it.
+        A time flag that is not a whole number stops twistd with one line
+        naming it, then one pointing at --help, not the whole of --help.
         """
         error = self.assertRaises(
-            UsageError, self.parse, ["--run", RUN, "--drain-timeout", "5s"]
+            SystemExit, self.parse, ["--run", RUN, "--drain-timeout", "5s"]
         )
-        self.assertIn(
-            "--drain-timeout is '5s', but it must be a whole number of milliseconds",
-            str(error),
+        self.assertEqual(
+            str(error).splitlines(),
+            [
+                "rainbowd: --drain-timeout is '5s', but it must be a whole "
+                "number of milliseconds.",
+                "rainbowd: twistd rainbowd --help lists the flags.",
+            ],
+        )
+
+    def test_unknownFlag(self) -> None:
+        """
+        A flag rainbowd does not have stops twistd with one line naming it,
+        then one pointing at --help.
+        """
+        error = self.assertRaises(SystemExit, self.parse, ["--drain-timout", "5"])
+        self.assertEqual(
+            str(error).splitlines(),
+            [
+                "rainbowd: option --drain-timout not recognized.",
+                "rainbowd: twistd rainbowd --help lists the flags.",
+            ],
+        )
+
+    def twistd(self, *argv: str) -> str:
+        """
+        What C{twistd rainbowd ARGV} prints before it exits 0.
+        """
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, ServerOptions().parseOptions, list(argv))
+        self.assertIn(error.code, (0, None))
+        return out.getvalue()
+
+    def test_help(self) -> None:
+        """
+        C{twistd rainbowd --help} says "Usage:" once, on its first line, then
+        the description, then the flags it tells about.
+        """
+        text = self.twistd("rainbowd", "--help")
+        lines = text.splitlines()
+        self.assertTrue(
+            lines[0].startswith("Usage: twistd [options] rainbowd [--config PATH]"),
+            lines[0],
+        )
+        self.assertEqual(text.count("Usage:"), 1)
+        words = " ".join(text.split())
+        self.assertLess(
+            words.index("each flag below overrides"), words.index("--drain-timeout=")
+        )
+        self.assertIn('Every key has a flag but "env" and "cwd"', words)
+
+    def test_version(self) -> None:
+        """
+        C{twistd rainbowd --version} prints rainbowd's version, with
+        Twisted's and Python's.
+        """
+        self.assertEqual(
+            self.twistd("rainbowd", "--version"),
+            f"rainbowd {rainbowd.__version__} (Twisted {twisted.__version__}, "
+            f"{platform.python_implementation()} {platform.python_version()})\n",
         )
 
     def test_everyKeyButPathsHasAFlag(self) -> None:
@@ -292,11 +355,11 @@ class OptionsTests(SynchronousTestCase):
         """
         readConfig reads the file again with the same flags.
         """
-        self.write({"run": "v1", "drainTimeout": 1000})
+        self.write({"run": "v1 $1", "drainTimeout": 1000})
         options = self.parse(["--drain-timeout", "2000"])
-        self.write({"run": "v2", "drainTimeout": 1000})
+        self.write({"run": "v2 $1", "drainTimeout": 1000})
         config = options.readConfig()
-        self.assertEqual((config.run, config.drainTimeout), ("v2", 2.0))
+        self.assertEqual((config.run, config.drainTimeout), ("v2 $1", 2.0))
 
 
 class ListenFails(FakeProcessReactor):
@@ -323,11 +386,14 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_listens(self) -> None:
         """
-        The proxy and the control API listen on loopback before the first
+        The proxy and the control API listen on loopback once, from
+        L{makeService} (before twistd daemonizes; its own
+        C{privilegedStartService} then does nothing), and before the first
         generation is launched.
         """
         reactor = FakeProcessReactor()
         service = makeService(self.options("--port", "8000"), reactor)
+        self.assertEqual(len(reactor.tcpServers), 2)
         service.privilegedStartService()
         self.assertEqual(
             [(port, interface) for port, factory, backlog, interface in reactor.tcpServers],
@@ -387,19 +453,55 @@ class MakeServiceTests(SynchronousTestCase):
         error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
         self.assertIn("rainbowd: Cannot create the state directory", error)
 
+    def test_versionLogged(self) -> None:
+        """
+        rainbowd logs its version, and Twisted's and Python's, first.
+        """
+        with capturedLogs() as events:
+            makeService(self.options(), FakeProcessReactor())
+        self.assertEqual(formatEvent(events[0]), rainbowd.versionLine())
+        self.assertIn(f"rainbowd {rainbowd.__version__} (Twisted ", formatEvent(events[0]))
+
+    def test_stateDirForbidden(self) -> None:
+        """
+        A state directory rainbowd may not create stops it with one line
+        naming the key, the directory and the fix, not a traceback.
+        """
+        if os.geteuid() == 0:
+            # A read-only parent does not stop root; sysfs refuses even it.
+            stateDir = "/sys/rainbowd-test/state"
+        else:
+            parent = os.path.abspath(self.mktemp())
+            os.mkdir(parent, 0o500)
+            self.addCleanup(os.chmod, parent, 0o700)
+            stateDir = os.path.join(parent, "state")
+        try:
+            os.makedirs(stateDir)
+        except PermissionError:
+            pass
+        else:
+            raise SkipTest(f"{stateDir} can be created here")
+        options = self.options("--state-dir", stateDir)
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
+        self.assertEqual(error.count("\n"), 0)
+        self.assertIn(
+            f'rainbowd: Cannot create the state directory ("stateDir") {stateDir}', error
+        )
+        self.assertIn("--state-dir", error)
+
     def test_lockLinkRefused(self) -> None:
         """
         A link planted as the lock file stops rainbowd, naming it, and its
         target is not truncated.
         """
         options = self.options()
-        service = makeService(options, FakeProcessReactor())
+        os.makedirs(options.config.stateDir, 0o700)
         victim = os.path.abspath(self.mktemp())
         with open(victim, "w") as f:
             f.write("precious\n")
         lock = os.path.join(options.config.stateDir, "rainbowd.lock")
         os.symlink(victim, lock)
-        error = str(self.assertRaises(SystemExit, service.privilegedStartService))
+        error = str(self.assertRaises(SystemExit, makeService, options, FakeProcessReactor()))
         self.assertIn(f"rainbowd: {lock} is a symbolic link", error)
         with open(victim) as f:
             self.assertEqual(f.read(), "precious\n")
@@ -407,10 +509,12 @@ class MakeServiceTests(SynchronousTestCase):
     def test_portTaken(self) -> None:
         """
         A port that cannot be listened on stops twistd with a message naming
-        the key, the endpoint and the reason.
+        the key, the endpoint and the reason, in L{makeService}: before
+        twistd daemonizes, so the message reaches the terminal.
         """
-        service = makeService(self.options("--port", "8000"), ListenFails())
-        error = self.assertRaises(SystemExit, service.privilegedStartService)
+        error = self.assertRaises(
+            SystemExit, makeService, self.options("--port", "8000"), ListenFails()
+        )
         self.assertIn(
             'cannot listen on tcp:8000:interface=127.0.0.1 ("port"): '
             "Address already in use",
@@ -464,25 +568,21 @@ class MakeServiceTests(SynchronousTestCase):
                 raise CannotListenError(None, address, "Cannot acquire lock")
 
         path = os.path.abspath(self.mktemp())
-        service = makeService(
-            self.options("--control-port", f"unix:{path}:mode=600"), Locked()
-        )
-        error = self.assertRaises(SystemExit, service.privilegedStartService)
+        options = self.options("--control-port", f"unix:{path}:mode=600")
+        error = self.assertRaises(SystemExit, makeService, options, Locked())
         self.assertIn("another rainbowd is using that socket", str(error))
 
     def test_stateDirLocked(self) -> None:
         """
-        A second rainbowd on the same state directory stops at startup,
-        before it listens or launches anything, with a message naming the
-        directory, the first one's pid and the fix.
+        A second rainbowd on the same state directory stops in
+        L{makeService}, before it listens or launches anything, with a
+        message naming the directory, the first one's pid and the fix.
         """
         options = self.options()
         first = makeService(options, FakeProcessReactor())
-        first.privilegedStartService()
         self.addCleanup(first.getServiceNamed("stateDirLock").release)
         reactor = FakeProcessReactor()
-        second = makeService(options, reactor)
-        error = self.assertRaises(SystemExit, second.privilegedStartService)
+        error = self.assertRaises(SystemExit, makeService, options, reactor)
         self.assertIn(
             f"another rainbowd (pid {os.getpid()}) uses the state directory "
             f"{options.config.stateDir}",
@@ -671,7 +771,9 @@ class ObservabilityTests(SynchronousTestCase):
         """
 
         def get(options, *headers: bytes) -> bytes:
-            sites = self.sites(makeService(options, FakeProcessReactor()))
+            service = makeService(options, FakeProcessReactor())
+            service.getServiceNamed("stateDirLock").release()
+            sites = self.sites(service)
             transport = StringTransport()
             channel = sites["controlPort"].buildProtocol(None)
             channel.makeConnection(transport)
@@ -744,6 +846,15 @@ class ObservabilityTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, NOTIFY_SOCKET="/run/x"))
         makeService(self.options(), FakeProcessReactor())
         self.assertNotIn("NOTIFY_SOCKET", os.environ)
+
+    def test_pythonPassedOn(self) -> None:
+        """
+        The app inherits RAINBOWD_PYTHON, the Python running rainbowd, even
+        if rainbowd was itself started with another value.
+        """
+        self.patch(os, "environ", dict(os.environ, RAINBOWD_PYTHON="/old/python"))
+        makeService(self.options(), FakeProcessReactor())
+        self.assertEqual(os.environ["RAINBOWD_PYTHON"], sys.executable)
 
     def test_firstGenerationOutputFile(self) -> None:
         """
