@@ -147,6 +147,8 @@ STARTUP_KEYS = (
     "port",
     "controlPort",
     "stateDir",
+    "lbHealthPath",
+    "stopDelay",
     "queueTimeout",
     "backendConnections",
     "backendMaxRequests",

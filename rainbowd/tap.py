@@ -50,11 +50,13 @@ from rainbowd.fdlimit import (
     raiseFileLimit,
 )
 from rainbowd.health import HTTPHealthCheck
+from rainbowd.lbhealth import publicResource
 from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
 from rainbowd.proxy import ProxySite, ReverseProxy
 from rainbowd.statedir import UnsafeStateDir, openFile, prepare
+from rainbowd.stopdelay import StopDelay, stopDelayWarning
 from rainbowd.requestlimits import RequestLimits
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
@@ -104,6 +106,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "requestBodyMinRate": (None, "number"),
     "maxRequestBody": (None, "number"),
     "killTimeout": (None, "number"),
+    "stopDelay": (None, "number"),
     "maxConnections": (None, "number"),
     "queueTimeout": (None, "number"),
     "backendTimeout": (None, "number"),
@@ -112,6 +115,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "backendConnections": (None, "number"),
     "backendMaxRequests": (None, "number"),
     "backendPorts": (None, "text"),
+    "lbHealthPath": (None, "text"),
     "controlTokenFile": (None, "text"),
     "controlAllowedOrigins": (None, "text"),
     "controlAllowedHosts": (None, "text"),
@@ -222,6 +226,7 @@ class Options(usage.Options):
             portRangeWarning(self.config, ephemeralPortRange(self.ephemeralRangePath)),
             tokenWarning,
             exposureWarning(self.config),
+            stopDelayWarning(self.config.stopDelay, self.config.lbHealthPath),
         ]
         self.warnings = [warning for warning in warnings if warning is not None]
 
@@ -353,7 +358,11 @@ class _OrderlyStop(MultiService):
     stop with a line in the log, not a traceback from C{reactor.stop}.
 
     @param installSignal: L{signal.signal}, or a test's fake.
+    @ivar stopDelay: the L{StopDelay} waited for before any child is
+        stopped, and cut short by a second signal; or L{None}.
     """
+
+    stopDelay: Optional[StopDelay] = None
 
     def __init__(self, reactor, installSignal=signal.signal) -> None:
         MultiService.__init__(self)
@@ -369,7 +378,13 @@ class _OrderlyStop(MultiService):
             self._reactor._exitSignal = None
             return result
 
-        return MultiService.stopService(self).addCallback(stopped)
+        if self.stopDelay is None:
+            return MultiService.stopService(self).addCallback(stopped)
+        Service.stopService(self)
+        waited = self.stopDelay.begin()
+        return waited.addCallback(lambda _: MultiService.stopService(self)).addCallback(
+            stopped
+        )
 
     def _installHandlers(self) -> None:
         for signum, handler in [
@@ -382,12 +397,17 @@ class _OrderlyStop(MultiService):
         if self.running:
             handler(signum, frame)
         else:
-            self._reactor.callFromThread(
-                _log.warn,
-                "{signal} while stopping: still waiting for the app's "
-                "processes to stop; SIGKILL rainbowd to abandon them",
-                signal=signal.Signals(signum).name,
-            )
+            self._reactor.callFromThread(self._signalledAgain, signum)
+
+    def _signalledAgain(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stopDelay is not None and self.stopDelay.cutShort(name):
+            return
+        _log.warn(
+            "{signal} while stopping: still waiting for the app's "
+            "processes to stop; SIGKILL rainbowd to abandon them",
+            signal=name,
+        )
 
 
 def _withAccessLog(requestLog, config: Config, reactor):
@@ -437,6 +457,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         )
 
     service = _OrderlyStop(reactor)
+    service.stopDelay = StopDelay(config.stopDelay, reactor)
     _StateDirLock(config.stateDir).setServiceParent(service)
     deployer = Deployer(
         config,
@@ -471,6 +492,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
         limits=limits,
     )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
+    proxy.resource = publicResource(
+        config.lbHealthPath, proxy.resource, deployer, service.stopDelay
+    )
     cap = ConnectionCap(proxy, _maxConnections(options), reactor)
     control = ControlResource(deployer, reactor)
     control.connections = cap

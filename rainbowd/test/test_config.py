@@ -170,6 +170,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "requestHeaderTimeout",
                 "requestBodyTimeout",
                 "killTimeout",
+                "stopDelay",
                 "queueTimeout",
                 "backendTimeout",
                 "backendBodyTimeout",
