@@ -35,6 +35,7 @@ from rainbowd.config import (
 )
 from rainbowd.controlsite import readControlToken
 from rainbowd.progress import NDJSON
+from rainbowd.remote import RemoteError, clearTextWarning, readTokenFile, remoteAddress
 
 #: Exit codes: the deploy (or request) failed; rainbowctl could not ask.
 FAILED = 1
@@ -533,6 +534,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"rainbowd's config file (default: ./{DEFAULT_FILENAME})",
     )
+    parser.add_argument(
+        "--control",
+        metavar="ENDPOINT",
+        help="talk to this control API instead of the config's, e.g. on "
+        "another host: tcp:HOST:PORT or ssl:HOST:PORT (plain tcp: to another "
+        "host sends the token in clear text; prefer an ssh "
+        "tunnel: ssh -L 7001:127.0.0.1:7001 HOST, then tcp:127.0.0.1:7001)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="with --control: the file holding that rainbowd's control token",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     commands.add_parser(
@@ -569,7 +583,7 @@ def run(
     """
     arguments = _parser().parse_args(list(argv))
     try:
-        client = Client(findTarget(arguments.config, cwd), connect)
+        client = Client(_target(arguments, cwd, err), connect)
         if arguments.command == "redeploy":
             return redeploy(client, out, _isTTY(out))
         if arguments.command == "status":
@@ -581,6 +595,36 @@ def run(
     except (OSError, http.client.HTTPException) as e:
         err.write(f"rainbowctl: the connection to rainbowd failed: {e}\n")
         return CANNOT
+
+
+def _target(arguments: argparse.Namespace, cwd: Optional[str], err: IO[str]) -> Target:
+    """
+    The control API given by C{--control} and C{--token-file}, or else the
+    one of the config.
+    """
+    if arguments.control is None:
+        if arguments.token_file is not None:
+            raise CtlError(
+                "--token-file goes with --control; without it the token comes "
+                'from the config\'s "controlTokenFile".'
+            )
+        return findTarget(arguments.config, cwd)
+    if arguments.config is not None:
+        raise CtlError(
+            "Give --control or --config, not both: with --control no config "
+            "is read."
+        )
+    try:
+        address = remoteAddress(arguments.control)
+        token = None
+        if arguments.token_file is not None:
+            token = readTokenFile(arguments.token_file)
+    except RemoteError as e:
+        raise CtlError(str(e))
+    warning = clearTextWarning(address, token)
+    if warning is not None:
+        err.write(f"rainbowctl: {warning}\n")
+    return Target(address, token, f"--control {arguments.control}", arguments.token_file)
 
 
 def _isTTY(out: IO[str]) -> bool:
