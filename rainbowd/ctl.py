@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import sys
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Union
 
 import attrs
 
@@ -35,7 +35,13 @@ from rainbowd.config import (
 )
 from rainbowd.controlsite import readControlToken
 from rainbowd.progress import NDJSON
-from rainbowd.remote import RemoteError, clearTextWarning, readTokenFile, remoteAddress
+from rainbowd.remote import (
+    RemoteAddress,
+    RemoteError,
+    clearTextWarning,
+    readTokenFile,
+    remoteAddress,
+)
 
 #: Exit codes: the deploy (or request) failed; rainbowctl could not ask.
 FAILED = 1
@@ -120,7 +126,7 @@ class Target:
     read from (for messages).
     """
 
-    address: ControlAddress
+    address: Union[ControlAddress, RemoteAddress]
     token: Optional[bytes]
     source: str
     tokenFile: Optional[str] = None

@@ -42,7 +42,7 @@ class StopDelay:
         self._delay = delay
         self._clock = clock
         self._call: Optional[IDelayedCall] = None
-        self._waited: Optional[Deferred] = None
+        self._waited: Deferred = Deferred()
 
     def begin(self) -> Deferred:
         """
@@ -60,7 +60,6 @@ class StopDelay:
             "ports close and the app drains",
             delay=self._delay,
         )
-        self._waited = Deferred()
         self._call = self._clock.callLater(self._delay, self._over)
         return self._waited
 
