@@ -331,6 +331,8 @@ def _parseLBHealthPath(value: object) -> str:
     path = _parseUrlPath(value)
     if "?" in path or "#" in path:
         raise _Invalid("a query string or fragment is never part of the path matched")
+    if path == "/":
+        raise _Invalid('"/" would hide the app\'s own home page; use a path of its own')
     return path
 
 

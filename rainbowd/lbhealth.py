@@ -38,8 +38,9 @@ def whyDown(deployer: Any, stopping: bool) -> Optional[str]:
     """
     if stopping:
         return "rainbowd is stopping"
-    # Traffic modes that hold requests back (paused, maintenance) belong
-    # here, one line each, before the check of the routable backend.
+    # Seam for traffic modes: a mode that holds requests back (paused,
+    # maintenance) is one more line here, returning its name, before the
+    # check of the routable backend.
     if deployer.routable is None:
         return "no version of the app is ready"
     return None
