@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import sys
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
 import attrs
 
@@ -126,7 +126,7 @@ class Target:
     read from (for messages).
     """
 
-    address: Union[ControlAddress, RemoteAddress]
+    address: "ControlAddress | RemoteAddress"
     token: Optional[bytes]
     source: str
     tokenFile: Optional[str] = None
