@@ -222,6 +222,11 @@ class Client:
         return response
 
     def _unauthorized(self) -> str:
+        if self._target.token is None and isinstance(self._target.address, RemoteAddress):
+            return (
+                "rainbowd asks for a token (401): pass --token-file with the "
+                "file holding the token that rainbowd reads."
+            )
         if self._target.token is None:
             return (
                 "rainbowd asks for a token (401), and none is configured "

@@ -172,6 +172,17 @@ class RainbowctlControlTests(SynchronousTestCase):
         self.assertIn(f"The control token file {missing} (--token-file)", err)
         self.assertRaises(RemoteError, readTokenFile, missing)
 
+    def test_noToken(self) -> None:
+        """
+        A 401 without --token-file says to pass one.
+        """
+        code, _, err = self.rainbowctl(
+            ["--control", "tcp:127.0.0.1:7001", "status"],
+            FakeConnection(FakeResponse(401, b"{}")),
+        )
+        self.assertEqual(code, CANNOT)
+        self.assertIn("rainbowd asks for a token (401): pass --token-file", err)
+
     def test_exclusive(self) -> None:
         """
         --control with --config, or --token-file without --control, is a
