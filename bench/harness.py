@@ -325,7 +325,8 @@ def request(port: int, method: str, path: str, timeout: float):
 
 class Load:
     """
-    C{connections} keep-alive clients sending C{GET path} to C{port}, at
+    C{connections} keep-alive clients sending C{GET path} to C{port} (on
+    C{host}), at
     C{rate} requests a second in all (L{None}: each as fast as it can), each
     recording every outcome in L{results} as C{(start, end, status,
     version, error)}: status and version are L{None} on a connection error,
@@ -333,8 +334,9 @@ class Load:
     """
 
     def __init__(self, port: int, connections: int = 8, rate: Optional[float] = 200.0,
-                 path: str = "/") -> None:
+                 path: str = "/", host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.connections = connections
         self.interval = connections / rate if rate else 0.0
         self.path = path
@@ -372,7 +374,7 @@ class Load:
             try:
                 if connection is None:
                     connection = http.client.HTTPConnection(
-                        "127.0.0.1", self.port, timeout=60
+                        self.host, self.port, timeout=60
                     )
                 connection.request("GET", self.path)
                 response = connection.getresponse()

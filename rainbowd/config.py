@@ -362,6 +362,22 @@ _verify = _Kind(
     _string,
 )
 _urlPath = _Kind('a URL path starting with "/", without spaces', _parseUrlPath)
+
+
+def _parseLBHealthPath(value: object) -> str:
+    path = _parseUrlPath(value)
+    if "?" in path or "#" in path:
+        raise _Invalid("a query string or fragment is never part of the path matched")
+    if path == "/":
+        raise _Invalid('"/" would hide the app\'s own home page; use a path of its own')
+    return path
+
+
+_lbHealthPath = _Kind(
+    'a URL path starting with "/", without spaces, "?" or "#", like '
+    '"/_rainbowd/up"',
+    _parseLBHealthPath,
+)
 _endpoint = _Kind(
     'a port number like 8000, or an endpoint description like "tcp:8000" '
     'or "unix:/run/app.sock:mode=600"',
@@ -557,6 +573,13 @@ class Config:
         "Time between SIGTERM and SIGKILL when stopping a version, in ms",
         default=10.0,
     )
+    stopDelay: float = _setting(
+        _milliseconds(positive=False),
+        "Time rainbowd keeps serving after a SIGTERM, answering lbHealthPath "
+        "with 503 so the load balancer stops sending, before it closes its "
+        "ports and drains, in ms",
+        default=0.0,
+    )
     maxConnections: Optional[int] = _setting(
         _Kind("a whole number, 1 or more", _parsePositiveCount),
         "Most connections open at once on the public port; past it, a new "
@@ -612,6 +635,14 @@ class Config:
         "Range LOW-HIGH of ports the app versions listen on; keep it below "
         "the kernel's ephemeral range",
         default=(20000, 29999),
+    )
+    lbHealthPath: Optional[str] = _setting(
+        _lbHealthPath,
+        "Path on the public port that rainbowd answers itself, for a load "
+        "balancer's health check: 200 while a version serves, 503 when none "
+        "is ready or rainbowd is stopping; never forwarded to the app",
+        "none, so every path goes to the app",
+        default=None,
     )
     env: Mapping[str, str] = _setting(
         _env,

@@ -42,6 +42,13 @@ from rainbowd.config import (
 )
 from rainbowd.controlsite import readControlToken
 from rainbowd.progress import NDJSON
+from rainbowd.remote import (
+    RemoteAddress,
+    RemoteError,
+    clearTextWarning,
+    readTokenFile,
+    remoteAddress,
+)
 
 #: Exit codes: the deploy (or request) failed; rainbowctl could not ask.
 FAILED = 1
@@ -126,7 +133,7 @@ class Target:
     read from (for messages).
     """
 
-    address: ControlAddress
+    address: "ControlAddress | RemoteAddress"
     token: Optional[bytes]
     source: str
     tokenFile: Optional[str] = None
@@ -228,6 +235,11 @@ class Client:
         return response
 
     def _unauthorized(self) -> str:
+        if self._target.token is None and isinstance(self._target.address, RemoteAddress):
+            return (
+                "rainbowd asks for a token (401): pass --token-file with the "
+                "file holding the token that rainbowd reads."
+            )
         if self._target.token is None:
             return (
                 "rainbowd asks for a token (401), and none is configured "
@@ -737,6 +749,19 @@ def _parser() -> argparse.ArgumentParser:
         help=f"rainbowd's config file (default: ./{DEFAULT_FILENAME})",
     )
     parser.add_argument("--version", action="version", version=versionLine())
+    parser.add_argument(
+        "--control",
+        metavar="ENDPOINT",
+        help="talk to this control API instead of the config's, e.g. on "
+        "another host: tcp:HOST:PORT or ssl:HOST:PORT (plain tcp: to another "
+        "host sends the token in clear text; prefer an ssh "
+        "tunnel: ssh -L 7001:127.0.0.1:7001 HOST, then tcp:127.0.0.1:7001)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="with --control: the file holding that rainbowd's control token",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     redeployParser = commands.add_parser(
@@ -805,7 +830,7 @@ def run(
     """
     arguments = _parser().parse_args(list(argv))
     try:
-        target = findTarget(arguments.config, cwd)
+        target = _target(arguments, cwd, err)
         for warning in target.warnings:
             err.write(f"rainbowctl: warning: {warning}\n")
         if target.warnings:
@@ -833,6 +858,36 @@ def run(
     except (OSError, http.client.HTTPException) as e:
         err.write(f"rainbowctl: the connection to rainbowd failed: {e}\n")
         return CANNOT
+
+
+def _target(arguments: argparse.Namespace, cwd: Optional[str], err: IO[str]) -> Target:
+    """
+    The control API given by C{--control} and C{--token-file}, or else the
+    one of the config.
+    """
+    if arguments.control is None:
+        if arguments.token_file is not None:
+            raise CtlError(
+                "--token-file goes with --control; without it the token comes "
+                'from the config\'s "controlTokenFile".'
+            )
+        return findTarget(arguments.config, cwd)
+    if arguments.config is not None:
+        raise CtlError(
+            "Give --control or --config, not both: with --control no config "
+            "is read."
+        )
+    try:
+        address = remoteAddress(arguments.control)
+        token = None
+        if arguments.token_file is not None:
+            token = readTokenFile(arguments.token_file)
+    except RemoteError as e:
+        raise CtlError(str(e))
+    warning = clearTextWarning(address, token)
+    if warning is not None:
+        err.write(f"rainbowctl: {warning}\n")
+    return Target(address, token, f"--control {arguments.control}", arguments.token_file)
 
 
 def _isTTY(out: IO[str]) -> bool:

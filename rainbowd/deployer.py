@@ -166,6 +166,8 @@ STARTUP_KEYS = (
     "port",
     "controlPort",
     "stateDir",
+    "lbHealthPath",
+    "stopDelay",
     "queueTimeout",
     "backendConnections",
     "backendMaxRequests",

@@ -57,6 +57,7 @@ from rainbowd.fdlimit import (
 from rainbowd.health import HTTPHealthCheck
 from rainbowd.history import FILENAME as HISTORY_FILENAME
 from rainbowd.history import DeployHistory, DeploysResource, HistoryFile
+from rainbowd.lbhealth import publicResource
 from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
@@ -64,6 +65,7 @@ from rainbowd.proxy import ProxySite, ReverseProxy
 from rainbowd.releases import stateDirWarning, workingDirectory
 from rainbowd.requestlimits import RequestLimits
 from rainbowd.statedir import UnsafeStateDir, openFile, prepare
+from rainbowd.stopdelay import StopDelay, stopDelayWarning
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 from rainbowd.traffic import Traffic
 
@@ -119,6 +121,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "requestBodyMinRate": (None, "number"),
     "maxRequestBody": (None, "number"),
     "killTimeout": (None, "number"),
+    "stopDelay": (None, "number"),
     "maxConnections": (None, "number"),
     "queueTimeout": (None, "number"),
     "maintenancePage": (None, "text"),
@@ -128,6 +131,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "backendConnections": (None, "number"),
     "backendMaxRequests": (None, "number"),
     "backendPorts": (None, "text"),
+    "lbHealthPath": (None, "text"),
     "controlTokenFile": (None, "text"),
     "controlAllowedOrigins": (None, "text"),
     "controlAllowedHosts": (None, "text"),
@@ -273,6 +277,7 @@ class Options(usage.Options):
             tokenWarning,
             exposureWarning(self.config),
             stateDirWarning(self.config.stateDir, self.config.source),
+            stopDelayWarning(self.config.stopDelay, self.config.lbHealthPath),
         ]
         self.warnings = [warning for warning in warnings if warning is not None]
 
@@ -407,9 +412,12 @@ class _OrderlyStop(MultiService):
     twistd's own call later does nothing.
 
     @param installSignal: L{signal.signal}, or a test's fake.
+    @ivar stopDelay: the L{StopDelay} waited for before any child is
+        stopped, and cut short by a second signal; or L{None}.
     """
 
     _privilegedStarted = False
+    stopDelay: Optional[StopDelay] = None
 
     def __init__(self, reactor, installSignal=signal.signal) -> None:
         MultiService.__init__(self)
@@ -430,7 +438,13 @@ class _OrderlyStop(MultiService):
             self._reactor._exitSignal = None
             return result
 
-        return MultiService.stopService(self).addCallback(stopped)
+        if self.stopDelay is None:
+            return MultiService.stopService(self).addCallback(stopped)
+        Service.stopService(self)
+        waited = self.stopDelay.begin()
+        return waited.addCallback(lambda _: MultiService.stopService(self)).addCallback(
+            stopped
+        )
 
     def _installHandlers(self) -> None:
         for signum, handler in [
@@ -443,12 +457,17 @@ class _OrderlyStop(MultiService):
         if self.running:
             handler(signum, frame)
         else:
-            self._reactor.callFromThread(
-                _log.warn,
-                "{signal} while stopping: still waiting for the app's "
-                "processes to stop; SIGKILL rainbowd to abandon them",
-                signal=signal.Signals(signum).name,
-            )
+            self._reactor.callFromThread(self._signalledAgain, signum)
+
+    def _signalledAgain(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stopDelay is not None and self.stopDelay.cutShort(name):
+            return
+        _log.warn(
+            "{signal} while stopping: still waiting for the app's "
+            "processes to stop; SIGKILL rainbowd to abandon them",
+            signal=name,
+        )
 
 
 def _withAccessLog(requestLog, config: Config, reactor):
@@ -507,6 +526,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         )
 
     service = _OrderlyStop(reactor)
+    service.stopDelay = StopDelay(config.stopDelay, reactor)
     _StateDirLock(config.stateDir).setServiceParent(service)
     # Only read here: the history is written once the state directory is
     # locked, by the rainbowd that holds it.
@@ -563,6 +583,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
         limits=limits,
     )
     proxy.requestLog = _withAccessLog(metrics, config, reactor)
+    proxy.resource = publicResource(
+        config.lbHealthPath, proxy.resource, deployer, service.stopDelay, traffic
+    )
     cap = ConnectionCap(proxy, _maxConnections(options), reactor)
     control = ControlResource(deployer, reactor, traffic)
     control.connections = cap

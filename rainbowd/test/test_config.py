@@ -172,6 +172,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "requestHeaderTimeout",
                 "requestBodyTimeout",
                 "killTimeout",
+                "stopDelay",
                 "queueTimeout",
                 "backendTimeout",
                 "backendBodyTimeout",
@@ -598,6 +599,34 @@ class LoadConfigTests(SynchronousTestCase):
         """
         message = self.loadError({"run": RUN, "healthCheckPath": "health"})
         self.assertIn('starting with "/"', message)
+
+    def test_lbHealthPath(self) -> None:
+        """
+        lbHealthPath is off by default; a path is taken as it is, and one
+        that does not start with "/", has a query string, or is "/" is an
+        error saying why.
+        """
+        self.assertIsNone(self.load({"run": RUN}).lbHealthPath)
+        self.assertEqual(
+            self.load({"run": RUN, "lbHealthPath": "/_rainbowd/up"}).lbHealthPath,
+            "/_rainbowd/up",
+        )
+        for path, why in [
+            ("up", 'starting with "/"'),
+            ("/up?x=1", "a query string or fragment is never part of the path"),
+            ("/", "would hide the app's own home page"),
+        ]:
+            message = self.loadError({"run": RUN, "lbHealthPath": path})
+            self.assertIn('"lbHealthPath"', message)
+            self.assertIn(why, message)
+
+    def test_stopDelay(self) -> None:
+        """
+        stopDelay is 0 by default, in ms in the file and seconds in Config.
+        """
+        self.assertEqual(self.load({"run": RUN}).stopDelay, 0)
+        self.assertEqual(self.load({"run": RUN, "stopDelay": 3000}).stopDelay, 3.0)
+        self.assertIn("0 or more", self.loadError({"run": RUN, "stopDelay": -1}))
 
     def test_jsonSyntaxError(self) -> None:
         """

@@ -1413,6 +1413,43 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + daemon.log())
 
 
+    def test_poolMember(self):
+        """
+        With lbHealthPath and stopDelay, rainbowd answers the path itself
+        (200 while serving); after a SIGTERM it answers 503 there while it
+        still serves the app, until a second SIGTERM cuts the delay short
+        and it exits 0.  rainbowctl --control reaches it with no config.
+        """
+        daemon = Daemon(self, lbHealthPath="/_up", stopDelay=60000)
+        daemon.writeConfig(controlTokenFile=tokenFile(self, TOKEN))
+        process = daemon.start()
+        daemon.serving()
+        self.assertEqual(daemon.get("/_up"), (200, "rainbowd: up\n"))
+        elsewhere = tempfile.mkdtemp(prefix="rainbowd-")
+        self.addCleanup(shutil.rmtree, elsewhere, True)
+        done = subprocess.run(
+            [sys.executable, "-m", "rainbowd.ctl", "--control",
+             f"tcp:127.0.0.1:{daemon.controlPort}", "--token-file",
+             tokenFile(self, TOKEN), "status"],
+            cwd=elsewhere,
+            env=dict(os.environ, PYTHONPATH=SOURCE),
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE * 2,
+        )
+        self.assertEqual((done.returncode, done.stderr), (0, ""))
+        self.assertRegex(done.stdout, r"\n1 +active ")
+
+        process.send_signal(signal.SIGTERM)
+        waitFor(lambda: "stopping in 60.0 s (stopDelay)" in daemon.log(), "the delay")
+        self.assertEqual(
+            daemon.get("/_up"), (503, "rainbowd: down: rainbowd is stopping\n")
+        )
+        self.assertEqual(daemon.get("/")[0], 200)
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+        self.assertIn("SIGTERM during stopDelay: cutting it short", daemon.log())
+
     def test_fileLimitRaised(self):
         """
         rainbowd started with a soft descriptor limit below the hard one

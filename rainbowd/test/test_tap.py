@@ -15,7 +15,9 @@ from typing import Any, Dict, List
 from prometheus_client.exposition import generate_latest
 import twisted
 from twisted.scripts.twistd import ServerOptions
+from twisted.application.service import Service
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 import attrs
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
@@ -35,6 +37,7 @@ from rainbowd.history import FILENAME as HISTORY_FILENAME
 from rainbowd.history import DeploysResource
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.requestlimits import RequestLimits
+from rainbowd.stopdelay import StopDelay
 from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 from rainbowd.test.test_history import record as historyRecord
@@ -678,6 +681,95 @@ class OrderlyStopTests(SynchronousTestCase):
         )
 
 
+class Stopping(Service):
+    """
+    A child service whose stop is recorded and ends when the test says.
+    """
+
+    def __init__(self) -> None:
+        self.stopped: List[Deferred] = []
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        self.stopped.append(Deferred())
+        return self.stopped[-1]
+
+
+class StopDelayOrderTests(SynchronousTestCase):
+    """
+    Tests for how L{_OrderlyStop} holds its children back for C{stopDelay}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = SignalReactor()
+        self.handlers: Dict[int, Any] = {}
+        self.service = _OrderlyStop(self.reactor, self.handlers.__setitem__)
+        self.service.stopDelay = StopDelay(5.0, self.reactor)
+        self.children = [Stopping(), Stopping()]
+        for child in self.children:
+            child.setServiceParent(self.service)
+        self.service.startService()
+        for hook, args, kwargs in self.reactor.whenRunningHooks:
+            hook(*args, **kwargs)
+
+    def signal(self, signum: int) -> None:
+        self.handlers[signum](signum, None)
+        for f, args, kwargs in self.reactor.fromThread:
+            f(*args, **kwargs)
+        del self.reactor.fromThread[:]
+
+    def test_childrenStopAfterTheDelay(self) -> None:
+        """
+        No child is stopped (the ports keep listening, the deployer keeps
+        serving) until C{stopDelay} has passed; then all are, and the stop
+        ends when they have.
+        """
+        stopped = self.service.stopService()
+        self.assertTrue(self.service.stopDelay.stopping)
+        self.reactor.advance(4.9)
+        self.assertEqual([child.stopped for child in self.children], [[], []])
+        self.assertTrue(all(child.running for child in self.children))
+        self.reactor.advance(0.1)
+        self.assertEqual([len(child.stopped) for child in self.children], [1, 1])
+        self.assertNoResult(stopped)
+        for child in self.children:
+            child.stopped[0].callback(None)
+        self.successResultOf(stopped)
+
+    def test_secondSignalCutsTheDelayShort(self) -> None:
+        """
+        A SIGTERM or SIGINT during the delay ends it: the children are
+        stopped at once, and the reactor's handler is not called again.
+        """
+        self.service.stopService()
+        self.reactor.advance(1.0)
+        with capturedLogs() as events:
+            self.signal(SIGINT)
+        self.assertEqual(self.reactor.handled, [])
+        self.assertEqual([len(child.stopped) for child in self.children], [1, 1])
+        self.assertIn(
+            "SIGINT during stopDelay: cutting it short by 4.0 s; closing the "
+            "ports and draining now",
+            [formatEvent(event) for event in events],
+        )
+
+    def test_thirdSignalLogged(self) -> None:
+        """
+        Once the delay is over (or cut short), a signal is met as before:
+        with a line saying what rainbowd waits for.
+        """
+        self.service.stopService()
+        self.signal(SIGTERM)
+        with capturedLogs() as events:
+            self.signal(SIGTERM)
+        self.assertEqual(self.reactor.handled, [])
+        self.assertIn(
+            "SIGTERM while stopping: still waiting for the app's processes to "
+            "stop; SIGKILL rainbowd to abandon them",
+            [formatEvent(event) for event in events],
+        )
+
+
 class ObservabilityTests(SynchronousTestCase):
     """
     What L{makeService} wires for metrics, the access log and systemd.
@@ -837,6 +929,36 @@ class ObservabilityTests(SynchronousTestCase):
             SystemExit, self.options, "--access-log-format", "common"
         )
         self.assertIn('must be "combined" or "json"', str(error))
+
+    def test_lbHealthPath(self) -> None:
+        """
+        --lb-health-path puts the load balancer's check in front of the
+        proxy, down once the stop begins; --stop-delay sets the delay.
+        """
+        options = self.options("--lb-health-path", "/_up", "--stop-delay", "2500")
+        service = makeService(options, FakeProcessReactor())
+        site = self.sites(service)["port"]
+
+        def get() -> bytes:
+            transport = StringTransport()
+            channel = site.buildProtocol(None)
+            channel.makeConnection(transport)
+            channel.dataReceived(b"GET /_up HTTP/1.1\r\nHost: www.example\r\n\r\n")
+            return transport.value()
+
+        self.assertIn(b"no version of the app is ready", get())
+        self.assertEqual(service.stopDelay._delay, 2.5)
+        service.stopDelay.stopping = True
+        self.assertIn(b"rainbowd is stopping", get())
+
+    def test_stopDelayWithoutHealthPath(self) -> None:
+        """
+        A stop delay without a health path is warned about at startup.
+        """
+        self.assertIn(
+            '"stopDelay" is set but "lbHealthPath" is not',
+            " ".join(self.options("--stop-delay", "1000").warnings),
+        )
 
     def test_notifySocketNotPassedOn(self) -> None:
         """
