@@ -17,7 +17,7 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, Collection, List, Mapping, Optional, Set
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -355,13 +355,32 @@ class ProcessGroupSignals:
             return None
 
 
-def describeExit(reason) -> str:
+#: What a process's end is called when it is the signal rainbowd sent it.
+_STOPPED_BY = {
+    signal.SIGTERM: "stopped by SIGTERM",
+    signal.SIGKILL: "killed with SIGKILL after killTimeout{timeout}",
+}
+
+
+def describeExit(
+    reason, sent: Collection[int] = (), killTimeout: Optional[float] = None
+) -> str:
     """
     Say how a process ended, from C{processEnded}'s failure.
+
+    @param sent: the signals rainbowd sent the process.  An end by one of
+        them (or the exit code 128 + its number, which a shell between
+        rainbowd and the app exits with) is the stop rainbowd asked for,
+        not a failure; the same end without the signal sent is one.
+    @param killTimeout: the C{killTimeout} after which SIGKILL was sent.
     """
     if reason.check(ProcessDone):
         return "exited with code 0"
     status = reason.value
+    for signum, words in _STOPPED_BY.items():
+        if signum in sent and signum in (status.signal, _byShell(status.exitCode)):
+            timeout = "" if killTimeout is None else f" ({killTimeout:g} s)"
+            return words.format(timeout=timeout)
     if status.signal is not None:
         try:
             name = f" ({signal.Signals(status.signal).name})"
@@ -369,6 +388,15 @@ def describeExit(reason) -> str:
             name = ""
         return f"was killed by signal {status.signal}{name}"
     return f"exited with code {status.exitCode}"
+
+
+def _byShell(exitCode: Optional[int]) -> Optional[int]:
+    """
+    The signal a shell's exit code says its child died of, if any.
+    """
+    if exitCode is not None and 128 < exitCode < 128 + signal.NSIG:
+        return exitCode - 128
+    return None
 
 
 class Backend(ProcessProtocol):
@@ -422,6 +450,7 @@ class Backend(ProcessProtocol):
         self._onExit = onExit
         self._failure: Optional[str] = None
         self._strays: Optional[List[int]] = None
+        self._sent: Set[int] = set()
         self._strayLooks = 0
         self._lastProbe = "no health check answered yet"
         self._probeRefused = False
@@ -544,6 +573,7 @@ class Backend(ProcessProtocol):
             self._failure = self._failure or "stopped before it became healthy"
         self._moveTo(State.STOPPING)
         target = self.appPid()
+        self._sent.add(signal.SIGTERM)
         if target is not None and target != self.pgid:
             self._signals.signalProcess(target, signal.SIGTERM)
         else:
@@ -669,7 +699,7 @@ class Backend(ProcessProtocol):
         # Not processEnded: Twisted only calls that once every process
         # holding the app's output has closed it, which a leftover child
         # may never do.
-        self.exitReason = describeExit(reason)
+        self.exitReason = describeExit(reason, self._sent, self.config.killTimeout)
         if self.state is State.STARTING:
             self._failure = f"{self.exitReason} before it became healthy"
             self._moveTo(State.STOPPING)
@@ -816,6 +846,7 @@ class Backend(ProcessProtocol):
             generation=self.generation,
             timeout=self.config.killTimeout,
         )
+        self._sent.add(signal.SIGKILL)
         self._signals.signalGroup(self.pgid, signal.SIGKILL)
         for pid in self._strays or ():
             self._signals.signalMarked(pid, self.marker(), signal.SIGKILL)
