@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.control import HINT, ControlResource
+from rainbowd.control import ControlResource, failureHint
 from rainbowd.deployer import Deployed, DeployFailed, DeployRefused, Event
 from rainbowd.progress import PROGRESS_INTERVAL, STOP_MARGIN, wantsNDJSON
 
@@ -237,7 +237,7 @@ class RedeployStreamTests(SynchronousTestCase):
                 "generation": 3,
                 "port": 20003,
                 "output": ["app: broken"],
-                "hint": HINT,
+                "hint": failureHint(2),
                 "event": "result",
                 "time": 0.0,
                 "serving": 2,
@@ -247,6 +247,21 @@ class RedeployStreamTests(SynchronousTestCase):
         self.deployer.emit("stopped", 3, state="failed", exit="exited with code 3")
         self.assertEqual(self.kinds()[-1], "stopped")
         self.ended(done)
+
+    def test_failureWithNothingServing(self) -> None:
+        """
+        A streamed failure while no generation serves says so in its hint,
+        as the plain answer does.
+        """
+        self.deployer.active = None
+        self.startsAt(1)
+        self.stream()
+        self.deployer.redeploys[0].errback(DeployFailed("exited with code 3", 1, 20001))
+        result = self.lines()[-1]
+        self.assertEqual(
+            (result["serving"], result["hint"]),
+            (None, "no generation is serving; fix the problem and redeploy"),
+        )
 
     def test_queued(self) -> None:
         """
