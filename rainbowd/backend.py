@@ -28,7 +28,12 @@ from twisted.python.failure import Failure
 
 from rainbowd.config import Config
 from rainbowd.statedir import readFile
-from rainbowd.health import LivenessProbe
+from rainbowd.health import (
+    REPORT_EVERY,
+    FailureStreak,
+    LivenessProbe,
+    describeProbeFailure,
+)
 from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
@@ -454,6 +459,8 @@ class Backend(ProcessProtocol):
         self._strayLooks = 0
         self._lastProbe = "no health check answered yet"
         self._probeRefused = False
+        self._streak = FailureStreak()
+        self._unhealthyObservers: List[Callable[..., None]] = []
         self._probing: Optional[Deferred] = None
         self._partial = {1: b"", 2: b""}
         self._outputObservers: List[Callable[[str], None]] = []
@@ -620,6 +627,19 @@ class Backend(ProcessProtocol):
         """
         self._outputObservers.append(observer)
         return lambda: self._outputObservers.remove(observer)
+
+    def observeUnhealthy(self, observer: Callable[..., None]) -> Callable[[], None]:
+        """
+        Call C{observer(error=..., checks=...)} while this backend starts,
+        each time its health check has failed the same way another
+        L{REPORT_EVERY} times in a row: C{checks} times so far, the latest
+        saying C{error}.  The wait goes on, up to C{startTimeout}: the app
+        may still come up.
+
+        @return: a function that stops it.
+        """
+        self._unhealthyObservers.append(observer)
+        return lambda: self._unhealthyObservers.remove(observer)
 
     # Requests
 
@@ -794,10 +814,34 @@ class Backend(ProcessProtocol):
 
     def _probeFailed(self, reason) -> None:
         self._probing = None
-        self._lastProbe = reason.getErrorMessage() or reason.type.__name__
+        self._lastProbe = describeProbeFailure(reason, self.config.healthCheckPath)
         self._probeRefused = reason.check(ConnectionRefusedError) is not None
-        if self.state is State.STARTING:
-            self._later("probe", self.config.healthCheckInterval, self._probe)
+        if self.state is not State.STARTING:
+            return
+        self._later("probe", self.config.healthCheckInterval, self._probe)
+        if self._streak.failed(self._lastProbe):
+            self._unhealthy()
+
+    def _unhealthy(self) -> None:
+        error, checks = self._streak.error, self._streak.count
+        if checks == REPORT_EVERY:
+            self.log.info(
+                "generation {generation}: {error} ({checks} times in a row); "
+                "still waiting for it to be healthy, up to startTimeout "
+                "({timeout:g} s)",
+                generation=self.generation,
+                error=error,
+                checks=checks,
+                timeout=self.config.startTimeout,
+            )
+        for observer in list(self._unhealthyObservers):
+            try:
+                observer(error=error, checks=checks)
+            except Exception:
+                self.log.failure(
+                    "an observer of generation {generation}'s health checks failed",
+                    generation=self.generation,
+                )
 
     def _becameHealthy(self) -> None:
         self._moveTo(State.READY)

@@ -11,10 +11,17 @@ from urllib.parse import quote
 import attrs
 from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseFailed,
+    _HTTP11ClientFactory,
+)
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -96,6 +103,49 @@ class HTTPHealthCheck:
         response.deliverBody(Protocol())  # discard it; the connection closes
         if not 200 <= response.code < 300:
             raise Unhealthy(f"GET {path} answered {response.code}")
+
+
+def describeProbeFailure(reason: Failure, path: Optional[str]) -> str:
+    """
+    Say why a health check of C{GET path} failed, as one clause that a
+    longer message can go on after (no full stop of its own).
+    """
+    if reason.check(ConnectionRefusedError):
+        return f"GET {path}: connection refused"
+    if reason.check(ResponseFailed):
+        return f"GET {path}: the connection closed before an answer"
+    return (reason.getErrorMessage() or reason.type.__name__).rstrip(".")
+
+
+#: How many health checks of a starting generation in a row must fail the
+#: same way before its deploy says so; then it says so again every as many
+#: more.  At the default healthCheckInterval, 100 ms, that is every second:
+#: no faster than the deploy's C{waiting} lines.
+REPORT_EVERY = 10
+
+
+class FailureStreak:
+    """
+    The health checks of a starting generation that failed in a row the
+    same way, and when to say so: every C{every}th of them.
+
+    @ivar error: how the latest failed, or L{None} before any has.
+    @ivar count: how many in a row, up to now, failed that way.
+    """
+
+    def __init__(self, every: int = REPORT_EVERY) -> None:
+        self.error: Optional[str] = None
+        self.count = 0
+        self._every = every
+
+    def failed(self, error: str) -> bool:
+        """
+        Another check failed, with C{error}: is this failure one to report?
+        """
+        if error != self.error:
+            self.error, self.count = error, 0
+        self.count += 1
+        return self.count % self._every == 0
 
 
 class LivenessProbe:

@@ -370,6 +370,64 @@ class StartTests(BackendTestCase):
             str(self.failureResultOf(d, BackendFailed).value),
         )
 
+    def test_startTimeoutRefusedSentence(self) -> None:
+        """
+        The reason of a start timeout after refused health checks reads as
+        one sentence: the refusal is a clause, with no full stop inside.
+        """
+        backend, process = self.launched(healthCheckPath="/healthz")
+        d = backend.whenReady()
+        self.health.probes[-1][3].errback(
+            ConnectionRefusedError(string="Connection refused")
+        )
+        self.reactor.advance(5.0)
+        reason = str(self.failureResultOf(d, BackendFailed).value)
+        self.assertIn(
+            "last health check: GET /healthz: connection refused; nothing "
+            f"listens on 127.0.0.1:{PORT}",
+            reason,
+        )
+        self.assertNotIn(".;", reason)
+
+    def test_unhealthyObserved(self) -> None:
+        """
+        While it starts, each tenth health check in a row that fails the
+        same way is told to the observers with its count; a new answer
+        counts anew, and only the first tenth is logged.
+        """
+        backend, process = self.launched(startTimeout=60.0)
+        told = []
+        backend.observeUnhealthy(lambda **check: told.append(check))
+        with capturedLogs() as events:
+            for n in range(25):
+                self.failProbe("GET / answered 404")
+                self.reactor.advance(1.0)
+            for n in range(10):
+                self.health.probes[-1][3].errback(ConnectionRefusedError())
+                self.reactor.advance(1.0)
+        self.assertEqual(
+            told,
+            [
+                {"error": "GET / answered 404", "checks": 10},
+                {"error": "GET / answered 404", "checks": 20},
+                {"error": "GET /: connection refused", "checks": 10},
+            ],
+        )
+        self.assertIs(backend.state, State.STARTING)
+        logged = [
+            formatEvent(event) for event in events if "times in a row" in formatEvent(event)
+        ]
+        self.assertEqual(
+            logged,
+            [
+                f"generation {GENERATION}: GET / answered 404 (10 times in a row); "
+                "still waiting for it to be healthy, up to startTimeout (60 s)",
+                f"generation {GENERATION}: GET /: connection refused (10 times in "
+                "a row); still waiting for it to be healthy, up to startTimeout "
+                "(60 s)",
+            ],
+        )
+
     def test_healthCheckRaises(self) -> None:
         """
         A health check that raises counts as a failed probe, named in the

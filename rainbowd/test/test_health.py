@@ -13,7 +13,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from rainbowd.health import HTTPHealthCheck, LivenessProbe, Unhealthy
+from rainbowd.health import (
+    FailureStreak,
+    HTTPHealthCheck,
+    LivenessProbe,
+    Unhealthy,
+    describeProbeFailure,
+)
 
 PORT = 20001
 
@@ -438,3 +444,53 @@ class LivenessProbeTests(SynchronousTestCase):
                 threshold,
                 self.failing.append,
             )
+
+
+class DescribeProbeFailureTests(SynchronousTestCase):
+    """
+    Tests for L{describeProbeFailure}.
+    """
+
+    def test_clauses(self) -> None:
+        """
+        Each failure is one clause naming the request, with no full stop: a
+        refusal and a connection lost before an answer in plain words, any
+        other by its message.
+        """
+        from twisted.web.client import ResponseNeverReceived
+
+        self.assertEqual(
+            [
+                describeProbeFailure(Failure(ConnectionRefusedError("refused")), "/h"),
+                describeProbeFailure(Failure(ResponseNeverReceived([])), "/h"),
+                describeProbeFailure(Failure(Unhealthy("GET /h answered 404")), "/h"),
+                describeProbeFailure(Failure(ValueError("Bad thing.")), "/h"),
+                describeProbeFailure(Failure(ValueError()), "/h"),
+            ],
+            [
+                "GET /h: connection refused",
+                "GET /h: the connection closed before an answer",
+                "GET /h answered 404",
+                "Bad thing",
+                "ValueError",
+            ],
+        )
+
+
+class FailureStreakTests(SynchronousTestCase):
+    """
+    Tests for L{FailureStreak}.
+    """
+
+    def test_everyNth(self) -> None:
+        """
+        Every C{every}th failure in a row of the same kind is one to report;
+        another kind starts a new count.
+        """
+        streak = FailureStreak(every=3)
+        said = [streak.failed("404") for n in range(7)]
+        self.assertEqual(said, [False, False, True, False, False, True, False])
+        self.assertEqual((streak.error, streak.count), ("404", 7))
+        said = [streak.failed("refused") for n in range(3)]
+        self.assertEqual(said, [False, False, True])
+        self.assertEqual((streak.error, streak.count), ("refused", 3))

@@ -248,6 +248,36 @@ class RedeployStreamTests(SynchronousTestCase):
         self.assertEqual(self.kinds()[-1], "stopped")
         self.ended(done)
 
+    def test_unhealthy(self) -> None:
+        """
+        The starting generation's repeated health check failures are
+        streamed with the deploy's other events.
+        """
+        self.startsAt(3)
+        self.stream()
+        self.deployer.emit("launching", 3, deploy=3, port=20003)
+        self.deployer.emit(
+            "unhealthy", 3, deploy=3, port=20003, error="GET / answered 404", checks=10
+        )
+        self.deployer.emit(
+            "unhealthy", 4, deploy=2, port=20004, error="GET / answered 404", checks=10
+        )
+        self.assertEqual(self.kinds(), ["deploying", "launching", "unhealthy"])
+        self.assertEqual(
+            (self.lines()[-1]["error"], self.lines()[-1]["checks"]),
+            ("GET / answered 404", 10),
+        )
+
+    def test_shutdown(self) -> None:
+        """
+        rainbowd's shutdown is streamed whichever deploy is under way, even
+        to a redeploy still queued.
+        """
+        self.stream()
+        self.deployer.emit("shutdown", generations=[2])
+        self.assertEqual(self.kinds(), ["queued", "shutdown"])
+        self.assertEqual(self.lines()[-1]["generations"], [2])
+
     def test_failureWithNothingServing(self) -> None:
         """
         A streamed failure while no generation serves says so in its hint,
