@@ -391,8 +391,8 @@ class Progress:
         if last is None or last.get("error") != event.get("error"):
             self._say(
                 f"generation {generation}: {event.get('error')} "
-                f"({_plural(event['checks'], 'time')} in a row); waiting on, "
-                "until startTimeout"
+                f"({_plural(event['checks'], 'time')} in a row); still "
+                "waiting, up to startTimeout"
             )
 
     def _retrying(self, event) -> None:
@@ -524,7 +524,7 @@ def redeploy(
         if response.status != 200:
             raise _refused("POST /redeploy", response)
         out.write(response.read().decode("utf-8", "replace"))
-        return 0
+        return FAILED
     try:
         for line in iter(response.readline, b""):
             try:

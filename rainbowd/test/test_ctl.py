@@ -376,11 +376,11 @@ class ProgressTests(SynchronousTestCase):
             text.splitlines()[:3],
             [
                 "generation 3: GET /healthz answered 404 (10 times in a row); "
-                "waiting on, until startTimeout",
+                "still waiting, up to startTimeout",
                 "waiting for generation 3 to be healthy: 1 s; GET /healthz "
                 "answered 404 (10 times)",
                 "generation 3: GET /healthz answered 500 (10 times in a row); "
-                "waiting on, until startTimeout",
+                "still waiting, up to startTimeout",
             ],
         )
         code, text = render(events[:4], tty=True)

@@ -1063,8 +1063,8 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(done.returncode, 1, done.stdout)
         self.assertIn("deploy 2: launching generation 2 on port", done.stdout)
         self.assertIn(
-            "generation 2: GET /nope answered 404 (10 times in a row); waiting "
-            "on, until startTimeout",
+            "generation 2: GET /nope answered 404 (10 times in a row); still "
+            "waiting, up to startTimeout",
             done.stdout,
         )
         self.assertIn("generation 1 is still serving; fix the problem", done.stdout)
