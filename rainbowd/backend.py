@@ -631,10 +631,10 @@ class Backend(ProcessProtocol):
     def observeUnhealthy(self, observer: Callable[..., None]) -> Callable[[], None]:
         """
         Call C{observer(error=..., checks=...)} while this backend starts,
-        each time its health check has failed the same way another
-        L{REPORT_EVERY} times in a row: C{checks} times so far, the latest
-        saying C{error}.  The wait goes on, up to C{startTimeout}: the app
-        may still come up.
+        once its health check has failed the same way L{REPORT_EVERY} times
+        in a row, and then at most once a second while it goes on failing
+        so: C{checks} times so far, the latest saying C{error}.  The wait
+        goes on, up to C{startTimeout}: the app may still come up.
 
         @return: a function that stops it.
         """
@@ -819,12 +819,12 @@ class Backend(ProcessProtocol):
         if self.state is not State.STARTING:
             return
         self._later("probe", self.config.healthCheckInterval, self._probe)
-        if self._streak.failed(self._lastProbe):
+        if self._streak.failed(self._lastProbe, self._reactor.seconds()):
             self._unhealthy()
 
     def _unhealthy(self) -> None:
         error, checks = self._streak.error, self._streak.count
-        if checks == REPORT_EVERY:
+        if checks == REPORT_EVERY:  # the first report of this streak
             self.log.info(
                 "generation {generation}: {error} ({checks} times in a row); "
                 "still waiting for it to be healthy, up to startTimeout "

@@ -61,9 +61,9 @@ EVENT_KINDS = {
     "redeploy or restart)",
     "launching": "a generation was started: deploy, port",
     "unhealthy": "a starting generation's health check failed the same way "
-    f"{REPORT_EVERY} more times in a row (it is waited for on, up to "
-    "startTimeout): "
-    "deploy, port, error (of the latest check), checks (how many in a row)",
+    f"{REPORT_EVERY} times in a row, or goes on failing so (at most once a "
+    "second); it is waited for on, up to startTimeout: deploy, port, error "
+    "(of the latest check), checks (how many in a row)",
     "shutdown": "rainbowd is stopping: it drains and stops every generation, "
     "and refuses deploys: generations (those it waits for)",
     "retrying": "a generation lost its port and another is tried: deploy, port",

@@ -118,34 +118,48 @@ def describeProbeFailure(reason: Failure, path: Optional[str]) -> str:
 
 
 #: How many health checks of a starting generation in a row must fail the
-#: same way before its deploy says so; then it says so again every as many
-#: more.  At the default healthCheckInterval, 100 ms, that is every second:
-#: no faster than the deploy's C{waiting} lines.
+#: same way before its deploy says so.
 REPORT_EVERY = 10
+
+#: How long, at least, between two reports of the same failure, in seconds:
+#: no more often than the deploy's C{waiting} lines, however short
+#: C{healthCheckInterval} is.
+REPORT_SPACING = 1.0
 
 
 class FailureStreak:
     """
     The health checks of a starting generation that failed in a row the
-    same way, and when to say so: every C{every}th of them.
+    same way, and when to say so: at the C{every}th of them, then at most
+    once every C{spacing} seconds while they go on.
 
     @ivar error: how the latest failed, or L{None} before any has.
     @ivar count: how many in a row, up to now, failed that way.
     """
 
-    def __init__(self, every: int = REPORT_EVERY) -> None:
+    def __init__(
+        self, every: int = REPORT_EVERY, spacing: float = REPORT_SPACING
+    ) -> None:
         self.error: Optional[str] = None
         self.count = 0
         self._every = every
+        self._spacing = spacing
+        self._reported: Optional[float] = None
 
-    def failed(self, error: str) -> bool:
+    def failed(self, error: str, now: float) -> bool:
         """
-        Another check failed, with C{error}: is this failure one to report?
+        Another check failed, with C{error}, at time C{now}: is this
+        failure one to report?
         """
         if error != self.error:
-            self.error, self.count = error, 0
+            self.error, self.count, self._reported = error, 0, None
         self.count += 1
-        return self.count % self._every == 0
+        if self.count < self._every:
+            return False
+        if self._reported is not None and now - self._reported < self._spacing:
+            return False
+        self._reported = now
+        return True
 
 
 class LivenessProbe:

@@ -391,15 +391,15 @@ class StartTests(BackendTestCase):
 
     def test_unhealthyObserved(self) -> None:
         """
-        While it starts, each tenth health check in a row that fails the
-        same way is told to the observers with its count; a new answer
-        counts anew, and only the first tenth is logged.
+        While it starts, the tenth health check in a row that fails the same
+        way is told to the observers with its count, and then one a second;
+        a new answer counts anew, and only the first tenth is logged.
         """
         backend, process = self.launched(startTimeout=60.0)
         told = []
         backend.observeUnhealthy(lambda **check: told.append(check))
         with capturedLogs() as events:
-            for n in range(25):
+            for n in range(12):
                 self.failProbe("GET / answered 404")
                 self.reactor.advance(1.0)
             for n in range(10):
@@ -409,7 +409,8 @@ class StartTests(BackendTestCase):
             told,
             [
                 {"error": "GET / answered 404", "checks": 10},
-                {"error": "GET / answered 404", "checks": 20},
+                {"error": "GET / answered 404", "checks": 11},
+                {"error": "GET / answered 404", "checks": 12},
                 {"error": "GET /: connection refused", "checks": 10},
             ],
         )

@@ -482,15 +482,16 @@ class FailureStreakTests(SynchronousTestCase):
     Tests for L{FailureStreak}.
     """
 
-    def test_everyNth(self) -> None:
+    def test_nthThenSpaced(self) -> None:
         """
-        Every C{every}th failure in a row of the same kind is one to report;
-        another kind starts a new count.
+        The C{every}th failure in a row of the same kind is one to report,
+        then one each C{spacing} seconds or more after the last reported;
+        another kind starts anew.
         """
-        streak = FailureStreak(every=3)
-        said = [streak.failed("404") for n in range(7)]
-        self.assertEqual(said, [False, False, True, False, False, True, False])
-        self.assertEqual((streak.error, streak.count), ("404", 7))
-        said = [streak.failed("refused") for n in range(3)]
+        streak = FailureStreak(every=3, spacing=1.0)
+        said = [streak.failed("404", n * 0.4) for n in range(8)]
+        self.assertEqual(said, [False, False, True, False, False, True, False, False])
+        self.assertEqual((streak.error, streak.count), ("404", 8))
+        said = [streak.failed("refused", 3.0 + n * 0.4) for n in range(3)]
         self.assertEqual(said, [False, False, True])
         self.assertEqual((streak.error, streak.count), ("refused", 3))
