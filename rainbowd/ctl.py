@@ -598,7 +598,15 @@ def status(client: Client, out: IO[str], asJSON: bool) -> int:
     response = client.request("GET", "/status")
     if response.status != 200:
         raise _refused("GET /status", response)
-    body = json.loads(response.read())
+    try:
+        body = json.loads(response.read())
+        if not isinstance(body, dict):
+            raise ValueError(body)
+    except ValueError:
+        raise Answered(
+            "GET /status answered 200, but not with rainbowd's JSON: is "
+            "something else listening on rainbowd's control port?"
+        )
     out.write(json.dumps(body, indent=2) + "\n" if asJSON else statusTable(body))
     return 0
 

@@ -893,6 +893,18 @@ class RunTests(SynchronousTestCase):
         )
         self.assertEqual((code, err), (FAILED, "rainbowctl: GET /status failed: 500 Reason\n"))
 
+    def test_statusNotJSON(self) -> None:
+        """
+        A 200 to GET /status that is not rainbowd's JSON exits 1 asking
+        whether something else has the control port, not with a traceback.
+        """
+        for body in (b"<html>hello</html>", b"[1, 2]"):
+            code, out, err = self.rainbowctl(
+                ["status"], FakeConnection(FakeResponse(200, body))
+            )
+            self.assertEqual((code, out), (FAILED, ""))
+            self.assertIn("is something else listening on rainbowd's control", err)
+
     def test_cannotAsk(self) -> None:
         """
         Every command exits 2 when it cannot reach rainbowd, or rainbowd
