@@ -1058,7 +1058,7 @@ class EndToEndTests(SynchronousTestCase):
         process = daemon.start()
         daemon.serving()
 
-        daemon.writeConfig(healthCheckPath="/nope", startTimeout=5000)
+        daemon.writeConfig(healthCheckPath="/nope", startTimeout=10000)
         done = daemon.rainbowctl("redeploy")
         self.assertEqual(done.returncode, 1, done.stdout)
         self.assertIn("deploy 2: launching generation 2 on port", done.stdout)
