@@ -17,7 +17,7 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, Collection, List, Mapping, Optional, Set
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -28,7 +28,12 @@ from twisted.python.failure import Failure
 
 from rainbowd.config import Config
 from rainbowd.statedir import readFile
-from rainbowd.health import LivenessProbe
+from rainbowd.health import (
+    REPORT_EVERY,
+    FailureStreak,
+    LivenessProbe,
+    describeProbeFailure,
+)
 from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
@@ -355,13 +360,32 @@ class ProcessGroupSignals:
             return None
 
 
-def describeExit(reason) -> str:
+#: What a process's end is called when it is the signal rainbowd sent it.
+_STOPPED_BY = {
+    signal.SIGTERM: "stopped by SIGTERM",
+    signal.SIGKILL: "killed with SIGKILL after killTimeout{timeout}",
+}
+
+
+def describeExit(
+    reason, sent: Collection[int] = (), killTimeout: Optional[float] = None
+) -> str:
     """
     Say how a process ended, from C{processEnded}'s failure.
+
+    @param sent: the signals rainbowd sent the process.  An end by one of
+        them (or the exit code 128 + its number, which a shell between
+        rainbowd and the app exits with) is the stop rainbowd asked for,
+        not a failure; the same end without the signal sent is one.
+    @param killTimeout: the C{killTimeout} after which SIGKILL was sent.
     """
     if reason.check(ProcessDone):
         return "exited with code 0"
     status = reason.value
+    for signum, words in _STOPPED_BY.items():
+        if signum in sent and signum in (status.signal, _byShell(status.exitCode)):
+            timeout = "" if killTimeout is None else f" ({killTimeout:g} s)"
+            return words.format(timeout=timeout)
     if status.signal is not None:
         try:
             name = f" ({signal.Signals(status.signal).name})"
@@ -369,6 +393,15 @@ def describeExit(reason) -> str:
             name = ""
         return f"was killed by signal {status.signal}{name}"
     return f"exited with code {status.exitCode}"
+
+
+def _byShell(exitCode: Optional[int]) -> Optional[int]:
+    """
+    The signal a shell's exit code says its child died of, if any.
+    """
+    if exitCode is not None and 128 < exitCode < 128 + signal.NSIG:
+        return exitCode - 128
+    return None
 
 
 class Backend(ProcessProtocol):
@@ -422,9 +455,12 @@ class Backend(ProcessProtocol):
         self._onExit = onExit
         self._failure: Optional[str] = None
         self._strays: Optional[List[int]] = None
+        self._sent: Set[int] = set()
         self._strayLooks = 0
         self._lastProbe = "no health check answered yet"
         self._probeRefused = False
+        self._streak = FailureStreak()
+        self._unhealthyObservers: List[Callable[..., None]] = []
         self._probing: Optional[Deferred] = None
         self._partial = {1: b"", 2: b""}
         self._outputObservers: List[Callable[[str], None]] = []
@@ -554,6 +590,7 @@ class Backend(ProcessProtocol):
             self._failure = self._failure or "stopped before it became healthy"
         self._moveTo(State.STOPPING)
         target = self.appPid()
+        self._sent.add(signal.SIGTERM)
         if target is not None and target != self.pgid:
             self._signals.signalProcess(target, signal.SIGTERM)
         else:
@@ -600,6 +637,19 @@ class Backend(ProcessProtocol):
         """
         self._outputObservers.append(observer)
         return lambda: self._outputObservers.remove(observer)
+
+    def observeUnhealthy(self, observer: Callable[..., None]) -> Callable[[], None]:
+        """
+        Call C{observer(error=..., checks=...)} while this backend starts,
+        once its health check has failed the same way L{REPORT_EVERY} times
+        in a row, and then at most once a second while it goes on failing
+        so: C{checks} times so far, the latest saying C{error}.  The wait
+        goes on, up to C{startTimeout}: the app may still come up.
+
+        @return: a function that stops it.
+        """
+        self._unhealthyObservers.append(observer)
+        return lambda: self._unhealthyObservers.remove(observer)
 
     # Requests
 
@@ -680,7 +730,7 @@ class Backend(ProcessProtocol):
         # Not processEnded: Twisted only calls that once every process
         # holding the app's output has closed it, which a leftover child
         # may never do.
-        self.exitReason = describeExit(reason)
+        self.exitReason = describeExit(reason, self._sent, self.config.killTimeout)
         if self.state is State.STARTING:
             self._failure = f"{self.exitReason} before it became healthy"
             self._moveTo(State.STOPPING)
@@ -775,10 +825,34 @@ class Backend(ProcessProtocol):
 
     def _probeFailed(self, reason) -> None:
         self._probing = None
-        self._lastProbe = reason.getErrorMessage() or reason.type.__name__
+        self._lastProbe = describeProbeFailure(reason, self.config.healthCheckPath)
         self._probeRefused = reason.check(ConnectionRefusedError) is not None
-        if self.state is State.STARTING:
-            self._later("probe", self.config.healthCheckInterval, self._probe)
+        if self.state is not State.STARTING:
+            return
+        self._later("probe", self.config.healthCheckInterval, self._probe)
+        if self._streak.failed(self._lastProbe, self._reactor.seconds()):
+            self._unhealthy()
+
+    def _unhealthy(self) -> None:
+        error, checks = self._streak.error, self._streak.count
+        if checks == REPORT_EVERY:  # the first report of this streak
+            self.log.info(
+                "generation {generation}: {error} ({checks} times in a row); "
+                "still waiting for it to be healthy, up to startTimeout "
+                "({timeout:g} s)",
+                generation=self.generation,
+                error=error,
+                checks=checks,
+                timeout=self.config.startTimeout,
+            )
+        for observer in list(self._unhealthyObservers):
+            try:
+                observer(error=error, checks=checks)
+            except Exception:
+                self.log.failure(
+                    "an observer of generation {generation}'s health checks failed",
+                    generation=self.generation,
+                )
 
     def _becameHealthy(self) -> None:
         self._moveTo(State.READY)
@@ -827,6 +901,7 @@ class Backend(ProcessProtocol):
             generation=self.generation,
             timeout=self.config.killTimeout,
         )
+        self._sent.add(signal.SIGKILL)
         self._signals.signalGroup(self.pgid, signal.SIGKILL)
         for pid in self._strays or ():
             self._signals.signalMarked(pid, self.marker(), signal.SIGKILL)

@@ -59,7 +59,19 @@ MAX_MESSAGE_BODY = 4096
 #: commit's sha and subject, say.
 LONGEST_MESSAGE = 1000
 
-HINT = "the current version keeps serving; fix the problem and redeploy"
+
+def failureHint(serving: Optional[int], redeploy: str = "redeploy") -> str:
+    """
+    What to do after a failed deploy, and what serves meanwhile: for the
+    control API's answer, and (with C{redeploy} in its own words) for
+    C{rainbowctl}.
+
+    @param serving: the generation serving now, or L{None} if none is (the
+        first generation failed, say).
+    """
+    if serving is None:
+        return f"no generation is serving; fix the problem and {redeploy}"
+    return f"generation {serving} is still serving; fix the problem and {redeploy}"
 
 
 def jsonBody(body: Mapping[str, Any]) -> bytes:
@@ -90,10 +102,12 @@ def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
 _FAILURE_CODES = ((DeployFailed, 502), (DeployRefused, 503), (ConfigError, 500))
 
 
-def outcomeAsJSON(outcome: Any) -> Tuple[int, Dict[str, Any]]:
+def outcomeAsJSON(outcome: Any, serving: Optional[int]) -> Tuple[int, Dict[str, Any]]:
     """
     Map the outcome of C{deployer.redeploy()} -- a L{Deployed} or a
     L{Failure} -- to an HTTP status code and a JSON body.
+
+    @param serving: the generation serving after it, for the hint.
     """
     body = describeOutcome(outcome)
     if body["ok"]:
@@ -101,7 +115,7 @@ def outcomeAsJSON(outcome: Any) -> Tuple[int, Dict[str, Any]]:
     for kind, code in _FAILURE_CODES:
         if outcome.check(kind):
             if kind is not DeployRefused:
-                body["hint"] = HINT
+                body["hint"] = failureHint(serving)
             return code, body
     return 500, body
 
@@ -255,14 +269,18 @@ class ControlResource(Resource):
         )
         if wantsNDJSON(request):
             RedeployProgress(
-                self._deployer, self._clock, request, outcomeAsJSON, redeploy=redeploy
+                self._deployer,
+                self._clock,
+                request,
+                self._outcomeAsJSON,
+                redeploy=redeploy,
             ).start()
             return NOT_DONE_YET
         gone = []
         request.notifyFinish().addErrback(gone.append)
 
         def answer(outcome: object) -> None:
-            code, body = outcomeAsJSON(outcome)
+            code, body = self._outcomeAsJSON(outcome)
             if gone:
                 _log.info(
                     "Redeploy finished ({code}) after its client hung up: {body}",
@@ -277,6 +295,10 @@ class ControlResource(Resource):
             lambda f: _log.failure("Could not answer a redeploy request", f)
         )
         return NOT_DONE_YET
+
+    def _outcomeAsJSON(self, outcome: object) -> Tuple[int, Dict[str, Any]]:
+        active = self._deployer.active
+        return outcomeAsJSON(outcome, None if active is None else active.generation)
 
     def _logs(self, request: IRequest) -> object:
         """

@@ -40,6 +40,7 @@ from rainbowd.config import (
     loadControlKeys,
     tcpPortNumber,
 )
+from rainbowd.control import failureHint
 from rainbowd.controlsite import readControlToken
 from rainbowd.progress import NDJSON
 from rainbowd.remote import (
@@ -50,7 +51,8 @@ from rainbowd.remote import (
     remoteAddress,
 )
 
-#: Exit codes: the deploy (or request) failed; rainbowctl could not ask.
+#: Exit codes: the deploy failed, or rainbowd answered the request with an
+#: error; rainbowctl could not ask.
 FAILED = 1
 CANNOT = 2
 
@@ -63,6 +65,13 @@ class CtlError(Exception):
     """
     rainbowctl cannot do what it was asked; C{str()} says why and what to
     do.
+    """
+
+
+class Answered(Exception):
+    """
+    rainbowd answered the request with an error; C{str()} says it for a
+    person, with what to do.
     """
 
 
@@ -232,6 +241,10 @@ class Client:
             )
         if response.status == 401:
             raise CtlError(self._unauthorized())
+        if response.status == 403:
+            # The control site's Host or Origin check: like a refused
+            # token, rainbowd would answer no request of this client.
+            raise CtlError(f"rainbowd refused to answer (403): {_answerOf(response)['error']}")
         return response
 
     def _unauthorized(self) -> str:
@@ -253,20 +266,45 @@ class Client:
         )
 
 
-def _errorOf(response) -> str:
+def _answerOf(response) -> Dict[str, Any]:
     """
-    The C{error} of a JSON error answer, or its status line.
+    The JSON object of an error answer, with its C{error} (the status line
+    if it has none).
     """
-    body = response.read()
     try:
-        answer = json.loads(body)
-        error = answer["error"]
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status} {response.reason}"
-    if answer.get("generations"):
-        running = ", ".join(str(g) for g in answer["generations"])
-        error += f" (running: {running})"
-    return error
+        answer = json.loads(response.read())
+        if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
+            raise ValueError(answer)
+    except ValueError:
+        return {"error": f"{response.status} {response.reason}"}
+    return answer
+
+
+def _refused(what: str, response) -> Answered:
+    """
+    rainbowd's error answer to C{what}, as an L{Answered}.
+    """
+    return Answered(f"{what} failed: {_answerOf(response)['error']}")
+
+
+def _noLogs(answer: Dict[str, Any], generation: Optional[int]) -> str:
+    """
+    Why C{GET /logs} found no generation (C{answer} is its 404), and what
+    to do.
+    """
+    running = answer["generations"]
+    if running:
+        names = ", ".join(str(g) for g in running)
+        now = f"running now: generation{'' if len(running) == 1 else 's'} {names}"
+    else:
+        now = "no generation is running now"
+    if generation is None:
+        return f"no generation is serving ({now}); choose one with --generation N."
+    return (
+        f"generation {generation} is not running ({now}).  rainbowctl logs "
+        "shows the output of running generations only; rainbowd's own log "
+        "has every line the app printed."
+    )
 
 
 def _plural(count: int, word: str) -> str:
@@ -284,11 +322,15 @@ class Progress:
 
     PLAIN_EVERY = 10.0
 
-    def __init__(self, out: IO[str], tty: bool) -> None:
+    def __init__(self, out: IO[str], tty: bool, err: Optional[IO[str]] = None) -> None:
         self._out = out
+        self._err = out if err is None else err
         self._tty = tty
         self._transient = False
         self._shown: Dict[Any, Any] = {}
+        self._deploy: Optional[int] = None
+        self._health: Dict[int, Dict[str, Any]] = {}
+        self._shuttingDown = False
         self.result: Optional[Dict[str, Any]] = None
 
     def event(self, event: Dict[str, Any]) -> None:
@@ -305,10 +347,18 @@ class Progress:
         if self.result is not None and not self.result.get("ok"):
             self._failure(self.result)
         if self.result is None:
-            self._say(
-                "The connection to rainbowd closed before the deploy's "
-                "outcome; see rainbowctl status."
-            )
+            self._out.flush()
+            if self._shuttingDown:
+                self._err.write(
+                    "rainbowctl: rainbowd is shutting down, and closed the "
+                    "connection before the deploy's outcome.\n"
+                )
+            else:
+                self._err.write(
+                    "rainbowctl: the connection to rainbowd closed before the "
+                    "deploy's outcome; see rainbowctl status.\n"
+                )
+            self._err.flush()
             return FAILED
         return 0 if self.result.get("ok") else FAILED
 
@@ -346,10 +396,33 @@ class Progress:
         self._say("Another deploy is under way; this one starts after it.")
 
     def _deploying(self, event) -> None:
+        self._deploy = event["deploy"]
         self._say(f"deploy {event['deploy']} started")
 
     def _launching(self, event) -> None:
-        self._say(f"launching generation {event['generation']} on port {event['port']}")
+        # Deploys and generations are numbered apart (a deploy that fails
+        # before it launches, or a rollback, launches no generation): say
+        # which number is which.
+        self._say(
+            f"deploy {event.get('deploy')}: launching generation "
+            f"{event['generation']} on port {event['port']}"
+        )
+
+    def _unhealthy(self, event) -> None:
+        """
+        The starting generation's health check keeps failing the same way:
+        said once per kind of failure; the count then goes on the waiting
+        line.
+        """
+        generation = event["generation"]
+        last = self._health.get(generation)
+        self._health[generation] = event
+        if last is None or last.get("error") != event.get("error"):
+            self._say(
+                f"generation {generation}: {event.get('error')} "
+                f"({_plural(event['checks'], 'time')} in a row); still "
+                "waiting, up to startTimeout"
+            )
 
     def _retrying(self, event) -> None:
         self._say(
@@ -360,12 +433,18 @@ class Progress:
     def _waiting(self, event) -> None:
         generation = event["generation"]
         step = event.get("step")
+        health = None if step == "verify" else self._health.get(generation)
+        check = (
+            ""
+            if health is None
+            else f"; {health.get('error')} ({_plural(health['checks'], 'time')})"
+        )
         self._update(
             ("waiting", generation, step),
             None,
             f"waiting for generation {generation}"
             + ("'s verify" if step == "verify" else " to be healthy")
-            + f": {event['elapsed']:.0f} s",
+            + f": {event['elapsed']:.0f} s{check}",
             event["elapsed"],
         )
 
@@ -423,9 +502,28 @@ class Progress:
     def _recovered(self, event) -> None:
         self._say(f"generation {event['generation']} answers its liveness check again")
 
+    def _shutdown(self, event) -> None:
+        self._shuttingDown = True
+        waits = event.get("generations") or []
+        names = ", ".join(str(g) for g in waits)
+        self._say(
+            "rainbowd is shutting down"
+            + (
+                f"; it drains and stops generation{'' if len(waits) == 1 else 's'} "
+                f"{names}"
+                if waits
+                else ""
+            )
+        )
+
     def _stopped(self, event) -> None:
-        how = [event["exit"]] if event.get("exit") else []
-        if event.get("state") == "failed":
+        exit = event.get("exit")
+        failed = event.get("state") == "failed"
+        if exit == "stopped by SIGTERM" and not failed:
+            self._say(f"generation {event['generation']} stopped by SIGTERM")
+            return
+        how = [exit] if exit else []
+        if failed:
             how.insert(0, "it never became healthy")
         detail = f" ({'; '.join(how)})" if how else ""
         self._say(f"generation {event['generation']} stopped{detail}")
@@ -444,7 +542,8 @@ class Progress:
             )
 
     def _failure(self, event) -> None:
-        self._say(f"deploy failed: {event.get('error')}")
+        deploy = "deploy" if self._deploy is None else f"deploy {self._deploy}"
+        self._say(f"{deploy} failed: {event.get('error')}")
         verify = event.get("verify") or {}
         if verify.get("output"):
             self._say(
@@ -459,17 +558,23 @@ class Progress:
             for line in output:
                 self._say("    " + line)
         serving = event.get("serving")
-        if serving is not None:
-            self._say(
-                f"generation {serving} is still serving; fix the problem "
-                "and run rainbowctl redeploy again."
-            )
+        if self._shuttingDown:
+            return
+        if "hint" in event:
+            # A failure that a fix and another deploy can mend.
+            self._say(failureHint(serving, "run rainbowctl redeploy again") + ".")
+        elif serving is not None:
+            self._say(f"generation {serving} is still serving.")
         else:
             self._say("no generation is serving.")
 
 
 def redeploy(
-    client: Client, out: IO[str], tty: bool, message: Optional[str] = None
+    client: Client,
+    out: IO[str],
+    tty: bool,
+    message: Optional[str] = None,
+    err: Optional[IO[str]] = None,
 ) -> int:
     response = client.request(
         "POST",
@@ -477,10 +582,10 @@ def redeploy(
         accept=NDJSON.decode(),
         body=None if message is None else {"message": message},
     )
-    progress = Progress(out, tty)
+    progress = Progress(out, tty, err)
     if response.getheader("content-type", "").split(";")[0] != NDJSON.decode():
-        if response.status == 400:
-            raise CtlError(f"rainbowd refused the redeploy: {_errorOf(response)}")
+        if response.status != 200:
+            raise _refused("POST /redeploy", response)
         out.write(response.read().decode("utf-8", "replace"))
         return FAILED
     try:
@@ -538,8 +643,7 @@ def changeTraffic(
     """
     response = client.request("POST", path, body=body)
     if response.status != 200:
-        err.write(f"rainbowctl: POST {path} failed: {_errorOf(response)}\n")
-        return FAILED
+        raise _refused(f"POST {path}", response)
     answer = json.loads(response.read())
     already = "" if answer.get("changed", True) else "nothing changed: "
     out.write(already + describeTraffic(answer) + "\n")
@@ -699,7 +803,7 @@ def historyTable(
 def history(client: Client, out: IO[str], limit: int, asJSON: bool) -> int:
     response = client.request("GET", f"/deploys?limit={limit}")
     if response.status != 200:
-        raise CtlError(f"GET /deploys failed: {_errorOf(response)}")
+        raise _refused("GET /deploys", response)
     body = json.loads(response.read())
     out.write(
         json.dumps(body, indent=2) + "\n" if asJSON else historyTable(body["deploys"])
@@ -710,8 +814,16 @@ def history(client: Client, out: IO[str], limit: int, asJSON: bool) -> int:
 def status(client: Client, out: IO[str], asJSON: bool) -> int:
     response = client.request("GET", "/status")
     if response.status != 200:
-        raise CtlError(f"GET /status failed: {_errorOf(response)}")
-    body = json.loads(response.read())
+        raise _refused("GET /status", response)
+    try:
+        body = json.loads(response.read())
+        if not isinstance(body, dict):
+            raise ValueError(body)
+    except ValueError:
+        raise Answered(
+            "GET /status answered 200, but not with rainbowd's JSON: is "
+            "something else listening on rainbowd's control port?"
+        )
     out.write(json.dumps(body, indent=2) + "\n" if asJSON else statusTable(body))
     return 0
 
@@ -726,8 +838,13 @@ def logs(client: Client, out: IO[str], generation: Optional[int], follow: bool) 
     response = client.request(
         "GET", path, accept="text/plain", timeout=None if follow else TIMEOUT
     )
+    if response.status == 404:
+        answer = _answerOf(response)
+        if isinstance(answer.get("generations"), list):
+            raise Answered(_noLogs(answer, generation))
+        raise Answered(f"GET {path} failed: {answer['error']}")
     if response.status != 200:
-        raise CtlError(f"GET {path} failed: {_errorOf(response)}")
+        raise _refused(f"GET {path}", response)
     for line in iter(response.readline, b""):
         out.write(line.decode("utf-8", "replace"))
         out.flush()
@@ -840,7 +957,7 @@ def run(
             )
         client = Client(target, connect)
         if arguments.command == "redeploy":
-            return redeploy(client, out, _isTTY(out), arguments.message)
+            return redeploy(client, out, _isTTY(out), arguments.message, err)
         if arguments.command == "status":
             return status(client, out, arguments.json)
         if arguments.command in ("pause", "resume"):
@@ -852,6 +969,9 @@ def run(
         if arguments.command == "history":
             return history(client, out, arguments.limit, arguments.json)
         return logs(client, out, arguments.generation, arguments.follow)
+    except Answered as e:
+        err.write(f"rainbowctl: {e}\n")
+        return FAILED
     except CtlError as e:
         err.write(f"rainbowctl: {e}\n")
         return CANNOT

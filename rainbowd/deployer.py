@@ -3,6 +3,7 @@
 The generations of the app: redeploy, swap, drain and supervision.
 """
 
+from functools import partial
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import attrs
@@ -28,9 +29,10 @@ from rainbowd.backend import (
     State,
 )
 from rainbowd.config import Config, ConfigError
-from rainbowd.health import LivenessProbe
+from rainbowd.health import REPORT_EVERY, LivenessProbe
 from rainbowd.leftovers import AppGroups
 from rainbowd.ports import NoFreePort, PortPicker
+from rainbowd.shutdown import reportShutdown
 from rainbowd.verify import Verifier, VerifyFailed
 from rainbowd.waiters import Waiters
 
@@ -68,6 +70,12 @@ EVENT_KINDS = {
     "address, SIGHUP, or null for rainbowd itself), message (the one the "
     "redeploy was asked with, or null)",
     "launching": "a generation was started: deploy, port",
+    "unhealthy": "a starting generation's health check failed the same way "
+    f"{REPORT_EVERY} times in a row, or goes on failing so (at most once a "
+    "second); it is waited for on, up to startTimeout: deploy, port, error "
+    "(of the latest check), checks (how many in a row)",
+    "shutdown": "rainbowd is stopping: it drains and stops every generation, "
+    "and refuses deploys: generations (those it waits for)",
     "retrying": "a generation lost its port and another is tried: deploy, port",
     "healthy": "a generation passed its health check: deploy, port, seconds "
     "(since its launch)",
@@ -348,6 +356,7 @@ class Deployer(Service):
         @return: a Deferred that fires when no app process is left.
         """
         Service.stopService(self)
+        self._emit("shutdown", generations=[b.generation for b in self.backends])
         if self._restartCall is not None and self._restartCall.active():
             self._restartCall.cancel()
         self._queued.fire(Failure(DeployRefused("rainbowd is shutting down")))
@@ -360,7 +369,8 @@ class Deployer(Service):
                 stops.append(backend.whenStopped())
             else:
                 stops.append(backend.stop())
-        return gatherResults(stops).addCallback(lambda _: None)
+        report = reportShutdown(self._clock, lambda: self.backends)
+        return gatherResults(stops).addCallback(lambda _: None).addBoth(report)
 
     # What the control API and the proxy use
 
@@ -625,6 +635,8 @@ class Deployer(Service):
             backend.whenStopped().addCallback(self._groups.forget)
         backend.whenStopped().addCallback(self._stopped)
         self._emit("launching", backend.generation, deploy=self._deploys, port=port)
+        unhealthy = partial(self._emit, "unhealthy", backend.generation)
+        backend.observeUnhealthy(partial(unhealthy, deploy=self._deploys, port=port))
         return backend
 
     def _stopped(self, backend: Backend) -> None:

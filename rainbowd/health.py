@@ -11,10 +11,17 @@ from urllib.parse import quote
 import attrs
 from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseFailed,
+    _HTTP11ClientFactory,
+)
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -96,6 +103,63 @@ class HTTPHealthCheck:
         response.deliverBody(Protocol())  # discard it; the connection closes
         if not 200 <= response.code < 300:
             raise Unhealthy(f"GET {path} answered {response.code}")
+
+
+def describeProbeFailure(reason: Failure, path: Optional[str]) -> str:
+    """
+    Say why a health check of C{GET path} failed, as one clause that a
+    longer message can go on after (no full stop of its own).
+    """
+    if reason.check(ConnectionRefusedError):
+        return f"GET {path}: connection refused"
+    if reason.check(ResponseFailed):
+        return f"GET {path}: the connection closed before an answer"
+    return (reason.getErrorMessage() or reason.type.__name__).rstrip(".")
+
+
+#: How many health checks of a starting generation in a row must fail the
+#: same way before its deploy says so.
+REPORT_EVERY = 10
+
+#: How long, at least, between two reports of the same failure, in seconds:
+#: no more often than the deploy's C{waiting} lines, however short
+#: C{healthCheckInterval} is.
+REPORT_SPACING = 1.0
+
+
+class FailureStreak:
+    """
+    The health checks of a starting generation that failed in a row the
+    same way, and when to say so: at the C{every}th of them, then at most
+    once every C{spacing} seconds while they go on.
+
+    @ivar error: how the latest failed, or L{None} before any has.
+    @ivar count: how many in a row, up to now, failed that way.
+    """
+
+    def __init__(
+        self, every: int = REPORT_EVERY, spacing: float = REPORT_SPACING
+    ) -> None:
+        self.error: Optional[str] = None
+        self.count = 0
+        self._every = every
+        self._spacing = spacing
+        self._reported: Optional[float] = None
+
+    def failed(self, error: str, now: float) -> bool:
+        """
+        Another check failed, with C{error}, at time C{now}: is this
+        failure one to report?
+        """
+        if error != self.error:
+            self.error, self.count, self._reported = error, 0, None
+        self.count += 1
+        if self.count < self._every:
+            return False
+        if self._reported is not None and now - self._reported < self._spacing:
+            return False
+        self._reported = now
+        return True
 
 
 class LivenessProbe:

@@ -28,9 +28,10 @@ NDJSON = b"application/x-ndjson"
 #: Deploy outcomes, which the result line replaces.
 _OUTCOMES = frozenset({"deployed", "failed", "refused"})
 
-#: Events about the serving generation's health, streamed whichever deploy
-#: is under way: they say why what serves may soon change.
-_LIVENESS = frozenset({"unresponsive", "recovered"})
+#: Events streamed whichever deploy is under way: the serving generation's
+#: health, which says why what serves may soon change, and rainbowd's
+#: shutdown, which says why the deploy will not be done.
+_ALWAYS = frozenset({"unresponsive", "recovered", "shutdown"})
 
 
 def wantsNDJSON(request: IRequest) -> bool:
@@ -113,7 +114,7 @@ class RedeployProgress:
     def _observe(self, event: Event) -> None:
         if self._finished:
             return
-        if event.kind in _LIVENESS:
+        if event.kind in _ALWAYS:
             self._write(event.asJSON())
             return
         details = event.details

@@ -11,6 +11,9 @@ behaviour is set by environment variables:
     APP_FAIL_AT_START=1   print an error and exit 3 before listening
     APP_STARTUP_DELAY=N   sleep N seconds before listening
     APP_IGNORE_SIGTERM=1  ignore SIGTERM, so only SIGKILL stops it
+    APP_DIE_OF_SIGTERM=1  once SIGTERM has stopped it, die of that signal
+                          rather than exit 0, as twistd does (a shell that
+                          runs it then exits 143)
     APP_FORK_CHILD=1      start a child process that outlives it
     APP_MISBEHAVE=1       speak HTTP/1.1 with keep-alive, and serve the
                           misbehaving paths below
@@ -255,6 +258,13 @@ def writePidfile(path: str) -> None:
     os.replace(temporary, path)
 
 
+# APP_DIE_OF_SIGTERM=1: end as twistd does after a SIGTERM, by that signal.
+def dieOfSIGTERMIfAsked() -> None:
+    if os.environ.get("APP_DIE_OF_SIGTERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(port: int, pidfile: str) -> None:
     if os.environ.get("APP_FAIL_AT_START") == "1":
         print("app: cannot import settings (simulated broken build)",
@@ -286,6 +296,7 @@ def main(port: int, pidfile: str) -> None:
     server.serve_forever()
     server.server_close()  # joins the request threads: block_on_close
     print(f"app {VERSION} pid={os.getpid()} stopped", flush=True)
+    dieOfSIGTERMIfAsked()
 
 
 if __name__ == "__main__":

@@ -388,6 +388,65 @@ class StartTests(BackendTestCase):
             str(self.failureResultOf(d, BackendFailed).value),
         )
 
+    def test_startTimeoutRefusedSentence(self) -> None:
+        """
+        The reason of a start timeout after refused health checks reads as
+        one sentence: the refusal is a clause, with no full stop inside.
+        """
+        backend, process = self.launched(healthCheckPath="/healthz")
+        d = backend.whenReady()
+        self.health.probes[-1][3].errback(
+            ConnectionRefusedError(string="Connection refused")
+        )
+        self.reactor.advance(5.0)
+        reason = str(self.failureResultOf(d, BackendFailed).value)
+        self.assertIn(
+            "last health check: GET /healthz: connection refused; nothing "
+            f"listens on 127.0.0.1:{PORT}",
+            reason,
+        )
+        self.assertNotIn(".;", reason)
+
+    def test_unhealthyObserved(self) -> None:
+        """
+        While it starts, the tenth health check in a row that fails the same
+        way is told to the observers with its count, and then one a second;
+        a new answer counts anew, and only the first tenth is logged.
+        """
+        backend, process = self.launched(startTimeout=60.0)
+        told = []
+        backend.observeUnhealthy(lambda **check: told.append(check))
+        with capturedLogs() as events:
+            for n in range(12):
+                self.failProbe("GET / answered 404")
+                self.reactor.advance(1.0)
+            for n in range(10):
+                self.health.probes[-1][3].errback(ConnectionRefusedError())
+                self.reactor.advance(1.0)
+        self.assertEqual(
+            told,
+            [
+                {"error": "GET / answered 404", "checks": 10},
+                {"error": "GET / answered 404", "checks": 11},
+                {"error": "GET / answered 404", "checks": 12},
+                {"error": "GET /: connection refused", "checks": 10},
+            ],
+        )
+        self.assertIs(backend.state, State.STARTING)
+        logged = [
+            formatEvent(event) for event in events if "times in a row" in formatEvent(event)
+        ]
+        self.assertEqual(
+            logged,
+            [
+                f"generation {GENERATION}: GET / answered 404 (10 times in a row); "
+                "still waiting for it to be healthy, up to startTimeout (60 s)",
+                f"generation {GENERATION}: GET /: connection refused (10 times in "
+                "a row); still waiting for it to be healthy, up to startTimeout "
+                "(60 s)",
+            ],
+        )
+
     def test_healthCheckRaises(self) -> None:
         """
         A health check that raises counts as a failed probe, named in the
@@ -774,7 +833,56 @@ class StopTests(BackendTestCase):
         self.reactor.advance(0)
         self.assertIs(self.successResultOf(d), backend)
         self.assertIs(backend.state, State.STOPPED)
-        self.assertEqual(backend.exitReason, "was killed by signal 9 (SIGKILL)")
+        self.assertEqual(
+            backend.exitReason, "killed with SIGKILL after killTimeout (3 s)"
+        )
+
+    def test_stoppedBySigterm(self) -> None:
+        """
+        An app that ends by the SIGTERM rainbowd sent it, or by the exit
+        code 143 a shell reports that with, is said to be stopped by
+        SIGTERM, in its exit reason and its log line, not to have failed.
+        """
+        for code, signum in ((143, None), (None, signal.SIGTERM)):
+            backend, process = self.active()
+            process.termDelay = None
+            with capturedLogs() as events:
+                d = backend.stop()
+                process.exit(code, signum)
+                self.reactor.advance(0)
+            self.successResultOf(d)
+            self.assertEqual(backend.exitReason, "stopped by SIGTERM")
+            self.assertIn(
+                f"generation {GENERATION} is stopped (stopped by SIGTERM)",
+                [formatEvent(event) for event in events],
+            )
+
+    def test_crashWithCode143(self) -> None:
+        """
+        An app that exits with code 143, or dies of SIGTERM, when rainbowd
+        sent it no signal crashed, and is said to, with its code or signal.
+        """
+        for code, signum, said in (
+            (143, None, "exited with code 143"),
+            (None, signal.SIGTERM, "was killed by signal 15 (SIGTERM)"),
+        ):
+            backend, process = self.active()
+            process.exit(code, signum)
+            self.reactor.advance(0)
+            self.assertEqual(backend.exitReason, said)
+            self.assertIs(self.exited[-1], backend)
+
+    def test_failsAfterSigterm(self) -> None:
+        """
+        An app that exits with another code after rainbowd's SIGTERM is
+        said to exit with that code: its shutdown failed.
+        """
+        backend, process = self.active()
+        process.termDelay = None
+        backend.stop()
+        process.exit(1)
+        self.reactor.advance(0)
+        self.assertEqual(backend.exitReason, "exited with code 1")
 
     def test_noSigkillAfterExit(self) -> None:
         """
@@ -1386,7 +1494,9 @@ class LivenessTests(BackendTestCase):
         self.reactor.advance(0)
         self.assertIs(self.successResultOf(d), backend)
         self.assertFalse(self.signals.groupAlive(process.pgid))
-        self.assertEqual(backend.exitReason, "was killed by signal 9 (SIGKILL)")
+        self.assertEqual(
+            backend.exitReason, "killed with SIGKILL after killTimeout (3 s)"
+        )
 
 
 class StateTests(BackendTestCase):
@@ -1893,6 +2003,35 @@ class DescribeExitTests(SynchronousTestCase):
                 "exited with code 0",
                 "exited with code 2",
                 "was killed by signal 15 (SIGTERM)",
+            ],
+        )
+
+    def test_describeSent(self) -> None:
+        """
+        An end by a signal rainbowd sent, or by the shell's code for it, is
+        its stop; the same end without that signal sent is not.
+        """
+        term, kill = signal.SIGTERM, signal.SIGKILL
+        self.assertEqual(
+            [
+                describeExit(Failure(ProcessTerminated(143)), {term}),
+                describeExit(Failure(ProcessTerminated(None, term)), {term}),
+                describeExit(Failure(ProcessTerminated(None, kill)), {term, kill}, 10),
+                describeExit(Failure(ProcessTerminated(137)), {term, kill}),
+                describeExit(Failure(ProcessTerminated(143)), {kill}),
+                describeExit(Failure(ProcessTerminated(None, kill)), {term}),
+                describeExit(Failure(ProcessTerminated(143))),
+                describeExit(Failure(ProcessTerminated(1)), {term}),
+            ],
+            [
+                "stopped by SIGTERM",
+                "stopped by SIGTERM",
+                "killed with SIGKILL after killTimeout (10 s)",
+                "killed with SIGKILL after killTimeout",
+                "exited with code 143",
+                "was killed by signal 9 (SIGKILL)",
+                "exited with code 143",
+                "exited with code 1",
             ],
         )
 

@@ -48,6 +48,7 @@ class FakeDeployer:
     def __init__(self) -> None:
         self.redeploys: List[Deferred] = []
         self.asked: List[Tuple[Any, Any]] = []
+        self.active = SimpleNamespace(generation=3)
 
     def redeploy(self, requester=None, message=None) -> Deferred:
         d: Deferred = Deferred()
@@ -214,8 +215,23 @@ class ControlResourceTests(SynchronousTestCase):
             "generation": 4,
             "port": 20003,
             "output": ["app: boom"],
-            "hint": "the current version keeps serving; fix the problem and redeploy",
+            "hint": "generation 3 is still serving; fix the problem and redeploy",
         })
+
+    def test_firstGenerationFailed(self) -> None:
+        """
+        A deploy that failed while no generation serves (the first one, or
+        after a crash) answers a hint that says so, not that the current
+        version keeps serving.
+        """
+        self.deployer.active = None
+        responseDeferred, deploy = self.redeploy()
+        deploy.errback(DeployFailed("exited with status 3", 1, 20003, []))
+        response, body = self.answer(responseDeferred)
+        self.assertEqual(
+            (response.code, json.loads(body)["hint"]),
+            (502, "no generation is serving; fix the problem and redeploy"),
+        )
 
     def test_redeployRefused(self) -> None:
         """
@@ -239,7 +255,7 @@ class ControlResourceTests(SynchronousTestCase):
         self.assertJSON(responseDeferred, 500, {
             "ok": False,
             "error": "rainbow.conf.json: run: must be a string",
-            "hint": "the current version keeps serving; fix the problem and redeploy",
+            "hint": "generation 3 is still serving; fix the problem and redeploy",
         })
 
     def test_unexpectedError(self) -> None:

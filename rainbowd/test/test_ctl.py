@@ -37,21 +37,21 @@ SUCCESS = [
         "event": "deploying",
         "time": 0,
         "generation": None,
-        "deploy": 3,
+        "deploy": 4,
         "cause": "redeploy",
     },
-    {"event": "launching", "time": 0, "generation": 3, "deploy": 3, "port": 20003},
-    {"event": "waiting", "time": 1, "generation": 3, "deploy": 3, "elapsed": 1.0},
-    {"event": "waiting", "time": 2, "generation": 3, "deploy": 3, "elapsed": 2.0},
+    {"event": "launching", "time": 0, "generation": 3, "deploy": 4, "port": 20003},
+    {"event": "waiting", "time": 1, "generation": 3, "deploy": 4, "elapsed": 1.0},
+    {"event": "waiting", "time": 2, "generation": 3, "deploy": 4, "elapsed": 2.0},
     {
         "event": "healthy",
         "time": 2.5,
         "generation": 3,
-        "deploy": 3,
+        "deploy": 4,
         "port": 20003,
         "seconds": 2.5,
     },
-    {"event": "switched", "time": 2.5, "generation": 3, "deploy": 3, "previous": 2},
+    {"event": "switched", "time": 2.5, "generation": 3, "deploy": 4, "previous": 2},
     {"event": "draining", "time": 2.5, "generation": 2, "inflight": 2},
     {
         "event": "result",
@@ -79,10 +79,10 @@ FAILURE = [
         "event": "deploying",
         "time": 0,
         "generation": None,
-        "deploy": 4,
+        "deploy": 5,
         "cause": "redeploy",
     },
-    {"event": "launching", "time": 0, "generation": 4, "deploy": 4, "port": 20004},
+    {"event": "launching", "time": 0, "generation": 4, "deploy": 5, "port": 20004},
     {
         "event": "result",
         "time": 0.3,
@@ -91,7 +91,7 @@ FAILURE = [
         "generation": 4,
         "port": 20004,
         "output": ["app: cannot import settings"],
-        "hint": "the current version keeps serving; fix the problem and redeploy",
+        "hint": "generation 3 is still serving; fix the problem and redeploy",
         "serving": 3,
     },
     {
@@ -342,8 +342,8 @@ class ProgressTests(SynchronousTestCase):
         self.assertEqual(
             text.splitlines(),
             [
-                "deploy 3 started",
-                "launching generation 3 on port 20003",
+                "deploy 4 started",
+                "deploy 4: launching generation 3 on port 20003",
                 "waiting for generation 3 to be healthy: 1 s",
                 "generation 3 is healthy after 2.5 s",
                 "switched: generation 3 serves traffic (was generation 2)",
@@ -396,10 +396,10 @@ class ProgressTests(SynchronousTestCase):
         self.assertEqual(
             text.splitlines(),
             [
-                "deploy 4 started",
-                "launching generation 4 on port 20004",
+                "deploy 5 started",
+                "deploy 5: launching generation 4 on port 20004",
                 "generation 4 stopped (it never became healthy; exited with code 3)",
-                "deploy failed: generation 4 on port 20004 exited with code 3 before "
+                "deploy 5 failed: generation 4 on port 20004 exited with code 3 before "
                 "it became healthy",
                 "last output of generation 4:",
                 "    app: cannot import settings",
@@ -466,7 +466,7 @@ class ProgressTests(SynchronousTestCase):
         self.assertEqual(
             text.splitlines()[1:],
             [
-                "deploy failed: generation 4 on port 20004 failed its verify "
+                "deploy 5 failed: generation 4 on port 20004 failed its verify "
                 "command, which exited with code 22; it is stopped before it got "
                 "traffic",
                 "last output of its verify (1 line in all; rainbowd's log has "
@@ -484,9 +484,145 @@ class ProgressTests(SynchronousTestCase):
         A stream that ends without a result exits 1 and says to look at the
         status.
         """
-        code, text = render(SUCCESS[:3])
+        out, err = io.StringIO(), io.StringIO()
+        progress = Progress(out, False, err)
+        for event in SUCCESS[:3]:
+            progress.event(event)
+        self.assertEqual(progress.end(), FAILED)
+        self.assertEqual(
+            err.getvalue(),
+            "rainbowctl: the connection to rainbowd closed before the deploy's "
+            "outcome; see rainbowctl status.\n",
+        )
+        self.assertNotIn("closed", out.getvalue())
+
+    def test_stoppedBySigterm(self) -> None:
+        """
+        A generation rainbowd stopped with SIGTERM is said to be stopped by
+        it; one that never became healthy says that too.
+        """
+        stopped = {"event": "stopped", "time": 0, "generation": 2, "state": "stopped"}
+        code, text = render(
+            [
+                {**stopped, "exit": "stopped by SIGTERM"},
+                {**stopped, "state": "failed", "exit": "stopped by SIGTERM"},
+                {**stopped, "exit": "killed with SIGKILL after killTimeout (10 s)"},
+            ]
+        )
+        self.assertEqual(
+            text.splitlines(),
+            [
+                "generation 2 stopped by SIGTERM",
+                "generation 2 stopped (it never became healthy; stopped by SIGTERM)",
+                "generation 2 stopped (killed with SIGKILL after killTimeout (10 s))",
+                "rainbowctl: the connection to rainbowd closed before the "
+                "deploy's outcome; see rainbowctl status.",
+            ],
+        )
+
+    def test_unhealthy(self) -> None:
+        """
+        A health check failing the same way is said once when it is first
+        reported and again when its answer changes; meanwhile the waiting
+        line counts it.
+        """
+        def unhealthy(error: str, checks: int) -> dict:
+            return {
+                "event": "unhealthy", "time": 0, "generation": 3, "deploy": 4,
+                "port": 20003, "error": error, "checks": checks,
+            }
+
+        def waiting(elapsed: float) -> dict:
+            return {"event": "waiting", "generation": 3, "elapsed": elapsed}
+
+        events = [
+            unhealthy("GET /healthz answered 404", 10),
+            waiting(1.0),
+            unhealthy("GET /healthz answered 404", 20),
+            waiting(2.0),
+            unhealthy("GET /healthz answered 500", 10),
+        ]
+        code, text = render(events)
+        self.assertEqual(
+            text.splitlines()[:3],
+            [
+                "generation 3: GET /healthz answered 404 (10 times in a row); "
+                "still waiting, up to startTimeout",
+                "waiting for generation 3 to be healthy: 1 s; GET /healthz "
+                "answered 404 (10 times)",
+                "generation 3: GET /healthz answered 500 (10 times in a row); "
+                "still waiting, up to startTimeout",
+            ],
+        )
+        code, text = render(events[:4], tty=True)
+        self.assertIn(
+            "\r\x1b[Kwaiting for generation 3 to be healthy: 2 s; GET /healthz "
+            "answered 404 (20 times)",
+            text,
+        )
+
+    def test_failureNothingServing(self) -> None:
+        """
+        A failure while nothing serves says so, with the same hint as the
+        control API's, in rainbowctl's words.
+        """
+        code, text = render(FAILURE[:2] + [{**FAILURE[2], "serving": None}])
+        self.assertEqual(
+            text.splitlines()[-1],
+            "no generation is serving; fix the problem and run rainbowctl "
+            "redeploy again.",
+        )
+
+    def test_refusedSaysWhatServes(self) -> None:
+        """
+        A refused deploy (no hint: nothing is broken) says what serves,
+        without telling to fix a problem.
+        """
+        refused = {
+            "event": "result", "time": 0, "ok": False, "serving": 3,
+            "error": "2 backends are still alive and maxBackends is 2",
+        }
+        code, text = render(SUCCESS[:1] + [refused])
         self.assertEqual(code, FAILED)
-        self.assertIn("closed before the deploy's outcome", text)
+        self.assertEqual(
+            text.splitlines()[-2:],
+            [
+                "deploy 4 failed: 2 backends are still alive and maxBackends is 2",
+                "generation 3 is still serving.",
+            ],
+        )
+
+    def test_shuttingDown(self) -> None:
+        """
+        Once rainbowd says it is shutting down, its refusal says only that,
+        and a stream cut before the outcome says rainbowd is shutting down
+        rather than to look at the status.
+        """
+        shutdown = {"event": "shutdown", "time": 1, "generation": None,
+                    "generations": [2, 3]}
+        refused = {
+            "event": "result", "time": 1, "ok": False, "serving": 2,
+            "error": "rainbowd is shutting down",
+        }
+        code, text = render(SUCCESS[:3] + [shutdown, refused])
+        self.assertEqual(code, FAILED)
+        self.assertEqual(
+            text.splitlines()[-2:],
+            [
+                "rainbowd is shutting down; it drains and stops generations 2, 3",
+                "deploy 4 failed: rainbowd is shutting down",
+            ],
+        )
+        out, err = io.StringIO(), io.StringIO()
+        progress = Progress(out, False, err)
+        for event in SUCCESS[:3] + [shutdown]:
+            progress.event(event)
+        self.assertEqual(progress.end(), FAILED)
+        self.assertEqual(
+            err.getvalue(),
+            "rainbowctl: rainbowd is shutting down, and closed the connection "
+            "before the deploy's outcome.\n",
+        )
 
     def test_queued(self) -> None:
         """
@@ -759,7 +895,7 @@ class RunTests(SynchronousTestCase):
             ["redeploy"], FakeConnection(self.ndjson(FAILURE))
         )
         self.assertEqual(code, FAILED)
-        self.assertIn("deploy failed: generation 4", out)
+        self.assertIn("deploy 5 failed: generation 4", out)
 
     def test_redeployCut(self) -> None:
         """
@@ -777,7 +913,7 @@ class RunTests(SynchronousTestCase):
         code, out, err = self.rainbowctl(["redeploy"], FakeConnection(response))
         self.assertEqual(code, FAILED)
         self.assertIn("launching generation 3", out)
-        self.assertIn("closed before the deploy's outcome", out)
+        self.assertIn("rainbowctl: the connection to rainbowd closed before", err)
 
     def test_notRunning(self) -> None:
         """
@@ -873,16 +1009,17 @@ class RunTests(SynchronousTestCase):
 
     def test_redeployBadMessage(self) -> None:
         """
-        A message rainbowd refuses is an error saying why, and exits 2.
+        A message rainbowd refuses is an error saying why, and exits 1, as
+        any request rainbowd answered with an error.
         """
         answer = json.dumps({"error": '"message" is 1001 characters long'}).encode()
         code, out, err = self.rainbowctl(
             ["redeploy", "-m", "x" * 1001], FakeConnection(FakeResponse(400, answer))
         )
-        self.assertEqual(code, CANNOT)
+        self.assertEqual(code, FAILED)
         self.assertEqual(
             err,
-            'rainbowctl: rainbowd refused the redeploy: "message" is 1001 '
+            'rainbowctl: POST /redeploy failed: "message" is 1001 '
             "characters long\n",
         )
 
@@ -907,8 +1044,9 @@ class RunTests(SynchronousTestCase):
         )
         self.assertEqual(
             (code, err),
-            (CANNOT, "rainbowctl: GET /deploys failed: limit must be a whole number\n"),
+            (FAILED, "rainbowctl: GET /deploys failed: limit must be a whole number\n"),
         )
+
     def test_warnings(self) -> None:
         """
         Each warning about the config is a line on stderr, then one saying
@@ -952,14 +1090,87 @@ class RunTests(SynchronousTestCase):
         self.assertEqual((code, out), (0, "one\ntwo\n"))
         self.assertEqual(connection.requests[0][1], "/logs?generation=2&follow=1")
         self.assertEqual(connection.timeouts, [None])
-        answer = json.dumps(
-            {"error": "generation 7 is not running", "generations": [2, 3]}
-        ).encode()
-        code, out, err = self.rainbowctl(
-            ["logs", "-g", "7"], FakeConnection(FakeResponse(404, answer))
+
+    def notFound(self, generations: List[int]) -> FakeConnection:
+        answer = {"error": "generation 7 is not running", "generations": generations}
+        return FakeConnection(FakeResponse(404, json.dumps(answer).encode()))
+
+    def test_logsNotRunning(self) -> None:
+        """
+        logs for a generation that is not running exits 1 (rainbowd
+        answered), saying which generations run and where the rest of the
+        output is, in words rather than the API's.
+        """
+        code, out, err = self.rainbowctl(["logs", "-g", "7"], self.notFound([2, 3]))
+        self.assertEqual((code, out), (FAILED, ""))
+        self.assertEqual(
+            err,
+            "rainbowctl: generation 7 is not running (running now: generations "
+            "2, 3).  rainbowctl logs shows the output of running generations "
+            "only; rainbowd's own log has every line the app printed.\n",
         )
-        self.assertEqual(code, CANNOT)
-        self.assertIn("generation 7 is not running (running: 2, 3)", err)
+        code, out, err = self.rainbowctl(["logs", "-g", "7"], self.notFound([]))
+        self.assertEqual(code, FAILED)
+        self.assertIn("generation 7 is not running (no generation is running now)", err)
+
+    def test_logsNoneServing(self) -> None:
+        """
+        logs without a generation while none serves exits 1, saying to
+        choose one of those running.
+        """
+        code, out, err = self.rainbowctl(["logs"], self.notFound([4]))
+        self.assertEqual(
+            (code, err),
+            (
+                FAILED,
+                "rainbowctl: no generation is serving (running now: generation "
+                "4); choose one with --generation N.\n",
+            ),
+        )
+
+    def test_errorAnswers(self) -> None:
+        """
+        Every command that rainbowd answers with an error exits 1 with the
+        error, on stderr: it could ask, and rainbowd said no.
+        """
+        busy = json.dumps({"error": "the control port is busy"}).encode()
+        for argv in (["status"], ["logs"], ["logs", "-g", "2", "-f"], ["redeploy"]):
+            code, out, err = self.rainbowctl(
+                argv, FakeConnection(FakeResponse(503, busy))
+            )
+            self.assertEqual((code, out), (FAILED, ""), argv)
+            self.assertIn("failed: the control port is busy\n", err)
+            self.assertTrue(err.startswith("rainbowctl: "), argv)
+        code, out, err = self.rainbowctl(
+            ["status"], FakeConnection(FakeResponse(500, b"<html>oops"))
+        )
+        self.assertEqual((code, err), (FAILED, "rainbowctl: GET /status failed: 500 Reason\n"))
+
+    def test_statusNotJSON(self) -> None:
+        """
+        A 200 to GET /status that is not rainbowd's JSON exits 1 asking
+        whether something else has the control port, not with a traceback.
+        """
+        for body in (b"<html>hello</html>", b"[1, 2]"):
+            code, out, err = self.rainbowctl(
+                ["status"], FakeConnection(FakeResponse(200, body))
+            )
+            self.assertEqual((code, out), (FAILED, ""))
+            self.assertIn("is something else listening on rainbowd's control", err)
+
+    def test_cannotAsk(self) -> None:
+        """
+        Every command exits 2 when it cannot reach rainbowd, or rainbowd
+        refuses its token.
+        """
+        for argv in (["status"], ["logs"], ["logs", "-g", "2", "-f"], ["redeploy"]):
+            refused = ConnectionRefusedError(111, "Connection refused")
+            code, out, err = self.rainbowctl(argv, FakeConnection(error=refused))
+            self.assertEqual(code, CANNOT, argv)
+            code, out, err = self.rainbowctl(
+                argv, FakeConnection(FakeResponse(401, b"{}"))
+            )
+            self.assertEqual(code, CANNOT, argv)
 
 
 PAUSED = {

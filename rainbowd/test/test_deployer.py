@@ -19,6 +19,7 @@ from rainbowd.deployer import (
     Deployer,
     DeployRefused,
 )
+from rainbowd.health import REPORT_EVERY, Unhealthy
 from rainbowd.ports import PortPicker
 from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
 from rainbowd.verify import Verifier
@@ -992,6 +993,37 @@ class LivenessTests(SynchronousTestCase):
         self.assertEqual(len(h.reactor.processes), 2)
         self.assertEqual(h.deployer.backends, [])
 
+    def test_stopSaysWhatItWaitsFor(self):
+        """
+        Stopping rainbowd is observed as shutdown, naming the generations it
+        waits for, and logs each second which ones still drain and what they
+        hold, until they are gone.
+        """
+        h = Harness(self)
+        old = h.start()
+        old.requestStarted()
+        events = []
+        h.deployer.observe(events.append)
+        with capturedLogs() as logged:
+            d = h.deployer.stopService()
+            h.reactor.advance(1.0)
+            old.requestFinished()
+            h.reactor.advance(0)
+            self.successResultOf(d)
+            h.reactor.advance(5.0)
+        self.assertEqual(
+            (events[0].kind, events[0].details), ("shutdown", {"generations": [1]})
+        )
+        self.assertEqual(
+            [
+                formatEvent(event)
+                for event in logged
+                if formatEvent(event).startswith("shutting down")
+            ],
+            ["shutting down: waiting for generation 1 (draining: 1 request in flight)"]
+            * 2,
+        )
+
     def test_stopWhileChecking(self):
         """
         Stopping rainbowd stops the checks: a check under way is cancelled,
@@ -1500,6 +1532,30 @@ class EventTests(SynchronousTestCase):
         self.assertEqual(
             events[6].details, {"state": "stopped", "exit": "exited with code 0"}
         )
+
+    def test_unhealthy(self):
+        """
+        A starting generation whose health check answers the same error
+        ten times in a row is observed as unhealthy, with its deploy, port,
+        the error and the count, while the deploy goes on waiting.
+        """
+        h = Harness(self)
+        h.start()
+        events = self.observed(h)
+        d = h.deployer.redeploy()
+        for n in range(REPORT_EVERY):
+            h.health.probes[-1][3].errback(Unhealthy("GET / answered 404"))
+            h.reactor.advance(0.1)
+        self.assertNoResult(d)
+        self.assertEqual(
+            self.kinds(events), [("deploying", None), ("launching", 2), ("unhealthy", 2)]
+        )
+        self.assertEqual(
+            events[2].details,
+            {"deploy": 2, "port": 20001, "error": "GET / answered 404", "checks": 10},
+        )
+        h.healthy(2)
+        self.successResultOf(d)
 
     def test_firstDeploy(self):
         """

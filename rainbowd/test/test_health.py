@@ -13,7 +13,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from rainbowd.health import HTTPHealthCheck, LivenessProbe, Unhealthy
+from rainbowd.health import (
+    FailureStreak,
+    HTTPHealthCheck,
+    LivenessProbe,
+    Unhealthy,
+    describeProbeFailure,
+)
 
 PORT = 20001
 
@@ -438,3 +444,54 @@ class LivenessProbeTests(SynchronousTestCase):
                 threshold,
                 self.failing.append,
             )
+
+
+class DescribeProbeFailureTests(SynchronousTestCase):
+    """
+    Tests for L{describeProbeFailure}.
+    """
+
+    def test_clauses(self) -> None:
+        """
+        Each failure is one clause naming the request, with no full stop: a
+        refusal and a connection lost before an answer in plain words, any
+        other by its message.
+        """
+        from twisted.web.client import ResponseNeverReceived
+
+        self.assertEqual(
+            [
+                describeProbeFailure(Failure(ConnectionRefusedError("refused")), "/h"),
+                describeProbeFailure(Failure(ResponseNeverReceived([])), "/h"),
+                describeProbeFailure(Failure(Unhealthy("GET /h answered 404")), "/h"),
+                describeProbeFailure(Failure(ValueError("Bad thing.")), "/h"),
+                describeProbeFailure(Failure(ValueError()), "/h"),
+            ],
+            [
+                "GET /h: connection refused",
+                "GET /h: the connection closed before an answer",
+                "GET /h answered 404",
+                "Bad thing",
+                "ValueError",
+            ],
+        )
+
+
+class FailureStreakTests(SynchronousTestCase):
+    """
+    Tests for L{FailureStreak}.
+    """
+
+    def test_nthThenSpaced(self) -> None:
+        """
+        The C{every}th failure in a row of the same kind is one to report,
+        then one each C{spacing} seconds or more after the last reported;
+        another kind starts anew.
+        """
+        streak = FailureStreak(every=3, spacing=1.0)
+        said = [streak.failed("404", n * 0.4) for n in range(8)]
+        self.assertEqual(said, [False, False, True, False, False, True, False, False])
+        self.assertEqual((streak.error, streak.count), ("404", 8))
+        said = [streak.failed("refused", 3.0 + n * 0.4) for n in range(3)]
+        self.assertEqual(said, [False, False, True])
+        self.assertEqual((streak.error, streak.count), ("refused", 3))

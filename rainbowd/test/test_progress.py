@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.control import HINT, ControlResource
+from rainbowd.control import ControlResource, failureHint
 from rainbowd.deployer import Deployed, DeployFailed, DeployRefused, Event
 from rainbowd.progress import PROGRESS_INTERVAL, STOP_MARGIN, wantsNDJSON
 
@@ -252,7 +252,7 @@ class RedeployStreamTests(SynchronousTestCase):
                 "generation": 3,
                 "port": 20003,
                 "output": ["app: broken"],
-                "hint": HINT,
+                "hint": failureHint(2),
                 "event": "result",
                 "time": 0.0,
                 "serving": 2,
@@ -301,6 +301,50 @@ class RedeployStreamTests(SynchronousTestCase):
         self.assertEqual(self.kinds()[-1], "result")
         self.deployer.emit("stopped", 3, state="stopped", exit="exited with code 0")
         self.ended(done)
+    def test_unhealthy(self) -> None:
+        """
+        The starting generation's repeated health check failures are
+        streamed with the deploy's other events.
+        """
+        self.startsAt(3)
+        self.stream()
+        self.deployer.emit("launching", 3, deploy=3, port=20003)
+        self.deployer.emit(
+            "unhealthy", 3, deploy=3, port=20003, error="GET / answered 404", checks=10
+        )
+        self.deployer.emit(
+            "unhealthy", 4, deploy=2, port=20004, error="GET / answered 404", checks=10
+        )
+        self.assertEqual(self.kinds(), ["deploying", "launching", "unhealthy"])
+        self.assertEqual(
+            (self.lines()[-1]["error"], self.lines()[-1]["checks"]),
+            ("GET / answered 404", 10),
+        )
+
+    def test_shutdown(self) -> None:
+        """
+        rainbowd's shutdown is streamed whichever deploy is under way, even
+        to a redeploy still queued.
+        """
+        self.stream()
+        self.deployer.emit("shutdown", generations=[2])
+        self.assertEqual(self.kinds(), ["queued", "shutdown"])
+        self.assertEqual(self.lines()[-1]["generations"], [2])
+
+    def test_failureWithNothingServing(self) -> None:
+        """
+        A streamed failure while no generation serves says so in its hint,
+        as the plain answer does.
+        """
+        self.deployer.active = None
+        self.startsAt(1)
+        self.stream()
+        self.deployer.redeploys[0].errback(DeployFailed("exited with code 3", 1, 20001))
+        result = self.lines()[-1]
+        self.assertEqual(
+            (result["serving"], result["hint"]),
+            (None, "no generation is serving; fix the problem and redeploy"),
+        )
 
     def test_queued(self) -> None:
         """
