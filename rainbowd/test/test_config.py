@@ -759,6 +759,20 @@ class LoadConfigTests(SynchronousTestCase):
                 message,
             )
 
+    def test_maintenancePageNotAFile(self) -> None:
+        """
+        A C{maintenancePage} that is a FIFO is a config error, not a read
+        that blocks rainbowd until something writes to it.
+        """
+        fifo = self.directory.child("down.fifo").path
+        os.mkfifo(fifo)
+        message = str(self.assertRaises(ConfigError, readMaintenancePage, fifo))
+        self.assertIn(
+            f'The maintenance page {fifo} ("maintenancePage") is not a regular '
+            "file: name an HTML file",
+            message,
+        )
+
     def test_controlAllowedOrigins(self) -> None:
         """
         controlAllowedOrigins is a list of origins, kept as browsers send
