@@ -350,6 +350,12 @@ def _maintenanceMessage(body: bytes) -> Optional[str]:
     message = parsed.get("message")
     if message is not None and not isinstance(message, str):
         raise refuse('has a "message" that is not a string')
+    try:
+        (message or "").encode("utf-8")
+    except UnicodeEncodeError:
+        raise refuse(
+            'has a "message" that is not Unicode text (a lone surrogate escape)'
+        )
     return message or None
 
 
