@@ -941,11 +941,13 @@ def readMaintenancePage(path: str) -> bytes:
             os.close(fd)
     except FileNotFoundError:
         problem = "does not exist: create it, or remove the key to use rainbowd's page"
-    except OSError as e:
+    except PermissionError as e:
         problem = (
             f"cannot be read: {e.strerror}.  Give the user rainbowd runs "
             "as read access to it"
         )
+    except OSError as e:
+        problem = f"cannot be read: {e.strerror}.  Name an HTML file: fix the path"
     else:
         if stat.S_ISDIR(mode):
             problem = "is a directory: name an HTML file"
