@@ -261,8 +261,9 @@ class Pool:
         waiting that takes it (C{slotGranted()} returns C{False} to
         decline), if any.
         """
-        waiting = self._waiting
-        while waiting:
+        # Looked up each time: a handler declining may have drained the pool.
+        while self._waiting:
+            waiting = self._waiting
             handler = waiting.popleft()
             if not waiting:
                 self._stopWaiting()
