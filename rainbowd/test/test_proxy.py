@@ -1740,6 +1740,25 @@ class PoolQueueTests(SynchronousTestCase):
         self.pool.free()
         self.assertEqual((self.pool.busy, self.reactor.getDelayedCalls()), (0, []))
 
+    def test_declinedSlotDrainingPool(self) -> None:
+        """
+        A waiter that declines its slot and drains the pool meanwhile (its
+        backend stopping) leaves the others moved, and granted nothing.
+        """
+        pool = self.pool
+
+        class Draining(Waiter):
+            def slotGranted(self) -> bool:
+                pool.drain()
+                return False
+
+        behind = Waiter(deadline=30)
+        self.assertFalse(pool.acquire(Draining(deadline=30)))
+        self.assertFalse(pool.acquire(behind))
+        pool.free()
+        self.assertEqual(behind.heard, ["moved"])
+        self.assertEqual((pool.busy, pool._waiting), (0, None))
+
     def test_drainMovesWaiters(self) -> None:
         """
         Draining the pool tells each waiter, in order, to find another
