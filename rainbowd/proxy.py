@@ -460,6 +460,9 @@ class _Forwarding:
         Traffic is paused or in maintenance: wait until it resumes (or the
         deadline), or answer with the maintenance page.
         """
+        # Whatever generation it was tried on before, this answer is
+        # rainbowd's (L{_send} names the one it goes to on resume).
+        self.request.backendGeneration = None
         traffic = self.proxy._traffic
         if traffic.mode is Mode.MAINTENANCE:
             _respond(

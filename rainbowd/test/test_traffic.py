@@ -523,6 +523,27 @@ class MaintenanceProxyTests(SynchronousTestCase):
         self.assertMaintenance(client.response(), DEFAULT_MESSAGE.encode())
         self.assertEqual(self.world.attempts(), [])
 
+    def test_notCountedAgainstGeneration(self) -> None:
+        """
+        A request tried on a backend before maintenance began (refused,
+        then tried again) gets the page counted as rainbowd's answer, under
+        no generation, in metrics and the access log.
+        """
+        logged = []
+
+        class RequestLog:
+            def finished(self, request, seconds):
+                logged.append((request.code, request.backendGeneration))
+
+        self.world.site.requestLog = RequestLog()
+        client = self.world.request(rawRequest())
+        self.world.refuse()
+        self.traffic.maintenance(OPERATOR, None)
+        self.world.reactor.advance(1)
+        self.world.flush()
+        self.assertMaintenance(client.response(), DEFAULT_MESSAGE.encode())
+        self.assertEqual(logged, [(503, None)])
+
     def test_resume(self) -> None:
         """
         After resume, requests go to the app again.
