@@ -144,7 +144,8 @@ class Pool:
     deadline) exists only while a request waits.
 
     A handler that waits has a C{deadline} (in the reactor's seconds) and
-    hears, once it is out of the queue, one of C{slotGranted()},
+    hears, once it is out of the queue, one of C{slotGranted()} (which may
+    return C{False} to decline the slot, which then goes to the next),
     C{slotTimedOut()} or C{slotMoved()} (its backend began draining: it
     should find another).
 
@@ -257,16 +258,18 @@ class Pool:
     def free(self) -> None:
         """
         A request's response is over: its slot goes to the first request
-        waiting, if any.
+        waiting that takes it (C{slotGranted()} returns C{False} to
+        decline), if any.
         """
-        waiting = self._waiting
-        if waiting:
+        # Looked up each time: a handler declining may have drained the pool.
+        while self._waiting:
+            waiting = self._waiting
             handler = waiting.popleft()
             if not waiting:
                 self._stopWaiting()
-            handler.slotGranted()
-        else:
-            self.busy -= 1
+            if handler.slotGranted() is not False:
+                return
+        self.busy -= 1
 
     def leave(self, handler: Any) -> None:
         """

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import stat
 from types import MappingProxyType
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
@@ -1123,23 +1124,37 @@ def readMaintenancePage(path: str) -> bytes:
     the start, with this error) and at each maintenance start.  rainbowctl
     does not: it must work, to resume traffic say, whatever the page.
 
-    @raise ConfigError: if it is missing, unreadable, not UTF-8 or bigger
-        than L{MAX_MAINTENANCE_PAGE}, saying which and the fix.
+    @raise ConfigError: if it is missing, not a regular file, unreadable,
+        not UTF-8 or bigger than L{MAX_MAINTENANCE_PAGE}, saying which and
+        the fix.
     """
+    data = None
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_MAINTENANCE_PAGE + 1)
+        # Not blocking: a FIFO would otherwise stop rainbowd until something
+        # writes to it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode):
+                with open(fd, "rb", closefd=False) as f:
+                    data = f.read(MAX_MAINTENANCE_PAGE + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         problem = "does not exist: create it, or remove the key to use rainbowd's page"
-    except IsADirectoryError:
-        problem = "is a directory: name an HTML file"
-    except OSError as e:
+    except PermissionError as e:
         problem = (
             f"cannot be read: {e.strerror}.  Give the user rainbowd runs "
             "as read access to it"
         )
+    except OSError as e:
+        problem = f"cannot be read: {e.strerror}.  Name an HTML file: fix the path"
     else:
-        if len(data) > MAX_MAINTENANCE_PAGE:
+        if stat.S_ISDIR(mode):
+            problem = "is a directory: name an HTML file"
+        elif data is None:
+            problem = "is not a regular file: name an HTML file"
+        elif len(data) > MAX_MAINTENANCE_PAGE:
             problem = (
                 f"is bigger than {MAX_MAINTENANCE_PAGE // 1024} KiB, the most "
                 "rainbowd serves as a maintenance page: make it smaller (put "

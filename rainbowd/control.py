@@ -406,6 +406,12 @@ def messageBody(
             f'has a "message" of {len(message)} characters, more than the '
             f"{longest} taken"
         )
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        raise refuse(
+            'has a "message" that is not Unicode text (a lone surrogate escape)'
+        )
     if not message.isprintable():
         raise refuse(
             'has a "message" with line ends or other control characters: it '

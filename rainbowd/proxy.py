@@ -460,6 +460,9 @@ class _Forwarding:
         Traffic is paused or in maintenance: wait until it resumes (or the
         deadline), or answer with the maintenance page.
         """
+        # Whatever generation it was tried on before, this answer is
+        # rainbowd's (L{_send} names the one it goes to on resume).
+        self.request.backendGeneration = None
         traffic = self.proxy._traffic
         if traffic.mode is Mode.MAINTENANCE:
             _respond(
@@ -548,18 +551,29 @@ class _Forwarding:
 
     # What the pool tells a request waiting for a slot
 
-    def slotGranted(self) -> None:
+    def slotGranted(self) -> bool:
         """
-        A slot of the pool this request waited in is now its own.
+        A slot of the pool this request waited in is now its own; unless
+        traffic stopped serving while it waited, when it is not sent but
+        held, or answered, like a new request, and the slot goes on.
+
+        @return: Whether it took the slot.
         """
         self.queued = False
         pool = self.pool
         assert pool is not None
+        if self.proxy._traffic.mode is not _SERVING:
+            self.pool = None
+            backend, self.backend = self.backend, None
+            backend.requestFinished()
+            self._notServing()
+            return False
         connection = pool.take()
         if connection is not None:
             self._sendOn(connection)
         else:
             self.connector = pool.connect(self)
+        return True
 
     def slotTimedOut(self) -> None:
         """

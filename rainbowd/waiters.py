@@ -3,7 +3,7 @@
 Handing out Deferreds for something that has not happened yet.
 """
 
-from typing import List
+from typing import Dict
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -16,7 +16,9 @@ class Waiters:
     """
 
     def __init__(self) -> None:
-        self._waiting: List[Deferred] = []
+        # A dict, in the order they came, so that a cancel finds its
+        # Deferred without a search: thousands of held requests may hang up.
+        self._waiting: Dict[Deferred, None] = {}
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -26,17 +28,23 @@ class Waiters:
         A Deferred that fires at the next L{fire}; cancelling it stops the
         wait.
         """
-        d = Deferred(canceller=self._waiting.remove)
-        self._waiting.append(d)
+        d = Deferred(canceller=self._forget)
+        self._waiting[d] = None
         return d
+
+    def _forget(self, d: Deferred) -> None:
+        self._waiting.pop(d, None)
 
     def fire(self, result) -> None:
         """
         Fire every Deferred waiting so far with C{result}, a value or a
         L{Failure}.
         """
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = self._waiting, {}
         for d in waiting:
+            if d.called:
+                # Cancelled by the callback of one fired before it.
+                continue
             if isinstance(result, Failure):
                 d.errback(result)
             else:

@@ -858,6 +858,38 @@ class LoadConfigTests(SynchronousTestCase):
                 message,
             )
 
+    def test_maintenancePageNotAFile(self) -> None:
+        """
+        A C{maintenancePage} that is a FIFO is a config error, not a read
+        that blocks rainbowd until something writes to it.
+        """
+        fifo = self.directory.child("down.fifo").path
+        os.mkfifo(fifo)
+        message = str(self.assertRaises(ConfigError, readMaintenancePage, fifo))
+        self.assertIn(
+            f'The maintenance page {fifo} ("maintenancePage") is not a regular '
+            "file: name an HTML file",
+            message,
+        )
+
+    def test_maintenancePageBadPath(self) -> None:
+        """
+        A C{maintenancePage} under a file, or a symlink loop, is an error
+        that says to fix the path, not to grant read access.
+        """
+        self.directory.child("down.html").setContent(b"<h1>down</h1>")
+        loop = self.directory.child("loop.html").path
+        os.symlink(loop, loop)
+        for path in [self.directory.child("down.html").child("x").path, loop]:
+            message = str(self.assertRaises(ConfigError, readMaintenancePage, path))
+            self.assertIn(
+                f'The maintenance page {path} ("maintenancePage") cannot be '
+                "read: ",
+                message,
+            )
+            self.assertIn("fix the path", message)
+            self.assertNotIn("read access", message)
+
     def test_controlAllowedOrigins(self) -> None:
         """
         controlAllowedOrigins is a list of origins, kept as browsers send

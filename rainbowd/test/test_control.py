@@ -605,6 +605,20 @@ class TrafficEndpointTests(SynchronousTestCase):
             self.assertIn('{"message": "Back at 14:00 UTC"}', answer["error"])
         self.assertIs(self.traffic.mode, Mode.SERVING)
 
+    def test_maintenanceMessageNotUnicode(self) -> None:
+        """
+        A message with a lone surrogate (valid JSON, but no text) gets 400
+        saying so, not an unhandled error, and the mode does not change.
+        """
+        code, answer = self.post("/maintenance", b'{"message": "back \\ud800"}')
+        self.assertEqual(code, 400)
+        self.assertIn(
+            'the body of POST /maintenance has a "message" that is not '
+            "Unicode text (a lone surrogate escape)",
+            answer["error"],
+        )
+        self.assertIs(self.traffic.mode, Mode.SERVING)
+
     def test_maintenanceUnreadablePage(self) -> None:
         """
         If the maintenancePage file cannot be read, POST /maintenance

@@ -1715,6 +1715,50 @@ class PoolQueueTests(SynchronousTestCase):
         self.pool.free()
         self.assertEqual(self.pool.busy, 0)
 
+    def test_declinedSlotGoesOn(self) -> None:
+        """
+        A waiter whose C{slotGranted} declines the slot (returns C{False},
+        as a request does while traffic is paused) passes it to the next,
+        however many decline, without a call for each on the stack.
+        """
+        declined = []
+
+        class Declining(Waiter):
+            def slotGranted(self) -> bool:
+                declined.append(self)
+                return False
+
+        decliners = [Declining(deadline=30) for _ in range(2000)]
+        taker = Waiter(deadline=30)
+        for waiter in decliners + [taker]:
+            self.assertFalse(self.pool.acquire(waiter))
+        self.pool.free()
+        self.assertEqual((len(declined), taker.heard), (2000, ["granted"]))
+        self.assertEqual((self.pool.busy, self.pool._waiting), (1, None))
+        for waiter in decliners:
+            self.assertFalse(self.pool.acquire(waiter))
+        self.pool.free()
+        self.assertEqual((self.pool.busy, self.reactor.getDelayedCalls()), (0, []))
+
+    def test_declinedSlotDrainingPool(self) -> None:
+        """
+        A waiter that declines its slot and drains the pool meanwhile (its
+        backend stopping) leaves the others moved, and granted nothing.
+        """
+        pool = self.pool
+
+        class Draining(Waiter):
+            def slotGranted(self) -> bool:
+                pool.drain()
+                return False
+
+        behind = Waiter(deadline=30)
+        self.assertFalse(pool.acquire(Draining(deadline=30)))
+        self.assertFalse(pool.acquire(behind))
+        pool.free()
+        self.assertEqual(behind.heard, ["moved"])
+        self.assertEqual((pool.busy, pool._waiting), (0, None))
+
     def test_drainMovesWaiters(self) -> None:
         """
         Draining the pool tells each waiter, in order, to find another

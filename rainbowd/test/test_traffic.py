@@ -350,6 +350,43 @@ class PausedProxyTests(SynchronousTestCase):
         self.world.accept(backendSite(self.world, BackendApp()))
         self.assertEqual(client.response().code, 200)
 
+    def test_waitingForSlotHeld(self) -> None:
+        """
+        Requests waiting for one of C{backendConnections} when traffic
+        pauses are not sent as slots free, but held until resume, then
+        sent in the order they came.
+        """
+        reactor = self.world.reactor
+        world = World(
+            reactor=reactor,
+            traffic=self.traffic,
+            backendConnections=1,
+            backendTimeout=3600.0,
+        )
+        world.deployer.activate(self.backend)
+        app = BackendApp(later)
+        busy = world.request(rawRequest(target=b"/busy"))
+        world.accept(backendSite(world, app))
+        waiting = [world.request(rawRequest(target=b"/wait%d" % (n,))) for n in range(2)]
+        self.traffic.pause(OPERATOR)
+        app.live[0].finish()
+        world.flush()
+        self.assertEqual(busy.response().code, 200)
+        self.assertEqual([r.uri for r in app.received], [b"/busy"])
+        [pool] = world.proxy._pools.values()
+        self.assertEqual((self.traffic.held, pool.busy, self.backend.inflight), (2, 0, 0))
+        self.traffic.resume(OPERATOR)
+        world.flush()
+        app.live[1].finish()
+        world.flush()
+        app.live[2].finish()
+        world.flush()
+        self.assertEqual(
+            [r.uri for r in app.received], [b"/busy", b"/wait0", b"/wait1"]
+        )
+        self.assertEqual([c.response().code for c in waiting], [200, 200])
+        self.assertEqual((pool.busy, self.backend.inflight), (0, 0))
+
     def test_resumeWithoutBackendWaits(self) -> None:
         """
         A held request released while no backend is routable waits for one,
@@ -485,6 +522,27 @@ class MaintenanceProxyTests(SynchronousTestCase):
         client = self.world.request(UPGRADE_REQUEST)
         self.assertMaintenance(client.response(), DEFAULT_MESSAGE.encode())
         self.assertEqual(self.world.attempts(), [])
+
+    def test_notCountedAgainstGeneration(self) -> None:
+        """
+        A request tried on a backend before maintenance began (refused,
+        then tried again) gets the page counted as rainbowd's answer, under
+        no generation, in metrics and the access log.
+        """
+        logged = []
+
+        class RequestLog:
+            def finished(self, request, seconds):
+                logged.append((request.code, request.backendGeneration))
+
+        self.world.site.requestLog = RequestLog()
+        client = self.world.request(rawRequest())
+        self.world.refuse()
+        self.traffic.maintenance(OPERATOR, None)
+        self.world.reactor.advance(1)
+        self.world.flush()
+        self.assertMaintenance(client.response(), DEFAULT_MESSAGE.encode())
+        self.assertEqual(logged, [(503, None)])
 
     def test_resume(self) -> None:
         """
