@@ -1,8 +1,10 @@
 # -*- test-case-name: rainbowd.test.test_connlimit -*-
 """
 The listening ports under pressure: the caps on open connections (the
-public port's C{maxConnections}, the control port's own), and a log of failed accepts that says once a second what a
-flood of them would otherwise say once per connection.
+public port's C{maxConnections}, the control port's own), a log of failed
+accepts that says once a second what a flood of them would otherwise say
+once per connection, and the graceful close of the connections when
+rainbowd stops (L{ConnectionCap.closeGracefully}).
 
 Past the cap, a new connection is accepted and answered at once with a 503
 and I{Connection: close}, rather than left unaccepted: a connection the
@@ -15,6 +17,7 @@ close (see L{_Refusal}); these are part of L{rainbowd.fdlimit.RESERVED}.
 
 from typing import Any, Dict, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
 from twisted.logger import ILogObserver, Logger, LogEvent
@@ -37,6 +40,11 @@ LINGER_TIME = 2.0
 
 #: Bytes of a refused connection read before it is closed regardless.
 LINGER_BYTES = 64 * 1024
+
+#: How often, in seconds, a graceful close looks again for requests still on
+#: their way in: only while rainbowd stops, and each such request is bounded
+#: by requestHeaderTimeout and requestBodyMinRate anyway.
+_RECEIVING_CHECK = 0.05
 
 
 def refusal(maximum: int) -> bytes:
@@ -108,10 +116,9 @@ class ConnectionCap(WrappingFactory):
         self.refused = 0
         self.evicted = 0
         self.lingering = 0
-        # The connections served, oldest first, when some may be evicted.
-        self._served: Optional[Dict[ProtocolWrapper, None]] = (
-            {} if evictWaiting else None
-        )
+        # The connections served, oldest first.
+        self._served: Dict[ProtocolWrapper, None] = {}
+        self._evictWaiting = evictWaiting
         self.response = refusal(maximum) if response is None else response
         self._what = what
         self._advice = advice
@@ -161,9 +168,9 @@ class ConnectionCap(WrappingFactory):
 
         @return: Whether one was.
         """
-        served = self._served
-        if served is None:
+        if not self._evictWaiting:
             return False
+        served = self._served
         for wrapper in served:
             waiting = getattr(wrapper.wrappedProtocol, "waitingForRequest", None)
             if waiting is not None and waiting():
@@ -177,13 +184,63 @@ class ConnectionCap(WrappingFactory):
 
     def registerProtocol(self, protocol: ProtocolWrapper) -> None:
         self.open += 1
-        if self._served is not None:
-            self._served[protocol] = None
+        self._served[protocol] = None
 
     def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
         self.open -= 1
-        if self._served is not None:
-            self._served.pop(protocol, None)
+        self._served.pop(protocol, None)
+
+    def closeGracefully(self, timeout: float) -> Deferred:
+        """
+        The port no longer accepts, and rainbowd stops: close each
+        connection that has nothing of a request on it, and have each that
+        has one close once it is answered (see
+        L{rainbowd.requestlimits.LimitedChannel.closeWhenAnswered}).  A
+        kept-alive connection then gets no request after the app was told
+        to stop.  Upgraded connections are left to the app's drain.
+
+        @return: A Deferred that fires once no connection is receiving a
+            request, so that every request still to be answered is in the
+            proxy's hands (and counted by its backend, which drains it), or
+            once C{timeout} seconds have passed.
+        """
+        for wrapper in list(self._served):
+            close = getattr(wrapper.wrappedProtocol, "closeWhenAnswered", None)
+            if close is not None:
+                close()
+        done: Deferred = Deferred()
+        deadline = self.reactor.seconds() + timeout
+
+        def check() -> None:
+            receiving = self._receiving()
+            if not receiving:
+                done.callback(None)
+            elif self.reactor.seconds() >= deadline:
+                _log.warn(
+                    "{what}: {count} request{s} still arriving after "
+                    "{timeout:g} s; draining the app without waiting longer",
+                    what=self._what,
+                    count=receiving,
+                    s="" if receiving == 1 else "s",
+                    timeout=timeout,
+                )
+                done.callback(None)
+            else:
+                self.reactor.callLater(_RECEIVING_CHECK, check)
+
+        check()
+        return done
+
+    def _receiving(self) -> int:
+        """
+        How many connections are receiving a request.
+        """
+        count = 0
+        for wrapper in self._served:
+            receiving = getattr(wrapper.wrappedProtocol, "receivingRequest", None)
+            if receiving is not None and receiving():
+                count += 1
+        return count
 
     def describe(self) -> Dict[str, int]:
         """

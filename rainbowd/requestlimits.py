@@ -255,6 +255,8 @@ class LimitedChannel(HTTPChannel):
     @ivar _idleFirst: The timer's first period after a response.
     @ivar _bodyTimerLater: Whether setting the timer for C{bodyTimeout} when
         a body begins moves it later.
+    @ivar _closing: Whether the request on its way is the last this
+        connection answers (see L{closeWhenAnswered}).
     """
 
     refused = False
@@ -269,6 +271,7 @@ class LimitedChannel(HTTPChannel):
     _measuring = False
     _bodyBytes = 0
     _discarded = 0
+    _closing = False
 
     def connectionMade(self) -> None:
         limits = self.limits = self.site.limits
@@ -288,6 +291,35 @@ class LimitedChannel(HTTPChannel):
         only part of its head?
         """
         return self._phase in (_FIRST, _IDLE, _HEAD)
+
+    def receivingRequest(self) -> bool:
+        """
+        Is a request on its way in: part of its head or body received, and
+        not yet handed to the site's resource?
+        """
+        return self._phase in (_HEAD, _BODY)
+
+    def closeWhenAnswered(self) -> None:
+        """
+        rainbowd stops: close this connection now if nothing of a request
+        is on it, or else once the request on its way is answered, whose
+        response then says C{Connection: close} (if its head is not sent
+        yet).  Anything pipelined behind that request is not read.
+        """
+        if self._phase in (_FIRST, _IDLE):
+            self.loseConnection()
+            return
+        self._closing = True
+        if self._phase in (_BODY, _ANSWERING):
+            self._answerLast(self.requests[-1])
+
+    def _answerLast(self, request) -> None:
+        """
+        Make C{request}'s response the last on this connection.
+        """
+        self.persistent = False
+        if not request.startedWriting:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
     def dataReceived(self, data: bytes) -> None:
         phase = self._phase
@@ -344,6 +376,8 @@ class LimitedChannel(HTTPChannel):
             return
         request.parseCookies()
         self.persistent = self.checkPersistence(request, self._version)
+        if self._closing:
+            self._answerLast(request)
         if self.length is not None and self.length > self.limits.maxBody:
             self.refuse(413, self.tooLargeMessage())
             return
@@ -400,9 +434,10 @@ class LimitedChannel(HTTPChannel):
         # read the end of its response cannot hold it open.
         self._idleLeft = self._idleTimeout - self._idleFirst
         self.setTimeout(self._idleFirst)
-        if self._buffer or self._dataBuffer:
+        if self.persistent and (self._buffer or self._dataBuffer):
             # The next request has begun, pipelined behind this one: its
-            # head is due headerTimeout from now.
+            # head is due headerTimeout from now.  (Behind a last response,
+            # it is never read.)
             self._phase = _HEAD
             self._headDeadline = self._seconds() + self.limits.headerTimeout
         else:

@@ -9,11 +9,17 @@ import signal
 import sys
 import textwrap
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet import tcp
+from twisted.internet.defer import (
+    DeferredList,
+    inlineCallbacks,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
@@ -411,13 +417,29 @@ class _OrderlyStop(MultiService):
     Its C{privilegedStartService} runs once: L{makeService} calls it, and
     twistd's own call later does nothing.
 
+    Its children stop in three steps: after C{stopDelay}, the C{ports}
+    stop listening; then the connections of C{clients} close as they
+    become idle, and the stop waits (up to C{clientTimeout()}) until none
+    is receiving a request; then every other child stops, the deployer
+    draining the backends.  So a kept-alive client's next request is never
+    sent to an app that was already told to stop: the connection it would
+    come on is closed first (and a client retries a request on a kept-alive
+    connection that closed, as HTTP lets it).
+
     @param installSignal: L{signal.signal}, or a test's fake.
     @ivar stopDelay: the L{StopDelay} waited for before any child is
         stopped, and cut short by a second signal; or L{None}.
+    @ivar ports: the children that listen, stopped first.
+    @ivar clients: has C{closeGracefully(timeout)}, see
+        L{ConnectionCap.closeGracefully}; or L{None}.
+    @ivar clientTimeout: the most seconds to wait for C{clients}.
     """
 
     _privilegedStarted = False
     stopDelay: Optional[StopDelay] = None
+    ports: Sequence[IService] = ()
+    clients: Optional[ConnectionCap] = None
+    clientTimeout: Callable[[], float] = staticmethod(lambda: 0.0)
 
     def __init__(self, reactor, installSignal=signal.signal) -> None:
         MultiService.__init__(self)
@@ -438,13 +460,17 @@ class _OrderlyStop(MultiService):
             self._reactor._exitSignal = None
             return result
 
-        if self.stopDelay is None:
-            return MultiService.stopService(self).addCallback(stopped)
         Service.stopService(self)
-        waited = self.stopDelay.begin()
-        return waited.addCallback(lambda _: MultiService.stopService(self)).addCallback(
-            stopped
-        )
+        waited = succeed(None) if self.stopDelay is None else self.stopDelay.begin()
+        return waited.addCallback(lambda _: self._stopChildren()).addCallback(stopped)
+
+    @inlineCallbacks
+    def _stopChildren(self):
+        yield DeferredList([maybeDeferred(port.stopService) for port in self.ports])
+        if self.clients is not None:
+            yield self.clients.closeGracefully(self.clientTimeout())
+        rest = [child for child in reversed(list(self)) if child not in self.ports]
+        yield DeferredList([maybeDeferred(child.stopService) for child in rest])
 
     def _installHandlers(self) -> None:
         for signum, handler in [
@@ -605,6 +631,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
         listening[key] = _Listening(key, getattr(config, key), reactor, site)
         listening[key].setServiceParent(service)
     metrics.watchConnections(cap, listening)
+    service.ports = list(listening.values())
+    service.clients = cap
+    service.clientTimeout = lambda: deployer.config.drainTimeout
     service.privilegedStartService()
     return service
 

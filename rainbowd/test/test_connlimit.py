@@ -279,6 +279,88 @@ class ConnectionCapTests(SynchronousTestCase):
         self.assertEqual(self.cap.describe(), {"open": 2, "max": 2, "refused": 1})
 
 
+class Stopping(Protocol):
+    """
+    A connection's protocol as L{ConnectionCap.closeGracefully} sees the
+    public port's channel: receiving a request or not, and told to close
+    when that is answered.
+    """
+
+    receiving = False
+    told = False
+
+    def receivingRequest(self) -> bool:
+        return self.receiving
+
+    def closeWhenAnswered(self) -> None:
+        self.told = True
+
+
+class CloseGracefullyTests(SynchronousTestCase):
+    """
+    Tests for L{ConnectionCap.closeGracefully}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.cap = ConnectionCap(Factory.forProtocol(Stopping), 10, self.clock)
+
+    def connect(self) -> Stopping:
+        protocol = self.cap.buildProtocol(ADDRESS)
+        protocol.makeConnection(StringTransport())
+        return protocol.wrappedProtocol
+
+    def test_tellsEveryConnection(self) -> None:
+        """
+        Every connection is told to close once answered, and with none
+        receiving a request the close is done at once.
+        """
+        connections = [self.connect() for _ in range(3)]
+        upgraded = self.cap.buildProtocol(ADDRESS)
+        upgraded.makeConnection(StringTransport())
+        upgraded.wrappedProtocol = Echo()  # a tunnel has no such methods
+        self.successResultOf(self.cap.closeGracefully(30.0))
+        self.assertEqual([c.told for c in connections], [True, True, True])
+
+    def test_waitsForRequestsOnTheirWay(self) -> None:
+        """
+        It is done once no connection is receiving a request, looked at
+        again every few tens of milliseconds.
+        """
+        first, second = self.connect(), self.connect()
+        first.receiving = second.receiving = True
+        done = self.cap.closeGracefully(30.0)
+        self.clock.advance(1.0)
+        self.assertNoResult(done)
+        first.receiving = False
+        self.clock.advance(1.0)
+        self.assertNoResult(done)
+        second.receiving = False
+        self.clock.advance(0.1)
+        self.successResultOf(done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeout(self) -> None:
+        """
+        After C{timeout}, it is done anyway, saying how many requests were
+        still on their way.
+        """
+        self.connect().receiving = True
+        with capturedLogs() as events:
+            done = self.cap.closeGracefully(5.0)
+            self.clock.pump([0.05] * 99)
+            self.assertNoResult(done)
+            self.clock.pump([0.05] * 2)
+        self.successResultOf(done)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "the public port: 1 request still arriving after 5 s; "
+                "draining the app without waiting longer"
+            ],
+        )
+
+
 class FailingListener:
     """
     A listening socket whose C{accept()} fails with C{errors} in turn, then

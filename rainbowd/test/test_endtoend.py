@@ -972,6 +972,40 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
         self.assertFalse(groupAlive(groups[0]))
 
+    def test_stopClosesKeptAliveConnections(self):
+        """
+        On SIGTERM, a kept-alive connection with no request on it is closed
+        while the app still runs, and one whose request is being answered
+        gets its answer, saying C{Connection: close}: a kept-alive client's
+        next request never goes to an app that was told to stop.
+        """
+        daemon = Daemon(self)
+        process = daemon.start()
+        daemon.serving()
+        idle = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+        self.addCleanup(idle.close)
+        idle.request("GET", "/")
+        self.assertTrue(idle.getresponse().read().startswith(b"v1 "))
+        busy = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+        self.addCleanup(busy.close)
+        busy.request("GET", "/slow?seconds=5")
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["backends"][0]["inflight"] == 1,
+            "the slow request to be in flight",
+        )
+        groups = daemon.appGroups()
+        process.send_signal(signal.SIGTERM)
+        self.assertEqual(idle.sock.recv(1), b"", "the idle connection is closed")
+        self.assertEqual(
+            select.select([busy.sock], [], [], 0)[0], [], "the slow request is answered later"
+        )
+        self.assertTrue(groupAlive(groups[0]), "the app still runs")
+        response = busy.getresponse()
+        self.assertEqual(response.status, 200)
+        self.assertTrue(response.read().startswith(b"v1 "))
+        self.assertEqual(response.getheader("Connection"), "close")
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+
     def test_leftoversOfKilledRainbowdStopped(self):
         """
         After rainbowd is killed with SIGKILL, its app (which would have

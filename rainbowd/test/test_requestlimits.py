@@ -19,6 +19,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from rainbowd import requestlimits
 from rainbowd.config import Config
@@ -877,3 +878,89 @@ class LimitsFromConfigTests(SynchronousTestCase):
                 maxBody=100 * 1024 * 1024,
             ),
         )
+
+
+class CloseWhenAnsweredTests(LimitsTestCase):
+    """
+    Tests for L{requestlimits.LimitedChannel.closeWhenAnswered}, how a
+    connection ends when rainbowd stops.
+    """
+
+    def test_idle(self) -> None:
+        """
+        A connection with nothing of a request on it, new or kept alive
+        after a response, is closed at once.
+        """
+        protocol, transport = self.connect()
+        self.assertFalse(protocol.receivingRequest())
+        protocol.closeWhenAnswered()
+        self.assertTrue(transport.disconnecting)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"reached", transport.value())
+        self.assertFalse(transport.disconnecting)
+        protocol.closeWhenAnswered()
+        self.assertTrue(transport.disconnecting)
+
+    def test_headOnItsWay(self) -> None:
+        """
+        A request whose head is on its way is still answered, saying
+        C{Connection: close}, and the connection is then closed, without
+        reading what was pipelined behind it.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /a HTTP/1.1\r\nHo")
+        self.assertTrue(protocol.receivingRequest())
+        protocol.closeWhenAnswered()
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"st: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertFalse(protocol.receivingRequest())
+        self.assertEqual([path for _, path, _ in self.resource.reached], [b"/a"])
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_bodyOnItsWay(self) -> None:
+        """
+        A request whose body is on its way is received whole, answered
+        with C{Connection: close}, and its connection closed.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        self.assertTrue(protocol.receivingRequest())
+        protocol.closeWhenAnswered()
+        protocol.dataReceived(b"cd")
+        self.assertEqual(self.resource.reached, [(b"POST", b"/a", b"abcd")])
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_answering(self) -> None:
+        """
+        A request being answered, its response not begun, gets
+        C{Connection: close}; one whose response has begun ends it as it
+        was, and either way the connection closes once it is answered.
+        """
+        for begun in (False, True):
+            held = []
+
+            class Holding(Resource):
+                isLeaf = True
+
+                def render(self, request):
+                    held.append(request)
+                    if begun:
+                        request.setHeader(b"Content-Length", b"2")
+                        request.write(b"o")
+                    return NOT_DONE_YET
+
+            self.site.resource = Holding()
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertFalse(protocol.receivingRequest())
+            protocol.closeWhenAnswered()
+            self.assertFalse(transport.disconnecting)
+            held[0].write(b"k" if begun else b"ok")
+            held[0].finish()
+            self.assertEqual(
+                b"Connection: close" in transport.value(), not begun, begun
+            )
+            self.assertTrue(transport.disconnecting, begun)

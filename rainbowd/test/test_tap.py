@@ -10,7 +10,7 @@ import sys
 from errno import EADDRINUSE
 from os import strerror
 from signal import SIGINT, SIGTERM
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from prometheus_client.exposition import generate_latest
 import twisted
@@ -693,6 +693,51 @@ class Stopping(Service):
         Service.stopService(self)
         self.stopped.append(Deferred())
         return self.stopped[-1]
+
+
+class Clients:
+    """
+    The public port's connections as L{_OrderlyStop} sees them.
+    """
+
+    def __init__(self) -> None:
+        self.closing: List[Tuple[float, Deferred]] = []
+
+    def closeGracefully(self, timeout: float) -> Deferred:
+        self.closing.append((timeout, Deferred()))
+        return self.closing[-1][1]
+
+
+class StopOrderTests(SynchronousTestCase):
+    """
+    Tests for the order in which L{_OrderlyStop} stops its children.
+    """
+
+    def test_portsThenClientsThenTheRest(self) -> None:
+        """
+        The ports stop first; once they have, the clients' connections are
+        closed gracefully, with the timeout given; only once that is done do
+        the other children (the deployer, which drains the app) stop.
+        """
+        service = _OrderlyStop(SignalReactor(), {}.__setitem__)
+        port, deployer = Stopping(), Stopping()
+        deployer.setServiceParent(service)
+        port.setServiceParent(service)
+        service.ports = [port]
+        service.clients = clients = Clients()
+        service.clientTimeout = lambda: 7.0
+        service.startService()
+        stopped = service.stopService()
+        self.assertEqual((len(port.stopped), clients.closing, deployer.stopped), (1, [], []))
+        port.stopped[0].callback(None)
+        self.assertEqual([timeout for timeout, _ in clients.closing], [7.0])
+        self.assertEqual(deployer.stopped, [])
+        clients.closing[0][1].callback(None)
+        self.assertEqual(len(deployer.stopped), 1)
+        self.assertEqual(len(port.stopped), 1)
+        self.assertNoResult(stopped)
+        deployer.stopped[0].callback(None)
+        self.successResultOf(stopped)
 
 
 class StopDelayOrderTests(SynchronousTestCase):
