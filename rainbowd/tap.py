@@ -17,6 +17,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
+from rainbowd import pypygc
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
 from rainbowd.backendlogs import BackendLogs
@@ -420,6 +421,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     are closed first on the way down, so the backends then drain.
     """
     if reactor is None:
+        # Before anything is opened or started: it may re-execute twistd.
+        pypygc.setUp()
         from twisted.internet import reactor
     config = options.config
     try:
