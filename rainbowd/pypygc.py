@@ -25,7 +25,7 @@ the app does not inherit them.
 
 import os
 import sys
-from typing import Callable, List, Mapping, MutableMapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, MutableMapping, Optional, Sequence
 
 import attrs
 from twisted.logger import Logger
@@ -151,6 +151,15 @@ def nurserySize() -> int:
 
     # gc.get_stats() formats its figures ("1.0MB"); the numbers under it:
     return int(gc._get_stats().nursery_size)  # type: ignore[attr-defined]
+
+
+def hooks() -> Optional[Any]:
+    """
+    PyPy's C{gc.hooks}; L{None} on CPython.
+    """
+    import gc
+
+    return getattr(gc, "hooks", None)
 
 
 def _cpuinfo() -> Optional[str]:

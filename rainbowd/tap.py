@@ -420,9 +420,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     twistd before any app is launched or any leftover stopped; and the ports
     are closed first on the way down, so the backends then drain.
     """
+    # PyPy's collector is the process's: set up, and watched, by the
+    # rainbowd that runs on the real reactor only.
+    gcHooks = None
     if reactor is None:
         # Before anything is opened or started: it may re-execute twistd.
         pypygc.setUp()
+        gcHooks = pypygc.hooks()
         from twisted.internet import reactor
     config = options.config
     try:
@@ -492,6 +496,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         listening[key] = _Listening(key, getattr(config, key), reactor, site)
         listening[key].setServiceParent(service)
     metrics.watchConnections(cap, listening)
+    if gcHooks is not None:
+        metrics.watchCollector(gcHooks, pypygc.nurserySize())
     return service
 
 
