@@ -38,11 +38,14 @@ from typing import Any, Deque, List, Optional
 
 from zope.interface import implementer
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from rainbowd.reads import fit, readingEnd, readSmall
 
 _log = Logger()
 
@@ -528,8 +531,11 @@ class BackendConnection(Protocol):
         self._active = False
         self._taken = False
         self._quietSince = 0.0
+        self._end: Optional[FileDescriptor] = None
 
     def connectionMade(self) -> None:
+        self._end = readingEnd(self.transport)
+        readSmall(self._end)
         factory, self.factory = self.factory, None
         if factory is not None:
             factory.handler.connected(self)
@@ -699,6 +705,9 @@ class BackendConnection(Protocol):
     # Responses
 
     def dataReceived(self, data: bytes) -> None:
+        end = self._end
+        if end is not None:
+            fit(end, len(data))
         state = self._state
         self._active = True
         if state == _HEAD:
