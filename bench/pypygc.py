@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, processes: proxy.Processes, workDir: str) -> d
     daemons = {}
     for variant in args.variantList:
         env = args.environments[variant]
-        if env is None:
+        if env is None or pypy is None:
             twistd = proxy.cpythonTwistd()
         else:
             twistd = [os.path.join(pypy, "bin", "twistd")]
@@ -186,6 +186,7 @@ def run(args: argparse.Namespace, processes: proxy.Processes, workDir: str) -> d
                 before = proxy.scrapeMetrics(daemon.controlPort)
                 report = proxy.runWrk(daemon.port, count, args.seconds)
                 report.update(collectorCounts(before, proxy.scrapeMetrics(daemon.controlPort)))
+                assert daemon.process is not None
                 report["rssMiB"] = proxy.vmRSS(daemon.process.pid) / proxy.MiB
                 runs[variant, count].append(report)
                 print(

@@ -25,7 +25,7 @@ the app does not inherit them.
 
 import os
 import sys
-from typing import Any, Callable, List, Mapping, MutableMapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence
 
 import attrs
 from twisted.logger import Logger
@@ -176,7 +176,7 @@ def setUp(
     cpuinfo: Callable[[], Optional[str]] = _cpuinfo,
     argv: Callable[[], Optional[Sequence[str]]] = commandLine,
     executable: str = sys.executable,
-    execve: Callable[[str, Sequence[str], Mapping[str, str]], None] = os.execve,
+    execve: Callable[[str, List[str], Dict[str, str]], object] = os.execve,
     isPyPy: bool = sys.implementation.name == "pypy",
 ) -> None:
     """
@@ -201,7 +201,7 @@ def setUp(
         sys.stderr.flush()
         sys.stdout.flush()
         try:
-            execve(executable, line, env)
+            execve(executable, list(line), env)
         except OSError as e:
             _log.warn(
                 "PyPy's collector: cannot re-execute {executable} ({error}); "
