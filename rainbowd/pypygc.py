@@ -5,20 +5,22 @@ PyPy's garbage collector, set for a proxy's tail latency.
 PyPy sizes its nursery (where every new object goes) from the smallest
 C{cache size} line of C{/proc/cpuinfo}: a host that reports a 1 MiB cache
 gets a 1 MiB nursery, one that reports an L3 of 36 MiB about 18 MiB.
-rainbowd fills about 110 KB of nursery per proxied request, so with 1 MiB
-there are thousands of minor collections a second; each one runs a step
+rainbowd filled about 200 KB of nursery per proxied request, so with 1 MiB
+there were thousands of minor collections a second; each one runs a step
 of a major collection's marking when one is under way, and those steps,
 of a few milliseconds each, then come back to back.  At 32 connections
 that made PyPy's p99 three times CPython's on such a host.
 
-With a 16 MiB nursery and 4 MiB increment steps the tail is below
-CPython's on every host we measured, for some 80 MB more memory.  The
+With a 16 MiB nursery and 4 MiB increment steps, on that host, PyPy's p99
+went below CPython's (4.2 against 6.7 ms), for some 80 MB more memory.  The
 variables are read once, when PyPy starts, before any Python code runs, so
 rainbowd on PyPy re-executes itself with them, before anything else
 happens (before twistd writes its pidfile, starts logging to a file,
 daemonizes or listens), unless either variable is already set: whoever
 set one chose, and is left alone (C{PYPY_GC_NURSERY=} with an empty value
-keeps PyPy's own choice).  The process keeps its pid and its command line.
+keeps PyPy's own choice).  The process keeps its pid, its command line and
+the environment it started with (read from C{/proc/self}, since Twisted
+takes systemd's variables out of C{os.environ} once it has read them).
 The variables rainbowd set are then removed from its environment, so that
 the app does not inherit them.
 """
@@ -36,8 +38,8 @@ _log = Logger()
 #: docstring and "Running on PyPy" in the README for the measurements).
 SETTINGS = (("PYPY_GC_NURSERY", "16M"), ("PYPY_GC_INCREMENT_STEP", "4M"))
 
-#: The environment variable that tells the re-executed rainbowd which of
-#: L{SETTINGS} it set itself, as a comma-separated list of names.
+#: The environment variable that tells the re-executed rainbowd that it set
+#: L{SETTINGS} itself, and the nursery PyPy had chosen, in bytes.
 MARKER = "RAINBOWD_SET_PYPY_GC"
 
 MiB = 1024 * 1024
@@ -71,7 +73,8 @@ class Choice:
     """
     What to do about PyPy's collector at startup.
 
-    @ivar setting: the variables to re-execute with; empty: go on as is.
+    @ivar setting: the variables to re-execute with, L{MARKER} included;
+        empty: go on as is.
     @ivar message: the log line that says why.
     @ivar warn: whether that line is a warning.
     """
@@ -93,13 +96,23 @@ def choose(
     @param environ: the environment rainbowd started with.
     @param nursery: the size of the nursery PyPy chose, in bytes.
     @param cpuinfo: the text of C{/proc/cpuinfo}, or L{None}.
-    @param canReexecute: whether rainbowd's command line is known.
+    @param canReexecute: whether rainbowd's command line and environment are
+        known.
     """
     wanted = " ".join(f"{name}={value}" for name, value in SETTINGS)
+    cache = smallestCacheSize(cpuinfo) if cpuinfo is not None else None
+    why = (
+        f"from the {cache // 1024} KB 'cache size' in /proc/cpuinfo"
+        if cache is not None
+        else "as PyPy guessed it"
+    )
     setBy = environ.get(MARKER)
     if setBy is not None:
+        had = f"{_size(int(setBy))} " if setBy.isdigit() else ""
         return Choice(
-            {}, f"PyPy's collector: a {_size(nursery)} nursery ({wanted}, set by rainbowd)"
+            {},
+            f"PyPy's collector: a {_size(nursery)} nursery ({wanted}, set by "
+            f"rainbowd; PyPy had chosen {had}{why})",
         )
     chosen = [f"{name}={environ[name]}" for name, _ in SETTINGS if name in environ]
     if chosen:
@@ -108,25 +121,26 @@ def choose(
             f"PyPy's collector: a {_size(nursery)} nursery ({' '.join(chosen)} "
             f"given in the environment; rainbowd would set {wanted})",
         )
-    cache = smallestCacheSize(cpuinfo) if cpuinfo is not None else None
-    why = (
-        f"from the {cache // 1024} KB 'cache size' in /proc/cpuinfo"
-        if cache is not None
-        else "as PyPy guessed it"
-    )
     if not canReexecute:
         return Choice(
             {},
             f"PyPy's collector: a {_size(nursery)} nursery, {why}; rainbowd "
-            f"cannot re-execute itself (its command line is unknown): set "
-            f"{wanted} in its environment for a short tail latency",
+            f"cannot re-execute itself (its command line or environment is "
+            f"unknown): set {wanted} in its environment for a short tail "
+            f"latency",
             warn=True,
         )
-    return Choice(
-        dict(SETTINGS),
-        f"PyPy's collector: PyPy chose a {_size(nursery)} nursery {why}; "
-        f"re-executing with {wanted}",
-    )
+    return Choice(dict(SETTINGS, **{MARKER: str(nursery)}), "")
+
+
+def _readProc(path: str) -> Optional[List[str]]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    words = [os.fsdecode(word) for word in raw.split(b"\0")[:-1]]
+    return words or None
 
 
 def commandLine(path: str = "/proc/self/cmdline") -> Optional[List[str]]:
@@ -134,13 +148,25 @@ def commandLine(path: str = "/proc/self/cmdline") -> Optional[List[str]]:
     The command line this process was started with, the interpreter and its
     options included; L{None} if it cannot be read.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError:
+    return _readProc(path)
+
+
+def startingEnvironment(path: str = "/proc/self/environ") -> Optional[Dict[str, str]]:
+    """
+    The environment this process was started with, before anything took
+    variables out of it (Twisted takes systemd's C{LISTEN_FDS} and
+    C{LISTEN_PID} out of C{os.environ} once it has read them); L{None} if
+    it cannot be read.
+    """
+    entries = _readProc(path)
+    if entries is None:
         return None
-    argv = [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]]
-    return argv or None
+    environ = {}
+    for entry in entries:
+        name, equals, value = entry.partition("=")
+        if equals:
+            environ[name] = value
+    return environ
 
 
 def nurserySize() -> int:
@@ -175,6 +201,7 @@ def setUp(
     nursery: Callable[[], int] = nurserySize,
     cpuinfo: Callable[[], Optional[str]] = _cpuinfo,
     argv: Callable[[], Optional[Sequence[str]]] = commandLine,
+    starting: Callable[[], Optional[Dict[str, str]]] = startingEnvironment,
     executable: str = sys.executable,
     execve: Callable[[str, List[str], Dict[str, str]], object] = os.execve,
     isPyPy: bool = sys.implementation.name == "pypy",
@@ -183,23 +210,33 @@ def setUp(
     On PyPy, re-execute with L{SETTINGS} if L{choose} says so, or log what
     the collector runs with.  Call it once, at startup, before the process
     opens or starts anything; on CPython it does nothing.
+
+    @param environ: the environment now, where the variables rainbowd set
+        are removed from once it runs with them.
+    @param starting: the environment the process started with, to
+        re-execute with.
     """
     if not isPyPy:
         return
-    line = argv()
-    choice = choose(environ, nursery(), cpuinfo(), bool(line and executable))
-    for name in environ.pop(MARKER, "").split(","):
-        environ.pop(name, None)
+    line, startedWith = argv(), starting()
+    choice = choose(
+        environ,
+        nursery(),
+        cpuinfo(),
+        bool(line and startedWith is not None and executable),
+    )
+    if MARKER in environ:
+        for name, _ in SETTINGS:
+            environ.pop(name, None)
+        del environ[MARKER]
     if choice.setting:
-        assert line is not None
-        env = dict(environ)
+        assert line is not None and startedWith is not None
+        env = dict(startedWith)
         env.update(choice.setting)
-        env[MARKER] = ",".join(choice.setting)
-        # Written straight away: twistd's log is not started yet, and what
-        # waits for it is lost with this process image.
-        sys.stderr.write(f"rainbowd: {choice.message}\n")
-        sys.stderr.flush()
+        # Nothing written before: twistd's log is not started yet, and its
+        # buffer goes with this process image.
         sys.stdout.flush()
+        sys.stderr.flush()
         try:
             execve(executable, list(line), env)
         except OSError as e:

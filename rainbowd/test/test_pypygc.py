@@ -8,7 +8,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.pypygc import MARKER, SETTINGS, choose, commandLine, setUp, smallestCacheSize
+from rainbowd.pypygc import (
+    MARKER,
+    SETTINGS,
+    choose,
+    commandLine,
+    setUp,
+    smallestCacheSize,
+    startingEnvironment,
+)
 
 #: Two cores of an AMD EPYC VM, as its /proc/cpuinfo reads.
 AMD = """\
@@ -24,6 +32,9 @@ cache size\t: 1024 KB
 
 #: An Intel Xeon, which reports its L3 there.
 INTEL = "model name\t: Intel(R) Xeon(R)\ncache size\t: 36608 KB\n"
+
+#: The environment rainbowd started with, as systemd gave it.
+STARTING = {"HOME": "/home/app", "LISTEN_FDS": "1", "LISTEN_PID": "4242"}
 
 ARGV = ["/opt/venv/bin/pypy3", "/opt/venv/bin/twistd", "-n", "rainbowd", "--port", "8000"]
 
@@ -64,13 +75,11 @@ class CacheSizeTests(SynchronousTestCase):
 class ChooseTests(SynchronousTestCase):
     def test_nothingSet(self) -> None:
         """
-        With neither variable set, rainbowd re-executes with both, and says
-        what PyPy chose and from what.
+        With neither variable set, rainbowd re-executes with both, and with
+        the marker that carries the nursery PyPy chose.
         """
         choice = choose({}, 1024 * 1024, AMD, True)
-        self.assertEqual(dict(choice.setting), dict(SETTINGS))
-        self.assertIn("1 MiB nursery from the 1024 KB 'cache size'", choice.message)
-        self.assertFalse(choice.warn)
+        self.assertEqual(dict(choice.setting), dict(SETTINGS, **{MARKER: "1048576"}))
 
     def test_largeNurseryToo(self) -> None:
         """
@@ -79,7 +88,7 @@ class ChooseTests(SynchronousTestCase):
         step is not left at twice a large nursery).
         """
         choice = choose({}, 18 * 1024 * 1024, INTEL, True)
-        self.assertEqual(dict(choice.setting), dict(SETTINGS))
+        self.assertEqual(dict(choice.setting), dict(SETTINGS, **{MARKER: "18874368"}))
 
     def test_userSetOne(self) -> None:
         """
@@ -101,11 +110,13 @@ class ChooseTests(SynchronousTestCase):
         Once re-executed (the marker is set), rainbowd does not do it again.
         """
         environ = dict(SETTINGS)
-        environ[MARKER] = "PYPY_GC_NURSERY,PYPY_GC_INCREMENT_STEP"
+        environ[MARKER] = "1048576"
         choice = choose(environ, 16 * 1024 * 1024, AMD, True)
         self.assertEqual(choice.setting, {})
         self.assertIn("a 16 MiB nursery", choice.message)
-        self.assertIn("set by rainbowd", choice.message)
+        self.assertIn(
+            "set by rainbowd; PyPy had chosen 1 MiB from the 1024 KB", choice.message
+        )
 
     def test_cannotReexecute(self) -> None:
         """
@@ -124,6 +135,7 @@ class SetUpTests(SynchronousTestCase):
             nursery=lambda: 1024 * 1024,
             cpuinfo=lambda: AMD,
             argv=lambda: ARGV,
+            starting=lambda: dict(STARTING),
             executable="/opt/venv/bin/pypy3",
             execve=execve,
             isPyPy=True,
@@ -134,10 +146,14 @@ class SetUpTests(SynchronousTestCase):
     def test_reexecutes(self) -> None:
         """
         rainbowd re-executes its own interpreter with its whole command line
-        and its environment plus the settings and the marker.
+        and the environment it started with (systemd's variables, which
+        Twisted takes out of C{os.environ}, included), plus the settings and
+        the marker with the nursery PyPy had chosen; it writes nothing
+        before, which would go into a log of JSON lines.
         """
         execve = Exec()
-        self.setUpCollector({"HOME": "/home/app", "LISTEN_FDS": "1"}, execve)
+        with capturedLogs() as events:
+            self.setUpCollector({"HOME": "/home/app"}, execve)
         [(path, argv, env)] = execve.calls
         self.assertEqual(path, "/opt/venv/bin/pypy3")
         self.assertEqual(argv, ARGV)
@@ -146,11 +162,13 @@ class SetUpTests(SynchronousTestCase):
             {
                 "HOME": "/home/app",
                 "LISTEN_FDS": "1",
+                "LISTEN_PID": "4242",
                 "PYPY_GC_NURSERY": "16M",
                 "PYPY_GC_INCREMENT_STEP": "4M",
-                MARKER: "PYPY_GC_NURSERY,PYPY_GC_INCREMENT_STEP",
+                MARKER: "1048576",
             },
         )
+        self.assertEqual(list(events), [])
 
     def test_afterReexecution(self) -> None:
         """
@@ -158,7 +176,7 @@ class SetUpTests(SynchronousTestCase):
         with, and removes what it set from its environment, so that the app
         does not inherit it.
         """
-        environ = {"HOME": "/home/app", MARKER: "PYPY_GC_NURSERY,PYPY_GC_INCREMENT_STEP"}
+        environ = {"HOME": "/home/app", MARKER: "1048576"}
         environ.update(SETTINGS)
         execve = Exec()
         with capturedLogs() as events:
@@ -169,7 +187,8 @@ class SetUpTests(SynchronousTestCase):
             [formatEvent(e) for e in events],
             [
                 "PyPy's collector: a 16 MiB nursery (PYPY_GC_NURSERY=16M "
-                "PYPY_GC_INCREMENT_STEP=4M, set by rainbowd)"
+                "PYPY_GC_INCREMENT_STEP=4M, set by rainbowd; PyPy had chosen "
+                "1 MiB from the 1024 KB 'cache size' in /proc/cpuinfo)"
             ],
         )
 
@@ -211,6 +230,18 @@ class SetUpTests(SynchronousTestCase):
             self.setUpCollector({}, execve, isPyPy=False, nursery=never, argv=never)
         self.assertEqual((execve.calls, list(events)), ([], []))
 
+    def test_cannotReadEnvironment(self) -> None:
+        """
+        Without the starting environment, rainbowd does not re-execute, and
+        warns with what to set.
+        """
+        execve = Exec()
+        with capturedLogs() as events:
+            self.setUpCollector({}, execve, starting=lambda: None)
+        self.assertEqual(execve.calls, [])
+        [event] = events
+        self.assertIn("set PYPY_GC_NURSERY=16M", formatEvent(event))
+
 
 class CommandLineTests(SynchronousTestCase):
     def test_read(self) -> None:
@@ -224,6 +255,19 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_unreadable(self) -> None:
         """
-        A command line that cannot be read is L{None}.
+        A command line or an environment that cannot be read is L{None}.
         """
         self.assertIsNone(commandLine(self.mktemp()))
+        self.assertIsNone(startingEnvironment(self.mktemp()))
+
+    def test_environment(self) -> None:
+        """
+        The starting environment is C{/proc/self/environ}'s NUL-separated
+        entries, split at their first C{=}; an entry without one is left out.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"HOME=/home/app\0A=b=c\0EMPTY=\0junk\0")
+        self.assertEqual(
+            startingEnvironment(path), {"HOME": "/home/app", "A": "b=c", "EMPTY": ""}
+        )
