@@ -233,8 +233,10 @@ def setUp(
         assert line is not None and startedWith is not None
         env = dict(startedWith)
         env.update(choice.setting)
-        # Nothing written before: twistd's log is not started yet, and its
-        # buffer goes with this process image.
+        # Nothing is logged first: twistd's log has not begun, and what
+        # waits for it would go with this process image (nor written to
+        # stderr, which may be a log of JSON lines); the re-executed
+        # rainbowd says what happened.
         sys.stdout.flush()
         sys.stderr.flush()
         try:
