@@ -619,7 +619,10 @@ def collectorSetting(daemon: "Rainbowd") -> str:
     What a rainbowd on PyPy runs its collector with: its nursery, from its
     metrics, and the C{PYPY_GC_*} variables it was started with.
     """
-    nursery = scrapeMetrics(daemon.controlPort).get("rainbowd_pypy_gc_nursery_bytes")
+    try:
+        nursery = scrapeMetrics(daemon.controlPort).get("rainbowd_pypy_gc_nursery_bytes")
+    except BenchError:
+        nursery = None
     try:
         with open(f"/proc/{daemon.process.pid}/environ", "rb") as f:
             environ = f.read().decode(errors="replace").split("\0")
