@@ -623,6 +623,7 @@ def collectorSetting(daemon: "Rainbowd") -> str:
         nursery = scrapeMetrics(daemon.controlPort).get("rainbowd_pypy_gc_nursery_bytes")
     except BenchError:
         nursery = None
+    assert daemon.process is not None
     try:
         with open(f"/proc/{daemon.process.pid}/environ", "rb") as f:
             environ = f.read().decode(errors="replace").split("\0")
