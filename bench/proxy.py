@@ -485,8 +485,13 @@ class Rainbowd:
         run: str,
         backendPorts: str,
         extraArgs: Sequence[str] = (),
+        env: Optional[Dict[str, str]] = None,
     ) -> None:
+        """
+        @param env: variables to add to L{twistdEnvironment}.
+        """
         self.name = name
+        self.env = dict(env or {})
         self.twistd = twistd
         self.directory = os.path.join(workDir, name)
         os.makedirs(self.directory)
@@ -512,7 +517,7 @@ class Rainbowd:
             self.name,
             self.twistd + ["-n", "rainbowd"] + self.extraArgs,
             cwd=self.directory,
-            env=twistdEnvironment(),
+            env=dict(twistdEnvironment(), **self.env),
             stopTimeout=15.0,
         )
 
@@ -571,13 +576,65 @@ class Rainbowd:
 def twistdEnvironment() -> Dict[str, str]:
     """
     The environment for twistd: this checkout first on the path, so the
-    rainbowd measured is this one.
+    rainbowd measured is this one, and none of PyPy's C{PYPY_GC_*}
+    variables, so that rainbowd on PyPy runs as a user who follows the
+    README runs it, whatever the shell running this script has set.
     """
     path = os.environ.get("PYTHONPATH")
-    return dict(
-        os.environ,
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PYPY_GC_") and name != "RAINBOWD_SET_PYPY_GC"
+    }
+    env.update(
         PYTHONPATH=CHECKOUT + (os.pathsep + path if path else ""),
         PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def scrapeMetrics(controlPort: int) -> Dict[str, float]:
+    """
+    The samples of a rainbowd's C{GET /metrics}, each name (with its
+    C{kind} label, if any, after a colon) to the sum of its values.
+    """
+    status, body = httpGet(controlPort, "/metrics")
+    if status != 200:
+        raise BenchError(f"GET /metrics on port {controlPort}: {status} {body[:200]!r}")
+    samples: Dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        name, _, labels = series.partition("{")
+        if 'kind="' in labels:
+            name += ":" + labels.split('kind="', 1)[1].split('"', 1)[0]
+        if "le=" not in labels:
+            samples[name] = samples.get(name, 0.0) + float(value)
+    return samples
+
+
+def collectorSetting(daemon: "Rainbowd") -> str:
+    """
+    What a rainbowd on PyPy runs its collector with: its nursery, from its
+    metrics, and the C{PYPY_GC_*} variables it was started with.
+    """
+    try:
+        nursery = scrapeMetrics(daemon.controlPort).get("rainbowd_pypy_gc_nursery_bytes")
+    except BenchError:
+        nursery = None
+    assert daemon.process is not None
+    try:
+        with open(f"/proc/{daemon.process.pid}/environ", "rb") as f:
+            environ = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        environ = []
+    variables = [e for e in environ if e.startswith("PYPY_GC_")]
+    setBy = [e for e in environ if e.startswith("RAINBOWD_SET_PYPY_GC=")]
+    return (
+        (f"nursery {nursery / MiB:g} MiB" if nursery else "nursery unknown")
+        + f"; {' '.join(variables) or 'no PYPY_GC_* variables'}"
+        + (" (set by rainbowd)" if setBy else "")
     )
 
 
@@ -886,6 +943,7 @@ def throughput(
                     "rps": statistics.median(r["rps"] for r in mine),
                     "p50_us": statistics.median(r["p50_us"] for r in mine),
                     "p99_us": statistics.median(r["p99_us"] for r in mine),
+                    "p999_us": statistics.median(r["p999_us"] for r in mine),
                     "vsNode": ratio(NODE),
                     "vsDirect": ratio(DIRECT),
                     "addedP50_us": statistics.median(
@@ -966,7 +1024,7 @@ def table(results: dict) -> str:
         f"pinning: {s['pinning']}",
         "",
         f"{'target':<32} {'conns':>5} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}"
-        f" {'vs node':>8} {'vs direct':>9}  errors",
+        f" {'p99.9 us':>9} {'vs node':>8} {'vs direct':>9}  errors",
     ]
     for row in results["throughput"]:
 
@@ -975,7 +1033,8 @@ def table(results: dict) -> str:
 
         lines.append(
             f"{row['target']:<32} {row['connections']:>5} {row['rps']:>9.0f}"
-            f" {row['p50_us']:>8.0f} {row['p99_us']:>8.0f} {x(row['vsNode']):>8}"
+            f" {row['p50_us']:>8.0f} {row['p99_us']:>8.0f} {row['p999_us']:>9.0f}"
+            f" {x(row['vsNode']):>8}"
             f" {x(row['vsDirect']):>9}  {row['errors'] or ''}"
         )
     lines += ["", "added p50 latency over direct, 1 connection:"]
@@ -1207,10 +1266,10 @@ def run(
     mainName = f"rainbowd-{platform.python_implementation().lower()}"
     main = rainbowd(mainName, cpython, nginxRun)
     daemons = [main]
+    onPyPy = None
     if pypy is not None:
-        daemons.append(
-            rainbowd("rainbowd-pypy", [os.path.join(pypy, "bin", "twistd")], nginxRun)
-        )
+        onPyPy = rainbowd("rainbowd-pypy", [os.path.join(pypy, "bin", "twistd")], nginxRun)
+        daemons.append(onPyPy)
     accessLog = rainbowd(
         f"{mainName}-accesslog",
         cpython,
@@ -1262,6 +1321,8 @@ def run(
         },
         "notes": notes,
     }
+    if onPyPy is not None:
+        results["versions"]["pypy gc"] = collectorSetting(onPyPy)
     print(f"throughput: {len(targets)} targets, {args.rounds} rounds", flush=True)
     results["throughput"] = throughput(
         targets, args.connectionCounts, args.rounds, args.seconds, args.warmup

@@ -11,7 +11,7 @@ scraped.
 
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
@@ -30,6 +30,13 @@ REQUEST_BUCKETS = (
 
 #: Upper bounds of the deploy duration histogram, in seconds.
 DEPLOY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
+#: Upper bounds of the histogram of PyPy's collector pauses, in seconds:
+#: from a minor collection of a small nursery to a stop of the world.
+GC_PAUSE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+)
 
 #: How many of the newest generations keep their request series once their
 #: processes are gone, so that their last counts are still scraped; older
@@ -140,6 +147,71 @@ class _Connections:
         yield unanswered
 
 
+class _CollectorPauses:
+    """
+    PyPy's garbage collector, through its C{gc.hooks}: the time each minor
+    collection and each step of a major collection stopped rainbowd, the
+    major collections done, and the nursery's size.
+
+    PyPy hands over the events that happened while a hook ran as one, with
+    their count, total, shortest and longest duration; those are observed
+    as the shortest, the longest and the rest at their mean, so that the
+    histogram's count and sum stay exact.
+    """
+
+    def __init__(self, registry: CollectorRegistry, hooks: Any, nursery: int) -> None:
+        pauses = Histogram(
+            "rainbowd_pypy_gc_pause_seconds",
+            "Time PyPy's garbage collector stopped rainbowd, by kind: minor "
+            "(a minor collection) or step (a step of a major collection, "
+            "which runs after a minor one).",
+            ["kind"],
+            buckets=GC_PAUSE_BUCKETS,
+            registry=registry,
+        )
+        self._minor = pauses.labels("minor")
+        self._step = pauses.labels("step")
+        self._majors = Counter(
+            "rainbowd_pypy_gc_major_collections",
+            "Major collections PyPy's garbage collector finished.",
+            registry=registry,
+        )
+        nurseryGauge = Gauge(
+            "rainbowd_pypy_gc_nursery_bytes",
+            "The size of PyPy's nursery (PYPY_GC_NURSERY).",
+            registry=registry,
+        )
+        nurseryGauge.set(nursery)
+        hooks.on_gc_minor = self._onMinor
+        hooks.on_gc_collect_step = self._onStep
+        hooks.on_gc_collect = self._onCollect
+
+    def _onMinor(self, stats: Any) -> None:
+        _observeAll(self._minor, stats)
+
+    def _onStep(self, stats: Any) -> None:
+        _observeAll(self._step, stats)
+
+    def _onCollect(self, stats: Any) -> None:
+        self._majors.inc(stats.count)
+
+
+def _observeAll(histogram: Any, stats: Any) -> None:
+    count = stats.count
+    if count == 1:
+        histogram.observe(stats.duration)
+        return
+    if count < 1:
+        return
+    longest, shortest = stats.duration_max, stats.duration_min
+    histogram.observe(longest)
+    histogram.observe(shortest)
+    if count > 2:
+        mean = max(0.0, stats.duration - longest - shortest) / (count - 2)
+        for _ in range(count - 2):
+            histogram.observe(mean)
+
+
 class Metrics:
     """
     The metrics of one rainbowd, in a registry of its own.
@@ -234,6 +306,13 @@ class Metrics:
         C{acceptErrors}, an L{rainbowd.connlimit.AcceptErrors} or L{None}.
         """
         self.registry.register(_Connections(cap, listening))
+
+    def watchCollector(self, hooks: Any, nursery: int) -> None:
+        """
+        Expose the pauses of PyPy's garbage collector, by setting the hooks
+        of C{hooks} (PyPy's C{gc.hooks}), and the size of its C{nursery}.
+        """
+        _CollectorPauses(self.registry, hooks, nursery)
 
     # The proxy site's requestLog
 

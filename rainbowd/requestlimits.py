@@ -46,6 +46,7 @@ from typing import Any, Dict, Optional
 
 import attrs
 from twisted import version as _twistedVersion
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineReceiver
@@ -53,6 +54,7 @@ from twisted.web.http import HTTPChannel, _getContentFile, maxChunkSizeLineLengt
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
+from rainbowd.reads import fit, readingEnd, readSmall
 
 _log = Logger()
 
@@ -272,6 +274,7 @@ class LimitedChannel(HTTPChannel):
     _bodyBytes = 0
     _discarded = 0
     _closing = False
+    _end: Optional[FileDescriptor] = None
 
     def connectionMade(self) -> None:
         limits = self.limits = self.site.limits
@@ -284,6 +287,8 @@ class LimitedChannel(HTTPChannel):
         # HTTPChannel.connectionMade starts the timer with timeOut.
         self.timeOut = limits.headerTimeout
         HTTPChannel.connectionMade(self)
+        self._end = readingEnd(self.transport)
+        readSmall(self._end)
 
     def waitingForRequest(self) -> bool:
         """
@@ -322,6 +327,9 @@ class LimitedChannel(HTTPChannel):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
     def dataReceived(self, data: bytes) -> None:
+        end = self._end
+        if end is not None:
+            fit(end, len(data))
         phase = self._phase
         if phase is _BODY:
             self._bodyBytes += len(data)

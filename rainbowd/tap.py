@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
-from rainbowd import versionLine
+from rainbowd import pypygc, versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
 from rainbowd.backendlogs import BackendLogs
@@ -523,7 +523,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     directory is locked and the ports are listened on first (in
     C{privilegedStartService}), so a second rainbowd or a port clash stops
     twistd before any app is launched or any leftover stopped; and the ports
-    are closed first on the way down, so the backends then drain.
+    are closed first on the way down, then the kept-alive connections (see
+    L{_OrderlyStop}), so the backends then drain.
 
     That privileged start is done here, before twistd daemonizes (it does
     so between C{makeService} and C{privilegedStartService}), and before it
@@ -533,7 +534,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     these failures raise, and its first process, which holds that pipe's
     write end itself, would wait for an answer forever.
     """
+    # PyPy's collector is the process's: set up, and watched, by the
+    # rainbowd that runs on the real reactor only.
+    gcHooks = None
     if reactor is None:
+        # Before anything is opened or started: it may re-execute twistd.
+        pypygc.setUp()
+        gcHooks = pypygc.hooks()
         from twisted.internet import reactor
     config = options.config
     _log.info("{version}", version=versionLine())
@@ -631,6 +638,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         listening[key] = _Listening(key, getattr(config, key), reactor, site)
         listening[key].setServiceParent(service)
     metrics.watchConnections(cap, listening)
+    if gcHooks is not None:
+        metrics.watchCollector(gcHooks, pypygc.nurserySize())
     service.ports = list(listening.values())
     service.clients = cap
     service.clientTimeout = lambda: deployer.config.drainTimeout

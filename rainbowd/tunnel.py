@@ -10,6 +10,8 @@ from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
+from rainbowd.reads import readingEnd, readLarge
+
 
 class Tunnel:
     """
@@ -43,6 +45,7 @@ class Tunnel:
             else:
                 transport.protocol = end
             end.makeConnection(transport)
+            readLarge(readingEnd(transport))
         client.registerProducer(server, True)
         server.registerProducer(client, True)
         client.resumeProducing()

@@ -464,6 +464,32 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(shown.returncode, 0, shown.stdout)
         self.assertIn("abc1234", shown.stdout)
         self.assertTrue(all(len(line) <= 100 for line in shown.stdout.splitlines()))
+    def test_pypyCollectorSet(self):
+        """
+        On PyPy, rainbowd re-executes itself, keeping its pid, with its
+        collector setting; its metrics show the nursery, and the app does
+        not inherit the variables.
+        """
+        if sys.implementation.name != "pypy":
+            raise SkipTest("rainbowd sets PyPy's collector on PyPy only")
+        if any(name.startswith("PYPY_GC_") for name in os.environ):
+            raise SkipTest("the tests' environment sets PYPY_GC_* itself")
+        daemon = Daemon(self)
+        process = daemon.start()
+        appPid = daemon.appPid()
+        with open(f"/proc/{process.pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        self.assertIn(b"PYPY_GC_NURSERY=16M", environ)
+        self.assertIn(b"PYPY_GC_INCREMENT_STEP=4M", environ)
+        with open(f"/proc/{appPid}/environ", "rb") as f:
+            appEnviron = f.read()
+        self.assertNotIn(b"PYPY_GC_", appEnviron)
+        self.assertNotIn(b"RAINBOWD_SET_PYPY_GC", appEnviron)
+        status, metrics = daemon._http(
+            f"http://127.0.0.1:{daemon.controlPort}/metrics", None, DEADLINE
+        )
+        self.assertIn("rainbowd_pypy_gc_nursery_bytes 1.6777216e+07", metrics)
+        self.assertIn("a 16 MiB nursery (PYPY_GC_NURSERY=16M", daemon.log())
 
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """

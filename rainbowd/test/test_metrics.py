@@ -417,6 +417,89 @@ class ConnectionMetricsTests(SynchronousTestCase):
         )
 
 
+class FakeHooks:
+    """
+    PyPy's C{gc.hooks}: the three hooks, which the collector would call.
+    """
+
+    on_gc_minor = on_gc_collect_step = on_gc_collect = None
+
+
+class FakeStats:
+    """
+    What PyPy passes a hook: C{count} events of C{duration} seconds in all.
+    """
+
+    def __init__(self, count: int, duration: float, shortest: float, longest: float):
+        self.count = count
+        self.duration = duration
+        self.duration_min = shortest
+        self.duration_max = longest
+
+
+class CollectorMetricsTests(SynchronousTestCase):
+    """
+    The pauses of PyPy's collector, from fake hooks, so that this runs on
+    CPython too.
+    """
+
+    def setUp(self) -> None:
+        self.hooks = FakeHooks()
+        self.metrics = Metrics(ObservableDeployer(), processMetrics=False)
+        self.metrics.watchCollector(self.hooks, 16 * 1024 * 1024)
+
+    def pauses(self, kind: str) -> Dict[str, float]:
+        return {
+            dict(labels).get("le", name.rsplit("_", 1)[-1]): value
+            for (name, labels), value in scrape(self.metrics).items()
+            if name.startswith("rainbowd_pypy_gc_pause_seconds")
+            and dict(labels)["kind"] == kind
+        }
+
+    def test_minorAndStep(self) -> None:
+        """
+        Each minor collection and each step of a major one is observed in
+        the pause histogram under its kind.
+        """
+        self.hooks.on_gc_minor(FakeStats(1, 0.0003, 0.0003, 0.0003))
+        self.hooks.on_gc_collect_step(FakeStats(1, 0.0035, 0.0035, 0.0035))
+        minor, step = self.pauses("minor"), self.pauses("step")
+        self.assertEqual((minor["count"], minor["0.0005"], minor["0.00025"]), (1, 1, 0))
+        self.assertAlmostEqual(minor["sum"], 0.0003)
+        self.assertEqual((step["count"], step["0.005"], step["0.0025"]), (1, 1, 0))
+
+    def test_several(self) -> None:
+        """
+        Several events handed over as one keep their count and total, with
+        the longest in its own bucket.
+        """
+        self.hooks.on_gc_collect_step(FakeStats(5, 0.0140, 0.0005, 0.0080))
+        step = self.pauses("step")
+        self.assertEqual(step["count"], 5)
+        self.assertAlmostEqual(step["sum"], 0.0140)
+        self.assertEqual((step["0.0005"], step["0.005"], step["0.01"]), (1, 4, 5))
+
+    def test_majorsAndNursery(self) -> None:
+        """
+        Finished major collections are counted, and the nursery's size is
+        exposed.
+        """
+        self.hooks.on_gc_collect(FakeStats(1, 0, 0, 0))
+        self.hooks.on_gc_collect(FakeStats(2, 0, 0, 0))
+        samples = scrape(self.metrics)
+        self.assertEqual(samples[("rainbowd_pypy_gc_major_collections_total", ())], 3)
+        self.assertEqual(samples[("rainbowd_pypy_gc_nursery_bytes", ())], 16 * 1024 * 1024)
+
+    def test_notWatched(self) -> None:
+        """
+        Without C{watchCollector} (on CPython), there are no such series.
+        """
+        metrics = Metrics(ObservableDeployer(), processMetrics=False)
+        self.assertEqual(
+            [key for key in scrape(metrics) if key[0].startswith("rainbowd_pypy")], []
+        )
+
+
 class MetricsResourceTests(SynchronousTestCase):
     """
     C{GET /metrics} on the control API.

@@ -31,6 +31,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from rainbowd.backendclient import (
     CHUNK_SIZE,
+    HEADER_NAMES_KEPT,
     IDLE_TIMEOUT,
     BackendConnection,
     Pool,
@@ -2574,6 +2575,53 @@ class FramingTests(SynchronousTestCase):
             b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n"
         )
         self.assertEqual(handler.events, [("broken", "a response head over 64 KiB")])
+
+
+
+class HeaderNamesTests(SynchronousTestCase):
+    """
+    A pool remembers the response header names it found valid, and checks
+    the others each time.
+    """
+
+    def respond(self, pool: Pool, head: bytes) -> List[Tuple[object, ...]]:
+        handler = RecordingHandler()
+        connection = BackendConnection(pool)
+        connection.makeConnection(StringTransport())
+        connection.send(handler, b"GET / HTTP/1.1\r\n\r\n", None, 0, False)
+        connection.dataReceived(head + b"\r\n\r\n")
+        return handler.events
+
+    def test_remembered(self) -> None:
+        """
+        The names of a response's headers are remembered with their lower
+        case, and a remembered name on a line without a colon is still
+        refused.
+        """
+        pool = Pool(MemoryReactorClock(), 20001)
+        head = b"HTTP/1.1 200 OK\r\nX-Trace: 1\r\nContent-Length: 0"
+        self.assertEqual(
+            self.respond(pool, head),
+            [("head", 200, b"OK", [(b"X-Trace", b"1"), (b"Content-Length", b"0")]), ("done",)],
+        )
+        self.assertEqual(
+            pool.headerNames, {b"X-Trace": b"x-trace", b"Content-Length": b"content-length"}
+        )
+        [event] = self.respond(pool, b"HTTP/1.1 200 OK\r\nX-Trace")
+        self.assertEqual(event[0], "broken")
+
+    def test_bounded(self) -> None:
+        """
+        Past L{HEADER_NAMES_KEPT} names, no more are remembered, and the
+        others are still checked: a bad one is refused.
+        """
+        pool = Pool(MemoryReactorClock(), 20001)
+        names = b"".join(b"\r\nX-%d: 1" % (i,) for i in range(HEADER_NAMES_KEPT + 10))
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 0" + names
+        self.assertEqual(self.respond(pool, head)[-1], ("done",))
+        self.assertEqual(len(pool.headerNames), HEADER_NAMES_KEPT)
+        [event] = self.respond(pool, b"HTTP/1.1 200 OK\r\nX(1): 2")
+        self.assertEqual(event[0], "broken")
 
 
 UPGRADE_REQUEST = rawRequest(
