@@ -28,7 +28,7 @@ import os
 import socket
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attrs
 
@@ -42,6 +42,7 @@ from rainbowd.config import (
 )
 from rainbowd.controlsite import readControlToken
 from rainbowd.progress import NDJSON
+from rainbowd.verify import VERIFY_VARIABLE
 
 #: Exit codes: the deploy (or request) failed; rainbowctl could not ask.
 FAILED = 1
@@ -799,11 +800,22 @@ def run(
     err: IO[str],
     cwd: Optional[str] = None,
     connect: Optional[Callable[..., Any]] = None,
+    environ: Optional[Mapping[str, str]] = None,
 ) -> int:
     """
-    Run rainbowctl with arguments C{argv}; return its exit code.
+    Run rainbowctl with arguments C{argv}, in environment C{environ}
+    (rainbowctl's own by default); return its exit code.
     """
     arguments = _parser().parse_args(list(argv))
+    environ = os.environ if environ is None else environ
+    if arguments.command == "redeploy" and environ.get(VERIFY_VARIABLE):
+        err.write(
+            "rainbowctl: refused: this is a verify command (RAINBOWD_VERIFY "
+            "is set), and a redeploy asked for here would wait for the "
+            "deploy this verify holds up, until verifyTimeout killed it; "
+            "take rainbowctl redeploy out of verify.\n"
+        )
+        return CANNOT
     try:
         target = findTarget(arguments.config, cwd)
         for warning in target.warnings:

@@ -860,6 +860,25 @@ class RunTests(SynchronousTestCase):
         )
         self.assertEqual(json.loads(out), status)
 
+    def test_redeployFromVerify(self) -> None:
+        """
+        redeploy run by a verify command (C{RAINBOWD_VERIFY} set) is refused
+        without asking rainbowd, since that redeploy would wait for the
+        deploy the verify holds up; other commands still work there.
+        """
+        connection = FakeConnection(self.ndjson(SUCCESS))
+        out, err = io.StringIO(), io.StringIO()
+        environ = {"RAINBOWD_VERIFY": "1"}
+        code = run(["redeploy"], out, err, self.directory.path, connection, environ)
+        self.assertEqual(code, CANNOT)
+        self.assertEqual(connection.requests, [])
+        self.assertIn("rainbowctl: refused: this is a verify command", err.getvalue())
+        self.assertIn("take rainbowctl redeploy out of verify", err.getvalue())
+        status = {"active": None, "deploying": True, "backends": [], "lastDeploy": None}
+        connection = FakeConnection(FakeResponse(200, json.dumps(status).encode()))
+        code = run(["status"], out, err, self.directory.path, connection, environ)
+        self.assertEqual(code, 0)
+
     def test_redeployMessage(self) -> None:
         """
         redeploy -m sends the message as a JSON body.
