@@ -375,6 +375,7 @@ class Verifier:
         """
         config = backend.config
         env = dict(os.environ)
+        env["PWD"] = config.cwd
         env.update(config.env)
         run = VerifyRun(
             self._reactor,

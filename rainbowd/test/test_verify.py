@@ -83,6 +83,17 @@ class VerifyRunTests(SynchronousTestCase):
         self.assertEqual(run.pgid, process.pid)
         self.assertTrue(process.stdinClosed)
 
+    def test_directory(self):
+        """
+        The command's C{$PWD} is its generation's directory, as the app's
+        is, not the one rainbowd was started in (a release's C{current}
+        link, say, which may point elsewhere by now).
+        """
+        self.patch(os, "environ", {**os.environ, "PWD": "/srv/app/current"})
+        run, process = self.started()
+        self.assertEqual(process.path, self.stateDir)
+        self.assertEqual(process.env["PWD"], self.stateDir)
+
     def test_passes(self):
         """
         Exit status 0 passes, with the time taken and the last output.
