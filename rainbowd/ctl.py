@@ -370,7 +370,7 @@ class Progress:
         )
 
     def _verifyOutput(self, event) -> None:
-        self._say(f"    verify: {event['line']}")
+        self._say(f"    verify: {_printable(event['line'])}")
 
     def _verified(self, event) -> None:
         self._say(
@@ -441,12 +441,12 @@ class Progress:
                 "in all; rainbowd's log has every one):"
             )
             for line in verify["output"]:
-                self._say("    " + line)
+                self._say("    " + _printable(line))
         output = event.get("output") or []
         if output:
             self._say(f"last output of generation {event.get('generation')}:")
             for line in output:
-                self._say("    " + line)
+                self._say("    " + _printable(line))
         serving = event.get("serving")
         if serving is not None:
             self._say(
@@ -602,6 +602,14 @@ _CAUSES = {"automaticRollback": "auto-rollback"}
 HISTORY_WIDTH = 100
 
 
+def _printable(text: str) -> str:
+    """
+    C{text} with its control characters, which a terminal would act on,
+    replaced by C{?}.
+    """
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _shown(text: Optional[str], width: int) -> str:
     """
     C{text} in at most C{width} columns, cut with an ellipsis, its control
@@ -609,7 +617,7 @@ def _shown(text: Optional[str], width: int) -> str:
     """
     if text is None:
         return "-"
-    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    text = _printable(str(text))
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 

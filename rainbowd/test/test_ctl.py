@@ -479,6 +479,29 @@ class ProgressTests(SynchronousTestCase):
             ],
         )
 
+    def test_controlCharactersReplaced(self) -> None:
+        """
+        Control characters in a verify's output or the app's (a clear
+        screen, a window title, a carriage return) are printed as C{?}, not
+        sent for the operator's terminal to act on.
+        """
+        hostile = "\x1b[2J\x1b]0;owned\x07ok\rbad"
+        result = {
+            **FAILURE[2],
+            "output": [hostile],
+            "verify": {"lines": 1, "output": [hostile]},
+        }
+        code, text = render(
+            [
+                {"event": "verifyOutput", "generation": 4, "line": hostile, "stream": "stdout"},
+                result,
+            ]
+        )
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\r", text)
+        self.assertIn("    verify: ?[2J?]0;owned?ok?bad\n", text)
+        self.assertEqual(text.count("    ?[2J?]0;owned?ok?bad\n"), 2)
+
     def test_noResult(self) -> None:
         """
         A stream that ends without a result exits 1 and says to look at the
