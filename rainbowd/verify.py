@@ -17,6 +17,7 @@ killed once its shell has exited, or at the latest with the generation, and
 a later rainbowd finds those a killed one left.
 """
 
+import errno
 import os
 import signal
 from collections import deque
@@ -54,6 +55,18 @@ _SHELL_CODES = {
     "executable?)",
     127: "the shell did not find the command (is it installed, on the PATH "
     "rainbowd runs with, or relative to cwd?)",
+}
+
+#: What the errors of a spawn that fails mean, and what to do about them.
+_SPAWN_ERRORS = {
+    errno.EAGAIN: "rainbowd's user is out of processes: raise its limit "
+    "(TasksMax= or LimitNPROC= in the systemd unit, ulimit -u), or find "
+    "what holds them",
+    errno.EMFILE: "rainbowd is out of file descriptors: raise its limit "
+    "(LimitNOFILE= in the systemd unit, ulimit -n)",
+    errno.ENFILE: "the system is out of file descriptors: raise "
+    "fs.file-max, or find what holds them",
+    errno.ENOMEM: "the system is out of memory",
 }
 
 
@@ -195,11 +208,10 @@ class VerifyRun(ProcessProtocol):
                 self, args[0], args, env=self._env, path=self._cwd
             )
         except OSError as e:
-            self._finish(
-                VerifyFailed(
-                    f"could not be started: {e}", None, None, False, 0.0, 0, ()
-                )
-            )
+            why = f"could not be started: {e}"
+            if e.errno in _SPAWN_ERRORS:
+                why += ": " + _SPAWN_ERRORS[e.errno]
+            self._finish(VerifyFailed(why, None, None, False, 0.0, 0, ()))
             return self.result
         self.pgid = process.pid
         process.closeStdin()  # a verify that reads its input gets EOF, not a hang

@@ -2,6 +2,7 @@
 Tests for L{rainbowd.verify}, and for the deployer's verify step.
 """
 
+import errno
 import os
 import signal
 
@@ -271,6 +272,29 @@ class VerifyRunTests(SynchronousTestCase):
         error = self.failureResultOf(run.result, VerifyFailed).value
         self.assertIn("could not be started", error.reason)
         self.assertIn("Argument list too long", error.reason)
+
+    def test_spawnFailsOutOfResources(self):
+        """
+        A verify that cannot be spawned because rainbowd is out of processes
+        or file descriptors fails saying which, and what to raise.
+        """
+        for number, name, fix in [
+            (errno.EAGAIN, "Resource temporarily unavailable", "TasksMax="),
+            (errno.EMFILE, "Too many open files", "LimitNOFILE="),
+            (errno.ENFILE, "Too many open files in system", "fs.file-max"),
+        ]:
+
+            def refuse(*args, **kwargs):
+                raise OSError(number, name)
+
+            self.reactor.spawnProcess = refuse
+            run = VerifyRun(
+                self.reactor, self.signals, VERIFY, 4, 20004, self.stateDir, {}, 5.0
+            )
+            run.start()
+            error = self.failureResultOf(run.result, VerifyFailed).value
+            self.assertIn(f"could not be started: [Errno {number}] {name}: ", error.reason)
+            self.assertIn(fix, error.reason)
 
     def test_outputLogged(self):
         """
