@@ -203,16 +203,20 @@ class VerifyRun(ProcessProtocol):
             command=self._command,
         )
         self._started = self._reactor.seconds()
+        if not os.path.isdir(self._cwd):
+            return self._notStarted(
+                f"its directory {self._cwd} (\"cwd\") is gone; a release "
+                "directory in use must be kept until a redeploy replaces it"
+            )
         try:
             process = self._reactor.spawnProcess(
                 self, args[0], args, env=self._env, path=self._cwd
             )
         except OSError as e:
-            why = f"could not be started: {e}"
+            why = str(e)
             if e.errno in _SPAWN_ERRORS:
                 why += ": " + _SPAWN_ERRORS[e.errno]
-            self._finish(VerifyFailed(why, None, None, False, 0.0, 0, ()))
-            return self.result
+            return self._notStarted(why)
         self.pgid = process.pid
         process.closeStdin()  # a verify that reads its input gets EOF, not a hang
         self._calls["timeout"] = self._reactor.callLater(
@@ -280,6 +284,12 @@ class VerifyRun(ProcessProtocol):
         )
         if self._lines <= STREAMED_LINES:
             self._onLine(text, stream)
+
+    def _notStarted(self, why: str) -> Deferred:
+        self._finish(
+            VerifyFailed(f"could not be started: {why}", None, None, False, 0.0, 0, ())
+        )
+        return self.result
 
     def _timedOutNow(self) -> None:
         if self._killed is not None:

@@ -59,7 +59,7 @@ class VerifyRunTests(SynchronousTestCase):
         run = Verifier(self.reactor, self.signals).start(
             backend, lambda line, stream: self.lines.append((line, stream))
         )
-        return run, self.reactor.processes[-1]
+        return run, (self.reactor.processes or [None])[-1]
 
     def test_command(self):
         """
@@ -295,6 +295,23 @@ class VerifyRunTests(SynchronousTestCase):
             error = self.failureResultOf(run.result, VerifyFailed).value
             self.assertIn(f"could not be started: [Errno {number}] {name}: ", error.reason)
             self.assertIn(fix, error.reason)
+
+    def test_directoryGone(self):
+        """
+        A verify whose generation's directory is gone (a release directory
+        removed since the launch) is not spawned, and fails saying so and
+        what to keep.
+        """
+        release = os.path.join(self.stateDir, "releases", "5")
+        run, process = self.started(cwd=release)
+        error = self.failureResultOf(run.result, VerifyFailed).value
+        self.assertEqual(
+            error.reason,
+            f"could not be started: its directory {release} (\"cwd\") is gone; "
+            "a release directory in use must be kept until a redeploy "
+            "replaces it",
+        )
+        self.assertIsNone(process)
 
     def test_outputLogged(self):
         """
