@@ -347,8 +347,16 @@ class Progress:
         )
 
     def _waiting(self, event) -> None:
-        generation = event["generation"]
         step = event.get("step")
+        if step == "queued":
+            self._update(
+                ("waiting", None, step),
+                None,
+                f"waiting for the deploy under way: {event['elapsed']:.0f} s",
+                event["elapsed"],
+            )
+            return
+        generation = event["generation"]
         self._update(
             ("waiting", generation, step),
             None,

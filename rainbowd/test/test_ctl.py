@@ -519,6 +519,25 @@ class ProgressTests(SynchronousTestCase):
         self.assertIn("Another deploy is under way", text)
 
 
+    def test_queuedWaiting(self) -> None:
+        """
+        While queued, the time waited for the deploy under way is a wait
+        line, printed piped when it begins and every 10 s.
+        """
+        events = [{"event": "queued", "time": 0}] + [
+            {"event": "waiting", "time": t, "step": "queued", "elapsed": float(t)}
+            for t in range(1, 12)
+        ]
+        code, text = render(events)
+        self.assertEqual(
+            text.splitlines()[:3],
+            [
+                "Another deploy is under way; this one starts after it.",
+                "waiting for the deploy under way: 1 s",
+                "waiting for the deploy under way: 10 s",
+            ],
+        )
+
     def test_liveness(self) -> None:
         """
         The serving generation not answering, and answering again, are each
