@@ -580,7 +580,17 @@ def statusTable(status: Dict[str, Any]) -> str:
                 + ("; new requests wait for its replacement" if waiting else "")
             )
     if status.get("deploying"):
-        lines.append("a deploy is under way")
+        verify = status.get("verify")
+        lines.append(
+            "a deploy is under way"
+            + (
+                ""
+                if not verify
+                else f": generation {verify['generation']}'s verify has run "
+                f"{verify['seconds']:.0f} s (process group {verify['pgid']}): "
+                + _printable(verify["command"])
+            )
+        )
     last = status.get("lastDeploy")
     if last is not None:
         if last.get("ok"):

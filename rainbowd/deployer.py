@@ -31,7 +31,7 @@ from rainbowd.config import Config, ConfigError
 from rainbowd.health import LivenessProbe
 from rainbowd.leftovers import AppGroups
 from rainbowd.ports import NoFreePort, PortPicker
-from rainbowd.verify import Verifier, VerifyFailed
+from rainbowd.verify import Verifier, VerifyFailed, VerifyRun
 from rainbowd.waiters import Waiters
 
 
@@ -312,6 +312,7 @@ class Deployer(Service):
         self._groups = groups
         self._cleanup: Optional[Deferred] = None
         self._verifier = verifier
+        self._verifyRun: Optional[VerifyRun] = None
 
     # IService
 
@@ -438,6 +439,7 @@ class Deployer(Service):
             "deploying": self._deploying,
             "backends": [backend.describe() for backend in self.backends],
             "lastDeploy": self._lastDeploy,
+            "verify": None if self._verifyRun is None else self._verifyRun.describe(),
         }
 
     def observe(self, observer: Callable[[Event], None]) -> Callable[[], None]:
@@ -569,6 +571,7 @@ class Deployer(Service):
                 "verifyOutput", generation, deploy=deploy, line=line, stream=stream
             ),
         )
+        self._verifyRun = run
         try:
             verified = yield run.result
         except VerifyFailed as e:
@@ -585,6 +588,8 @@ class Deployer(Service):
                 tuple(backend.output),
                 {"command": backend.config.verify, **e.asJSON()},
             )
+        finally:
+            self._verifyRun = None
         self._emit("verified", generation, deploy=deploy, seconds=verified.seconds)
 
     def _keepStartupKeys(self, config: Config) -> Config:

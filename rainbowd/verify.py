@@ -235,6 +235,17 @@ class VerifyRun(ProcessProtocol):
         self._killed = why
         self._kill()
 
+    def describe(self) -> dict:
+        """
+        What runs, JSON-able, for C{/status}.
+        """
+        return {
+            "generation": self._generation,
+            "command": self._command,
+            "pgid": self.pgid,
+            "seconds": round(self._reactor.seconds() - self._started, 3),
+        }
+
     # ProcessProtocol
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:

@@ -674,6 +674,31 @@ class StatusTableTests(SynchronousTestCase):
             text,
         )
 
+    def test_verifying(self) -> None:
+        """
+        A verify under way is said, with its generation, time, process
+        group and command.
+        """
+        text = statusTable(
+            {
+                "active": 3,
+                "deploying": True,
+                "backends": [],
+                "lastDeploy": None,
+                "verify": {
+                    "generation": 4,
+                    "command": "./smoke.sh $1",
+                    "pgid": 4270,
+                    "seconds": 12.25,
+                },
+            }
+        )
+        self.assertIn(
+            "\na deploy is under way: generation 4's verify has run 12 s "
+            "(process group 4270): ./smoke.sh $1\n",
+            text,
+        )
+
     def test_empty(self) -> None:
         """
         With no backend and a failed last deploy, both are said.

@@ -400,6 +400,22 @@ class DeployerVerifyTests(SynchronousTestCase):
         self.assertEqual(output.details, {"deploy": 2, "line": "ok", "stream": "stdout"})
         self.assertEqual(verified.details, {"deploy": 2, "seconds": 0.25})
 
+    def test_status(self):
+        """
+        While a verify runs, the status names it: its generation, command,
+        process group and the time it has run; otherwise it is null.
+        """
+        h, d = self.redeploying()
+        process = _verifyProcess(h)
+        h.reactor.advance(2.5)
+        self.assertEqual(
+            h.deployer.status()["verify"],
+            {"generation": 2, "command": VERIFY, "pgid": process.pid, "seconds": 2.5},
+        )
+        process.exit(0)
+        self.successResultOf(d)
+        self.assertIsNone(h.deployer.status()["verify"])
+
     def test_failsKeepsOld(self):
         """
         A verify that exits non-zero fails the deploy with its status and
