@@ -34,10 +34,12 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from rainbowd.backend import ProcessGroupSignals
 from rainbowd.config import ConfigError
 from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 from rainbowd.traffic import Traffic
+from rainbowd.verify import verifyAsking
 
 _log = Logger()
 
@@ -175,9 +177,24 @@ class ControlResource(Resource):
     connections: Any = None
 
     def __init__(
-        self, deployer: Any, clock=None, traffic: Optional[Traffic] = None
+        self,
+        deployer: Any,
+        clock=None,
+        traffic: Optional[Traffic] = None,
+        askedByVerify: Optional[
+            Callable[[Optional[int], Optional[Tuple[int, int]]], Optional[int]]
+        ] = None,
     ) -> None:
+        """
+        @param askedByVerify: the pid of the verify process under way that
+            is a control client, given its pid (a unix socket's client) or
+            its TCP connection's ports (its own, the control port), or
+            L{None}; L{verifyAsking} by default.
+        """
         super().__init__()
+        self._askedByVerify = (
+            self._verifyAsking if askedByVerify is None else askedByVerify
+        )
         if clock is None:
             from twisted.internet import reactor as clock
         self._deployer = deployer
@@ -250,6 +267,24 @@ class ControlResource(Resource):
             )
         except _Refusal as refusal:
             return writeJSON(request, refusal.code, refusal.body)
+        peer = request.getClientAddress()
+        pid, ports = None, None
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            ports = (peer.port, request.getHost().port)
+        else:
+            pid = (_peerCredentials(request) or (None, None))[0]
+        asking = self._askedByVerify(pid, ports)
+        if asking is not None:
+            return writeJSON(
+                request,
+                409,
+                {
+                    "error": f"rainbowd: this redeploy comes from process "
+                    f"{asking}, of the verify command under way, and would "
+                    "wait for the deploy that verify holds up: take "
+                    "redeploys out of verify"
+                },
+            )
         redeploy = partial(
             self._deployer.redeploy, requester=describePeer(request), message=message
         )
@@ -277,6 +312,18 @@ class ControlResource(Resource):
             lambda f: _log.failure("Could not answer a redeploy request", f)
         )
         return NOT_DONE_YET
+
+    def _verifyAsking(
+        self, pid: Optional[int], ports: Optional[Tuple[int, int]]
+    ) -> Optional[int]:
+        """
+        L{verifyAsking}, while a verify runs.
+        """
+        if not self._deployer.status().get("verify"):
+            return None
+        return verifyAsking(
+            ProcessGroupSignals(), self._deployer.config.stateDir, pid, ports
+        )
 
     def _logs(self, request: IRequest) -> object:
         """

@@ -22,7 +22,7 @@ import os
 import signal
 from collections import deque
 from types import MappingProxyType
-from typing import Callable, Deque, Dict, Mapping, Optional, Tuple
+from typing import Callable, Deque, Dict, Mapping, Optional, Set, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -32,7 +32,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import LONGEST_LINE, OUTPUT_GRACE, describeExit
+from rainbowd.backend import APP_VARIABLE, LONGEST_LINE, OUTPUT_GRACE, describeExit
 
 #: How many of its last output lines a verify's outcome carries.
 VERIFY_LINES = 20
@@ -383,6 +383,65 @@ class VerifyRun(ProcessProtocol):
             self.result.errback(Failure(outcome))
         else:
             self.result.callback(outcome)
+
+
+def _socketInodes(table: str, localPort: int, remotePort: int) -> Set[str]:
+    """
+    The inodes of the sockets of C{table}, the text of C{/proc/net/tcp} or
+    C{/proc/net/tcp6}, from port C{localPort} to port C{remotePort}.
+    """
+    inodes = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+        except (IndexError, ValueError):
+            continue
+        if (local, remote) == (localPort, remotePort):
+            inodes.add(fields[9])
+    return inodes
+
+
+def verifyAsking(
+    signals,
+    stateDir: str,
+    pid: Optional[int] = None,
+    ports: Optional[Tuple[int, int]] = None,
+    proc: str = "/proc",
+) -> Optional[int]:
+    """
+    The pid of a verify process of the rainbowd of C{stateDir} at the other
+    end of a control connection, or L{None}: the process C{pid} (a unix
+    socket's client), or the one holding the TCP connection C{ports}, from
+    the client's port to the control port.
+    """
+    verifying = signals.marked({APP_VARIABLE: stateDir, VERIFY_VARIABLE: "1"})
+    if pid is not None or ports is None:
+        return pid if pid in verifying else None
+    inodes: Set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(os.path.join(proc, "net", table)) as f:
+                inodes |= _socketInodes(f.read(), *ports)
+        except OSError:
+            pass
+    links = {f"socket:[{inode}]" for inode in inodes}
+    for candidate in verifying:
+        fds = os.path.join(proc, str(candidate), "fd")
+        try:
+            names = os.listdir(fds)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                if os.readlink(os.path.join(fds, name)) in links:
+                    return candidate
+            except OSError:
+                pass
+    return None
 
 
 class Verifier:

@@ -22,6 +22,7 @@ from rainbowd.verify import (
     Verifier,
     VerifyFailed,
     VerifyRun,
+    verifyAsking,
 )
 
 VERIFY = "curl -fsS http://127.0.0.1:$1/ready"
@@ -513,3 +514,65 @@ class DeployerVerifyTests(SynchronousTestCase):
         self.assertIsNone(h.deployer.active)
         _verifyProcess(h).exit(0)
         self.assertIs(h.deployer.active, h.backend(1))
+
+
+class VerifyAskingTests(SynchronousTestCase):
+    """
+    L{verifyAsking} tells a control client that is one of this rainbowd's
+    verify processes, on a fake C{/proc}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeProcessReactor()
+        self.signals = FakeSignals(self.reactor)
+        self.proc = self.mktemp()
+        os.makedirs(os.path.join(self.proc, "net"))
+        self.marker = {"RAINBOWD_STATE_DIR": "/srv/app/.rainbowd", "RAINBOWD_VERIFY": "1"}
+        header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        with open(os.path.join(self.proc, "net", "tcp"), "w") as f:
+            f.write(
+                header
+                # The control port 7001 (1B59) listening, the verify's
+                # connection to it from 50312 (C488), and rainbowd's end.
+                + "   0: 0100007F:1B59 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 111 1\n"
+                + "   1: 0100007F:C488 0100007F:1B59 01 00000000:00000000 00:00000000 00000000  0 0 222 1\n"
+                + "   2: 0100007F:1B59 0100007F:C488 01 00000000:00000000 00:00000000 00000000  0 0 333 1\n"
+            )
+        self.process(5001, {**self.marker}, ["pipe:[9]", "socket:[222]"])
+        self.process(5002, {"RAINBOWD_STATE_DIR": "/srv/app/.rainbowd"}, ["socket:[444]"])
+
+    def process(self, pid, env, links):
+        self.signals.strays[pid] = env
+        fds = os.path.join(self.proc, str(pid), "fd")
+        os.makedirs(fds)
+        for fd, link in enumerate(links):
+            os.symlink(link, os.path.join(fds, str(fd)))
+
+    def asking(self, **kwargs):
+        return verifyAsking(self.signals, "/srv/app/.rainbowd", proc=self.proc, **kwargs)
+
+    def test_tcp(self):
+        """
+        The verify process holding the TCP connection from the client's port
+        to the control port is found; another connection is not its.
+        """
+        self.assertEqual(self.asking(ports=(50312, 7001)), 5001)
+        self.assertIsNone(self.asking(ports=(50313, 7001)))
+        self.assertIsNone(self.asking(ports=(7001, 50312)))
+
+    def test_unix(self):
+        """
+        A unix socket's client is a verify process if it carries this
+        rainbowd's verify marker; an app process is not one.
+        """
+        self.assertEqual(self.asking(pid=5001), 5001)
+        self.assertIsNone(self.asking(pid=5002))
+        self.assertIsNone(self.asking(pid=None))
+
+    def test_otherRainbowd(self):
+        """
+        The verify of another rainbowd (another state directory) is not
+        this one's.
+        """
+        self.signals.strays[5001] = {**self.marker, "RAINBOWD_STATE_DIR": "/srv/other"}
+        self.assertIsNone(self.asking(ports=(50312, 7001)))
