@@ -959,6 +959,33 @@ def _checkOnlyOneCheck(raw: _Raw, settings: Dict[str, Any]) -> None:
             )
 
 
+def _checkVerifyPort(raw: _Raw, settings: Dict[str, Any]) -> None:
+    """
+    A verify that asks the public port, and never the new version's (C{$1},
+    or C{RAINBOWD_PORT} from L{rainbowd.verify}), tests the version
+    serving: it would pass whatever the new one does.
+    """
+    verify = settings.get("verify")
+    number = tcpPortNumber(settings.get("port", attrs.fields(Config).port.default))
+    if (
+        verify is None
+        or number is None
+        or _POSITIONAL_PARAMETERS.search(verify)
+        or "RAINBOWD_PORT" in verify
+    ):
+        return
+    public = re.compile(rf":{number}(?!\d)")
+    if public.search(verify):
+        raise raw.error(
+            "verify",
+            f"asks port {number}, the public port, which the version serving "
+            "answers until the verify passes, so it would not test the new "
+            "one; ask $1, the new version's port: "
+            + json.dumps(public.sub(":$1", verify), ensure_ascii=False)
+            + ".",
+        )
+
+
 def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
     """
     The control port defaults to the port's number + 1, on loopback.
@@ -1108,6 +1135,7 @@ def loadConfig(
         raise _noRun(source)
     settings = _readSettings(raw)
     _checkOnlyOneCheck(raw, settings)
+    _checkVerifyPort(raw, settings)
     _defaultControlPort(raw, settings)
     _resolveDirectories(raw, settings, resolvedHome)
     return Config(source=source, **settings)

@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import struct
+import sys
 from functools import partial
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -34,10 +35,12 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from rainbowd.backend import ProcessGroupSignals
 from rainbowd.config import ConfigError
 from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 from rainbowd.traffic import Traffic
+from rainbowd.verify import verifyAsking
 
 _log = Logger()
 
@@ -189,9 +192,24 @@ class ControlResource(Resource):
     connections: Any = None
 
     def __init__(
-        self, deployer: Any, clock=None, traffic: Optional[Traffic] = None
+        self,
+        deployer: Any,
+        clock=None,
+        traffic: Optional[Traffic] = None,
+        askedByVerify: Optional[
+            Callable[[Optional[int], Optional[Tuple[int, int]]], Optional[int]]
+        ] = None,
     ) -> None:
+        """
+        @param askedByVerify: the pid of the verify process under way that
+            is a control client, given its pid (a unix socket's client) or
+            its TCP connection's ports (its own, the control port), or
+            L{None}; L{verifyAsking} by default.
+        """
         super().__init__()
+        self._askedByVerify = (
+            self._verifyAsking if askedByVerify is None else askedByVerify
+        )
         if clock is None:
             from twisted.internet import reactor as clock
         self._deployer = deployer
@@ -264,6 +282,24 @@ class ControlResource(Resource):
             )
         except _Refusal as refusal:
             return writeJSON(request, refusal.code, refusal.body)
+        peer = request.getClientAddress()
+        pid, ports = None, None
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            ports = (peer.port, request.getHost().port)
+        else:
+            pid = (_peerCredentials(request) or (None, None))[0]
+        asking = self._askedByVerify(pid, ports)
+        if asking is not None:
+            return writeJSON(
+                request,
+                409,
+                {
+                    "error": f"rainbowd: this redeploy comes from process "
+                    f"{asking}, of the verify command under way, and would "
+                    "wait for the deploy that verify holds up: take "
+                    "redeploys out of verify"
+                },
+            )
         redeploy = partial(
             self._deployer.redeploy, requester=describePeer(request), message=message
         )
@@ -299,6 +335,17 @@ class ControlResource(Resource):
     def _outcomeAsJSON(self, outcome: object) -> Tuple[int, Dict[str, Any]]:
         active = self._deployer.active
         return outcomeAsJSON(outcome, None if active is None else active.generation)
+    def _verifyAsking(
+        self, pid: Optional[int], ports: Optional[Tuple[int, int]]
+    ) -> Optional[int]:
+        """
+        L{verifyAsking}, while a verify runs.
+        """
+        if not self._deployer.status().get("verify"):
+            return None
+        return verifyAsking(
+            ProcessGroupSignals(), self._deployer.config.stateDir, pid, ports
+        )
 
     def _logs(self, request: IRequest) -> object:
         """
@@ -446,16 +493,21 @@ def describePeer(request: IRequest) -> str:
     return str(peer)
 
 
+#: Linux's option for the credentials of a unix socket's peer, which the
+#: socket module of PyPy 3.9 does not name.
+_SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17 if sys.platform == "linux" else None)
+
+
 def _peerCredentials(request: IRequest) -> Optional[Tuple[int, int]]:
     """
     The pid and uid of the process at the other end of C{request}'s unix
     socket, or L{None} if they cannot be known.
     """
+    if _SO_PEERCRED is None:
+        return None
     try:
         handle = request.channel.transport.getHandle()
-        packed = handle.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
-        )
+        packed = handle.getsockopt(socket.SOL_SOCKET, _SO_PEERCRED, struct.calcsize("3i"))
     except (AttributeError, OSError):
         return None
     pid, uid, gid = struct.unpack("3i", packed)

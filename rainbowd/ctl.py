@@ -28,7 +28,7 @@ import os
 import socket
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attrs
 
@@ -50,6 +50,7 @@ from rainbowd.remote import (
     readTokenFile,
     remoteAddress,
 )
+from rainbowd.verify import VERIFY_VARIABLE
 
 #: Exit codes: the deploy failed, or rainbowd answered the request with an
 #: error; rainbowctl could not ask.
@@ -431,8 +432,16 @@ class Progress:
         )
 
     def _waiting(self, event) -> None:
-        generation = event["generation"]
         step = event.get("step")
+        if step == "queued":
+            self._update(
+                ("waiting", None, step),
+                None,
+                f"waiting for the deploy under way: {event['elapsed']:.0f} s",
+                event["elapsed"],
+            )
+            return
+        generation = event["generation"]
         health = None if step == "verify" else self._health.get(generation)
         check = (
             ""
@@ -460,7 +469,7 @@ class Progress:
         )
 
     def _verifyOutput(self, event) -> None:
-        self._say(f"    verify: {event['line']}")
+        self._say(f"    verify: {_printable(event['line'])}")
 
     def _verified(self, event) -> None:
         self._say(
@@ -551,12 +560,12 @@ class Progress:
                 "in all; rainbowd's log has every one):"
             )
             for line in verify["output"]:
-                self._say("    " + line)
+                self._say("    " + _printable(line))
         output = event.get("output") or []
         if output:
             self._say(f"last output of generation {event.get('generation')}:")
             for line in output:
-                self._say("    " + line)
+                self._say("    " + _printable(line))
         serving = event.get("serving")
         if self._shuttingDown:
             return
@@ -687,7 +696,17 @@ def statusTable(status: Dict[str, Any]) -> str:
                 + ("; new requests wait for its replacement" if waiting else "")
             )
     if status.get("deploying"):
-        lines.append("a deploy is under way")
+        verify = status.get("verify")
+        lines.append(
+            "a deploy is under way"
+            + (
+                ""
+                if not verify
+                else f": generation {verify['generation']}'s verify has run "
+                f"{verify['seconds']:.0f} s (process group {verify['pgid']}): "
+                + _printable(verify["command"])
+            )
+        )
     last = status.get("lastDeploy")
     if last is not None:
         if last.get("ok"):
@@ -717,6 +736,14 @@ _CAUSES = {"automaticRollback": "auto-rollback"}
 HISTORY_WIDTH = 100
 
 
+def _printable(text: str) -> str:
+    """
+    C{text} with its control characters, which a terminal would act on,
+    replaced by C{?}.
+    """
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _shown(text: Optional[str], width: int) -> str:
     """
     C{text} in at most C{width} columns, cut with an ellipsis, its control
@@ -724,7 +751,7 @@ def _shown(text: Optional[str], width: int) -> str:
     """
     if text is None:
         return "-"
-    text = "".join(c if c.isprintable() else "?" for c in str(text))
+    text = _printable(str(text))
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
@@ -941,11 +968,22 @@ def run(
     err: IO[str],
     cwd: Optional[str] = None,
     connect: Optional[Callable[..., Any]] = None,
+    environ: Optional[Mapping[str, str]] = None,
 ) -> int:
     """
-    Run rainbowctl with arguments C{argv}; return its exit code.
+    Run rainbowctl with arguments C{argv}, in environment C{environ}
+    (rainbowctl's own by default); return its exit code.
     """
     arguments = _parser().parse_args(list(argv))
+    environ = os.environ if environ is None else environ
+    if arguments.command == "redeploy" and environ.get(VERIFY_VARIABLE):
+        err.write(
+            "rainbowctl: refused: this is a verify command (RAINBOWD_VERIFY "
+            "is set), and a redeploy asked for here would wait for the "
+            "deploy this verify holds up, until verifyTimeout killed it; "
+            "take rainbowctl redeploy out of verify.\n"
+        )
+        return CANNOT
     try:
         target = _target(arguments, cwd, err)
         for warning in target.warnings:

@@ -33,7 +33,7 @@ from rainbowd.health import REPORT_EVERY, LivenessProbe
 from rainbowd.leftovers import AppGroups
 from rainbowd.ports import NoFreePort, PortPicker
 from rainbowd.shutdown import reportShutdown
-from rainbowd.verify import Verifier, VerifyFailed
+from rainbowd.verify import Verifier, VerifyFailed, VerifyRun
 from rainbowd.waiters import Waiters
 
 
@@ -322,6 +322,7 @@ class Deployer(Service):
         self._groups = groups
         self._cleanup: Optional[Deferred] = None
         self._verifier = verifier
+        self._verifyRun: Optional[VerifyRun] = None
 
     # IService
 
@@ -450,6 +451,7 @@ class Deployer(Service):
             "deploying": self._deploying,
             "backends": [backend.describe() for backend in self.backends],
             "lastDeploy": self._lastDeploy,
+            "verify": None if self._verifyRun is None else self._verifyRun.describe(),
         }
 
     def observe(self, observer: Callable[[Event], None]) -> Callable[[], None]:
@@ -581,6 +583,7 @@ class Deployer(Service):
                 "verifyOutput", generation, deploy=deploy, line=line, stream=stream
             ),
         )
+        self._verifyRun = run
         try:
             verified = yield run.result
         except VerifyFailed as e:
@@ -597,6 +600,8 @@ class Deployer(Service):
                 tuple(backend.output),
                 {"command": backend.config.verify, **e.asJSON()},
             )
+        finally:
+            self._verifyRun = None
         self._emit("verified", generation, deploy=deploy, seconds=verified.seconds)
 
     def _keepStartupKeys(self, config: Config) -> Config:

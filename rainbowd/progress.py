@@ -80,6 +80,7 @@ class RedeployProgress:
         self._deploy: Optional[int] = None
         self._starting: Dict[int, float] = {}
         self._verifying: Dict[int, float] = {}
+        self._queued: Optional[float] = None
         self._toStop: Set[int] = set()
         self._draining: Dict[int, float] = {}
         self._result = False
@@ -103,7 +104,8 @@ class RedeployProgress:
         self._stopObserving = self._deployer.observe(self._observe)
         outcome = maybeDeferred(self._redeploy)
         if self._deploy is None and not outcome.called:
-            self._write({"event": "queued", "time": self._clock.seconds()})
+            self._queued = self._clock.seconds()
+            self._write({"event": "queued", "time": self._queued})
         self._ticks.start(self._interval, now=False)
         outcome.addBoth(self._outcome).addErrback(
             lambda f: _log.failure("Could not stream a redeploy's outcome", f)
@@ -184,6 +186,15 @@ class RedeployProgress:
 
     def _tick(self) -> None:
         now = self._clock.seconds()
+        if self._queued is not None and self._deploy is None and not self._result:
+            self._write(
+                {
+                    "event": "waiting",
+                    "time": now,
+                    "step": "queued",
+                    "elapsed": round(now - self._queued, 1),
+                }
+            )
         for generation, since in self._starting.items():
             self._write(
                 {

@@ -17,11 +17,12 @@ killed once its shell has exited, or at the latest with the generation, and
 a later rainbowd finds those a killed one left.
 """
 
+import errno
 import os
 import signal
 from collections import deque
 from types import MappingProxyType
-from typing import Callable, Deque, Dict, Mapping, Optional, Tuple
+from typing import Callable, Deque, Dict, Mapping, Optional, Set, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -31,7 +32,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import LONGEST_LINE, OUTPUT_GRACE, describeExit
+from rainbowd.backend import APP_VARIABLE, LONGEST_LINE, OUTPUT_GRACE, describeExit
 
 #: How many of its last output lines a verify's outcome carries.
 VERIFY_LINES = 20
@@ -54,6 +55,18 @@ _SHELL_CODES = {
     "executable?)",
     127: "the shell did not find the command (is it installed, on the PATH "
     "rainbowd runs with, or relative to cwd?)",
+}
+
+#: What the errors of a spawn that fails mean, and what to do about them.
+_SPAWN_ERRORS = {
+    errno.EAGAIN: "rainbowd's user is out of processes: raise its limit "
+    "(TasksMax= or LimitNPROC= in the systemd unit, ulimit -u), or find "
+    "what holds them",
+    errno.EMFILE: "rainbowd is out of file descriptors: raise its limit "
+    "(LimitNOFILE= in the systemd unit, ulimit -n)",
+    errno.ENFILE: "the system is out of file descriptors: raise "
+    "fs.file-max, or find what holds them",
+    errno.ENOMEM: "the system is out of memory",
 }
 
 
@@ -190,17 +203,20 @@ class VerifyRun(ProcessProtocol):
             command=self._command,
         )
         self._started = self._reactor.seconds()
+        if not os.path.isdir(self._cwd):
+            return self._notStarted(
+                f"its directory {self._cwd} (\"cwd\") is gone; a release "
+                "directory in use must be kept until a redeploy replaces it"
+            )
         try:
             process = self._reactor.spawnProcess(
                 self, args[0], args, env=self._env, path=self._cwd
             )
         except OSError as e:
-            self._finish(
-                VerifyFailed(
-                    f"could not be started: {e}", None, None, False, 0.0, 0, ()
-                )
-            )
-            return self.result
+            why = str(e)
+            if e.errno in _SPAWN_ERRORS:
+                why += ": " + _SPAWN_ERRORS[e.errno]
+            return self._notStarted(why)
         self.pgid = process.pid
         process.closeStdin()  # a verify that reads its input gets EOF, not a hang
         self._calls["timeout"] = self._reactor.callLater(
@@ -218,6 +234,17 @@ class VerifyRun(ProcessProtocol):
             return
         self._killed = why
         self._kill()
+
+    def describe(self) -> dict:
+        """
+        What runs, JSON-able, for C{/status}.
+        """
+        return {
+            "generation": self._generation,
+            "command": self._command,
+            "pgid": self.pgid,
+            "seconds": round(self._reactor.seconds() - self._started, 3),
+        }
 
     # ProcessProtocol
 
@@ -268,6 +295,12 @@ class VerifyRun(ProcessProtocol):
         )
         if self._lines <= STREAMED_LINES:
             self._onLine(text, stream)
+
+    def _notStarted(self, why: str) -> Deferred:
+        self._finish(
+            VerifyFailed(f"could not be started: {why}", None, None, False, 0.0, 0, ())
+        )
+        return self.result
 
     def _timedOutNow(self) -> None:
         if self._killed is not None:
@@ -352,6 +385,65 @@ class VerifyRun(ProcessProtocol):
             self.result.callback(outcome)
 
 
+def _socketInodes(table: str, localPort: int, remotePort: int) -> Set[str]:
+    """
+    The inodes of the sockets of C{table}, the text of C{/proc/net/tcp} or
+    C{/proc/net/tcp6}, from port C{localPort} to port C{remotePort}.
+    """
+    inodes = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+        except (IndexError, ValueError):
+            continue
+        if (local, remote) == (localPort, remotePort):
+            inodes.add(fields[9])
+    return inodes
+
+
+def verifyAsking(
+    signals,
+    stateDir: str,
+    pid: Optional[int] = None,
+    ports: Optional[Tuple[int, int]] = None,
+    proc: str = "/proc",
+) -> Optional[int]:
+    """
+    The pid of a verify process of the rainbowd of C{stateDir} at the other
+    end of a control connection, or L{None}: the process C{pid} (a unix
+    socket's client), or the one holding the TCP connection C{ports}, from
+    the client's port to the control port.
+    """
+    verifying = signals.marked({APP_VARIABLE: stateDir, VERIFY_VARIABLE: "1"})
+    if pid is not None or ports is None:
+        return pid if pid in verifying else None
+    inodes: Set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(os.path.join(proc, "net", table)) as f:
+                inodes |= _socketInodes(f.read(), *ports)
+        except OSError:
+            pass
+    links = {f"socket:[{inode}]" for inode in inodes}
+    for candidate in verifying:
+        fds = os.path.join(proc, str(candidate), "fd")
+        try:
+            names = os.listdir(fds)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                if os.readlink(os.path.join(fds, name)) in links:
+                    return candidate
+            except OSError:
+                pass
+    return None
+
+
 class Verifier:
     """
     Runs the verify command of a backend's config against it.
@@ -375,6 +467,7 @@ class Verifier:
         """
         config = backend.config
         env = dict(os.environ)
+        env["PWD"] = config.cwd
         env.update(config.env)
         run = VerifyRun(
             self._reactor,

@@ -287,6 +287,32 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn('"verify" is \' \', but it must be a shell command', message)
         self.assertIn("greater than 0", self.loadError({"run": RUN, "verifyTimeout": 0}))
 
+    def test_verifyAsksPublicPort(self) -> None:
+        """
+        A verify that asks the public port, and never the new version's
+        ($1 or RAINBOWD_PORT), is refused: it would test the version
+        serving, and pass whatever the new one does.  The error shows it
+        asking $1 instead.
+        """
+        message = self.loadError(
+            {"run": RUN, "port": 7100, "verify": "curl -fsS http://127.0.0.1:7100/ready"}
+        )
+        self.assertIn(
+            '"verify" asks port 7100, the public port, which the version serving '
+            "answers until the verify passes, so it would not test the new one; "
+            "ask $1, the new version's port: "
+            "\"curl -fsS http://127.0.0.1:$1/ready\".",
+            message,
+        )
+        for verify in [
+            "curl -fsS http://127.0.0.1:$1/ready && curl -fsS http://127.0.0.1:7100/",
+            "./smoke.sh http://127.0.0.1:$RAINBOWD_PORT :7100",
+            "curl -fsS http://127.0.0.1:71000/",
+            "./smoke.sh",
+        ]:
+            config = self.load({"run": RUN, "port": 7100, "verify": verify})
+            self.assertEqual(config.verify, verify)
+
     def test_backendConnectionLimits(self) -> None:
         """
         backendConnections (default 0, no cap) and backendMaxRequests

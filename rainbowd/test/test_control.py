@@ -112,6 +112,33 @@ class ControlResourceTests(SynchronousTestCase):
         self.assertRegex(requester, r"^127\.0\.0\.1:\d+$")
         self.assertIsNone(message)
 
+    def test_redeployFromVerifyRefused(self) -> None:
+        """
+        A redeploy asked for by a process of the verify under way is refused
+        with 409 and the fix, not queued behind the deploy it holds up; the
+        client's address and port (or a unix client's pid) are what is
+        looked up.
+        """
+        asked = []
+
+        def askedByVerify(pid, ports):
+            asked.append((pid, ports))
+            return 4242
+
+        self.treq = StubTreq(ControlResource(self.deployer, askedByVerify=askedByVerify))
+        response, body = self.answer(self.treq.post(CONTROL + "/redeploy", data=b""))
+        self.assertEqual(response.code, 409)
+        self.assertEqual(
+            json.loads(body)["error"],
+            "rainbowd: this redeploy comes from process 4242, of the verify "
+            "command under way, and would wait for the deploy that verify "
+            "holds up: take redeploys out of verify",
+        )
+        self.assertEqual(self.deployer.redeploys, [])
+        [(pid, (clientPort, controlPort))] = asked
+        self.assertIsNone(pid)
+        self.assertIsInstance(clientPort, int)
+
     def test_redeployMessage(self) -> None:
         """
         A JSON body's C{message} is passed on with the redeploy, whatever

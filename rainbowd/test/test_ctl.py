@@ -479,6 +479,29 @@ class ProgressTests(SynchronousTestCase):
             ],
         )
 
+    def test_controlCharactersReplaced(self) -> None:
+        """
+        Control characters in a verify's output or the app's (a clear
+        screen, a window title, a carriage return) are printed as C{?}, not
+        sent for the operator's terminal to act on.
+        """
+        hostile = "\x1b[2J\x1b]0;owned\x07ok\rbad"
+        result = {
+            **FAILURE[2],
+            "output": [hostile],
+            "verify": {"lines": 1, "output": [hostile]},
+        }
+        code, text = render(
+            [
+                {"event": "verifyOutput", "generation": 4, "line": hostile, "stream": "stdout"},
+                result,
+            ]
+        )
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\r", text)
+        self.assertIn("    verify: ?[2J?]0;owned?ok?bad\n", text)
+        self.assertEqual(text.count("    ?[2J?]0;owned?ok?bad\n"), 2)
+
     def test_noResult(self) -> None:
         """
         A stream that ends without a result exits 1 and says to look at the
@@ -632,6 +655,25 @@ class ProgressTests(SynchronousTestCase):
         self.assertIn("Another deploy is under way", text)
 
 
+    def test_queuedWaiting(self) -> None:
+        """
+        While queued, the time waited for the deploy under way is a wait
+        line, printed piped when it begins and every 10 s.
+        """
+        events = [{"event": "queued", "time": 0}] + [
+            {"event": "waiting", "time": t, "step": "queued", "elapsed": float(t)}
+            for t in range(1, 12)
+        ]
+        code, text = render(events)
+        self.assertEqual(
+            text.splitlines()[:3],
+            [
+                "Another deploy is under way; this one starts after it.",
+                "waiting for the deploy under way: 1 s",
+                "waiting for the deploy under way: 10 s",
+            ],
+        )
+
     def test_liveness(self) -> None:
         """
         The serving generation not answering, and answering again, are each
@@ -765,6 +807,31 @@ class StatusTableTests(SynchronousTestCase):
             "\ngeneration 3 does not answer: 5 liveness checks failed in a row, "
             "the last: its process 4251 is stopped; new requests wait for its "
             "replacement\na deploy is under way\n",
+            text,
+        )
+
+    def test_verifying(self) -> None:
+        """
+        A verify under way is said, with its generation, time, process
+        group and command.
+        """
+        text = statusTable(
+            {
+                "active": 3,
+                "deploying": True,
+                "backends": [],
+                "lastDeploy": None,
+                "verify": {
+                    "generation": 4,
+                    "command": "./smoke.sh $1",
+                    "pgid": 4270,
+                    "seconds": 12.25,
+                },
+            }
+        )
+        self.assertIn(
+            "\na deploy is under way: generation 4's verify has run 12 s "
+            "(process group 4270): ./smoke.sh $1\n",
             text,
         )
 
@@ -995,6 +1062,25 @@ class RunTests(SynchronousTestCase):
             ["status", "--json"], FakeConnection(FakeResponse(200, body))
         )
         self.assertEqual(json.loads(out), status)
+
+    def test_redeployFromVerify(self) -> None:
+        """
+        redeploy run by a verify command (C{RAINBOWD_VERIFY} set) is refused
+        without asking rainbowd, since that redeploy would wait for the
+        deploy the verify holds up; other commands still work there.
+        """
+        connection = FakeConnection(self.ndjson(SUCCESS))
+        out, err = io.StringIO(), io.StringIO()
+        environ = {"RAINBOWD_VERIFY": "1"}
+        code = run(["redeploy"], out, err, self.directory.path, connection, environ)
+        self.assertEqual(code, CANNOT)
+        self.assertEqual(connection.requests, [])
+        self.assertIn("rainbowctl: refused: this is a verify command", err.getvalue())
+        self.assertIn("take rainbowctl redeploy out of verify", err.getvalue())
+        status = {"active": None, "deploying": True, "backends": [], "lastDeploy": None}
+        connection = FakeConnection(FakeResponse(200, json.dumps(status).encode()))
+        code = run(["status"], out, err, self.directory.path, connection, environ)
+        self.assertEqual(code, 0)
 
     def test_redeployMessage(self) -> None:
         """

@@ -331,6 +331,7 @@ class RedeployTests(SynchronousTestCase):
                     "pid": h.process(1).pgid,
                     "seconds": 0.0,
                 },
+                "verify": None,
             },
         )
 

@@ -818,6 +818,41 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(daemon.control("GET", "/status")[1]["active"], 2)
         self.assertNotEqual(daemon.appPid(), oldPid)
 
+    def test_redeployFromVerifyRefused(self):
+        """
+        A verify that runs rainbowctl redeploy, or POSTs /redeploy itself,
+        fails at once, saying why, rather than waiting out verifyTimeout for
+        a redeploy queued behind the very deploy it holds up; the old
+        version serves on and no deploy follows.
+        """
+        daemon = Daemon(self, verifyTimeout=DEADLINE * 1000)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(verify=f"{sys.executable} -m rainbowd.ctl redeploy")
+        started = time.monotonic()
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 502, result)
+        self.assertLess(time.monotonic() - started, DEADLINE / 2)
+        self.assertEqual(result["verify"]["exitCode"], 2, result)
+        self.assertIn("rainbowctl: refused: this is a verify command", result["verify"]["output"][-1])
+        self.assertEqual(daemon.get("/"), (200, f"v1 pid={oldPid}\n"))
+        status, body = daemon.control("GET", "/status")
+        self.assertFalse(body["deploying"], body)
+        self.assertEqual(body["active"], 1)
+        daemon.writeConfig(
+            verify=f"curl -sS -X POST -d '' http://127.0.0.1:{daemon.controlPort}/redeploy; exit 3"
+        )
+        started = time.monotonic()
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 502, result)
+        self.assertLess(time.monotonic() - started, DEADLINE / 2)
+        output = "\n".join(result["verify"]["output"])
+        self.assertIn("comes from process", output)
+        self.assertIn("take redeploys out of verify", output)
+        status, body = daemon.control("GET", "/status")
+        self.assertFalse(body["deploying"], body)
+        self.assertEqual(body["active"], 1)
+
     def test_shutdownDuringVerify(self):
         """
         SIGTERM to rainbowd while a verify runs kills the verify and its

@@ -365,6 +365,30 @@ class RedeployStreamTests(SynchronousTestCase):
         emit("stopped", 5, state="failed", exit="was killed by signal 15")
         self.ended(done)
 
+    def test_queuedWaits(self) -> None:
+        """
+        A queued redeploy gets a C{waiting} line every second until its
+        deploy starts, so that a client does not take a long deploy under
+        way (a verify of minutes) for a dead connection.
+        """
+        done = self.stream()
+        emit = self.deployer.emit
+        emit("verifying", 2, deploy=2, port=20002, command="true", timeout=300.0)
+        self.clock.advance(1.0)
+        self.clock.advance(1.0)
+        self.assertEqual(
+            self.lines()[1:],
+            [
+                {"event": "waiting", "time": 1.0, "step": "queued", "elapsed": 1.0},
+                {"event": "waiting", "time": 2.0, "step": "queued", "elapsed": 2.0},
+            ],
+        )
+        emit("deploying", deploy=3, cause="redeploy")
+        self.clock.advance(1.0)
+        self.assertEqual(self.kinds(), ["queued", "waiting", "waiting", "deploying"])
+        self.deployer.redeploys[0].errback(DeployRefused("rainbowd is shutting down"))
+        self.ended(done)
+
     def test_liveness(self) -> None:
         """
         The serving generation becoming unresponsive, and recovering, is

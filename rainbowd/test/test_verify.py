@@ -2,6 +2,7 @@
 Tests for L{rainbowd.verify}, and for the deployer's verify step.
 """
 
+import errno
 import os
 import signal
 
@@ -21,6 +22,7 @@ from rainbowd.verify import (
     Verifier,
     VerifyFailed,
     VerifyRun,
+    verifyAsking,
 )
 
 VERIFY = "curl -fsS http://127.0.0.1:$1/ready"
@@ -58,7 +60,7 @@ class VerifyRunTests(SynchronousTestCase):
         run = Verifier(self.reactor, self.signals).start(
             backend, lambda line, stream: self.lines.append((line, stream))
         )
-        return run, self.reactor.processes[-1]
+        return run, (self.reactor.processes or [None])[-1]
 
     def test_command(self):
         """
@@ -82,6 +84,17 @@ class VerifyRunTests(SynchronousTestCase):
         self.assertEqual(process.env["PATH"], os.environ["PATH"])
         self.assertEqual(run.pgid, process.pid)
         self.assertTrue(process.stdinClosed)
+
+    def test_directory(self):
+        """
+        The command's C{$PWD} is its generation's directory, as the app's
+        is, not the one rainbowd was started in (a release's C{current}
+        link, say, which may point elsewhere by now).
+        """
+        self.patch(os, "environ", {**os.environ, "PWD": "/srv/app/current"})
+        run, process = self.started()
+        self.assertEqual(process.path, self.stateDir)
+        self.assertEqual(process.env["PWD"], self.stateDir)
 
     def test_passes(self):
         """
@@ -261,6 +274,46 @@ class VerifyRunTests(SynchronousTestCase):
         self.assertIn("could not be started", error.reason)
         self.assertIn("Argument list too long", error.reason)
 
+    def test_spawnFailsOutOfResources(self):
+        """
+        A verify that cannot be spawned because rainbowd is out of processes
+        or file descriptors fails saying which, and what to raise.
+        """
+        for number, name, fix in [
+            (errno.EAGAIN, "Resource temporarily unavailable", "TasksMax="),
+            (errno.EMFILE, "Too many open files", "LimitNOFILE="),
+            (errno.ENFILE, "Too many open files in system", "fs.file-max"),
+        ]:
+
+            def refuse(*args, **kwargs):
+                raise OSError(number, name)
+
+            self.reactor.spawnProcess = refuse
+            run = VerifyRun(
+                self.reactor, self.signals, VERIFY, 4, 20004, self.stateDir, {}, 5.0
+            )
+            run.start()
+            error = self.failureResultOf(run.result, VerifyFailed).value
+            self.assertIn(f"could not be started: [Errno {number}] {name}: ", error.reason)
+            self.assertIn(fix, error.reason)
+
+    def test_directoryGone(self):
+        """
+        A verify whose generation's directory is gone (a release directory
+        removed since the launch) is not spawned, and fails saying so and
+        what to keep.
+        """
+        release = os.path.join(self.stateDir, "releases", "5")
+        run, process = self.started(cwd=release)
+        error = self.failureResultOf(run.result, VerifyFailed).value
+        self.assertEqual(
+            error.reason,
+            f"could not be started: its directory {release} (\"cwd\") is gone; "
+            "a release directory in use must be kept until a redeploy "
+            "replaces it",
+        )
+        self.assertIsNone(process)
+
     def test_outputLogged(self):
         """
         Each line is logged as the verify's, not the app's.
@@ -347,6 +400,22 @@ class DeployerVerifyTests(SynchronousTestCase):
         )
         self.assertEqual(output.details, {"deploy": 2, "line": "ok", "stream": "stdout"})
         self.assertEqual(verified.details, {"deploy": 2, "seconds": 0.25})
+
+    def test_status(self):
+        """
+        While a verify runs, the status names it: its generation, command,
+        process group and the time it has run; otherwise it is null.
+        """
+        h, d = self.redeploying()
+        process = _verifyProcess(h)
+        h.reactor.advance(2.5)
+        self.assertEqual(
+            h.deployer.status()["verify"],
+            {"generation": 2, "command": VERIFY, "pgid": process.pid, "seconds": 2.5},
+        )
+        process.exit(0)
+        self.successResultOf(d)
+        self.assertIsNone(h.deployer.status()["verify"])
 
     def test_failsKeepsOld(self):
         """
@@ -445,3 +514,65 @@ class DeployerVerifyTests(SynchronousTestCase):
         self.assertIsNone(h.deployer.active)
         _verifyProcess(h).exit(0)
         self.assertIs(h.deployer.active, h.backend(1))
+
+
+class VerifyAskingTests(SynchronousTestCase):
+    """
+    L{verifyAsking} tells a control client that is one of this rainbowd's
+    verify processes, on a fake C{/proc}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeProcessReactor()
+        self.signals = FakeSignals(self.reactor)
+        self.proc = self.mktemp()
+        os.makedirs(os.path.join(self.proc, "net"))
+        self.marker = {"RAINBOWD_STATE_DIR": "/srv/app/.rainbowd", "RAINBOWD_VERIFY": "1"}
+        header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        with open(os.path.join(self.proc, "net", "tcp"), "w") as f:
+            f.write(
+                header
+                # The control port 7001 (1B59) listening, the verify's
+                # connection to it from 50312 (C488), and rainbowd's end.
+                + "   0: 0100007F:1B59 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 111 1\n"
+                + "   1: 0100007F:C488 0100007F:1B59 01 00000000:00000000 00:00000000 00000000  0 0 222 1\n"
+                + "   2: 0100007F:1B59 0100007F:C488 01 00000000:00000000 00:00000000 00000000  0 0 333 1\n"
+            )
+        self.process(5001, {**self.marker}, ["pipe:[9]", "socket:[222]"])
+        self.process(5002, {"RAINBOWD_STATE_DIR": "/srv/app/.rainbowd"}, ["socket:[444]"])
+
+    def process(self, pid, env, links):
+        self.signals.strays[pid] = env
+        fds = os.path.join(self.proc, str(pid), "fd")
+        os.makedirs(fds)
+        for fd, link in enumerate(links):
+            os.symlink(link, os.path.join(fds, str(fd)))
+
+    def asking(self, **kwargs):
+        return verifyAsking(self.signals, "/srv/app/.rainbowd", proc=self.proc, **kwargs)
+
+    def test_tcp(self):
+        """
+        The verify process holding the TCP connection from the client's port
+        to the control port is found; another connection is not its.
+        """
+        self.assertEqual(self.asking(ports=(50312, 7001)), 5001)
+        self.assertIsNone(self.asking(ports=(50313, 7001)))
+        self.assertIsNone(self.asking(ports=(7001, 50312)))
+
+    def test_unix(self):
+        """
+        A unix socket's client is a verify process if it carries this
+        rainbowd's verify marker; an app process is not one.
+        """
+        self.assertEqual(self.asking(pid=5001), 5001)
+        self.assertIsNone(self.asking(pid=5002))
+        self.assertIsNone(self.asking(pid=None))
+
+    def test_otherRainbowd(self):
+        """
+        The verify of another rainbowd (another state directory) is not
+        this one's.
+        """
+        self.signals.strays[5001] = {**self.marker, "RAINBOWD_STATE_DIR": "/srv/other"}
+        self.assertIsNone(self.asking(ports=(50312, 7001)))
