@@ -23,6 +23,7 @@ from rainbowd.backend import ALIVE, AppStopped, Backend, BackendFailed, State
 from rainbowd.config import Config, ConfigError
 from rainbowd.health import LivenessProbe
 from rainbowd.leftovers import AppGroups
+from rainbowd.lifecycle import Input, Lifecycle, Phase
 from rainbowd.ports import NoFreePort, PortPicker
 from rainbowd.waiters import Waiters
 
@@ -275,8 +276,8 @@ class Deployer(Service):
         self._ports = ports
         self._backoff = backoff
         self._generation = 0
-        self._deploying = False
-        self._queued = Waiters()
+        self._lifecycle = Lifecycle()
+        self._queue: List[_Request] = []
         self._routing = Waiters()
         self._replacementFailed: Optional[dict] = None
         self._restartCall = None
@@ -287,6 +288,13 @@ class Deployer(Service):
         self._observers: List[Callable[[Event], None]] = []
         self._groups = groups
         self._cleanup: Optional[Deferred] = None
+
+    @property
+    def phase(self) -> Phase:
+        """
+        What the deployer is doing (see L{rainbowd.lifecycle}).
+        """
+        return self._lifecycle.phase
 
     # IService
 
@@ -300,7 +308,7 @@ class Deployer(Service):
         if self._groups is None:
             self._deploy("startup", lambda: self.config, Waiters())
             return
-        self._deploying = True
+        self._lifecycle.feed(Input.CLEAN)
         self._cleanup = self._groups.stopLeftovers(self.config.killTimeout)
         self._cleanup.addErrback(
             lambda f: self.log.failure("stopping leftover app processes failed", f)
@@ -309,10 +317,10 @@ class Deployer(Service):
 
     def _cleanedUp(self) -> None:
         self._cleanup = None
-        if self.running:
+        if self._lifecycle.feed(Input.CLEANED) is Phase.DEPLOYING:
             self._deploy("startup", lambda: self.config, Waiters())
-        else:
-            self._deploying = False
+            if self._queue:
+                self._lifecycle.feed(Input.QUEUE)
 
     def stopService(self) -> Deferred:
         """
@@ -321,9 +329,12 @@ class Deployer(Service):
         @return: a Deferred that fires when no app process is left.
         """
         Service.stopService(self)
-        if self._restartCall is not None and self._restartCall.active():
+        if self.phase is Phase.RESTART_PENDING:
             self._restartCall.cancel()
-        self._queued.fire(Failure(DeployRefused("rainbowd is shutting down")))
+        self._lifecycle.feed(Input.STOP)
+        queue, self._queue = self._queue, []
+        for request in queue:
+            request.waiters.fire(Failure(DeployRefused("rainbowd is shutting down")))
         self._routing.fire(Failure(DeployRefused("rainbowd is shutting down")))
         stops = [] if self._cleanup is None else [self._cleanup]
         for backend in list(self.backends):
@@ -346,11 +357,23 @@ class Deployer(Service):
         @return: a Deferred that fires with L{Deployed}, or fails with
             L{DeployFailed}, L{DeployRefused} or L{ConfigError}.
         """
+        return self._ask("redeploy", None)
+
+    def _ask(self, cause: str, requester: Optional[str]) -> Deferred:
+        """
+        Deploy for C{cause} now, or after the deploy under way: the requests
+        of the same cause queued one after the other share one deploy.
+        """
         if not self.running:
             return fail(DeployRefused("rainbowd is shutting down"))
-        d = self._queued.wait()
-        if not self._deploying:
-            self._deployQueued()
+        if self._lifecycle.busy:
+            if not self._queue or self._queue[-1].cause != cause:
+                self._queue.append(_Request(cause, requester))
+            self._lifecycle.feed(Input.QUEUE)
+            return self._queue[-1].waiters.wait()
+        request = _Request(cause, requester)
+        d = request.waiters.wait()
+        self._deployRequest(request)
         return d
 
     def whenRoutable(self) -> Deferred:
@@ -388,7 +411,7 @@ class Deployer(Service):
         starting = [b for b in self.backends if b.state is State.STARTING]
         if starting:
             why += f"; generation {starting[-1].generation} is starting"
-        elif self._restartCall is not None and self._restartCall.active():
+        elif self.phase is Phase.RESTART_PENDING:
             delay = self._restartCall.getTime() - self._clock.seconds()
             why += f"; another replacement is tried in {delay:.1f} s"
         return why
@@ -401,7 +424,7 @@ class Deployer(Service):
         return {
             "active": None if self.active is None else self.active.generation,
             "routable": None if self.routable is None else self.routable.generation,
-            "deploying": self._deploying,
+            "deploying": self._lifecycle.busy,
             "backends": [backend.describe() for backend in self.backends],
             "lastDeploy": self._lastDeploy,
         }
@@ -425,15 +448,22 @@ class Deployer(Service):
 
     # Deploying
 
-    def _deployQueued(self) -> None:
-        waiters, self._queued = self._queued, Waiters()
-        self._deploy("redeploy", self._loadConfig, waiters)
+    def _deployRequest(self, request: "_Request") -> None:
+        """
+        Begin the deploy C{request} asked for.
+        """
+        self._deploy(request.cause, self._loadConfig, request.waiters)
 
     def _deploy(self, cause: str, loadConfig: Callable[[], Config], waiters: Waiters):
-        self._deploying = True
-        self._deploys += 1
-        if self._restartCall is not None and self._restartCall.active():
+        """
+        Begin a deploy, unless the one queued behind the deploy just done
+        (which is then under way already).
+        """
+        if self.phase is Phase.RESTART_PENDING and self._restartCall.active():
             self._restartCall.cancel()
+        if self.phase is not Phase.DEPLOYING:
+            self._lifecycle.feed(Input.DEPLOY)
+        self._deploys += 1
         started = self._clock.seconds()
         self._emit("deploying", deploy=self._deploys, cause=cause)
         d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started)
@@ -564,7 +594,7 @@ class Deployer(Service):
             self._emit("draining", old.generation, inflight=old.inflight)
 
     def _deployed(self, outcome, waiters: Waiters) -> None:
-        self._deploying = False
+        self._lifecycle.feed(Input.DONE)
         self._lastDeploy = describeOutcome(outcome)
         if isinstance(outcome, Failure):
             _logFailure(outcome)
@@ -572,10 +602,12 @@ class Deployer(Service):
                 self._replacementFailed = self._lastDeploy
         self._emit(_outcomeKind(outcome), deploy=self._deploys, **self._lastDeploy)
         waiters.fire(outcome)
-        if not self.running:
+        if self.phase is Phase.STOPPING:
             return
-        if self._queued:
-            self._deployQueued()
+        if self.phase is Phase.DEPLOYING:
+            self._deployRequest(self._queue.pop(0))
+            if self._queue:
+                self._lifecycle.feed(Input.QUEUE)
         elif self.active is None:
             self._restartLater()
         elif _unresponsive(self.active):
@@ -603,8 +635,7 @@ class Deployer(Service):
             output=_outputBlock(list(backend.output)[-10:]),
         )
         self._emit("crashed", backend.generation, exit=backend.exitReason)
-        if not self._deploying and self.running:
-            self._restartLater()
+        self._restartLater()
 
     def _watch(self, backend: Backend) -> None:
         """
@@ -652,7 +683,7 @@ class Deployer(Service):
             failures=probe.failures,
             error=probe.lastError,
             next="the deploy under way replaces it"
-            if self._deploying
+            if self._lifecycle.busy
             else "starting a replacement",
             traffic="new requests wait for the replacement, or for it to "
             "answer again"
@@ -668,11 +699,10 @@ class Deployer(Service):
             error=probe.lastError,
             stopped=stopped,
         )
-        if not self._deploying:
-            self._restartLater(
-                f"generation {backend.generation} does not answer; starting a "
-                "replacement"
-            )
+        self._restartLater(
+            f"generation {backend.generation} does not answer; starting a "
+            "replacement"
+        )
 
     def _stillFailing(self, backend: Backend, probe: LivenessProbe) -> None:
         """
@@ -703,10 +733,10 @@ class Deployer(Service):
         """
         if backend is not self.active:
             return
-        call, calledOff = self._restartCall, False
-        if call is not None and call.active():
-            call.cancel()
-            calledOff = True
+        calledOff = self.phase is Phase.RESTART_PENDING
+        if calledOff:
+            self._restartCall.cancel()
+            self._lifecycle.feed(Input.CALLED_OFF)
         rerouted = self.routable is None
         self.log.info(
             "generation {generation} passes its liveness check again{traffic}{next}",
@@ -715,7 +745,7 @@ class Deployer(Service):
             next="; its replacement is called off"
             if calledOff
             else "; its replacement takes over once healthy"
-            if self._deploying
+            if self._lifecycle.busy
             else "",
         )
         if rerouted:
@@ -742,7 +772,14 @@ class Deployer(Service):
         self._replacementFailed = None
 
     def _restartLater(self, why: str = "no backend is serving; starting one") -> None:
-        if self._restartCall is not None and self._restartCall.active():
+        """
+        Deploy the last configuration again after the backoff delay, unless
+        a restart is pending already, a deploy under way replaces the
+        backend anyway, or rainbowd is stopping.
+        """
+        if self.phase is Phase.RESTART_PENDING:
+            return
+        if self._lifecycle.feed(Input.RESTART) is not Phase.RESTART_PENDING:
             return
         delay = self._backoff(self._restarts)
         self._restarts += 1
@@ -751,3 +788,15 @@ class Deployer(Service):
         self._restartCall = self._clock.callLater(
             delay, self._deploy, "restart", lambda: self.config, Waiters()
         )
+
+
+@attrs.define
+class _Request:
+    """
+    Deploys asked for, queued behind the one under way: all of one
+    C{cause} asked for one after the other share one deploy.
+    """
+
+    cause: str
+    requester: Optional[str]
+    waiters: Waiters = attrs.field(factory=Waiters)

@@ -6,7 +6,7 @@ import os
 import signal
 
 import attrs
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,6 +19,7 @@ from rainbowd.deployer import (
     Deployer,
     DeployRefused,
 )
+from rainbowd.lifecycle import Input, InvalidInput, Phase
 from rainbowd.ports import PortPicker
 from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
 
@@ -638,6 +639,123 @@ class SupervisionTests(SynchronousTestCase):
         self.successResultOf(d)
         h.reactor.advance(100)
         self.assertEqual(len(h.reactor.processes), 2)
+
+
+class _HeldLeftovers:
+    """
+    An L{rainbowd.leftovers.AppGroups} whose cleanup of leftovers ends when
+    the test fires L{cleaned}.
+    """
+
+    def __init__(self):
+        self.cleaned = Deferred()
+
+    def stopLeftovers(self, killTimeout):
+        return self.cleaned
+
+    def record(self, backend):
+        pass
+
+    def forget(self, backend):
+        pass
+
+
+class PhaseTests(SynchronousTestCase):
+    """
+    The deployer's L{Phase} as it deploys, queues, restarts and stops.
+    """
+
+    def test_cleaningThenDeploying(self):
+        """
+        While leftovers are stopped the deployer is cleaning, with a
+        redeploy asked meanwhile held; then the first deploy runs, with that
+        redeploy queued behind it, then the redeploy; then it is idle.
+        """
+        h = Harness(self)
+        groups = _HeldLeftovers()
+        h.deployer._groups = groups
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+        h.deployer.startService()
+        self.assertIs(h.deployer.phase, Phase.CLEANING)
+        d = h.deployer.redeploy()
+        self.assertIs(h.deployer.phase, Phase.CLEANING)
+        groups.cleaned.callback([])
+        self.assertIs(h.deployer.phase, Phase.QUEUED)
+        h.healthy(1)
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        h.healthy(2)
+        self.assertEqual(self.successResultOf(d).generation, 2)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_queuedThenDeploying(self):
+        """
+        A redeploy asked for during a deploy queues it; once that deploy is
+        done, the queued one is under way and nothing is queued.
+        """
+        h = Harness(self)
+        h.start()
+        first = h.deployer.redeploy()
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        second = h.deployer.redeploy()
+        self.assertIs(h.deployer.phase, Phase.QUEUED)
+        h.healthy(2)
+        self.successResultOf(first)
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        h.healthy(3)
+        self.successResultOf(second)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_restartPending(self):
+        """
+        After a crash a restart is pending until its delay has passed, then
+        it is deploying.
+        """
+        h = Harness(self)
+        h.start()
+        h.process(1).exit(1)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+        h.reactor.advance(1.0)
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        h.healthy(2)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_restartCalledOff(self):
+        """
+        A pending restart called off because the backend answers again
+        leaves the deployer idle.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        h.start()
+        h.failLiveness(1, 3)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+        h.passLiveness(1)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+        h.reactor.advance(10)
+        self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_stopping(self):
+        """
+        Once stopped the deployer is stopping, whatever it was doing, and
+        stays so when the deploy under way ends.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.redeploy()
+        h.deployer.stopService()
+        self.assertIs(h.deployer.phase, Phase.STOPPING)
+        h.healthy(2)
+        self.assertIs(h.deployer.phase, Phase.STOPPING)
+
+    def test_invalidInputRaises(self):
+        """
+        An input the phase does not allow, such as the end of a deploy while
+        none is under way, is an error rather than ignored.
+        """
+        h = Harness(self)
+        h.start()
+        self.assertRaises(InvalidInput, h.deployer._lifecycle.feed, Input.DONE)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
 
 
 class LivenessTests(SynchronousTestCase):
