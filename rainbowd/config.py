@@ -477,6 +477,12 @@ class Config:
         "in ms",
         default=30.0,
     )
+    rollbackWindow: float = _setting(
+        _milliseconds(positive=False),
+        "Time after a switch the old version is kept alive as a standby to "
+        "roll back to, once drained, in ms (0: stop it once drained)",
+        default=300.0,
+    )
     requestHeaderTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time a client has to send a whole request head (from connecting, or "

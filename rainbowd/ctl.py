@@ -370,6 +370,13 @@ class Progress:
                 event["elapsed"],
             )
 
+    def _standby(self, event) -> None:
+        self._say(
+            f"generation {event['generation']} is the standby for "
+            f"{event['seconds']:.0f} s: rainbowctl rollback moves traffic "
+            "back to it"
+        )
+
     def _unresponsive(self, event) -> None:
         self._say(
             f"generation {event['generation']} (pid {event.get('pid')}) does not "

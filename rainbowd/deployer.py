@@ -64,6 +64,8 @@ EVENT_KINDS = {
     "(since its launch)",
     "switched": "traffic moved to a generation: deploy, previous (generation "
     "or null)",
+    "standby": "the generation traffic moved from is drained and kept as the "
+    "standby to roll back to: seconds (left in its rollbackWindow)",
     "draining": "a generation no longer gets new requests: inflight",
     "stopped": "every process of a generation is gone: state (stopped or "
     "failed), exit (how its process ended)",
@@ -164,6 +166,9 @@ STARTUP_KEYS = (
 #: backoff, in seconds.
 BACKOFF_RESET = 60.0
 
+#: How often the standby's health is checked, in seconds.
+STANDBY_CHECK_INTERVAL = 1.0
+
 
 def _lostItsPort(backend: Backend, isFree: Callable[[int], bool]) -> bool:
     """
@@ -241,6 +246,9 @@ class Deployer(Service):
         L{None} and requests wait (L{whenRoutable}) for it to pass a check
         again or for its replacement.
     @ivar backends: the backends whose processes may be alive, oldest first.
+    @ivar standby: the generation that served before C{active}, kept alive
+        (once drained) for C{rollbackWindow} after the switch, to roll back
+        to; L{None} while there is none.
     """
 
     log = Logger()
@@ -270,6 +278,9 @@ class Deployer(Service):
         self.active: Optional[Backend] = None
         self.routable: Optional[Backend] = None
         self.backends: List[Backend] = []
+        self.standby: Optional[Backend] = None
+        self._standbyUntil = 0.0
+        self._windowCall = None
         self._loadConfig = loadConfig
         self._newBackend = newBackend
         self._clock = clock
@@ -336,6 +347,8 @@ class Deployer(Service):
         for request in queue:
             request.waiters.fire(Failure(DeployRefused("rainbowd is shutting down")))
         self._routing.fire(Failure(DeployRefused("rainbowd is shutting down")))
+        if self.standby is not None:
+            self._releaseStandby("rainbowd is stopping")
         stops = [] if self._cleanup is None else [self._cleanup]
         for backend in list(self.backends):
             if backend.state in (State.READY, State.ACTIVE):
@@ -421,13 +434,23 @@ class Deployer(Service):
         The backends and the last deploy's outcome, JSON-able, for
         C{/status}.
         """
+        backends = []
+        for backend in self.backends:
+            described = backend.describe()
+            if backend is self.standby:
+                described["standbySecondsLeft"] = self._standbySecondsLeft()
+            backends.append(described)
         return {
             "active": None if self.active is None else self.active.generation,
             "routable": None if self.routable is None else self.routable.generation,
+            "standby": None if self.standby is None else self.standby.generation,
             "deploying": self._lifecycle.busy,
-            "backends": [backend.describe() for backend in self.backends],
+            "backends": backends,
             "lastDeploy": self._lastDeploy,
         }
+
+    def _standbySecondsLeft(self) -> float:
+        return round(max(self._standbyUntil - self._clock.seconds(), 0.0), 3)
 
     def observe(self, observer: Callable[[Event], None]) -> Callable[[], None]:
         """
@@ -466,13 +489,25 @@ class Deployer(Service):
         self._deploys += 1
         started = self._clock.seconds()
         self._emit("deploying", deploy=self._deploys, cause=cause)
-        d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started)
+        d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started, cause)
         d.addBoth(self._deployed, waiters)
 
     @inlineCallbacks
-    def _deployConfig(self, config: Config, started: float):
+    def _deployConfig(self, config: Config, started: float, cause: str):
         config = self._keepStartupKeys(config)
         alive = [backend for backend in self.backends if backend.state in ALIVE]
+        standby = self.standby
+        if (
+            len(alive) >= config.maxBackends
+            and standby is not None
+            and standby.state is State.STANDBY
+        ):
+            yield self._releaseStandby(
+                f"maxBackends ({config.maxBackends}) processes are alive; "
+                f"generation {standby.generation}, the standby, is stopped "
+                "to make room for the new one"
+            )
+            alive = [backend for backend in self.backends if backend.state in ALIVE]
         if len(alive) >= config.maxBackends:
             raise DeployRefused(
                 f"{len(alive)} backends are still alive and maxBackends is "
@@ -517,7 +552,7 @@ class Deployer(Service):
             backend.stop()
             raise DeployRefused("rainbowd is shutting down")
         self.config = config
-        self._swap(backend)
+        self._swap(backend, keepOld=cause == "redeploy")
         return Deployed(
             generation=backend.generation,
             port=backend.port,
@@ -572,7 +607,12 @@ class Deployer(Service):
             exit=backend.exitReason,
         )
 
-    def _swap(self, backend: Backend) -> None:
+    def _swap(self, backend: Backend, keepOld: bool = False) -> None:
+        """
+        Move traffic to C{backend} in one step, and drain the generation it
+        moved from: kept as the standby if C{keepOld} and C{rollbackWindow}
+        allows, stopped otherwise.
+        """
         old, self.active = self.active, backend
         backend.activate()
         self._watch(backend)
@@ -590,8 +630,92 @@ class Deployer(Service):
         )
         self._route(backend)
         if old is not None and old.state is State.ACTIVE:
-            old.drain()
+            if keepOld and self.config.rollbackWindow > 0:
+                self._keep(old)
+            else:
+                old.drain()
             self._emit("draining", old.generation, inflight=old.inflight)
+
+    # The standby
+
+    def _keep(self, old: Backend) -> None:
+        """
+        Drain C{old}, which traffic just moved from, and keep it as the
+        standby for C{rollbackWindow}; it replaces the standby there was.
+        """
+        if self.standby is not None:
+            self._releaseStandby(
+                f"generation {old.generation} replaces it as the standby"
+            )
+        window = self.config.rollbackWindow
+        old.drain(keep=True)
+        self.standby = old
+        self._standbyUntil = self._clock.seconds() + window
+        self._windowCall = self._clock.callLater(window, self._windowEnded, old)
+        old.whenStandby().addCallback(self._watchStandby)
+
+    def _watchStandby(self, backend: Backend) -> None:
+        """
+        C{backend} is drained and kept: check its health every
+        L{STANDBY_CHECK_INTERVAL} while it is the standby.
+        """
+        if backend is not self.standby:
+            return
+        self.log.info(
+            "generation {generation} is the standby for {seconds:.0f} s more; "
+            "POST /rollback (rainbowctl rollback) moves traffic back to it",
+            generation=backend.generation,
+            seconds=self._standbySecondsLeft(),
+        )
+        self._emit("standby", backend.generation, seconds=self._standbySecondsLeft())
+        backend.watch(
+            LivenessProbe(
+                self._clock,
+                backend.checkLiveness,
+                STANDBY_CHECK_INTERVAL,
+                backend.config.livenessFailures,
+                onFailing=lambda probe: self._standbyFailed(backend, probe),
+            )
+        )
+
+    def _standbyFailed(self, backend: Backend, probe: LivenessProbe) -> None:
+        if backend is self.standby:
+            self._releaseStandby(
+                f"it failed {probe.failures} health checks in a row, the last: "
+                f"{probe.lastError}; it is no longer a rollback target",
+                warn=True,
+            )
+
+    def _windowEnded(self, backend: Backend) -> None:
+        if backend is self.standby:
+            self._windowCall = None
+            self._releaseStandby(
+                f"its rollbackWindow ({self.config.rollbackWindow:g} s) has passed"
+            )
+
+    def _releaseStandby(self, why: str, warn: bool = False) -> Deferred:
+        """
+        Stop keeping the standby, and stop it (once drained).
+
+        @return: a Deferred that fires when it is stopped.
+        """
+        standby = self._forgetStandby()
+        (self.log.warn if warn else self.log.info)(
+            "generation {generation}, the standby, is stopped: {why}",
+            generation=standby.generation,
+            why=why,
+        )
+        return standby.release()
+
+    def _forgetStandby(self) -> Backend:
+        """
+        There is no standby any more: the one there was is returned.
+        """
+        standby, self.standby = self.standby, None
+        if self._windowCall is not None and self._windowCall.active():
+            self._windowCall.cancel()
+        self._windowCall = None
+        return standby
 
     def _deployed(self, outcome, waiters: Waiters) -> None:
         self._lifecycle.feed(Input.DONE)
@@ -622,6 +746,16 @@ class Deployer(Service):
         """
         A backend's process ended while it was not being stopped.
         """
+        if backend is self.standby:
+            self._forgetStandby()
+            self.log.warn(
+                "generation {generation}, the standby, {exit}; it is no longer "
+                "a rollback target{output}",
+                generation=backend.generation,
+                exit=backend.exitReason,
+                output=_outputBlock(list(backend.output)[-10:]),
+            )
+            return
         if backend is not self.active:
             return
         self.active = self.routable = None

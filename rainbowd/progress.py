@@ -53,7 +53,8 @@ class RedeployProgress:
     serves it (the next to start, since requests made during a deploy share
     the next one), C{waiting} lines while its generation starts, a
     C{result} line with the outcome, then the old generation's C{draining}
-    lines until it is C{stopped} (or a bound passes), then the end.
+    lines until it is C{stopped} or kept as the C{standby} (or a bound
+    passes), then the end.
 
     @param describe: maps the deploy's outcome to an HTTP code and a JSON
         body, as the plain answer has.
@@ -131,6 +132,11 @@ class RedeployProgress:
             # Emitted right after this deploy's "switched".
             self._toStop.add(event.generation)
             self._draining[event.generation] = event.time
+            mine = True
+        elif event.kind == "standby" and event.generation in self._toStop:
+            # Drained and kept: as far as this deploy goes, it is done.
+            self._toStop.discard(event.generation)
+            self._draining.pop(event.generation, None)
             mine = True
         elif event.kind == "stopped" and event.generation in self._toStop:
             self._toStop.discard(event.generation)

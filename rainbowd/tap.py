@@ -99,6 +99,7 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "livenessFailures": (None, "number"),
     "startTimeout": (None, "number"),
     "drainTimeout": (None, "number"),
+    "rollbackWindow": (None, "number"),
     "requestHeaderTimeout": (None, "number"),
     "requestBodyTimeout": (None, "number"),
     "requestBodyMinRate": (None, "number"),

@@ -167,6 +167,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "livenessInterval",
                 "startTimeout",
                 "drainTimeout",
+                "rollbackWindow",
                 "requestHeaderTimeout",
                 "requestBodyTimeout",
                 "killTimeout",

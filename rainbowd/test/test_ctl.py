@@ -255,6 +255,21 @@ class ProgressTests(SynchronousTestCase):
         )
         self.assertNotIn("\x1b", text)
 
+    def test_standby(self) -> None:
+        """
+        A deploy whose old generation is kept says for how long, and how to
+        roll back to it.
+        """
+        events = [e for e in SUCCESS if e["event"] not in ("stopped",)]
+        events.append({"event": "standby", "time": 3, "generation": 2, "seconds": 300.0})
+        code, text = render(events)
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            text.splitlines()[-1],
+            "generation 2 is the standby for 300 s: rainbowctl rollback moves "
+            "traffic back to it",
+        )
+
     def test_plainEveryTenSeconds(self) -> None:
         """
         Piped, a long wait is reported every 10 seconds.

@@ -33,7 +33,7 @@ class Harness:
     @ivar taken: ports another process holds.
     """
 
-    def __init__(self, testCase: SynchronousTestCase) -> None:
+    def __init__(self, testCase: SynchronousTestCase, rollbackWindow=0) -> None:
         self.reactor = FakeProcessReactor()
         self.health = FakeHealthCheck()
         self.signals = FakeSignals(self.reactor)
@@ -41,7 +41,13 @@ class Harness:
         stateDir = testCase.mktemp()
         os.makedirs(stateDir)
         self.configs = [
-            Config(run="app $1 $2", cwd=stateDir, stateDir=stateDir, maxBackends=3)
+            Config(
+                run="app $1 $2",
+                cwd=stateDir,
+                stateDir=stateDir,
+                maxBackends=3,
+                rollbackWindow=rollbackWindow,
+            )
         ]
         self.deployer = Deployer(
             self.configs[0],
@@ -295,6 +301,7 @@ class RedeployTests(SynchronousTestCase):
             {
                 "active": 1,
                 "routable": 1,
+                "standby": None,
                 "deploying": True,
                 "backends": [
                     {
@@ -756,6 +763,195 @@ class PhaseTests(SynchronousTestCase):
         h.start()
         self.assertRaises(InvalidInput, h.deployer._lifecycle.feed, Input.DONE)
         self.assertIs(h.deployer.phase, Phase.IDLE)
+
+
+class StandbyTests(SynchronousTestCase):
+    """
+    With C{rollbackWindow} (60 s here), the generation traffic moved from
+    is kept as the standby once drained.
+    """
+
+    def redeployed(self, **harness):
+        """
+        A harness where generation 2 replaced generation 1 by a redeploy.
+        """
+        h = Harness(self, rollbackWindow=60.0, **harness)
+        h.start()
+        d = h.deployer.redeploy()
+        h.healthy(2)
+        self.successResultOf(d)
+        return h
+
+    def test_oldKept(self):
+        """
+        After a redeploy the old generation, drained, stays alive as the
+        standby, and C{/status} says so with the seconds left in its window.
+        """
+        h = self.redeployed()
+        self.assertIs(h.deployer.standby, h.backend(1))
+        self.assertIs(h.backend(1).state, State.STANDBY)
+        self.assertEqual(h.signals.sent, [])
+        h.reactor.advance(10)
+        status = h.deployer.status()
+        self.assertEqual(status["standby"], 1)
+        [old] = [b for b in status["backends"] if b["generation"] == 1]
+        self.assertEqual(old["state"], "standby")
+        self.assertEqual(old["standbySecondsLeft"], 50.0)
+
+    def test_keptAfterDrain(self):
+        """
+        An old generation with requests in flight drains first, and is the
+        standby once they are done.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.backend(1).requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        self.assertIs(h.backend(1).state, State.DRAINING)
+        self.assertIs(h.deployer.standby, h.backend(1))
+        h.backend(1).requestFinished()
+        self.assertIs(h.backend(1).state, State.STANDBY)
+
+    def test_windowEnds(self):
+        """
+        The standby is stopped once C{rollbackWindow} has passed since the
+        switch.
+        """
+        h = self.redeployed()
+        h.reactor.advance(59.9)
+        self.assertIs(h.backend(1).state, State.STANDBY)
+        h.reactor.advance(0.1)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertEqual(h.deployer.status()["standby"], None)
+
+    def test_laterDeployReplacesIt(self):
+        """
+        A later successful redeploy stops the standby there was, and keeps
+        the generation it replaced instead, with a window of its own.
+        """
+        h = self.redeployed()
+        h.reactor.advance(30)
+        d = h.deployer.redeploy()
+        self.assertIs(h.backend(1).state, State.STANDBY)
+        h.healthy(3)
+        self.successResultOf(d)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertIs(h.deployer.standby, h.backend(2))
+        h.reactor.advance(59.9)
+        self.assertIs(h.backend(2).state, State.STANDBY)
+
+    def test_failedDeployKeepsIt(self):
+        """
+        A redeploy that fails leaves the standby as it was.
+        """
+        h = self.redeployed()
+        d = h.deployer.redeploy()
+        h.process(3).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        self.assertIs(h.deployer.standby, h.backend(1))
+
+    def test_standbyChecked(self):
+        """
+        The standby's health check is asked every second; after
+        C{livenessFailures} (3) failures in a row it is stopped and no
+        longer a target.
+        """
+        h = self.redeployed()
+        port = h.backend(1).port
+        for _ in range(3):
+            h.reactor.advance(1.0)
+            [check] = h.pendingChecks(1)
+            self.assertEqual(
+                [p for (p, path, timeout, d) in h.health.probes if d is check],
+                [port],
+            )
+            check.errback(TimeoutError("GET / did not answer within 2 s"))
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+
+    def test_standbyPasses(self):
+        """
+        A standby that passes its checks stays the standby.
+        """
+        h = self.redeployed()
+        for _ in range(5):
+            h.reactor.advance(1.0)
+            [check] = h.pendingChecks(1)
+            check.callback(None)
+        self.assertIs(h.deployer.standby, h.backend(1))
+
+    def test_standbyExits(self):
+        """
+        A standby that exits is no longer a target, and nothing restarts.
+        """
+        h = self.redeployed()
+        h.process(1).exit(1)
+        self.assertIsNone(h.deployer.standby)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+        self.assertIs(h.deployer.active, h.backend(2))
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_maxBackendsStopsStandby(self):
+        """
+        C{maxBackends} counts the standby; a redeploy that would exceed it
+        stops the standby first, then launches, rather than refusing.
+        """
+        h = self.redeployed()
+        h.newConfig(maxBackends=2, rollbackWindow=60.0)
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+        self.assertIs(h.deployer.standby, h.backend(2))
+
+    def test_restartDoesNotKeep(self):
+        """
+        A replacement for an unresponsive generation does not keep that
+        generation as the standby.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        h.healthy(2)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+
+    def test_stopServiceStopsStandby(self):
+        """
+        Stopping rainbowd stops the standby with the rest.
+        """
+        h = self.redeployed()
+        d = h.deployer.stopService()
+        h.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertIsNone(h.deployer.standby)
+
+    def test_standbyEvent(self):
+        """
+        A C{standby} event says which generation is kept, for how long.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        events = []
+        h.deployer.observe(events.append)
+        h.deployer.redeploy()
+        h.healthy(2)
+        [event] = [e for e in events if e.kind == "standby"]
+        self.assertEqual((event.generation, event.details), (1, {"seconds": 60.0}))
+        self.assertIn("standby", EVENT_KINDS)
 
 
 class LivenessTests(SynchronousTestCase):

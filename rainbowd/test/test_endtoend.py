@@ -150,6 +150,8 @@ class Daemon:
             "controlPort": self.controlPort,
             "backendPorts": f"{low}-{low + 19}",
             "drainTimeout": 10000,
+            # Old versions stop once drained, unless a test keeps a standby.
+            "rollbackWindow": 0,
             "killTimeout": 2000,
         }
         self.config.update(config)

@@ -187,7 +187,14 @@ class RequestMetricsTests(SynchronousTestCase):
         }
         self.assertEqual(
             states,
-            {"starting": 1, "ready": 0, "active": 1, "draining": 0, "stopping": 0},
+            {
+                "starting": 1,
+                "ready": 0,
+                "active": 1,
+                "draining": 0,
+                "standby": 0,
+                "stopping": 0,
+            },
         )
         self.assertEqual(samples[("rainbowd_active_generation", ())], 1)
 

@@ -215,6 +215,22 @@ class RedeployStreamTests(SynchronousTestCase):
         self.assertEqual(self.deployer.observers, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_standby(self) -> None:
+        """
+        A redeploy whose old generation is kept as the standby ends once it
+        is: with the C{standby} line, not waiting for a stop.
+        """
+        self.startsAt(3)
+        done = self.stream()
+        self.deploySucceeds()
+        self.assertNoResult(done)
+        self.deployer.emit("standby", 2, seconds=300.0)
+        self.assertEqual(self.lines()[-1], {
+            "event": "standby", "time": 1.5, "generation": 2, "seconds": 300.0
+        })
+        self.ended(done)
+        self.assertEqual(self.deployer.observers, [])
+
     def test_failure(self) -> None:
         """
         A failed redeploy streams a result with the error, the app's output
