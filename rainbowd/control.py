@@ -4,6 +4,8 @@ The control API, served on the control port::
 
     POST /redeploy   start the new version, wait for it, swap traffic
                      (its steps as NDJSON with Accept: application/x-ndjson)
+    POST /rollback   move traffic back to the standby, or launch the
+                     previous version again (NDJSON as for /redeploy)
     GET  /status     the generations and their backends
     GET  /logs       a generation's last output lines (?follow=1: and more)
     GET  /metrics    L{rainbowd.metrics.MetricsResource}, put here by
@@ -22,12 +24,23 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.config import ConfigError
-from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
+from rainbowd.deployer import (
+    DeployFailed,
+    DeployRefused,
+    NothingToRollBack,
+    describeOutcome,
+)
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 
 _log = Logger()
 
-ENDPOINTS = ("POST /redeploy", "GET /status", "GET /logs", "GET /metrics")
+ENDPOINTS = (
+    "POST /redeploy",
+    "POST /rollback",
+    "GET /status",
+    "GET /logs",
+    "GET /metrics",
+)
 
 HINT = "the current version keeps serving; fix the problem and redeploy"
 
@@ -57,7 +70,12 @@ def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
 
 
 #: The status code of each way a redeploy can fail; anything else is a 500.
-_FAILURE_CODES = ((DeployFailed, 502), (DeployRefused, 503), (ConfigError, 500))
+_FAILURE_CODES = (
+    (DeployFailed, 502),
+    (NothingToRollBack, 409),
+    (DeployRefused, 503),
+    (ConfigError, 500),
+)
 
 
 def outcomeAsJSON(outcome: Any) -> Tuple[int, Dict[str, Any]]:
@@ -70,7 +88,7 @@ def outcomeAsJSON(outcome: Any) -> Tuple[int, Dict[str, Any]]:
         return 200, body
     for kind, code in _FAILURE_CODES:
         if outcome.check(kind):
-            if kind is not DeployRefused:
+            if not issubclass(kind, DeployRefused):
                 body["hint"] = HINT
             return code, body
     return 500, body
@@ -150,6 +168,7 @@ class ControlResource(Resource):
         self._deployer = deployer
         self._clock = clock
         self.putChild(b"redeploy", Endpoint("/redeploy", {b"POST": self._redeploy}))
+        self.putChild(b"rollback", Endpoint("/rollback", {b"POST": self._rollback}))
         self.putChild(
             b"status",
             Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
@@ -174,9 +193,27 @@ class ControlResource(Resource):
         client that accepts NDJSON.  A client that hangs up does not cancel
         the deploy; its answer is then just dropped.
         """
+        return self._deploy(request, self._deployer.redeploy, "redeploy")
+
+    def _rollback(self, request: IRequest) -> object:
+        """
+        Roll back, answered as a redeploy is (409 if there is nothing to
+        roll back to).
+        """
+        requester = _peer(request)
+        return self._deploy(
+            request, lambda: self._deployer.rollback(requester), "rollback"
+        )
+
+    def _deploy(self, request: IRequest, ask: Callable[[], Any], cause: str) -> object:
         if wantsNDJSON(request):
             RedeployProgress(
-                self._deployer, self._clock, request, outcomeAsJSON
+                self._deployer,
+                self._clock,
+                request,
+                outcomeAsJSON,
+                ask=ask,
+                cause=cause,
             ).start()
             return NOT_DONE_YET
         gone = []
@@ -186,7 +223,8 @@ class ControlResource(Resource):
             code, body = outcomeAsJSON(outcome)
             if gone:
                 _log.info(
-                    "Redeploy finished ({code}) after its client hung up: {body}",
+                    "{what} finished ({code}) after its client hung up: {body}",
+                    what=cause.capitalize(),
                     code=code,
                     body=body,
                 )
@@ -194,8 +232,8 @@ class ControlResource(Resource):
             request.write(writeJSON(request, code, body))
             request.finish()
 
-        maybeDeferred(self._deployer.redeploy).addBoth(answer).addErrback(
-            lambda f: _log.failure("Could not answer a redeploy request", f)
+        maybeDeferred(ask).addBoth(answer).addErrback(
+            lambda f: _log.failure("Could not answer a {cause} request", f, cause=cause)
         )
         return NOT_DONE_YET
 
@@ -256,6 +294,20 @@ class _Refusal(Exception):
         super().__init__(code, body)
         self.code = code
         self.body = body
+
+
+def _peer(request: IRequest) -> str:
+    """
+    Who sent C{request}: its peer's address, or the unix socket's path.
+    """
+    address = request.getClientAddress()
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix socket {name or ''}".rstrip()
 
 
 def _argument(request: IRequest, name: bytes) -> Optional[str]:

@@ -1,12 +1,13 @@
 # -*- test-case-name: rainbowd.test.test_ctl -*-
 """
-C{rainbowctl}: redeploy, status and logs from the command line.
+C{rainbowctl}: redeploy, rollback, status and logs from the command line.
 
 It finds the control API the way rainbowd does, from C{rainbow.conf.json}
 in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
 1 by default) and C{controlTokenFile}.  So in the app's directory::
 
     rainbowctl redeploy
+    rainbowctl rollback
     rainbowctl status
     rainbowctl logs --follow
 
@@ -264,6 +265,7 @@ class Progress:
         self._tty = tty
         self._transient = False
         self._shown: Dict[Any, Any] = {}
+        self._cause: Optional[str] = None
         self.result: Optional[Dict[str, Any]] = None
 
     def event(self, event: Dict[str, Any]) -> None:
@@ -321,7 +323,9 @@ class Progress:
         self._say("Another deploy is under way; this one starts after it.")
 
     def _deploying(self, event) -> None:
-        self._say(f"deploy {event['deploy']} started")
+        self._cause = event.get("cause")
+        what = "rollback" if self._cause == "rollback" else "deploy"
+        self._say(f"{what} {event['deploy']} started")
 
     def _launching(self, event) -> None:
         self._say(f"launching generation {event['generation']} on port {event['port']}")
@@ -403,8 +407,9 @@ class Progress:
         self.result = event
         if event.get("ok"):
             pid = f", pid {event['pid']}" if event.get("pid") is not None else ""
+            done = "rolled back to" if self._cause == "rollback" else "deployed"
             self._say(
-                f"deployed generation {event['generation']} (port "
+                f"{done} generation {event['generation']} (port "
                 f"{event['port']}{pid}) in {event['seconds']:g} s"
             )
 
@@ -425,8 +430,11 @@ class Progress:
             self._say("no generation is serving.")
 
 
-def redeploy(client: Client, out: IO[str], tty: bool) -> int:
-    response = client.request("POST", "/redeploy", accept=NDJSON.decode())
+def redeploy(client: Client, out: IO[str], tty: bool, path: str = "/redeploy") -> int:
+    """
+    C{POST path} (C{/redeploy} or C{/rollback}), printing its steps.
+    """
+    response = client.request("POST", path, accept=NDJSON.decode())
     progress = Progress(out, tty)
     if response.getheader("content-type", "").split(";")[0] != NDJSON.decode():
         out.write(response.read().decode("utf-8", "replace"))
@@ -545,6 +553,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "redeploy", help="deploy the code and config as they are now, showing each step"
     )
+    commands.add_parser(
+        "rollback",
+        help="move traffic back to the version that served before (the "
+        "standby), or launch that version again",
+    )
     statusParser = commands.add_parser("status", help="the app's generations")
     statusParser.add_argument("--json", action="store_true", help="print JSON")
     logsParser = commands.add_parser("logs", help="an app generation's output")
@@ -579,6 +592,8 @@ def run(
         client = Client(findTarget(arguments.config, cwd), connect)
         if arguments.command == "redeploy":
             return redeploy(client, out, _isTTY(out))
+        if arguments.command == "rollback":
+            return redeploy(client, out, _isTTY(out), "/rollback")
         if arguments.command == "status":
             return status(client, out, arguments.json)
         return logs(client, out, arguments.generation, arguments.follow)

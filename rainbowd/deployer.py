@@ -5,6 +5,8 @@ The generations of the app: redeploy, swap, drain and supervision.
 
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
+import os
+
 import attrs
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -14,6 +16,7 @@ from twisted.internet.defer import (
     gatherResults,
     inlineCallbacks,
     maybeDeferred,
+    succeed,
 )
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -57,7 +60,8 @@ class Event:
 #: The kinds of L{Event}, with the details each one carries.
 EVENT_KINDS = {
     "deploying": "a deploy began: deploy (its number), cause (startup, "
-    "redeploy or restart)",
+    "redeploy, restart, rollback or automaticRollback), and for a rollback "
+    "requester (who asked, or null)",
     "launching": "a generation was started: deploy, port",
     "retrying": "a generation lost its port and another is tried: deploy, port",
     "healthy": "a generation passed its health check: deploy, port, seconds "
@@ -139,6 +143,13 @@ class DeployRefused(Exception):
 
     def asJSON(self) -> dict:
         return {"error": self.reason}
+
+
+class NothingToRollBack(DeployRefused):
+    """
+    A rollback was asked for, and there is neither a standby nor a previous
+    generation's directory to go back to.
+    """
 
 
 #: How many ports a deploy tries when the app loses its port to another
@@ -281,6 +292,8 @@ class Deployer(Service):
         self.standby: Optional[Backend] = None
         self._standbyUntil = 0.0
         self._windowCall = None
+        self._noStandby = "no redeploy has switched traffic since rainbowd started"
+        self._previousConfig: Optional[Config] = None
         self._loadConfig = loadConfig
         self._newBackend = newBackend
         self._clock = clock
@@ -329,9 +342,9 @@ class Deployer(Service):
     def _cleanedUp(self) -> None:
         self._cleanup = None
         if self._lifecycle.feed(Input.CLEANED) is Phase.DEPLOYING:
-            self._deploy("startup", lambda: self.config, Waiters())
             if self._queue:
                 self._lifecycle.feed(Input.QUEUE)
+            self._deploy("startup", lambda: self.config, Waiters())
 
     def stopService(self) -> Deferred:
         """
@@ -388,6 +401,21 @@ class Deployer(Service):
         d = request.waiters.wait()
         self._deployRequest(request)
         return d
+
+    def rollback(self, requester: Optional[str] = None) -> Deferred:
+        """
+        Go back to the generation that served before the active one: move
+        traffic back to the standby in one step if there is one, or else
+        launch the previous generation's configuration again, if its
+        directory is still there.  A rollback asked for during a deploy
+        waits for it, and then undoes it; rollbacks asked for one after the
+        other share one.
+
+        @param requester: who asked, for the C{deploying} event.
+        @return: a Deferred that fires with L{Deployed}, or fails as
+            L{redeploy}'s does, or with L{NothingToRollBack}.
+        """
+        return self._ask("rollback", requester)
 
     def whenRoutable(self) -> Deferred:
         """
@@ -475,22 +503,81 @@ class Deployer(Service):
         """
         Begin the deploy C{request} asked for.
         """
-        self._deploy(request.cause, self._loadConfig, request.waiters)
+        if request.cause == "rollback":
+            self._rollBack(request.cause, request.requester, request.waiters)
+        else:
+            self._deploy(request.cause, self._loadConfig, request.waiters)
 
-    def _deploy(self, cause: str, loadConfig: Callable[[], Config], waiters: Waiters):
+    def _rollBack(self, cause: str, requester: Optional[str], waiters: Waiters) -> None:
         """
-        Begin a deploy, unless the one queued behind the deploy just done
-        (which is then under way already).
+        Roll back: to the standby if there is one (a switch), or else to the
+        previous generation's configuration (a deploy of it).
+        """
+        standby, previous = self.standby, self._previousConfig
+        if standby is None and previous is not None and os.path.isdir(previous.cwd):
+            self._deploy(cause, lambda: previous, waiters, requester=requester)
+            return
+        self._begin(cause, requester=requester)
+        started = self._clock.seconds()
+        if standby is None:
+            outcome = Failure(NothingToRollBack(self._whyNothingToRollBack()))
+        else:
+            self.log.info(
+                "rolling back from generation {active} to generation "
+                "{generation}, the standby",
+                active=None if self.active is None else self.active.generation,
+                generation=standby.generation,
+            )
+            self._forgetStandby("traffic was rolled back to it")
+            self._previousConfig = None
+            self._swap(standby)
+            outcome = self._deployedNow(standby, started)
+        self._deployed(outcome, waiters)
+
+    def _whyNothingToRollBack(self) -> str:
+        previous = self._previousConfig
+        if previous is None:
+            why = "no previous generation is known"
+        else:
+            why = (
+                f"the previous generation's directory {previous.cwd} is gone, "
+                "so it cannot be launched again"
+            )
+        return (
+            f"nothing to roll back to: there is no standby ({self._noStandby}), "
+            f"and {why}; to keep the old version as a standby after each "
+            "redeploy, set rollbackWindow (ms, 300000 by default; it is "
+            f"{self.config.rollbackWindow * 1000:.0f} now)"
+        )
+
+    def _deploy(
+        self,
+        cause: str,
+        loadConfig: Callable[[], Config],
+        waiters: Waiters,
+        requester: Optional[str] = None,
+    ):
+        """
+        Launch a generation of the configuration C{loadConfig} gives, and
+        swap it in once healthy.
+        """
+        self._begin(cause, requester)
+        started = self._clock.seconds()
+        d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started, cause)
+        d.addBoth(self._deployed, waiters)
+
+    def _begin(self, cause: str, requester: Optional[str] = None) -> None:
+        """
+        A deploy begins (unless it is the one queued behind the deploy just
+        done, which is then under way already): number it and say so.
         """
         if self.phase is Phase.RESTART_PENDING and self._restartCall.active():
             self._restartCall.cancel()
-        if self.phase is not Phase.DEPLOYING:
+        if self.phase in (Phase.IDLE, Phase.RESTART_PENDING):
             self._lifecycle.feed(Input.DEPLOY)
         self._deploys += 1
-        started = self._clock.seconds()
-        self._emit("deploying", deploy=self._deploys, cause=cause)
-        d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started, cause)
-        d.addBoth(self._deployed, waiters)
+        details = {} if cause not in _ROLLBACKS else {"requester": requester}
+        self._emit("deploying", deploy=self._deploys, cause=cause, **details)
 
     @inlineCallbacks
     def _deployConfig(self, config: Config, started: float, cause: str):
@@ -548,11 +635,27 @@ class Deployer(Service):
                 seconds=round(self._clock.seconds() - launched, 3),
             )
             break
+        yield self._beforeSwitch(backend)
         if not self.running:
             backend.stop()
             raise DeployRefused("rainbowd is shutting down")
         self.config = config
+        if cause in _ROLLBACKS:
+            self._previousConfig = None
+        elif cause == "redeploy" and self.active is not None:
+            self._previousConfig = self.active.config
         self._swap(backend, keepOld=cause == "redeploy")
+        return self._deployedNow(backend, started)
+
+    def _beforeSwitch(self, backend: Backend) -> Deferred:
+        """
+        The last step between a new generation's health and the switch to
+        it: a Deferred that fires when traffic may move, or fails with
+        L{DeployFailed} (after which C{backend} must be stopped) if not.
+        """
+        return succeed(None)
+
+    def _deployedNow(self, backend: Backend, started: float) -> Deployed:
         return Deployed(
             generation=backend.generation,
             port=backend.port,
@@ -633,6 +736,11 @@ class Deployer(Service):
             if keepOld and self.config.rollbackWindow > 0:
                 self._keep(old)
             else:
+                if keepOld:
+                    self._noStandby = (
+                        f"rollbackWindow is 0, so generation {old.generation} "
+                        "is stopped once drained"
+                    )
                 old.drain()
             self._emit("draining", old.generation, inflight=old.inflight)
 
@@ -699,7 +807,7 @@ class Deployer(Service):
 
         @return: a Deferred that fires when it is stopped.
         """
-        standby = self._forgetStandby()
+        standby = self._forgetStandby(f"it was stopped: {why}")
         (self.log.warn if warn else self.log.info)(
             "generation {generation}, the standby, is stopped: {why}",
             generation=standby.generation,
@@ -707,11 +815,14 @@ class Deployer(Service):
         )
         return standby.release()
 
-    def _forgetStandby(self) -> Backend:
+    def _forgetStandby(self, why: Optional[str] = None) -> Backend:
         """
-        There is no standby any more: the one there was is returned.
+        There is no standby any more, because C{why}: the one there was is
+        returned.
         """
         standby, self.standby = self.standby, None
+        if why is not None:
+            self._noStandby = f"generation {standby.generation} was one; {why}"
         if self._windowCall is not None and self._windowCall.active():
             self._windowCall.cancel()
         self._windowCall = None
@@ -729,9 +840,10 @@ class Deployer(Service):
         if self.phase is Phase.STOPPING:
             return
         if self.phase is Phase.DEPLOYING:
-            self._deployRequest(self._queue.pop(0))
+            request = self._queue.pop(0)
             if self._queue:
                 self._lifecycle.feed(Input.QUEUE)
+            self._deployRequest(request)
         elif self.active is None:
             self._restartLater()
         elif _unresponsive(self.active):
@@ -747,7 +859,7 @@ class Deployer(Service):
         A backend's process ended while it was not being stopped.
         """
         if backend is self.standby:
-            self._forgetStandby()
+            self._forgetStandby(f"it {backend.exitReason}")
             self.log.warn(
                 "generation {generation}, the standby, {exit}; it is no longer "
                 "a rollback target{output}",
@@ -922,6 +1034,10 @@ class Deployer(Service):
         self._restartCall = self._clock.callLater(
             delay, self._deploy, "restart", lambda: self.config, Waiters()
         )
+
+
+#: The causes of deploys that roll back.
+_ROLLBACKS = frozenset({"rollback", "automaticRollback"})
 
 
 @attrs.define

@@ -58,6 +58,9 @@ class RedeployProgress:
 
     @param describe: maps the deploy's outcome to an HTTP code and a JSON
         body, as the plain answer has.
+    @param ask: asks for the deploy (by default C{deployer.redeploy}), and
+        returns a Deferred of its outcome.
+    @param cause: the C{cause} of the deploy that C{ask} begins.
     """
 
     def __init__(
@@ -67,8 +70,12 @@ class RedeployProgress:
         request: IRequest,
         describe: Callable[[object], Tuple[int, Dict[str, Any]]],
         interval: float = PROGRESS_INTERVAL,
+        ask: Optional[Callable[[], Any]] = None,
+        cause: str = "redeploy",
     ) -> None:
         self._deployer = deployer
+        self._ask = deployer.redeploy if ask is None else ask
+        self._cause = cause
         self._clock = clock
         self._request = request
         self._describe = describe
@@ -96,7 +103,7 @@ class RedeployProgress:
         request.setHeader(b"x-accel-buffering", b"no")
         request.notifyFinish().addErrback(self._clientGone)
         self._stopObserving = self._deployer.observe(self._observe)
-        outcome = maybeDeferred(self._deployer.redeploy)
+        outcome = maybeDeferred(self._ask)
         if self._deploy is None and not outcome.called:
             self._write({"event": "queued", "time": self._clock.seconds()})
         self._ticks.start(self._interval, now=False)
@@ -115,7 +122,7 @@ class RedeployProgress:
         details = event.details
         mine = self._deploy is not None and details.get("deploy") == self._deploy
         if self._deploy is None:
-            if event.kind == "deploying" and details.get("cause") == "redeploy":
+            if event.kind == "deploying" and details.get("cause") == self._cause:
                 self._deploy = details["deploy"]
                 self._write(event.asJSON())
             return

@@ -595,6 +595,47 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(headers["Accept"], "application/x-ndjson")
         self.assertEqual(headers["Authorization"], "Bearer s3cret")
 
+    def test_rollback(self) -> None:
+        """
+        rollback POSTs /rollback asking for NDJSON, says it rolled back and
+        to which generation, and exits 0.
+        """
+        events = [
+            {"event": "deploying", "time": 0, "generation": None, "deploy": 4,
+             "cause": "rollback", "requester": "unix socket"},
+            {"event": "switched", "time": 0, "generation": 2, "deploy": 4, "previous": 3},
+            {"event": "result", "time": 0, "ok": True, "generation": 2,
+             "port": 20001, "pid": 7, "seconds": 0.002, "serving": 2},
+        ]
+        connection = FakeConnection(self.ndjson(events))
+        code, out, err = self.rainbowctl(["rollback"], connection)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "rollback 4 started",
+                "switched: generation 2 serves traffic (was generation 3)",
+                "rolled back to generation 2 (port 20001, pid 7) in 0.002 s",
+            ],
+        )
+        self.assertEqual(connection.requests[0][:2], ("POST", "/rollback"))
+
+    def test_rollbackNothing(self) -> None:
+        """
+        A rollback with nothing to roll back to exits 1 with the reason.
+        """
+        events = [
+            {"event": "deploying", "time": 0, "generation": None, "deploy": 4,
+             "cause": "rollback", "requester": None},
+            {"event": "result", "time": 0, "ok": False,
+             "error": "nothing to roll back to: ...", "serving": 2},
+        ]
+        code, out, err = self.rainbowctl(
+            ["rollback"], FakeConnection(self.ndjson(events))
+        )
+        self.assertEqual(code, 1)
+        self.assertIn("nothing to roll back to", out)
+
     def test_redeployFails(self) -> None:
         """
         A failed redeploy exits 1 with the reason.

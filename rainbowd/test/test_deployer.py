@@ -18,6 +18,7 @@ from rainbowd.deployer import (
     DeployFailed,
     Deployer,
     DeployRefused,
+    NothingToRollBack,
 )
 from rainbowd.lifecycle import Input, InvalidInput, Phase
 from rainbowd.ports import PortPicker
@@ -952,6 +953,222 @@ class StandbyTests(SynchronousTestCase):
         [event] = [e for e in events if e.kind == "standby"]
         self.assertEqual((event.generation, event.details), (1, {"seconds": 60.0}))
         self.assertIn("standby", EVENT_KINDS)
+
+
+class RollbackTests(SynchronousTestCase):
+    """
+    Tests for L{Deployer.rollback}.
+    """
+
+    def redeployed(self, rollbackWindow=60.0):
+        """
+        A harness where generation 2 (running C{app2}) replaced generation 1
+        by a redeploy.
+        """
+        h = Harness(self, rollbackWindow=rollbackWindow)
+        h.start()
+        h.newConfig(run="app2 $1 $2", rollbackWindow=rollbackWindow)
+        d = h.deployer.redeploy()
+        h.healthy(2)
+        self.successResultOf(d)
+        return h
+
+    def test_toStandby(self):
+        """
+        With a standby, a rollback moves traffic back to it at once, with no
+        launch, and the generation rolled back from drains and stops rather
+        than becoming the standby.
+        """
+        h = self.redeployed()
+        d = h.deployer.rollback()
+        deployed = self.successResultOf(d)
+        self.assertEqual(
+            deployed,
+            Deployed(generation=1, port=20000, pid=h.process(1).pid, seconds=0.0),
+        )
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIs(h.deployer.active, h.backend(1))
+        self.assertIs(h.deployer.routable, h.backend(1))
+        self.assertIs(h.backend(1).state, State.ACTIVE)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(2).state, State.STOPPED)
+
+    def test_toStandbyWatched(self):
+        """
+        The generation rolled back to gets liveness checks again, as the
+        active one.
+        """
+        h = self.redeployed()
+        h.reactor.advance(0.5)
+        self.successResultOf(h.deployer.rollback())
+        h.failLiveness(1, 3)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+
+    def test_toStandbyStillDraining(self):
+        """
+        A rollback right after the switch, while the old generation still
+        drains, moves traffic back to it too.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.backend(1).requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        self.assertIs(h.backend(1).state, State.DRAINING)
+        self.assertEqual(self.successResultOf(h.deployer.rollback()).generation, 1)
+        self.assertIs(h.backend(1).state, State.ACTIVE)
+        h.reactor.advance(100)
+        self.assertIs(h.backend(1).state, State.ACTIVE)
+
+    def test_events(self):
+        """
+        A rollback is a deploy of its own: C{deploying} with cause
+        C{rollback} and who asked, C{switched}, C{draining}, C{deployed}.
+        """
+        h = self.redeployed()
+        events = []
+        h.deployer.observe(events.append)
+        h.deployer.rollback(requester="127.0.0.1:5000")
+        self.assertEqual(
+            [(e.kind, e.generation) for e in events],
+            [("deploying", None), ("switched", 1), ("draining", 2), ("deployed", 1)],
+        )
+        self.assertEqual(
+            events[0].details,
+            {"deploy": 3, "cause": "rollback", "requester": "127.0.0.1:5000"},
+        )
+        self.assertEqual(events[1].details, {"deploy": 3, "previous": 2})
+        self.assertEqual(events[3].details["deploy"], 3)
+
+    def test_cold(self):
+        """
+        Without a standby, a rollback launches the previous generation's
+        configuration again, through the health check, and the generation
+        rolled back from is stopped.
+        """
+        h = self.redeployed(rollbackWindow=0)
+        d = h.deployer.rollback()
+        self.assertEqual(len(h.reactor.processes), 3)
+        self.assertEqual(h.process(3).args[3], "app $1 $2")
+        self.assertNoResult(d)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+        self.assertEqual(h.deployer.config.run, "app $1 $2")
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(2).state, State.STOPPED)
+
+    def test_coldFails(self):
+        """
+        A cold rollback whose generation never becomes healthy fails as a
+        redeploy does, and the active generation serves on.
+        """
+        h = self.redeployed(rollbackWindow=0)
+        d = h.deployer.rollback()
+        h.process(3).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_coldDirectoryGone(self):
+        """
+        Without a standby, and with the previous generation's directory
+        gone, a rollback is refused, saying why and how to keep a standby.
+        """
+        h = Harness(self)
+        oldDirectory = os.path.abspath(self.mktemp())
+        os.makedirs(oldDirectory)
+        h.configs[0] = attrs.evolve(h.configs[0], cwd=oldDirectory)
+        h.deployer.config = h.configs[0]
+        h.start()
+        h.newConfig(cwd=h.configs[0].stateDir)
+        h.deployer.redeploy()
+        h.healthy(2)
+        os.rmdir(oldDirectory)
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIn(f"directory {oldDirectory} is gone", str(failure.value))
+        self.assertIn("rollbackWindow is 0", str(failure.value))
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_nothing(self):
+        """
+        Right after startup there is nothing to roll back to: the rollback
+        is refused, and says how to keep a standby.
+        """
+        h = Harness(self)
+        h.start()
+        events = []
+        h.deployer.observe(events.append)
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIsInstance(failure.value, DeployRefused)
+        self.assertIn("nothing to roll back to", str(failure.value))
+        self.assertIn("set rollbackWindow", str(failure.value))
+        self.assertEqual([e.kind for e in events], ["deploying", "refused"])
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_twice(self):
+        """
+        After a rollback to the standby there is nothing more to roll back
+        to.
+        """
+        h = self.redeployed()
+        self.successResultOf(h.deployer.rollback())
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIn("rolled back to", str(failure.value))
+
+    def test_afterWindow(self):
+        """
+        Once the window has passed, the refusal says so, and a rollback is
+        a cold one when the previous directory is there.
+        """
+        h = self.redeployed()
+        h.reactor.advance(60)
+        d = h.deployer.rollback()
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+
+    def test_waitsForDeploy(self):
+        """
+        A rollback asked for during a redeploy waits for it, and then moves
+        traffic back to the generation that deploy replaced.
+        """
+        h = self.redeployed()
+        redeploy = h.deployer.redeploy()
+        rollback = h.deployer.rollback()
+        self.assertIs(h.deployer.phase, Phase.QUEUED)
+        self.assertNoResult(rollback)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(redeploy).generation, 3)
+        self.assertEqual(self.successResultOf(rollback).generation, 2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_coalesced(self):
+        """
+        Rollbacks asked for one after the other during a deploy share one
+        rollback; a redeploy asked after them is a deploy of its own, after.
+        """
+        h = self.redeployed()
+        h.newConfig(maxBackends=5, rollbackWindow=60.0)
+        h.deployer.redeploy()
+        first = h.deployer.rollback()
+        second = h.deployer.rollback()
+        redeploy = h.deployer.redeploy()
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(first), self.successResultOf(second))
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.assertNoResult(redeploy)
+        h.healthy(4)
+        self.assertEqual(self.successResultOf(redeploy).generation, 4)
+
+    def test_stopping(self):
+        """
+        A rollback asked for while rainbowd stops is refused.
+        """
+        h = self.redeployed()
+        h.deployer.stopService()
+        self.failureResultOf(h.deployer.rollback(), DeployRefused)
 
 
 class LivenessTests(SynchronousTestCase):

@@ -326,6 +326,35 @@ class EndToEndTests(SynchronousTestCase):
         self.assertTrue(slow["result"][1].startswith(f"v1 pid={oldPid}"))
         waitFor(lambda: not alive(oldPid), "the old app to exit")
 
+    def test_rollbackToStandby(self):
+        """
+        After a redeploy the old version stays alive as the standby; a
+        rollback moves traffic back to that very process, with no launch,
+        and the version rolled back from exits.
+        """
+        daemon = Daemon(self, rollbackWindow=120000)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        newPid = result["pid"]
+        self.assertTrue(daemon.get("/")[1].startswith(f"v2 pid={newPid}"))
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["standby"] == 1,
+            "generation 1 to be the standby",
+        )
+        self.assertTrue(alive(oldPid))
+        status, result = daemon.control("POST", "/rollback")
+        self.assertEqual(status, 200, result)
+        self.assertEqual((result["generation"], result["pid"]), (1, oldPid))
+        self.assertEqual(daemon.get("/")[1], f"v1 pid={oldPid}\n")
+        waitFor(lambda: not alive(newPid), "the version rolled back from to exit")
+        self.assertEqual(daemon.log().count("launching on port"), 2, daemon.log())
+        status, result = daemon.control("POST", "/rollback")
+        self.assertEqual(status, 409, result)
+        self.assertIn("nothing to roll back to", result["error"])
+
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """
         An upgraded connection (an echo protocol) is tunnelled to the app,
