@@ -104,6 +104,24 @@ ALIVE = frozenset(
 )
 
 
+class ResponseTally:
+    """
+    How a generation has answered since it became active: counted by the
+    proxy, an integer increment per response, and read by the deployer to
+    roll back a version that answers mostly 5xx.
+
+    @ivar responses: responses to requests sent to it, including the 502s
+        and 504s rainbowd gave for it.
+    @ivar errors: how many of those were 5xx.
+    """
+
+    __slots__ = ("responses", "errors")
+
+    def __init__(self) -> None:
+        self.responses = 0
+        self.errors = 0
+
+
 class InvalidTransition(Exception):
     """
     A backend was asked to do something its state does not allow.
@@ -403,6 +421,7 @@ class Backend(ProcessProtocol):
         L{None}.
     @ivar kept: whether it is to become a standby once drained (see
         L{drain}), or is one.
+    @ivar tally: its L{ResponseTally}.
     """
 
     log = Logger()
@@ -435,6 +454,7 @@ class Backend(ProcessProtocol):
         self.pgid: Optional[int] = None
         self.liveness: Optional[LivenessProbe] = None
         self.kept = False
+        self.tally = ResponseTally()
         self._reactor = reactor
         self._healthCheck = healthCheck
         self._signals = signals

@@ -76,6 +76,20 @@ def _wholeNumber(flag: str, unit: Optional[str]) -> Callable[[str], int]:
     return coerce
 
 
+def _ratio(flag: str) -> Callable[[str], float]:
+    """
+    A coerce function for a flag taking a number such as 0.25.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--{flag} is {text!r}, but it must be a number from 0 to 1.")
+
+    return coerce
+
+
 def _portOrDescription(text: str) -> object:
     """
     A port number as an int, anything else as an endpoint description for
@@ -85,7 +99,8 @@ def _portOrDescription(text: str) -> object:
 
 
 # Config key -> (short flag, kind of argument); the flags are the keys,
-# dashed.  A "number" flag is a whole number, in ms when the key's unit is.
+# dashed.  A "number" flag is a whole number, in ms when the key's unit is;
+# a "ratio" flag, a number from 0 to 1.
 _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "run": (None, "text"),
     "port": ("p", "port"),
@@ -100,6 +115,9 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "startTimeout": (None, "number"),
     "drainTimeout": (None, "number"),
     "rollbackWindow": (None, "number"),
+    "rollbackCheckFailures": (None, "number"),
+    "rollbackErrorRate": (None, "ratio"),
+    "rollbackMinRequests": (None, "number"),
     "requestHeaderTimeout": (None, "number"),
     "requestBodyTimeout": (None, "number"),
     "requestBodyMinRate": (None, "number"),
@@ -127,6 +145,8 @@ def _coerce(key: str, kind: str) -> Callable[[str], Any]:
         return _wholeNumber(flagName(key), settingUnit(key))
     if kind == "port":
         return _portOrDescription
+    if kind == "ratio":
+        return _ratio(flagName(key))
     return str
 
 
