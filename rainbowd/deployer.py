@@ -22,7 +22,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import ALIVE, AppStopped, Backend, BackendFailed, State
+from rainbowd.backend import (
+    ALIVE,
+    AppStopped,
+    Backend,
+    BackendFailed,
+    ResponseTally,
+    State,
+)
 from rainbowd.config import Config, ConfigError
 from rainbowd.health import LivenessProbe
 from rainbowd.leftovers import AppGroups
@@ -68,6 +75,9 @@ EVENT_KINDS = {
     "(since its launch)",
     "switched": "traffic moved to a generation: deploy, previous (generation "
     "or null)",
+    "rolledBack": "rainbowd rolled back by itself to the standby: cause "
+    "(exited, unhealthy or errorRate), from and to (generations), reason, "
+    "deploy (the rollback's number)",
     "standby": "the generation traffic moved from is drained and kept as the "
     "standby to roll back to: seconds (left in its rollbackWindow)",
     "draining": "a generation no longer gets new requests: inflight",
@@ -718,7 +728,7 @@ class Deployer(Service):
         """
         old, self.active = self.active, backend
         backend.activate()
-        self._watch(backend)
+        backend.tally = ResponseTally()
         self._activeSince = self._clock.seconds()
         self.log.info(
             "generation {generation} is now serving on port {port}",
@@ -743,6 +753,7 @@ class Deployer(Service):
                     )
                 old.drain()
             self._emit("draining", old.generation, inflight=old.inflight)
+        self._watch(backend)
 
     # The standby
 
@@ -753,7 +764,8 @@ class Deployer(Service):
         """
         if self.standby is not None:
             self._releaseStandby(
-                f"generation {old.generation} replaces it as the standby"
+                f"generation {old.generation} replaces it as the standby",
+                rewatch=False,
             )
         window = self.config.rollbackWindow
         old.drain(keep=True)
@@ -801,9 +813,13 @@ class Deployer(Service):
                 f"its rollbackWindow ({self.config.rollbackWindow:g} s) has passed"
             )
 
-    def _releaseStandby(self, why: str, warn: bool = False) -> Deferred:
+    def _releaseStandby(
+        self, why: str, warn: bool = False, rewatch: bool = True
+    ) -> Deferred:
         """
-        Stop keeping the standby, and stop it (once drained).
+        Stop keeping the standby, and stop it (once drained); unless
+        C{rewatch} is false, the active generation is then watched as
+        usual, with nothing to roll back to.
 
         @return: a Deferred that fires when it is stopped.
         """
@@ -813,7 +829,109 @@ class Deployer(Service):
             generation=standby.generation,
             why=why,
         )
-        return standby.release()
+        stopped = standby.release()
+        if rewatch:
+            self._rewatch()
+        return stopped
+
+    def _rewatch(self) -> None:
+        """
+        The standby is gone: watch the active generation for liveness, as
+        outside a rollback window.
+        """
+        active = self.active
+        if self.running and active is not None and active.state is State.ACTIVE:
+            self._watch(active)
+
+    # Automatic rollback
+
+    def _rollbackTarget(self) -> Optional[Backend]:
+        """
+        The standby, if rainbowd can roll back to it now: not while a deploy
+        is under way, which replaces the active generation anyway.
+        """
+        if not self.running or self._lifecycle.busy:
+            return None
+        return self.standby
+
+    def _watchAfterSwitch(self, backend: Backend) -> None:
+        """
+        While there is a standby, check the active C{backend} every
+        C{healthCheckInterval}: roll back when it fails
+        C{rollbackCheckFailures} checks in a row, or when its share of 5xx
+        is above C{rollbackErrorRate}.
+        """
+        config = backend.config
+        backend.watch(
+            LivenessProbe(
+                self._clock,
+                lambda: self._checkAfterSwitch(backend),
+                config.healthCheckInterval,
+                config.rollbackCheckFailures,
+                onFailing=lambda probe: self._failedAfterSwitch(backend, probe),
+            )
+        )
+
+    def _checkAfterSwitch(self, backend: Backend):
+        config, tally = backend.config, backend.tally
+        if (
+            tally.responses >= config.rollbackMinRequests
+            and tally.errors > config.rollbackErrorRate * tally.responses
+            and self._rollBackAutomatically(
+                backend,
+                "errorRate",
+                f"answered {tally.errors} of its {tally.responses} responses "
+                f"with 5xx, more than rollbackErrorRate "
+                f"({config.rollbackErrorRate:g})",
+            )
+        ):
+            return None
+        return backend.checkLiveness()
+
+    def _failedAfterSwitch(self, backend: Backend, probe: LivenessProbe) -> None:
+        reason = (
+            f"failed {probe.failures} health checks in a row "
+            f"(rollbackCheckFailures), the last: {probe.lastError}"
+        )
+        if not self._rollBackAutomatically(backend, "unhealthy", reason):
+            # The deploy under way replaces it; meanwhile, as outside the
+            # window.
+            self._unresponsive(backend, probe)
+
+    def _rollBackAutomatically(self, backend: Backend, cause: str, reason: str) -> bool:
+        """
+        Roll back from C{backend}, the active generation (or the one that
+        just exited), to the standby, because C{reason}.
+
+        @return: whether it did.
+        """
+        standby = self._rollbackTarget()
+        if standby is None:
+            if self.running and self.standby is not None:
+                self.log.warn(
+                    "generation {generation} {reason}; the deploy under way "
+                    "replaces it, so it is not rolled back",
+                    generation=backend.generation,
+                    reason=reason,
+                )
+            return False
+        self.log.error(
+            "generation {generation} {reason}: rolling back to generation "
+            "{standby}, the standby",
+            generation=backend.generation,
+            reason=reason,
+            standby=standby.generation,
+        )
+        self._rollBack("automaticRollback", None, Waiters())
+        self._emit(
+            "rolledBack",
+            standby.generation,
+            cause=cause,
+            reason=reason,
+            deploy=self._deploys,
+            **{"from": backend.generation, "to": standby.generation},
+        )
+        return True
 
     def _forgetStandby(self, why: Optional[str] = None) -> Backend:
         """
@@ -867,29 +985,41 @@ class Deployer(Service):
                 exit=backend.exitReason,
                 output=_outputBlock(list(backend.output)[-10:]),
             )
+            self._rewatch()
             return
         if backend is not self.active:
             return
         self.active = self.routable = None
         if self._clock.seconds() - self._activeSince > BACKOFF_RESET:
             self._restarts = 0
+        standby = self._rollbackTarget()
         self.log.error(
             "generation {generation}, the active backend, {exit}{next}{output}",
             generation=backend.generation,
             exit=backend.exitReason,
-            next="; starting a replacement" if self.running else "",
+            next=""
+            if not self.running or standby is not None
+            else "; starting a replacement",
             output=_outputBlock(list(backend.output)[-10:]),
         )
         self._emit("crashed", backend.generation, exit=backend.exitReason)
-        self._restartLater()
+        if standby is None or not self._rollBackAutomatically(
+            backend, "exited", backend.exitReason
+        ):
+            self._restartLater()
 
     def _watch(self, backend: Backend) -> None:
         """
         Check that the newly active C{backend} stays alive, every
         C{livenessInterval} of its config (unless that is 0).
         """
+        if self.standby is not None:
+            self._watchAfterSwitch(backend)
+            return
         config = backend.config
         if config.livenessInterval == 0:
+            if backend.liveness is not None:
+                backend.liveness.stop()
             return
         backend.watch(
             LivenessProbe(

@@ -22,7 +22,12 @@ from rainbowd.deployer import (
 )
 from rainbowd.lifecycle import Input, InvalidInput, Phase
 from rainbowd.ports import PortPicker
-from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
+from rainbowd.test.fakes import (
+    FakeHealthCheck,
+    FakeProcessReactor,
+    FakeSignals,
+    passTime,
+)
 
 
 class Harness:
@@ -1169,6 +1174,212 @@ class RollbackTests(SynchronousTestCase):
         h = self.redeployed()
         h.deployer.stopService()
         self.failureResultOf(h.deployer.rollback(), DeployRefused)
+
+
+class AutomaticRollbackTests(SynchronousTestCase):
+    """
+    While there is a standby (C{rollbackWindow} 60 s here), rainbowd rolls
+    back by itself from a new generation that exits, fails its health
+    checks, or answers too many 5xx.
+    """
+
+    def redeployed(self, **changes):
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.newConfig(rollbackWindow=60.0, **changes)
+        self.events = []
+        h.deployer.observe(self.events.append)
+        d = h.deployer.redeploy()
+        h.healthy(2)
+        self.successResultOf(d)
+        del self.events[:]
+        return h
+
+    def assertRolledBack(self, h, cause, settle=0.0):
+        """
+        Generation 1 serves again, generation 2 is stopped (within
+        C{settle} seconds), and the events say it was an automatic rollback
+        for C{cause}.
+        """
+        self.assertIs(h.deployer.active, h.backend(1))
+        self.assertIs(h.deployer.routable, h.backend(1))
+        self.assertIsNone(h.deployer.standby)
+        passTime(h.reactor, settle)
+        self.assertIs(h.backend(2).state, State.STOPPED)
+        kinds = [e.kind for e in self.events]
+        self.assertIn("rolledBack", kinds)
+        [deploying] = [e for e in self.events if e.kind == "deploying"]
+        self.assertEqual(deploying.details["cause"], "automaticRollback")
+        [rolledBack] = [e for e in self.events if e.kind == "rolledBack"]
+        self.assertEqual(
+            {k: rolledBack.details[k] for k in ("cause", "from", "to", "deploy")},
+            {"cause": cause, "from": 2, "to": 1, "deploy": 3},
+        )
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def failChecks(self, h, generation, times):
+        for _ in range(times):
+            h.reactor.advance(0.1)
+            [check] = [d for d in h.pendingChecks(generation)]
+            check.errback(TimeoutError("GET / did not answer within 2 s"))
+
+    def test_exits(self):
+        """
+        A new generation that exits is rolled back from, rather than
+        restarted: no launch, and the old process serves again.
+        """
+        h = self.redeployed()
+        with capturedLogs() as logs:
+            h.process(2).exit(1)
+        self.assertRolledBack(h, "exited")
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+        messages = [formatEvent(e) for e in logs]
+        self.assertTrue(
+            any("rolling back to generation 1, the standby" in m for m in messages),
+            messages,
+        )
+
+    def test_exitsDuringDeploy(self):
+        """
+        A new generation that exits while another deploy is under way is
+        not rolled back from: that deploy replaces it, as outside the
+        window.
+        """
+        h = self.redeployed()
+        d = h.deployer.redeploy()
+        h.process(2).exit(1)
+        self.assertIsNone(h.deployer.active)
+        self.assertIs(h.deployer.standby, h.backend(1))
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+        self.assertIs(h.deployer.active, h.backend(3))
+
+    def test_unhealthy(self):
+        """
+        A new generation that fails C{rollbackCheckFailures} (3) health
+        checks in a row, one every C{healthCheckInterval}, is rolled back
+        from.
+        """
+        h = self.redeployed()
+        self.failChecks(h, 2, 2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.failChecks(h, 2, 1)
+        self.assertRolledBack(h, "unhealthy")
+
+    def test_healthyKeeps(self):
+        """
+        Health checks that fail now and then, never three in a row, roll
+        nothing back.
+        """
+        h = self.redeployed()
+        for _ in range(10):
+            self.failChecks(h, 2, 2)
+            h.reactor.advance(0.1)
+            [check] = h.pendingChecks(2)
+            check.callback(None)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_stoppedApp(self):
+        """
+        A new generation whose process is stopped (kill -STOP) is rolled
+        back from after as many checks, without waiting for timeouts.
+        """
+        h = self.redeployed()
+        h.process(2).stopped = True
+        h.reactor.advance(0.1)
+        h.reactor.advance(0.1)
+        h.reactor.advance(0.1)
+        self.assertRolledBack(h, "unhealthy", settle=10.0)
+
+    def test_errorRate(self):
+        """
+        More 5xx than C{rollbackErrorRate} (0.25) of at least
+        C{rollbackMinRequests} (20) responses roll back at the next check.
+        """
+        h = self.redeployed()
+        tally = h.backend(2).tally
+        tally.responses, tally.errors = 20, 6
+        h.reactor.advance(0.1)
+        self.assertRolledBack(h, "errorRate")
+        [rolledBack] = [e for e in self.events if e.kind == "rolledBack"]
+        self.assertIn("6 of its 20 responses", rolledBack.details["reason"])
+
+    def test_errorRateAtLimit(self):
+        """
+        A share of 5xx equal to C{rollbackErrorRate}, or over fewer than
+        C{rollbackMinRequests} responses, rolls nothing back.
+        """
+        h = self.redeployed()
+        tally = h.backend(2).tally
+        tally.responses, tally.errors = 20, 5
+        h.reactor.advance(0.1)
+        tally.responses, tally.errors = 19, 19
+        h.reactor.advance(0.2)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_errorRateOff(self):
+        """
+        C{rollbackErrorRate} 1 never rolls back for 5xx.
+        """
+        h = self.redeployed(rollbackErrorRate=1.0)
+        tally = h.backend(2).tally
+        tally.responses, tally.errors = 100, 100
+        h.reactor.advance(0.1)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_tallyFromSwitch(self):
+        """
+        The tally of a generation starts at its switch.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.backend(1).tally.responses = 7
+        h.deployer.redeploy()
+        h.backend(2).tally.errors = 3
+        h.healthy(2)
+        self.assertEqual((h.backend(2).tally.responses, h.backend(2).tally.errors), (0, 0))
+
+    def test_afterWindowLiveness(self):
+        """
+        Once the window has passed, the active generation is checked every
+        C{livenessInterval} again, and one that fails C{livenessFailures}
+        checks is replaced through the crash path, not rolled back.
+        """
+        h = self.redeployed()
+        h.reactor.advance(60)
+        self.assertIsNone(h.deployer.standby)
+        for check in h.pendingChecks(2):
+            check.callback(None)
+        h.deployer._backoff = lambda attempt: 5.0
+        h.failLiveness(2, 3)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+        self.assertNotIn("rolledBack", [e.kind for e in self.events])
+
+    def test_afterStandbyFailsLiveness(self):
+        """
+        Once the standby is gone (it failed its checks), the active
+        generation is checked as outside the window.
+        """
+        h = self.redeployed()
+        h.backend(1).liveness._threshold = 1
+        h.reactor.advance(1.0)
+        [check] = h.pendingChecks(1)
+        check.errback(TimeoutError("no"))
+        self.assertIsNone(h.deployer.standby)
+        for check in h.pendingChecks(2):
+            check.callback(None)
+        self.assertEqual(h.backend(2).liveness._interval, 2.0)
+
+    def test_manualRollbackEvents(self):
+        """
+        A rollback asked for by hand emits no C{rolledBack}: that is for
+        the automatic ones.
+        """
+        h = self.redeployed()
+        self.successResultOf(h.deployer.rollback())
+        self.assertNotIn("rolledBack", [e.kind for e in self.events])
 
 
 class LivenessTests(SynchronousTestCase):
