@@ -193,7 +193,8 @@ class ControlResource(Resource):
         client that accepts NDJSON.  A client that hangs up does not cancel
         the deploy; its answer is then just dropped.
         """
-        return self._deploy(request, self._deployer.redeploy, "redeploy")
+        watch = _argument(request, b"watch") in ("1", "true", "yes")
+        return self._deploy(request, self._deployer.redeploy, "redeploy", watch)
 
     def _rollback(self, request: IRequest) -> object:
         """
@@ -205,7 +206,9 @@ class ControlResource(Resource):
             request, lambda: self._deployer.rollback(requester), "rollback"
         )
 
-    def _deploy(self, request: IRequest, ask: Callable[[], Any], cause: str) -> object:
+    def _deploy(
+        self, request: IRequest, ask: Callable[[], Any], cause: str, watch=False
+    ) -> object:
         if wantsNDJSON(request):
             RedeployProgress(
                 self._deployer,
@@ -214,6 +217,7 @@ class ControlResource(Resource):
                 outcomeAsJSON,
                 ask=ask,
                 cause=cause,
+                watch=watch,
             ).start()
             return NOT_DONE_YET
         gone = []

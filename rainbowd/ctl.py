@@ -267,6 +267,7 @@ class Progress:
         self._shown: Dict[Any, Any] = {}
         self._cause: Optional[str] = None
         self.result: Optional[Dict[str, Any]] = None
+        self.watched: Optional[Dict[str, Any]] = None
 
     def event(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
@@ -287,7 +288,11 @@ class Progress:
                 "outcome; see rainbowctl status."
             )
             return FAILED
-        return 0 if self.result.get("ok") else FAILED
+        if not self.result.get("ok"):
+            return FAILED
+        if self.watched is not None and self.watched.get("rolledBack"):
+            return FAILED
+        return 0
 
     # Output
 
@@ -380,6 +385,35 @@ class Progress:
             f"{event['seconds']:.0f} s: rainbowctl rollback moves traffic "
             "back to it"
         )
+
+    def _watching(self, event) -> None:
+        left = event.get("secondsLeft", 0)
+        self._update(
+            ("watching",),
+            None,
+            f"watching generation {event['generation']}: {left:.0f} s left "
+            "in the rollback window",
+            event.get("time", 0),
+        )
+
+    def _rolledBack(self, event) -> None:
+        self._say(
+            f"rolled back by rainbowd: generation {event['from']} "
+            f"{event.get('reason')}; generation {event['to']} serves again"
+        )
+
+    def _watched(self, event) -> None:
+        self.watched = event
+        if event.get("rolledBack"):
+            self._say(
+                f"generation {event['generation']} was rolled back within its "
+                f"window; generation {event.get('serving')} serves"
+            )
+        else:
+            self._say(
+                f"generation {event['generation']} served through its rollback "
+                "window"
+            )
 
     def _unresponsive(self, event) -> None:
         self._say(
@@ -550,8 +584,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    commands.add_parser(
+    redeployParser = commands.add_parser(
         "redeploy", help="deploy the code and config as they are now, showing each step"
+    )
+    redeployParser.add_argument(
+        "--watch",
+        action="store_true",
+        help="then wait until the old version's rollback window ends; exit 1 "
+        "if the new version was rolled back meanwhile",
     )
     commands.add_parser(
         "rollback",
@@ -591,7 +631,8 @@ def run(
     try:
         client = Client(findTarget(arguments.config, cwd), connect)
         if arguments.command == "redeploy":
-            return redeploy(client, out, _isTTY(out))
+            path = "/redeploy?watch=1" if arguments.watch else "/redeploy"
+            return redeploy(client, out, _isTTY(out), path)
         if arguments.command == "rollback":
             return redeploy(client, out, _isTTY(out), "/rollback")
         if arguments.command == "status":

@@ -518,10 +518,17 @@ class Deployer(Service):
         else:
             self._deploy(request.cause, self._loadConfig, request.waiters)
 
-    def _rollBack(self, cause: str, requester: Optional[str], waiters: Waiters) -> None:
+    def _rollBack(
+        self,
+        cause: str,
+        requester: Optional[str],
+        waiters: Waiters,
+        switched: Callable[[], None] = lambda: None,
+    ) -> None:
         """
-        Roll back: to the standby if there is one (a switch), or else to the
-        previous generation's configuration (a deploy of it).
+        Roll back: to the standby if there is one (a switch, after which
+        C{switched} is called, before the outcome), or else to the previous
+        generation's configuration (a deploy of it).
         """
         standby, previous = self.standby, self._previousConfig
         if standby is None and previous is not None and os.path.isdir(previous.cwd):
@@ -541,6 +548,7 @@ class Deployer(Service):
             self._forgetStandby("traffic was rolled back to it")
             self._previousConfig = None
             self._swap(standby)
+            switched()
             outcome = self._deployedNow(standby, started)
         self._deployed(outcome, waiters)
 
@@ -922,14 +930,18 @@ class Deployer(Service):
             reason=reason,
             standby=standby.generation,
         )
-        self._rollBack("automaticRollback", None, Waiters())
-        self._emit(
-            "rolledBack",
-            standby.generation,
-            cause=cause,
-            reason=reason,
-            deploy=self._deploys,
-            **{"from": backend.generation, "to": standby.generation},
+        self._rollBack(
+            "automaticRollback",
+            None,
+            Waiters(),
+            switched=lambda: self._emit(
+                "rolledBack",
+                standby.generation,
+                cause=cause,
+                reason=reason,
+                deploy=self._deploys,
+                **{"from": backend.generation, "to": standby.generation},
+            ),
         )
         return True
 

@@ -636,6 +636,57 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertIn("nothing to roll back to", out)
 
+    def test_redeployWatchRolledBack(self) -> None:
+        """
+        redeploy --watch asks for the watch, prints the rollback and its
+        reason, and exits 1 when the new version was rolled back.
+        """
+        events = [e for e in SUCCESS if e["event"] != "stopped"] + [
+            {"event": "standby", "time": 3, "generation": 2, "seconds": 300.0},
+            {"event": "watching", "time": 4, "generation": 3, "standby": 2,
+             "secondsLeft": 299.0},
+            {"event": "switched", "time": 5, "generation": 2, "deploy": 4, "previous": 3},
+            {"event": "rolledBack", "time": 5, "generation": 2, "cause": "errorRate",
+             "from": 3, "to": 2, "deploy": 4,
+             "reason": "answered 30 of its 40 responses with 5xx"},
+            {"event": "watched", "time": 5, "generation": 3, "rolledBack": True,
+             "serving": 2},
+        ]
+        connection = FakeConnection(self.ndjson(events))
+        code, out, err = self.rainbowctl(["redeploy", "--watch"], connection)
+        self.assertEqual((code, err), (1, ""))
+        self.assertEqual(connection.requests[0][1], "/redeploy?watch=1")
+        lines = out.splitlines()
+        self.assertIn(
+            "watching generation 3: 299 s left in the rollback window", lines
+        )
+        self.assertIn(
+            "rolled back by rainbowd: generation 3 answered 30 of its 40 responses "
+            "with 5xx; generation 2 serves again",
+            lines,
+        )
+        self.assertEqual(
+            lines[-1],
+            "generation 3 was rolled back within its window; generation 2 serves",
+        )
+
+    def test_redeployWatchServed(self) -> None:
+        """
+        redeploy --watch exits 0 when the window ended without a rollback.
+        """
+        events = [e for e in SUCCESS if e["event"] != "stopped"] + [
+            {"event": "standby", "time": 3, "generation": 2, "seconds": 1.0},
+            {"event": "watched", "time": 5, "generation": 3, "rolledBack": False,
+             "serving": 3},
+        ]
+        code, out, err = self.rainbowctl(
+            ["redeploy", "--watch"], FakeConnection(self.ndjson(events))
+        )
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[-1], "generation 3 served through its rollback window"
+        )
+
     def test_redeployFails(self) -> None:
         """
         A failed redeploy exits 1 with the reason.
