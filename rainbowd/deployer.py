@@ -751,7 +751,8 @@ class Deployer(Service):
         )
         self._route(backend)
         if old is not None and old.state is State.ACTIVE:
-            if keepOld and self.config.rollbackWindow > 0:
+            keep = keepOld and self.config.rollbackWindow > 0
+            if keep:
                 self._keep(old)
             else:
                 if keepOld:
@@ -761,6 +762,8 @@ class Deployer(Service):
                     )
                 old.drain()
             self._emit("draining", old.generation, inflight=old.inflight)
+            if keep:
+                old.whenStandby().addCallback(self._watchStandby)
         self._watch(backend)
 
     # The standby
@@ -780,7 +783,6 @@ class Deployer(Service):
         self.standby = old
         self._standbyUntil = self._clock.seconds() + window
         self._windowCall = self._clock.callLater(window, self._windowEnded, old)
-        old.whenStandby().addCallback(self._watchStandby)
 
     def _watchStandby(self, backend: Backend) -> None:
         """

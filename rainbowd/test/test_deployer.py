@@ -958,6 +958,9 @@ class StandbyTests(SynchronousTestCase):
         [event] = [e for e in events if e.kind == "standby"]
         self.assertEqual((event.generation, event.details), (1, {"seconds": 60.0}))
         self.assertIn("standby", EVENT_KINDS)
+        self.assertEqual(
+            [e.kind for e in events if e.generation == 1], ["draining", "standby"]
+        )
 
 
 class RollbackTests(SynchronousTestCase):

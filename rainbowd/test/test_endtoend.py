@@ -355,6 +355,48 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(status, 409, result)
         self.assertIn("nothing to roll back to", result["error"])
 
+    def test_automaticRollbackOn5xx(self):
+        """
+        A new version whose C{/} answers 500 while its health check passes
+        is rolled back by rainbowd within its window: the old process
+        serves again, without a boot, and C{redeploy --watch} exits 1.
+        """
+        daemon = Daemon(self, rollbackWindow=120000, rollbackMinRequests=10)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(env={"APP_VERSION": "v2", "APP_ROOT_STATUS": "500"})
+        watch = subprocess.Popen(
+            [sys.executable, "-c", "from rainbowd.ctl import main; main()",
+             "redeploy", "--watch"],
+            cwd=daemon.directory,
+            env=dict(os.environ, PYTHONPATH=SOURCE),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: watch.poll() is None and watch.kill())
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["active"] == 2,
+            "generation 2 to serve",
+        )
+        codes = []
+
+        def served():
+            status, body = daemon.get("/")
+            codes.append(status)
+            return status == 200 and body == f"v1 pid={oldPid}\n"
+
+        waitFor(served, "the old version to serve again")
+        self.assertIn(500, codes)
+        output = watch.communicate(timeout=DEADLINE)[0].decode()
+        self.assertEqual(watch.returncode, 1, output)
+        self.assertIn("rolled back by rainbowd: generation 2 answered", output)
+        log = daemon.log()
+        self.assertIn("rolling back to generation 1, the standby", log)
+        self.assertEqual(log.count("launching on port"), 2, log)
+        status = daemon.control("GET", "/status")[1]
+        self.assertEqual(status["active"], 1)
+        self.assertIsNone(status["standby"])
+
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """
         An upgraded connection (an echo protocol) is tunnelled to the app,
