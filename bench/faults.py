@@ -787,7 +787,9 @@ hungApp.config = {"backendTimeout": 2000, "env": {"APP_MISBEHAVE": "1"}}
 
 
 def run(f, ports: Ports, backendPorts: str) -> bool:
-    config = {"run": APP, "drainTimeout": 30000, "killTimeout": 5000, "env": {}}
+    # The old version stops once drained, unless a scenario keeps a standby.
+    config = {"run": APP, "drainTimeout": 30000, "killTimeout": 5000,
+              "rollbackWindow": 0, "env": {}}
     config.update(getattr(f, "config", {}))
     daemon = Rainbowd(f.__name__, ports, backendPorts, **config)
     daemon.fileLimit = getattr(f, "fileLimit", None)
