@@ -301,7 +301,7 @@ class Deployer(Service):
         self.backends: List[Backend] = []
         self.standby: Optional[Backend] = None
         self._standbyUntil = 0.0
-        self._windowCall = None
+        self._windowCall: Any = None
         self._noStandby = "no redeploy has switched traffic since rainbowd started"
         self._previousConfig: Optional[Config] = None
         self._loadConfig = loadConfig
@@ -314,7 +314,7 @@ class Deployer(Service):
         self._queue: List[_Request] = []
         self._routing = Waiters()
         self._replacementFailed: Optional[dict] = None
-        self._restartCall = None
+        self._restartCall: Any = None
         self._restarts = 0
         self._activeSince = 0.0
         self._lastDeploy: Optional[dict] = None
@@ -536,6 +536,7 @@ class Deployer(Service):
             return
         self._begin(cause, requester=requester)
         started = self._clock.seconds()
+        outcome: object
         if standby is None:
             outcome = Failure(NothingToRollBack(self._whyNothingToRollBack()))
         else:
@@ -953,6 +954,7 @@ class Deployer(Service):
         returned.
         """
         standby, self.standby = self.standby, None
+        assert standby is not None, "there was no standby to forget"
         if why is not None:
             self._noStandby = f"generation {standby.generation} was one; {why}"
         if self._windowCall is not None and self._windowCall.active():
@@ -1018,7 +1020,7 @@ class Deployer(Service):
         )
         self._emit("crashed", backend.generation, exit=backend.exitReason)
         if standby is None or not self._rollBackAutomatically(
-            backend, "exited", backend.exitReason
+            backend, "exited", str(backend.exitReason)
         ):
             self._restartLater()
 
