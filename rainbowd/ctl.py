@@ -521,6 +521,13 @@ def statusTable(status: Dict[str, Any]) -> str:
                 f"row, the last: {liveness.get('lastError')}"
                 + ("; new requests wait for its replacement" if waiting else "")
             )
+    for backend in status.get("backends", []):
+        if backend.get("standbySecondsLeft") is not None:
+            lines.append(
+                f"generation {backend['generation']} is the standby for "
+                f"{backend['standbySecondsLeft']:.0f} s more: rainbowctl "
+                "rollback moves traffic back to it"
+            )
     if status.get("deploying"):
         lines.append("a deploy is under way")
     last = status.get("lastDeploy")

@@ -476,6 +476,31 @@ class StatusTableTests(SynchronousTestCase):
             text,
         )
 
+    def test_standby(self) -> None:
+        """
+        The standby is a row with its state, and a line saying for how long
+        it stays one and how to roll back to it.
+        """
+        text = statusTable(
+            {
+                "active": 3,
+                "standby": 2,
+                "backends": [
+                    {"generation": 3, "state": "active", "port": 20003, "pid": 9,
+                     "inflight": 0},
+                    {"generation": 2, "state": "standby", "port": 20002, "pid": 8,
+                     "inflight": 0, "standbySecondsLeft": 241.6},
+                ],
+            }
+        )
+        lines = text.splitlines()
+        self.assertEqual(lines[2].split(), ["2", "standby", "20002", "8", "0"])
+        self.assertEqual(
+            lines[3],
+            "generation 2 is the standby for 242 s more: rainbowctl rollback "
+            "moves traffic back to it",
+        )
+
     def test_empty(self) -> None:
         """
         With no backend and a failed last deploy, both are said.
