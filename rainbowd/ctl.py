@@ -448,14 +448,17 @@ class Progress:
             )
 
     def _failure(self, event) -> None:
-        self._say(f"deploy failed: {event.get('error')}")
+        rollback = self._cause == "rollback"
+        self._say(f"{'rollback' if rollback else 'deploy'} failed: {event.get('error')}")
         output = event.get("output") or []
         if output:
             self._say(f"last output of generation {event.get('generation')}:")
             for line in output:
                 self._say("    " + line)
         serving = event.get("serving")
-        if serving is not None:
+        if serving is not None and rollback:
+            self._say(f"generation {serving} is still serving.")
+        elif serving is not None:
             self._say(
                 f"generation {serving} is still serving; fix the problem "
                 "and run rainbowctl redeploy again."

@@ -956,7 +956,7 @@ class Deployer(Service):
         standby, self.standby = self.standby, None
         assert standby is not None, "there was no standby to forget"
         if why is not None:
-            self._noStandby = f"generation {standby.generation} was one; {why}"
+            self._noStandby = f"generation {standby.generation} was the standby; {why}"
         if self._windowCall is not None and self._windowCall.active():
             self._windowCall.cancel()
         self._windowCall = None

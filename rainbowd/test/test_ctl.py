@@ -659,7 +659,13 @@ class RunTests(SynchronousTestCase):
             ["rollback"], FakeConnection(self.ndjson(events))
         )
         self.assertEqual(code, 1)
-        self.assertIn("nothing to roll back to", out)
+        self.assertEqual(
+            out.splitlines()[1:],
+            [
+                "rollback failed: nothing to roll back to: ...",
+                "generation 2 is still serving.",
+            ],
+        )
 
     def test_redeployWatchRolledBack(self) -> None:
         """
