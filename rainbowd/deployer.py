@@ -531,7 +531,7 @@ class Deployer(Service):
         generation's configuration (a deploy of it).
         """
         standby, previous = self.standby, self._previousConfig
-        if standby is None and previous is not None and os.path.isdir(previous.cwd):
+        if standby is None and self._relaunchable(previous):
             self._deploy(cause, lambda: previous, waiters, requester=requester)
             return
         self._begin(cause, requester=requester)
@@ -553,10 +553,30 @@ class Deployer(Service):
             outcome = self._deployedNow(standby, started)
         self._deployed(outcome, waiters)
 
+    def _relaunchable(self, previous: Optional[Config]) -> bool:
+        """
+        Can C{previous}, the configuration of the generation before the
+        active one, be launched again as it was?  Only from a directory of
+        its own that is still there: in the active generation's directory,
+        its files may have changed since (a C{git pull} in place).
+        """
+        return (
+            previous is not None
+            and previous.cwd != self.config.cwd
+            and os.path.isdir(previous.cwd)
+        )
+
     def _whyNothingToRollBack(self) -> str:
         previous = self._previousConfig
         if previous is None:
             why = "no previous generation is known"
+        elif previous.cwd == self.config.cwd:
+            why = (
+                f"the previous generation ran in the same directory as the "
+                f"active one ({previous.cwd}), whose files may have changed "
+                "since, so launching it again would not roll back; keep each "
+                "release in a directory of its own for that"
+            )
         else:
             why = (
                 f"the previous generation's directory {previous.cwd} is gone, "
@@ -609,9 +629,8 @@ class Deployer(Service):
             and standby.state is State.STANDBY
         ):
             yield self._releaseStandby(
-                f"maxBackends ({config.maxBackends}) processes are alive; "
-                f"generation {standby.generation}, the standby, is stopped "
-                "to make room for the new one"
+                f"maxBackends ({config.maxBackends}) processes are alive, and "
+                "the new generation needs room"
             )
             alive = [backend for backend in self.backends if backend.state in ALIVE]
         if len(alive) >= config.maxBackends:

@@ -970,12 +970,14 @@ class RollbackTests(SynchronousTestCase):
 
     def redeployed(self, rollbackWindow=60.0):
         """
-        A harness where generation 2 (running C{app2}) replaced generation 1
-        by a redeploy.
+        A harness where generation 2 (running C{app2}, in a release
+        directory of its own) replaced generation 1 by a redeploy.
         """
         h = Harness(self, rollbackWindow=rollbackWindow)
         h.start()
-        h.newConfig(run="app2 $1 $2", rollbackWindow=rollbackWindow)
+        release = os.path.abspath(self.mktemp())
+        os.makedirs(release)
+        h.newConfig(run="app2 $1 $2", rollbackWindow=rollbackWindow, cwd=release)
         d = h.deployer.redeploy()
         h.healthy(2)
         self.successResultOf(d)
@@ -1077,6 +1079,21 @@ class RollbackTests(SynchronousTestCase):
         h.process(3).exit(1)
         self.failureResultOf(d, DeployFailed)
         self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_coldSameDirectory(self):
+        """
+        Without a standby, a previous generation that ran in the active
+        one's directory is not launched again (its files may have changed
+        since): the rollback is refused, saying so.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(run="app2 $1 $2")
+        h.deployer.redeploy()
+        h.healthy(2)
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIn("same directory as the active one", str(failure.value))
+        self.assertEqual(len(h.reactor.processes), 2)
 
     def test_coldDirectoryGone(self):
         """
