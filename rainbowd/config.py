@@ -441,6 +441,13 @@ def _parseAccessLogFormat(value: object) -> str:
     return value
 
 
+def _parseRatio(value: object) -> float:
+    ratio = _number(value)
+    if not 0 <= ratio <= 1:
+        raise _Invalid()
+    return float(ratio)
+
+
 def _parseCount(value: object) -> int:
     count = _integer(value)
     if count < 0:
@@ -544,6 +551,32 @@ class Config:
         "Time an old version has to finish its requests before it is stopped, "
         "in ms",
         default=30.0,
+    )
+    rollbackWindow: float = _setting(
+        _milliseconds(positive=False),
+        "Time after a switch the old version is kept alive as a standby to "
+        "roll back to, once drained, in ms (0: stop it once drained)",
+        default=300.0,
+    )
+    rollbackCheckFailures: int = _setting(
+        _Kind("a whole number, 1 or more", _parseAtLeastOne),
+        "Health checks in a row (one every healthCheckInterval while there is "
+        "a standby) the new version may fail before rainbowd rolls back to "
+        "the standby",
+        default=3,
+    )
+    rollbackErrorRate: float = _setting(
+        _Kind("a number from 0 to 1", _parseRatio),
+        "Share of the new version's responses that may be 5xx while there is "
+        "a standby; above it (over rollbackMinRequests at least) rainbowd "
+        "rolls back (1: never)",
+        default=0.25,
+    )
+    rollbackMinRequests: int = _setting(
+        _Kind("a whole number, 1 or more", _parseAtLeastOne),
+        "Responses the new version must have given before its share of 5xx "
+        "can roll it back",
+        default=20,
     )
     requestHeaderTimeout: float = _setting(
         _milliseconds(positive=True),

@@ -6,6 +6,8 @@ The control API, served on the control port::
                      (its steps as NDJSON with Accept: application/x-ndjson);
                      an optional JSON body {"message": "..."} says what
                      it deploys, for the history
+    POST /rollback   move traffic back to the standby, or launch the
+                     previous version again (NDJSON as for /redeploy)
     POST /pause      hold new requests in rainbowd until POST /resume
     POST /maintenance  answer every new request 503 with a maintenance page
                      (an optional body {"message": "..."}) until POST /resume
@@ -37,7 +39,12 @@ from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.backend import ProcessGroupSignals
 from rainbowd.config import ConfigError
-from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
+from rainbowd.deployer import (
+    DeployFailed,
+    DeployRefused,
+    NothingToRollBack,
+    describeOutcome,
+)
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 from rainbowd.traffic import Traffic
 from rainbowd.verify import verifyAsking
@@ -46,6 +53,7 @@ _log = Logger()
 
 ENDPOINTS = (
     "POST /redeploy",
+    "POST /rollback",
     "POST /pause",
     "POST /maintenance",
     "POST /resume",
@@ -102,7 +110,12 @@ def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
 
 
 #: The status code of each way a redeploy can fail; anything else is a 500.
-_FAILURE_CODES = ((DeployFailed, 502), (DeployRefused, 503), (ConfigError, 500))
+_FAILURE_CODES = (
+    (DeployFailed, 502),
+    (NothingToRollBack, 409),
+    (DeployRefused, 503),
+    (ConfigError, 500),
+)
 
 
 def outcomeAsJSON(outcome: Any, serving: Optional[int]) -> Tuple[int, Dict[str, Any]]:
@@ -117,7 +130,7 @@ def outcomeAsJSON(outcome: Any, serving: Optional[int]) -> Tuple[int, Dict[str, 
         return 200, body
     for kind, code in _FAILURE_CODES:
         if outcome.check(kind):
-            if kind is not DeployRefused:
+            if not issubclass(kind, DeployRefused):
                 body["hint"] = failureHint(serving)
             return code, body
     return 500, body
@@ -221,6 +234,7 @@ class ControlResource(Resource):
             b"maintenance", Endpoint("/maintenance", {b"POST": self._maintenance})
         )
         self.putChild(b"resume", Endpoint("/resume", {b"POST": self._resume}))
+        self.putChild(b"rollback", Endpoint("/rollback", {b"POST": self._rollback}))
         self.putChild(
             b"status",
             Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
@@ -300,16 +314,37 @@ class ControlResource(Resource):
                     "redeploys out of verify"
                 },
             )
+        watch = _argument(request, b"watch") in ("1", "true", "yes")
         redeploy = partial(
             self._deployer.redeploy, requester=describePeer(request), message=message
         )
+        return self._deploy(request, redeploy, "redeploy", watch)
+
+    def _rollback(self, request: IRequest) -> object:
+        """
+        Roll back, answered as a redeploy is (409 if there is nothing to
+        roll back to).
+        """
+        rollback = partial(self._deployer.rollback, describePeer(request))
+        return self._deploy(request, rollback, "rollback")
+
+    def _deploy(
+        self, request: IRequest, ask: Callable[[], Any], cause: str, watch=False
+    ) -> object:
+        """
+        Answer once the deploy C{ask} asks for has an outcome, or stream its
+        steps to a client that accepts NDJSON.  A client that hangs up does
+        not cancel the deploy; its answer is then just dropped.
+        """
         if wantsNDJSON(request):
             RedeployProgress(
                 self._deployer,
                 self._clock,
                 request,
                 self._outcomeAsJSON,
-                redeploy=redeploy,
+                ask=ask,
+                cause=cause,
+                watch=watch,
             ).start()
             return NOT_DONE_YET
         gone = []
@@ -319,7 +354,8 @@ class ControlResource(Resource):
             code, body = self._outcomeAsJSON(outcome)
             if gone:
                 _log.info(
-                    "Redeploy finished ({code}) after its client hung up: {body}",
+                    "{what} finished ({code}) after its client hung up: {body}",
+                    what=cause.capitalize(),
                     code=code,
                     body=body,
                 )
@@ -327,14 +363,15 @@ class ControlResource(Resource):
             request.write(writeJSON(request, code, body))
             request.finish()
 
-        maybeDeferred(redeploy).addBoth(answer).addErrback(
-            lambda f: _log.failure("Could not answer a redeploy request", f)
+        maybeDeferred(ask).addBoth(answer).addErrback(
+            lambda f: _log.failure("Could not answer a {cause} request", f, cause=cause)
         )
         return NOT_DONE_YET
 
     def _outcomeAsJSON(self, outcome: object) -> Tuple[int, Dict[str, Any]]:
         active = self._deployer.active
         return outcomeAsJSON(outcome, None if active is None else active.generation)
+
     def _verifyAsking(
         self, pid: Optional[int], ports: Optional[Tuple[int, int]]
     ) -> Optional[int]:

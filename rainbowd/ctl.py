@@ -1,13 +1,14 @@
 # -*- test-case-name: rainbowd.test.test_ctl -*-
 """
-C{rainbowctl}: redeploy, status, history, logs, pause and maintenance from
-the command line.
+C{rainbowctl}: redeploy, rollback, status, history, logs, pause and
+maintenance from the command line.
 
 It finds the control API the way rainbowd does, from C{rainbow.conf.json}
 in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
 1 by default) and C{controlTokenFile}.  So in the app's directory::
 
     rainbowctl redeploy -m "$(git rev-parse --short HEAD)"
+    rainbowctl rollback
     rainbowctl status
     rainbowctl history
     rainbowctl logs --follow
@@ -332,7 +333,9 @@ class Progress:
         self._deploy: Optional[int] = None
         self._health: Dict[int, Dict[str, Any]] = {}
         self._shuttingDown = False
+        self._cause: Optional[str] = None
         self.result: Optional[Dict[str, Any]] = None
+        self.watched: Optional[Dict[str, Any]] = None
 
     def event(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
@@ -361,7 +364,11 @@ class Progress:
                 )
             self._err.flush()
             return FAILED
-        return 0 if self.result.get("ok") else FAILED
+        if not self.result.get("ok"):
+            return FAILED
+        if self.watched is not None and self.watched.get("rolledBack"):
+            return FAILED
+        return 0
 
     # Output
 
@@ -398,7 +405,9 @@ class Progress:
 
     def _deploying(self, event) -> None:
         self._deploy = event["deploy"]
-        self._say(f"deploy {event['deploy']} started")
+        self._cause = event.get("cause")
+        what = "rollback" if self._cause == "rollback" else "deploy"
+        self._say(f"{what} {event['deploy']} started")
 
     def _launching(self, event) -> None:
         # Deploys and generations are numbered apart (a deploy that fails
@@ -500,6 +509,42 @@ class Progress:
                 event["elapsed"],
             )
 
+    def _standby(self, event) -> None:
+        self._say(
+            f"generation {event['generation']} is the standby for "
+            f"{event['seconds']:.0f} s: rainbowctl rollback moves traffic "
+            "back to it"
+        )
+
+    def _watching(self, event) -> None:
+        left = event.get("secondsLeft", 0)
+        self._update(
+            ("watching",),
+            None,
+            f"watching generation {event['generation']}: {left:.0f} s left "
+            "in the rollback window",
+            event.get("time", 0),
+        )
+
+    def _rolledBack(self, event) -> None:
+        self._say(
+            f"rolled back by rainbowd: generation {event['from']} "
+            f"{event.get('reason')}; generation {event['to']} serves again"
+        )
+
+    def _watched(self, event) -> None:
+        self.watched = event
+        if event.get("rolledBack"):
+            self._say(
+                f"generation {event['generation']} was rolled back within its "
+                f"window; generation {event.get('serving')} serves"
+            )
+        else:
+            self._say(
+                f"generation {event['generation']} served through its rollback "
+                "window"
+            )
+
     def _unresponsive(self, event) -> None:
         self._say(
             f"generation {event['generation']} (pid {event.get('pid')}) does not "
@@ -545,13 +590,16 @@ class Progress:
         self.result = event
         if event.get("ok"):
             pid = f", pid {event['pid']}" if event.get("pid") is not None else ""
+            done = "rolled back to" if self._cause == "rollback" else "deployed"
             self._say(
-                f"deployed generation {event['generation']} (port "
+                f"{done} generation {event['generation']} (port "
                 f"{event['port']}{pid}) in {event['seconds']:g} s"
             )
 
     def _failure(self, event) -> None:
-        deploy = "deploy" if self._deploy is None else f"deploy {self._deploy}"
+        rollback = self._cause == "rollback"
+        what = "rollback" if rollback else "deploy"
+        deploy = what if self._deploy is None else f"{what} {self._deploy}"
         self._say(f"{deploy} failed: {event.get('error')}")
         verify = event.get("verify") or {}
         if verify.get("output"):
@@ -569,7 +617,7 @@ class Progress:
         serving = event.get("serving")
         if self._shuttingDown:
             return
-        if "hint" in event:
+        if "hint" in event and not rollback:
             # A failure that a fix and another deploy can mend.
             self._say(failureHint(serving, "run rainbowctl redeploy again") + ".")
         elif serving is not None:
@@ -584,10 +632,14 @@ def redeploy(
     tty: bool,
     message: Optional[str] = None,
     err: Optional[IO[str]] = None,
+    path: str = "/redeploy",
 ) -> int:
+    """
+    C{POST path} (C{/redeploy} or C{/rollback}), printing its steps.
+    """
     response = client.request(
         "POST",
-        "/redeploy",
+        path,
         accept=NDJSON.decode(),
         body=None if message is None else {"message": message},
     )
@@ -694,6 +746,13 @@ def statusTable(status: Dict[str, Any]) -> str:
                 f"{_plural(liveness['failures'], 'liveness check')} failed in a "
                 f"row, the last: {liveness.get('lastError')}"
                 + ("; new requests wait for its replacement" if waiting else "")
+            )
+    for backend in status.get("backends", []):
+        if backend.get("standbySecondsLeft") is not None:
+            lines.append(
+                f"generation {backend['generation']} is the standby for "
+                f"{backend['standbySecondsLeft']:.0f} s more: rainbowctl "
+                "rollback moves traffic back to it"
             )
     if status.get("deploying"):
         verify = status.get("verify")
@@ -917,6 +976,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MESSAGE",
         help="what this deploy is (a git sha, say), kept in the history",
     )
+    redeployParser.add_argument(
+        "--watch",
+        action="store_true",
+        help="then wait until the old version's rollback window ends; exit 1 "
+        "if the new version was rolled back meanwhile",
+    )
+    commands.add_parser(
+        "rollback",
+        help="move traffic back to the version that served before (the "
+        "standby), or launch that version again",
+    )
     historyParser = commands.add_parser(
         "history", help="the last deploys, newest first"
     )
@@ -995,7 +1065,10 @@ def run(
             )
         client = Client(target, connect)
         if arguments.command == "redeploy":
-            return redeploy(client, out, _isTTY(out), arguments.message, err)
+            path = "/redeploy?watch=1" if arguments.watch else "/redeploy"
+            return redeploy(client, out, _isTTY(out), arguments.message, err, path)
+        if arguments.command == "rollback":
+            return redeploy(client, out, _isTTY(out), None, err, "/rollback")
         if arguments.command == "status":
             return status(client, out, arguments.json)
         if arguments.command in ("pause", "resume"):

@@ -134,7 +134,9 @@ class ReverseProxy(Resource):
 
     A backend must provide C{port}, C{generation}, C{requestStarted()},
     C{requestFinished()} (called exactly once each per request forwarded to
-    it, so that it can be drained), C{tunnelOpened(tunnel)} and
+    it, so that it can be drained), C{tally} (a
+    L{rainbowd.backend.ResponseTally}, whose C{responses} and C{errors} it
+    counts up), C{tunnelOpened(tunnel)} and
     C{tunnelClosed(tunnel)} (once each per upgraded connection, which the
     backend may end with C{tunnel.close()}), C{whenDraining()} and
     C{whenStopped()}.
@@ -373,6 +375,7 @@ class _Forwarding:
         the client's response.
     @ivar lastError: Why the last backend tried could not take the request.
     @ivar clientGone: The client hung up before the response was finished.
+    @ivar counted: The backend's response head is counted in its C{tally}.
     """
 
     __slots__ = (
@@ -392,6 +395,7 @@ class _Forwarding:
         "streaming",
         "lastError",
         "clientGone",
+        "counted",
     )
 
     def __init__(
@@ -419,6 +423,7 @@ class _Forwarding:
         self.streaming = False
         self.lastError: Optional[str] = None
         self.clientGone = False
+        self.counted = False
 
     # Routing
 
@@ -702,6 +707,11 @@ class _Forwarding:
         """
         request = self.request
         request.setResponseCode(code, phrase)
+        tally = self.backend.tally
+        tally.responses += 1
+        if code >= 500:
+            tally.errors += 1
+        self.counted = True
         add = request.responseHeaders.addRawHeader
         for name, value in headers:
             add(name, value)
@@ -745,6 +755,9 @@ class _Forwarding:
         monitor = self.proxy._monitor
         if monitor is not None:
             monitor.backendTimedOut("head")
+        tally = backend.tally
+        tally.responses += 1
+        tally.errors += 1
         if self.clientGone:
             return
         message = (
@@ -779,8 +792,13 @@ class _Forwarding:
         request = self.request
         if not request.startedWriting:
             # Nothing of the response has reached the client: the headers
-            # relayed so far are the backend's, not the 502's.
+            # relayed so far are the backend's, not the 502's, and the
+            # 502 is counted instead of the head.
             request.responseHeaders = Headers()
+            if self.counted:
+                backend.tally.responses -= 1
+                if request.code >= 500:
+                    backend.tally.errors -= 1
             self._badGateway(backend, "failed: " + _describe(reason))
             return
         _log.warn(
@@ -871,6 +889,9 @@ class _Forwarding:
         _respondInPlainText(self.request, code, message)
 
     def _badGateway(self, backend: Any, what: str) -> None:
+        tally = backend.tally
+        tally.responses += 1
+        tally.errors += 1
         message = "rainbowd: backend generation {} on port {} {}".format(
             backend.generation, backend.port, what
         )

@@ -97,6 +97,20 @@ def _wholeNumber(flag: str, unit: Optional[str]) -> Callable[[str], int]:
     return coerce
 
 
+def _ratio(flag: str) -> Callable[[str], float]:
+    """
+    A coerce function for a flag taking a number such as 0.25.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--{flag} is {text!r}, but it must be a number from 0 to 1.")
+
+    return coerce
+
+
 def _portOrDescription(text: str) -> object:
     """
     A port number as an int, anything else as an endpoint description for
@@ -106,7 +120,8 @@ def _portOrDescription(text: str) -> object:
 
 
 # Config key -> (short flag, kind of argument); the flags are the keys,
-# dashed.  A "number" flag is a whole number, in ms when the key's unit is.
+# dashed.  A "number" flag is a whole number, in ms when the key's unit is;
+# a "ratio" flag, a number from 0 to 1.
 _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "run": (None, "text"),
     "port": ("p", "port"),
@@ -122,6 +137,10 @@ _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     "livenessFailures": (None, "number"),
     "startTimeout": (None, "number"),
     "drainTimeout": (None, "number"),
+    "rollbackWindow": (None, "number"),
+    "rollbackCheckFailures": (None, "number"),
+    "rollbackErrorRate": (None, "ratio"),
+    "rollbackMinRequests": (None, "number"),
     "requestHeaderTimeout": (None, "number"),
     "requestBodyTimeout": (None, "number"),
     "requestBodyMinRate": (None, "number"),
@@ -152,6 +171,8 @@ def _coerce(key: str, kind: str) -> Callable[[str], Any]:
         return _wholeNumber(flagName(key), settingUnit(key))
     if kind == "port":
         return _portOrDescription
+    if kind == "ratio":
+        return _ratio(flagName(key))
     return str
 
 

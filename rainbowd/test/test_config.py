@@ -169,6 +169,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "livenessInterval",
                 "startTimeout",
                 "drainTimeout",
+                "rollbackWindow",
                 "requestHeaderTimeout",
                 "requestBodyTimeout",
                 "killTimeout",
@@ -508,6 +509,51 @@ class LoadConfigTests(SynchronousTestCase):
             self.assertIn("a whole number, 1 or more", message)
         self.assertEqual(
             self.load({"run": RUN, "livenessFailures": 1}).livenessFailures, 1
+        )
+
+    def test_rollbackKeys(self) -> None:
+        """
+        rollbackWindow is in ms (0 keeps no standby); rollbackErrorRate is a
+        number from 0 to 1; rollbackCheckFailures and rollbackMinRequests
+        are whole numbers, 1 or more.
+        """
+        config = self.load(
+            {
+                "run": RUN,
+                "rollbackWindow": 60000,
+                "rollbackErrorRate": 0.5,
+                "rollbackCheckFailures": 2,
+                "rollbackMinRequests": 1,
+            }
+        )
+        self.assertEqual(
+            (
+                config.rollbackWindow,
+                config.rollbackErrorRate,
+                config.rollbackCheckFailures,
+                config.rollbackMinRequests,
+            ),
+            (60.0, 0.5, 2, 1),
+        )
+        self.assertEqual(self.load({"run": RUN, "rollbackWindow": 0}).rollbackWindow, 0)
+        defaults = self.load({"run": RUN})
+        self.assertEqual(
+            (
+                defaults.rollbackWindow,
+                defaults.rollbackErrorRate,
+                defaults.rollbackCheckFailures,
+                defaults.rollbackMinRequests,
+            ),
+            (300.0, 0.25, 3, 20),
+        )
+        for value in (-0.1, 1.5, "half", True):
+            message = self.loadError({"run": RUN, "rollbackErrorRate": value})
+            self.assertIn(f'"rollbackErrorRate" is {value!r}', message)
+            self.assertIn("a number from 0 to 1", message)
+        for key in ("rollbackCheckFailures", "rollbackMinRequests"):
+            self.assertIn("a whole number, 1 or more", self.loadError({"run": RUN, key: 0}))
+        self.assertIn(
+            "milliseconds", self.loadError({"run": RUN, "rollbackWindow": -1})
         )
 
     def test_requestLimits(self) -> None:

@@ -355,6 +355,21 @@ class ProgressTests(SynchronousTestCase):
         )
         self.assertNotIn("\x1b", text)
 
+    def test_standby(self) -> None:
+        """
+        A deploy whose old generation is kept says for how long, and how to
+        roll back to it.
+        """
+        events = [e for e in SUCCESS if e["event"] not in ("stopped",)]
+        events.append({"event": "standby", "time": 3, "generation": 2, "seconds": 300.0})
+        code, text = render(events)
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            text.splitlines()[-1],
+            "generation 2 is the standby for 300 s: rainbowctl rollback moves "
+            "traffic back to it",
+        )
+
     def test_plainEveryTenSeconds(self) -> None:
         """
         Piped, a long wait is reported every 10 seconds.
@@ -835,6 +850,31 @@ class StatusTableTests(SynchronousTestCase):
             text,
         )
 
+    def test_standby(self) -> None:
+        """
+        The standby is a row with its state, and a line saying for how long
+        it stays one and how to roll back to it.
+        """
+        text = statusTable(
+            {
+                "active": 3,
+                "standby": 2,
+                "backends": [
+                    {"generation": 3, "state": "active", "port": 20003, "pid": 9,
+                     "inflight": 0},
+                    {"generation": 2, "state": "standby", "port": 20002, "pid": 8,
+                     "inflight": 0, "standbySecondsLeft": 241.6},
+                ],
+            }
+        )
+        lines = text.splitlines()
+        self.assertEqual(lines[2].split(), ["2", "standby", "20002", "8", "0"])
+        self.assertEqual(
+            lines[3],
+            "generation 2 is the standby for 242 s more: rainbowctl rollback "
+            "moves traffic back to it",
+        )
+
     def test_empty(self) -> None:
         """
         With no backend and a failed last deploy, both are said.
@@ -953,6 +993,104 @@ class RunTests(SynchronousTestCase):
         self.assertEqual((method, path, body), ("POST", "/redeploy", b""))
         self.assertEqual(headers["Accept"], "application/x-ndjson")
         self.assertEqual(headers["Authorization"], "Bearer s3cret")
+
+    def test_rollback(self) -> None:
+        """
+        rollback POSTs /rollback asking for NDJSON, says it rolled back and
+        to which generation, and exits 0.
+        """
+        events = [
+            {"event": "deploying", "time": 0, "generation": None, "deploy": 4,
+             "cause": "rollback", "requester": "unix socket"},
+            {"event": "switched", "time": 0, "generation": 2, "deploy": 4, "previous": 3},
+            {"event": "result", "time": 0, "ok": True, "generation": 2,
+             "port": 20001, "pid": 7, "seconds": 0.002, "serving": 2},
+        ]
+        connection = FakeConnection(self.ndjson(events))
+        code, out, err = self.rainbowctl(["rollback"], connection)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "rollback 4 started",
+                "switched: generation 2 serves traffic (was generation 3)",
+                "rolled back to generation 2 (port 20001, pid 7) in 0.002 s",
+            ],
+        )
+        self.assertEqual(connection.requests[0][:2], ("POST", "/rollback"))
+
+    def test_rollbackNothing(self) -> None:
+        """
+        A rollback with nothing to roll back to exits 1 with the reason.
+        """
+        events = [
+            {"event": "deploying", "time": 0, "generation": None, "deploy": 4,
+             "cause": "rollback", "requester": None},
+            {"event": "result", "time": 0, "ok": False,
+             "error": "nothing to roll back to: ...", "serving": 2},
+        ]
+        code, out, err = self.rainbowctl(
+            ["rollback"], FakeConnection(self.ndjson(events))
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            out.splitlines()[1:],
+            [
+                "rollback 4 failed: nothing to roll back to: ...",
+                "generation 2 is still serving.",
+            ],
+        )
+
+    def test_redeployWatchRolledBack(self) -> None:
+        """
+        redeploy --watch asks for the watch, prints the rollback and its
+        reason, and exits 1 when the new version was rolled back.
+        """
+        events = [e for e in SUCCESS if e["event"] != "stopped"] + [
+            {"event": "standby", "time": 3, "generation": 2, "seconds": 300.0},
+            {"event": "watching", "time": 4, "generation": 3, "standby": 2,
+             "secondsLeft": 299.0},
+            {"event": "switched", "time": 5, "generation": 2, "deploy": 4, "previous": 3},
+            {"event": "rolledBack", "time": 5, "generation": 2, "cause": "errorRate",
+             "from": 3, "to": 2, "deploy": 4,
+             "reason": "answered 30 of its 40 responses with 5xx"},
+            {"event": "watched", "time": 5, "generation": 3, "rolledBack": True,
+             "serving": 2},
+        ]
+        connection = FakeConnection(self.ndjson(events))
+        code, out, err = self.rainbowctl(["redeploy", "--watch"], connection)
+        self.assertEqual((code, err), (1, ""))
+        self.assertEqual(connection.requests[0][1], "/redeploy?watch=1")
+        lines = out.splitlines()
+        self.assertIn(
+            "watching generation 3: 299 s left in the rollback window", lines
+        )
+        self.assertIn(
+            "rolled back by rainbowd: generation 3 answered 30 of its 40 responses "
+            "with 5xx; generation 2 serves again",
+            lines,
+        )
+        self.assertEqual(
+            lines[-1],
+            "generation 3 was rolled back within its window; generation 2 serves",
+        )
+
+    def test_redeployWatchServed(self) -> None:
+        """
+        redeploy --watch exits 0 when the window ended without a rollback.
+        """
+        events = [e for e in SUCCESS if e["event"] != "stopped"] + [
+            {"event": "standby", "time": 3, "generation": 2, "seconds": 1.0},
+            {"event": "watched", "time": 5, "generation": 3, "rolledBack": False,
+             "serving": 3},
+        ]
+        code, out, err = self.rainbowctl(
+            ["redeploy", "--watch"], FakeConnection(self.ndjson(events))
+        )
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[-1], "generation 3 served through its rollback window"
+        )
 
     def test_redeployFails(self) -> None:
         """

@@ -150,6 +150,8 @@ class Daemon:
             "controlPort": self.controlPort,
             "backendPorts": f"{low}-{low + 19}",
             "drainTimeout": 10000,
+            # Old versions stop once drained, unless a test keeps a standby.
+            "rollbackWindow": 0,
             "killTimeout": 2000,
         }
         self.config.update(config)
@@ -490,6 +492,76 @@ class EndToEndTests(SynchronousTestCase):
         )
         self.assertIn("rainbowd_pypy_gc_nursery_bytes 1.6777216e+07", metrics)
         self.assertIn("a 16 MiB nursery (PYPY_GC_NURSERY=16M", daemon.log())
+    def test_rollbackToStandby(self):
+        """
+        After a redeploy the old version stays alive as the standby; a
+        rollback moves traffic back to that very process, with no launch,
+        and the version rolled back from exits.
+        """
+        daemon = Daemon(self, rollbackWindow=120000)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        newPid = result["pid"]
+        self.assertTrue(daemon.get("/")[1].startswith(f"v2 pid={newPid}"))
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["standby"] == 1,
+            "generation 1 to be the standby",
+        )
+        self.assertTrue(alive(oldPid))
+        status, result = daemon.control("POST", "/rollback")
+        self.assertEqual(status, 200, result)
+        self.assertEqual((result["generation"], result["pid"]), (1, oldPid))
+        self.assertEqual(daemon.get("/")[1], f"v1 pid={oldPid}\n")
+        waitFor(lambda: not alive(newPid), "the version rolled back from to exit")
+        self.assertEqual(daemon.log().count("launching on port"), 2, daemon.log())
+        status, result = daemon.control("POST", "/rollback")
+        self.assertEqual(status, 409, result)
+        self.assertIn("nothing to roll back to", result["error"])
+
+    def test_automaticRollbackOn5xx(self):
+        """
+        A new version whose C{/} answers 500 while its health check passes
+        is rolled back by rainbowd within its window: the old process
+        serves again, without a boot, and C{redeploy --watch} exits 1.
+        """
+        daemon = Daemon(self, rollbackWindow=120000, rollbackMinRequests=10)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(env={"APP_VERSION": "v2", "APP_ROOT_STATUS": "500"})
+        watch = subprocess.Popen(
+            [sys.executable, "-c", "from rainbowd.ctl import main; main()",
+             "redeploy", "--watch"],
+            cwd=daemon.directory,
+            env=dict(os.environ, PYTHONPATH=SOURCE),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: watch.poll() is None and watch.kill())
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["active"] == 2,
+            "generation 2 to serve",
+        )
+        codes = []
+
+        def served():
+            status, body = daemon.get("/")
+            codes.append(status)
+            return status == 200 and body == f"v1 pid={oldPid}\n"
+
+        waitFor(served, "the old version to serve again")
+        self.assertIn(500, codes)
+        output = watch.communicate(timeout=DEADLINE)[0].decode()
+        self.assertEqual(watch.returncode, 1, output)
+        self.assertIn("rolled back by rainbowd: generation 2 answered", output)
+        log = daemon.log()
+        self.assertIn("rolling back to generation 1, the standby", log)
+        self.assertEqual(log.count("launching on port"), 2, log)
+        status = daemon.control("GET", "/status")[1]
+        self.assertEqual(status["active"], 1)
+        self.assertIsNone(status["standby"])
 
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """

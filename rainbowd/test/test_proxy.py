@@ -29,6 +29,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from rainbowd.backend import ResponseTally
 from rainbowd.backendclient import (
     CHUNK_SIZE,
     HEADER_NAMES_KEPT,
@@ -56,6 +57,7 @@ class FakeBackend:
     started: int = 0
     finished: int = 0
     tunnels: list = attrs.field(factory=list)
+    tally: ResponseTally = attrs.field(factory=ResponseTally)
     _stopWaiters: List[Deferred[None]] = attrs.field(factory=list)
     _drainWaiters: List[Deferred[None]] = attrs.field(factory=list)
 
@@ -2301,6 +2303,65 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(response.code, 502)
         self.assertIn(b"not HTTP/1.1", response.body)
         self.assertEqual(self.backend.inflight, 0)
+
+
+class TallyTests(SynchronousTestCase):
+    """
+    The proxy counts each generation's responses and 5xx in its
+    C{tally}, those rainbowd itself answered for it included.
+    """
+
+    def setUp(self) -> None:
+        self.world = World(backendTimeout=5.0)
+        self.backend = FakeBackend(generation=1, port=20001)
+        self.world.deployer.activate(self.backend)
+
+    def answered(self, raw: bytes) -> int:
+        client = self.world.request(rawRequest())
+        self.world.accept(cannedBackend(raw))
+        return client.response().code
+
+    def test_counted(self) -> None:
+        """
+        A 2xx or 4xx counts as a response, a 5xx as a response and an
+        error.
+        """
+        self.assertEqual(self.answered(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 200)
+        self.assertEqual(self.answered(b"HTTP/1.1 404 No\r\nContent-Length: 0\r\n\r\n"), 404)
+        self.assertEqual(self.answered(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"), 500)
+        tally = self.backend.tally
+        self.assertEqual((tally.responses, tally.errors), (3, 1))
+
+    def test_badGatewayCounted(self) -> None:
+        """
+        A 502 rainbowd gives because the app answered no HTTP counts as an
+        error of that generation.
+        """
+        self.assertEqual(self.answered(b"SSH-2.0-OpenSSH\r\n\r\n"), 502)
+        tally = self.backend.tally
+        self.assertEqual((tally.responses, tally.errors), (1, 1))
+
+    def test_brokenAfterHeadCountedOnce(self) -> None:
+        """
+        A response cut after its head was relayed counts once, as the
+        status the client got.
+        """
+        code = self.answered(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        self.assertEqual(code, 200)
+        tally = self.backend.tally
+        self.assertEqual((tally.responses, tally.errors), (1, 0))
+
+    def test_timeoutCounted(self) -> None:
+        """
+        A 504 for an app too slow to answer counts as an error.
+        """
+        client = self.world.request(rawRequest())
+        self.world.accept(Factory.forProtocol(Recorder))
+        self.world.reactor.advance(5.0)
+        self.world.flush()
+        self.assertEqual(client.response().code, 504)
+        tally = self.backend.tally
+        self.assertEqual((tally.responses, tally.errors), (1, 1))
 
 
 class RecordingHandler:

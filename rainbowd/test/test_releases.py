@@ -252,9 +252,11 @@ class DeployedReleasesTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.layout = Layout(self)
-        self.one = self.layout.release("1")
-        self.two = self.layout.release("2")
-        self.three = self.layout.release("3")
+        # Without a standby, so that a crash is followed by a replacement
+        # (with one, by a rollback: see test_deployer).
+        self.one = self.layout.release("1", rollbackWindow=0)
+        self.two = self.layout.release("2", rollbackWindow=0)
+        self.three = self.layout.release("3", rollbackWindow=0)
         self.layout.point("1")
         self.h = Harness(self)
         self.h.configs[0] = self.layout.load()

@@ -261,6 +261,35 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.config.livenessInterval, 0)
         self.assertEqual(options.config.livenessFailures, 5)
 
+    def test_rollbackFlags(self) -> None:
+        """
+        The rollback keys have flags; --rollback-error-rate takes a
+        fraction, and says so when it gets something else.
+        """
+        options = self.parse(
+            [
+                "--run", RUN,
+                "--rollback-window", "0",
+                "--rollback-error-rate", "0.5",
+                "--rollback-check-failures", "4",
+                "--rollback-min-requests", "50",
+            ]
+        )
+        config = options.config
+        self.assertEqual(
+            (
+                config.rollbackWindow,
+                config.rollbackErrorRate,
+                config.rollbackCheckFailures,
+                config.rollbackMinRequests,
+            ),
+            (0, 0.5, 4, 50),
+        )
+        e = self.assertRaises(
+            SystemExit, self.parse, ["--run", RUN, "--rollback-error-rate", "half"]
+        )
+        self.assertIn("a number from 0 to 1", str(e))
+
     def test_portRangeWarning(self) -> None:
         """
         Backend ports inside the kernel's ephemeral range give a warning.
