@@ -272,6 +272,7 @@ class DeployHistory(Service):
         self._deployer: Any = None
         self._stopObserving: Optional[Callable[[], None]] = None
         self._deploying: Dict[int, Event] = {}
+        self._stopping: Optional[Deferred] = None
         self._directories: Dict[Optional[int], Optional[str]] = {}
 
     def load(self) -> None:
@@ -336,12 +337,28 @@ class DeployHistory(Service):
         if self._deployer is not None:
             self._stopObserving = self._deployer.observe(self._observe)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred:
+        """
+        Stop once every deploy is written: one still under way (the
+        deployer, stopping too, gives it an outcome) and those a rewrite
+        under way leaves to the next.
+
+        @return: a Deferred that fires then.
+        """
         Service.stopService(self)
+        stopping = self._stopping = Deferred()
+        self._stopIfDone()
+        return stopping
+
+    def _stopIfDone(self) -> None:
+        if self._stopping is None or self._deploying or self._rewriting is not None:
+            return
         if self._stopObserving is not None:
             self._stopObserving()
             self._stopObserving = None
         self.file.close()
+        stopping, self._stopping = self._stopping, None
+        stopping.callback(None)
 
     # The deployer's events
 
@@ -353,6 +370,7 @@ class DeployHistory(Service):
             self._directories[event.generation] = self._directoryOf(event.generation)
         elif event.kind in OUTCOMES:
             self.add(self._recordOf(event))
+            self._stopIfDone()
 
     def _directoryOf(self, generation: Optional[int]) -> Optional[str]:
         for backend in self._deployer.backends:
@@ -434,14 +452,16 @@ class DeployHistory(Service):
             self._rewrite()
         else:
             self._written()
+            self._stopIfDone()
 
     def _rewriteFailed(self, failure: Failure) -> None:
         self._rewriting = None
         self._rewriteNext = True
         if not failure.check(UnsafeStateDir, OSError):
             self.log.failure("rewriting the deploy history failed", failure)
-            return
-        self._failed(failure.value)
+        else:
+            self._failed(failure.value)
+        self._stopIfDone()
 
     def _written(self) -> None:
         if self._failing is not None:

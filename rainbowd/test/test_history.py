@@ -508,3 +508,75 @@ class DeploysResourceTests(SynchronousTestCase):
         d = self.treq.post("http://127.0.0.1:7001/deploys", data=b"")
         self.treq.flush()
         self.assertEqual(self.successResultOf(d).code, 405)
+
+
+class StopTests(SynchronousTestCase):
+    """
+    Stopping the history loses no deploy: not one still under way, nor
+    one added while the file is being rewritten.
+    """
+
+    def test_deployUnderWayAtStop(self) -> None:
+        """
+        A deploy still under way when rainbowd stops is recorded once it
+        has its outcome, and the history's stop waits for that, so that a
+        later rainbowd does not give its number to another deploy.
+        """
+        h = Harness(self)
+        path = os.path.join(h.configs[0].stateDir, FILENAME)
+        history = DeployHistory(HistoryFile(path))
+        history.load()
+        history.follow(h.deployer)
+        history.startService()
+        h.start()
+        deploying = h.deployer.redeploy()
+        # As MultiService does: the deployer, then the history, at once.
+        deployerStopped = h.deployer.stopService()
+        historyStopped = history.stopService()
+        self.assertNoResult(historyStopped)
+        h.reactor.advance(100)
+        self.successResultOf(deployerStopped)
+        self.successResultOf(historyStopped)
+        self.failureResultOf(deploying)
+        later = DeployHistory(HistoryFile(path))
+        later.load()
+        self.addCleanup(later.file.close)
+        self.assertEqual(later.lastDeploy, 2)
+        self.assertEqual(later.records(1)[0].outcome, "refused")
+
+    def test_rewriteUnderWayAtStop(self) -> None:
+        """
+        The history's stop waits for a rewrite under way, and for the
+        deploys added meanwhile to be written.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, FILENAME)
+        calls = []
+
+        def inThread(f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+
+        with open(path, "wb") as f:
+            f.write(line(record(1)) + b"torn")
+        history = DeployHistory(HistoryFile(path), inThread)
+        history.load()
+        history.startService()
+        history.add(record(2))
+        history.add(record(3))
+        stopped = history.stopService()
+        self.assertNoResult(stopped)
+        f, args, d = calls.pop(0)
+        f(*args)
+        d.callback(None)
+        self.assertNoResult(stopped)
+        f, args, d = calls.pop(0)
+        f(*args)
+        d.callback(None)
+        self.successResultOf(stopped)
+        later = DeployHistory(HistoryFile(path))
+        later.load()
+        self.addCleanup(later.file.close)
+        self.assertEqual([r.deploy for r in later.records()], [3, 2, 1])
