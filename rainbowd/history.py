@@ -17,6 +17,7 @@ and written whole once the file can be written again.
 
 import errno
 import json
+import math
 import os
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -114,19 +115,38 @@ class DeployRecord:
         record = cls(**{f.name: value[f.name] for f in fields})
         if not (
             _isInt(record.deploy)
+            and 1 <= record.deploy <= LARGEST_DEPLOY
             and record.outcome in OUTCOMES
             and isinstance(record.cause, str)
+            and all(_isNumber(n) for n in (record.started, record.seconds))
             and all(
-                isinstance(n, (int, float)) and not isinstance(n, bool)
-                for n in (record.started, record.seconds)
+                n is None or isinstance(n, str)
+                for n in (
+                    record.requester,
+                    record.message,
+                    record.error,
+                    record.directory,
+                )
             )
+            and all(n is None or _isInt(n) for n in (record.generation, record.port))
         ):
             raise ValueError("not a deploy record")
         return record
 
 
+#: The largest deploy number read: the largest integer JSON readers such
+#: as JavaScript's keep exactly.
+LARGEST_DEPLOY = 2**53
+
+
 def _isInt(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _isNumber(value: Any) -> bool:
+    if _isInt(value):
+        return abs(value) <= LARGEST_DEPLOY
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _line(record: DeployRecord) -> bytes:

@@ -161,6 +161,41 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(history.records(), [record(4)])
         self.assertIn("(line 1, 2, 3, 4, 6)", formatEvent(events[0]))
 
+    def test_wrongShapeSkipped(self) -> None:
+        """
+        A line that is a JSON object with every field, but a field of the
+        wrong type, a number that is not finite, or a deploy number that is
+        not a whole number from 1 to 2**53, is skipped rather than served.
+        """
+        wrong = [
+            {"requester": ["127.0.0.1"]},
+            {"message": 5},
+            {"error": {"no": "pe"}},
+            {"directory": 7},
+            {"generation": "3"},
+            {"port": 1.5},
+            {"port": True},
+            {"started": float("nan")},
+            {"seconds": float("inf")},
+            {"started": 10**400},
+            {"deploy": "9"},
+            {"deploy": 0},
+            {"deploy": 2**53 + 1},
+        ]
+        with open(self.path, "wb") as f:
+            for changes in wrong:
+                values = {**record(1).asJSON(), **changes}
+                f.write(json.dumps(values).encode() + b"\n")
+            nothing = dict.fromkeys(
+                ["requester", "message", "generation", "port", "directory"]
+            )
+            f.write(line(record(2, **nothing)))
+        with capturedLogs() as events:
+            history = self.history()
+        self.assertEqual([r.deploy for r in history.records()], [2])
+        self.assertEqual(history.lastDeploy, 2)
+        self.assertIn(f"{len(wrong)} line(s)", formatEvent(events[0]))
+
     def test_hugeFile(self) -> None:
         """
         Of a file too big to be one rainbowd wrote, only the end is read:
