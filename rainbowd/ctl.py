@@ -20,6 +20,7 @@ network.
 import argparse
 import http.client
 import json
+import math
 import os
 import socket
 import sys
@@ -528,21 +529,53 @@ def _shown(text: Optional[str], width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
-def _requester(requester: Optional[str]) -> str:
+def _requester(requester: Any) -> str:
     """
     Who asked for a deploy, short: a unix socket's client by its uid.
     """
     if requester is None:
         return "rainbowd"
+    requester = _text(requester)
     if requester.startswith("unix:") and "(uid " in requester:
         return "unix uid " + requester.split("(uid ", 1)[1].split(",")[0].rstrip(")")
     return requester
 
 
+def _text(value: Any) -> str:
+    """
+    A field of a deploy as text: a string as it is, anything else (from a
+    newer rainbowd, say) as its JSON.
+    """
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _number(value: Any) -> Optional[float]:
+    """
+    A field of a deploy that should be a finite number, or L{None}.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:
+        return None
+
+
 def _took(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
+    seconds = _number(seconds)
+    if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f}ms" if seconds < 0.1 else f"{seconds:.1f}s"
+
+
+def _started(started: Any, localtime: Callable[[float], time.struct_time]) -> str:
+    started = _number(started)
+    if started is None:
+        return "-"
+    try:
+        return time.strftime("%m-%d %H:%M:%S", localtime(started))
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def historyTable(
@@ -562,24 +595,23 @@ def historyTable(
     notes: List[Optional[str]] = []
     for deploy in deploys:
         directory = deploy.get("directory")
-        started = deploy.get("started")
         rows.append(
             [
-                str(deploy.get("deploy")),
-                "-"
-                if not isinstance(started, (int, float))
-                else time.strftime("%m-%d %H:%M:%S", localtime(started)),
+                "-" if deploy.get("deploy") is None else _text(deploy["deploy"]),
+                _started(deploy.get("started"), localtime),
                 _CAUSES.get(str(deploy.get("cause")), deploy.get("cause")),
                 _requester(deploy.get("requester")),
                 _took(deploy.get("seconds")),
                 deploy.get("outcome"),
                 "-" if deploy.get("generation") is None else str(deploy["generation"]),
-                None if not directory else os.path.basename(directory.rstrip("/")),
+                None
+                if not directory
+                else os.path.basename(_text(directory).rstrip("/")),
             ]
         )
-        note = [deploy["message"]] if deploy.get("message") else []
+        note = [_text(deploy["message"])] if deploy.get("message") else []
         if deploy.get("error"):
-            note.append(f"error: {deploy['error']}")
+            note.append(f"error: {_text(deploy['error'])}")
         notes.append(_shown("; ".join(note), HISTORY_WIDTH - 8) if note else None)
     cells = [[_shown(cell, cap) for cell, cap in zip(row, caps)] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -602,6 +634,11 @@ def historyTable(
 
 def history(client: Client, out: IO[str], limit: int, asJSON: bool) -> int:
     response = client.request("GET", f"/deploys?limit={limit}")
+    if response.status == 404:
+        raise CtlError(
+            f"this rainbowd keeps no deploy history (GET /deploys: "
+            f"{_errorOf(response)}): upgrade rainbowd, and restart it"
+        )
     if response.status != 200:
         raise CtlError(f"GET /deploys failed: {_errorOf(response)}")
     body = json.loads(response.read())

@@ -742,6 +742,24 @@ class RunTests(SynchronousTestCase):
             (CANNOT, "rainbowctl: GET /deploys failed: limit must be a whole number\n"),
         )
 
+    def test_historyFromOlderRainbowd(self) -> None:
+        """
+        history against a rainbowd from before the deploy history says so,
+        and that upgrading it is the fix.
+        """
+        answer = json.dumps(
+            {"error": "no such endpoint: /deploys", "endpoints": ["POST /redeploy"]}
+        ).encode()
+        code, out, err = self.rainbowctl(
+            ["history"], FakeConnection(FakeResponse(404, answer))
+        )
+        self.assertEqual(code, CANNOT)
+        self.assertEqual(
+            err,
+            "rainbowctl: this rainbowd keeps no deploy history (GET /deploys: "
+            "no such endpoint: /deploys): upgrade rainbowd, and restart it\n",
+        )
+
     def test_logs(self) -> None:
         """
         logs asks for the generation and follows without a timeout, and
@@ -868,6 +886,32 @@ class HistoryTableTests(SynchronousTestCase):
         table = historyTable([long], time.gmtime)
         self.assertEqual(max(len(line) for line in table.splitlines()), HISTORY_WIDTH)
         self.assertNotIn("\x1b", table)
+
+    def test_otherShapes(self) -> None:
+        """
+        Deploys from an older or a newer rainbowd, with fields missing or
+        of other types, are shown as far as they can be, within 100
+        columns, and never stop the table.
+        """
+        deploys = [
+            {},
+            {"deploy": 3, "outcome": "deployed"},
+            dict(
+                DEPLOYS[0],
+                requester={"unix": "/run/c.sock", "uid": 1000},
+                message=["abc", 1],
+                error={"code": 3},
+                directory=["/srv/app/releases/1"],
+                started=10**30,
+                seconds=float("nan"),
+                generation="17",
+            ),
+            dict(DEPLOYS[0], started=float("inf"), seconds="2s"),
+        ]
+        table = historyTable(deploys, time.gmtime)
+        lines = table.splitlines()
+        self.assertEqual(len([n for n in lines if not n.startswith(" " * 8)]), 5)
+        self.assertLessEqual(max(len(n) for n in lines), HISTORY_WIDTH)
 
     def test_empty(self) -> None:
         """
