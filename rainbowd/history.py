@@ -421,7 +421,8 @@ class DeployHistory(Service):
             requester=asked.get("requester"),
             message=asked.get("message"),
             started=started,
-            seconds=round(event.time - started, 3),
+            # Not below 0 if the clock was set back meanwhile.
+            seconds=max(0.0, round(event.time - started, 3)),
             outcome=event.kind,
             error=None if error is None else str(error)[:LONGEST_ERROR],
             generation=generation,

@@ -442,6 +442,19 @@ class ObservedDeploysTests(SynchronousTestCase):
         self.assertEqual((latest.outcome, latest.generation), ("refused", None))
         self.assertIn("maxBackends", latest.error)
 
+    def test_clockBackwards(self) -> None:
+        """
+        A deploy during which the clock was set back is recorded as taking
+        no time, not a negative one.
+        """
+        self.h.start()
+        self.h.reactor.advance(100)
+        self.h.deployer.redeploy()
+        self.h.reactor.rightNow -= 60
+        self.h.healthy(2)
+        latest = self.history.records(1)[0]
+        self.assertEqual((latest.deploy, latest.seconds), (2, 0.0))
+
     def test_restart(self) -> None:
         """
         The replacement of a crashed generation is recorded as a restart.
