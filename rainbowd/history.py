@@ -52,6 +52,9 @@ LONGEST_LINE = 64 * 1024
 #: record is a few hundred bytes as a rule, some 17 KB at most).
 LONGEST_FILE = 64 * 1024 * 1024
 
+#: How many of the lines skipped in a file the warning names.
+SHOWN = 10
+
 #: How much of a deploy's error the history keeps, in characters.
 LONGEST_ERROR = 2000
 
@@ -155,6 +158,46 @@ def _line(record: DeployRecord) -> bytes:
     ).encode("utf-8")
 
 
+def _lastLines(f: Any, start: int, size: int, wanted: int) -> Tuple[int, int]:
+    """
+    Where the last C{wanted} lines of file C{f} between offsets C{start}
+    and C{size} begin, and how many lines come before them there: counted
+    a block at a time from the end, so that a file of very many short
+    lines takes no longer to skip than a few.
+    """
+    if size <= start:
+        return start, 0
+    f.seek(size - 1)
+    # The newlines to find from the end: one after each of those lines,
+    # but the last may have none.
+    needed = wanted + (1 if f.read(1) == b"\n" else 0)
+    begin: Optional[int] = None
+    before = 0
+    position = size
+    while position > start:
+        low = max(start, position - _BLOCK)
+        f.seek(low)
+        block = f.read(position - low)
+        position = low
+        if begin is not None:
+            before += block.count(b"\n")
+            continue
+        count = block.count(b"\n")
+        if count < needed:
+            needed -= count
+            continue
+        index = len(block)
+        for _ in range(needed):
+            index = block.rindex(b"\n", 0, index)
+        begin = low + index + 1
+        before += block.count(b"\n", 0, index + 1)
+    return (start, 0) if begin is None else (begin, before)
+
+
+#: How much of the file L{_lastLines} reads at a time, in bytes.
+_BLOCK = 1024 * 1024
+
+
 class HistoryFile:
     """
     The history's file: read once, appended to a line at a time, rewritten
@@ -178,29 +221,34 @@ class HistoryFile:
         self._rewrite = rewrite
         self._fd: Optional[int] = None
 
-    def read(self) -> Tuple[List[DeployRecord], List[int], int]:
+    def read(self) -> Tuple[List[DeployRecord], List[int], int, int]:
         """
-        The records in the file, oldest first.
+        The last L{KEPT} records in the file, oldest first.
 
-        @return: the records, the numbers of the lines skipped (cut short,
-            or not a record), and how many lines the file holds; an absent
-            file is an empty one.
+        @return: the records, the numbers of the first L{SHOWN} lines
+            skipped (cut short, or not a record), how many were skipped,
+            and how many lines the file holds; an absent file is an empty
+            one.
         @raise UnsafeStateDir: if the file is not one rainbowd made.
         @raise OSError: if it cannot be read.
         """
         try:
             fd = openFile(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return [], [], 0
-        records: List[DeployRecord] = []
+            return [], [], 0, 0
+        records: Deque[DeployRecord] = deque(maxlen=KEPT)
         skipped: List[int] = []
+        skippedCount = 0
         number = 0
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size > LONGEST_FILE:
-                # Not one rainbowd wrote whole: its newest lines are at the
-                # end, and the first of those read may be cut.
-                f.seek(size - LONGEST_FILE)
+            # Of a file bigger than rainbowd writes, only the end: its
+            # newest lines are there, and the first of those read may be
+            # cut.  Of more lines than rainbowd writes, only the last.
+            begin, number = _lastLines(
+                f, max(0, size - LONGEST_FILE), size, COMPACT_AT
+            )
+            f.seek(begin)
             while True:
                 line = f.readline(LONGEST_LINE + 1)
                 if not line:
@@ -217,8 +265,10 @@ class HistoryFile:
                         raise ValueError("cut short, or too long")
                     records.append(DeployRecord.fromJSON(json.loads(line)))
                 except (ValueError, TypeError):
-                    skipped.append(number)
-        return records, skipped, number
+                    skippedCount += 1
+                    if len(skipped) < SHOWN:
+                        skipped.append(number)
+        return list(records), skipped, skippedCount, number
 
     def append(self, record: DeployRecord) -> None:
         """
@@ -303,7 +353,7 @@ class DeployHistory(Service):
         history starts empty, and the file is replaced at the next deploy.
         """
         try:
-            records, skipped, self._lines = self.file.read()
+            records, skipped, skippedCount, self._lines = self.file.read()
         except (UnsafeStateDir, OSError) as e:
             self.log.error(
                 "cannot read the deploy history {path}: {error}; the history "
@@ -317,16 +367,16 @@ class DeployHistory(Service):
         self._records.extend(records)
         self.lastDeploy = max((r.deploy for r in records), default=0)
         if skipped:
-            shown = ", ".join(str(n) for n in skipped[:10])
+            shown = ", ".join(str(n) for n in skipped)
             self.log.warn(
                 "the deploy history {path} has {count} line(s) that are not "
                 "whole records (line {lines}{more}), from a rainbowd stopped "
                 "mid-write or a full disk; they are skipped, and the file "
                 "is rewritten without them at the next deploy",
                 path=self.file.path,
-                count=len(skipped),
+                count=skippedCount,
                 lines=shown,
-                more=", ..." if len(skipped) > 10 else "",
+                more=", ..." if skippedCount > len(skipped) else "",
             )
             self._rewriteNext = True
 

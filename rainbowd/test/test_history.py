@@ -209,6 +209,55 @@ class HistoryTests(SynchronousTestCase):
         self.assertLess(len(history), 10)
         self.assertEqual(history.records(1), [record(100)])
 
+    def test_manyLinesRead(self) -> None:
+        """
+        Of a file of more lines than rainbowd writes, only the last
+        L{COMPACT_AT} are read (so that a file of millions of empty lines
+        does not hold rainbowd's start up), the last L{KEPT} records kept,
+        and the first few lines skipped named; the file is rewritten at
+        the next deploy.
+        """
+        empty = 100000
+        with open(self.path, "wb") as f:
+            f.write(b"\n" * empty)
+            f.write(b"".join(line(record(n)) for n in range(1, KEPT + 6)))
+        records, skipped, skippedCount, lines = HistoryFile(self.path).read()
+        self.assertEqual(records, [record(n) for n in range(6, KEPT + 6)])
+        first = empty + KEPT + 5 - COMPACT_AT + 1
+        self.assertEqual(skipped, list(range(first, first + 10)))
+        self.assertEqual(
+            (skippedCount, lines), (COMPACT_AT - KEPT - 5, empty + KEPT + 5)
+        )
+        with capturedLogs():
+            history = self.history()
+        self.assertEqual(history.lastDeploy, KEPT + 5)
+        history.add(record(KEPT + 6))
+        self.assertEqual(len(self.lines()), KEPT)
+
+    def test_lastLines(self) -> None:
+        """
+        L{history_module._lastLines} finds where the last lines begin, and
+        counts those before, with or without a last newline, across blocks
+        and within one.
+        """
+        self.patch(history_module, "_BLOCK", 7)
+        path = self.mktemp()
+        for data in (b"a\nbb\nccc\ndddd\n", b"a\nbb\nccc\ndddd", b"\n" * 30):
+            with open(path, "wb") as f:
+                f.write(data)
+            lines = data.split(b"\n")
+            if data.endswith(b"\n"):
+                lines.pop()
+            for wanted in range(1, len(lines) + 2):
+                with open(path, "rb") as f:
+                    begin, before = history_module._lastLines(f, 0, len(data), wanted)
+                kept = lines[max(0, len(lines) - wanted) :]
+                self.assertEqual(
+                    (data[begin:].split(b"\n")[: len(kept)], before),
+                    (kept, len(lines) - len(kept)),
+                    (data, wanted),
+                )
+
     def test_compaction(self) -> None:
         """
         Once the file would hold more than L{COMPACT_AT} lines, it is
