@@ -548,16 +548,22 @@ class DeployHistory(Service):
         if self._failing is not None:
             return
         self._failing = described
-        directory = os.path.dirname(self.file.path)
+        path = self.file.path
+        directory = os.path.dirname(path)
+        code = getattr(error, "errno", None)
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free some space on its filesystem (df -h {directory})"
+        elif code in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+            fix = f"{path} is a directory: move it away (mv {path} {path}.old)"
+        else:
+            fix = f"check {directory} is writable by rainbowd's user"
         self.log.error(
             "cannot write the deploy history {path}: {error}; deploys go on, "
             "and the history is kept in memory (GET /deploys) until the file "
             "can be written again, at a later deploy: {fix}",
-            path=self.file.path,
+            path=path,
             error=described,
-            fix=f"free some space on its filesystem (df -h {directory})"
-            if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-            else f"check {directory} is writable by rainbowd's user",
+            fix=fix,
         )
 
 

@@ -413,6 +413,33 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual([r.deploy for r in self.history().records()], [1])
 
 
+class ReplacedByDirectoryTests(SynchronousTestCase):
+    """
+    A history file that is a directory is reported with the fix that
+    works.
+    """
+
+    def test_directory(self) -> None:
+        """
+        When the history's path is a directory, the error on writing says
+        so and to move it away, rather than to check permissions.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, FILENAME)
+        os.makedirs(os.path.join(path, "inside"))
+        history = DeployHistory(HistoryFile(path))
+        with capturedLogs():
+            history.load()
+        with capturedLogs() as events:
+            history.add(record(1))
+        [error] = [formatEvent(e) for e in events]
+        self.assertIn(f"cannot write the deploy history {path}", error)
+        self.assertIn(f"{path} is a directory: move it away (mv {path} ", error)
+        self.assertNotIn("writable", error)
+        self.assertTrue(os.path.isdir(os.path.join(path, "inside")))
+
+
 class ObservedDeploysTests(SynchronousTestCase):
     """
     The history records the deploys of a real L{Deployer} on fakes.
