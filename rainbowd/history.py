@@ -39,6 +39,9 @@ FILENAME = "deploys.jsonl"
 #: How many deploys the history keeps.
 KEPT = 1000
 
+#: Added to the file's name to keep one that could not be read.
+UNREADABLE = ".unreadable"
+
 #: How many lines the file may hold before it is rewritten with the last
 #: L{KEPT}: twice as many, so that it is rewritten once every L{KEPT}
 #: deploys, and stays under a megabyte as a rule.
@@ -286,14 +289,21 @@ class HistoryFile:
                 errno.ENOSPC, f"only {written} of {len(data)} bytes were written"
             )
 
-    def replace(self, records: List[DeployRecord]) -> None:
+    def replace(self, records: List[DeployRecord], setAside: bool = False) -> None:
         """
         Make the file hold C{records} and nothing else: a new file, synced,
         renamed over the old one.  Call L{close} first: this may run in
         another thread, and the next L{append} opens the new file.
 
+        @param setAside: first move the old file (one that could not be
+            read) to C{path}L{UNREADABLE}, rather than lose it.
         @raise OSError: if it cannot be written; the old file is then left.
         """
+        if setAside:
+            try:
+                os.replace(self.path, self.path + UNREADABLE)
+            except FileNotFoundError:
+                pass
         self._rewrite(self.path, b"".join(_line(record) for record in records))
 
     def close(self) -> None:
@@ -338,6 +348,7 @@ class DeployHistory(Service):
         self._records: Deque[DeployRecord] = deque(maxlen=KEPT)
         self._lines = 0
         self._rewriteNext = False
+        self._setAside = False
         self._failing: Optional[str] = None
         self._deployer: Any = None
         self._stopObserving: Optional[Callable[[], None]] = None
@@ -350,19 +361,21 @@ class DeployHistory(Service):
         Read the deploys of earlier rainbowds.  Lines that are not records
         are skipped with a warning, and the file is rewritten without them
         at the next deploy; a file that cannot be read is logged, the
-        history starts empty, and the file is replaced at the next deploy.
+        history starts empty, and the file is moved aside, to
+        C{path}L{UNREADABLE}, at the next deploy.
         """
         try:
             records, skipped, skippedCount, self._lines = self.file.read()
         except (UnsafeStateDir, OSError) as e:
             self.log.error(
                 "cannot read the deploy history {path}: {error}; the history "
-                "starts empty (deploy numbers start again at 1), and replaces "
-                "that file at the next deploy",
+                "starts empty (deploy numbers start again at 1), and that "
+                "file is moved to {aside} at the next deploy",
                 path=self.file.path,
                 error=_describe(e),
+                aside=self.file.path + UNREADABLE,
             )
-            self._rewriteNext = True
+            self._rewriteNext = self._setAside = True
             return
         self._records.extend(records)
         self.lastDeploy = max((r.deploy for r in records), default=0)
@@ -511,13 +524,16 @@ class DeployHistory(Service):
         self._rewriteNext = False
         records = list(self._records)
         self.file.close()
-        d = self._rewriting = self._inThread(self.file.replace, records)
+        d = self._rewriting = self._inThread(
+            self.file.replace, records, self._setAside
+        )
         d.addCallbacks(
             self._rewritten, self._rewriteFailed, callbackArgs=(len(records),)
         )
 
     def _rewritten(self, result: object, count: int) -> None:
         self._rewriting = None
+        self._setAside = False
         self._lines = count
         if self._rewriteNext:
             self._rewrite()

@@ -10,7 +10,7 @@ import os
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs, formatEvent
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
 from rainbowd import history as history_module
@@ -379,18 +379,45 @@ class HistoryTests(SynchronousTestCase):
         history.add(record(3))
         self.assertEqual(len(calls), 1)
         f, args, d = calls[0]
-        self.assertEqual(args, ([record(1), record(2)],))
+        self.assertEqual(args, ([record(1), record(2)], False))
         f(*args)
         d.callback(None)
         self.assertEqual(len(calls), 2)
         f, args, d = calls[1]
-        self.assertEqual(args, ([record(1), record(2), record(3)],))
+        self.assertEqual(args, ([record(1), record(2), record(3)], False))
         f(*args)
         d.callback(None)
         history.add(record(4))
         self.assertEqual(len(calls), 2)
         self.assertEqual(
             [json.loads(text)["deploy"] for text in self.lines()], [1, 2, 3, 4]
+        )
+
+    def test_unreadableKept(self) -> None:
+        """
+        A history that cannot be read (here, another user's) is not
+        overwritten: the next deploy moves it aside, whole, to
+        C{deploys.jsonl.unreadable}, says so, and starts a new file.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("changing a file's owner takes root")
+        old = line(record(1)) + line(record(2))
+        with open(self.path, "wb") as f:
+            f.write(old)
+        os.chown(self.path, 12345, 12345)
+        with capturedLogs() as events:
+            history = self.history()
+        aside = self.path + ".unreadable"
+        self.assertIn(f"moved to {aside} at the next deploy", formatEvent(events[0]))
+        history.add(record(1))
+        with open(aside, "rb") as f:
+            self.assertEqual(f.read(), old)
+        self.assertEqual(len(self.lines()), 1)
+        history.add(record(2))
+        with open(aside, "rb") as f:
+            self.assertEqual(f.read(), old)
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
         )
 
     def test_plantedLink(self) -> None:
@@ -428,6 +455,8 @@ class ReplacedByDirectoryTests(SynchronousTestCase):
         os.makedirs(directory)
         path = os.path.join(directory, FILENAME)
         os.makedirs(os.path.join(path, "inside"))
+        # Where it would be moved aside is taken too.
+        os.makedirs(os.path.join(path + ".unreadable", "inside"))
         history = DeployHistory(HistoryFile(path))
         with capturedLogs():
             history.load()
@@ -438,6 +467,25 @@ class ReplacedByDirectoryTests(SynchronousTestCase):
         self.assertIn(f"{path} is a directory: move it away (mv {path} ", error)
         self.assertNotIn("writable", error)
         self.assertTrue(os.path.isdir(os.path.join(path, "inside")))
+
+    def test_directoryMovedAside(self) -> None:
+        """
+        A history path that is a directory is moved aside, whole, at the
+        next deploy, and a new file started.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, FILENAME)
+        os.makedirs(os.path.join(path, "inside"))
+        history = DeployHistory(HistoryFile(path))
+        self.addCleanup(history.file.close)
+        with capturedLogs():
+            history.load()
+        with capturedLogs() as events:
+            history.add(record(1))
+        self.assertEqual(list(events), [])
+        self.assertTrue(os.path.isdir(os.path.join(path + ".unreadable", "inside")))
+        self.assertTrue(os.path.isfile(path))
 
 
 class ObservedDeploysTests(SynchronousTestCase):
