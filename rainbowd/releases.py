@@ -12,6 +12,7 @@ from for its whole life, whatever the link points at later, and C{/status}
 and the deploy history show that directory.
 """
 
+import errno
 import os
 from typing import Callable, Mapping, Optional, Tuple
 
@@ -46,10 +47,18 @@ def danglingLinkProblem(path: str) -> Optional[str]:
     link, target = dangling
     resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
     shown = repr(target) if target == resolved else f"{target!r} ({resolved})"
+    fix = f"(ln -sfn releases/ID {link}.new && mv -T {link}.new {link})"
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return (
+                f"{link} is a symbolic link to {shown}, which leads back to "
+                f"itself: point it at a release directory {fix}"
+            )
     return (
         f"{link} is a symbolic link to {shown}, which does not exist: point "
-        f"it at a release directory that does (ln -sfn releases/ID {link}.new "
-        f"&& mv -T {link}.new {link})"
+        f"it at a release directory that does {fix}"
     )
 
 

@@ -99,6 +99,30 @@ class DanglingLinkTests(SynchronousTestCase):
         )
 
 
+class LinkLoopTests(SynchronousTestCase):
+    """
+    A C{current} link that leads back to itself.
+    """
+
+    def test_loop(self) -> None:
+        """
+        A link that points at itself is named as a loop, not as a link to
+        something missing, with the same fix.
+        """
+        layout = Layout(self)
+        os.symlink("current", layout.current)
+        problem = danglingLinkProblem(layout.config)
+        self.assertEqual(
+            problem,
+            f"{layout.current} is a symbolic link to 'current' "
+            f"({layout.current}), which leads back to itself: point it at a "
+            f"release directory (ln -sfn releases/ID {layout.current}.new && "
+            f"mv -T {layout.current}.new {layout.current})",
+        )
+        error = self.assertRaises(ConfigError, layout.load)
+        self.assertIn("leads back to itself", str(error))
+
+
 class ResolveTests(SynchronousTestCase):
     """
     Tests for L{resolveRelease}, L{workingDirectory} and
