@@ -25,6 +25,7 @@ import os
 import socket
 import sys
 import time
+import unicodedata
 from typing import IO, Any, Callable, Dict, Iterable, List, Optional
 
 import attrs
@@ -526,7 +527,37 @@ def _shown(text: Optional[str], width: int) -> str:
     if text is None:
         return "-"
     text = "".join(c if c.isprintable() else "?" for c in str(text))
-    return text if len(text) <= width else text[: width - 1] + "\u2026"
+    if _columns(text) <= width:
+        return text
+    used = 0
+    for end, c in enumerate(text):
+        used += _columns(c)
+        if used > width - 1:
+            return text[:end] + "\u2026"
+    return text
+
+
+def _columns(text: str) -> int:
+    """
+    How many columns a terminal shows C{text} in: two for each wide
+    character (CJK), none for a combining one.
+    """
+    return sum(
+        0
+        if unicodedata.combining(c)
+        else 2
+        if unicodedata.east_asian_width(c) in ("W", "F")
+        else 1
+        for c in text
+    )
+
+
+def _padded(text: str, width: int, right: bool = False) -> str:
+    """
+    C{text} padded with spaces to C{width} columns.
+    """
+    padding = " " * (width - _columns(text))
+    return padding + text if right else text + padding
 
 
 def _requester(requester: Any) -> str:
@@ -614,13 +645,13 @@ def historyTable(
             note.append(f"error: {_text(deploy['error'])}")
         notes.append(_shown("; ".join(note), HISTORY_WIDTH - 8) if note else None)
     cells = [[_shown(cell, cap) for cell, cap in zip(row, caps)] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    widths = [max(_columns(row[i]) for row in cells) for i in range(len(header))]
     right = {0, 6}  # numbers
     lines = []
     for index, row in enumerate(cells):
         lines.append(
             "  ".join(
-                cell.rjust(width) if i in right else cell.ljust(width)
+                _padded(cell, width, i in right)
                 for i, (cell, width) in enumerate(zip(row, widths))
             ).rstrip()
         )

@@ -21,6 +21,7 @@ from rainbowd.ctl import (
     CtlError,
     Progress,
     controlAddress,
+    _columns,
     findTarget,
     historyTable,
     run,
@@ -886,6 +887,22 @@ class HistoryTableTests(SynchronousTestCase):
         table = historyTable([long], time.gmtime)
         self.assertEqual(max(len(line) for line in table.splitlines()), HISTORY_WIDTH)
         self.assertNotIn("\x1b", table)
+
+    def test_wideCharacters(self) -> None:
+        """
+        A message and a release in characters two columns wide (CJK) are
+        cut to the table's 100 columns as a terminal shows them, not to
+        100 characters, and the columns stay aligned.
+        """
+        release = "\u30ea\u30ea\u30fc\u30b9"
+        wide = dict(DEPLOYS[0], message="\u4fee" * 200, directory="/srv/" + release)
+        lines = historyTable([wide, DEPLOYS[1]], time.gmtime).splitlines()
+        self.assertLessEqual(max(_columns(n) for n in lines), HISTORY_WIDTH)
+        header, first, note, second = lines
+        self.assertTrue(note.startswith(" " * 8 + "\u4fee"))
+        column = _columns(header[: header.index("RELEASE")])
+        self.assertEqual(_columns(first[: first.index(release)]), column)
+        self.assertEqual(second.index("1796148990"), column)
 
     def test_otherShapes(self) -> None:
         """
