@@ -222,7 +222,6 @@ class HistoryFile:
         self.path = path
         self._write = write
         self._rewrite = rewrite
-        self._fd: Optional[int] = None
 
     def read(self) -> Tuple[List[DeployRecord], List[int], int, int]:
         """
@@ -277,13 +276,21 @@ class HistoryFile:
         """
         Add C{record} as one line, in one write.
 
+        The file is opened for each record (deploys are rare), so that a
+        file removed, or replaced by a link, since the last is not written
+        through, nor is the record lost to a file no longer there.
+
+        @raise UnsafeStateDir: if the file is not one rainbowd made;
+            nothing is written then.
         @raise OSError: if it cannot be written whole (what was written may
             then be a line cut short).
         """
-        if self._fd is None:
-            self._fd = openFile(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         data = _line(record)
-        written = self._write(self._fd, data)
+        fd = openFile(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            written = self._write(fd, data)
+        finally:
+            os.close(fd)
         if written != len(data):
             raise OSError(
                 errno.ENOSPC, f"only {written} of {len(data)} bytes were written"
@@ -292,8 +299,7 @@ class HistoryFile:
     def replace(self, records: List[DeployRecord], setAside: bool = False) -> None:
         """
         Make the file hold C{records} and nothing else: a new file, synced,
-        renamed over the old one.  Call L{close} first: this may run in
-        another thread, and the next L{append} opens the new file.
+        renamed over the old one.  This may run in another thread.
 
         @param setAside: first move the old file (one that could not be
             read) to C{path}L{UNREADABLE}, rather than lose it.
@@ -305,11 +311,6 @@ class HistoryFile:
             except FileNotFoundError:
                 pass
         self._rewrite(self.path, b"".join(_line(record) for record in records))
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class DeployHistory(Service):
@@ -439,7 +440,6 @@ class DeployHistory(Service):
         if self._stopObserving is not None:
             self._stopObserving()
             self._stopObserving = None
-        self.file.close()
         stopping, self._stopping = self._stopping, None
         stopping.callback(None)
 
@@ -512,7 +512,11 @@ class DeployHistory(Service):
             return
         try:
             self.file.append(record)
-        except (UnsafeStateDir, OSError) as e:
+        except UnsafeStateDir:
+            # Something else is where the file was: the rewrite replaces it.
+            self._rewrite()
+            return
+        except OSError as e:
             # What was written may be a line cut short: rewrite next time.
             self._rewriteNext = True
             self._failed(e)
@@ -523,7 +527,6 @@ class DeployHistory(Service):
     def _rewrite(self) -> None:
         self._rewriteNext = False
         records = list(self._records)
-        self.file.close()
         d = self._rewriting = self._inThread(
             self.file.replace, records, self._setAside
         )

@@ -88,7 +88,6 @@ class HistoryTests(SynchronousTestCase):
     def history(self, **kwargs) -> DeployHistory:
         history = DeployHistory(HistoryFile(self.path, **kwargs))
         history.load()
-        self.addCleanup(history.file.close)
         return history
 
     def lines(self):
@@ -103,7 +102,6 @@ class HistoryTests(SynchronousTestCase):
         first = self.history()
         first.add(record(1))
         first.add(record(2, outcome="failed", error="boom"))
-        first.file.close()
         second = self.history()
         self.assertEqual(second.records(), [record(2, outcome="failed", error="boom"), record(1)])
         self.assertEqual(second.lastDeploy, 2)
@@ -374,7 +372,6 @@ class HistoryTests(SynchronousTestCase):
             f.write(line(record(1)) + b"torn")
         history = DeployHistory(HistoryFile(self.path), inThread)
         history.load()
-        self.addCleanup(history.file.close)
         history.add(record(2))
         history.add(record(3))
         self.assertEqual(len(calls), 1)
@@ -416,6 +413,40 @@ class HistoryTests(SynchronousTestCase):
         history.add(record(2))
         with open(aside, "rb") as f:
             self.assertEqual(f.read(), old)
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
+        )
+
+    def test_removedWhileRunning(self) -> None:
+        """
+        A history file removed while rainbowd runs is made again at the
+        next deploy, rather than that deploy written to the removed file.
+        """
+        history = self.history()
+        history.add(record(1))
+        os.unlink(self.path)
+        history.add(record(2))
+        self.assertEqual([json.loads(text)["deploy"] for text in self.lines()], [2])
+
+    def test_linkPlantedWhileRunning(self) -> None:
+        """
+        A history file replaced by a symbolic link while rainbowd runs is
+        not written through: the same deploy replaces the link with the
+        whole history.
+        """
+        target = os.path.join(self.directory, "elsewhere")
+        with open(target, "wb") as f:
+            f.write(b"keep\n")
+        history = self.history()
+        history.add(record(1))
+        link = self.path + ".link"
+        os.symlink(target, link)
+        os.replace(link, self.path)
+        with capturedLogs():
+            history.add(record(2))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"keep\n")
+        self.assertFalse(os.path.islink(self.path))
         self.assertEqual(
             [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
         )
@@ -478,7 +509,6 @@ class ReplacedByDirectoryTests(SynchronousTestCase):
         path = os.path.join(directory, FILENAME)
         os.makedirs(os.path.join(path, "inside"))
         history = DeployHistory(HistoryFile(path))
-        self.addCleanup(history.file.close)
         with capturedLogs():
             history.load()
         with capturedLogs() as events:
@@ -626,7 +656,6 @@ class DeploysResourceTests(SynchronousTestCase):
         directory = self.mktemp()
         os.makedirs(directory)
         self.history = DeployHistory(HistoryFile(os.path.join(directory, FILENAME)))
-        self.addCleanup(self.history.file.close)
         for n in range(1, 31):
             self.history.add(record(n))
         root = Resource()
@@ -712,7 +741,6 @@ class StopTests(SynchronousTestCase):
         self.failureResultOf(deploying)
         later = DeployHistory(HistoryFile(path))
         later.load()
-        self.addCleanup(later.file.close)
         self.assertEqual(later.lastDeploy, 2)
         self.assertEqual(later.records(1)[0].outcome, "refused")
 
@@ -750,5 +778,4 @@ class StopTests(SynchronousTestCase):
         self.successResultOf(stopped)
         later = DeployHistory(HistoryFile(path))
         later.load()
-        self.addCleanup(later.file.close)
         self.assertEqual([r.deploy for r in later.records()], [3, 2, 1])
