@@ -156,9 +156,9 @@ def _isNumber(value: Any) -> bool:
 
 
 def _line(record: DeployRecord) -> bytes:
-    return (
-        json.dumps(record.asJSON(), ensure_ascii=False, separators=(",", ":")) + "\n"
-    ).encode("utf-8")
+    # ASCII, with \u escapes: a name from the filesystem or the kernel
+    # that is not UTF-8 holds lone surrogates, which UTF-8 cannot encode.
+    return (json.dumps(record.asJSON(), separators=(",", ":")) + "\n").encode("ascii")
 
 
 def _lastLines(f: Any, start: int, size: int, wanted: int) -> Tuple[int, int]:

@@ -108,6 +108,24 @@ class HistoryTests(SynchronousTestCase):
         second.add(record(3))
         self.assertEqual([r.deploy for r in self.history().records()], [3, 2, 1])
 
+    def test_undecodableNames(self) -> None:
+        """
+        A deploy whose strings hold bytes that are not UTF-8, as names from
+        the filesystem and the kernel do (a release directory, a unix
+        socket client's address), is written and read back as it was, and
+        spoils no later write.
+        """
+        odd = record(
+            1,
+            requester="unix:/tmp/\udcff (uid 1000, pid 7)",
+            directory="/srv/app/releases/\udcfe",
+            error="generation 1 could not be started: /srv/\udcfe",
+        )
+        history = self.history()
+        history.add(odd)
+        history.add(record(2))
+        self.assertEqual(self.history().records(), [record(2), odd])
+
     def test_oneLineEach(self) -> None:
         """
         Each deploy is one JSON line, appended as soon as it is added.
