@@ -5,9 +5,11 @@ kept in C{stateDir}/L{FILENAME} across restarts, and served as
 C{GET /deploys}.
 
 The file holds one JSON object a line, oldest first.  Each deploy is
-appended as one write of one line; a line cut short (rainbowd killed, or
-the disk full, mid-write) is skipped when the file is read, with a
-warning.  Once the file holds L{COMPACT_AT} lines it is rewritten with the
+appended as one write of one line, and its number, as it begins, as
+another (C{{"begun": N}}), so that a rainbowd killed mid-deploy does not
+leave the next to number a deploy the same; a line cut short (rainbowd
+killed, or the disk full, mid-write) is skipped when the file is read,
+with a warning.  Once the file holds L{COMPACT_AT} lines it is rewritten with the
 last L{KEPT}, through a temporary file that is synced, then renamed.
 
 The history never holds a deploy up: a file that cannot be written is
@@ -43,8 +45,8 @@ KEPT = 1000
 UNREADABLE = ".unreadable"
 
 #: How many lines the file may hold before it is rewritten with the last
-#: L{KEPT}: twice as many, so that it is rewritten once every L{KEPT}
-#: deploys, and stays under a megabyte as a rule.
+#: L{KEPT}: twice as many, so that it is rewritten once every L{KEPT} / 2
+#: deploys (two lines each), and stays under a megabyte as a rule.
 COMPACT_AT = 2 * KEPT
 
 #: A longer line is not one rainbowd wrote, and is skipped, in bytes.
@@ -155,6 +157,23 @@ def _isNumber(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+def _begunLine(deploy: int) -> bytes:
+    return b'{"begun":%d}\n' % (deploy,)
+
+
+def _begunNumber(value: Any) -> Optional[int]:
+    """
+    The number of a line written by L{HistoryFile.begin}, or L{None} if
+    C{value} is not one.
+    """
+    if not (isinstance(value, dict) and list(value) == ["begun"]):
+        return None
+    number = value["begun"]
+    if _isInt(number) and 1 <= number <= LARGEST_DEPLOY:
+        return number
+    return None
+
+
 def _line(record: DeployRecord) -> bytes:
     # ASCII, with \u escapes: a name from the filesystem or the kernel
     # that is not UTF-8 holds lone surrogates, which UTF-8 cannot encode.
@@ -223,24 +242,26 @@ class HistoryFile:
         self._write = write
         self._rewrite = rewrite
 
-    def read(self) -> Tuple[List[DeployRecord], List[int], int, int]:
+    def read(self) -> Tuple[List[DeployRecord], List[int], int, int, int]:
         """
         The last L{KEPT} records in the file, oldest first.
 
         @return: the records, the numbers of the first L{SHOWN} lines
             skipped (cut short, or not a record), how many were skipped,
-            and how many lines the file holds; an absent file is an empty
-            one.
+            how many lines the file holds, and the highest deploy number
+            a line says was begun (see L{begin}), or 0; an absent file is
+            an empty one.
         @raise UnsafeStateDir: if the file is not one rainbowd made.
         @raise OSError: if it cannot be read.
         """
         try:
             fd = openFile(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return [], [], 0, 0
+            return [], [], 0, 0, 0
         records: Deque[DeployRecord] = deque(maxlen=KEPT)
         skipped: List[int] = []
         skippedCount = 0
+        begun = 0
         number = 0
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -265,12 +286,27 @@ class HistoryFile:
                 try:
                     if not whole:
                         raise ValueError("cut short, or too long")
-                    records.append(DeployRecord.fromJSON(json.loads(line)))
+                    value = json.loads(line)
+                    if _begunNumber(value) is not None:
+                        begun = max(begun, _begunNumber(value))
+                    else:
+                        records.append(DeployRecord.fromJSON(value))
                 except (ValueError, TypeError):
                     skippedCount += 1
                     if len(skipped) < SHOWN:
                         skipped.append(number)
-        return list(records), skipped, skippedCount, number
+        return list(records), skipped, skippedCount, number, begun
+
+    def begin(self, deploy: int) -> None:
+        """
+        Keep the number of a deploy that begins, as a line of its own
+        (C{{"begun": N}}), so that a rainbowd killed before the deploy has
+        an outcome does not leave the next one to give that number again.
+
+        @raise UnsafeStateDir: if the file is not one rainbowd made.
+        @raise OSError: if it cannot be written whole.
+        """
+        self._appendLine(_begunLine(deploy))
 
     def append(self, record: DeployRecord) -> None:
         """
@@ -285,7 +321,9 @@ class HistoryFile:
         @raise OSError: if it cannot be written whole (what was written may
             then be a line cut short).
         """
-        data = _line(record)
+        self._appendLine(_line(record))
+
+    def _appendLine(self, data: bytes) -> None:
         fd = openFile(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             written = self._write(fd, data)
@@ -296,13 +334,20 @@ class HistoryFile:
                 errno.ENOSPC, f"only {written} of {len(data)} bytes were written"
             )
 
-    def replace(self, records: List[DeployRecord], setAside: bool = False) -> None:
+    def replace(
+        self,
+        records: List[DeployRecord],
+        setAside: bool = False,
+        begun: Optional[int] = None,
+    ) -> None:
         """
         Make the file hold C{records} and nothing else: a new file, synced,
         renamed over the old one.  This may run in another thread.
 
         @param setAside: first move the old file (one that could not be
             read) to C{path}L{UNREADABLE}, rather than lose it.
+        @param begun: the number of a deploy under way, kept as L{begin}
+            does, or L{None}.
         @raise OSError: if it cannot be written; the old file is then left.
         """
         if setAside:
@@ -310,7 +355,10 @@ class HistoryFile:
                 os.replace(self.path, self.path + UNREADABLE)
             except FileNotFoundError:
                 pass
-        self._rewrite(self.path, b"".join(_line(record) for record in records))
+        data = b"".join(_line(record) for record in records)
+        if begun is not None:
+            data += _begunLine(begun)
+        self._rewrite(self.path, data)
 
 
 class DeployHistory(Service):
@@ -366,7 +414,7 @@ class DeployHistory(Service):
         C{path}L{UNREADABLE}, at the next deploy.
         """
         try:
-            records, skipped, skippedCount, self._lines = self.file.read()
+            records, skipped, skippedCount, self._lines, begun = self.file.read()
         except (UnsafeStateDir, OSError) as e:
             self.log.error(
                 "cannot read the deploy history {path}: {error}; the history "
@@ -379,7 +427,7 @@ class DeployHistory(Service):
             self._rewriteNext = self._setAside = True
             return
         self._records.extend(records)
-        self.lastDeploy = max((r.deploy for r in records), default=0)
+        self.lastDeploy = max([begun] + [r.deploy for r in records])
         if skipped:
             shown = ", ".join(str(n) for n in skipped)
             self.log.warn(
@@ -449,6 +497,7 @@ class DeployHistory(Service):
         details = event.details
         if event.kind == "deploying":
             self._deploying[details.get("deploy", 0)] = event
+            self._begin(details.get("deploy", 0))
         elif event.kind == "launching":
             self._directories[event.generation] = self._directoryOf(event.generation)
         elif event.kind in OUTCOMES:
@@ -524,11 +573,32 @@ class DeployHistory(Service):
         self._lines += 1
         self._written()
 
+    def _begin(self, deploy: int) -> None:
+        """
+        Keep the number of C{deploy}, which begins, in the file: appended,
+        or in the rewrite under way or due.
+        """
+        self.lastDeploy = max(self.lastDeploy, deploy)
+        if self._rewriting is not None:
+            self._rewriteNext = True  # once this one is done, with it
+            return
+        if self._rewriteNext:
+            self._rewrite()
+            return
+        try:
+            self.file.begin(deploy)
+        except (UnsafeStateDir, OSError) as e:
+            self._rewriteNext = True
+            self._failed(e)
+            return
+        self._lines += 1
+
     def _rewrite(self) -> None:
         self._rewriteNext = False
         records = list(self._records)
+        begun = max(self._deploying, default=None)
         d = self._rewriting = self._inThread(
-            self.file.replace, records, self._setAside
+            self.file.replace, records, self._setAside, begun
         )
         d.addCallbacks(
             self._rewritten, self._rewriteFailed, callbackArgs=(len(records),)

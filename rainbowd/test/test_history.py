@@ -14,7 +14,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
 from rainbowd import history as history_module
-from rainbowd.deployer import Deployer
+from rainbowd.deployer import Deployer, Event
 from rainbowd.history import (
     COMPACT_AT,
     DEFAULT_LIMIT,
@@ -237,7 +237,7 @@ class HistoryTests(SynchronousTestCase):
         with open(self.path, "wb") as f:
             f.write(b"\n" * empty)
             f.write(b"".join(line(record(n)) for n in range(1, KEPT + 6)))
-        records, skipped, skippedCount, lines = HistoryFile(self.path).read()
+        records, skipped, skippedCount, lines, begun = HistoryFile(self.path).read()
         self.assertEqual(records, [record(n) for n in range(6, KEPT + 6)])
         first = empty + KEPT + 5 - COMPACT_AT + 1
         self.assertEqual(skipped, list(range(first, first + 10)))
@@ -394,12 +394,12 @@ class HistoryTests(SynchronousTestCase):
         history.add(record(3))
         self.assertEqual(len(calls), 1)
         f, args, d = calls[0]
-        self.assertEqual(args, ([record(1), record(2)], False))
+        self.assertEqual(args, ([record(1), record(2)], False, None))
         f(*args)
         d.callback(None)
         self.assertEqual(len(calls), 2)
         f, args, d = calls[1]
-        self.assertEqual(args, ([record(1), record(2), record(3)], False))
+        self.assertEqual(args, ([record(1), record(2), record(3)], False, None))
         f(*args)
         d.callback(None)
         history.add(record(4))
@@ -468,6 +468,38 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(
             [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
         )
+
+    def test_begunDuringRewrite(self) -> None:
+        """
+        A deploy that begins while the file is being rewritten has its
+        number kept by the rewrite after; one that begins when the file is
+        due a rewrite (a torn line) is kept by that rewrite, at once.
+        """
+        calls = []
+
+        def inThread(f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+
+        with open(self.path, "wb") as f:
+            f.write(line(record(1)) + b"torn")
+        history = DeployHistory(HistoryFile(self.path), inThread)
+        with capturedLogs():
+            history.load()
+        history._observe(Event("deploying", 5.0, None, {"deploy": 2}))
+        [(f, args, d)] = calls
+        self.assertEqual(args, ([record(1)], False, 2))
+        history._observe(Event("deploying", 6.0, None, {"deploy": 3}))
+        f(*args)
+        d.callback(None)
+        f, args, d = calls[1]
+        self.assertEqual(args, ([record(1)], False, 3))
+        f(*args)
+        d.callback(None)
+        later = DeployHistory(HistoryFile(self.path))
+        later.load()
+        self.assertEqual((later.lastDeploy, later.records()), (3, [record(1)]))
 
     def test_plantedLink(self) -> None:
         """
@@ -613,6 +645,22 @@ class ObservedDeploysTests(SynchronousTestCase):
         latest = self.history.records(1)[0]
         self.assertEqual((latest.outcome, latest.generation), ("refused", None))
         self.assertIn("maxBackends", latest.error)
+
+    def test_killedMidDeploy(self) -> None:
+        """
+        A deploy under way when rainbowd is killed (no outcome, ever) has
+        its number kept as it begins: a later rainbowd numbers after it,
+        without warning of the line that keeps it.
+        """
+        self.h.start()
+        self.h.deployer.redeploy()
+        # rainbowd is killed: no stop, no outcome.
+        later = DeployHistory(HistoryFile(self.path))
+        with capturedLogs() as events:
+            later.load()
+        self.assertEqual(list(events), [])
+        self.assertEqual(later.lastDeploy, 2)
+        self.assertEqual([r.deploy for r in later.records()], [1])
 
     def test_clockBackwards(self) -> None:
         """
