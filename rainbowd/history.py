@@ -644,6 +644,12 @@ class DeployHistory(Service):
             fix = f"free some space on its filesystem (df -h {directory})"
         elif code in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
             fix = f"{path} is a directory: move it away (mv {path} {path}.old)"
+        elif code == errno.ENOENT and not os.path.isdir(directory):
+            fix = (
+                f"the state directory {directory} is gone (removed with a "
+                f'release it was in?): set "stateDir" outside the releases, '
+                f"and restart rainbowd"
+            )
         else:
             fix = f"check {directory} is writable by rainbowd's user"
         self.log.error(

@@ -6,6 +6,7 @@ Tests for L{rainbowd.history}.
 import errno
 import json
 import os
+import shutil
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
@@ -548,6 +549,25 @@ class ReplacedByDirectoryTests(SynchronousTestCase):
         self.assertIn(f"{path} is a directory: move it away (mv {path} ", error)
         self.assertNotIn("writable", error)
         self.assertTrue(os.path.isdir(os.path.join(path, "inside")))
+
+    def test_stateDirGone(self) -> None:
+        """
+        When the state directory itself is gone (removed with a release
+        it was in), the error on writing says so, and that the fix is a
+        state directory outside the releases.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        history = DeployHistory(HistoryFile(os.path.join(directory, FILENAME)))
+        history.load()
+        history.add(record(1))
+        shutil.rmtree(directory)
+        with capturedLogs() as events:
+            history.add(record(2))
+        [error] = [formatEvent(e) for e in events]
+        self.assertIn(f"the state directory {directory} is gone", error)
+        self.assertIn('set "stateDir" outside the releases', error)
+        self.assertNotIn("writable", error)
 
     def test_directoryMovedAside(self) -> None:
         """
