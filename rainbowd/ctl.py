@@ -568,7 +568,9 @@ def _requester(requester: Any) -> str:
         return "rainbowd"
     requester = _text(requester)
     if requester.startswith("unix:") and "(uid " in requester:
-        return "unix uid " + requester.split("(uid ", 1)[1].split(",")[0].rstrip(")")
+        # The kernel's, which rainbowd puts last: the path before it is the
+        # one the client bound its socket to, and may say anything.
+        return "unix uid " + requester.rsplit("(uid ", 1)[1].split(",")[0].rstrip(")")
     return requester
 
 

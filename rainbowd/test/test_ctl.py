@@ -904,6 +904,19 @@ class HistoryTableTests(SynchronousTestCase):
         self.assertEqual(_columns(first[: first.index(release)]), column)
         self.assertEqual(second.index("1796148990"), column)
 
+    def test_spoofedUid(self) -> None:
+        """
+        A unix socket client is shown by the uid the kernel gave, which
+        rainbowd puts last, not by one written in the path the client bound
+        its socket to.
+        """
+        spoofed = dict(
+            DEPLOYS[1], requester="unix:/tmp/x (uid 0, pid 1) (uid 1001, pid 4242)"
+        )
+        table = historyTable([spoofed], time.gmtime)
+        self.assertIn("unix uid 1001", table)
+        self.assertNotIn("uid 0", table)
+
     def test_otherShapes(self) -> None:
         """
         Deploys from an older or a newer rainbowd, with fields missing or
