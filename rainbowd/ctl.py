@@ -450,6 +450,19 @@ def redeploy(
             except ValueError:
                 continue
             progress.event(event)
+            if (
+                message is not None
+                and isinstance(event, dict)
+                and event.get("event") == "deploying"
+                and "message" not in event
+            ):
+                # A rainbowd from before messages took the body for none.
+                out.write(
+                    f"rainbowctl: this rainbowd does not keep deploy messages: "
+                    f"{json.dumps(message)} was not recorded; upgrade "
+                    f"rainbowd, and restart it\n"
+                )
+                message = None
     except (OSError, http.client.HTTPException):
         pass  # cut off: Progress.end says so, unless the result came
     return progress.end()

@@ -704,6 +704,33 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(json.loads(body), {"message": "abc1234"})
         self.assertEqual(headers["Content-Type"], "application/json")
 
+    def test_redeployMessageToOlderRainbowd(self) -> None:
+        """
+        redeploy -m against a rainbowd from before messages (its deploying
+        event names no message) says the message was not kept, and the
+        fix; against one that keeps it, nothing more is said.
+        """
+        code, out, err = self.rainbowctl(
+            ["redeploy", "-m", "abc1234"], FakeConnection(self.ndjson(SUCCESS))
+        )
+        self.assertEqual(code, 0)
+        self.assertIn(
+            "this rainbowd does not keep deploy messages: \"abc1234\" was not "
+            "recorded; upgrade rainbowd, and restart it",
+            out,
+        )
+        current = [
+            dict(SUCCESS[0], requester="127.0.0.1:5000", message="abc1234")
+        ] + SUCCESS[1:]
+        code, out, err = self.rainbowctl(
+            ["redeploy", "-m", "abc1234"], FakeConnection(self.ndjson(current))
+        )
+        self.assertNotIn("does not keep", out)
+        code, out, err = self.rainbowctl(
+            ["redeploy"], FakeConnection(self.ndjson(SUCCESS))
+        )
+        self.assertNotIn("does not keep", out)
+
     def test_redeployBadMessage(self) -> None:
         """
         A message rainbowd refuses is an error saying why, and exits 2.
