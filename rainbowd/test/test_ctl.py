@@ -746,6 +746,24 @@ class RunTests(SynchronousTestCase):
             "characters long\n",
         )
 
+    def test_historyFromOlderRainbowd(self) -> None:
+        """
+        history against a rainbowd from before the deploy history says so,
+        and that upgrading it is the fix.
+        """
+        answer = json.dumps(
+            {"error": "no such endpoint: /deploys", "endpoints": ["POST /redeploy"]}
+        ).encode()
+        code, out, err = self.rainbowctl(
+            ["history"], FakeConnection(FakeResponse(404, answer))
+        )
+        self.assertEqual(code, CANNOT)
+        self.assertEqual(
+            err,
+            "rainbowctl: this rainbowd keeps no deploy history (GET /deploys: "
+            "no such endpoint: /deploys): upgrade rainbowd, and restart it\n",
+        )
+
     def test_history(self) -> None:
         """
         history asks for the last 20 deploys, or -n of them, and prints the
@@ -768,24 +786,6 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(
             (code, err),
             (CANNOT, "rainbowctl: GET /deploys failed: limit must be a whole number\n"),
-        )
-
-    def test_historyFromOlderRainbowd(self) -> None:
-        """
-        history against a rainbowd from before the deploy history says so,
-        and that upgrading it is the fix.
-        """
-        answer = json.dumps(
-            {"error": "no such endpoint: /deploys", "endpoints": ["POST /redeploy"]}
-        ).encode()
-        code, out, err = self.rainbowctl(
-            ["history"], FakeConnection(FakeResponse(404, answer))
-        )
-        self.assertEqual(code, CANNOT)
-        self.assertEqual(
-            err,
-            "rainbowctl: this rainbowd keeps no deploy history (GET /deploys: "
-            "no such endpoint: /deploys): upgrade rainbowd, and restart it\n",
         )
 
     def test_logs(self) -> None:
