@@ -502,6 +502,27 @@ class HistoryTests(SynchronousTestCase):
         later.load()
         self.assertEqual((later.lastDeploy, later.records()), (3, [record(1)]))
 
+    def test_hardLinkPlantedWhileRunning(self) -> None:
+        """
+        A history file replaced by a hard link to another file while
+        rainbowd runs is not written through: the same deploy replaces the
+        name, and the other file is left as it was.
+        """
+        target = os.path.join(self.directory, "passwd")
+        with open(target, "wb") as f:
+            f.write(b"root:x:0:0::/root:/bin/sh\n")
+        history = self.history()
+        history.add(record(1))
+        os.unlink(self.path)
+        os.link(target, self.path)
+        with capturedLogs():
+            history.add(record(2))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"root:x:0:0::/root:/bin/sh\n")
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
+        )
+
     def test_plantedLink(self) -> None:
         """
         A history file that is a symbolic link is not read through, nor
