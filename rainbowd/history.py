@@ -287,8 +287,9 @@ class HistoryFile:
                     if not whole:
                         raise ValueError("cut short, or too long")
                     value = json.loads(line)
-                    if _begunNumber(value) is not None:
-                        begun = max(begun, _begunNumber(value))
+                    started = _begunNumber(value)
+                    if started is not None:
+                        begun = max(begun, started)
                     else:
                         records.append(DeployRecord.fromJSON(value))
                 except (ValueError, TypeError):
