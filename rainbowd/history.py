@@ -400,6 +400,8 @@ class DeployHistory(Service):
         self._rewriteNext = False
         self._setAside = False
         self._failing: Optional[str] = None
+        self._failingFix = ""
+        self._triedAtStop = False
         self._deployer: Any = None
         self._stopObserving: Optional[Callable[[], None]] = None
         self._deploying: Dict[int, Event] = {}
@@ -486,6 +488,21 @@ class DeployHistory(Service):
     def _stopIfDone(self) -> None:
         if self._stopping is None or self._deploying or self._rewriting is not None:
             return
+        if self._rewriteNext and not self._triedAtStop:
+            # One more try at what could not be written.
+            self._triedAtStop = True
+            self._rewrite()
+            return
+        if self._rewriteNext and self._failing is not None:
+            self.log.error(
+                "the deploy history {path} lacks deploys kept only in memory "
+                "since it could not be written ({error}); they are lost with "
+                "this rainbowd, and the next may number deploys again from "
+                "the file's last: {fix}",
+                path=self.file.path,
+                error=self._failing,
+                fix=self._failingFix,
+            )
         if self._stopObserving is not None:
             self._stopObserving()
             self._stopObserving = None
@@ -653,6 +670,7 @@ class DeployHistory(Service):
             )
         else:
             fix = f"check {directory} is writable by rainbowd's user"
+        self._failingFix = fix
         self.log.error(
             "cannot write the deploy history {path}: {error}; deploys go on, "
             "and the history is kept in memory (GET /deploys) until the file "

@@ -332,6 +332,39 @@ class HistoryTests(SynchronousTestCase):
         history.add(record(4))
         self.assertEqual(len(self.lines()), 4)
 
+    def test_writtenAtStop(self) -> None:
+        """
+        Deploys kept only in memory, the file not writable, get one more
+        try at the stop, so that a disk with room again by then loses
+        none of them.
+        """
+        disk = FullDisk()
+        history = self.history(write=disk, rewrite=self.rewriteOn(disk))
+        history.startService()
+        with capturedLogs():
+            history.add(record(1))
+        disk.full = False
+        with capturedLogs():
+            self.successResultOf(history.stopService())
+        self.assertEqual([json.loads(text)["deploy"] for text in self.lines()], [1])
+
+    def test_lostAtStop(self) -> None:
+        """
+        Deploys kept only in memory that cannot be written at the stop
+        either are said to be lost with this rainbowd, with the fix.
+        """
+        disk = FullDisk()
+        history = self.history(write=disk, rewrite=self.rewriteOn(disk))
+        history.startService()
+        with capturedLogs():
+            history.add(record(1))
+        with capturedLogs() as events:
+            self.successResultOf(history.stopService())
+        [error] = [formatEvent(e) for e in events]
+        self.assertIn(f"the deploy history {self.path} lacks deploys", error)
+        self.assertIn("they are lost with this rainbowd", error)
+        self.assertIn(f"df -h {self.directory}", error)
+
     def rewriteOn(self, disk: FullDisk):
         """
         A C{rewrite} for L{HistoryFile} that fails while C{disk} is full.
