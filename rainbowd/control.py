@@ -520,7 +520,9 @@ def describePeer(request: IRequest) -> str:
         host = f"[{peer.host}]" if ":" in peer.host else peer.host
         return f"{host}:{peer.port}"
     if isinstance(peer, UNIXAddress):
-        path = peer.name or getattr(request.getHost(), "name", None)
+        # The control socket's path: the client's own, if it bound its
+        # socket to one, is whatever it chose to write.
+        path = getattr(request.getHost(), "name", None)
         described = "unix:" + (os.fsdecode(path) if path else "?")
         credentials = _peerCredentials(request)
         if credentials is not None:

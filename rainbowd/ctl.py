@@ -25,10 +25,12 @@ network.
 import argparse
 import http.client
 import json
+import math
 import os
 import socket
 import sys
 import time
+import unicodedata
 from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attrs
@@ -656,6 +658,19 @@ def redeploy(
             except ValueError:
                 continue
             progress.event(event)
+            if (
+                message is not None
+                and isinstance(event, dict)
+                and event.get("event") == "deploying"
+                and "message" not in event
+            ):
+                # A rainbowd from before messages took the body for none.
+                out.write(
+                    f"rainbowctl: this rainbowd does not keep deploy messages: "
+                    f"{json.dumps(message)} was not recorded; upgrade "
+                    f"rainbowd, and restart it\n"
+                )
+                message = None
     except (OSError, http.client.HTTPException):
         pass  # cut off: Progress.end says so, unless the result came
     return progress.end()
@@ -811,24 +826,88 @@ def _shown(text: Optional[str], width: int) -> str:
     if text is None:
         return "-"
     text = _printable(str(text))
-    return text if len(text) <= width else text[: width - 1] + "\u2026"
+    if _columns(text) <= width:
+        return text
+    used = 0
+    for end, c in enumerate(text):
+        used += _columns(c)
+        if used > width - 1:
+            return text[:end] + "\u2026"
+    return text
 
 
-def _requester(requester: Optional[str]) -> str:
+def _columns(text: str) -> int:
+    """
+    How many columns a terminal shows C{text} in: two for each wide
+    character (CJK), none for a combining one.
+    """
+    return sum(
+        0
+        if unicodedata.combining(c)
+        else 2
+        if unicodedata.east_asian_width(c) in ("W", "F")
+        else 1
+        for c in text
+    )
+
+
+def _padded(text: str, width: int, right: bool = False) -> str:
+    """
+    C{text} padded with spaces to C{width} columns.
+    """
+    padding = " " * (width - _columns(text))
+    return padding + text if right else text + padding
+
+
+def _requester(requester: Any) -> str:
     """
     Who asked for a deploy, short: a unix socket's client by its uid.
     """
     if requester is None:
         return "rainbowd"
+    requester = _text(requester)
     if requester.startswith("unix:") and "(uid " in requester:
-        return "unix uid " + requester.split("(uid ", 1)[1].split(",")[0].rstrip(")")
+        # The kernel's, which rainbowd puts last: the path before it is the
+        # one the client bound its socket to, and may say anything.
+        return "unix uid " + requester.rsplit("(uid ", 1)[1].split(",")[0].rstrip(")")
     return requester
 
 
+def _text(value: Any) -> str:
+    """
+    A field of a deploy as text: a string as it is, anything else (from a
+    newer rainbowd, say) as its JSON.
+    """
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _number(value: Any) -> Optional[float]:
+    """
+    A field of a deploy that should be a finite number, or L{None}.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:
+        return None
+
+
 def _took(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
+    seconds = _number(seconds)
+    if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f}ms" if seconds < 0.1 else f"{seconds:.1f}s"
+
+
+def _started(started: Any, localtime: Callable[[float], time.struct_time]) -> str:
+    started = _number(started)
+    if started is None:
+        return "-"
+    try:
+        return time.strftime("%m-%d %H:%M:%S", localtime(started))
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def historyTable(
@@ -848,33 +927,32 @@ def historyTable(
     notes: List[Optional[str]] = []
     for deploy in deploys:
         directory = deploy.get("directory")
-        started = deploy.get("started")
         rows.append(
             [
-                str(deploy.get("deploy")),
-                "-"
-                if not isinstance(started, (int, float))
-                else time.strftime("%m-%d %H:%M:%S", localtime(started)),
+                "-" if deploy.get("deploy") is None else _text(deploy["deploy"]),
+                _started(deploy.get("started"), localtime),
                 _CAUSES.get(str(deploy.get("cause")), deploy.get("cause")),
                 _requester(deploy.get("requester")),
                 _took(deploy.get("seconds")),
                 deploy.get("outcome"),
                 "-" if deploy.get("generation") is None else str(deploy["generation"]),
-                None if not directory else os.path.basename(directory.rstrip("/")),
+                None
+                if not directory
+                else os.path.basename(_text(directory).rstrip("/")),
             ]
         )
-        note = [deploy["message"]] if deploy.get("message") else []
+        note = [_text(deploy["message"])] if deploy.get("message") else []
         if deploy.get("error"):
-            note.append(f"error: {deploy['error']}")
+            note.append(f"error: {_text(deploy['error'])}")
         notes.append(_shown("; ".join(note), HISTORY_WIDTH - 8) if note else None)
     cells = [[_shown(cell, cap) for cell, cap in zip(row, caps)] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    widths = [max(_columns(row[i]) for row in cells) for i in range(len(header))]
     right = {0, 6}  # numbers
     lines = []
     for index, row in enumerate(cells):
         lines.append(
             "  ".join(
-                cell.rjust(width) if i in right else cell.ljust(width)
+                _padded(cell, width, i in right)
                 for i, (cell, width) in enumerate(zip(row, widths))
             ).rstrip()
         )
@@ -888,6 +966,11 @@ def historyTable(
 
 def history(client: Client, out: IO[str], limit: int, asJSON: bool) -> int:
     response = client.request("GET", f"/deploys?limit={limit}")
+    if response.status == 404:
+        raise Answered(
+            f"this rainbowd keeps no deploy history (GET /deploys: "
+            f"{_answerOf(response)['error']}): upgrade rainbowd, and restart it"
+        )
     if response.status != 200:
         raise _refused("GET /deploys", response)
     body = json.loads(response.read())

@@ -829,6 +829,26 @@ class DescribePeerTests(SynchronousTestCase):
             f"unix:/run/rainbowd/control.sock (uid {os.getuid()}, pid {os.getpid()})",
         )
 
+    def test_unixClientBoundPath(self) -> None:
+        """
+        A client that bound its socket to a path of its choosing is still
+        named by the control socket's path and the kernel's uid and pid,
+        not by that path, which may say anything (another uid, or
+        terminal escapes for the log).
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        request = _PeerRequest(
+            UNIXAddress(b"/tmp/x\x1b[2J (uid 0, pid 1)"),
+            UNIXAddress(b"/run/rainbowd/control.sock"),
+            ours,
+        )
+        self.assertEqual(
+            describePeer(request),
+            f"unix:/run/rainbowd/control.sock (uid {os.getuid()}, pid {os.getpid()})",
+        )
+
     def test_unixSocketWithoutCredentials(self) -> None:
         """
         Where the kernel tells nothing of the other end, the path alone.

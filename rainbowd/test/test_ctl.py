@@ -24,6 +24,7 @@ from rainbowd.ctl import (
     CtlError,
     Progress,
     controlAddress,
+    _columns,
     findTarget,
     historyTable,
     run,
@@ -1231,6 +1232,33 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(json.loads(body), {"message": "abc1234"})
         self.assertEqual(headers["Content-Type"], "application/json")
 
+    def test_redeployMessageToOlderRainbowd(self) -> None:
+        """
+        redeploy -m against a rainbowd from before messages (its deploying
+        event names no message) says the message was not kept, and the
+        fix; against one that keeps it, nothing more is said.
+        """
+        code, out, err = self.rainbowctl(
+            ["redeploy", "-m", "abc1234"], FakeConnection(self.ndjson(SUCCESS))
+        )
+        self.assertEqual(code, 0)
+        self.assertIn(
+            "this rainbowd does not keep deploy messages: \"abc1234\" was not "
+            "recorded; upgrade rainbowd, and restart it",
+            out,
+        )
+        current = [
+            dict(SUCCESS[0], requester="127.0.0.1:5000", message="abc1234")
+        ] + SUCCESS[1:]
+        code, out, err = self.rainbowctl(
+            ["redeploy", "-m", "abc1234"], FakeConnection(self.ndjson(current))
+        )
+        self.assertNotIn("does not keep", out)
+        code, out, err = self.rainbowctl(
+            ["redeploy"], FakeConnection(self.ndjson(SUCCESS))
+        )
+        self.assertNotIn("does not keep", out)
+
     def test_redeployBadMessage(self) -> None:
         """
         A message rainbowd refuses is an error saying why, and exits 1, as
@@ -1245,6 +1273,24 @@ class RunTests(SynchronousTestCase):
             err,
             'rainbowctl: POST /redeploy failed: "message" is 1001 '
             "characters long\n",
+        )
+
+    def test_historyFromOlderRainbowd(self) -> None:
+        """
+        history against a rainbowd from before the deploy history says so,
+        and that upgrading it is the fix.
+        """
+        answer = json.dumps(
+            {"error": "no such endpoint: /deploys", "endpoints": ["POST /redeploy"]}
+        ).encode()
+        code, out, err = self.rainbowctl(
+            ["history"], FakeConnection(FakeResponse(404, answer))
+        )
+        self.assertEqual(code, FAILED)
+        self.assertEqual(
+            err,
+            "rainbowctl: this rainbowd keeps no deploy history (GET /deploys: "
+            "no such endpoint: /deploys): upgrade rainbowd, and restart it\n",
         )
 
     def test_history(self) -> None:
@@ -1589,6 +1635,61 @@ class HistoryTableTests(SynchronousTestCase):
         table = historyTable([long], time.gmtime)
         self.assertEqual(max(len(line) for line in table.splitlines()), HISTORY_WIDTH)
         self.assertNotIn("\x1b", table)
+
+    def test_wideCharacters(self) -> None:
+        """
+        A message and a release in characters two columns wide (CJK) are
+        cut to the table's 100 columns as a terminal shows them, not to
+        100 characters, and the columns stay aligned.
+        """
+        release = "\u30ea\u30ea\u30fc\u30b9"
+        wide = dict(DEPLOYS[0], message="\u4fee" * 200, directory="/srv/" + release)
+        lines = historyTable([wide, DEPLOYS[1]], time.gmtime).splitlines()
+        self.assertLessEqual(max(_columns(n) for n in lines), HISTORY_WIDTH)
+        header, first, note, second = lines
+        self.assertTrue(note.startswith(" " * 8 + "\u4fee"))
+        column = _columns(header[: header.index("RELEASE")])
+        self.assertEqual(_columns(first[: first.index(release)]), column)
+        self.assertEqual(second.index("1796148990"), column)
+
+    def test_spoofedUid(self) -> None:
+        """
+        A unix socket client is shown by the uid the kernel gave, which
+        rainbowd puts last, not by one written in the path the client bound
+        its socket to.
+        """
+        spoofed = dict(
+            DEPLOYS[1], requester="unix:/tmp/x (uid 0, pid 1) (uid 1001, pid 4242)"
+        )
+        table = historyTable([spoofed], time.gmtime)
+        self.assertIn("unix uid 1001", table)
+        self.assertNotIn("uid 0", table)
+
+    def test_otherShapes(self) -> None:
+        """
+        Deploys from an older or a newer rainbowd, with fields missing or
+        of other types, are shown as far as they can be, within 100
+        columns, and never stop the table.
+        """
+        deploys = [
+            {},
+            {"deploy": 3, "outcome": "deployed"},
+            dict(
+                DEPLOYS[0],
+                requester={"unix": "/run/c.sock", "uid": 1000},
+                message=["abc", 1],
+                error={"code": 3},
+                directory=["/srv/app/releases/1"],
+                started=10**30,
+                seconds=float("nan"),
+                generation="17",
+            ),
+            dict(DEPLOYS[0], started=float("inf"), seconds="2s"),
+        ]
+        table = historyTable(deploys, time.gmtime)
+        lines = table.splitlines()
+        self.assertEqual(len([n for n in lines if not n.startswith(" " * 8)]), 5)
+        self.assertLessEqual(max(len(n) for n in lines), HISTORY_WIDTH)
 
     def test_empty(self) -> None:
         """

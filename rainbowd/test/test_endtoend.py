@@ -563,6 +563,57 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(status["active"], 1)
         self.assertIsNone(status["standby"])
 
+    def test_historyOfDeploysCutShort(self):
+        """
+        A redeploy under way when rainbowd gets SIGTERM is recorded,
+        refused, before rainbowd exits; one under way when rainbowd is
+        killed keeps its number: each later rainbowd numbers after them.
+        """
+        daemon = Daemon(self)
+
+        def startServing():
+            daemon.writeConfig(env={})
+            daemon.start()
+            self.assertTrue(daemon.serving().startswith("v1"))
+
+        def redeployStuck():
+            # A version that takes a minute to listen: the deploy waits.
+            daemon.writeConfig(env={"APP_STARTUP_DELAY": "60"})
+
+            def ask():
+                try:
+                    daemon.control("POST", "/redeploy")
+                except (OSError, http.client.HTTPException):
+                    pass  # rainbowd went away
+
+            asking = threading.Thread(target=ask, daemon=True)
+            asking.start()
+            self.addCleanup(asking.join, DEADLINE)
+            waitFor(
+                lambda: len(daemon.control("GET", "/status")[1]["backends"]) == 2,
+                "the new version to be launched",
+            )
+
+        def numbers():
+            deploys = daemon.control("GET", "/deploys")[1]["deploys"]
+            return [(d["deploy"], d["outcome"]) for d in deploys]
+
+        startServing()
+        redeployStuck()
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+        daemon.process.stdout.close()
+        startServing()
+        waitFor(lambda: len(numbers()) == 3, "the startup deploy to be recorded")
+        self.assertEqual(numbers(), [(3, "deployed"), (2, "refused"), (1, "deployed")])
+        redeployStuck()
+        daemon.process.kill()
+        daemon.process.wait(DEADLINE)
+        daemon.process.stdout.close()
+        startServing()
+        waitFor(lambda: len(numbers()) == 4, "the startup deploy to be recorded")
+        self.assertEqual(numbers()[0], (5, "deployed"))
+
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """
         An upgraded connection (an echo protocol) is tunnelled to the app,
