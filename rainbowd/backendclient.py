@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_proxy -*-
+# -*- test-case-name: rainbowd.test.test_backendclient -*-
 """
 The lean HTTP/1.1 client the proxy forwards requests to a backend with.
 
