@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.client import URI
 from twisted.web.server import Request
 
-from rainbowd.backendclient import HOP_BY_HOP
+from rainbowd.http1 import HOP_BY_HOP
 
 _NOT_FORWARDED = HOP_BY_HOP | {
     b"content-length",
