@@ -739,22 +739,18 @@ class BackendConnection(Protocol):
         # is a classic bug of hand-written apps, and could come in any later
         # write: such a connection carries no other request.
         bodiless = framing == NO_BODY
-        self._bodiless = bodiless or parser.interim
-        self._status = parser.status
-        self._keepAlive = (
-            parser.keepAlive and not self.dedicated and not self._bodiless
-        )
-        handler.responseHead(parser.status, parser.reason, parser.headers)
+        self._bodiless = suspect = bodiless or parser.interim
+        self._status = status = parser.status
+        self._keepAlive = parser.keepAlive and not self.dedicated and not suspect
+        handler.responseHead(status, parser.reason, parser.headers)
         if bodiless:
             self._state = _IDLE
+        elif framing == LENGTH:
+            length = self._remaining = parser.length
+            self._state = _LENGTH if length else _IDLE
         elif framing == CHUNKED:
             self._state = _CHUNKED
             self._decoder.begin()
-        elif framing == LENGTH:
-            self._state = _LENGTH
-            self._remaining = parser.length
-            if parser.length == 0:
-                self._state = _IDLE
         else:
             self._state = _UNTIL_CLOSE
         return rest

@@ -171,6 +171,19 @@ class ResponseParser:
         then reuses the connection, a laxity that the tests pin.)
     """
 
+    __slots__ = (
+        "_buffer",
+        "_headOnly",
+        "_upgrade",
+        "status",
+        "reason",
+        "headers",
+        "framing",
+        "length",
+        "keepAlive",
+        "interim",
+    )
+
     def __init__(self) -> None:
         self._buffer = b""
         self._headOnly = False
@@ -367,6 +380,8 @@ class ChunkedDecoder:
     @ivar pieces: The data decoded by the last call to L{decode}, in order:
         a list emptied by each call, so read it before the next one.
     """
+
+    __slots__ = ("_state", "_remaining", "_buffer", "pieces")
 
     def __init__(self) -> None:
         self._state = _CHUNK_SIZE
