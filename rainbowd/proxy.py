@@ -35,11 +35,11 @@ from rainbowd.backendclient import (
     Pool,
 )
 from rainbowd.requesthead import (
-    _contentLength,
-    _isUpgrade,
-    _originForm,
-    _requestHead,
-    _Unforwardable,
+    Unforwardable,
+    contentLength,
+    isUpgrade,
+    originForm,
+    requestHead,
 )
 from rainbowd.requestlimits import LimitedRequest, LimitedSite
 from rainbowd.traffic import RETRY_AFTER, Mode, Traffic, TrafficStopped
@@ -181,7 +181,7 @@ class ReverseProxy(Resource):
         Forward C{request}, whatever its method, to the routable backend.
         """
         request.defaultContentType = None
-        target = _originForm(request.uri)
+        target = originForm(request.uri)
         if target is None:
             _respondInPlainText(
                 request,
@@ -191,11 +191,11 @@ class ReverseProxy(Resource):
                 ),
             )
             return NOT_DONE_YET
-        bodyLength = _contentLength(request)
-        upgrade = _isUpgrade(request)
+        bodyLength = contentLength(request)
+        upgrade = isUpgrade(request)
         try:
-            head = _requestHead(request, target, bodyLength, upgrade)
-        except _Unforwardable as e:
+            head = requestHead(request, target, bodyLength, upgrade)
+        except Unforwardable as e:
             _respondInPlainText(request, 400, "rainbowd: cannot forward " + str(e))
             return NOT_DONE_YET
         forwarding = _Forwarding(

@@ -1,6 +1,13 @@
 # -*- test-case-name: rainbowd.test.test_requesthead -*-
 """
-The head of the request rainbowd sends to a backend for a client's request.
+The head of the request rainbowd sends to a backend for a client's request:
+its target in origin form, its I{Host}, the I{X-Forwarded-*} headers, its
+own I{Content-Length}, and none of the headers that describe the client's
+connection rather than the request.
+
+The proxy calls, for each request, L{originForm}, L{contentLength},
+L{isUpgrade} and then L{requestHead}, which raises L{Unforwardable} for a
+request that cannot be sent on as it is.
 """
 
 import re
@@ -37,7 +44,7 @@ _ABSOLUTE_FORM = re.compile(rb"\A[A-Za-z][A-Za-z0-9+.-]*://")
 _BAD_HEADER_VALUE = re.compile(rb"[\x00\r\n]")
 
 
-def _isUpgrade(request: Request) -> bool:
+def isUpgrade(request: Request) -> bool:
     """
     Does C{request} ask to switch protocols (RFC 9110 section 7.8)?
     """
@@ -53,7 +60,7 @@ def _isUpgrade(request: Request) -> bool:
     return any(token.strip() == b"upgrade" for token in tokens)
 
 
-def _originForm(uri: bytes) -> Optional[bytes]:
+def originForm(uri: bytes) -> Optional[bytes]:
     """
     The request target to send to the backend: the path and query string
     of C{uri}, or L{None} if C{uri} is neither a path nor an absolute URI.
@@ -70,7 +77,7 @@ def _originForm(uri: bytes) -> Optional[bytes]:
     return None
 
 
-def _authority(uri: bytes) -> Optional[bytes]:
+def authority(uri: bytes) -> Optional[bytes]:
     """
     The host and port of C{uri} if it is in absolute form (which, by RFC
     9112 section 3.2.2, take the place of the I{Host} header), without any
@@ -81,7 +88,7 @@ def _authority(uri: bytes) -> Optional[bytes]:
     return urlsplit(uri).netloc.rpartition(b"@")[2] or None
 
 
-def _contentLength(request: Request) -> int:
+def contentLength(request: Request) -> int:
     """
     The size of the body twisted.web received with C{request}.
     """
@@ -94,13 +101,13 @@ def _contentLength(request: Request) -> int:
     return length
 
 
-class _Unforwardable(Exception):
+class Unforwardable(Exception):
     """
     A request cannot be forwarded as it is; the message says why.
     """
 
 
-def _requestHead(
+def requestHead(
     request: Request, target: bytes, bodyLength: int, upgrade: bool
 ) -> bytes:
     """
@@ -108,7 +115,7 @@ def _requestHead(
     not those with an underscore in their name, since the app may read
     them as the header with a dash in its place.
 
-    @raise _Unforwardable: Its target names a host that cannot go in a
+    @raise Unforwardable: Its target names a host that cannot go in a
         header, or it has more than one I{Host} header.
     """
     requestHeaders = request.requestHeaders
@@ -133,10 +140,10 @@ def _requestHead(
         for value in values:
             add((name, b": ", value, b"\r\n"))
 
-    host = _authority(request.uri)
+    host = authority(request.uri)
     if host is not None:
         if _BAD_HEADER_VALUE.search(host):
-            raise _Unforwardable(
+            raise Unforwardable(
                 "a request whose target names the host {!r}".format(
                     request.uri.decode("latin-1")
                 )
@@ -145,7 +152,7 @@ def _requestHead(
         hosts = requestHeaders.getRawHeaders(b"Host")
         if hosts:
             if len(hosts) > 1:
-                raise _Unforwardable(
+                raise Unforwardable(
                     "a request with {} Host headers; send exactly one".format(
                         len(hosts)
                     )

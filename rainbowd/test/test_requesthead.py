@@ -1,12 +1,24 @@
 # -*- test-case-name: rainbowd.test.test_requesthead -*-
 """
-Tests for L{rainbowd.requesthead}: what reaches the backend of a client's
-request, through the proxy, in the world of L{rainbowd.test.inmemory}.
+Tests for L{rainbowd.requesthead}: its functions on their own, and what
+reaches the backend of a client's request through the proxy, in the world
+of L{rainbowd.test.inmemory}.
 """
 
-from typing import Tuple
+from typing import List, Tuple
 
+from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
+
+from rainbowd.requesthead import (
+    Unforwardable,
+    authority,
+    isUpgrade,
+    originForm,
+    requestHead,
+)
 
 from rainbowd.test.inmemory import (
     BackendApp,
@@ -355,3 +367,119 @@ class ForwardingTests(SynchronousTestCase):
         self.assertEqual(client.response().code, 400)
         self.assertEqual(self.world.attempts(), [])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+def request(
+    uri: bytes = b"/",
+    headers: List[Tuple[bytes, bytes]] = [(b"Host", b"example.com")],
+    method: bytes = b"GET",
+    clientproto: bytes = b"HTTP/1.1",
+) -> Request:
+    """
+    A request as twisted.web hands it to the proxy, from 192.0.2.7.
+    """
+    channel = DummyChannel()
+    channel.transport = DummyChannel.TCP(IPv4Address("TCP", "192.0.2.7", 54321))
+    result = Request(channel)
+    result.method = method
+    result.uri = uri
+    result.clientproto = clientproto
+    for name, value in headers:
+        result.requestHeaders.addRawHeader(name, value)
+    return result
+
+
+class FunctionTests(SynchronousTestCase):
+    """
+    The functions of L{rainbowd.requesthead}, on their own.
+    """
+
+    def test_originForm(self) -> None:
+        """
+        A path is sent as it is, an absolute URI as its path and query, and
+        anything else not at all.
+        """
+        for uri, target in [
+            (b"/a?b=c", b"/a?b=c"),
+            (b"http://example.com/a?b", b"/a?b"),
+            (b"http://example.com", b"/"),
+            (b"http://example.com?q=1", b"/?q=1"),
+            (b"HTTPS://user@example.com:8443/x", b"/x"),
+            (b"*", None),
+            (b"example.com:443", None),
+            (b"a", None),
+        ]:
+            self.assertEqual(originForm(uri), target, uri)
+
+    def test_authority(self) -> None:
+        """
+        The authority of an absolute URI, without user info, takes the place
+        of the Host header; a path has none.
+        """
+        for uri, host in [
+            (b"http://example.com:8080/a", b"example.com:8080"),
+            (b"http://user:secret@example.com/", b"example.com"),
+            (b"http:///a", None),
+            (b"/a", None),
+        ]:
+            self.assertEqual(authority(uri), host, uri)
+
+    def test_isUpgrade(self) -> None:
+        """
+        Only an HTTP/1.1 request with an I{Upgrade} header that its
+        I{Connection} header names asks to switch protocols.
+        """
+        upgrade = [(b"Upgrade", b"websocket"), (b"Connection", b"keep-alive, Upgrade")]
+        self.assertTrue(isUpgrade(request(headers=upgrade)))
+        self.assertFalse(isUpgrade(request(headers=upgrade, clientproto=b"HTTP/1.0")))
+        self.assertFalse(isUpgrade(request(headers=upgrade[:1])))
+        self.assertFalse(isUpgrade(request(headers=upgrade[1:])))
+
+    def test_requestHead(self) -> None:
+        """
+        The head sent to the backend has the target given, the client's end
+        to end headers, its Host, the forwarding headers and the body's
+        length, and none of the hop-by-hop headers or those with an
+        underscore in their name.
+        """
+        head = requestHead(
+            request(
+                b"/ignored",
+                [
+                    (b"Host", b"example.com"),
+                    (b"Connection", b"X-Hop"),
+                    (b"X-Hop", b"1"),
+                    (b"Keep-Alive", b"300"),
+                    (b"X_Forwarded_For", b"10.0.0.1"),
+                    (b"Accept", b"*/*"),
+                ],
+                method=b"POST",
+            ),
+            b"/target",
+            5,
+            False,
+        )
+        self.assertEqual(
+            head,
+            b"POST /target HTTP/1.1\r\nAccept: */*\r\nHost: example.com\r\n"
+            b"X-Forwarded-Host: example.com\r\nX-Forwarded-For: 192.0.2.7\r\n"
+            b"X-Forwarded-Proto: http\r\nContent-Length: 5\r\n\r\n",
+        )
+
+    def test_noHost(self) -> None:
+        """
+        Without a Host header, the head names rainbowd's own address.
+        """
+        r = request(headers=[], clientproto=b"HTTP/1.0")
+        r.host = IPv4Address("TCP", "127.0.0.1", 7000)
+        self.assertIn(b"\r\nHost: 127.0.0.1:7000\r\n", requestHead(r, b"/", 0, False))
+
+    def test_unforwardable(self) -> None:
+        """
+        Two Host headers, or a target naming a host that cannot go in a
+        header, cannot be forwarded.
+        """
+        twoHosts = request(headers=[(b"Host", b"a"), (b"Host", b"b")])
+        self.assertRaises(Unforwardable, requestHead, twoHosts, b"/", 0, False)
+        badHost = request(b"http://a\x00b/", headers=[])
+        self.assertRaises(Unforwardable, requestHead, badHost, b"/", 0, False)
