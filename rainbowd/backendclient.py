@@ -433,10 +433,13 @@ class BackendConnection(Protocol):
     """
     One HTTP/1.1 connection to a backend, carrying one request at a time.
 
-    It parses just what a proxy needs of a response -- status, headers,
-    framing (I{Content-Length}, chunked, or until close) -- and hands the
-    rest to its handler as it arrives.  It is the producer of the client's
-    response, so that a slow client pauses reading from the backend.
+    Its L{rainbowd.http1.ResponseParser} reads just what a proxy needs of
+    a response -- status, headers, framing (I{Content-Length}, chunked, or
+    until close), whether the connection persists -- and the connection
+    hands the rest to its handler as it arrives, through a
+    L{rainbowd.http1.ChunkedDecoder} if chunked.  It is the producer of the
+    client's response, so that a slow client pauses reading from the
+    backend.
 
     @ivar handler: The handler of the request it carries, if any.
     @ivar used: It has carried a whole response before, so the app may have
@@ -467,7 +470,7 @@ class BackendConnection(Protocol):
         self.requests = 0
         self._state = _IDLE
         self._parser = ResponseParser()
-        self._decoder = ChunkedDecoder()
+        self._decoder: Optional[ChunkedDecoder] = None  # for the first chunked body
         self._keepAlive = True
         self._remaining = 0
         self._streaming = False
@@ -688,6 +691,7 @@ class BackendConnection(Protocol):
                 return
         elif state == _CHUNKED:
             decoder = self._decoder
+            assert decoder is not None
             try:
                 data = decoder.decode(data)
             except BadResponse as e:
@@ -750,7 +754,10 @@ class BackendConnection(Protocol):
             self._state = _LENGTH if length else _IDLE
         elif framing == CHUNKED:
             self._state = _CHUNKED
-            self._decoder.begin()
+            decoder = self._decoder
+            if decoder is None:
+                decoder = self._decoder = ChunkedDecoder()
+            decoder.begin()
         else:
             self._state = _UNTIL_CLOSE
         return rest
