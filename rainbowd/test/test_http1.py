@@ -323,6 +323,10 @@ class ChunkedDecoderTests(SynchronousTestCase):
     """
 
     def decode(self, *pieces: bytes) -> Tuple[List[bytes], Optional[bytes]]:
+        """
+        The data a new decoder hands out for C{pieces}, and the bytes after
+        the body, once it is over.
+        """
         decoder = ChunkedDecoder()
         decoder.begin()
         data = []
