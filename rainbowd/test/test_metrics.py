@@ -18,7 +18,7 @@ from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
 from rainbowd.test.test_control import FakeDeployer as FakeControlDeployer
 from rainbowd.test.test_deployer import Harness
 from rainbowd.backendclient import BODY_TIMEOUT, TIMEOUT
-from rainbowd.test.test_proxy import (
+from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,
     FakeDeployer,
