@@ -1106,19 +1106,58 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
     return ControlKeys(needed["controlPort"], tokenFile, source, tuple(warnings))
 
 
+_COLON = re.compile(r"\s*:\s*")
+_LENIENT = json.JSONDecoder(strict=False)
+
+
+def _topLevelPairs(text: str) -> List[Tuple[str, int]]:
+    """
+    Each C{"key":} of the top-level object of C{text}, which may not be
+    valid JSON, as the key and the offset of its value; not those in a
+    string, in a nested object or array, or in a comment (C{//}, C{#} or
+    C{/* */}: JSON has none, but people write them, to turn a key off).
+    The scan stops at a string that does not end.
+    """
+    pairs = []
+    depth = 0
+    i = 0
+    while i < len(text):
+        if text[i] == '"':
+            try:
+                name, end = _LENIENT.raw_decode(text, i)
+            except ValueError:
+                break
+            colon = _COLON.match(text, end)
+            if depth == 1 and colon is not None:
+                pairs.append((name, colon.end()))
+            i = end
+        elif text.startswith(("//", "#"), i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+        else:
+            depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(text[i], 0)
+            i += 1
+    return pairs
+
+
 def _salvage(source: str, text: str) -> Dict[str, Any]:
     """
     The values of L{CONTROL_KEYS} in C{text}, which is not valid JSON:
-    each key found once, as C{"key": VALUE} with a whole JSON value
-    followed by a comma, a closing brace or nothing.
+    each key found once at the top level (see L{_topLevelPairs}), as
+    C{"key": VALUE} with a whole JSON value followed by a comma, a closing
+    brace or nothing.
 
     @raise ConfigError: if one of them is there more than once, or its
         value cannot be read.
     """
     decoder = json.JSONDecoder()
+    pairs = _topLevelPairs(text)
     values = {}
     for key in CONTROL_KEYS:
-        found = list(re.finditer(r'(?<!\\)"%s"\s*:\s*' % re.escape(key), text))
+        found = [start for name, start in pairs if name == key]
         if not found:
             continue
         where = f"{source} is not valid JSON, and rainbowctl"
@@ -1128,7 +1167,7 @@ def _salvage(source: str, text: str) -> Dict[str, Any]:
                 "tell which one rainbowd uses.  Fix the file."
             )
         try:
-            value, end = decoder.raw_decode(text, found[0].end())
+            value, end = decoder.raw_decode(text, found[0])
         except ValueError:
             end = None
         # A whole value ends where the object, or the pair, does.
