@@ -329,9 +329,35 @@ def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
 
 
-#: How a shell command can reach its positional parameters: the port is
-#: only ever given as $1.
-_POSITIONAL_PARAMETERS = re.compile(r"(?<!\\)\$(\{[#!]?)?[1@*]")
+#: What follows a "$" that reaches the first positional parameter: the
+#: port is only ever given as $1 ($10 is $1 then 0, but ${10} is not it).
+_POSITIONAL_PARAMETERS = re.compile(r"[1@*]|\{[#!]?[1@*](?!\d)")
+
+
+def _expandsPort(run: str) -> bool:
+    """
+    Whether the shell expands $1 somewhere in C{run}: outside single
+    quotes, and not after a backslash.  A quote left open is the shell's
+    error to report, so it counts as yes.
+    """
+    inDouble = False
+    i = 0
+    while i < len(run):
+        c = run[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'" and not inDouble:
+            end = run.find("'", i + 1)
+            if end < 0:
+                return True
+            i = end
+        elif c == '"':
+            inDouble = not inDouble
+        elif c == "$" and _POSITIONAL_PARAMETERS.match(run, i + 1):
+            return True
+        i += 1
+    return inDouble
 
 
 def _parseRun(value: object) -> str:
@@ -341,10 +367,11 @@ def _parseRun(value: object) -> str:
     it would only fail after startTimeout.
     """
     run = _string(value)
-    if _POSITIONAL_PARAMETERS.search(run) is None:
+    if not _expandsPort(run):
         raise _Invalid(
-            "it never uses $1, the only way the port is passed; a script "
-            'gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
+            "it never uses $1, the only way the port is passed (the shell "
+            "leaves $1 as it is in single quotes or after a backslash); a "
+            'script gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
         )
     return run
 

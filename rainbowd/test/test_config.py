@@ -443,6 +443,30 @@ class LoadConfigTests(SynchronousTestCase):
         ]:
             self.assertEqual(self.load({"run": run}).run, run)
 
+    def test_runPortQuoting(self) -> None:
+        """
+        A $1 counts only where the shell expands it: not in single quotes,
+        not after a backslash, and ${10} is another argument; quotes of one
+        kind inside the other, and an escaped backslash, do not hide it.
+        """
+        for run in [
+            "app --port '$1'",
+            "awk '{print $1}' /etc/hosts; exec app --port 8000",
+            "app --port ${10}",
+            'app --port "\\$1"',
+        ]:
+            message = self.loadError({"run": run})
+            self.assertIn("never uses $1", message)
+            self.assertIn("in single quotes or after a backslash", message)
+        for run in [
+            "echo \"it's v2\"; exec app --port $1",
+            "echo 'say \"hi\"'; exec app --port \"$1\"",
+            "app --port \\\\$1",
+            "sh -c 'exec app --port \"$0\"' \"$1\"",
+            "app --port $10",
+        ]:
+            self.assertEqual(self.load({"run": run}).run, run)
+
     def test_livenessOff(self) -> None:
         """
         livenessInterval may be 0, which turns liveness checks off.
