@@ -812,8 +812,20 @@ def _guess(key: str) -> Optional[str]:
     """
     The known key C{key} is most likely a misspelling of, if any.
     """
-    guesses = difflib.get_close_matches(key, settingNames(), n=1)
+    known = settingNames()
+    spelt = {_spelling(name): name for name in known}
+    if _spelling(key) in spelt:
+        return spelt[_spelling(key)]
+    guesses = difflib.get_close_matches(key, known, n=1)
     return guesses[0] if guesses else None
+
+
+def _spelling(key: str) -> str:
+    """
+    C{key} without its case, underscores and dashes: C{"PORT"},
+    C{"drain_timeout"} and C{"drain-timeout"} spell known keys.
+    """
+    return key.lower().replace("_", "").replace("-", "")
 
 
 def _unknownKey(raw: _Raw, key: str) -> ConfigError:
@@ -1046,6 +1058,9 @@ def loadConfig(
         cwd=cwd,
     )
     if "run" not in raw.values:
+        unknown = _checkSettings(raw)[1]
+        if unknown:  # such as a misspelt "run"
+            raise _unknownKeys(raw, unknown)
         raise _noRun(source)
     settings = _readSettings(raw)
     _checkOnlyOneCheck(raw, settings)

@@ -346,6 +346,23 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn('Did you mean "drainTimeout"?', message)
         self.assertIn(", ".join(settingNames()), message)
 
+    def test_unknownKeyOtherCase(self) -> None:
+        """
+        A key in another case, or with underscores or dashes, is guessed
+        as the key it spells, however short; a misspelt "run" is named
+        rather than reported missing.
+        """
+        message = self.loadError(
+            {"run": RUN, "PORT": 8000, "HEALTHCHECKPATH": "/", "drain_timeout": 5}
+        )
+        self.assertIn(
+            'Did you mean "port" for "PORT", "healthCheckPath" for '
+            '"HEALTHCHECKPATH", "drainTimeout" for "drain_timeout"?',
+            message,
+        )
+        message = self.loadError({"RUN": RUN})
+        self.assertIn('"RUN" is not a key rainbowd knows. Did you mean "run"?', message)
+
     def test_unknownKeysAtOnce(self) -> None:
         """
         Every unknown key is named in the one error, each misspelt one with
