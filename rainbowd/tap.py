@@ -345,6 +345,7 @@ class _Listening(StreamServerEndpointService):
     """
 
     acceptErrors: Optional[AcceptErrors] = None
+    _port = None
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
         StreamServerEndpointService.__init__(
@@ -376,10 +377,19 @@ class _Listening(StreamServerEndpointService):
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port):
+        self._port = port
         if isinstance(port, tcp.Port):
             what = f'{self._description} ("{self._key}")'
             self.acceptErrors = quietAccepts(port, what, self._reactor)
         return port
+
+    def close(self) -> None:
+        """
+        Stop listening, if it does, when rainbowd fails to start.
+        """
+        if self._port is not None:
+            self._port.stopListening()
+            self._port = None
 
 
 class _OrderlyStop(MultiService):
@@ -493,7 +503,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         )
 
     service = _OrderlyStop(reactor)
-    _StateDirLock(config.stateDir).setServiceParent(service)
+    lock = _StateDirLock(config.stateDir)
+    lock.setServiceParent(service)
     deployer = Deployer(
         config,
         options.readConfig,
@@ -549,7 +560,15 @@ def makeService(options: Options, reactor=None) -> MultiService:
         listening[key] = _Listening(key, getattr(config, key), reactor, site)
         listening[key].setServiceParent(service)
     metrics.watchConnections(cap, listening)
-    service.privilegedStartService()
+    try:
+        service.privilegedStartService()
+    except BaseException:
+        # twistd exits, but a process that goes on (a test's) gets the
+        # ports and the state directory back.
+        for each in listening.values():
+            each.close()
+        lock.release()
+        raise
     return service
 
 

@@ -491,6 +491,33 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertIn("--port", str(error))
 
+    def test_failedStartLetsGo(self) -> None:
+        """
+        A start that fails half-way (the control port is taken) closes the
+        port it already listens on and lets go of the state directory, so
+        that the same process may start rainbowd again.
+        """
+        closed = []
+
+        class Port:
+            def stopListening(self):
+                closed.append(True)
+
+        class ControlPortTaken(FakeProcessReactor):
+            def listenTCP(self, port, factory, backlog=50, interface=""):
+                if port == 8001:
+                    error = OSError(EADDRINUSE, strerror(EADDRINUSE))
+                    raise CannotListenError(interface, port, error)
+                FakeProcessReactor.listenTCP(self, port, factory, backlog, interface)
+                return Port()
+
+        options = self.options("--port", "8000")
+        error = self.assertRaises(SystemExit, makeService, options, ControlPortTaken())
+        self.assertIn('("controlPort")', str(error))
+        self.assertEqual(closed, [True])
+        second = makeService(options, FakeProcessReactor())
+        self.addCleanup(second.getServiceNamed("stateDirLock").release)
+
     def test_controlSite(self) -> None:
         """
         The control API is a L{ControlSite} holding the token read at
