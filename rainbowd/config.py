@@ -1106,7 +1106,9 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
     @param path: as for L{loadConfig}.
     @param cwd: as for L{loadConfig}.
     @raise ConfigError: if the file is missing or unreadable, or if one of
-        L{CONTROL_KEYS} is wrong or cannot be told from the broken JSON.
+        L{CONTROL_KEYS} is wrong or cannot be told from the broken JSON
+        (C{port} only if there is no C{controlPort}; a C{systemd:} endpoint
+        is not checked, as systemd passes no socket to rainbowctl).
     """
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     source = _source(path, cwd)
@@ -1129,8 +1131,17 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
         )
     raw = _Raw(values=values, fromFile=frozenset(values), source=source, cwd=cwd)
     settings, unknown, invalid = _checkSettings(raw)
+    # systemd passes its sockets to rainbowd, not to rainbowctl: a
+    # "systemd:" endpoint is rainbowd's to check.
+    unchecked = set()
+    for key in ("port", "controlPort"):
+        value = values.get(key)
+        if key in invalid and isinstance(value, str) and value.startswith("systemd:"):
+            settings[key] = value
+            unchecked.add(str(invalid.pop(key)))
     for key in CONTROL_KEYS:
-        if key in invalid:
+        # "port" is needed only to tell the default "controlPort".
+        if key in invalid and (key != "port" or "controlPort" not in values):
             raise invalid[key]
     if not warnings:
         warnings.extend(str(_unknownKey(raw, key)) for key in unknown)
@@ -1139,9 +1150,11 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
         try:
             loadConfig(source, cwd=cwd)
         except ConfigError as e:
-            warnings.append(str(e))
+            if str(e) not in unchecked:
+                warnings.append(str(e))
     needed = {key: settings[key] for key in CONTROL_KEYS if key in settings}
-    _defaultControlPort(raw, needed)
+    if "port" in needed or "controlPort" not in needed:
+        _defaultControlPort(raw, needed)
     tokenFile = needed.get("controlTokenFile")
     if tokenFile is not None:
         tokenFile = _absolute(raw, "controlTokenFile", tokenFile)

@@ -322,6 +322,39 @@ class FindTargetTests(SynchronousTestCase):
         self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=7001))
         self.assertIn("goes on with the defaults", target.warnings[0])
 
+    def test_systemdPort(self) -> None:
+        """
+        A "port" systemd passes rainbowd is no problem for rainbowctl,
+        which systemd passes no socket: the "controlPort" given is used,
+        without a warning.
+        """
+        self.write(
+            {"run": RUN, "port": "systemd:domain=INET:index=0", "controlPort": 9001}
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.assertEqual(target.warnings, ())
+
+    def test_systemdControlPort(self) -> None:
+        """
+        A "controlPort" systemd passes rainbowd is an error saying that
+        rainbowctl cannot reach it, not that systemd passed no socket.
+        """
+        self.write({"run": RUN, "controlPort": "systemd:domain=INET:index=1"})
+        error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
+        self.assertIn("rainbowctl cannot reach a control API on", str(error))
+
+    def test_portWrongOnlyWarned(self) -> None:
+        """
+        With "controlPort" given, a wrong "port" is only warned about:
+        rainbowctl does not need it.
+        """
+        self.write({"run": RUN, "port": "80x", "controlPort": 9001})
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        (warning,) = target.warnings
+        self.assertIn('"port" is \'80x\'', warning)
+
     def test_neededKeyWrong(self) -> None:
         """
         A wrong value of a key rainbowctl needs is an error.
