@@ -747,7 +747,7 @@ def _decode(path: str, data: bytes) -> Dict[str, Any]:
     """
     The top-level object of C{data}, the content of JSON file C{path}.
     """
-    if not data.strip():
+    if not data.removeprefix(b"\xef\xbb\xbf").strip():
         raise ConfigError(
             f"{path} is empty: write a JSON object with at least a \"run\" "
             f"key in it, e.g. {RUN_EXAMPLE}"

@@ -382,11 +382,12 @@ class LoadConfigTests(SynchronousTestCase):
 
     def test_emptyFile(self) -> None:
         """
-        An empty or blank file is an error saying it is empty, not a JSON
+        An empty or blank file, or one with only a UTF-8 byte order mark (an
+        editor's empty file), is an error saying it is empty, not a JSON
         syntax error.
         """
         path = self.directory.child("rainbow.conf.json")
-        for content in [b"", b"  \n\t\n"]:
+        for content in [b"", b"  \n\t\n", b"\xef\xbb\xbf\n"]:
             path.setContent(content)
             message = self.loadError()
             self.assertIn(f"{path.path} is empty: write a JSON object", message)
