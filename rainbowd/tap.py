@@ -3,8 +3,10 @@
 C{twistd rainbowd}: the command-line options and the service.
 """
 
+import difflib
 import fcntl
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -62,6 +64,9 @@ from rainbowd.requestlimits import RequestLimits
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 
 _log = Logger()
+
+#: How usage.Options says that a flag is not one of its own.
+_UNRECOGNIZED = re.compile(r"option (-{1,2}[^\s=]+) not recognized")
 
 #: The environment variable every app process gets, set to the Python
 #: interpreter running rainbowd.
@@ -221,12 +226,35 @@ class Options(usage.Options):
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             problem = str(e).replace("Parameter type enforcement failed: ", "")
-            if not problem.endswith("."):
+            unknown = _UNRECOGNIZED.fullmatch(problem)
+            if unknown is not None:
+                problem += self._unrecognized(unknown.group(1))
+            if not problem.endswith((".", "?")):
                 problem += "."
             raise SystemExit(
                 f"rainbowd: {problem}\n"
                 "rainbowd: twistd rainbowd --help lists the flags."
             )
+
+    def _unrecognized(self, flag: str) -> str:
+        """
+        What to add to the error for C{flag}, which rainbowd does not have:
+        where it goes if it is twistd's, or the flag of rainbowd's it looks
+        like.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        name = flag.lstrip("-")
+        twistd = ServerOptions()
+        if name in twistd.synonyms:
+            valued = f"{name}=" in twistd.longOpt or f"{name}:" in twistd.shortOpt
+            return (
+                ": it is one of twistd's own, which go before rainbowd, as in "
+                f"twistd {flag}{' ...' if valued else ''} rainbowd"
+            )
+        longFlags = [each for each in self.synonyms if len(each) > 1]
+        guesses = difflib.get_close_matches(name, longFlags, n=1)
+        return f".  Did you mean --{guesses[0]}?" if guesses else ""
 
     def readConfig(self) -> Config:
         """

@@ -184,13 +184,37 @@ class OptionsTests(SynchronousTestCase):
         A flag rainbowd does not have stops twistd with one line naming it,
         then one pointing at --help.
         """
-        error = self.assertRaises(SystemExit, self.parse, ["--drain-timout", "5"])
+        error = self.assertRaises(SystemExit, self.parse, ["--colour", "5"])
         self.assertEqual(
             str(error).splitlines(),
             [
-                "rainbowd: option --drain-timout not recognized.",
+                "rainbowd: option --colour not recognized.",
                 "rainbowd: twistd rainbowd --help lists the flags.",
             ],
+        )
+
+    def test_twistdFlagAfterRainbowd(self) -> None:
+        """
+        One of twistd's own flags given after "rainbowd" stops twistd with a
+        line saying it goes before; a misspelt flag of rainbowd's gets a
+        guess.
+        """
+        for argv, example in [
+            (["-n"], "-n"),
+            (["--pidfile=x.pid"], "--pidfile ..."),
+            (["-l", "x.log"], "-l ..."),
+        ]:
+            error = self.assertRaises(SystemExit, self.parse, ["--run", RUN, *argv])
+            flag = example.split()[0]
+            self.assertEqual(
+                str(error).splitlines()[0],
+                f"rainbowd: option {flag} not recognized: it is one of twistd's "
+                f"own, which go before rainbowd, as in twistd {example} rainbowd.",
+            )
+        error = self.assertRaises(SystemExit, self.parse, ["--prot", "8000"])
+        self.assertEqual(
+            str(error).splitlines()[0],
+            "rainbowd: option --prot not recognized.  Did you mean --port?",
         )
 
     def twistd(self, *argv: str) -> str:
