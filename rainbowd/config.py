@@ -755,10 +755,12 @@ def _decode(path: str, data: bytes) -> Dict[str, Any]:
     try:
         loaded = json.loads(data, object_pairs_hook=_noDuplicates)
     except json.JSONDecodeError as e:
+        where = f"{path} is not valid JSON: line {e.lineno}, column {e.colno}"
+        if e.doc.startswith(("//", "#", "/*"), e.pos):
+            raise ConfigError(f"{where}: a comment, which JSON does not have; remove it.")
         raise ConfigError(
-            f"{path} is not valid JSON: line {e.lineno}, column {e.colno}: "
-            f"{e.msg}.  Look for a missing comma or quote, or a comma before "
-            "a closing brace, just before that point."
+            f"{where}: {e.msg}.  Look for a missing comma or quote, or a comma "
+            "before a closing brace, just before that point."
         )
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text: {e}.")

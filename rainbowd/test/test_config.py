@@ -632,6 +632,19 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn(f"{path.path} is not valid JSON: line 3, column 3:", message)
         self.assertIn("Expecting ',' delimiter", message)
 
+    def test_jsonComment(self) -> None:
+        """
+        A comment is an error saying that JSON has none, not that a comma
+        or a quote is missing.
+        """
+        path = self.directory.child("rainbow.conf.json")
+        for comment in ["// the app", "# the app", "/* the app */"]:
+            path.setContent(f'{{\n  {comment}\n  "run": "x $1"\n}}\n'.encode())
+            message = self.loadError()
+            self.assertIn(f"{path.path} is not valid JSON: line 2, column 3:", message)
+            self.assertIn("a comment, which JSON does not have; remove it", message)
+            self.assertNotIn("missing comma", message)
+
     def test_duplicateKey(self) -> None:
         """
         A key given twice is an error rather than the last one silently
