@@ -411,6 +411,28 @@ class _Listening(StreamServerEndpointService):
             self.acceptErrors = quietAccepts(port, what, self._reactor)
         return port
 
+    def startService(self) -> None:
+        StreamServerEndpointService.startService(self)
+        self._ownLockFile()
+
+    def _ownLockFile(self) -> None:
+        """
+        Make a unix socket's lock file name this process: it was taken
+        before twistd daemonized, by a process that has exited since, and
+        another rainbowd would take a lock naming a dead process for a
+        killed rainbowd's, and the socket over with it.
+        """
+        lock = getattr(self._port, "lockFile", None)
+        if lock is None or not lock.locked:
+            return
+        name = os.fsdecode(lock.name)
+        pid = str(os.getpid())
+        if os.readlink(name) != pid:
+            # A new link renamed over the old one, so that the lock is
+            # never free.
+            os.symlink(pid, f"{name}.{pid}")
+            os.rename(f"{name}.{pid}", name)
+
     def close(self) -> None:
         """
         Stop listening, if it does, when rainbowd fails to start.

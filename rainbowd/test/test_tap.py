@@ -21,6 +21,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
+from twisted.python.lockfile import FilesystemLock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -591,6 +592,39 @@ class MakeServiceTests(SynchronousTestCase):
         options = self.options("--control-port", f"unix:{path}:mode=600")
         error = self.assertRaises(SystemExit, makeService, options, Locked())
         self.assertIn("another rainbowd is using that socket", str(error))
+
+    def test_unixSocketLockMoves(self) -> None:
+        """
+        The lock file of a unix socket, taken before twistd daemonizes,
+        names the daemon once it starts, not the process that started it
+        (which exits): another rainbowd would otherwise take it for a dead
+        one's and take the socket over.
+        """
+        path = os.path.abspath(self.mktemp())
+        lock = FilesystemLock(path + ".lock")
+
+        class Port:
+            lockFile = lock
+
+            def stopListening(self):
+                pass
+
+        class Listens(FakeProcessReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                self.assertLock = lock.lock()
+                return Port()
+
+        reactor = Listens()
+        options = self.options("--control-port", f"unix:{path}")
+        service = makeService(options, reactor)
+        self.addCleanup(service.getServiceNamed("stateDirLock").release)
+        self.assertTrue(reactor.assertLock)
+        # As twistd's daemonizing leaves it: the pid of a process now gone.
+        os.remove(lock.name)
+        os.symlink("999999999", lock.name)
+        service.startService()
+        self.assertEqual(os.readlink(lock.name), str(os.getpid()))
+        lock.unlock()
 
     def test_stateDirLocked(self) -> None:
         """
