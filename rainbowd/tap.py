@@ -396,6 +396,12 @@ class _Listening(StreamServerEndpointService):
                     f'socket.  Stop it, or set another "{self._key}" '
                     f"(--{flagName(self._key)})."
                 )
+            if e.socketError.strerror is None:  # such as a path too long
+                raise SystemExit(
+                    f"rainbowd: cannot listen on {self._description} "
+                    f'("{self._key}"): {e.socketError}.  Set another '
+                    f'"{self._key}" (--{flagName(self._key)}).'
+                )
             raise SystemExit(
                 f"rainbowd: cannot listen on {self._description} "
                 f'("{self._key}"): {e.socketError.strerror}.  Is another '

@@ -593,6 +593,21 @@ class MakeServiceTests(SynchronousTestCase):
         error = self.assertRaises(SystemExit, makeService, options, Locked())
         self.assertIn("another rainbowd is using that socket", str(error))
 
+    def test_unixSocketPathTooLong(self) -> None:
+        """
+        A unix socket that cannot be made for a reason without an errno (a
+        path too long) stops twistd with that reason, not "None".
+        """
+
+        class TooLong(FakeProcessReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                raise CannotListenError(None, address, OSError("AF_UNIX path too long"))
+
+        path = os.path.abspath(self.mktemp())
+        options = self.options("--control-port", f"unix:{path}")
+        error = str(self.assertRaises(SystemExit, makeService, options, TooLong()))
+        self.assertIn(f'("controlPort"): AF_UNIX path too long.', error)
+
     def test_unixSocketLockMoves(self) -> None:
         """
         The lock file of a unix socket, taken before twistd daemonizes,
