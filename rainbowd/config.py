@@ -1227,8 +1227,9 @@ def _salvage(source: str, text: str) -> Dict[str, Any]:
             value, end = decoder.raw_decode(text, found[0])
         except ValueError:
             end = None
-        # A whole value ends where the object, or the pair, does.
-        if end is None or not re.match(r"\s*([,}]|$)", text[end:]):
+        # A whole value ends where the object, or the pair, does (or a
+        # comment starts).
+        if end is None or not re.match(r"\s*([,}]|//|#|/\*|$)", text[end:]):
             raise ConfigError(
                 f'{where} cannot read the value of "{key}" in it.  Fix the file.'
             )

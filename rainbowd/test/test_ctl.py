@@ -308,6 +308,9 @@ class FindTargetTests(SynchronousTestCase):
         self.writeText('{"run": "x", // was "controlPort": 9999\n "controlPort": 9001}')
         target = findTarget(None, self.directory.path)
         self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.writeText('{"run": "x",\n "controlPort": 9002 // was 9999\n}')
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9002))
 
     def test_brokenJSONNested(self) -> None:
         """
