@@ -374,6 +374,7 @@ class _Listening(StreamServerEndpointService):
 
     acceptErrors: Optional[AcceptErrors] = None
     _port = None
+    _lockPath: Optional[str] = None
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
         StreamServerEndpointService.__init__(
@@ -412,6 +413,10 @@ class _Listening(StreamServerEndpointService):
 
     def _listening(self, port):
         self._port = port
+        lock = getattr(port, "lockFile", None)
+        if lock is not None and lock.locked:
+            # Before twistd changes directory (--rundir).
+            self._lockPath = os.path.abspath(os.fsdecode(lock.name))
         if isinstance(port, tcp.Port):
             what = f'{self._description} ("{self._key}")'
             self.acceptErrors = quietAccepts(port, what, self._reactor)
@@ -428,10 +433,9 @@ class _Listening(StreamServerEndpointService):
         another rainbowd would take a lock naming a dead process for a
         killed rainbowd's, and the socket over with it.
         """
-        lock = getattr(self._port, "lockFile", None)
-        if lock is None or not lock.locked:
+        name = self._lockPath
+        if name is None:
             return
-        name = os.fsdecode(lock.name)
         pid = str(os.getpid())
         if os.readlink(name) != pid:
             # A new link renamed over the old one, so that the lock is

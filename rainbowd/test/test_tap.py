@@ -613,9 +613,10 @@ class MakeServiceTests(SynchronousTestCase):
         The lock file of a unix socket, taken before twistd daemonizes,
         names the daemon once it starts, not the process that started it
         (which exits): another rainbowd would otherwise take it for a dead
-        one's and take the socket over.
+        one's and take the socket over.  A relative path is the one from
+        before twistd changed directory.
         """
-        path = os.path.abspath(self.mktemp())
+        path = self.mktemp()
         lock = FilesystemLock(path + ".lock")
 
         class Port:
@@ -634,11 +635,16 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(options, reactor)
         self.addCleanup(service.getServiceNamed("stateDirLock").release)
         self.assertTrue(reactor.assertLock)
-        # As twistd's daemonizing leaves it: the pid of a process now gone.
+        # As twistd's daemonizing leaves it: the pid of a process now gone,
+        # and maybe another directory (--rundir).
         os.remove(lock.name)
         os.symlink("999999999", lock.name)
+        absolute = os.path.abspath(lock.name)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir("/")
         service.startService()
-        self.assertEqual(os.readlink(lock.name), str(os.getpid()))
+        self.assertEqual(os.readlink(absolute), str(os.getpid()))
+        lock.name = absolute
         lock.unlock()
 
     def test_stateDirLocked(self) -> None:
