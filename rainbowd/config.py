@@ -331,9 +331,35 @@ def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
 
 
-#: How a shell command can reach its positional parameters: the port is
-#: only ever given as $1.
-_POSITIONAL_PARAMETERS = re.compile(r"(?<!\\)\$(\{[#!]?)?[1@*]")
+#: What follows a "$" that reaches the first positional parameter: the
+#: port is only ever given as $1 ($10 is $1 then 0, but ${10} is not it).
+_POSITIONAL_PARAMETERS = re.compile(r"[1@*]|\{[#!]?[1@*](?!\d)")
+
+
+def _expandsPort(run: str) -> bool:
+    """
+    Whether the shell expands $1 somewhere in C{run}: outside single
+    quotes, and not after a backslash.  A quote left open is the shell's
+    error to report, so it counts as yes.
+    """
+    inDouble = False
+    i = 0
+    while i < len(run):
+        c = run[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'" and not inDouble:
+            end = run.find("'", i + 1)
+            if end < 0:
+                return True
+            i = end
+        elif c == '"':
+            inDouble = not inDouble
+        elif c == "$" and _POSITIONAL_PARAMETERS.match(run, i + 1):
+            return True
+        i += 1
+    return inDouble
 
 
 def _parseRun(value: object) -> str:
@@ -343,10 +369,11 @@ def _parseRun(value: object) -> str:
     it would only fail after startTimeout.
     """
     run = _string(value)
-    if _POSITIONAL_PARAMETERS.search(run) is None:
+    if not _expandsPort(run):
         raise _Invalid(
-            "it never uses $1, the only way the port is passed; a script "
-            'gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
+            "it never uses $1, the only way the port is passed (the shell "
+            "leaves $1 as it is in single quotes or after a backslash); a "
+            'script gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
         )
     return run
 
@@ -818,7 +845,7 @@ def _decode(name: str, data: bytes) -> Dict[str, Any]:
     """
     The top-level object of C{data}, the content of JSON file C{name}.
     """
-    if not data.strip():
+    if not data.removeprefix(b"\xef\xbb\xbf").strip():
         raise ConfigError(
             f"{name} is empty: write a JSON object with at least a \"run\" "
             f"key in it, e.g. {RUN_EXAMPLE}"
@@ -826,10 +853,12 @@ def _decode(name: str, data: bytes) -> Dict[str, Any]:
     try:
         loaded = json.loads(data, object_pairs_hook=_noDuplicates)
     except json.JSONDecodeError as e:
+        where = f"{name} is not valid JSON: line {e.lineno}, column {e.colno}"
+        if e.doc.startswith(("//", "#", "/*"), e.pos):
+            raise ConfigError(f"{where}: a comment, which JSON does not have; remove it.")
         raise ConfigError(
-            f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: "
-            f"{e.msg}.  Look for a missing comma or quote, or a comma before "
-            "a closing brace, just before that point."
+            f"{where}: {e.msg}.  Look for a missing comma or quote, or a comma "
+            "before a closing brace, just before that point."
         )
     except UnicodeDecodeError as e:
         raise ConfigError(f"{name} is not UTF-8 text: {e}.")
@@ -883,8 +912,20 @@ def _guess(key: str) -> Optional[str]:
     """
     The known key C{key} is most likely a misspelling of, if any.
     """
-    guesses = difflib.get_close_matches(key, settingNames(), n=1)
+    known = settingNames()
+    spelt = {_spelling(name): name for name in known}
+    if _spelling(key) in spelt:
+        return spelt[_spelling(key)]
+    guesses = difflib.get_close_matches(key, known, n=1)
     return guesses[0] if guesses else None
+
+
+def _spelling(key: str) -> str:
+    """
+    C{key} without its case, underscores and dashes: C{"PORT"},
+    C{"drain_timeout"} and C{"drain-timeout"} spell known keys.
+    """
+    return key.lower().replace("_", "").replace("-", "")
 
 
 def _unknownKey(raw: _Raw, key: str) -> ConfigError:
@@ -1003,7 +1044,7 @@ def _checkVerifyPort(raw: _Raw, settings: Dict[str, Any]) -> None:
     if (
         verify is None
         or number is None
-        or _POSITIONAL_PARAMETERS.search(verify)
+        or _expandsPort(verify)
         or "RAINBOWD_PORT" in verify
     ):
         return
@@ -1165,6 +1206,9 @@ def loadConfig(
         cwd=cwd,
     )
     if "run" not in raw.values:
+        unknown = _checkSettings(raw)[1]
+        if unknown:  # such as a misspelt "run"
+            raise _unknownKeys(raw, unknown)
         raise _noRun(source)
     settings = _readSettings(raw)
     _checkOnlyOneCheck(raw, settings)
@@ -1268,7 +1312,9 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
     @param path: as for L{loadConfig}.
     @param cwd: as for L{loadConfig}.
     @raise ConfigError: if the file is missing or unreadable, or if one of
-        L{CONTROL_KEYS} is wrong or cannot be told from the broken JSON.
+        L{CONTROL_KEYS} is wrong or cannot be told from the broken JSON
+        (C{port} only if there is no C{controlPort}; a C{systemd:} endpoint
+        is not checked, as systemd passes no socket to rainbowctl).
     """
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     source = _source(path, cwd)
@@ -1291,8 +1337,17 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
         )
     raw = _Raw(values=values, fromFile=frozenset(values), source=source, cwd=cwd)
     settings, unknown, invalid = _checkSettings(raw)
+    # systemd passes its sockets to rainbowd, not to rainbowctl: a
+    # "systemd:" endpoint is rainbowd's to check.
+    unchecked = set()
+    for key in ("port", "controlPort"):
+        value = values.get(key)
+        if key in invalid and isinstance(value, str) and value.startswith("systemd:"):
+            settings[key] = value
+            unchecked.add(str(invalid.pop(key)))
     for key in CONTROL_KEYS:
-        if key in invalid:
+        # "port" is needed only to tell the default "controlPort".
+        if key in invalid and (key != "port" or "controlPort" not in values):
             raise invalid[key]
     if not warnings:
         warnings.extend(str(_unknownKey(raw, key)) for key in unknown)
@@ -1301,28 +1356,69 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
         try:
             loadConfig(source, cwd=cwd)
         except ConfigError as e:
-            warnings.append(str(e))
+            if str(e) not in unchecked:
+                warnings.append(str(e))
     needed = {key: settings[key] for key in CONTROL_KEYS if key in settings}
-    _defaultControlPort(raw, needed)
+    if "port" in needed or "controlPort" not in needed:
+        _defaultControlPort(raw, needed)
     tokenFile = needed.get("controlTokenFile")
     if tokenFile is not None:
         tokenFile = _absolute(raw, "controlTokenFile", tokenFile)
     return ControlKeys(needed["controlPort"], tokenFile, source, tuple(warnings))
 
 
+_COLON = re.compile(r"\s*:\s*")
+_LENIENT = json.JSONDecoder(strict=False)
+
+
+def _topLevelPairs(text: str) -> List[Tuple[str, int]]:
+    """
+    Each C{"key":} of the top-level object of C{text}, which may not be
+    valid JSON, as the key and the offset of its value; not those in a
+    string, in a nested object or array, or in a comment (C{//}, C{#} or
+    C{/* */}: JSON has none, but people write them, to turn a key off).
+    The scan stops at a string that does not end.
+    """
+    pairs = []
+    depth = 0
+    i = 0
+    while i < len(text):
+        if text[i] == '"':
+            try:
+                name, end = _LENIENT.raw_decode(text, i)
+            except ValueError:
+                break
+            colon = _COLON.match(text, end)
+            if depth == 1 and colon is not None:
+                pairs.append((name, colon.end()))
+            i = end
+        elif text.startswith(("//", "#"), i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+        else:
+            depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(text[i], 0)
+            i += 1
+    return pairs
+
+
 def _salvage(source: str, text: str) -> Dict[str, Any]:
     """
     The values of L{CONTROL_KEYS} in C{text}, which is not valid JSON:
-    each key found once, as C{"key": VALUE} with a whole JSON value
-    followed by a comma, a closing brace or nothing.
+    each key found once at the top level (see L{_topLevelPairs}), as
+    C{"key": VALUE} with a whole JSON value followed by a comma, a closing
+    brace or nothing.
 
     @raise ConfigError: if one of them is there more than once, or its
         value cannot be read.
     """
     decoder = json.JSONDecoder()
+    pairs = _topLevelPairs(text)
     values = {}
     for key in CONTROL_KEYS:
-        found = list(re.finditer(r'(?<!\\)"%s"\s*:\s*' % re.escape(key), text))
+        found = [start for name, start in pairs if name == key]
         if not found:
             continue
         where = f"{source} is not valid JSON, and rainbowctl"
@@ -1332,11 +1428,12 @@ def _salvage(source: str, text: str) -> Dict[str, Any]:
                 "tell which one rainbowd uses.  Fix the file."
             )
         try:
-            value, end = decoder.raw_decode(text, found[0].end())
+            value, end = decoder.raw_decode(text, found[0])
         except ValueError:
             end = None
-        # A whole value ends where the object, or the pair, does.
-        if end is None or not re.match(r"\s*([,}]|$)", text[end:]):
+        # A whole value ends where the object, or the pair, does (or a
+        # comment starts).
+        if end is None or not re.match(r"\s*([,}]|//|#|/\*|$)", text[end:]):
             raise ConfigError(
                 f'{where} cannot read the value of "{key}" in it.  Fix the file.'
             )

@@ -3,8 +3,10 @@
 C{twistd rainbowd}: the command-line options and the service.
 """
 
+import difflib
 import fcntl
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -76,6 +78,9 @@ from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddres
 from rainbowd.traffic import Traffic
 
 _log = Logger()
+
+#: How usage.Options says that a flag is not one of its own.
+_UNRECOGNIZED = re.compile(r"option (-{1,2}[^\s=]+) not recognized")
 
 #: The environment variable every app process gets, set to the Python
 #: interpreter running rainbowd.
@@ -261,12 +266,35 @@ class Options(usage.Options):
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             problem = str(e).replace("Parameter type enforcement failed: ", "")
-            if not problem.endswith("."):
+            unknown = _UNRECOGNIZED.fullmatch(problem)
+            if unknown is not None:
+                problem += self._unrecognized(unknown.group(1))
+            if not problem.endswith((".", "?")):
                 problem += "."
             raise SystemExit(
                 f"rainbowd: {problem}\n"
                 "rainbowd: twistd rainbowd --help lists the flags."
             )
+
+    def _unrecognized(self, flag: str) -> str:
+        """
+        What to add to the error for C{flag}, which rainbowd does not have:
+        where it goes if it is twistd's, or the flag of rainbowd's it looks
+        like.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        name = flag.lstrip("-")
+        twistd = ServerOptions()
+        if name in twistd.synonyms:
+            valued = f"{name}=" in twistd.longOpt or f"{name}:" in twistd.shortOpt
+            return (
+                ": it is one of twistd's own, which go before rainbowd, as in "
+                f"twistd {flag}{' ...' if valued else ''} rainbowd"
+            )
+        longFlags = [each for each in self.synonyms if len(each) > 1]
+        guesses = difflib.get_close_matches(name, longFlags, n=1)
+        return f".  Did you mean --{guesses[0]}?" if guesses else ""
 
     def readConfig(self) -> Config:
         """
@@ -391,6 +419,8 @@ class _Listening(StreamServerEndpointService):
     """
 
     acceptErrors: Optional[AcceptErrors] = None
+    _port = None
+    _lockPath: Optional[str] = None
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
         StreamServerEndpointService.__init__(
@@ -413,6 +443,12 @@ class _Listening(StreamServerEndpointService):
                     f'socket.  Stop it, or set another "{self._key}" '
                     f"(--{flagName(self._key)})."
                 )
+            if e.socketError.strerror is None:  # such as a path too long
+                raise SystemExit(
+                    f"rainbowd: cannot listen on {self._description} "
+                    f'("{self._key}"): {e.socketError}.  Set another '
+                    f'"{self._key}" (--{flagName(self._key)}).'
+                )
             raise SystemExit(
                 f"rainbowd: cannot listen on {self._description} "
                 f'("{self._key}"): {e.socketError.strerror}.  Is another '
@@ -422,10 +458,44 @@ class _Listening(StreamServerEndpointService):
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port):
+        self._port = port
+        lock = getattr(port, "lockFile", None)
+        if lock is not None and lock.locked:
+            # Before twistd changes directory (--rundir).
+            self._lockPath = os.path.abspath(os.fsdecode(lock.name))
         if isinstance(port, tcp.Port):
             what = f'{self._description} ("{self._key}")'
             self.acceptErrors = quietAccepts(port, what, self._reactor)
         return port
+
+    def startService(self) -> None:
+        StreamServerEndpointService.startService(self)
+        self._ownLockFile()
+
+    def _ownLockFile(self) -> None:
+        """
+        Make a unix socket's lock file name this process: it was taken
+        before twistd daemonized, by a process that has exited since, and
+        another rainbowd would take a lock naming a dead process for a
+        killed rainbowd's, and the socket over with it.
+        """
+        name = self._lockPath
+        if name is None:
+            return
+        pid = str(os.getpid())
+        if os.readlink(name) != pid:
+            # A new link renamed over the old one, so that the lock is
+            # never free.
+            os.symlink(pid, f"{name}.{pid}")
+            os.rename(f"{name}.{pid}", name)
+
+    def close(self) -> None:
+        """
+        Stop listening, if it does, when rainbowd fails to start.
+        """
+        if self._port is not None:
+            self._port.stopListening()
+            self._port = None
 
 
 class _OrderlyStop(MultiService):
@@ -581,7 +651,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     service = _OrderlyStop(reactor)
     service.stopDelay = StopDelay(config.stopDelay, reactor)
-    _StateDirLock(config.stateDir).setServiceParent(service)
+    lock = _StateDirLock(config.stateDir)
+    lock.setServiceParent(service)
     # Only read here: the history is written once the state directory is
     # locked, by the rainbowd that holds it.
     history = DeployHistory(
@@ -664,7 +735,15 @@ def makeService(options: Options, reactor=None) -> MultiService:
     service.ports = list(listening.values())
     service.clients = cap
     service.clientTimeout = lambda: deployer.config.drainTimeout
-    service.privilegedStartService()
+    try:
+        service.privilegedStartService()
+    except BaseException:
+        # twistd exits, but a process that goes on (a test's) gets the
+        # ports and the state directory back.
+        for each in listening.values():
+            each.close()
+        lock.release()
+        raise
     return service
 
 

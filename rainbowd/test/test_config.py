@@ -393,6 +393,23 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn('Did you mean "drainTimeout"?', message)
         self.assertIn(", ".join(settingNames()), message)
 
+    def test_unknownKeyOtherCase(self) -> None:
+        """
+        A key in another case, or with underscores or dashes, is guessed
+        as the key it spells, however short; a misspelt "run" is named
+        rather than reported missing.
+        """
+        message = self.loadError(
+            {"run": RUN, "PORT": 8000, "HEALTHCHECKPATH": "/", "drain_timeout": 5}
+        )
+        self.assertIn(
+            'Did you mean "port" for "PORT", "healthCheckPath" for '
+            '"HEALTHCHECKPATH", "drainTimeout" for "drain_timeout"?',
+            message,
+        )
+        message = self.loadError({"RUN": RUN})
+        self.assertIn('"RUN" is not a key rainbowd knows. Did you mean "run"?', message)
+
     def test_unknownKeysAtOnce(self) -> None:
         """
         Every unknown key is named in the one error, each misspelt one with
@@ -412,11 +429,12 @@ class LoadConfigTests(SynchronousTestCase):
 
     def test_emptyFile(self) -> None:
         """
-        An empty or blank file is an error saying it is empty, not a JSON
+        An empty or blank file, or one with only a UTF-8 byte order mark (an
+        editor's empty file), is an error saying it is empty, not a JSON
         syntax error.
         """
         path = self.directory.child("rainbow.conf.json")
-        for content in [b"", b"  \n\t\n"]:
+        for content in [b"", b"  \n\t\n", b"\xef\xbb\xbf\n"]:
             path.setContent(content)
             message = self.loadError()
             self.assertIn(f"{path.path} is empty: write a JSON object", message)
@@ -487,6 +505,30 @@ class LoadConfigTests(SynchronousTestCase):
             "app --port ${1:-8000}",
             'exec ./start.sh "$@"',
             "exec ./start.sh $*",
+        ]:
+            self.assertEqual(self.load({"run": run}).run, run)
+
+    def test_runPortQuoting(self) -> None:
+        """
+        A $1 counts only where the shell expands it: not in single quotes,
+        not after a backslash, and ${10} is another argument; quotes of one
+        kind inside the other, and an escaped backslash, do not hide it.
+        """
+        for run in [
+            "app --port '$1'",
+            "awk '{print $1}' /etc/hosts; exec app --port 8000",
+            "app --port ${10}",
+            'app --port "\\$1"',
+        ]:
+            message = self.loadError({"run": run})
+            self.assertIn("never uses $1", message)
+            self.assertIn("in single quotes or after a backslash", message)
+        for run in [
+            "echo \"it's v2\"; exec app --port $1",
+            "echo 'say \"hi\"'; exec app --port \"$1\"",
+            "app --port \\\\$1",
+            "sh -c 'exec app --port \"$0\"' \"$1\"",
+            "app --port $10",
         ]:
             self.assertEqual(self.load({"run": run}).run, run)
 
@@ -709,6 +751,19 @@ class LoadConfigTests(SynchronousTestCase):
         message = self.loadError()
         self.assertIn(f"{path.path} is not valid JSON: line 3, column 3:", message)
         self.assertIn("Expecting ',' delimiter", message)
+
+    def test_jsonComment(self) -> None:
+        """
+        A comment is an error saying that JSON has none, not that a comma
+        or a quote is missing.
+        """
+        path = self.directory.child("rainbow.conf.json")
+        for comment in ["// the app", "# the app", "/* the app */"]:
+            path.setContent(f'{{\n  {comment}\n  "run": "x $1"\n}}\n'.encode())
+            message = self.loadError()
+            self.assertIn(f"{path.path} is not valid JSON: line 2, column 3:", message)
+            self.assertIn("a comment, which JSON does not have; remove it", message)
+            self.assertNotIn("missing comma", message)
 
     def test_duplicateKey(self) -> None:
         """

@@ -296,6 +296,72 @@ class FindTargetTests(SynchronousTestCase):
         error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
         self.assertIn('cannot read the value of "controlPort"', str(error))
 
+    def test_brokenJSONCommentedOut(self) -> None:
+        """
+        In a file that is not valid JSON, a key in a comment (C{//}, C{#} or
+        C{/* */}) is not read: the token goes to no port the file does not
+        set.
+        """
+        self.writeText(
+            '{\n  "run": "x",\n  // "controlPort": 9999,\n'
+            '  # "controlPort": 9998,\n  /* "port": 1, */\n}\n'
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=7001))
+        self.assertIn("goes on with the defaults", target.warnings[0])
+        self.writeText('{"run": "x", // was "controlPort": 9999\n "controlPort": 9001}')
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.writeText('{"run": "x",\n "controlPort": 9002 // was 9999\n}')
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9002))
+
+    def test_brokenJSONNested(self) -> None:
+        """
+        In a file that is not valid JSON, only the top-level keys are read:
+        not a "port" in "env", nor one inside a string.
+        """
+        self.writeText(
+            '{"run": "echo \\"controlPort\\": 9999", "env": {"port": "5000"},'
+            ' "x": [{"controlPort": 9998}],}'
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=7001))
+        self.assertIn("goes on with the defaults", target.warnings[0])
+
+    def test_systemdPort(self) -> None:
+        """
+        A "port" systemd passes rainbowd is no problem for rainbowctl,
+        which systemd passes no socket: the "controlPort" given is used,
+        without a warning.
+        """
+        self.write(
+            {"run": RUN, "port": "systemd:domain=INET:index=0", "controlPort": 9001}
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.assertEqual(target.warnings, ())
+
+    def test_systemdControlPort(self) -> None:
+        """
+        A "controlPort" systemd passes rainbowd is an error saying that
+        rainbowctl cannot reach it, not that systemd passed no socket.
+        """
+        self.write({"run": RUN, "controlPort": "systemd:domain=INET:index=1"})
+        error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
+        self.assertIn("rainbowctl cannot reach a control API on", str(error))
+
+    def test_portWrongOnlyWarned(self) -> None:
+        """
+        With "controlPort" given, a wrong "port" is only warned about:
+        rainbowctl does not need it.
+        """
+        self.write({"run": RUN, "port": "80x", "controlPort": 9001})
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        (warning,) = target.warnings
+        self.assertIn('"port" is \'80x\'', warning)
+
     def test_neededKeyWrong(self) -> None:
         """
         A wrong value of a key rainbowctl needs is an error.

@@ -1420,6 +1420,33 @@ class EndToEndTests(SynchronousTestCase):
             )
         self.assertTrue(first.serving().startswith("v1"))
 
+    def test_daemonUnixSocketLocked(self):
+        """
+        A daemonized rainbowd holds the lock of its unix control socket in
+        its own name: a second rainbowd, on another state directory, on
+        that socket exits with the error, and the first serves on.
+        """
+        # A short path: a unix socket's is at most 107 bytes.
+        socketDirectory = tempfile.mkdtemp(prefix="rainbowd-")
+        self.addCleanup(shutil.rmtree, socketDirectory)
+        socketPath = os.path.join(socketDirectory, "control.sock")
+        first = Daemon(self, controlPort=f"unix:{socketPath}")
+        marker = {"RAINBOWD_TEST_START": first.directory}
+
+        def stop():
+            for pid in SIGNALS.marked(marker):
+                SIGNALS.signalMarked(pid, marker, signal.SIGTERM)
+            waitFor(lambda: not SIGNALS.marked(marker) or None, "the daemon to stop")
+
+        process = first.start(daemonize=True, env=marker)
+        self.addCleanup(stop)
+        self.assertEqual(process.wait(DEADLINE), 0, process.stdout.read())
+        self.assertTrue(first.serving().startswith("v1"))
+        second = Daemon(self, controlPort=first.config["controlPort"])
+        error = self.failedStart(second, daemonize=False)
+        self.assertIn("another rainbowd is using that socket", error)
+        self.assertTrue(first.serving().startswith("v1"))
+
     def test_example(self):
         """
         The bundled example serves and redeploys as the Quick start says,

@@ -23,6 +23,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
+from twisted.python.lockfile import FilesystemLock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
@@ -190,13 +191,37 @@ class OptionsTests(SynchronousTestCase):
         A flag rainbowd does not have stops twistd with one line naming it,
         then one pointing at --help.
         """
-        error = self.assertRaises(SystemExit, self.parse, ["--drain-timout", "5"])
+        error = self.assertRaises(SystemExit, self.parse, ["--colour", "5"])
         self.assertEqual(
             str(error).splitlines(),
             [
-                "rainbowd: option --drain-timout not recognized.",
+                "rainbowd: option --colour not recognized.",
                 "rainbowd: twistd rainbowd --help lists the flags.",
             ],
+        )
+
+    def test_twistdFlagAfterRainbowd(self) -> None:
+        """
+        One of twistd's own flags given after "rainbowd" stops twistd with a
+        line saying it goes before; a misspelt flag of rainbowd's gets a
+        guess.
+        """
+        for argv, example in [
+            (["-n"], "-n"),
+            (["--pidfile=x.pid"], "--pidfile ..."),
+            (["-l", "x.log"], "-l ..."),
+        ]:
+            error = self.assertRaises(SystemExit, self.parse, ["--run", RUN, *argv])
+            flag = example.split()[0]
+            self.assertEqual(
+                str(error).splitlines()[0],
+                f"rainbowd: option {flag} not recognized: it is one of twistd's "
+                f"own, which go before rainbowd, as in twistd {example} rainbowd.",
+            )
+        error = self.assertRaises(SystemExit, self.parse, ["--prot", "8000"])
+        self.assertEqual(
+            str(error).splitlines()[0],
+            "rainbowd: option --prot not recognized.  Did you mean --port?",
         )
 
     def twistd(self, *argv: str) -> str:
@@ -554,6 +579,33 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertIn("--port", str(error))
 
+    def test_failedStartLetsGo(self) -> None:
+        """
+        A start that fails half-way (the control port is taken) closes the
+        port it already listens on and lets go of the state directory, so
+        that the same process may start rainbowd again.
+        """
+        closed = []
+
+        class Port:
+            def stopListening(self):
+                closed.append(True)
+
+        class ControlPortTaken(FakeProcessReactor):
+            def listenTCP(self, port, factory, backlog=50, interface=""):
+                if port == 8001:
+                    error = OSError(EADDRINUSE, strerror(EADDRINUSE))
+                    raise CannotListenError(interface, port, error)
+                FakeProcessReactor.listenTCP(self, port, factory, backlog, interface)
+                return Port()
+
+        options = self.options("--port", "8000")
+        error = self.assertRaises(SystemExit, makeService, options, ControlPortTaken())
+        self.assertIn('("controlPort")', str(error))
+        self.assertEqual(closed, [True])
+        second = makeService(options, FakeProcessReactor())
+        self.addCleanup(second.getServiceNamed("stateDirLock").release)
+
     def test_controlSite(self) -> None:
         """
         The control API is a L{ControlSite} holding the token read at
@@ -603,6 +655,60 @@ class MakeServiceTests(SynchronousTestCase):
         options = self.options("--control-port", f"unix:{path}:mode=600")
         error = self.assertRaises(SystemExit, makeService, options, Locked())
         self.assertIn("another rainbowd is using that socket", str(error))
+
+    def test_unixSocketPathTooLong(self) -> None:
+        """
+        A unix socket that cannot be made for a reason without an errno (a
+        path too long) stops twistd with that reason, not "None".
+        """
+
+        class TooLong(FakeProcessReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                raise CannotListenError(None, address, OSError("AF_UNIX path too long"))
+
+        path = os.path.abspath(self.mktemp())
+        options = self.options("--control-port", f"unix:{path}")
+        error = str(self.assertRaises(SystemExit, makeService, options, TooLong()))
+        self.assertIn('("controlPort"): AF_UNIX path too long.', error)
+
+    def test_unixSocketLockMoves(self) -> None:
+        """
+        The lock file of a unix socket, taken before twistd daemonizes,
+        names the daemon once it starts, not the process that started it
+        (which exits): another rainbowd would otherwise take it for a dead
+        one's and take the socket over.  A relative path is the one from
+        before twistd changed directory.
+        """
+        path = self.mktemp()
+        lock = FilesystemLock(path + ".lock")
+
+        class Port:
+            lockFile = lock
+
+            def stopListening(self):
+                pass
+
+        class Listens(FakeProcessReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                self.assertLock = lock.lock()
+                return Port()
+
+        reactor = Listens()
+        options = self.options("--control-port", f"unix:{path}")
+        service = makeService(options, reactor)
+        self.addCleanup(service.getServiceNamed("stateDirLock").release)
+        self.assertTrue(reactor.assertLock)
+        # As twistd's daemonizing leaves it: the pid of a process now gone,
+        # and maybe another directory (--rundir).
+        os.remove(lock.name)
+        os.symlink("999999999", lock.name)
+        absolute = os.path.abspath(lock.name)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir("/")
+        service.startService()
+        self.assertEqual(os.readlink(absolute), str(os.getpid()))
+        lock.name = absolute
+        lock.unlock()
 
     def test_stateDirLocked(self) -> None:
         """
