@@ -36,6 +36,7 @@ from rainbowd.config import (
     portRangeWarning,
     readMaintenancePage,
     settingHelp,
+    settings,
     settingUnit,
 )
 from rainbowd.connlimit import AcceptErrors, ConnectionCap, quietAccepts
@@ -99,54 +100,26 @@ def _portOrDescription(text: str) -> object:
     return int(text) if text.isascii() and text.isdigit() else text
 
 
-# Config key -> (short flag, kind of argument); the flags are the keys,
-# dashed.  A "number" flag is a whole number, in ms when the key's unit is.
-_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
-    "run": (None, "text"),
-    "port": ("p", "port"),
-    "controlPort": (None, "port"),
-    "stateDir": (None, "text"),
-    "healthCheckPath": (None, "text"),
-    "warmupTime": (None, "number"),
-    "healthCheckInterval": (None, "number"),
-    "healthCheckTimeout": (None, "number"),
-    "verify": (None, "text"),
-    "verifyTimeout": (None, "number"),
-    "livenessInterval": (None, "number"),
-    "livenessFailures": (None, "number"),
-    "startTimeout": (None, "number"),
-    "drainTimeout": (None, "number"),
-    "requestHeaderTimeout": (None, "number"),
-    "requestBodyTimeout": (None, "number"),
-    "requestBodyMinRate": (None, "number"),
-    "maxRequestBody": (None, "number"),
-    "killTimeout": (None, "number"),
-    "stopDelay": (None, "number"),
-    "maxConnections": (None, "number"),
-    "queueTimeout": (None, "number"),
-    "maintenancePage": (None, "text"),
-    "backendTimeout": (None, "number"),
-    "backendBodyTimeout": (None, "number"),
-    "maxBackends": (None, "number"),
-    "backendConnections": (None, "number"),
-    "backendMaxRequests": (None, "number"),
-    "backendPorts": (None, "text"),
-    "lbHealthPath": (None, "text"),
-    "controlTokenFile": (None, "text"),
-    "controlAllowedOrigins": (None, "text"),
-    "controlAllowedHosts": (None, "text"),
-    "accessLog": (None, "text"),
-    "accessLogFormat": (None, "text"),
-    "backendLogs": (None, "number"),
-}
-
-
 def _coerce(key: str, kind: str) -> Callable[[str], Any]:
+    """
+    The coerce function of the flag of C{key}, whose argument is of
+    C{kind} (L{rainbowd.config.Setting.flag}): a C{"number"} flag is a
+    whole number, in ms when the key's unit is.
+    """
     if kind == "number":
         return _wholeNumber(flagName(key), settingUnit(key))
     if kind == "port":
         return _portOrDescription
     return str
+
+
+#: Config key -> (short flag, kind of argument), for every key with a flag;
+#: the flags are the keys, dashed.
+_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
+    declared.key: (declared.short, declared.flag)
+    for declared in settings()
+    if declared.flag is not None
+}
 
 
 def _optParameters() -> List[List[Any]]:
