@@ -49,9 +49,16 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import attrs
-from twisted.internet.endpoints import serverFromString
 
 from rainbowd.browsers import normalHost, normalOrigin
+# endpointArguments and endpointParts for those that import them from here.
+from rainbowd.endpoints import (  # noqa: F401
+    endpointArguments,
+    endpointParts,
+    isDigits,
+    loopback,
+    tcpPortNumber,
+)
 from rainbowd.releases import danglingLinkProblem, resolveRelease
 
 DEFAULT_FILENAME = "rainbow.conf.json"
@@ -302,23 +309,12 @@ def flagName(key: str) -> str:
     return re.sub(r"[A-Z]", lambda match: "-" + match.group(0).lower(), key)
 
 
-def _isDigits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def loopback(port: int) -> str:
-    """
-    The endpoint description for TCP C{port} on 127.0.0.1.
-    """
-    return f"tcp:{port}:interface=127.0.0.1"
-
-
 def _parseEndpoint(value: object) -> str:
     """
     A port number (int or all-digits string) becomes a loopback TCP
     description; any other string must parse as a server endpoint.
     """
-    if isinstance(value, str) and _isDigits(value.strip()):
+    if isinstance(value, str) and isDigits(value.strip()):
         value = int(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         port = _integer(value)
@@ -326,6 +322,10 @@ def _parseEndpoint(value: object) -> str:
             raise _Invalid("port numbers go from 1 to 65535")
         return loopback(port)
     description = _string(value)
+    # Here, not at the top: rainbowctl reads the config, and starts faster
+    # without Twisted's endpoints (see rainbowd.test.test_ctl).
+    from twisted.internet.endpoints import serverFromString
+
     try:
         serverFromString(None, description)
     except Exception as e:
@@ -347,57 +347,6 @@ def _unparseEndpoint(description: str) -> object:
     """
     match = re.fullmatch(r"tcp:(\d+):interface=127\.0\.0\.1", description)
     return int(match.group(1)) if match else description
-
-
-def endpointParts(description: str) -> Tuple[str, List[str], Dict[str, str]]:
-    """
-    Split an endpoint description like C{tcp:7001:interface=127.0.0.1}
-    into its kind, its positional arguments and its keyword arguments, the
-    way Twisted reads it (C{\\:} is a colon inside an argument).
-    """
-    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)]
-    args: List[str] = []
-    kwargs: Dict[str, str] = {}
-    for part in parts[1:]:
-        name, equals, value = part.partition("=")
-        if equals and re.fullmatch(r"\w+", name):
-            kwargs[name] = value
-        else:
-            args.append(part)
-    return parts[0], args, kwargs
-
-
-#: The positional arguments of the server endpoints rainbowd looks into, in
-#: Twisted's order (which is not the same for tcp and tcp6).
-_POSITIONAL = {
-    "tcp": ("port", "interface", "backlog"),
-    "tcp6": ("port", "backlog", "interface"),
-    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog"),
-    "unix": ("address", "mode", "backlog", "lockfile"),
-}
-
-
-def endpointArguments(description: str) -> Tuple[str, Dict[str, str]]:
-    """
-    The kind of server endpoint C{description} and its arguments by name,
-    positional ones included: C{tcp:7001:127.0.0.1} is C{("tcp", {"port":
-    "7001", "interface": "127.0.0.1"})}.  Kinds other than tcp, tcp6, ssl
-    and unix only have their keyword arguments.
-    """
-    kind, args, kwargs = endpointParts(description)
-    return kind, {**dict(zip(_POSITIONAL.get(kind, ()), args)), **kwargs}
-
-
-def tcpPortNumber(description: str) -> Optional[int]:
-    """
-    The port number of a C{tcp:} or C{tcp6:} server endpoint description
-    (positional, or C{port=}), or L{None} for other kinds of endpoint.
-    """
-    kind, arguments = endpointArguments(description)
-    port = arguments.get("port", "")
-    if kind not in ("tcp", "tcp6") or not _isDigits(port):
-        return None
-    return int(port)
 
 
 def _parsePortRange(value: object) -> Tuple[int, int]:

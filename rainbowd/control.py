@@ -35,6 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.config import ConfigError
+from rainbowd.controlapi import failureHint
 from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 from rainbowd.traffic import Traffic
@@ -58,20 +59,6 @@ MAX_MESSAGE_BODY = 4096
 #: The longest C{message} a redeploy may be asked with, in characters: a
 #: commit's sha and subject, say.
 LONGEST_MESSAGE = 1000
-
-
-def failureHint(serving: Optional[int], redeploy: str = "redeploy") -> str:
-    """
-    What to do after a failed deploy, and what serves meanwhile: for the
-    control API's answer, and (with C{redeploy} in its own words) for
-    C{rainbowctl}.
-
-    @param serving: the generation serving now, or L{None} if none is (the
-        first generation failed, say).
-    """
-    if serving is None:
-        return f"no generation is serving; fix the problem and {redeploy}"
-    return f"generation {serving} is still serving; fix the problem and {redeploy}"
 
 
 def jsonBody(body: Mapping[str, Any]) -> bytes:

@@ -41,12 +41,8 @@ from rainbowd.config import (
 )
 from rainbowd.connlimit import AcceptErrors, ConnectionCap, quietAccepts
 from rainbowd.control import ControlResource
-from rainbowd.controlsite import (
-    ControlSite,
-    capped,
-    exposureWarning,
-    readControlToken,
-)
+from rainbowd.controlapi import readControlToken
+from rainbowd.controlsite import ControlSite, capped, exposureWarning
 from rainbowd.deployer import Deployer
 from rainbowd.fdlimit import (
     budgetWarning,
