@@ -15,10 +15,14 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import tcp
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from rainbowd import versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
@@ -323,6 +327,48 @@ class _StateDirLock(Service):
             self._fd = None
 
 
+@implementer(IStreamServerEndpoint)
+class _ListenNow:
+    """
+    An endpoint that raises a failure to listen from C{listen} itself, when
+    the endpoint it wraps fails at once (as Twisted's TCP, unix and SSL
+    endpoints do), instead of returning it in a failed L{Deferred}; and
+    calls C{listened} with the port once it listens.
+
+    So a L{StreamServerEndpointService} on it raises that failure from its
+    C{privilegedStartService}, which is what C{strports.service} gets with
+    the private C{_raiseSynchronously}.  A later failure is left in the
+    L{Deferred}, which that service logs.
+    """
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, listened: Callable[[Any], None]
+    ) -> None:
+        self._endpoint = endpoint
+        self._listened = listened
+
+    def listen(self, factory) -> Deferred:
+        failedNow: List[Failure] = []
+        now = True
+
+        def failed(failure: Failure) -> Optional[Failure]:
+            if now:
+                failedNow.append(failure)
+                return None
+            return failure
+
+        listening = self._endpoint.listen(factory).addErrback(failed)
+        now = False
+        if failedNow:
+            failedNow[0].raiseException()
+
+        def listened(port):
+            self._listened(port)
+            return port
+
+        return listening.addCallback(listened)
+
+
 class _Listening(StreamServerEndpointService):
     """
     Listen on the endpoint of config key C{key}; if that fails, stop twistd
@@ -335,10 +381,10 @@ class _Listening(StreamServerEndpointService):
     acceptErrors: Optional[AcceptErrors] = None
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
+        endpoint = serverFromString(reactor, _withLockfile(description))
         StreamServerEndpointService.__init__(
-            self, serverFromString(reactor, _withLockfile(description)), factory
+            self, _ListenNow(endpoint, self._listening), factory
         )
-        self._raiseSynchronously = True
         self._key = key
         self._description = description
         self._reactor = reactor
@@ -361,13 +407,11 @@ class _Listening(StreamServerEndpointService):
                 f"rainbowd, or the app itself, using it?  Stop that, or set "
                 f'another "{self._key}" (--{flagName(self._key)}).'
             )
-        self._waitingForPort.addCallback(self._listening)
 
-    def _listening(self, port):
+    def _listening(self, port) -> None:
         if isinstance(port, tcp.Port):
             what = f'{self._description} ("{self._key}")'
             self.acceptErrors = quietAccepts(port, what, self._reactor)
-        return port
 
 
 class _OrderlyStop(MultiService):
