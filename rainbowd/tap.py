@@ -113,11 +113,14 @@ def _coerce(key: str, kind: str) -> Callable[[str], Any]:
     return str
 
 
-#: Config key -> (short flag, kind of argument), for every key with a flag;
-#: the flags are the keys, dashed.
+#: The keys whose flags --help lists first, as the ones most often given.
+_FIRST = ("run", "port", "controlPort", "stateDir")
+
+#: Config key -> (short flag, kind of argument), for every key with a flag,
+#: in --help's order; the flags are the keys, dashed.
 _FLAGS: Dict[str, Tuple[Optional[str], str]] = {
     declared.key: (declared.short, declared.flag)
-    for declared in settings()
+    for declared in sorted(settings(), key=lambda one: one.key not in _FIRST)
     if declared.flag is not None
 }
 
