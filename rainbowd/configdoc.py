@@ -24,6 +24,9 @@ END = ".. The end of the configuration table."
 #: The widths of the columns but the first; the last may run past its.
 _WIDTHS = (8, 30, 53)
 
+#: The class of a field's C{factory=} default (which attrs' typing hides).
+_FACTORY: type = type(attrs.Factory(dict))
+
 #: What the table says of a key only read at startup.
 _STARTUP = "read at startup"
 
@@ -36,7 +39,7 @@ def _default(declared: Setting) -> str:
     if declared.docDefault is not None:
         return declared.docDefault
     default = attrs.fields_dict(Config)[declared.key].default
-    if default in (None, attrs.NOTHING) or isinstance(default, attrs.Factory):
+    if default in (None, attrs.NOTHING) or isinstance(default, _FACTORY):
         return "none"
     shown = declared.kind.unparse(default)
     if shown in ((), []):
