@@ -39,6 +39,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.backend import ProcessGroupSignals
 from rainbowd.config import ConfigError
+from rainbowd.controlapi import failureHint
 from rainbowd.deployer import (
     DeployFailed,
     DeployRefused,
@@ -69,20 +70,6 @@ MAX_MESSAGE_BODY = 4096
 #: The longest C{message} a redeploy may be asked with, in characters: a
 #: commit's sha and subject, say.
 LONGEST_MESSAGE = 1000
-
-
-def failureHint(serving: Optional[int], redeploy: str = "redeploy") -> str:
-    """
-    What to do after a failed deploy, and what serves meanwhile: for the
-    control API's answer, and (with C{redeploy} in its own words) for
-    C{rainbowctl}.
-
-    @param serving: the generation serving now, or L{None} if none is (the
-        first generation failed, say).
-    """
-    if serving is None:
-        return f"no generation is serving; fix the problem and {redeploy}"
-    return f"generation {serving} is still serving; fix the problem and {redeploy}"
 
 
 def jsonBody(body: Mapping[str, Any]) -> bytes:

@@ -36,16 +36,14 @@ from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, T
 import attrs
 
 from rainbowd import versionLine
-from rainbowd.config import (
-    DEFAULT_FILENAME,
-    ConfigError,
-    endpointArguments,
-    loadControlKeys,
-    tcpPortNumber,
+from rainbowd.config import DEFAULT_FILENAME, ConfigError, loadControlKeys
+from rainbowd.controlapi import (
+    NDJSON,
+    VERIFY_VARIABLE,
+    failureHint,
+    readControlToken,
 )
-from rainbowd.control import failureHint
-from rainbowd.controlsite import readControlToken
-from rainbowd.progress import NDJSON
+from rainbowd.endpoints import endpointArguments, tcpPortNumber
 from rainbowd.remote import (
     RemoteAddress,
     RemoteError,
@@ -53,7 +51,6 @@ from rainbowd.remote import (
     readTokenFile,
     remoteAddress,
 )
-from rainbowd.verify import VERIFY_VARIABLE
 
 #: Exit codes: the deploy failed, or rainbowd answered the request with an
 #: error; rainbowctl could not ask.
@@ -1020,6 +1017,27 @@ def logs(client: Client, out: IO[str], generation: Optional[int], follow: bool) 
     return 0
 
 
+class _Version(argparse.Action):
+    """
+    C{--version}: print L{versionLine} and exit.  Unlike argparse's own, it
+    makes the line only when asked, as that imports Twisted (for its
+    version), which rainbowctl otherwise does without.
+    """
+
+    def __init__(self, option_strings: List[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(versionLine())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rainbowctl",
@@ -1034,7 +1052,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"rainbowd's config file (default: ./{DEFAULT_FILENAME})",
     )
-    parser.add_argument("--version", action="version", version=versionLine())
+    parser.add_argument("--version", action=_Version)
     parser.add_argument(
         "--control",
         metavar="ENDPOINT",

@@ -32,7 +32,7 @@ from rainbowd.backend import (
     ResponseTally,
     State,
 )
-from rainbowd.config import Config, ConfigError
+from rainbowd.config import Config, ConfigError, startupKeys
 from rainbowd.health import REPORT_EVERY, LivenessProbe
 from rainbowd.leftovers import AppGroups
 from rainbowd.lifecycle import Input, Lifecycle, Phase
@@ -186,24 +186,9 @@ class NothingToRollBack(DeployRefused):
 #: process between the choice and the bind.
 PORT_ATTEMPTS = 3
 
-#: The config keys that are only read when rainbowd starts.
-STARTUP_KEYS = (
-    "port",
-    "controlPort",
-    "stateDir",
-    "lbHealthPath",
-    "stopDelay",
-    "queueTimeout",
-    "backendConnections",
-    "backendMaxRequests",
-    "backendTimeout",
-    "backendBodyTimeout",
-    "controlTokenFile",
-    "controlAllowedOrigins",
-    "controlAllowedHosts",
-    "accessLog",
-    "accessLogFormat",
-)
+#: The config keys that are only read when rainbowd starts (those declared
+#: with C{startup=True} in L{rainbowd.config.Config}).
+STARTUP_KEYS = startupKeys()
 
 #: A backend that served this long before crashing resets the restart
 #: backoff, in seconds.

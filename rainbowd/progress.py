@@ -12,6 +12,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from rainbowd.controlapi import NDJSON
 from rainbowd.deployer import Event
 
 _log = Logger()
@@ -22,8 +23,6 @@ PROGRESS_INTERVAL = 1.0
 #: How long a streamed redeploy follows the old generation's stop beyond
 #: C{drainTimeout} + C{killTimeout}, in seconds.
 STOP_MARGIN = 5.0
-
-NDJSON = b"application/x-ndjson"
 
 #: Deploy outcomes, which the result line replaces.
 _OUTCOMES = frozenset({"deployed", "failed", "refused"})

@@ -23,10 +23,14 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from rainbowd import pypygc, versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
@@ -44,16 +48,13 @@ from rainbowd.config import (
     portRangeWarning,
     readMaintenancePage,
     settingHelp,
+    settings,
     settingUnit,
 )
 from rainbowd.connlimit import AcceptErrors, ConnectionCap, quietAccepts
 from rainbowd.control import ControlResource
-from rainbowd.controlsite import (
-    ControlSite,
-    capped,
-    exposureWarning,
-    readControlToken,
-)
+from rainbowd.controlapi import readControlToken
+from rainbowd.controlsite import ControlSite, capped, exposureWarning
 from rainbowd.deployer import Deployer
 from rainbowd.fdlimit import (
     budgetWarning,
@@ -124,54 +125,12 @@ def _portOrDescription(text: str) -> object:
     return int(text) if text.isascii() and text.isdigit() else text
 
 
-# Config key -> (short flag, kind of argument); the flags are the keys,
-# dashed.  A "number" flag is a whole number, in ms when the key's unit is;
-# a "ratio" flag, a number from 0 to 1.
-_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
-    "run": (None, "text"),
-    "port": ("p", "port"),
-    "controlPort": (None, "port"),
-    "stateDir": (None, "text"),
-    "healthCheckPath": (None, "text"),
-    "warmupTime": (None, "number"),
-    "healthCheckInterval": (None, "number"),
-    "healthCheckTimeout": (None, "number"),
-    "verify": (None, "text"),
-    "verifyTimeout": (None, "number"),
-    "livenessInterval": (None, "number"),
-    "livenessFailures": (None, "number"),
-    "startTimeout": (None, "number"),
-    "drainTimeout": (None, "number"),
-    "rollbackWindow": (None, "number"),
-    "rollbackCheckFailures": (None, "number"),
-    "rollbackErrorRate": (None, "ratio"),
-    "rollbackMinRequests": (None, "number"),
-    "requestHeaderTimeout": (None, "number"),
-    "requestBodyTimeout": (None, "number"),
-    "requestBodyMinRate": (None, "number"),
-    "maxRequestBody": (None, "number"),
-    "killTimeout": (None, "number"),
-    "stopDelay": (None, "number"),
-    "maxConnections": (None, "number"),
-    "queueTimeout": (None, "number"),
-    "maintenancePage": (None, "text"),
-    "backendTimeout": (None, "number"),
-    "backendBodyTimeout": (None, "number"),
-    "maxBackends": (None, "number"),
-    "backendConnections": (None, "number"),
-    "backendMaxRequests": (None, "number"),
-    "backendPorts": (None, "text"),
-    "lbHealthPath": (None, "text"),
-    "controlTokenFile": (None, "text"),
-    "controlAllowedOrigins": (None, "text"),
-    "controlAllowedHosts": (None, "text"),
-    "accessLog": (None, "text"),
-    "accessLogFormat": (None, "text"),
-    "backendLogs": (None, "number"),
-}
-
-
 def _coerce(key: str, kind: str) -> Callable[[str], Any]:
+    """
+    The coerce function of the flag of C{key}, whose argument is of
+    C{kind} (L{rainbowd.config.Setting.flag}): a C{"number"} flag is a
+    whole number, in ms when the key's unit is.
+    """
     if kind == "number":
         return _wholeNumber(flagName(key), settingUnit(key))
     if kind == "port":
@@ -179,6 +138,18 @@ def _coerce(key: str, kind: str) -> Callable[[str], Any]:
     if kind == "ratio":
         return _ratio(flagName(key))
     return str
+
+
+#: The keys whose flags --help lists first, as the ones most often given.
+_FIRST = ("run", "port", "controlPort", "stateDir")
+
+#: Config key -> (short flag, kind of argument), for every key with a flag,
+#: in --help's order; the flags are the keys, dashed.
+_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
+    declared.key: (declared.short, declared.flag)
+    for declared in sorted(settings(), key=lambda one: one.key not in _FIRST)
+    if declared.flag is not None
+}
 
 
 def _optParameters() -> List[List[Any]]:
@@ -409,6 +380,48 @@ class _StateDirLock(Service):
             self._fd = None
 
 
+@implementer(IStreamServerEndpoint)
+class _ListenNow:
+    """
+    An endpoint that raises a failure to listen from C{listen} itself, when
+    the endpoint it wraps fails at once (as Twisted's TCP, unix and SSL
+    endpoints do), instead of returning it in a failed L{Deferred}; and
+    calls C{listened} with the port once it listens.
+
+    So a L{StreamServerEndpointService} on it raises that failure from its
+    C{privilegedStartService}, which is what C{strports.service} gets with
+    the private C{_raiseSynchronously}.  A later failure is left in the
+    L{Deferred}, which that service logs.
+    """
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, listened: Callable[[Any], None]
+    ) -> None:
+        self._endpoint = endpoint
+        self._listened = listened
+
+    def listen(self, factory) -> Deferred:
+        failedNow: List[Failure] = []
+        now = True
+
+        def failed(failure: Failure) -> Optional[Failure]:
+            if now:
+                failedNow.append(failure)
+                return None
+            return failure
+
+        listening = self._endpoint.listen(factory).addErrback(failed)
+        now = False
+        if failedNow:
+            failedNow[0].raiseException()
+
+        def listened(port):
+            self._listened(port)
+            return port
+
+        return listening.addCallback(listened)
+
+
 class _Listening(StreamServerEndpointService):
     """
     Listen on the endpoint of config key C{key}; if that fails, stop twistd
@@ -423,10 +436,10 @@ class _Listening(StreamServerEndpointService):
     _lockPath: Optional[str] = None
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
+        endpoint = serverFromString(reactor, _withLockfile(description))
         StreamServerEndpointService.__init__(
-            self, serverFromString(reactor, _withLockfile(description)), factory
+            self, _ListenNow(endpoint, self._listening), factory
         )
-        self._raiseSynchronously = True
         self._key = key
         self._description = description
         self._reactor = reactor
@@ -455,9 +468,8 @@ class _Listening(StreamServerEndpointService):
                 f"rainbowd, or the app itself, using it?  Stop that, or set "
                 f'another "{self._key}" (--{flagName(self._key)}).'
             )
-        self._waitingForPort.addCallback(self._listening)
 
-    def _listening(self, port):
+    def _listening(self, port) -> None:
         self._port = port
         lock = getattr(port, "lockFile", None)
         if lock is not None and lock.locked:
@@ -466,7 +478,6 @@ class _Listening(StreamServerEndpointService):
         if isinstance(port, tcp.Port):
             what = f'{self._description} ("{self._key}")'
             self.acceptErrors = quietAccepts(port, what, self._reactor)
-        return port
 
     def startService(self) -> None:
         StreamServerEndpointService.startService(self)

@@ -39,7 +39,7 @@ from rainbowd.history import DeploysResource
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.requestlimits import RequestLimits
 from rainbowd.stopdelay import StopDelay
-from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
+from rainbowd.tap import Options, _ListenNow, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 from rainbowd.test.test_history import record as historyRecord
 from rainbowd.test.test_controlsite import tokenFile
@@ -1279,3 +1279,89 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertIn("rainbowd_max_connections 272.0", text)
 
     sites = ObservabilityTests.sites
+
+
+class FakeEndpoint:
+    """
+    A server endpoint whose C{listen} returns the L{Deferred} it is given.
+    """
+
+    def __init__(self, listening: Deferred) -> None:
+        self.listening = listening
+        self.factories: List[Any] = []
+
+    def listen(self, factory) -> Deferred:
+        self.factories.append(factory)
+        return self.listening
+
+
+class ListenNowTests(SynchronousTestCase):
+    """
+    Tests for L{_ListenNow}, through which a port clash stops rainbowd at
+    startup, without Twisted's private C{_raiseSynchronously}.
+    """
+
+    def setUp(self) -> None:
+        self.ports: List[Any] = []
+
+    def endpoint(self, listening: Deferred) -> _ListenNow:
+        return _ListenNow(FakeEndpoint(listening), self.ports.append)
+
+    def test_failsNow(self) -> None:
+        """
+        A failure to listen that the wrapped endpoint reports at once is
+        raised from C{listen}, with nothing left unhandled.
+        """
+        clash = CannotListenError(
+            "127.0.0.1", 7000, OSError(EADDRINUSE, strerror(EADDRINUSE))
+        )
+        listening: Deferred = Deferred()
+        listening.errback(clash)
+        with self.assertRaises(CannotListenError) as caught:
+            self.endpoint(listening).listen(object())
+        self.assertIs(caught.exception, clash)
+        self.assertEqual(self.ports, [])
+
+    def test_failsLater(self) -> None:
+        """
+        A failure reported later is left in the L{Deferred} returned (for
+        the service to log), and no port is reported.
+        """
+        listening: Deferred = Deferred()
+        d = self.endpoint(listening).listen(object())
+        self.assertNoResult(d)
+        listening.errback(CannotListenError("127.0.0.1", 7000, OSError()))
+        self.failureResultOf(d, CannotListenError)
+        self.assertEqual(self.ports, [])
+
+    def test_listens(self) -> None:
+        """
+        Once listening, the port is given to C{listened} and is the result
+        of the L{Deferred}, whether that happens at once or later; the
+        factory is the one given.
+        """
+        port = object()
+        factory = object()
+        fake = FakeEndpoint(Deferred())
+        later = _ListenNow(fake, self.ports.append).listen(factory)
+        self.assertEqual(self.ports, [])
+        fake.listening.callback(port)
+        self.assertIs(self.successResultOf(later), port)
+        self.assertEqual(fake.factories, [factory])
+        listening: Deferred = Deferred()
+        listening.callback(port)
+        self.assertIs(self.successResultOf(self.endpoint(listening).listen(factory)), port)
+        self.assertEqual(self.ports, [port, port])
+
+    def test_serviceRaises(self) -> None:
+        """
+        A L{StreamServerEndpointService} on a L{_ListenNow} raises a
+        failure to listen from C{privilegedStartService} (so that makeService
+        stops rainbowd with its one line).
+        """
+        from twisted.application.internet import StreamServerEndpointService
+
+        listening: Deferred = Deferred()
+        listening.errback(CannotListenError("127.0.0.1", 7000, OSError()))
+        service = StreamServerEndpointService(self.endpoint(listening), object())
+        self.assertRaises(CannotListenError, service.privilegedStartService)
