@@ -10,7 +10,7 @@ from typing import List
 
 from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -612,12 +612,17 @@ class OutputTests(BackendTestCase):
         C{LONGEST_LINE} bytes, so it cannot grow without bound.
         """
         backend, process = self.launched()
+        # Logged here, not to the global log: trial -j cannot carry a line
+        # this long from its workers.
+        logged: list = []
+        backend.log = Logger(observer=logged.append)
         process.emit(b"x" * (LONGEST_LINE - 1))
         self.assertEqual(list(backend.output), [])
         process.emit(b"yz")
         self.assertEqual(list(backend.output), ["x" * (LONGEST_LINE - 1) + "yz"])
         process.emit(b"end\n")
         self.assertEqual(backend.output[-1], "end")
+        self.assertEqual(len(logged), 2)
 
     def test_partialLineAtExit(self) -> None:
         """
