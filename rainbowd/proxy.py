@@ -816,7 +816,8 @@ class _Forwarding:
         request.setResponseCode(101, phrase)
         # What the client sent after its request head, buffered by the
         # channel while it waited for this answer.
-        pending = b"".join(getattr(channel, "_dataBuffer", ()))
+        # (A private name: see rainbowd.twistedinternals.)
+        pending = b"".join(channel._dataBuffer)
         channel.transport = None
         tunnel = Tunnel(backend)
         tunnel.join(clientTransport, connection.transport, pending, rest)
