@@ -54,7 +54,7 @@ from twisted.web.http import HTTPChannel, _getContentFile, maxChunkSizeLineLengt
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
-from rainbowd.reads import fit, readingEnd, readSmall
+from rainbowd.reads import fit, readingEnd, readSmall, unread
 
 _log = Logger()
 
@@ -259,6 +259,8 @@ class LimitedChannel(HTTPChannel):
         a body begins moves it later.
     @ivar _closing: Whether the request on its way is the last this
         connection answers (see L{closeWhenAnswered}).
+    @ivar _unread: Whether, when rainbowd stopped, a request had reached
+        the socket but not yet been read.
     """
 
     refused = False
@@ -274,6 +276,7 @@ class LimitedChannel(HTTPChannel):
     _bodyBytes = 0
     _discarded = 0
     _closing = False
+    _unread = False
     _end: Optional[FileDescriptor] = None
 
     def connectionMade(self) -> None:
@@ -300,20 +303,27 @@ class LimitedChannel(HTTPChannel):
     def receivingRequest(self) -> bool:
         """
         Is a request on its way in: part of its head or body received, and
-        not yet handed to the site's resource?
+        not yet handed to the site's resource (or, once rainbowd stops,
+        waiting unread on the socket)?
         """
-        return self._phase in (_HEAD, _BODY)
+        phase = self._phase
+        if phase is _HEAD or phase is _BODY:
+            return True
+        return self._unread and phase in (_FIRST, _IDLE)
 
     def closeWhenAnswered(self) -> None:
         """
         rainbowd stops: close this connection now if nothing of a request
         is on it, or else once the request on its way is answered, whose
         response then says C{Connection: close} (if its head is not sent
-        yet).  Anything pipelined behind that request is not read.
+        yet).  Anything pipelined behind that request is not read.  Bytes
+        that have reached the socket unread are a request on its way.
         """
         if self._phase in (_FIRST, _IDLE):
-            self.loseConnection()
-            return
+            if not unread(self._end):
+                self.loseConnection()
+                return
+            self._unread = True
         self._closing = True
         if self._phase in (_BODY, _ANSWERING):
             self._answerLast(self.requests[-1])
@@ -323,6 +333,7 @@ class LimitedChannel(HTTPChannel):
         Make C{request}'s response the last on this connection.
         """
         self.persistent = False
+        self._unread = False
         if not request.startedWriting:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 

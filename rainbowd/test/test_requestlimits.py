@@ -8,10 +8,12 @@ port's site is tested the same way in L{rainbowd.test.test_controlsite}.
 
 import errno
 import os
+import socket
 from io import BytesIO
 from typing import List, Tuple
 
 import attrs
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -899,6 +901,42 @@ class CloseWhenAnsweredTests(LimitsTestCase):
         protocol.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertIn(b"reached", transport.value())
         self.assertFalse(transport.disconnecting)
+        protocol.closeWhenAnswered()
+        self.assertTrue(transport.disconnecting)
+
+    def test_waitingInTheKernel(self) -> None:
+        """
+        A connection, new or kept alive, whose request has reached the
+        socket but not yet been read is not closed (which would reset it,
+        the request lost): it counts as receiving, and the request is
+        answered with C{Connection: close}; one whose peer has only hung up
+        is closed.
+        """
+        for kept in (False, True):
+            protocol, transport = self.connect()
+            if kept:
+                protocol.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            ours, theirs = socket.socketpair()
+            self.addCleanup(ours.close)
+            self.addCleanup(theirs.close)
+            end = FileDescriptor()
+            end.socket = ours
+            protocol._end = end
+            theirs.sendall(b"GET /b HTTP/1.1\r\n")
+            protocol.closeWhenAnswered()
+            self.assertFalse(transport.disconnecting, kept)
+            self.assertTrue(protocol.receivingRequest(), kept)
+            protocol.dataReceived(ours.recv(100) + b"Host: x\r\n\r\n")
+            self.assertFalse(protocol.receivingRequest(), kept)
+            self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+            self.assertTrue(transport.disconnecting, kept)
+        protocol, transport = self.connect()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        end = FileDescriptor()
+        end.socket = ours
+        protocol._end = end
+        theirs.close()
         protocol.closeWhenAnswered()
         self.assertTrue(transport.disconnecting)
 
