@@ -50,7 +50,12 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineReceiver
-from twisted.web.http import HTTPChannel, _getContentFile, maxChunkSizeLineLength
+from twisted.web.http import (
+    HTTPChannel,
+    _getContentFile,
+    _NoPushProducer,
+    maxChunkSizeLineLength,
+)
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
@@ -90,6 +95,7 @@ _HEAD = "head"  # part of a request head received
 _BODY = "body"  # head received, body coming
 _ANSWERING = "answering"  # a request is being answered: no timeout
 _REFUSED = "refused"  # refused; reading and dropping the rest of the body
+_LINGERING = "lingering"  # last response sent at stop; dropping what comes
 
 #: Where a request body is spooled: twisted.web's choice, memory under
 #: 100 KB and a temporary file above.
@@ -354,6 +360,8 @@ class LimitedChannel(HTTPChannel):
             self._phase = _HEAD
         elif phase is _REFUSED and self.transport.disconnecting:
             return
+        elif phase is _LINGERING:
+            return
         # Not HTTPChannel's, which would reset the timer.
         LineReceiver.dataReceived(self, data)
         if self._phase is _BODY and not self._measuring and self._bodyTimerLater:
@@ -549,6 +557,23 @@ class LimitedChannel(HTTPChannel):
                 self.abortTimeout, self.forceAbortClient
             )
         self._close()
+
+    def loseConnection(self) -> None:
+        end = self._end
+        if self._closing and self._phase is _IDLE and end is not None:
+            # The last response, at stop: send it and then a FIN, but read
+            # (and drop) what the client still sends until it closes, as
+            # closing a socket with bytes unread, or that get bytes later,
+            # resets it, and the kernel drops what it has yet to send of the
+            # response.  The idle timer still ends the wait.
+            self._phase = _LINGERING
+            self._networkProducer.unregisterProducer()
+            # Reading goes on, whatever the channel's producer calls later.
+            self._networkProducer = _NoPushProducer()
+            end.loseWriteConnection()
+            end.resumeProducing()
+            return
+        HTTPChannel.loseConnection(self)
 
     def _close(self) -> None:
         """

@@ -882,6 +882,25 @@ class LimitsFromConfigTests(SynchronousTestCase):
         )
 
 
+class SocketEnd(FileDescriptor):
+    """
+    The descriptor under a connection, as L{requestlimits} sees it: a real
+    socket (one end of a pair), and whether its writing side was closed.
+    """
+
+    writeClosed = False
+
+    def __init__(self, sock: socket.socket) -> None:
+        FileDescriptor.__init__(self, MemoryReactorClock())
+        self.socket = sock
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    def resumeProducing(self) -> None:
+        pass
+
+
 class CloseWhenAnsweredTests(LimitsTestCase):
     """
     Tests for L{requestlimits.LimitedChannel.closeWhenAnswered}, how a
@@ -919,9 +938,7 @@ class CloseWhenAnsweredTests(LimitsTestCase):
             ours, theirs = socket.socketpair()
             self.addCleanup(ours.close)
             self.addCleanup(theirs.close)
-            end = FileDescriptor()
-            end.socket = ours
-            protocol._end = end
+            end = protocol._end = SocketEnd(ours)
             theirs.sendall(b"GET /b HTTP/1.1\r\n")
             protocol.closeWhenAnswered()
             self.assertFalse(transport.disconnecting, kept)
@@ -929,15 +946,38 @@ class CloseWhenAnsweredTests(LimitsTestCase):
             protocol.dataReceived(ours.recv(100) + b"Host: x\r\n\r\n")
             self.assertFalse(protocol.receivingRequest(), kept)
             self.assertIn(b"\r\nConnection: close\r\n", transport.value())
-            self.assertTrue(transport.disconnecting, kept)
+            self.assertTrue(end.writeClosed, kept)
         protocol, transport = self.connect()
         ours, theirs = socket.socketpair()
         self.addCleanup(ours.close)
-        end = FileDescriptor()
-        end.socket = ours
-        protocol._end = end
+        protocol._end = SocketEnd(ours)
         theirs.close()
         protocol.closeWhenAnswered()
+        self.assertTrue(transport.disconnecting)
+
+    def test_lingersAfterTheLastResponse(self) -> None:
+        """
+        After the last response at stop, only the sending side is closed:
+        what the client still sends (a request pipelined behind) is read
+        and dropped, never answered, until the client closes, so that the
+        close does not reset the connection and lose the response; the
+        idle timer ends the wait.
+        """
+        protocol, transport = self.connect()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        end = protocol._end = SocketEnd(ours)
+        protocol.dataReceived(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+        protocol.closeWhenAnswered()
+        protocol.dataReceived(b"ok" + b"POST /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(end.writeClosed)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"POST /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual([path for _, path, _ in self.resource.reached], [b"/a"])
+        self.assertFalse(protocol.receivingRequest())
+        passTime(self.reactor, HEADER_TIMEOUT)
         self.assertTrue(transport.disconnecting)
 
     def test_headOnItsWay(self) -> None:
