@@ -15,7 +15,7 @@ for a moment, and at most L{LINGERING} of them wait for their client to
 close (see L{_Refusal}); these are part of L{rainbowd.fdlimit.RESERVED}.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -42,8 +42,9 @@ LINGER_TIME = 2.0
 LINGER_BYTES = 64 * 1024
 
 #: How often, in seconds, a graceful close looks again for requests still on
-#: their way in: only while rainbowd stops, and each such request is bounded
-#: by requestHeaderTimeout and requestBodyMinRate anyway.
+#: their way in, or connections still open: only while rainbowd stops, and
+#: each such request is bounded by requestHeaderTimeout and
+#: requestBodyMinRate anyway, each response by the idle timeout.
 _RECEIVING_CHECK = 0.05
 
 
@@ -208,20 +209,50 @@ class ConnectionCap(WrappingFactory):
             close = getattr(wrapper.wrappedProtocol, "closeWhenAnswered", None)
             if close is not None:
                 close()
+        return self._waitForNone(
+            self._receiving,
+            timeout,
+            "{what}: {count} request{s} still arriving after {timeout:g} s; "
+            "draining the app without waiting longer",
+        )
+
+    def whenClosed(self, timeout: float) -> Deferred:
+        """
+        After L{closeGracefully}, and once the app is drained: wait for the
+        connections still open, each closing once its last response is
+        sent, so that rainbowd does not exit (its reactor dropping what is
+        still buffered) with a response half sent.
+
+        @return: A Deferred that fires once no connection is open, or once
+            C{timeout} seconds have passed.
+        """
+        return self._waitForNone(
+            lambda: len(self._served),
+            timeout,
+            "{what}: {count} connection{s} still sending a response after "
+            "{timeout:g} s; stopping without waiting longer",
+        )
+
+    def _waitForNone(
+        self, count: Callable[[], int], timeout: float, warning: str
+    ) -> Deferred:
+        """
+        Look at C{count()} every L{_RECEIVING_CHECK} seconds until it is 0,
+        or for C{timeout} seconds, after which log C{warning}.
+        """
         done: Deferred = Deferred()
         deadline = self.reactor.seconds() + timeout
 
         def check() -> None:
-            receiving = self._receiving()
-            if not receiving:
+            left = count()
+            if not left:
                 done.callback(None)
             elif self.reactor.seconds() >= deadline:
                 _log.warn(
-                    "{what}: {count} request{s} still arriving after "
-                    "{timeout:g} s; draining the app without waiting longer",
+                    warning,
                     what=self._what,
-                    count=receiving,
-                    s="" if receiving == 1 else "s",
+                    count=left,
+                    s="" if left == 1 else "s",
                     timeout=timeout,
                 )
                 done.callback(None)

@@ -1211,6 +1211,8 @@ def _target(arguments: argparse.Namespace, cwd: Optional[str], err: IO[str]) -> 
         )
     try:
         address = remoteAddress(arguments.control)
+        if address.tls:
+            address.tlsContext()
         token = None
         if arguments.token_file is not None:
             token = readTokenFile(arguments.token_file)

@@ -272,7 +272,7 @@ class Deployer(Service):
     @ivar routable: the backend new requests go to: C{active}, except while
         its process is found stopped (C{kill -STOP}, a debugger), when it is
         L{None} and requests wait (L{whenRoutable}) for it to pass a check
-        again or for its replacement.
+        again or for its replacement; and L{None} once rainbowd stops.
     @ivar backends: the backends whose processes may be alive, oldest first.
     @ivar standby: the generation that served before C{active}, kept alive
         (once drained) for C{rollbackWindow} after the switch, to roll back
@@ -377,6 +377,9 @@ class Deployer(Service):
         """
         Service.stopService(self)
         self._emit("shutdown", generations=[b.generation for b in self.backends])
+        # A request reaching the proxy from now on is refused, never sent to
+        # a generation told to stop.
+        self.routable = None
         if self.phase is Phase.RESTART_PENDING:
             self._restartCall.cancel()
         self._lifecycle.feed(Input.STOP)
@@ -474,7 +477,7 @@ class Deployer(Service):
         waited in vain.
         """
         backend = self.active
-        if backend is None or self.routable is not None:
+        if backend is None or self.routable is not None or not self.running:
             return None
         why = (
             f"generation {backend.generation}, the active one, is stopped "

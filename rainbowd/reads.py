@@ -17,6 +17,7 @@ L{twisted.internet.abstract.FileDescriptor}, read at each read; any other
 transport (TLS, a test's) is left alone.
 """
 
+import socket
 from typing import Any, Optional
 
 from twisted.internet.abstract import FileDescriptor
@@ -70,3 +71,19 @@ def fit(end: FileDescriptor, received: int) -> None:
             end.bufferSize = LARGE
     elif received < SMALL < size:
         end.bufferSize = SMALL
+
+
+def unread(end: Optional[FileDescriptor]) -> bool:
+    """
+    Are bytes waiting in the kernel to be read from C{end}?  Closing a
+    socket with some unread resets the connection, and the peer loses what
+    it sent.  (L{False} where C{end} is not a socket's, or the peer has
+    only hung up.)
+    """
+    sock = getattr(end, "socket", None)
+    if sock is None:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False

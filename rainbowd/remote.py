@@ -59,9 +59,27 @@ class RemoteAddress:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'ssl' if self.tls else 'tcp'}:{host}:{self.port}"
 
+    def tlsContext(self) -> ssl.SSLContext:
+        """
+        The TLS settings of a connection to C{ssl:}.
+
+        @raise RemoteError: if C{cafile} cannot be read, or holds no
+            certificate.
+        """
+        try:
+            return ssl.create_default_context(cafile=self.cafile)
+        except OSError as e:
+            why = str(e) if isinstance(e, ssl.SSLError) else e.strerror
+            raise RemoteError(
+                f"--control {self}: the CA file {self.cafile} (cafile= of "
+                f"--control) cannot be used: {why}.  Give the PEM file of the "
+                "authority that signed that rainbowd's certificate, or leave "
+                "cafile= out to check it against the system's authorities."
+            )
+
     def connect(self, timeout: Optional[float]) -> http.client.HTTPConnection:
         if self.tls:
-            context = ssl.create_default_context(cafile=self.cafile)
+            context = self.tlsContext()
             return http.client.HTTPSConnection(
                 self.host, self.port, timeout=timeout, context=context
             )

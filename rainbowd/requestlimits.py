@@ -50,11 +50,16 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineReceiver
-from twisted.web.http import HTTPChannel, _getContentFile, maxChunkSizeLineLength
+from twisted.web.http import (
+    HTTPChannel,
+    _getContentFile,
+    _NoPushProducer,
+    maxChunkSizeLineLength,
+)
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
-from rainbowd.reads import fit, readingEnd, readSmall
+from rainbowd.reads import fit, readingEnd, readSmall, unread
 
 _log = Logger()
 
@@ -90,6 +95,7 @@ _HEAD = "head"  # part of a request head received
 _BODY = "body"  # head received, body coming
 _ANSWERING = "answering"  # a request is being answered: no timeout
 _REFUSED = "refused"  # refused; reading and dropping the rest of the body
+_LINGERING = "lingering"  # last response sent at stop; dropping what comes
 
 #: Where a request body is spooled: twisted.web's choice, memory under
 #: 100 KB and a temporary file above.
@@ -259,6 +265,8 @@ class LimitedChannel(HTTPChannel):
         a body begins moves it later.
     @ivar _closing: Whether the request on its way is the last this
         connection answers (see L{closeWhenAnswered}).
+    @ivar _unread: Whether, when rainbowd stopped, a request had reached
+        the socket but not yet been read.
     """
 
     refused = False
@@ -274,6 +282,7 @@ class LimitedChannel(HTTPChannel):
     _bodyBytes = 0
     _discarded = 0
     _closing = False
+    _unread = False
     _end: Optional[FileDescriptor] = None
 
     def connectionMade(self) -> None:
@@ -300,20 +309,27 @@ class LimitedChannel(HTTPChannel):
     def receivingRequest(self) -> bool:
         """
         Is a request on its way in: part of its head or body received, and
-        not yet handed to the site's resource?
+        not yet handed to the site's resource (or, once rainbowd stops,
+        waiting unread on the socket)?
         """
-        return self._phase in (_HEAD, _BODY)
+        phase = self._phase
+        if phase is _HEAD or phase is _BODY:
+            return True
+        return self._unread and phase in (_FIRST, _IDLE)
 
     def closeWhenAnswered(self) -> None:
         """
         rainbowd stops: close this connection now if nothing of a request
         is on it, or else once the request on its way is answered, whose
         response then says C{Connection: close} (if its head is not sent
-        yet).  Anything pipelined behind that request is not read.
+        yet).  Anything pipelined behind that request is not read.  Bytes
+        that have reached the socket unread are a request on its way.
         """
         if self._phase in (_FIRST, _IDLE):
-            self.loseConnection()
-            return
+            if not unread(self._end):
+                self.loseConnection()
+                return
+            self._unread = True
         self._closing = True
         if self._phase in (_BODY, _ANSWERING):
             self._answerLast(self.requests[-1])
@@ -323,6 +339,7 @@ class LimitedChannel(HTTPChannel):
         Make C{request}'s response the last on this connection.
         """
         self.persistent = False
+        self._unread = False
         if not request.startedWriting:
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
@@ -342,6 +359,8 @@ class LimitedChannel(HTTPChannel):
         elif phase is _FIRST:
             self._phase = _HEAD
         elif phase is _REFUSED and self.transport.disconnecting:
+            return
+        elif phase is _LINGERING:
             return
         # Not HTTPChannel's, which would reset the timer.
         LineReceiver.dataReceived(self, data)
@@ -538,6 +557,23 @@ class LimitedChannel(HTTPChannel):
                 self.abortTimeout, self.forceAbortClient
             )
         self._close()
+
+    def loseConnection(self) -> None:
+        end = self._end
+        if self._closing and self._phase is _IDLE and end is not None:
+            # The last response, at stop: send it and then a FIN, but read
+            # (and drop) what the client still sends until it closes, as
+            # closing a socket with bytes unread, or that get bytes later,
+            # resets it, and the kernel drops what it has yet to send of the
+            # response.  The idle timer still ends the wait.
+            self._phase = _LINGERING
+            self._networkProducer.unregisterProducer()
+            # Reading goes on, whatever the channel's producer calls later.
+            self._networkProducer = _NoPushProducer()
+            end.loseWriteConnection()
+            end.resumeProducing()
+            return
+        HTTPChannel.loseConnection(self)
 
     def _close(self) -> None:
         """

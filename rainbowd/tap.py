@@ -523,7 +523,9 @@ class _OrderlyStop(MultiService):
     stop listening; then the connections of C{clients} close as they
     become idle, and the stop waits (up to C{clientTimeout()}) until none
     is receiving a request; then every other child stops, the deployer
-    draining the backends.  So a kept-alive client's next request is never
+    draining the backends.  Last, it waits for the connections still
+    sending a response to close, for what is left of C{clientTimeout()}
+    since the ports closed.  So a kept-alive client's next request is never
     sent to an app that was already told to stop: the connection it would
     come on is closed first (and a client retries a request on a kept-alive
     connection that closed, as HTTP lets it).
@@ -569,10 +571,14 @@ class _OrderlyStop(MultiService):
     @inlineCallbacks
     def _stopChildren(self):
         yield DeferredList([maybeDeferred(port.stopService) for port in self.ports])
+        deadline = self._reactor.seconds() + self.clientTimeout()
         if self.clients is not None:
             yield self.clients.closeGracefully(self.clientTimeout())
         rest = [child for child in reversed(list(self)) if child not in self.ports]
         yield DeferredList([maybeDeferred(child.stopService) for child in rest])
+        if self.clients is not None:
+            left = max(0.0, deadline - self._reactor.seconds())
+            yield self.clients.whenClosed(left)
 
     def _installHandlers(self) -> None:
         for signum, handler in [

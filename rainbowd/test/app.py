@@ -23,7 +23,8 @@ behaviour is set by environment variables:
                           listening
 
 Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health},
-C{GET /slow?seconds=N}, which answers after N seconds, and C{GET /echo}
+C{GET /slow?seconds=N}, which answers after N seconds, C{GET /big?bytes=N},
+which answers N bytes of "x" with a I{Content-Length}, and C{GET /echo}
 with C{Connection: Upgrade} and C{Upgrade: echo}, which answers 101, sends
 "<version> pid=<pid>\n" and then echoes every byte it gets until the client
 closes, C{GET /ws}, a WebSocket (RFC 6455) that echoes each message,
@@ -79,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
             self.webSocket()
         elif url.path == "/events":
             self.events()
+        elif url.path == "/big":
+            self.big(int(parse_qs(url.query).get("bytes", ["0"])[0]))
         elif url.path == "/slow":
             seconds = float(parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(seconds)
@@ -140,6 +143,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             if event == "first":
                 time.sleep(1.0)
+
+    def big(self, size: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        chunk = b"x" * 65536
+        while size > 0:
+            self.wfile.write(chunk[:size])
+            size -= len(chunk)
 
     def answer(self, code: int, text: str) -> None:
         body = text.encode("utf-8")

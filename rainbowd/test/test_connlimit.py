@@ -361,6 +361,54 @@ class CloseGracefullyTests(SynchronousTestCase):
         )
 
 
+class WhenClosedTests(SynchronousTestCase):
+    """
+    Tests for L{ConnectionCap.whenClosed}.
+    """
+
+    setUp = CloseGracefullyTests.setUp
+    connect = CloseGracefullyTests.connect
+
+    def test_waitsForTheLastResponses(self) -> None:
+        """
+        It is done once every connection has closed (each still sending its
+        last response closes once that is sent), so that rainbowd does not
+        exit with a response half sent.
+        """
+        self.successResultOf(self.cap.whenClosed(30.0))
+        first, second = self.connect(), self.connect()
+        done = self.cap.whenClosed(30.0)
+        self.clock.advance(1.0)
+        self.assertNoResult(done)
+        first.transport.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(1.0)
+        self.assertNoResult(done)
+        second.transport.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(0.1)
+        self.successResultOf(done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeout(self) -> None:
+        """
+        After C{timeout}, it is done anyway, saying how many connections
+        were still open.
+        """
+        self.connect()
+        with capturedLogs() as events:
+            done = self.cap.whenClosed(1.0)
+            self.clock.pump([0.05] * 19)
+            self.assertNoResult(done)
+            self.clock.pump([0.05] * 2)
+        self.successResultOf(done)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "the public port: 1 connection still sending a response "
+                "after 1 s; stopping without waiting longer"
+            ],
+        )
+
+
 class FailingListener:
     """
     A listening socket whose C{accept()} fails with C{errors} in turn, then

@@ -2134,6 +2134,24 @@ class StopTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(h.deployer.backends, [])
 
+    def test_noRouteOnceStopping(self):
+        """
+        Once stopping has begun no backend is routable, so a request that
+        reaches the proxy late (its body slower than the wait for requests
+        still arriving) is never sent to a generation told to stop, and
+        waits for none: it is refused at once as rainbowd shuts down.
+        """
+        h = Harness(self)
+        active = h.start()
+        h.deployer.stopService()
+        self.assertIn(("group", active.pgid, signal.SIGTERM), h.signals.sent)
+        self.assertIsNone(h.deployer.routable)
+        self.assertIsNone(h.deployer.whyNotRoutable())
+        self.assertIn(
+            "shutting down",
+            self.failureResultOf(h.deployer.whenRoutable(), DeployRefused).value.reason,
+        )
+
     def test_stopLetsDrainingFinish(self):
         """
         Stopping the deployer lets a generation that was already draining

@@ -1190,6 +1190,78 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(response.getheader("Connection"), "close")
         self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
 
+    def test_stopSendsTheLastResponseWhole(self):
+        """
+        On SIGTERM, a response still on its way to a client that reads it
+        slowly is sent whole before rainbowd exits, even once the app is
+        drained and stopped.
+        """
+        daemon = Daemon(self, drainTimeout=30000)
+        process = daemon.start()
+        daemon.serving()
+        size = 6 * 1024 * 1024
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        client.settimeout(DEADLINE)
+        client.connect(("127.0.0.1", daemon.port))
+        client.sendall(b"GET /big?bytes=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (size,))
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["backends"][0]["inflight"] == 1,
+            "the large response to be in flight",
+        )
+        process.send_signal(signal.SIGTERM)
+        received = b""
+        while True:
+            data = client.recv(8192)
+            if not data:
+                break
+            received += data
+            time.sleep(0.01)
+        head, _, body = received.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertEqual(len(body), size)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+
+    def test_stopClosesCleanlyBehindPipelinedRequest(self):
+        """
+        On SIGTERM, a connection with a large request pipelined behind the
+        one being answered gets that answer whole, however slowly it reads
+        it, and then a clean close, although what was pipelined is never
+        read: closing with it unread would reset the connection, and the
+        kernel would drop what it had yet to send of the answer.
+        """
+        daemon = Daemon(self, drainTimeout=30000)
+        process = daemon.start()
+        daemon.serving()
+        size = 6 * 1024 * 1024
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        client.settimeout(DEADLINE)
+        client.connect(("127.0.0.1", daemon.port))
+        client.sendall(
+            b"GET /big?bytes=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (size,)
+            + b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+            + b"y" * 200000
+        )
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["backends"][0]["inflight"] == 1,
+            "the large response to be in flight",
+        )
+        process.send_signal(signal.SIGTERM)
+        received = b""
+        while True:
+            data = client.recv(8192)
+            if not data:
+                break
+            received += data
+            time.sleep(0.01)
+        head, _, body = received.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertEqual(len(body), size)
+        self.assertEqual(process.wait(DEADLINE), 0, daemon.log())
+
     def test_leftoversOfKilledRainbowdStopped(self):
         """
         After rainbowd is killed with SIGKILL, its app (which would have

@@ -172,6 +172,23 @@ class RainbowctlControlTests(SynchronousTestCase):
         self.assertIn(f"The control token file {missing} (--token-file)", err)
         self.assertRaises(RemoteError, readTokenFile, missing)
 
+    def test_badCAFile(self) -> None:
+        """
+        An ssl: endpoint whose cafile is missing, or holds no certificate,
+        is named as the CA file, before any connection is tried.
+        """
+        notPEM = self.directory.child("ca.pem")
+        notPEM.setContent(b"not a certificate\n")
+        for path in [self.directory.child("missing.pem").path, notPEM.path]:
+            connection = FakeConnection()
+            code, _, err = self.rainbowctl(
+                ["--control", f"ssl:10.0.0.5:7443:cafile={path}", "status"],
+                connection,
+            )
+            self.assertEqual(code, CANNOT)
+            self.assertIn(f"the CA file {path} (cafile= of --control)", err)
+            self.assertEqual(connection.requests, [])
+
     def test_noToken(self) -> None:
         """
         A 401 without --token-file says to pass one.

@@ -8,10 +8,12 @@ port's site is tested the same way in L{rainbowd.test.test_controlsite}.
 
 import errno
 import os
+import socket
 from io import BytesIO
 from typing import List, Tuple
 
 import attrs
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -880,6 +882,25 @@ class LimitsFromConfigTests(SynchronousTestCase):
         )
 
 
+class SocketEnd(FileDescriptor):
+    """
+    The descriptor under a connection, as L{requestlimits} sees it: a real
+    socket (one end of a pair), and whether its writing side was closed.
+    """
+
+    writeClosed = False
+
+    def __init__(self, sock: socket.socket) -> None:
+        FileDescriptor.__init__(self, MemoryReactorClock())
+        self.socket = sock
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    def resumeProducing(self) -> None:
+        pass
+
+
 class CloseWhenAnsweredTests(LimitsTestCase):
     """
     Tests for L{requestlimits.LimitedChannel.closeWhenAnswered}, how a
@@ -900,6 +921,63 @@ class CloseWhenAnsweredTests(LimitsTestCase):
         self.assertIn(b"reached", transport.value())
         self.assertFalse(transport.disconnecting)
         protocol.closeWhenAnswered()
+        self.assertTrue(transport.disconnecting)
+
+    def test_waitingInTheKernel(self) -> None:
+        """
+        A connection, new or kept alive, whose request has reached the
+        socket but not yet been read is not closed (which would reset it,
+        the request lost): it counts as receiving, and the request is
+        answered with C{Connection: close}; one whose peer has only hung up
+        is closed.
+        """
+        for kept in (False, True):
+            protocol, transport = self.connect()
+            if kept:
+                protocol.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            ours, theirs = socket.socketpair()
+            self.addCleanup(ours.close)
+            self.addCleanup(theirs.close)
+            end = protocol._end = SocketEnd(ours)
+            theirs.sendall(b"GET /b HTTP/1.1\r\n")
+            protocol.closeWhenAnswered()
+            self.assertFalse(transport.disconnecting, kept)
+            self.assertTrue(protocol.receivingRequest(), kept)
+            protocol.dataReceived(ours.recv(100) + b"Host: x\r\n\r\n")
+            self.assertFalse(protocol.receivingRequest(), kept)
+            self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+            self.assertTrue(end.writeClosed, kept)
+        protocol, transport = self.connect()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        protocol._end = SocketEnd(ours)
+        theirs.close()
+        protocol.closeWhenAnswered()
+        self.assertTrue(transport.disconnecting)
+
+    def test_lingersAfterTheLastResponse(self) -> None:
+        """
+        After the last response at stop, only the sending side is closed:
+        what the client still sends (a request pipelined behind) is read
+        and dropped, never answered, until the client closes, so that the
+        close does not reset the connection and lose the response; the
+        idle timer ends the wait.
+        """
+        protocol, transport = self.connect()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        end = protocol._end = SocketEnd(ours)
+        protocol.dataReceived(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+        protocol.closeWhenAnswered()
+        protocol.dataReceived(b"ok" + b"POST /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(end.writeClosed)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"POST /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual([path for _, path, _ in self.resource.reached], [b"/a"])
+        self.assertFalse(protocol.receivingRequest())
+        passTime(self.reactor, HEADER_TIMEOUT)
         self.assertTrue(transport.disconnecting)
 
     def test_headOnItsWay(self) -> None:

@@ -837,10 +837,15 @@ class Clients:
 
     def __init__(self) -> None:
         self.closing: List[Tuple[float, Deferred]] = []
+        self.closed: List[Tuple[float, Deferred]] = []
 
     def closeGracefully(self, timeout: float) -> Deferred:
         self.closing.append((timeout, Deferred()))
         return self.closing[-1][1]
+
+    def whenClosed(self, timeout: float) -> Deferred:
+        self.closed.append((timeout, Deferred()))
+        return self.closed[-1][1]
 
 
 class StopOrderTests(SynchronousTestCase):
@@ -872,6 +877,35 @@ class StopOrderTests(SynchronousTestCase):
         self.assertEqual(len(port.stopped), 1)
         self.assertNoResult(stopped)
         deployer.stopped[0].callback(None)
+        clients.closed[0][1].callback(None)
+        self.successResultOf(stopped)
+
+    def test_lastResponsesSentBeforeTheEnd(self) -> None:
+        """
+        Once the other children have stopped, the stop waits for the
+        clients' connections to close, each once its last response is sent
+        (the reactor, once stopped, would drop what is still buffered), for
+        what is left of the timeout since the ports closed.
+        """
+        reactor = SignalReactor()
+        service = _OrderlyStop(reactor, {}.__setitem__)
+        port, deployer = Stopping(), Stopping()
+        deployer.setServiceParent(service)
+        port.setServiceParent(service)
+        service.ports = [port]
+        service.clients = clients = Clients()
+        service.clientTimeout = lambda: 7.0
+        service.startService()
+        stopped = service.stopService()
+        port.stopped[0].callback(None)
+        reactor.advance(2.0)
+        clients.closing[0][1].callback(None)
+        reactor.advance(3.0)
+        self.assertEqual(clients.closed, [])
+        deployer.stopped[0].callback(None)
+        self.assertEqual([timeout for timeout, _ in clients.closed], [2.0])
+        self.assertNoResult(stopped)
+        clients.closed[0][1].callback(None)
         self.successResultOf(stopped)
 
 
