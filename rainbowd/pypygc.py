@@ -62,6 +62,27 @@ def smallestCacheSize(cpuinfo: str) -> Optional[int]:
     return min(sizes) if sizes else None
 
 
+def readsAsSize(value: str) -> bool:
+    """
+    Whether PyPy's collector reads C{value} of a C{PYPY_GC_*} size variable
+    as a size, as its C{env.read_from_env} does: a number, with C{k}, C{m}
+    or C{g} after it (either case, a C{B} allowed after that), above zero.
+    PyPy ignores any other value, without a word, and takes its own size:
+    C{16MiB}, C{16M } (a space after it) or C{16_000k} among them.
+    """
+    if len(value) > 1 and value[-1] in "bB":
+        value = value[:-1]
+    if value[-1:] in ("k", "K", "m", "M", "g", "G"):
+        value = value[:-1]
+    if "_" in value:
+        return False
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return 0 < number < float("inf")
+
+
 def _size(value: int) -> str:
     if value % MiB == 0:
         return f"{value // MiB} MiB"
@@ -116,6 +137,21 @@ def choose(
         )
     chosen = [f"{name}={environ[name]}" for name, _ in SETTINGS if name in environ]
     if chosen:
+        ignored = [
+            f"{name}={environ[name]!r}"
+            for name, _ in SETTINGS
+            if environ.get(name) and not readsAsSize(environ[name])
+        ]
+        if ignored:
+            return Choice(
+                {},
+                f"PyPy's collector: a {_size(nursery)} nursery ({' '.join(chosen)} "
+                f"given in the environment); PyPy ignored {' and '.join(ignored)}, "
+                f"which is not a size it reads, and chose its own: write a size "
+                f"such as {wanted} (a number, with k, m or g), or leave the "
+                f"variables unset for rainbowd's setting",
+                warn=True,
+            )
         return Choice(
             {},
             f"PyPy's collector: a {_size(nursery)} nursery ({' '.join(chosen)} "

@@ -105,6 +105,30 @@ class ChooseTests(SynchronousTestCase):
             name, value = next(iter(environ.items()))
             self.assertIn(f"{name}={value} given in the environment", choice.message)
 
+    def test_userValueIgnoredByPyPy(self) -> None:
+        """
+        A value PyPy does not read as a size (it ignores it without a word
+        and keeps its own nursery) is a warning that says so and how to
+        write one; values it reads are not.
+        """
+        for value in ["16MiB", "garbage", "16M ", "0", "16_0k", "inf"]:
+            choice = choose({"PYPY_GC_NURSERY": value}, 1024 * 1024, AMD, True)
+            self.assertEqual(choice.setting, {})
+            self.assertTrue(choice.warn, value)
+            self.assertIn(f"PyPy ignored PYPY_GC_NURSERY={value!r}", choice.message)
+            self.assertIn("write a size such as PYPY_GC_NURSERY=16M", choice.message)
+        choice = choose(
+            {"PYPY_GC_NURSERY": "16M", "PYPY_GC_INCREMENT_STEP": "4MiB"},
+            16 * 1024 * 1024,
+            AMD,
+            True,
+        )
+        self.assertTrue(choice.warn)
+        self.assertIn("PyPy ignored PYPY_GC_INCREMENT_STEP='4MiB',", choice.message)
+        for value in ["16M", "16m", "16MB", "16mb", "1.5M", " 16M", "16 M", "16777216", "1GB", ""]:
+            choice = choose({"PYPY_GC_NURSERY": value}, 16 * 1024 * 1024, AMD, True)
+            self.assertFalse(choice.warn, value)
+
     def test_reexecuted(self) -> None:
         """
         Once re-executed (the marker is set), rainbowd does not do it again.
