@@ -120,6 +120,11 @@ A header name (RFC 9110 section 5.1).
 #: checked each time.
 HEADER_NAMES_KEPT = 256
 
+#: The longest response header name a pool remembers (see
+#: L{Pool.headerNames}), so that what it holds is bounded in bytes too: a
+#: longer one, rare in a real app, is checked each time.
+HEADER_NAME_KEPT_LENGTH = 64
+
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 """
 The end of a response head, its lines ended by CRLF or a bare LF.
@@ -171,7 +176,8 @@ class Pool:
         responses, once it has: its connections are then never reused, since
         bytes it sends late could be read as the next request's response.
     @ivar headerNames: The response header names found valid, each to its
-        lower case, up to L{HEADER_NAMES_KEPT} of them: a dictionary lookup
+        lower case, up to L{HEADER_NAMES_KEPT} of them, each of at most
+        L{HEADER_NAME_KEPT_LENGTH} bytes: a dictionary lookup
         rather than a regular expression match and a C{lower()} for each
         header of each response (on PyPy, the match alone took a kilobyte of
         the collector's nursery).
@@ -865,7 +871,10 @@ class BackendConnection(Protocol):
                         "a malformed header line ({!r})".format(line[:80])
                     )
                 lower = name.lower()
-                if len(names) < HEADER_NAMES_KEPT:
+                if (
+                    len(names) < HEADER_NAMES_KEPT
+                    and len(name) <= HEADER_NAME_KEPT_LENGTH
+                ):
                     names[name] = lower
             value = value.strip()
             if lower in _NOT_RELAYED:
