@@ -273,8 +273,14 @@ def setUp(
         # waits for it would go with this process image (nor written to
         # stderr, which may be a log of JSON lines); the re-executed
         # rainbowd says what happened.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        # Either may be None (closed when rainbowd started) or unwritable,
+        # which is no reason not to go on.
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
         try:
             execve(executable, list(line), env)
         except OSError as e:

@@ -3,6 +3,7 @@
 Tests for L{rainbowd.pypygc}.
 """
 
+import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.logger import capturedLogs, formatEvent
@@ -226,6 +227,24 @@ class SetUpTests(SynchronousTestCase):
         self.setUpCollector(environ, execve)
         self.assertEqual(execve.calls, [])
         self.assertEqual(environ, {"PYPY_GC_NURSERY": "8M", "PYPY_GC_INCREMENT_STEP": "2M"})
+
+    def test_noStandardStreams(self) -> None:
+        """
+        rainbowd re-executes when started with its standard output and error
+        closed (C{sys.stdout} is then L{None}) or unwritable: there is
+        nothing to flush then, and nothing to say it failed.
+        """
+
+        class Full:
+            def flush(self) -> None:
+                raise OSError(28, "No space left on device")
+
+        for stdout, stderr in [(None, None), (Full(), Full())]:
+            self.patch(sys, "stdout", stdout)
+            self.patch(sys, "stderr", stderr)
+            execve = Exec()
+            self.setUpCollector({}, execve)
+            self.assertEqual(len(execve.calls), 1)
 
     def test_execFails(self) -> None:
         """
