@@ -26,8 +26,19 @@ the app does not inherit them.
 """
 
 import os
+import stat
 import sys
-from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    MutableMapping,
+    Optional,
+    Sequence,
+)
 
 import attrs
 from twisted.logger import Logger
@@ -110,6 +121,7 @@ def choose(
     nursery: int,
     cpuinfo: Optional[str],
     canReexecute: bool,
+    readOnce: Optional[str] = None,
 ) -> Choice:
     """
     Decide, on PyPy, whether to re-execute with L{SETTINGS}.
@@ -119,6 +131,8 @@ def choose(
     @param cpuinfo: the text of C{/proc/cpuinfo}, or L{None}.
     @param canReexecute: whether rainbowd's command line and environment are
         known.
+    @param readOnce: a file read at startup that a re-executed rainbowd
+        could not read again (see L{readOnce}), or L{None}.
     """
     wanted = " ".join(f"{name}={value}" for name, value in SETTINGS)
     cache = smallestCacheSize(cpuinfo) if cpuinfo is not None else None
@@ -156,6 +170,16 @@ def choose(
             {},
             f"PyPy's collector: a {_size(nursery)} nursery ({' '.join(chosen)} "
             f"given in the environment; rainbowd would set {wanted})",
+        )
+    if readOnce is not None:
+        return Choice(
+            {},
+            f"PyPy's collector: a {_size(nursery)} nursery, {why}; rainbowd "
+            f"does not re-execute itself, since it read {readOnce} at startup "
+            f"and that is not a file it could read again (a pipe, say): set "
+            f"{wanted} in its environment for a short tail latency, or give "
+            f"it a file",
+            warn=True,
         )
     if not canReexecute:
         return Choice(
@@ -205,6 +229,24 @@ def startingEnvironment(path: str = "/proc/self/environ") -> Optional[Dict[str, 
     return environ
 
 
+def readOnce(paths: Iterable[Optional[str]]) -> Optional[str]:
+    """
+    The first of C{paths} (the files read at startup, L{None} for one not
+    given) that is not a regular file: a pipe such as C{/dev/stdin} or a
+    shell's C{<(...)}, whose bytes the first process took and a re-executed
+    one would not find again; or one gone since.  L{None} if there is none.
+    """
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return path
+        except OSError:
+            return path
+    return None
+
+
 def nurserySize() -> int:
     """
     The size of PyPy's nursery, in bytes (on PyPy only).
@@ -241,6 +283,7 @@ def setUp(
     executable: str = sys.executable,
     execve: Callable[[str, List[str], Dict[str, str]], object] = os.execve,
     isPyPy: bool = sys.implementation.name == "pypy",
+    startupFiles: Iterable[Optional[str]] = (),
 ) -> None:
     """
     On PyPy, re-execute with L{SETTINGS} if L{choose} says so, or log what
@@ -251,6 +294,8 @@ def setUp(
         are removed from once it runs with them.
     @param starting: the environment the process started with, to
         re-execute with.
+    @param startupFiles: the files read before this was called, which a
+        re-executed rainbowd reads again.
     """
     if not isPyPy:
         return
@@ -260,6 +305,7 @@ def setUp(
         nursery(),
         cpuinfo(),
         bool(line and startedWith is not None and executable),
+        readOnce(startupFiles) if MARKER not in environ else None,
     )
     if MARKER in environ:
         for name, _ in SETTINGS:

@@ -542,7 +542,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     _log.info("{version}", version=versionLine())
     if reactor is None:
         # Before anything is opened or started: it may re-execute twistd.
-        pypygc.setUp()
+        pypygc.setUp(
+            startupFiles=[
+                options.config.source,
+                options.config.controlTokenFile,
+                options.config.maintenancePage,
+            ]
+        )
         gcHooks = pypygc.hooks()
         from twisted.internet import reactor
     config = options.config

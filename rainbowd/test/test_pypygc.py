@@ -3,6 +3,7 @@
 Tests for L{rainbowd.pypygc}.
 """
 
+import os
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -245,6 +246,32 @@ class SetUpTests(SynchronousTestCase):
             execve = Exec()
             self.setUpCollector({}, execve)
             self.assertEqual(len(execve.calls), 1)
+
+    def test_configFromPipe(self) -> None:
+        """
+        A file read at startup that is a pipe (C{--config /dev/stdin}, a
+        shell's C{<(...)}), or gone, would be empty or missing for a
+        re-executed rainbowd: it goes on as it is and warns with what to
+        set; regular files, and files not given, are no obstacle.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        pipe, regular = os.path.join(directory, "pipe"), os.path.join(directory, "conf")
+        os.mkfifo(pipe)
+        with open(regular, "w") as f:
+            f.write("{}")
+        for files in [[regular, pipe], [os.path.join(directory, "gone")]]:
+            execve = Exec()
+            with capturedLogs() as events:
+                self.setUpCollector({}, execve, startupFiles=files)
+            self.assertEqual(execve.calls, [])
+            [event] = events
+            self.assertEqual(event["log_level"].name, "warn")
+            self.assertIn(f"since it read {files[-1]} at startup", formatEvent(event))
+            self.assertIn("set PYPY_GC_NURSERY=16M", formatEvent(event))
+        execve = Exec()
+        self.setUpCollector({}, execve, startupFiles=[regular, None])
+        self.assertEqual(len(execve.calls), 1)
 
     def test_execFails(self) -> None:
         """
