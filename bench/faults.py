@@ -240,6 +240,104 @@ def hang(daemon: Rainbowd, load: Load) -> str:
 hang.config = {"drainTimeout": 3000, "killTimeout": 2000, "env": {"APP_STARTUP_DELAY": "2"}}
 
 
+def badRelease(daemon: Rainbowd, load: Load, env: dict, fault=None):
+    """
+    Redeploy to a bad v2 (C{env}), do C{fault} to it, and wait until
+    rainbowd has rolled back to v1 by itself.
+
+    @return: the load's results, when v2 began serving and when v1 was
+        back, and the rollback's reason from the log.
+    """
+    v1 = daemon.status()["backends"][0]["pid"]
+    daemon.writeConfig(env={"APP_VERSION": "v2", **env})
+    code, answer = daemon.control("POST", "/redeploy")
+    check(code == 200, f"the redeploy answered {code}: {answer}")
+    switched = time.monotonic()
+    group = groupOf(answer["pid"])
+    try:
+        if fault is not None:
+            fault(group)
+        waitFor(lambda: daemon.status()["active"] == 1, "the rollback to v1", 60)
+        back = time.monotonic()
+        waitFor(lambda: not groupAlive(group), "v2 to be stopped", 30)
+    finally:
+        if group is not None and groupAlive(group):
+            os.killpg(group, signal.SIGCONT)
+    time.sleep(1)
+    results = load.stop()
+    status, body = daemon.get("/")
+    check(status == 200 and body.startswith(f"v1 pid={v1}\n"), f"after: {status} {body!r}")
+    reasons = [line for line in daemon.log().splitlines() if "rolling back to" in line]
+    check(reasons, "no rollback in the log")
+    check(daemon.log().count("launching on port") == 2, "a generation was launched to roll back")
+    return results, switched, back, reasons[0].split("] ", 1)[-1]
+
+
+def servedFor(results, version: str) -> str:
+    answered = [r for r in results if r[3] == version]
+    if not answered:
+        return f"{version} answered no request"
+    first, last = min(r[1] for r in answered), max(r[1] for r in answered)
+    return f"{version} answered {len(answered)} requests over {last - first:.2f} s"
+
+
+@scenario
+def release500(daemon: Rainbowd, load: Load) -> str:
+    """A release whose pages answer 500 while its health check passes: rainbowd rolls back to the standby by itself, and only v2's own answers failed."""
+    results, switched, back, reason = badRelease(daemon, load, {"APP_ROOT_STATUS": "500"})
+    bad = [r for r in failures(results) if r[3] != "v2"]
+    check(not bad, f"{len(bad)} failed requests not answered by v2: {bad[:3]}")
+    return (f"rolled back {back - switched:.2f} s after the switch ({reason}); "
+            f"{servedFor(results, 'v2')}; 0 other requests failed of {len(results)}")
+
+
+release500.config = {"rollbackWindow": 60000}
+
+
+@scenario
+def releaseCrashes(daemon: Rainbowd, load: Load) -> str:
+    """A release that crashes 5 s after it starts: rainbowd rolls back to the standby instead of restarting it; only the requests v2 held when it died failed."""
+    results, switched, back, reason = badRelease(daemon, load, {"APP_CRASH_AFTER": "5"})
+    crashed = [line for line in daemon.log().splitlines() if "crashing" in line]
+    check(crashed, "v2 did not crash")
+    lost = [r for r in failures(results) if r[3] != "v1"]
+    bad = [r for r in failures(results) if r[3] == "v1"]
+    check(not bad, f"{len(bad)} requests failed on v1: {bad[:3]}")
+    check(len(lost) <= load.connections, f"{len(lost)} requests failed around the crash: {lost[:3]}")
+    after = failures(results, after=back)
+    check(not after, f"{len(after)} requests begun after the rollback failed: {after[:3]}")
+    return (f"v2 served {back - switched:.2f} s and was rolled back from at its crash "
+            f"({reason}); {servedFor(results, 'v2')}; in flight at the crash and "
+            f"lost: {len(lost)}; 0 of {len(results)} others failed")
+
+
+releaseCrashes.config = {"rollbackWindow": 60000}
+
+
+@scenario
+def releaseHangs(daemon: Rainbowd, load: Load) -> str:
+    """A release that hangs (kill -STOP of its group) 2 s after the switch: rainbowd rolls back within a few health checks; only requests v2 held failed."""
+    stoppedAt = []
+
+    def hang(group):
+        time.sleep(2)
+        os.killpg(group, signal.SIGSTOP)
+        stoppedAt.append(time.monotonic())
+
+    results, switched, back, reason = badRelease(daemon, load, {}, hang)
+    held = [r for r in failures(results) if r[0] < back]
+    after = failures(results, after=back)
+    check(not after, f"{len(after)} requests begun after the rollback failed: {after[:3]}")
+    check(len(held) <= load.connections, f"{len(held)} requests failed before the rollback: {held[:3]}")
+    return (f"rolled back {back - stoppedAt[0]:.2f} s after the stop ({reason}); "
+            f"{servedFor(results, 'v2')}; held by the stopped v2 and lost: {len(held)}; "
+            f"0 of {len([r for r in results if r[0] >= back])} requests begun after "
+            "the rollback failed")
+
+
+releaseHangs.config = {"rollbackWindow": 60000, "drainTimeout": 3000, "killTimeout": 2000}
+
+
 @scenario
 def pauseAcrossRedeploy(daemon: Rainbowd, load: Load) -> str:
     """Traffic paused for 3 s under load, with a redeploy meanwhile: no request fails, the held ones go to the new version on resume."""
@@ -746,7 +844,9 @@ hungApp.config = {"backendTimeout": 2000, "env": {"APP_MISBEHAVE": "1"}}
 
 
 def run(f, ports: Ports, backendPorts: str) -> bool:
-    config = {"run": APP, "drainTimeout": 30000, "killTimeout": 5000, "env": {}}
+    # The old version stops once drained, unless a scenario keeps a standby.
+    config = {"run": APP, "drainTimeout": 30000, "killTimeout": 5000,
+              "rollbackWindow": 0, "env": {}}
     config.update(getattr(f, "config", {}))
     daemon = Rainbowd(f.__name__, ports, backendPorts, **config)
     daemon.fileLimit = getattr(f, "fileLimit", None)

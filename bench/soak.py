@@ -125,8 +125,11 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
     """
     Soak one server; return what happened.
     """
-    daemon = Rainbowd(name, ports, backendPorts, run=run, drainTimeout=30000,
-                      killTimeout=10000, startTimeout=60000, **(config or {}))
+    # Each redeploy waits for the old version to stop: no standby.
+    settings = dict(drainTimeout=30000, killTimeout=10000, startTimeout=60000,
+                    rollbackWindow=0)
+    settings.update(config or {})
+    daemon = Rainbowd(name, ports, backendPorts, run=run, **settings)
     result = {"server": name, "run": run, "redeploys": [], "problems": [],
               "fullSpeed": fullSpeed}
     daemon.start()

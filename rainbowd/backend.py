@@ -5,12 +5,19 @@ One app process: its launch, output, health check and lifecycle.
 A backend's life is a small state machine::
 
     starting --> ready --> active --> draining --> stopping --> stopped
-        |          |          |                       ^
-        +----------+----------+--- (stop or exit) ----+--> failed
+        |          |          |  ^        |   ^           ^
+        |          |          |  |        v   |           |
+        |          |          |  +--- standby +-----------+
+        |          |          |                           |
+        +----------+----------+--- (stop or exit) --------+--> failed
 
 It is I{failed} when it never became ready (it exited, or it was not healthy
 within C{startTimeout}), and I{stopped} otherwise.  Either way it is only
 over when every process of it is gone.
+
+A backend drained to be kept (L{Backend.drain} with C{keep}) becomes a
+I{standby} once drained instead of stopping: alive, idle, and ready to be
+active again in one step (a rollback), until it is released or stopped.
 """
 
 import os
@@ -72,6 +79,7 @@ class State(Enum):
     READY = "ready"
     ACTIVE = "active"
     DRAINING = "draining"
+    STANDBY = "standby"
     STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -81,7 +89,8 @@ _TRANSITIONS = {
     State.STARTING: {State.READY, State.STOPPING},
     State.READY: {State.ACTIVE, State.DRAINING, State.STOPPING},
     State.ACTIVE: {State.DRAINING, State.STOPPING},
-    State.DRAINING: {State.STOPPING},
+    State.DRAINING: {State.STOPPING, State.STANDBY, State.ACTIVE},
+    State.STANDBY: {State.ACTIVE, State.STOPPING},
     State.STOPPING: {State.STOPPED, State.FAILED},
     State.STOPPED: set(),
     State.FAILED: set(),
@@ -89,8 +98,33 @@ _TRANSITIONS = {
 
 #: The states in which a backend has processes that may be alive.
 ALIVE = frozenset(
-    {State.STARTING, State.READY, State.ACTIVE, State.DRAINING, State.STOPPING}
+    {
+        State.STARTING,
+        State.READY,
+        State.ACTIVE,
+        State.DRAINING,
+        State.STANDBY,
+        State.STOPPING,
+    }
 )
+
+
+class ResponseTally:
+    """
+    How a generation has answered since it became active: counted by the
+    proxy, an integer increment per response, and read by the deployer to
+    roll back a version that answers mostly 5xx.
+
+    @ivar responses: responses to requests sent to it, including the 502s
+        and 504s rainbowd gave for it.
+    @ivar errors: how many of those were 5xx.
+    """
+
+    __slots__ = ("responses", "errors")
+
+    def __init__(self) -> None:
+        self.responses = 0
+        self.errors = 0
 
 
 class InvalidTransition(Exception):
@@ -418,6 +452,9 @@ class Backend(ProcessProtocol):
         process spawned.
     @ivar liveness: the L{LivenessProbe} watching it (see L{watch}), or
         L{None}.
+    @ivar kept: whether it is to become a standby once drained (see
+        L{drain}), or is one.
+    @ivar tally: its L{ResponseTally}.
     """
 
     log = Logger()
@@ -449,6 +486,8 @@ class Backend(ProcessProtocol):
         self.exitReason: Optional[str] = None
         self.pgid: Optional[int] = None
         self.liveness: Optional[LivenessProbe] = None
+        self.kept = False
+        self.tally = ResponseTally()
         self._reactor = reactor
         self._healthCheck = healthCheck
         self._signals = signals
@@ -469,6 +508,7 @@ class Backend(ProcessProtocol):
         self._ready = Waiters()
         self._stopped = Waiters()
         self._draining = Waiters()
+        self._standby = Waiters()
 
     def __repr__(self) -> str:
         return f"<Backend generation {self.generation} port {self.port} {self.state.value}>"
@@ -521,9 +561,18 @@ class Backend(ProcessProtocol):
 
     def activate(self) -> None:
         """
-        Traffic now goes to this backend.
+        Traffic now goes to this backend: a ready one, or one kept (a
+        standby, or one draining to become one), for a rollback.
         """
+        if self.state in (State.DRAINING, State.STANDBY) and not self.kept:
+            raise InvalidTransition(
+                f"generation {self.generation} cannot be active again: it is "
+                f"{self.state.value}, and not kept as a standby"
+            )
+        if self.kept and self.liveness is not None:
+            self.liveness.stop()
         self._moveTo(State.ACTIVE)
+        self.kept = False
 
     def watch(self, probe: LivenessProbe) -> None:
         """
@@ -531,7 +580,7 @@ class Backend(ProcessProtocol):
         L{checkLiveness}), and run it until this backend drains or stops;
         L{describe} shows it meanwhile, and after.
         """
-        if self.state not in (State.READY, State.ACTIVE):
+        if self.state not in (State.READY, State.ACTIVE, State.STANDBY):
             raise InvalidTransition(
                 f"generation {self.generation} cannot be watched while "
                 f"{self.state.value}"
@@ -566,15 +615,31 @@ class Backend(ProcessProtocol):
             self.config.healthCheckTimeout,
         )
 
-    def drain(self) -> Deferred:
+    def drain(self, keep: bool = False) -> Deferred:
         """
         Take no new requests; stop once the ones in flight are done, or
-        when C{drainTimeout} has passed.
+        when C{drainTimeout} has passed -- or, if C{keep}, become a standby
+        then instead (see L{whenStandby}).
         """
         self._moveTo(State.DRAINING)
+        self.kept = keep
         if self.inflight == 0 and not self.tunnels:
+            self._drained()
+        else:
+            self._later("drain", self.config.drainTimeout, self._drainTimedOut)
+        return self.whenStopped()
+
+    def release(self) -> Deferred:
+        """
+        No longer keep this backend: a standby is stopped, one still
+        draining stops once drained, as after a plain L{drain}.
+
+        @return: L{whenStopped}.
+        """
+        self.kept = False
+        if self.state is State.STANDBY:
             return self.stop()
-        self._later("drain", self.config.drainTimeout, self._drainTimedOut)
+        self._stopIfDrained()
         return self.whenStopped()
 
     def stop(self) -> Deferred:
@@ -619,6 +684,15 @@ class Backend(ProcessProtocol):
         if self.state in (State.STARTING, State.READY, State.ACTIVE):
             return self._draining.wait()
         return succeed(self)
+
+    def whenStandby(self) -> Deferred:
+        """
+        A Deferred that fires with this backend when it becomes a standby
+        (see L{drain}); it never fires for one that stops instead.
+        """
+        if self.state is State.STANDBY:
+            return succeed(self)
+        return self._standby.wait()
 
     def whenStopped(self) -> Deferred:
         """
@@ -673,7 +747,22 @@ class Backend(ProcessProtocol):
 
     def _stopIfDrained(self) -> None:
         if self.state is State.DRAINING and self.inflight == 0 and not self.tunnels:
+            self._drained()
+
+    def _drained(self) -> None:
+        """
+        Nothing is in flight any more, or C{drainTimeout} has passed: stop,
+        or become a standby if kept.
+        """
+        if not self.kept:
             self.stop()
+            return
+        self._moveTo(State.STANDBY)
+        self.log.info(
+            "generation {generation} is drained, and kept as the standby",
+            generation=self.generation,
+        )
+        self._standby.fire(self)
 
     # Reporting
 
@@ -764,12 +853,17 @@ class Backend(ProcessProtocol):
             self._draining.fire(self)
         for name in {
             State.READY: ("start", "warmup", "probe"),
+            State.ACTIVE: ("drain",),
+            State.STANDBY: ("drain",),
             State.STOPPING: ("start", "warmup", "probe", "drain"),
         }.get(state, ()):
             self._cancel(name)
         if state is State.STOPPING and self._probing is not None:
             self._probing.cancel()
-        if state in (State.DRAINING, State.STOPPING) and self.liveness is not None:
+        if (
+            state in (State.DRAINING, State.STANDBY, State.STOPPING)
+            and self.liveness is not None
+        ):
             self.liveness.stop()
 
     def _later(self, name: str, seconds: float, f: Callable[[], None]) -> None:
@@ -884,15 +978,17 @@ class Backend(ProcessProtocol):
         self.log.warn(
             "generation {generation} still has {inflight} requests in flight "
             "and {tunnels} upgraded connections open after drainTimeout "
-            "({timeout:g} s); closing them and stopping it",
+            "({timeout:g} s); closing them and {next}",
             generation=self.generation,
             inflight=self.inflight,
             tunnels=len(self.tunnels),
             timeout=self.config.drainTimeout,
+            next="keeping it as the standby" if self.kept else "stopping it",
         )
         for tunnel in list(self.tunnels):
             tunnel.close()
-        self.stop()
+        if self.state is State.DRAINING:
+            self._drained()
 
     def _killTimedOut(self) -> None:
         self.log.warn(

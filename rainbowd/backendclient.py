@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_proxy -*-
+# -*- test-case-name: rainbowd.test.test_backendclient -*-
 """
 The lean HTTP/1.1 client the proxy forwards requests to a backend with.
 
@@ -31,7 +31,6 @@ attribute, true when the request asks to switch protocols, and hears:
 
 import array
 import fcntl
-import re
 import termios
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
@@ -46,6 +45,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd.reads import fit, readingEnd, readSmall
+from rainbowd.http1 import (
+    CHUNKED,
+    LENGTH,
+    NO_BODY,
+    SWITCHED,
+    BadResponse,
+    ChunkedDecoder,
+    ResponseParser,
+)
 
 _log = Logger()
 
@@ -75,32 +83,6 @@ Bytes of a request body read from twisted.web's buffer (a temporary file
 for large bodies) and written to the backend at a time.
 """
 
-HOP_BY_HOP = frozenset(
-    [
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-connection",
-    ]
-)
-"""
-Lower-cased names of the headers that describe one connection rather than the
-message (RFC 9110 section 7.6.1, plus the non-standard I{Proxy-Connection}).
-"""
-
-_NOT_RELAYED = HOP_BY_HOP - {b"transfer-encoding"}
-"""
-Response headers not relayed to the client.  I{Transfer-Encoding} is
-handled apart, as it decides the framing.
-"""
-
-_NO_BODY_CODES = frozenset([204, 304])
-
 _ioctl = fcntl.ioctl
 _FIONREAD = termios.FIONREAD
 
@@ -109,33 +91,6 @@ _UNREAD = array.array("i", [0])
 Where L{BackendConnection.quiet} has the kernel write how many bytes a
 socket holds unread (one buffer, as the reactor runs one thing at a time).
 """
-
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
-"""
-A header name (RFC 9110 section 5.1).
-"""
-
-#: How many response header names a pool remembers as valid (see
-#: L{Pool.headerNames}); an app that sends more distinct ones gets the others
-#: checked each time.
-HEADER_NAMES_KEPT = 256
-
-#: The longest response header name a pool remembers (see
-#: L{Pool.headerNames}), so that what it holds is bounded in bytes too: a
-#: longer one, rare in a real app, is checked each time.
-HEADER_NAME_KEPT_LENGTH = 64
-
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-"""
-The end of a response head, its lines ended by CRLF or a bare LF.
-"""
-
-_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;|\Z)")
-"""
-The start of a chunk's first line: its size in hex, then any extensions,
-which are ignored.  Sixteen digits are more than any real chunk needs.
-"""
-
 
 class Pool:
     """
@@ -175,12 +130,8 @@ class Pool:
     @ivar misframed: What the backend sent outside the framing of its
         responses, once it has: its connections are then never reused, since
         bytes it sends late could be read as the next request's response.
-    @ivar headerNames: The response header names found valid, each to its
-        lower case, up to L{HEADER_NAMES_KEPT} of them, each of at most
-        L{HEADER_NAME_KEPT_LENGTH} bytes: a dictionary lookup
-        rather than a regular expression match and a C{lower()} for each
-        header of each response (on PyPy, the match alone took a kilobyte of
-        the collector's nursery).
+    @ivar headerNames: The response header names its connections found
+        valid, shared by their parsers (see L{ResponseParser}).
     """
 
     def __init__(
@@ -479,19 +430,6 @@ _CHUNKED = 3
 _UNTIL_CLOSE = 4
 _DETACHED = 5
 
-# The states of a chunked body's parser.
-_CHUNK_SIZE = 0
-_CHUNK_DATA = 1
-_CHUNK_END = 2
-_TRAILER = 3
-
-
-class BadResponse(Exception):
-    """
-    A backend's response is not HTTP/1.1 rainbowd can relay.
-    """
-
-
 class BackendTimeout(Exception):
     """
     A backend's response stopped coming.
@@ -503,10 +441,13 @@ class BackendConnection(Protocol):
     """
     One HTTP/1.1 connection to a backend, carrying one request at a time.
 
-    It parses just what a proxy needs of a response -- status, headers,
-    framing (I{Content-Length}, chunked, or until close) -- and hands the
-    rest to its handler as it arrives.  It is the producer of the client's
-    response, so that a slow client pauses reading from the backend.
+    Its L{rainbowd.http1.ResponseParser} reads just what a proxy needs of
+    a response -- status, headers, framing (I{Content-Length}, chunked, or
+    until close), whether the connection persists -- and the connection
+    hands the rest to its handler as it arrives, through a
+    L{rainbowd.http1.ChunkedDecoder} if chunked.  It is the producer of the
+    client's response, so that a slow client pauses reading from the
+    backend.
 
     @ivar handler: The handler of the request it carries, if any.
     @ivar used: It has carried a whole response before, so the app may have
@@ -536,11 +477,10 @@ class BackendConnection(Protocol):
         self.idleCall: Optional[IDelayedCall] = None
         self.requests = 0
         self._state = _IDLE
-        self._buffer = b""
-        self._headOnly = False
+        self._parser = ResponseParser(pool.headerNames)
+        self._decoder: Optional[ChunkedDecoder] = None  # for the first chunked body
         self._keepAlive = True
         self._remaining = 0
-        self._chunkState = _CHUNK_SIZE
         self._streaming = False
         self._paused = False
         self._sender: Optional[_BodySender] = None
@@ -577,7 +517,7 @@ class BackendConnection(Protocol):
         self.handler = handler
         self.received = False
         self._state = _HEAD
-        self._headOnly = headOnly
+        self._parser.begin(headOnly, handler.upgrade)
         self._previous = self._request
         self._request = head
         pool = self.pool
@@ -732,11 +672,8 @@ class BackendConnection(Protocol):
         self._active = True
         if state == _HEAD:
             self.received = True
-            buffered = self._buffer
             try:
-                data = self._head(
-                    buffered + data if buffered else data, len(buffered)
-                )
+                data = self._parser.receive(data)
             except BadResponse as e:
                 if self.used:
                     # Perhaps the rest of the last response, sent late.
@@ -745,6 +682,9 @@ class BackendConnection(Protocol):
                     )
                 self._fail(Failure(e))
                 return
+            if data is None:
+                return
+            data = self._head(data)
             if data is None:
                 return
             state = self._state
@@ -764,11 +704,17 @@ class BackendConnection(Protocol):
                 self._finished(data[remaining:])
                 return
         elif state == _CHUNKED:
+            decoder = self._decoder
+            assert decoder is not None
             try:
-                data = self._chunked(data)
+                data = decoder.decode(data)
             except BadResponse as e:
+                for piece in decoder.pieces:
+                    handler.responseData(piece)
                 self._fail(Failure(e))
                 return
+            for piece in decoder.pieces:
+                handler.responseData(piece)
             if data is not None:
                 self._finished(data)
                 return
@@ -788,225 +734,47 @@ class BackendConnection(Protocol):
             self._streaming = True
             handler.responseStreaming(self)
 
-    def _head(self, buffer: bytes, searched: int) -> Optional[bytes]:
+    def _head(self, rest: bytes) -> Optional[bytes]:
         """
-        Parse a response head from the start of C{buffer}, skipping interim
-        (1xx) responses, and tell the handler.
+        The head of the response has come, and is in the parser: tell the
+        handler, and get ready for the body.
 
-        @param searched: How many bytes at the start of C{buffer} were
-            searched before for the end of the head, and need not be again.
+        @param rest: The bytes after the head.
 
-        @return: The bytes after the head, or L{None} if the head is not
-            complete yet (or the response was an upgrade).
+        @return: The bytes after the head, or L{None} if the response was an
+            upgrade.
         """
-        start = searched - 3 if searched > 3 else 0
-        interim = False
-        while True:
-            end = buffer.find(b"\r\n\r\n", start)
-            if end != -1:
-                crlf = buffer.count(b"\r\n", 0, end)
-                strict = (
-                    buffer.count(b"\n", 0, end) == crlf
-                    and buffer.count(b"\r", 0, end) == crlf
-                )
-            else:
-                strict = False
-            if strict:
-                if end > 65536:
-                    raise BadResponse("a response head over 64 KiB")
-                rest = buffer[end + 4 :]
-                lines = buffer[:end].split(b"\r\n")
-            else:
-                # Bare LF line endings (RFC 9112 section 2.2), or not all
-                # of the head yet: the head ends at its first empty line.
-                blank = _BLANK_LINE.search(buffer, start)
-                if blank is None:
-                    if len(buffer) > 65536:
-                        raise BadResponse("a response head over 64 KiB")
-                    self._buffer = buffer
-                    return None
-                end = blank.start()
-                if end > 65536:
-                    raise BadResponse("a response head over 64 KiB")
-                rest = buffer[blank.end() :]
-                lines = [line.rstrip(b"\r") for line in buffer[:end].split(b"\n")]
-                if any(b"\r" in line for line in lines):
-                    raise BadResponse("a response head with a bare CR or a NUL")
-            if buffer.find(b"\x00", 0, end) != -1:
-                raise BadResponse("a response head with a bare CR or a NUL")
-            version, _, status = lines[0].partition(b" ")
-            code, _, phrase = status.partition(b" ")
-            if (
-                not version.startswith(b"HTTP/1.")
-                or len(code) != 3
-                or not code.isdigit()
-            ):
-                raise BadResponse(
-                    "a response that is not HTTP/1.1 ({!r})".format(lines[0][:80])
-                )
-            status = int(code)
-            if 100 <= status < 200 and status != 101:
-                buffer = rest
-                start = 0
-                interim = True
-                continue
-            break
-        self._buffer = b""
-        headers = []
-        length = None
-        codings = None
-        keepAlive = version == b"HTTP/1.1"
-        named = None
-        names = self.pool.headerNames
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            lower = names.get(name) if colon else None
-            if lower is None:
-                if not colon or not _TOKEN.match(name):
-                    if line[:1] in (b" ", b"\t"):
-                        raise BadResponse(
-                            "a folded header line (obs-fold, {!r})".format(line[:80])
-                        )
-                    raise BadResponse(
-                        "a malformed header line ({!r})".format(line[:80])
-                    )
-                lower = name.lower()
-                if (
-                    len(names) < HEADER_NAMES_KEPT
-                    and len(name) <= HEADER_NAME_KEPT_LENGTH
-                ):
-                    names[name] = lower
-            value = value.strip()
-            if lower in _NOT_RELAYED:
-                if lower == b"connection":
-                    tokens = {token.strip() for token in value.lower().split(b",")}
-                    if b"close" in tokens:
-                        keepAlive = False
-                    elif b"keep-alive" in tokens and version == b"HTTP/1.0":
-                        keepAlive = True
-                    named = tokens if named is None else named | tokens
-                if status != 101:
-                    continue
-            elif lower == b"transfer-encoding":
-                codings = value if codings is None else codings + b", " + value
-                continue
-            elif lower == b"content-length":
-                if value.isdigit():
-                    this = int(value)
-                else:
-                    values = {each.strip() for each in value.split(b",")}
-                    each = values.pop()
-                    if values or not each.isdigit():
-                        raise BadResponse(
-                            "a bad Content-Length ({!r})".format(value[:80])
-                        )
-                    this = int(each)
-                if length is not None:
-                    if this != length:
-                        raise BadResponse("two different Content-Lengths")
-                    continue
-                length = this
-                value = b"%d" % (length,)
-            headers.append((name, value))
+        parser = self._parser
         handler = self.handler
-        if status == 101:
-            if not handler.upgrade:
-                raise BadResponse("101 Switching Protocols to a request not asking to")
+        framing = parser.framing
+        if framing == SWITCHED:
             self._state = _DETACHED
             self.detached = True
             self.handler = None
-            handler.upgraded(self, phrase, headers, rest)
+            handler.upgraded(self, parser.reason, parser.headers, rest)
             return None
-        if named:
-            headers = [(n, v) for (n, v) in headers if n.lower() not in named]
-        if codings is not None:
-            if codings.lower() != b"chunked":
-                # Undoing another coding is the client's business, not a
-                # proxy's, and it cannot be told once the chunks are gone.
-                raise BadResponse(
-                    "a Transfer-Encoding other than chunked ({!r})".format(
-                        codings[:80]
-                    )
-                )
-            if length is not None:
-                # Chunked wins over Content-Length, but such a response may
-                # be an attempt at smuggling: do not trust the connection
-                # with another (RFC 9112 section 6.3).
-                headers = [
-                    (n, v) for (n, v) in headers if n.lower() != b"content-length"
-                ]
-                length = None
-                keepAlive = False
-            elif version == b"HTTP/1.0":
-                keepAlive = False
         # A body after a response that has none, or after interim responses,
         # is a classic bug of hand-written apps, and could come in any later
         # write: such a connection carries no other request.
-        bodiless = self._headOnly or status in _NO_BODY_CODES
-        self._bodiless = bodiless or interim
-        self._status = status
-        self._keepAlive = keepAlive and not self.dedicated and not self._bodiless
-        handler.responseHead(status, phrase, headers)
+        bodiless = framing == NO_BODY
+        self._bodiless = suspect = bodiless or parser.interim
+        self._status = status = parser.status
+        self._keepAlive = parser.keepAlive and not self.dedicated and not suspect
+        handler.responseHead(status, parser.reason, parser.headers)
         if bodiless:
             self._state = _IDLE
-        elif codings is not None:
+        elif framing == LENGTH:
+            length = self._remaining = parser.length
+            self._state = _LENGTH if length else _IDLE
+        elif framing == CHUNKED:
             self._state = _CHUNKED
-            self._chunkState = _CHUNK_SIZE
-        elif length is not None:
-            self._state = _LENGTH
-            self._remaining = length
-            if length == 0:
-                self._state = _IDLE
+            decoder = self._decoder
+            if decoder is None:
+                decoder = self._decoder = ChunkedDecoder()
+            decoder.begin()
         else:
             self._state = _UNTIL_CLOSE
-            self._keepAlive = False
         return rest
-
-    def _chunked(self, data: bytes) -> Optional[bytes]:
-        """
-        Decode a piece of a chunked body, handing the handler its data.
-
-        @return: The bytes after the body once it is over, else L{None}.
-        """
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
-        handler = self.handler
-        position = 0
-        size = len(data)
-        while position < size:
-            state = self._chunkState
-            if state == _CHUNK_DATA:
-                end = position + self._remaining
-                if end > size:
-                    handler.responseData(data[position:])
-                    self._remaining = end - size
-                    return None
-                handler.responseData(data[position:end])
-                position = end
-                self._chunkState = _CHUNK_END
-                continue
-            newline = data.find(b"\n", position)
-            if newline == -1:
-                if size - position > 4096:
-                    raise BadResponse("a chunked body line over 4 KiB")
-                self._buffer = data[position:]
-                return None
-            line = data[position:newline].rstrip(b"\r")
-            position = newline + 1
-            if state == _CHUNK_SIZE:
-                match = _CHUNK_SIZE_LINE.match(line)
-                if match is None:
-                    raise BadResponse("a bad chunk size ({!r})".format(line[:80]))
-                self._remaining = int(match.group(1), 16)
-                self._chunkState = _TRAILER if self._remaining == 0 else _CHUNK_DATA
-            elif state == _CHUNK_END:
-                if line:
-                    raise BadResponse("a chunk longer than its size")
-                self._chunkState = _CHUNK_SIZE
-            elif not line:  # _TRAILER: an empty line ends the body
-                return data[position:]
-        return None
 
     def _finished(self, extra: bytes) -> None:
         """

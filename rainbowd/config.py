@@ -7,9 +7,37 @@ L{Config} holds them in B{seconds}.  A minimal file::
 
     {"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid \\"$2\\""}
 
-Every key is declared once, as a field of L{Config} whose metadata says how
-to read it from the file (L{_Kind}); L{loadConfig} walks those fields, so
-adding a key is adding a field.
+Every key is declared once, as a field of L{Config} made by L{_setting},
+whose metadata (a L{Setting}) says all there is to know about it: how to
+read it from the file (L{_Kind}, which also gives its unit, the kind of its
+twistd flag and its type in the docs), its C{--help} line, its line in the
+README's table, whether only the file sets it, and whether it is only read
+at startup.  Everything else is derived from those fields: L{loadConfig}
+walks them; C{twistd rainbowd}'s flags (L{rainbowd.tap}), the keys only
+read at startup (L{rainbowd.deployer.STARTUP_KEYS}) and the README's
+configuration table (L{rainbowd.configdoc}) are made from them.
+
+So adding a key is adding a field, here, after the key it belongs next to::
+
+    rollbackWindow: float = _setting(
+        _milliseconds(positive=False),          # its kind: unit, flag, type
+        "Time after a deploy during which ..., in ms",  # --help, no "."
+        default=60.0,                           # in Config's units: seconds
+        doc="time after a deploy during which ...",   # the README's line
+        startup=True,                           # if only read at startup
+    )
+
+then running C{python -m rainbowd.configdoc} to rewrite the README's
+table (a test fails until it is).  C{doc} defaults to the C{--help} line;
+C{docDefault} and the third argument, C{shownDefault}, describe a default
+that is not simply the field's; C{fileOnly=True} is for a key with no
+flag; C{short="p"} gives a flag a one-letter form.  A key's flag is
+C{--rollback-window}, and C{"text"}, C{"number"} or C{"port"} as its
+L{_Kind} says.  A key written the old way (an entry in C{tap._FLAGS}, in
+C{deployer.STARTUP_KEYS} and a row in the README's table) becomes one: move
+its README meaning into C{doc=} (without "read at startup", which
+C{startup=True} adds), drop the other two entries, and regenerate the
+table.
 """
 
 import difflib
@@ -22,9 +50,16 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import attrs
-from twisted.internet.endpoints import serverFromString
 
 from rainbowd.browsers import normalHost, normalOrigin
+# endpointArguments and endpointParts for those that import them from here.
+from rainbowd.endpoints import (  # noqa: F401
+    endpointArguments,
+    endpointParts,
+    isDigits,
+    loopback,
+    tcpPortNumber,
+)
 from rainbowd.releases import danglingLinkProblem, resolveRelease
 
 DEFAULT_FILENAME = "rainbow.conf.json"
@@ -64,28 +99,87 @@ class _Kind:
     @ivar parse: file value -> L{Config} value; raises L{_Invalid}.
     @ivar unparse: L{Config} value -> file value, to show a default.
     @ivar unit: the unit of the file value (C{"ms"}), or L{None}.
+    @ivar flag: the kind of argument its twistd flag takes: C{"text"}, a
+        whole C{"number"} (of C{unit}s), a C{"ratio"} (from 0 to 1), or a
+        C{"port"} (a number, or an endpoint description); see L{rainbowd.tap}.
+    @ivar type: the type of the file value, in the README's table.
     """
 
     expected: str
     parse: Callable[[Any], Any]
     unparse: Callable[[Any], Any] = lambda value: value
     unit: Optional[str] = None
+    flag: str = "text"
+    type: str = "string"
 
 
-_KIND = "rainbowd.config.kind"
-_HELP = "rainbowd.config.help"
-_SHOWN_DEFAULT = "rainbowd.config.shownDefault"
+@attrs.frozen
+class Setting:
+    """
+    What a key of the file is, beyond its L{Config} field: the metadata of
+    that field, read with L{setting}.
+
+    @ivar key: the key.
+    @ivar kind: how its value is read (L{_Kind}).
+    @ivar help: one line on it, for C{--help}.
+    @ivar shownDefault: its default in words for C{--help}, when it is not
+        simply the field's; or L{None}.
+    @ivar flag: the kind of argument of its flag (L{_Kind.flag}), or
+        L{None} if only the file sets it.
+    @ivar short: its one-letter flag, or L{None}.
+    @ivar startup: it is only read when rainbowd starts: a redeploy keeps
+        the value rainbowd started with, and warns that it changed.
+    @ivar doc: its line in the README's table (reStructuredText).
+    @ivar docDefault: its default there, when not derived from the
+        field's; or L{None}.
+    """
+
+    key: str
+    kind: _Kind
+    help: str
+    shownDefault: Optional[str]
+    flag: Optional[str]
+    short: Optional[str]
+    startup: bool
+    doc: str
+    docDefault: Optional[str]
+
+
+_SETTING = "rainbowd.config.setting"
 
 
 def _setting(
-    kind: _Kind, help: str, shownDefault: Optional[str] = None, **kwargs: Any
+    kind: _Kind,
+    help: str,
+    shownDefault: Optional[str] = None,
+    *,
+    doc: Optional[str] = None,
+    docDefault: Optional[str] = None,
+    startup: bool = False,
+    fileOnly: bool = False,
+    short: Optional[str] = None,
+    **kwargs: Any,
 ) -> Any:
     """
-    Declare a field of L{Config} that is also a key of the file, with
-    C{help} for C{--help}; C{shownDefault} describes a default that is not
-    simply the field's.
+    Declare a field of L{Config} that is also a key of the file (see
+    L{Setting} for the arguments; the key is filled in from the field's
+    name); the rest of C{kwargs} go to L{attrs.field}.
+
+    @param fileOnly: the key has no flag.
     """
-    metadata = {_KIND: kind, _HELP: help, _SHOWN_DEFAULT: shownDefault}
+    metadata = {
+        _SETTING: Setting(
+            key="",
+            kind=kind,
+            help=help,
+            shownDefault=shownDefault,
+            flag=None if fileOnly else kind.flag,
+            short=short,
+            startup=startup,
+            doc=help if doc is None else doc,
+            docDefault=docDefault,
+        )
+    }
     return attrs.field(metadata=metadata, **kwargs)
 
 
@@ -156,7 +250,21 @@ def _milliseconds(positive: bool) -> _Kind:
         return int(ms) if ms == int(ms) else ms
 
     bound = "greater than 0" if positive else "0 or more"
-    return _Kind(f"a number of milliseconds, {bound}", parse, unparse, "ms")
+    return _Kind(
+        f"a number of milliseconds, {bound}",
+        parse,
+        unparse,
+        "ms",
+        flag="number",
+        type="ms",
+    )
+
+
+def _whole(expected: str, parse: Callable[[Any], int]) -> _Kind:
+    """
+    A whole number, taken by C{parse}, that is C{expected}.
+    """
+    return _Kind(expected, parse, flag="number", type="int")
 
 
 def _string(value: object) -> str:
@@ -202,23 +310,12 @@ def flagName(key: str) -> str:
     return re.sub(r"[A-Z]", lambda match: "-" + match.group(0).lower(), key)
 
 
-def _isDigits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
-
-
-def loopback(port: int) -> str:
-    """
-    The endpoint description for TCP C{port} on 127.0.0.1.
-    """
-    return f"tcp:{port}:interface=127.0.0.1"
-
-
 def _parseEndpoint(value: object) -> str:
     """
     A port number (int or all-digits string) becomes a loopback TCP
     description; any other string must parse as a server endpoint.
     """
-    if isinstance(value, str) and _isDigits(value.strip()):
+    if isinstance(value, str) and isDigits(value.strip()):
         value = int(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         port = _integer(value)
@@ -226,6 +323,10 @@ def _parseEndpoint(value: object) -> str:
             raise _Invalid("port numbers go from 1 to 65535")
         return loopback(port)
     description = _string(value)
+    # Here, not at the top: rainbowctl reads the config, and starts faster
+    # without Twisted's endpoints (see rainbowd.test.test_ctl).
+    from twisted.internet.endpoints import serverFromString
+
     try:
         serverFromString(None, description)
     except Exception as e:
@@ -247,57 +348,6 @@ def _unparseEndpoint(description: str) -> object:
     """
     match = re.fullmatch(r"tcp:(\d+):interface=127\.0\.0\.1", description)
     return int(match.group(1)) if match else description
-
-
-def endpointParts(description: str) -> Tuple[str, List[str], Dict[str, str]]:
-    """
-    Split an endpoint description like C{tcp:7001:interface=127.0.0.1}
-    into its kind, its positional arguments and its keyword arguments, the
-    way Twisted reads it (C{\\:} is a colon inside an argument).
-    """
-    parts = [part.replace("\\:", ":") for part in re.split(r"(?<!\\):", description)]
-    args: List[str] = []
-    kwargs: Dict[str, str] = {}
-    for part in parts[1:]:
-        name, equals, value = part.partition("=")
-        if equals and re.fullmatch(r"\w+", name):
-            kwargs[name] = value
-        else:
-            args.append(part)
-    return parts[0], args, kwargs
-
-
-#: The positional arguments of the server endpoints rainbowd looks into, in
-#: Twisted's order (which is not the same for tcp and tcp6).
-_POSITIONAL = {
-    "tcp": ("port", "interface", "backlog"),
-    "tcp6": ("port", "backlog", "interface"),
-    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog"),
-    "unix": ("address", "mode", "backlog", "lockfile"),
-}
-
-
-def endpointArguments(description: str) -> Tuple[str, Dict[str, str]]:
-    """
-    The kind of server endpoint C{description} and its arguments by name,
-    positional ones included: C{tcp:7001:127.0.0.1} is C{("tcp", {"port":
-    "7001", "interface": "127.0.0.1"})}.  Kinds other than tcp, tcp6, ssl
-    and unix only have their keyword arguments.
-    """
-    kind, args, kwargs = endpointParts(description)
-    return kind, {**dict(zip(_POSITIONAL.get(kind, ()), args)), **kwargs}
-
-
-def tcpPortNumber(description: str) -> Optional[int]:
-    """
-    The port number of a C{tcp:} or C{tcp6:} server endpoint description
-    (positional, or C{port=}), or L{None} for other kinds of endpoint.
-    """
-    kind, arguments = endpointArguments(description)
-    port = arguments.get("port", "")
-    if kind not in ("tcp", "tcp6") or not _isDigits(port):
-        return None
-    return int(port)
 
 
 def _parsePortRange(value: object) -> Tuple[int, int]:
@@ -331,9 +381,35 @@ def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
 
 
-#: How a shell command can reach its positional parameters: the port is
-#: only ever given as $1.
-_POSITIONAL_PARAMETERS = re.compile(r"(?<!\\)\$(\{[#!]?)?[1@*]")
+#: What follows a "$" that reaches the first positional parameter: the
+#: port is only ever given as $1 ($10 is $1 then 0, but ${10} is not it).
+_POSITIONAL_PARAMETERS = re.compile(r"[1@*]|\{[#!]?[1@*](?!\d)")
+
+
+def _expandsPort(run: str) -> bool:
+    """
+    Whether the shell expands $1 somewhere in C{run}: outside single
+    quotes, and not after a backslash.  A quote left open is the shell's
+    error to report, so it counts as yes.
+    """
+    inDouble = False
+    i = 0
+    while i < len(run):
+        c = run[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'" and not inDouble:
+            end = run.find("'", i + 1)
+            if end < 0:
+                return True
+            i = end
+        elif c == '"':
+            inDouble = not inDouble
+        elif c == "$" and _POSITIONAL_PARAMETERS.match(run, i + 1):
+            return True
+        i += 1
+    return inDouble
 
 
 def _parseRun(value: object) -> str:
@@ -343,10 +419,11 @@ def _parseRun(value: object) -> str:
     it would only fail after startTimeout.
     """
     run = _string(value)
-    if _POSITIONAL_PARAMETERS.search(run) is None:
+    if not _expandsPort(run):
         raise _Invalid(
-            "it never uses $1, the only way the port is passed; a script "
-            'gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
+            "it never uses $1, the only way the port is passed (the shell "
+            "leaves $1 as it is in single quotes or after a backslash); a "
+            'script gets it if given it, e.g. "./start.sh $1 \\"$2\\""'
         )
     return run
 
@@ -384,6 +461,8 @@ _endpoint = _Kind(
     'or "unix:/run/app.sock:mode=600"',
     _parseEndpoint,
     _unparseEndpoint,
+    flag="port",
+    type="int or endpoint",
 )
 _portRange = _Kind(
     'a port range "LOW-HIGH" like "20000-29999"',
@@ -393,6 +472,7 @@ _portRange = _Kind(
 _env = _Kind(
     'an object of strings, e.g. {"DJANGO_SETTINGS_MODULE": "site.prod"}',
     _parseEnv,
+    type="object",
 )
 def _strings(expected: str, item: Callable[[str], Optional[str]]) -> _Kind:
     """
@@ -418,7 +498,7 @@ def _strings(expected: str, item: Callable[[str], Optional[str]]) -> _Kind:
             result.append(parsed)
         return tuple(result)
 
-    return _Kind(f"a list of {expected}", parse, list)
+    return _Kind(f"a list of {expected}", parse, list, type="list")
 
 
 _origins = _strings(
@@ -439,6 +519,13 @@ def _parseAccessLogFormat(value: object) -> str:
     if _string(value) not in ACCESS_LOG_FORMATS:
         raise _Invalid()
     return value
+
+
+def _parseRatio(value: object) -> float:
+    ratio = _number(value)
+    if not 0 <= ratio <= 1:
+        raise _Invalid()
+    return float(ratio)
 
 
 def _parseCount(value: object) -> int:
@@ -465,31 +552,41 @@ class Config:
     A checked configuration.  Times are in seconds; build one with
     L{loadConfig}, change one with C{attrs.evolve}.
 
-    Each field but C{source} is also a key of C{rainbow.conf.json}; see
-    L{settingNames}, L{settingHelp} and L{settingUnit}.
+    Each field but C{source} is also a key of C{rainbow.conf.json}, declared
+    with L{_setting}; see L{settings}, L{settingHelp} and L{settingUnit}.
     """
 
     run: str = _setting(
         _run,
         "Shell command that starts the app; $1 is its port, $2 its pid file",
         "none; it is required",
+        doc="``/bin/sh -c`` command; ``$1`` port (it must use it), ``$2`` pidfile",
+        docDefault="required",
     )
     healthCheckPath: Optional[str] = _setting(
         _urlPath,
         "Path the new version must answer with a 2xx before it gets traffic",
         '"/", unless warmupTime is given',
         default="/",
+        doc="``GET`` must answer 2xx before traffic moves",
     )
     warmupTime: Optional[float] = _setting(
         _milliseconds(positive=False),
         "Wait this long instead of health-checking a new version, in ms",
         "none, so the health check is used",
         default=None,
+        doc=(
+            "wait this long instead of a health check; less than "
+            "``startTimeout``; giving it and ``healthCheckPath`` is an error"
+        ),
     )
     port: str = _setting(
         _endpoint,
         "Port number (on 127.0.0.1) or endpoint description to serve the app on",
         default=loopback(7000),
+        doc="where the proxy listens; a number means ``tcp:N:interface=127.0.0.1``",
+        startup=True,
+        short="p",
     )
     controlPort: str = _setting(
         _endpoint,
@@ -497,16 +594,21 @@ class Config:
         "(POST /redeploy)",
         "the port + 1",
         default=loopback(7001),
+        doc="where the control API listens (same rule); ``unix:/path:mode=600`` works",
+        docDefault="``port`` + 1",
+        startup=True,
     )
     healthCheckInterval: float = _setting(
         _milliseconds(positive=True),
         "Time between health checks of a starting version, in ms",
         default=0.1,
+        doc="time between health checks of a starting version",
     )
     healthCheckTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time one health check request may take, in ms",
         default=2.0,
+        doc="time one health check may take",
     )
     verify: Optional[str] = _setting(
         _verify,
@@ -515,64 +617,134 @@ class Config:
         "anything else fails the deploy",
         "none, so a healthy version gets traffic at once",
         default=None,
+        doc=(
+            "``/bin/sh -c`` command run against a healthy new version before "
+            "the switch; ``$1`` its port, ``$2`` its generation; exit 0 "
+            "switches, anything else fails the deploy (see `A smoke test "
+            "before the switch: verify`_)"
+        ),
     )
     verifyTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time the verify command may run before it is killed and the deploy "
         "fails, in ms",
         default=30.0,
+        doc=(
+            "time ``verify`` may run; then its process group is killed and the "
+            "deploy fails"
+        ),
     )
     livenessInterval: float = _setting(
         _milliseconds(positive=False),
         "Time between liveness checks of the serving version, in ms "
         "(0: none)",
         default=2.0,
+        doc="time between liveness checks of the serving version (see below); 0: none",
     )
     livenessFailures: int = _setting(
-        _Kind("a whole number, 1 or more", _parseAtLeastOne),
+        _whole("a whole number, 1 or more", _parseAtLeastOne),
         "Liveness checks in a row the serving version may fail before a "
         "replacement is started",
         default=3,
+        doc="liveness checks in a row it may fail before a replacement is started",
     )
     startTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time a new version has to pass its health check, in ms",
         default=60.0,
+        doc="time a new version has to become healthy",
     )
     drainTimeout: float = _setting(
         _milliseconds(positive=False),
         "Time an old version has to finish its requests before it is stopped, "
         "in ms",
         default=30.0,
+        doc="time an old version has to finish its requests",
+    )
+    rollbackWindow: float = _setting(
+        _milliseconds(positive=False),
+        "Time after a switch the old version is kept alive as a standby to "
+        "roll back to, once drained, in ms (0: stop it once drained)",
+        default=300.0,
+        doc=(
+            "time after a switch the old version is kept, once drained, as a "
+            "standby to roll back to (see `When a release goes wrong`_); 0: none"
+        ),
+        docDefault="300000 (5 min)",
+    )
+    rollbackCheckFailures: int = _setting(
+        _whole("a whole number, 1 or more", _parseAtLeastOne),
+        "Health checks in a row (one every healthCheckInterval while there is "
+        "a standby) the new version may fail before rainbowd rolls back to "
+        "the standby",
+        default=3,
+        doc=(
+            "health checks in a row (one every ``healthCheckInterval`` while "
+            "there is a standby) the new version may fail before rainbowd "
+            "rolls back to the standby"
+        ),
+    )
+    rollbackErrorRate: float = _setting(
+        _Kind("a number from 0 to 1", _parseRatio, flag="ratio", type="number"),
+        "Share of the new version's responses that may be 5xx while there is "
+        "a standby; above it (over rollbackMinRequests at least) rainbowd "
+        "rolls back (1: never)",
+        default=0.25,
+        doc=(
+            "share of the new version's responses that may be 5xx while there "
+            "is a standby; above it, rainbowd rolls back; 1: never"
+        ),
+    )
+    rollbackMinRequests: int = _setting(
+        _whole("a whole number, 1 or more", _parseAtLeastOne),
+        "Responses the new version must have given before its share of 5xx "
+        "can roll it back",
+        default=20,
+        doc="responses the new version must have given before its share of 5xx counts",
     )
     requestHeaderTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time a client has to send a whole request head (from connecting, or "
         "from the first byte of a kept-alive request), in ms; then 408",
         default=10.0,
+        doc=(
+            "time a client has to send a whole request head, both ports; then "
+            "408 (see `Limits of client requests`_)"
+        ),
     )
     requestBodyTimeout: float = _setting(
         _milliseconds(positive=True),
         "Window over which a request body must keep up requestBodyMinRate, "
         "in ms; a body that stalls this long is cut with 408",
         default=20.0,
+        doc=(
+            "window a request body's rate is measured over; a body stalled this"
+            " long gets 408"
+        ),
     )
     requestBodyMinRate: int = _setting(
-        _Kind("a whole number of bytes a second, 0 or more", _parseCount),
+        _whole("a whole number of bytes a second, 0 or more", _parseCount),
         "Slowest a request body may arrive, in bytes a second over each "
         "requestBodyTimeout (0: a byte in each)",
         default=500,
+        doc=(
+            "slowest a request body may arrive, in bytes a second over each "
+            "window (0: a byte a window)"
+        ),
     )
     maxRequestBody: int = _setting(
-        _Kind("a whole number of bytes, 1 or more", _parseAtLeastOne),
+        _whole("a whole number of bytes, 1 or more", _parseAtLeastOne),
         "Largest request body taken on the public port, in bytes; a bigger one "
         "gets 413",
         default=100 * 1024 * 1024,
+        doc="largest request body on the public port, in bytes; a bigger one gets 413",
+        docDefault="104857600 (100 MiB)",
     )
     killTimeout: float = _setting(
         _milliseconds(positive=False),
         "Time between SIGTERM and SIGKILL when stopping a version, in ms",
         default=10.0,
+        doc="time between SIGTERM and SIGKILL",
     )
     stopDelay: float = _setting(
         _milliseconds(positive=False),
@@ -580,19 +752,35 @@ class Config:
         "with 503 so the load balancer stops sending, before it closes its "
         "ports and drains, in ms",
         default=0.0,
+        doc=(
+            "on SIGTERM, keep serving this long with ``lbHealthPath`` answering"
+            " 503, then close the ports and drain (see `More than one "
+            "machine`_)"
+        ),
+        startup=True,
     )
     maxConnections: Optional[int] = _setting(
-        _Kind("a whole number, 1 or more", _parsePositiveCount),
+        _whole("a whole number, 1 or more", _parsePositiveCount),
         "Most connections open at once on the public port; past it, a new "
         "one gets a 503 and is closed",
         "(file descriptor limit - 128 - 8 x maxBackends) / 3",
         default=None,
+        doc=(
+            "most connections open on the public port; past it, a 503 (see "
+            "Connections and file descriptors); read at startup"
+        ),
+        docDefault="from the descriptor limit",
     )
     queueTimeout: float = _setting(
         _milliseconds(positive=False),
         "Time a request waits for a version to be ready (or for one of its "
         "backendConnections) before a 503, in ms",
         default=30.0,
+        doc=(
+            "time a request waits for a ready version (or for a "
+            "``backendConnections`` slot, or while traffic is paused), then 503"
+        ),
+        startup=True,
     )
     maintenancePage: Optional[str] = _setting(
         _file,
@@ -601,41 +789,70 @@ class Config:
         "read at each POST /maintenance",
         "none, so rainbowd's own small page",
         default=None,
+        doc=(
+            "HTML file answered (503) in maintenance; ``{{message}}`` in it "
+            "becomes the message; read at each ``POST /maintenance`` (see "
+            "`Pause and maintenance`_)"
+        ),
+        docDefault="none: rainbowd's own page",
     )
     backendTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time the app has to send the whole head of its response once the "
         "request is sent, before a 504, in ms",
         default=30.0,
+        doc=(
+            "time the app has to send the whole head of its response once the "
+            "request is sent, then 504"
+        ),
+        startup=True,
     )
     backendBodyTimeout: float = _setting(
         _milliseconds(positive=True),
         "Time a response body may go without a byte from the app before it is "
         "cut, in ms",
         default=300.0,
+        doc="time a response body may go without a byte from the app before it is cut",
+        startup=True,
     )
     maxBackends: int = _setting(
-        _Kind("a whole number, 2 or more", _parseMaxBackends),
+        _whole("a whole number, 2 or more", _parseMaxBackends),
         "Most versions running at once (old ones draining included)",
         default=10,
+        doc=(
+            "most app processes at once, draining ones included; 2 or more, as "
+            "a redeploy runs two at least"
+        ),
     )
     backendConnections: int = _setting(
-        _Kind("a whole number, 0 or more", _parseCount),
+        _whole("a whole number, 0 or more", _parseCount),
         "Most requests in flight to one version at once, each on a connection "
         "of its own; more wait in rainbowd, up to queueTimeout (0: no cap)",
         default=0,
+        doc=(
+            "most requests in flight to one version, each on a connection of "
+            "its own; more wait, up to ``queueTimeout``, then 503 (0: no cap; "
+            "see Connections to the app)"
+        ),
+        startup=True,
     )
     backendMaxRequests: int = _setting(
-        _Kind("a whole number, 0 or more", _parseCount),
+        _whole("a whole number, 0 or more", _parseCount),
         "Responses a connection to the app carries before rainbowd closes it "
         "(0: no limit)",
         default=1000,
+        doc=(
+            "responses a connection to the app carries before it is closed (0: "
+            "no limit)"
+        ),
+        startup=True,
     )
     backendPorts: Tuple[int, int] = _setting(
         _portRange,
         "Range LOW-HIGH of ports the app versions listen on; keep it below "
         "the kernel's ephemeral range",
         default=(20000, 29999),
+        doc='``"LOW-HIGH"``: where app ports are picked from (see Ports)',
     )
     lbHealthPath: Optional[str] = _setting(
         _lbHealthPath,
@@ -644,6 +861,13 @@ class Config:
         "is ready or rainbowd is stopping; never forwarded to the app",
         "none, so every path goes to the app",
         default=None,
+        doc=(
+            "path rainbowd answers itself on the public port, for a load "
+            "balancer: 200 while a version serves, 503 when none is ready, "
+            "traffic is paused or in maintenance, or rainbowd is stopping; "
+            "never forwarded"
+        ),
+        startup=True,
     )
     env: Mapping[str, str] = _setting(
         _env,
@@ -652,16 +876,28 @@ class Config:
         factory=dict,
         converter=_freeze,
         hash=False,
+        doc="extra environment for the app, on top of rainbowd's",
+        fileOnly=True,
     )
     cwd: str = _setting(
         _path,
         "Directory the app runs in",
         "the config file's directory",
+        doc="the app's working directory",
+        docDefault="the config file's directory",
+        fileOnly=True,
     )
     stateDir: str = _setting(
         _path,
         "Directory for pid files and state",
         f"{DEFAULT_STATE_DIR} next to the config file",
+        doc=(
+            "pidfiles, process group records, a lock, and ``logs/`` (see "
+            "``backendLogs``); created 0700, must be rainbowd's user's and "
+            "writable by it alone (see The state directory)"
+        ),
+        docDefault="``.rainbowd`` next to the file",
+        startup=True,
     )
     controlTokenFile: Optional[str] = _setting(
         _file,
@@ -669,6 +905,8 @@ class Config:
         "(Authorization: Bearer TOKEN); read at startup",
         "none, so the control API asks for no token",
         default=None,
+        doc="file holding the token control requests must send (see Security)",
+        startup=True,
     )
     controlAllowedOrigins: Tuple[str, ...] = _setting(
         _origins,
@@ -678,6 +916,11 @@ class Config:
         "none, so no web page may",
         default=(),
         converter=tuple,
+        doc=(
+            'origins (``"https://ops.example.com"``) whose web pages may call '
+            'the control API; others get 403 (see Web pages)'
+        ),
+        startup=True,
     )
     controlAllowedHosts: Tuple[str, ...] = _setting(
         _hosts,
@@ -687,12 +930,19 @@ class Config:
         "none",
         default=(),
         converter=tuple,
+        doc=(
+            "names the control API answers to in ``Host`` beyond loopback, "
+            "``localhost`` and its own address (see Web pages)"
+        ),
+        startup=True,
     )
     accessLog: Optional[str] = _setting(
         _Kind('a file path, or "-" for standard output', _string),
         'File to write a line per proxied request to ("-": standard output)',
         "none, so no access log",
         default=None,
+        doc='file to write the access log to; ``"-"`` is standard output (see Logs)',
+        startup=True,
     )
     accessLogFormat: str = _setting(
         _Kind(
@@ -702,21 +952,59 @@ class Config:
         "Format of the access log: combined (as nginx and Apache write it) "
         "or json (a JSON object a line)",
         default="combined",
+        doc='``"combined"`` or ``"json"``',
+        startup=True,
     )
     backendLogs: int = _setting(
-        _Kind("a whole number, 0 or more", _parseCount),
+        _whole("a whole number, 0 or more", _parseCount),
         "How many versions' output files to keep in stateDir/logs "
         "(0: no files; the output is still logged)",
         default=0,
+        doc=(
+            "how many versions' output files to keep in ``stateDir/logs`` (see "
+            "Logs); 0: none"
+        ),
     )
     source: Optional[str] = attrs.field(default=None)
+
+
+def settings() -> List[Setting]:
+    """
+    The keys of C{rainbow.conf.json} as they are declared, in L{Config}'s
+    order.
+    """
+    return [
+        attrs.evolve(field.metadata[_SETTING], key=field.name)
+        for field in attrs.fields(Config)
+        if _SETTING in field.metadata
+    ]
+
+
+def setting(key: str) -> Setting:
+    """
+    The declaration of key C{key}.
+
+    @raise KeyError: if there is no such key.
+    """
+    field = attrs.fields_dict(Config).get(key)
+    if field is None or _SETTING not in field.metadata:
+        raise KeyError(key)
+    return attrs.evolve(field.metadata[_SETTING], key=key)
 
 
 def settingNames() -> List[str]:
     """
     The keys of C{rainbow.conf.json}, in L{Config}'s order.
     """
-    return [field.name for field in attrs.fields(Config) if _KIND in field.metadata]
+    return [declared.key for declared in settings()]
+
+
+def startupKeys() -> Tuple[str, ...]:
+    """
+    The keys only read when rainbowd starts (L{Setting.startup}), in
+    L{Config}'s order.
+    """
+    return tuple(declared.key for declared in settings() if declared.startup)
 
 
 def settingHelp(key: str) -> str:
@@ -724,12 +1012,13 @@ def settingHelp(key: str) -> str:
     A sentence on C{key}, its file unit and its default, for C{--help}.
     """
     field = attrs.fields_dict(Config)[key]
-    shown = field.metadata[_SHOWN_DEFAULT]
+    declared = setting(key)
+    shown = declared.shownDefault
     if shown is None and field.default not in (None, attrs.NOTHING):
-        shown = str(field.metadata[_KIND].unparse(field.default))
+        shown = str(declared.kind.unparse(field.default))
     if shown is None:
-        return field.metadata[_HELP] + "."
-    return f"{field.metadata[_HELP]} (default: {shown})."
+        return declared.help + "."
+    return f"{declared.help} (default: {shown})."
 
 
 def settingUnit(key: str) -> Optional[str]:
@@ -737,7 +1026,7 @@ def settingUnit(key: str) -> Optional[str]:
     The unit of C{key} in the file and on the command line (C{"ms"}), or
     L{None}.  L{Config} holds ms keys in seconds.
     """
-    return attrs.fields_dict(Config)[key].metadata[_KIND].unit
+    return setting(key).kind.unit
 
 
 class _Duplicate(Exception):
@@ -785,7 +1074,7 @@ def _decode(name: str, data: bytes) -> Dict[str, Any]:
     """
     The top-level object of C{data}, the content of JSON file C{name}.
     """
-    if not data.strip():
+    if not data.removeprefix(b"\xef\xbb\xbf").strip():
         raise ConfigError(
             f"{name} is empty: write a JSON object with at least a \"run\" "
             f"key in it, e.g. {RUN_EXAMPLE}"
@@ -793,10 +1082,12 @@ def _decode(name: str, data: bytes) -> Dict[str, Any]:
     try:
         loaded = json.loads(data, object_pairs_hook=_noDuplicates)
     except json.JSONDecodeError as e:
+        where = f"{name} is not valid JSON: line {e.lineno}, column {e.colno}"
+        if e.doc.startswith(("//", "#", "/*"), e.pos):
+            raise ConfigError(f"{where}: a comment, which JSON does not have; remove it.")
         raise ConfigError(
-            f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: "
-            f"{e.msg}.  Look for a missing comma or quote, or a comma before "
-            "a closing brace, just before that point."
+            f"{where}: {e.msg}.  Look for a missing comma or quote, or a comma "
+            "before a closing brace, just before that point."
         )
     except UnicodeDecodeError as e:
         raise ConfigError(f"{name} is not UTF-8 text: {e}.")
@@ -850,8 +1141,20 @@ def _guess(key: str) -> Optional[str]:
     """
     The known key C{key} is most likely a misspelling of, if any.
     """
-    guesses = difflib.get_close_matches(key, settingNames(), n=1)
+    known = settingNames()
+    spelt = {_spelling(name): name for name in known}
+    if _spelling(key) in spelt:
+        return spelt[_spelling(key)]
+    guesses = difflib.get_close_matches(key, known, n=1)
     return guesses[0] if guesses else None
+
+
+def _spelling(key: str) -> str:
+    """
+    C{key} without its case, underscores and dashes: C{"PORT"},
+    C{"drain_timeout"} and C{"drain-timeout"} spell known keys.
+    """
+    return key.lower().replace("_", "").replace("-", "")
 
 
 def _unknownKey(raw: _Raw, key: str) -> ConfigError:
@@ -897,10 +1200,10 @@ def _checkSettings(
     invalid = {}
     for key, value in raw.values.items():
         field = fields.get(key)
-        if field is None or _KIND not in field.metadata:
+        if field is None or _SETTING not in field.metadata:
             unknown.append(key)
             continue
-        kind = field.metadata[_KIND]
+        kind = field.metadata[_SETTING].kind
         try:
             settings[key] = kind.parse(value)
         except _Invalid as problem:
@@ -970,7 +1273,7 @@ def _checkVerifyPort(raw: _Raw, settings: Dict[str, Any]) -> None:
     if (
         verify is None
         or number is None
-        or _POSITIONAL_PARAMETERS.search(verify)
+        or _expandsPort(verify)
         or "RAINBOWD_PORT" in verify
     ):
         return
@@ -1132,6 +1435,9 @@ def loadConfig(
         cwd=cwd,
     )
     if "run" not in raw.values:
+        unknown = _checkSettings(raw)[1]
+        if unknown:  # such as a misspelt "run"
+            raise _unknownKeys(raw, unknown)
         raise _noRun(source)
     settings = _readSettings(raw)
     _checkOnlyOneCheck(raw, settings)
@@ -1235,7 +1541,9 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
     @param path: as for L{loadConfig}.
     @param cwd: as for L{loadConfig}.
     @raise ConfigError: if the file is missing or unreadable, or if one of
-        L{CONTROL_KEYS} is wrong or cannot be told from the broken JSON.
+        L{CONTROL_KEYS} is wrong or cannot be told from the broken JSON
+        (C{port} only if there is no C{controlPort}; a C{systemd:} endpoint
+        is not checked, as systemd passes no socket to rainbowctl).
     """
     cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
     source = _source(path, cwd)
@@ -1258,8 +1566,17 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
         )
     raw = _Raw(values=values, fromFile=frozenset(values), source=source, cwd=cwd)
     settings, unknown, invalid = _checkSettings(raw)
+    # systemd passes its sockets to rainbowd, not to rainbowctl: a
+    # "systemd:" endpoint is rainbowd's to check.
+    unchecked = set()
+    for key in ("port", "controlPort"):
+        value = values.get(key)
+        if key in invalid and isinstance(value, str) and value.startswith("systemd:"):
+            settings[key] = value
+            unchecked.add(str(invalid.pop(key)))
     for key in CONTROL_KEYS:
-        if key in invalid:
+        # "port" is needed only to tell the default "controlPort".
+        if key in invalid and (key != "port" or "controlPort" not in values):
             raise invalid[key]
     if not warnings:
         warnings.extend(str(_unknownKey(raw, key)) for key in unknown)
@@ -1268,28 +1585,69 @@ def loadControlKeys(path: Optional[str], cwd: Optional[str] = None) -> ControlKe
         try:
             loadConfig(source, cwd=cwd)
         except ConfigError as e:
-            warnings.append(str(e))
+            if str(e) not in unchecked:
+                warnings.append(str(e))
     needed = {key: settings[key] for key in CONTROL_KEYS if key in settings}
-    _defaultControlPort(raw, needed)
+    if "port" in needed or "controlPort" not in needed:
+        _defaultControlPort(raw, needed)
     tokenFile = needed.get("controlTokenFile")
     if tokenFile is not None:
         tokenFile = _absolute(raw, "controlTokenFile", tokenFile)
     return ControlKeys(needed["controlPort"], tokenFile, source, tuple(warnings))
 
 
+_COLON = re.compile(r"\s*:\s*")
+_LENIENT = json.JSONDecoder(strict=False)
+
+
+def _topLevelPairs(text: str) -> List[Tuple[str, int]]:
+    """
+    Each C{"key":} of the top-level object of C{text}, which may not be
+    valid JSON, as the key and the offset of its value; not those in a
+    string, in a nested object or array, or in a comment (C{//}, C{#} or
+    C{/* */}: JSON has none, but people write them, to turn a key off).
+    The scan stops at a string that does not end.
+    """
+    pairs = []
+    depth = 0
+    i = 0
+    while i < len(text):
+        if text[i] == '"':
+            try:
+                name, end = _LENIENT.raw_decode(text, i)
+            except ValueError:
+                break
+            colon = _COLON.match(text, end)
+            if depth == 1 and colon is not None:
+                pairs.append((name, colon.end()))
+            i = end
+        elif text.startswith(("//", "#"), i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = len(text) if end < 0 else end + 2
+        else:
+            depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(text[i], 0)
+            i += 1
+    return pairs
+
+
 def _salvage(source: str, text: str) -> Dict[str, Any]:
     """
     The values of L{CONTROL_KEYS} in C{text}, which is not valid JSON:
-    each key found once, as C{"key": VALUE} with a whole JSON value
-    followed by a comma, a closing brace or nothing.
+    each key found once at the top level (see L{_topLevelPairs}), as
+    C{"key": VALUE} with a whole JSON value followed by a comma, a closing
+    brace or nothing.
 
     @raise ConfigError: if one of them is there more than once, or its
         value cannot be read.
     """
     decoder = json.JSONDecoder()
+    pairs = _topLevelPairs(text)
     values = {}
     for key in CONTROL_KEYS:
-        found = list(re.finditer(r'(?<!\\)"%s"\s*:\s*' % re.escape(key), text))
+        found = [start for name, start in pairs if name == key]
         if not found:
             continue
         where = f"{source} is not valid JSON, and rainbowctl"
@@ -1299,11 +1657,12 @@ def _salvage(source: str, text: str) -> Dict[str, Any]:
                 "tell which one rainbowd uses.  Fix the file."
             )
         try:
-            value, end = decoder.raw_decode(text, found[0].end())
+            value, end = decoder.raw_decode(text, found[0])
         except ValueError:
             end = None
-        # A whole value ends where the object, or the pair, does.
-        if end is None or not re.match(r"\s*([,}]|$)", text[end:]):
+        # A whole value ends where the object, or the pair, does (or a
+        # comment starts).
+        if end is None or not re.match(r"\s*([,}]|//|#|/\*|$)", text[end:]):
             raise ConfigError(
                 f'{where} cannot read the value of "{key}" in it.  Fix the file.'
             )

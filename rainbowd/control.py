@@ -6,6 +6,8 @@ The control API, served on the control port::
                      (its steps as NDJSON with Accept: application/x-ndjson);
                      an optional JSON body {"message": "..."} says what
                      it deploys, for the history
+    POST /rollback   move traffic back to the standby, or launch the
+                     previous version again (NDJSON as for /redeploy)
     POST /pause      hold new requests in rainbowd until POST /resume
     POST /maintenance  answer every new request 503 with a maintenance page
                      (an optional body {"message": "..."}) until POST /resume
@@ -37,7 +39,13 @@ from twisted.web.server import NOT_DONE_YET
 
 from rainbowd.backend import ProcessGroupSignals
 from rainbowd.config import ConfigError
-from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
+from rainbowd.controlapi import failureHint
+from rainbowd.deployer import (
+    DeployFailed,
+    DeployRefused,
+    NothingToRollBack,
+    describeOutcome,
+)
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 from rainbowd.traffic import Traffic
 from rainbowd.verify import verifyAsking
@@ -46,6 +54,7 @@ _log = Logger()
 
 ENDPOINTS = (
     "POST /redeploy",
+    "POST /rollback",
     "POST /pause",
     "POST /maintenance",
     "POST /resume",
@@ -61,20 +70,6 @@ MAX_MESSAGE_BODY = 4096
 #: The longest C{message} a redeploy may be asked with, in characters: a
 #: commit's sha and subject, say.
 LONGEST_MESSAGE = 1000
-
-
-def failureHint(serving: Optional[int], redeploy: str = "redeploy") -> str:
-    """
-    What to do after a failed deploy, and what serves meanwhile: for the
-    control API's answer, and (with C{redeploy} in its own words) for
-    C{rainbowctl}.
-
-    @param serving: the generation serving now, or L{None} if none is (the
-        first generation failed, say).
-    """
-    if serving is None:
-        return f"no generation is serving; fix the problem and {redeploy}"
-    return f"generation {serving} is still serving; fix the problem and {redeploy}"
 
 
 def jsonBody(body: Mapping[str, Any]) -> bytes:
@@ -102,7 +97,12 @@ def writeJSON(request: IRequest, code: int, body: Mapping[str, Any]) -> bytes:
 
 
 #: The status code of each way a redeploy can fail; anything else is a 500.
-_FAILURE_CODES = ((DeployFailed, 502), (DeployRefused, 503), (ConfigError, 500))
+_FAILURE_CODES = (
+    (DeployFailed, 502),
+    (NothingToRollBack, 409),
+    (DeployRefused, 503),
+    (ConfigError, 500),
+)
 
 
 def outcomeAsJSON(outcome: Any, serving: Optional[int]) -> Tuple[int, Dict[str, Any]]:
@@ -117,7 +117,7 @@ def outcomeAsJSON(outcome: Any, serving: Optional[int]) -> Tuple[int, Dict[str, 
         return 200, body
     for kind, code in _FAILURE_CODES:
         if outcome.check(kind):
-            if kind is not DeployRefused:
+            if not issubclass(kind, DeployRefused):
                 body["hint"] = failureHint(serving)
             return code, body
     return 500, body
@@ -221,6 +221,7 @@ class ControlResource(Resource):
             b"maintenance", Endpoint("/maintenance", {b"POST": self._maintenance})
         )
         self.putChild(b"resume", Endpoint("/resume", {b"POST": self._resume}))
+        self.putChild(b"rollback", Endpoint("/rollback", {b"POST": self._rollback}))
         self.putChild(
             b"status",
             Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
@@ -300,16 +301,37 @@ class ControlResource(Resource):
                     "redeploys out of verify"
                 },
             )
+        watch = _argument(request, b"watch") in ("1", "true", "yes")
         redeploy = partial(
             self._deployer.redeploy, requester=describePeer(request), message=message
         )
+        return self._deploy(request, redeploy, "redeploy", watch)
+
+    def _rollback(self, request: IRequest) -> object:
+        """
+        Roll back, answered as a redeploy is (409 if there is nothing to
+        roll back to).
+        """
+        rollback = partial(self._deployer.rollback, describePeer(request))
+        return self._deploy(request, rollback, "rollback")
+
+    def _deploy(
+        self, request: IRequest, ask: Callable[[], Any], cause: str, watch=False
+    ) -> object:
+        """
+        Answer once the deploy C{ask} asks for has an outcome, or stream its
+        steps to a client that accepts NDJSON.  A client that hangs up does
+        not cancel the deploy; its answer is then just dropped.
+        """
         if wantsNDJSON(request):
             RedeployProgress(
                 self._deployer,
                 self._clock,
                 request,
                 self._outcomeAsJSON,
-                redeploy=redeploy,
+                ask=ask,
+                cause=cause,
+                watch=watch,
             ).start()
             return NOT_DONE_YET
         gone = []
@@ -319,7 +341,8 @@ class ControlResource(Resource):
             code, body = self._outcomeAsJSON(outcome)
             if gone:
                 _log.info(
-                    "Redeploy finished ({code}) after its client hung up: {body}",
+                    "{what} finished ({code}) after its client hung up: {body}",
+                    what=cause.capitalize(),
                     code=code,
                     body=body,
                 )
@@ -327,14 +350,15 @@ class ControlResource(Resource):
             request.write(writeJSON(request, code, body))
             request.finish()
 
-        maybeDeferred(redeploy).addBoth(answer).addErrback(
-            lambda f: _log.failure("Could not answer a redeploy request", f)
+        maybeDeferred(ask).addBoth(answer).addErrback(
+            lambda f: _log.failure("Could not answer a {cause} request", f, cause=cause)
         )
         return NOT_DONE_YET
 
     def _outcomeAsJSON(self, outcome: object) -> Tuple[int, Dict[str, Any]]:
         active = self._deployer.active
         return outcomeAsJSON(outcome, None if active is None else active.generation)
+
     def _verifyAsking(
         self, pid: Optional[int], ports: Optional[Tuple[int, int]]
     ) -> Optional[int]:
@@ -483,7 +507,9 @@ def describePeer(request: IRequest) -> str:
         host = f"[{peer.host}]" if ":" in peer.host else peer.host
         return f"{host}:{peer.port}"
     if isinstance(peer, UNIXAddress):
-        path = peer.name or getattr(request.getHost(), "name", None)
+        # The control socket's path: the client's own, if it bound its
+        # socket to one, is whatever it chose to write.
+        path = getattr(request.getHost(), "name", None)
         described = "unix:" + (os.fsdecode(path) if path else "?")
         credentials = _peerCredentials(request)
         if credentials is not None:

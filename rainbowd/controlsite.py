@@ -15,9 +15,6 @@ At most L{MAX_CONNECTIONS} are served at once (L{capped}).
 """
 
 import hmac
-import os
-import re
-import stat
 from typing import Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -28,9 +25,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from rainbowd.browsers import BrowserGuard, Refusal
-from rainbowd.config import Config, ConfigError, endpointArguments
+from rainbowd.config import Config
 from rainbowd.connlimit import ConnectionCap
 from rainbowd.control import jsonBody, writeJSON
+from rainbowd.controlapi import readControlToken  # noqa: F401 (imported from here)
+from rainbowd.endpoints import endpointArguments
 from rainbowd.requestlimits import LimitedChannel, LimitedSite, RequestLimits
 
 _log = Logger()
@@ -55,8 +54,6 @@ REFUSAL_LOG_INTERVAL = 10.0
 
 #: The realm named in C{WWW-Authenticate}.
 REALM = b'Bearer realm="rainbowd"'
-
-_TOKEN = re.compile(rb"[\x21-\x7e]+")
 
 
 def capped(site: "ControlSite", reactor) -> ConnectionCap:
@@ -90,60 +87,6 @@ def capped(site: "ControlSite", reactor) -> ConnectionCap:
         "opens connections to it and does not close them",
         evictWaiting=True,
     )
-
-
-def _makeToken(path: str) -> str:
-    return f"umask 077 && head -c 32 /dev/urandom | base64 > {path}"
-
-
-def readControlToken(path: str) -> Tuple[bytes, Optional[str]]:
-    """
-    Read the control token from C{path}: the file's text without the
-    surrounding whitespace.
-
-    @return: the token, and a warning to log if other users may read or
-        change the file (or L{None}).
-    @raise ConfigError: if the file is missing, unreadable, empty, or holds
-        more than one printable word; the message names the file, never
-        the token.
-    """
-    try:
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            data = f.read(4096)
-    except FileNotFoundError:
-        raise ConfigError(
-            f'The control token file {path} ("controlTokenFile") does not '
-            f"exist: create it, e.g. with `{_makeToken(path)}`, or remove "
-            '"controlTokenFile" to run without a token.'
-        )
-    except OSError as e:
-        raise ConfigError(
-            f'Cannot read the control token file {path} ("controlTokenFile"): '
-            f"{e.strerror}.  Run as the user who owns it, or give that user "
-            f"read access (chmod 600 {path} as its owner)."
-        )
-    token = data.strip()
-    if not token:
-        raise ConfigError(
-            f'The control token file {path} ("controlTokenFile") is empty: '
-            f"write a token to it, e.g. with `{_makeToken(path)}`."
-        )
-    if _TOKEN.fullmatch(token) is None or len(data) >= 4096:
-        raise ConfigError(
-            f'The control token file {path} ("controlTokenFile") must hold '
-            "one word of printable ASCII (no spaces, under 4 KiB), which "
-            f'clients send as "Authorization: Bearer TOKEN"; write one, e.g. '
-            f"with `{_makeToken(path)}`."
-        )
-    warning = None
-    if stat.S_IMODE(mode) & 0o066:
-        warning = (
-            f'The control token file {path} ("controlTokenFile") has mode '
-            f"{stat.S_IMODE(mode):04o}: other users can read or change it, "
-            f"and so redeploy.  Fix it with: chmod 600 {path}"
-        )
-    return token, warning
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost") + tuple(f"127.{n}" for n in range(10))

@@ -1,13 +1,14 @@
 # -*- test-case-name: rainbowd.test.test_ctl -*-
 """
-C{rainbowctl}: redeploy, status, history, logs, pause and maintenance from
-the command line.
+C{rainbowctl}: redeploy, rollback, status, history, logs, pause and
+maintenance from the command line.
 
 It finds the control API the way rainbowd does, from C{rainbow.conf.json}
 in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
 1 by default) and C{controlTokenFile}.  So in the app's directory::
 
     rainbowctl redeploy -m "$(git rev-parse --short HEAD)"
+    rainbowctl rollback
     rainbowctl status
     rainbowctl history
     rainbowctl logs --follow
@@ -24,25 +25,25 @@ network.
 import argparse
 import http.client
 import json
+import math
 import os
 import socket
 import sys
 import time
+import unicodedata
 from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attrs
 
 from rainbowd import versionLine
-from rainbowd.config import (
-    DEFAULT_FILENAME,
-    ConfigError,
-    endpointArguments,
-    loadControlKeys,
-    tcpPortNumber,
+from rainbowd.config import DEFAULT_FILENAME, ConfigError, loadControlKeys
+from rainbowd.controlapi import (
+    NDJSON,
+    VERIFY_VARIABLE,
+    failureHint,
+    readControlToken,
 )
-from rainbowd.control import failureHint
-from rainbowd.controlsite import readControlToken
-from rainbowd.progress import NDJSON
+from rainbowd.endpoints import endpointArguments, tcpPortNumber
 from rainbowd.remote import (
     RemoteAddress,
     RemoteError,
@@ -50,7 +51,6 @@ from rainbowd.remote import (
     readTokenFile,
     remoteAddress,
 )
-from rainbowd.verify import VERIFY_VARIABLE
 
 #: Exit codes: the deploy failed, or rainbowd answered the request with an
 #: error; rainbowctl could not ask.
@@ -332,7 +332,9 @@ class Progress:
         self._deploy: Optional[int] = None
         self._health: Dict[int, Dict[str, Any]] = {}
         self._shuttingDown = False
+        self._cause: Optional[str] = None
         self.result: Optional[Dict[str, Any]] = None
+        self.watched: Optional[Dict[str, Any]] = None
 
     def event(self, event: Dict[str, Any]) -> None:
         kind = event.get("event")
@@ -361,7 +363,11 @@ class Progress:
                 )
             self._err.flush()
             return FAILED
-        return 0 if self.result.get("ok") else FAILED
+        if not self.result.get("ok"):
+            return FAILED
+        if self.watched is not None and self.watched.get("rolledBack"):
+            return FAILED
+        return 0
 
     # Output
 
@@ -398,7 +404,9 @@ class Progress:
 
     def _deploying(self, event) -> None:
         self._deploy = event["deploy"]
-        self._say(f"deploy {event['deploy']} started")
+        self._cause = event.get("cause")
+        what = "rollback" if self._cause == "rollback" else "deploy"
+        self._say(f"{what} {event['deploy']} started")
 
     def _launching(self, event) -> None:
         # Deploys and generations are numbered apart (a deploy that fails
@@ -500,6 +508,42 @@ class Progress:
                 event["elapsed"],
             )
 
+    def _standby(self, event) -> None:
+        self._say(
+            f"generation {event['generation']} is the standby for "
+            f"{event['seconds']:.0f} s: rainbowctl rollback moves traffic "
+            "back to it"
+        )
+
+    def _watching(self, event) -> None:
+        left = event.get("secondsLeft", 0)
+        self._update(
+            ("watching",),
+            None,
+            f"watching generation {event['generation']}: {left:.0f} s left "
+            "in the rollback window",
+            event.get("time", 0),
+        )
+
+    def _rolledBack(self, event) -> None:
+        self._say(
+            f"rolled back by rainbowd: generation {event['from']} "
+            f"{event.get('reason')}; generation {event['to']} serves again"
+        )
+
+    def _watched(self, event) -> None:
+        self.watched = event
+        if event.get("rolledBack"):
+            self._say(
+                f"generation {event['generation']} was rolled back within its "
+                f"window; generation {event.get('serving')} serves"
+            )
+        else:
+            self._say(
+                f"generation {event['generation']} served through its rollback "
+                "window"
+            )
+
     def _unresponsive(self, event) -> None:
         self._say(
             f"generation {event['generation']} (pid {event.get('pid')}) does not "
@@ -545,13 +589,16 @@ class Progress:
         self.result = event
         if event.get("ok"):
             pid = f", pid {event['pid']}" if event.get("pid") is not None else ""
+            done = "rolled back to" if self._cause == "rollback" else "deployed"
             self._say(
-                f"deployed generation {event['generation']} (port "
+                f"{done} generation {event['generation']} (port "
                 f"{event['port']}{pid}) in {event['seconds']:g} s"
             )
 
     def _failure(self, event) -> None:
-        deploy = "deploy" if self._deploy is None else f"deploy {self._deploy}"
+        rollback = self._cause == "rollback"
+        what = "rollback" if rollback else "deploy"
+        deploy = what if self._deploy is None else f"{what} {self._deploy}"
         self._say(f"{deploy} failed: {event.get('error')}")
         verify = event.get("verify") or {}
         if verify.get("output"):
@@ -569,7 +616,7 @@ class Progress:
         serving = event.get("serving")
         if self._shuttingDown:
             return
-        if "hint" in event:
+        if "hint" in event and not rollback:
             # A failure that a fix and another deploy can mend.
             self._say(failureHint(serving, "run rainbowctl redeploy again") + ".")
         elif serving is not None:
@@ -584,10 +631,14 @@ def redeploy(
     tty: bool,
     message: Optional[str] = None,
     err: Optional[IO[str]] = None,
+    path: str = "/redeploy",
 ) -> int:
+    """
+    C{POST path} (C{/redeploy} or C{/rollback}), printing its steps.
+    """
     response = client.request(
         "POST",
-        "/redeploy",
+        path,
         accept=NDJSON.decode(),
         body=None if message is None else {"message": message},
     )
@@ -604,6 +655,19 @@ def redeploy(
             except ValueError:
                 continue
             progress.event(event)
+            if (
+                message is not None
+                and isinstance(event, dict)
+                and event.get("event") == "deploying"
+                and "message" not in event
+            ):
+                # A rainbowd from before messages took the body for none.
+                out.write(
+                    f"rainbowctl: this rainbowd does not keep deploy messages: "
+                    f"{json.dumps(message)} was not recorded; upgrade "
+                    f"rainbowd, and restart it\n"
+                )
+                message = None
     except (OSError, http.client.HTTPException):
         pass  # cut off: Progress.end says so, unless the result came
     return progress.end()
@@ -695,6 +759,13 @@ def statusTable(status: Dict[str, Any]) -> str:
                 f"row, the last: {liveness.get('lastError')}"
                 + ("; new requests wait for its replacement" if waiting else "")
             )
+    for backend in status.get("backends", []):
+        if backend.get("standbySecondsLeft") is not None:
+            lines.append(
+                f"generation {backend['generation']} is the standby for "
+                f"{backend['standbySecondsLeft']:.0f} s more: rainbowctl "
+                "rollback moves traffic back to it"
+            )
     if status.get("deploying"):
         verify = status.get("verify")
         lines.append(
@@ -752,24 +823,88 @@ def _shown(text: Optional[str], width: int) -> str:
     if text is None:
         return "-"
     text = _printable(str(text))
-    return text if len(text) <= width else text[: width - 1] + "\u2026"
+    if _columns(text) <= width:
+        return text
+    used = 0
+    for end, c in enumerate(text):
+        used += _columns(c)
+        if used > width - 1:
+            return text[:end] + "\u2026"
+    return text
 
 
-def _requester(requester: Optional[str]) -> str:
+def _columns(text: str) -> int:
+    """
+    How many columns a terminal shows C{text} in: two for each wide
+    character (CJK), none for a combining one.
+    """
+    return sum(
+        0
+        if unicodedata.combining(c)
+        else 2
+        if unicodedata.east_asian_width(c) in ("W", "F")
+        else 1
+        for c in text
+    )
+
+
+def _padded(text: str, width: int, right: bool = False) -> str:
+    """
+    C{text} padded with spaces to C{width} columns.
+    """
+    padding = " " * (width - _columns(text))
+    return padding + text if right else text + padding
+
+
+def _requester(requester: Any) -> str:
     """
     Who asked for a deploy, short: a unix socket's client by its uid.
     """
     if requester is None:
         return "rainbowd"
+    requester = _text(requester)
     if requester.startswith("unix:") and "(uid " in requester:
-        return "unix uid " + requester.split("(uid ", 1)[1].split(",")[0].rstrip(")")
+        # The kernel's, which rainbowd puts last: the path before it is the
+        # one the client bound its socket to, and may say anything.
+        return "unix uid " + requester.rsplit("(uid ", 1)[1].split(",")[0].rstrip(")")
     return requester
 
 
+def _text(value: Any) -> str:
+    """
+    A field of a deploy as text: a string as it is, anything else (from a
+    newer rainbowd, say) as its JSON.
+    """
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _number(value: Any) -> Optional[float]:
+    """
+    A field of a deploy that should be a finite number, or L{None}.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:
+        return None
+
+
 def _took(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
+    seconds = _number(seconds)
+    if seconds is None:
         return "-"
     return f"{seconds * 1000:.0f}ms" if seconds < 0.1 else f"{seconds:.1f}s"
+
+
+def _started(started: Any, localtime: Callable[[float], time.struct_time]) -> str:
+    started = _number(started)
+    if started is None:
+        return "-"
+    try:
+        return time.strftime("%m-%d %H:%M:%S", localtime(started))
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def historyTable(
@@ -789,33 +924,32 @@ def historyTable(
     notes: List[Optional[str]] = []
     for deploy in deploys:
         directory = deploy.get("directory")
-        started = deploy.get("started")
         rows.append(
             [
-                str(deploy.get("deploy")),
-                "-"
-                if not isinstance(started, (int, float))
-                else time.strftime("%m-%d %H:%M:%S", localtime(started)),
+                "-" if deploy.get("deploy") is None else _text(deploy["deploy"]),
+                _started(deploy.get("started"), localtime),
                 _CAUSES.get(str(deploy.get("cause")), deploy.get("cause")),
                 _requester(deploy.get("requester")),
                 _took(deploy.get("seconds")),
                 deploy.get("outcome"),
                 "-" if deploy.get("generation") is None else str(deploy["generation"]),
-                None if not directory else os.path.basename(directory.rstrip("/")),
+                None
+                if not directory
+                else os.path.basename(_text(directory).rstrip("/")),
             ]
         )
-        note = [deploy["message"]] if deploy.get("message") else []
+        note = [_text(deploy["message"])] if deploy.get("message") else []
         if deploy.get("error"):
-            note.append(f"error: {deploy['error']}")
+            note.append(f"error: {_text(deploy['error'])}")
         notes.append(_shown("; ".join(note), HISTORY_WIDTH - 8) if note else None)
     cells = [[_shown(cell, cap) for cell, cap in zip(row, caps)] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    widths = [max(_columns(row[i]) for row in cells) for i in range(len(header))]
     right = {0, 6}  # numbers
     lines = []
     for index, row in enumerate(cells):
         lines.append(
             "  ".join(
-                cell.rjust(width) if i in right else cell.ljust(width)
+                _padded(cell, width, i in right)
                 for i, (cell, width) in enumerate(zip(row, widths))
             ).rstrip()
         )
@@ -829,6 +963,11 @@ def historyTable(
 
 def history(client: Client, out: IO[str], limit: int, asJSON: bool) -> int:
     response = client.request("GET", f"/deploys?limit={limit}")
+    if response.status == 404:
+        raise Answered(
+            f"this rainbowd keeps no deploy history (GET /deploys: "
+            f"{_answerOf(response)['error']}): upgrade rainbowd, and restart it"
+        )
     if response.status != 200:
         raise _refused("GET /deploys", response)
     body = json.loads(response.read())
@@ -878,6 +1017,27 @@ def logs(client: Client, out: IO[str], generation: Optional[int], follow: bool) 
     return 0
 
 
+class _Version(argparse.Action):
+    """
+    C{--version}: print L{versionLine} and exit.  Unlike argparse's own, it
+    makes the line only when asked, as that imports Twisted (for its
+    version), which rainbowctl otherwise does without.
+    """
+
+    def __init__(self, option_strings: List[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(versionLine())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rainbowctl",
@@ -892,7 +1052,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"rainbowd's config file (default: ./{DEFAULT_FILENAME})",
     )
-    parser.add_argument("--version", action="version", version=versionLine())
+    parser.add_argument("--version", action=_Version)
     parser.add_argument(
         "--control",
         metavar="ENDPOINT",
@@ -916,6 +1076,17 @@ def _parser() -> argparse.ArgumentParser:
         "-m",
         metavar="MESSAGE",
         help="what this deploy is (a git sha, say), kept in the history",
+    )
+    redeployParser.add_argument(
+        "--watch",
+        action="store_true",
+        help="then wait until the old version's rollback window ends; exit 1 "
+        "if the new version was rolled back meanwhile",
+    )
+    commands.add_parser(
+        "rollback",
+        help="move traffic back to the version that served before (the "
+        "standby), or launch that version again",
     )
     historyParser = commands.add_parser(
         "history", help="the last deploys, newest first"
@@ -995,7 +1166,10 @@ def run(
             )
         client = Client(target, connect)
         if arguments.command == "redeploy":
-            return redeploy(client, out, _isTTY(out), arguments.message, err)
+            path = "/redeploy?watch=1" if arguments.watch else "/redeploy"
+            return redeploy(client, out, _isTTY(out), arguments.message, err, path)
+        if arguments.command == "rollback":
+            return redeploy(client, out, _isTTY(out), None, err, "/rollback")
         if arguments.command == "status":
             return status(client, out, arguments.json)
         if arguments.command in ("pause", "resume"):

@@ -6,6 +6,8 @@ The generations of the app: redeploy, swap, drain and supervision.
 from functools import partial
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
+import os
+
 import attrs
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -15,6 +17,7 @@ from twisted.internet.defer import (
     gatherResults,
     inlineCallbacks,
     maybeDeferred,
+    succeed,
 )
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -26,11 +29,13 @@ from rainbowd.backend import (
     Backend,
     BackendFailed,
     ProcessGroupSignals,
+    ResponseTally,
     State,
 )
-from rainbowd.config import Config, ConfigError
+from rainbowd.config import Config, ConfigError, startupKeys
 from rainbowd.health import REPORT_EVERY, LivenessProbe
 from rainbowd.leftovers import AppGroups
+from rainbowd.lifecycle import Input, Lifecycle, Phase
 from rainbowd.ports import NoFreePort, PortPicker
 from rainbowd.shutdown import reportShutdown
 from rainbowd.verify import Verifier, VerifyFailed, VerifyRun
@@ -66,9 +71,9 @@ class Event:
 #: The kinds of L{Event}, with the details each one carries.
 EVENT_KINDS = {
     "deploying": "a deploy began: deploy (its number), cause (startup, "
-    "redeploy or restart), requester (who asked: the control client's "
-    "address, SIGHUP, or null for rainbowd itself), message (the one the "
-    "redeploy was asked with, or null)",
+    "redeploy, restart, rollback or automaticRollback), requester (who "
+    "asked: the control client's address, SIGHUP, or null for rainbowd "
+    "itself), message (the one the redeploy was asked with, or null)",
     "launching": "a generation was started: deploy, port",
     "unhealthy": "a starting generation's health check failed the same way "
     f"{REPORT_EVERY} times in a row, or goes on failing so (at most once a "
@@ -86,6 +91,11 @@ EVENT_KINDS = {
     "verified": "a generation's verify command exited 0: deploy, seconds",
     "switched": "traffic moved to a generation: deploy, previous (generation "
     "or null)",
+    "rolledBack": "rainbowd rolled back by itself to the standby: cause "
+    "(exited, unhealthy or errorRate), from and to (generations), reason, "
+    "deploy (the rollback's number)",
+    "standby": "the generation traffic moved from is drained and kept as the "
+    "standby to roll back to: seconds (left in its rollbackWindow)",
     "draining": "a generation no longer gets new requests: inflight",
     "stopped": "every process of a generation is gone: state (stopped or "
     "failed), exit (how its process ended)",
@@ -165,32 +175,27 @@ class DeployRefused(Exception):
         return {"error": self.reason}
 
 
+class NothingToRollBack(DeployRefused):
+    """
+    A rollback was asked for, and there is neither a standby nor a previous
+    generation's directory to go back to.
+    """
+
+
 #: How many ports a deploy tries when the app loses its port to another
 #: process between the choice and the bind.
 PORT_ATTEMPTS = 3
 
-#: The config keys that are only read when rainbowd starts.
-STARTUP_KEYS = (
-    "port",
-    "controlPort",
-    "stateDir",
-    "lbHealthPath",
-    "stopDelay",
-    "queueTimeout",
-    "backendConnections",
-    "backendMaxRequests",
-    "backendTimeout",
-    "backendBodyTimeout",
-    "controlTokenFile",
-    "controlAllowedOrigins",
-    "controlAllowedHosts",
-    "accessLog",
-    "accessLogFormat",
-)
+#: The config keys that are only read when rainbowd starts (those declared
+#: with C{startup=True} in L{rainbowd.config.Config}).
+STARTUP_KEYS = startupKeys()
 
 #: A backend that served this long before crashing resets the restart
 #: backoff, in seconds.
 BACKOFF_RESET = 60.0
+
+#: How often the standby's health is checked, in seconds.
+STANDBY_CHECK_INTERVAL = 1.0
 
 
 def _lostItsPort(backend: Backend, isFree: Callable[[int], bool]) -> bool:
@@ -269,6 +274,9 @@ class Deployer(Service):
         L{None} and requests wait (L{whenRoutable}) for it to pass a check
         again or for its replacement.
     @ivar backends: the backends whose processes may be alive, oldest first.
+    @ivar standby: the generation that served before C{active}, kept alive
+        (once drained) for C{rollbackWindow} after the switch, to roll back
+        to; L{None} while there is none.
     """
 
     log = Logger()
@@ -302,27 +310,38 @@ class Deployer(Service):
         self.active: Optional[Backend] = None
         self.routable: Optional[Backend] = None
         self.backends: List[Backend] = []
+        self.standby: Optional[Backend] = None
+        self._standbyUntil = 0.0
+        self._windowCall: Any = None
+        self._noStandby = "no redeploy has switched traffic since rainbowd started"
+        self._previousConfig: Optional[Config] = None
         self._loadConfig = loadConfig
         self._newBackend = newBackend
         self._clock = clock
         self._ports = ports
         self._backoff = backoff
         self._generation = 0
-        self._deploying = False
-        self._queued = Waiters()
+        self._lifecycle = Lifecycle()
+        self._queue: List[_Request] = []
         self._routing = Waiters()
         self._replacementFailed: Optional[dict] = None
-        self._restartCall = None
+        self._restartCall: Any = None
         self._restarts = 0
         self._activeSince = 0.0
         self._lastDeploy: Optional[dict] = None
         self._deploys = deploys
-        self._asked: tuple = (None, None)
         self._observers: List[Callable[[Event], None]] = []
         self._groups = groups
         self._cleanup: Optional[Deferred] = None
         self._verifier = verifier
         self._verifyRun: Optional[VerifyRun] = None
+
+    @property
+    def phase(self) -> Phase:
+        """
+        What the deployer is doing (see L{rainbowd.lifecycle}).
+        """
+        return self._lifecycle.phase
 
     # IService
 
@@ -336,7 +355,7 @@ class Deployer(Service):
         if self._groups is None:
             self._deploy("startup", lambda: self.config, Waiters())
             return
-        self._deploying = True
+        self._lifecycle.feed(Input.CLEAN)
         self._cleanup = self._groups.stopLeftovers(self.config.killTimeout)
         self._cleanup.addErrback(
             lambda f: self.log.failure("stopping leftover app processes failed", f)
@@ -345,10 +364,10 @@ class Deployer(Service):
 
     def _cleanedUp(self) -> None:
         self._cleanup = None
-        if self.running:
+        if self._lifecycle.feed(Input.CLEANED) is Phase.DEPLOYING:
+            if self._queue:
+                self._lifecycle.feed(Input.QUEUE)
             self._deploy("startup", lambda: self.config, Waiters())
-        else:
-            self._deploying = False
 
     def stopService(self) -> Deferred:
         """
@@ -358,10 +377,15 @@ class Deployer(Service):
         """
         Service.stopService(self)
         self._emit("shutdown", generations=[b.generation for b in self.backends])
-        if self._restartCall is not None and self._restartCall.active():
+        if self.phase is Phase.RESTART_PENDING:
             self._restartCall.cancel()
-        self._queued.fire(Failure(DeployRefused("rainbowd is shutting down")))
+        self._lifecycle.feed(Input.STOP)
+        queue, self._queue = self._queue, []
+        for request in queue:
+            request.waiters.fire(Failure(DeployRefused("rainbowd is shutting down")))
         self._routing.fire(Failure(DeployRefused("rainbowd is shutting down")))
+        if self.standby is not None:
+            self._releaseStandby("rainbowd is stopping")
         stops = [] if self._cleanup is None else [self._cleanup]
         for backend in list(self.backends):
             if backend.state in (State.READY, State.ACTIVE):
@@ -392,13 +416,45 @@ class Deployer(Service):
         @return: a Deferred that fires with L{Deployed}, or fails with
             L{DeployFailed}, L{DeployRefused} or L{ConfigError}.
         """
+        return self._ask("redeploy", requester, message)
+
+    def _ask(
+        self, cause: str, requester: Optional[str], message: Optional[str] = None
+    ) -> Deferred:
+        """
+        Deploy for C{cause} now, or after the deploy under way: the requests
+        of the same cause queued one after the other share one deploy.
+        """
         if not self.running:
             return fail(DeployRefused("rainbowd is shutting down"))
-        d = self._queued.wait()
-        self._asked = (requester, message)
-        if not self._deploying:
-            self._deployQueued()
+        if self._lifecycle.busy:
+            last = self._queue[-1] if self._queue else None
+            if last is None or last.cause != cause:
+                self._queue.append(_Request(cause, requester, message))
+            else:
+                # Those who share a deploy: the last to ask names it.
+                last.requester, last.message = requester, message
+            self._lifecycle.feed(Input.QUEUE)
+            return self._queue[-1].waiters.wait()
+        request = _Request(cause, requester, message)
+        d = request.waiters.wait()
+        self._deployRequest(request)
         return d
+
+    def rollback(self, requester: Optional[str] = None) -> Deferred:
+        """
+        Go back to the generation that served before the active one: move
+        traffic back to the standby in one step if there is one, or else
+        launch the previous generation's configuration again, if its
+        directory is still there.  A rollback asked for during a deploy
+        waits for it, and then undoes it; rollbacks asked for one after the
+        other share one.
+
+        @param requester: who asked, for the C{deploying} event.
+        @return: a Deferred that fires with L{Deployed}, or fails as
+            L{redeploy}'s does, or with L{NothingToRollBack}.
+        """
+        return self._ask("rollback", requester)
 
     def whenRoutable(self) -> Deferred:
         """
@@ -435,7 +491,7 @@ class Deployer(Service):
         starting = [b for b in self.backends if b.state is State.STARTING]
         if starting:
             why += f"; generation {starting[-1].generation} is starting"
-        elif self._restartCall is not None and self._restartCall.active():
+        elif self.phase is Phase.RESTART_PENDING:
             delay = self._restartCall.getTime() - self._clock.seconds()
             why += f"; another replacement is tried in {delay:.1f} s"
         return why
@@ -445,14 +501,24 @@ class Deployer(Service):
         The backends and the last deploy's outcome, JSON-able, for
         C{/status}.
         """
+        backends = []
+        for backend in self.backends:
+            described = backend.describe()
+            if backend is self.standby:
+                described["standbySecondsLeft"] = self._standbySecondsLeft()
+            backends.append(described)
         return {
             "active": None if self.active is None else self.active.generation,
             "routable": None if self.routable is None else self.routable.generation,
-            "deploying": self._deploying,
-            "backends": [backend.describe() for backend in self.backends],
+            "standby": None if self.standby is None else self.standby.generation,
+            "deploying": self._lifecycle.busy,
+            "backends": backends,
             "lastDeploy": self._lastDeploy,
             "verify": None if self._verifyRun is None else self._verifyRun.describe(),
         }
+
+    def _standbySecondsLeft(self) -> float:
+        return round(max(self._standbyUntil - self._clock.seconds(), 0.0), 3)
 
     def observe(self, observer: Callable[[Event], None]) -> Callable[[], None]:
         """
@@ -473,10 +539,91 @@ class Deployer(Service):
 
     # Deploying
 
-    def _deployQueued(self) -> None:
-        waiters, self._queued = self._queued, Waiters()
-        (requester, message), self._asked = self._asked, (None, None)
-        self._deploy("redeploy", self._loadConfig, waiters, requester, message)
+    def _deployRequest(self, request: "_Request") -> None:
+        """
+        Begin the deploy C{request} asked for.
+        """
+        if request.cause == "rollback":
+            self._rollBack(request.cause, request.requester, request.waiters)
+        else:
+            self._deploy(
+                request.cause,
+                self._loadConfig,
+                request.waiters,
+                request.requester,
+                request.message,
+            )
+
+    def _rollBack(
+        self,
+        cause: str,
+        requester: Optional[str],
+        waiters: Waiters,
+        switched: Callable[[], None] = lambda: None,
+    ) -> None:
+        """
+        Roll back: to the standby if there is one (a switch, after which
+        C{switched} is called, before the outcome), or else to the previous
+        generation's configuration (a deploy of it).
+        """
+        standby, previous = self.standby, self._previousConfig
+        if standby is None and self._relaunchable(previous):
+            self._deploy(cause, lambda: previous, waiters, requester=requester)
+            return
+        self._begin(cause, requester=requester)
+        started = self._clock.seconds()
+        outcome: object
+        if standby is None:
+            outcome = Failure(NothingToRollBack(self._whyNothingToRollBack()))
+        else:
+            self.log.info(
+                "rolling back from generation {active} to generation "
+                "{generation}, the standby",
+                active=None if self.active is None else self.active.generation,
+                generation=standby.generation,
+            )
+            self._forgetStandby("traffic was rolled back to it")
+            self._previousConfig = None
+            self._swap(standby)
+            switched()
+            outcome = self._deployedNow(standby, started)
+        self._deployed(outcome, waiters)
+
+    def _relaunchable(self, previous: Optional[Config]) -> bool:
+        """
+        Can C{previous}, the configuration of the generation before the
+        active one, be launched again as it was?  Only from a directory of
+        its own that is still there: in the active generation's directory,
+        its files may have changed since (a C{git pull} in place).
+        """
+        return (
+            previous is not None
+            and previous.cwd != self.config.cwd
+            and os.path.isdir(previous.cwd)
+        )
+
+    def _whyNothingToRollBack(self) -> str:
+        previous = self._previousConfig
+        if previous is None:
+            why = "no previous generation is known"
+        elif previous.cwd == self.config.cwd:
+            why = (
+                f"the previous generation ran in the same directory as the "
+                f"active one ({previous.cwd}), whose files may have changed "
+                "since, so launching it again would not roll back; keep each "
+                "release in a directory of its own for that"
+            )
+        else:
+            why = (
+                f"the previous generation's directory {previous.cwd} is gone, "
+                "so it cannot be launched again"
+            )
+        return (
+            f"nothing to roll back to: there is no standby ({self._noStandby}), "
+            f"and {why}; to keep the old version as a standby after each "
+            "redeploy, set rollbackWindow (ms, 300000 by default; it is "
+            f"{self.config.rollbackWindow * 1000:.0f} now)"
+        )
 
     def _deploy(
         self,
@@ -486,11 +633,27 @@ class Deployer(Service):
         requester: Optional[str] = None,
         message: Optional[str] = None,
     ):
-        self._deploying = True
-        self._deploys += 1
-        if self._restartCall is not None and self._restartCall.active():
-            self._restartCall.cancel()
+        """
+        Launch a generation of the configuration C{loadConfig} gives, and
+        swap it in once healthy.
+        """
+        self._begin(cause, requester, message)
         started = self._clock.seconds()
+        d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started, cause)
+        d.addBoth(self._deployed, waiters)
+
+    def _begin(
+        self, cause: str, requester: Optional[str] = None, message: Optional[str] = None
+    ) -> None:
+        """
+        A deploy begins (unless it is the one queued behind the deploy just
+        done, which is then under way already): number it and say so.
+        """
+        if self.phase is Phase.RESTART_PENDING and self._restartCall.active():
+            self._restartCall.cancel()
+        if self.phase in (Phase.IDLE, Phase.RESTART_PENDING):
+            self._lifecycle.feed(Input.DEPLOY)
+        self._deploys += 1
         self._emit(
             "deploying",
             deploy=self._deploys,
@@ -498,13 +661,22 @@ class Deployer(Service):
             requester=requester,
             message=message,
         )
-        d = maybeDeferred(loadConfig).addCallback(self._deployConfig, started)
-        d.addBoth(self._deployed, waiters)
 
     @inlineCallbacks
-    def _deployConfig(self, config: Config, started: float):
+    def _deployConfig(self, config: Config, started: float, cause: str):
         config = self._keepStartupKeys(config)
         alive = [backend for backend in self.backends if backend.state in ALIVE]
+        standby = self.standby
+        if (
+            len(alive) >= config.maxBackends
+            and standby is not None
+            and standby.state is State.STANDBY
+        ):
+            yield self._releaseStandby(
+                f"maxBackends ({config.maxBackends}) processes are alive, and "
+                "the new generation needs room"
+            )
+            alive = [backend for backend in self.backends if backend.state in ALIVE]
         if len(alive) >= config.maxBackends:
             raise DeployRefused(
                 f"{len(alive)} backends are still alive and maxBackends is "
@@ -545,13 +717,30 @@ class Deployer(Service):
                 seconds=round(self._clock.seconds() - launched, 3),
             )
             break
-        if config.verify is not None:
-            yield self._verify(backend)
+        yield self._beforeSwitch(backend)
         if not self.running:
             backend.stop()
             raise DeployRefused("rainbowd is shutting down")
         self.config = config
-        self._swap(backend)
+        if cause in _ROLLBACKS:
+            self._previousConfig = None
+        elif cause == "redeploy" and self.active is not None:
+            self._previousConfig = self.active.config
+        self._swap(backend, keepOld=cause == "redeploy")
+        return self._deployedNow(backend, started)
+
+    def _beforeSwitch(self, backend: Backend) -> Deferred:
+        """
+        The last step between a new generation's health and the switch to
+        it, its config's C{verify} if it has one: a Deferred that fires when
+        traffic may move, or fails with L{DeployFailed} (C{backend} then
+        stopped) if not.
+        """
+        if backend.config.verify is None:
+            return succeed(None)
+        return self._verify(backend)
+
+    def _deployedNow(self, backend: Backend, started: float) -> Deployed:
         return Deployed(
             generation=backend.generation,
             port=backend.port,
@@ -653,10 +842,15 @@ class Deployer(Service):
             exit=backend.exitReason,
         )
 
-    def _swap(self, backend: Backend) -> None:
+    def _swap(self, backend: Backend, keepOld: bool = False) -> None:
+        """
+        Move traffic to C{backend} in one step, and drain the generation it
+        moved from: kept as the standby if C{keepOld} and C{rollbackWindow}
+        allows, stopped otherwise.
+        """
         old, self.active = self.active, backend
         backend.activate()
-        self._watch(backend)
+        backend.tally = ResponseTally()
         self._activeSince = self._clock.seconds()
         self.log.info(
             "generation {generation} is now serving on port {port}",
@@ -671,11 +865,218 @@ class Deployer(Service):
         )
         self._route(backend)
         if old is not None and old.state is State.ACTIVE:
-            old.drain()
+            keep = keepOld and self.config.rollbackWindow > 0
+            if keep:
+                self._keep(old)
+            else:
+                if keepOld:
+                    self._noStandby = (
+                        f"rollbackWindow is 0, so generation {old.generation} "
+                        "is stopped once drained"
+                    )
+                old.drain()
             self._emit("draining", old.generation, inflight=old.inflight)
+            if keep:
+                old.whenStandby().addCallback(self._watchStandby)
+        self._watch(backend)
+
+    # The standby
+
+    def _keep(self, old: Backend) -> None:
+        """
+        Drain C{old}, which traffic just moved from, and keep it as the
+        standby for C{rollbackWindow}; it replaces the standby there was.
+        """
+        if self.standby is not None:
+            self._releaseStandby(
+                f"generation {old.generation} replaces it as the standby",
+                rewatch=False,
+            )
+        window = self.config.rollbackWindow
+        old.drain(keep=True)
+        self.standby = old
+        self._standbyUntil = self._clock.seconds() + window
+        self._windowCall = self._clock.callLater(window, self._windowEnded, old)
+
+    def _watchStandby(self, backend: Backend) -> None:
+        """
+        C{backend} is drained and kept: check its health every
+        L{STANDBY_CHECK_INTERVAL} while it is the standby.
+        """
+        if backend is not self.standby:
+            return
+        self.log.info(
+            "generation {generation} is the standby for {seconds:.0f} s more; "
+            "POST /rollback (rainbowctl rollback) moves traffic back to it",
+            generation=backend.generation,
+            seconds=self._standbySecondsLeft(),
+        )
+        self._emit("standby", backend.generation, seconds=self._standbySecondsLeft())
+        backend.watch(
+            LivenessProbe(
+                self._clock,
+                backend.checkLiveness,
+                STANDBY_CHECK_INTERVAL,
+                backend.config.livenessFailures,
+                onFailing=lambda probe: self._standbyFailed(backend, probe),
+            )
+        )
+
+    def _standbyFailed(self, backend: Backend, probe: LivenessProbe) -> None:
+        if backend is self.standby:
+            self._releaseStandby(
+                f"it failed {probe.failures} health checks in a row, the last: "
+                f"{probe.lastError}; it is no longer a rollback target",
+                warn=True,
+            )
+
+    def _windowEnded(self, backend: Backend) -> None:
+        if backend is self.standby:
+            self._windowCall = None
+            self._releaseStandby(
+                f"its rollbackWindow ({self.config.rollbackWindow:g} s) has passed"
+            )
+
+    def _releaseStandby(
+        self, why: str, warn: bool = False, rewatch: bool = True
+    ) -> Deferred:
+        """
+        Stop keeping the standby, and stop it (once drained); unless
+        C{rewatch} is false, the active generation is then watched as
+        usual, with nothing to roll back to.
+
+        @return: a Deferred that fires when it is stopped.
+        """
+        standby = self._forgetStandby(f"it was stopped: {why}")
+        (self.log.warn if warn else self.log.info)(
+            "generation {generation}, the standby, is stopped: {why}",
+            generation=standby.generation,
+            why=why,
+        )
+        stopped = standby.release()
+        if rewatch:
+            self._rewatch()
+        return stopped
+
+    def _rewatch(self) -> None:
+        """
+        The standby is gone: watch the active generation for liveness, as
+        outside a rollback window.
+        """
+        active = self.active
+        if self.running and active is not None and active.state is State.ACTIVE:
+            self._watch(active)
+
+    # Automatic rollback
+
+    def _rollbackTarget(self) -> Optional[Backend]:
+        """
+        The standby, if rainbowd can roll back to it now: not while a deploy
+        is under way, which replaces the active generation anyway.
+        """
+        if not self.running or self._lifecycle.busy:
+            return None
+        return self.standby
+
+    def _watchAfterSwitch(self, backend: Backend) -> None:
+        """
+        While there is a standby, check the active C{backend} every
+        C{healthCheckInterval}: roll back when it fails
+        C{rollbackCheckFailures} checks in a row, or when its share of 5xx
+        is above C{rollbackErrorRate}.
+        """
+        config = backend.config
+        backend.watch(
+            LivenessProbe(
+                self._clock,
+                lambda: self._checkAfterSwitch(backend),
+                config.healthCheckInterval,
+                config.rollbackCheckFailures,
+                onFailing=lambda probe: self._failedAfterSwitch(backend, probe),
+            )
+        )
+
+    def _checkAfterSwitch(self, backend: Backend):
+        config, tally = backend.config, backend.tally
+        if (
+            tally.responses >= config.rollbackMinRequests
+            and tally.errors > config.rollbackErrorRate * tally.responses
+            and self._rollBackAutomatically(
+                backend,
+                "errorRate",
+                f"answered {tally.errors} of its {tally.responses} responses "
+                f"with 5xx, more than rollbackErrorRate "
+                f"({config.rollbackErrorRate:g})",
+            )
+        ):
+            return None
+        return backend.checkLiveness()
+
+    def _failedAfterSwitch(self, backend: Backend, probe: LivenessProbe) -> None:
+        reason = (
+            f"failed {probe.failures} health checks in a row "
+            f"(rollbackCheckFailures), the last: {probe.lastError}"
+        )
+        if not self._rollBackAutomatically(backend, "unhealthy", reason):
+            # The deploy under way replaces it; meanwhile, as outside the
+            # window.
+            self._unresponsive(backend, probe)
+
+    def _rollBackAutomatically(self, backend: Backend, cause: str, reason: str) -> bool:
+        """
+        Roll back from C{backend}, the active generation (or the one that
+        just exited), to the standby, because C{reason}.
+
+        @return: whether it did.
+        """
+        standby = self._rollbackTarget()
+        if standby is None:
+            if self.running and self.standby is not None:
+                self.log.warn(
+                    "generation {generation} {reason}; the deploy under way "
+                    "replaces it, so it is not rolled back",
+                    generation=backend.generation,
+                    reason=reason,
+                )
+            return False
+        self.log.error(
+            "generation {generation} {reason}: rolling back to generation "
+            "{standby}, the standby",
+            generation=backend.generation,
+            reason=reason,
+            standby=standby.generation,
+        )
+        self._rollBack(
+            "automaticRollback",
+            None,
+            Waiters(),
+            switched=lambda: self._emit(
+                "rolledBack",
+                standby.generation,
+                cause=cause,
+                reason=reason,
+                deploy=self._deploys,
+                **{"from": backend.generation, "to": standby.generation},
+            ),
+        )
+        return True
+
+    def _forgetStandby(self, why: Optional[str] = None) -> Backend:
+        """
+        There is no standby any more, because C{why}: the one there was is
+        returned.
+        """
+        standby, self.standby = self.standby, None
+        assert standby is not None, "there was no standby to forget"
+        if why is not None:
+            self._noStandby = f"generation {standby.generation} was the standby; {why}"
+        if self._windowCall is not None and self._windowCall.active():
+            self._windowCall.cancel()
+        self._windowCall = None
+        return standby
 
     def _deployed(self, outcome, waiters: Waiters) -> None:
-        self._deploying = False
+        self._lifecycle.feed(Input.DONE)
         self._lastDeploy = describeOutcome(outcome)
         if isinstance(outcome, Failure):
             _logFailure(outcome)
@@ -683,10 +1084,13 @@ class Deployer(Service):
                 self._replacementFailed = self._lastDeploy
         self._emit(_outcomeKind(outcome), deploy=self._deploys, **self._lastDeploy)
         waiters.fire(outcome)
-        if not self.running:
+        if self.phase is Phase.STOPPING:
             return
-        if self._queued:
-            self._deployQueued()
+        if self.phase is Phase.DEPLOYING:
+            request = self._queue.pop(0)
+            if self._queue:
+                self._lifecycle.feed(Input.QUEUE)
+            self._deployRequest(request)
         elif self.active is None:
             self._restartLater()
         elif _unresponsive(self.active):
@@ -701,20 +1105,36 @@ class Deployer(Service):
         """
         A backend's process ended while it was not being stopped.
         """
+        if backend is self.standby:
+            self._forgetStandby(f"it {backend.exitReason}")
+            self.log.warn(
+                "generation {generation}, the standby, {exit}; it is no longer "
+                "a rollback target{output}",
+                generation=backend.generation,
+                exit=backend.exitReason,
+                output=_outputBlock(list(backend.output)[-10:]),
+            )
+            self._rewatch()
+            return
         if backend is not self.active:
             return
         self.active = self.routable = None
         if self._clock.seconds() - self._activeSince > BACKOFF_RESET:
             self._restarts = 0
+        standby = self._rollbackTarget()
         self.log.error(
             "generation {generation}, the active backend, {exit}{next}{output}",
             generation=backend.generation,
             exit=backend.exitReason,
-            next="; starting a replacement" if self.running else "",
+            next=""
+            if not self.running or standby is not None
+            else "; starting a replacement",
             output=_outputBlock(list(backend.output)[-10:]),
         )
         self._emit("crashed", backend.generation, exit=backend.exitReason)
-        if not self._deploying and self.running:
+        if standby is None or not self._rollBackAutomatically(
+            backend, "exited", str(backend.exitReason)
+        ):
             self._restartLater()
 
     def _watch(self, backend: Backend) -> None:
@@ -722,8 +1142,13 @@ class Deployer(Service):
         Check that the newly active C{backend} stays alive, every
         C{livenessInterval} of its config (unless that is 0).
         """
+        if self.standby is not None:
+            self._watchAfterSwitch(backend)
+            return
         config = backend.config
         if config.livenessInterval == 0:
+            if backend.liveness is not None:
+                backend.liveness.stop()
             return
         backend.watch(
             LivenessProbe(
@@ -763,7 +1188,7 @@ class Deployer(Service):
             failures=probe.failures,
             error=probe.lastError,
             next="the deploy under way replaces it"
-            if self._deploying
+            if self._lifecycle.busy
             else "starting a replacement",
             traffic="new requests wait for the replacement, or for it to "
             "answer again"
@@ -779,11 +1204,10 @@ class Deployer(Service):
             error=probe.lastError,
             stopped=stopped,
         )
-        if not self._deploying:
-            self._restartLater(
-                f"generation {backend.generation} does not answer; starting a "
-                "replacement"
-            )
+        self._restartLater(
+            f"generation {backend.generation} does not answer; starting a "
+            "replacement"
+        )
 
     def _stillFailing(self, backend: Backend, probe: LivenessProbe) -> None:
         """
@@ -814,10 +1238,10 @@ class Deployer(Service):
         """
         if backend is not self.active:
             return
-        call, calledOff = self._restartCall, False
-        if call is not None and call.active():
-            call.cancel()
-            calledOff = True
+        calledOff = self.phase is Phase.RESTART_PENDING
+        if calledOff:
+            self._restartCall.cancel()
+            self._lifecycle.feed(Input.CALLED_OFF)
         rerouted = self.routable is None
         self.log.info(
             "generation {generation} passes its liveness check again{traffic}{next}",
@@ -826,7 +1250,7 @@ class Deployer(Service):
             next="; its replacement is called off"
             if calledOff
             else "; its replacement takes over once healthy"
-            if self._deploying
+            if self._lifecycle.busy
             else "",
         )
         if rerouted:
@@ -853,7 +1277,14 @@ class Deployer(Service):
         self._replacementFailed = None
 
     def _restartLater(self, why: str = "no backend is serving; starting one") -> None:
-        if self._restartCall is not None and self._restartCall.active():
+        """
+        Deploy the last configuration again after the backoff delay, unless
+        a restart is pending already, a deploy under way replaces the
+        backend anyway, or rainbowd is stopping.
+        """
+        if self.phase is Phase.RESTART_PENDING:
+            return
+        if self._lifecycle.feed(Input.RESTART) is not Phase.RESTART_PENDING:
             return
         delay = self._backoff(self._restarts)
         self._restarts += 1
@@ -862,3 +1293,20 @@ class Deployer(Service):
         self._restartCall = self._clock.callLater(
             delay, self._deploy, "restart", lambda: self.config, Waiters()
         )
+
+
+#: The causes of deploys that roll back.
+_ROLLBACKS = frozenset({"rollback", "automaticRollback"})
+
+
+@attrs.define
+class _Request:
+    """
+    Deploys asked for, queued behind the one under way: all of one
+    C{cause} asked for one after the other share one deploy.
+    """
+
+    cause: str
+    requester: Optional[str]
+    message: Optional[str] = None
+    waiters: Waiters = attrs.field(factory=Waiters)

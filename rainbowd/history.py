@@ -5,9 +5,11 @@ kept in C{stateDir}/L{FILENAME} across restarts, and served as
 C{GET /deploys}.
 
 The file holds one JSON object a line, oldest first.  Each deploy is
-appended as one write of one line; a line cut short (rainbowd killed, or
-the disk full, mid-write) is skipped when the file is read, with a
-warning.  Once the file holds L{COMPACT_AT} lines it is rewritten with the
+appended as one write of one line, and its number, as it begins, as
+another (C{{"begun": N}}), so that a rainbowd killed mid-deploy does not
+leave the next to number a deploy the same; a line cut short (rainbowd
+killed, or the disk full, mid-write) is skipped when the file is read,
+with a warning.  Once the file holds L{COMPACT_AT} lines it is rewritten with the
 last L{KEPT}, through a temporary file that is synced, then renamed.
 
 The history never holds a deploy up: a file that cannot be written is
@@ -17,6 +19,7 @@ and written whole once the file can be written again.
 
 import errno
 import json
+import math
 import os
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -38,9 +41,12 @@ FILENAME = "deploys.jsonl"
 #: How many deploys the history keeps.
 KEPT = 1000
 
+#: Added to the file's name to keep one that could not be read.
+UNREADABLE = ".unreadable"
+
 #: How many lines the file may hold before it is rewritten with the last
-#: L{KEPT}: twice as many, so that it is rewritten once every L{KEPT}
-#: deploys, and stays under a megabyte as a rule.
+#: L{KEPT}: twice as many, so that it is rewritten once every L{KEPT} / 2
+#: deploys (two lines each), and stays under a megabyte as a rule.
 COMPACT_AT = 2 * KEPT
 
 #: A longer line is not one rainbowd wrote, and is skipped, in bytes.
@@ -50,6 +56,9 @@ LONGEST_LINE = 64 * 1024
 #: what L{COMPACT_AT} of the longest records rainbowd writes take (a
 #: record is a few hundred bytes as a rule, some 17 KB at most).
 LONGEST_FILE = 64 * 1024 * 1024
+
+#: How many of the lines skipped in a file the warning names.
+SHOWN = 10
 
 #: How much of a deploy's error the history keeps, in characters.
 LONGEST_ERROR = 2000
@@ -114,25 +123,101 @@ class DeployRecord:
         record = cls(**{f.name: value[f.name] for f in fields})
         if not (
             _isInt(record.deploy)
+            and 1 <= record.deploy <= LARGEST_DEPLOY
             and record.outcome in OUTCOMES
             and isinstance(record.cause, str)
+            and all(_isNumber(n) for n in (record.started, record.seconds))
             and all(
-                isinstance(n, (int, float)) and not isinstance(n, bool)
-                for n in (record.started, record.seconds)
+                n is None or isinstance(n, str)
+                for n in (
+                    record.requester,
+                    record.message,
+                    record.error,
+                    record.directory,
+                )
             )
+            and all(n is None or _isInt(n) for n in (record.generation, record.port))
         ):
             raise ValueError("not a deploy record")
         return record
+
+
+#: The largest deploy number read: the largest integer JSON readers such
+#: as JavaScript's keep exactly.
+LARGEST_DEPLOY = 2**53
 
 
 def _isInt(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _isNumber(value: Any) -> bool:
+    if _isInt(value):
+        return abs(value) <= LARGEST_DEPLOY
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _begunLine(deploy: int) -> bytes:
+    return b'{"begun":%d}\n' % (deploy,)
+
+
+def _begunNumber(value: Any) -> Optional[int]:
+    """
+    The number of a line written by L{HistoryFile.begin}, or L{None} if
+    C{value} is not one.
+    """
+    if not (isinstance(value, dict) and list(value) == ["begun"]):
+        return None
+    number = value["begun"]
+    if _isInt(number) and 1 <= number <= LARGEST_DEPLOY:
+        return number
+    return None
+
+
 def _line(record: DeployRecord) -> bytes:
-    return (
-        json.dumps(record.asJSON(), ensure_ascii=False, separators=(",", ":")) + "\n"
-    ).encode("utf-8")
+    # ASCII, with \u escapes: a name from the filesystem or the kernel
+    # that is not UTF-8 holds lone surrogates, which UTF-8 cannot encode.
+    return (json.dumps(record.asJSON(), separators=(",", ":")) + "\n").encode("ascii")
+
+
+def _lastLines(f: Any, start: int, size: int, wanted: int) -> Tuple[int, int]:
+    """
+    Where the last C{wanted} lines of file C{f} between offsets C{start}
+    and C{size} begin, and how many lines come before them there: counted
+    a block at a time from the end, so that a file of very many short
+    lines takes no longer to skip than a few.
+    """
+    if size <= start:
+        return start, 0
+    f.seek(size - 1)
+    # The newlines to find from the end: one after each of those lines,
+    # but the last may have none.
+    needed = wanted + (1 if f.read(1) == b"\n" else 0)
+    begin: Optional[int] = None
+    before = 0
+    position = size
+    while position > start:
+        low = max(start, position - _BLOCK)
+        f.seek(low)
+        block = f.read(position - low)
+        position = low
+        if begin is not None:
+            before += block.count(b"\n")
+            continue
+        count = block.count(b"\n")
+        if count < needed:
+            needed -= count
+            continue
+        index = len(block)
+        for _ in range(needed):
+            index = block.rindex(b"\n", 0, index)
+        begin = low + index + 1
+        before += block.count(b"\n", 0, index + 1)
+    return (start, 0) if begin is None else (begin, before)
+
+
+#: How much of the file L{_lastLines} reads at a time, in bytes.
+_BLOCK = 1024 * 1024
 
 
 class HistoryFile:
@@ -156,31 +241,37 @@ class HistoryFile:
         self.path = path
         self._write = write
         self._rewrite = rewrite
-        self._fd: Optional[int] = None
 
-    def read(self) -> Tuple[List[DeployRecord], List[int], int]:
+    def read(self) -> Tuple[List[DeployRecord], List[int], int, int, int]:
         """
-        The records in the file, oldest first.
+        The last L{KEPT} records in the file, oldest first.
 
-        @return: the records, the numbers of the lines skipped (cut short,
-            or not a record), and how many lines the file holds; an absent
-            file is an empty one.
+        @return: the records, the numbers of the first L{SHOWN} lines
+            skipped (cut short, or not a record), how many were skipped,
+            how many lines the file holds, and the highest deploy number
+            a line says was begun (see L{begin}), or 0; an absent file is
+            an empty one.
         @raise UnsafeStateDir: if the file is not one rainbowd made.
         @raise OSError: if it cannot be read.
         """
         try:
             fd = openFile(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return [], [], 0
-        records: List[DeployRecord] = []
+            return [], [], 0, 0, 0
+        records: Deque[DeployRecord] = deque(maxlen=KEPT)
         skipped: List[int] = []
+        skippedCount = 0
+        begun = 0
         number = 0
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size > LONGEST_FILE:
-                # Not one rainbowd wrote whole: its newest lines are at the
-                # end, and the first of those read may be cut.
-                f.seek(size - LONGEST_FILE)
+            # Of a file bigger than rainbowd writes, only the end: its
+            # newest lines are there, and the first of those read may be
+            # cut.  Of more lines than rainbowd writes, only the last.
+            begin, number = _lastLines(
+                f, max(0, size - LONGEST_FILE), size, COMPACT_AT
+            )
+            f.seek(begin)
             while True:
                 line = f.readline(LONGEST_LINE + 1)
                 if not line:
@@ -195,41 +286,80 @@ class HistoryFile:
                 try:
                     if not whole:
                         raise ValueError("cut short, or too long")
-                    records.append(DeployRecord.fromJSON(json.loads(line)))
+                    value = json.loads(line)
+                    started = _begunNumber(value)
+                    if started is not None:
+                        begun = max(begun, started)
+                    else:
+                        records.append(DeployRecord.fromJSON(value))
                 except (ValueError, TypeError):
-                    skipped.append(number)
-        return records, skipped, number
+                    skippedCount += 1
+                    if len(skipped) < SHOWN:
+                        skipped.append(number)
+        return list(records), skipped, skippedCount, number, begun
+
+    def begin(self, deploy: int) -> None:
+        """
+        Keep the number of a deploy that begins, as a line of its own
+        (C{{"begun": N}}), so that a rainbowd killed before the deploy has
+        an outcome does not leave the next one to give that number again.
+
+        @raise UnsafeStateDir: if the file is not one rainbowd made.
+        @raise OSError: if it cannot be written whole.
+        """
+        self._appendLine(_begunLine(deploy))
 
     def append(self, record: DeployRecord) -> None:
         """
         Add C{record} as one line, in one write.
 
+        The file is opened for each record (deploys are rare), so that a
+        file removed, or replaced by a link, since the last is not written
+        through, nor is the record lost to a file no longer there.
+
+        @raise UnsafeStateDir: if the file is not one rainbowd made;
+            nothing is written then.
         @raise OSError: if it cannot be written whole (what was written may
             then be a line cut short).
         """
-        if self._fd is None:
-            self._fd = openFile(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        data = _line(record)
-        written = self._write(self._fd, data)
+        self._appendLine(_line(record))
+
+    def _appendLine(self, data: bytes) -> None:
+        fd = openFile(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            written = self._write(fd, data)
+        finally:
+            os.close(fd)
         if written != len(data):
             raise OSError(
                 errno.ENOSPC, f"only {written} of {len(data)} bytes were written"
             )
 
-    def replace(self, records: List[DeployRecord]) -> None:
+    def replace(
+        self,
+        records: List[DeployRecord],
+        setAside: bool = False,
+        begun: Optional[int] = None,
+    ) -> None:
         """
         Make the file hold C{records} and nothing else: a new file, synced,
-        renamed over the old one.  Call L{close} first: this may run in
-        another thread, and the next L{append} opens the new file.
+        renamed over the old one.  This may run in another thread.
 
+        @param setAside: first move the old file (one that could not be
+            read) to C{path}L{UNREADABLE}, rather than lose it.
+        @param begun: the number of a deploy under way, kept as L{begin}
+            does, or L{None}.
         @raise OSError: if it cannot be written; the old file is then left.
         """
-        self._rewrite(self.path, b"".join(_line(record) for record in records))
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if setAside:
+            try:
+                os.replace(self.path, self.path + UNREADABLE)
+            except FileNotFoundError:
+                pass
+        data = b"".join(_line(record) for record in records)
+        if begun is not None:
+            data += _begunLine(begun)
+        self._rewrite(self.path, data)
 
 
 class DeployHistory(Service):
@@ -268,10 +398,14 @@ class DeployHistory(Service):
         self._records: Deque[DeployRecord] = deque(maxlen=KEPT)
         self._lines = 0
         self._rewriteNext = False
+        self._setAside = False
         self._failing: Optional[str] = None
+        self._failingFix = ""
+        self._triedAtStop = False
         self._deployer: Any = None
         self._stopObserving: Optional[Callable[[], None]] = None
         self._deploying: Dict[int, Event] = {}
+        self._stopping: Optional[Deferred] = None
         self._directories: Dict[Optional[int], Optional[str]] = {}
 
     def load(self) -> None:
@@ -279,33 +413,35 @@ class DeployHistory(Service):
         Read the deploys of earlier rainbowds.  Lines that are not records
         are skipped with a warning, and the file is rewritten without them
         at the next deploy; a file that cannot be read is logged, the
-        history starts empty, and the file is replaced at the next deploy.
+        history starts empty, and the file is moved aside, to
+        C{path}L{UNREADABLE}, at the next deploy.
         """
         try:
-            records, skipped, self._lines = self.file.read()
+            records, skipped, skippedCount, self._lines, begun = self.file.read()
         except (UnsafeStateDir, OSError) as e:
             self.log.error(
                 "cannot read the deploy history {path}: {error}; the history "
-                "starts empty (deploy numbers start again at 1), and replaces "
-                "that file at the next deploy",
+                "starts empty (deploy numbers start again at 1), and that "
+                "file is moved to {aside} at the next deploy",
                 path=self.file.path,
                 error=_describe(e),
+                aside=self.file.path + UNREADABLE,
             )
-            self._rewriteNext = True
+            self._rewriteNext = self._setAside = True
             return
         self._records.extend(records)
-        self.lastDeploy = max((r.deploy for r in records), default=0)
+        self.lastDeploy = max([begun] + [r.deploy for r in records])
         if skipped:
-            shown = ", ".join(str(n) for n in skipped[:10])
+            shown = ", ".join(str(n) for n in skipped)
             self.log.warn(
                 "the deploy history {path} has {count} line(s) that are not "
                 "whole records (line {lines}{more}), from a rainbowd stopped "
                 "mid-write or a full disk; they are skipped, and the file "
                 "is rewritten without them at the next deploy",
                 path=self.file.path,
-                count=len(skipped),
+                count=skippedCount,
                 lines=shown,
-                more=", ..." if len(skipped) > 10 else "",
+                more=", ..." if skippedCount > len(skipped) else "",
             )
             self._rewriteNext = True
 
@@ -336,12 +472,42 @@ class DeployHistory(Service):
         if self._deployer is not None:
             self._stopObserving = self._deployer.observe(self._observe)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred:
+        """
+        Stop once every deploy is written: one still under way (the
+        deployer, stopping too, gives it an outcome) and those a rewrite
+        under way leaves to the next.
+
+        @return: a Deferred that fires then.
+        """
         Service.stopService(self)
+        stopping = self._stopping = Deferred()
+        self._stopIfDone()
+        return stopping
+
+    def _stopIfDone(self) -> None:
+        if self._stopping is None or self._deploying or self._rewriting is not None:
+            return
+        if self._rewriteNext and not self._triedAtStop:
+            # One more try at what could not be written.
+            self._triedAtStop = True
+            self._rewrite()
+            return
+        if self._rewriteNext and self._failing is not None:
+            self.log.error(
+                "the deploy history {path} lacks deploys kept only in memory "
+                "since it could not be written ({error}); they are lost with "
+                "this rainbowd, and the next may number deploys again from "
+                "the file's last: {fix}",
+                path=self.file.path,
+                error=self._failing,
+                fix=self._failingFix,
+            )
         if self._stopObserving is not None:
             self._stopObserving()
             self._stopObserving = None
-        self.file.close()
+        stopping, self._stopping = self._stopping, None
+        stopping.callback(None)
 
     # The deployer's events
 
@@ -349,10 +515,12 @@ class DeployHistory(Service):
         details = event.details
         if event.kind == "deploying":
             self._deploying[details.get("deploy", 0)] = event
+            self._begin(details.get("deploy", 0))
         elif event.kind == "launching":
             self._directories[event.generation] = self._directoryOf(event.generation)
         elif event.kind in OUTCOMES:
             self.add(self._recordOf(event))
+            self._stopIfDone()
 
     def _directoryOf(self, generation: Optional[int]) -> Optional[str]:
         for backend in self._deployer.backends:
@@ -383,7 +551,8 @@ class DeployHistory(Service):
             requester=asked.get("requester"),
             message=asked.get("message"),
             started=started,
-            seconds=round(event.time - started, 3),
+            # Not below 0 if the clock was set back meanwhile.
+            seconds=max(0.0, round(event.time - started, 3)),
             outcome=event.kind,
             error=None if error is None else str(error)[:LONGEST_ERROR],
             generation=generation,
@@ -410,7 +579,11 @@ class DeployHistory(Service):
             return
         try:
             self.file.append(record)
-        except (UnsafeStateDir, OSError) as e:
+        except UnsafeStateDir:
+            # Something else is where the file was: the rewrite replaces it.
+            self._rewrite()
+            return
+        except OSError as e:
             # What was written may be a line cut short: rewrite next time.
             self._rewriteNext = True
             self._failed(e)
@@ -418,30 +591,55 @@ class DeployHistory(Service):
         self._lines += 1
         self._written()
 
+    def _begin(self, deploy: int) -> None:
+        """
+        Keep the number of C{deploy}, which begins, in the file: appended,
+        or in the rewrite under way or due.
+        """
+        self.lastDeploy = max(self.lastDeploy, deploy)
+        if self._rewriting is not None:
+            self._rewriteNext = True  # once this one is done, with it
+            return
+        if self._rewriteNext:
+            self._rewrite()
+            return
+        try:
+            self.file.begin(deploy)
+        except (UnsafeStateDir, OSError) as e:
+            self._rewriteNext = True
+            self._failed(e)
+            return
+        self._lines += 1
+
     def _rewrite(self) -> None:
         self._rewriteNext = False
         records = list(self._records)
-        self.file.close()
-        d = self._rewriting = self._inThread(self.file.replace, records)
+        begun = max(self._deploying, default=None)
+        d = self._rewriting = self._inThread(
+            self.file.replace, records, self._setAside, begun
+        )
         d.addCallbacks(
             self._rewritten, self._rewriteFailed, callbackArgs=(len(records),)
         )
 
     def _rewritten(self, result: object, count: int) -> None:
         self._rewriting = None
+        self._setAside = False
         self._lines = count
         if self._rewriteNext:
             self._rewrite()
         else:
             self._written()
+            self._stopIfDone()
 
     def _rewriteFailed(self, failure: Failure) -> None:
         self._rewriting = None
         self._rewriteNext = True
         if not failure.check(UnsafeStateDir, OSError):
             self.log.failure("rewriting the deploy history failed", failure)
-            return
-        self._failed(failure.value)
+        else:
+            self._failed(failure.value)
+        self._stopIfDone()
 
     def _written(self) -> None:
         if self._failing is not None:
@@ -457,16 +655,29 @@ class DeployHistory(Service):
         if self._failing is not None:
             return
         self._failing = described
-        directory = os.path.dirname(self.file.path)
+        path = self.file.path
+        directory = os.path.dirname(path)
+        code = getattr(error, "errno", None)
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free some space on its filesystem (df -h {directory})"
+        elif code in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+            fix = f"{path} is a directory: move it away (mv {path} {path}.old)"
+        elif code == errno.ENOENT and not os.path.isdir(directory):
+            fix = (
+                f"the state directory {directory} is gone (removed with a "
+                f'release it was in?): set "stateDir" outside the releases, '
+                f"and restart rainbowd"
+            )
+        else:
+            fix = f"check {directory} is writable by rainbowd's user"
+        self._failingFix = fix
         self.log.error(
             "cannot write the deploy history {path}: {error}; deploys go on, "
             "and the history is kept in memory (GET /deploys) until the file "
             "can be written again, at a later deploy: {fix}",
-            path=self.file.path,
+            path=path,
             error=described,
-            fix=f"free some space on its filesystem (df -h {directory})"
-            if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-            else f"check {directory} is writable by rainbowd's user",
+            fix=fix,
         )
 
 

@@ -250,7 +250,7 @@ class Metrics:
         self._deploys = Counter(
             "rainbowd_deploys",
             "Deploys, by outcome (deployed, failed, refused) and cause "
-            "(startup, redeploy, restart).",
+            "(startup, redeploy, restart, rollback, automaticRollback).",
             ["outcome", "cause"],
             registry=registry,
         )
@@ -261,6 +261,16 @@ class Metrics:
             buckets=DEPLOY_BUCKETS,
             registry=registry,
         )
+        self._rollbacks = Counter(
+            "rainbowd_rollbacks",
+            "Rollbacks to the standby rainbowd made by itself, by cause "
+            "(exited, unhealthy, errorRate), and those asked for that "
+            "succeeded (manual).",
+            ["cause"],
+            registry=registry,
+        )
+        for cause in ("manual", "exited", "unhealthy", "errorRate"):
+            self._rollbacks.labels(cause)
         self._crashes = Counter(
             "rainbowd_crashes",
             "Times the active generation exited by itself (a replacement "
@@ -374,6 +384,10 @@ class Metrics:
             )
             self._deploys.labels(kind, cause).inc()
             self._deployDuration.labels(kind).observe(event.time - started)
+            if cause == "rollback" and kind == "deployed":
+                self._rollbacks.labels("manual").inc()
+        elif kind == "rolledBack":
+            self._rollbacks.labels(event.details["cause"]).inc()
         elif kind == "crashed":
             self._crashes.inc()
         elif kind == "unresponsive":

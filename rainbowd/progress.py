@@ -12,6 +12,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from rainbowd.controlapi import NDJSON
 from rainbowd.deployer import Event
 
 _log = Logger()
@@ -22,8 +23,6 @@ PROGRESS_INTERVAL = 1.0
 #: How long a streamed redeploy follows the old generation's stop beyond
 #: C{drainTimeout} + C{killTimeout}, in seconds.
 STOP_MARGIN = 5.0
-
-NDJSON = b"application/x-ndjson"
 
 #: Deploy outcomes, which the result line replaces.
 _OUTCOMES = frozenset({"deployed", "failed", "refused"})
@@ -54,12 +53,18 @@ class RedeployProgress:
     serves it (the next to start, since requests made during a deploy share
     the next one), C{waiting} lines while its generation starts, a
     C{result} line with the outcome, then the old generation's C{draining}
-    lines until it is C{stopped} (or a bound passes), then the end.
+    lines until it is C{stopped} or kept as the C{standby} (or a bound
+    passes), then the end.
 
     @param describe: maps the deploy's outcome to an HTTP code and a JSON
         body, as the plain answer has.
-    @param redeploy: asks for the redeploy; C{deployer.redeploy} by
-        default.
+    @param ask: asks for the deploy (by default C{deployer.redeploy}), and
+        returns a Deferred of its outcome.
+    @param cause: the C{cause} of the deploy that C{ask} begins.
+    @param watch: after a deploy that keeps a standby, go on until its
+        rollback window ends (a C{watching} line each second), or until
+        traffic moves away from the new generation; then a C{watched} line
+        says which.
     """
 
     def __init__(
@@ -69,10 +74,19 @@ class RedeployProgress:
         request: IRequest,
         describe: Callable[[object], Tuple[int, Dict[str, Any]]],
         interval: float = PROGRESS_INTERVAL,
-        redeploy: Optional[Callable[[], Any]] = None,
+        ask: Optional[Callable[[], Any]] = None,
+        cause: str = "redeploy",
+        watch: bool = False,
     ) -> None:
         self._deployer = deployer
-        self._redeploy = deployer.redeploy if redeploy is None else redeploy
+        self._ask = deployer.redeploy if ask is None else ask
+        self._cause = cause
+        self._watch = watch
+        self._switchedTo: Optional[int] = None
+        self._kept: Optional[int] = None
+        self._watching = False
+        self._rollback: Optional[int] = None
+        self._windowEnds = 0.0
         self._clock = clock
         self._request = request
         self._describe = describe
@@ -102,7 +116,7 @@ class RedeployProgress:
         request.setHeader(b"x-accel-buffering", b"no")
         request.notifyFinish().addErrback(self._clientGone)
         self._stopObserving = self._deployer.observe(self._observe)
-        outcome = maybeDeferred(self._redeploy)
+        outcome = maybeDeferred(self._ask)
         if self._deploy is None and not outcome.called:
             self._queued = self._clock.seconds()
             self._write({"event": "queued", "time": self._queued})
@@ -116,13 +130,16 @@ class RedeployProgress:
     def _observe(self, event: Event) -> None:
         if self._finished:
             return
+        if self._watching:
+            self._watched(event)
+            return
         if event.kind in _ALWAYS:
             self._write(event.asJSON())
             return
         details = event.details
         mine = self._deploy is not None and details.get("deploy") == self._deploy
         if self._deploy is None:
-            if event.kind == "deploying" and details.get("cause") == "redeploy":
+            if event.kind == "deploying" and details.get("cause") == self._cause:
                 self._deploy = details["deploy"]
                 self._write(event.asJSON())
             return
@@ -139,10 +156,18 @@ class RedeployProgress:
             self._verifying.pop(event.generation, None)
         elif event.kind == "switched" and mine:
             self._toStop.discard(event.generation)
+            self._switchedTo = event.generation
         elif event.kind == "draining" and not self._result:
             # Emitted right after this deploy's "switched".
             self._toStop.add(event.generation)
             self._draining[event.generation] = event.time
+            mine = True
+        elif event.kind == "standby" and event.generation in self._toStop:
+            # Drained and kept: as far as this deploy goes, it is done.
+            self._toStop.discard(event.generation)
+            self._kept = event.generation
+            self._windowEnds = event.time + details.get("seconds", 0.0)
+            self._draining.pop(event.generation, None)
             mine = True
         elif event.kind == "stopped" and event.generation in self._toStop:
             self._toStop.discard(event.generation)
@@ -152,7 +177,61 @@ class RedeployProgress:
         if mine:
             self._write(event.asJSON())
         if self._result and not self._toStop:
+            self._done()
+
+    def _done(self) -> None:
+        """
+        The deploy and its old generations are done: end, or watch the
+        rollback window.
+        """
+        standby = getattr(self._deployer, "standby", None)
+        if (
+            not self._watch
+            or self._kept is None
+            or standby is None
+            or standby.generation != self._kept
+        ):
             self._finish()
+            return
+        self._watching = True
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        left = max(self._windowEnds - self._clock.seconds(), 0.0)
+        self._deadline = self._clock.callLater(
+            left + STOP_MARGIN, self._endWatch, False
+        )
+
+    def _watched(self, event: Event) -> None:
+        """
+        An event while the rollback window is watched.
+        """
+        details = event.details
+        if event.kind == "switched" and details.get("previous") == self._switchedTo:
+            self._rollback = details.get("deploy")
+            self._write(event.asJSON())
+        elif event.kind == "rolledBack" and details.get("from") == self._switchedTo:
+            self._write(event.asJSON())
+        elif event.kind in _OUTCOMES and self._rollback is not None:
+            if details.get("deploy") == self._rollback:
+                self._endWatch(True)
+        elif event.kind == "stopped" and event.generation == self._kept:
+            self._write(event.asJSON())
+            self._endWatch(False)
+        elif event.kind in _ALWAYS:
+            self._write(event.asJSON())
+
+    def _endWatch(self, rolledBack: bool) -> None:
+        active = self._deployer.active
+        self._write(
+            {
+                "event": "watched",
+                "time": self._clock.seconds(),
+                "generation": self._switchedTo,
+                "rolledBack": rolledBack,
+                "serving": None if active is None else active.generation,
+            }
+        )
+        self._finish()
 
     def _outcome(self, outcome: object) -> None:
         code, body = self._describe(outcome)
@@ -178,7 +257,7 @@ class RedeployProgress:
             }
         )
         if not self._toStop:
-            self._finish()
+            self._done()
             return
         config = self._deployer.config
         bound = config.drainTimeout + config.killTimeout + STOP_MARGIN
@@ -186,6 +265,18 @@ class RedeployProgress:
 
     def _tick(self) -> None:
         now = self._clock.seconds()
+        if self._watching:
+            standby = self._deployer.standby
+            self._write(
+                {
+                    "event": "watching",
+                    "time": now,
+                    "generation": self._switchedTo,
+                    "standby": None if standby is None else standby.generation,
+                    "secondsLeft": round(max(self._windowEnds - now, 0.0), 1),
+                }
+            )
+            return
         if self._queued is not None and self._deploy is None and not self._result:
             self._write(
                 {

@@ -16,28 +16,30 @@ is slow; an upgrade (a WebSocket, say) becomes a L{rainbowd.tunnel.Tunnel}
 between the two connections.
 """
 
-import re
 from typing import Any, Dict, List, Optional, Tuple
-from urllib.parse import urlsplit
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from rainbowd.backendclient import (
     BODY_TIMEOUT,
-    HOP_BY_HOP,
     TIMEOUT,
     BackendConnection,
     BackendTimeout,
     Pool,
+)
+from rainbowd.requesthead import (
+    Unforwardable,
+    contentLength,
+    isUpgrade,
+    originForm,
+    requestHead,
 )
 from rainbowd.requestlimits import LimitedRequest, LimitedSite
 from rainbowd.traffic import RETRY_AFTER, Mode, Traffic, TrafficStopped
@@ -51,25 +53,6 @@ Seconds to wait before trying the routable backend again after it refused a
 connection while still being the routable one.
 """
 
-_NOT_FORWARDED = HOP_BY_HOP | {
-    b"content-length",
-    b"expect",
-    b"host",
-    b"x-forwarded-for",
-}
-"""
-Request headers not copied as they are: the hop-by-hop ones; two more
-because rainbowd frames the body itself and twisted.web has already answered
-any I{Expect: 100-continue} before the body reached rainbowd; and two that
-rainbowd writes itself.
-"""
-
-_BODILESS_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS"])
-"""
-Methods forwarded without a I{Content-Length} when their body is empty, so
-that none is invented.
-"""
-
 _IDEMPOTENT_METHODS = frozenset(
     [b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"]
 )
@@ -77,10 +60,6 @@ _IDEMPOTENT_METHODS = frozenset(
 Methods sent again on a fresh connection when a kept-alive one turns out to
 have been closed by the app (RFC 9110 section 9.2.2).
 """
-
-_ABSOLUTE_FORM = re.compile(rb"\A[A-Za-z][A-Za-z0-9+.-]*://")
-
-_BAD_HEADER_VALUE = re.compile(rb"[\x00\r\n]")
 
 _SERVING = Mode.SERVING
 
@@ -134,7 +113,9 @@ class ReverseProxy(Resource):
 
     A backend must provide C{port}, C{generation}, C{requestStarted()},
     C{requestFinished()} (called exactly once each per request forwarded to
-    it, so that it can be drained), C{tunnelOpened(tunnel)} and
+    it, so that it can be drained), C{tally} (a
+    L{rainbowd.backend.ResponseTally}, whose C{responses} and C{errors} it
+    counts up), C{tunnelOpened(tunnel)} and
     C{tunnelClosed(tunnel)} (once each per upgraded connection, which the
     backend may end with C{tunnel.close()}), C{whenDraining()} and
     C{whenStopped()}.
@@ -202,7 +183,7 @@ class ReverseProxy(Resource):
         Forward C{request}, whatever its method, to the routable backend.
         """
         request.defaultContentType = None
-        target = _originForm(request.uri)
+        target = originForm(request.uri)
         if target is None:
             _respondInPlainText(
                 request,
@@ -212,11 +193,11 @@ class ReverseProxy(Resource):
                 ),
             )
             return NOT_DONE_YET
-        bodyLength = _contentLength(request)
-        upgrade = _isUpgrade(request)
+        bodyLength = contentLength(request)
+        upgrade = isUpgrade(request)
         try:
-            head = _requestHead(request, target, bodyLength, upgrade)
-        except _Unforwardable as e:
+            head = requestHead(request, target, bodyLength, upgrade)
+        except Unforwardable as e:
             _respondInPlainText(request, 400, "rainbowd: cannot forward " + str(e))
             return NOT_DONE_YET
         forwarding = _Forwarding(
@@ -373,6 +354,7 @@ class _Forwarding:
         the client's response.
     @ivar lastError: Why the last backend tried could not take the request.
     @ivar clientGone: The client hung up before the response was finished.
+    @ivar counted: The backend's response head is counted in its C{tally}.
     """
 
     __slots__ = (
@@ -392,6 +374,7 @@ class _Forwarding:
         "streaming",
         "lastError",
         "clientGone",
+        "counted",
     )
 
     def __init__(
@@ -419,6 +402,7 @@ class _Forwarding:
         self.streaming = False
         self.lastError: Optional[str] = None
         self.clientGone = False
+        self.counted = False
 
     # Routing
 
@@ -702,6 +686,11 @@ class _Forwarding:
         """
         request = self.request
         request.setResponseCode(code, phrase)
+        tally = self.backend.tally
+        tally.responses += 1
+        if code >= 500:
+            tally.errors += 1
+        self.counted = True
         add = request.responseHeaders.addRawHeader
         for name, value in headers:
             add(name, value)
@@ -745,6 +734,9 @@ class _Forwarding:
         monitor = self.proxy._monitor
         if monitor is not None:
             monitor.backendTimedOut("head")
+        tally = backend.tally
+        tally.responses += 1
+        tally.errors += 1
         if self.clientGone:
             return
         message = (
@@ -779,8 +771,13 @@ class _Forwarding:
         request = self.request
         if not request.startedWriting:
             # Nothing of the response has reached the client: the headers
-            # relayed so far are the backend's, not the 502's.
+            # relayed so far are the backend's, not the 502's, and the
+            # 502 is counted instead of the head.
             request.responseHeaders = Headers()
+            if self.counted:
+                backend.tally.responses -= 1
+                if request.code >= 500:
+                    backend.tally.errors -= 1
             self._badGateway(backend, "failed: " + _describe(reason))
             return
         _log.warn(
@@ -819,7 +816,8 @@ class _Forwarding:
         request.setResponseCode(101, phrase)
         # What the client sent after its request head, buffered by the
         # channel while it waited for this answer.
-        pending = b"".join(getattr(channel, "_dataBuffer", ()))
+        # (A private name: see rainbowd.twistedinternals.)
+        pending = b"".join(channel._dataBuffer)
         channel.transport = None
         tunnel = Tunnel(backend)
         tunnel.join(clientTransport, connection.transport, pending, rest)
@@ -871,6 +869,9 @@ class _Forwarding:
         _respondInPlainText(self.request, code, message)
 
     def _badGateway(self, backend: Any, what: str) -> None:
+        tally = backend.tally
+        tally.responses += 1
+        tally.errors += 1
         message = "rainbowd: backend generation {} on port {} {}".format(
             backend.generation, backend.port, what
         )
@@ -905,156 +906,6 @@ class _Forwarding:
         self._release()
         if not self.clientGone:
             _abortConnection(self.request)
-
-
-def _isUpgrade(request: Request) -> bool:
-    """
-    Does C{request} ask to switch protocols (RFC 9110 section 7.8)?
-    """
-    if request.clientproto != b"HTTP/1.1":
-        return False
-    headers = request.requestHeaders
-    if not headers.hasHeader(b"Upgrade"):
-        return False
-    connection = headers.getRawHeaders(b"Connection")
-    if not connection:
-        return False
-    tokens = b",".join(connection).lower().split(b",")
-    return any(token.strip() == b"upgrade" for token in tokens)
-
-
-def _originForm(uri: bytes) -> Optional[bytes]:
-    """
-    The request target to send to the backend: the path and query string
-    of C{uri}, or L{None} if C{uri} is neither a path nor an absolute URI.
-    """
-    if uri.startswith(b"/"):
-        return uri
-    if _ABSOLUTE_FORM.match(uri):
-        try:
-            target = URI.fromBytes(uri).originForm
-        except ValueError:  # an authority that does not parse
-            return None
-        # URI.originForm leaves out the "/" of http://host?query.
-        return target if target.startswith(b"/") else b"/" + target
-    return None
-
-
-def _authority(uri: bytes) -> Optional[bytes]:
-    """
-    The host and port of C{uri} if it is in absolute form (which, by RFC
-    9112 section 3.2.2, take the place of the I{Host} header), without any
-    user info; otherwise L{None}.
-    """
-    if not _ABSOLUTE_FORM.match(uri):
-        return None
-    return urlsplit(uri).netloc.rpartition(b"@")[2] or None
-
-
-def _contentLength(request: Request) -> int:
-    """
-    The size of the body twisted.web received with C{request}.
-    """
-    content = request.content
-    if content is None:
-        return 0
-    content.seek(0, 2)
-    length = content.tell()
-    content.seek(0)
-    return length
-
-
-class _Unforwardable(Exception):
-    """
-    A request cannot be forwarded as it is; the message says why.
-    """
-
-
-def _requestHead(
-    request: Request, target: bytes, bodyLength: int, upgrade: bool
-) -> bytes:
-    """
-    The request line and headers to send to the backend for C{request}:
-    not those with an underscore in their name, since the app may read
-    them as the header with a dash in its place.
-
-    @raise _Unforwardable: Its target names a host that cannot go in a
-        header, or it has more than one I{Host} header.
-    """
-    requestHeaders = request.requestHeaders
-    drop = _NOT_FORWARDED
-    connection = requestHeaders.getRawHeaders(b"Connection")
-    if connection:
-        named = (name.strip().lower() for name in b",".join(connection).split(b","))
-        drop = drop.union(name for name in named if name)
-    lines = [request.method, b" ", target, b" HTTP/1.1\r\n"]
-    add = lines.extend
-    forwardedProto = forwardedHost = False
-    for name, values in requestHeaders.getAllRawHeaders():
-        lower = name.lower()
-        if lower in drop or b"_" in lower:
-            # WSGI and CGI name X_Forwarded_For as they name X-Forwarded-For:
-            # as nginx does, no header with an underscore is passed on.
-            continue
-        if lower == b"x-forwarded-proto":
-            forwardedProto = True
-        elif lower == b"x-forwarded-host":
-            forwardedHost = True
-        for value in values:
-            add((name, b": ", value, b"\r\n"))
-
-    host = _authority(request.uri)
-    if host is not None:
-        if _BAD_HEADER_VALUE.search(host):
-            raise _Unforwardable(
-                "a request whose target names the host {!r}".format(
-                    request.uri.decode("latin-1")
-                )
-            )
-    else:
-        hosts = requestHeaders.getRawHeaders(b"Host")
-        if hosts:
-            if len(hosts) > 1:
-                raise _Unforwardable(
-                    "a request with {} Host headers; send exactly one".format(
-                        len(hosts)
-                    )
-                )
-            host = hosts[0]
-        else:
-            # An HTTP/1.0 client may send none: name rainbowd's own address,
-            # not the backend's port, which goes at the next deploy.
-            own = request.getHost()
-            if isinstance(own, (IPv4Address, IPv6Address)):
-                name = f"[{own.host}]" if own.type == "TCP6" else own.host
-                host = f"{name}:{own.port}".encode("ascii")
-            else:
-                host = b"localhost"
-    add((b"Host: ", host, b"\r\n"))
-    if not forwardedHost:
-        add((b"X-Forwarded-Host: ", host, b"\r\n"))
-
-    clientIP = getattr(request.getClientAddress(), "host", None)
-    forwardedFor = requestHeaders.getRawHeaders(b"X-Forwarded-For")
-    if clientIP is not None:
-        forwardedFor = (forwardedFor or []) + [clientIP.encode("ascii")]
-    if forwardedFor:
-        add((b"X-Forwarded-For: ", b", ".join(forwardedFor), b"\r\n"))
-    if not forwardedProto:
-        add(
-            (
-                b"X-Forwarded-Proto: ",
-                b"https" if request.isSecure() else b"http",
-                b"\r\n",
-            )
-        )
-    if bodyLength or request.method not in _BODILESS_METHODS:
-        add((b"Content-Length: ", b"%d" % (bodyLength,), b"\r\n"))
-    if upgrade:
-        protocols = b", ".join(requestHeaders.getRawHeaders(b"Upgrade"))
-        add((b"Connection: Upgrade\r\nUpgrade: ", protocols, b"\r\n"))
-    lines.append(b"\r\n")
-    return b"".join(lines)
 
 
 def _describe(reason: Failure) -> str:

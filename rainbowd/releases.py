@@ -12,6 +12,7 @@ from for its whole life, whatever the link points at later, and C{/status}
 and the deploy history show that directory.
 """
 
+import errno
 import os
 from typing import Callable, Mapping, Optional, Tuple
 
@@ -46,10 +47,18 @@ def danglingLinkProblem(path: str) -> Optional[str]:
     link, target = dangling
     resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
     shown = repr(target) if target == resolved else f"{target!r} ({resolved})"
+    fix = f"(ln -sfn releases/ID {link}.new && mv -T {link}.new {link})"
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return (
+                f"{link} is a symbolic link to {shown}, which leads back to "
+                f"itself: point it at a release directory {fix}"
+            )
     return (
         f"{link} is a symbolic link to {shown}, which does not exist: point "
-        f"it at a release directory that does (ln -sfn releases/ID {link}.new "
-        f"&& mv -T {link}.new {link})"
+        f"it at a release directory that does {fix}"
     )
 
 
@@ -98,17 +107,34 @@ def stateDirWarning(stateDir: str, source: Optional[str]) -> Optional[str]:
     if source is None:
         return None
     home = os.path.dirname(source)
-    if not os.path.islink(home):
+    link = _releaseLink(home)
+    if link is None:
         return None
-    inside = stateDir == home or stateDir.startswith(home.rstrip(os.sep) + os.sep)
+    inside = stateDir == link or stateDir.startswith(link.rstrip(os.sep) + os.sep)
     if not inside:
         return None
-    parent = os.path.dirname(home)
+    shared = os.path.join(os.path.dirname(link), "shared", "rainbowd")
     return (
-        f'"stateDir" is {stateDir}, inside {home}, which is a symbolic link '
+        f'"stateDir" is {stateDir}, inside {link}, which is a symbolic link '
         f"to a release directory: each release would have a state directory "
         f"of its own (rainbowd's lock, its records of the app's processes and "
         f"the deploy history), and removing a release would remove it.  Set "
-        f'"stateDir" outside the releases, e.g. "{parent}/shared/rainbowd" '
-        f'("../shared/rainbowd" in {os.path.basename(source)}).'
+        f'"stateDir" outside the releases, e.g. "{shared}" '
+        f'("{os.path.relpath(shared, home)}" in {os.path.basename(source)}).'
     )
+
+
+def _releaseLink(directory: str) -> Optional[str]:
+    """
+    The deepest symbolic link on the way to C{directory} (C{directory}
+    included), such as C{/srv/app/current} of
+    C{/srv/app/current/config}; or L{None}.  One directly in C{/} (C{/bin}
+    to C{usr/bin}, C{/home} to C{var/home}) moves the whole system, not a
+    release, and is not one.
+    """
+    directory = os.path.abspath(directory)
+    while os.path.dirname(os.path.dirname(directory)) != os.path.dirname(directory):
+        if os.path.islink(directory):
+            return directory
+        directory = os.path.dirname(directory)
+    return None

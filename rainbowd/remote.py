@@ -28,8 +28,9 @@ from typing import Optional
 
 import attrs
 
-from rainbowd.config import ConfigError, endpointParts
-from rainbowd.controlsite import readControlToken
+from rainbowd.config import ConfigError
+from rainbowd.controlapi import readControlToken
+from rainbowd.endpoints import endpointParts
 
 EXAMPLE = "tcp:web1.internal:7001"
 

@@ -111,6 +111,12 @@ class Readiness(Service):
             )
         elif event.kind == "recovered":
             self._notifier.notify(self._serving(event.generation))
+        elif event.kind == "rolledBack":
+            self._notifier.notify(
+                f"{self._serving(event.generation)}, rolled back by itself from "
+                f"generation {event.details['from']}, which "
+                f"{event.details['reason']}"
+            )
 
     def reloading(self) -> None:
         """

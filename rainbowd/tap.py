@@ -3,8 +3,10 @@
 C{twistd rainbowd}: the command-line options and the service.
 """
 
+import difflib
 import fcntl
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -21,10 +23,14 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from rainbowd import pypygc, versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
@@ -42,16 +48,13 @@ from rainbowd.config import (
     portRangeWarning,
     readMaintenancePage,
     settingHelp,
+    settings,
     settingUnit,
 )
 from rainbowd.connlimit import AcceptErrors, ConnectionCap, quietAccepts
 from rainbowd.control import ControlResource
-from rainbowd.controlsite import (
-    ControlSite,
-    capped,
-    exposureWarning,
-    readControlToken,
-)
+from rainbowd.controlapi import readControlToken
+from rainbowd.controlsite import ControlSite, capped, exposureWarning
 from rainbowd.deployer import Deployer
 from rainbowd.fdlimit import (
     budgetWarning,
@@ -77,6 +80,9 @@ from rainbowd.traffic import Traffic
 
 _log = Logger()
 
+#: How usage.Options says that a flag is not one of its own.
+_UNRECOGNIZED = re.compile(r"option (-{1,2}[^\s=]+) not recognized")
+
 #: The environment variable every app process gets, set to the Python
 #: interpreter running rainbowd.
 PYTHON_VARIABLE = "RAINBOWD_PYTHON"
@@ -97,6 +103,20 @@ def _wholeNumber(flag: str, unit: Optional[str]) -> Callable[[str], int]:
     return coerce
 
 
+def _ratio(flag: str) -> Callable[[str], float]:
+    """
+    A coerce function for a flag taking a number such as 0.25.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--{flag} is {text!r}, but it must be a number from 0 to 1.")
+
+    return coerce
+
+
 def _portOrDescription(text: str) -> object:
     """
     A port number as an int, anything else as an endpoint description for
@@ -105,54 +125,31 @@ def _portOrDescription(text: str) -> object:
     return int(text) if text.isascii() and text.isdigit() else text
 
 
-# Config key -> (short flag, kind of argument); the flags are the keys,
-# dashed.  A "number" flag is a whole number, in ms when the key's unit is.
-_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
-    "run": (None, "text"),
-    "port": ("p", "port"),
-    "controlPort": (None, "port"),
-    "stateDir": (None, "text"),
-    "healthCheckPath": (None, "text"),
-    "warmupTime": (None, "number"),
-    "healthCheckInterval": (None, "number"),
-    "healthCheckTimeout": (None, "number"),
-    "verify": (None, "text"),
-    "verifyTimeout": (None, "number"),
-    "livenessInterval": (None, "number"),
-    "livenessFailures": (None, "number"),
-    "startTimeout": (None, "number"),
-    "drainTimeout": (None, "number"),
-    "requestHeaderTimeout": (None, "number"),
-    "requestBodyTimeout": (None, "number"),
-    "requestBodyMinRate": (None, "number"),
-    "maxRequestBody": (None, "number"),
-    "killTimeout": (None, "number"),
-    "stopDelay": (None, "number"),
-    "maxConnections": (None, "number"),
-    "queueTimeout": (None, "number"),
-    "maintenancePage": (None, "text"),
-    "backendTimeout": (None, "number"),
-    "backendBodyTimeout": (None, "number"),
-    "maxBackends": (None, "number"),
-    "backendConnections": (None, "number"),
-    "backendMaxRequests": (None, "number"),
-    "backendPorts": (None, "text"),
-    "lbHealthPath": (None, "text"),
-    "controlTokenFile": (None, "text"),
-    "controlAllowedOrigins": (None, "text"),
-    "controlAllowedHosts": (None, "text"),
-    "accessLog": (None, "text"),
-    "accessLogFormat": (None, "text"),
-    "backendLogs": (None, "number"),
-}
-
-
 def _coerce(key: str, kind: str) -> Callable[[str], Any]:
+    """
+    The coerce function of the flag of C{key}, whose argument is of
+    C{kind} (L{rainbowd.config.Setting.flag}): a C{"number"} flag is a
+    whole number, in ms when the key's unit is.
+    """
     if kind == "number":
         return _wholeNumber(flagName(key), settingUnit(key))
     if kind == "port":
         return _portOrDescription
+    if kind == "ratio":
+        return _ratio(flagName(key))
     return str
+
+
+#: The keys whose flags --help lists first, as the ones most often given.
+_FIRST = ("run", "port", "controlPort", "stateDir")
+
+#: Config key -> (short flag, kind of argument), for every key with a flag,
+#: in --help's order; the flags are the keys, dashed.
+_FLAGS: Dict[str, Tuple[Optional[str], str]] = {
+    declared.key: (declared.short, declared.flag)
+    for declared in sorted(settings(), key=lambda one: one.key not in _FIRST)
+    if declared.flag is not None
+}
 
 
 def _optParameters() -> List[List[Any]]:
@@ -240,12 +237,35 @@ class Options(usage.Options):
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             problem = str(e).replace("Parameter type enforcement failed: ", "")
-            if not problem.endswith("."):
+            unknown = _UNRECOGNIZED.fullmatch(problem)
+            if unknown is not None:
+                problem += self._unrecognized(unknown.group(1))
+            if not problem.endswith((".", "?")):
                 problem += "."
             raise SystemExit(
                 f"rainbowd: {problem}\n"
                 "rainbowd: twistd rainbowd --help lists the flags."
             )
+
+    def _unrecognized(self, flag: str) -> str:
+        """
+        What to add to the error for C{flag}, which rainbowd does not have:
+        where it goes if it is twistd's, or the flag of rainbowd's it looks
+        like.
+        """
+        from twisted.scripts.twistd import ServerOptions
+
+        name = flag.lstrip("-")
+        twistd = ServerOptions()
+        if name in twistd.synonyms:
+            valued = f"{name}=" in twistd.longOpt or f"{name}:" in twistd.shortOpt
+            return (
+                ": it is one of twistd's own, which go before rainbowd, as in "
+                f"twistd {flag}{' ...' if valued else ''} rainbowd"
+            )
+        longFlags = [each for each in self.synonyms if len(each) > 1]
+        guesses = difflib.get_close_matches(name, longFlags, n=1)
+        return f".  Did you mean --{guesses[0]}?" if guesses else ""
 
     def readConfig(self) -> Config:
         """
@@ -360,6 +380,48 @@ class _StateDirLock(Service):
             self._fd = None
 
 
+@implementer(IStreamServerEndpoint)
+class _ListenNow:
+    """
+    An endpoint that raises a failure to listen from C{listen} itself, when
+    the endpoint it wraps fails at once (as Twisted's TCP, unix and SSL
+    endpoints do), instead of returning it in a failed L{Deferred}; and
+    calls C{listened} with the port once it listens.
+
+    So a L{StreamServerEndpointService} on it raises that failure from its
+    C{privilegedStartService}, which is what C{strports.service} gets with
+    the private C{_raiseSynchronously}.  A later failure is left in the
+    L{Deferred}, which that service logs.
+    """
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, listened: Callable[[Any], None]
+    ) -> None:
+        self._endpoint = endpoint
+        self._listened = listened
+
+    def listen(self, factory) -> Deferred:
+        failedNow: List[Failure] = []
+        now = True
+
+        def failed(failure: Failure) -> Optional[Failure]:
+            if now:
+                failedNow.append(failure)
+                return None
+            return failure
+
+        listening = self._endpoint.listen(factory).addErrback(failed)
+        now = False
+        if failedNow:
+            failedNow[0].raiseException()
+
+        def listened(port):
+            self._listened(port)
+            return port
+
+        return listening.addCallback(listened)
+
+
 class _Listening(StreamServerEndpointService):
     """
     Listen on the endpoint of config key C{key}; if that fails, stop twistd
@@ -370,12 +432,14 @@ class _Listening(StreamServerEndpointService):
     """
 
     acceptErrors: Optional[AcceptErrors] = None
+    _port = None
+    _lockPath: Optional[str] = None
 
     def __init__(self, key: str, description: str, reactor, factory) -> None:
+        endpoint = serverFromString(reactor, _withLockfile(description))
         StreamServerEndpointService.__init__(
-            self, serverFromString(reactor, _withLockfile(description)), factory
+            self, _ListenNow(endpoint, self._listening), factory
         )
-        self._raiseSynchronously = True
         self._key = key
         self._description = description
         self._reactor = reactor
@@ -392,19 +456,57 @@ class _Listening(StreamServerEndpointService):
                     f'socket.  Stop it, or set another "{self._key}" '
                     f"(--{flagName(self._key)})."
                 )
+            if e.socketError.strerror is None:  # such as a path too long
+                raise SystemExit(
+                    f"rainbowd: cannot listen on {self._description} "
+                    f'("{self._key}"): {e.socketError}.  Set another '
+                    f'"{self._key}" (--{flagName(self._key)}).'
+                )
             raise SystemExit(
                 f"rainbowd: cannot listen on {self._description} "
                 f'("{self._key}"): {e.socketError.strerror}.  Is another '
                 f"rainbowd, or the app itself, using it?  Stop that, or set "
                 f'another "{self._key}" (--{flagName(self._key)}).'
             )
-        self._waitingForPort.addCallback(self._listening)
 
-    def _listening(self, port):
+    def _listening(self, port) -> None:
+        self._port = port
+        lock = getattr(port, "lockFile", None)
+        if lock is not None and lock.locked:
+            # Before twistd changes directory (--rundir).
+            self._lockPath = os.path.abspath(os.fsdecode(lock.name))
         if isinstance(port, tcp.Port):
             what = f'{self._description} ("{self._key}")'
             self.acceptErrors = quietAccepts(port, what, self._reactor)
-        return port
+
+    def startService(self) -> None:
+        StreamServerEndpointService.startService(self)
+        self._ownLockFile()
+
+    def _ownLockFile(self) -> None:
+        """
+        Make a unix socket's lock file name this process: it was taken
+        before twistd daemonized, by a process that has exited since, and
+        another rainbowd would take a lock naming a dead process for a
+        killed rainbowd's, and the socket over with it.
+        """
+        name = self._lockPath
+        if name is None:
+            return
+        pid = str(os.getpid())
+        if os.readlink(name) != pid:
+            # A new link renamed over the old one, so that the lock is
+            # never free.
+            os.symlink(pid, f"{name}.{pid}")
+            os.rename(f"{name}.{pid}", name)
+
+    def close(self) -> None:
+        """
+        Stop listening, if it does, when rainbowd fails to start.
+        """
+        if self._port is not None:
+            self._port.stopListening()
+            self._port = None
 
 
 class _OrderlyStop(MultiService):
@@ -568,7 +670,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     service = _OrderlyStop(reactor)
     service.stopDelay = StopDelay(config.stopDelay, reactor)
-    _StateDirLock(config.stateDir).setServiceParent(service)
+    lock = _StateDirLock(config.stateDir)
+    lock.setServiceParent(service)
     # Only read here: the history is written once the state directory is
     # locked, by the rainbowd that holds it.
     history = DeployHistory(
@@ -651,7 +754,15 @@ def makeService(options: Options, reactor=None) -> MultiService:
     service.ports = list(listening.values())
     service.clients = cap
     service.clientTimeout = lambda: deployer.config.drainTimeout
-    service.privilegedStartService()
+    try:
+        service.privilegedStartService()
+    except BaseException:
+        # twistd exits, but a process that goes on (a test's) gets the
+        # ports and the state directory back.
+        for each in listening.values():
+            each.close()
+        lock.release()
+        raise
     return service
 
 

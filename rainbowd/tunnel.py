@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_proxy -*-
+# -*- test-case-name: rainbowd.test.test_tunnel -*-
 """
 The tunnel an upgraded request (a WebSocket, say) becomes: the client's
 connection joined to the backend's, bytes going both ways untouched.

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd.backend import APP_VARIABLE, LONGEST_LINE, OUTPUT_GRACE, describeExit
+from rainbowd.controlapi import VERIFY_VARIABLE
 
 #: How many of its last output lines a verify's outcome carries.
 VERIFY_LINES = 20
@@ -44,10 +45,6 @@ STREAMED_LINES = 100
 #: The environment variable that holds the port of the generation verified.
 PORT_VARIABLE = "RAINBOWD_PORT"
 
-#: The environment variable, set to 1, that tells a verify's processes from
-#: its generation's (both carry the generation's marker), so that those
-#: that left the verify's process group are found and killed with it.
-VERIFY_VARIABLE = "RAINBOWD_VERIFY"
 
 #: What the shell's exit codes 126 and 127 mean.
 _SHELL_CODES = {

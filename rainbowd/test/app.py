@@ -17,6 +17,10 @@ behaviour is set by environment variables:
     APP_FORK_CHILD=1      start a child process that outlives it
     APP_MISBEHAVE=1       speak HTTP/1.1 with keep-alive, and serve the
                           misbehaving paths below
+    APP_ROOT_STATUS=500   a broken release: C{GET /} answers with this
+                          status (C{/health} still answers 200)
+    APP_CRASH_AFTER=N     a release that crashes: exit 1 N seconds after
+                          listening
 
 Endpoints: C{GET /} ("<version> pid=<pid>"), C{GET /health},
 C{GET /slow?seconds=N}, which answers after N seconds, and C{GET /echo}
@@ -66,7 +70,7 @@ class Handler(BaseHTTPRequestHandler):
         if MISBEHAVE and self.misbehave(url):
             return
         if url.path == "/":
-            self.answer(200, f"{VERSION} pid={os.getpid()}\n")
+            self.answer(ROOT_STATUS, f"{VERSION} pid={os.getpid()}\n")
         elif url.path == "/health":
             self.answer(200, "ok\n")
         elif url.path == "/echo" and self.headers.get("Upgrade") == "echo":
@@ -211,6 +215,26 @@ if MISBEHAVE:
     Handler.protocol_version = "HTTP/1.1"
 
 
+# Broken releases (APP_ROOT_STATUS, APP_CRASH_AFTER): one whose pages fail
+# while its health check passes, and one that crashes a while after it
+# became healthy.
+ROOT_STATUS = int(os.environ.get("APP_ROOT_STATUS", "200"))
+
+
+def crashLater() -> None:
+    seconds = os.environ.get("APP_CRASH_AFTER")
+    if seconds is None:
+        return
+
+    def crash() -> None:
+        print(f"app {VERSION}: crashing (APP_CRASH_AFTER)", flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(float(seconds), crash)
+    timer.daemon = True
+    timer.start()
+
+
 # GET /hang: from then on, every request waits forever, like an app whose
 # threads are deadlocked; the server's close on SIGTERM waits for them, so
 # only SIGKILL ends it.
@@ -280,6 +304,7 @@ def main(port: int, pidfile: str) -> None:
     writePidfile(pidfile)
     print(f"app {VERSION} listening on 127.0.0.1:{port} pid={os.getpid()}",
           flush=True)
+    crashLater()
 
     def onSIGTERM(signum: int, frame: object) -> None:
         print(f"app {VERSION}: SIGTERM, finishing requests in flight",

@@ -9,7 +9,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.accesslog import FLUSH_INTERVAL, AccessLog, openLog
-from rainbowd.test.test_proxy import (
+from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,
     World,

@@ -10,7 +10,7 @@ from typing import List
 
 from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -612,12 +612,17 @@ class OutputTests(BackendTestCase):
         C{LONGEST_LINE} bytes, so it cannot grow without bound.
         """
         backend, process = self.launched()
+        # Logged here, not to the global log: trial -j cannot carry a line
+        # this long from its workers.
+        logged: list = []
+        backend.log = Logger(observer=logged.append)
         process.emit(b"x" * (LONGEST_LINE - 1))
         self.assertEqual(list(backend.output), [])
         process.emit(b"yz")
         self.assertEqual(list(backend.output), ["x" * (LONGEST_LINE - 1) + "yz"])
         process.emit(b"end\n")
         self.assertEqual(backend.output[-1], "end")
+        self.assertEqual(len(logged), 2)
 
     def test_partialLineAtExit(self) -> None:
         """
@@ -1499,6 +1504,139 @@ class LivenessTests(BackendTestCase):
         )
 
 
+class StandbyTests(BackendTestCase):
+    """
+    Tests for L{Backend.drain} with C{keep}, L{Backend.release} and a
+    standby's activation.
+    """
+
+    def test_keptIdleBecomesStandby(self) -> None:
+        """
+        A kept backend with nothing in flight is a standby at once, alive
+        and sent no signal, and L{Backend.whenStandby} fires.
+        """
+        backend, process = self.active()
+        d = backend.drain(keep=True)
+        self.assertIs(backend.state, State.STANDBY)
+        self.assertEqual(self.signals.sent, [])
+        self.assertIs(self.successResultOf(backend.whenStandby()), backend)
+        self.assertNoResult(d)
+
+    def test_keptWaitsForInflight(self) -> None:
+        """
+        A kept backend drains as any: it becomes a standby when its last
+        request in flight is done.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        standby = backend.whenStandby()
+        backend.drain(keep=True)
+        self.assertIs(backend.state, State.DRAINING)
+        self.assertNoResult(standby)
+        backend.requestFinished()
+        self.assertIs(self.successResultOf(standby), backend)
+        self.assertEqual(self.signals.sent, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_keptDrainTimeout(self) -> None:
+        """
+        At C{drainTimeout} a kept backend's upgraded connections are closed
+        and it becomes a standby, rather than stopped.
+        """
+        backend, process = self.active()
+        tunnel = FakeTunnel()
+        tunnel = FakeTunnel(lambda: backend.tunnelClosed(tunnel))
+        backend.tunnelOpened(tunnel)
+        backend.drain(keep=True)
+        self.reactor.advance(10.0)
+        self.assertTrue(tunnel.closed)
+        self.assertIs(backend.state, State.STANDBY)
+        self.assertEqual(self.signals.sent, [])
+
+    def test_releaseStandby(self) -> None:
+        """
+        Releasing a standby stops it.
+        """
+        backend, process = self.active()
+        backend.drain(keep=True)
+        d = backend.release()
+        self.assertEqual(self.signals.sent, [("group", process.pgid, signal.SIGTERM)])
+        self.reactor.advance(0)
+        self.assertIs(self.successResultOf(d), backend)
+        self.assertIs(backend.state, State.STOPPED)
+
+    def test_releaseWhileDraining(self) -> None:
+        """
+        A kept backend released while it still drains stops once drained,
+        without becoming a standby.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        standby = backend.whenStandby()
+        backend.drain(keep=True)
+        backend.release()
+        self.assertIs(backend.state, State.DRAINING)
+        backend.requestFinished()
+        self.assertIs(backend.state, State.STOPPING)
+        self.assertNoResult(standby)
+
+    def test_activateStandby(self) -> None:
+        """
+        A standby can be active again, and is then no longer kept.
+        """
+        backend, process = self.active()
+        backend.drain(keep=True)
+        backend.activate()
+        self.assertIs(backend.state, State.ACTIVE)
+        self.assertFalse(backend.kept)
+
+    def test_activateKeptWhileDraining(self) -> None:
+        """
+        A backend still draining to become a standby can be active again,
+        and its drain timeout no longer applies.
+        """
+        backend, process = self.active()
+        backend.requestStarted()
+        backend.drain(keep=True)
+        backend.activate()
+        self.assertIs(backend.state, State.ACTIVE)
+        self.reactor.advance(100)
+        self.assertIs(backend.state, State.ACTIVE)
+        self.assertEqual(self.signals.sent, [])
+
+    def test_standbyExits(self) -> None:
+        """
+        A standby whose process exits is reported as a crash, and stops.
+        """
+        backend, process = self.active()
+        backend.drain(keep=True)
+        process.exit(1)
+        self.assertEqual(self.exited, [backend])
+        self.assertIs(backend.state, State.STOPPED)
+
+    def test_standbyWatched(self) -> None:
+        """
+        A standby can be watched by a liveness probe, which stops when it
+        is active again.
+        """
+        backend, process = self.active()
+        backend.drain(keep=True)
+        probe = LivenessProbe(self.reactor, backend.checkLiveness, 1.0, 3, lambda p: None)
+        backend.watch(probe)
+        self.assertTrue(probe.running)
+        backend.activate()
+        self.assertFalse(probe.running)
+
+    def test_describeStandby(self) -> None:
+        """
+        A standby is described with state C{standby} and its pid.
+        """
+        backend, process = self.active()
+        backend.drain(keep=True)
+        self.assertEqual(backend.describe()["state"], "standby")
+        self.assertEqual(backend.describe()["pid"], process.pid)
+
+
 class StateTests(BackendTestCase):
     """
     Tests for the state machine's refusals and L{Backend.describe}.
@@ -1522,7 +1660,7 @@ class StateTests(BackendTestCase):
 
     def test_activateWhileDraining(self) -> None:
         """
-        A draining backend cannot be activated again.
+        A draining backend not kept as a standby cannot be activated again.
         """
         backend, process = self.active()
         backend.requestStarted()

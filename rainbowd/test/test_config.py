@@ -169,6 +169,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "livenessInterval",
                 "startTimeout",
                 "drainTimeout",
+                "rollbackWindow",
                 "requestHeaderTimeout",
                 "requestBodyTimeout",
                 "killTimeout",
@@ -392,6 +393,23 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertIn('Did you mean "drainTimeout"?', message)
         self.assertIn(", ".join(settingNames()), message)
 
+    def test_unknownKeyOtherCase(self) -> None:
+        """
+        A key in another case, or with underscores or dashes, is guessed
+        as the key it spells, however short; a misspelt "run" is named
+        rather than reported missing.
+        """
+        message = self.loadError(
+            {"run": RUN, "PORT": 8000, "HEALTHCHECKPATH": "/", "drain_timeout": 5}
+        )
+        self.assertIn(
+            'Did you mean "port" for "PORT", "healthCheckPath" for '
+            '"HEALTHCHECKPATH", "drainTimeout" for "drain_timeout"?',
+            message,
+        )
+        message = self.loadError({"RUN": RUN})
+        self.assertIn('"RUN" is not a key rainbowd knows. Did you mean "run"?', message)
+
     def test_unknownKeysAtOnce(self) -> None:
         """
         Every unknown key is named in the one error, each misspelt one with
@@ -411,11 +429,12 @@ class LoadConfigTests(SynchronousTestCase):
 
     def test_emptyFile(self) -> None:
         """
-        An empty or blank file is an error saying it is empty, not a JSON
+        An empty or blank file, or one with only a UTF-8 byte order mark (an
+        editor's empty file), is an error saying it is empty, not a JSON
         syntax error.
         """
         path = self.directory.child("rainbow.conf.json")
-        for content in [b"", b"  \n\t\n"]:
+        for content in [b"", b"  \n\t\n", b"\xef\xbb\xbf\n"]:
             path.setContent(content)
             message = self.loadError()
             self.assertIn(f"{path.path} is empty: write a JSON object", message)
@@ -489,6 +508,30 @@ class LoadConfigTests(SynchronousTestCase):
         ]:
             self.assertEqual(self.load({"run": run}).run, run)
 
+    def test_runPortQuoting(self) -> None:
+        """
+        A $1 counts only where the shell expands it: not in single quotes,
+        not after a backslash, and ${10} is another argument; quotes of one
+        kind inside the other, and an escaped backslash, do not hide it.
+        """
+        for run in [
+            "app --port '$1'",
+            "awk '{print $1}' /etc/hosts; exec app --port 8000",
+            "app --port ${10}",
+            'app --port "\\$1"',
+        ]:
+            message = self.loadError({"run": run})
+            self.assertIn("never uses $1", message)
+            self.assertIn("in single quotes or after a backslash", message)
+        for run in [
+            "echo \"it's v2\"; exec app --port $1",
+            "echo 'say \"hi\"'; exec app --port \"$1\"",
+            "app --port \\\\$1",
+            "sh -c 'exec app --port \"$0\"' \"$1\"",
+            "app --port $10",
+        ]:
+            self.assertEqual(self.load({"run": run}).run, run)
+
     def test_livenessOff(self) -> None:
         """
         livenessInterval may be 0, which turns liveness checks off.
@@ -508,6 +551,51 @@ class LoadConfigTests(SynchronousTestCase):
             self.assertIn("a whole number, 1 or more", message)
         self.assertEqual(
             self.load({"run": RUN, "livenessFailures": 1}).livenessFailures, 1
+        )
+
+    def test_rollbackKeys(self) -> None:
+        """
+        rollbackWindow is in ms (0 keeps no standby); rollbackErrorRate is a
+        number from 0 to 1; rollbackCheckFailures and rollbackMinRequests
+        are whole numbers, 1 or more.
+        """
+        config = self.load(
+            {
+                "run": RUN,
+                "rollbackWindow": 60000,
+                "rollbackErrorRate": 0.5,
+                "rollbackCheckFailures": 2,
+                "rollbackMinRequests": 1,
+            }
+        )
+        self.assertEqual(
+            (
+                config.rollbackWindow,
+                config.rollbackErrorRate,
+                config.rollbackCheckFailures,
+                config.rollbackMinRequests,
+            ),
+            (60.0, 0.5, 2, 1),
+        )
+        self.assertEqual(self.load({"run": RUN, "rollbackWindow": 0}).rollbackWindow, 0)
+        defaults = self.load({"run": RUN})
+        self.assertEqual(
+            (
+                defaults.rollbackWindow,
+                defaults.rollbackErrorRate,
+                defaults.rollbackCheckFailures,
+                defaults.rollbackMinRequests,
+            ),
+            (300.0, 0.25, 3, 20),
+        )
+        for value in (-0.1, 1.5, "half", True):
+            message = self.loadError({"run": RUN, "rollbackErrorRate": value})
+            self.assertIn(f'"rollbackErrorRate" is {value!r}', message)
+            self.assertIn("a number from 0 to 1", message)
+        for key in ("rollbackCheckFailures", "rollbackMinRequests"):
+            self.assertIn("a whole number, 1 or more", self.loadError({"run": RUN, key: 0}))
+        self.assertIn(
+            "milliseconds", self.loadError({"run": RUN, "rollbackWindow": -1})
         )
 
     def test_requestLimits(self) -> None:
@@ -663,6 +751,19 @@ class LoadConfigTests(SynchronousTestCase):
         message = self.loadError()
         self.assertIn(f"{path.path} is not valid JSON: line 3, column 3:", message)
         self.assertIn("Expecting ',' delimiter", message)
+
+    def test_jsonComment(self) -> None:
+        """
+        A comment is an error saying that JSON has none, not that a comma
+        or a quote is missing.
+        """
+        path = self.directory.child("rainbow.conf.json")
+        for comment in ["// the app", "# the app", "/* the app */"]:
+            path.setContent(f'{{\n  {comment}\n  "run": "x $1"\n}}\n'.encode())
+            message = self.loadError()
+            self.assertIn(f"{path.path} is not valid JSON: line 2, column 3:", message)
+            self.assertIn("a comment, which JSON does not have; remove it", message)
+            self.assertNotIn("missing comma", message)
 
     def test_duplicateKey(self) -> None:
         """

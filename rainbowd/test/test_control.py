@@ -20,7 +20,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from rainbowd.config import ConfigError
 from rainbowd.connlimit import ConnectionCap
 from rainbowd.control import ControlResource, describePeer
-from rainbowd.deployer import Deployed, DeployFailed, DeployRefused
+from rainbowd.deployer import (
+    Deployed,
+    DeployFailed,
+    DeployRefused,
+    Event,
+    NothingToRollBack,
+)
 from rainbowd.traffic import Mode, Traffic
 
 CONTROL = "http://127.0.0.1:7001"
@@ -49,12 +55,23 @@ class FakeDeployer:
         self.redeploys: List[Deferred] = []
         self.asked: List[Tuple[Any, Any]] = []
         self.active = SimpleNamespace(generation=3)
+        self.rollbacks: List[Tuple[Any, Deferred]] = []
+        self.observers: List[Any] = []
 
     def redeploy(self, requester=None, message=None) -> Deferred:
         d: Deferred = Deferred()
         self.redeploys.append(d)
         self.asked.append((requester, message))
         return d
+
+    def rollback(self, requester=None) -> Deferred:
+        d: Deferred = Deferred()
+        self.rollbacks.append((requester, d))
+        return d
+
+    def observe(self, observer):
+        self.observers.append(observer)
+        return lambda: self.observers.remove(observer)
 
     def status(self) -> dict:
         return STATUS
@@ -398,6 +415,7 @@ class ControlResourceTests(SynchronousTestCase):
                 "error": f"no such endpoint: {path}",
                 "endpoints": [
                     "POST /redeploy",
+                    "POST /rollback",
                     "POST /pause",
                     "POST /maintenance",
                     "POST /resume",
@@ -430,6 +448,97 @@ class ControlResourceTests(SynchronousTestCase):
         self.treq.post(CONTROL + "/redeploy/", data=b"")
         self.treq.flush()
         self.assertEqual(len(self.deployer.redeploys), 1)
+
+
+class RollbackTests(SynchronousTestCase):
+    """
+    Tests for C{POST /rollback}.
+    """
+
+    def setUp(self) -> None:
+        self.deployer = FakeDeployer()
+        self.treq = StubTreq(ControlResource(self.deployer, MemoryReactorClock()))
+
+    def rollback(self, headers=None):
+        d = self.treq.post(CONTROL + "/rollback", data=b"", headers=headers)
+        self.treq.flush()
+        return d, self.deployer.rollbacks[-1]
+
+    def answer(self, d):
+        self.treq.flush()
+        response = self.successResultOf(d)
+        return response.code, json.loads(self.successResultOf(self.treq.content(response)))
+
+    def test_succeeds(self) -> None:
+        """
+        A rollback answers 200 with the JSON of a deploy: generation, port,
+        pid, seconds; the deployer is told who asked.
+        """
+        d, (requester, rollback) = self.rollback()
+        self.assertNoResult(d)
+        self.assertTrue(requester)
+        rollback.callback(Deployed(generation=1, port=20000, pid=42, seconds=0.001))
+        self.assertEqual(
+            self.answer(d),
+            (200, {"ok": True, "generation": 1, "port": 20000, "pid": 42, "seconds": 0.001}),
+        )
+
+    def test_nothingToRollBack(self) -> None:
+        """
+        With nothing to roll back to, the answer is 409 with the reason, and
+        no hint to redeploy.
+        """
+        d, (requester, rollback) = self.rollback()
+        rollback.errback(NothingToRollBack("nothing to roll back to: ..."))
+        self.assertEqual(
+            self.answer(d), (409, {"ok": False, "error": "nothing to roll back to: ..."})
+        )
+
+    def test_coldFails(self) -> None:
+        """
+        A cold rollback whose generation never got healthy answers 502, as a
+        redeploy does.
+        """
+        d, (requester, rollback) = self.rollback()
+        rollback.errback(DeployFailed("generation 4 exited", 4, 20004))
+        code, body = self.answer(d)
+        self.assertEqual((code, body["error"]), (502, "generation 4 exited"))
+
+    def test_streamed(self) -> None:
+        """
+        With C{Accept: application/x-ndjson} the rollback's events are
+        streamed: those of the deploy whose cause is C{rollback}, not of a
+        redeploy, then the result.
+        """
+        d, (requester, rollback) = self.rollback(
+            headers={"accept": ["application/x-ndjson"]}
+        )
+        [observer] = self.deployer.observers
+        observer(Event("deploying", 0, None, {"deploy": 3, "cause": "redeploy"}))
+        observer(
+            Event("deploying", 0, None, {"deploy": 4, "cause": "rollback", "requester": "x"})
+        )
+        observer(Event("switched", 0, 1, {"deploy": 4, "previous": 2}))
+        self.deployer.active = None
+        rollback.callback(Deployed(generation=1, port=20000, pid=42, seconds=0.0))
+        self.treq.flush()
+        response = self.successResultOf(d)
+        lines = [
+            json.loads(line)
+            for line in self.successResultOf(self.treq.content(response)).splitlines()
+        ]
+        self.assertEqual(
+            [(line["event"], line.get("deploy")) for line in lines],
+            [("queued", None), ("deploying", 4), ("switched", 4), ("result", None)],
+        )
+
+    def test_onlyPost(self) -> None:
+        """
+        Only POST rolls back.
+        """
+        d = self.treq.get(CONTROL + "/rollback")
+        self.assertEqual(self.answer(d)[0], 405)
+        self.assertEqual(self.deployer.rollbacks, [])
 
 
 class LogsTests(SynchronousTestCase):
@@ -714,6 +823,26 @@ class DescribePeerTests(SynchronousTestCase):
         self.addCleanup(theirs.close)
         request = _PeerRequest(
             UNIXAddress(None), UNIXAddress(b"/run/rainbowd/control.sock"), ours
+        )
+        self.assertEqual(
+            describePeer(request),
+            f"unix:/run/rainbowd/control.sock (uid {os.getuid()}, pid {os.getpid()})",
+        )
+
+    def test_unixClientBoundPath(self) -> None:
+        """
+        A client that bound its socket to a path of its choosing is still
+        named by the control socket's path and the kernel's uid and pid,
+        not by that path, which may say anything (another uid, or
+        terminal escapes for the log).
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX)
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        request = _PeerRequest(
+            UNIXAddress(b"/tmp/x\x1b[2J (uid 0, pid 1)"),
+            UNIXAddress(b"/run/rainbowd/control.sock"),
+            ours,
         )
         self.assertEqual(
             describePeer(request),

@@ -4,9 +4,12 @@ Tests for L{rainbowd.ctl}: finding rainbowd, and what rainbowctl prints,
 with fake connections.
 """
 
+import ast
 import http.client
 import io
 import json
+import os
+import subprocess
 import time
 import sys
 from typing import Dict, List, Optional
@@ -24,6 +27,7 @@ from rainbowd.ctl import (
     CtlError,
     Progress,
     controlAddress,
+    _columns,
     findTarget,
     historyTable,
     run,
@@ -295,6 +299,72 @@ class FindTargetTests(SynchronousTestCase):
         error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
         self.assertIn('cannot read the value of "controlPort"', str(error))
 
+    def test_brokenJSONCommentedOut(self) -> None:
+        """
+        In a file that is not valid JSON, a key in a comment (C{//}, C{#} or
+        C{/* */}) is not read: the token goes to no port the file does not
+        set.
+        """
+        self.writeText(
+            '{\n  "run": "x",\n  // "controlPort": 9999,\n'
+            '  # "controlPort": 9998,\n  /* "port": 1, */\n}\n'
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=7001))
+        self.assertIn("goes on with the defaults", target.warnings[0])
+        self.writeText('{"run": "x", // was "controlPort": 9999\n "controlPort": 9001}')
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.writeText('{"run": "x",\n "controlPort": 9002 // was 9999\n}')
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9002))
+
+    def test_brokenJSONNested(self) -> None:
+        """
+        In a file that is not valid JSON, only the top-level keys are read:
+        not a "port" in "env", nor one inside a string.
+        """
+        self.writeText(
+            '{"run": "echo \\"controlPort\\": 9999", "env": {"port": "5000"},'
+            ' "x": [{"controlPort": 9998}],}'
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=7001))
+        self.assertIn("goes on with the defaults", target.warnings[0])
+
+    def test_systemdPort(self) -> None:
+        """
+        A "port" systemd passes rainbowd is no problem for rainbowctl,
+        which systemd passes no socket: the "controlPort" given is used,
+        without a warning.
+        """
+        self.write(
+            {"run": RUN, "port": "systemd:domain=INET:index=0", "controlPort": 9001}
+        )
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        self.assertEqual(target.warnings, ())
+
+    def test_systemdControlPort(self) -> None:
+        """
+        A "controlPort" systemd passes rainbowd is an error saying that
+        rainbowctl cannot reach it, not that systemd passed no socket.
+        """
+        self.write({"run": RUN, "controlPort": "systemd:domain=INET:index=1"})
+        error = self.assertRaises(CtlError, findTarget, None, self.directory.path)
+        self.assertIn("rainbowctl cannot reach a control API on", str(error))
+
+    def test_portWrongOnlyWarned(self) -> None:
+        """
+        With "controlPort" given, a wrong "port" is only warned about:
+        rainbowctl does not need it.
+        """
+        self.write({"run": RUN, "port": "80x", "controlPort": 9001})
+        target = findTarget(None, self.directory.path)
+        self.assertEqual(target.address, ControlAddress(host="127.0.0.1", port=9001))
+        (warning,) = target.warnings
+        self.assertIn('"port" is \'80x\'', warning)
+
     def test_neededKeyWrong(self) -> None:
         """
         A wrong value of a key rainbowctl needs is an error.
@@ -354,6 +424,21 @@ class ProgressTests(SynchronousTestCase):
             ],
         )
         self.assertNotIn("\x1b", text)
+
+    def test_standby(self) -> None:
+        """
+        A deploy whose old generation is kept says for how long, and how to
+        roll back to it.
+        """
+        events = [e for e in SUCCESS if e["event"] not in ("stopped",)]
+        events.append({"event": "standby", "time": 3, "generation": 2, "seconds": 300.0})
+        code, text = render(events)
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            text.splitlines()[-1],
+            "generation 2 is the standby for 300 s: rainbowctl rollback moves "
+            "traffic back to it",
+        )
 
     def test_plainEveryTenSeconds(self) -> None:
         """
@@ -835,6 +920,31 @@ class StatusTableTests(SynchronousTestCase):
             text,
         )
 
+    def test_standby(self) -> None:
+        """
+        The standby is a row with its state, and a line saying for how long
+        it stays one and how to roll back to it.
+        """
+        text = statusTable(
+            {
+                "active": 3,
+                "standby": 2,
+                "backends": [
+                    {"generation": 3, "state": "active", "port": 20003, "pid": 9,
+                     "inflight": 0},
+                    {"generation": 2, "state": "standby", "port": 20002, "pid": 8,
+                     "inflight": 0, "standbySecondsLeft": 241.6},
+                ],
+            }
+        )
+        lines = text.splitlines()
+        self.assertEqual(lines[2].split(), ["2", "standby", "20002", "8", "0"])
+        self.assertEqual(
+            lines[3],
+            "generation 2 is the standby for 242 s more: rainbowctl rollback "
+            "moves traffic back to it",
+        )
+
     def test_empty(self) -> None:
         """
         With no backend and a failed last deploy, both are said.
@@ -953,6 +1063,104 @@ class RunTests(SynchronousTestCase):
         self.assertEqual((method, path, body), ("POST", "/redeploy", b""))
         self.assertEqual(headers["Accept"], "application/x-ndjson")
         self.assertEqual(headers["Authorization"], "Bearer s3cret")
+
+    def test_rollback(self) -> None:
+        """
+        rollback POSTs /rollback asking for NDJSON, says it rolled back and
+        to which generation, and exits 0.
+        """
+        events = [
+            {"event": "deploying", "time": 0, "generation": None, "deploy": 4,
+             "cause": "rollback", "requester": "unix socket"},
+            {"event": "switched", "time": 0, "generation": 2, "deploy": 4, "previous": 3},
+            {"event": "result", "time": 0, "ok": True, "generation": 2,
+             "port": 20001, "pid": 7, "seconds": 0.002, "serving": 2},
+        ]
+        connection = FakeConnection(self.ndjson(events))
+        code, out, err = self.rainbowctl(["rollback"], connection)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "rollback 4 started",
+                "switched: generation 2 serves traffic (was generation 3)",
+                "rolled back to generation 2 (port 20001, pid 7) in 0.002 s",
+            ],
+        )
+        self.assertEqual(connection.requests[0][:2], ("POST", "/rollback"))
+
+    def test_rollbackNothing(self) -> None:
+        """
+        A rollback with nothing to roll back to exits 1 with the reason.
+        """
+        events = [
+            {"event": "deploying", "time": 0, "generation": None, "deploy": 4,
+             "cause": "rollback", "requester": None},
+            {"event": "result", "time": 0, "ok": False,
+             "error": "nothing to roll back to: ...", "serving": 2},
+        ]
+        code, out, err = self.rainbowctl(
+            ["rollback"], FakeConnection(self.ndjson(events))
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            out.splitlines()[1:],
+            [
+                "rollback 4 failed: nothing to roll back to: ...",
+                "generation 2 is still serving.",
+            ],
+        )
+
+    def test_redeployWatchRolledBack(self) -> None:
+        """
+        redeploy --watch asks for the watch, prints the rollback and its
+        reason, and exits 1 when the new version was rolled back.
+        """
+        events = [e for e in SUCCESS if e["event"] != "stopped"] + [
+            {"event": "standby", "time": 3, "generation": 2, "seconds": 300.0},
+            {"event": "watching", "time": 4, "generation": 3, "standby": 2,
+             "secondsLeft": 299.0},
+            {"event": "switched", "time": 5, "generation": 2, "deploy": 4, "previous": 3},
+            {"event": "rolledBack", "time": 5, "generation": 2, "cause": "errorRate",
+             "from": 3, "to": 2, "deploy": 4,
+             "reason": "answered 30 of its 40 responses with 5xx"},
+            {"event": "watched", "time": 5, "generation": 3, "rolledBack": True,
+             "serving": 2},
+        ]
+        connection = FakeConnection(self.ndjson(events))
+        code, out, err = self.rainbowctl(["redeploy", "--watch"], connection)
+        self.assertEqual((code, err), (1, ""))
+        self.assertEqual(connection.requests[0][1], "/redeploy?watch=1")
+        lines = out.splitlines()
+        self.assertIn(
+            "watching generation 3: 299 s left in the rollback window", lines
+        )
+        self.assertIn(
+            "rolled back by rainbowd: generation 3 answered 30 of its 40 responses "
+            "with 5xx; generation 2 serves again",
+            lines,
+        )
+        self.assertEqual(
+            lines[-1],
+            "generation 3 was rolled back within its window; generation 2 serves",
+        )
+
+    def test_redeployWatchServed(self) -> None:
+        """
+        redeploy --watch exits 0 when the window ended without a rollback.
+        """
+        events = [e for e in SUCCESS if e["event"] != "stopped"] + [
+            {"event": "standby", "time": 3, "generation": 2, "seconds": 1.0},
+            {"event": "watched", "time": 5, "generation": 3, "rolledBack": False,
+             "serving": 3},
+        ]
+        code, out, err = self.rainbowctl(
+            ["redeploy", "--watch"], FakeConnection(self.ndjson(events))
+        )
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            out.splitlines()[-1], "generation 3 served through its rollback window"
+        )
 
     def test_redeployFails(self) -> None:
         """
@@ -1093,6 +1301,33 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(json.loads(body), {"message": "abc1234"})
         self.assertEqual(headers["Content-Type"], "application/json")
 
+    def test_redeployMessageToOlderRainbowd(self) -> None:
+        """
+        redeploy -m against a rainbowd from before messages (its deploying
+        event names no message) says the message was not kept, and the
+        fix; against one that keeps it, nothing more is said.
+        """
+        code, out, err = self.rainbowctl(
+            ["redeploy", "-m", "abc1234"], FakeConnection(self.ndjson(SUCCESS))
+        )
+        self.assertEqual(code, 0)
+        self.assertIn(
+            "this rainbowd does not keep deploy messages: \"abc1234\" was not "
+            "recorded; upgrade rainbowd, and restart it",
+            out,
+        )
+        current = [
+            dict(SUCCESS[0], requester="127.0.0.1:5000", message="abc1234")
+        ] + SUCCESS[1:]
+        code, out, err = self.rainbowctl(
+            ["redeploy", "-m", "abc1234"], FakeConnection(self.ndjson(current))
+        )
+        self.assertNotIn("does not keep", out)
+        code, out, err = self.rainbowctl(
+            ["redeploy"], FakeConnection(self.ndjson(SUCCESS))
+        )
+        self.assertNotIn("does not keep", out)
+
     def test_redeployBadMessage(self) -> None:
         """
         A message rainbowd refuses is an error saying why, and exits 1, as
@@ -1107,6 +1342,24 @@ class RunTests(SynchronousTestCase):
             err,
             'rainbowctl: POST /redeploy failed: "message" is 1001 '
             "characters long\n",
+        )
+
+    def test_historyFromOlderRainbowd(self) -> None:
+        """
+        history against a rainbowd from before the deploy history says so,
+        and that upgrading it is the fix.
+        """
+        answer = json.dumps(
+            {"error": "no such endpoint: /deploys", "endpoints": ["POST /redeploy"]}
+        ).encode()
+        code, out, err = self.rainbowctl(
+            ["history"], FakeConnection(FakeResponse(404, answer))
+        )
+        self.assertEqual(code, FAILED)
+        self.assertEqual(
+            err,
+            "rainbowctl: this rainbowd keeps no deploy history (GET /deploys: "
+            "no such endpoint: /deploys): upgrade rainbowd, and restart it\n",
         )
 
     def test_history(self) -> None:
@@ -1452,8 +1705,121 @@ class HistoryTableTests(SynchronousTestCase):
         self.assertEqual(max(len(line) for line in table.splitlines()), HISTORY_WIDTH)
         self.assertNotIn("\x1b", table)
 
+    def test_wideCharacters(self) -> None:
+        """
+        A message and a release in characters two columns wide (CJK) are
+        cut to the table's 100 columns as a terminal shows them, not to
+        100 characters, and the columns stay aligned.
+        """
+        release = "\u30ea\u30ea\u30fc\u30b9"
+        wide = dict(DEPLOYS[0], message="\u4fee" * 200, directory="/srv/" + release)
+        lines = historyTable([wide, DEPLOYS[1]], time.gmtime).splitlines()
+        self.assertLessEqual(max(_columns(n) for n in lines), HISTORY_WIDTH)
+        header, first, note, second = lines
+        self.assertTrue(note.startswith(" " * 8 + "\u4fee"))
+        column = _columns(header[: header.index("RELEASE")])
+        self.assertEqual(_columns(first[: first.index(release)]), column)
+        self.assertEqual(second.index("1796148990"), column)
+
+    def test_spoofedUid(self) -> None:
+        """
+        A unix socket client is shown by the uid the kernel gave, which
+        rainbowd puts last, not by one written in the path the client bound
+        its socket to.
+        """
+        spoofed = dict(
+            DEPLOYS[1], requester="unix:/tmp/x (uid 0, pid 1) (uid 1001, pid 4242)"
+        )
+        table = historyTable([spoofed], time.gmtime)
+        self.assertIn("unix uid 1001", table)
+        self.assertNotIn("uid 0", table)
+
+    def test_otherShapes(self) -> None:
+        """
+        Deploys from an older or a newer rainbowd, with fields missing or
+        of other types, are shown as far as they can be, within 100
+        columns, and never stop the table.
+        """
+        deploys = [
+            {},
+            {"deploy": 3, "outcome": "deployed"},
+            dict(
+                DEPLOYS[0],
+                requester={"unix": "/run/c.sock", "uid": 1000},
+                message=["abc", 1],
+                error={"code": 3},
+                directory=["/srv/app/releases/1"],
+                started=10**30,
+                seconds=float("nan"),
+                generation="17",
+            ),
+            dict(DEPLOYS[0], started=float("inf"), seconds="2s"),
+        ]
+        table = historyTable(deploys, time.gmtime)
+        lines = table.splitlines()
+        self.assertEqual(len([n for n in lines if not n.startswith(" " * 8)]), 5)
+        self.assertLessEqual(max(len(n) for n in lines), HISTORY_WIDTH)
+
     def test_empty(self) -> None:
         """
         No deploy yet says so.
         """
         self.assertIn("(no deploy recorded yet)", historyTable([]))
+
+
+class StartupTests(SynchronousTestCase):
+    """
+    rainbowctl starts without Twisted: it makes one HTTP request, and
+    importing Twisted's reactor, web and endpoints took it most of its
+    startup time.
+    """
+
+    def twistedModules(self, code: str) -> List[str]:
+        """
+        The Twisted modules loaded once a new Python, with this checkout of
+        rainbowd first on its path, has run C{code}.
+        """
+        root = os.path.dirname(os.path.dirname(rainbowd.__file__))
+        env = {**os.environ, "PYTHONPATH": root}
+        script = (
+            f"{code}\nimport sys\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(output.returncode, 0, output.stderr)
+        return ast.literal_eval(output.stdout.splitlines()[-1])
+
+    def test_importsNoTwisted(self) -> None:
+        """
+        Importing L{rainbowd.ctl} imports no Twisted module at all.
+        """
+        self.assertEqual(self.twistedModules("import rainbowd.ctl"), [])
+
+    def test_helpAndStatusImportNoTwisted(self) -> None:
+        """
+        C{rainbowctl --help}, and C{rainbowctl status} as far as finding
+        rainbowd from a config file and not reaching it, import no Twisted
+        module either.
+        """
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        config = directory.child("rainbow.conf.json")
+        config.setContent(json.dumps({"run": RUN, "port": 1}).encode())
+        code = (
+            "import io\n"
+            "from rainbowd.ctl import run\n"
+            "out = io.StringIO()\n"
+            "try:\n"
+            "    run(['--help'], out, out)\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            f"run(['--config', {config.path!r}, 'status'], out, out)\n"
+        )
+        self.assertEqual(self.twistedModules(code), [])
+

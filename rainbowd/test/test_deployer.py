@@ -6,7 +6,7 @@ import os
 import signal
 
 import attrs
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,10 +18,17 @@ from rainbowd.deployer import (
     DeployFailed,
     Deployer,
     DeployRefused,
+    NothingToRollBack,
 )
 from rainbowd.health import REPORT_EVERY, Unhealthy
+from rainbowd.lifecycle import Input, InvalidInput, Phase
 from rainbowd.ports import PortPicker
-from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
+from rainbowd.test.fakes import (
+    FakeHealthCheck,
+    FakeProcessReactor,
+    FakeSignals,
+    passTime,
+)
 from rainbowd.verify import Verifier
 
 
@@ -34,7 +41,7 @@ class Harness:
     @ivar taken: ports another process holds.
     """
 
-    def __init__(self, testCase: SynchronousTestCase) -> None:
+    def __init__(self, testCase: SynchronousTestCase, rollbackWindow=0) -> None:
         self.reactor = FakeProcessReactor()
         self.health = FakeHealthCheck()
         self.signals = FakeSignals(self.reactor)
@@ -42,7 +49,13 @@ class Harness:
         stateDir = testCase.mktemp()
         os.makedirs(stateDir)
         self.configs = [
-            Config(run="app $1 $2", cwd=stateDir, stateDir=stateDir, maxBackends=3)
+            Config(
+                run="app $1 $2",
+                cwd=stateDir,
+                stateDir=stateDir,
+                maxBackends=3,
+                rollbackWindow=rollbackWindow,
+            )
         ]
         self.deployer = Deployer(
             self.configs[0],
@@ -297,6 +310,7 @@ class RedeployTests(SynchronousTestCase):
             {
                 "active": 1,
                 "routable": 1,
+                "standby": None,
                 "deploying": True,
                 "backends": [
                     {
@@ -644,6 +658,754 @@ class SupervisionTests(SynchronousTestCase):
         self.successResultOf(d)
         h.reactor.advance(100)
         self.assertEqual(len(h.reactor.processes), 2)
+
+
+class _HeldLeftovers:
+    """
+    An L{rainbowd.leftovers.AppGroups} whose cleanup of leftovers ends when
+    the test fires L{cleaned}.
+    """
+
+    def __init__(self):
+        self.cleaned = Deferred()
+
+    def stopLeftovers(self, killTimeout):
+        return self.cleaned
+
+    def record(self, backend):
+        pass
+
+    def forget(self, backend):
+        pass
+
+
+class PhaseTests(SynchronousTestCase):
+    """
+    The deployer's L{Phase} as it deploys, queues, restarts and stops.
+    """
+
+    def test_cleaningThenDeploying(self):
+        """
+        While leftovers are stopped the deployer is cleaning, with a
+        redeploy asked meanwhile held; then the first deploy runs, with that
+        redeploy queued behind it, then the redeploy; then it is idle.
+        """
+        h = Harness(self)
+        groups = _HeldLeftovers()
+        h.deployer._groups = groups
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+        h.deployer.startService()
+        self.assertIs(h.deployer.phase, Phase.CLEANING)
+        d = h.deployer.redeploy()
+        self.assertIs(h.deployer.phase, Phase.CLEANING)
+        groups.cleaned.callback([])
+        self.assertIs(h.deployer.phase, Phase.QUEUED)
+        h.healthy(1)
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        h.healthy(2)
+        self.assertEqual(self.successResultOf(d).generation, 2)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_queuedThenDeploying(self):
+        """
+        A redeploy asked for during a deploy queues it; once that deploy is
+        done, the queued one is under way and nothing is queued.
+        """
+        h = Harness(self)
+        h.start()
+        first = h.deployer.redeploy()
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        second = h.deployer.redeploy()
+        self.assertIs(h.deployer.phase, Phase.QUEUED)
+        h.healthy(2)
+        self.successResultOf(first)
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        h.healthy(3)
+        self.successResultOf(second)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_restartPending(self):
+        """
+        After a crash a restart is pending until its delay has passed, then
+        it is deploying.
+        """
+        h = Harness(self)
+        h.start()
+        h.process(1).exit(1)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+        h.reactor.advance(1.0)
+        self.assertIs(h.deployer.phase, Phase.DEPLOYING)
+        h.healthy(2)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_restartCalledOff(self):
+        """
+        A pending restart called off because the backend answers again
+        leaves the deployer idle.
+        """
+        h = Harness(self)
+        h.deployer._backoff = lambda attempt: 5.0
+        h.start()
+        h.failLiveness(1, 3)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+        h.passLiveness(1)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+        h.reactor.advance(10)
+        self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_stopping(self):
+        """
+        Once stopped the deployer is stopping, whatever it was doing, and
+        stays so when the deploy under way ends.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.redeploy()
+        h.deployer.stopService()
+        self.assertIs(h.deployer.phase, Phase.STOPPING)
+        h.healthy(2)
+        self.assertIs(h.deployer.phase, Phase.STOPPING)
+
+    def test_invalidInputRaises(self):
+        """
+        An input the phase does not allow, such as the end of a deploy while
+        none is under way, is an error rather than ignored.
+        """
+        h = Harness(self)
+        h.start()
+        self.assertRaises(InvalidInput, h.deployer._lifecycle.feed, Input.DONE)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+
+class StandbyTests(SynchronousTestCase):
+    """
+    With C{rollbackWindow} (60 s here), the generation traffic moved from
+    is kept as the standby once drained.
+    """
+
+    def redeployed(self, **harness):
+        """
+        A harness where generation 2 replaced generation 1 by a redeploy.
+        """
+        h = Harness(self, rollbackWindow=60.0, **harness)
+        h.start()
+        d = h.deployer.redeploy()
+        h.healthy(2)
+        self.successResultOf(d)
+        return h
+
+    def test_oldKept(self):
+        """
+        After a redeploy the old generation, drained, stays alive as the
+        standby, and C{/status} says so with the seconds left in its window.
+        """
+        h = self.redeployed()
+        self.assertIs(h.deployer.standby, h.backend(1))
+        self.assertIs(h.backend(1).state, State.STANDBY)
+        self.assertEqual(h.signals.sent, [])
+        h.reactor.advance(10)
+        status = h.deployer.status()
+        self.assertEqual(status["standby"], 1)
+        [old] = [b for b in status["backends"] if b["generation"] == 1]
+        self.assertEqual(old["state"], "standby")
+        self.assertEqual(old["standbySecondsLeft"], 50.0)
+
+    def test_keptAfterDrain(self):
+        """
+        An old generation with requests in flight drains first, and is the
+        standby once they are done.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.backend(1).requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        self.assertIs(h.backend(1).state, State.DRAINING)
+        self.assertIs(h.deployer.standby, h.backend(1))
+        h.backend(1).requestFinished()
+        self.assertIs(h.backend(1).state, State.STANDBY)
+
+    def test_windowEnds(self):
+        """
+        The standby is stopped once C{rollbackWindow} has passed since the
+        switch.
+        """
+        h = self.redeployed()
+        h.reactor.advance(59.9)
+        self.assertIs(h.backend(1).state, State.STANDBY)
+        h.reactor.advance(0.1)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertEqual(h.deployer.status()["standby"], None)
+
+    def test_laterDeployReplacesIt(self):
+        """
+        A later successful redeploy stops the standby there was, and keeps
+        the generation it replaced instead, with a window of its own.
+        """
+        h = self.redeployed()
+        h.reactor.advance(30)
+        d = h.deployer.redeploy()
+        self.assertIs(h.backend(1).state, State.STANDBY)
+        h.healthy(3)
+        self.successResultOf(d)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertIs(h.deployer.standby, h.backend(2))
+        h.reactor.advance(59.9)
+        self.assertIs(h.backend(2).state, State.STANDBY)
+
+    def test_failedDeployKeepsIt(self):
+        """
+        A redeploy that fails leaves the standby as it was.
+        """
+        h = self.redeployed()
+        d = h.deployer.redeploy()
+        h.process(3).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        self.assertIs(h.deployer.standby, h.backend(1))
+
+    def test_standbyChecked(self):
+        """
+        The standby's health check is asked every second; after
+        C{livenessFailures} (3) failures in a row it is stopped and no
+        longer a target.
+        """
+        h = self.redeployed()
+        port = h.backend(1).port
+        for _ in range(3):
+            h.reactor.advance(1.0)
+            [check] = h.pendingChecks(1)
+            self.assertEqual(
+                [p for (p, path, timeout, d) in h.health.probes if d is check],
+                [port],
+            )
+            check.errback(TimeoutError("GET / did not answer within 2 s"))
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+
+    def test_standbyPasses(self):
+        """
+        A standby that passes its checks stays the standby.
+        """
+        h = self.redeployed()
+        for _ in range(5):
+            h.reactor.advance(1.0)
+            [check] = h.pendingChecks(1)
+            check.callback(None)
+        self.assertIs(h.deployer.standby, h.backend(1))
+
+    def test_standbyExits(self):
+        """
+        A standby that exits is no longer a target, and nothing restarts.
+        """
+        h = self.redeployed()
+        h.process(1).exit(1)
+        self.assertIsNone(h.deployer.standby)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+        self.assertIs(h.deployer.active, h.backend(2))
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_maxBackendsStopsStandby(self):
+        """
+        C{maxBackends} counts the standby; a redeploy that would exceed it
+        stops the standby first, then launches, rather than refusing.
+        """
+        h = self.redeployed()
+        h.newConfig(maxBackends=2, rollbackWindow=60.0)
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+        self.assertIs(h.deployer.standby, h.backend(2))
+
+    def test_restartDoesNotKeep(self):
+        """
+        A replacement for an unresponsive generation does not keep that
+        generation as the standby.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.failLiveness(1, 3)
+        h.reactor.advance(1.0)
+        h.healthy(2)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+
+    def test_stopServiceStopsStandby(self):
+        """
+        Stopping rainbowd stops the standby with the rest.
+        """
+        h = self.redeployed()
+        d = h.deployer.stopService()
+        h.reactor.advance(0)
+        self.successResultOf(d)
+        self.assertIs(h.backend(1).state, State.STOPPED)
+        self.assertIsNone(h.deployer.standby)
+
+    def test_standbyEvent(self):
+        """
+        A C{standby} event says which generation is kept, for how long.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        events = []
+        h.deployer.observe(events.append)
+        h.deployer.redeploy()
+        h.healthy(2)
+        [event] = [e for e in events if e.kind == "standby"]
+        self.assertEqual((event.generation, event.details), (1, {"seconds": 60.0}))
+        self.assertIn("standby", EVENT_KINDS)
+        self.assertEqual(
+            [e.kind for e in events if e.generation == 1], ["draining", "standby"]
+        )
+
+
+class RollbackTests(SynchronousTestCase):
+    """
+    Tests for L{Deployer.rollback}.
+    """
+
+    def redeployed(self, rollbackWindow=60.0):
+        """
+        A harness where generation 2 (running C{app2}, in a release
+        directory of its own) replaced generation 1 by a redeploy.
+        """
+        h = Harness(self, rollbackWindow=rollbackWindow)
+        h.start()
+        release = os.path.abspath(self.mktemp())
+        os.makedirs(release)
+        h.newConfig(run="app2 $1 $2", rollbackWindow=rollbackWindow, cwd=release)
+        d = h.deployer.redeploy()
+        h.healthy(2)
+        self.successResultOf(d)
+        return h
+
+    def test_toStandby(self):
+        """
+        With a standby, a rollback moves traffic back to it at once, with no
+        launch, and the generation rolled back from drains and stops rather
+        than becoming the standby.
+        """
+        h = self.redeployed()
+        d = h.deployer.rollback()
+        deployed = self.successResultOf(d)
+        self.assertEqual(
+            deployed,
+            Deployed(generation=1, port=20000, pid=h.process(1).pid, seconds=0.0),
+        )
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIs(h.deployer.active, h.backend(1))
+        self.assertIs(h.deployer.routable, h.backend(1))
+        self.assertIs(h.backend(1).state, State.ACTIVE)
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(2).state, State.STOPPED)
+
+    def test_toStandbyWatched(self):
+        """
+        The generation rolled back to gets liveness checks again, as the
+        active one.
+        """
+        h = self.redeployed()
+        h.reactor.advance(0.5)
+        self.successResultOf(h.deployer.rollback())
+        h.failLiveness(1, 3)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+
+    def test_toStandbyStillDraining(self):
+        """
+        A rollback right after the switch, while the old generation still
+        drains, moves traffic back to it too.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.backend(1).requestStarted()
+        h.deployer.redeploy()
+        h.healthy(2)
+        self.assertIs(h.backend(1).state, State.DRAINING)
+        self.assertEqual(self.successResultOf(h.deployer.rollback()).generation, 1)
+        self.assertIs(h.backend(1).state, State.ACTIVE)
+        h.reactor.advance(100)
+        self.assertIs(h.backend(1).state, State.ACTIVE)
+
+    def test_events(self):
+        """
+        A rollback is a deploy of its own: C{deploying} with cause
+        C{rollback} and who asked, C{switched}, C{draining}, C{deployed}.
+        """
+        h = self.redeployed()
+        events = []
+        h.deployer.observe(events.append)
+        h.deployer.rollback(requester="127.0.0.1:5000")
+        self.assertEqual(
+            [(e.kind, e.generation) for e in events],
+            [("deploying", None), ("switched", 1), ("draining", 2), ("deployed", 1)],
+        )
+        self.assertEqual(
+            events[0].details,
+            {"deploy": 3, "cause": "rollback", "requester": "127.0.0.1:5000", "message": None},
+        )
+        self.assertEqual(events[1].details, {"deploy": 3, "previous": 2})
+        self.assertEqual(events[3].details["deploy"], 3)
+
+    def test_cold(self):
+        """
+        Without a standby, a rollback launches the previous generation's
+        configuration again, through the health check, and the generation
+        rolled back from is stopped.
+        """
+        h = self.redeployed(rollbackWindow=0)
+        d = h.deployer.rollback()
+        self.assertEqual(len(h.reactor.processes), 3)
+        self.assertEqual(h.process(3).args[3], "app $1 $2")
+        self.assertNoResult(d)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+        self.assertEqual(h.deployer.config.run, "app $1 $2")
+        self.assertIsNone(h.deployer.standby)
+        h.reactor.advance(0)
+        self.assertIs(h.backend(2).state, State.STOPPED)
+
+    def test_coldFails(self):
+        """
+        A cold rollback whose generation never becomes healthy fails as a
+        redeploy does, and the active generation serves on.
+        """
+        h = self.redeployed(rollbackWindow=0)
+        d = h.deployer.rollback()
+        h.process(3).exit(1)
+        self.failureResultOf(d, DeployFailed)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_coldSameDirectory(self):
+        """
+        Without a standby, a previous generation that ran in the active
+        one's directory is not launched again (its files may have changed
+        since): the rollback is refused, saying so.
+        """
+        h = Harness(self)
+        h.start()
+        h.newConfig(run="app2 $1 $2")
+        h.deployer.redeploy()
+        h.healthy(2)
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIn("same directory as the active one", str(failure.value))
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_coldDirectoryGone(self):
+        """
+        Without a standby, and with the previous generation's directory
+        gone, a rollback is refused, saying why and how to keep a standby.
+        """
+        h = Harness(self)
+        oldDirectory = os.path.abspath(self.mktemp())
+        os.makedirs(oldDirectory)
+        h.configs[0] = attrs.evolve(h.configs[0], cwd=oldDirectory)
+        h.deployer.config = h.configs[0]
+        h.start()
+        h.newConfig(cwd=h.configs[0].stateDir)
+        h.deployer.redeploy()
+        h.healthy(2)
+        os.rmdir(oldDirectory)
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIn(f"directory {oldDirectory} is gone", str(failure.value))
+        self.assertIn("rollbackWindow is 0", str(failure.value))
+        self.assertEqual(len(h.reactor.processes), 2)
+
+    def test_nothing(self):
+        """
+        Right after startup there is nothing to roll back to: the rollback
+        is refused, and says how to keep a standby.
+        """
+        h = Harness(self)
+        h.start()
+        events = []
+        h.deployer.observe(events.append)
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIsInstance(failure.value, DeployRefused)
+        self.assertIn("nothing to roll back to", str(failure.value))
+        self.assertIn("set rollbackWindow", str(failure.value))
+        self.assertEqual([e.kind for e in events], ["deploying", "refused"])
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_twice(self):
+        """
+        After a rollback to the standby there is nothing more to roll back
+        to.
+        """
+        h = self.redeployed()
+        self.successResultOf(h.deployer.rollback())
+        failure = self.failureResultOf(h.deployer.rollback(), NothingToRollBack)
+        self.assertIn("rolled back to", str(failure.value))
+
+    def test_afterWindow(self):
+        """
+        Once the window has passed, the refusal says so, and a rollback is
+        a cold one when the previous directory is there.
+        """
+        h = self.redeployed()
+        h.reactor.advance(60)
+        d = h.deployer.rollback()
+        self.assertEqual(len(h.reactor.processes), 3)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+
+    def test_waitsForDeploy(self):
+        """
+        A rollback asked for during a redeploy waits for it, and then moves
+        traffic back to the generation that deploy replaced.
+        """
+        h = self.redeployed()
+        redeploy = h.deployer.redeploy()
+        rollback = h.deployer.rollback()
+        self.assertIs(h.deployer.phase, Phase.QUEUED)
+        self.assertNoResult(rollback)
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(redeploy).generation, 3)
+        self.assertEqual(self.successResultOf(rollback).generation, 2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def test_coalesced(self):
+        """
+        Rollbacks asked for one after the other during a deploy share one
+        rollback; a redeploy asked after them is a deploy of its own, after.
+        """
+        h = self.redeployed()
+        h.newConfig(maxBackends=5, rollbackWindow=60.0)
+        h.deployer.redeploy()
+        first = h.deployer.rollback()
+        second = h.deployer.rollback()
+        redeploy = h.deployer.redeploy()
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(first), self.successResultOf(second))
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.assertNoResult(redeploy)
+        h.healthy(4)
+        self.assertEqual(self.successResultOf(redeploy).generation, 4)
+
+    def test_stopping(self):
+        """
+        A rollback asked for while rainbowd stops is refused.
+        """
+        h = self.redeployed()
+        h.deployer.stopService()
+        self.failureResultOf(h.deployer.rollback(), DeployRefused)
+
+
+class AutomaticRollbackTests(SynchronousTestCase):
+    """
+    While there is a standby (C{rollbackWindow} 60 s here), rainbowd rolls
+    back by itself from a new generation that exits, fails its health
+    checks, or answers too many 5xx.
+    """
+
+    def redeployed(self, **changes):
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.newConfig(rollbackWindow=60.0, **changes)
+        self.events = []
+        h.deployer.observe(self.events.append)
+        d = h.deployer.redeploy()
+        h.healthy(2)
+        self.successResultOf(d)
+        del self.events[:]
+        return h
+
+    def assertRolledBack(self, h, cause, settle=0.0):
+        """
+        Generation 1 serves again, generation 2 is stopped (within
+        C{settle} seconds), and the events say it was an automatic rollback
+        for C{cause}.
+        """
+        self.assertIs(h.deployer.active, h.backend(1))
+        self.assertIs(h.deployer.routable, h.backend(1))
+        self.assertIsNone(h.deployer.standby)
+        passTime(h.reactor, settle)
+        self.assertIs(h.backend(2).state, State.STOPPED)
+        kinds = [e.kind for e in self.events]
+        self.assertIn("rolledBack", kinds)
+        [deploying] = [e for e in self.events if e.kind == "deploying"]
+        self.assertEqual(deploying.details["cause"], "automaticRollback")
+        [rolledBack] = [e for e in self.events if e.kind == "rolledBack"]
+        self.assertEqual(
+            {k: rolledBack.details[k] for k in ("cause", "from", "to", "deploy")},
+            {"cause": cause, "from": 2, "to": 1, "deploy": 3},
+        )
+        self.assertEqual(len(h.reactor.processes), 2)
+        self.assertIs(h.deployer.phase, Phase.IDLE)
+
+    def failChecks(self, h, generation, times):
+        for _ in range(times):
+            h.reactor.advance(0.1)
+            [check] = [d for d in h.pendingChecks(generation)]
+            check.errback(TimeoutError("GET / did not answer within 2 s"))
+
+    def test_exits(self):
+        """
+        A new generation that exits is rolled back from, rather than
+        restarted: no launch, and the old process serves again.
+        """
+        h = self.redeployed()
+        with capturedLogs() as logs:
+            h.process(2).exit(1)
+        self.assertRolledBack(h, "exited")
+        h.reactor.advance(100)
+        self.assertEqual(len(h.reactor.processes), 2)
+        messages = [formatEvent(e) for e in logs]
+        self.assertTrue(
+            any("rolling back to generation 1, the standby" in m for m in messages),
+            messages,
+        )
+
+    def test_exitsDuringDeploy(self):
+        """
+        A new generation that exits while another deploy is under way is
+        not rolled back from: that deploy replaces it, as outside the
+        window.
+        """
+        h = self.redeployed()
+        d = h.deployer.redeploy()
+        h.process(2).exit(1)
+        self.assertIsNone(h.deployer.active)
+        self.assertIs(h.deployer.standby, h.backend(1))
+        h.healthy(3)
+        self.assertEqual(self.successResultOf(d).generation, 3)
+        self.assertIs(h.deployer.active, h.backend(3))
+
+    def test_unhealthy(self):
+        """
+        A new generation that fails C{rollbackCheckFailures} (3) health
+        checks in a row, one every C{healthCheckInterval}, is rolled back
+        from.
+        """
+        h = self.redeployed()
+        self.failChecks(h, 2, 2)
+        self.assertIs(h.deployer.active, h.backend(2))
+        self.failChecks(h, 2, 1)
+        self.assertRolledBack(h, "unhealthy")
+
+    def test_healthyKeeps(self):
+        """
+        Health checks that fail now and then, never three in a row, roll
+        nothing back.
+        """
+        h = self.redeployed()
+        for _ in range(10):
+            self.failChecks(h, 2, 2)
+            h.reactor.advance(0.1)
+            [check] = h.pendingChecks(2)
+            check.callback(None)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_stoppedApp(self):
+        """
+        A new generation whose process is stopped (kill -STOP) is rolled
+        back from after as many checks, without waiting for timeouts.
+        """
+        h = self.redeployed()
+        h.process(2).stopped = True
+        h.reactor.advance(0.1)
+        h.reactor.advance(0.1)
+        h.reactor.advance(0.1)
+        self.assertRolledBack(h, "unhealthy", settle=10.0)
+
+    def test_errorRate(self):
+        """
+        More 5xx than C{rollbackErrorRate} (0.25) of at least
+        C{rollbackMinRequests} (20) responses roll back at the next check.
+        """
+        h = self.redeployed()
+        tally = h.backend(2).tally
+        tally.responses, tally.errors = 20, 6
+        h.reactor.advance(0.1)
+        self.assertRolledBack(h, "errorRate")
+        [rolledBack] = [e for e in self.events if e.kind == "rolledBack"]
+        self.assertIn("6 of its 20 responses", rolledBack.details["reason"])
+
+    def test_errorRateAtLimit(self):
+        """
+        A share of 5xx equal to C{rollbackErrorRate}, or over fewer than
+        C{rollbackMinRequests} responses, rolls nothing back.
+        """
+        h = self.redeployed()
+        tally = h.backend(2).tally
+        tally.responses, tally.errors = 20, 5
+        h.reactor.advance(0.1)
+        tally.responses, tally.errors = 19, 19
+        h.reactor.advance(0.2)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_errorRateOff(self):
+        """
+        C{rollbackErrorRate} 1 never rolls back for 5xx.
+        """
+        h = self.redeployed(rollbackErrorRate=1.0)
+        tally = h.backend(2).tally
+        tally.responses, tally.errors = 100, 100
+        h.reactor.advance(0.1)
+        self.assertIs(h.deployer.active, h.backend(2))
+
+    def test_tallyFromSwitch(self):
+        """
+        The tally of a generation starts at its switch.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        h.start()
+        h.backend(1).tally.responses = 7
+        h.deployer.redeploy()
+        h.backend(2).tally.errors = 3
+        h.healthy(2)
+        self.assertEqual((h.backend(2).tally.responses, h.backend(2).tally.errors), (0, 0))
+
+    def test_afterWindowLiveness(self):
+        """
+        Once the window has passed, the active generation is checked every
+        C{livenessInterval} again, and one that fails C{livenessFailures}
+        checks is replaced through the crash path, not rolled back.
+        """
+        h = self.redeployed()
+        h.reactor.advance(60)
+        self.assertIsNone(h.deployer.standby)
+        for check in h.pendingChecks(2):
+            check.callback(None)
+        h.deployer._backoff = lambda attempt: 5.0
+        h.failLiveness(2, 3)
+        self.assertIs(h.deployer.phase, Phase.RESTART_PENDING)
+        self.assertNotIn("rolledBack", [e.kind for e in self.events])
+
+    def test_afterStandbyFailsLiveness(self):
+        """
+        Once the standby is gone (it failed its checks), the active
+        generation is checked as outside the window.
+        """
+        h = self.redeployed()
+        h.backend(1).liveness._threshold = 1
+        h.reactor.advance(1.0)
+        [check] = h.pendingChecks(1)
+        check.errback(TimeoutError("no"))
+        self.assertIsNone(h.deployer.standby)
+        for check in h.pendingChecks(2):
+            check.callback(None)
+        self.assertEqual(h.backend(2).liveness._interval, 2.0)
+
+    def test_manualRollbackEvents(self):
+        """
+        A rollback asked for by hand emits no C{rolledBack}: that is for
+        the automatic ones.
+        """
+        h = self.redeployed()
+        self.successResultOf(h.deployer.rollback())
+        self.assertNotIn("rolledBack", [e.kind for e in self.events])
 
 
 class LivenessTests(SynchronousTestCase):

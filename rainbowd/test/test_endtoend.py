@@ -150,6 +150,8 @@ class Daemon:
             "controlPort": self.controlPort,
             "backendPorts": f"{low}-{low + 19}",
             "drainTimeout": 10000,
+            # Old versions stop once drained, unless a test keeps a standby.
+            "rollbackWindow": 0,
             "killTimeout": 2000,
         }
         self.config.update(config)
@@ -496,6 +498,128 @@ class EndToEndTests(SynchronousTestCase):
         self.assertLess(
             log.index(rainbowd.versionLine()), log.index("PyPy's collector:"), log
         )
+
+    def test_rollbackToStandby(self):
+        """
+        After a redeploy the old version stays alive as the standby; a
+        rollback moves traffic back to that very process, with no launch,
+        and the version rolled back from exits.
+        """
+        daemon = Daemon(self, rollbackWindow=120000)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        newPid = result["pid"]
+        self.assertTrue(daemon.get("/")[1].startswith(f"v2 pid={newPid}"))
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["standby"] == 1,
+            "generation 1 to be the standby",
+        )
+        self.assertTrue(alive(oldPid))
+        status, result = daemon.control("POST", "/rollback")
+        self.assertEqual(status, 200, result)
+        self.assertEqual((result["generation"], result["pid"]), (1, oldPid))
+        self.assertEqual(daemon.get("/")[1], f"v1 pid={oldPid}\n")
+        waitFor(lambda: not alive(newPid), "the version rolled back from to exit")
+        self.assertEqual(daemon.log().count("launching on port"), 2, daemon.log())
+        status, result = daemon.control("POST", "/rollback")
+        self.assertEqual(status, 409, result)
+        self.assertIn("nothing to roll back to", result["error"])
+
+    def test_automaticRollbackOn5xx(self):
+        """
+        A new version whose C{/} answers 500 while its health check passes
+        is rolled back by rainbowd within its window: the old process
+        serves again, without a boot, and C{redeploy --watch} exits 1.
+        """
+        daemon = Daemon(self, rollbackWindow=120000, rollbackMinRequests=10)
+        daemon.start()
+        oldPid = daemon.appPid()
+        daemon.writeConfig(env={"APP_VERSION": "v2", "APP_ROOT_STATUS": "500"})
+        watch = subprocess.Popen(
+            [sys.executable, "-c", "from rainbowd.ctl import main; main()",
+             "redeploy", "--watch"],
+            cwd=daemon.directory,
+            env=dict(os.environ, PYTHONPATH=SOURCE),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: watch.poll() is None and watch.kill())
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["active"] == 2,
+            "generation 2 to serve",
+        )
+        codes = []
+
+        def served():
+            status, body = daemon.get("/")
+            codes.append(status)
+            return status == 200 and body == f"v1 pid={oldPid}\n"
+
+        waitFor(served, "the old version to serve again")
+        self.assertIn(500, codes)
+        output = watch.communicate(timeout=DEADLINE)[0].decode()
+        self.assertEqual(watch.returncode, 1, output)
+        self.assertIn("rolled back by rainbowd: generation 2 answered", output)
+        log = daemon.log()
+        self.assertIn("rolling back to generation 1, the standby", log)
+        self.assertEqual(log.count("launching on port"), 2, log)
+        status = daemon.control("GET", "/status")[1]
+        self.assertEqual(status["active"], 1)
+        self.assertIsNone(status["standby"])
+
+    def test_historyOfDeploysCutShort(self):
+        """
+        A redeploy under way when rainbowd gets SIGTERM is recorded,
+        refused, before rainbowd exits; one under way when rainbowd is
+        killed keeps its number: each later rainbowd numbers after them.
+        """
+        daemon = Daemon(self)
+
+        def startServing():
+            daemon.writeConfig(env={})
+            daemon.start()
+            self.assertTrue(daemon.serving().startswith("v1"))
+
+        def redeployStuck():
+            # A version that takes a minute to listen: the deploy waits.
+            daemon.writeConfig(env={"APP_STARTUP_DELAY": "60"})
+
+            def ask():
+                try:
+                    daemon.control("POST", "/redeploy")
+                except (OSError, http.client.HTTPException):
+                    pass  # rainbowd went away
+
+            asking = threading.Thread(target=ask, daemon=True)
+            asking.start()
+            self.addCleanup(asking.join, DEADLINE)
+            waitFor(
+                lambda: len(daemon.control("GET", "/status")[1]["backends"]) == 2,
+                "the new version to be launched",
+            )
+
+        def numbers():
+            deploys = daemon.control("GET", "/deploys")[1]["deploys"]
+            return [(d["deploy"], d["outcome"]) for d in deploys]
+
+        startServing()
+        redeployStuck()
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+        daemon.process.stdout.close()
+        startServing()
+        waitFor(lambda: len(numbers()) == 3, "the startup deploy to be recorded")
+        self.assertEqual(numbers(), [(3, "deployed"), (2, "refused"), (1, "deployed")])
+        redeployStuck()
+        daemon.process.kill()
+        daemon.process.wait(DEADLINE)
+        daemon.process.stdout.close()
+        startServing()
+        waitFor(lambda: len(numbers()) == 4, "the startup deploy to be recorded")
+        self.assertEqual(numbers()[0], (5, "deployed"))
 
     def test_upgradeSurvivesRedeployUntilDrainTimeout(self):
         """
@@ -1301,6 +1425,33 @@ class EndToEndTests(SynchronousTestCase):
                 f"another rainbowd (pid {first.process.pid}) uses the state directory",
                 error,
             )
+        self.assertTrue(first.serving().startswith("v1"))
+
+    def test_daemonUnixSocketLocked(self):
+        """
+        A daemonized rainbowd holds the lock of its unix control socket in
+        its own name: a second rainbowd, on another state directory, on
+        that socket exits with the error, and the first serves on.
+        """
+        # A short path: a unix socket's is at most 107 bytes.
+        socketDirectory = tempfile.mkdtemp(prefix="rainbowd-")
+        self.addCleanup(shutil.rmtree, socketDirectory)
+        socketPath = os.path.join(socketDirectory, "control.sock")
+        first = Daemon(self, controlPort=f"unix:{socketPath}")
+        marker = {"RAINBOWD_TEST_START": first.directory}
+
+        def stop():
+            for pid in SIGNALS.marked(marker):
+                SIGNALS.signalMarked(pid, marker, signal.SIGTERM)
+            waitFor(lambda: not SIGNALS.marked(marker) or None, "the daemon to stop")
+
+        process = first.start(daemonize=True, env=marker)
+        self.addCleanup(stop)
+        self.assertEqual(process.wait(DEADLINE), 0, process.stdout.read())
+        self.assertTrue(first.serving().startswith("v1"))
+        second = Daemon(self, controlPort=first.config["controlPort"])
+        error = self.failedStart(second, daemonize=False)
+        self.assertIn("another rainbowd is using that socket", error)
         self.assertTrue(first.serving().startswith("v1"))
 
     def test_example(self):

@@ -6,15 +6,16 @@ Tests for L{rainbowd.history}.
 import errno
 import json
 import os
+import shutil
 
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs, formatEvent
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
 from rainbowd import history as history_module
-from rainbowd.deployer import Deployer
+from rainbowd.deployer import Deployer, Event
 from rainbowd.history import (
     COMPACT_AT,
     DEFAULT_LIMIT,
@@ -88,7 +89,6 @@ class HistoryTests(SynchronousTestCase):
     def history(self, **kwargs) -> DeployHistory:
         history = DeployHistory(HistoryFile(self.path, **kwargs))
         history.load()
-        self.addCleanup(history.file.close)
         return history
 
     def lines(self):
@@ -103,12 +103,29 @@ class HistoryTests(SynchronousTestCase):
         first = self.history()
         first.add(record(1))
         first.add(record(2, outcome="failed", error="boom"))
-        first.file.close()
         second = self.history()
         self.assertEqual(second.records(), [record(2, outcome="failed", error="boom"), record(1)])
         self.assertEqual(second.lastDeploy, 2)
         second.add(record(3))
         self.assertEqual([r.deploy for r in self.history().records()], [3, 2, 1])
+
+    def test_undecodableNames(self) -> None:
+        """
+        A deploy whose strings hold bytes that are not UTF-8, as names from
+        the filesystem and the kernel do (a release directory, a unix
+        socket client's address), is written and read back as it was, and
+        spoils no later write.
+        """
+        odd = record(
+            1,
+            requester="unix:/tmp/\udcff (uid 1000, pid 7)",
+            directory="/srv/app/releases/\udcfe",
+            error="generation 1 could not be started: /srv/\udcfe",
+        )
+        history = self.history()
+        history.add(odd)
+        history.add(record(2))
+        self.assertEqual(self.history().records(), [record(2), odd])
 
     def test_oneLineEach(self) -> None:
         """
@@ -161,6 +178,41 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(history.records(), [record(4)])
         self.assertIn("(line 1, 2, 3, 4, 6)", formatEvent(events[0]))
 
+    def test_wrongShapeSkipped(self) -> None:
+        """
+        A line that is a JSON object with every field, but a field of the
+        wrong type, a number that is not finite, or a deploy number that is
+        not a whole number from 1 to 2**53, is skipped rather than served.
+        """
+        wrong = [
+            {"requester": ["127.0.0.1"]},
+            {"message": 5},
+            {"error": {"no": "pe"}},
+            {"directory": 7},
+            {"generation": "3"},
+            {"port": 1.5},
+            {"port": True},
+            {"started": float("nan")},
+            {"seconds": float("inf")},
+            {"started": 10**400},
+            {"deploy": "9"},
+            {"deploy": 0},
+            {"deploy": 2**53 + 1},
+        ]
+        with open(self.path, "wb") as f:
+            for changes in wrong:
+                values = {**record(1).asJSON(), **changes}
+                f.write(json.dumps(values).encode() + b"\n")
+            nothing = dict.fromkeys(
+                ["requester", "message", "generation", "port", "directory"]
+            )
+            f.write(line(record(2, **nothing)))
+        with capturedLogs() as events:
+            history = self.history()
+        self.assertEqual([r.deploy for r in history.records()], [2])
+        self.assertEqual(history.lastDeploy, 2)
+        self.assertIn(f"{len(wrong)} line(s)", formatEvent(events[0]))
+
     def test_hugeFile(self) -> None:
         """
         Of a file too big to be one rainbowd wrote, only the end is read:
@@ -173,6 +225,55 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual(history.lastDeploy, 100)
         self.assertLess(len(history), 10)
         self.assertEqual(history.records(1), [record(100)])
+
+    def test_manyLinesRead(self) -> None:
+        """
+        Of a file of more lines than rainbowd writes, only the last
+        L{COMPACT_AT} are read (so that a file of millions of empty lines
+        does not hold rainbowd's start up), the last L{KEPT} records kept,
+        and the first few lines skipped named; the file is rewritten at
+        the next deploy.
+        """
+        empty = 100000
+        with open(self.path, "wb") as f:
+            f.write(b"\n" * empty)
+            f.write(b"".join(line(record(n)) for n in range(1, KEPT + 6)))
+        records, skipped, skippedCount, lines, begun = HistoryFile(self.path).read()
+        self.assertEqual(records, [record(n) for n in range(6, KEPT + 6)])
+        first = empty + KEPT + 5 - COMPACT_AT + 1
+        self.assertEqual(skipped, list(range(first, first + 10)))
+        self.assertEqual(
+            (skippedCount, lines), (COMPACT_AT - KEPT - 5, empty + KEPT + 5)
+        )
+        with capturedLogs():
+            history = self.history()
+        self.assertEqual(history.lastDeploy, KEPT + 5)
+        history.add(record(KEPT + 6))
+        self.assertEqual(len(self.lines()), KEPT)
+
+    def test_lastLines(self) -> None:
+        """
+        L{history_module._lastLines} finds where the last lines begin, and
+        counts those before, with or without a last newline, across blocks
+        and within one.
+        """
+        self.patch(history_module, "_BLOCK", 7)
+        path = self.mktemp()
+        for data in (b"a\nbb\nccc\ndddd\n", b"a\nbb\nccc\ndddd", b"\n" * 30):
+            with open(path, "wb") as f:
+                f.write(data)
+            lines = data.split(b"\n")
+            if data.endswith(b"\n"):
+                lines.pop()
+            for wanted in range(1, len(lines) + 2):
+                with open(path, "rb") as f:
+                    begin, before = history_module._lastLines(f, 0, len(data), wanted)
+                kept = lines[max(0, len(lines) - wanted) :]
+                self.assertEqual(
+                    (data[begin:].split(b"\n")[: len(kept)], before),
+                    (kept, len(lines) - len(kept)),
+                    (data, wanted),
+                )
 
     def test_compaction(self) -> None:
         """
@@ -230,6 +331,39 @@ class HistoryTests(SynchronousTestCase):
         )
         history.add(record(4))
         self.assertEqual(len(self.lines()), 4)
+
+    def test_writtenAtStop(self) -> None:
+        """
+        Deploys kept only in memory, the file not writable, get one more
+        try at the stop, so that a disk with room again by then loses
+        none of them.
+        """
+        disk = FullDisk()
+        history = self.history(write=disk, rewrite=self.rewriteOn(disk))
+        history.startService()
+        with capturedLogs():
+            history.add(record(1))
+        disk.full = False
+        with capturedLogs():
+            self.successResultOf(history.stopService())
+        self.assertEqual([json.loads(text)["deploy"] for text in self.lines()], [1])
+
+    def test_lostAtStop(self) -> None:
+        """
+        Deploys kept only in memory that cannot be written at the stop
+        either are said to be lost with this rainbowd, with the fix.
+        """
+        disk = FullDisk()
+        history = self.history(write=disk, rewrite=self.rewriteOn(disk))
+        history.startService()
+        with capturedLogs():
+            history.add(record(1))
+        with capturedLogs() as events:
+            self.successResultOf(history.stopService())
+        [error] = [formatEvent(e) for e in events]
+        self.assertIn(f"the deploy history {self.path} lacks deploys", error)
+        self.assertIn("they are lost with this rainbowd", error)
+        self.assertIn(f"df -h {self.directory}", error)
 
     def rewriteOn(self, disk: FullDisk):
         """
@@ -290,23 +424,136 @@ class HistoryTests(SynchronousTestCase):
             f.write(line(record(1)) + b"torn")
         history = DeployHistory(HistoryFile(self.path), inThread)
         history.load()
-        self.addCleanup(history.file.close)
         history.add(record(2))
         history.add(record(3))
         self.assertEqual(len(calls), 1)
         f, args, d = calls[0]
-        self.assertEqual(args, ([record(1), record(2)],))
+        self.assertEqual(args, ([record(1), record(2)], False, None))
         f(*args)
         d.callback(None)
         self.assertEqual(len(calls), 2)
         f, args, d = calls[1]
-        self.assertEqual(args, ([record(1), record(2), record(3)],))
+        self.assertEqual(args, ([record(1), record(2), record(3)], False, None))
         f(*args)
         d.callback(None)
         history.add(record(4))
         self.assertEqual(len(calls), 2)
         self.assertEqual(
             [json.loads(text)["deploy"] for text in self.lines()], [1, 2, 3, 4]
+        )
+
+    def test_unreadableKept(self) -> None:
+        """
+        A history that cannot be read (here, another user's) is not
+        overwritten: the next deploy moves it aside, whole, to
+        C{deploys.jsonl.unreadable}, says so, and starts a new file.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("changing a file's owner takes root")
+        old = line(record(1)) + line(record(2))
+        with open(self.path, "wb") as f:
+            f.write(old)
+        os.chown(self.path, 12345, 12345)
+        with capturedLogs() as events:
+            history = self.history()
+        aside = self.path + ".unreadable"
+        self.assertIn(f"moved to {aside} at the next deploy", formatEvent(events[0]))
+        history.add(record(1))
+        with open(aside, "rb") as f:
+            self.assertEqual(f.read(), old)
+        self.assertEqual(len(self.lines()), 1)
+        history.add(record(2))
+        with open(aside, "rb") as f:
+            self.assertEqual(f.read(), old)
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
+        )
+
+    def test_removedWhileRunning(self) -> None:
+        """
+        A history file removed while rainbowd runs is made again at the
+        next deploy, rather than that deploy written to the removed file.
+        """
+        history = self.history()
+        history.add(record(1))
+        os.unlink(self.path)
+        history.add(record(2))
+        self.assertEqual([json.loads(text)["deploy"] for text in self.lines()], [2])
+
+    def test_linkPlantedWhileRunning(self) -> None:
+        """
+        A history file replaced by a symbolic link while rainbowd runs is
+        not written through: the same deploy replaces the link with the
+        whole history.
+        """
+        target = os.path.join(self.directory, "elsewhere")
+        with open(target, "wb") as f:
+            f.write(b"keep\n")
+        history = self.history()
+        history.add(record(1))
+        link = self.path + ".link"
+        os.symlink(target, link)
+        os.replace(link, self.path)
+        with capturedLogs():
+            history.add(record(2))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"keep\n")
+        self.assertFalse(os.path.islink(self.path))
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
+        )
+
+    def test_begunDuringRewrite(self) -> None:
+        """
+        A deploy that begins while the file is being rewritten has its
+        number kept by the rewrite after; one that begins when the file is
+        due a rewrite (a torn line) is kept by that rewrite, at once.
+        """
+        calls = []
+
+        def inThread(f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+
+        with open(self.path, "wb") as f:
+            f.write(line(record(1)) + b"torn")
+        history = DeployHistory(HistoryFile(self.path), inThread)
+        with capturedLogs():
+            history.load()
+        history._observe(Event("deploying", 5.0, None, {"deploy": 2}))
+        [(f, args, d)] = calls
+        self.assertEqual(args, ([record(1)], False, 2))
+        history._observe(Event("deploying", 6.0, None, {"deploy": 3}))
+        f(*args)
+        d.callback(None)
+        f, args, d = calls[1]
+        self.assertEqual(args, ([record(1)], False, 3))
+        f(*args)
+        d.callback(None)
+        later = DeployHistory(HistoryFile(self.path))
+        later.load()
+        self.assertEqual((later.lastDeploy, later.records()), (3, [record(1)]))
+
+    def test_hardLinkPlantedWhileRunning(self) -> None:
+        """
+        A history file replaced by a hard link to another file while
+        rainbowd runs is not written through: the same deploy replaces the
+        name, and the other file is left as it was.
+        """
+        target = os.path.join(self.directory, "passwd")
+        with open(target, "wb") as f:
+            f.write(b"root:x:0:0::/root:/bin/sh\n")
+        history = self.history()
+        history.add(record(1))
+        os.unlink(self.path)
+        os.link(target, self.path)
+        with capturedLogs():
+            history.add(record(2))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"root:x:0:0::/root:/bin/sh\n")
+        self.assertEqual(
+            [json.loads(text)["deploy"] for text in self.lines()], [1, 2]
         )
 
     def test_plantedLink(self) -> None:
@@ -327,6 +574,72 @@ class HistoryTests(SynchronousTestCase):
         with open(target, "rb") as f:
             self.assertEqual(f.read(), line(record(7)))
         self.assertEqual([r.deploy for r in self.history().records()], [1])
+
+
+class ReplacedByDirectoryTests(SynchronousTestCase):
+    """
+    A history file that is a directory is reported with the fix that
+    works.
+    """
+
+    def test_directory(self) -> None:
+        """
+        When the history's path is a directory, the error on writing says
+        so and to move it away, rather than to check permissions.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, FILENAME)
+        os.makedirs(os.path.join(path, "inside"))
+        # Where it would be moved aside is taken too.
+        os.makedirs(os.path.join(path + ".unreadable", "inside"))
+        history = DeployHistory(HistoryFile(path))
+        with capturedLogs():
+            history.load()
+        with capturedLogs() as events:
+            history.add(record(1))
+        [error] = [formatEvent(e) for e in events]
+        self.assertIn(f"cannot write the deploy history {path}", error)
+        self.assertIn(f"{path} is a directory: move it away (mv {path} ", error)
+        self.assertNotIn("writable", error)
+        self.assertTrue(os.path.isdir(os.path.join(path, "inside")))
+
+    def test_stateDirGone(self) -> None:
+        """
+        When the state directory itself is gone (removed with a release
+        it was in), the error on writing says so, and that the fix is a
+        state directory outside the releases.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        history = DeployHistory(HistoryFile(os.path.join(directory, FILENAME)))
+        history.load()
+        history.add(record(1))
+        shutil.rmtree(directory)
+        with capturedLogs() as events:
+            history.add(record(2))
+        [error] = [formatEvent(e) for e in events]
+        self.assertIn(f"the state directory {directory} is gone", error)
+        self.assertIn('set "stateDir" outside the releases', error)
+        self.assertNotIn("writable", error)
+
+    def test_directoryMovedAside(self) -> None:
+        """
+        A history path that is a directory is moved aside, whole, at the
+        next deploy, and a new file started.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, FILENAME)
+        os.makedirs(os.path.join(path, "inside"))
+        history = DeployHistory(HistoryFile(path))
+        with capturedLogs():
+            history.load()
+        with capturedLogs() as events:
+            history.add(record(1))
+        self.assertEqual(list(events), [])
+        self.assertTrue(os.path.isdir(os.path.join(path + ".unreadable", "inside")))
+        self.assertTrue(os.path.isfile(path))
 
 
 class ObservedDeploysTests(SynchronousTestCase):
@@ -407,6 +720,35 @@ class ObservedDeploysTests(SynchronousTestCase):
         self.assertEqual((latest.outcome, latest.generation), ("refused", None))
         self.assertIn("maxBackends", latest.error)
 
+    def test_killedMidDeploy(self) -> None:
+        """
+        A deploy under way when rainbowd is killed (no outcome, ever) has
+        its number kept as it begins: a later rainbowd numbers after it,
+        without warning of the line that keeps it.
+        """
+        self.h.start()
+        self.h.deployer.redeploy()
+        # rainbowd is killed: no stop, no outcome.
+        later = DeployHistory(HistoryFile(self.path))
+        with capturedLogs() as events:
+            later.load()
+        self.assertEqual(list(events), [])
+        self.assertEqual(later.lastDeploy, 2)
+        self.assertEqual([r.deploy for r in later.records()], [1])
+
+    def test_clockBackwards(self) -> None:
+        """
+        A deploy during which the clock was set back is recorded as taking
+        no time, not a negative one.
+        """
+        self.h.start()
+        self.h.reactor.advance(100)
+        self.h.deployer.redeploy()
+        self.h.reactor.rightNow -= 60
+        self.h.healthy(2)
+        latest = self.history.records(1)[0]
+        self.assertEqual((latest.deploy, latest.seconds), (2, 0.0))
+
     def test_restart(self) -> None:
         """
         The replacement of a crashed generation is recorded as a restart.
@@ -454,7 +796,6 @@ class DeploysResourceTests(SynchronousTestCase):
         directory = self.mktemp()
         os.makedirs(directory)
         self.history = DeployHistory(HistoryFile(os.path.join(directory, FILENAME)))
-        self.addCleanup(self.history.file.close)
         for n in range(1, 31):
             self.history.add(record(n))
         root = Resource()
@@ -508,3 +849,73 @@ class DeploysResourceTests(SynchronousTestCase):
         d = self.treq.post("http://127.0.0.1:7001/deploys", data=b"")
         self.treq.flush()
         self.assertEqual(self.successResultOf(d).code, 405)
+
+
+class StopTests(SynchronousTestCase):
+    """
+    Stopping the history loses no deploy: not one still under way, nor
+    one added while the file is being rewritten.
+    """
+
+    def test_deployUnderWayAtStop(self) -> None:
+        """
+        A deploy still under way when rainbowd stops is recorded once it
+        has its outcome, and the history's stop waits for that, so that a
+        later rainbowd does not give its number to another deploy.
+        """
+        h = Harness(self)
+        path = os.path.join(h.configs[0].stateDir, FILENAME)
+        history = DeployHistory(HistoryFile(path))
+        history.load()
+        history.follow(h.deployer)
+        history.startService()
+        h.start()
+        deploying = h.deployer.redeploy()
+        # As MultiService does: the deployer, then the history, at once.
+        deployerStopped = h.deployer.stopService()
+        historyStopped = history.stopService()
+        self.assertNoResult(historyStopped)
+        h.reactor.advance(100)
+        self.successResultOf(deployerStopped)
+        self.successResultOf(historyStopped)
+        self.failureResultOf(deploying)
+        later = DeployHistory(HistoryFile(path))
+        later.load()
+        self.assertEqual(later.lastDeploy, 2)
+        self.assertEqual(later.records(1)[0].outcome, "refused")
+
+    def test_rewriteUnderWayAtStop(self) -> None:
+        """
+        The history's stop waits for a rewrite under way, and for the
+        deploys added meanwhile to be written.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, FILENAME)
+        calls = []
+
+        def inThread(f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+
+        with open(path, "wb") as f:
+            f.write(line(record(1)) + b"torn")
+        history = DeployHistory(HistoryFile(path), inThread)
+        history.load()
+        history.startService()
+        history.add(record(2))
+        history.add(record(3))
+        stopped = history.stopService()
+        self.assertNoResult(stopped)
+        f, args, d = calls.pop(0)
+        f(*args)
+        d.callback(None)
+        self.assertNoResult(stopped)
+        f, args, d = calls.pop(0)
+        f(*args)
+        d.callback(None)
+        self.successResultOf(stopped)
+        later = DeployHistory(HistoryFile(path))
+        later.load()
+        self.assertEqual([r.deploy for r in later.records()], [3, 2, 1])

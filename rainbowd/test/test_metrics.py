@@ -18,7 +18,7 @@ from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
 from rainbowd.test.test_control import FakeDeployer as FakeControlDeployer
 from rainbowd.test.test_deployer import Harness
 from rainbowd.backendclient import BODY_TIMEOUT, TIMEOUT
-from rainbowd.test.test_proxy import (
+from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,
     FakeDeployer,
@@ -108,6 +108,7 @@ class RequestMetricsTests(SynchronousTestCase):
                 "rainbowd_http_request_duration_seconds",
                 "rainbowd_deploys",
                 "rainbowd_deploy_duration_seconds",
+                "rainbowd_rollbacks",
                 "rainbowd_crashes",
                 "rainbowd_unresponsive",
                 "rainbowd_backend_timeouts",
@@ -187,7 +188,14 @@ class RequestMetricsTests(SynchronousTestCase):
         }
         self.assertEqual(
             states,
-            {"starting": 1, "ready": 0, "active": 1, "draining": 0, "stopping": 0},
+            {
+                "starting": 1,
+                "ready": 0,
+                "active": 1,
+                "draining": 0,
+                "standby": 0,
+                "stopping": 0,
+            },
         )
         self.assertEqual(samples[("rainbowd_active_generation", ())], 1)
 
@@ -333,6 +341,60 @@ class DeployMetricsTests(SynchronousTestCase):
         self.assertEqual(samples[("rainbowd_unresponsive_total", ())], 1)
         self.assertEqual(samples[("rainbowd_crashes_total", ())], 0)
         self.assertEqual(self.deploys()[("deployed", "restart")], 1)
+
+
+class RollbackMetricsTests(SynchronousTestCase):
+    """
+    Rollbacks, by hand and by rainbowd itself, by cause.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(self, rollbackWindow=60.0)
+        self.metrics = Metrics(self.h.deployer, processMetrics=False)
+        self.h.start()
+        self.h.deployer.redeploy()
+        self.h.healthy(2)
+
+    def rollbacks(self) -> Dict[str, float]:
+        return {
+            dict(labels)["cause"]: value
+            for (name, labels), value in scrape(self.metrics).items()
+            if name == "rainbowd_rollbacks_total"
+        }
+
+    def test_none(self) -> None:
+        """
+        Every cause is there, at 0, before any rollback.
+        """
+        self.assertEqual(
+            self.rollbacks(),
+            {"manual": 0, "exited": 0, "unhealthy": 0, "errorRate": 0},
+        )
+
+    def test_automatic(self) -> None:
+        """
+        An automatic rollback counts with its cause, and as a deploy caused
+        by an automatic rollback.
+        """
+        self.h.process(2).exit(1)
+        self.assertEqual(self.rollbacks()["exited"], 1)
+        self.assertEqual(
+            scrape(self.metrics)[
+                (
+                    "rainbowd_deploys_total",
+                    (("cause", "automaticRollback"), ("outcome", "deployed")),
+                )
+            ],
+            1,
+        )
+
+    def test_manual(self) -> None:
+        """
+        A rollback asked for counts as manual once it succeeded.
+        """
+        self.successResultOf(self.h.deployer.rollback())
+        self.failureResultOf(self.h.deployer.rollback())
+        self.assertEqual(self.rollbacks()["manual"], 1)
 
 
 class CardinalityTests(SynchronousTestCase):

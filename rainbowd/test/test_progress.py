@@ -69,6 +69,7 @@ class StreamingDeployer:
         self.active: Optional[FakeBackend] = None
         self.backends: List[FakeBackend] = []
         self.config = SimpleNamespace(drainTimeout=30.0, killTimeout=10.0)
+        self.standby: Optional[FakeBackend] = None
         self.onRedeploy: Callable[[], Any] = lambda: None
         self.outcome: Optional[Deferred] = None
         self.asked: List[Any] = []
@@ -229,6 +230,94 @@ class RedeployStreamTests(SynchronousTestCase):
         self.ended(done)
         self.assertEqual(self.deployer.observers, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_standby(self) -> None:
+        """
+        A redeploy whose old generation is kept as the standby ends once it
+        is: with the C{standby} line, not waiting for a stop.
+        """
+        self.startsAt(3)
+        done = self.stream()
+        self.deploySucceeds()
+        self.assertNoResult(done)
+        self.deployer.emit("standby", 2, seconds=300.0)
+        self.assertEqual(self.lines()[-1], {
+            "event": "standby", "time": 1.5, "generation": 2, "seconds": 300.0
+        })
+        self.ended(done)
+        self.assertEqual(self.deployer.observers, [])
+
+    def watched(self) -> Deferred:
+        """
+        A watched redeploy (deploy 3) whose old generation 2 became the
+        standby, with 60 s left in its window.
+        """
+        self.startsAt(3)
+        self.deployer.config.rollbackWindow = 60.0
+        d = self.treq.post(
+            CONTROL + "/redeploy?watch=1", data=b"", headers=NDJSON_HEADERS
+        )
+        self.treq.flush()
+        response = self.successResultOf(d)
+        done = self.treq.collect(response, self.chunks.append)
+        self.deploySucceeds()
+        self.deployer.standby = self.old
+        self.deployer.emit("standby", 2, seconds=60.0)
+        return done
+
+    def test_watchUntilWindowEnds(self) -> None:
+        """
+        With C{?watch=1}, a redeploy that kept a standby streams a
+        C{watching} line each second until the standby stops at the end of
+        its window, then C{watched} without a rollback.
+        """
+        done = self.watched()
+        self.clock.advance(PROGRESS_INTERVAL)
+        self.clock.advance(PROGRESS_INTERVAL)
+        self.assertNoResult(done)
+        watching = [line for line in self.lines() if line["event"] == "watching"]
+        self.assertEqual(
+            [(w["generation"], w["standby"], w["secondsLeft"]) for w in watching],
+            [(3, 2, 59.0), (3, 2, 58.0)],
+        )
+        self.deployer.emit("stopped", 2, state="stopped", exit="exited with code 0")
+        self.ended(done)
+        self.assertEqual(
+            self.lines()[-1],
+            {"event": "watched", "time": 3.5, "generation": 3, "rolledBack": False,
+             "serving": 3},
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_watchRolledBack(self) -> None:
+        """
+        A watched redeploy rolled back within the window streams the switch
+        back and the reason, then C{watched} with C{rolledBack}.
+        """
+        done = self.watched()
+        emit = self.deployer.emit
+        emit("deploying", deploy=4, cause="automaticRollback")
+        emit("switched", 2, deploy=4, previous=3)
+        self.deployer.active = self.old
+        emit("rolledBack", 2, cause="errorRate", reason="answered 5xx", deploy=4,
+             **{"from": 3, "to": 2})
+        emit("deployed", deploy=4, ok=True, generation=2, port=20002, pid=8, seconds=0)
+        self.ended(done)
+        self.assertEqual(
+            [line["event"] for line in self.lines()[-3:]],
+            ["switched", "rolledBack", "watched"],
+        )
+        self.assertEqual(self.lines()[-1]["rolledBack"], True)
+        self.assertEqual(self.lines()[-1]["serving"], 2)
+
+    def test_watchBounded(self) -> None:
+        """
+        A watch ends at the latest a few seconds after the window.
+        """
+        done = self.watched()
+        self.clock.pump([PROGRESS_INTERVAL] * 70)
+        self.ended(done)
+        self.assertEqual(self.lines()[-1]["rolledBack"], False)
 
     def test_failure(self) -> None:
         """

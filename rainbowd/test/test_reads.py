@@ -5,9 +5,8 @@ Tests for L{rainbowd.reads}.
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,7 +14,8 @@ from rainbowd.backendclient import BackendConnection, Pool
 from rainbowd.connlimit import ConnectionCap
 from rainbowd.proxy import ProxySite, ReverseProxy
 from rainbowd.reads import LARGE, SMALL, fit, readingEnd, readLarge, readSmall
-from rainbowd.test.test_proxy import FakeDeployer, RecordingHandler
+from rainbowd.test.inmemory import FakeDeployer
+from rainbowd.test.test_backendclient import RecordingHandler
 from rainbowd.tunnel import Tunnel
 
 

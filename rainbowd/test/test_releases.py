@@ -99,6 +99,30 @@ class DanglingLinkTests(SynchronousTestCase):
         )
 
 
+class LinkLoopTests(SynchronousTestCase):
+    """
+    A C{current} link that leads back to itself.
+    """
+
+    def test_loop(self) -> None:
+        """
+        A link that points at itself is named as a loop, not as a link to
+        something missing, with the same fix.
+        """
+        layout = Layout(self)
+        os.symlink("current", layout.current)
+        problem = danglingLinkProblem(layout.config)
+        self.assertEqual(
+            problem,
+            f"{layout.current} is a symbolic link to 'current' "
+            f"({layout.current}), which leads back to itself: point it at a "
+            f"release directory (ln -sfn releases/ID {layout.current}.new && "
+            f"mv -T {layout.current}.new {layout.current})",
+        )
+        error = self.assertRaises(ConfigError, layout.load)
+        self.assertIn("leads back to itself", str(error))
+
+
 class ResolveTests(SynchronousTestCase):
     """
     Tests for L{resolveRelease}, L{workingDirectory} and
@@ -161,6 +185,41 @@ class ResolveTests(SynchronousTestCase):
             (os.path.join(current, ".rainbowd"), None),
         ]:
             self.assertIsNone(stateDirWarning(stateDir, source))
+
+
+class StateDirBelowTheLinkTests(SynchronousTestCase):
+    """
+    L{stateDirWarning} for a config file deeper in a release than its top.
+    """
+
+    def test_configInASubdirectory(self) -> None:
+        """
+        A state directory in a config file's directory that is inside a
+        release reached through a link (C{current/config/}) is warned of,
+        naming the link, with a place outside the releases relative to
+        the config file; one outside the link is not, nor is a link
+        directly under C{/}.
+        """
+        layout = Layout(self)
+        one = layout.release("1")
+        os.makedirs(os.path.join(one, "config"))
+        layout.point("1")
+        current = layout.current
+        source = os.path.join(current, "config", "rainbow.conf.json")
+        warning = stateDirWarning(os.path.join(current, "config", ".rainbowd"), source)
+        self.assertIsNotNone(warning)
+        self.assertIn(f"inside {current}, which is a symbolic link", warning)
+        self.assertIn(
+            f'e.g. "{layout.root}/shared/rainbowd" ("../../shared/rainbowd" in '
+            "rainbow.conf.json)",
+            warning,
+        )
+        shared = os.path.join(layout.root, "shared", "rainbowd")
+        self.assertIsNone(stateDirWarning(shared, source))
+        if os.path.islink("/bin"):  # as in a merged /usr
+            self.assertIsNone(
+                stateDirWarning("/bin/x/.rainbowd", "/bin/x/rainbow.conf.json")
+            )
 
 
 class ConfigTests(SynchronousTestCase):
@@ -252,9 +311,11 @@ class DeployedReleasesTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.layout = Layout(self)
-        self.one = self.layout.release("1")
-        self.two = self.layout.release("2")
-        self.three = self.layout.release("3")
+        # Without a standby, so that a crash is followed by a replacement
+        # (with one, by a rollback: see test_deployer).
+        self.one = self.layout.release("1", rollbackWindow=0)
+        self.two = self.layout.release("2", rollbackWindow=0)
+        self.three = self.layout.release("3", rollbackWindow=0)
         self.layout.point("1")
         self.h = Harness(self)
         self.h.configs[0] = self.layout.load()

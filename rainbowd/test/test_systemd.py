@@ -148,6 +148,25 @@ class ReadinessTests(SynchronousTestCase):
             self.notifier.sent[-1], ["STATUS=serving generation 2 on tcp:7000"]
         )
 
+    def test_statusAfterAutomaticRollback(self) -> None:
+        """
+        An automatic rollback is in STATUS: what serves, and why.
+        """
+        h = Harness(self, rollbackWindow=60.0)
+        notifier = RecordingNotifier()
+        Readiness(h.deployer, notifier, "tcp:7000").startService()
+        h.start()
+        h.deployer.redeploy()
+        h.healthy(2)
+        h.process(2).exit(1)
+        self.assertEqual(
+            notifier.sent[-1],
+            [
+                "STATUS=serving generation 1 on tcp:7000, rolled back by itself "
+                "from generation 2, which exited with code 1"
+            ],
+        )
+
     def test_statusWhileUnresponsive(self) -> None:
         """
         An active generation that stops answering its liveness checks is in

@@ -23,6 +23,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
+from twisted.python.lockfile import FilesystemLock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
@@ -38,7 +39,7 @@ from rainbowd.history import DeploysResource
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.requestlimits import RequestLimits
 from rainbowd.stopdelay import StopDelay
-from rainbowd.tap import Options, _OrderlyStop, _withLockfile, makeService
+from rainbowd.tap import Options, _ListenNow, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
 from rainbowd.test.test_history import record as historyRecord
 from rainbowd.test.test_controlsite import tokenFile
@@ -190,13 +191,37 @@ class OptionsTests(SynchronousTestCase):
         A flag rainbowd does not have stops twistd with one line naming it,
         then one pointing at --help.
         """
-        error = self.assertRaises(SystemExit, self.parse, ["--drain-timout", "5"])
+        error = self.assertRaises(SystemExit, self.parse, ["--colour", "5"])
         self.assertEqual(
             str(error).splitlines(),
             [
-                "rainbowd: option --drain-timout not recognized.",
+                "rainbowd: option --colour not recognized.",
                 "rainbowd: twistd rainbowd --help lists the flags.",
             ],
+        )
+
+    def test_twistdFlagAfterRainbowd(self) -> None:
+        """
+        One of twistd's own flags given after "rainbowd" stops twistd with a
+        line saying it goes before; a misspelt flag of rainbowd's gets a
+        guess.
+        """
+        for argv, example in [
+            (["-n"], "-n"),
+            (["--pidfile=x.pid"], "--pidfile ..."),
+            (["-l", "x.log"], "-l ..."),
+        ]:
+            error = self.assertRaises(SystemExit, self.parse, ["--run", RUN, *argv])
+            flag = example.split()[0]
+            self.assertEqual(
+                str(error).splitlines()[0],
+                f"rainbowd: option {flag} not recognized: it is one of twistd's "
+                f"own, which go before rainbowd, as in twistd {example} rainbowd.",
+            )
+        error = self.assertRaises(SystemExit, self.parse, ["--prot", "8000"])
+        self.assertEqual(
+            str(error).splitlines()[0],
+            "rainbowd: option --prot not recognized.  Did you mean --port?",
         )
 
     def twistd(self, *argv: str) -> str:
@@ -260,6 +285,35 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertEqual(options.config.livenessInterval, 0)
         self.assertEqual(options.config.livenessFailures, 5)
+
+    def test_rollbackFlags(self) -> None:
+        """
+        The rollback keys have flags; --rollback-error-rate takes a
+        fraction, and says so when it gets something else.
+        """
+        options = self.parse(
+            [
+                "--run", RUN,
+                "--rollback-window", "0",
+                "--rollback-error-rate", "0.5",
+                "--rollback-check-failures", "4",
+                "--rollback-min-requests", "50",
+            ]
+        )
+        config = options.config
+        self.assertEqual(
+            (
+                config.rollbackWindow,
+                config.rollbackErrorRate,
+                config.rollbackCheckFailures,
+                config.rollbackMinRequests,
+            ),
+            (0, 0.5, 4, 50),
+        )
+        e = self.assertRaises(
+            SystemExit, self.parse, ["--run", RUN, "--rollback-error-rate", "half"]
+        )
+        self.assertIn("a number from 0 to 1", str(e))
 
     def test_portRangeWarning(self) -> None:
         """
@@ -525,6 +579,33 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertIn("--port", str(error))
 
+    def test_failedStartLetsGo(self) -> None:
+        """
+        A start that fails half-way (the control port is taken) closes the
+        port it already listens on and lets go of the state directory, so
+        that the same process may start rainbowd again.
+        """
+        closed = []
+
+        class Port:
+            def stopListening(self):
+                closed.append(True)
+
+        class ControlPortTaken(FakeProcessReactor):
+            def listenTCP(self, port, factory, backlog=50, interface=""):
+                if port == 8001:
+                    error = OSError(EADDRINUSE, strerror(EADDRINUSE))
+                    raise CannotListenError(interface, port, error)
+                FakeProcessReactor.listenTCP(self, port, factory, backlog, interface)
+                return Port()
+
+        options = self.options("--port", "8000")
+        error = self.assertRaises(SystemExit, makeService, options, ControlPortTaken())
+        self.assertIn('("controlPort")', str(error))
+        self.assertEqual(closed, [True])
+        second = makeService(options, FakeProcessReactor())
+        self.addCleanup(second.getServiceNamed("stateDirLock").release)
+
     def test_controlSite(self) -> None:
         """
         The control API is a L{ControlSite} holding the token read at
@@ -574,6 +655,60 @@ class MakeServiceTests(SynchronousTestCase):
         options = self.options("--control-port", f"unix:{path}:mode=600")
         error = self.assertRaises(SystemExit, makeService, options, Locked())
         self.assertIn("another rainbowd is using that socket", str(error))
+
+    def test_unixSocketPathTooLong(self) -> None:
+        """
+        A unix socket that cannot be made for a reason without an errno (a
+        path too long) stops twistd with that reason, not "None".
+        """
+
+        class TooLong(FakeProcessReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                raise CannotListenError(None, address, OSError("AF_UNIX path too long"))
+
+        path = os.path.abspath(self.mktemp())
+        options = self.options("--control-port", f"unix:{path}")
+        error = str(self.assertRaises(SystemExit, makeService, options, TooLong()))
+        self.assertIn('("controlPort"): AF_UNIX path too long.', error)
+
+    def test_unixSocketLockMoves(self) -> None:
+        """
+        The lock file of a unix socket, taken before twistd daemonizes,
+        names the daemon once it starts, not the process that started it
+        (which exits): another rainbowd would otherwise take it for a dead
+        one's and take the socket over.  A relative path is the one from
+        before twistd changed directory.
+        """
+        path = self.mktemp()
+        lock = FilesystemLock(path + ".lock")
+
+        class Port:
+            lockFile = lock
+
+            def stopListening(self):
+                pass
+
+        class Listens(FakeProcessReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                self.assertLock = lock.lock()
+                return Port()
+
+        reactor = Listens()
+        options = self.options("--control-port", f"unix:{path}")
+        service = makeService(options, reactor)
+        self.addCleanup(service.getServiceNamed("stateDirLock").release)
+        self.assertTrue(reactor.assertLock)
+        # As twistd's daemonizing leaves it: the pid of a process now gone,
+        # and maybe another directory (--rundir).
+        os.remove(lock.name)
+        os.symlink("999999999", lock.name)
+        absolute = os.path.abspath(lock.name)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir("/")
+        service.startService()
+        self.assertEqual(os.readlink(absolute), str(os.getpid()))
+        lock.name = absolute
+        lock.unlock()
 
     def test_stateDirLocked(self) -> None:
         """
@@ -1144,3 +1279,89 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertIn("rainbowd_max_connections 272.0", text)
 
     sites = ObservabilityTests.sites
+
+
+class FakeEndpoint:
+    """
+    A server endpoint whose C{listen} returns the L{Deferred} it is given.
+    """
+
+    def __init__(self, listening: Deferred) -> None:
+        self.listening = listening
+        self.factories: List[Any] = []
+
+    def listen(self, factory) -> Deferred:
+        self.factories.append(factory)
+        return self.listening
+
+
+class ListenNowTests(SynchronousTestCase):
+    """
+    Tests for L{_ListenNow}, through which a port clash stops rainbowd at
+    startup, without Twisted's private C{_raiseSynchronously}.
+    """
+
+    def setUp(self) -> None:
+        self.ports: List[Any] = []
+
+    def endpoint(self, listening: Deferred) -> _ListenNow:
+        return _ListenNow(FakeEndpoint(listening), self.ports.append)
+
+    def test_failsNow(self) -> None:
+        """
+        A failure to listen that the wrapped endpoint reports at once is
+        raised from C{listen}, with nothing left unhandled.
+        """
+        clash = CannotListenError(
+            "127.0.0.1", 7000, OSError(EADDRINUSE, strerror(EADDRINUSE))
+        )
+        listening: Deferred = Deferred()
+        listening.errback(clash)
+        with self.assertRaises(CannotListenError) as caught:
+            self.endpoint(listening).listen(object())
+        self.assertIs(caught.exception, clash)
+        self.assertEqual(self.ports, [])
+
+    def test_failsLater(self) -> None:
+        """
+        A failure reported later is left in the L{Deferred} returned (for
+        the service to log), and no port is reported.
+        """
+        listening: Deferred = Deferred()
+        d = self.endpoint(listening).listen(object())
+        self.assertNoResult(d)
+        listening.errback(CannotListenError("127.0.0.1", 7000, OSError()))
+        self.failureResultOf(d, CannotListenError)
+        self.assertEqual(self.ports, [])
+
+    def test_listens(self) -> None:
+        """
+        Once listening, the port is given to C{listened} and is the result
+        of the L{Deferred}, whether that happens at once or later; the
+        factory is the one given.
+        """
+        port = object()
+        factory = object()
+        fake = FakeEndpoint(Deferred())
+        later = _ListenNow(fake, self.ports.append).listen(factory)
+        self.assertEqual(self.ports, [])
+        fake.listening.callback(port)
+        self.assertIs(self.successResultOf(later), port)
+        self.assertEqual(fake.factories, [factory])
+        listening: Deferred = Deferred()
+        listening.callback(port)
+        self.assertIs(self.successResultOf(self.endpoint(listening).listen(factory)), port)
+        self.assertEqual(self.ports, [port, port])
+
+    def test_serviceRaises(self) -> None:
+        """
+        A L{StreamServerEndpointService} on a L{_ListenNow} raises a
+        failure to listen from C{privilegedStartService} (so that makeService
+        stops rainbowd with its one line).
+        """
+        from twisted.application.internet import StreamServerEndpointService
+
+        listening: Deferred = Deferred()
+        listening.errback(CannotListenError("127.0.0.1", 7000, OSError()))
+        service = StreamServerEndpointService(self.endpoint(listening), object())
+        self.assertRaises(CannotListenError, service.privilegedStartService)

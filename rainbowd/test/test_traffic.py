@@ -1,7 +1,7 @@
 # -*- test-case-name: rainbowd.test.test_traffic -*-
 """
 Tests for L{rainbowd.traffic}, and for the proxy while traffic is paused or
-in maintenance, in memory as in L{rainbowd.test.test_proxy}.
+in maintenance, in memory (L{rainbowd.test.inmemory}).
 """
 
 import os
@@ -12,7 +12,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import ConfigError
-from rainbowd.test.test_proxy import (
+from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,
     EchoUpgrade,
