@@ -105,6 +105,11 @@ A header name (RFC 9110 section 5.1).
 #: sends more distinct ones gets the others checked each time.
 HEADER_NAMES_KEPT = 256
 
+#: The longest header name a parser's C{names} remembers, so that what it
+#: holds is bounded in bytes too: a longer one, rare in a real app, is
+#: checked each time.
+HEADER_NAME_KEPT_LENGTH = 64
+
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 """
 The end of a response head, its lines ended by CRLF or a bare LF.
@@ -192,7 +197,8 @@ class ResponseParser:
     def __init__(self, names: Optional[Dict[bytes, bytes]] = None) -> None:
         """
         @param names: The header names found valid, each to its lower case,
-            up to L{HEADER_NAMES_KEPT} of them, kept by the caller for all
+            up to L{HEADER_NAMES_KEPT} of them, each of at most
+            L{HEADER_NAME_KEPT_LENGTH} bytes, kept by the caller for all
             the connections to one app: a dictionary lookup rather than a
             regular expression match and a C{lower()} for each header of
             each response (on PyPy, the match alone took a kilobyte of the
@@ -309,7 +315,10 @@ class ResponseParser:
                         "a malformed header line ({!r})".format(line[:80])
                     )
                 lower = name.lower()
-                if len(names) < HEADER_NAMES_KEPT:
+                if (
+                    len(names) < HEADER_NAMES_KEPT
+                    and len(name) <= HEADER_NAME_KEPT_LENGTH
+                ):
                     names[name] = lower
             value = value.strip()
             if lower in _NOT_RELAYED:

@@ -26,8 +26,19 @@ the app does not inherit them.
 """
 
 import os
+import stat
 import sys
-from typing import Any, Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    MutableMapping,
+    Optional,
+    Sequence,
+)
 
 import attrs
 from twisted.logger import Logger
@@ -62,6 +73,27 @@ def smallestCacheSize(cpuinfo: str) -> Optional[int]:
     return min(sizes) if sizes else None
 
 
+def readsAsSize(value: str) -> bool:
+    """
+    Whether PyPy's collector reads C{value} of a C{PYPY_GC_*} size variable
+    as a size, as its C{env.read_from_env} does: a number, with C{k}, C{m}
+    or C{g} after it (either case, a C{B} allowed after that), above zero.
+    PyPy ignores any other value, without a word, and takes its own size:
+    C{16MiB}, C{16M } (a space after it) or C{16_000k} among them.
+    """
+    if len(value) > 1 and value[-1] in "bB":
+        value = value[:-1]
+    if value[-1:] in ("k", "K", "m", "M", "g", "G"):
+        value = value[:-1]
+    if "_" in value:
+        return False
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return 0 < number < float("inf")
+
+
 def _size(value: int) -> str:
     if value % MiB == 0:
         return f"{value // MiB} MiB"
@@ -89,6 +121,7 @@ def choose(
     nursery: int,
     cpuinfo: Optional[str],
     canReexecute: bool,
+    readOnce: Optional[str] = None,
 ) -> Choice:
     """
     Decide, on PyPy, whether to re-execute with L{SETTINGS}.
@@ -98,6 +131,8 @@ def choose(
     @param cpuinfo: the text of C{/proc/cpuinfo}, or L{None}.
     @param canReexecute: whether rainbowd's command line and environment are
         known.
+    @param readOnce: a file read at startup that a re-executed rainbowd
+        could not read again (see L{readOnce}), or L{None}.
     """
     wanted = " ".join(f"{name}={value}" for name, value in SETTINGS)
     cache = smallestCacheSize(cpuinfo) if cpuinfo is not None else None
@@ -116,10 +151,35 @@ def choose(
         )
     chosen = [f"{name}={environ[name]}" for name, _ in SETTINGS if name in environ]
     if chosen:
+        ignored = [
+            f"{name}={environ[name]!r}"
+            for name, _ in SETTINGS
+            if environ.get(name) and not readsAsSize(environ[name])
+        ]
+        if ignored:
+            return Choice(
+                {},
+                f"PyPy's collector: a {_size(nursery)} nursery ({' '.join(chosen)} "
+                f"given in the environment); PyPy ignored {' and '.join(ignored)}, "
+                f"which is not a size it reads, and chose its own: write a size "
+                f"such as {wanted} (a number, with k, m or g), or leave the "
+                f"variables unset for rainbowd's setting",
+                warn=True,
+            )
         return Choice(
             {},
             f"PyPy's collector: a {_size(nursery)} nursery ({' '.join(chosen)} "
             f"given in the environment; rainbowd would set {wanted})",
+        )
+    if readOnce is not None:
+        return Choice(
+            {},
+            f"PyPy's collector: a {_size(nursery)} nursery, {why}; rainbowd "
+            f"does not re-execute itself, since it read {readOnce} at startup "
+            f"and that is not a file it could read again (a pipe, say): set "
+            f"{wanted} in its environment for a short tail latency, or give "
+            f"it a file",
+            warn=True,
         )
     if not canReexecute:
         return Choice(
@@ -169,6 +229,24 @@ def startingEnvironment(path: str = "/proc/self/environ") -> Optional[Dict[str, 
     return environ
 
 
+def readOnce(paths: Iterable[Optional[str]]) -> Optional[str]:
+    """
+    The first of C{paths} (the files read at startup, L{None} for one not
+    given) that is not a regular file: a pipe such as C{/dev/stdin} or a
+    shell's C{<(...)}, whose bytes the first process took and a re-executed
+    one would not find again; or one gone since.  L{None} if there is none.
+    """
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return path
+        except OSError:
+            return path
+    return None
+
+
 def nurserySize() -> int:
     """
     The size of PyPy's nursery, in bytes (on PyPy only).
@@ -205,6 +283,7 @@ def setUp(
     executable: str = sys.executable,
     execve: Callable[[str, List[str], Dict[str, str]], object] = os.execve,
     isPyPy: bool = sys.implementation.name == "pypy",
+    startupFiles: Iterable[Optional[str]] = (),
 ) -> None:
     """
     On PyPy, re-execute with L{SETTINGS} if L{choose} says so, or log what
@@ -215,6 +294,8 @@ def setUp(
         are removed from once it runs with them.
     @param starting: the environment the process started with, to
         re-execute with.
+    @param startupFiles: the files read before this was called, which a
+        re-executed rainbowd reads again.
     """
     if not isPyPy:
         return
@@ -224,6 +305,7 @@ def setUp(
         nursery(),
         cpuinfo(),
         bool(line and startedWith is not None and executable),
+        readOnce(startupFiles) if MARKER not in environ else None,
     )
     if MARKER in environ:
         for name, _ in SETTINGS:
@@ -237,8 +319,14 @@ def setUp(
         # waits for it would go with this process image (nor written to
         # stderr, which may be a log of JSON lines); the re-executed
         # rainbowd says what happened.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        # Either may be None (closed when rainbowd started) or unwritable,
+        # which is no reason not to go on.
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
         try:
             execve(executable, list(line), env)
         except OSError as e:

@@ -645,13 +645,21 @@ def makeService(options: Options, reactor=None) -> MultiService:
     # PyPy's collector is the process's: set up, and watched, by the
     # rainbowd that runs on the real reactor only.
     gcHooks = None
+    # First, as the README says; a process that re-executes loses it with
+    # the rest of the log it had not written yet.
+    _log.info("{version}", version=versionLine())
     if reactor is None:
         # Before anything is opened or started: it may re-execute twistd.
-        pypygc.setUp()
+        pypygc.setUp(
+            startupFiles=[
+                options.config.source,
+                options.config.controlTokenFile,
+                options.config.maintenancePage,
+            ]
+        )
         gcHooks = pypygc.hooks()
         from twisted.internet import reactor
     config = options.config
-    _log.info("{version}", version=versionLine())
     try:
         prepare(config.stateDir)
     except UnsafeStateDir as e:

@@ -1743,3 +1743,19 @@ class HeaderNamesTests(SynchronousTestCase):
         self.assertEqual(len(pool.headerNames), HEADER_NAMES_KEPT)
         [event] = self.respond(pool, b"HTTP/1.1 200 OK\r\nX(1): 2")
         self.assertEqual(event[0], "broken")
+
+    def test_boundedInBytes(self) -> None:
+        """
+        A long header name is checked each time rather than remembered, so
+        an app that sends many distinct names of nearly a whole head each
+        cannot make a pool hold megabytes of them.
+        """
+        pool = Pool(MemoryReactorClock(), 20001)
+        for i in range(HEADER_NAMES_KEPT + 10):
+            name = b"X-%d-" % (i,) + b"a" * 60000
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + name + b": 1"
+            self.assertEqual(self.respond(pool, head)[-1], ("done",))
+        # Sizes rather than the names, whose difference would be megabytes.
+        self.assertEqual(sorted(map(len, pool.headerNames)), [len(b"Content-Length")])
+        [event] = self.respond(pool, b"HTTP/1.1 200 OK\r\n" + b"a" * 60000 + b"(: 2")
+        self.assertEqual(event[0], "broken")

@@ -469,8 +469,8 @@ class EndToEndTests(SynchronousTestCase):
     def test_pypyCollectorSet(self):
         """
         On PyPy, rainbowd re-executes itself, keeping its pid, with its
-        collector setting; its metrics show the nursery, and the app does
-        not inherit the variables.
+        collector setting; its metrics show the nursery, the app does not
+        inherit the variables, and its log begins with its version line.
         """
         if sys.implementation.name != "pypy":
             raise SkipTest("rainbowd sets PyPy's collector on PyPy only")
@@ -491,7 +491,14 @@ class EndToEndTests(SynchronousTestCase):
             f"http://127.0.0.1:{daemon.controlPort}/metrics", None, DEADLINE
         )
         self.assertIn("rainbowd_pypy_gc_nursery_bytes 1.6777216e+07", metrics)
-        self.assertIn("a 16 MiB nursery (PYPY_GC_NURSERY=16M", daemon.log())
+        log = daemon.log()
+        self.assertIn("a 16 MiB nursery (PYPY_GC_NURSERY=16M", log)
+        # The version line comes first, as the README says, and once.
+        self.assertEqual(log.count(rainbowd.versionLine()), 1, log)
+        self.assertLess(
+            log.index(rainbowd.versionLine()), log.index("PyPy's collector:"), log
+        )
+
     def test_rollbackToStandby(self):
         """
         After a redeploy the old version stays alive as the standby; a

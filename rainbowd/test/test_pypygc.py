@@ -3,6 +3,8 @@
 Tests for L{rainbowd.pypygc}.
 """
 
+import os
+import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.logger import capturedLogs, formatEvent
@@ -105,6 +107,30 @@ class ChooseTests(SynchronousTestCase):
             name, value = next(iter(environ.items()))
             self.assertIn(f"{name}={value} given in the environment", choice.message)
 
+    def test_userValueIgnoredByPyPy(self) -> None:
+        """
+        A value PyPy does not read as a size (it ignores it without a word
+        and keeps its own nursery) is a warning that says so and how to
+        write one; values it reads are not.
+        """
+        for value in ["16MiB", "garbage", "16M ", "0", "16_0k", "inf"]:
+            choice = choose({"PYPY_GC_NURSERY": value}, 1024 * 1024, AMD, True)
+            self.assertEqual(choice.setting, {})
+            self.assertTrue(choice.warn, value)
+            self.assertIn(f"PyPy ignored PYPY_GC_NURSERY={value!r}", choice.message)
+            self.assertIn("write a size such as PYPY_GC_NURSERY=16M", choice.message)
+        choice = choose(
+            {"PYPY_GC_NURSERY": "16M", "PYPY_GC_INCREMENT_STEP": "4MiB"},
+            16 * 1024 * 1024,
+            AMD,
+            True,
+        )
+        self.assertTrue(choice.warn)
+        self.assertIn("PyPy ignored PYPY_GC_INCREMENT_STEP='4MiB',", choice.message)
+        for value in ["16M", "16m", "16MB", "16mb", "1.5M", " 16M", "16 M", "16777216", "1GB", ""]:
+            choice = choose({"PYPY_GC_NURSERY": value}, 16 * 1024 * 1024, AMD, True)
+            self.assertFalse(choice.warn, value)
+
     def test_reexecuted(self) -> None:
         """
         Once re-executed (the marker is set), rainbowd does not do it again.
@@ -202,6 +228,50 @@ class SetUpTests(SynchronousTestCase):
         self.setUpCollector(environ, execve)
         self.assertEqual(execve.calls, [])
         self.assertEqual(environ, {"PYPY_GC_NURSERY": "8M", "PYPY_GC_INCREMENT_STEP": "2M"})
+
+    def test_noStandardStreams(self) -> None:
+        """
+        rainbowd re-executes when started with its standard output and error
+        closed (C{sys.stdout} is then L{None}) or unwritable: there is
+        nothing to flush then, and nothing to say it failed.
+        """
+
+        class Full:
+            def flush(self) -> None:
+                raise OSError(28, "No space left on device")
+
+        for stdout, stderr in [(None, None), (Full(), Full())]:
+            self.patch(sys, "stdout", stdout)
+            self.patch(sys, "stderr", stderr)
+            execve = Exec()
+            self.setUpCollector({}, execve)
+            self.assertEqual(len(execve.calls), 1)
+
+    def test_configFromPipe(self) -> None:
+        """
+        A file read at startup that is a pipe (C{--config /dev/stdin}, a
+        shell's C{<(...)}), or gone, would be empty or missing for a
+        re-executed rainbowd: it goes on as it is and warns with what to
+        set; regular files, and files not given, are no obstacle.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        pipe, regular = os.path.join(directory, "pipe"), os.path.join(directory, "conf")
+        os.mkfifo(pipe)
+        with open(regular, "w") as f:
+            f.write("{}")
+        for files in [[regular, pipe], [os.path.join(directory, "gone")]]:
+            execve = Exec()
+            with capturedLogs() as events:
+                self.setUpCollector({}, execve, startupFiles=files)
+            self.assertEqual(execve.calls, [])
+            [event] = events
+            self.assertEqual(event["log_level"].name, "warn")
+            self.assertIn(f"since it read {files[-1]} at startup", formatEvent(event))
+            self.assertIn("set PYPY_GC_NURSERY=16M", formatEvent(event))
+        execve = Exec()
+        self.setUpCollector({}, execve, startupFiles=[regular, None])
+        self.assertEqual(len(execve.calls), 1)
 
     def test_execFails(self) -> None:
         """
