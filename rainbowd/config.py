@@ -334,7 +334,8 @@ def _parseEndpoint(value: object) -> str:
         if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
             raise _Invalid(
                 "systemd passed rainbowd no such socket: start it from a "
-                "service unit with a matching .socket unit (see README)"
+                "service unit with a matching .socket unit (see examples/systemd "
+                "and docs/operations.rst)"
             )
         raise _Invalid(f"Twisted cannot read it: {e}")
     number = tcpPortNumber(description)
@@ -640,7 +641,10 @@ class Config:
         "Time between liveness checks of the serving version, in ms "
         "(0: none)",
         default=2.0,
-        doc="time between liveness checks of the serving version (see below); 0: none",
+        doc=(
+            "time between liveness checks of the serving version (see "
+            ":ref:`What rainbowd does with processes`); 0: none"
+        ),
     )
     livenessFailures: int = _setting(
         _whole("a whole number, 1 or more", _parseAtLeastOne),
