@@ -793,8 +793,8 @@ MISFRAMED = [
 def misframing(daemon: Rainbowd, load: Load) -> str:
     """An app that sends a body after HEAD, 204 and 304, then also more than its Content-Length and a second response 50 ms later, under load from keep-alive clients: each gets its own body."""
     # A late stray after a well-framed response can only be told once the
-    # app has shown it misframes (see "Connections to the app" in the
-    # README), so the bodies after bodiless responses come first.
+    # app has shown it misframes (see "Connections to the app" in
+    # docs/proxy.rst), so the bodies after bodiless responses come first.
     first = TokenClients(daemon.port, 6, MISFRAMED[:3])
     first.start()
     waitFor(lambda: "frames its responses wrongly" in daemon.log(), "the misframing warning", 30)

@@ -21,7 +21,7 @@ The backend is an nginx (one worker, no access log) answering a small body,
 so the proxy in front of it is the bottleneck.  rainbowd launches it, with
 a C{run} line that starts nginx on C{$1}; every other target proxies to
 that same nginx, whose port C{GET /status} on the control port gives.  See
-"Benchmarks" in README.rst.
+"Benchmarks" in docs/benchmarks.rst.
 
 Every process it starts runs in a process group of its own and is stopped
 on the way out, on an error or Ctrl-C too.
@@ -578,7 +578,7 @@ def twistdEnvironment() -> Dict[str, str]:
     The environment for twistd: this checkout first on the path, so the
     rainbowd measured is this one, and none of PyPy's C{PYPY_GC_*}
     variables, so that rainbowd on PyPy runs as a user who follows the
-    README runs it, whatever the shell running this script has set.
+    docs runs it, whatever the shell running this script has set.
     """
     path = os.environ.get("PYTHONPATH")
     env = {
@@ -1079,7 +1079,7 @@ def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description=(
             "Benchmark rainbowd's proxy (this checkout's) against the backend "
             "directly, nginx, haproxy and node-http-proxy; see 'Benchmarks' "
-            "in README.rst."
+            "in docs/benchmarks.rst."
         )
     )
     parser.add_argument(

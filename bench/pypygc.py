@@ -2,7 +2,7 @@
 """
 PyPy's collector settings against each other and against CPython, in one
 run: the measurements behind the nursery rainbowd gives PyPy (see "Running
-on PyPy" in README.rst).
+on PyPy" in docs/operations.rst).
 
     python3 bench/pypygc.py [--quick] [--json PATH] [--variants ...]
 
@@ -10,7 +10,7 @@ Each variant is a C{twistd -n rainbowd} of this checkout, with its own
 backend nginx, as C{bench/proxy.py} runs them:
 
   - cpython:   rainbowd on the Python running this script;
-  - pypy:      rainbowd on PyPy as the README runs it, nothing set (rainbowd
+  - pypy:      rainbowd on PyPy as the docs run it, nothing set (rainbowd
                then re-executes itself with its own setting);
   - pypy-own:  C{PYPY_GC_NURSERY=} (empty): PyPy's own nursery, from the
                "cache size" in /proc/cpuinfo;
@@ -70,7 +70,7 @@ def variantEnvironment(variant: str) -> Optional[Dict[str, str]]:
 def parseArguments(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Compare PyPy's collector settings for rainbowd, and "
-        "CPython, in one run; see 'Running on PyPy' in README.rst."
+        "CPython, in one run; see 'Running on PyPy' in docs/operations.rst."
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 1 round of 1 s, no warm-up"

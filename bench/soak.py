@@ -5,7 +5,7 @@ steady keep-alive HTTP load, redeploy a new version of the app N times while
 the load runs, and report what the clients saw.
 
     python3 bench/soak.py                     the whole matrix, 5 redeploys each
-    python3 bench/soak.py --readme            the same, printed as the README's table
+    python3 bench/soak.py --readme            the same, printed as the table in docs/benchmarks.rst
     python3 bench/soak.py -s uvicorn -n 2     one server, 2 redeploys
     python3 bench/soak.py --plots docs/       also a timeline PNG per server
     python3 bench/soak.py --full-speed        as fast as the clients can go
@@ -38,7 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import Load, Ports, Rainbowd, StatusPoller, percentile, waitFor  # noqa: E402
 
-#: The app servers and the "run" line for each, exactly as in README.rst.
+#: The app servers and the "run" line for each, exactly as in README.rst
+#: and docs/apps.rst.
 SERVERS = {
     "gunicorn-sync": (
         'gunicorn wsgiapp:app --bind 127.0.0.1:$1 --pid "$2" --no-control-socket '
@@ -62,7 +63,7 @@ SERVERS = {
     "unicorn": "echo $$ > \"$2\"; exec unicorn --listen 127.0.0.1:$1 --env production config.ru",
 }
 
-#: Lines the README advises against, soaked to show what rainbowd does for
+#: Lines the docs advise against, soaked to show what rainbowd does for
 #: them: puma 5.6 with fewer threads at least than at most.
 SERVERS.update({
     "puma-4:8": (
@@ -281,7 +282,7 @@ FULL_SPEED_COLUMNS = [
     ("wrk max ms", lambda r: ms(r["wrk"]["max_us"] / 1000) if r.get("wrk") else "-"),
 ]
 
-#: What each column means, for --help and the README.
+#: What each column means, for --help and docs/benchmarks.rst.
 LEGEND = """\
 redeploys: succeeded / asked; requests: answered or failed, all told;
 non-2xx, errors: responses that were not 2xx, connection errors;

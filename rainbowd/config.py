@@ -11,11 +11,11 @@ Every key is declared once, as a field of L{Config} made by L{_setting},
 whose metadata (a L{Setting}) says all there is to know about it: how to
 read it from the file (L{_Kind}, which also gives its unit, the kind of its
 twistd flag and its type in the docs), its C{--help} line, its line in the
-README's table, whether only the file sets it, and whether it is only read
+configuration table, whether only the file sets it, and whether it is only read
 at startup.  Everything else is derived from those fields: L{loadConfig}
 walks them; C{twistd rainbowd}'s flags (L{rainbowd.tap}), the keys only
-read at startup (L{rainbowd.deployer.STARTUP_KEYS}) and the README's
-configuration table (L{rainbowd.configdoc}) are made from them.
+read at startup (L{rainbowd.deployer.STARTUP_KEYS}) and the
+configuration table of C{docs/configuration.rst} (L{rainbowd.configdoc}) are made from them.
 
 So adding a key is adding a field, here, after the key it belongs next to::
 
@@ -23,19 +23,19 @@ So adding a key is adding a field, here, after the key it belongs next to::
         _milliseconds(positive=False),          # its kind: unit, flag, type
         "Time after a deploy during which ..., in ms",  # --help, no "."
         default=60.0,                           # in Config's units: seconds
-        doc="time after a deploy during which ...",   # the README's line
+        doc="time after a deploy during which ...",   # the table's line
         startup=True,                           # if only read at startup
     )
 
-then running C{python -m rainbowd.configdoc} to rewrite the README's
+then running C{python -m rainbowd.configdoc} to rewrite the docs'
 table (a test fails until it is).  C{doc} defaults to the C{--help} line;
 C{docDefault} and the third argument, C{shownDefault}, describe a default
 that is not simply the field's; C{fileOnly=True} is for a key with no
 flag; C{short="p"} gives a flag a one-letter form.  A key's flag is
 C{--rollback-window}, and C{"text"}, C{"number"} or C{"port"} as its
 L{_Kind} says.  A key written the old way (an entry in C{tap._FLAGS}, in
-C{deployer.STARTUP_KEYS} and a row in the README's table) becomes one: move
-its README meaning into C{doc=} (without "read at startup", which
+C{deployer.STARTUP_KEYS} and a row in the docs' table) becomes one: move
+its table meaning into C{doc=} (without "read at startup", which
 C{startup=True} adds), drop the other two entries, and regenerate the
 table.
 """
@@ -102,7 +102,7 @@ class _Kind:
     @ivar flag: the kind of argument its twistd flag takes: C{"text"}, a
         whole C{"number"} (of C{unit}s), a C{"ratio"} (from 0 to 1), or a
         C{"port"} (a number, or an endpoint description); see L{rainbowd.tap}.
-    @ivar type: the type of the file value, in the README's table.
+    @ivar type: the type of the file value, in the configuration table.
     """
 
     expected: str
@@ -129,7 +129,8 @@ class Setting:
     @ivar short: its one-letter flag, or L{None}.
     @ivar startup: it is only read when rainbowd starts: a redeploy keeps
         the value rainbowd started with, and warns that it changed.
-    @ivar doc: its line in the README's table (reStructuredText).
+    @ivar doc: its line in the configuration table (reStructuredText, where
+        C{:ref:} links to a section of the docs).
     @ivar docDefault: its default there, when not derived from the
         field's; or L{None}.
     """
@@ -333,7 +334,8 @@ def _parseEndpoint(value: object) -> str:
         if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
             raise _Invalid(
                 "systemd passed rainbowd no such socket: start it from a "
-                "service unit with a matching .socket unit (see README)"
+                "service unit with a matching .socket unit (see examples/systemd "
+                "and docs/operations.rst)"
             )
         raise _Invalid(f"Twisted cannot read it: {e}")
     number = tcpPortNumber(description)
@@ -620,8 +622,8 @@ class Config:
         doc=(
             "``/bin/sh -c`` command run against a healthy new version before "
             "the switch; ``$1`` its port, ``$2`` its generation; exit 0 "
-            "switches, anything else fails the deploy (see `A smoke test "
-            "before the switch: verify`_)"
+            "switches, anything else fails the deploy (see :ref:`verify "
+            "command`)"
         ),
     )
     verifyTimeout: float = _setting(
@@ -639,7 +641,10 @@ class Config:
         "Time between liveness checks of the serving version, in ms "
         "(0: none)",
         default=2.0,
-        doc="time between liveness checks of the serving version (see below); 0: none",
+        doc=(
+            "time between liveness checks of the serving version (see "
+            ":ref:`What rainbowd does with processes`); 0: none"
+        ),
     )
     livenessFailures: int = _setting(
         _whole("a whole number, 1 or more", _parseAtLeastOne),
@@ -668,7 +673,7 @@ class Config:
         default=300.0,
         doc=(
             "time after a switch the old version is kept, once drained, as a "
-            "standby to roll back to (see `When a release goes wrong`_); 0: none"
+            "standby to roll back to (see :ref:`When a release goes wrong`); 0: none"
         ),
         docDefault="300000 (5 min)",
     )
@@ -709,7 +714,7 @@ class Config:
         default=10.0,
         doc=(
             "time a client has to send a whole request head, both ports; then "
-            "408 (see `Limits of client requests`_)"
+            "408 (see :ref:`Limits of client requests`)"
         ),
     )
     requestBodyTimeout: float = _setting(
@@ -754,8 +759,8 @@ class Config:
         default=0.0,
         doc=(
             "on SIGTERM, keep serving this long with ``lbHealthPath`` answering"
-            " 503, then close the ports and drain (see `More than one "
-            "machine`_)"
+            " 503, then close the ports and drain (see :ref:`More than one "
+            "machine`)"
         ),
         startup=True,
     )
@@ -792,7 +797,7 @@ class Config:
         doc=(
             "HTML file answered (503) in maintenance; ``{{message}}`` in it "
             "becomes the message; read at each ``POST /maintenance`` (see "
-            "`Pause and maintenance`_)"
+            ":ref:`Pause and maintenance`)"
         ),
         docDefault="none: rainbowd's own page",
     )
@@ -1413,7 +1418,7 @@ def loadConfig(
     if source is None and "run" not in overrides:
         raise ConfigError(
             f"No {DEFAULT_FILENAME} in {cwd}: write one with a "
-            '"run" key (see README), or pass --config PATH or '
+            '"run" key (see README.rst), or pass --config PATH or '
             "--run COMMAND."
         )
     fileValues: Dict[str, Any] = {}

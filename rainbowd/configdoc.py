@@ -1,9 +1,10 @@
 # -*- test-case-name: rainbowd.test.test_configdoc -*-
 """
-The README's configuration reference table, made from the declarations of
-the keys (L{rainbowd.config.settings}).
+The configuration reference table of the docs, made from the declarations
+of the keys (L{rainbowd.config.settings}).
 
-C{python -m rainbowd.configdoc} rewrites the table in C{README.rst}, between
+C{python -m rainbowd.configdoc} rewrites the table in
+C{docs/configuration.rst} (L{PAGE}), between
 the L{BEGIN} and L{END} comments, and C{python -m rainbowd.configdoc
 --check} exits 1 if it is out of date.
 """
@@ -20,6 +21,9 @@ from rainbowd.config import Config, Setting, settings
 
 BEGIN = ".. The configuration table: python -m rainbowd.configdoc writes it."
 END = ".. The end of the configuration table."
+
+#: The page that holds the table, relative to the checkout's root.
+PAGE = os.path.join("docs", "configuration.rst")
 
 #: The widths of the columns but the first; the last may run past its.
 _WIDTHS = (8, 30, 53)
@@ -93,7 +97,7 @@ def table(declared: Optional[Sequence[Setting]] = None) -> str:
 
 def rewrite(text: str) -> str:
     """
-    C{text}, the README, with the table between L{BEGIN} and L{END}
+    C{text}, the configuration page, with the table between L{BEGIN} and L{END}
     made anew.
 
     @raise ValueError: if either comment is missing.
@@ -101,20 +105,20 @@ def rewrite(text: str) -> str:
     head, begin, rest = text.partition(BEGIN + "\n")
     old, end, tail = rest.partition(END + "\n")
     if not begin or not end:
-        raise ValueError(f"the README has no {BEGIN!r} ... {END!r} comments")
+        raise ValueError(f"the page has no {BEGIN!r} ... {END!r} comments")
     return f"{head}{begin}\n{table()}\n{end}{tail}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """
-    Rewrite the README's table, or with C{--check} say whether it is up to
-    date; the README is C{README.rst} in the current directory, or the
-    path given.
+    Rewrite the configuration page's table, or with C{--check} say whether
+    it is up to date; the page is L{PAGE} under the current directory
+    (the checkout's root), or the path given.
     """
     args = sys.argv[1:] if argv is None else argv
     check = "--check" in args
     paths = [arg for arg in args if arg != "--check"]
-    path = paths[0] if paths else "README.rst"
+    path = paths[0] if paths else PAGE
     with open(path, encoding="utf-8") as f:
         text = f.read()
     new = rewrite(text)

@@ -46,7 +46,7 @@ from twisted.logger import Logger
 _log = Logger()
 
 #: The nursery and increment step rainbowd runs PyPy with (see the module's
-#: docstring and "Running on PyPy" in the README for the measurements).
+#: docstring and "Running on PyPy" in docs/operations.rst for the measurements).
 SETTINGS = (("PYPY_GC_NURSERY", "16M"), ("PYPY_GC_INCREMENT_STEP", "4M"))
 
 #: The environment variable that tells the re-executed rainbowd that it set

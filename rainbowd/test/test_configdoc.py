@@ -17,38 +17,40 @@ from rainbowd.config import setting, settings, startupKeys
 from rainbowd.deployer import STARTUP_KEYS
 from rainbowd.tap import _FLAGS
 
-#: The README of the checkout this rainbowd was imported from.
-README = os.path.join(os.path.dirname(os.path.dirname(rainbowd.__file__)), "README.rst")
+#: The configuration page of the checkout this rainbowd was imported from.
+PAGE = os.path.join(
+    os.path.dirname(os.path.dirname(rainbowd.__file__)), configdoc.PAGE
+)
 
 
-def readme() -> str:
+def page() -> str:
     """
-    The text of L{README}; the test is skipped where rainbowd was installed
+    The text of L{PAGE}; the test is skipped where rainbowd was installed
     without it.
     """
-    if not os.path.exists(README):
-        raise SkipTest(f"no {README}: rainbowd is not imported from a checkout")
-    with open(README, encoding="utf-8") as f:
+    if not os.path.exists(PAGE):
+        raise SkipTest(f"no {PAGE}: rainbowd is not imported from a checkout")
+    with open(PAGE, encoding="utf-8") as f:
         return f.read()
 
 
-class ReadmeTableTests(SynchronousTestCase):
+class PageTableTests(SynchronousTestCase):
     """
-    Tests for the README's configuration table.
+    Tests for the configuration table of C{docs/configuration.rst}.
     """
 
     def test_upToDate(self) -> None:
         """
-        The table in README.rst is the one the keys' declarations make: a
-        key added, or a line changed, without running C{python -m
-        rainbowd.configdoc} fails here.
+        The table in docs/configuration.rst is the one the keys'
+        declarations make: a key added, or a line changed, without running
+        C{python -m rainbowd.configdoc} fails here.
         """
-        text = readme()
+        text = page()
         self.assertEqual(
             configdoc.rewrite(text),
             text,
-            "README.rst's configuration table is out of date: run "
-            "python -m rainbowd.configdoc",
+            "docs/configuration.rst's configuration table is out of date: "
+            "run python -m rainbowd.configdoc",
         )
 
     def test_everyKey(self) -> None:
@@ -103,8 +105,8 @@ class ReadmeTableTests(SynchronousTestCase):
 
     def test_noMarkers(self) -> None:
         """
-        A README without the two comments around the table is an error,
-        not a README with a table appended.
+        A page without the two comments around the table is an error,
+        not a page with a table appended.
         """
         self.assertRaises(ValueError, configdoc.rewrite, "Configuration\n\nnone\n")
 
