@@ -1418,7 +1418,7 @@ def loadConfig(
     if source is None and "run" not in overrides:
         raise ConfigError(
             f"No {DEFAULT_FILENAME} in {cwd}: write one with a "
-            '"run" key (see README.rst), or pass --config PATH or '
+            '"run" key (see README), or pass --config PATH or '
             "--run COMMAND."
         )
     fileValues: Dict[str, Any] = {}
