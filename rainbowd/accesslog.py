@@ -17,6 +17,9 @@ from typing import IO, Any, Callable, Optional
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from rainbowd.interfaces import IRequestLog
 
 _log = Logger()
 
@@ -157,6 +160,7 @@ def openLog(path: str) -> IO[str]:
     )
 
 
+@implementer(IRequestLog)
 class AccessLog:
     """
     The access log, as a L{rainbowd.proxy.ProxySite}'s C{requestLog}.
@@ -223,6 +227,7 @@ class AccessLog:
             )
 
 
+@implementer(IRequestLog)
 class Both:
     """
     A C{requestLog} that tells two others, in order.

@@ -22,6 +22,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from rainbowd.backend import (
     ALIVE,
@@ -34,6 +35,7 @@ from rainbowd.backend import (
 )
 from rainbowd.config import Config, ConfigError, startupKeys
 from rainbowd.health import REPORT_EVERY, LivenessProbe
+from rainbowd.interfaces import IControlledDeployer, IRoutingDeployer
 from rainbowd.leftovers import AppGroups
 from rainbowd.lifecycle import Input, Lifecycle, Phase
 from rainbowd.ports import NoFreePort, PortPicker
@@ -259,6 +261,7 @@ def _logFailure(failure: Failure) -> None:
         Deployer.log.failure("deploy failed unexpectedly", failure)
 
 
+@implementer(IRoutingDeployer, IControlledDeployer)
 class Deployer(Service):
     """
     Runs the generations of the app: the first one at startup, a new one on

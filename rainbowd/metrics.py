@@ -16,10 +16,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from rainbowd.backend import ALIVE, State
 from rainbowd.control import Endpoint
 from rainbowd.deployer import Event
+from rainbowd.interfaces import IRequestLog
 
 #: Upper bounds of the request duration histogram, in seconds: from a
 #: request an app answers from memory to one that takes half a minute.
@@ -212,6 +214,7 @@ def _observeAll(histogram: Any, stats: Any) -> None:
             histogram.observe(mean)
 
 
+@implementer(IRequestLog)
 class Metrics:
     """
     The metrics of one rainbowd, in a registry of its own.

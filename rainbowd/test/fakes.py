@@ -10,6 +10,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rainbowd.interfaces import IProcessSignals
 
 
 class FakeProcess:
@@ -149,6 +152,7 @@ class FakeProcessReactor(MemoryReactorClock):
         return process
 
 
+@implementer(IProcessSignals)
 class FakeSignals:
     """
     The process table of a L{FakeProcessReactor}, as rainbowd's signals see

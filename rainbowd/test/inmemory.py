@@ -23,9 +23,10 @@ from twisted.test import iosim
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
-from zope.interface import directlyProvides
+from zope.interface import directlyProvides, implementer
 
 from rainbowd.backend import ResponseTally
+from rainbowd.interfaces import IRoutableBackend, IRoutingDeployer
 from rainbowd.proxy import ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
@@ -34,6 +35,7 @@ CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
 
 
+@implementer(IRoutableBackend)
 @attrs.define
 class FakeBackend:
     """
@@ -92,6 +94,7 @@ class FakeBackend:
             waiter.callback(None)
 
 
+@implementer(IRoutingDeployer)
 class FakeDeployer:
     """
     The deployer as the proxy sees it: a C{routable} backend, cancellable
