@@ -21,6 +21,7 @@ from zope.interface import implementer
 from rainbowd.backend import ALIVE, State
 from rainbowd.control import Endpoint
 from rainbowd.deployer import Event
+from rainbowd.events import OUTCOMES, EventKind
 from rainbowd.interfaces import IRequestLog
 
 #: Upper bounds of the request duration histogram, in seconds: from a
@@ -376,28 +377,28 @@ class Metrics:
 
     def _observe(self, event: Event) -> None:
         kind = event.kind
-        if kind == "deploying":
+        if kind == EventKind.deploying:
             self._deploying[event.details["deploy"]] = (
                 event.time,
                 event.details["cause"],
             )
-        elif kind in ("deployed", "failed", "refused"):
+        elif kind in OUTCOMES:
             started, cause = self._deploying.pop(
                 event.details["deploy"], (event.time, "unknown")
             )
             self._deploys.labels(kind, cause).inc()
             self._deployDuration.labels(kind).observe(event.time - started)
-            if cause == "rollback" and kind == "deployed":
+            if cause == "rollback" and kind == EventKind.deployed:
                 self._rollbacks.labels("manual").inc()
-        elif kind == "rolledBack":
+        elif kind == EventKind.rolledBack:
             self._rollbacks.labels(event.details["cause"]).inc()
-        elif kind == "crashed":
+        elif kind == EventKind.crashed:
             self._crashes.inc()
-        elif kind == "unresponsive":
+        elif kind == EventKind.unresponsive:
             self._unresponsive.inc()
-        elif kind == "launching":
+        elif kind == EventKind.launching:
             self._newest = max(self._newest, event.generation)
-        elif kind == "stopped":
+        elif kind == EventKind.stopped:
             self._forgetOldGenerations()
 
     def _forgetOldGenerations(self) -> None:
