@@ -470,7 +470,7 @@ class Backend(ProcessProtocol):
         port: int,
         reactor,
         healthCheck: Callable,
-        signals: ProcessGroupSignals,
+        signals: IProcessSignals,
         onExit: Callable[["Backend"], None] = lambda backend: None,
     ) -> None:
         """

@@ -88,6 +88,8 @@ class BackendLogs(Service):
                 pass
 
     def _event(self, event: Event) -> None:
+        if event.generation is None:
+            return  # neither launching nor stopped, which name theirs
         if event.kind == EventKind.launching:
             self._open(event.generation)
         elif event.kind == EventKind.stopped:

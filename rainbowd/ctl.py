@@ -339,7 +339,7 @@ class Progress:
 
     def event(self, event: Dict[str, Any]) -> None:
         try:
-            kind = EventKind(event.get("event"))
+            kind = EventKind(event.get("event", ""))
         except ValueError:
             return  # a kind this rainbowctl does not know of
         handler = getattr(self, "_" + kind.value, None)

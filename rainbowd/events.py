@@ -30,7 +30,7 @@ class EventKind(str, Enum):
     streamedOnly: bool
 
     def __new__(
-        cls, value: str, description: str, streamedOnly: bool = False
+        cls, value: str, description: str = "", streamedOnly: bool = False
     ) -> "EventKind":
         kind = str.__new__(cls, value)
         kind._value_ = value
@@ -39,8 +39,11 @@ class EventKind(str, Enum):
         return kind
 
     # Written as its value, as a plain string is, wherever it is formatted.
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
 
     deploying = (
         "deploying",

@@ -11,6 +11,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from rainbowd.controlapi import NDJSON
 from rainbowd.deployer import Event
@@ -72,7 +73,7 @@ class RedeployProgress:
         self,
         deployer: Any,
         clock,
-        request: IRequest,
+        request: Request,
         describe: Callable[[object], Tuple[int, Dict[str, Any]]],
         interval: float = PROGRESS_INTERVAL,
         ask: Optional[Callable[[], Any]] = None,
@@ -93,11 +94,11 @@ class RedeployProgress:
         self._describe = describe
         self._interval = interval
         self._deploy: Optional[int] = None
-        self._starting: Dict[int, float] = {}
-        self._verifying: Dict[int, float] = {}
+        self._starting: Dict[Optional[int], float] = {}
+        self._verifying: Dict[Optional[int], float] = {}
         self._queued: Optional[float] = None
-        self._toStop: Set[int] = set()
-        self._draining: Dict[int, float] = {}
+        self._toStop: Set[Optional[int]] = set()
+        self._draining: Dict[Optional[int], float] = {}
         self._result = False
         self._finished = False
         self._gone = False
@@ -322,7 +323,7 @@ class RedeployProgress:
                 }
             )
 
-    def _backend(self, generation: int):
+    def _backend(self, generation: Optional[int]):
         for backend in self._deployer.backends:
             if backend.generation == generation:
                 return backend
@@ -366,7 +367,7 @@ class OutputFollower:
     backend stops or the client hangs up.
     """
 
-    def __init__(self, backend: Any, request: IRequest) -> None:
+    def __init__(self, backend: Any, request: Request) -> None:
         self._backend = backend
         self._request = request
         self._stopObserving: Optional[Callable[[], None]] = None

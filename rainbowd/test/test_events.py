@@ -5,11 +5,13 @@ Tests for L{rainbowd.events}, the kinds of event.
 
 import io
 import json
+from typing import List
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd import deployer
 from rainbowd.ctl import Progress
+from rainbowd.deployer import Event
 from rainbowd.events import EVENT_KINDS, OUTCOMES, EventKind
 from rainbowd.test.test_deployer import Harness
 
@@ -83,7 +85,7 @@ class EmitTests(SynchronousTestCase):
         An event the deployer emits has an L{EventKind} for its kind.
         """
         h = Harness(self)
-        events = []
+        events: List[Event] = []
         h.deployer.observe(events.append)
         h.deployer.startService()
         self.addCleanup(h.deployer.stopService)
