@@ -5,6 +5,8 @@ Interfaces: each is declared on the real class and on the tests' fakes,
 and L{rainbowd.test.test_interfaces} checks both with C{verifyObject}.
 """
 
+from typing import Any
+
 from zope.interface import Attribute, Interface
 
 
@@ -31,24 +33,24 @@ class IRoutableBackend(Interface):
         A request forwarded to the backend is done, however it ended.
         """
 
-    def tunnelOpened(tunnel: object) -> None:
+    def tunnelOpened(tunnel: Any) -> None:
         """
         An upgraded connection to the backend became C{tunnel}; the backend
         may end it with C{tunnel.close()}.  Once per upgraded connection.
         """
 
-    def tunnelClosed(tunnel: object) -> None:
+    def tunnelClosed(tunnel: Any) -> None:
         """
         C{tunnel}, opened before, is closed.  Once per upgraded connection.
         """
 
-    def whenDraining() -> object:
+    def whenDraining() -> Any:
         """
         @return: a new L{Deferred} firing once the backend takes no new
             requests (its idle connections are then closed).
         """
 
-    def whenStopped() -> object:
+    def whenStopped() -> Any:
         """
         @return: a new L{Deferred} firing once the backend has stopped (its
             connection pool is then forgotten).
@@ -65,13 +67,13 @@ class IRoutingDeployer(Interface):
         "it is read once per request, which is what makes a swap atomic."
     )
 
-    def whenRoutable() -> object:
+    def whenRoutable() -> Any:
         """
         @return: a new cancellable L{Deferred} firing with the next backend
             to become routable.
         """
 
-    def whyNotRoutable() -> object:
+    def whyNotRoutable() -> Any:
         """
         @return: L{None}, or a sentence saying why no backend is routable,
             for the 503 of a request that waited for one in vain.
@@ -86,7 +88,7 @@ class IControlledDeployer(Interface):
 
     active = Attribute("The backend serving, or None.")
 
-    def redeploy(requester: object = None, message: object = None) -> object:
+    def redeploy(requester: Any = None, message: Any = None) -> Any:
         """
         Deploy the code and configuration as they are now.
 
@@ -96,21 +98,21 @@ class IControlledDeployer(Interface):
             with why it was not.
         """
 
-    def rollback(requester: object = None) -> object:
+    def rollback(requester: Any = None) -> Any:
         """
         Go back to the previous generation.
 
         @return: a L{Deferred}, as L{redeploy}'s.
         """
 
-    def observe(observer: object) -> object:
+    def observe(observer: Any) -> Any:
         """
         Call C{observer} with every event from now on.
 
         @return: a function that stops it.
         """
 
-    def status() -> object:
+    def status() -> Any:
         """
         @return: the JSON-able status the control API's C{/status} gives.
         """
@@ -123,13 +125,13 @@ class IRequestLog(Interface):
     the access log.
     """
 
-    def finished(request: object, seconds: float) -> None:
+    def finished(request: Any, seconds: float) -> None:
         """
         The response to C{request} is complete, C{seconds} after the request
         was received.
         """
 
-    def unfinished(request: object, seconds: float) -> None:
+    def unfinished(request: Any, seconds: float) -> None:
         """
         The connection of C{request} closed before its response was
         complete, C{seconds} after the request was received.
@@ -164,18 +166,18 @@ class IProcessSignals(Interface):
         the environment it was started with?
         """
 
-    def marked(marker: object) -> object:
+    def marked(marker: Any) -> Any:
         """
         @return: the pids of the running processes with C{marker} (a mapping
             of environment variables) in their environment.
         """
 
-    def isMarked(pid: int, marker: object) -> bool:
+    def isMarked(pid: int, marker: Any) -> bool:
         """
         Is C{pid} running, with C{marker} in its environment?
         """
 
-    def signalMarked(pid: int, marker: object, signum: int) -> bool:
+    def signalMarked(pid: int, marker: Any, signum: int) -> bool:
         """
         Send C{signum} to C{pid} only if it is running and carries
         C{marker}.
@@ -183,7 +185,7 @@ class IProcessSignals(Interface):
         @return: whether it was sent.
         """
 
-    def identity(pid: int) -> object:
+    def identity(pid: int) -> Any:
         """
         @return: a string naming C{pid}'s process and no other, even after
             its pid is reused, or L{None} if it does not run.
@@ -194,7 +196,7 @@ class IProcessSignals(Interface):
         Is C{pid} stopped (by SIGSTOP, say)?
         """
 
-    def groupOf(pid: int) -> object:
+    def groupOf(pid: int) -> Any:
         """
         @return: the process group of C{pid}, or L{None} if it does not run.
         """
@@ -211,7 +213,7 @@ class IResponseReceiver(Interface):
         "then ends the HTTP exchange)."
     )
 
-    def responseHead(code: int, phrase: bytes, headers: object) -> None:
+    def responseHead(code: int, phrase: bytes, headers: Any) -> None:
         """
         The response's head came.
         """
@@ -221,7 +223,7 @@ class IResponseReceiver(Interface):
         A piece of the response's body came.
         """
 
-    def responseStreaming(connection: object) -> None:
+    def responseStreaming(connection: Any) -> None:
         """
         More of the body is to come than has arrived: C{connection} is the
         producer of the rest.  Once per response at most.
@@ -232,7 +234,7 @@ class IResponseReceiver(Interface):
         The response is complete.
         """
 
-    def responseBroken(reason: object) -> None:
+    def responseBroken(reason: Any) -> None:
         """
         Instead of the rest: the response cannot be relayed, the connection
         failed in the middle of it, or its body stalled for the pool's
@@ -246,17 +248,17 @@ class IRequestHandler(IResponseReceiver):
     forwarding of it), as L{rainbowd.backendclient} sees it.
     """
 
-    def connected(connection: object) -> None:
+    def connected(connection: Any) -> None:
         """
         L{rainbowd.backendclient.Pool.connect} opened C{connection}.
         """
 
-    def connectionFailed(reason: object) -> None:
+    def connectionFailed(reason: Any) -> None:
         """
         L{rainbowd.backendclient.Pool.connect} could not connect.
         """
 
-    def responseFailed(reason: object, stale: bool) -> None:
+    def responseFailed(reason: Any, stale: bool) -> None:
         """
         The connection closed before any of a response came; C{stale} if it
         was a reused one (the request may be sent again).
@@ -268,7 +270,7 @@ class IRequestHandler(IResponseReceiver):
         the request being sent.
         """
 
-    def upgraded(connection: object, phrase: bytes, headers: object,
+    def upgraded(connection: Any, phrase: bytes, headers: Any,
                  rest: bytes) -> None:
         """
         The backend answered 101: C{connection} is the handler's to take
@@ -285,7 +287,7 @@ class ISlotWaiter(Interface):
 
     deadline = Attribute("When it stops waiting, in the reactor's seconds.")
 
-    def slotGranted() -> object:
+    def slotGranted() -> Any:
         """
         A slot is its; it may return C{False} to decline it, which then
         goes to the next.
