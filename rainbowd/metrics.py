@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from rainbowd.backend import ALIVE, State
@@ -308,7 +309,7 @@ class Metrics:
         registry.register(_Now(deployer))
         if processMetrics:
             ProcessCollector(registry=registry)
-        self._children: Dict[Tuple[object, Optional[int]], Any] = {}
+        self._children: Dict[Tuple[Any, Optional[int]], Any] = {}
         self._deploying: Dict[int, Tuple[float, str]] = {}
         self._newest = 0
         self.stopObserving = deployer.observe(self._observe)
@@ -330,7 +331,7 @@ class Metrics:
 
     # The proxy site's requestLog
 
-    def finished(self, request: IRequest, seconds: float) -> None:
+    def finished(self, request: Request, seconds: float) -> None:
         """
         Count a request whose response is complete.
         """
@@ -341,7 +342,7 @@ class Metrics:
         child.inc()
         self._duration.observe(seconds)
 
-    def unfinished(self, request: IRequest, seconds: float) -> None:
+    def unfinished(self, request: Request, seconds: float) -> None:
         """
         Count a request whose connection closed before its response was
         complete.
@@ -396,7 +397,7 @@ class Metrics:
             self._crashes.inc()
         elif kind == EventKind.unresponsive:
             self._unresponsive.inc()
-        elif kind == EventKind.launching:
+        elif kind == EventKind.launching and event.generation is not None:
             self._newest = max(self._newest, event.generation)
         elif kind == EventKind.stopped:
             self._forgetOldGenerations()
