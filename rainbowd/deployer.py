@@ -4,7 +4,7 @@ The generations of the app: redeploy, swap, drain and supervision.
 """
 
 from functools import partial
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import os
 
@@ -104,7 +104,7 @@ class DeployFailed(Exception):
         return self.reason
 
     def asJSON(self) -> dict:
-        body = {
+        body: Dict[str, Any] = {
             "error": self.reason,
             "generation": self.generation,
             "port": self.port,
@@ -524,7 +524,7 @@ class Deployer(Service):
         generation's configuration (a deploy of it).
         """
         standby, previous = self.standby, self._previousConfig
-        if standby is None and self._relaunchable(previous):
+        if standby is None and previous is not None and self._relaunchable(previous):
             self._deploy(cause, lambda: previous, waiters, requester=requester)
             return
         self._begin(cause, requester=requester)
