@@ -66,7 +66,7 @@ class FakeProcess:
         self.ended = True
         self.members -= {self.pid, self.appPid}
         if code == 0 and signum is None:
-            reason = ProcessDone(0)
+            reason: Exception = ProcessDone(0)
         else:
             reason = ProcessTerminated(code if signum is None else None, signum)
         self.pid = None
@@ -250,7 +250,7 @@ class FakeHealthCheck:
         self.probes: List[tuple] = []
 
     def __call__(self, port: int, path: str, timeout: float) -> Deferred:
-        d = Deferred()
+        d: Deferred = Deferred()
         self.probes.append((port, path, timeout, d))
         return d
 
