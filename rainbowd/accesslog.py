@@ -16,7 +16,10 @@ from typing import IO, Any, Callable, Optional
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from rainbowd.interfaces import IRequestLog
 
 _log = Logger()
 
@@ -47,11 +50,11 @@ def _quotable(value: bytes) -> str:
     return _UNSAFE.sub(lambda m: b"\\x%02X" % m.group(0)[0], value).decode("ascii")
 
 
-def _client(request: IRequest) -> str:
+def _client(request: Request) -> str:
     return getattr(request.getClientAddress(), "host", None) or "-"
 
 
-def _status(request: IRequest, finished: bool) -> int:
+def _status(request: Request, finished: bool) -> int:
     if finished or request.startedWriting:
         return request.code
     return CLIENT_CLOSED
@@ -81,7 +84,7 @@ class _Clock:
 
 
 def combinedLine(
-    request: IRequest, seconds: float, now: float, clock: _Clock, finished: bool
+    request: Request, seconds: float, now: float, clock: _Clock, finished: bool
 ) -> str:
     """
     C{request} in the combined log format::
@@ -111,7 +114,7 @@ def _jsonString(value: Optional[bytes]) -> str:
 
 
 def jsonLine(
-    request: IRequest, seconds: float, now: float, clock: _Clock, finished: bool
+    request: Request, seconds: float, now: float, clock: _Clock, finished: bool
 ) -> str:
     """
     C{request} as a JSON object on one line, with the generation that served
@@ -157,6 +160,7 @@ def openLog(path: str) -> IO[str]:
     )
 
 
+@implementer(IRequestLog)
 class AccessLog:
     """
     The access log, as a L{rainbowd.proxy.ProxySite}'s C{requestLog}.
@@ -190,13 +194,13 @@ class AccessLog:
             self.flush()
             self._file.close()
 
-    def finished(self, request: IRequest, seconds: float) -> None:
+    def finished(self, request: Request, seconds: float) -> None:
         self._write(request, seconds, True)
 
-    def unfinished(self, request: IRequest, seconds: float) -> None:
+    def unfinished(self, request: Request, seconds: float) -> None:
         self._write(request, seconds, False)
 
-    def _write(self, request: IRequest, seconds: float, finished: bool) -> None:
+    def _write(self, request: Request, seconds: float, finished: bool) -> None:
         now = self._clock.seconds()
         self._now.update(now)
         line = self._line(request, seconds, now, self._now, finished)
@@ -223,6 +227,7 @@ class AccessLog:
             )
 
 
+@implementer(IRequestLog)
 class Both:
     """
     A C{requestLog} that tells two others, in order.
@@ -232,10 +237,10 @@ class Both:
         self._first = first
         self._second = second
 
-    def finished(self, request: IRequest, seconds: float) -> None:
+    def finished(self, request: Request, seconds: float) -> None:
         self._first.finished(request, seconds)
         self._second.finished(request, seconds)
 
-    def unfinished(self, request: IRequest, seconds: float) -> None:
+    def unfinished(self, request: Request, seconds: float) -> None:
         self._first.unfinished(request, seconds)
         self._second.unfinished(request, seconds)

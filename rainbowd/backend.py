@@ -32,8 +32,10 @@ from twisted.internet.error import ConnectionRefusedError, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from rainbowd.config import Config
+from rainbowd.interfaces import IProcessSignals, IRoutableBackend
 from rainbowd.statedir import readFile
 from rainbowd.health import (
     REPORT_EVERY,
@@ -179,6 +181,7 @@ def _statFields(pid: str, proc: str) -> Optional[List[str]]:
     return stat[stat.rindex(")") + 2 :].split()
 
 
+@implementer(IProcessSignals)
 class ProcessGroupSignals:
     """
     Signals sent with the operating system.  Every backend runs in a process
@@ -438,6 +441,7 @@ def _byShell(exitCode: Optional[int]) -> Optional[int]:
     return None
 
 
+@implementer(IRoutableBackend)
 class Backend(ProcessProtocol):
     """
     One generation of the app, run with C{/bin/sh -c run} and proxied to on
@@ -466,7 +470,7 @@ class Backend(ProcessProtocol):
         port: int,
         reactor,
         healthCheck: Callable,
-        signals: ProcessGroupSignals,
+        signals: IProcessSignals,
         onExit: Callable[["Backend"], None] = lambda backend: None,
     ) -> None:
         """

@@ -10,8 +10,9 @@ client's response, so that a slow client pauses reading from the backend.
 L{Headers} object and a body-delivery protocol for every response, and
 relayed about a third as many small requests a second.)
 
-The handler of a request (the proxy's forwarding of it) has an C{upgrade}
-attribute, true when the request asks to switch protocols, and hears:
+The handler of a request (the proxy's forwarding of it) provides
+L{rainbowd.interfaces.IRequestHandler}: it has an C{upgrade} attribute,
+true when the request asks to switch protocols, and hears:
 
   - C{connected(connection)} or C{connectionFailed(reason)}, from
     L{Pool.connect};
@@ -111,8 +112,8 @@ class Pool:
     request never waits: the queue (a deque, and one timer for the wait's
     deadline) exists only while a request waits.
 
-    A handler that waits has a C{deadline} (in the reactor's seconds) and
-    hears, once it is out of the queue, one of C{slotGranted()} (which may
+    A handler that waits provides L{rainbowd.interfaces.ISlotWaiter}: it
+    has a C{deadline} (in the reactor's seconds) and hears, once it is out of the queue, one of C{slotGranted()} (which may
     return C{False} to decline the slot, which then goes to the next),
     C{slotTimedOut()} or C{slotMoved()} (its backend began draining: it
     should find another).

@@ -26,6 +26,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from rainbowd.deployer import Event
+from rainbowd.events import EventKind
 from rainbowd.statedir import UnsafeStateDir, makeSubdirectory, openFile
 
 _log = Logger()
@@ -87,9 +88,11 @@ class BackendLogs(Service):
                 pass
 
     def _event(self, event: Event) -> None:
-        if event.kind == "launching":
+        if event.generation is None:
+            return  # neither launching nor stopped, which name theirs
+        if event.kind == EventKind.launching:
             self._open(event.generation)
-        elif event.kind == "stopped":
+        elif event.kind == EventKind.stopped:
             file = self._files.pop(event.generation, None)
             if file is not None:
                 file.close()

@@ -518,9 +518,10 @@ _file = _Kind("a file path", _string)
 
 
 def _parseAccessLogFormat(value: object) -> str:
-    if _string(value) not in ACCESS_LOG_FORMATS:
+    format = _string(value)
+    if format not in ACCESS_LOG_FORMATS:
         raise _Invalid()
-    return value
+    return format
 
 
 def _parseRatio(value: object) -> float:
@@ -1142,6 +1143,14 @@ class _Raw:
         return ConfigError(f"{where}, {self.name(key)} {problem}")
 
 
+def _defaultOf(key: str) -> Any:
+    """
+    The default of L{Config}'s field C{key} (which attrs' types say may be
+    missing: every field used here has one).
+    """
+    return getattr(attrs.fields(Config), key).default
+
+
 def _guess(key: str) -> Optional[str]:
     """
     The known key C{key} is most likely a misspelling of, if any.
@@ -1256,7 +1265,7 @@ def _checkOnlyOneCheck(raw: _Raw, settings: Dict[str, Any]) -> None:
     if "warmupTime" in settings:
         settings["healthCheckPath"] = None
         startTimeout = settings.get(
-            "startTimeout", attrs.fields(Config).startTimeout.default
+            "startTimeout", _defaultOf("startTimeout")
         )
         if settings["warmupTime"] >= startTimeout:
             raise raw.error(
@@ -1274,7 +1283,7 @@ def _checkVerifyPort(raw: _Raw, settings: Dict[str, Any]) -> None:
     serving: it would pass whatever the new one does.
     """
     verify = settings.get("verify")
-    number = tcpPortNumber(settings.get("port", attrs.fields(Config).port.default))
+    number = tcpPortNumber(settings.get("port", _defaultOf("port")))
     if (
         verify is None
         or number is None
@@ -1298,7 +1307,7 @@ def _defaultControlPort(raw: _Raw, settings: Dict[str, Any]) -> None:
     """
     The control port defaults to the port's number + 1, on loopback.
     """
-    port = settings.get("port", attrs.fields(Config).port.default)
+    port = settings.get("port", _defaultOf("port"))
     number = tcpPortNumber(port)
     if "controlPort" not in settings:
         if number is None or not 1 <= number < 65535:
@@ -1710,7 +1719,7 @@ def portRangeWarning(
         "connections may take one of those ports before a new version of "
         "the app binds it, and that deploy then fails to start."
     )
-    defaultLow, defaultHigh = attrs.fields(Config).backendPorts.default
+    defaultLow, defaultHigh = _defaultOf("backendPorts")
     if defaultHigh < eLow:
         suggested = f"{defaultLow}-{defaultHigh}"
     elif eLow - 1 >= 1024 + 100:

@@ -22,7 +22,7 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from rainbowd.browsers import BrowserGuard, Refusal
 from rainbowd.config import Config
@@ -282,7 +282,7 @@ class ControlSite(LimitedSite):
     def errorBody(self, message: str) -> Tuple[bytes, bytes]:
         return b"application/json", jsonBody({"error": message})
 
-    def getResourceFor(self, request: IRequest) -> Resource:
+    def getResourceFor(self, request: Request) -> Resource:
         # Before the token: a page learns nothing of it, right or wrong.
         refused = self._browserCheck(request)
         if refused is not None:

@@ -44,6 +44,7 @@ from rainbowd.controlapi import (
     readControlToken,
 )
 from rainbowd.endpoints import endpointArguments, tcpPortNumber
+from rainbowd.events import EventKind
 from rainbowd.remote import (
     RemoteAddress,
     RemoteError,
@@ -337,8 +338,11 @@ class Progress:
         self.watched: Optional[Dict[str, Any]] = None
 
     def event(self, event: Dict[str, Any]) -> None:
-        kind = event.get("event")
-        handler = getattr(self, "_" + str(kind), None)
+        try:
+            kind = EventKind(event.get("event", ""))
+        except ValueError:
+            return  # a kind this rainbowctl does not know of
+        handler = getattr(self, "_" + kind.value, None)
         if handler is not None:
             handler(event)
 
@@ -658,7 +662,7 @@ def redeploy(
             if (
                 message is not None
                 and isinstance(event, dict)
-                and event.get("event") == "deploying"
+                and event.get("event") == EventKind.deploying
                 and "message" not in event
             ):
                 # A rainbowd from before messages took the body for none.

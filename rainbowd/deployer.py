@@ -4,7 +4,7 @@ The generations of the app: redeploy, swap, drain and supervision.
 """
 
 from functools import partial
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import os
 
@@ -22,6 +22,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from rainbowd.backend import (
     ALIVE,
@@ -33,7 +34,9 @@ from rainbowd.backend import (
     State,
 )
 from rainbowd.config import Config, ConfigError, startupKeys
-from rainbowd.health import REPORT_EVERY, LivenessProbe
+from rainbowd.events import EVENT_KINDS, EventKind  # noqa: F401 (EVENT_KINDS: here too)
+from rainbowd.health import LivenessProbe
+from rainbowd.interfaces import IControlledDeployer, IRoutingDeployer
 from rainbowd.leftovers import AppGroups
 from rainbowd.lifecycle import Input, Lifecycle, Phase
 from rainbowd.ports import NoFreePort, PortPicker
@@ -48,13 +51,13 @@ class Event:
     One step of a deploy or of a backend's life, for whoever observes the
     deployer: progress reports, metrics, timelines.
 
-    @ivar kind: what happened, one of L{EVENT_KINDS}.
+    @ivar kind: what happened, an L{EventKind} (see L{EVENT_KINDS}).
     @ivar time: when, in the clock's seconds.
     @ivar generation: the generation it happened to, if any.
     @ivar details: the rest, JSON-able, by kind (see L{EVENT_KINDS}).
     """
 
-    kind: str
+    kind: str  # an EventKind, or (from a test) its string
     time: float
     generation: Optional[int] = None
     details: Mapping[str, Any] = attrs.field(factory=dict)
@@ -66,53 +69,6 @@ class Event:
             "generation": self.generation,
             **self.details,
         }
-
-
-#: The kinds of L{Event}, with the details each one carries.
-EVENT_KINDS = {
-    "deploying": "a deploy began: deploy (its number), cause (startup, "
-    "redeploy, restart, rollback or automaticRollback), requester (who "
-    "asked: the control client's address, SIGHUP, or null for rainbowd "
-    "itself), message (the one the redeploy was asked with, or null)",
-    "launching": "a generation was started: deploy, port",
-    "unhealthy": "a starting generation's health check failed the same way "
-    f"{REPORT_EVERY} times in a row, or goes on failing so (at most once a "
-    "second); it is waited for on, up to startTimeout: deploy, port, error "
-    "(of the latest check), checks (how many in a row)",
-    "shutdown": "rainbowd is stopping: it drains and stops every generation, "
-    "and refuses deploys: generations (those it waits for)",
-    "retrying": "a generation lost its port and another is tried: deploy, port",
-    "healthy": "a generation passed its health check: deploy, port, seconds "
-    "(since its launch)",
-    "verifying": "a healthy generation's verify command started: deploy, "
-    "port, command, timeout (seconds)",
-    "verifyOutput": "a line the verify command printed (only its first "
-    "lines are events; all are logged): deploy, line, stream",
-    "verified": "a generation's verify command exited 0: deploy, seconds",
-    "switched": "traffic moved to a generation: deploy, previous (generation "
-    "or null)",
-    "rolledBack": "rainbowd rolled back by itself to the standby: cause "
-    "(exited, unhealthy or errorRate), from and to (generations), reason, "
-    "deploy (the rollback's number)",
-    "standby": "the generation traffic moved from is drained and kept as the "
-    "standby to roll back to: seconds (left in its rollbackWindow)",
-    "draining": "a generation no longer gets new requests: inflight",
-    "stopped": "every process of a generation is gone: state (stopped or "
-    "failed), exit (how its process ended)",
-    "crashed": "the active generation exited by itself: exit",
-    "unresponsive": "the active generation failed livenessFailures liveness "
-    "checks in a row, and a replacement is due: port, pid, failures, error "
-    "(of the last check), stopped (whether its process is stopped, so that "
-    "new requests wait for the replacement; otherwise it serves on until "
-    "that is healthy)",
-    "recovered": "the active generation passed a liveness check again after "
-    "it was unresponsive (and gets new requests again if it was stopped): "
-    "port, pid",
-    "restarting": "a replacement deploy is due: delay (seconds)",
-    "deployed": "a deploy is done: deploy, and the outcome's JSON",
-    "failed": "a deploy failed: deploy, and the outcome's JSON",
-    "refused": "a deploy was refused: deploy, and the outcome's JSON",
-}
 
 
 @attrs.frozen
@@ -148,7 +104,7 @@ class DeployFailed(Exception):
         return self.reason
 
     def asJSON(self) -> dict:
-        body = {
+        body: Dict[str, Any] = {
             "error": self.reason,
             "generation": self.generation,
             "port": self.port,
@@ -259,6 +215,7 @@ def _logFailure(failure: Failure) -> None:
         Deployer.log.failure("deploy failed unexpectedly", failure)
 
 
+@implementer(IRoutingDeployer, IControlledDeployer)
 class Deployer(Service):
     """
     Runs the generations of the app: the first one at startup, a new one on
@@ -533,7 +490,7 @@ class Deployer(Service):
         return lambda: self._observers.remove(observer)
 
     def _emit(self, kind: str, generation: Optional[int] = None, **details) -> None:
-        event = Event(kind, self._clock.seconds(), generation, details)
+        event = Event(EventKind(kind), self._clock.seconds(), generation, details)
         for observer in list(self._observers):
             try:
                 observer(event)
@@ -570,7 +527,7 @@ class Deployer(Service):
         generation's configuration (a deploy of it).
         """
         standby, previous = self.standby, self._previousConfig
-        if standby is None and self._relaunchable(previous):
+        if standby is None and previous is not None and self._relaunchable(previous):
             self._deploy(cause, lambda: previous, waiters, requester=requester)
             return
         self._begin(cause, requester=requester)

@@ -25,6 +25,8 @@ from twisted.web.client import (
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from rainbowd.events import REPORT_EVERY  # the unhealthy event says it
+
 
 #: The characters that go into a request line as they are.
 _URI_CHARACTERS = "".join(map(chr, range(0x21, 0x7F)))
@@ -116,10 +118,6 @@ def describeProbeFailure(reason: Failure, path: Optional[str]) -> str:
         return f"GET {path}: the connection closed before an answer"
     return (reason.getErrorMessage() or reason.type.__name__).rstrip(".")
 
-
-#: How many health checks of a starting generation in a row must fail the
-#: same way before its deploy says so.
-REPORT_EVERY = 10
 
 #: How long, at least, between two reports of the same failure, in seconds:
 #: no more often than the deploy's C{waiting} lines, however short

@@ -33,6 +33,7 @@ from twisted.web.iweb import IRequest
 
 from rainbowd.control import Endpoint, writeJSON
 from rainbowd.deployer import Event
+from rainbowd.events import OUTCOMES, EventKind
 from rainbowd.statedir import UnsafeStateDir, openFile, writeAtomically
 
 #: The history's file, in the state directory.
@@ -65,9 +66,6 @@ LONGEST_ERROR = 2000
 
 #: C{GET /deploys} without C{?limit=}: this many, newest first.
 DEFAULT_LIMIT = 20
-
-#: The outcomes of a deploy, as the deployer's events name them.
-OUTCOMES = ("deployed", "failed", "refused")
 
 
 @attrs.frozen
@@ -513,10 +511,10 @@ class DeployHistory(Service):
 
     def _observe(self, event: Event) -> None:
         details = event.details
-        if event.kind == "deploying":
+        if event.kind == EventKind.deploying:
             self._deploying[details.get("deploy", 0)] = event
             self._begin(details.get("deploy", 0))
-        elif event.kind == "launching":
+        elif event.kind == EventKind.launching:
             self._directories[event.generation] = self._directoryOf(event.generation)
         elif event.kind in OUTCOMES:
             self.add(self._recordOf(event))

@@ -47,7 +47,7 @@ class AppGroups:
     """
     The record, in the state directory, of the app process groups alive.
 
-    @param signals: a L{rainbowd.backend.ProcessGroupSignals}.
+    @param signals: an L{rainbowd.interfaces.IProcessSignals}.
     """
 
     log = Logger()

@@ -16,10 +16,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from zope.interface import implementer
 
 from rainbowd.backend import ALIVE, State
 from rainbowd.control import Endpoint
 from rainbowd.deployer import Event
+from rainbowd.events import OUTCOMES, EventKind
+from rainbowd.interfaces import IRequestLog
 
 #: Upper bounds of the request duration histogram, in seconds: from a
 #: request an app answers from memory to one that takes half a minute.
@@ -212,6 +216,7 @@ def _observeAll(histogram: Any, stats: Any) -> None:
             histogram.observe(mean)
 
 
+@implementer(IRequestLog)
 class Metrics:
     """
     The metrics of one rainbowd, in a registry of its own.
@@ -304,7 +309,7 @@ class Metrics:
         registry.register(_Now(deployer))
         if processMetrics:
             ProcessCollector(registry=registry)
-        self._children: Dict[Tuple[object, Optional[int]], Any] = {}
+        self._children: Dict[Tuple[Any, Optional[int]], Any] = {}
         self._deploying: Dict[int, Tuple[float, str]] = {}
         self._newest = 0
         self.stopObserving = deployer.observe(self._observe)
@@ -326,7 +331,7 @@ class Metrics:
 
     # The proxy site's requestLog
 
-    def finished(self, request: IRequest, seconds: float) -> None:
+    def finished(self, request: Request, seconds: float) -> None:
         """
         Count a request whose response is complete.
         """
@@ -337,7 +342,7 @@ class Metrics:
         child.inc()
         self._duration.observe(seconds)
 
-    def unfinished(self, request: IRequest, seconds: float) -> None:
+    def unfinished(self, request: Request, seconds: float) -> None:
         """
         Count a request whose connection closed before its response was
         complete.
@@ -373,28 +378,28 @@ class Metrics:
 
     def _observe(self, event: Event) -> None:
         kind = event.kind
-        if kind == "deploying":
+        if kind == EventKind.deploying:
             self._deploying[event.details["deploy"]] = (
                 event.time,
                 event.details["cause"],
             )
-        elif kind in ("deployed", "failed", "refused"):
+        elif kind in OUTCOMES:
             started, cause = self._deploying.pop(
                 event.details["deploy"], (event.time, "unknown")
             )
             self._deploys.labels(kind, cause).inc()
             self._deployDuration.labels(kind).observe(event.time - started)
-            if cause == "rollback" and kind == "deployed":
+            if cause == "rollback" and kind == EventKind.deployed:
                 self._rollbacks.labels("manual").inc()
-        elif kind == "rolledBack":
+        elif kind == EventKind.rolledBack:
             self._rollbacks.labels(event.details["cause"]).inc()
-        elif kind == "crashed":
+        elif kind == EventKind.crashed:
             self._crashes.inc()
-        elif kind == "unresponsive":
+        elif kind == EventKind.unresponsive:
             self._unresponsive.inc()
-        elif kind == "launching":
+        elif kind == EventKind.launching and event.generation is not None:
             self._newest = max(self._newest, event.generation)
-        elif kind == "stopped":
+        elif kind == EventKind.stopped:
             self._forgetOldGenerations()
 
     def _forgetOldGenerations(self) -> None:

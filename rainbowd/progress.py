@@ -11,9 +11,11 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from rainbowd.controlapi import NDJSON
 from rainbowd.deployer import Event
+from rainbowd.events import OUTCOMES, EventKind
 
 _log = Logger()
 
@@ -25,12 +27,12 @@ PROGRESS_INTERVAL = 1.0
 STOP_MARGIN = 5.0
 
 #: Deploy outcomes, which the result line replaces.
-_OUTCOMES = frozenset({"deployed", "failed", "refused"})
+_OUTCOMES = frozenset(OUTCOMES)
 
 #: Events streamed whichever deploy is under way: the serving generation's
 #: health, which says why what serves may soon change, and rainbowd's
 #: shutdown, which says why the deploy will not be done.
-_ALWAYS = frozenset({"unresponsive", "recovered", "shutdown"})
+_ALWAYS = frozenset({EventKind.unresponsive, EventKind.recovered, EventKind.shutdown})
 
 
 def wantsNDJSON(request: IRequest) -> bool:
@@ -71,7 +73,7 @@ class RedeployProgress:
         self,
         deployer: Any,
         clock,
-        request: IRequest,
+        request: Request,
         describe: Callable[[object], Tuple[int, Dict[str, Any]]],
         interval: float = PROGRESS_INTERVAL,
         ask: Optional[Callable[[], Any]] = None,
@@ -92,11 +94,11 @@ class RedeployProgress:
         self._describe = describe
         self._interval = interval
         self._deploy: Optional[int] = None
-        self._starting: Dict[int, float] = {}
-        self._verifying: Dict[int, float] = {}
+        self._starting: Dict[Optional[int], float] = {}
+        self._verifying: Dict[Optional[int], float] = {}
         self._queued: Optional[float] = None
-        self._toStop: Set[int] = set()
-        self._draining: Dict[int, float] = {}
+        self._toStop: Set[Optional[int]] = set()
+        self._draining: Dict[Optional[int], float] = {}
         self._result = False
         self._finished = False
         self._gone = False
@@ -119,7 +121,7 @@ class RedeployProgress:
         outcome = maybeDeferred(self._ask)
         if self._deploy is None and not outcome.called:
             self._queued = self._clock.seconds()
-            self._write({"event": "queued", "time": self._queued})
+            self._write({"event": EventKind.queued, "time": self._queued})
         self._ticks.start(self._interval, now=False)
         outcome.addBoth(self._outcome).addErrback(
             lambda f: _log.failure("Could not stream a redeploy's outcome", f)
@@ -139,37 +141,37 @@ class RedeployProgress:
         details = event.details
         mine = self._deploy is not None and details.get("deploy") == self._deploy
         if self._deploy is None:
-            if event.kind == "deploying" and details.get("cause") == self._cause:
+            if event.kind == EventKind.deploying and details.get("cause") == self._cause:
                 self._deploy = details["deploy"]
                 self._write(event.asJSON())
             return
         if event.kind in _OUTCOMES:
             return
-        if event.kind == "launching" and mine:
+        if event.kind == EventKind.launching and mine:
             self._starting[event.generation] = event.time
             self._toStop.add(event.generation)
-        elif event.kind in ("healthy", "retrying") and mine:
+        elif event.kind in (EventKind.healthy, EventKind.retrying) and mine:
             self._starting.pop(event.generation, None)
-        elif event.kind == "verifying" and mine:
+        elif event.kind == EventKind.verifying and mine:
             self._verifying[event.generation] = event.time
-        elif event.kind == "verified" and mine:
+        elif event.kind == EventKind.verified and mine:
             self._verifying.pop(event.generation, None)
-        elif event.kind == "switched" and mine:
+        elif event.kind == EventKind.switched and mine:
             self._toStop.discard(event.generation)
             self._switchedTo = event.generation
-        elif event.kind == "draining" and not self._result:
+        elif event.kind == EventKind.draining and not self._result:
             # Emitted right after this deploy's "switched".
             self._toStop.add(event.generation)
             self._draining[event.generation] = event.time
             mine = True
-        elif event.kind == "standby" and event.generation in self._toStop:
+        elif event.kind == EventKind.standby and event.generation in self._toStop:
             # Drained and kept: as far as this deploy goes, it is done.
             self._toStop.discard(event.generation)
             self._kept = event.generation
             self._windowEnds = event.time + details.get("seconds", 0.0)
             self._draining.pop(event.generation, None)
             mine = True
-        elif event.kind == "stopped" and event.generation in self._toStop:
+        elif event.kind == EventKind.stopped and event.generation in self._toStop:
             self._toStop.discard(event.generation)
             self._starting.pop(event.generation, None)
             self._draining.pop(event.generation, None)
@@ -206,15 +208,15 @@ class RedeployProgress:
         An event while the rollback window is watched.
         """
         details = event.details
-        if event.kind == "switched" and details.get("previous") == self._switchedTo:
+        if event.kind == EventKind.switched and details.get("previous") == self._switchedTo:
             self._rollback = details.get("deploy")
             self._write(event.asJSON())
-        elif event.kind == "rolledBack" and details.get("from") == self._switchedTo:
+        elif event.kind == EventKind.rolledBack and details.get("from") == self._switchedTo:
             self._write(event.asJSON())
         elif event.kind in _OUTCOMES and self._rollback is not None:
             if details.get("deploy") == self._rollback:
                 self._endWatch(True)
-        elif event.kind == "stopped" and event.generation == self._kept:
+        elif event.kind == EventKind.stopped and event.generation == self._kept:
             self._write(event.asJSON())
             self._endWatch(False)
         elif event.kind in _ALWAYS:
@@ -224,7 +226,7 @@ class RedeployProgress:
         active = self._deployer.active
         self._write(
             {
-                "event": "watched",
+                "event": EventKind.watched,
                 "time": self._clock.seconds(),
                 "generation": self._switchedTo,
                 "rolledBack": rolledBack,
@@ -251,7 +253,7 @@ class RedeployProgress:
         self._write(
             {
                 **body,
-                "event": "result",
+                "event": EventKind.result,
                 "time": self._clock.seconds(),
                 "serving": None if active is None else active.generation,
             }
@@ -269,7 +271,7 @@ class RedeployProgress:
             standby = self._deployer.standby
             self._write(
                 {
-                    "event": "watching",
+                    "event": EventKind.watching,
                     "time": now,
                     "generation": self._switchedTo,
                     "standby": None if standby is None else standby.generation,
@@ -280,7 +282,7 @@ class RedeployProgress:
         if self._queued is not None and self._deploy is None and not self._result:
             self._write(
                 {
-                    "event": "waiting",
+                    "event": EventKind.waiting,
                     "time": now,
                     "step": "queued",
                     "elapsed": round(now - self._queued, 1),
@@ -289,7 +291,7 @@ class RedeployProgress:
         for generation, since in self._starting.items():
             self._write(
                 {
-                    "event": "waiting",
+                    "event": EventKind.waiting,
                     "time": now,
                     "generation": generation,
                     "deploy": self._deploy,
@@ -299,7 +301,7 @@ class RedeployProgress:
         for generation, since in self._verifying.items():
             self._write(
                 {
-                    "event": "waiting",
+                    "event": EventKind.waiting,
                     "time": now,
                     "generation": generation,
                     "deploy": self._deploy,
@@ -313,7 +315,7 @@ class RedeployProgress:
             backend = self._backend(generation)
             self._write(
                 {
-                    "event": "draining",
+                    "event": EventKind.draining,
                     "time": now,
                     "generation": generation,
                     "inflight": None if backend is None else backend.inflight,
@@ -321,7 +323,7 @@ class RedeployProgress:
                 }
             )
 
-    def _backend(self, generation: int):
+    def _backend(self, generation: Optional[int]):
         for backend in self._deployer.backends:
             if backend.generation == generation:
                 return backend
@@ -365,7 +367,7 @@ class OutputFollower:
     backend stops or the client hangs up.
     """
 
-    def __init__(self, backend: Any, request: IRequest) -> None:
+    def __init__(self, backend: Any, request: Request) -> None:
         self._backend = backend
         self._request = request
         self._stopObserving: Optional[Callable[[], None]] = None

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from rainbowd.backendclient import (
     BODY_TIMEOUT,
@@ -34,6 +35,7 @@ from rainbowd.backendclient import (
     BackendTimeout,
     Pool,
 )
+from rainbowd.interfaces import IRequestHandler, ISlotWaiter
 from rainbowd.requesthead import (
     Unforwardable,
     contentLength,
@@ -97,28 +99,15 @@ class ReverseProxy(Resource):
     It is served by a L{ProxySite}, whose L{ProxyRequest}s tell their
     forwarding when the client hangs up.
 
-    The deployer must provide:
-
-      - C{routable}: the backend currently receiving new requests, or
-        L{None}; it is read once per request, which is what makes a swap
-        atomic;
-      - C{whenRoutable()}: a new cancellable L{Deferred} firing with the next
-        backend to become routable;
-      - C{whyNotRoutable()}: L{None}, or a sentence saying why no backend is
-        routable, for the 503 of a request that waited for one in vain.
+    The deployer provides L{rainbowd.interfaces.IRoutingDeployer}: a
+    C{routable} backend, read once per request (which is what makes a swap
+    atomic), C{whenRoutable()} and C{whyNotRoutable()}.
 
     While its L{rainbowd.traffic.Traffic} is not serving, requests not yet
     sent to a backend are held (paused) or answered with the maintenance
     page, whatever the deployer says.
 
-    A backend must provide C{port}, C{generation}, C{requestStarted()},
-    C{requestFinished()} (called exactly once each per request forwarded to
-    it, so that it can be drained), C{tally} (a
-    L{rainbowd.backend.ResponseTally}, whose C{responses} and C{errors} it
-    counts up), C{tunnelOpened(tunnel)} and
-    C{tunnelClosed(tunnel)} (once each per upgraded connection, which the
-    backend may end with C{tunnel.close()}), C{whenDraining()} and
-    C{whenStopped()}.
+    A backend provides L{rainbowd.interfaces.IRoutableBackend}.
 
     @ivar _pools: The connection pool of each backend seen, keyed by
         C{(generation, port)} rather than by the backend itself so that
@@ -305,10 +294,9 @@ class ProxySite(LimitedSite):
     the limits of L{rainbowd.requestlimits}, and telling C{requestLog}
     (metrics, the access log) about every request, however it ends.
 
-    @ivar requestLog: has C{finished(request, seconds)}, called once a
-        response is complete, and C{unfinished(request, seconds)}, called
-        when the connection closes before that; C{seconds} is the time
-        since the request was received.  L{None} for neither.
+    @ivar requestLog: a L{rainbowd.interfaces.IRequestLog}, told of every
+        request once its response is complete (C{finished}) or its
+        connection closed before that (C{unfinished}); L{None} for neither.
     """
 
     noisy = False
@@ -335,6 +323,7 @@ class ProxySite(LimitedSite):
         )
 
 
+@implementer(IRequestHandler, ISlotWaiter)
 class _Forwarding:
     """
     One client request on its way to a backend and back.

@@ -163,8 +163,8 @@ def requestHead(
             # not the backend's port, which goes at the next deploy.
             own = request.getHost()
             if isinstance(own, (IPv4Address, IPv6Address)):
-                name = f"[{own.host}]" if own.type == "TCP6" else own.host
-                host = f"{name}:{own.port}".encode("ascii")
+                ownName = f"[{own.host}]" if own.type == "TCP6" else own.host
+                host = f"{ownName}:{own.port}".encode("ascii")
             else:
                 host = b"localhost"
     add((b"Host: ", host, b"\r\n"))
@@ -174,7 +174,7 @@ def requestHead(
     clientIP = getattr(request.getClientAddress(), "host", None)
     forwardedFor = requestHeaders.getRawHeaders(b"X-Forwarded-For")
     if clientIP is not None:
-        forwardedFor = (forwardedFor or []) + [clientIP.encode("ascii")]
+        forwardedFor = [*(forwardedFor or ()), clientIP.encode("ascii")]
     if forwardedFor:
         add((b"X-Forwarded-For: ", b", ".join(forwardedFor), b"\r\n"))
     if not forwardedProto:
@@ -188,7 +188,7 @@ def requestHead(
     if bodyLength or request.method not in _BODILESS_METHODS:
         add((b"Content-Length: ", b"%d" % (bodyLength,), b"\r\n"))
     if upgrade:
-        protocols = b", ".join(requestHeaders.getRawHeaders(b"Upgrade"))
+        protocols = b", ".join(requestHeaders.getRawHeaders(b"Upgrade", ()))
         add((b"Connection: Upgrade\r\nUpgrade: ", protocols, b"\r\n"))
     lines.append(b"\r\n")
     return b"".join(lines)

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd.deployer import Event
+from rainbowd.events import EventKind
 
 _log = Logger()
 
@@ -92,26 +93,26 @@ class Readiness(Service):
             self._stopObserving = None
 
     def _observe(self, event: Event) -> None:
-        if event.kind == "switched":
+        if event.kind == EventKind.switched:
             status = self._serving(event.generation)
             if self._ready:
                 self._notifier.notify(status)
             else:
                 self._ready = True
                 self._notifier.notify("READY=1", status)
-        elif event.kind == "crashed":
+        elif event.kind == EventKind.crashed:
             self._notifier.notify(
                 f"STATUS=generation {event.generation} {event.details['exit']}; "
                 "starting a replacement"
             )
-        elif event.kind == "unresponsive":
+        elif event.kind == EventKind.unresponsive:
             self._notifier.notify(
                 f"STATUS=generation {event.generation} does not answer "
                 f"({event.details['error']}); starting a replacement"
             )
-        elif event.kind == "recovered":
+        elif event.kind == EventKind.recovered:
             self._notifier.notify(self._serving(event.generation))
-        elif event.kind == "rolledBack":
+        elif event.kind == EventKind.rolledBack:
             self._notifier.notify(
                 f"{self._serving(event.generation)}, rolled back by itself from "
                 f"generation {event.details['from']}, which "

@@ -117,7 +117,7 @@ class Traffic(Service):
     @ivar page: the body of the maintenance answer, while in maintenance.
     """
 
-    name = "traffic"
+    name = "traffic"  # type: ignore[assignment]  # Service.name is typed None
 
     def __init__(
         self,

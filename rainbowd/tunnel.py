@@ -6,7 +6,8 @@ connection joined to the backend's, bytes going both ways untouched.
 
 from typing import Any, List
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
@@ -75,6 +76,7 @@ class _TunnelEnd(Protocol):
     """
 
     peer: "_TunnelEnd"
+    transport: ITCPTransport  # once connected, which it is before it is used
 
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
@@ -84,7 +86,7 @@ class _TunnelEnd(Protocol):
         if not self.peer.closed:
             self.peer.transport.write(data)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
         if not self.peer.closed:
             self.peer.transport.loseConnection()

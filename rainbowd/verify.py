@@ -148,7 +148,7 @@ class VerifyRun(ProcessProtocol):
         marker: Mapping[str, str] = MappingProxyType({}),
     ) -> None:
         """
-        @param signals: a L{rainbowd.backend.ProcessGroupSignals}.
+        @param signals: an L{rainbowd.interfaces.IProcessSignals}.
         @param env: its whole environment, but C{RAINBOWD_PORT} and
             C{marker}.
         @param marker: the environment variables that mark its processes,
@@ -263,8 +263,10 @@ class VerifyRun(ProcessProtocol):
         if self._killed is None:
             self._kill()  # what it left running
         self._killStrays()
+        transport = self.transport
+        assert transport is not None  # it exited, so it was started
         self._calls["output"] = self._reactor.callLater(
-            OUTPUT_GRACE, self.transport.loseConnection
+            OUTPUT_GRACE, transport.loseConnection
         )
 
     def processEnded(self, reason: Failure) -> None:
@@ -446,7 +448,7 @@ class Verifier:
     Runs the verify command of a backend's config against it.
 
     @param reactor: an C{IReactorProcess} and C{IReactorTime}.
-    @param signals: a L{rainbowd.backend.ProcessGroupSignals}.
+    @param signals: an L{rainbowd.interfaces.IProcessSignals}.
     """
 
     def __init__(self, reactor, signals) -> None:

@@ -28,7 +28,7 @@ class Waiters:
         A Deferred that fires at the next L{fire}; cancelling it stops the
         wait.
         """
-        d = Deferred(canceller=self._forget)
+        d: Deferred[None] = Deferred(canceller=self._forget)
         self._waiting[d] = None
         return d
 

@@ -10,6 +10,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rainbowd.interfaces import IProcessSignals
 
 
 class FakeProcess:
@@ -63,7 +66,7 @@ class FakeProcess:
         self.ended = True
         self.members -= {self.pid, self.appPid}
         if code == 0 and signum is None:
-            reason = ProcessDone(0)
+            reason: Exception = ProcessDone(0)
         else:
             reason = ProcessTerminated(code if signum is None else None, signum)
         self.pid = None
@@ -149,6 +152,7 @@ class FakeProcessReactor(MemoryReactorClock):
         return process
 
 
+@implementer(IProcessSignals)
 class FakeSignals:
     """
     The process table of a L{FakeProcessReactor}, as rainbowd's signals see
@@ -246,7 +250,7 @@ class FakeHealthCheck:
         self.probes: List[tuple] = []
 
     def __call__(self, port: int, path: str, timeout: float) -> Deferred:
-        d = Deferred()
+        d: Deferred = Deferred()
         self.probes.append((port, path, timeout, d))
         return d
 

@@ -9,23 +9,24 @@ land in a L{MemoryReactorClock}'s C{tcpClients}, and the tests connect them,
 again with iosim, to backend L{Site}s (or raw protocols) of their own.
 """
 
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import ISSLTransport, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
-from zope.interface import directlyProvides
+from zope.interface import directlyProvides, implementer
 
 from rainbowd.backend import ResponseTally
+from rainbowd.interfaces import IRoutableBackend, IRoutingDeployer
 from rainbowd.proxy import ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
@@ -34,6 +35,7 @@ CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
 PROXY_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
 
 
+@implementer(IRoutableBackend)
 @attrs.define
 class FakeBackend:
     """
@@ -92,6 +94,7 @@ class FakeBackend:
             waiter.callback(None)
 
 
+@implementer(IRoutingDeployer)
 class FakeDeployer:
     """
     The deployer as the proxy sees it: a C{routable} backend, cancellable
@@ -134,7 +137,7 @@ class Received:
     headers: Headers
     body: bytes
 
-    def header(self, name: bytes) -> List[bytes]:
+    def header(self, name: bytes) -> Sequence[bytes]:
         return self.headers.getRawHeaders(name, [])
 
 
@@ -180,6 +183,8 @@ class CannedBackend(Protocol):
     A backend speaking raw bytes: once it has a request head, it writes
     C{answer} and, if C{close}, closes the connection.
     """
+
+    transport: ITransport  # connected before it is used
 
     def __init__(self, answer: bytes, close: bool) -> None:
         self._answer = answer
@@ -270,6 +275,8 @@ class FakeClient(Protocol):
     An HTTP client that writes raw requests and collects raw responses.
     """
 
+    transport: ITransport  # connected before it is used
+
     pump: iosim.IOPump
 
     def __init__(self) -> None:
@@ -287,7 +294,7 @@ class FakeClient(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.data += data
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lostReason = reason
 
     @property
@@ -398,7 +405,7 @@ class World:
 
     def accept(
         self,
-        backendFactory: Factory,
+        backendFactory: Factory[Any],
         transportType: Callable[..., iosim.FakeTransport] = iosim.FakeTransport,
     ) -> iosim.IOPump:
         """
@@ -483,6 +490,8 @@ class EchoUpgrade(Protocol):
     @ivar head: The request head it got.
     """
 
+    transport: ITransport  # connected before it is used
+
     head = b""
 
     def __init__(self) -> None:
@@ -509,6 +518,8 @@ class Recorder(Protocol):
     A backend that records what it receives and answers only what the test
     writes to its transport.
     """
+
+    transport: ITransport  # connected before it is used
 
     def __init__(self) -> None:
         self.received = b""

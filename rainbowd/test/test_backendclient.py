@@ -14,6 +14,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from rainbowd.backendclient import (
     CHUNK_SIZE,
@@ -22,6 +23,7 @@ from rainbowd.backendclient import (
     Pool,
 )
 from rainbowd.http1 import HEADER_NAMES_KEPT
+from rainbowd.interfaces import IResponseReceiver
 from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,
@@ -904,6 +906,7 @@ class StreamingTests(SynchronousTestCase):
         self.assertEqual(self.backend.inflight, 0)
 
 
+@implementer(IResponseReceiver)
 class RecordingHandler:
     """
     The handler of a request on a L{BackendConnection}, recording what it

@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from rainbowd.config import ConfigError
 from rainbowd.connlimit import ConnectionCap
@@ -27,6 +28,7 @@ from rainbowd.deployer import (
     Event,
     NothingToRollBack,
 )
+from rainbowd.interfaces import IControlledDeployer
 from rainbowd.traffic import Mode, Traffic
 
 CONTROL = "http://127.0.0.1:7001"
@@ -46,6 +48,7 @@ SERVING = {"mode": "serving", "since": None, "by": None, "held": 0, "message": N
 SHOWN = {**STATUS, "traffic": SERVING}
 
 
+@implementer(IControlledDeployer)
 class FakeDeployer:
     """
     A deployer whose redeploys are Deferreds the test fires.

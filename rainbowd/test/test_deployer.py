@@ -45,7 +45,7 @@ class Harness:
         self.reactor = FakeProcessReactor()
         self.health = FakeHealthCheck()
         self.signals = FakeSignals(self.reactor)
-        self.taken = set()
+        self.taken: set = set()
         stateDir = testCase.mktemp()
         os.makedirs(stateDir)
         self.configs = [

@@ -337,7 +337,7 @@ class DeployerLeftoversTests(SynchronousTestCase):
             PortPicker(isFree=lambda port: True, cursor=20000),
             groups=self.fixture.groups,
         )
-        self.backends = []
+        self.backends: list = []
 
     def newBackend(self, config, generation, port, onExit):
         backend = Backend(

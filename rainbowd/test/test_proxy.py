@@ -11,7 +11,9 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from rainbowd.interfaces import IRequestLog
 from rainbowd.proxy import ProxyRequest, ProxySite
 from rainbowd.test.inmemory import (
     BackendApp,
@@ -639,6 +641,7 @@ class ProxySiteTests(SynchronousTestCase):
         self.assertEqual(world.site.requestLog.ended, [("finished", 200)])
 
 
+@implementer(IRequestLog)
 @attrs.define
 class RecordingLog:
     """

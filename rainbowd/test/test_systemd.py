@@ -320,7 +320,7 @@ class RedeployOnHangupTests(SynchronousTestCase):
         """
         A redeploy on SIGHUP is asked for in the name of C{SIGHUP}.
         """
-        events = []
+        events: list = []
         self.h.deployer.observe(events.append)
         self.hangup()
         [deploying] = [e for e in events if e.kind == "deploying"]

@@ -38,7 +38,7 @@ class VerifyRunTests(SynchronousTestCase):
         self.signals = FakeSignals(self.reactor)
         self.stateDir = os.path.abspath(self.mktemp())
         os.makedirs(self.stateDir)
-        self.lines = []
+        self.lines: list = []
 
     def started(self, **changes):
         """
