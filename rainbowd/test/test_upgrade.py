@@ -31,6 +31,10 @@ class _Reactor(FakeProcessReactor):
     L{StringTransport}, and their protocol kept.
     """
 
+    def callFromThread(self, f, *args, **kwargs):
+        # As a signal handler's call: run in the reactor's next turn.
+        self.callLater(0, f, *args, **kwargs)
+
     def adoptStreamConnection(self, fileDescriptor, addressFamily, factory):
         super().adoptStreamConnection(fileDescriptor, addressFamily, factory)
         self.protocol = factory.buildProtocol(None)
@@ -368,3 +372,70 @@ class PidfileTests(SynchronousTestCase):
         restorePidfile(path, 77)
         with open(path) as f:
             self.assertEqual(f.read(), "77\n")
+
+
+class UpgradeOnSignalTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        from rainbowd.upgrade import UpgradeOnSignal
+
+        self.reactor = _Reactor()
+        self.installed = {}
+        self.asked = []
+
+        def upgrade(requester):
+            d = Deferred()
+            self.asked.append((requester, d))
+            return d
+
+        self.service = UpgradeOnSignal(
+            self.reactor, upgrade, lambda signum, handler: self.installed.update({signum: handler})
+        )
+        self.service.startService()
+        for call in self.reactor.whenRunningHooks:
+            call[0](*call[1], **call[2])
+
+    def test_sigusr2(self) -> None:
+        """
+        SIGUSR2 upgrades, in the name of SIGUSR2, and the outcome is
+        logged.
+        """
+        from twisted.logger import capturedLogs
+
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.reactor.advance(0)
+        [(requester, d)] = self.asked
+        self.assertEqual(requester, "SIGUSR2")
+        with capturedLogs() as events:
+            d.callback({"pid": 2, "previousPid": 1, "seconds": 0.5})
+        self.assertIn("took over from 1", _text(events))
+
+    def test_failureLogged(self) -> None:
+        """
+        A failed upgrade on SIGUSR2 is logged with the new process's lines.
+        """
+        from twisted.logger import capturedLogs
+
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.reactor.advance(0)
+        with capturedLogs() as events:
+            self.asked[0][1].errback(UpgradeFailed("rainbowd: boom", ["last line"]))
+        text = _text(events)
+        self.assertIn("rainbowd: boom", text)
+        self.assertIn("last line", text)
+
+    def test_notWhileStopping(self) -> None:
+        """
+        SIGUSR2 while rainbowd stops upgrades nothing.
+        """
+        self.service.stopService()
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.reactor.advance(0)
+        self.assertEqual(self.asked, [])
+
+
+def _text(events) -> str:
+    from twisted.logger import formatEvent
+
+    return "\n".join(formatEvent(event) for event in events)
