@@ -903,7 +903,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         partial(_handOver, reactor, service, deployer, listening, cap),
         lambda: deployer.config.upgradeTimeout,
         environ=_upgradeEnvironment(notifier),
-        failed=partial(restorePidfile, options.pidfile, os.getpid()),
+        failed=partial(_upgradeFailed, deployer, options.pidfile, os.getpid()),
     )
     if incoming is not None:
         upgrader.upgradedFrom = incoming.state.pid
@@ -1050,6 +1050,15 @@ def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
     d = cap.closeGracefully(timeout).addCallback(closed).addCallback(exit)
     d.addErrback(lambda f: _log.failure("Handing over failed", f))
     return d
+
+
+def _upgradeFailed(deployer, pidfile: Optional[str], pid: int) -> None:
+    """
+    An upgrade failed: this rainbowd keeps everything, and names itself in
+    twistd's pidfile again.
+    """
+    deployer.keep()
+    restorePidfile(pidfile, pid)
 
 
 def _exitNow() -> None:

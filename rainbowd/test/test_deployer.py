@@ -2682,3 +2682,32 @@ class AdoptTests(SynchronousTestCase):
         h.process(1).exit(1)
         h.reactor.advance(60)
         self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_deploysWaitForHandover(self):
+        """
+        A redeploy asked for while the state is being handed over waits; if
+        the upgrade fails, it then runs here.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.handOverState()
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 1)
+        h.deployer.keep()
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertEqual(self.successResultOf(d).generation, 2)
+
+    def test_deploysRefusedOnceHandedOver(self):
+        """
+        A redeploy held during a handover that succeeded is refused, saying
+        to ask the new rainbowd; none is launched here.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.handOverState()
+        d = h.deployer.redeploy()
+        h.deployer.abandon()
+        failure = self.failureResultOf(d, DeployRefused)
+        self.assertIn("ask again, of it", str(failure.value))
+        self.assertEqual(len(h.reactor.processes), 1)
