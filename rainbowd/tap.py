@@ -83,6 +83,7 @@ from rainbowd.upgrade import (
     Handover,
     UpgradeOnSignal,
     Upgrader,
+    appendToLog,
     familyOf,
     restorePidfile,
     takeOverPidfile,
@@ -291,6 +292,8 @@ class Options(usage.Options):
 
     #: twistd's pidfile, an absolute path, or L{None} without one.
     pidfile: Optional[str] = None
+    #: twistd's log file, or L{None} without one.
+    logfile: Optional[str] = None
 
     def postOptions(self) -> None:
         if self.cwd is None:
@@ -301,6 +304,8 @@ class Options(usage.Options):
             # twistd refuses to start while its pidfile names a live
             # process, which the rainbowd handing over to this one is.
             takeOverPidfile(self.pidfile)
+        if parent is not None and parent.get("logfile") not in (None, "-"):
+            self.logfile = os.path.abspath(parent["logfile"])
         self.overrides = {
             key: self[flagName(key)]
             for key in _FLAGS
@@ -903,7 +908,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         partial(_handOver, reactor, service, deployer, listening, cap),
         lambda: deployer.config.upgradeTimeout,
         environ=_upgradeEnvironment(notifier),
-        failed=partial(_upgradeFailed, deployer, options.pidfile, os.getpid()),
+        failed=partial(_upgradeFailed, deployer, options.pidfile),
     )
     if incoming is not None:
         upgrader.upgradedFrom = incoming.state.pid
@@ -911,7 +916,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
             upgrader.startedAt = incoming.state.startedAt
 
         def ready() -> None:
-            upgrader.pid = os.getpid()
             notifier.notify(f"MAINPID={os.getpid()}", "READY=1")
             incoming.ready(reactor).chainDeferred(handedOver)
             _log.info(
@@ -922,6 +926,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
         reactor.callWhenRunning(ready)
     control.upgrader = upgrader
+    # twistd opens its log file once the service is made.
+    reactor.callWhenRunning(appendToLog, options.logfile)
     service.quiet = [readiness]
     UpgradeOnSignal(reactor, upgrader.upgrade).setServiceParent(service)
     service.clients = cap
@@ -1052,13 +1058,13 @@ def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
     return d
 
 
-def _upgradeFailed(deployer, pidfile: Optional[str], pid: int) -> None:
+def _upgradeFailed(deployer, pidfile: Optional[str]) -> None:
     """
     An upgrade failed: this rainbowd keeps everything, and names itself in
     twistd's pidfile again.
     """
     deployer.keep()
-    restorePidfile(pidfile, pid)
+    restorePidfile(pidfile, os.getpid())
 
 
 def _exitNow() -> None:

@@ -439,3 +439,28 @@ def _text(events) -> str:
     from twisted.logger import formatEvent
 
     return "\n".join(formatEvent(event) for event in events)
+
+
+class AppendToLogTests(SynchronousTestCase):
+    def test_append(self) -> None:
+        """
+        A descriptor of the log file opened to write at a position is made
+        to append, so that another process's lines are not written over.
+        """
+        import fcntl
+
+        from rainbowd.upgrade import appendToLog
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(b"first\n")
+        log = open(path, "r+b", 0)
+        self.addCleanup(log.close)
+        log.seek(0, 2)
+        with open(path, "ab") as other:
+            other.write(b"other\n")
+        appendToLog(path)
+        self.assertTrue(fcntl.fcntl(log.fileno(), fcntl.F_GETFL) & os.O_APPEND)
+        log.write(b"mine\n")
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"first\nother\nmine\n")
