@@ -2581,6 +2581,9 @@ class AdoptTests(SynchronousTestCase):
         self.assertIs(h.deployer.routable, active)
         self.assertEqual(list(active.output), ["booted"])
         self.assertEqual(active.pgid, 4321)
+        [described] = h.deployer.status()["backends"]
+        self.assertTrue(described["adopted"])
+        self.assertIn("cannot be known", described["exitStatus"])
 
     def test_redeployWaitsForOldToExit(self):
         """

@@ -464,3 +464,80 @@ class AppendToLogTests(SynchronousTestCase):
         log.write(b"mine\n")
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"first\nother\nmine\n")
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.calls = []
+
+    def childDataReceived(self, childFD, data):
+        self.calls.append(("data", childFD, data))
+
+    def processExited(self, reason):
+        self.calls.append(("exited", reason.value.__class__.__name__))
+
+    def processEnded(self, reason):
+        self.calls.append(("ended", reason.value.__class__.__name__))
+
+
+class AdoptedProcessTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from rainbowd.adopted import AdoptedProcess
+
+        self.reactor = MemoryReactorClock()
+        self.proto = _Protocol()
+        self.r, self.w = os.pipe()
+        # A live pid to watch: this test's own.
+        self.process = AdoptedProcess(self.reactor, self.proto, os.getpid(), {1: self.r})
+        self.addCleanup(lambda: self.process._pidfd and self.process._pidfd.close())
+        self.addCleanup(self._close)
+
+    def _close(self):
+        for fd in (self.w,) + tuple(reader.fd for reader in self.process.pipes.values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def test_output(self) -> None:
+        """
+        The output handed over is read as a child's is, from the reactor.
+        """
+        [reader] = self.process.pipes.values()
+        self.assertIn(reader, self.reactor.readers)
+        self.assertIn(self.process._pidfd, self.reactor.readers)
+        os.write(self.w, b"hello\n")
+        reader.doRead()
+        self.assertEqual(self.proto.calls, [("data", 1, b"hello\n")])
+
+    def test_endUnknown(self) -> None:
+        """
+        The pidfd says the process ended: it exited, with a status that
+        cannot be known, and ended once its output closed too.
+        """
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.process._pidfd.doRead()
+        self.assertEqual(self.proto.calls, [("exited", "UnknownExit")])
+        [reader] = self.process.pipes.values()
+        reader.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.proto.calls[-1], ("ended", "UnknownExit"))
+        self.assertEqual(self.process.pipes, {})
+
+    def test_goneAlready(self) -> None:
+        """
+        A process gone before it is adopted is reported ended at once.
+        """
+        import subprocess
+
+        from rainbowd.adopted import AdoptedProcess
+
+        child = subprocess.Popen(["true"])
+        child.wait()
+        proto = _Protocol()
+        AdoptedProcess(self.reactor, proto, child.pid, {})
+        self.reactor.advance(0)
+        self.assertEqual(proto.calls, [("exited", "UnknownExit"), ("ended", "UnknownExit")])
