@@ -564,9 +564,12 @@ class _Adopted(Service):
     acceptErrors: Optional[AcceptErrors] = None
     _port = None
 
-    def __init__(self, key: str, description: str, fd: int, reactor, factory) -> None:
+    def __init__(
+        self, key: str, description: str, fd: int, reactor, factory, lockPath=None
+    ) -> None:
         self._key = key
         self._description = description
+        self._lockPath = lockPath
         self._fd = fd
         self._reactor = reactor
         self._factory = factory
@@ -581,6 +584,10 @@ class _Adopted(Service):
 
     def fileno(self) -> Optional[int]:
         return None if self._port is None else self._port.fileno()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        _Listening._ownLockFile(self)  # type: ignore[arg-type]
 
     def stopAccepting(self) -> None:
         if self._port is not None:
@@ -882,7 +889,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         guard=guard,
         limits=limits,
     )
-    sites = [("port", cap), ("controlPort", capped(controlSite, reactor))]
+    controlCap = capped(controlSite, reactor)
+    sites = [("port", cap), ("controlPort", controlCap)]
     listening = {}
     for key, site in sites:
         if incoming is not None:
@@ -892,6 +900,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
                 incoming.fd(incoming.state.listening[key]),
                 reactor,
                 site,
+                incoming.state.socketLocks.get(key),
             )
         else:
             listening[key] = _Listening(key, getattr(config, key), reactor, site)
@@ -905,7 +914,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         partial(
             _describeForHandover, deployer, traffic, listening, lock, history, options
         ),
-        partial(_handOver, reactor, service, deployer, listening, cap),
+        partial(_handOver, reactor, service, deployer, listening, [cap, controlCap]),
         lambda: deployer.config.upgradeTimeout,
         environ=_upgradeEnvironment(notifier),
         failed=partial(_upgradeFailed, deployer, options.pidfile),
@@ -1010,6 +1019,11 @@ def _describeForHandover(
         listening=ports,
         settings=_fixedSettings(deployer.config),
         lock=index(lock.fileno()),
+        socketLocks={
+            key: each._lockPath
+            for key, each in listening.items()
+            if getattr(each, "_lockPath", None) is not None
+        },
         generation=described["generation"],
         pidfile=options.pidfile,
         generations=generations,
@@ -1022,12 +1036,13 @@ def _describeForHandover(
     return state, fds
 
 
-def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
+def _handOver(reactor, service, deployer, listening, caps) -> Deferred:
     """
     The new rainbowd serves: accept no more, let the generations go
-    without a signal, answer what is in flight (closing idle kept-alive
-    connections, and the busy ones once answered), wait for the upgraded
-    ones up to C{drainTimeout}, then exit 0.
+    without a signal, answer what is in flight on the public and control
+    ports (closing idle kept-alive connections, and the busy ones once
+    answered: the answer to the upgrade itself included), wait for the
+    upgraded ones up to C{drainTimeout}, then exit 0.
     """
     for each in listening.values():
         each.stopAccepting()
@@ -1039,7 +1054,7 @@ def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
         done: Deferred = Deferred()
 
         def check() -> None:
-            if cap.open == 0 or reactor.seconds() >= deadline:
+            if not any(cap.open for cap in caps) or reactor.seconds() >= deadline:
                 done.callback(None)
             else:
                 reactor.callLater(0.05, check)
@@ -1053,7 +1068,8 @@ def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
         reactor.addSystemEventTrigger("after", "shutdown", _exitNow)
         reactor.stop()
 
-    d = cap.closeGracefully(timeout).addCallback(closed).addCallback(exit)
+    d = DeferredList([cap.closeGracefully(timeout) for cap in caps])
+    d.addCallback(closed).addCallback(exit)
     d.addErrback(lambda f: _log.failure("Handing over failed", f))
     return d
 
