@@ -298,6 +298,12 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self.cwd is None:
             self.cwd = workingDirectory()
+        if handover.HANDOVER_VARIABLE in os.environ and "LISTEN_FDS" in os.environ:
+            # Started by an upgrade under socket activation: the variables
+            # name the rainbowd upgraded from, and this one must read them
+            # to parse a "systemd:" port the same way.
+            os.environ["LISTEN_PID"] = str(os.getpid())
+            _rereadSystemdSockets()
         parent = getattr(self, "parent", None)
         if parent is not None and parent.get("pidfile"):
             self.pidfile = os.path.abspath(parent["pidfile"])
@@ -330,6 +336,19 @@ class Options(usage.Options):
             stopDelayWarning(self.config.stopDelay, self.config.lbHealthPath),
         ]
         self.warnings = [warning for warning in warnings if warning is not None]
+
+
+def _rereadSystemdSockets() -> None:
+    """
+    Make Twisted's C{systemd:} endpoints read systemd's variables again:
+    it reads them once, when C{twisted.internet.endpoints} is imported,
+    which in a rainbowd started by an upgrade is before L{Options} set
+    C{LISTEN_PID} to this process.
+    """
+    from twisted.internet import endpoints
+    from twisted.python.systemd import ListenFDs
+
+    endpoints._SystemdParser._sddaemon = ListenFDs.fromEnvironment()
 
 
 def _withLockfile(description: str) -> str:
@@ -959,14 +978,29 @@ def makeService(options: Options, reactor=None) -> MultiService:
 _NOTIFY_VARIABLE = "NOTIFY_SOCKET"
 
 
+#: systemd's socket activation variables.
+_LISTEN_VARIABLES = ("LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID")
+
+
 def _upgradeEnvironment(notifier: Notifier) -> Dict[str, str]:
     """
     The environment of the rainbowd upgraded to: this one's, with systemd's
     notification socket, which it tells its pid and readiness.
     """
     env = dict(os.environ)
+    # Twisted took systemd's socket variables out of the environment when
+    # it read them; the new rainbowd reads the same config, whose
+    # "systemd:" port only parses with them (it adopts the socket handed
+    # over, not systemd's descriptor).
+    started = pypygc.startingEnvironment() or {}
+    for name in _LISTEN_VARIABLES:
+        if name in started and name not in env:
+            env[name] = started[name]
     if notifier.address is not None:
-        env[_NOTIFY_VARIABLE] = notifier.address
+        # An abstract socket's name is written with "@" for its NUL.
+        env[_NOTIFY_VARIABLE] = "@" + notifier.address[1:] if notifier.address.startswith(
+            "\0"
+        ) else notifier.address
     return env
 
 

@@ -2089,6 +2089,55 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(served[0]["generation"], 1)
         self.assertEqual(served[0]["stream"], "stdout")
 
+    def test_upgradeUnderSystemd(self):
+        """
+        Under systemd (a socket it passes, a NOTIFY_SOCKET), the rainbowd an
+        upgrade starts serves on that socket and tells systemd its pid and
+        that it is ready; the old one says nothing of stopping, and the new
+        one, which redeploys, says STOPPING=1 when it is stopped.
+        """
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        port = listening.getsockname()[1]
+        notifyName = f"@rainbowd-test-{os.getpid()}-{port}-upgrade"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(notify.close)
+        notify.bind("\0" + notifyName[1:])
+        notify.settimeout(DEADLINE)
+        daemon = Daemon(self, port="systemd:domain=INET:index=0")
+        daemon.port = port
+        daemon.start(
+            env={
+                "LISTEN_FDS": "1",
+                "LISTEN_FDNAMES": "rainbowd.socket",
+                "NOTIFY_SOCKET": notifyName,
+            },
+            wrapper=[*ACTIVATE, str(listening.fileno())],
+            pass_fds=(listening.fileno(),),
+        )
+        self.addCleanup(_stopRainbowd, daemon)
+        self.assertTrue(notify.recv(4096).startswith(b"READY=1\n"))
+        appPid = daemon.appPid()
+        listening.close()
+        status, result = daemon.control("POST", "/upgrade")
+        self.assertEqual(status, 200, (result, daemon.log()))
+        daemon.upgradedPid = result["pid"]
+        self.assertEqual(
+            notify.recv(4096).decode().split("\n"),
+            [f"MAINPID={result['pid']}", "READY=1"],
+        )
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+        self.assertEqual(daemon.get("/")[1], f"v1 pid={appPid}\n")
+        # The config, with its "systemd:" port, still reads for a redeploy.
+        status, deployed = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, deployed)
+        notify.recv(4096)  # its STATUS=
+        os.kill(result["pid"], signal.SIGTERM)
+        self.assertEqual(notify.recv(4096).split(b"\n")[0], b"STOPPING=1")
+        waitFor(lambda: not alive(result["pid"]), "rainbowd to stop")
+
     def test_socketActivationAndReadiness(self):
         """
         Given a listening socket the way systemd passes one (fd 3,
