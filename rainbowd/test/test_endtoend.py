@@ -648,6 +648,42 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(json.loads(ctl.stdout)["rainbowd"]["pid"], daemon.upgradedPid)
         self.assertEqual(daemon.get("/")[1], f"v1 pid={appPid}\n")
 
+    def test_upgradeDuringLongRequest(self):
+        """
+        A request in flight on the old rainbowd when it hands over is
+        answered by it, by the app it began on; a redeploy asked of the new
+        rainbowd meanwhile waits until the old one has exited, so it never
+        stops the app under that request.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        self.addCleanup(_stopRainbowd, daemon)
+        appPid = daemon.appPid()
+        done = []
+        slow = threading.Thread(
+            target=lambda: done.append(("slow", daemon.get("/slow?seconds=4")))
+        )
+        slow.start()
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["backends"][0]["inflight"],
+            "the slow request to be in flight",
+        )
+        status, result = daemon.control("POST", "/upgrade")
+        self.assertEqual(status, 200, result)
+        daemon.upgradedPid = result["pid"]
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        redeploy = threading.Thread(
+            target=lambda: done.append(("redeploy", daemon.control("POST", "/redeploy")))
+        )
+        redeploy.start()
+        slow.join(DEADLINE)
+        redeploy.join(DEADLINE * 2)
+        self.assertEqual([what for what, _ in done], ["slow", "redeploy"])
+        self.assertEqual(done[0][1], (200, f"v1 pid={appPid} slept 4.0\n"))
+        self.assertEqual(done[1][1][0], 200, done[1][1])
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+        self.assertTrue(daemon.get("/")[1].startswith("v2"))
+
     def test_failedUpgradeKeepsEverything(self):
         """
         A new rainbowd that fails before it is ready (here: it refuses a
