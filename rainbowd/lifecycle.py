@@ -31,6 +31,8 @@ class Phase(Enum):
     QUEUED = "deploying, with requests queued"
     RESTART_PENDING = "restart pending"
     STOPPING = "stopping"
+    ADOPTING = "taking over from the rainbowd it upgrades"
+    HANDING_OVER = "handing over to a new rainbowd"
 
 
 class Input(Enum):
@@ -51,6 +53,14 @@ class Input(Enum):
     CALLED_OFF = "calledOff"
     #: rainbowd is shutting down.
     STOP = "stop"
+    #: rainbowd starts by taking over another's generations (an upgrade).
+    ADOPT = "adopt"
+    #: the rainbowd upgraded from has exited: nothing is in flight there.
+    ADOPTED = "adopted"
+    #: an upgrade begins: the state is handed to a new rainbowd.
+    HAND_OVER = "handOver"
+    #: that upgrade failed: this rainbowd keeps everything.
+    KEPT = "kept"
 
 
 _ALL_BUT_STOPPING = set(Phase) - {Phase.STOPPING}
@@ -71,6 +81,15 @@ TRANSITIONS = {
     (Phase.RESTART_PENDING, Input.DEPLOY): Phase.DEPLOYING,
     (Phase.RESTART_PENDING, Input.RESTART): Phase.RESTART_PENDING,
     (Phase.RESTART_PENDING, Input.CALLED_OFF): Phase.IDLE,
+    (Phase.IDLE, Input.ADOPT): Phase.ADOPTING,
+    (Phase.ADOPTING, Input.QUEUE): Phase.ADOPTING,
+    (Phase.ADOPTING, Input.RESTART): Phase.ADOPTING,
+    (Phase.ADOPTING, Input.ADOPTED): Phase.IDLE,
+    (Phase.STOPPING, Input.ADOPTED): Phase.STOPPING,
+    (Phase.IDLE, Input.HAND_OVER): Phase.HANDING_OVER,
+    (Phase.HANDING_OVER, Input.QUEUE): Phase.HANDING_OVER,
+    (Phase.HANDING_OVER, Input.RESTART): Phase.HANDING_OVER,
+    (Phase.HANDING_OVER, Input.KEPT): Phase.IDLE,
     (Phase.STOPPING, Input.CLEANED): Phase.STOPPING,
     (Phase.STOPPING, Input.DONE): Phase.STOPPING,
     (Phase.STOPPING, Input.RESTART): Phase.STOPPING,
@@ -79,7 +98,9 @@ TRANSITIONS = {
 
 #: The phases in which a deploy (or the cleanup before the first one) is
 #: under way, so that a redeploy asked for waits for it.
-BUSY = frozenset({Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED})
+BUSY = frozenset(
+    {Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED, Phase.ADOPTING, Phase.HANDING_OVER}
+)
 
 
 class InvalidInput(Exception):
