@@ -381,14 +381,22 @@ FULL_SPEED_COLUMNS = [
     ("wrk max ms", lambda r: ms(r["wrk"]["max_us"] / 1000) if r.get("wrk") else "-"),
 ]
 
+def appPidsCell(kept: List[Optional[bool]]) -> str:
+    """
+    Whether the app's processes were kept across every upgrade that got
+    as far as the check (L{None}: it did not).
+    """
+    checked = [k for k in kept if k is not None]
+    return "-" if not checked else "kept" if all(checked) else "CHANGED"
+
+
 #: The columns an upgrade run adds.
 UPGRADE_COLUMNS = [
     ("upgrades", lambda r: f"{r['okUpgrades']}/{r['upgradesAsked']}"),
     ("upgrading ms", lambda r: " / ".join(ms(r["upgrading"][k]) for k in ("p50", "p99", "max"))),
     ("upgrade s", lambda r: seconds(r["upgradeTime"])),
     ("old exit s", lambda r: seconds(r["oldExitTime"])),
-    ("app pids", lambda r: "-" if not r["upgrades"] else
-     "kept" if all(u["appKept"] for u in r["upgrades"]) else "CHANGED"),
+    ("app pids", lambda r: appPidsCell([u["appKept"] for u in r["upgrades"]])),
     ("rainbowd pids", lambda r: str(len(set(r["rainbowdPids"])))),
 ]
 
