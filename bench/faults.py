@@ -1116,12 +1116,15 @@ def upgradeKilledMidway(daemon: Rainbowd, load: Load) -> str:
     inode = listeningInode(daemon.port)
     post = inThread(daemon.upgrade)
 
-    def newRainbowd():
-        found = [pid for pid in children(oldPid)
-                 if appCommand(pid, daemon.stateDir) is None and holds(pid, inode)]
-        return found and found[0]
-
-    new = waitFor(newRainbowd, "the new rainbowd to hold the listening socket", 60)
+    # Polled every 5 ms: the socket arrives in the new process moments
+    # before it says it is ready.
+    new, end = None, time.monotonic() + 60
+    while new is None and time.monotonic() < end:
+        new = next((pid for pid in children(oldPid)
+                    if appCommand(pid, daemon.stateDir) is None and holds(pid, inode)), None)
+        if new is None:
+            time.sleep(0.005)
+    check(new is not None, "no new rainbowd held the listening socket within 60 s")
     os.kill(oldPid, signal.SIGKILL)
     killed = time.monotonic()
     daemon.process.wait()
