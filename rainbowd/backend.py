@@ -24,7 +24,7 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Callable, Collection, List, Mapping, Optional, Set
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Set
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -559,6 +559,62 @@ class Backend(ProcessProtocol):
         else:
             self._probe()
 
+    def adopt(
+        self, pid: int, pgid: int, pipes: Mapping[int, int], state: State, output=()
+    ) -> None:
+        """
+        Take over this generation's running app from the rainbowd upgraded
+        from, instead of launching it: C{pid} is the process that rainbowd
+        spawned, C{pipes} the read ends of its output (child fd -> fd), and
+        C{state} C{ACTIVE} or C{STANDBY}.
+        """
+        from rainbowd.adopted import AdoptedProcess
+
+        self.pgid = pgid
+        self.output.extend(output)
+        if state is State.STANDBY:
+            self.kept = True
+        self.state = state
+        self.transport = AdoptedProcess(self._reactor, self, pid, dict(pipes))
+        self.log.info(
+            "generation {generation}: taken over ({state}, pid {pid}, port {port})",
+            generation=self.generation,
+            state=state.value,
+            pid=pid,
+            port=self.port,
+        )
+
+    def handOver(self) -> Dict[int, int]:
+        """
+        This generation now belongs to the rainbowd upgraded to: stop
+        reading its output, checking it and timing it, without a signal to
+        it.
+
+        @return: its open output pipes, child fd -> fd, to hand over.
+        """
+        pipes = {}
+        for childFD, reader in getattr(self.transport, "pipes", {}).items():
+            if childFD in (1, 2) and reader is not None:
+                pipes[childFD] = reader.fileno()
+        return pipes
+
+    def abandon(self) -> None:
+        """
+        Forget this generation, which another rainbowd now supervises: no
+        more output read, no check, no timer, and its end is no crash here.
+        """
+        for reader in list(getattr(self.transport, "pipes", {}).values()):
+            if reader is not None:
+                reader.stopReading()
+        for name in list(self._calls):
+            self._cancel(name)
+        if self.liveness is not None:
+            self.liveness.stop()
+        self._onExit = lambda backend: None
+        self.abandoned = True
+
+    abandoned = False
+
     def activate(self) -> None:
         """
         Traffic now goes to this backend: a ready one, or one kept (a
@@ -819,7 +875,14 @@ class Backend(ProcessProtocol):
         # Not processEnded: Twisted only calls that once every process
         # holding the app's output has closed it, which a leftover child
         # may never do.
-        self.exitReason = describeExit(reason, self._sent, self.config.killTimeout)
+        if self.abandoned:
+            return
+        if getattr(reason.value, "unknown", False):
+            from rainbowd.adopted import UNKNOWN_EXIT
+
+            self.exitReason = UNKNOWN_EXIT
+        else:
+            self.exitReason = describeExit(reason, self._sent, self.config.killTimeout)
         if self.state is State.STARTING:
             self._failure = f"{self.exitReason} before it became healthy"
             self._moveTo(State.STOPPING)
@@ -834,6 +897,8 @@ class Backend(ProcessProtocol):
         self._reap()
 
     def processEnded(self, reason) -> None:
+        if self.abandoned:
+            return
         for childFD, rest in self._partial.items():
             if rest:
                 self._outputLine(childFD, rest)

@@ -746,6 +746,16 @@ class Config:
         default=10.0,
         doc="time between SIGTERM and SIGKILL",
     )
+    upgradeTimeout: float = _setting(
+        _milliseconds(positive=True),
+        "Time a new rainbowd gets to take over on an upgrade (POST /upgrade, "
+        "SIGUSR2) before it is killed and the old one serves on, in ms",
+        default=60.0,
+        doc=(
+            "time a new rainbowd gets to take over on an upgrade before it is "
+            "killed and the old one serves on (see ``docs/upgrading.rst``)"
+        ),
+    )
     stopDelay: float = _setting(
         _milliseconds(positive=False),
         "Time rainbowd keeps serving after a SIGTERM, answering lbHealthPath "

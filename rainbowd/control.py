@@ -12,6 +12,8 @@ The control API, served on the control port::
     POST /maintenance  answer every new request 503 with a maintenance page
                      (an optional body {"message": "..."}) until POST /resume
     POST /resume     send requests to the app again
+    POST /upgrade    start a new rainbowd, hand it the sockets and the
+                     running app, and exit (see L{rainbowd.upgrade})
     GET  /status     the generations, their backends and the traffic mode
     GET  /deploys    L{rainbowd.history.DeploysResource}, the last deploys,
                      put here by L{rainbowd.tap.makeService}
@@ -33,6 +35,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -58,6 +61,7 @@ ENDPOINTS = (
     "POST /pause",
     "POST /maintenance",
     "POST /resume",
+    "POST /upgrade",
     "GET /status",
     "GET /deploys",
     "GET /logs",
@@ -190,6 +194,9 @@ class ControlResource(Resource):
     """
 
     connections: Any = None
+    #: The L{rainbowd.upgrade.Upgrader} behind C{/upgrade} and C{/status}'s
+    #: C{"rainbowd"}, or L{None}.
+    upgrader: Any = None
 
     def __init__(
         self,
@@ -222,6 +229,7 @@ class ControlResource(Resource):
         )
         self.putChild(b"resume", Endpoint("/resume", {b"POST": self._resume}))
         self.putChild(b"rollback", Endpoint("/rollback", {b"POST": self._rollback}))
+        self.putChild(b"upgrade", Endpoint("/upgrade", {b"POST": self._upgrade}))
         self.putChild(
             b"status",
             Endpoint("/status", {b"GET": self._status, b"HEAD": self._status}),
@@ -239,7 +247,42 @@ class ControlResource(Resource):
         status = {**status, "traffic": self.traffic.describe()}
         if self.connections is not None:
             status = {**status, "connections": self.connections.describe()}
+        if self.upgrader is not None:
+            status = {**status, "rainbowd": self.upgrader.describe()}
         return writeJSON(request, 200, status)
+
+    def _upgrade(self, request: IRequest) -> object:
+        """
+        Upgrade rainbowd: answer 200 with the new process's pid once it
+        serves, or 502 with its last lines of output if it failed before.
+        """
+        if self.upgrader is None:
+            return writeJSON(
+                request, 503, {"ok": False, "error": "rainbowd: upgrades are not set up here"}
+            )
+        gone: list = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(outcome: object) -> None:
+            if isinstance(outcome, Failure):
+                code = 502
+                body = {
+                    "ok": False,
+                    "error": str(outcome.value),
+                    "output": list(getattr(outcome.value, "output", [])),
+                }
+            else:
+                code, body = 200, outcome
+            if gone:
+                _log.info("Upgrade finished ({code}) after its client hung up", code=code)
+                return
+            request.write(writeJSON(request, code, body))
+            request.finish()
+
+        self.upgrader.upgrade(describePeer(request)).addBoth(answer).addErrback(
+            lambda f: _log.failure("Could not answer an upgrade request", f)
+        )
+        return NOT_DONE_YET
 
     def _pause(self, request: IRequest) -> bytes:
         return writeJSON(request, 200, self.traffic.pause(describePeer(request)))

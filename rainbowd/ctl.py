@@ -723,6 +723,31 @@ def changeTraffic(
     return 0
 
 
+def upgrade(client: Client, out: IO[str], err: IO[str]) -> int:
+    """
+    C{POST /upgrade}: say which rainbowd took over, or why none did, with
+    the new process's last lines.
+    """
+    response = client.request("POST", "/upgrade", timeout=None)
+    if response.status not in (200, 502):
+        raise _refused("POST /upgrade", response)
+    answer = json.loads(response.read())
+    if response.status == 200:
+        out.write(
+            f"rainbowd {answer['pid']} took over from {answer['previousPid']} "
+            f"in {answer['seconds']:.1f} s; the app was not restarted\n"
+        )
+        return 0
+    err.write(f"rainbowctl: upgrade failed: {answer.get('error')}\n")
+    output = answer.get("output") or []
+    if output:
+        err.write("the new rainbowd's last lines:\n")
+        for line in output:
+            err.write(f"  {_printable(line)}\n")
+    err.write("rainbowctl: the old rainbowd serves on, with the app as it was\n")
+    return FAILED
+
+
 def statusTable(status: Dict[str, Any]) -> str:
     """
     C{GET /status} as a table, then the deploy under way and the last one.
@@ -1130,6 +1155,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "resume", help="send requests to the app again, those held first"
     )
+    commands.add_parser(
+        "upgrade",
+        help="start a new rainbowd (the one installed now) and hand it the "
+        "sockets and the running app, without restarting the app",
+    )
     return parser
 
 
@@ -1180,6 +1210,8 @@ def run(
             return changeTraffic(client, out, err, "/maintenance", body)
         if arguments.command == "history":
             return history(client, out, arguments.limit, arguments.json)
+        if arguments.command == "upgrade":
+            return upgrade(client, out, err)
         return logs(client, out, arguments.generation, arguments.follow)
     except Answered as e:
         err.write(f"rainbowctl: {e}\n")

@@ -4,7 +4,7 @@ The generations of the app: redeploy, swap, drain and supervision.
 """
 
 from functools import partial
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import os
 
@@ -352,6 +352,8 @@ class Deployer(Service):
         a deploy under way.
         """
         Service.startService(self)
+        if self._adopting:
+            return
         if self._groups is None:
             self._deploy("startup", lambda: self.config, Waiters())
             return
@@ -369,12 +371,151 @@ class Deployer(Service):
                 self._lifecycle.feed(Input.QUEUE)
             self._deploy("startup", lambda: self.config, Waiters())
 
+    # Upgrades
+
+    def handOverState(self) -> Dict[str, Any]:
+        """
+        What a new rainbowd needs of this deployer to take over, and the
+        output pipes of each generation (C{"pipes"}: generation -> child fd
+        -> fd).
+
+        @raise DeployRefused: while a deploy is under way or a generation
+            drains (the new rainbowd would have to finish it): upgrade once
+            it is done.
+        """
+        if self._lifecycle.busy or self.phase is not Phase.IDLE:
+            raise DeployRefused(
+                f"rainbowd is {self.phase.value}; upgrade once that is done "
+                "(rainbowctl status shows it)"
+            )
+        generations, pipes = [], {}
+        for backend in self.backends:
+            if backend is self.active:
+                state = State.ACTIVE
+            elif backend is self.standby and backend.state in (
+                State.STANDBY,
+                State.DRAINING,
+            ):
+                state = State.STANDBY
+            else:
+                raise DeployRefused(
+                    f"generation {backend.generation} is {backend.state.value}; "
+                    "upgrade once it has stopped (rainbowctl status shows it)"
+                )
+            pipes[backend.generation] = backend.handOver()
+            generations.append(
+                {
+                    "generation": backend.generation,
+                    "pid": backend.transport.pid,
+                    "pgid": backend.pgid,
+                    "port": backend.port,
+                    "state": state.value,
+                    "directory": backend.config.cwd,
+                    "output": list(backend.output),
+                }
+            )
+        return {
+            "generations": generations,
+            "active": None if self.active is None else self.active.generation,
+            "standby": None
+            if self.standby is None
+            else {
+                "generation": self.standby.generation,
+                "secondsLeft": self._standbySecondsLeft(),
+            },
+            "generation": self._generation,
+            "deploys": self._deploys,
+            "pipes": pipes,
+        }
+
+    def adopt(
+        self,
+        generations: List[Dict[str, Any]],
+        pipes: Dict[int, Dict[int, int]],
+        active: Optional[int],
+        standby: Optional[Dict[str, Any]],
+        generation: int,
+        over: Deferred,
+    ) -> None:
+        """
+        Take over the generations of the rainbowd upgraded from, instead of
+        cleaning up and launching one on start.  Until C{over} fires (that
+        rainbowd has exited, so has nothing in flight on any of them),
+        redeploys and rollbacks wait, as during a deploy.
+        """
+        self._generation = max(self._generation, generation)
+        self._lifecycle.feed(Input.ADOPT)
+        self._adopting = True
+        for each in generations:
+            config = attrs.evolve(self.config, cwd=each.get("directory") or self.config.cwd)
+            backend = self._newBackend(config, each["generation"], each["port"], self._exited)
+            backend.adopt(
+                each["pid"],
+                each["pgid"],
+                pipes.get(each["generation"], {}),
+                State(each["state"]),
+                each.get("output", ()),
+            )
+            self.backends.append(backend)
+            if self._groups is not None:
+                self._groups.record(backend)
+                backend.whenStopped().addCallback(self._groups.forget)
+            backend.whenStopped().addCallback(self._stopped)
+            if each["generation"] == active:
+                self.active = backend
+                self._route(backend)
+                self._activeSince = self._clock.seconds()
+            elif standby is not None and each["generation"] == standby["generation"]:
+                self.standby = backend
+                window = max(float(standby.get("secondsLeft") or 0.0), 0.0)
+                self._standbyUntil = self._clock.seconds() + window
+                self._windowCall = self._clock.callLater(window, self._windowEnded, backend)
+        if self.standby is not None:
+            self._watchStandby(self.standby)
+        if self.active is not None:
+            self._watch(self.active)
+        over.addCallback(lambda _: self._adopted())
+
+    _adopting = False
+
+    def _adopted(self) -> None:
+        self._adopting = False
+        if self._lifecycle.feed(Input.ADOPTED) is not Phase.IDLE:
+            return
+        self.log.info("the rainbowd upgraded from has exited: deploys may run")
+        if self._queue:
+            request = self._queue.pop(0)
+            self._deployRequest(request)
+            if self._queue and self.phase is Phase.DEPLOYING:
+                self._lifecycle.feed(Input.QUEUE)
+        elif self.active is None:
+            self._restartLater()
+
+    def abandon(self) -> None:
+        """
+        This rainbowd has handed over to a new one: forget the generations,
+        which the new one supervises, without stopping any; stopping the
+        service then stops nothing.
+        """
+        self._abandoned = True
+        if self._windowCall is not None and self._windowCall.active():
+            self._windowCall.cancel()
+        if self._restartCall is not None and self._restartCall.active():
+            self._restartCall.cancel()
+        for backend in self.backends:
+            backend.abandon()
+
+    _abandoned = False
+
     def stopService(self) -> Deferred:
         """
         Refuse redeploys, drain every backend and stop them.
 
         @return: a Deferred that fires when no app process is left.
         """
+        if self._abandoned:
+            Service.stopService(self)
+            return succeed(None)
         Service.stopService(self)
         self._emit("shutdown", generations=[b.generation for b in self.backends])
         if self.phase is Phase.RESTART_PENDING:

@@ -31,6 +31,7 @@ class Phase(Enum):
     QUEUED = "deploying, with requests queued"
     RESTART_PENDING = "restart pending"
     STOPPING = "stopping"
+    ADOPTING = "taking over from the rainbowd it upgrades"
 
 
 class Input(Enum):
@@ -51,6 +52,10 @@ class Input(Enum):
     CALLED_OFF = "calledOff"
     #: rainbowd is shutting down.
     STOP = "stop"
+    #: rainbowd starts by taking over another's generations (an upgrade).
+    ADOPT = "adopt"
+    #: the rainbowd upgraded from has exited: nothing is in flight there.
+    ADOPTED = "adopted"
 
 
 _ALL_BUT_STOPPING = set(Phase) - {Phase.STOPPING}
@@ -71,6 +76,11 @@ TRANSITIONS = {
     (Phase.RESTART_PENDING, Input.DEPLOY): Phase.DEPLOYING,
     (Phase.RESTART_PENDING, Input.RESTART): Phase.RESTART_PENDING,
     (Phase.RESTART_PENDING, Input.CALLED_OFF): Phase.IDLE,
+    (Phase.IDLE, Input.ADOPT): Phase.ADOPTING,
+    (Phase.ADOPTING, Input.QUEUE): Phase.ADOPTING,
+    (Phase.ADOPTING, Input.RESTART): Phase.ADOPTING,
+    (Phase.ADOPTING, Input.ADOPTED): Phase.IDLE,
+    (Phase.STOPPING, Input.ADOPTED): Phase.STOPPING,
     (Phase.STOPPING, Input.CLEANED): Phase.STOPPING,
     (Phase.STOPPING, Input.DONE): Phase.STOPPING,
     (Phase.STOPPING, Input.RESTART): Phase.STOPPING,
@@ -79,7 +89,7 @@ TRANSITIONS = {
 
 #: The phases in which a deploy (or the cleanup before the first one) is
 #: under way, so that a redeploy asked for waits for it.
-BUSY = frozenset({Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED})
+BUSY = frozenset({Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED, Phase.ADOPTING})
 
 
 class InvalidInput(Exception):

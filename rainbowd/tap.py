@@ -32,7 +32,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rainbowd import pypygc, versionLine
+import attrs
+
+from rainbowd import handover, pypygc, versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
 from rainbowd.backend import Backend, ProcessGroupSignals
 from rainbowd.backendlogs import BackendLogs
@@ -77,6 +79,14 @@ from rainbowd.statedir import UnsafeStateDir, openFile, prepare
 from rainbowd.stopdelay import StopDelay, stopDelayWarning
 from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
 from rainbowd.traffic import Traffic
+from rainbowd.upgrade import (
+    Handover,
+    UpgradeOnSignal,
+    Upgrader,
+    familyOf,
+    restorePidfile,
+    takeOverPidfile,
+)
 
 _log = Logger()
 
@@ -279,9 +289,18 @@ class Options(usage.Options):
             readMaintenancePage(config.maintenancePage)
         return config
 
+    #: twistd's pidfile, an absolute path, or L{None} without one.
+    pidfile: Optional[str] = None
+
     def postOptions(self) -> None:
         if self.cwd is None:
             self.cwd = workingDirectory()
+        parent = getattr(self, "parent", None)
+        if parent is not None and parent.get("pidfile"):
+            self.pidfile = os.path.abspath(parent["pidfile"])
+            # twistd refuses to start while its pidfile names a live
+            # process, which the rainbowd handing over to this one is.
+            takeOverPidfile(self.pidfile)
         self.overrides = {
             key: self[flagName(key)]
             for key in _FLAGS
@@ -335,8 +354,19 @@ class _StateDirLock(Service):
         self._path = os.path.join(stateDir, "rainbowd.lock")
         self._fd: Optional[int] = None
 
+    #: The lock's descriptor handed over by the rainbowd upgraded from,
+    #: which holds the lock already (it is the open file's), or L{None}.
+    adopted: Optional[int] = None
+
+    def fileno(self) -> Optional[int]:
+        return self._fd
+
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
+        if self.adopted is not None:
+            self._fd = self.adopted
+            self._writePid()
+            return
         try:
             fd = openFile(self._path, os.O_RDWR | os.O_CREAT)
         except UnsafeStateDir as e:
@@ -500,10 +530,63 @@ class _Listening(StreamServerEndpointService):
             os.symlink(pid, f"{name}.{pid}")
             os.rename(f"{name}.{pid}", name)
 
+    def fileno(self) -> Optional[int]:
+        return None if self._port is None else self._port.fileno()
+
+    def stopAccepting(self) -> None:
+        """
+        Accept no more, leaving the socket open for the rainbowd upgraded
+        to, and a unix socket's file in place.
+        """
+        if self._port is not None:
+            self._port.stopReading()
+
     def close(self) -> None:
         """
         Stop listening, if it does, when rainbowd fails to start.
         """
+        if self._port is not None:
+            self._port.stopListening()
+            self._port = None
+
+
+class _Adopted(Service):
+    """
+    Accept on the listening socket C{fd} of config key C{key}, handed over
+    by the rainbowd upgraded from, instead of listening anew.
+    """
+
+    acceptErrors: Optional[AcceptErrors] = None
+    _port = None
+
+    def __init__(self, key: str, description: str, fd: int, reactor, factory) -> None:
+        self._key = key
+        self._description = description
+        self._fd = fd
+        self._reactor = reactor
+        self._factory = factory
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._port = self._reactor.adoptStreamPort(self._fd, familyOf(self._fd), self._factory)
+        os.close(self._fd)
+        if isinstance(self._port, tcp.Port):
+            what = f'{self._description} ("{self._key}")'
+            self.acceptErrors = quietAccepts(self._port, what, self._reactor)
+
+    def fileno(self) -> Optional[int]:
+        return None if self._port is None else self._port.fileno()
+
+    def stopAccepting(self) -> None:
+        if self._port is not None:
+            self._port.stopReading()
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._port is not None:
+            return maybeDeferred(self._port.stopListening)
+
+    def close(self) -> None:
         if self._port is not None:
             self._port.stopListening()
             self._port = None
@@ -563,11 +646,25 @@ class _OrderlyStop(MultiService):
             return result
 
         Service.stopService(self)
-        waited = succeed(None) if self.stopDelay is None else self.stopDelay.begin()
+        waited = (
+            succeed(None)
+            if self.stopDelay is None or self.handedOver
+            else self.stopDelay.begin()
+        )
         return waited.addCallback(lambda _: self._stopChildren()).addCallback(stopped)
+
+    #: Set once this rainbowd has handed over to a new one (an upgrade):
+    #: then stopping neither waits for C{stopDelay} nor tells the
+    #: C{quiet} children (systemd's, which would say it stops).
+    handedOver = False
+    quiet: Sequence[IService] = ()
 
     @inlineCallbacks
     def _stopChildren(self):
+        if self.handedOver:
+            rest = [child for child in reversed(list(self)) if child not in self.quiet]
+            yield DeferredList([maybeDeferred(child.stopService) for child in rest])
+            return
         yield DeferredList([maybeDeferred(port.stopService) for port in self.ports])
         if self.clients is not None:
             yield self.clients.closeGracefully(self.clientTimeout())
@@ -646,6 +743,18 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     config = options.config
     _log.info("{version}", version=versionLine())
+    incoming = Handover.incoming(config.upgradeTimeout)
+    if incoming is not None:
+        _log.info(
+            "Taking over from rainbowd {pid}: {count} generation(s), no app restarted",
+            pid=incoming.state.pid,
+            count=len(incoming.state.generations),
+        )
+        changed = handover.fixedKeysChanged(
+            incoming.state.settings, _fixedSettings(config)
+        )
+        if changed:
+            incoming.refuse("rainbowd: cannot upgrade: " + "; ".join(changed) + ".")
     try:
         prepare(config.stateDir)
     except UnsafeStateDir as e:
@@ -663,6 +772,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     service = _OrderlyStop(reactor)
     service.stopDelay = StopDelay(config.stopDelay, reactor)
     lock = _StateDirLock(config.stateDir)
+    if incoming is not None and incoming.state.lock is not None:
+        lock.adopted = incoming.fd(incoming.state.lock)
     lock.setServiceParent(service)
     # Only read here: the history is written once the state directory is
     # locked, by the rainbowd that holds it.
@@ -678,13 +789,35 @@ def makeService(options: Options, reactor=None) -> MultiService:
         reactor,
         PortPicker(),
         groups=AppGroups(config.stateDir, signals, reactor),
-        deploys=history.lastDeploy,
+        deploys=max(
+            history.lastDeploy, 0 if incoming is None else incoming.state.deploys
+        ),
     )
+    handedOver: Deferred = Deferred()
+    if incoming is not None:
+        state = incoming.state
+        deployer.adopt(
+            [attrs.asdict(each) for each in state.generations],
+            {
+                each.generation: {
+                    fd: incoming.fd(index)
+                    for fd, index in ((1, each.stdout), (2, each.stderr))
+                    if index is not None
+                }
+                for each in state.generations
+            },
+            state.active,
+            state.standby,
+            state.generation,
+            handedOver,
+        )
     # Those observing the deployer start first, to see generation 1 launched.
     history.follow(deployer)
     history.setServiceParent(service)
     BackendLogs(deployer, config.stateDir).setServiceParent(service)
     notifier = Notifier(notifyAddress())
+    if notifier.address is None and incoming is not None:
+        notifier.address = os.environ.pop(_NOTIFY_VARIABLE, None)
     os.environ.pop("NOTIFY_SOCKET", None)  # for rainbowd, not for the app
     if sys.executable:
         # So that "$RAINBOWD_PYTHON" -m ... in "run" is the Python, with
@@ -701,6 +834,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         pagePath=lambda: deployer.config.maintenancePage,
     )
     traffic.setServiceParent(service)
+    if incoming is not None:
+        _carryTraffic(traffic, incoming.state.traffic, incoming.state.pid)
     metrics = Metrics(deployer)
     limits = RequestLimits.fromConfig(config)
     proxy = ProxySite(
@@ -738,12 +873,50 @@ def makeService(options: Options, reactor=None) -> MultiService:
     sites = [("port", cap), ("controlPort", capped(controlSite, reactor))]
     listening = {}
     for key, site in sites:
-        listening[key] = _Listening(key, getattr(config, key), reactor, site)
+        if incoming is not None:
+            listening[key] = _Adopted(
+                key,
+                getattr(config, key),
+                incoming.fd(incoming.state.listening[key]),
+                reactor,
+                site,
+            )
+        else:
+            listening[key] = _Listening(key, getattr(config, key), reactor, site)
         listening[key].setServiceParent(service)
     metrics.watchConnections(cap, listening)
     if gcHooks is not None:
         metrics.watchCollector(gcHooks, pypygc.nurserySize())
     service.ports = list(listening.values())
+    upgrader = Upgrader(
+        reactor,
+        partial(
+            _describeForHandover, deployer, traffic, listening, lock, history, options
+        ),
+        partial(_handOver, reactor, service, deployer, listening, cap),
+        lambda: deployer.config.upgradeTimeout,
+        environ=_upgradeEnvironment(notifier),
+        failed=partial(restorePidfile, options.pidfile, os.getpid()),
+    )
+    if incoming is not None:
+        upgrader.upgradedFrom = incoming.state.pid
+        if incoming.state.startedAt is not None:
+            upgrader.startedAt = incoming.state.startedAt
+
+        def ready() -> None:
+            upgrader.pid = os.getpid()
+            notifier.notify(f"MAINPID={os.getpid()}", "READY=1")
+            incoming.ready(reactor).chainDeferred(handedOver)
+            _log.info(
+                "rainbowd {pid} serves, taken over from {previous}",
+                pid=os.getpid(),
+                previous=incoming.state.pid,
+            )
+
+        reactor.callWhenRunning(ready)
+    control.upgrader = upgrader
+    service.quiet = [readiness]
+    UpgradeOnSignal(reactor, upgrader.upgrade).setServiceParent(service)
     service.clients = cap
     service.clientTimeout = lambda: deployer.config.drainTimeout
     try:
@@ -756,6 +929,140 @@ def makeService(options: Options, reactor=None) -> MultiService:
         lock.release()
         raise
     return service
+
+
+#: systemd's notification socket variable, which rainbowd takes out of its
+#: environment (it is not the app's) and gives back to the rainbowd it
+#: upgrades to.
+_NOTIFY_VARIABLE = "NOTIFY_SOCKET"
+
+
+def _upgradeEnvironment(notifier: Notifier) -> Dict[str, str]:
+    """
+    The environment of the rainbowd upgraded to: this one's, with systemd's
+    notification socket, which it tells its pid and readiness.
+    """
+    env = dict(os.environ)
+    if notifier.address is not None:
+        env[_NOTIFY_VARIABLE] = notifier.address
+    return env
+
+
+def _carryTraffic(traffic: Traffic, described: Dict[str, Any], pid: int) -> None:
+    """
+    Put C{traffic} in the mode the rainbowd upgraded from had.
+    """
+    mode = described.get("mode")
+    by = described.get("by") or f"rainbowd {pid}"
+    if mode == "paused":
+        traffic.pause(by)
+    elif mode == "maintenance":
+        try:
+            traffic.maintenance(by, described.get("message"))
+        except ConfigError as e:
+            _log.warn("cannot keep the maintenance page: {error}", error=e)
+
+
+def _describeForHandover(
+    deployer, traffic, listening, lock, history, options
+) -> Tuple[handover.State, List[int]]:
+    """
+    The state to hand over, and the descriptors it names.
+    """
+    described = deployer.handOverState()
+    fds: List[int] = []
+
+    def index(fd: Optional[int]) -> Optional[int]:
+        if fd is None:
+            return None
+        fds.append(fd)
+        return len(fds) - 1
+
+    ports = {}
+    for key, each in listening.items():
+        fd = each.fileno()
+        if fd is None:
+            raise ConfigError(f'rainbowd does not listen on "{key}" yet')
+        ports[key] = index(fd)
+    generations = []
+    for each in described["generations"]:
+        pipes = described["pipes"].get(each["generation"], {})
+        generations.append(
+            handover.Generation(
+                stdout=index(pipes.get(1)), stderr=index(pipes.get(2)), **each
+            )
+        )
+    state = handover.State(
+        pid=os.getpid(),
+        listening=ports,
+        settings=_fixedSettings(deployer.config),
+        lock=index(lock.fileno()),
+        generation=described["generation"],
+        pidfile=options.pidfile,
+        generations=generations,
+        active=described["active"],
+        standby=described["standby"],
+        traffic=traffic.describe(),
+        deploys=described["deploys"],
+        historyFile=history.path if hasattr(history, "path") else None,
+    )
+    return state, fds
+
+
+def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
+    """
+    The new rainbowd serves: accept no more, let the generations go
+    without a signal, answer what is in flight (closing idle kept-alive
+    connections, and the busy ones once answered), wait for the upgraded
+    ones up to C{drainTimeout}, then exit 0.
+    """
+    for each in listening.values():
+        each.stopAccepting()
+    deployer.abandon()
+    timeout = deployer.config.drainTimeout
+    deadline = reactor.seconds() + timeout
+
+    def closed(_=None) -> Deferred:
+        done: Deferred = Deferred()
+
+        def check() -> None:
+            if cap.open == 0 or reactor.seconds() >= deadline:
+                done.callback(None)
+            else:
+                reactor.callLater(0.05, check)
+
+        check()
+        return done
+
+    def exit(_=None) -> None:
+        _log.info("Handed over; exiting without stopping the app")
+        service.handedOver = True
+        reactor.addSystemEventTrigger("after", "shutdown", _exitNow)
+        reactor.stop()
+
+    d = cap.closeGracefully(timeout).addCallback(closed).addCallback(exit)
+    d.addErrback(lambda f: _log.failure("Handing over failed", f))
+    return d
+
+
+def _exitNow() -> None:
+    """
+    Exit 0 at once: twistd would otherwise remove its pidfile, which now
+    names the new rainbowd.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(0)
+
+
+def _fixedSettings(config: Config) -> Dict[str, Any]:
+    """
+    The values of the keys an upgrade may not change.
+    """
+    return {key: getattr(config, key) for key in handover.FIXED_KEYS}
 
 
 def _maxConnections(options: Options) -> int:

@@ -173,6 +173,7 @@ class LoadConfigTests(SynchronousTestCase):
                 "requestHeaderTimeout",
                 "requestBodyTimeout",
                 "killTimeout",
+                "upgradeTimeout",
                 "stopDelay",
                 "queueTimeout",
                 "backendTimeout",

@@ -419,6 +419,7 @@ class ControlResourceTests(SynchronousTestCase):
                     "POST /pause",
                     "POST /maintenance",
                     "POST /resume",
+                    "POST /upgrade",
                     "GET /status",
                     "GET /deploys",
                     "GET /logs",

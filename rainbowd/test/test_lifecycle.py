@@ -15,6 +15,13 @@ EXPECTED = {
         Input.DEPLOY: Phase.DEPLOYING,
         Input.RESTART: Phase.RESTART_PENDING,
         Input.STOP: Phase.STOPPING,
+        Input.ADOPT: Phase.ADOPTING,
+    },
+    Phase.ADOPTING: {
+        Input.QUEUE: Phase.ADOPTING,
+        Input.RESTART: Phase.ADOPTING,
+        Input.ADOPTED: Phase.IDLE,
+        Input.STOP: Phase.STOPPING,
     },
     Phase.CLEANING: {
         Input.CLEANED: Phase.DEPLOYING,
@@ -40,6 +47,7 @@ EXPECTED = {
         Input.STOP: Phase.STOPPING,
     },
     Phase.STOPPING: {
+        Input.ADOPTED: Phase.STOPPING,
         Input.CLEANED: Phase.STOPPING,
         Input.DONE: Phase.STOPPING,
         Input.RESTART: Phase.STOPPING,
@@ -99,6 +107,8 @@ class LifecycleTests(SynchronousTestCase):
         The lifecycle is busy, so that redeploys wait, exactly while
         leftovers are cleaned up or a deploy is under way.
         """
-        self.assertEqual(BUSY, {Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED})
+        self.assertEqual(
+            BUSY, {Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED, Phase.ADOPTING}
+        )
         for phase in Phase:
             self.assertEqual(Lifecycle(phase).busy, phase in BUSY)
