@@ -662,7 +662,14 @@ class _OrderlyStop(MultiService):
     @inlineCallbacks
     def _stopChildren(self):
         if self.handedOver:
-            rest = [child for child in reversed(list(self)) if child not in self.quiet]
+            # Not the ports either: closing a listening socket shuts it
+            # down, for the new rainbowd too, which accepts on it; this
+            # process's descriptors of them go when it exits.
+            rest = [
+                child
+                for child in reversed(list(self))
+                if child not in self.quiet and child not in self.ports
+            ]
             yield DeferredList([maybeDeferred(child.stopService) for child in rest])
             return
         yield DeferredList([maybeDeferred(port.stopService) for port in self.ports])

@@ -35,6 +35,10 @@ _log = Logger()
 #: The descriptor the new process gets its end of the handover socket on.
 HANDOVER_FD = 3
 
+#: The descriptors the new process gets this one's stdout and stderr on,
+#: to put in place of its own once it is ready.
+STDIO_FDS = (4, 5)
+
 #: How many of the new process's last output lines a failure shows.
 OUTPUT_LINES = 40
 
@@ -223,7 +227,16 @@ class Upgrader:
                 argv,
                 env=env,
                 path=self._cwd(),
-                childFDs={0: 0, 1: "r", 2: "r", HANDOVER_FD: theirs.fileno()},
+                # Its output comes here until it is ready (for a failure's
+                # answer), then goes where this one's does (STDIO_FDS).
+                childFDs={
+                    0: 0,
+                    1: "r",
+                    2: "r",
+                    HANDOVER_FD: theirs.fileno(),
+                    STDIO_FDS[0]: 1,
+                    STDIO_FDS[1]: 2,
+                },
             )
         except Exception as e:
             ours.close()
@@ -548,11 +561,26 @@ class Handover:
         )
         self._sock.close()
         transport.write(handover.readyLine(os.getpid()))
+        _takeStdio()
         return self._over
 
     def _ended(self) -> None:
         self.finished = True
         self._over.callback(None)
+
+
+def _takeStdio() -> None:
+    """
+    Write from now on where the old rainbowd wrote (a terminal, the
+    journal), rather than to the pipes by which it read this one's output
+    while it started.
+    """
+    for fd, target in zip(STDIO_FDS, (1, 2)):
+        try:
+            os.dup2(fd, target)
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _refuse(fd: int, error: str) -> None:
