@@ -870,6 +870,17 @@ def upgraded(daemon: Rainbowd, oldPid: int, apps: dict, code: int, answer: dict)
                                    f"{appPids(daemon)} after")
 
 
+def noFailures(bad, answered: float) -> None:
+    """
+    Check that no request failed, saying when the failures began and
+    ended relative to the upgrade's answer at C{answered}.
+    """
+    if bad:
+        kinds = sorted({r[4] or f"HTTP {r[2]}" for r in bad})
+        raise Failed(f"{len(bad)} requests failed, begun from {bad[0][0] - answered:+.3f} s to "
+                     f"{bad[-1][0] - answered:+.3f} s after POST /upgrade answered: {kinds}")
+
+
 def frame(opcode: int, payload: bytes) -> bytes:
     """
     A client's (masked) final WebSocket frame, of under 126 bytes.
@@ -969,7 +980,7 @@ def upgradeWebSocket(daemon: Rainbowd, load: Load) -> str:
     check(WEBSOCKET_DRAIN - 1 <= closed <= WEBSOCKET_DRAIN + 5,
           f"the old WebSocket was closed {closed:.1f} s after the upgrade, drainTimeout is "
           f"{WEBSOCKET_DRAIN} s")
-    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    noFailures(bad, answered)
     return (f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, app pids "
             f"{sorted(apps.values())} kept; the WebSocket echoed {worked} times on the old "
             f"rainbowd, was closed {closed:.1f} s after the upgrade (drainTimeout "
@@ -1011,7 +1022,7 @@ def upgradeLongRequest(daemon: Rainbowd, load: Load) -> str:
     check(exit == 0, f"the old rainbowd exited with {exit}")
     check(exited - done < 5, f"the old rainbowd exited {exited - done:.1f} s after its last "
                              "request was done")
-    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    noFailures(bad, answered)
     return (f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, "
             f"{posted - began:.1f} s into the request; the request answered 200 from app "
             f"pid {appPid} after {done - began:.1f} s; the old rainbowd exited 0 "
@@ -1057,6 +1068,7 @@ def upgradeFails(daemon: Rainbowd, load: Load) -> str:
     code, answer = daemon.upgrade()
     took = time.monotonic() - posted
     upgraded(daemon, oldPid, apps, code, answer)
+    answered = time.monotonic()
     exit = daemon.exits[oldPid] = reap(daemon.retired[-1], 30)
     bad = failures(load.stop())
     for what, code, answer, _ in outcomes:
@@ -1070,7 +1082,7 @@ def upgradeFails(daemon: Rainbowd, load: Load) -> str:
     check(kept == apps, f"the app's processes changed: {apps} before, {kept} after")
     check(status == 200 and body.startswith("v1 "), f"after the failed upgrades: {status} {body!r}")
     check(exit == 0, f"the old rainbowd exited with {exit} after the good upgrade")
-    check(not bad, f"{len(bad)} requests failed: {bad[:3]}")
+    noFailures(bad, answered)
     said = "; ".join(f"{what}: 502 after {seconds:.1f} s, {answer['error'][:100]!r}, output "
                      f"{(answer.get('output') or ['-'])[-1][:60]!r}"
                      for what, _, answer, seconds in outcomes)
