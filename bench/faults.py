@@ -1120,23 +1120,35 @@ def holds(pid: int, inode: str) -> bool:
     return False
 
 
-@scenario
-def upgradeKilledMidway(daemon: Rainbowd, load: Load) -> str:
-    """SIGKILL of the old rainbowd in the middle of an upgrade, once the new one holds the listening socket: the new one serves with the same app, or, if it gave up, a restart of rainbowd stops the orphaned app and serves; either way no app process is left over."""
+def killedDuringUpgrade(daemon: Rainbowd, load: Load, holding: bool) -> str:
+    """
+    Ask for an upgrade, SIGKILL the old rainbowd as soon as the new one has
+    started (or, if C{holding}, holds the listening socket), and check that
+    the new one serves with the same app or, if it gave up, that a restart
+    stops the orphaned app and serves.
+    """
     apps, oldPid = appPids(daemon), daemon.pid
     groups = {pid: groupOf(pid) for pid in apps.values()}
     inode = listeningInode(daemon.port)
-    post = inThread(daemon.upgrade)
 
+    def upgrade():
+        try:
+            return daemon.upgrade()
+        except (OSError, http.client.HTTPException) as e:
+            return f"{type(e).__name__}: {e}"
+
+    post = inThread(upgrade)
     # Polled every 5 ms: the socket arrives in the new process moments
     # before it says it is ready.
     new, end = None, time.monotonic() + 60
     while new is None and time.monotonic() < end:
         new = next((pid for pid in children(oldPid)
-                    if appCommand(pid, daemon.stateDir) is None and holds(pid, inode)), None)
+                    if appCommand(pid, daemon.stateDir) is None
+                    and (not holding or holds(pid, inode))), None)
         if new is None:
             time.sleep(0.005)
-    check(new is not None, "no new rainbowd held the listening socket within 60 s")
+    check(new is not None, "no new rainbowd " + ("held the listening socket" if holding
+                                                 else "started") + " within 60 s")
     os.kill(oldPid, signal.SIGKILL)
     killed = time.monotonic()
     daemon.process.wait()
@@ -1152,7 +1164,7 @@ def upgradeKilledMidway(daemon: Rainbowd, load: Load) -> str:
             return None
         return status.get("rainbowd", {}).get("pid") == new and "serves"
 
-    outcome = waitFor(settled, "the new rainbowd to serve or exit", 60)
+    outcome = waitFor(settled, f"the new rainbowd {new} to serve or exit", 60)
     settledAfter = time.monotonic() - killed
     if outcome == "serves":
         daemon.retired.append(daemon.process)
@@ -1166,17 +1178,34 @@ def upgradeKilledMidway(daemon: Rainbowd, load: Load) -> str:
         exit = reap(new, 5)
         daemon.start()
         body = daemon.serving()
+        settledAfter = time.monotonic() - killed
         orphans = [g for g in groups.values() if g is not None and groupAlive(g)]
         check(not orphans, f"the old app's groups {orphans} outlived the restart")
         after = (f"the new rainbowd {new} exited ({exit}) and a restart stopped the orphaned "
                  f"app, then served {body.strip()!r}")
+    # The load's requests in flight then (on connections the kill cut, or
+    # still trying to connect) are done within a second.
     results = load.stop()
     lost = failures(results)
     late = failures(results, after=killed + settledAfter + 1)
     check(not late, f"{len(late)} requests failed once it settled: {late[:3]}")
-    return (f"killed rainbowd {oldPid} while {new} held the listening socket (POST /upgrade "
-            f"got {answered and answered[0]}); {after}, {settledAfter:.1f} s after the kill; "
-            f"{len(lost)} of {len(results)} requests failed, all before it settled")
+    return (f"killed rainbowd {oldPid} once {new} " + ("held the listening socket" if holding
+                                                        else "had started")
+            + f" (POST /upgrade got {answered if isinstance(answered, str) else answered and answered[0]}); "
+            f"{after}, {settledAfter:.1f} s after the kill; {len(lost)} of {len(results)} "
+            "requests failed, all before then")
+
+
+@scenario
+def upgradeKilledMidway(daemon: Rainbowd, load: Load) -> str:
+    """SIGKILL of the old rainbowd in the middle of an upgrade, once the new one holds the listening socket: the new one serves with the same app, or, if it gave up, a restart of rainbowd stops the orphaned app and serves; either way no app process is left over."""
+    return killedDuringUpgrade(daemon, load, holding=True)
+
+
+@scenario
+def upgradeKilledEarly(daemon: Rainbowd, load: Load) -> str:
+    """SIGKILL of the old rainbowd as soon as the new one has started, before the handover: the new one gives up (or serves), a restart of rainbowd stops the orphaned app and serves; no app process is left over."""
+    return killedDuringUpgrade(daemon, load, holding=False)
 
 
 def run(f, ports: Ports, backendPorts: str) -> bool:
