@@ -870,15 +870,18 @@ def upgraded(daemon: Rainbowd, oldPid: int, apps: dict, code: int, answer: dict)
                                    f"{appPids(daemon)} after")
 
 
-def noFailures(bad, answered: float) -> None:
+def noFailures(bad, answered: float, detail: str) -> str:
     """
     Check that no request failed, saying when the failures began and
-    ended relative to the upgrade's answer at C{answered}.
+    ended relative to the upgrade's answer at C{answered}, and what else
+    the scenario saw (C{detail}, which is returned if none failed).
     """
     if bad:
         kinds = sorted({r[4] or f"HTTP {r[2]}" for r in bad})
         raise Failed(f"{len(bad)} requests failed, begun from {bad[0][0] - answered:+.3f} s to "
-                     f"{bad[-1][0] - answered:+.3f} s after POST /upgrade answered: {kinds}")
+                     f"{bad[-1][0] - answered:+.3f} s after POST /upgrade answered: {kinds}; "
+                     f"all else passed: {detail}")
+    return detail
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -980,8 +983,7 @@ def upgradeWebSocket(daemon: Rainbowd, load: Load) -> str:
     check(WEBSOCKET_DRAIN - 1 <= closed <= WEBSOCKET_DRAIN + 5,
           f"the old WebSocket was closed {closed:.1f} s after the upgrade, drainTimeout is "
           f"{WEBSOCKET_DRAIN} s")
-    noFailures(bad, answered)
-    return (f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, app pids "
+    return noFailures(bad, answered, f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, app pids "
             f"{sorted(apps.values())} kept; the WebSocket echoed {worked} times on the old "
             f"rainbowd, was closed {closed:.1f} s after the upgrade (drainTimeout "
             f"{WEBSOCKET_DRAIN} s), the old one exited 0 at {exited:.1f} s; a new WebSocket "
@@ -1022,8 +1024,7 @@ def upgradeLongRequest(daemon: Rainbowd, load: Load) -> str:
     check(exit == 0, f"the old rainbowd exited with {exit}")
     check(exited - done < 5, f"the old rainbowd exited {exited - done:.1f} s after its last "
                              "request was done")
-    noFailures(bad, answered)
-    return (f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, "
+    return noFailures(bad, answered, f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, "
             f"{posted - began:.1f} s into the request; the request answered 200 from app "
             f"pid {appPid} after {done - began:.1f} s; the old rainbowd exited 0 "
             f"{exited - done:.2f} s later; {len(load.results)} requests, 0 failed")
@@ -1082,11 +1083,10 @@ def upgradeFails(daemon: Rainbowd, load: Load) -> str:
     check(kept == apps, f"the app's processes changed: {apps} before, {kept} after")
     check(status == 200 and body.startswith("v1 "), f"after the failed upgrades: {status} {body!r}")
     check(exit == 0, f"the old rainbowd exited with {exit} after the good upgrade")
-    noFailures(bad, answered)
     said = "; ".join(f"{what}: 502 after {seconds:.1f} s, {answer['error'][:100]!r}, output "
                      f"{(answer.get('output') or ['-'])[-1][:60]!r}"
                      for what, _, answer, seconds in outcomes)
-    return (f"{said}; rainbowd {oldPid} served on with app pids {sorted(apps.values())}; "
+    return noFailures(bad, answered, f"{said}; rainbowd {oldPid} served on with app pids {sorted(apps.values())}; "
             f"then an upgrade to {answer['pid']} in {took:.2f} s; {len(load.results)} "
             "requests, 0 failed")
 
