@@ -122,6 +122,7 @@ class Upgrader:
     @param timeout: returns C{upgradeTimeout}, in seconds.
     @param commandLine: returns this process's command line, interpreter
         first, or L{None} if it cannot be known.
+    @param socketpair: makes the handover socket's two ends.
     @param failed: called when an upgrade fails (to write twistd's pidfile
         again, say).
     """
@@ -136,6 +137,9 @@ class Upgrader:
         environ: Optional[Dict[str, str]] = None,
         cwd: Callable[[], str] = os.getcwd,
         failed: Callable[[], None] = lambda: None,
+        socketpair: Callable[[], Tuple[socket.socket, socket.socket]] = lambda: socket.socketpair(
+            socket.AF_UNIX, socket.SOCK_STREAM
+        ),
     ) -> None:
         self._reactor = reactor
         self._describe = describe
@@ -145,6 +149,7 @@ class Upgrader:
         self._environ = os.environ if environ is None else environ
         self._cwd = cwd
         self._failed = failed
+        self._socketpair = socketpair
         self._waiting: List[Deferred] = []
         self.pid = os.getpid()
         self.startedAt = reactor.seconds()
@@ -216,7 +221,7 @@ class Upgrader:
         except Exception as e:
             self._finish(UpgradeFailed(f"rainbowd: cannot describe the state to hand over: {e}"))
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = self._socketpair()
         attempt = _Attempt(self, started, ours, data, fds)
         env = dict(self._environ)
         env[handover.HANDOVER_VARIABLE] = str(HANDOVER_FD)
@@ -243,8 +248,6 @@ class Upgrader:
             theirs.close()
             self._finish(UpgradeFailed(f"rainbowd: cannot start the new rainbowd: {e}"))
             return
-        finally:
-            pass
         theirs.close()
         attempt.begin(self._timeout())
 
@@ -313,7 +316,12 @@ class _Attempt:
 
     def _ended(self, reason: Any) -> None:
         self._exitReason = reason
-        if not self._over and getattr(reason, "exitCode", 0) not in (0, None):
+        # One that exits 0 may have daemonized (twistd without -n): the
+        # handover socket, which its daemon holds, then says how it goes.
+        failed = getattr(reason, "signal", None) is not None or getattr(
+            reason, "exitCode", 0
+        ) not in (0, None)
+        if not self._over and failed:
             self._fail(self._exitError())
 
     def _exitError(self) -> Optional[str]:

@@ -303,6 +303,21 @@ class Daemon:
         return int(self.serving().split("pid=")[1].split()[0])
 
 
+def _stopRainbowd(daemon: "Daemon") -> None:
+    """
+    Stop the rainbowd an upgrade started, which is not the test's child,
+    and wait until it is gone.
+    """
+    pid = getattr(daemon, "upgradedPid", None)
+    if pid is None or not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    try:
+        waitFor(lambda: not alive(pid), "the upgraded rainbowd to stop")
+    except Exception:
+        os.kill(pid, signal.SIGKILL)
+
+
 class EndToEndTests(SynchronousTestCase):
     def setUp(self) -> None:
         if not sys.platform.startswith("linux"):
@@ -520,6 +535,121 @@ class EndToEndTests(SynchronousTestCase):
         status, result = daemon.control("POST", "/rollback")
         self.assertEqual(status, 409, result)
         self.assertIn("nothing to roll back to", result["error"])
+
+    def test_upgradeThreeTimesUnderLoad(self):
+        """
+        Under steady keep-alive load, three upgrades in a row each start a
+        new rainbowd, which takes over the running app: no request fails,
+        the app's pid never changes, rainbowd's changes each time and the
+        pidfile follows it; a redeploy and a rollback then work, and
+        SIGTERM stops everything.
+        """
+        daemon = Daemon(self, rollbackWindow=120000)
+        daemon.start()
+        appPid = daemon.appPid()
+        rainbowdPid = daemon.process.pid
+        self.addCleanup(_stopRainbowd, daemon)
+        counts = {"ok": 0, "failed": [], "retried": 0, "pids": set()}
+        stop = threading.Event()
+
+        def load():
+            connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+            while not stop.is_set():
+                for attempt in (1, 2):
+                    try:
+                        connection.request("GET", "/")
+                        response = connection.getresponse()
+                        body = response.read()
+                    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                        # A kept-alive connection closed as the request
+                        # went: retried, as HTTP lets a client do.
+                        connection.close()
+                        if attempt == 2:
+                            counts["failed"].append(repr(e))
+                        else:
+                            counts["retried"] += 1
+                        continue
+                    if response.status == 200:
+                        counts["ok"] += 1
+                        counts["pids"].add(body.split(b"pid=")[1].split()[0].decode())
+                    else:
+                        counts["failed"].append((response.status, body[:200]))
+                    break
+            connection.close()
+
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            pids = [rainbowdPid]
+            for n in range(3):
+                waitFor(lambda: counts["ok"] > 20 * (n + 1), "requests to be served")
+                status, result = daemon.control("POST", "/upgrade")
+                self.assertEqual(status, 200, (result, daemon.log()))
+                self.assertEqual(result["previousPid"], pids[-1])
+                self.assertNotIn(result["pid"], pids)
+                pids.append(result["pid"])
+                daemon.upgradedPid = result["pid"]
+                status, described = daemon.control("GET", "/status")
+                self.assertEqual(described["rainbowd"]["pid"], result["pid"])
+                self.assertEqual(described["rainbowd"]["upgradedFrom"], pids[-2])
+                waitFor(lambda: not alive(pids[-2]), "the old rainbowd to exit")
+            waitFor(lambda: counts["ok"] > 80, "requests to be served")
+        finally:
+            stop.set()
+            loader.join(DEADLINE)
+        self.assertEqual(daemon.process.wait(DEADLINE), 0)
+        self.assertEqual(counts["failed"], [])
+        self.assertEqual(counts["pids"], {str(appPid)})
+        with open(os.path.join(daemon.directory, "twistd.pid")) as f:
+            self.assertEqual(int(f.read()), pids[-1])
+        self.assertEqual(daemon.log().count("launching on port"), 1, daemon.log())
+        daemon.writeConfig(env={"APP_VERSION": "v2"})
+        status, result = daemon.control("POST", "/redeploy")
+        self.assertEqual(status, 200, result)
+        self.assertEqual(result["generation"], 2)
+        self.assertTrue(daemon.get("/")[1].startswith("v2"))
+        waitFor(
+            lambda: daemon.control("GET", "/status")[1]["standby"] == 1,
+            "generation 1, taken over, to be the standby",
+        )
+        status, result = daemon.control("POST", "/rollback")
+        self.assertEqual(status, 200, result)
+        self.assertEqual((result["generation"], result["pid"]), (1, appPid))
+        self.assertEqual(daemon.get("/")[1], f"v1 pid={appPid}\n")
+        groups = daemon.appGroups()
+        os.kill(pids[-1], signal.SIGTERM)
+        waitFor(lambda: not alive(pids[-1]), "rainbowd to stop")
+        waitFor(
+            lambda: not any(alive(pgid) for pgid in groups) and not alive(appPid),
+            "every app process to exit",
+        )
+
+    def test_failedUpgradeKeepsEverything(self):
+        """
+        A new rainbowd that fails before it is ready (here: it refuses a
+        changed port) leaves the old one serving, with the same app and
+        pidfile; the answer is 502 with the new process's output, and
+        rainbowctl upgrade exits 1 saying so.
+        """
+        daemon = Daemon(self)
+        daemon.start()
+        appPid = daemon.appPid()
+        daemon.writeConfig(port=freePort())
+        status, result = daemon.control("POST", "/upgrade")
+        self.assertEqual(status, 502, result)
+        self.assertFalse(result["ok"])
+        self.assertIn('"port" changed', result["error"])
+        self.assertIsInstance(result["output"], list)
+        ctl = daemon.rainbowctl("upgrade")
+        self.assertEqual(ctl.returncode, 1, ctl.stdout)
+        self.assertIn("upgrade failed", ctl.stdout)
+        self.assertIn("serves on", ctl.stdout)
+        self.assertEqual(daemon.get("/")[1], f"v1 pid={appPid}\n")
+        self.assertIsNone(daemon.process.poll())
+        status, described = daemon.control("GET", "/status")
+        self.assertEqual(described["rainbowd"]["pid"], daemon.process.pid)
+        with open(os.path.join(daemon.directory, "twistd.pid")) as f:
+            self.assertEqual(int(f.read()), daemon.process.pid)
 
     def test_automaticRollbackOn5xx(self):
         """
