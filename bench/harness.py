@@ -469,8 +469,14 @@ class Load:
     """
 
     def __init__(self, port: int, connections: int = 8, rate: Optional[float] = 200.0,
-                 path: str = "/", host: str = "127.0.0.1") -> None:
+                 path: str = "/", host: str = "127.0.0.1", retryReused: bool = False) -> None:
         self.port = port
+        #: whether a request whose reused keep-alive connection closed
+        #: without an answer is sent again, once, on a new connection, as
+        #: HTTP lets a client do (RFC 9112, section 9.3.1) and browsers do
+        self.retryReused = retryReused
+        #: how many requests were sent again so
+        self.retried = 0
         self.host = host
         self.connections = connections
         self.interval = connections / rate if rate else 0.0
@@ -498,6 +504,7 @@ class Load:
 
     def _client(self, due: float) -> None:
         connection = None
+        reused = False
         while not self._stop.is_set():
             now = time.monotonic()
             if due > now:
@@ -511,9 +518,22 @@ class Load:
                     connection = http.client.HTTPConnection(
                         self.host, self.port, timeout=60
                     )
-                connection.request("GET", self.path)
-                response = connection.getresponse()
+                    reused = False
+                try:
+                    connection.request("GET", self.path)
+                    response = connection.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    if not (self.retryReused and reused):
+                        raise
+                    self.retried += 1
+                    connection.close()
+                    connection = http.client.HTTPConnection(
+                        self.host, self.port, timeout=60
+                    )
+                    connection.request("GET", self.path)
+                    response = connection.getresponse()
                 body = response.read()
+                reused = True
                 end = time.monotonic()
                 version = body.split(b" ", 1)[0].decode(errors="replace") or None
                 self.results.append((start, end, response.status, version, None))

@@ -195,7 +195,7 @@ def upgrade(daemon: Rainbowd, result: dict) -> None:
 
 def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
          connections: int, rate: Optional[float], fullSpeed: bool = False,
-         config: Optional[dict] = None, upgrades: int = 0) -> dict:
+         config: Optional[dict] = None, upgrades: int = 0, retry: bool = True) -> dict:
     """
     Soak one server; return what happened.
     """
@@ -209,7 +209,11 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
               "rainbowdPids": []}
     daemon.start()
     poller = StatusPoller(daemon)
-    load = Load(daemon.port, connections=connections, rate=None if fullSpeed else rate)
+    # An old rainbowd closes its idle keep-alive connections once the new
+    # one serves: a request sent on one as it closes is sent again, as
+    # browsers do, and counted.
+    load = Load(daemon.port, connections=connections, rate=None if fullSpeed else rate,
+                retryReused=bool(upgrades) and retry)
     wrk = Wrk(daemon.port, WRK_CONNECTIONS) if fullSpeed and shutil.which("wrk") else None
     try:
         daemon.serving()
@@ -259,6 +263,7 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
                 result["problems"].append(str(e))
         if hasattr(load, "started"):
             result["results"] = load.stop()
+            result["retried"] = load.retried
             result["loadStarted"], result["loadStopped"] = load.started, load.stopped
         poller.stop()
         for redeploy in result["redeploys"]:
@@ -393,6 +398,7 @@ def appPidsCell(kept: List[Optional[bool]]) -> str:
 #: The columns an upgrade run adds.
 UPGRADE_COLUMNS = [
     ("upgrades", lambda r: f"{r['okUpgrades']}/{r['upgradesAsked']}"),
+    ("retried", lambda r: str(r.get("retried", 0))),
     ("upgrading ms", lambda r: " / ".join(ms(r["upgrading"][k]) for k in ("p50", "p99", "max"))),
     ("upgrade s", lambda r: seconds(r["upgradeTime"])),
     ("old exit s", lambda r: seconds(r["oldExitTime"])),
@@ -414,7 +420,9 @@ max); left: app processes and listening ports left once rainbowd stopped.
 With --full-speed: over 2 s: requests of the recording clients that took
 longer (must be 0); wrk requests, wrk over 2 s, wrk max ms: what wrk's own
 connections did (timed out after 2 s; must be 0).
-With --upgrades: upgrades: succeeded / asked; upgrading ms: latency of the
+With --upgrades: upgrades: succeeded / asked; retried: requests sent again
+on a new connection because the kept-alive one closed without an answer
+(the old rainbowd closes its idle ones; without --no-retry); upgrading ms: latency of the
 requests begun during an upgrade (from POST /upgrade until the old rainbowd
 exited); upgrade s: POST /upgrade until it answered, that is until the new
 rainbowd had adopted the sockets and the app (median / max); old exit s:
@@ -516,6 +524,10 @@ def main(argv=None) -> int:
     parser.add_argument("-u", "--upgrades", type=int, default=0,
                         help="also upgrade rainbowd itself (POST /upgrade) this many "
                              "times, in turn with the redeploys")
+    parser.add_argument("--no-retry", action="store_true",
+                        help="with --upgrades, count a request whose kept-alive connection "
+                             "the old rainbowd closed as it was sent as an error, rather "
+                             "than send it again")
     parser.add_argument("--connections", type=int)
     parser.add_argument("--rate", type=float, default=200.0,
                         help="requests per second, all connections together")
@@ -545,7 +557,8 @@ def main(argv=None) -> int:
     for name in names:
         print(f"soaking {name}: {SERVERS[name]}", file=sys.stderr, flush=True)
         result = soak(name, SERVERS[name], args.redeploys, ports, args.backend_ports,
-                      connections, args.rate, args.full_speed, config, args.upgrades)
+                      connections, args.rate, args.full_speed, config, args.upgrades,
+                      not args.no_retry)
         results.append(result)
         for problem in result["problems"]:
             print(f"  FAIL {name}: {problem}  (kept {result['directory']})", file=sys.stderr)
