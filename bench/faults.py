@@ -1077,9 +1077,9 @@ def upgradeFails(daemon: Rainbowd, load: Load) -> str:
     answered = time.monotonic()
     exit = daemon.exits[oldPid] = reap(daemon.retired[-1], 30)
     bad = failures(load.stop())
-    for what, code, answer, _ in outcomes:
-        check(code == 502 and answer.get("ok") is False,
-              f"the upgrade with a {what} answered {code}: {answer}")
+    for what, failedCode, failed, _ in outcomes:
+        check(failedCode == 502 and failed.get("ok") is False,
+              f"the upgrade with a {what} answered {failedCode}: {failed}")
     [port, broken] = [answer for _, _, answer, _ in outcomes]
     check("port" in port.get("error", ""), f"the error does not name the port: {port}")
     check(any(BROKEN in line for line in broken.get("output", [])),
