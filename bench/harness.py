@@ -298,6 +298,8 @@ class Rainbowd:
     def cleanUp(self, keep: bool = False) -> None:
         self.stop()
         self.killLeftovers()
+        if self.retired:
+            reapOrphans()
         if not keep:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -311,6 +313,21 @@ def becomeSubreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reapOrphans() -> None:
+    """
+    Reap the zombies left to this process as their reaper: app processes
+    whose rainbowd was upgraded from, once they have exited.  (Only once
+    every rainbowd of the run has been waited for: this reaps any child.)
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def reap(process, deadline: float) -> Optional[int]:
