@@ -126,6 +126,9 @@ class AdoptedProcess:
         self.proto.processExited(Failure(UnknownExit()))
         self._maybeEnded()
 
+    _reported = False
+
     def _maybeEnded(self) -> None:
-        if self._exited and not self.pipes:
+        if self._exited and not self.pipes and not self._reported:
+            self._reported = True
             self.proto.processEnded(Failure(UnknownExit()))

@@ -571,6 +571,7 @@ class Backend(ProcessProtocol):
         from rainbowd.adopted import AdoptedProcess
 
         self.pgid = pgid
+        self.adopted = True
         self.output.extend(output)
         if state is State.STANDBY:
             self.kept = True
@@ -614,6 +615,8 @@ class Backend(ProcessProtocol):
         self.abandoned = True
 
     abandoned = False
+    #: Whether it was taken over in an upgrade (see L{adopt}).
+    adopted = False
 
     def activate(self) -> None:
         """
@@ -857,7 +860,19 @@ class Backend(ProcessProtocol):
             "upgraded": len(self.tunnels),
             "directory": self.config.cwd,
             "liveness": None if self.liveness is None else self.liveness.describe(),
+            **self._adoptedStatus(),
         }
+
+    def _adoptedStatus(self) -> dict:
+        """
+        For a generation taken over in an upgrade: that its exit status
+        cannot be known.
+        """
+        if not self.adopted:
+            return {}
+        from rainbowd.adopted import UNKNOWN_EXIT
+
+        return {"adopted": True, "exitStatus": UNKNOWN_EXIT}
 
     # ProcessProtocol
 

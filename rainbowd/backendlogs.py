@@ -68,6 +68,10 @@ class BackendLogs(Service):
     def startService(self) -> None:
         Service.startService(self)
         self._stopObserving = self._deployer.observe(self._event)
+        # Generations taken over in an upgrade run already: their output
+        # goes on in files of this run.
+        for backend in list(self._deployer.backends):
+            self._open(backend.generation)
 
     def stopService(self) -> None:
         # The backends are stopped by now or soon; their last lines still

@@ -414,6 +414,9 @@ class Deployer(Service):
                     "output": list(backend.output),
                 }
             )
+        # Until the upgrade has an outcome, deploys and restarts wait: the
+        # new rainbowd takes over exactly what is described here.
+        self._lifecycle.feed(Input.HAND_OVER)
         return {
             "generations": generations,
             "active": None if self.active is None else self.active.generation,
@@ -483,6 +486,23 @@ class Deployer(Service):
         if self._lifecycle.feed(Input.ADOPTED) is not Phase.IDLE:
             return
         self.log.info("the rainbowd upgraded from has exited: deploys may run")
+        self._resume()
+
+    def keep(self) -> None:
+        """
+        The upgrade begun by L{handOverState} failed: this rainbowd keeps
+        everything, and runs the deploys asked for meanwhile.
+        """
+        if self.phase is not Phase.HANDING_OVER:
+            return
+        self._lifecycle.feed(Input.KEPT)
+        self._resume()
+
+    def _resume(self) -> None:
+        """
+        Run the deploy asked for while the deployer was held, or restart
+        the app if none serves.
+        """
         if self._queue:
             request = self._queue.pop(0)
             self._deployRequest(request)
@@ -498,6 +518,16 @@ class Deployer(Service):
         service then stops nothing.
         """
         self._abandoned = True
+        queue, self._queue = self._queue, []
+        for request in queue:
+            request.waiters.fire(
+                Failure(
+                    DeployRefused(
+                        "rainbowd was upgraded meanwhile, and the new rainbowd "
+                        "serves: ask again, of it"
+                    )
+                )
+            )
         if self._windowCall is not None and self._windowCall.active():
             self._windowCall.cancel()
         if self._restartCall is not None and self._restartCall.active():

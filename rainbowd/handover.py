@@ -79,6 +79,8 @@ class State:
     @ivar traffic: the traffic mode, as L{rainbowd.traffic.Traffic.describe}
         gives it.
     @ivar lock: the index of the state directory's lock, held.
+    @ivar socketLocks: config key -> the lock file of its unix socket, for
+        the new process to name itself in.
     @ivar generation: the number of the last generation launched.
     @ivar pidfile: twistd's pidfile, or L{None}.
     @ivar deploys: the number of the last deploy.
@@ -91,6 +93,7 @@ class State:
     listening: Dict[str, int]
     settings: Dict[str, Any]
     lock: int | None = None
+    socketLocks: Dict[str, str] = attrs.field(factory=dict)
     generation: int = 0
     pidfile: str | None = None
     generations: List[Generation] = attrs.field(factory=list)

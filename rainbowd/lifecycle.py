@@ -32,6 +32,7 @@ class Phase(Enum):
     RESTART_PENDING = "restart pending"
     STOPPING = "stopping"
     ADOPTING = "taking over from the rainbowd it upgrades"
+    HANDING_OVER = "handing over to a new rainbowd"
 
 
 class Input(Enum):
@@ -56,6 +57,10 @@ class Input(Enum):
     ADOPT = "adopt"
     #: the rainbowd upgraded from has exited: nothing is in flight there.
     ADOPTED = "adopted"
+    #: an upgrade begins: the state is handed to a new rainbowd.
+    HAND_OVER = "handOver"
+    #: that upgrade failed: this rainbowd keeps everything.
+    KEPT = "kept"
 
 
 _ALL_BUT_STOPPING = set(Phase) - {Phase.STOPPING}
@@ -81,6 +86,10 @@ TRANSITIONS = {
     (Phase.ADOPTING, Input.RESTART): Phase.ADOPTING,
     (Phase.ADOPTING, Input.ADOPTED): Phase.IDLE,
     (Phase.STOPPING, Input.ADOPTED): Phase.STOPPING,
+    (Phase.IDLE, Input.HAND_OVER): Phase.HANDING_OVER,
+    (Phase.HANDING_OVER, Input.QUEUE): Phase.HANDING_OVER,
+    (Phase.HANDING_OVER, Input.RESTART): Phase.HANDING_OVER,
+    (Phase.HANDING_OVER, Input.KEPT): Phase.IDLE,
     (Phase.STOPPING, Input.CLEANED): Phase.STOPPING,
     (Phase.STOPPING, Input.DONE): Phase.STOPPING,
     (Phase.STOPPING, Input.RESTART): Phase.STOPPING,
@@ -89,7 +98,9 @@ TRANSITIONS = {
 
 #: The phases in which a deploy (or the cleanup before the first one) is
 #: under way, so that a redeploy asked for waits for it.
-BUSY = frozenset({Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED, Phase.ADOPTING})
+BUSY = frozenset(
+    {Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED, Phase.ADOPTING, Phase.HANDING_OVER}
+)
 
 
 class InvalidInput(Exception):

@@ -83,6 +83,7 @@ from rainbowd.upgrade import (
     Handover,
     UpgradeOnSignal,
     Upgrader,
+    appendToLog,
     familyOf,
     restorePidfile,
     takeOverPidfile,
@@ -291,6 +292,8 @@ class Options(usage.Options):
 
     #: twistd's pidfile, an absolute path, or L{None} without one.
     pidfile: Optional[str] = None
+    #: twistd's log file, or L{None} without one.
+    logfile: Optional[str] = None
 
     def postOptions(self) -> None:
         if self.cwd is None:
@@ -301,6 +304,8 @@ class Options(usage.Options):
             # twistd refuses to start while its pidfile names a live
             # process, which the rainbowd handing over to this one is.
             takeOverPidfile(self.pidfile)
+        if parent is not None and parent.get("logfile") not in (None, "-"):
+            self.logfile = os.path.abspath(parent["logfile"])
         self.overrides = {
             key: self[flagName(key)]
             for key in _FLAGS
@@ -559,9 +564,12 @@ class _Adopted(Service):
     acceptErrors: Optional[AcceptErrors] = None
     _port = None
 
-    def __init__(self, key: str, description: str, fd: int, reactor, factory) -> None:
+    def __init__(
+        self, key: str, description: str, fd: int, reactor, factory, lockPath=None
+    ) -> None:
         self._key = key
         self._description = description
+        self._lockPath = lockPath
         self._fd = fd
         self._reactor = reactor
         self._factory = factory
@@ -576,6 +584,10 @@ class _Adopted(Service):
 
     def fileno(self) -> Optional[int]:
         return None if self._port is None else self._port.fileno()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        _Listening._ownLockFile(self)  # type: ignore[arg-type]
 
     def stopAccepting(self) -> None:
         if self._port is not None:
@@ -877,7 +889,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
         guard=guard,
         limits=limits,
     )
-    sites = [("port", cap), ("controlPort", capped(controlSite, reactor))]
+    controlCap = capped(controlSite, reactor)
+    sites = [("port", cap), ("controlPort", controlCap)]
     listening = {}
     for key, site in sites:
         if incoming is not None:
@@ -887,6 +900,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
                 incoming.fd(incoming.state.listening[key]),
                 reactor,
                 site,
+                incoming.state.socketLocks.get(key),
             )
         else:
             listening[key] = _Listening(key, getattr(config, key), reactor, site)
@@ -900,10 +914,10 @@ def makeService(options: Options, reactor=None) -> MultiService:
         partial(
             _describeForHandover, deployer, traffic, listening, lock, history, options
         ),
-        partial(_handOver, reactor, service, deployer, listening, cap),
+        partial(_handOver, reactor, service, deployer, listening, [cap, controlCap]),
         lambda: deployer.config.upgradeTimeout,
         environ=_upgradeEnvironment(notifier),
-        failed=partial(restorePidfile, options.pidfile, os.getpid()),
+        failed=partial(_upgradeFailed, deployer, options.pidfile),
     )
     if incoming is not None:
         upgrader.upgradedFrom = incoming.state.pid
@@ -911,7 +925,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
             upgrader.startedAt = incoming.state.startedAt
 
         def ready() -> None:
-            upgrader.pid = os.getpid()
             notifier.notify(f"MAINPID={os.getpid()}", "READY=1")
             incoming.ready(reactor).chainDeferred(handedOver)
             _log.info(
@@ -922,6 +935,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
         reactor.callWhenRunning(ready)
     control.upgrader = upgrader
+    # twistd opens its log file once the service is made.
+    reactor.callWhenRunning(appendToLog, options.logfile)
     service.quiet = [readiness]
     UpgradeOnSignal(reactor, upgrader.upgrade).setServiceParent(service)
     service.clients = cap
@@ -1004,6 +1019,11 @@ def _describeForHandover(
         listening=ports,
         settings=_fixedSettings(deployer.config),
         lock=index(lock.fileno()),
+        socketLocks={
+            key: each._lockPath
+            for key, each in listening.items()
+            if getattr(each, "_lockPath", None) is not None
+        },
         generation=described["generation"],
         pidfile=options.pidfile,
         generations=generations,
@@ -1016,12 +1036,13 @@ def _describeForHandover(
     return state, fds
 
 
-def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
+def _handOver(reactor, service, deployer, listening, caps) -> Deferred:
     """
     The new rainbowd serves: accept no more, let the generations go
-    without a signal, answer what is in flight (closing idle kept-alive
-    connections, and the busy ones once answered), wait for the upgraded
-    ones up to C{drainTimeout}, then exit 0.
+    without a signal, answer what is in flight on the public and control
+    ports (closing idle kept-alive connections, and the busy ones once
+    answered: the answer to the upgrade itself included), wait for the
+    upgraded ones up to C{drainTimeout}, then exit 0.
     """
     for each in listening.values():
         each.stopAccepting()
@@ -1033,7 +1054,7 @@ def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
         done: Deferred = Deferred()
 
         def check() -> None:
-            if cap.open == 0 or reactor.seconds() >= deadline:
+            if not any(cap.open for cap in caps) or reactor.seconds() >= deadline:
                 done.callback(None)
             else:
                 reactor.callLater(0.05, check)
@@ -1047,9 +1068,19 @@ def _handOver(reactor, service, deployer, listening, cap) -> Deferred:
         reactor.addSystemEventTrigger("after", "shutdown", _exitNow)
         reactor.stop()
 
-    d = cap.closeGracefully(timeout).addCallback(closed).addCallback(exit)
+    d = DeferredList([cap.closeGracefully(timeout) for cap in caps])
+    d.addCallback(closed).addCallback(exit)
     d.addErrback(lambda f: _log.failure("Handing over failed", f))
     return d
+
+
+def _upgradeFailed(deployer, pidfile: Optional[str]) -> None:
+    """
+    An upgrade failed: this rainbowd keeps everything, and names itself in
+    twistd's pidfile again.
+    """
+    deployer.keep()
+    restorePidfile(pidfile, os.getpid())
 
 
 def _exitNow() -> None:

@@ -151,10 +151,17 @@ class Upgrader:
         self._failed = failed
         self._socketpair = socketpair
         self._waiting: List[Deferred] = []
-        self.pid = os.getpid()
         self.startedAt = reactor.seconds()
         self.upgradedFrom: Optional[int] = None
         self.handedOver = False
+
+    @property
+    def pid(self) -> int:
+        """
+        This rainbowd's pid, now: twistd daemonizes after the upgrader is
+        made.
+        """
+        return os.getpid()
 
     def describe(self) -> Dict[str, Any]:
         """
@@ -596,6 +603,33 @@ def _refuse(fd: int, error: str) -> None:
         os.write(fd, handover.refusedLine(error))
     except OSError:
         pass
+
+
+def appendToLog(path: Optional[str], fds: str = "/proc/self/fd") -> None:
+    """
+    Make this process's descriptors of twistd's log file C{path} append
+    (C{O_APPEND}): twistd opens it to write at the end it found, and the
+    rainbowds before and after an upgrade, both writing to it for a
+    moment, would otherwise write over each other's lines.
+    """
+    import fcntl
+
+    if not path:
+        return
+    target = os.path.realpath(path)
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return
+    for name in names:
+        try:
+            if os.path.realpath(os.readlink(os.path.join(fds, name))) != target:
+                continue
+            fd = int(name)
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
+        except (OSError, ValueError):
+            continue
 
 
 def familyOf(fd: int) -> int:

@@ -149,3 +149,16 @@ class BackendLogsTests(SynchronousTestCase):
         self.redeploy(2)
         self.h.process(2).emit(b"two\n")
         self.assertEqual(os.listdir(self.directory), [f"{RUN}-generation-1.log"])
+
+    def test_adoptedGenerations(self) -> None:
+        """
+        A generation taken over in an upgrade, running before the service
+        starts, has its output written to a file of this run too.
+        """
+        self.h.start()
+        logs = BackendLogs(self.h.deployer, self.stateDir, run="later")
+        logs.startService()
+        self.addCleanup(lambda: [f.close() for f in logs._files.values()])
+        self.h.process(1).emit(b"after the upgrade\n")
+        with open(logs.fileName(1)) as f:
+            self.assertEqual(f.read(), "after the upgrade\n")

@@ -856,3 +856,90 @@ class DescribePeerTests(SynchronousTestCase):
         """
         request = _PeerRequest(UNIXAddress(None), UNIXAddress(b"/run/c.sock"), None)
         self.assertEqual(describePeer(request), "unix:/run/c.sock")
+
+
+class FakeUpgrader:
+    """
+    An upgrader whose upgrades the test ends.
+    """
+
+    def __init__(self) -> None:
+        self.upgrades: List[Tuple[Any, Deferred]] = []
+
+    def upgrade(self, requester=None) -> Deferred:
+        d: Deferred = Deferred()
+        self.upgrades.append((requester, d))
+        return d
+
+    def describe(self) -> dict:
+        return {"pid": 41, "version": "9.9", "startedAt": 1.0, "upgradedFrom": None}
+
+
+class UpgradeEndpointTests(SynchronousTestCase):
+    """
+    Tests for C{POST /upgrade} and C{/status}'s C{"rainbowd"}.
+    """
+
+    answer = ControlResourceTests.answer
+    assertJSON = ControlResourceTests.assertJSON
+
+    def setUp(self) -> None:
+        ControlResourceTests.setUp(self)
+        self.upgrader = FakeUpgrader()
+        resource = ControlResource(self.deployer)
+        resource.upgrader = self.upgrader
+        self.treq = StubTreq(resource)
+
+    def test_upgraded(self) -> None:
+        """
+        An upgrade answers 200 with the new and old pids once the new
+        rainbowd serves, asked in the name of the control client.
+        """
+        response = self.treq.post(CONTROL + "/upgrade", data=b"")
+        self.treq.flush()
+        [(requester, d)] = self.upgrader.upgrades
+        self.assertRegex(requester, r"^127\.0\.0\.1:\d+$")
+        self.assertNoResult(response)
+        d.callback({"ok": True, "pid": 42, "previousPid": 41, "seconds": 0.5})
+        self.assertJSON(
+            response, 200, {"ok": True, "pid": 42, "previousPid": 41, "seconds": 0.5}
+        )
+
+    def test_failed(self) -> None:
+        """
+        A failed upgrade answers 502 with the error and the new process's
+        last lines of output.
+        """
+        from rainbowd.upgrade import UpgradeFailed
+
+        response = self.treq.post(CONTROL + "/upgrade", data=b"")
+        self.treq.flush()
+        self.upgrader.upgrades[0][1].errback(UpgradeFailed("rainbowd: no", ["a", "b"]))
+        self.assertJSON(
+            response, 502, {"ok": False, "error": "rainbowd: no", "output": ["a", "b"]}
+        )
+
+    def test_get(self) -> None:
+        """
+        Only POST upgrades.
+        """
+        response, _ = self.answer(self.treq.get(CONTROL + "/upgrade"))
+        self.assertEqual(response.code, 405)
+        self.assertEqual(self.upgrader.upgrades, [])
+
+    def test_status(self) -> None:
+        """
+        C{/status} tells which rainbowd answers: its pid, version, start
+        and the rainbowd it was upgraded from.
+        """
+        response, body = self.answer(self.treq.get(CONTROL + "/status"))
+        self.assertEqual(json.loads(body)["rainbowd"], self.upgrader.describe())
+
+    def test_notSetUp(self) -> None:
+        """
+        Without an upgrader, an upgrade is refused with 503.
+        """
+        treq = StubTreq(ControlResource(self.deployer))
+        response = treq.post(CONTROL + "/upgrade", data=b"")
+        treq.flush()
+        self.assertEqual(self.successResultOf(response).code, 503)

@@ -1823,3 +1823,48 @@ class StartupTests(SynchronousTestCase):
         )
         self.assertEqual(self.twistedModules(code), [])
 
+
+
+class UpgradeTests(SynchronousTestCase):
+    """
+    Tests for C{rainbowctl upgrade}.
+    """
+
+    setUp = RunTests.setUp
+    write = RunTests.write
+    rainbowctl = RunTests.rainbowctl
+
+    def test_upgraded(self) -> None:
+        """
+        upgrade POSTs /upgrade, with no timeout of its own (the new rainbowd
+        has upgradeTimeout), says which rainbowd took over, and exits 0.
+        """
+        body = {"ok": True, "pid": 42, "previousPid": 41, "seconds": 1.25}
+        connection = FakeConnection(
+            FakeResponse(200, json.dumps(body).encode(), "application/json")
+        )
+        code, out, err = self.rainbowctl(["upgrade"], connection)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out, "rainbowd 42 took over from 41 in 1.2 s; the app was not restarted\n"
+        )
+        self.assertEqual(connection.requests[0][:2], ("POST", "/upgrade"))
+        self.assertEqual(connection.timeouts, [None])
+
+    def test_failed(self) -> None:
+        """
+        A failed upgrade exits 1 with the error and the new process's last
+        lines, and says the old rainbowd serves on.
+        """
+        body = {"ok": False, "error": "rainbowd: boom", "output": ["line 1", "line\x1b2"]}
+        connection = FakeConnection(
+            FakeResponse(502, json.dumps(body).encode(), "application/json")
+        )
+        code, out, err = self.rainbowctl(["upgrade"], connection)
+        self.assertEqual(code, 1)
+        self.assertEqual(out, "")
+        lines = err.splitlines()
+        self.assertEqual(lines[0], "rainbowctl: upgrade failed: rainbowd: boom")
+        self.assertEqual(lines[2], "  line 1")
+        self.assertNotIn("\x1b", err)
+        self.assertIn("serves on", lines[-1])

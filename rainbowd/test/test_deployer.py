@@ -2547,3 +2547,170 @@ class EventTests(SynchronousTestCase):
         stop()
         h.start()
         self.assertEqual(events, [])
+
+
+class AdoptTests(SynchronousTestCase):
+    """
+    A deployer that takes over the generations of the rainbowd it upgrades.
+    """
+
+    def adopt(self, h, generations=None, active=4, standby=None):
+        over = Deferred()
+        if generations is None:
+            # A live pid to watch: this test's own process.
+            generations = [
+                {"generation": 4, "pid": os.getpid(), "pgid": 4321, "port": 20004,
+                 "state": "active", "directory": None, "output": ["booted"]}
+            ]
+        h.deployer.adopt(generations, {}, active, standby, 4, over)
+        for backend in h.deployer.backends:
+            self.addCleanup(lambda b=backend: b.transport._pidfd and b.transport._pidfd.close())
+        h.deployer.startService()
+        return over
+
+    def test_noLaunch(self):
+        """
+        Adopted generations are not launched: the active one serves at once,
+        with its output tail, and nothing is cleaned up or started.
+        """
+        h = Harness(self)
+        self.adopt(h)
+        self.assertEqual(h.reactor.processes, [])
+        active = h.deployer.active
+        self.assertEqual((active.generation, active.port, active.state), (4, 20004, State.ACTIVE))
+        self.assertIs(h.deployer.routable, active)
+        self.assertEqual(list(active.output), ["booted"])
+        self.assertEqual(active.pgid, 4321)
+        [described] = h.deployer.status()["backends"]
+        self.assertTrue(described["adopted"])
+        self.assertIn("cannot be known", described["exitStatus"])
+
+    def test_redeployWaitsForOldToExit(self):
+        """
+        A redeploy asked for while the old rainbowd still answers its
+        requests waits until it has exited, then launches the next
+        generation number.
+        """
+        h = Harness(self)
+        over = self.adopt(h)
+        d = h.deployer.redeploy()
+        self.assertEqual(h.reactor.processes, [])
+        self.assertIs(h.deployer.phase, Phase.ADOPTING)
+        over.callback(None)
+        self.assertEqual(len(h.reactor.processes), 1)
+        h.healthy(1)
+        self.assertEqual(self.successResultOf(d).generation, 5)
+
+    def test_exitStatusUnknown(self):
+        """
+        An adopted app whose process ends is a crash whose exit status the
+        log says cannot be known; its replacement waits until the old
+        rainbowd has exited.
+        """
+        h = Harness(self)
+        over = self.adopt(h)
+        backend = h.deployer.active
+        with capturedLogs() as events:
+            backend.transport._ended()
+            backend.transport._maybeEnded()
+        self.assertIn("cannot be known", backend.exitReason)
+        self.assertIn("cannot be known", " ".join(formatEvent(e) for e in events))
+        self.assertIsNone(h.deployer.active)
+        h.reactor.advance(60)
+        self.assertEqual(h.reactor.processes, [])
+        over.callback(None)
+        h.reactor.advance(60)
+        self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_standbyKept(self):
+        """
+        An adopted standby stays one for what was left of its window, and a
+        rollback moves traffic back to it.
+        """
+        h = Harness(self, rollbackWindow=60)
+        generations = [
+            {"generation": 3, "pid": os.getpid(), "pgid": 300, "port": 20003,
+             "state": "standby", "directory": None, "output": []},
+            {"generation": 4, "pid": os.getpid(), "pgid": 400, "port": 20004,
+             "state": "active", "directory": None, "output": []},
+        ]
+        over = self.adopt(h, generations, 4, {"generation": 3, "secondsLeft": 30})
+        over.callback(None)
+        self.assertEqual(h.deployer.standby.generation, 3)
+        self.assertEqual(h.deployer.status()["standby"], 3)
+        d = h.deployer.rollback()
+        self.assertEqual(self.successResultOf(d).generation, 3)
+        self.assertEqual(h.deployer.active.generation, 3)
+
+    def test_handOverRefusedWhileDeploying(self):
+        """
+        The state is not handed over while a deploy is under way: the
+        answer says to upgrade once it is done.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.redeploy()
+        with self.assertRaises(DeployRefused) as caught:
+            h.deployer.handOverState()
+        self.assertIn("upgrade once that is done", str(caught.exception))
+
+    def test_handOverState(self):
+        """
+        The state handed over names each generation, its pid, group, port
+        and state, and the counters.
+        """
+        h = Harness(self)
+        h.start()
+        state = h.deployer.handOverState()
+        [generation] = state["generations"]
+        self.assertEqual(
+            {key: generation[key] for key in ("generation", "pid", "pgid", "port", "state")},
+            {"generation": 1, "pid": h.process(1).pid, "pgid": h.process(1).pgid,
+             "port": 20000, "state": "active"},
+        )
+        self.assertEqual((state["active"], state["generation"], state["deploys"]), (1, 1, 1))
+
+    def test_abandonSignalsNothing(self):
+        """
+        After handing over, stopping the deployer signals no app process and
+        leaves the generations running.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.abandon()
+        d = h.deployer.stopService()
+        self.successResultOf(d)
+        self.assertEqual(h.signals.sent, [])
+        self.assertFalse(h.process(1).ended)
+        h.process(1).exit(1)
+        h.reactor.advance(60)
+        self.assertEqual(len(h.reactor.processes), 1)
+
+    def test_deploysWaitForHandover(self):
+        """
+        A redeploy asked for while the state is being handed over waits; if
+        the upgrade fails, it then runs here.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.handOverState()
+        d = h.deployer.redeploy()
+        self.assertEqual(len(h.reactor.processes), 1)
+        h.deployer.keep()
+        self.assertEqual(len(h.reactor.processes), 2)
+        h.healthy(2)
+        self.assertEqual(self.successResultOf(d).generation, 2)
+
+    def test_deploysRefusedOnceHandedOver(self):
+        """
+        A redeploy held during a handover that succeeded is refused, saying
+        to ask the new rainbowd; none is launched here.
+        """
+        h = Harness(self)
+        h.start()
+        h.deployer.handOverState()
+        d = h.deployer.redeploy()
+        h.deployer.abandon()
+        failure = self.failureResultOf(d, DeployRefused)
+        self.assertIn("ask again, of it", str(failure.value))
+        self.assertEqual(len(h.reactor.processes), 1)

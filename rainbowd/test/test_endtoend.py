@@ -624,6 +624,30 @@ class EndToEndTests(SynchronousTestCase):
             "every app process to exit",
         )
 
+    def test_upgradeOverUnixControlSocket(self):
+        """
+        rainbowctl upgrade over a unix control socket gets its answer before
+        the old rainbowd exits, and the socket and its lock then belong to
+        the new one, which answers the next rainbowctl.
+        """
+        socketDirectory = tempfile.mkdtemp(prefix="rainbowd-")
+        self.addCleanup(shutil.rmtree, socketDirectory)
+        socketPath = os.path.join(socketDirectory, "control.sock")
+        daemon = Daemon(self, controlPort=f"unix:{socketPath}")
+        daemon.start()
+        self.addCleanup(_stopRainbowd, daemon)
+        appPid = daemon.appPid()
+        for _ in range(2):
+            ctl = daemon.rainbowctl("upgrade")
+            self.assertEqual(ctl.returncode, 0, ctl.stdout + daemon.log())
+            self.assertIn("the app was not restarted", ctl.stdout)
+            daemon.upgradedPid = int(ctl.stdout.split()[1])
+        self.assertEqual(os.readlink(socketPath + ".lock"), str(daemon.upgradedPid))
+        ctl = daemon.rainbowctl("status", "--json")
+        self.assertEqual(ctl.returncode, 0, ctl.stdout)
+        self.assertEqual(json.loads(ctl.stdout)["rainbowd"]["pid"], daemon.upgradedPid)
+        self.assertEqual(daemon.get("/")[1], f"v1 pid={appPid}\n")
+
     def test_failedUpgradeKeepsEverything(self):
         """
         A new rainbowd that fails before it is ready (here: it refuses a

@@ -16,6 +16,13 @@ EXPECTED = {
         Input.RESTART: Phase.RESTART_PENDING,
         Input.STOP: Phase.STOPPING,
         Input.ADOPT: Phase.ADOPTING,
+        Input.HAND_OVER: Phase.HANDING_OVER,
+    },
+    Phase.HANDING_OVER: {
+        Input.QUEUE: Phase.HANDING_OVER,
+        Input.RESTART: Phase.HANDING_OVER,
+        Input.KEPT: Phase.IDLE,
+        Input.STOP: Phase.STOPPING,
     },
     Phase.ADOPTING: {
         Input.QUEUE: Phase.ADOPTING,
@@ -108,7 +115,14 @@ class LifecycleTests(SynchronousTestCase):
         leftovers are cleaned up or a deploy is under way.
         """
         self.assertEqual(
-            BUSY, {Phase.CLEANING, Phase.DEPLOYING, Phase.QUEUED, Phase.ADOPTING}
+            BUSY,
+            {
+                Phase.CLEANING,
+                Phase.DEPLOYING,
+                Phase.QUEUED,
+                Phase.ADOPTING,
+                Phase.HANDING_OVER,
+            },
         )
         for phase in Phase:
             self.assertEqual(Lifecycle(phase).busy, phase in BUSY)

@@ -31,6 +31,10 @@ class _Reactor(FakeProcessReactor):
     L{StringTransport}, and their protocol kept.
     """
 
+    def callFromThread(self, f, *args, **kwargs):
+        # As a signal handler's call: run in the reactor's next turn.
+        self.callLater(0, f, *args, **kwargs)
+
     def adoptStreamConnection(self, fileDescriptor, addressFamily, factory):
         super().adoptStreamConnection(fileDescriptor, addressFamily, factory)
         self.protocol = factory.buildProtocol(None)
@@ -368,3 +372,172 @@ class PidfileTests(SynchronousTestCase):
         restorePidfile(path, 77)
         with open(path) as f:
             self.assertEqual(f.read(), "77\n")
+
+
+class UpgradeOnSignalTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        from rainbowd.upgrade import UpgradeOnSignal
+
+        self.reactor = _Reactor()
+        self.installed = {}
+        self.asked = []
+
+        def upgrade(requester):
+            d = Deferred()
+            self.asked.append((requester, d))
+            return d
+
+        self.service = UpgradeOnSignal(
+            self.reactor, upgrade, lambda signum, handler: self.installed.update({signum: handler})
+        )
+        self.service.startService()
+        for call in self.reactor.whenRunningHooks:
+            call[0](*call[1], **call[2])
+
+    def test_sigusr2(self) -> None:
+        """
+        SIGUSR2 upgrades, in the name of SIGUSR2, and the outcome is
+        logged.
+        """
+        from twisted.logger import capturedLogs
+
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.reactor.advance(0)
+        [(requester, d)] = self.asked
+        self.assertEqual(requester, "SIGUSR2")
+        with capturedLogs() as events:
+            d.callback({"pid": 2, "previousPid": 1, "seconds": 0.5})
+        self.assertIn("took over from 1", _text(events))
+
+    def test_failureLogged(self) -> None:
+        """
+        A failed upgrade on SIGUSR2 is logged with the new process's lines.
+        """
+        from twisted.logger import capturedLogs
+
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.reactor.advance(0)
+        with capturedLogs() as events:
+            self.asked[0][1].errback(UpgradeFailed("rainbowd: boom", ["last line"]))
+        text = _text(events)
+        self.assertIn("rainbowd: boom", text)
+        self.assertIn("last line", text)
+
+    def test_notWhileStopping(self) -> None:
+        """
+        SIGUSR2 while rainbowd stops upgrades nothing.
+        """
+        self.service.stopService()
+        self.installed[signal.SIGUSR2](signal.SIGUSR2, None)
+        self.reactor.advance(0)
+        self.assertEqual(self.asked, [])
+
+
+def _text(events) -> str:
+    from twisted.logger import formatEvent
+
+    return "\n".join(formatEvent(event) for event in events)
+
+
+class AppendToLogTests(SynchronousTestCase):
+    def test_append(self) -> None:
+        """
+        A descriptor of the log file opened to write at a position is made
+        to append, so that another process's lines are not written over.
+        """
+        import fcntl
+
+        from rainbowd.upgrade import appendToLog
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(b"first\n")
+        log = open(path, "r+b", 0)
+        self.addCleanup(log.close)
+        log.seek(0, 2)
+        with open(path, "ab") as other:
+            other.write(b"other\n")
+        appendToLog(path)
+        self.assertTrue(fcntl.fcntl(log.fileno(), fcntl.F_GETFL) & os.O_APPEND)
+        log.write(b"mine\n")
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"first\nother\nmine\n")
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.calls = []
+
+    def childDataReceived(self, childFD, data):
+        self.calls.append(("data", childFD, data))
+
+    def processExited(self, reason):
+        self.calls.append(("exited", reason.value.__class__.__name__))
+
+    def processEnded(self, reason):
+        self.calls.append(("ended", reason.value.__class__.__name__))
+
+
+class AdoptedProcessTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from rainbowd.adopted import AdoptedProcess
+
+        self.reactor = MemoryReactorClock()
+        self.proto = _Protocol()
+        self.r, self.w = os.pipe()
+        # A live pid to watch: this test's own.
+        self.process = AdoptedProcess(self.reactor, self.proto, os.getpid(), {1: self.r})
+        self.addCleanup(lambda: self.process._pidfd and self.process._pidfd.close())
+        self.addCleanup(self._close)
+
+    def _close(self):
+        for fd in (self.w,) + tuple(reader.fd for reader in self.process.pipes.values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def test_output(self) -> None:
+        """
+        The output handed over is read as a child's is, from the reactor.
+        """
+        [reader] = self.process.pipes.values()
+        self.assertIn(reader, self.reactor.readers)
+        self.assertIn(self.process._pidfd, self.reactor.readers)
+        os.write(self.w, b"hello\n")
+        reader.doRead()
+        self.assertEqual(self.proto.calls, [("data", 1, b"hello\n")])
+
+    def test_endUnknown(self) -> None:
+        """
+        The pidfd says the process ended: it exited, with a status that
+        cannot be known, and ended once its output closed too.
+        """
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.process._pidfd.doRead()
+        self.assertEqual(self.proto.calls, [("exited", "UnknownExit")])
+        [reader] = self.process.pipes.values()
+        reader.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.proto.calls[-1], ("ended", "UnknownExit"))
+        self.assertEqual(self.process.pipes, {})
+
+    def test_goneAlready(self) -> None:
+        """
+        A process gone before it is adopted is reported ended at once.
+        """
+        import subprocess
+
+        from rainbowd.adopted import AdoptedProcess
+
+        child = subprocess.Popen(["true"])
+        child.wait()
+        proto = _Protocol()
+        AdoptedProcess(self.reactor, proto, child.pid, {})
+        self.reactor.advance(0)
+        self.assertEqual(proto.calls, [("exited", "UnknownExit"), ("ended", "UnknownExit")])
