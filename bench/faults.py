@@ -13,6 +13,7 @@ leaves no app process and no listening port behind.
 """
 
 import argparse
+import base64
 import http.client
 import os
 import resource
@@ -31,8 +32,12 @@ from harness import (  # noqa: E402
     Ports,
     Rainbowd,
     StatusPoller,
+    appCommand,
+    children,
     groupAlive,
+    reap,
     request,
+    running,
     waitFor,
 )
 
@@ -843,6 +848,374 @@ def hungApp(daemon: Rainbowd, load: Load) -> str:
 hungApp.config = {"backendTimeout": 2000, "env": {"APP_MISBEHAVE": "1"}}
 
 
+def appPids(daemon: Rainbowd) -> dict:
+    """
+    Generation -> the pid of its app process, from C{/status}.
+    """
+    return {b["generation"]: b["pid"] for b in daemon.status()["backends"]}
+
+
+def upgraded(daemon: Rainbowd, oldPid: int, apps: dict, code: int, answer: dict) -> None:
+    """
+    Check that an upgrade from rainbowd C{oldPid} answered 200, that a new
+    rainbowd serves now, and that the app's processes are still C{apps}.
+    """
+    check(code == 200, f"POST /upgrade answered {code}: {answer}")
+    check(answer.get("pid") not in (None, oldPid) and answer.get("previousPid") == oldPid,
+          f"rainbowd was pid {oldPid}, POST /upgrade answered {answer}")
+    described = daemon.status().get("rainbowd", {})
+    check(described.get("pid") == answer["pid"] and described.get("upgradedFrom") == oldPid,
+          f"/status says rainbowd is {described}")
+    check(appPids(daemon) == apps, f"the app's processes changed: {apps} before, "
+                                   f"{appPids(daemon)} after")
+
+
+def noFailures(bad, answered: float, detail: str) -> str:
+    """
+    Check that no request failed, saying when the failures began and
+    ended relative to the upgrade's answer at C{answered}, and what else
+    the scenario saw (C{detail}, which is returned if none failed).
+    """
+    if bad:
+        kinds = sorted({r[4] or f"HTTP {r[2]}" for r in bad})
+        raise Failed(f"{len(bad)} requests failed, begun from {bad[0][0] - answered:+.3f} s to "
+                     f"{bad[-1][0] - answered:+.3f} s after POST /upgrade answered: {kinds}; "
+                     f"all else passed: {detail}")
+    return detail
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """
+    A client's (masked) final WebSocket frame, of under 126 bytes.
+    """
+    mask = os.urandom(4)
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def openWebSocket(port: int) -> socket.socket:
+    """
+    A WebSocket to the test app's C{/ws}, its handshake done.
+    """
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16))
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\n"
+              b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: " + key + b"\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        check(chunk, f"the WebSocket handshake was cut off: {head!r}")
+        head += chunk
+    check(head.startswith(b"HTTP/1.1 101 "), f"the WebSocket handshake got {head!r}")
+    return s
+
+
+def echoes(s: socket.socket, message: bytes) -> bool:
+    """
+    Whether the app echoes C{message} on WebSocket C{s}.
+    """
+    expected = bytes([0x81, len(message)]) + message
+    try:
+        s.sendall(frame(1, message))
+        received = b""
+        while len(received) < len(expected):
+            chunk = s.recv(len(expected) - len(received))
+            if not chunk:
+                return False
+            received += chunk
+    except OSError:
+        return False
+    return received == expected
+
+
+def closedWithin(s: socket.socket, deadline: float) -> float:
+    """
+    Wait for the other side to close C{s}; return when it did.
+    """
+    s.settimeout(deadline)
+    try:
+        while s.recv(4096):
+            pass
+    except socket.timeout:
+        raise Failed(f"the WebSocket was still open {deadline:g} s later")
+    except OSError:
+        pass
+    return time.monotonic()
+
+
+#: drainTimeout, in seconds, of the scenario with a WebSocket open across an
+#: upgrade.
+WEBSOCKET_DRAIN = 8
+
+
+@scenario
+def upgradeWebSocket(daemon: Rainbowd, load: Load) -> str:
+    """An upgrade of rainbowd while a WebSocket is open: the upgrade does not wait for it; it stays open on the old rainbowd and works until drainTimeout (8 s), when it is closed and the old one exits 0; a new WebSocket goes to the new one."""
+    ws = openWebSocket(daemon.port)
+    check(echoes(ws, b"before"), "the WebSocket does not echo before the upgrade")
+    apps, oldPid = appPids(daemon), daemon.pid
+    posted = time.monotonic()
+    code, answer = daemon.upgrade()
+    answered = time.monotonic()
+    upgraded(daemon, oldPid, apps, code, answer)
+    check(answered - posted < WEBSOCKET_DRAIN - 2,
+          f"POST /upgrade took {answered - posted:.1f} s: it waited for the WebSocket")
+    worked = 0
+    while time.monotonic() - answered < WEBSOCKET_DRAIN - 2:
+        check(running(oldPid), f"the old rainbowd exited {time.monotonic() - answered:.1f} s "
+                               "after the upgrade, with a WebSocket open on it")
+        check(echoes(ws, b"during %d" % worked), "the WebSocket stopped working on the old "
+              f"rainbowd {time.monotonic() - answered:.1f} s after the upgrade")
+        worked += 1
+        time.sleep(1)
+    fresh = openWebSocket(daemon.port)
+    check(echoes(fresh, b"fresh"), "a WebSocket opened after the upgrade does not echo")
+    closed = closedWithin(ws, WEBSOCKET_DRAIN + 30) - answered
+    exit = reap(daemon.retired[-1], 30)
+    exited = time.monotonic() - answered
+    daemon.exits[oldPid] = exit
+    check(echoes(fresh, b"fresh again"), "the new rainbowd's WebSocket broke when the old one exited")
+    fresh.close()
+    ws.close()
+    bad = failures(load.stop())
+    check(exit == 0, f"the old rainbowd exited with {exit}")
+    check(WEBSOCKET_DRAIN - 1 <= closed <= WEBSOCKET_DRAIN + 5,
+          f"the old WebSocket was closed {closed:.1f} s after the upgrade, drainTimeout is "
+          f"{WEBSOCKET_DRAIN} s")
+    return noFailures(bad, answered, f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, app pids "
+            f"{sorted(apps.values())} kept; the WebSocket echoed {worked} times on the old "
+            f"rainbowd, was closed {closed:.1f} s after the upgrade (drainTimeout "
+            f"{WEBSOCKET_DRAIN} s), the old one exited 0 at {exited:.1f} s; a new WebSocket "
+            f"worked throughout; {len(load.results)} requests, 0 failed, {load.retried} retried")
+
+
+upgradeWebSocket.config = {"drainTimeout": WEBSOCKET_DRAIN * 1000}
+# The old rainbowd closes its idle keep-alive connections once the new one
+# serves: the load sends a request that met such a close again, and counts it.
+upgradeWebSocket.retryReused = True
+
+
+@scenario
+def upgradeLongRequest(daemon: Rainbowd, load: Load) -> str:
+    """An upgrade of rainbowd during a 20 s request: the upgrade does not wait for it, the request completes with a 200 from the same app process, then the old rainbowd exits 0."""
+    apps, oldPid = appPids(daemon), daemon.pid
+    began = time.monotonic()
+    long = inThread(daemon.get, "/slow?seconds=20")
+    waitFor(lambda: daemon.status()["backends"][0]["inflight"], "the long request to reach the app")
+    # The load's requests take milliseconds: what is in flight a second
+    # later is the long one.
+    time.sleep(1)
+    check(daemon.status()["backends"][0]["inflight"], "the long request is not in flight")
+    posted = time.monotonic()
+    code, answer = daemon.upgrade()
+    answered = time.monotonic()
+    upgraded(daemon, oldPid, apps, code, answer)
+    check(answered - began < 15, f"POST /upgrade took {answered - posted:.1f} s: it waited "
+                                 "for the long request")
+    check(running(oldPid), "the old rainbowd exited with a request in flight on it")
+    long[0].join(60)
+    done = time.monotonic()
+    status, body = long[1].get("result", (None, "no answer"))
+    exit = reap(daemon.retired[-1], 30)
+    exited = time.monotonic()
+    daemon.exits[oldPid] = exit
+    bad = failures(load.stop())
+    [appPid] = apps.values()
+    check(status == 200 and body.startswith(f"v1 pid={appPid} slept 20"),
+          f"the long request got {status} {body!r}")
+    check(exit == 0, f"the old rainbowd exited with {exit}")
+    check(exited - done < 5, f"the old rainbowd exited {exited - done:.1f} s after its last "
+                             "request was done")
+    return noFailures(bad, answered, f"rainbowd {oldPid} -> {answer['pid']} in {answered - posted:.2f} s, "
+            f"{posted - began:.1f} s into the request; the request answered 200 from app "
+            f"pid {appPid} after {done - began:.1f} s; the old rainbowd exited 0 "
+            f"{exited - done:.2f} s later; {len(load.results)} requests, 0 failed, "
+            f"{load.retried} retried")
+
+
+upgradeLongRequest.config = {"drainTimeout": 60000}
+upgradeLongRequest.retryReused = True
+
+
+#: What a rainbowd that cannot start prints: see L{upgradeFails}.
+BROKEN = "simulated broken install of attrs"
+
+
+@scenario
+def upgradeFails(daemon: Rainbowd, load: Load) -> str:
+    """Upgrades whose new rainbowd fails (a config whose port changed; a broken install that crashes at import): each answers 502 with the new process's output, the old rainbowd keeps serving with the same app, 0 failed requests; then an upgrade succeeds."""
+    apps, oldPid = appPids(daemon), daemon.pid
+    outcomes = []
+    moved = daemon.port + 1000
+    daemon.writeConfig(port=moved)
+    try:
+        started = time.monotonic()
+        code, answer = daemon.upgrade()
+        outcomes.append(("port changed", code, answer, time.monotonic() - started))
+    finally:
+        daemon.writeConfig(port=daemon.port)
+    # The new process runs in rainbowd's working directory, first on its
+    # sys.path (python -c): a module there stands for a broken
+    # "pip install -U" of a package rainbowd imports.
+    shadow = os.path.join(daemon.directory, "attrs.py")
+    with open(shadow, "w") as f:
+        f.write(f"import sys\nsys.stderr.write({BROKEN!r} + '\\n')\nsys.exit(1)\n")
+    try:
+        started = time.monotonic()
+        code, answer = daemon.upgrade()
+        outcomes.append(("broken install", code, answer, time.monotonic() - started))
+    finally:
+        os.remove(shadow)
+    serving = daemon.status().get("rainbowd", {}).get("pid")
+    kept = appPids(daemon)
+    status, body = daemon.get("/")
+    posted = time.monotonic()
+    code, answer = daemon.upgrade()
+    took = time.monotonic() - posted
+    upgraded(daemon, oldPid, apps, code, answer)
+    answered = time.monotonic()
+    exit = daemon.exits[oldPid] = reap(daemon.retired[-1], 30)
+    bad = failures(load.stop())
+    for what, failedCode, failed, _ in outcomes:
+        check(failedCode == 502 and failed.get("ok") is False,
+              f"the upgrade with a {what} answered {failedCode}: {failed}")
+    [port, broken] = [answer for _, _, answer, _ in outcomes]
+    check("port" in port.get("error", ""), f"the error does not name the port: {port}")
+    check(any(BROKEN in line for line in broken.get("output", [])),
+          f"the new process's output is not in the answer: {broken}")
+    check(serving == oldPid, f"after the failed upgrades /status names rainbowd {serving}")
+    check(kept == apps, f"the app's processes changed: {apps} before, {kept} after")
+    check(status == 200 and body.startswith("v1 "), f"after the failed upgrades: {status} {body!r}")
+    check(exit == 0, f"the old rainbowd exited with {exit} after the good upgrade")
+    said = "; ".join(f"{what}: 502 after {seconds:.1f} s, {answer['error'][:100]!r}, output "
+                     f"{(answer.get('output') or ['-'])[-1][:60]!r}"
+                     for what, _, answer, seconds in outcomes)
+    return noFailures(bad, answered, f"{said}; rainbowd {oldPid} served on with app pids {sorted(apps.values())}; "
+            f"then an upgrade to {answer['pid']} in {took:.2f} s; {len(load.results)} "
+            f"requests, 0 failed, {load.retried} retried")
+
+
+upgradeFails.retryReused = True
+
+
+def listeningInode(port: int) -> str:
+    """
+    The socket inode of the listening TCP socket on 127.0.0.1:C{port}.
+    """
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+                return fields[9]
+    raise Failed(f"nothing listens on port {port}")
+
+
+def holds(pid: int, inode: str) -> bool:
+    """
+    Whether process C{pid} has a descriptor on socket C{inode}.
+    """
+    try:
+        entries = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{entry}") == f"socket:[{inode}]":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def killedDuringUpgrade(daemon: Rainbowd, load: Load, holding: bool) -> str:
+    """
+    Ask for an upgrade, SIGKILL the old rainbowd as soon as the new one has
+    started (or, if C{holding}, holds the listening socket), and check that
+    the new one serves with the same app or, if it gave up, that a restart
+    stops the orphaned app and serves.
+    """
+    apps, oldPid = appPids(daemon), daemon.pid
+    groups = {pid: groupOf(pid) for pid in apps.values()}
+    inode = listeningInode(daemon.port)
+
+    def upgrade():
+        try:
+            return daemon.upgrade()
+        except (OSError, http.client.HTTPException) as e:
+            return f"{type(e).__name__}: {e}"
+
+    post = inThread(upgrade)
+    # Polled every 5 ms: the socket arrives in the new process moments
+    # before it says it is ready.
+    new, end = None, time.monotonic() + 60
+    while new is None and time.monotonic() < end:
+        new = next((pid for pid in children(oldPid)
+                    if appCommand(pid, daemon.stateDir) is None
+                    and (not holding or holds(pid, inode))), None)
+        if new is None:
+            time.sleep(0.005)
+    check(new is not None, "no new rainbowd " + ("held the listening socket" if holding
+                                                 else "started") + " within 60 s")
+    os.kill(oldPid, signal.SIGKILL)
+    killed = time.monotonic()
+    daemon.process.wait()
+    post[0].join(60)
+    answered = post[1].get("result")
+
+    def settled():
+        if not running(new):
+            return "exited"
+        try:
+            status = daemon.control("GET", "/status", 5)[1]
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        return status.get("rainbowd", {}).get("pid") == new and "serves"
+
+    outcome = waitFor(settled, f"the new rainbowd {new} to serve or exit", 60)
+    settledAfter = time.monotonic() - killed
+    if outcome == "serves":
+        daemon.retired.append(daemon.process)
+        daemon.adopted = new
+        check(appPids(daemon) == apps, f"the app's processes changed: {apps} before, "
+                                       f"{appPids(daemon)} after")
+        status, body = daemon.get("/")
+        check(status == 200 and body.startswith("v1 "), f"the new rainbowd answered {status} {body!r}")
+        after = f"the new rainbowd {new} serves, with app pids {sorted(apps.values())}"
+    else:
+        exit = reap(new, 5)
+        daemon.start()
+        body = daemon.serving()
+        settledAfter = time.monotonic() - killed
+        orphans = [g for g in groups.values() if g is not None and groupAlive(g)]
+        check(not orphans, f"the old app's groups {orphans} outlived the restart")
+        after = (f"the new rainbowd {new} exited ({exit}) and a restart stopped the orphaned "
+                 f"app, then served {body.strip()!r}")
+    # The load's requests in flight then (on connections the kill cut, or
+    # still trying to connect) are done within a second.
+    results = load.stop()
+    lost = failures(results)
+    late = failures(results, after=killed + settledAfter + 1)
+    check(not late, f"{len(late)} requests failed once it settled: {late[:3]}")
+    return (f"killed rainbowd {oldPid} once {new} " + ("held the listening socket" if holding
+                                                        else "had started")
+            + f" (POST /upgrade got {answered if isinstance(answered, str) else answered and answered[0]}); "
+            f"{after}, {settledAfter:.1f} s after the kill; {len(lost)} of {len(results)} "
+            "requests failed, all before then")
+
+
+@scenario
+def upgradeKilledMidway(daemon: Rainbowd, load: Load) -> str:
+    """SIGKILL of the old rainbowd in the middle of an upgrade, once the new one holds the listening socket: the new one serves with the same app, or, if it gave up, a restart of rainbowd stops the orphaned app and serves; either way no app process is left over."""
+    return killedDuringUpgrade(daemon, load, holding=True)
+
+
+@scenario
+def upgradeKilledEarly(daemon: Rainbowd, load: Load) -> str:
+    """SIGKILL of the old rainbowd as soon as the new one has started, before the handover: the new one gives up (or serves), a restart of rainbowd stops the orphaned app and serves; no app process is left over."""
+    return killedDuringUpgrade(daemon, load, holding=False)
+
+
 def run(f, ports: Ports, backendPorts: str) -> bool:
     # The old version stops once drained, unless a scenario keeps a standby.
     config = {"run": APP, "drainTimeout": 30000, "killTimeout": 5000,
@@ -855,7 +1228,8 @@ def run(f, ports: Ports, backendPorts: str) -> bool:
     try:
         daemon.serving()
         daemon.writeConfig(env={})
-        load = Load(daemon.port, connections=4, rate=100)
+        load = Load(daemon.port, connections=4, rate=100,
+                    retryReused=getattr(f, "retryReused", False))
         load.start()
         time.sleep(0.5)
         detail = f(daemon, load)

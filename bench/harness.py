@@ -7,6 +7,7 @@ has stopped.
 Times are C{time.monotonic()} seconds throughout.
 """
 
+import ctypes
 import http.client
 import json
 import os
@@ -26,6 +27,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "bench", "apps")
 TEST_APP = os.path.join(ROOT, "rainbowd", "test", "app.py")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+#: prctl(2)'s option that makes this process the reaper of its orphaned
+#: descendants: the rainbowd an upgrade starts outlives its parent, and
+#: only a reaper can learn how it exited.
+PR_SET_CHILD_SUBREAPER = 36
 
 #: The environment variable rainbowd sets, to its state directory, in every
 #: app process (see rainbowd.backend.APP_VARIABLE).
@@ -107,6 +113,15 @@ class Rainbowd:
         self.backendPorts = set()
         #: process group -> its leader's start time, when seen
         self.groups: Dict[int, Optional[str]] = {}
+        #: the rainbowd that serves now, once an upgrade has replaced the
+        #: one L{start} ran (which is then in L{retired}): its pid
+        self.adopted: Optional[int] = None
+        #: the rainbowds upgrades replaced, oldest first: a L{subprocess.Popen}
+        #: for the one L{start} ran, a pid for later ones
+        self.retired: List[object] = []
+        #: pid -> its exit code (None if it had to be killed or is not
+        #: this harness's to reap), for every rainbowd that has ended
+        self.exits: Dict[int, Optional[int]] = {}
 
     def writeConfig(self, **changes) -> None:
         self.config.update(changes)
@@ -133,6 +148,43 @@ class Rainbowd:
                 resource.RLIMIT_NOFILE, (limit, limit)
             ),
         )
+
+    @property
+    def pid(self) -> Optional[int]:
+        """
+        The pid of the rainbowd that serves now.
+        """
+        if self.adopted is not None:
+            return self.adopted
+        return None if self.process is None else self.process.pid
+
+    def upgrade(self, timeout: float = 120.0):
+        """
+        C{POST /upgrade}: C{(status, answer)}.  On a 200 the new rainbowd
+        becomes L{pid} and the old one is kept in L{retired}, to be reaped
+        (see L{waitRetired}).
+        """
+        becomeSubreaper()
+        old = self.adopted if self.adopted is not None else self.process
+        code, answer = self.control("POST", "/upgrade", timeout)
+        if code == 200 and answer.get("pid"):
+            self.retired.append(old)
+            self.adopted = answer["pid"]
+        return code, answer
+
+    def waitRetired(self, deadline: float = 90.0) -> Dict[int, Optional[int]]:
+        """
+        Wait for every rainbowd an upgrade replaced to exit, and return
+        their pids and exit codes.
+        """
+        end = time.monotonic() + deadline
+        for old in self.retired:
+            pid = old.pid if isinstance(old, subprocess.Popen) else old
+            if pid not in self.exits:
+                self.exits[pid] = reap(old, max(0.0, end - time.monotonic()))
+        return {(old.pid if isinstance(old, subprocess.Popen) else old):
+                self.exits[old.pid if isinstance(old, subprocess.Popen) else old]
+                for old in self.retired}
 
     def serving(self, deadline: float = 60.0) -> str:
         """
@@ -197,6 +249,15 @@ class Rainbowd:
         """
         if self.process is None:
             return None
+        if self.adopted is not None:
+            if self.adopted not in self.exits:
+                try:
+                    os.kill(self.adopted, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                self.exits[self.adopted] = reap(self.adopted, deadline)
+            self.waitRetired(deadline)
+            return self.exits[self.adopted]
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -237,8 +298,99 @@ class Rainbowd:
     def cleanUp(self, keep: bool = False) -> None:
         self.stop()
         self.killLeftovers()
+        if self.retired:
+            reapOrphans()
         if not keep:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def becomeSubreaper() -> None:
+    """
+    Make this process the reaper of its orphaned descendants (Linux), so
+    that the rainbowd an upgrade starts is reaped here, with its exit code,
+    once its parent has exited.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reapOrphans() -> None:
+    """
+    Reap the zombies left to this process as their reaper: app processes
+    whose rainbowd was upgraded from, once they have exited.  (Only once
+    every rainbowd of the run has been waited for: this reaps any child.)
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def reap(process, deadline: float) -> Optional[int]:
+    """
+    Wait for C{process} (a L{subprocess.Popen} or a pid) to exit, SIGKILL
+    it after C{deadline} seconds, and return its exit code: L{None} if it
+    had to be killed, or if it is no child of this process (it is then
+    awaited through C{/proc}, and its code is unknown).
+    """
+    if isinstance(process, subprocess.Popen):
+        try:
+            return process.wait(deadline)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return None
+    pid = process
+    end = time.monotonic() + deadline
+    killed = False
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            if not running(pid):
+                return None
+        else:
+            if done:
+                return None if killed else os.waitstatus_to_exitcode(status)
+        if not killed and time.monotonic() > end:
+            killed = True
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    """
+    Whether process C{pid} exists and is not a zombie.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
+def children(pid: int) -> List[int]:
+    """
+    The running child processes of C{pid}.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] not in "ZX":
+                found.append(int(entry))
+    return found
 
 
 def appProcesses(stateDir: str):
@@ -334,8 +486,14 @@ class Load:
     """
 
     def __init__(self, port: int, connections: int = 8, rate: Optional[float] = 200.0,
-                 path: str = "/", host: str = "127.0.0.1") -> None:
+                 path: str = "/", host: str = "127.0.0.1", retryReused: bool = False) -> None:
         self.port = port
+        #: whether a request whose reused keep-alive connection closed
+        #: without an answer is sent again, once, on a new connection, as
+        #: HTTP lets a client do (RFC 9112, section 9.3.1) and browsers do
+        self.retryReused = retryReused
+        #: how many requests were sent again so
+        self.retried = 0
         self.host = host
         self.connections = connections
         self.interval = connections / rate if rate else 0.0
@@ -363,6 +521,7 @@ class Load:
 
     def _client(self, due: float) -> None:
         connection = None
+        reused = False
         while not self._stop.is_set():
             now = time.monotonic()
             if due > now:
@@ -376,9 +535,22 @@ class Load:
                     connection = http.client.HTTPConnection(
                         self.host, self.port, timeout=60
                     )
-                connection.request("GET", self.path)
-                response = connection.getresponse()
+                    reused = False
+                try:
+                    connection.request("GET", self.path)
+                    response = connection.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    if not (self.retryReused and reused):
+                        raise
+                    self.retried += 1
+                    connection.close()
+                    connection = http.client.HTTPConnection(
+                        self.host, self.port, timeout=60
+                    )
+                    connection.request("GET", self.path)
+                    response = connection.getresponse()
                 body = response.read()
+                reused = True
                 end = time.monotonic()
                 version = body.split(b" ", 1)[0].decode(errors="replace") or None
                 self.results.append((start, end, response.status, version, None))

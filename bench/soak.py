@@ -9,11 +9,18 @@ the load runs, and report what the clients saw.
     python3 bench/soak.py -s uvicorn -n 2     one server, 2 redeploys
     python3 bench/soak.py --plots docs/       also a timeline PNG per server
     python3 bench/soak.py --full-speed        as fast as the clients can go
+    python3 bench/soak.py -s waitress -u 3    3 upgrades of rainbowd itself too,
+                                              interleaved with the redeploys
 
 It exits non-zero if any request failed (non-2xx or a connection error),
 any request that began after a redeploy answered was served by an older
 version, any redeploy failed, rainbowd did not exit 0, or any app process
 or listening port was left after rainbowd stopped.
+
+With --upgrades N, rainbowd itself is upgraded N times (C{POST /upgrade}),
+in turn with the redeploys; the run also fails if an upgrade did not answer
+200, if the app's processes changed across it or rainbowd's pid did not,
+or if the old rainbowd did not exit 0 afterwards.
 
 With --full-speed, the recording clients send requests back to back, with
 no pause, and wrk (when installed) adds 16 more connections at full speed;
@@ -32,11 +39,11 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Load, Ports, Rainbowd, StatusPoller, percentile, waitFor  # noqa: E402
+from harness import Load, Ports, Rainbowd, StatusPoller, percentile, reap, waitFor  # noqa: E402
 
 #: The app servers and the "run" line for each, exactly as in README.rst
 #: and docs/apps.rst.
@@ -120,9 +127,76 @@ class Wrk:
         raise RuntimeError(f"{' '.join(self.argv)} printed no result:\n{output}")
 
 
+#: How long an old rainbowd may take to exit after an upgrade answered, in
+#: seconds: its in-flight requests are short ones.
+OLD_EXIT = 60.0
+
+
+def plan(redeploys: int, upgrades: int) -> List[str]:
+    """
+    The order of the soak's actions: C{"redeploy"} and C{"upgrade"} in
+    turn, a redeploy first, the rest of the more numerous kind at the end.
+    """
+    order = []
+    for n in range(max(redeploys, upgrades)):
+        if n < redeploys:
+            order.append("redeploy")
+        if n < upgrades:
+            order.append("upgrade")
+    return order
+
+
+def appPids(status: dict) -> Dict[int, int]:
+    """
+    Generation -> the pid of its app process, from C{/status}.
+    """
+    return {b["generation"]: b["pid"] for b in status["backends"]}
+
+
+def upgrade(daemon: Rainbowd, result: dict) -> None:
+    """
+    Upgrade C{daemon}'s rainbowd, check that the app's processes stayed and
+    rainbowd's changed, wait for the old one to exit, and record it all in
+    C{result}.
+    """
+    before = daemon.status()
+    oldPid = daemon.pid
+    posted = time.monotonic()
+    code, answer = daemon.upgrade()
+    answered = time.monotonic()
+    record = {"ok": code == 200, "posted": posted, "answered": answered,
+              "oldPid": oldPid, "pid": answer.get("pid"), "appKept": None,
+              "oldExited": None, "oldCode": None}
+    result["upgrades"].append(record)
+    if code != 200:
+        result["problems"].append(f"upgrade answered {code}: {answer}")
+        return
+    problems = []
+    if answer.get("pid") == oldPid or answer.get("previousPid") != oldPid:
+        problems.append(f"rainbowd was pid {oldPid}, POST /upgrade answered {answer}")
+    after = daemon.status()
+    described = after.get("rainbowd", {})
+    if described.get("pid") != answer.get("pid") or described.get("upgradedFrom") != oldPid:
+        problems.append(f"/status says rainbowd is {described} after an upgrade from "
+                        f"{oldPid} to {answer.get('pid')}")
+    kept = appPids(before) == appPids(after)
+    record["appKept"] = kept
+    if not kept:
+        problems.append(f"the app's processes changed across the upgrade: "
+                        f"{appPids(before)} before, {appPids(after)} after")
+    old = daemon.retired[-1]
+    record["oldCode"] = daemon.exits[oldPid] = reap(old, OLD_EXIT)
+    record["oldExited"] = time.monotonic()
+    if record["oldCode"] != 0:
+        problems.append(f"the old rainbowd (pid {oldPid}) exited with {record['oldCode']} "
+                        "after the upgrade")
+    record["ok"] = not problems
+    result["problems"].extend(problems)
+
+
 def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
          connections: int, rate: Optional[float], fullSpeed: bool = False,
-         config: Optional[dict] = None) -> dict:
+         config: Optional[dict] = None, upgrades: int = 0, retry: bool = True) -> dict:
     """
     Soak one server; return what happened.
     """
@@ -132,10 +206,15 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
     settings.update(config or {})
     daemon = Rainbowd(name, ports, backendPorts, run=run, **settings)
     result = {"server": name, "run": run, "redeploys": [], "problems": [],
-              "fullSpeed": fullSpeed}
+              "fullSpeed": fullSpeed, "upgrades": [], "upgradesAsked": upgrades,
+              "rainbowdPids": []}
     daemon.start()
     poller = StatusPoller(daemon)
-    load = Load(daemon.port, connections=connections, rate=None if fullSpeed else rate)
+    # An old rainbowd closes its idle keep-alive connections once the new
+    # one serves: a request sent on one as it closes is sent again, as
+    # browsers do, and counted.
+    load = Load(daemon.port, connections=connections, rate=None if fullSpeed else rate,
+                retryReused=bool(upgrades) and retry)
     wrk = Wrk(daemon.port, WRK_CONNECTIONS) if fullSpeed and shutil.which("wrk") else None
     try:
         daemon.serving()
@@ -144,7 +223,15 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
         if wrk is not None:
             wrk.start()
         time.sleep(GAP * 2)
-        for n in range(2, redeploys + 2):
+        result["rainbowdPids"].append(daemon.pid)
+        n = 1
+        for action in plan(redeploys, upgrades):
+            if action == "upgrade":
+                upgrade(daemon, result)
+                result["rainbowdPids"].append(daemon.pid)
+                time.sleep(GAP)
+                continue
+            n += 1
             version = f"v{n}"
             old = daemon.status()["active"]
             daemon.setVersion(version)
@@ -177,6 +264,7 @@ def soak(name: str, run: str, redeploys: int, ports: Ports, backendPorts: str,
                 result["problems"].append(str(e))
         if hasattr(load, "started"):
             result["results"] = load.stop()
+            result["retried"] = load.retried
             result["loadStarted"], result["loadStopped"] = load.started, load.stopped
         poller.stop()
         for redeploy in result["redeploys"]:
@@ -205,9 +293,16 @@ def summarize(result: dict) -> None:
     results = result.get("results", [])
     redeploys = [r for r in result["redeploys"] if r["ok"]]
     windows = [(r["posted"], r["oldStopped"] or r["answered"]) for r in redeploys]
+    upgrades = [u for u in result["upgrades"] if u["ok"]]
+    upgradeWindows = [(u["posted"], u["oldExited"] or u["answered"])
+                      for u in result["upgrades"]]
 
     def during(start):
-        return any(a <= start <= b for a, b in windows)
+        if any(a <= start <= b for a, b in windows):
+            return "during"
+        if any(a <= start <= b for a, b in upgradeWindows):
+            return "upgrading"
+        return "outside"
 
     ok = [r for r in results if r[2] is not None and 200 <= r[2] < 300]
     result["requests"] = len(results)
@@ -221,8 +316,8 @@ def summarize(result: dict) -> None:
         if version is None or not version.startswith("v") or int(version[1:]) < due:
             stale += 1
     result["stale"] = stale
-    for key, chosen in (("outside", False), ("during", True)):
-        latencies = [(r[1] - r[0]) * 1000 for r in ok if during(r[0]) == chosen]
+    for key in ("outside", "during", "upgrading"):
+        latencies = [(r[1] - r[0]) * 1000 for r in ok if during(r[0]) == key]
         result[key] = {p: percentile(latencies, q) for p, q in (("p50", 50), ("p99", 99))}
         result[key]["max"] = max(latencies) if latencies else None
     switches = [r["answered"] - r["posted"] for r in redeploys]
@@ -231,6 +326,9 @@ def summarize(result: dict) -> None:
     result["switch"] = (percentile(switches, 50), max(switches, default=None))
     result["healthyTime"] = (percentile(healthy, 50), max(healthy, default=None))
     result["okRedeploys"] = len(redeploys)
+    result["okUpgrades"] = len(upgrades)
+    result["upgradeTime"] = pair([u["answered"] - u["posted"] for u in upgrades])
+    result["oldExitTime"] = pair([u["oldExited"] - u["answered"] for u in upgrades])
     for name, count in (("non-2xx responses", result["non2xx"]),
                         ("connection errors", result["errors"]),
                         ("requests served by an older version", stale)):
@@ -249,6 +347,13 @@ def summarize(result: dict) -> None:
                 f"wrk timed out {wrk['errors']['timeout']} requests after {SLOW:g} s")
         if wrk is not None and wrk["errors"]["status"]:
             result["problems"].append(f"wrk got {wrk['errors']['status']} non-2xx responses")
+
+
+def pair(values: List[float]):
+    """
+    The median and the maximum of C{values} (L{None}s if there are none).
+    """
+    return percentile(values, 50), max(values, default=None)
 
 
 def ms(value) -> str:
@@ -282,6 +387,26 @@ FULL_SPEED_COLUMNS = [
     ("wrk max ms", lambda r: ms(r["wrk"]["max_us"] / 1000) if r.get("wrk") else "-"),
 ]
 
+def appPidsCell(kept: List[Optional[bool]]) -> str:
+    """
+    Whether the app's processes were kept across every upgrade that got
+    as far as the check (L{None}: it did not).
+    """
+    checked = [k for k in kept if k is not None]
+    return "-" if not checked else "kept" if all(checked) else "CHANGED"
+
+
+#: The columns an upgrade run adds.
+UPGRADE_COLUMNS = [
+    ("upgrades", lambda r: f"{r['okUpgrades']}/{r['upgradesAsked']}"),
+    ("retried", lambda r: str(r.get("retried", 0))),
+    ("upgrading ms", lambda r: " / ".join(ms(r["upgrading"][k]) for k in ("p50", "p99", "max"))),
+    ("upgrade s", lambda r: seconds(r["upgradeTime"])),
+    ("old exit s", lambda r: seconds(r["oldExitTime"])),
+    ("app pids", lambda r: appPidsCell([u["appKept"] for u in r["upgrades"]])),
+    ("rainbowd pids", lambda r: str(len(set(r["rainbowdPids"])))),
+]
+
 #: What each column means, for --help and docs/benchmarks.rst.
 LEGEND = """\
 redeploys: succeeded / asked; requests: answered or failed, all told;
@@ -295,7 +420,17 @@ generation's launch until it was first seen healthy in /status (median /
 max); left: app processes and listening ports left once rainbowd stopped.
 With --full-speed: over 2 s: requests of the recording clients that took
 longer (must be 0); wrk requests, wrk over 2 s, wrk max ms: what wrk's own
-connections did (timed out after 2 s; must be 0)."""
+connections did (timed out after 2 s; must be 0).
+With --upgrades: upgrades: succeeded / asked; retried: requests sent again
+on a new connection because the kept-alive one closed without an answer
+(the old rainbowd closes its idle ones; without --no-retry); upgrading ms: latency of the
+requests begun during an upgrade (from POST /upgrade until the old rainbowd
+exited); upgrade s: POST /upgrade until it answered, that is until the new
+rainbowd had adopted the sockets and the app (median / max); old exit s:
+from that answer until the old rainbowd exited 0; app pids: whether every
+generation's app process was the same after each upgrade as before (must
+be "kept"); rainbowd pids: how many rainbowd processes served in turn
+(upgrades + 1)."""
 
 
 def table(results, rst: bool) -> str:
@@ -304,7 +439,9 @@ def table(results, rst: bool) -> str:
     """
     columns = COLUMNS
     if any(r["fullSpeed"] for r in results):
-        columns = COLUMNS + FULL_SPEED_COLUMNS
+        columns = columns + FULL_SPEED_COLUMNS
+    if any(r.get("upgradesAsked") for r in results):
+        columns = columns + UPGRADE_COLUMNS
     rows = [[header for header, f in columns]] + [[f(r) for header, f in columns] for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -385,6 +522,13 @@ def main(argv=None) -> int:
     parser.add_argument("-s", "--server", action="append", choices=sorted(SERVERS),
                         help="a server to soak (repeatable); all by default")
     parser.add_argument("-n", "--redeploys", type=int, default=5)
+    parser.add_argument("-u", "--upgrades", type=int, default=0,
+                        help="also upgrade rainbowd itself (POST /upgrade) this many "
+                             "times, in turn with the redeploys")
+    parser.add_argument("--no-retry", action="store_true",
+                        help="with --upgrades, count a request whose kept-alive connection "
+                             "the old rainbowd closed as it was sent as an error, rather "
+                             "than send it again")
     parser.add_argument("--connections", type=int)
     parser.add_argument("--rate", type=float, default=200.0,
                         help="requests per second, all connections together")
@@ -414,7 +558,8 @@ def main(argv=None) -> int:
     for name in names:
         print(f"soaking {name}: {SERVERS[name]}", file=sys.stderr, flush=True)
         result = soak(name, SERVERS[name], args.redeploys, ports, args.backend_ports,
-                      connections, args.rate, args.full_speed, config)
+                      connections, args.rate, args.full_speed, config, args.upgrades,
+                      not args.no_retry)
         results.append(result)
         for problem in result["problems"]:
             print(f"  FAIL {name}: {problem}  (kept {result['directory']})", file=sys.stderr)
@@ -425,7 +570,8 @@ def main(argv=None) -> int:
         pace = "as fast as they go, plus wrk's 16" if args.full_speed else (
             f"at {args.rate:g} req/s in all")
         settings = "".join(f", {key} {value}" for key, value in config.items())
-        print(f"{args.redeploys} redeploys per server, {connections} keep-alive "
+        upgrades = f" and {args.upgrades} upgrades of rainbowd" if args.upgrades else ""
+        print(f"{args.redeploys} redeploys{upgrades} per server, {connections} keep-alive "
               f"connections {pace}{settings}; {started}:\n")
         print(table(results, rst=True))
     else:
