@@ -423,7 +423,7 @@ longer (must be 0); wrk requests, wrk over 2 s, wrk max ms: what wrk's own
 connections did (timed out after 2 s; must be 0).
 With --upgrades: upgrades: succeeded / asked; retried: requests sent again
 on a new connection because the kept-alive one closed without an answer
-(the old rainbowd closes its idle ones; without --no-retry); upgrading ms: latency of the
+(an idle one the old rainbowd closed; without --no-retry); upgrading ms: latency of the
 requests begun during an upgrade (from POST /upgrade until the old rainbowd
 exited); upgrade s: POST /upgrade until it answered, that is until the new
 rainbowd had adopted the sockets and the app (median / max); old exit s:

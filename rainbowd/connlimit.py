@@ -191,7 +191,7 @@ class ConnectionCap(WrappingFactory):
         self.open -= 1
         self._served.pop(protocol, None)
 
-    def closeGracefully(self, timeout: float) -> Deferred:
+    def closeGracefully(self, timeout: float, idleGrace: float = 0.0) -> Deferred:
         """
         The port no longer accepts, and rainbowd stops: close each
         connection that has nothing of a request on it, and have each that
@@ -199,6 +199,9 @@ class ConnectionCap(WrappingFactory):
         L{rainbowd.requestlimits.LimitedChannel.closeWhenAnswered}).  A
         kept-alive connection then gets no request after the app was told
         to stop.  Upgraded connections are left to the app's drain.
+
+        @param idleGrace: How long a connection with nothing of a request
+            on it may still bring one, to be answered as its last.
 
         @return: A Deferred that fires once no connection is receiving a
             request, so that every request still to be answered is in the
@@ -208,7 +211,7 @@ class ConnectionCap(WrappingFactory):
         for wrapper in list(self._served):
             close = getattr(wrapper.wrappedProtocol, "closeWhenAnswered", None)
             if close is not None:
-                close()
+                close(idleGrace)
         return self._waitForNone(
             self._receiving,
             timeout,

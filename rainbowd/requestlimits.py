@@ -317,17 +317,28 @@ class LimitedChannel(HTTPChannel):
             return True
         return self._unread and phase in (_FIRST, _IDLE)
 
-    def closeWhenAnswered(self) -> None:
+    def closeWhenAnswered(self, idleGrace: float = 0.0) -> None:
         """
         rainbowd stops: close this connection now if nothing of a request
         is on it, or else once the request on its way is answered, whose
         response then says C{Connection: close} (if its head is not sent
         yet).  Anything pipelined behind that request is not read.  Bytes
         that have reached the socket unread are a request on its way.
+
+        @param idleGrace: How long a connection with nothing of a request on
+            it stays open first, in seconds: a request that comes meanwhile
+            is answered, as the last, rather than meet a closed connection,
+            which a client that does not retry would take for a failure.
+            For an upgrade, whose old rainbowd can still answer; 0 at stop.
         """
         if self._phase in (_FIRST, _IDLE):
             if not unread(self._end):
-                self.loseConnection()
+                if idleGrace <= 0:
+                    self.loseConnection()
+                    return
+                self._closing = True
+                self._idleLeft = 0.0
+                self.setTimeout(idleGrace)
                 return
             self._unread = True
         self._closing = True
@@ -515,7 +526,7 @@ class LimitedChannel(HTTPChannel):
             self.transport.abortConnection()
             return
         if phase is _IDLE:
-            if self._idleLeft > 0:
+            if self._idleLeft > 0 and not self._closing:
                 self.setTimeout(self._idlePeriod())
                 return
         elif phase is _HEAD:

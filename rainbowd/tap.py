@@ -1084,12 +1084,22 @@ def _describeForHandover(
     return state, fds
 
 
+#: How long, in seconds, the old rainbowd of an upgrade keeps a kept-alive
+#: connection with no request on it open (up to drainTimeout): a request
+#: that comes meanwhile is answered, with Connection: close, rather than
+#: meet a closed connection, which a client that does not retry (a POST, or
+#: http.client) takes for a failure.  Only a connection idle all that time
+#: is closed idle.
+HANDOVER_IDLE_GRACE = 5.0
+
+
 def _handOver(reactor, service, deployer, listening, caps) -> Deferred:
     """
     The new rainbowd serves: accept no more, let the generations go
     without a signal, answer what is in flight on the public and control
-    ports (closing idle kept-alive connections, and the busy ones once
-    answered: the answer to the upgrade itself included), wait for the
+    ports, and what comes on a kept-alive connection within
+    L{HANDOVER_IDLE_GRACE}, each as its connection's last (the answer to the
+    upgrade itself included); close those idle all that time; wait for the
     upgraded ones up to C{drainTimeout}, then exit 0.
     """
     for each in listening.values():
@@ -1116,7 +1126,8 @@ def _handOver(reactor, service, deployer, listening, caps) -> Deferred:
         reactor.addSystemEventTrigger("after", "shutdown", _exitNow)
         reactor.stop()
 
-    d = DeferredList([cap.closeGracefully(timeout) for cap in caps])
+    grace = min(HANDOVER_IDLE_GRACE, timeout)
+    d = DeferredList([cap.closeGracefully(timeout, grace) for cap in caps])
     d.addCallback(closed).addCallback(exit)
     d.addErrback(lambda f: _log.failure("Handing over failed", f))
     return d

@@ -292,8 +292,8 @@ class Stopping(Protocol):
     def receivingRequest(self) -> bool:
         return self.receiving
 
-    def closeWhenAnswered(self) -> None:
-        self.told = True
+    def closeWhenAnswered(self, idleGrace: float = 0.0) -> None:
+        self.told = idleGrace or True
 
 
 class CloseGracefullyTests(SynchronousTestCase):
@@ -321,6 +321,14 @@ class CloseGracefullyTests(SynchronousTestCase):
         upgraded.wrappedProtocol = Echo()  # a tunnel has no such methods
         self.successResultOf(self.cap.closeGracefully(30.0))
         self.assertEqual([c.told for c in connections], [True, True, True])
+
+    def test_idleGracePassedOn(self) -> None:
+        """
+        The grace an idle connection gets is passed on to each.
+        """
+        connection = self.connect()
+        self.successResultOf(self.cap.closeGracefully(30.0, 5.0))
+        self.assertEqual(connection.told, 5.0)
 
     def test_waitsForRequestsOnTheirWay(self) -> None:
         """

@@ -606,6 +606,10 @@ class EndToEndTests(SynchronousTestCase):
             loader.join(DEADLINE)
         self.assertEqual(daemon.process.wait(DEADLINE), 0)
         self.assertEqual(counts["failed"], [])
+        # The old rainbowd answers a kept-alive connection's next request,
+        # as its last, rather than close it idle: a busy client never meets
+        # a closed connection.
+        self.assertEqual(counts["retried"], 0)
         self.assertEqual(counts["pids"], {str(appPid)})
         with open(os.path.join(daemon.directory, "twistd.pid")) as f:
             self.assertEqual(int(f.read()), pids[-1])

@@ -980,6 +980,25 @@ class CloseWhenAnsweredTests(LimitsTestCase):
         passTime(self.reactor, HEADER_TIMEOUT)
         self.assertTrue(transport.disconnecting)
 
+    def test_idleGrace(self) -> None:
+        """
+        With a grace, an idle connection stays open that long: a request
+        that comes meanwhile is answered with C{Connection: close}, and its
+        connection then closes; one that stays idle is closed at the end.
+        """
+        busy, busyTransport = self.connect()
+        idle, idleTransport = self.connect()
+        for protocol in (busy, idle):
+            protocol.closeWhenAnswered(idleGrace=5.0)
+        self.reactor.advance(4.0)
+        self.assertFalse(busyTransport.disconnecting or idleTransport.disconnecting)
+        busy.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"\r\nConnection: close\r\n", busyTransport.value())
+        self.assertEqual([path for _, path, _ in self.resource.reached], [b"/a"])
+        self.assertTrue(busyTransport.disconnecting)
+        self.reactor.advance(1.0)
+        self.assertTrue(idleTransport.disconnecting)
+
     def test_headOnItsWay(self) -> None:
         """
         A request whose head is on its way is still answered, saying
