@@ -16,7 +16,7 @@ list sent, so the state says which one is which.
 """
 
 import json
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import attrs
 
@@ -58,11 +58,11 @@ class Generation:
     pgid: int
     port: int
     state: str
-    directory: str | None = None
-    startedAt: float | None = None
+    directory: Optional[str] = None
+    startedAt: Optional[float] = None
     output: List[str] = attrs.field(factory=list)
-    stdout: int | None = None
-    stderr: int | None = None
+    stdout: Optional[int] = None
+    stderr: Optional[int] = None
 
 
 @attrs.frozen
@@ -92,17 +92,17 @@ class State:
     pid: int
     listening: Dict[str, int]
     settings: Dict[str, Any]
-    lock: int | None = None
+    lock: Optional[int] = None
     socketLocks: Dict[str, str] = attrs.field(factory=dict)
     generation: int = 0
-    pidfile: str | None = None
+    pidfile: Optional[str] = None
     generations: List[Generation] = attrs.field(factory=list)
-    active: int | None = None
-    standby: Dict[str, Any] | None = None
+    active: Optional[int] = None
+    standby: Optional[Dict[str, Any]] = None
     traffic: Dict[str, Any] = attrs.field(factory=dict)
     deploys: int = 0
-    historyFile: str | None = None
-    startedAt: float | None = None
+    historyFile: Optional[str] = None
+    startedAt: Optional[float] = None
 
 
 def encode(state: State) -> bytes:
