@@ -405,7 +405,7 @@ class World:
 
     def accept(
         self,
-        backendFactory: Factory[Any],
+        backendFactory: "Factory[Any]",
         transportType: Callable[..., iosim.FakeTransport] = iosim.FakeTransport,
     ) -> iosim.IOPump:
         """
