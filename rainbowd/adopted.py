@@ -6,8 +6,9 @@ started: not its child, so its end is seen through a pidfd
 known; its output comes on the pipes the old rainbowd handed over.
 """
 
+import ctypes
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.process import ProcessReader
@@ -20,6 +21,27 @@ UNKNOWN_EXIT = (
     "earlier rainbowd in an upgrade, so is not this one's child)"
 )
 
+
+
+#: Linux's pidfd_open system call, the same number on every architecture.
+_SYS_PIDFD_OPEN = 434
+
+
+def _pidfdOpenBySyscall(pid: int) -> int:
+    """
+    C{os.pidfd_open}, for a Python without it (PyPy 3.9): the system call
+    through libc.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(_SYS_PIDFD_OPEN, pid, 0)
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return fd
+
+
+#: A pidfd for a process: readable once it has ended.
+pidfdOpen: Callable[[int], int] = getattr(os, "pidfd_open", _pidfdOpenBySyscall)
 
 class UnknownExit(ProcessTerminated):
     """
@@ -84,7 +106,7 @@ class AdoptedProcess:
             reader = ProcessReader(reactor, self, childFD, fd)
             self.pipes[childFD] = reader
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = pidfdOpen(pid)
         except ProcessLookupError:
             pidfd = None
         self._pidfd: Optional[_PidfdReader] = None

@@ -15,6 +15,7 @@ last lines of output (L{UpgradeFailed}).
 """
 
 import os
+import platform
 import signal
 import socket
 import struct
@@ -139,6 +140,7 @@ class Upgrader:
         socketpair: Callable[[], Tuple[socket.socket, socket.socket]] = lambda: socket.socketpair(
             socket.AF_UNIX, socket.SOCK_STREAM
         ),
+        implementation: str = platform.python_implementation(),
     ) -> None:
         self._reactor = reactor
         self._describe = describe
@@ -149,6 +151,7 @@ class Upgrader:
         self._cwd = cwd
         self._failed = failed
         self._socketpair = socketpair
+        self._implementation = implementation
         self._waiting: List[Deferred] = []
         self.startedAt = reactor.seconds()
         self.upgradedFrom: Optional[int] = None
@@ -185,6 +188,16 @@ class Upgrader:
             L{UpgradeFailed}.
         """
         d: Deferred = Deferred()
+        if self._implementation == "PyPy":
+            d.errback(
+                UpgradeFailed(
+                    "rainbowd: upgrading in place is not supported on PyPy yet "
+                    "(the new rainbowd does not serve after taking over); "
+                    "nothing was changed: restart rainbowd to upgrade it, or "
+                    "run it on CPython"
+                )
+            )
+            return d
         if self.handedOver:
             d.errback(
                 UpgradeFailed(

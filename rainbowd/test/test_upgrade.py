@@ -7,9 +7,10 @@ ready, and the new side's reading of the state.
 import os
 import signal
 import socket
+import sys
 
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rainbowd import handover
 from rainbowd.test.fakes import FakeProcessReactor
@@ -74,9 +75,21 @@ class UpgraderTests(SynchronousTestCase):
             cwd=lambda: "/srv/app",
             failed=lambda: self.failures.append(True),
             socketpair=socketpair,
+            implementation="CPython",
         )
         options.update(kwargs)
         return Upgrader(**options)
+
+    def test_notOnPyPy(self) -> None:
+        """
+        On PyPy, an upgrade is refused at once, saying so and what to do,
+        and nothing is started or handed over.
+        """
+        upgrader = self.makeUpgrader(implementation="PyPy")
+        failure = self.failureResultOf(upgrader.upgrade(), UpgradeFailed)
+        self.assertIn("not supported on PyPy yet", str(failure.value))
+        self.assertIn("restart rainbowd", str(failure.value))
+        self.assertEqual((self.reactor.processes, self.handedOver), ([], []))
 
     def newProcess(self):
         [process] = self.reactor.processes
@@ -541,3 +554,28 @@ class AdoptedProcessTests(SynchronousTestCase):
         AdoptedProcess(self.reactor, proto, child.pid, {})
         self.reactor.advance(0)
         self.assertEqual(proto.calls, [("exited", "UnknownExit"), ("ended", "UnknownExit")])
+
+
+class PidfdOpenTests(SynchronousTestCase):
+    """
+    Tests for L{rainbowd.adopted}'s pidfd_open by system call, for a Python
+    whose C{os} has none (PyPy 3.9).
+    """
+
+    def test_bySyscall(self) -> None:
+        """
+        It gives a descriptor for a live process, and L{ProcessLookupError}
+        for one that is gone.
+        """
+        from rainbowd.adopted import _pidfdOpenBySyscall
+
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("pidfds are Linux's")
+        fd = _pidfdOpenBySyscall(os.getpid())
+        self.addCleanup(os.close, fd)
+        self.assertGreaterEqual(fd, 0)
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+        self.assertRaises(ProcessLookupError, _pidfdOpenBySyscall, child)
