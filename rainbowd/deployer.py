@@ -440,6 +440,7 @@ class Deployer(Service):
             self._watchStandby(self.standby)
         if self.active is not None:
             self._watch(self.active)
+        self._over = over
         over.addCallback(lambda _: self._adopted())
 
     _adopting = False
@@ -521,6 +522,22 @@ class Deployer(Service):
         for request in queue:
             request.waiters.fire(Failure(DeployRefused("rainbowd is shutting down")))
         self._routing.fire(Failure(DeployRefused("rainbowd is shutting down")))
+        if self._adopting:
+            # The rainbowd upgraded from may still be answering requests on
+            # the generations: stop them once it has exited.
+            self.log.info(
+                "stopping once the rainbowd upgraded from has answered its requests"
+            )
+            waited: Deferred = Deferred()
+
+            def oldExited(_: object) -> None:
+                self._stopBackends().chainDeferred(waited)
+
+            self._over.addCallback(oldExited)
+            return waited
+        return self._stopBackends()
+
+    def _stopBackends(self) -> Deferred:
         if self.standby is not None:
             self._releaseStandby("rainbowd is stopping")
         stops = [] if self._cleanup is None else [self._cleanup]

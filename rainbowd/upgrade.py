@@ -240,7 +240,11 @@ class Upgrader:
         except Exception as e:
             self._finish(UpgradeFailed(f"rainbowd: cannot describe the state to hand over: {e}"))
             return
-        ours, theirs = self._socketpair()
+        try:
+            ours, theirs = self._socketpair()
+        except OSError as e:
+            self._finish(UpgradeFailed(f"rainbowd: cannot make the handover socket: {e}"))
+            return
         attempt = _Attempt(self, started, ours, data, fds)
         env = dict(self._environ)
         env[handover.HANDOVER_VARIABLE] = str(HANDOVER_FD)

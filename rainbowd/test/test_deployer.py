@@ -2719,6 +2719,21 @@ class AdoptTests(SynchronousTestCase):
         h.healthy(2)
         self.assertEqual(self.successResultOf(d).generation, 2)
 
+    def test_stopWaitsForOldToExit(self):
+        """
+        Stopping while the old rainbowd still answers its requests signals
+        no adopted app process until that rainbowd has exited.
+        """
+        h = Harness(self)
+        over = self.adopt(h)
+        d = h.deployer.stopService()
+        h.reactor.advance(60)
+        self.assertEqual(h.signals.sent, [])
+        self.assertNoResult(d)
+        over.callback(None)
+        h.reactor.advance(1)
+        self.assertNotEqual(h.signals.sent, [])
+
     def test_deploysRefusedOnceHandedOver(self):
         """
         A redeploy held during a handover that succeeded is refused, saying

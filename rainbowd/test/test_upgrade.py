@@ -256,6 +256,19 @@ class UpgraderTests(SynchronousTestCase):
         self.reactor.spawnProcess = spawnProcess
         self.assertFailed(self.upgrader.upgrade("test"), "cannot start the new rainbowd")
 
+    def test_noSocketpair(self) -> None:
+        """
+        A handover socket that cannot be made (no descriptor left) fails
+        the upgrade, with the reason, and this rainbowd keeps everything.
+        """
+
+        def socketpair():
+            raise OSError(24, "Too many open files")
+
+        upgrader = self.makeUpgrader(socketpair=socketpair)
+        self.assertFailed(upgrader.upgrade("test"), "handover socket", "Too many open files")
+        self.assertEqual(self.reactor.processes, [])
+
     def test_noCommandLine(self) -> None:
         """
         Without this process's command line there is no upgrade, and the
