@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from rainbowd.config import Config
 from rainbowd.interfaces import IProcessSignals, IRoutableBackend
+from rainbowd.outputlines import LONGEST_LINE, OutputLines  # noqa: F401 (LONGEST_LINE: here too)
 from rainbowd.statedir import readFile
 from rainbowd.health import (
     REPORT_EVERY,
@@ -47,10 +48,6 @@ from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.
 OUTPUT_LINES = 50
-
-#: Output longer than this with no newline is logged as a line of its own,
-#: in bytes.
-LONGEST_LINE = 64 * 1024
 
 #: How often to look whether a process group has emptied, in seconds.
 REAP_INTERVAL = 0.1
@@ -505,7 +502,7 @@ class Backend(ProcessProtocol):
         self._streak = FailureStreak()
         self._unhealthyObservers: List[Callable[..., None]] = []
         self._probing: Optional[Deferred] = None
-        self._partial = {1: b"", 2: b""}
+        self._outputLines = OutputLines()
         self._outputObservers: List[Callable[[str], None]] = []
         self._outputClosed = False
         self._calls = {}
@@ -881,13 +878,7 @@ class Backend(ProcessProtocol):
     # ProcessProtocol
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        lines = (self._partial.get(childFD, b"") + data).split(b"\n")
-        rest = lines.pop()
-        if len(rest) >= LONGEST_LINE:
-            lines.append(rest)
-            rest = b""
-        self._partial[childFD] = rest
-        for line in lines:
+        for line in self._outputLines.received(childFD, data):
             self._outputLine(childFD, line)
 
     def processExited(self, reason) -> None:
@@ -918,9 +909,8 @@ class Backend(ProcessProtocol):
     def processEnded(self, reason) -> None:
         if self.abandoned:
             return
-        for childFD, rest in self._partial.items():
-            if rest:
-                self._outputLine(childFD, rest)
+        for childFD, rest in self._outputLines.unended():
+            self._outputLine(childFD, rest)
         self._outputClosed = True
         self._reap()
 

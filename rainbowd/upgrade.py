@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd import handover
+from rainbowd.outputlines import OutputLines
 from rainbowd.pypygc import commandLine
 
 _log = Logger()
@@ -71,17 +72,16 @@ class _NewProcess(ProcessProtocol):
 
     def __init__(self, ended: Callable[[Any], None]) -> None:
         self.lines: List[str] = []
-        self._partial = {1: b"", 2: b""}
+        self._output = OutputLines()
         self._ended = ended
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        *lines, self._partial[childFD] = (self._partial.get(childFD, b"") + data).split(b"\n")
-        for line in lines:
+        for line in self._output.received(childFD, data):
             self.lines.append(line.decode("utf-8", "replace"))
         del self.lines[:-OUTPUT_LINES]
 
     def output(self) -> List[str]:
-        rest = [p.decode("utf-8", "replace") for p in self._partial.values() if p]
+        rest = [p.decode("utf-8", "replace") for p in self._output.pending()]
         return (self.lines + rest)[-OUTPUT_LINES:]
 
     def processEnded(self, reason: Failure) -> None:

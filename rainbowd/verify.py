@@ -32,8 +32,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import APP_VARIABLE, LONGEST_LINE, OUTPUT_GRACE, describeExit
+from rainbowd.backend import APP_VARIABLE, OUTPUT_GRACE, describeExit
 from rainbowd.controlapi import VERIFY_VARIABLE
+from rainbowd.outputlines import OutputLines
 
 #: How many of its last output lines a verify's outcome carries.
 VERIFY_LINES = 20
@@ -170,7 +171,7 @@ class VerifyRun(ProcessProtocol):
         self._timeout = timeout
         self._onLine = onLine
         self._lines = 0
-        self._partial = {1: b"", 2: b""}
+        self._output = OutputLines()
         self._started = 0.0
         self._exit: Optional[Failure] = None
         self._killed: Optional[str] = None
@@ -246,13 +247,7 @@ class VerifyRun(ProcessProtocol):
     # ProcessProtocol
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        lines = (self._partial.get(childFD, b"") + data).split(b"\n")
-        rest = lines.pop()
-        if len(rest) >= LONGEST_LINE:
-            lines.append(rest)
-            rest = b""
-        self._partial[childFD] = rest
-        for line in lines:
+        for line in self._output.received(childFD, data):
             self._outputLine(childFD, line)
 
     def processExited(self, reason: Failure) -> None:
@@ -270,10 +265,8 @@ class VerifyRun(ProcessProtocol):
         )
 
     def processEnded(self, reason: Failure) -> None:
-        for childFD, rest in self._partial.items():
-            if rest:
-                self._outputLine(childFD, rest)
-        self._partial = {1: b"", 2: b""}
+        for childFD, rest in self._output.unended():
+            self._outputLine(childFD, rest)
         self._cancel("output")
         if self._exit is None:
             self._exit = reason

@@ -234,7 +234,7 @@ class VerifyRunTests(SynchronousTestCase):
             process.emit(line * 655 + b"y" * 36)
         for _ in range(64):
             process.emit(b"z" * 65536)
-            self.assertLess(len(run._partial[1]), 2 * LONGEST_LINE)
+            self.assertLess(sum(map(len, run._output.pending())), 2 * LONGEST_LINE)
         process.exit(1)
         error = self.failureResultOf(run.result, VerifyFailed).value
         self.assertEqual(len(error.output), VERIFY_LINES)
