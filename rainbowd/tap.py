@@ -1109,16 +1109,8 @@ def _handOver(reactor, service, deployer, listening, caps) -> Deferred:
     deadline = reactor.seconds() + timeout
 
     def closed(_=None) -> Deferred:
-        done: Deferred = Deferred()
-
-        def check() -> None:
-            if not any(cap.open for cap in caps) or reactor.seconds() >= deadline:
-                done.callback(None)
-            else:
-                reactor.callLater(0.05, check)
-
-        check()
-        return done
+        left = max(deadline - reactor.seconds(), 0.0)
+        return DeferredList([cap.whenClosed(left) for cap in caps])
 
     def exit(_=None) -> None:
         _log.info("Handed over; exiting without stopping the app")
