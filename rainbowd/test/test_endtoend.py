@@ -91,12 +91,16 @@ def waitFor(condition: Callable[[], object], what: str, deadline: float = DEADLI
 
 
 def alive(pid: int) -> bool:
+    """
+    Whether process C{pid} exists and is not a zombie.  (It may be reaped
+    between the two looks: gone, then.)
+    """
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ")[-1][0] != "Z"
 
 
 def readUntilClosed(s: socket.socket, send: bytes = b"") -> bytes:
