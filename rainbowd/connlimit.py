@@ -310,7 +310,8 @@ class _Counted(ProtocolWrapper):
     # than by ProtocolWrapper.__getattr__ on the transport, which has none.
     __conform__ = None
 
-    # A TCP, unix or TLS connection: each can be aborted.
+    # A TCP, unix or TLS connection: each has the abortConnection that
+    # ITCPTransport declares.
     transport: Optional[ITCPTransport]
 
     def makeConnection(self, transport: Any) -> None:
