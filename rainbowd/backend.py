@@ -24,11 +24,12 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Callable, Collection, Dict, List, Mapping, Optional, Set
+from typing import Any, Callable, Collection, Deque, Dict, List, Mapping, Optional, Set, cast
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionRefusedError, ProcessDone
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -482,8 +483,8 @@ class Backend(ProcessProtocol):
         self.pidfile = os.path.join(config.stateDir, f"generation-{generation}.pid")
         self.state = State.STARTING
         self.inflight = 0
-        self.tunnels = set()
-        self.output = deque(maxlen=OUTPUT_LINES)
+        self.tunnels: Set[Any] = set()
+        self.output: Deque[str] = deque(maxlen=OUTPUT_LINES)
         self.exitReason: Optional[str] = None
         self.pgid: Optional[int] = None
         self.liveness: Optional[LivenessProbe] = None
@@ -505,7 +506,7 @@ class Backend(ProcessProtocol):
         self._outputLines = OutputLines()
         self._outputObservers: List[Callable[[str], None]] = []
         self._outputClosed = False
-        self._calls = {}
+        self._calls: Dict[str, IDelayedCall] = {}
         self._ready = Waiters()
         self._stopped = Waiters()
         self._draining = Waiters()
@@ -577,7 +578,12 @@ class Backend(ProcessProtocol):
         if state is State.STANDBY:
             self.kept = True
         self.state = state
-        self.transport = AdoptedProcess(self._reactor, self, pid, dict(pipes))
+        # An AdoptedProcess has the part of a process transport that a
+        # Backend uses (loseConnection, signalProcess, pid), not writes to
+        # a stdin it does not have.
+        self.transport = cast(
+            IProcessTransport, AdoptedProcess(self._reactor, self, pid, dict(pipes))
+        )
         self.log.info(
             "generation {generation}: taken over ({state}, pid {pid}, port {port})",
             generation=self.generation,
@@ -719,7 +725,7 @@ class Backend(ProcessProtocol):
         if target is not None and target != self.pgid:
             self._signals.signalProcess(target, signal.SIGTERM)
         else:
-            self._signals.signalGroup(self.pgid, signal.SIGTERM)
+            self._signals.signalGroup(self._group(), signal.SIGTERM)
         self._later("kill", self.config.killTimeout, self._killTimedOut)
         return self.whenStopped()
 
@@ -940,6 +946,14 @@ class Backend(ProcessProtocol):
         ):
             self.liveness.stop()
 
+    def _group(self) -> int:
+        """
+        The app's process group; only asked for once it was launched or
+        adopted, which is when it is set.
+        """
+        assert self.pgid is not None, "a backend not launched has no process group"
+        return self.pgid
+
     def _later(self, name: str, seconds: float, f: Callable[[], None]) -> None:
         self._calls[name] = self._reactor.callLater(seconds, f)
 
@@ -1072,7 +1086,7 @@ class Backend(ProcessProtocol):
             timeout=self.config.killTimeout,
         )
         self._sent.add(signal.SIGKILL)
-        self._signals.signalGroup(self.pgid, signal.SIGKILL)
+        self._signals.signalGroup(self._group(), signal.SIGKILL)
         for pid in self._strays or ():
             self._signals.signalMarked(pid, self.marker(), signal.SIGKILL)
 
@@ -1104,9 +1118,9 @@ class Backend(ProcessProtocol):
         """
         firstLook = "reap" not in self._calls
         self._cancel("reap")
-        if self._signals.groupAlive(self.pgid):
+        if self._signals.groupAlive(self._group()):
             if firstLook:
-                self._signals.signalGroup(self.pgid, signal.SIGTERM)
+                self._signals.signalGroup(self._group(), signal.SIGTERM)
                 if "kill" not in self._calls:
                     self._later("kill", self.config.killTimeout, self._killTimedOut)
             self._later("reap", REAP_INTERVAL, self._reap)
@@ -1129,6 +1143,8 @@ class Backend(ProcessProtocol):
         self._cancel("kill")
         if not self._outputClosed:
             if "output" not in self._calls:
+                # Set by the spawn (or adopt) that started it, and kept.
+                assert self.transport is not None
                 self._later("output", OUTPUT_GRACE, self.transport.loseConnection)
             return
         self._cancel("output")

@@ -34,14 +34,17 @@ import array
 import fcntl
 import termios
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional
 
 from zope.interface import implementer
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+
+if TYPE_CHECKING:
+    from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -414,7 +417,9 @@ class _Connecting(ClientFactory):
         self.pool = pool
         self.handler = handler
 
-    def buildProtocol(self, addr: object) -> "BackendConnection":
+    # A BackendConnection lets go of its factory once connected (None),
+    # which the protocol type of Twisted's Factory does not allow.
+    def buildProtocol(self, addr: object) -> "BackendConnection":  # type: ignore[override]
         connection = BackendConnection(self.pool)
         connection.factory = self
         return connection
@@ -463,6 +468,9 @@ class BackendConnection(Protocol):
     """
 
     factory: Optional[_Connecting] = None
+    # A TCP connection to 127.0.0.1, from makeConnection on: before that
+    # the protocol is its factory's, and in no one else's hands.
+    transport: "Connection"
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -674,7 +682,7 @@ class BackendConnection(Protocol):
         if state == _HEAD:
             self.received = True
             try:
-                data = self._parser.receive(data)
+                received = self._parser.receive(data)
             except BadResponse as e:
                 if self.used:
                     # Perhaps the rest of the last response, sent late.
@@ -683,11 +691,12 @@ class BackendConnection(Protocol):
                     )
                 self._fail(Failure(e))
                 return
-            if data is None:
+            if received is None:
                 return
-            data = self._head(data)
-            if data is None:
+            after = self._head(received)
+            if after is None:
                 return
+            data = after
             state = self._state
             if state == _IDLE:
                 self._finished(data)
@@ -708,7 +717,7 @@ class BackendConnection(Protocol):
             decoder = self._decoder
             assert decoder is not None
             try:
-                data = decoder.decode(data)
+                rest = decoder.decode(data)
             except BadResponse as e:
                 for piece in decoder.pieces:
                     handler.responseData(piece)
@@ -716,8 +725,8 @@ class BackendConnection(Protocol):
                 return
             for piece in decoder.pieces:
                 handler.responseData(piece)
-            if data is not None:
-                self._finished(data)
+            if rest is not None:
+                self._finished(rest)
                 return
         elif state == _UNTIL_CLOSE:
             handler.responseData(data)
@@ -826,7 +835,7 @@ class BackendConnection(Protocol):
     def bodySent(self) -> None:
         self._sender = None
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         if self.idleCall is not None:
             self.idleCall.cancel()

@@ -31,7 +31,7 @@ about each request, before the token check, so that what a page learns --
 
 import ipaddress
 import re
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 import attrs
 
@@ -165,6 +165,10 @@ def _shown(value: str, limit: int = 200) -> str:
     return value if len(value) <= limit else value[:limit] + "..."
 
 
+def _strings(values: Iterable[str]) -> Tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class BrowserGuard:
     """
@@ -177,8 +181,8 @@ class BrowserGuard:
         on.
     """
 
-    allowedOrigins: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    allowedHosts: Tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowedOrigins: Tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    allowedHosts: Tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     def refusal(
         self,

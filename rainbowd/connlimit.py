@@ -15,11 +15,11 @@ for a moment, and at most L{LINGERING} of them wait for their client to
 close (see L{_Refusal}); these are part of L{rainbowd.fdlimit.RESERVED}.
 """
 
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import ILogObserver, Logger, LogEvent
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -74,7 +74,15 @@ _PUBLIC_ADVICE = (
 )
 
 
-class ConnectionCap(WrappingFactory):
+if TYPE_CHECKING:
+    # A factory of _Counted wrappers, subscripted for mypy only: an older
+    # Twisted's WrappingFactory need not be generic at runtime.
+    _CountingFactory = WrappingFactory["_Counted"]
+else:
+    _CountingFactory = WrappingFactory
+
+
+class ConnectionCap(_CountingFactory):
     """
     Serve at most C{maximum} connections of C{wrappedFactory}'s at once;
     answer any other with a 503 and close it.
@@ -110,7 +118,7 @@ class ConnectionCap(WrappingFactory):
             is true), rather than refuse the new one: a flood of idle or
             trickling connections then cannot lock a real client out.
         """
-        WrappingFactory.__init__(self, wrappedFactory)
+        super().__init__(wrappedFactory)
         self.maximum = maximum
         self.reactor = reactor
         self.open = 0
@@ -118,7 +126,7 @@ class ConnectionCap(WrappingFactory):
         self.evicted = 0
         self.lingering = 0
         # The connections served, oldest first.
-        self._served: Dict[ProtocolWrapper, None] = {}
+        self._served: Dict[_Counted, None] = {}
         self._evictWaiting = evictWaiting
         self.response = refusal(maximum) if response is None else response
         self._what = what
@@ -127,7 +135,8 @@ class ConnectionCap(WrappingFactory):
         self._loggedEvicted = 0
         self._logCall: Optional[IDelayedCall] = None
 
-    def buildProtocol(self, addr: Any) -> Protocol:
+    # A refused connection gets a plain Protocol, not a wrapper.
+    def buildProtocol(self, addr: Any) -> Protocol:  # type: ignore[override]
         if self.open < self.maximum or self._evictOne():
             return _Counted(self, self.wrappedFactory.buildProtocol(addr))
         self.refused += 1
@@ -176,6 +185,8 @@ class ConnectionCap(WrappingFactory):
             waiting = getattr(wrapper.wrappedProtocol, "waitingForRequest", None)
             if waiting is not None and waiting():
                 del served[wrapper]
+                # Served from makeConnection to connectionLost: connected.
+                assert wrapper.transport is not None
                 wrapper.transport.abortConnection()
                 self.evicted += 1
                 if self._logCall is None:
@@ -183,11 +194,11 @@ class ConnectionCap(WrappingFactory):
                 return True
         return False
 
-    def registerProtocol(self, protocol: ProtocolWrapper) -> None:
+    def registerProtocol(self, protocol: "_Counted") -> None:
         self.open += 1
         self._served[protocol] = None
 
-    def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
+    def unregisterProtocol(self, protocol: "_Counted") -> None:
         self.open -= 1
         self._served.pop(protocol, None)
 
@@ -299,6 +310,10 @@ class _Counted(ProtocolWrapper):
     # than by ProtocolWrapper.__getattr__ on the transport, which has none.
     __conform__ = None
 
+    # A TCP, unix or TLS connection: each has the abortConnection that
+    # ITCPTransport declares.
+    transport: Optional[ITCPTransport]
+
     def makeConnection(self, transport: Any) -> None:
         for name in _BOUND:
             method = getattr(transport, name, None)
@@ -331,6 +346,8 @@ class _Refusal(Protocol):
     waiting.
     """
 
+    transport: Optional[ITCPTransport]
+
     def __init__(self, cap: ConnectionCap) -> None:
         self.cap = cap
         self.received = 0
@@ -338,6 +355,7 @@ class _Refusal(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
+        assert transport is not None  # connected
         transport.write(self.cap.response)
         # TLS (a ProtocolWrapper) has no half-close of its own, whatever the
         # connection under it has: close it, after the 503.
@@ -359,9 +377,11 @@ class _Refusal(Protocol):
             self._close()
 
     def _close(self) -> None:
+        # Only while connected: the timer is cancelled once it is lost.
+        assert self.transport is not None
         self.transport.abortConnection()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.lingerCall is not None:
             self.cap.lingering -= 1
             if self.lingerCall.active():

@@ -30,15 +30,16 @@ import socket
 import struct
 import sys
 from functools import partial
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from rainbowd.backend import ProcessGroupSignals
 from rainbowd.config import ConfigError
@@ -151,7 +152,7 @@ class Endpoint(Resource):
     """
 
     def __init__(
-        self, name: str, handlers: Mapping[bytes, Callable[[IRequest], object]]
+        self, name: str, handlers: Mapping[bytes, Callable[[Request], object]]
     ) -> None:
         super().__init__()
         self._name = name
@@ -162,7 +163,7 @@ class Endpoint(Resource):
             return self
         return _NotFound()
 
-    def render(self, request: IRequest) -> object:
+    def render(self, request: Request) -> object:
         handler = self._handlers.get(request.method)
         if handler is not None:
             return handler(request)
@@ -251,7 +252,7 @@ class ControlResource(Resource):
             status = {**status, "rainbowd": self.upgrader.describe()}
         return writeJSON(request, 200, status)
 
-    def _upgrade(self, request: IRequest) -> object:
+    def _upgrade(self, request: Request) -> object:
         """
         Upgrade rainbowd: answer 200 with the new process's pid once it
         serves, or 502 with its last lines of output if it failed before.
@@ -260,10 +261,11 @@ class ControlResource(Resource):
             return writeJSON(
                 request, 503, {"ok": False, "error": "rainbowd: upgrades are not set up here"}
             )
-        gone: list = []
+        gone: List[Failure] = []
         request.notifyFinish().addErrback(gone.append)
 
         def answer(outcome: object) -> None:
+            body: Mapping[str, Any]
             if isinstance(outcome, Failure):
                 code = 502
                 body = {
@@ -272,7 +274,8 @@ class ControlResource(Resource):
                     "output": list(getattr(outcome.value, "output", [])),
                 }
             else:
-                code, body = 200, outcome
+                # What Upgrader.upgrade succeeds with: the JSON answer.
+                code, body = 200, cast(Mapping[str, Any], outcome)
             if gone:
                 _log.info("Upgrade finished ({code}) after its client hung up", code=code)
                 return
@@ -284,17 +287,19 @@ class ControlResource(Resource):
         )
         return NOT_DONE_YET
 
-    def _pause(self, request: IRequest) -> bytes:
+    def _pause(self, request: Request) -> bytes:
         return writeJSON(request, 200, self.traffic.pause(describePeer(request)))
 
-    def _resume(self, request: IRequest) -> bytes:
+    def _resume(self, request: Request) -> bytes:
         return writeJSON(request, 200, self.traffic.resume(describePeer(request)))
 
-    def _maintenance(self, request: IRequest) -> bytes:
+    def _maintenance(self, request: Request) -> bytes:
         """
         Go into maintenance, with the message of the body if it has one.
         """
         try:
+            # Read in full before a resource renders.
+            assert request.content is not None
             message = messageBody(
                 request.content.read(),
                 "/maintenance",
@@ -311,13 +316,15 @@ class ControlResource(Resource):
             )
         return writeJSON(request, 200, answer)
 
-    def _redeploy(self, request: IRequest) -> object:
+    def _redeploy(self, request: Request) -> object:
         """
         Answer once the deploy has an outcome, or stream its steps to a
         client that accepts NDJSON.  A client that hangs up does not cancel
         the deploy; its answer is then just dropped.
         """
         try:
+            # Read in full before a resource renders.
+            assert request.content is not None
             message = messageBody(
                 request.content.read(),
                 "/redeploy",
@@ -350,7 +357,7 @@ class ControlResource(Resource):
         )
         return self._deploy(request, redeploy, "redeploy", watch)
 
-    def _rollback(self, request: IRequest) -> object:
+    def _rollback(self, request: Request) -> object:
         """
         Roll back, answered as a redeploy is (409 if there is nothing to
         roll back to).
@@ -359,7 +366,7 @@ class ControlResource(Resource):
         return self._deploy(request, rollback, "rollback")
 
     def _deploy(
-        self, request: IRequest, ask: Callable[[], Any], cause: str, watch=False
+        self, request: Request, ask: Callable[[], Any], cause: str, watch=False
     ) -> object:
         """
         Answer once the deploy C{ask} asks for has an outcome, or stream its
@@ -377,7 +384,7 @@ class ControlResource(Resource):
                 watch=watch,
             ).start()
             return NOT_DONE_YET
-        gone = []
+        gone: List[Failure] = []
         request.notifyFinish().addErrback(gone.append)
 
         def answer(outcome: object) -> None:
@@ -414,7 +421,7 @@ class ControlResource(Resource):
             ProcessGroupSignals(), self._deployer.config.stateDir, pid, ports
         )
 
-    def _logs(self, request: IRequest) -> object:
+    def _logs(self, request: Request) -> object:
         """
         The last output lines of a generation (the active one unless
         C{?generation=N}), as text; with C{?follow=1}, then each new line
@@ -539,7 +546,19 @@ def _argument(request: IRequest, name: bytes) -> Optional[str]:
     return None if not values else values[-1].decode("utf-8", "replace")
 
 
-def describePeer(request: IRequest) -> str:
+class _Peered(Protocol):
+    """
+    What L{describePeer} reads of a request: a L{Request}, or a test's fake.
+    """
+
+    channel: Any
+
+    def getClientAddress(self) -> IAddress: ...
+
+    def getHost(self) -> IAddress: ...
+
+
+def describePeer(request: _Peered) -> str:
     """
     Who sent C{request}: C{host:port}, or C{unix:PATH} for a unix socket
     (with the user and pid of the process on the other end, where the
@@ -567,7 +586,7 @@ def describePeer(request: IRequest) -> str:
 _SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17 if sys.platform == "linux" else None)
 
 
-def _peerCredentials(request: IRequest) -> Optional[Tuple[int, int]]:
+def _peerCredentials(request: _Peered) -> Optional[Tuple[int, int]]:
     """
     The pid and uid of the process at the other end of C{request}'s unix
     socket, or L{None} if they cannot be known.

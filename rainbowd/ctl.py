@@ -91,13 +91,19 @@ class ControlAddress:
     def __str__(self) -> str:
         if self.path is not None:
             return f"the unix socket {self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = self._host()
+        host = f"[{host}]" if ":" in host else host
         return f"{host}:{self.port}"
 
     def connect(self, timeout: Optional[float]) -> http.client.HTTPConnection:
         if self.path is not None:
             return _UNIXConnection(self.path, timeout)
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        return http.client.HTTPConnection(self._host(), self.port, timeout=timeout)
+
+    def _host(self) -> str:
+        # An address is either a path or a host and port.
+        assert self.host is not None, "a ControlAddress needs a path or a host"
+        return self.host
 
 
 class _UNIXConnection(http.client.HTTPConnection):

@@ -16,7 +16,7 @@ is slow; an upgrade (a WebSocket, say) becomes a L{rainbowd.tunnel.Tunnel}
 between the two connections.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
@@ -167,7 +167,7 @@ class ReverseProxy(Resource):
         self._traffic = Traffic(reactor, queueTimeout) if traffic is None else traffic
         self._pools: Dict[Tuple[int, int], Pool] = {}
 
-    def render(self, request: Request) -> object:
+    def render(self, request: "ProxyRequest") -> object:
         """
         Forward C{request}, whatever its method, to the routable backend.
         """
@@ -259,9 +259,11 @@ class ProxyRequest(LimitedRequest):
     receivedAt: Optional[float] = None
     forwarding: Optional["_Forwarding"] = None
     backendGeneration: Optional[int] = None
+    site: Optional["ProxySite"]
 
     def process(self) -> None:
-        self.site = site = self.channel.site
+        # A ProxySite's channel, which makes these requests.
+        self.site = site = cast("ProxySite", self.channel.site)
         if site.requestLog is not None:
             self.receivedAt = site.reactor.seconds()
         if self.path == b"*":
@@ -282,6 +284,8 @@ class ProxyRequest(LimitedRequest):
     def connectionLost(self, reason: Failure) -> None:
         Request.connectionLost(self, reason)
         if self.receivedAt is not None:
+            # Set with receivedAt, by process.
+            assert self.site is not None
             self.site.unfinished(self)
         forwarding, self.forwarding = self.forwarding, None
         if forwarding is not None:
@@ -308,7 +312,8 @@ class ProxySite(LimitedSite):
     def errorBody(self, message: str) -> Tuple[bytes, bytes]:
         return b"text/plain; charset=utf-8", f"rainbowd: {message}\n".encode("utf-8")
 
-    def log(self, request: Request) -> None:
+    # This site's requests are ProxyRequests.
+    def log(self, request: ProxyRequest) -> None:  # type: ignore[override]
         receivedAt = request.receivedAt
         if receivedAt is not None:
             self.requestLog.finished(request, self.reactor.seconds() - receivedAt)
@@ -318,9 +323,9 @@ class ProxySite(LimitedSite):
         Tell C{requestLog} that the connection of C{request}, received while
         there was one, closed before its response was complete.
         """
-        self.requestLog.unfinished(
-            request, self.reactor.seconds() - request.receivedAt
-        )
+        receivedAt = request.receivedAt
+        assert receivedAt is not None, "a request received with no requestLog"
+        self.requestLog.unfinished(request, self.reactor.seconds() - receivedAt)
 
 
 @implementer(IRequestHandler, ISlotWaiter)
@@ -369,7 +374,7 @@ class _Forwarding:
     def __init__(
         self,
         proxy: ReverseProxy,
-        request: Request,
+        request: ProxyRequest,
         head: bytes,
         bodyLength: int,
         deadline: float,
@@ -438,11 +443,13 @@ class _Forwarding:
         self.request.backendGeneration = None
         traffic = self.proxy._traffic
         if traffic.mode is Mode.MAINTENANCE:
+            page = traffic.page
+            assert page is not None  # set with the mode
             _respond(
                 self.request,
                 503,
                 b"text/html; charset=utf-8",
-                traffic.page,
+                page,
                 _MAINTENANCE_HEADERS,
             )
             return
@@ -797,6 +804,8 @@ class _Forwarding:
         request = self.request
         channel = request.channel
         clientTransport = channel.transport
+        # Still connected: the client's hang-up would have ended this.
+        assert clientTransport is not None
         head = [b"HTTP/1.1 101 ", phrase, b"\r\n"]
         for name, value in headers:
             head.extend((name, b": ", value, b"\r\n"))
@@ -812,6 +821,8 @@ class _Forwarding:
         tunnel.join(clientTransport, connection.transport, pending, rest)
         backend.tunnelOpened(tunnel)
         self._release()
+        # Rendered by process, which set it.
+        assert request.site is not None
         request.site.log(request)
 
     # The client
@@ -945,4 +956,6 @@ def _abortConnection(request: Request) -> None:
     than a complete one.
     """
     transport = request.transport
+    # Twisted's Request keeps its channel's transport for good.
+    assert transport is not None
     getattr(transport, "abortConnection", transport.loseConnection)()

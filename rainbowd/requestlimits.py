@@ -42,7 +42,7 @@ the public port, JSON on the control port.
 import errno
 import math
 import tempfile
-from typing import Any, Dict, Optional
+from typing import IO, Any, Dict, Optional
 
 import attrs
 from twisted import version as _twistedVersion
@@ -212,6 +212,10 @@ class LimitedRequest(Request):
     """
 
     _received = 0
+    # None once the connection is lost, which Twisted's annotation omits.
+    channel: "LimitedChannel"
+    # Twisted's class attribute "content = None" is read as its type.
+    content: Optional[IO[bytes]]  # type: ignore[assignment]
 
     def gotLength(self, length: Optional[int]) -> None:
         try:
@@ -231,8 +235,11 @@ class LimitedRequest(Request):
         if self._received > channel.limits.maxBody:
             channel.refuse(413, channel.tooLargeMessage())
             return
+        content = self.content
+        # Set by gotLength; None only once spoolFailed refused the request.
+        assert content is not None
         try:
-            self.content.write(data)
+            content.write(data)
         except OSError as e:
             channel.spoolFailed(e)
 
@@ -271,6 +278,11 @@ class LimitedChannel(HTTPChannel):
 
     refused = False
     limits: RequestLimits
+    site: "LimitedSite"
+    # The connection: connlimit's wrapper of a TCP, unix or TLS one, or a
+    # test's StringTransport; read for more than one interface says
+    # (disconnecting, abortConnection).
+    transport: Any
     _seconds: Any
     _idleFirst = 0.0
     _bodyTimerLater = True
@@ -294,7 +306,8 @@ class LimitedChannel(HTTPChannel):
         self._bodyTimerLater = limits.bodyTimeout >= limits.headerTimeout
         self._headDeadline = self._seconds() + limits.headerTimeout
         # HTTPChannel.connectionMade starts the timer with timeOut.
-        self.timeOut = limits.headerTimeout
+        # Seconds as a float, which TimeoutMixin takes though it says int.
+        self.timeOut = limits.headerTimeout  # type: ignore[assignment]
         HTTPChannel.connectionMade(self)
         self._end = readingEnd(self.transport)
         readSmall(self._end)
@@ -688,7 +701,8 @@ class LimitedSite(Site):
         minute for each status code at most.
     """
 
-    protocol = LimitedChannel
+    # An HTTP/1.1 channel, not Twisted's wrapper that can switch to HTTP/2.
+    protocol = LimitedChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
     what = "site"
     bodyLimitNote = "rainbowd takes"

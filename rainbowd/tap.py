@@ -11,7 +11,7 @@ import signal
 import sys
 import textwrap
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -372,7 +372,7 @@ class _StateDirLock(Service):
     does, however it ends, and is never released before that.
     """
 
-    name = "stateDirLock"
+    name = "stateDirLock"  # type: ignore[assignment]  # Service.name is typed None
 
     def __init__(self, stateDir: str) -> None:
         self._path = os.path.join(stateDir, "rainbowd.lock")
@@ -389,7 +389,7 @@ class _StateDirLock(Service):
         Service.privilegedStartService(self)
         if self.adopted is not None:
             self._fd = self.adopted
-            self._writePid()
+            self._writePid(self.adopted)
             return
         try:
             fd = openFile(self._path, os.O_RDWR | os.O_CREAT)
@@ -412,17 +412,19 @@ class _StateDirLock(Service):
                 f'this one another "stateDir" (--state-dir).'
             )
         self._fd = fd
-        self._writePid()
+        self._writePid(fd)
 
     def startService(self) -> None:
         # twistd daemonizes between privilegedStartService and this: the
         # daemon, which inherited the lock, has another pid.
         Service.startService(self)
-        self._writePid()
+        # privilegedStartService, which comes first, took the lock.
+        assert self._fd is not None
+        self._writePid(self._fd)
 
-    def _writePid(self) -> None:
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    def _writePid(self, fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
 
     def release(self) -> None:
         """
@@ -924,7 +926,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     )
     controlCap = capped(controlSite, reactor)
     sites = [("port", cap), ("controlPort", controlCap)]
-    listening = {}
+    listening: Dict[str, Union[_Adopted, _Listening]] = {}
     for key, site in sites:
         if incoming is not None:
             listening[key] = _Adopted(
@@ -1041,6 +1043,12 @@ def _describeForHandover(
     """
     described = deployer.handOverState()
     fds: List[int] = []
+
+    @overload
+    def index(fd: int) -> int: ...
+
+    @overload
+    def index(fd: Optional[int]) -> Optional[int]: ...
 
     def index(fd: Optional[int]) -> Optional[int]:
         if fd is None:

@@ -19,7 +19,7 @@ import platform
 import signal
 import socket
 import struct
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, MutableMapping, Optional, Sequence, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -275,6 +275,17 @@ class Upgrader:
         attempt.begin(self._timeout())
 
 
+def _describeExit(reason: Any) -> str:
+    """
+    What the new rainbowd's exit C{reason} (the value of
+    L{ProcessProtocol.processEnded}'s failure) says, for a person.
+    """
+    code = getattr(reason, "exitCode", None)
+    sig = getattr(reason, "signal", None)
+    how = f"exited with status {code}" if sig is None else f"was killed by signal {sig}"
+    return f"rainbowd: the new rainbowd {how} before it was ready; the old one serves on"
+
+
 class _Attempt:
     """
     One new process, from its start to ready or failure.
@@ -345,16 +356,14 @@ class _Attempt:
             reason, "exitCode", 0
         ) not in (0, None)
         if not self._over and failed:
-            self._fail(self._exitError())
+            self._fail(_describeExit(reason))
 
     def _exitError(self) -> Optional[str]:
         reason = self._exitReason
         if reason is None:
             return None
-        code = getattr(reason, "exitCode", None)
-        sig = getattr(reason, "signal", None)
-        how = f"exited with status {code}" if sig is None else f"was killed by signal {sig}"
-        return f"rainbowd: the new rainbowd {how} before it was ready; the old one serves on"
+        return _describeExit(reason)
+
 
     def _timedOut(self, timeout: float) -> None:
         self._timer = None
@@ -492,7 +501,7 @@ class UpgradeOnSignal(Service):
 
 
 def takeOverPidfile(
-    path: str, environ: Optional[Dict[str, str]] = None, getppid=os.getppid
+    path: str, environ: Optional[MutableMapping[str, str]] = None, getppid=os.getppid
 ) -> None:
     """
     In a new rainbowd started by an upgrade: remove twistd's pidfile
@@ -542,7 +551,7 @@ class Handover:
         self.finished = False
 
     @classmethod
-    def incoming(cls, timeout: float, environ: Optional[Dict[str, str]] = None) -> Optional["Handover"]:
+    def incoming(cls, timeout: float, environ: Optional[MutableMapping[str, str]] = None) -> Optional["Handover"]:
         """
         The handover this process was started for, or L{None} if it was
         not started by an upgrade.  The variable is taken out of
