@@ -6,7 +6,7 @@ a process or a process group, and the signals sent to them with C{kill(2)}.
 
 import os
 import signal
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, Iterator, List, Mapping, Optional, Union
 
 from zope.interface import implementer
 
@@ -20,18 +20,62 @@ def _wanted(marker: Mapping[str, str]) -> List[bytes]:
     ]
 
 
-def _statFields(pid: str, proc: str) -> Optional[List[str]]:
+def statFields(pid: Union[int, str], proc: str = "/proc") -> Optional[List[str]]:
     """
     The fields of C{/proc/PID/stat} after the command name -- state, ppid,
-    pgrp, ... -- or L{None} if the process cannot be looked at.
+    pgrp, ... -- or L{None} if the process cannot be looked at.  Field
+    M{n} of C{proc(5)} is item M{n - 3}.
     """
     try:
-        with open(os.path.join(proc, pid, "stat")) as f:
+        with open(os.path.join(proc, str(pid), "stat")) as f:
             stat = f.read()
     except OSError:
         return None
     # pid (comm) state ppid pgrp ...; comm may hold spaces or ")".
     return stat[stat.rindex(")") + 2 :].split()
+
+
+def environment(pid: Union[int, str], proc: str = "/proc") -> Optional[List[bytes]]:
+    """
+    The C{VARIABLE=value} entries of the environment process C{pid} was
+    started with (C{/proc/PID/environ}), or L{None} if it cannot be read.
+    """
+    try:
+        with open(os.path.join(proc, str(pid), "environ"), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return [entry for entry in data.split(b"\0") if entry]
+
+
+def running(pid: Union[int, str], proc: str = "/proc") -> bool:
+    """
+    Is process C{pid} there, and not a zombie?
+    """
+    fields = statFields(pid, proc)
+    return fields is not None and fields[0] not in "ZX"
+
+
+def processIds(proc: str = "/proc") -> List[str]:
+    """
+    The pids, as text, of the processes C{proc} lists.
+
+    @raise OSError: if C{proc} cannot be listed.
+    """
+    return [entry for entry in os.listdir(proc) if entry.isdigit()]
+
+
+def groupMembers(pgid: int, proc: str = "/proc") -> Iterator[str]:
+    """
+    The pids, as text, of the running processes (zombies aside) of group
+    C{pgid}.
+
+    @raise OSError: if C{proc} cannot be listed.
+    """
+    for pid in processIds(proc):
+        fields = statFields(pid, proc)
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in "ZX":
+            yield pid
 
 
 @implementer(IProcessSignals)
@@ -102,9 +146,9 @@ class ProcessGroupSignals:
         """
         Does a running process of group C{pgid} have C{variable=value} in
         the environment it was started with?  That tells rainbowd's app
-        processes (see L{rainbowd.backend.APP_VARIABLE}) from a stranger that got the same
-        process group id later.  A process whose environment cannot be read
-        is taken for a stranger.
+        processes (see L{rainbowd.backend.APP_VARIABLE}) from a stranger
+        that got the same process group id later.  A process whose
+        environment cannot be read is taken for a stranger.
         """
         wanted = f"{variable}={value}".encode("utf-8", "surrogateescape")
         try:
@@ -112,25 +156,19 @@ class ProcessGroupSignals:
         except OSError:
             return False
         for pid in members:
-            try:
-                with open(os.path.join(proc, pid, "environ"), "rb") as f:
-                    environ = f.read().split(b"\0")
-            except OSError:
-                continue
-            if wanted in environ:
+            environ = environment(pid, proc)
+            if environ is not None and wanted in environ:
                 return True
         return False
 
-    def _members(self, pgid: int, proc: str):
+    def _members(self, pgid: int, proc: str) -> Iterator[str]:
         """
-        The pids, as text, of the running processes of group C{pgid}.
+        The pids, as text, of the running processes of group C{pgid} (see
+        L{groupMembers}).
 
         @raise OSError: if C{proc} cannot be listed.
         """
-        for pid in [entry for entry in os.listdir(proc) if entry.isdigit()]:
-            fields = _statFields(pid, proc)
-            if fields is not None and int(fields[2]) == pgid and fields[0] not in "ZX":
-                yield pid
+        return groupMembers(pgid, proc)
 
     def marked(self, marker: Mapping[str, str], proc: str = "/proc") -> List[int]:
         """
@@ -142,7 +180,7 @@ class ProcessGroupSignals:
         """
         wanted = _wanted(marker)
         try:
-            entries = [entry for entry in os.listdir(proc) if entry.isdigit()]
+            entries = processIds(proc)
         except OSError:
             return []
         own = str(os.getpid())
@@ -150,7 +188,7 @@ class ProcessGroupSignals:
             int(pid)
             for pid in entries
             if pid != own
-            and self._running(pid, proc)
+            and running(pid, proc)
             and self._carries(pid, wanted, proc)
         ]
 
@@ -177,6 +215,8 @@ class ProcessGroupSignals:
             if not self.isMarked(pid, marker, proc):
                 return False
             if pidfd is not None:
+                # A pidfd is only opened when there is a way to signal it.
+                assert self._pidfdSendSignal is not None
                 self._pidfdSendSignal(pidfd, signum)
             else:
                 self._kill(pid, signum)
@@ -194,20 +234,13 @@ class ProcessGroupSignals:
         Is C{pid} running (a zombie is not), with C{marker} in its
         environment?
         """
-        return self._running(str(pid), proc) and self._carries(
-            str(pid), _wanted(marker), proc
-        )
-
-    def _running(self, pid: str, proc: str) -> bool:
-        fields = _statFields(pid, proc)
-        return fields is not None and fields[0] not in "ZX"
+        return running(pid, proc) and self._carries(str(pid), _wanted(marker), proc)
 
     def _carries(self, pid: str, wanted: List[bytes], proc: str) -> bool:
-        try:
-            with open(os.path.join(proc, pid, "environ"), "rb") as f:
-                environ = set(f.read().split(b"\0"))
-        except OSError:
+        entries = environment(pid, proc)
+        if entries is None:
             return False
+        environ = set(entries)
         return all(entry in environ for entry in wanted)
 
     def identity(
@@ -223,7 +256,7 @@ class ProcessGroupSignals:
         at.  Unlike the environment, which a process may overwrite (Perl's
         C{$0 = ...}, C{setproctitle}), it cannot change.
         """
-        fields = _statFields(str(pid), proc)
+        fields = statFields(pid, proc)
         if fields is None or fields[0] in "ZX" or len(fields) < 20:
             return None
         try:
@@ -240,7 +273,7 @@ class ProcessGroupSignals:
         a debugger -- so that it runs no code until it gets SIGCONT?  A
         process that cannot be looked at is not.
         """
-        fields = _statFields(str(pid), proc)
+        fields = statFields(pid, proc)
         return fields is not None and fields[0] in ("T", "t")
 
     def groupOf(self, pid: int) -> Optional[int]:

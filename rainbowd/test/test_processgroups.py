@@ -9,7 +9,14 @@ import sys
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from rainbowd.processgroups import ProcessGroupSignals
+from rainbowd.processgroups import (
+    ProcessGroupSignals,
+    environment,
+    groupMembers,
+    processIds,
+    running,
+    statFields,
+)
 
 
 class IdentityTests(SynchronousTestCase):
@@ -395,3 +402,78 @@ class GroupOfTests(SynchronousTestCase):
         A live process's group is found.
         """
         self.assertEqual(ProcessGroupSignals().groupOf(os.getpid()), os.getpgrp())
+
+
+class ReadingTests(SynchronousTestCase):
+    """
+    Tests for the functions that read C{/proc}: L{statFields},
+    L{environment}, L{running}, L{processIds} and L{groupMembers}.
+    """
+
+    proc = GroupHasTests.proc
+
+    def test_statFields(self) -> None:
+        """
+        The fields after the command name are found, whatever the name
+        holds; a process that cannot be looked at has none.
+        """
+        proc = self.proc((10, "S", 7, None))
+        os.makedirs(os.path.join(proc, "11"))
+        with open(os.path.join(proc, "11", "stat"), "w") as f:
+            f.write("11 (a) S (b) T 10 12 12 0\n")
+        self.assertEqual(statFields(10, proc)[:4], ["S", "1", "7", "7"])
+        self.assertEqual(statFields("11", proc), ["T", "10", "12", "12", "0"])
+        self.assertIsNone(statFields(12, proc))
+
+    def test_environment(self) -> None:
+        """
+        A process's environment is its C{VARIABLE=value} entries; one that
+        cannot be read is L{None}.
+        """
+        proc = self.proc((10, "S", 10, [b"HOME=/root", b"A=b=c"]), (11, "S", 10, None))
+        self.assertEqual(environment(10, proc), [b"HOME=/root", b"A=b=c"])
+        self.assertIsNone(environment(11, proc))
+        self.assertIsNone(environment(12, proc))
+
+    def test_running(self) -> None:
+        """
+        A process is running unless it is a zombie or gone.
+        """
+        proc = self.proc(
+            (10, "S", 10, None), (11, "T", 10, None), (12, "Z", 10, None), (13, "X", 10, None)
+        )
+        self.assertEqual(
+            [running(pid, proc) for pid in range(10, 15)], [True, True, False, False, False]
+        )
+
+    def test_processIds(self) -> None:
+        """
+        The processes of C{/proc} are its numbered entries, as text.
+        """
+        proc = self.proc((10, "S", 10, None), (11, "S", 10, None))
+        os.makedirs(os.path.join(proc, "self"))
+        self.assertEqual(sorted(processIds(proc)), ["10", "11"])
+        self.assertRaises(OSError, processIds, self.mktemp())
+
+    def test_groupMembers(self) -> None:
+        """
+        A group's members are its running processes, as text; a C{/proc}
+        that cannot be listed raises L{OSError}.
+        """
+        proc = self.proc(
+            (10, "S", 10, None), (11, "R", 10, None), (12, "Z", 10, None), (13, "S", 9, None)
+        )
+        self.assertEqual(sorted(groupMembers(10, proc)), ["10", "11"])
+        self.assertRaises(OSError, list, groupMembers(10, self.mktemp()))
+
+    def test_real(self) -> None:
+        """
+        On the real C{/proc}, this process is running, in its own group,
+        with its own parent and environment.
+        """
+        if not os.path.isdir("/proc/self"):
+            raise SkipTest("no /proc here")
+        self.assertTrue(running(os.getpid()))
+        self.assertEqual(int(statFields(os.getpid())[1]), os.getppid())
+        self.assertIn(str(os.getpid()), list(groupMembers(os.getpgrp())))
+        self.assertIn(f"PATH={os.environ['PATH']}".encode(), environment(os.getpid()))
