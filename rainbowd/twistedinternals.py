@@ -74,13 +74,6 @@ INTERNALS: Tuple[Internal, ...] = (
     ),
     Internal(
         _CHANNEL,
-        "_finishRequestBody",
-        "rainbowd.requestlimits.LimitedChannel (overridden)",
-        "the end of a request body: a spooled body is flushed there, so that a "
-        "full disk is answered 507",
-    ),
-    Internal(
-        _CHANNEL,
         "_respondToBadRequestAndDisconnect",
         "rainbowd.requestlimits.LimitedChannel (overridden)",
         "twisted.web's bare 400: rainbowd's says what was wrong",
