@@ -81,6 +81,22 @@ class InternalsTests(SynchronousTestCase):
                 f"relies on it ({internal.why})",
             )
 
+    def test_rawHeadersByCanonicalName(self) -> None:
+        """
+        C{Headers._rawHeaders} holds each header's values under its
+        canonical name, whatever case it was received in, as
+        L{rainbowd.requestlimits.LimitedChannel.allHeadersReceived} reads
+        it: were that to change, its lookup would find no
+        I{Transfer-Encoding}, and let one it refuses through, without a
+        word.
+        """
+        channel = _channel()
+        channel.dataReceived(b"transfer-ENCODING: chunked\r\n")
+        # The header is stored once the next line shows it is complete.
+        channel.dataReceived(b"X-Other: 1\r\n")
+        headers = channel.requests[-1].requestHeaders
+        self.assertEqual(headers._rawHeaders.get(b"Transfer-Encoding"), [b"chunked"])
+
     def test_everyUseListed(self) -> None:
         """
         Each private name of those classes that rainbowd's code reads, and
