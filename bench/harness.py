@@ -24,6 +24,17 @@ from typing import Callable, Dict, List, Optional
 
 #: The checkout this harness belongs to: it is the rainbowd that runs.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# What rainbowd reads of /proc, the harness reads the same way.
+from rainbowd.processgroups import (  # noqa: E402
+    ProcessGroupSignals,
+    groupMembers as _groupMembers,
+    processIds,
+    running,
+    statFields,
+)
+
 APPS = os.path.join(ROOT, "bench", "apps")
 TEST_APP = os.path.join(ROOT, "rainbowd", "test", "app.py")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -365,15 +376,32 @@ def reap(process, deadline: float) -> Optional[int]:
         time.sleep(0.05)
 
 
-def running(pid: int) -> bool:
+#: How the harness looks at processes: as rainbowd does.
+SIGNALS = ProcessGroupSignals()
+
+
+def commandLine(pid) -> Optional[str]:
     """
-    Whether process C{pid} exists and is not a zombie.
+    The command line of process C{pid}, its arguments joined by spaces, or
+    L{None} if it cannot be read.
     """
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except (OSError, IndexError):
-        return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def processName(pid) -> str:
+    """
+    The name of process C{pid} (C{/proc/PID/comm}), for one without a
+    command line, such as a kernel thread.
+    """
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f"({f.read().strip()})"
+    except OSError:
+        return "(gone)"
 
 
 def children(pid: int) -> List[int]:
@@ -381,15 +409,10 @@ def children(pid: int) -> List[int]:
     The running child processes of C{pid}.
     """
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == pid and fields[0] not in "ZX":
-                found.append(int(entry))
+    for entry in processIds():
+        fields = statFields(entry)
+        if fields is not None and int(fields[1]) == pid and fields[0] not in "ZX":
+            found.append(int(entry))
     return found
 
 
@@ -399,11 +422,10 @@ def appProcesses(stateDir: str):
     C{stateDir}: C{(pid, command line)}.
     """
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            cmd = appCommand(int(entry), stateDir)
-            if cmd is not None:
-                found.append((int(entry), cmd))
+    for pid in SIGNALS.marked({APP_VARIABLE: stateDir}):
+        cmd = commandLine(pid)
+        if cmd is not None:
+            found.append((pid, cmd[:80]))
     return found
 
 
@@ -412,18 +434,10 @@ def appCommand(pid: int, stateDir: str) -> Optional[str]:
     The command line of process C{pid} if it runs (zombies aside) with
     rainbowd's marker for C{stateDir} in its environment, else L{None}.
     """
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read().split(b"\0")
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
+    if not SIGNALS.isMarked(pid, {APP_VARIABLE: stateDir}):
         return None
-    if f"{APP_VARIABLE}={stateDir}".encode() not in environ or state in "ZX":
-        return None
-    return cmd[:80]
+    cmd = commandLine(pid)
+    return None if cmd is None else cmd[:80]
 
 
 def groupMembers(pgid: int) -> List[str]:
@@ -431,19 +445,12 @@ def groupMembers(pgid: int) -> List[str]:
     The running processes (zombies aside) of group C{pgid}, described.
     """
     found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-                fields = stat.rsplit(")", 1)[1].split()
-                if int(fields[2]) != pgid or fields[0] in "ZX":
-                    continue
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            found.append(f"{entry} {fields[0]} {cmd[:60] or stat[:60]}")
+    for entry in _groupMembers(pgid):
+        fields = statFields(entry)
+        cmd = commandLine(entry)
+        if fields is None or cmd is None:
+            continue
+        found.append(f"{entry} {fields[0]} {cmd[:60] or processName(entry)}")
     return found
 
 
@@ -451,15 +458,12 @@ def startTime(pid: int) -> Optional[str]:
     """
     When process C{pid} started, in clock ticks since boot, if it runs.
     """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = statFields(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def groupAlive(pgid: int) -> bool:
-    return bool(groupMembers(pgid))
+    return SIGNALS.groupAlive(pgid)
 
 
 def request(port: int, method: str, path: str, timeout: float):

@@ -183,12 +183,20 @@ def _signalGroup(pgid: int, signum: int) -> None:
         pass
 
 
+def _processgroups():
+    """
+    L{rainbowd.processgroups} of this checkout, which reads /proc for rainbowd:
+    imported only once Twisted is known to be there (see L{findMissing}).
+    """
+    if CHECKOUT not in sys.path:
+        sys.path.insert(0, CHECKOUT)
+    from rainbowd import processgroups
+
+    return processgroups
+
+
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[-1][:1] != "Z"
-    except OSError:
-        return False
+    return _processgroups().running(pid)
 
 
 def _waitUntil(
@@ -624,11 +632,10 @@ def collectorSetting(daemon: "Rainbowd") -> str:
     except BenchError:
         nursery = None
     assert daemon.process is not None
-    try:
-        with open(f"/proc/{daemon.process.pid}/environ", "rb") as f:
-            environ = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        environ = []
+    environ = [
+        entry.decode(errors="replace")
+        for entry in _processgroups().environment(daemon.process.pid) or []
+    ]
     variables = [e for e in environ if e.startswith("PYPY_GC_")]
     setBy = [e for e in environ if e.startswith("RAINBOWD_SET_PYPY_GC=")]
     return (

@@ -41,7 +41,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from rainbowd.backend import ProcessGroupSignals
 from rainbowd.config import ConfigError
 from rainbowd.controlapi import failureHint
 from rainbowd.deployer import (
@@ -50,6 +49,7 @@ from rainbowd.deployer import (
     NothingToRollBack,
     describeOutcome,
 )
+from rainbowd.processgroups import ProcessGroupSignals
 from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
 from rainbowd.traffic import Traffic
 from rainbowd.verify import verifyAsking

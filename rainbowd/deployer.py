@@ -29,7 +29,6 @@ from rainbowd.backend import (
     AppStopped,
     Backend,
     BackendFailed,
-    ProcessGroupSignals,
     ResponseTally,
     State,
 )
@@ -40,6 +39,7 @@ from rainbowd.interfaces import IControlledDeployer, IRoutingDeployer
 from rainbowd.leftovers import AppGroups
 from rainbowd.lifecycle import Input, Lifecycle, Phase
 from rainbowd.ports import NoFreePort, PortPicker
+from rainbowd.processgroups import ProcessGroupSignals
 from rainbowd.shutdown import reportShutdown
 from rainbowd.verify import Verifier, VerifyFailed, VerifyRun
 from rainbowd.waiters import Waiters

@@ -142,7 +142,7 @@ class IProcessSignals(Interface):
     """
     Signals to, and questions about, the processes of the operating system,
     as the backends and the leftovers' cleanup send and ask them (see
-    L{rainbowd.backend.ProcessGroupSignals}).
+    L{rainbowd.processgroups.ProcessGroupSignals}).
     """
 
     def signalProcess(pid: int, signum: int) -> None:

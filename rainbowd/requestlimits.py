@@ -449,20 +449,18 @@ class LimitedChannel(HTTPChannel):
         ):
             self._send100Continue()
 
-    def _finishRequestBody(self, data: bytes) -> None:
-        if not self.refused:
+    def allContentReceived(self) -> None:
+        # The public hook between the end of a body and the request's
+        # Request.requestReceived, which seeks its content and then calls
+        # Request.process: too late there, since that seek is what would
+        # raise.
+        if self._phase is _BODY and not self.refused:
             try:
                 # What is still buffered goes to disk now, not in the
                 # seek twisted.web does next, out of reach of spoolFailed.
                 self.requests[-1].content.flush()
             except OSError as e:
                 self.spoolFailed(e)
-        if self.refused:
-            self._close()
-            return
-        HTTPChannel._finishRequestBody(self, data)
-
-    def allContentReceived(self) -> None:
         if self.refused:
             self._close()
             return

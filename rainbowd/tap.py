@@ -36,7 +36,7 @@ import attrs
 
 from rainbowd import handover, pypygc, versionLine
 from rainbowd.accesslog import AccessLog, Both, openLog
-from rainbowd.backend import Backend, ProcessGroupSignals
+from rainbowd.backend import Backend
 from rainbowd.backendlogs import BackendLogs
 from rainbowd.browsers import BrowserGuard
 from rainbowd.config import (
@@ -72,6 +72,7 @@ from rainbowd.lbhealth import publicResource
 from rainbowd.leftovers import AppGroups
 from rainbowd.metrics import Metrics, MetricsResource
 from rainbowd.ports import PortPicker
+from rainbowd.processgroups import ProcessGroupSignals
 from rainbowd.proxy import ProxySite, ReverseProxy
 from rainbowd.releases import stateDirWarning, workingDirectory
 from rainbowd.requestlimits import RequestLimits

@@ -156,7 +156,7 @@ class FakeProcessReactor(MemoryReactorClock):
 class FakeSignals:
     """
     The process table of a L{FakeProcessReactor}, as rainbowd's signals see
-    it (see L{rainbowd.backend.ProcessGroupSignals}).
+    it (see L{rainbowd.processgroups.ProcessGroupSignals}).
 
     @ivar sent: every signal sent, as C{("pid" | "group" | "marked", id,
         signum)}.

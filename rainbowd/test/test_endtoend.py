@@ -30,7 +30,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
 import rainbowd.test.app
-from rainbowd.backend import APP_VARIABLE, ProcessGroupSignals
+from rainbowd.backend import APP_VARIABLE
+from rainbowd.processgroups import ProcessGroupSignals
 from rainbowd.test.app import WEBSOCKET_GUID, webSocketFrame
 from rainbowd.test.test_controlsite import tokenFile
 

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from rainbowd.accesslog import AccessLog, Both
-from rainbowd.backend import Backend, ProcessGroupSignals
+from rainbowd.backend import Backend
 from rainbowd.interfaces import (
     IControlledDeployer,
     IProcessSignals,
@@ -22,6 +22,7 @@ from rainbowd.interfaces import (
     ISlotWaiter,
 )
 from rainbowd.metrics import Metrics
+from rainbowd.processgroups import ProcessGroupSignals
 from rainbowd.proxy import _Forwarding
 from rainbowd.test.fakes import FakeProcessReactor, FakeSignals
 from rainbowd.test.inmemory import FakeBackend, FakeDeployer, World
@@ -124,7 +125,7 @@ class ProcessSignalsTests(SynchronousTestCase):
 
     def test_real(self) -> None:
         """
-        L{rainbowd.backend.ProcessGroupSignals} provides L{IProcessSignals}.
+        L{rainbowd.processgroups.ProcessGroupSignals} provides L{IProcessSignals}.
         """
         self.assertTrue(verifyObject(IProcessSignals, ProcessGroupSignals()))
 

@@ -559,6 +559,23 @@ class BodySizeTests(LimitsTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.resource.reached, [])
 
+    def test_pipelinedBehindRefused(self) -> None:
+        """
+        A request pipelined behind a refused body, in the same bytes as its
+        end, is never read: the 413 is the only answer, and the connection
+        closes.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3e9\r\n" + b"x" * 1001 + b"\r\n0\r\n\r\n"
+            b"GET /pipelined HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.code(transport), 413)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 "), 1)
+        self.assertEqual(self.resource.reached, [])
+
     def test_refusedDiscardIsTimed(self) -> None:
         """
         The body of a refused request is read and dropped for at most one
@@ -677,6 +694,49 @@ class SpoolFailureTests(LimitsTestCase):
         self.assertEqual(self.resource.reached, [])
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def failsOnFlush(self) -> None:
+        """
+        Make every spool file one whose writes succeed and whose flush
+        fails with ENOSPC.
+        """
+
+        class FailsOnFlush(FullFile):
+            def write(self, data):
+                return len(data)
+
+            def flush(self):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(requestlimits, "spoolFile", lambda length: FailsOnFlush())
+
+    def test_failedFlushChunked(self) -> None:
+        """
+        A chunked body whose spool file fails when flushed, at the last
+        chunk, is answered 507 too, and reaches no resource.
+        """
+        self.failsOnFlush()
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+        self.assertEqual(self.code(transport), 507)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.resource.reached, [])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_noBodyNotFlushed(self) -> None:
+        """
+        Only a body is flushed: a request without one is served even where
+        flushing a spool file would fail.
+        """
+        self.failsOnFlush()
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(self.code(transport), 200)
+        self.assertEqual(self.resource.reached, [(b"GET", b"/", b"")])
 
 
 class TransferCodingTests(LimitsTestCase):
