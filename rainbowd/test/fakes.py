@@ -35,7 +35,7 @@ class FakeProcess:
         Twisted's does.
     """
 
-    def __init__(self, reactor, protocol, pid, executable, args, env, path):
+    def __init__(self, reactor, protocol, pid, executable, args, env, path) -> None:
         self.reactor = reactor
         self.proto = protocol
         self.pid = pid
