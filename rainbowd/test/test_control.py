@@ -9,7 +9,6 @@ import socket
 from types import SimpleNamespace
 from typing import Any, List, Tuple
 
-from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -29,6 +28,7 @@ from rainbowd.deployer import (
     NothingToRollBack,
 )
 from rainbowd.interfaces import IControlledDeployer
+from rainbowd.test.stubtreq import stubTreq
 from rainbowd.traffic import Mode, Traffic
 
 CONTROL = "http://127.0.0.1:7001"
@@ -87,7 +87,7 @@ class ControlResourceTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.deployer = FakeDeployer()
-        self.treq = StubTreq(ControlResource(self.deployer))
+        self.treq = stubTreq(ControlResource(self.deployer))
 
     def answer(self, responseDeferred: Deferred) -> Tuple[Any, bytes]:
         """
@@ -145,7 +145,7 @@ class ControlResourceTests(SynchronousTestCase):
             asked.append((pid, ports))
             return 4242
 
-        self.treq = StubTreq(ControlResource(self.deployer, askedByVerify=askedByVerify))
+        self.treq = stubTreq(ControlResource(self.deployer, askedByVerify=askedByVerify))
         response, body = self.answer(self.treq.post(CONTROL + "/redeploy", data=b""))
         self.assertEqual(response.code, 409)
         self.assertEqual(
@@ -366,7 +366,7 @@ class ControlResourceTests(SynchronousTestCase):
         resource.connections = ConnectionCap(Factory(), 408, None)
         resource.connections.refused = 7
         self.assertJSON(
-            StubTreq(resource).get(CONTROL + "/status"),
+            stubTreq(resource).get(CONTROL + "/status"),
             200,
             {**SHOWN, "connections": {"open": 0, "max": 408, "refused": 7}},
         )
@@ -461,7 +461,7 @@ class RollbackTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.deployer = FakeDeployer()
-        self.treq = StubTreq(ControlResource(self.deployer, MemoryReactorClock()))
+        self.treq = stubTreq(ControlResource(self.deployer, MemoryReactorClock()))
 
     def rollback(self, headers=None):
         d = self.treq.post(CONTROL + "/rollback", data=b"", headers=headers)
@@ -559,7 +559,7 @@ class LogsTests(SynchronousTestCase):
         self.new = FakeBackend(3, ["new: one", "new: two"])
         self.deployer.backends = [self.old, self.new]
         self.deployer.active = self.new
-        self.treq = StubTreq(ControlResource(self.deployer, self.clock))
+        self.treq = stubTreq(ControlResource(self.deployer, self.clock))
 
     def get(self, path: str) -> Tuple[Any, bytes]:
         d = self.treq.get(CONTROL + path)
@@ -666,7 +666,7 @@ class TrafficEndpointTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         self.traffic = Traffic(self.clock, 30.0)
         self.traffic.startService()
-        self.treq = StubTreq(ControlResource(FakeDeployer(), self.clock, self.traffic))
+        self.treq = stubTreq(ControlResource(FakeDeployer(), self.clock, self.traffic))
 
     def post(self, path: str, body: bytes = b"") -> Tuple[int, Any]:
         d = self.treq.post(CONTROL + path, data=body)
@@ -766,7 +766,7 @@ class TrafficEndpointTests(SynchronousTestCase):
         """
         path = self.mktemp()
         traffic = Traffic(self.clock, 30.0, lambda: path)
-        treq = StubTreq(ControlResource(FakeDeployer(), self.clock, traffic))
+        treq = stubTreq(ControlResource(FakeDeployer(), self.clock, traffic))
         d = treq.post(CONTROL + "/maintenance", data=b"")
         treq.flush()
         response = self.successResultOf(d)
@@ -891,7 +891,7 @@ class UpgradeEndpointTests(SynchronousTestCase):
         self.upgrader = FakeUpgrader()
         resource = ControlResource(self.deployer)
         resource.upgrader = self.upgrader
-        self.treq = StubTreq(resource)
+        self.treq = stubTreq(resource)
 
     def test_upgraded(self) -> None:
         """
@@ -942,7 +942,7 @@ class UpgradeEndpointTests(SynchronousTestCase):
         """
         Without an upgrader, an upgrade is refused with 503.
         """
-        treq = StubTreq(ControlResource(self.deployer))
+        treq = stubTreq(ControlResource(self.deployer))
         response = treq.post(CONTROL + "/upgrade", data=b"")
         treq.flush()
         self.assertEqual(self.successResultOf(response).code, 503)
