@@ -7,7 +7,7 @@ import json
 import os
 import socket
 from types import SimpleNamespace
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
@@ -57,7 +57,7 @@ class FakeDeployer:
     def __init__(self) -> None:
         self.redeploys: List[Deferred] = []
         self.asked: List[Tuple[Any, Any]] = []
-        self.active = SimpleNamespace(generation=3)
+        self.active: Optional[SimpleNamespace] = SimpleNamespace(generation=3)
         self.rollbacks: List[Tuple[Any, Deferred]] = []
         self.observers: List[Any] = []
 
@@ -80,9 +80,10 @@ class FakeDeployer:
         return STATUS
 
 
-class ControlResourceTests(SynchronousTestCase):
+class ControlResourceTestCase(SynchronousTestCase):
     """
-    Tests for L{ControlResource} driven in memory with L{StubTreq}.
+    A L{ControlResource} on a L{FakeDeployer}, driven in memory with
+    L{StubTreq}.
     """
 
     def setUp(self) -> None:
@@ -112,6 +113,12 @@ class ControlResourceTests(SynchronousTestCase):
             response.headers.getRawHeaders("content-type"), ["application/json"]
         )
         return response
+
+
+class ControlResourceTests(ControlResourceTestCase):
+    """
+    Tests for L{ControlResource} driven in memory with L{StubTreq}.
+    """
 
     def redeploy(self) -> Tuple[Deferred, Deferred]:
         """
@@ -878,16 +885,13 @@ class FakeUpgrader:
         return {"pid": 41, "version": "9.9", "startedAt": 1.0, "upgradedFrom": None}
 
 
-class UpgradeEndpointTests(SynchronousTestCase):
+class UpgradeEndpointTests(ControlResourceTestCase):
     """
     Tests for C{POST /upgrade} and C{/status}'s C{"rainbowd"}.
     """
 
-    answer = ControlResourceTests.answer
-    assertJSON = ControlResourceTests.assertJSON
-
     def setUp(self) -> None:
-        ControlResourceTests.setUp(self)
+        super().setUp()
         self.upgrader = FakeUpgrader()
         resource = ControlResource(self.deployer)
         resource.upgrader = self.upgrader
