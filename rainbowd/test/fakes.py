@@ -134,6 +134,10 @@ class FakeProcessReactor(MemoryReactorClock):
     A L{MemoryReactorClock} that also spawns L{FakeProcess}es.
     """
 
+    #: What a real reactor exits with, which L{rainbowd.tap} clears once
+    #: stopped; there only where a test sets it.
+    _exitSignal: Optional[int]
+
     def __init__(self) -> None:
         super().__init__()
         self.processes: List[FakeProcess] = []
