@@ -35,7 +35,7 @@ class FakeProcess:
         Twisted's does.
     """
 
-    def __init__(self, reactor, protocol, pid, executable, args, env, path):
+    def __init__(self, reactor, protocol, pid, executable, args, env, path) -> None:
         self.reactor = reactor
         self.proto = protocol
         self.pid = pid
@@ -133,6 +133,10 @@ class FakeProcessReactor(MemoryReactorClock):
     """
     A L{MemoryReactorClock} that also spawns L{FakeProcess}es.
     """
+
+    #: What a real reactor exits with, which L{rainbowd.tap} clears once
+    #: stopped; there only where a test sets it.
+    _exitSignal: Optional[int]
 
     def __init__(self) -> None:
         super().__init__()

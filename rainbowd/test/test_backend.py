@@ -4,11 +4,11 @@ Tests for L{rainbowd.backend}.
 
 import os
 import signal
-from typing import List
+from typing import List, Mapping, cast
 
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
-from twisted.logger import Logger, capturedLogs, formatEvent
+from twisted.logger import ILogObserver, Logger, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -450,10 +450,11 @@ class StartTests(BackendTestCase):
         start timeout's reason, rather than breaking the launch.
         """
 
-        def broken(port, path, timeout):
-            raise ValueError("cannot probe")
+        class Broken(FakeHealthCheck):
+            def __call__(self, port: int, path: str, timeout: float) -> Deferred:
+                raise ValueError("cannot probe")
 
-        self.health = broken
+        self.health = Broken()
         backend, process = self.launched()
         d = backend.whenReady()
         self.reactor.advance(5.0)
@@ -612,7 +613,9 @@ class OutputTests(BackendTestCase):
         # Logged here, not to the global log: trial -j cannot carry a line
         # this long from its workers.
         logged: list = []
-        backend.log = Logger(observer=logged.append)
+        # Any callable of an event observes; mypy-zope knows only those
+        # declared to provide ILogObserver.
+        backend.log = Logger(observer=cast(ILogObserver, logged.append))
         process.emit(b"x" * (LONGEST_LINE - 1))
         self.assertEqual(list(backend.output), [])
         process.emit(b"yz")
@@ -1142,9 +1145,14 @@ class StrayTests(BackendTestCase):
         backend, process = self.active()
         self.stray(backend, 5000)
         self.signals.stubborn.add(5000)
-        looks = []
+        looks: List[Mapping[str, str]] = []
         marked = self.signals.marked
-        self.signals.marked = lambda marker: looks.append(marker) or marked(marker)
+
+        def lookingFor(marker: Mapping[str, str]) -> List[int]:
+            looks.append(marker)
+            return marked(marker)
+
+        self.signals.marked = lookingFor
         backend.stop()
         self.reactor.advance(0)
         for _ in range(20):

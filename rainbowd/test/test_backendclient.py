@@ -8,12 +8,13 @@ import socket
 from typing import List, Optional, Tuple
 
 import attrs
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from rainbowd.backendclient import (
@@ -24,6 +25,7 @@ from rainbowd.backendclient import (
 )
 from rainbowd.http1 import HEADER_NAMES_KEPT
 from rainbowd.interfaces import IResponseReceiver
+from rainbowd.proxy import ProxyRequest
 from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,
@@ -330,8 +332,9 @@ class Waiter:
     deadline: float
     heard: List[str] = attrs.field(factory=list)
 
-    def slotGranted(self) -> None:
+    def slotGranted(self) -> Optional[bool]:
         self.heard.append("granted")
+        return None
 
     def slotTimedOut(self) -> None:
         self.heard.append("timed out")
@@ -550,6 +553,8 @@ class AnswersOnce(Protocol):
 
     @ivar requests: The request heads received.
     """
+
+    transport: ITransport  # connected before it is used
 
     def __init__(self, requests: List[bytes]) -> None:
         self._requests = requests
@@ -836,6 +841,8 @@ class StreamingTests(SynchronousTestCase):
         )
 
         class Trickle(Protocol):
+            transport: ITransport  # connected before it is used
+
             def dataReceived(self, data: bytes) -> None:
                 for i in range(0, len(raw), 3):
                     self.transport.write(raw[i : i + 3])
@@ -1555,10 +1562,13 @@ class BackendTimeoutTests(SynchronousTestCase):
         """
         The 504 is logged, as any finished request, with its generation.
         """
-        logged = []
-        self.world.site.log = lambda request: logged.append(
-            (request.uri, request.code, request.backendGeneration)
-        )
+        logged: List[Tuple[bytes, int, Optional[int]]] = []
+
+        def log(request: Request) -> None:
+            assert isinstance(request, ProxyRequest)
+            logged.append((request.uri, request.code, request.backendGeneration))
+
+        self.world.site.log = log
         self.advance(5.0)
         self.assertEqual(logged, [(b"/slow", 504, 4)])
 

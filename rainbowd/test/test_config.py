@@ -256,6 +256,7 @@ class LoadConfigTests(SynchronousTestCase):
         """
         self.assertIsNone(self.load({"run": RUN}).accessLog)
         config = self.load({"run": RUN, "accessLog": "logs/access.log"})
+        assert config.source is not None
         self.assertEqual(
             config.accessLog,
             os.path.join(os.path.dirname(config.source), "logs", "access.log"),

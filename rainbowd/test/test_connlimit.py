@@ -4,13 +4,14 @@ Tests for L{rainbowd.connlimit}.
 """
 
 import errno
-from typing import List
+from typing import List, Union, cast
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
+from twisted.internet.base import DelayedCall
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -41,6 +42,8 @@ class HalfClosingTransport(StringTransport):
 
 
 class Echo(Protocol):
+    transport: ITransport  # connected before it is used
+
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
 
@@ -94,8 +97,12 @@ class ConnectionCapTests(SynchronousTestCase):
         """
         protocol, _ = self.connect()
         other = Echo()
-        lost = []
-        other.connectionLost = lost.append
+        lost: List[Failure] = []
+
+        def connectionLost(reason: Failure = connectionDone) -> None:
+            lost.append(reason)
+
+        other.connectionLost = connectionLost
         protocol.wrappedProtocol = other
         other.makeConnection(protocol)
         self.assertEqual(self.cap.open, 1)
@@ -110,7 +117,7 @@ class ConnectionCapTests(SynchronousTestCase):
         protocol, transport = self.connect()
         other = Protocol()
         received: List[bytes] = []
-        other.dataReceived = received.append  # type: ignore[method-assign]
+        other.dataReceived = lambda data: received.append(data)
         protocol.wrappedProtocol = other
         other.makeConnection(protocol)
         transport.clear()
@@ -267,7 +274,8 @@ class ConnectionCapTests(SynchronousTestCase):
             self.cap.doStop()
         [line] = [formatEvent(e) for e in events if "refused" in formatEvent(e)]
         self.assertIn("refused 1 connection with a 503", line)
-        pending = [call.func for call in self.clock.getDelayedCalls()]
+        # A Clock's delayed calls are DelayedCalls.
+        pending = [cast(DelayedCall, call).func for call in self.clock.getDelayedCalls()]
         self.assertNotIn(self.cap._logRefusals, pending)
 
     def test_describe(self) -> None:
@@ -287,7 +295,8 @@ class Stopping(Protocol):
     """
 
     receiving = False
-    told = False
+    #: Whether told to close, or the idle grace it was told to close with.
+    told: Union[bool, float] = False
 
     def receivingRequest(self) -> bool:
         return self.receiving
@@ -296,9 +305,9 @@ class Stopping(Protocol):
         self.told = idleGrace or True
 
 
-class CloseGracefullyTests(SynchronousTestCase):
+class StoppingTestCase(SynchronousTestCase):
     """
-    Tests for L{ConnectionCap.closeGracefully}.
+    Tests on a L{ConnectionCap} of L{Stopping} connections.
     """
 
     def setUp(self) -> None:
@@ -307,8 +316,17 @@ class CloseGracefullyTests(SynchronousTestCase):
 
     def connect(self) -> Stopping:
         protocol = self.cap.buildProtocol(ADDRESS)
+        assert isinstance(protocol, ProtocolWrapper)
         protocol.makeConnection(StringTransport())
-        return protocol.wrappedProtocol
+        connection = protocol.wrappedProtocol
+        assert isinstance(connection, Stopping)
+        return connection
+
+
+class CloseGracefullyTests(StoppingTestCase):
+    """
+    Tests for L{ConnectionCap.closeGracefully}.
+    """
 
     def test_tellsEveryConnection(self) -> None:
         """
@@ -317,6 +335,7 @@ class CloseGracefullyTests(SynchronousTestCase):
         """
         connections = [self.connect() for _ in range(3)]
         upgraded = self.cap.buildProtocol(ADDRESS)
+        assert isinstance(upgraded, ProtocolWrapper)
         upgraded.makeConnection(StringTransport())
         upgraded.wrappedProtocol = Echo()  # a tunnel has no such methods
         self.successResultOf(self.cap.closeGracefully(30.0))
@@ -369,13 +388,10 @@ class CloseGracefullyTests(SynchronousTestCase):
         )
 
 
-class WhenClosedTests(SynchronousTestCase):
+class WhenClosedTests(StoppingTestCase):
     """
     Tests for L{ConnectionCap.whenClosed}.
     """
-
-    setUp = CloseGracefullyTests.setUp
-    connect = CloseGracefullyTests.connect
 
     def test_waitsForTheLastResponses(self) -> None:
         """
@@ -385,6 +401,9 @@ class WhenClosedTests(SynchronousTestCase):
         """
         self.successResultOf(self.cap.whenClosed(30.0))
         first, second = self.connect(), self.connect()
+        # Connected by the cap's wrapper.
+        assert isinstance(first.transport, ProtocolWrapper)
+        assert isinstance(second.transport, ProtocolWrapper)
         done = self.cap.whenClosed(30.0)
         self.clock.advance(1.0)
         self.assertNoResult(done)

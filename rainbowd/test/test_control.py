@@ -7,9 +7,8 @@ import json
 import os
 import socket
 from types import SimpleNamespace
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
-from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -29,6 +28,7 @@ from rainbowd.deployer import (
     NothingToRollBack,
 )
 from rainbowd.interfaces import IControlledDeployer
+from rainbowd.test.stubtreq import stubTreq
 from rainbowd.traffic import Mode, Traffic
 
 CONTROL = "http://127.0.0.1:7001"
@@ -57,7 +57,7 @@ class FakeDeployer:
     def __init__(self) -> None:
         self.redeploys: List[Deferred] = []
         self.asked: List[Tuple[Any, Any]] = []
-        self.active = SimpleNamespace(generation=3)
+        self.active: Optional[SimpleNamespace] = SimpleNamespace(generation=3)
         self.rollbacks: List[Tuple[Any, Deferred]] = []
         self.observers: List[Any] = []
 
@@ -80,14 +80,15 @@ class FakeDeployer:
         return STATUS
 
 
-class ControlResourceTests(SynchronousTestCase):
+class ControlResourceTestCase(SynchronousTestCase):
     """
-    Tests for L{ControlResource} driven in memory with L{StubTreq}.
+    A L{ControlResource} on a L{FakeDeployer}, driven in memory with
+    L{StubTreq}.
     """
 
     def setUp(self) -> None:
         self.deployer = FakeDeployer()
-        self.treq = StubTreq(ControlResource(self.deployer))
+        self.treq = stubTreq(ControlResource(self.deployer))
 
     def answer(self, responseDeferred: Deferred) -> Tuple[Any, bytes]:
         """
@@ -112,6 +113,12 @@ class ControlResourceTests(SynchronousTestCase):
             response.headers.getRawHeaders("content-type"), ["application/json"]
         )
         return response
+
+
+class ControlResourceTests(ControlResourceTestCase):
+    """
+    Tests for L{ControlResource} driven in memory with L{StubTreq}.
+    """
 
     def redeploy(self) -> Tuple[Deferred, Deferred]:
         """
@@ -145,7 +152,7 @@ class ControlResourceTests(SynchronousTestCase):
             asked.append((pid, ports))
             return 4242
 
-        self.treq = StubTreq(ControlResource(self.deployer, askedByVerify=askedByVerify))
+        self.treq = stubTreq(ControlResource(self.deployer, askedByVerify=askedByVerify))
         response, body = self.answer(self.treq.post(CONTROL + "/redeploy", data=b""))
         self.assertEqual(response.code, 409)
         self.assertEqual(
@@ -366,7 +373,7 @@ class ControlResourceTests(SynchronousTestCase):
         resource.connections = ConnectionCap(Factory(), 408, None)
         resource.connections.refused = 7
         self.assertJSON(
-            StubTreq(resource).get(CONTROL + "/status"),
+            stubTreq(resource).get(CONTROL + "/status"),
             200,
             {**SHOWN, "connections": {"open": 0, "max": 408, "refused": 7}},
         )
@@ -461,7 +468,7 @@ class RollbackTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.deployer = FakeDeployer()
-        self.treq = StubTreq(ControlResource(self.deployer, MemoryReactorClock()))
+        self.treq = stubTreq(ControlResource(self.deployer, MemoryReactorClock()))
 
     def rollback(self, headers=None):
         d = self.treq.post(CONTROL + "/rollback", data=b"", headers=headers)
@@ -559,7 +566,7 @@ class LogsTests(SynchronousTestCase):
         self.new = FakeBackend(3, ["new: one", "new: two"])
         self.deployer.backends = [self.old, self.new]
         self.deployer.active = self.new
-        self.treq = StubTreq(ControlResource(self.deployer, self.clock))
+        self.treq = stubTreq(ControlResource(self.deployer, self.clock))
 
     def get(self, path: str) -> Tuple[Any, bytes]:
         d = self.treq.get(CONTROL + path)
@@ -666,7 +673,7 @@ class TrafficEndpointTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         self.traffic = Traffic(self.clock, 30.0)
         self.traffic.startService()
-        self.treq = StubTreq(ControlResource(FakeDeployer(), self.clock, self.traffic))
+        self.treq = stubTreq(ControlResource(FakeDeployer(), self.clock, self.traffic))
 
     def post(self, path: str, body: bytes = b"") -> Tuple[int, Any]:
         d = self.treq.post(CONTROL + path, data=body)
@@ -766,7 +773,7 @@ class TrafficEndpointTests(SynchronousTestCase):
         """
         path = self.mktemp()
         traffic = Traffic(self.clock, 30.0, lambda: path)
-        treq = StubTreq(ControlResource(FakeDeployer(), self.clock, traffic))
+        treq = stubTreq(ControlResource(FakeDeployer(), self.clock, traffic))
         d = treq.post(CONTROL + "/maintenance", data=b"")
         treq.flush()
         response = self.successResultOf(d)
@@ -878,20 +885,17 @@ class FakeUpgrader:
         return {"pid": 41, "version": "9.9", "startedAt": 1.0, "upgradedFrom": None}
 
 
-class UpgradeEndpointTests(SynchronousTestCase):
+class UpgradeEndpointTests(ControlResourceTestCase):
     """
     Tests for C{POST /upgrade} and C{/status}'s C{"rainbowd"}.
     """
 
-    answer = ControlResourceTests.answer
-    assertJSON = ControlResourceTests.assertJSON
-
     def setUp(self) -> None:
-        ControlResourceTests.setUp(self)
+        super().setUp()
         self.upgrader = FakeUpgrader()
         resource = ControlResource(self.deployer)
         resource.upgrader = self.upgrader
-        self.treq = StubTreq(resource)
+        self.treq = stubTreq(resource)
 
     def test_upgraded(self) -> None:
         """
@@ -942,7 +946,7 @@ class UpgradeEndpointTests(SynchronousTestCase):
         """
         Without an upgrader, an upgrade is refused with 503.
         """
-        treq = StubTreq(ControlResource(self.deployer))
+        treq = stubTreq(ControlResource(self.deployer))
         response = treq.post(CONTROL + "/upgrade", data=b"")
         treq.flush()
         self.assertEqual(self.successResultOf(response).code, 503)

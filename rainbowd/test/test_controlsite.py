@@ -363,7 +363,11 @@ class ConnectionCapTests(ControlSiteTestCase):
             self.reactor,
         )
 
-    def connect(self, cap, request: bytes = b""):
+    def connectTo(self, cap, request: bytes = b""):
+        """
+        A connection to C{cap} over a string transport, with C{request}
+        received on it.
+        """
         address = IPv4Address("TCP", "127.0.0.1", 40000)
         protocol = cap.buildProtocol(address)
         transport = StringTransport(peerAddress=address)
@@ -380,8 +384,8 @@ class ConnectionCapTests(ControlSiteTestCase):
         """
         cap = self.cap()
         get = b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n"
-        opened = [self.connect(cap, get) for _ in range(MAX_CONNECTIONS)]
-        _, transport = self.connect(cap)
+        opened = [self.connectTo(cap, get) for _ in range(MAX_CONNECTIONS)]
+        _, transport = self.connectTo(cap)
         for _, served in opened:
             self.assertFalse(served.disconnecting)
         head, _, body = transport.value().partition(b"\r\n\r\n")
@@ -393,7 +397,7 @@ class ConnectionCapTests(ControlSiteTestCase):
         )
         self.assertTrue(transport.disconnecting)
         opened[0][0].connectionLost(Failure(ConnectionDone()))
-        _, transport = self.connect(cap, get)
+        _, transport = self.connectTo(cap, get)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(cap.open, MAX_CONNECTIONS)
 
@@ -405,16 +409,16 @@ class ConnectionCapTests(ControlSiteTestCase):
         """
         cap = self.cap()
         get = b"GET /logs?follow=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
-        answering = self.connect(cap, get)
-        trickling = self.connect(cap, b"GET /sta")
-        idle = [self.connect(cap) for _ in range(MAX_CONNECTIONS - 2)]
-        _, new = self.connect(cap)
+        answering = self.connectTo(cap, get)
+        trickling = self.connectTo(cap, b"GET /sta")
+        idle = [self.connectTo(cap) for _ in range(MAX_CONNECTIONS - 2)]
+        _, new = self.connectTo(cap)
         self.assertEqual(new.value(), b"")
         self.assertFalse(new.disconnecting)
         self.assertFalse(answering[1].disconnecting)
         self.assertTrue(trickling[1].disconnected)
         self.assertFalse(idle[0][1].disconnecting)
-        _, newer = self.connect(cap)
+        _, newer = self.connectTo(cap)
         self.assertTrue(idle[0][1].disconnected)
         self.assertFalse(newer.disconnecting)
         self.assertEqual(cap.evicted, 2)
@@ -428,7 +432,7 @@ class ConnectionCapTests(ControlSiteTestCase):
         get = b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n"
         with capturedLogs() as events:
             for _ in range(MAX_CONNECTIONS + 5):
-                self.connect(cap)
+                self.connectTo(cap)
             passTime(self.reactor, 1)
         [line] = [formatEvent(e) for e in events]
         self.assertIn(
@@ -438,7 +442,7 @@ class ConnectionCapTests(ControlSiteTestCase):
         cap = self.cap()
         with capturedLogs() as events:
             for _ in range(MAX_CONNECTIONS + 5):
-                self.connect(cap, get)
+                self.connectTo(cap, get)
             passTime(self.reactor, 1)
         [line] = [formatEvent(e) for e in events]
         self.assertIn("the control API refused 5 connections with a 503", line)

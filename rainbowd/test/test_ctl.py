@@ -1021,15 +1021,17 @@ class FakeConnection:
         return self.response
 
 
-class RunTests(SynchronousTestCase):
+class RainbowctlTestCase(SynchronousTestCase):
     """
-    Tests for L{run}, the whole of rainbowctl, with a fake connection.
+    The setup the tests of L{run} share: a directory with a
+    C{rainbow.conf.json} in it, and L{run} called there with a fake
+    connection.
     """
 
     def setUp(self) -> None:
         self.directory = FilePath(self.mktemp())
         self.directory.makedirs()
-        self.config = {"run": RUN, "port": 8000}
+        self.config: Dict[str, object] = {"run": RUN, "port": 8000}
         self.write()
 
     def write(self) -> None:
@@ -1041,6 +1043,12 @@ class RunTests(SynchronousTestCase):
         out, err = io.StringIO(), io.StringIO()
         code = run(argv, out, err, self.directory.path, connection)
         return code, out.getvalue(), err.getvalue()
+
+
+class RunTests(RainbowctlTestCase):
+    """
+    Tests for L{run}, the whole of rainbowctl, with a fake connection.
+    """
 
     def ndjson(self, events: List[dict]) -> FakeResponse:
         body = b"".join(json.dumps(event).encode() + b"\n" for event in events)
@@ -1254,7 +1262,7 @@ class RunTests(SynchronousTestCase):
         """
         status prints the table, or with --json the JSON.
         """
-        status = {
+        status: Dict[str, object] = {
             "active": None,
             "deploying": False,
             "backends": [],
@@ -1285,7 +1293,12 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(connection.requests, [])
         self.assertIn("rainbowctl: refused: this is a verify command", err.getvalue())
         self.assertIn("take rainbowctl redeploy out of verify", err.getvalue())
-        status = {"active": None, "deploying": True, "backends": [], "lastDeploy": None}
+        status: Dict[str, object] = {
+            "active": None,
+            "deploying": True,
+            "backends": [],
+            "lastDeploy": None,
+        }
         connection = FakeConnection(FakeResponse(200, json.dumps(status).encode()))
         code = run(["status"], out, err, self.directory.path, connection, environ)
         self.assertEqual(code, 0)
@@ -1522,14 +1535,10 @@ PAUSED = {
 }
 
 
-class TrafficCommandTests(SynchronousTestCase):
+class TrafficCommandTests(RainbowctlTestCase):
     """
     Tests for C{rainbowctl pause}, C{maintenance} and C{resume}.
     """
-
-    setUp = RunTests.setUp
-    write = RunTests.write
-    rainbowctl = RunTests.rainbowctl
 
     def test_pause(self) -> None:
         """
@@ -1825,14 +1834,10 @@ class StartupTests(SynchronousTestCase):
 
 
 
-class UpgradeTests(SynchronousTestCase):
+class UpgradeTests(RainbowctlTestCase):
     """
     Tests for C{rainbowctl upgrade}.
     """
-
-    setUp = RunTests.setUp
-    write = RunTests.write
-    rainbowctl = RunTests.rainbowctl
 
     def test_upgraded(self) -> None:
         """

@@ -213,6 +213,8 @@ class Daemon:
         Stop rainbowd if it still runs, and kill any app process it left, so
         one test's failure does not leak into the next.
         """
+        # Added as a cleanup once the process is started.
+        assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -312,6 +314,8 @@ class Daemon:
         """
         Everything rainbowd wrote, its log and its stdout, once it exited.
         """
+        # Started, with its output to a pipe.
+        assert self.process is not None and self.process.stdout is not None
         return self.log() + self.process.stdout.read().decode("utf-8", "replace")
 
     def appPid(self) -> int:

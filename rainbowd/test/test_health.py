@@ -153,6 +153,7 @@ class HTTPHealthCheckTests(SynchronousTestCase):
         d = self.check(PORT, "/health", 2.0)
         host, port, factory, timeout, bindAddress = self.reactor.tcpClients[0]
         clientProtocol = factory.buildProtocol(None)
+        assert clientProtocol is not None
         clientTransport = iosim.makeFakeClient(clientProtocol)
         clientProtocol.makeConnection(clientTransport)
         self.reactor.advance(1.9)
@@ -195,7 +196,7 @@ class ScriptedCheck:
         self.cancelled: List[Deferred] = []
 
     def __call__(self) -> Deferred:
-        d = Deferred(canceller=self.cancelled.append)
+        d: Deferred = Deferred(canceller=self.cancelled.append)
         self.calls.append(d)
         return d
 
@@ -408,9 +409,10 @@ class LivenessProbeTests(SynchronousTestCase):
         """
         An C{onFailing} that raises is logged, and the checks go on.
         """
-        probe = LivenessProbe(
-            self.clock, self.check, 2.0, 1, onFailing=lambda probe: 1 / 0
-        )
+        def onFailing(probe: LivenessProbe) -> None:
+            1 / 0
+
+        probe = LivenessProbe(self.clock, self.check, 2.0, 1, onFailing=onFailing)
         probe.start()
         self.clock.advance(2.0)
         self.check.fails()

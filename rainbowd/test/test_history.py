@@ -7,8 +7,8 @@ import errno
 import json
 import os
 import shutil
+from typing import Any, Dict, List
 
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -28,6 +28,7 @@ from rainbowd.history import (
     HistoryFile,
 )
 from rainbowd.ports import PortPicker
+from rainbowd.test.stubtreq import stubTreq
 from rainbowd.test.test_deployer import Harness
 
 
@@ -35,7 +36,7 @@ def record(deploy: int, **changes) -> DeployRecord:
     """
     A deploy record, numbered C{deploy}.
     """
-    values = dict(
+    values: Dict[str, Any] = dict(
         deploy=deploy,
         cause="redeploy",
         requester="127.0.0.1:5000",
@@ -184,7 +185,7 @@ class HistoryTests(SynchronousTestCase):
         wrong type, a number that is not finite, or a deploy number that is
         not a whole number from 1 to 2**53, is skipped rather than served.
         """
-        wrong = [
+        wrong: List[Dict[str, object]] = [
             {"requester": ["127.0.0.1"]},
             {"message": 5},
             {"error": {"no": "pe"}},
@@ -800,7 +801,7 @@ class DeploysResourceTests(SynchronousTestCase):
             self.history.add(record(n))
         root = Resource()
         root.putChild(b"deploys", DeploysResource(self.history))
-        self.treq = StubTreq(root)
+        self.treq = stubTreq(root)
 
     def get(self, query: str = ""):
         d = self.treq.get("http://127.0.0.1:7001/deploys" + query)

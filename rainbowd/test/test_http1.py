@@ -455,7 +455,9 @@ def h11On(raw: bytes, method: bytes) -> Verdict:
             event = connection.next_event()
             if isinstance(event, h11.Response):
                 status = event.status_code
-                kind, args = _body_framing(method, event)
+                kind, framingArgs = _body_framing(method, event)
+                # (count,) for a content-length, () otherwise.
+                args: Tuple[int, ...] = framingArgs
                 framing = {"chunked": "chunked", "http/1.0": "close"}.get(
                     kind, "length"
                 )

@@ -265,4 +265,5 @@ class PublicResourceTests(SynchronousTestCase):
         proxy = RecordingProxy()
         front = publicResource(PATH, proxy, FakeDeployer(), object(), Traffic(None, 30.0))
         self.assertIsInstance(front, LBHealthFront)
+        assert isinstance(front, LBHealthFront)
         self.assertEqual((front.path, front.proxy), (PATH.encode(), proxy))

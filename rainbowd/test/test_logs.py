@@ -5,8 +5,11 @@ Tests for L{rainbowd.logs}, and for the fields of rainbowd's own log events.
 
 import io
 import json
+from typing import List, cast
 
 from twisted.logger import (
+    ILogObserver,
+    LogEvent,
     LogPublisher,
     formatEventAsClassicLogText,
     globalLogPublisher,
@@ -30,11 +33,14 @@ class JSONObserverTests(SynchronousTestCase):
         """
         out = io.StringIO()
         observer = jsonObserver(out)
-        texts = []
+        texts: List[LogEvent] = []
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
-        globalLogPublisher.addObserver(texts.append)
-        self.addCleanup(globalLogPublisher.removeObserver, texts.append)
+        # Any callable of an event observes; mypy-zope knows only those
+        # declared to provide ILogObserver.
+        observeText = cast(ILogObserver, texts.append)
+        globalLogPublisher.addObserver(observeText)
+        self.addCleanup(globalLogPublisher.removeObserver, observeText)
         h = Harness(self)
         h.deployer.startService()
         h.process(1).emit(b"listening\n", 2)

@@ -3,18 +3,20 @@
 Tests for L{rainbowd.metrics}.
 """
 
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, cast
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from treq.testing import StubTreq
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import ILogObserver
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Request
 
 from rainbowd.connlimit import AcceptErrors, ConnectionCap
 from rainbowd.control import ControlResource
 from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
+from rainbowd.test.stubtreq import stubTreq
 from rainbowd.test.test_control import FakeDeployer as FakeControlDeployer
 from rainbowd.test.test_deployer import Harness
 from rainbowd.backendclient import BODY_TIMEOUT, TIMEOUT
@@ -411,17 +413,22 @@ class CardinalityTests(SynchronousTestCase):
         metrics = Metrics(h.deployer, processMetrics=False)
 
         class Served:
+            """
+            What L{Metrics} reads of a finished request.
+            """
+
             code = 200
+            backendGeneration: Optional[int] = None
 
         h.start()
         for generation in range(1, 10):
             served = Served()
             served.backendGeneration = generation
-            metrics.finished(served, 0.01)
+            metrics.finished(cast(Request, served), 0.01)
             h.deployer.redeploy()
             h.healthy(generation + 1)
             h.reactor.advance(0)
-        metrics.unfinished(Served(), 0.01)
+        metrics.unfinished(cast(Request, Served()), 0.01)
         self.assertEqual(
             sorted(requests(scrape(metrics))),
             # Generation 10, the active one and the newest, served nothing.
@@ -454,7 +461,9 @@ class ConnectionMetricsTests(SynchronousTestCase):
         cap = ConnectionCap(Factory.forProtocol(Protocol), 1, clock)
         for _ in range(3):
             cap.buildProtocol(None).makeConnection(StringTransport())
-        errors = AcceptErrors("tcp:7000", clock, lambda event: None)
+        # Any callable of an event observes; mypy-zope knows only those
+        # declared to provide ILogObserver.
+        errors = AcceptErrors("tcp:7000", clock, cast(ILogObserver, lambda event: None))
         errors.errors.update(EMFILE=4, ENFILE=1)
         errors.closed = 9
         metrics = Metrics(ObservableDeployer(), processMetrics=False)
@@ -484,7 +493,10 @@ class FakeHooks:
     PyPy's C{gc.hooks}: the three hooks, which the collector would call.
     """
 
-    on_gc_minor = on_gc_collect_step = on_gc_collect = None
+    # None until set, as PyPy's are.
+    on_gc_minor: Optional[Callable[["FakeStats"], None]] = None
+    on_gc_collect_step: Optional[Callable[["FakeStats"], None]] = None
+    on_gc_collect: Optional[Callable[["FakeStats"], None]] = None
 
 
 class FakeStats:
@@ -523,6 +535,8 @@ class CollectorMetricsTests(SynchronousTestCase):
         Each minor collection and each step of a major one is observed in
         the pause histogram under its kind.
         """
+        assert self.hooks.on_gc_minor is not None
+        assert self.hooks.on_gc_collect_step is not None
         self.hooks.on_gc_minor(FakeStats(1, 0.0003, 0.0003, 0.0003))
         self.hooks.on_gc_collect_step(FakeStats(1, 0.0035, 0.0035, 0.0035))
         minor, step = self.pauses("minor"), self.pauses("step")
@@ -535,6 +549,7 @@ class CollectorMetricsTests(SynchronousTestCase):
         Several events handed over as one keep their count and total, with
         the longest in its own bucket.
         """
+        assert self.hooks.on_gc_collect_step is not None
         self.hooks.on_gc_collect_step(FakeStats(5, 0.0140, 0.0005, 0.0080))
         step = self.pauses("step")
         self.assertEqual(step["count"], 5)
@@ -546,6 +561,7 @@ class CollectorMetricsTests(SynchronousTestCase):
         Finished major collections are counted, and the nursery's size is
         exposed.
         """
+        assert self.hooks.on_gc_collect is not None
         self.hooks.on_gc_collect(FakeStats(1, 0, 0, 0))
         self.hooks.on_gc_collect(FakeStats(2, 0, 0, 0))
         samples = scrape(self.metrics)
@@ -571,7 +587,7 @@ class MetricsResourceTests(SynchronousTestCase):
         self.metrics = Metrics(ObservableDeployer())
         control = ControlResource(FakeControlDeployer())
         control.putChild(b"metrics", MetricsResource(self.metrics.registry))
-        self.treq = StubTreq(control)
+        self.treq = stubTreq(control)
 
     def get(self, method: str, path: str = "/metrics"):
         d = self.treq.request(method, "http://127.0.0.1:7001" + path)

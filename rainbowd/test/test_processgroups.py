@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import List, Tuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -34,6 +35,7 @@ class IdentityTests(SynchronousTestCase):
             [sys.executable, "-c", "import sys; sys.stdin.read()"],
             stdin=subprocess.PIPE,
         )
+        assert child.stdin is not None
         self.addCleanup(child.wait)
         self.addCleanup(child.stdin.close)
         first = signals.identity(child.pid)
@@ -165,9 +167,9 @@ class IsStoppedTests(SynchronousTestCase):
         self.assertFalse(ProcessGroupSignals().isStopped(10, self.proc()))
 
 
-class GroupHasTests(SynchronousTestCase):
+class FakeProcTestCase(SynchronousTestCase):
     """
-    Tests for L{ProcessGroupSignals.groupHas}.
+    Tests on a fake C{/proc} of processes with an environment.
     """
 
     def proc(self, *processes) -> str:
@@ -183,6 +185,12 @@ class GroupHasTests(SynchronousTestCase):
                 with open(os.path.join(proc, str(pid), "environ"), "wb") as f:
                     f.write(b"\0".join(environ) + b"\0")
         return proc
+
+
+class GroupHasTests(FakeProcTestCase):
+    """
+    Tests for L{ProcessGroupSignals.groupHas}.
+    """
 
     def test_memberHasIt(self) -> None:
         """
@@ -253,13 +261,11 @@ class GroupHasTests(SynchronousTestCase):
         )
 
 
-class MarkedTests(SynchronousTestCase):
+class MarkedTests(FakeProcTestCase):
     """
     Tests for L{ProcessGroupSignals.marked}, C{isMarked} and
     C{signalMarked}.
     """
-
-    proc = GroupHasTests.proc
 
     MARKER = {"RAINBOWD_STATE_DIR": "/s", "RAINBOWD_GENERATION": "3"}
     ENV = [b"HOME=/root", b"RAINBOWD_STATE_DIR=/s", b"RAINBOWD_GENERATION=3"]
@@ -312,8 +318,8 @@ class MarkedTests(SynchronousTestCase):
         pinned is not signalled; the pidfd is closed.
         """
         proc = self.proc((10, "S", 10, self.ENV), (11, "S", 11, self.ENV))
-        events = []
-        opened = []
+        events: List[Tuple[object, ...]] = []
+        opened: List[int] = []
 
         def pidfdOpen(pid: int) -> int:
             if pid == 11:
@@ -374,9 +380,15 @@ class MarkedTests(SynchronousTestCase):
             env={**os.environ, **marker},
             stdout=subprocess.PIPE,
         )
+        assert child.stdout is not None
         self.addCleanup(child.stdout.close)
         self.addCleanup(child.wait)
-        self.addCleanup(lambda: child.poll() is None and child.kill())
+
+        def killRunning() -> None:
+            if child.poll() is None:
+                child.kill()
+
+        self.addCleanup(killRunning)
         self.assertEqual(child.stdout.readline(), b"started\n")
         signals = ProcessGroupSignals()
         self.assertEqual(signals.marked(marker), [child.pid])
@@ -404,13 +416,11 @@ class GroupOfTests(SynchronousTestCase):
         self.assertEqual(ProcessGroupSignals().groupOf(os.getpid()), os.getpgrp())
 
 
-class ReadingTests(SynchronousTestCase):
+class ReadingTests(FakeProcTestCase):
     """
     Tests for the functions that read C{/proc}: L{statFields},
     L{environment}, L{running}, L{processIds} and L{groupMembers}.
     """
-
-    proc = GroupHasTests.proc
 
     def test_statFields(self) -> None:
         """
@@ -421,7 +431,9 @@ class ReadingTests(SynchronousTestCase):
         os.makedirs(os.path.join(proc, "11"))
         with open(os.path.join(proc, "11", "stat"), "w") as f:
             f.write("11 (a) S (b) T 10 12 12 0\n")
-        self.assertEqual(statFields(10, proc)[:4], ["S", "1", "7", "7"])
+        fields = statFields(10, proc)
+        assert fields is not None
+        self.assertEqual(fields[:4], ["S", "1", "7", "7"])
         self.assertEqual(statFields("11", proc), ["T", "10", "12", "12", "0"])
         self.assertIsNone(statFields(12, proc))
 
@@ -474,6 +486,8 @@ class ReadingTests(SynchronousTestCase):
         if not os.path.isdir("/proc/self"):
             raise SkipTest("no /proc here")
         self.assertTrue(running(os.getpid()))
-        self.assertEqual(int(statFields(os.getpid())[1]), os.getppid())
+        fields = statFields(os.getpid())
+        assert fields is not None
+        self.assertEqual(int(fields[1]), os.getppid())
         self.assertIn(str(os.getpid()), list(groupMembers(os.getpgrp())))
         self.assertIn(f"PATH={os.environ['PATH']}".encode(), environment(os.getpid()))

@@ -6,17 +6,18 @@ through L{ControlResource} in memory.
 
 import json
 from types import SimpleNamespace
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, cast
 
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IRequest
 
 from rainbowd.control import ControlResource, failureHint
 from rainbowd.deployer import Deployed, DeployFailed, DeployRefused, Event
 from rainbowd.progress import PROGRESS_INTERVAL, STOP_MARGIN, wantsNDJSON
+from rainbowd.test.stubtreq import stubTreq
 
 CONTROL = "http://127.0.0.1:7001"
 NDJSON_HEADERS = {"Accept": ["application/x-ndjson"]}
@@ -108,7 +109,7 @@ class RedeployStreamTests(SynchronousTestCase):
         self.new = FakeBackend(3)
         self.deployer.active = self.old
         self.deployer.backends = [self.old]
-        self.treq = StubTreq(ControlResource(self.deployer, self.clock))
+        self.treq = stubTreq(ControlResource(self.deployer, self.clock))
         self.chunks: List[bytes] = []
 
     def stream(self) -> Deferred:
@@ -606,4 +607,8 @@ class WantsNDJSONTests(SynchronousTestCase):
             request = DummyRequest([b"redeploy"])
             if accept is not None:
                 request.requestHeaders.setRawHeaders(b"accept", [accept])
-            self.assertEqual(wantsNDJSON(request), expected, accept)
+            # Twisted's DummyRequest has getHeader, without saying it
+            # provides IRequest.
+            self.assertEqual(
+                wantsNDJSON(cast(IRequest, request)), expected, accept
+            )

@@ -3,7 +3,7 @@
 Tests for L{rainbowd.proxy}, in the world of L{rainbowd.test.inmemory}.
 """
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -11,6 +11,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from rainbowd.interfaces import IRequestLog
@@ -163,7 +164,11 @@ class ResponseTests(SynchronousTestCase):
         """
 
         class Reset(iosim.FakeTransport):
-            disconnectReason = ConnectionLost("Connection reset by peer")
+            # iosim gives it the type of its default, ConnectionDone; it
+            # is read as any reason a connection is lost for.
+            disconnectReason = ConnectionLost(  # type: ignore[assignment]
+                "Connection reset by peer"
+            )
 
         client = self.world.request(rawRequest())
         self.world.accept(
@@ -669,10 +674,13 @@ class AccessLogTests(SynchronousTestCase):
         generation; one that never reached a backend has none.
         """
         world = World(queueTimeout=1.0)
-        logged = []
-        world.site.log = lambda request: logged.append(
-            (request.uri, request.code, request.backendGeneration)
-        )
+        logged: List[Tuple[bytes, int, Optional[int]]] = []
+
+        def log(request: Request) -> None:
+            assert isinstance(request, ProxyRequest)
+            logged.append((request.uri, request.code, request.backendGeneration))
+
+        world.site.log = log
         waiting = world.request(rawRequest(target=b"/early"))
         world.reactor.advance(1.0)
         world.flush()

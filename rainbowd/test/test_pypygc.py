@@ -5,7 +5,7 @@ Tests for L{rainbowd.pypygc}.
 
 import os
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -156,7 +156,7 @@ class ChooseTests(SynchronousTestCase):
 
 class SetUpTests(SynchronousTestCase):
     def setUpCollector(self, environ: Dict[str, str], execve: Exec, **kwargs) -> None:
-        arguments = dict(
+        arguments: Dict[str, Any] = dict(
             environ=environ,
             nursery=lambda: 1024 * 1024,
             cpuinfo=lambda: AMD,

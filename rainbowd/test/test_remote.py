@@ -254,7 +254,8 @@ class RemoteHostHeaderTests(SynchronousTestCase):
         stateDir = os.path.abspath(self.mktemp())
         options = Options()
         options.cwd = os.path.dirname(stateDir)
-        options.raiseFileLimit = lambda: FileLimit(1024, 524288, 1024)
+        # Any arguments, as the real one takes (all of them defaulted).
+        options.raiseFileLimit = lambda *_: FileLimit(1024, 524288, 1024)
         options.parseOptions(
             ["--run", RUN, "--state-dir", stateDir]
             + ["--control-port", "tcp:7001:interface=0.0.0.0"]

@@ -10,11 +10,12 @@ import errno
 import os
 import socket
 from io import BytesIO
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple, TypeVar, cast
 
 import attrs
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
+from twisted.internet.base import DelayedCall
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -29,10 +30,24 @@ from rainbowd.proxy import ProxySite
 from rainbowd.requestlimits import LOG_INTERVAL, RequestLimits
 from rainbowd.test.fakes import passTime
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+_T = TypeVar("_T")
+
+
+def _default(field: "attrs.Attribute[_T]") -> _T:
+    """
+    The default of a config key that has one.
+    """
+    assert field.default is not None
+    return field.default
+
+
 DEFAULTS = attrs.fields(Config)
-HEADER_TIMEOUT = DEFAULTS.requestHeaderTimeout.default
-BODY_TIMEOUT = DEFAULTS.requestBodyTimeout.default
-MIN_RATE = DEFAULTS.requestBodyMinRate.default
+HEADER_TIMEOUT = _default(DEFAULTS.requestHeaderTimeout)
+BODY_TIMEOUT = _default(DEFAULTS.requestBodyTimeout)
+MIN_RATE = _default(DEFAULTS.requestBodyMinRate)
 IDLE_TIMEOUT = 60
 
 
@@ -62,7 +77,7 @@ class FullFile(BytesIO):
         super().__init__()
         self.error = error
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: "Buffer") -> int:
         raise OSError(self.error, os.strerror(self.error))
 
     def close(self) -> None:
@@ -845,7 +860,7 @@ class BadRequestTests(LimitsTestCase):
         too long, are answered 400 with a body naming the limits and
         I{Connection: close}, and logged (a line a minute).
         """
-        logged = []
+        logged: List[str] = []
         for data in [
             b"NOT A REQUEST LINE AT ALL\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 600 + b"\r\n",
@@ -917,7 +932,11 @@ class RefusalLogTests(LimitsTestCase):
         self.site.doStart()
         self.site.doStop()
         self.assertEqual(
-            [call.func.__name__ for call in self.reactor.getDelayedCalls()],
+            # A Clock's delayed calls are DelayedCalls.
+            [
+                cast(DelayedCall, call).func.__name__
+                for call in self.reactor.getDelayedCalls()
+            ],
             ["forceAbortClient"],
         )
 

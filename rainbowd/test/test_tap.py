@@ -10,7 +10,7 @@ import sys
 from errno import EADDRINUSE
 from os import strerror
 from signal import SIGINT, SIGTERM
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, cast
 
 from prometheus_client.exposition import generate_latest
 import twisted
@@ -20,11 +20,13 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 import attrs
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.lockfile import FilesystemLock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from zope.interface import implementer
 
 import rainbowd
 from rainbowd.accesslog import Both
@@ -32,7 +34,7 @@ from rainbowd.backendlogs import BackendLogs
 from rainbowd.config import ConfigError, settingNames
 from rainbowd.connlimit import AcceptErrors, ConnectionCap
 from rainbowd.controlsite import MAX_CONNECTIONS, ControlSite
-from rainbowd.deployer import Deployer
+from rainbowd.deployer import Deployer, Event
 from rainbowd.fdlimit import FileLimit
 from rainbowd.history import FILENAME as HISTORY_FILENAME
 from rainbowd.history import DeploysResource
@@ -428,18 +430,45 @@ class ListenFails(FakeProcessReactor):
         raise CannotListenError(interface, port, OSError(EADDRINUSE, strerror(EADDRINUSE)))
 
 
-class MakeServiceTests(SynchronousTestCase):
+def wrapped(factory: IProtocolFactory) -> Any:
     """
-    Tests for L{makeService}.
+    The factory that C{factory}, a listening port's L{ConnectionCap},
+    counts the connections of.
+    """
+    assert isinstance(factory, ConnectionCap)
+    return factory.wrappedFactory
+
+
+class ServiceTestCase(SynchronousTestCase):
+    """
+    Tests of what L{makeService} makes of options.
     """
 
     def options(self, *argv: str, limit: FileLimit = FileLimit(1024, 524288, 1024)) -> Options:
         stateDir = os.path.abspath(self.mktemp())
         options = Options()
         options.cwd = os.path.dirname(stateDir)
-        options.raiseFileLimit = lambda: limit
+        # Any arguments, as the real one takes (all of them defaulted).
+        options.raiseFileLimit = lambda *_: limit
         options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
         return options
+
+    def sites(self, service) -> Dict[str, Any]:
+        """
+        The sites served, by config key of their port, without the public
+        port's L{ConnectionCap}.
+        """
+        return {
+            child._key: getattr(child.factory, "wrappedFactory", child.factory)
+            for child in service
+            if hasattr(child, "_key")
+        }
+
+
+class MakeServiceTests(ServiceTestCase):
+    """
+    Tests for L{makeService}.
+    """
 
     def test_listens(self) -> None:
         """
@@ -476,8 +505,8 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(options, reactor)
         service.privilegedStartService()
         cap, controlCap = [factory for _, factory, _, _ in reactor.tcpServers]
-        control = controlCap.wrappedFactory
-        proxy = cap.wrappedFactory
+        control = wrapped(controlCap)
+        proxy = wrapped(cap)
         self.assertEqual(
             proxy.limits,
             RequestLimits(headerTimeout=2.5, bodyTimeout=4.0, bodyMinRate=100, maxBody=1000),
@@ -615,7 +644,7 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = FakeProcessReactor()
         service = makeService(self.options("--control-token-file", token), reactor)
         service.privilegedStartService()
-        site = reactor.tcpServers[1][1].wrappedFactory
+        site = wrapped(reactor.tcpServers[1][1])
         self.assertIsInstance(site, ControlSite)
         self.assertEqual(site._token, b"s3cret-token")
 
@@ -630,7 +659,7 @@ class MakeServiceTests(SynchronousTestCase):
             reactor,
         )
         service.privilegedStartService()
-        proxy = reactor.tcpServers[0][1].wrappedFactory.resource
+        proxy = wrapped(reactor.tcpServers[0][1]).resource
         self.assertEqual((proxy._backendTimeout, proxy._backendBodyTimeout), (1.5, 9.0))
         self.assertIsInstance(proxy._monitor, Metrics)
 
@@ -832,7 +861,9 @@ class Stopping(Service):
 
 class Clients:
     """
-    The public port's connections as L{_OrderlyStop} sees them.
+    The public port's connections as L{_OrderlyStop} sees them: the two
+    methods of the L{ConnectionCap} it is declared to have, which the tests
+    cast this to.
     """
 
     def __init__(self) -> None:
@@ -864,7 +895,8 @@ class StopOrderTests(SynchronousTestCase):
         deployer.setServiceParent(service)
         port.setServiceParent(service)
         service.ports = [port]
-        service.clients = clients = Clients()
+        clients = Clients()
+        service.clients = cast(ConnectionCap, clients)
         service.clientTimeout = lambda: 7.0
         service.startService()
         stopped = service.stopService()
@@ -893,7 +925,8 @@ class StopOrderTests(SynchronousTestCase):
         deployer.setServiceParent(service)
         port.setServiceParent(service)
         service.ports = [port]
-        service.clients = clients = Clients()
+        clients = Clients()
+        service.clients = cast(ConnectionCap, clients)
         service.clientTimeout = lambda: 7.0
         service.startService()
         stopped = service.stopService()
@@ -939,6 +972,7 @@ class StopDelayOrderTests(SynchronousTestCase):
         ends when they have.
         """
         stopped = self.service.stopService()
+        assert self.service.stopDelay is not None
         self.assertTrue(self.service.stopDelay.stopping)
         self.reactor.advance(4.9)
         self.assertEqual([child.stopped for child in self.children], [[], []])
@@ -984,23 +1018,10 @@ class StopDelayOrderTests(SynchronousTestCase):
         )
 
 
-class ObservabilityTests(SynchronousTestCase):
+class ObservabilityTests(ServiceTestCase):
     """
     What L{makeService} wires for metrics, the access log and systemd.
     """
-
-    options = MakeServiceTests.options
-
-    def sites(self, service) -> Dict[str, Any]:
-        """
-        The sites served, by config key of their port, without the public
-        port's L{ConnectionCap}.
-        """
-        return {
-            child._key: getattr(child.factory, "wrappedFactory", child.factory)
-            for child in service
-            if hasattr(child, "_key")
-        }
 
     def test_noAccessLogByDefault(self) -> None:
         """
@@ -1031,7 +1052,7 @@ class ObservabilityTests(SynchronousTestCase):
         deploys = self.sites(service)["controlPort"].resource.children[b"deploys"]
         self.assertIsInstance(deploys, DeploysResource)
         [deployer] = [child for child in service if isinstance(child, Deployer)]
-        events = []
+        events: List[Event] = []
         deployer.observe(events.append)
         service.privilegedStartService()
         service.startService()
@@ -1161,6 +1182,7 @@ class ObservabilityTests(SynchronousTestCase):
             return transport.value()
 
         self.assertIn(b"no version of the app is ready", get())
+        assert isinstance(service, _OrderlyStop) and service.stopDelay is not None
         self.assertEqual(service.stopDelay._delay, 2.5)
         service.stopDelay.stopping = True
         self.assertIn(b"rainbowd is stopping", get())
@@ -1218,12 +1240,10 @@ class RealPorts(FakeProcessReactor):
         return tcp.Port(port, factory, backlog, interface, self)
 
 
-class ConnectionLimitTests(SynchronousTestCase):
+class ConnectionLimitTests(ServiceTestCase):
     """
     What L{makeService} does about file descriptors and connections.
     """
-
-    options = MakeServiceTests.options
 
     def listening(self, service) -> Dict[str, Any]:
         return {child._key: child for child in service if hasattr(child, "_key")}
@@ -1312,9 +1332,8 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertIn('rainbowd_accept_errors_total{error="EMFILE",port="port"} 3.0', text)
         self.assertIn("rainbowd_max_connections 272.0", text)
 
-    sites = ObservabilityTests.sites
 
-
+@implementer(IStreamServerEndpoint)
 class FakeEndpoint:
     """
     A server endpoint whose C{listen} returns the L{Deferred} it is given.

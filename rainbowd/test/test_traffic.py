@@ -5,6 +5,7 @@ in maintenance, in memory (L{rainbowd.test.inmemory}).
 """
 
 import os
+from typing import List
 
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
@@ -123,9 +124,9 @@ class TransitionTests(SynchronousTestCase):
         Resuming fires every hold, oldest first.
         """
         self.traffic.pause(OPERATOR)
-        order = []
+        order: List[int] = []
         for n in range(3):
-            self.traffic.hold().addCallback(lambda _, n=n: order.append(n))
+            self.traffic.hold().addCallback(lambda _, n: order.append(n), n)
         self.traffic.resume(OPERATOR)
         self.assertEqual((order, self.traffic.held), ([0, 1, 2], 0))
 

@@ -4,12 +4,14 @@ Tests for L{rainbowd.tunnel}: upgraded requests through the proxy, in the
 world of L{rainbowd.test.inmemory}.
 """
 
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 from twisted.internet.protocol import Factory
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Request
 
+from rainbowd.proxy import ProxyRequest
 from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,
@@ -130,9 +132,12 @@ class UpgradeTests(SynchronousTestCase):
         An upgraded request is logged once, as a 101 from its backend's
         generation.
         """
-        logged = []
-        self.world.site.log = lambda request: logged.append(
-            (request.code, request.backendGeneration)
-        )
+        logged: List[Tuple[int, Optional[int]]] = []
+
+        def log(request: Request) -> None:
+            assert isinstance(request, ProxyRequest)
+            logged.append((request.code, request.backendGeneration))
+
+        self.world.site.log = log
         self.upgrade()
         self.assertEqual(logged, [(101, 1)])

@@ -10,7 +10,7 @@ import inspect
 import os
 import re
 from functools import lru_cache
-from typing import Dict, Iterator, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, Optional, Set, Tuple
 
 from twisted.internet.testing import StringTransport
 from twisted.python.reflect import namedAny
@@ -29,7 +29,10 @@ def _channel() -> HTTPChannel:
     A channel in the middle of a request, as rainbowd's code sees one.
     """
     channel = HTTPChannel()
-    channel.site = Site(Resource())
+    # What Site.buildProtocol sets, and Twisted's HTTPChannel does not
+    # declare; buildProtocol itself would give the channel the global
+    # reactor's callLater.
+    channel.site = Site(Resource())  # type: ignore[attr-defined]
     channel.makeConnection(StringTransport())
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")
     return channel
@@ -37,7 +40,7 @@ def _channel() -> HTTPChannel:
 
 #: How to make an object that has the names set per instance; the others
 #: are looked for on the class.
-_INSTANCES = {
+_INSTANCES: Dict[str, Callable[[], object]] = {
     "twisted.web.http.HTTPChannel": _channel,
     "twisted.web.http_headers.Headers": Headers,
 }
@@ -104,7 +107,7 @@ class InternalsTests(SynchronousTestCase):
         unchecked.
         """
         listed = {internal.name for internal in INTERNALS}
-        known = set()
+        known: Set[str] = set()
         for owner in _WATCHED | {internal.owner for internal in INTERNALS}:
             known.update(name for name in dir(namedAny(owner)) if name.startswith("_"))
         source = os.path.dirname(rainbowd.__file__)

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any, Dict, List, Tuple
 
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -47,13 +48,13 @@ class _Reactor(FakeProcessReactor):
 class UpgraderTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = _Reactor()
-        self.handedOver = []
-        self.failures = []
-        self.peers = []
+        self.handedOver: List[bool] = []
+        self.failures: List[bool] = []
+        self.peers: List[socket.socket] = []
         self.state = handover.State(
             pid=os.getpid(), listening={"port": 0, "controlPort": 1}, settings={}
         )
-        self.fds = []
+        self.fds: List[int] = []
         self.upgrader = self.makeUpgrader()
 
     def makeUpgrader(self, **kwargs) -> Upgrader:
@@ -65,7 +66,7 @@ class UpgraderTests(SynchronousTestCase):
             self.addCleanup(peer.close)
             return ours, theirs
 
-        options = dict(
+        options: Dict[str, Any] = dict(
             reactor=self.reactor,
             describe=lambda: (self.state, self.fds),
             handOver=lambda: self.handedOver.append(True),
@@ -407,8 +408,8 @@ class UpgradeOnSignalTests(SynchronousTestCase):
         from rainbowd.upgrade import UpgradeOnSignal
 
         self.reactor = _Reactor()
-        self.installed = {}
-        self.asked = []
+        self.installed: Dict[int, Any] = {}
+        self.asked: List[Tuple[Any, Deferred]] = []
 
         def upgrade(requester):
             d = Deferred()
@@ -494,7 +495,7 @@ class AppendToLogTests(SynchronousTestCase):
 
 class _Protocol:
     def __init__(self) -> None:
-        self.calls = []
+        self.calls: List[Tuple[object, ...]] = []
 
     def childDataReceived(self, childFD, data):
         self.calls.append(("data", childFD, data))
@@ -517,7 +518,11 @@ class AdoptedProcessTests(SynchronousTestCase):
         self.r, self.w = os.pipe()
         # A live pid to watch: this test's own.
         self.process = AdoptedProcess(self.reactor, self.proto, os.getpid(), {1: self.r})
-        self.addCleanup(lambda: self.process._pidfd and self.process._pidfd.close())
+        def closePidfd() -> None:
+            if self.process._pidfd:
+                self.process._pidfd.close()
+
+        self.addCleanup(closePidfd)
         self.addCleanup(self._close)
 
     def _close(self):
@@ -546,6 +551,7 @@ class AdoptedProcessTests(SynchronousTestCase):
         from twisted.internet.error import ConnectionDone
         from twisted.python.failure import Failure
 
+        assert self.process._pidfd is not None
         self.process._pidfd.doRead()
         self.assertEqual(self.proto.calls, [("exited", "UnknownExit")])
         [reader] = self.process.pipes.values()
