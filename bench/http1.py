@@ -1,6 +1,6 @@
 """
 What parsing a backend's response head costs: the code rainbowd had before
-rainbowd.http1 (BackendConnection._head, loaded from the commit named
+rainbowd.web.http1 (BackendConnection._head, loaded from the commit named
 below), the same step now (ResponseParser.receive, then the connection's
 _head, which tells the handler), the parser alone, and h11 (its parsing
 alone, then with the making of a connection and the sending of its request,
@@ -28,7 +28,7 @@ import h11  # noqa: E402
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
 from rainbowd import backendclient  # noqa: E402
-from rainbowd.http1 import ResponseParser  # noqa: E402
+from rainbowd.web.http1 import ResponseParser  # noqa: E402
 
 BEFORE = "c41004b"
 """
@@ -59,10 +59,10 @@ class Handler:
 
 def oldModule():
     """
-    rainbowd.backendclient as it was at L{BEFORE}.
+    rainbowd.web.backendclient as it was at L{BEFORE}.
     """
     source = subprocess.run(
-        ["git", "show", BEFORE + ":rainbowd/backendclient.py"],
+        ["git", "show", BEFORE + ":rainbowd/web/backendclient.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_upgrade -*-
+# -*- test-case-name: rainbowd.test.unit.test_upgrade -*-
 """
 An app process that this rainbowd took over in an upgrade, rather than
 started: not its child, so its end is seen through a pidfd
@@ -87,7 +87,7 @@ class _PidfdReader:
 class AdoptedProcess:
     """
     The process transport of an adopted app process: C{proto} (a
-    L{rainbowd.backend.Backend}) gets its output from the handed-over
+    L{rainbowd.app.backend.Backend}) gets its output from the handed-over
     pipes, and C{processExited} then, once they close, C{processEnded},
     as for a child.
 

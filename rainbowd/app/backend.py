@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_backend -*-
+# -*- test-case-name: rainbowd.test.unit.test_backend -*-
 """
 One app process: its launch, output, health check and lifecycle.
 
@@ -37,9 +37,9 @@ from zope.interface import implementer
 
 from rainbowd.config import Config
 from rainbowd.interfaces import IProcessSignals, IRoutableBackend
-from rainbowd.outputlines import LONGEST_LINE, OutputLines  # noqa: F401 (LONGEST_LINE: here too)
+from rainbowd.app.outputlines import LONGEST_LINE, OutputLines  # noqa: F401 (LONGEST_LINE: here too)
 from rainbowd.statedir import readFile
-from rainbowd.health import (
+from rainbowd.app.health import (
     REPORT_EVERY,
     FailureStreak,
     LivenessProbe,
@@ -333,7 +333,7 @@ class Backend(ProcessProtocol):
         spawned, C{pipes} the read ends of its output (child fd -> fd), and
         C{state} C{ACTIVE} or C{STANDBY}.
         """
-        from rainbowd.adopted import AdoptedProcess
+        from rainbowd.app.adopted import AdoptedProcess
 
         self.pgid = pgid
         self.adopted = True
@@ -640,7 +640,7 @@ class Backend(ProcessProtocol):
         """
         if not self.adopted:
             return {}
-        from rainbowd.adopted import UNKNOWN_EXIT
+        from rainbowd.app.adopted import UNKNOWN_EXIT
 
         return {"adopted": True, "exitStatus": UNKNOWN_EXIT}
 
@@ -657,7 +657,7 @@ class Backend(ProcessProtocol):
         if self.abandoned:
             return
         if getattr(reason.value, "unknown", False):
-            from rainbowd.adopted import UNKNOWN_EXIT
+            from rainbowd.app.adopted import UNKNOWN_EXIT
 
             self.exitReason = UNKNOWN_EXIT
         else:

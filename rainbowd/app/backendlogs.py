@@ -1,9 +1,9 @@
-# -*- test-case-name: rainbowd.test.test_backendlogs -*-
+# -*- test-case-name: rainbowd.test.unit.test_backendlogs -*-
 """
 The app's output, one file per generation, in C{stateDir/logs}.
 
 Every line a backend prints is already a log event (see
-L{rainbowd.backend.Backend}); L{BackendLogs} also writes those lines, as
+L{rainbowd.app.backend.Backend}); L{BackendLogs} also writes those lines, as
 the backend hands them to its output observers, to a file of the
 generation's own::
 
@@ -25,7 +25,7 @@ from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from rainbowd.deployer import Event
+from rainbowd.app.deployer import Event
 from rainbowd.events import EventKind
 from rainbowd.statedir import UnsafeStateDir, makeSubdirectory, openFile
 

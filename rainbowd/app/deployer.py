@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_deployer -*-
+# -*- test-case-name: rainbowd.test.unit.test_deployer -*-
 """
 The generations of the app: redeploy, swap, drain and supervision.
 """
@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rainbowd.backend import (
+from rainbowd.app.backend import (
     ALIVE,
     AppStopped,
     Backend,
@@ -34,14 +34,14 @@ from rainbowd.backend import (
 )
 from rainbowd.config import Config, ConfigError, startupKeys
 from rainbowd.events import EVENT_KINDS, EventKind  # noqa: F401 (EVENT_KINDS: here too)
-from rainbowd.health import LivenessProbe
+from rainbowd.app.health import LivenessProbe
 from rainbowd.interfaces import IControlledDeployer, IRoutingDeployer
-from rainbowd.leftovers import AppGroups
-from rainbowd.lifecycle import Input, Lifecycle, Phase
-from rainbowd.ports import NoFreePort, PortPicker
-from rainbowd.processgroups import ProcessGroupSignals
-from rainbowd.shutdown import reportShutdown
-from rainbowd.verify import Verifier, VerifyFailed, VerifyRun
+from rainbowd.app.leftovers import AppGroups
+from rainbowd.app.lifecycle import Input, Lifecycle, Phase
+from rainbowd.app.ports import NoFreePort, PortPicker
+from rainbowd.app.processgroups import ProcessGroupSignals
+from rainbowd.app.shutdown import reportShutdown
+from rainbowd.app.verify import Verifier, VerifyFailed, VerifyRun
 from rainbowd.waiters import Waiters
 
 
@@ -296,7 +296,7 @@ class Deployer(Service):
     @property
     def phase(self) -> Phase:
         """
-        What the deployer is doing (see L{rainbowd.lifecycle}).
+        What the deployer is doing (see L{rainbowd.app.lifecycle}).
         """
         return self._lifecycle.phase
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_health -*-
+# -*- test-case-name: rainbowd.test.unit.test_health -*-
 """
 Asking a backend whether it is healthy: C{GET healthCheckPath} must answer
 2xx, once before it gets traffic (L{HTTPHealthCheck}), and again and again

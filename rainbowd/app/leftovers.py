@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_leftovers -*-
+# -*- test-case-name: rainbowd.test.unit.test_leftovers -*-
 """
 The app process groups an earlier rainbowd left behind.
 
@@ -35,7 +35,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from rainbowd.backend import APP_VARIABLE, REAP_INTERVAL
+from rainbowd.app.backend import APP_VARIABLE, REAP_INTERVAL
 from rainbowd.statedir import readFile, writeAtomically
 
 #: How long a group may take to empty after SIGKILL, in seconds, before

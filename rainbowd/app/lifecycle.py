@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_lifecycle -*-
+# -*- test-case-name: rainbowd.test.unit.test_lifecycle -*-
 """
 What the deployer is doing, as an explicit transition table::
 
@@ -17,8 +17,8 @@ else begins.
 
 Whether the deployer keeps a standby is a second, independent part of its
 state: any of these states can hold one or not (see
-L{rainbowd.deployer.Deployer.standby}), and the standby's own life is the
-backend's (L{rainbowd.backend.State.STANDBY}).
+L{rainbowd.app.deployer.Deployer.standby}), and the standby's own life is the
+backend's (L{rainbowd.app.backend.State.STANDBY}).
 """
 
 from enum import Enum

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_outputlines -*-
+# -*- test-case-name: rainbowd.test.unit.test_outputlines -*-
 """
 A process's output cut into lines, with no I/O: the bytes that come on each
 of its descriptors in, the lines they complete out.  A line that reaches

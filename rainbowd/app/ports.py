@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_ports -*-
+# -*- test-case-name: rainbowd.test.unit.test_ports -*-
 """
 Choosing the port a new backend listens on.
 
@@ -6,7 +6,7 @@ Binding to port 0 would hand out a port from the kernel's ephemeral range,
 where any outgoing connection -- rainbowd's own connections to its backends
 included -- can take it before the app binds it.  So ports come from a
 configured range outside it, skipping those in use, and a launch that still
-loses its port is retried on another (see L{rainbowd.deployer}).
+loses its port is retried on another (see L{rainbowd.app.deployer}).
 """
 
 import random

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_processgroups -*-
+# -*- test-case-name: rainbowd.test.unit.test_processgroups -*-
 """
 The app's processes as the operating system sees them: what C{/proc} says of
 a process or a process group, and the signals sent to them with C{kill(2)}.
@@ -82,7 +82,7 @@ def groupMembers(pgid: int, proc: str = "/proc") -> Iterator[str]:
 class ProcessGroupSignals:
     """
     Signals sent with the operating system.  Every backend runs in a process
-    group of its own (see L{rainbowd.backend.Backend.launch}), so the whole app -- the shell,
+    group of its own (see L{rainbowd.app.backend.Backend.launch}), so the whole app -- the shell,
     the app, its workers -- can be stopped, and seen to be gone, at once;
     processes that left the group are found by their environment (see
     L{marked}).
@@ -146,7 +146,7 @@ class ProcessGroupSignals:
         """
         Does a running process of group C{pgid} have C{variable=value} in
         the environment it was started with?  That tells rainbowd's app
-        processes (see L{rainbowd.backend.APP_VARIABLE}) from a stranger
+        processes (see L{rainbowd.app.backend.APP_VARIABLE}) from a stranger
         that got the same process group id later.  A process whose
         environment cannot be read is taken for a stranger.
         """

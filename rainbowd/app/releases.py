@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_releases -*-
+# -*- test-case-name: rainbowd.test.unit.test_releases -*-
 """
 Release directories: an app kept as C{releases/<id>/}, one directory a
 release, with a C{current} link to the one to run (as Capistrano and many

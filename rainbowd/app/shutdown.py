@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_shutdown -*-
+# -*- test-case-name: rainbowd.test.unit.test_shutdown -*-
 """
 What a stopping rainbowd waits for, said in its log: which generations are
 still draining or stopping, and what each still holds.
@@ -13,7 +13,7 @@ from twisted.logger import Logger
 #: How often a stopping rainbowd says what it still waits for, in seconds.
 REPORT_INTERVAL = 1.0
 
-_log = Logger(namespace="rainbowd.shutdown")
+_log = Logger(namespace="rainbowd.app.shutdown")
 
 
 def _plural(count: int, word: str) -> str:

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_verify -*-
+# -*- test-case-name: rainbowd.test.unit.test_verify -*-
 """
 The C{verify} command: a smoke test a new generation must pass, once
 healthy, before it gets traffic.
@@ -32,9 +32,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.backend import APP_VARIABLE, OUTPUT_GRACE, describeExit
-from rainbowd.controlapi import VERIFY_VARIABLE
-from rainbowd.outputlines import OutputLines
+from rainbowd.app.backend import APP_VARIABLE, OUTPUT_GRACE, describeExit
+from rainbowd.control.api import VERIFY_VARIABLE
+from rainbowd.app.outputlines import OutputLines
 
 #: How many of its last output lines a verify's outcome carries.
 VERIFY_LINES = 20

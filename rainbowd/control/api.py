@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_ctl -*-
+# -*- test-case-name: rainbowd.test.unit.test_ctl -*-
 """
 What the control API and its clients (rainbowctl, C{--control}) share,
 without Twisted, so that rainbowctl starts fast: the streamed media type,
@@ -18,7 +18,7 @@ NDJSON = b"application/x-ndjson"
 
 #: The environment variable, set to 1, that tells a verify's processes from
 #: its generation's (both carry the generation's marker; see
-#: L{rainbowd.verify}), so that those that left the verify's process group
+#: L{rainbowd.app.verify}), so that those that left the verify's process group
 #: are found and killed with it, and rainbowctl refuses to redeploy from one.
 VERIFY_VARIABLE = "RAINBOWD_VERIFY"
 

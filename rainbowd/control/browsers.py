@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_browsers -*-
+# -*- test-case-name: rainbowd.test.unit.test_browsers -*-
 """
 Keep web pages away from the control API.
 
@@ -24,7 +24,7 @@ L{refusal} refuses a control request that:
 A request without C{Host} is not refused: every browser sends one, so it
 is not a page's.
 
-This module only reads values; L{rainbowd.controlsite.ControlSite} asks it
+This module only reads values; L{rainbowd.control.site.ControlSite} asks it
 about each request, before the token check, so that what a page learns --
 403 whatever token it sends -- says nothing of the token.
 """

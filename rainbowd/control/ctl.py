@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_ctl -*-
+# -*- test-case-name: rainbowd.test.unit.test_ctl -*-
 """
 C{rainbowctl}: redeploy, rollback, status, history, logs, pause and
 maintenance from the command line.
@@ -37,7 +37,7 @@ import attrs
 
 from rainbowd import versionLine
 from rainbowd.config import DEFAULT_FILENAME, ConfigError, loadControlKeys
-from rainbowd.controlapi import (
+from rainbowd.control.api import (
     NDJSON,
     VERIFY_VARIABLE,
     failureHint,
@@ -45,7 +45,7 @@ from rainbowd.controlapi import (
 )
 from rainbowd.endpoints import endpointArguments, tcpPortNumber
 from rainbowd.events import EventKind
-from rainbowd.remote import (
+from rainbowd.control.remote import (
     RemoteAddress,
     RemoteError,
     clearTextWarning,

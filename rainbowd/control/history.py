@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_history -*-
+# -*- test-case-name: rainbowd.test.unit.test_history -*-
 """
 The deploy history: the last L{KEPT} deploys, each once it has an outcome,
 kept in C{stateDir}/L{FILENAME} across restarts, and served as
@@ -31,8 +31,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from rainbowd.control import Endpoint, writeJSON
-from rainbowd.deployer import Event
+from rainbowd.control.resource import Endpoint, writeJSON
+from rainbowd.app.deployer import Event
 from rainbowd.events import OUTCOMES, EventKind
 from rainbowd.statedir import UnsafeStateDir, openFile, writeAtomically
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_metrics -*-
+# -*- test-case-name: rainbowd.test.unit.test_metrics -*-
 """
 rainbowd's metrics, served in Prometheus' text format on the control
 port's C{GET /metrics}.
@@ -19,9 +19,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from rainbowd.backend import ALIVE, State
-from rainbowd.control import Endpoint
-from rainbowd.deployer import Event
+from rainbowd.app.backend import ALIVE, State
+from rainbowd.control.resource import Endpoint
+from rainbowd.app.deployer import Event
 from rainbowd.events import OUTCOMES, EventKind
 from rainbowd.interfaces import IRequestLog
 
@@ -101,8 +101,8 @@ class _Now:
 class _Connections:
     """
     A collector of the listening ports' counts: the public port's open and
-    refused connections (see L{rainbowd.connlimit.ConnectionCap}), and each
-    port's failed accepts (see L{rainbowd.connlimit.AcceptErrors}).
+    refused connections (see L{rainbowd.web.connlimit.ConnectionCap}), and each
+    port's failed accepts (see L{rainbowd.web.connlimit.AcceptErrors}).
     """
 
     def __init__(self, cap: Any, listening: Mapping[str, Any]) -> None:
@@ -221,8 +221,8 @@ class Metrics:
     """
     The metrics of one rainbowd, in a registry of its own.
 
-    It is the proxy site's C{requestLog} (see L{rainbowd.proxy.ProxySite}),
-    the proxy's C{monitor} (see L{rainbowd.proxy.ReverseProxy}) and an
+    It is the proxy site's C{requestLog} (see L{rainbowd.web.proxy.ProxySite}),
+    the proxy's C{monitor} (see L{rainbowd.web.proxy.ReverseProxy}) and an
     observer of C{deployer}.
 
     @ivar registry: the L{CollectorRegistry} to expose.
@@ -231,7 +231,7 @@ class Metrics:
     def __init__(self, deployer: Any, processMetrics: bool = True) -> None:
         """
         @param deployer: has C{observe}, C{backends} and C{active}, like
-            L{rainbowd.deployer.Deployer}.
+            L{rainbowd.app.deployer.Deployer}.
         @param processMetrics: also expose rainbowd's own CPU, memory and
             file descriptors (C{process_*}).
         """
@@ -318,7 +318,7 @@ class Metrics:
         """
         Expose the connection counts of the public port's C{cap} and the
         failed accepts of the ports in C{listening}, by config key; each has
-        C{acceptErrors}, an L{rainbowd.connlimit.AcceptErrors} or L{None}.
+        C{acceptErrors}, an L{rainbowd.web.connlimit.AcceptErrors} or L{None}.
         """
         self.registry.register(_Connections(cap, listening))
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_progress -*-
+# -*- test-case-name: rainbowd.test.unit.test_progress -*-
 """
 Streamed answers of the control API: a redeploy's steps as they happen
 (NDJSON), and an app's output as it is printed.
@@ -13,8 +13,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from rainbowd.controlapi import NDJSON
-from rainbowd.deployer import Event
+from rainbowd.control.api import NDJSON
+from rainbowd.app.deployer import Event
 from rainbowd.events import OUTCOMES, EventKind
 
 _log = Logger()

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_remote -*-
+# -*- test-case-name: rainbowd.test.unit.test_remote -*-
 """
 C{rainbowctl --control ENDPOINT}: the control API of a rainbowd on another
 host, named explicitly rather than found in C{rainbow.conf.json}.
@@ -16,7 +16,7 @@ through an ssh tunnel::
     rainbowctl --control tcp:127.0.0.1:7001 --token-file token redeploy
 
 The remote rainbowd checks the I{Host} header rainbowctl sends (see
-L{rainbowd.browsers}): an address it listens on passes, and so does a
+L{rainbowd.control.browsers}): an address it listens on passes, and so does a
 loopback one (the tunnel); a name must be listed in that rainbowd's
 C{controlAllowedHosts}.
 """
@@ -29,7 +29,7 @@ from typing import Optional
 import attrs
 
 from rainbowd.config import ConfigError
-from rainbowd.controlapi import readControlToken
+from rainbowd.control.api import readControlToken
 from rainbowd.endpoints import endpointParts
 
 EXAMPLE = "tcp:web1.internal:7001"

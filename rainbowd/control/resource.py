@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_control -*-
+# -*- test-case-name: rainbowd.test.unit.test_control -*-
 """
 The control API, served on the control port::
 
@@ -13,12 +13,12 @@ The control API, served on the control port::
                      (an optional body {"message": "..."}) until POST /resume
     POST /resume     send requests to the app again
     POST /upgrade    start a new rainbowd, hand it the sockets and the
-                     running app, and exit (see L{rainbowd.upgrade})
+                     running app, and exit (see L{rainbowd.upgrade.upgrader})
     GET  /status     the generations, their backends and the traffic mode
-    GET  /deploys    L{rainbowd.history.DeploysResource}, the last deploys,
+    GET  /deploys    L{rainbowd.control.history.DeploysResource}, the last deploys,
                      put here by L{rainbowd.tap.makeService}
     GET  /logs       a generation's last output lines (?follow=1: and more)
-    GET  /metrics    L{rainbowd.metrics.MetricsResource}, put here by
+    GET  /metrics    L{rainbowd.control.metrics.MetricsResource}, put here by
                      L{rainbowd.tap.makeService}
 
 Every other answer, errors included, is pretty-printed JSON.
@@ -42,17 +42,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from rainbowd.config import ConfigError
-from rainbowd.controlapi import failureHint
-from rainbowd.deployer import (
+from rainbowd.control.api import failureHint
+from rainbowd.app.deployer import (
     DeployFailed,
     DeployRefused,
     NothingToRollBack,
     describeOutcome,
 )
-from rainbowd.processgroups import ProcessGroupSignals
-from rainbowd.progress import OutputFollower, RedeployProgress, wantsNDJSON
-from rainbowd.traffic import Traffic
-from rainbowd.verify import verifyAsking
+from rainbowd.app.processgroups import ProcessGroupSignals
+from rainbowd.control.progress import OutputFollower, RedeployProgress, wantsNDJSON
+from rainbowd.web.traffic import Traffic
+from rainbowd.app.verify import verifyAsking
 
 _log = Logger()
 
@@ -190,12 +190,12 @@ class ControlResource(Resource):
     output be followed; and C{/pause}, C{/maintenance} and C{/resume} over
     C{traffic}, a L{Traffic}, which C{/status} shows too.
 
-    @ivar connections: the public port's L{rainbowd.connlimit.ConnectionCap},
+    @ivar connections: the public port's L{rainbowd.web.connlimit.ConnectionCap},
         whose counts C{/status} shows, or L{None}.
     """
 
     connections: Any = None
-    #: The L{rainbowd.upgrade.Upgrader} behind C{/upgrade} and C{/status}'s
+    #: The L{rainbowd.upgrade.upgrader.Upgrader} behind C{/upgrade} and C{/status}'s
     #: C{"rainbowd"}, or L{None}.
     upgrader: Any = None
 

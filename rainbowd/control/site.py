@@ -1,15 +1,15 @@
-# -*- test-case-name: rainbowd.test.test_controlsite -*-
+# -*- test-case-name: rainbowd.test.unit.test_controlsite -*-
 """
 The control API's site: who may call it, and how much they may send.
 
 Every control request goes through L{ControlSite}, whatever its path: one
 that a web page sent, or that names a host rainbowd does not know (see
-L{rainbowd.browsers}), is answered 403; then, when
+L{rainbowd.control.browsers}), is answered 403; then, when
 a token is configured (C{controlTokenFile}), a request without
 C{Authorization: Bearer TOKEN} is answered 401 before any resource sees
 it.  Request bodies are capped at L{MAX_BODY} bytes, refused with 413 as
 soon as the headers (or the chunks so far) say they are bigger; slow
-requests are timed out as on the public port (L{rainbowd.requestlimits}),
+requests are timed out as on the public port (L{rainbowd.web.requestlimits}),
 and connections idle between requests are closed after L{TIMEOUT} seconds.
 At most L{MAX_CONNECTIONS} are served at once (L{capped}).
 """
@@ -24,13 +24,13 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from rainbowd.browsers import BrowserGuard, Refusal
+from rainbowd.control.browsers import BrowserGuard, Refusal
 from rainbowd.config import Config
-from rainbowd.connlimit import ConnectionCap
-from rainbowd.control import jsonBody, writeJSON
-from rainbowd.controlapi import readControlToken  # noqa: F401 (imported from here)
+from rainbowd.web.connlimit import ConnectionCap
+from rainbowd.control.resource import jsonBody, writeJSON
+from rainbowd.control.api import readControlToken  # noqa: F401 (imported from here)
 from rainbowd.endpoints import endpointArguments
-from rainbowd.requestlimits import LimitedChannel, LimitedSite, RequestLimits
+from rainbowd.web.requestlimits import LimitedChannel, LimitedSite, RequestLimits
 
 _log = Logger()
 
@@ -241,7 +241,7 @@ class _ControlChannel(LimitedChannel):
 class ControlSite(LimitedSite):
     """
     The site of the control API: connections with the limits of
-    L{rainbowd.requestlimits}, bodies up to L{MAX_BODY}, idle connections
+    L{rainbowd.web.requestlimits}, bodies up to L{MAX_BODY}, idle connections
     closed after L{TIMEOUT}, JSON answers to the requests refused; no
     resource for a request C{guard} refuses (a web page's, or one for an
     unknown host name); and, when C{token} is given, none for a request

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_systemd -*-
+# -*- test-case-name: rainbowd.test.unit.test_systemd -*-
 """
 Running under systemd (or any supervisor): readiness notification
 (C{Type=notify}) and C{SIGHUP} as a redeploy (C{systemctl reload}).
@@ -14,7 +14,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.deployer import Event
+from rainbowd.app.deployer import Event
 from rainbowd.events import EventKind
 
 _log = Logger()
@@ -164,7 +164,7 @@ class RedeployOnHangup(Service):
     are installed then too), with C{installSignal}.
 
     @param reactor: provides C{callWhenRunning} and C{callFromThread}.
-    @param redeploy: L{rainbowd.deployer.Deployer.redeploy}, asked in the
+    @param redeploy: L{rainbowd.app.deployer.Deployer.redeploy}, asked in the
         name of C{SIGHUP}.
     @param readiness: a L{Readiness} to tell of the reload, or L{None}.
     @param installSignal: L{signal.signal}, or a test's fake.

@@ -1,10 +1,10 @@
-# -*- test-case-name: rainbowd.test.test_handover -*-
+# -*- test-case-name: rainbowd.test.unit.test_handover -*-
 """
 What one rainbowd hands to the next when it is upgraded, as bytes: the
 versioned JSON description of its state, and the few messages the two
 processes exchange over their unix socket.  Sans-IO: the sockets, the
 descriptors that go with the state (L{socket.send_fds}) and the processes
-are L{rainbowd.upgrade}'s.
+are L{rainbowd.upgrade.upgrader}'s.
 
 The state is a JSON object whose C{"format"} is L{FORMAT_VERSION}.  A
 rainbowd refuses, with L{HandoverRefused}, a state of a version it does
@@ -76,7 +76,7 @@ class State:
     @ivar active: the generation serving, or L{None}.
     @ivar standby: the standby's generation and the time (the epoch's
         seconds) its window ends, or L{None}.
-    @ivar traffic: the traffic mode, as L{rainbowd.traffic.Traffic.describe}
+    @ivar traffic: the traffic mode, as L{rainbowd.web.traffic.Traffic.describe}
         gives it.
     @ivar lock: the index of the state directory's lock, held.
     @ivar socketLocks: config key -> the lock file of its unix socket, for

@@ -1,10 +1,10 @@
-# -*- test-case-name: rainbowd.test.test_upgrade -*-
+# -*- test-case-name: rainbowd.test.unit.test_upgrade -*-
 """
 Upgrading rainbowd in place: the running rainbowd starts a new one (the
 same Python, command line, directory and environment, so it runs the
 rainbowd and Twisted installed now and reads C{rainbow.conf.json} again),
 hands it its listening sockets, its generations' output pipes and the
-state of L{rainbowd.handover} over a unix socket, waits until it says it
+state of L{rainbowd.upgrade.handover} over a unix socket, waits until it says it
 serves, then stops accepting, answers what it has in flight and exits 0
 without signalling any app process.
 
@@ -27,8 +27,8 @@ from twisted.internet.protocol import Protocol, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd import handover
-from rainbowd.outputlines import OutputLines
+from rainbowd.upgrade import handover
+from rainbowd.app.outputlines import OutputLines
 from rainbowd.pypygc import commandLine
 
 _log = Logger()

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_accesslog -*-
+# -*- test-case-name: rainbowd.test.unit.test_accesslog -*-
 """
 The access log: a line per proxied request, in the combined format nginx
 and Apache write, or as JSON.
@@ -163,7 +163,7 @@ def openLog(path: str) -> IO[str]:
 @implementer(IRequestLog)
 class AccessLog:
     """
-    The access log, as a L{rainbowd.proxy.ProxySite}'s C{requestLog}.
+    The access log, as a L{rainbowd.web.proxy.ProxySite}'s C{requestLog}.
 
     @param file: where lines go; flushed every L{FLUSH_INTERVAL} seconds
         once L{start}ed, and closed by L{stop}.

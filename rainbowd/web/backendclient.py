@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_backendclient -*-
+# -*- test-case-name: rainbowd.test.unit.test_backendclient -*-
 """
 The lean HTTP/1.1 client the proxy forwards requests to a backend with.
 
@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.reads import fit, readingEnd, readSmall
-from rainbowd.http1 import (
+from rainbowd.web.reads import fit, readingEnd, readSmall
+from rainbowd.web.http1 import (
     CHUNKED,
     LENGTH,
     NO_BODY,
@@ -447,11 +447,11 @@ class BackendConnection(Protocol):
     """
     One HTTP/1.1 connection to a backend, carrying one request at a time.
 
-    Its L{rainbowd.http1.ResponseParser} reads just what a proxy needs of
+    Its L{rainbowd.web.http1.ResponseParser} reads just what a proxy needs of
     a response -- status, headers, framing (I{Content-Length}, chunked, or
     until close), whether the connection persists -- and the connection
     hands the rest to its handler as it arrives, through a
-    L{rainbowd.http1.ChunkedDecoder} if chunked.  It is the producer of the
+    L{rainbowd.web.http1.ChunkedDecoder} if chunked.  It is the producer of the
     client's response, so that a slow client pauses reading from the
     backend.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_connlimit -*-
+# -*- test-case-name: rainbowd.test.unit.test_connlimit -*-
 """
 The listening ports under pressure: the caps on open connections (the
 public port's C{maxConnections}, the control port's own), a log of failed
@@ -207,7 +207,7 @@ class ConnectionCap(_CountingFactory):
         The port no longer accepts, and rainbowd stops: close each
         connection that has nothing of a request on it, and have each that
         has one close once it is answered (see
-        L{rainbowd.requestlimits.LimitedChannel.closeWhenAnswered}).  A
+        L{rainbowd.web.requestlimits.LimitedChannel.closeWhenAnswered}).  A
         kept-alive connection then gets no request after the app was told
         to stop.  Upgraded connections are left to the app's drain.
 
@@ -332,7 +332,7 @@ class _Counted(ProtocolWrapper):
     @wrappedProtocol.setter
     def wrappedProtocol(self, protocol: Any) -> None:
         # Each read goes straight to the protocol, the channel or the tunnel
-        # that took its connection over (see rainbowd.tunnel).
+        # that took its connection over (see rainbowd.web.tunnel).
         self._wrapped = protocol
         if protocol is not None:  # None once the connection is lost
             self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]

@@ -1,9 +1,9 @@
-# -*- test-case-name: rainbowd.test.test_http1 -*-
+# -*- test-case-name: rainbowd.test.unit.test_http1 -*-
 """
 The HTTP/1.1 responses of a backend, parsed: bytes in, a response head and
 the pieces of a chunked body out, with no transport, callback or reactor.
 
-L{rainbowd.backendclient.BackendConnection} feeds a L{ResponseParser} the
+L{rainbowd.web.backendclient.BackendConnection} feeds a L{ResponseParser} the
 bytes of a response's head, then relays the body as the head's framing says,
 through a L{ChunkedDecoder} if chunked.  Both are made once per connection
 and reused for each response it carries, so parsing allocates nothing more

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_lbhealth -*-
+# -*- test-case-name: rainbowd.test.unit.test_lbhealth -*-
 """
 The load balancer's health check (C{lbHealthPath}), answered by rainbowd on
 the public port.
@@ -8,7 +8,7 @@ httpchk}, nginx Plus's C{health_check}) asks each host this path every few
 seconds, and sends traffic only to the hosts that answer 200.  rainbowd
 answers it itself, never forwarding it to the app: 200 while a version
 serves, 503 while none is ready, traffic is paused or in maintenance (see
-L{rainbowd.traffic}), or rainbowd is stopping (see L{rainbowd.stopdelay}),
+L{rainbowd.web.traffic}), or rainbowd is stopping (see L{rainbowd.web.stopdelay}),
 so that a host leaves the pool before it stops
 accepting connections.
 
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from rainbowd.traffic import Mode, Traffic
+from rainbowd.web.traffic import Mode, Traffic
 
 _ANSWERED = (b"GET", b"HEAD")
 
@@ -122,7 +122,7 @@ def publicResource(
     The resource of the public port: C{proxy}, behind an L{LBHealthFront}
     if C{path} (C{lbHealthPath}) is set.
 
-    @param stop: has C{stopping}; see L{rainbowd.stopdelay.StopDelay}.
+    @param stop: has C{stopping}; see L{rainbowd.web.stopdelay.StopDelay}.
     @param traffic: the traffic mode's owner.
     """
     if path is None:

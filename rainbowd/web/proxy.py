@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_proxy -*-
+# -*- test-case-name: rainbowd.test.unit.test_proxy -*-
 """
 The reverse proxy in front of the app.
 
@@ -8,11 +8,11 @@ swapping the deployer's routable backend is therefore all a redeploy has to
 do to move traffic, and requests already forwarded finish where they started.
 
 The client side is twisted.web: a L{ProxySite} of lean L{ProxyRequest}s,
-under the limits of L{rainbowd.requestlimits}, serving a L{ReverseProxy},
+under the limits of L{rainbowd.web.requestlimits}, serving a L{ReverseProxy},
 which gives each request a L{_Forwarding}.  The backend side is
-L{rainbowd.backendclient}: a L{Pool} of persistent connections per backend,
+L{rainbowd.web.backendclient}: a L{Pool} of persistent connections per backend,
 which stream a response to the client as it comes, paused while the client
-is slow; an upgrade (a WebSocket, say) becomes a L{rainbowd.tunnel.Tunnel}
+is slow; an upgrade (a WebSocket, say) becomes a L{rainbowd.web.tunnel.Tunnel}
 between the two connections.
 """
 
@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from rainbowd.backendclient import (
+from rainbowd.web.backendclient import (
     BODY_TIMEOUT,
     TIMEOUT,
     BackendConnection,
@@ -36,16 +36,16 @@ from rainbowd.backendclient import (
     Pool,
 )
 from rainbowd.interfaces import IRequestHandler, ISlotWaiter
-from rainbowd.requesthead import (
+from rainbowd.web.requesthead import (
     Unforwardable,
     contentLength,
     isUpgrade,
     originForm,
     requestHead,
 )
-from rainbowd.requestlimits import LimitedRequest, LimitedSite
-from rainbowd.traffic import RETRY_AFTER, Mode, Traffic, TrafficStopped
-from rainbowd.tunnel import Tunnel
+from rainbowd.web.requestlimits import LimitedRequest, LimitedSite
+from rainbowd.web.traffic import RETRY_AFTER, Mode, Traffic, TrafficStopped
+from rainbowd.web.tunnel import Tunnel
 
 _log = Logger()
 
@@ -103,7 +103,7 @@ class ReverseProxy(Resource):
     C{routable} backend, read once per request (which is what makes a swap
     atomic), C{whenRoutable()} and C{whyNotRoutable()}.
 
-    While its L{rainbowd.traffic.Traffic} is not serving, requests not yet
+    While its L{rainbowd.web.traffic.Traffic} is not serving, requests not yet
     sent to a backend are held (paused) or answered with the maintenance
     page, whatever the deployer says.
 
@@ -295,7 +295,7 @@ class ProxyRequest(LimitedRequest):
 class ProxySite(LimitedSite):
     """
     The L{Site} serving a L{ReverseProxy}: quiet, with lean requests under
-    the limits of L{rainbowd.requestlimits}, and telling C{requestLog}
+    the limits of L{rainbowd.web.requestlimits}, and telling C{requestLog}
     (metrics, the access log) about every request, however it ends.
 
     @ivar requestLog: a L{rainbowd.interfaces.IRequestLog}, told of every

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_reads -*-
+# -*- test-case-name: rainbowd.test.unit.test_reads -*-
 """
 How much a connection asks the kernel for at each read.
 

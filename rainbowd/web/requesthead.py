@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_requesthead -*-
+# -*- test-case-name: rainbowd.test.unit.test_requesthead -*-
 """
 The head of the request rainbowd sends to a backend for a client's request:
 its target in origin form, its I{Host}, the I{X-Forwarded-*} headers, its
@@ -18,7 +18,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.client import URI
 from twisted.web.server import Request
 
-from rainbowd.http1 import HOP_BY_HOP
+from rainbowd.web.http1 import HOP_BY_HOP
 
 _NOT_FORWARDED = HOP_BY_HOP | {
     b"content-length",

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_requestlimits -*-
+# -*- test-case-name: rainbowd.test.unit.test_requestlimits -*-
 """
 What a client may send to either of rainbowd's ports, and how slowly.
 
@@ -59,7 +59,7 @@ from twisted.web.http import (
 from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
-from rainbowd.reads import fit, readingEnd, readSmall, unread
+from rainbowd.web.reads import fit, readingEnd, readSmall, unread
 
 _log = Logger()
 

@@ -1,9 +1,9 @@
-# -*- test-case-name: rainbowd.test.test_stopdelay -*-
+# -*- test-case-name: rainbowd.test.unit.test_stopdelay -*-
 """
 C{stopDelay}: keep serving for a while after a SIGTERM, so that a load
 balancer takes the host out of its pool before rainbowd stops accepting.
 
-During the delay, C{lbHealthPath} answers 503 (see L{rainbowd.lbhealth})
+During the delay, C{lbHealthPath} answers 503 (see L{rainbowd.web.lbhealth})
 while every other request is served as usual; the load balancer sees the
 check fail C{fall} times in a row, every C{inter}, and stops sending new
 requests.  Only then are the ports closed and the versions drained.  This is

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_traffic -*-
+# -*- test-case-name: rainbowd.test.unit.test_traffic -*-
 """
 Whether new requests on the public port go to the app: the traffic mode.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_tunnel -*-
+# -*- test-case-name: rainbowd.test.unit.test_tunnel -*-
 """
 The tunnel an upgraded request (a WebSocket, say) becomes: the client's
 connection joined to the backend's, bytes going both ways untouched.
@@ -11,7 +11,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
-from rainbowd.reads import readingEnd, readLarge
+from rainbowd.web.reads import readingEnd, readLarge
 
 
 class Tunnel:

@@ -30,10 +30,10 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
 import rainbowd.test.app
-from rainbowd.backend import APP_VARIABLE
-from rainbowd.processgroups import ProcessGroupSignals
+from rainbowd.app.backend import APP_VARIABLE
+from rainbowd.app.processgroups import ProcessGroupSignals
 from rainbowd.test.app import WEBSOCKET_GUID, webSocketFrame
-from rainbowd.test.test_controlsite import tokenFile
+from rainbowd.test.unit.test_controlsite import tokenFile
 
 APP = os.path.abspath(rainbowd.test.app.__file__.replace(".pyc", ".py"))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -56,7 +56,7 @@ SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(rainbowd.__file__)))
 def _upgradesHere() -> None:
     """
     Skip a test of upgrading rainbowd in place where rainbowd refuses to
-    (PyPy: see rainbowd.upgrade).
+    (PyPy: see rainbowd.upgrade.upgrader).
     """
     if platform.python_implementation() == "PyPy":
         raise SkipTest("rainbowd does not upgrade in place on PyPy yet")
@@ -301,7 +301,7 @@ class Daemon:
         Run rainbowctl in the daemon's directory, as a user would.
         """
         return subprocess.run(
-            [sys.executable, "-m", "rainbowd.ctl", *argv],
+            [sys.executable, "-m", "rainbowd.control.ctl", *argv],
             cwd=self.directory,
             env=dict(os.environ, PYTHONPATH=SOURCE),
             stdout=subprocess.PIPE,
@@ -756,7 +756,7 @@ class EndToEndTests(SynchronousTestCase):
         oldPid = daemon.appPid()
         daemon.writeConfig(env={"APP_VERSION": "v2", "APP_ROOT_STATUS": "500"})
         watch = subprocess.Popen(
-            [sys.executable, "-c", "from rainbowd.ctl import main; main()",
+            [sys.executable, "-c", "from rainbowd.control.ctl import main; main()",
              "redeploy", "--watch"],
             cwd=daemon.directory,
             env=dict(os.environ, PYTHONPATH=SOURCE),
@@ -1175,7 +1175,7 @@ class EndToEndTests(SynchronousTestCase):
         daemon = Daemon(self, verifyTimeout=DEADLINE * 1000)
         daemon.start()
         oldPid = daemon.appPid()
-        daemon.writeConfig(verify=f"{sys.executable} -m rainbowd.ctl redeploy")
+        daemon.writeConfig(verify=f"{sys.executable} -m rainbowd.control.ctl redeploy")
         started = time.monotonic()
         status, result = daemon.control("POST", "/redeploy")
         self.assertEqual(status, 502, result)
@@ -1782,7 +1782,7 @@ class EndToEndTests(SynchronousTestCase):
                 "-W",
                 "error::DeprecationWarning",
                 "-c",
-                "import rainbowd.tap, rainbowd.proxy, rainbowd.health",
+                "import rainbowd.tap, rainbowd.web.proxy, rainbowd.app.health",
             ],
             env=dict(os.environ, PYTHONPATH=SOURCE),
             check=True,
@@ -1976,7 +1976,7 @@ class EndToEndTests(SynchronousTestCase):
         elsewhere = tempfile.mkdtemp(prefix="rainbowd-")
         self.addCleanup(shutil.rmtree, elsewhere, True)
         done = subprocess.run(
-            [sys.executable, "-m", "rainbowd.ctl", "--control",
+            [sys.executable, "-m", "rainbowd.control.ctl", "--control",
              f"tcp:127.0.0.1:{daemon.controlPort}", "--token-file",
              tokenFile(self, TOKEN), "status"],
             cwd=elsewhere,

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_accesslog -*-
+# -*- test-case-name: rainbowd.test.unit.test_accesslog -*-
 """
-Tests for L{rainbowd.accesslog}.
+Tests for L{rainbowd.web.accesslog}.
 """
 
 import json
@@ -8,7 +8,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.accesslog import FLUSH_INTERVAL, AccessLog, openLog
+from rainbowd.web.accesslog import FLUSH_INTERVAL, AccessLog, openLog
 from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,

@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.backend}.
+Tests for L{rainbowd.app.backend}.
 """
 
 import os
@@ -12,7 +12,7 @@ from twisted.logger import ILogObserver, Logger, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.backend import (
+from rainbowd.app.backend import (
     APP_VARIABLE,
     GENERATION_VARIABLE,
     AppStopped,
@@ -27,7 +27,7 @@ from rainbowd.backend import (
     describeExit,
 )
 from rainbowd.config import Config
-from rainbowd.health import LivenessProbe, Unhealthy
+from rainbowd.app.health import LivenessProbe, Unhealthy
 from rainbowd.test.fakes import (
     FakeHealthCheck,
     FakeProcess,

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_backendclient -*-
+# -*- test-case-name: rainbowd.test.unit.test_backendclient -*-
 """
-Tests for L{rainbowd.backendclient}: its pools and connections, on their own
+Tests for L{rainbowd.web.backendclient}: its pools and connections, on their own
 and through the proxy, in the world of L{rainbowd.test.inmemory}.
 """
 
@@ -17,15 +17,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from rainbowd.backendclient import (
+from rainbowd.web.backendclient import (
     CHUNK_SIZE,
     IDLE_TIMEOUT,
     BackendConnection,
     Pool,
 )
-from rainbowd.http1 import HEADER_NAMES_KEPT
+from rainbowd.web.http1 import HEADER_NAMES_KEPT
 from rainbowd.interfaces import IResponseReceiver
-from rainbowd.proxy import ProxyRequest
+from rainbowd.web.proxy import ProxyRequest
 from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,

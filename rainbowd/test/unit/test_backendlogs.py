@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_backendlogs -*-
+# -*- test-case-name: rainbowd.test.unit.test_backendlogs -*-
 """
-Tests for L{rainbowd.backendlogs}.
+Tests for L{rainbowd.app.backendlogs}.
 """
 
 import os
@@ -10,8 +10,8 @@ import attrs
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.backendlogs import BackendLogs, runId
-from rainbowd.test.test_deployer import Harness
+from rainbowd.app.backendlogs import BackendLogs, runId
+from rainbowd.test.unit.test_deployer import Harness
 
 RUN = "20261127T021231Z-4242"
 

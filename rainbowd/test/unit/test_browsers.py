@@ -1,12 +1,12 @@
-# -*- test-case-name: rainbowd.test.test_browsers -*-
+# -*- test-case-name: rainbowd.test.unit.test_browsers -*-
 """
-Tests for L{rainbowd.browsers}: which requests are taken for a web page's,
+Tests for L{rainbowd.control.browsers}: which requests are taken for a web page's,
 and which host names the control API answers to.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.browsers import BrowserGuard, hostOfHeader, normalHost, normalOrigin
+from rainbowd.control.browsers import BrowserGuard, hostOfHeader, normalHost, normalOrigin
 
 LOCAL = "127.0.0.1"
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_config -*-
+# -*- test-case-name: rainbowd.test.unit.test_config -*-
 """
 Tests for L{rainbowd.config}.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_configdoc -*-
+# -*- test-case-name: rainbowd.test.unit.test_configdoc -*-
 """
 Tests for L{rainbowd.configdoc}, and for the declarations of the keys it
 reads (L{rainbowd.config.settings}).
@@ -14,7 +14,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 import rainbowd
 from rainbowd import configdoc
 from rainbowd.config import setting, settings, startupKeys
-from rainbowd.deployer import STARTUP_KEYS
+from rainbowd.app.deployer import STARTUP_KEYS
 from rainbowd.tap import _FLAGS
 
 #: The configuration page of the checkout this rainbowd was imported from.
@@ -161,7 +161,7 @@ class DeclarationTests(SynchronousTestCase):
 
     def test_startupKeys(self) -> None:
         """
-        L{rainbowd.deployer.STARTUP_KEYS} are the keys declared
+        L{rainbowd.app.deployer.STARTUP_KEYS} are the keys declared
         C{startup=True}.
         """
         self.assertEqual(STARTUP_KEYS, startupKeys())

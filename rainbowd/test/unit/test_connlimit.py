@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_connlimit -*-
+# -*- test-case-name: rainbowd.test.unit.test_connlimit -*-
 """
-Tests for L{rainbowd.connlimit}.
+Tests for L{rainbowd.web.connlimit}.
 """
 
 import errno
@@ -18,7 +18,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.connlimit import (
+from rainbowd.web.connlimit import (
     LINGER_BYTES,
     LINGER_TIME,
     LINGERING,

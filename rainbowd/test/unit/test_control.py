@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_control -*-
+# -*- test-case-name: rainbowd.test.unit.test_control -*-
 """
-Tests for L{rainbowd.control}.
+Tests for L{rainbowd.control.resource}.
 """
 
 import json
@@ -18,9 +18,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from rainbowd.config import ConfigError
-from rainbowd.connlimit import ConnectionCap
-from rainbowd.control import ControlResource, describePeer
-from rainbowd.deployer import (
+from rainbowd.web.connlimit import ConnectionCap
+from rainbowd.control.resource import ControlResource, describePeer
+from rainbowd.app.deployer import (
     Deployed,
     DeployFailed,
     DeployRefused,
@@ -29,7 +29,7 @@ from rainbowd.deployer import (
 )
 from rainbowd.interfaces import IControlledDeployer
 from rainbowd.test.stubtreq import stubTreq
-from rainbowd.traffic import Mode, Traffic
+from rainbowd.web.traffic import Mode, Traffic
 
 CONTROL = "http://127.0.0.1:7001"
 
@@ -558,7 +558,7 @@ class LogsTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        from rainbowd.test.test_progress import FakeBackend, StreamingDeployer
+        from rainbowd.test.unit.test_progress import FakeBackend, StreamingDeployer
 
         self.clock = MemoryReactorClock()
         self.deployer = StreamingDeployer(self.clock)
@@ -917,7 +917,7 @@ class UpgradeEndpointTests(ControlResourceTestCase):
         A failed upgrade answers 502 with the error and the new process's
         last lines of output.
         """
-        from rainbowd.upgrade import UpgradeFailed
+        from rainbowd.upgrade.upgrader import UpgradeFailed
 
         response = self.treq.post(CONTROL + "/upgrade", data=b"")
         self.treq.flush()

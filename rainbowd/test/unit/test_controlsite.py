@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_controlsite -*-
+# -*- test-case-name: rainbowd.test.unit.test_controlsite -*-
 """
-Tests for L{rainbowd.controlsite}: the control API's token, limits and
+Tests for L{rainbowd.control.site}: the control API's token, limits and
 timeout.
 """
 
@@ -17,11 +17,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rainbowd import controlsite, requestlimits
-from rainbowd.browsers import BrowserGuard
+from rainbowd.control import site as controlsite
+
+from rainbowd.web import requestlimits
+from rainbowd.control.browsers import BrowserGuard
 from rainbowd.config import Config, ConfigError, endpointArguments, endpointParts
 from rainbowd.test.fakes import passTime
-from rainbowd.controlsite import (
+from rainbowd.control.site import (
     MAX_BODY,
     MAX_CONNECTIONS,
     TIMEOUT,

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_ctl -*-
+# -*- test-case-name: rainbowd.test.unit.test_ctl -*-
 """
-Tests for L{rainbowd.ctl}: finding rainbowd, and what rainbowctl prints,
+Tests for L{rainbowd.control.ctl}: finding rainbowd, and what rainbowctl prints,
 with fake connections.
 """
 
@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import rainbowd
 from rainbowd import versionLine
-from rainbowd.ctl import (
+from rainbowd.control.ctl import (
     CANNOT,
     FAILED,
     HISTORY_WIDTH,
@@ -1806,9 +1806,9 @@ class StartupTests(SynchronousTestCase):
 
     def test_importsNoTwisted(self) -> None:
         """
-        Importing L{rainbowd.ctl} imports no Twisted module at all.
+        Importing L{rainbowd.control.ctl} imports no Twisted module at all.
         """
-        self.assertEqual(self.twistedModules("import rainbowd.ctl"), [])
+        self.assertEqual(self.twistedModules("import rainbowd.control.ctl"), [])
 
     def test_helpAndStatusImportNoTwisted(self) -> None:
         """
@@ -1822,7 +1822,7 @@ class StartupTests(SynchronousTestCase):
         config.setContent(json.dumps({"run": RUN, "port": 1}).encode())
         code = (
             "import io\n"
-            "from rainbowd.ctl import run\n"
+            "from rainbowd.control.ctl import run\n"
             "out = io.StringIO()\n"
             "try:\n"
             "    run(['--help'], out, out)\n"

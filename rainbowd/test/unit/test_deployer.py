@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.deployer}.
+Tests for L{rainbowd.app.deployer}.
 """
 
 import os
@@ -10,9 +10,9 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.backend import Backend, State
+from rainbowd.app.backend import Backend, State
 from rainbowd.config import Config, ConfigError
-from rainbowd.deployer import (
+from rainbowd.app.deployer import (
     EVENT_KINDS,
     Deployed,
     DeployFailed,
@@ -20,16 +20,16 @@ from rainbowd.deployer import (
     DeployRefused,
     NothingToRollBack,
 )
-from rainbowd.health import REPORT_EVERY, Unhealthy
-from rainbowd.lifecycle import Input, InvalidInput, Phase
-from rainbowd.ports import PortPicker
+from rainbowd.app.health import REPORT_EVERY, Unhealthy
+from rainbowd.app.lifecycle import Input, InvalidInput, Phase
+from rainbowd.app.ports import PortPicker
 from rainbowd.test.fakes import (
     FakeHealthCheck,
     FakeProcessReactor,
     FakeSignals,
     passTime,
 )
-from rainbowd.verify import Verifier
+from rainbowd.app.verify import Verifier
 
 
 class Harness:
@@ -662,7 +662,7 @@ class SupervisionTests(SynchronousTestCase):
 
 class _HeldLeftovers:
     """
-    An L{rainbowd.leftovers.AppGroups} whose cleanup of leftovers ends when
+    An L{rainbowd.app.leftovers.AppGroups} whose cleanup of leftovers ends when
     the test fires L{cleaned}.
     """
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_events -*-
+# -*- test-case-name: rainbowd.test.unit.test_events -*-
 """
 Tests for L{rainbowd.events}, the kinds of event.
 """
@@ -9,11 +9,11 @@ from typing import List
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd import deployer
-from rainbowd.ctl import Progress
-from rainbowd.deployer import Event
+from rainbowd.app import deployer
+from rainbowd.control.ctl import Progress
+from rainbowd.app.deployer import Event
 from rainbowd.events import EVENT_KINDS, OUTCOMES, EventKind
-from rainbowd.test.test_deployer import Harness
+from rainbowd.test.unit.test_deployer import Harness
 
 
 class EventKindTests(SynchronousTestCase):
@@ -63,7 +63,7 @@ class EventKindTests(SynchronousTestCase):
 
     def test_deployerSharesThem(self) -> None:
         """
-        L{rainbowd.deployer.EVENT_KINDS} is the same table.
+        L{rainbowd.app.deployer.EVENT_KINDS} is the same table.
         """
         self.assertIs(deployer.EVENT_KINDS, EVENT_KINDS)
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_fdlimit -*-
+# -*- test-case-name: rainbowd.test.unit.test_fdlimit -*-
 """
 Tests for L{rainbowd.fdlimit}.
 """
@@ -23,7 +23,7 @@ from rainbowd.fdlimit import (
     describeLimit,
     raiseFileLimit,
 )
-from rainbowd.proxy import ProxySite
+from rainbowd.web.proxy import ProxySite
 
 
 class FakeLimits:

@@ -1,13 +1,13 @@
 """
-Tests for L{rainbowd.handover}.
+Tests for L{rainbowd.upgrade.handover}.
 """
 
 import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd import handover
-from rainbowd.handover import (
+from rainbowd.upgrade import handover
+from rainbowd.upgrade.handover import (
     FORMAT_VERSION,
     Generation,
     HandoverRefused,

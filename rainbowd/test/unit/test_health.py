@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.health}.
+Tests for L{rainbowd.app.health}.
 """
 
 from typing import List, Optional
@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from rainbowd.health import (
+from rainbowd.app.health import (
     FailureStreak,
     HTTPHealthCheck,
     LivenessProbe,

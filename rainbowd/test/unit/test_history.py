@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_history -*-
+# -*- test-case-name: rainbowd.test.unit.test_history -*-
 """
-Tests for L{rainbowd.history}.
+Tests for L{rainbowd.control.history}.
 """
 
 import errno
@@ -14,9 +14,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
-from rainbowd import history as history_module
-from rainbowd.deployer import Deployer, Event
-from rainbowd.history import (
+from rainbowd.control import history as history_module
+from rainbowd.app.deployer import Deployer, Event
+from rainbowd.control.history import (
     COMPACT_AT,
     DEFAULT_LIMIT,
     FILENAME,
@@ -27,9 +27,9 @@ from rainbowd.history import (
     DeploysResource,
     HistoryFile,
 )
-from rainbowd.ports import PortPicker
+from rainbowd.app.ports import PortPicker
 from rainbowd.test.stubtreq import stubTreq
-from rainbowd.test.test_deployer import Harness
+from rainbowd.test.unit.test_deployer import Harness
 
 
 def record(deploy: int, **changes) -> DeployRecord:

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_http1 -*-
+# -*- test-case-name: rainbowd.test.unit.test_http1 -*-
 """
-Tests for L{rainbowd.http1}: the response parser and the chunked decoder on
+Tests for L{rainbowd.web.http1}: the response parser and the chunked decoder on
 their own, and their verdicts against h11's on generated responses.
 """
 
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.http1 import (
+from rainbowd.web.http1 import (
     CHUNKED,
     LENGTH,
     MAX_HEAD,

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_interfaces -*-
+# -*- test-case-name: rainbowd.test.unit.test_interfaces -*-
 """
 Tests for L{rainbowd.interfaces}: every real object and every fake that
 says it provides a contract does, by C{verifyObject}.
@@ -9,8 +9,8 @@ import io
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from rainbowd.accesslog import AccessLog, Both
-from rainbowd.backend import Backend
+from rainbowd.web.accesslog import AccessLog, Both
+from rainbowd.app.backend import Backend
 from rainbowd.interfaces import (
     IControlledDeployer,
     IProcessSignals,
@@ -21,16 +21,16 @@ from rainbowd.interfaces import (
     IRoutingDeployer,
     ISlotWaiter,
 )
-from rainbowd.metrics import Metrics
-from rainbowd.processgroups import ProcessGroupSignals
-from rainbowd.proxy import _Forwarding
+from rainbowd.control.metrics import Metrics
+from rainbowd.app.processgroups import ProcessGroupSignals
+from rainbowd.web.proxy import _Forwarding
 from rainbowd.test.fakes import FakeProcessReactor, FakeSignals
 from rainbowd.test.inmemory import FakeBackend, FakeDeployer, World
-from rainbowd.test.test_backendclient import RecordingHandler
-from rainbowd.test.test_control import FakeDeployer as ControlFakeDeployer
-from rainbowd.test.test_deployer import Harness
-from rainbowd.test.test_metrics import ObservableDeployer
-from rainbowd.test.test_proxy import RecordingLog
+from rainbowd.test.unit.test_backendclient import RecordingHandler
+from rainbowd.test.unit.test_control import FakeDeployer as ControlFakeDeployer
+from rainbowd.test.unit.test_deployer import Harness
+from rainbowd.test.unit.test_metrics import ObservableDeployer
+from rainbowd.test.unit.test_proxy import RecordingLog
 
 
 class DeployerTests(SynchronousTestCase):
@@ -40,7 +40,7 @@ class DeployerTests(SynchronousTestCase):
 
     def test_real(self) -> None:
         """
-        L{rainbowd.deployer.Deployer} provides both.
+        L{rainbowd.app.deployer.Deployer} provides both.
         """
         deployer = Harness(self).deployer
         self.assertTrue(verifyObject(IRoutingDeployer, deployer))
@@ -66,7 +66,7 @@ class BackendTests(SynchronousTestCase):
 
     def test_real(self) -> None:
         """
-        L{rainbowd.backend.Backend} provides L{IRoutableBackend}.
+        L{rainbowd.app.backend.Backend} provides L{IRoutableBackend}.
         """
         harness = Harness(self)
         backend = Backend(
@@ -93,20 +93,20 @@ class RequestLogTests(SynchronousTestCase):
 
     def test_accessLog(self) -> None:
         """
-        L{rainbowd.accesslog.AccessLog} provides L{IRequestLog}.
+        L{rainbowd.web.accesslog.AccessLog} provides L{IRequestLog}.
         """
         log = AccessLog(io.StringIO(), "combined", FakeProcessReactor())
         self.assertTrue(verifyObject(IRequestLog, log))
 
     def test_both(self) -> None:
         """
-        L{rainbowd.accesslog.Both} provides L{IRequestLog}.
+        L{rainbowd.web.accesslog.Both} provides L{IRequestLog}.
         """
         self.assertTrue(verifyObject(IRequestLog, Both(RecordingLog(), RecordingLog())))
 
     def test_metrics(self) -> None:
         """
-        L{rainbowd.metrics.Metrics} provides L{IRequestLog}.
+        L{rainbowd.control.metrics.Metrics} provides L{IRequestLog}.
         """
         metrics = Metrics(ObservableDeployer(), processMetrics=False)
         self.assertTrue(verifyObject(IRequestLog, metrics))
@@ -125,7 +125,7 @@ class ProcessSignalsTests(SynchronousTestCase):
 
     def test_real(self) -> None:
         """
-        L{rainbowd.processgroups.ProcessGroupSignals} provides L{IProcessSignals}.
+        L{rainbowd.app.processgroups.ProcessGroupSignals} provides L{IProcessSignals}.
         """
         self.assertTrue(verifyObject(IProcessSignals, ProcessGroupSignals()))
 

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_lbhealth -*-
+# -*- test-case-name: rainbowd.test.unit.test_lbhealth -*-
 """
-Tests for L{rainbowd.lbhealth}: the load balancer's health check, answered
+Tests for L{rainbowd.web.lbhealth}: the load balancer's health check, answered
 on the public port.
 """
 
@@ -12,10 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rainbowd.lbhealth import LBHealthFront, publicResource, whyDown
-from rainbowd.proxy import ProxySite
-from rainbowd.stopdelay import StopDelay
-from rainbowd.traffic import Mode, Traffic
+from rainbowd.web.lbhealth import LBHealthFront, publicResource, whyDown
+from rainbowd.web.proxy import ProxySite
+from rainbowd.web.stopdelay import StopDelay
+from rainbowd.web.traffic import Mode, Traffic
 
 PATH = "/_rainbowd/up"
 

@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.leftovers}.
+Tests for L{rainbowd.app.leftovers}.
 """
 
 import json
@@ -11,15 +11,15 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.backend import APP_VARIABLE, REAP_INTERVAL, Backend, State
+from rainbowd.app.backend import APP_VARIABLE, REAP_INTERVAL, Backend, State
 from rainbowd.config import Config
-from rainbowd.deployer import Deployer, DeployRefused
-from rainbowd.leftovers import KILL_GRACE, AppGroups
-from rainbowd.metrics import Metrics
-from rainbowd.ports import PortPicker
-from rainbowd.systemd import Readiness, RedeployOnHangup
+from rainbowd.app.deployer import Deployer, DeployRefused
+from rainbowd.app.leftovers import KILL_GRACE, AppGroups
+from rainbowd.control.metrics import Metrics
+from rainbowd.app.ports import PortPicker
+from rainbowd.control.systemd import Readiness, RedeployOnHangup
 from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
-from rainbowd.test.test_systemd import RecordingNotifier
+from rainbowd.test.unit.test_systemd import RecordingNotifier
 
 KILL_TIMEOUT = 5.0
 

@@ -1,10 +1,10 @@
 """
-Tests for L{rainbowd.lifecycle}.
+Tests for L{rainbowd.app.lifecycle}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.lifecycle import BUSY, TRANSITIONS, Input, InvalidInput, Lifecycle, Phase
+from rainbowd.app.lifecycle import BUSY, TRANSITIONS, Input, InvalidInput, Lifecycle, Phase
 
 #: Every allowed input of every phase, and where it leads: the table the
 #: deployer is written against, spelled out once more so that a change to

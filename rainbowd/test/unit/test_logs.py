@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_logs -*-
+# -*- test-case-name: rainbowd.test.unit.test_logs -*-
 """
 Tests for L{rainbowd.logs}, and for the fields of rainbowd's own log events.
 """
@@ -17,7 +17,7 @@ from twisted.logger import (
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.logs import jsonObserver
-from rainbowd.test.test_deployer import Harness
+from rainbowd.test.unit.test_deployer import Harness
 
 
 class JSONObserverTests(SynchronousTestCase):
@@ -51,7 +51,7 @@ class JSONObserverTests(SynchronousTestCase):
             (event["generation"], event["stream"], event["log_level"]["name"]),
             (1, "stderr", "info"),
         )
-        self.assertEqual(event["log_namespace"], "rainbowd.backend.Backend")
+        self.assertEqual(event["log_namespace"], "rainbowd.app.backend.Backend")
         self.assertIn(
             "[generation 1] listening",
             [formatEventAsClassicLogText(e) for e in texts if e.get("line")][0],

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_metrics -*-
+# -*- test-case-name: rainbowd.test.unit.test_metrics -*-
 """
-Tests for L{rainbowd.metrics}.
+Tests for L{rainbowd.control.metrics}.
 """
 
 from typing import Callable, Dict, List, Optional, Tuple, cast
@@ -13,13 +13,13 @@ from twisted.logger import ILogObserver
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
-from rainbowd.connlimit import AcceptErrors, ConnectionCap
-from rainbowd.control import ControlResource
-from rainbowd.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
+from rainbowd.web.connlimit import AcceptErrors, ConnectionCap
+from rainbowd.control.resource import ControlResource
+from rainbowd.control.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
 from rainbowd.test.stubtreq import stubTreq
-from rainbowd.test.test_control import FakeDeployer as FakeControlDeployer
-from rainbowd.test.test_deployer import Harness
-from rainbowd.backendclient import BODY_TIMEOUT, TIMEOUT
+from rainbowd.test.unit.test_control import FakeDeployer as FakeControlDeployer
+from rainbowd.test.unit.test_deployer import Harness
+from rainbowd.web.backendclient import BODY_TIMEOUT, TIMEOUT
 from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,

@@ -1,11 +1,11 @@
-# -*- test-case-name: rainbowd.test.test_outputlines -*-
+# -*- test-case-name: rainbowd.test.unit.test_outputlines -*-
 """
-Tests for L{rainbowd.outputlines}.
+Tests for L{rainbowd.app.outputlines}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.outputlines import LONGEST_LINE, OutputLines
+from rainbowd.app.outputlines import LONGEST_LINE, OutputLines
 
 
 class OutputLinesTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.ports}.
+Tests for L{rainbowd.app.ports}.
 """
 
 import socket
@@ -7,8 +7,8 @@ from typing import Container, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd import ports
-from rainbowd.ports import NoFreePort, PortPicker, isPortFree
+from rainbowd.app import ports
+from rainbowd.app.ports import NoFreePort, PortPicker, isPortFree
 
 
 class FakePortTable:
@@ -84,7 +84,7 @@ class PortPickerTests(SynchronousTestCase):
 
     def fakeRandint(self, choice: int) -> List[tuple]:
         """
-        Make L{random.randint}, as L{rainbowd.ports} uses it, return
+        Make L{random.randint}, as L{rainbowd.app.ports} uses it, return
         C{choice}; return the list of the ranges it is asked for.
         """
         asked: List[tuple] = []

@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.processgroups}.
+Tests for L{rainbowd.app.processgroups}.
 """
 
 import os
@@ -10,7 +10,7 @@ from typing import List, Tuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from rainbowd.processgroups import (
+from rainbowd.app.processgroups import (
     ProcessGroupSignals,
     environment,
     groupMembers,

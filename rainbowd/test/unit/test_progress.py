@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_progress -*-
+# -*- test-case-name: rainbowd.test.unit.test_progress -*-
 """
-Tests for L{rainbowd.progress}: a redeploy streamed as NDJSON, driven
+Tests for L{rainbowd.control.progress}: a redeploy streamed as NDJSON, driven
 through L{ControlResource} in memory.
 """
 
@@ -14,9 +14,9 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
-from rainbowd.control import ControlResource, failureHint
-from rainbowd.deployer import Deployed, DeployFailed, DeployRefused, Event
-from rainbowd.progress import PROGRESS_INTERVAL, STOP_MARGIN, wantsNDJSON
+from rainbowd.control.resource import ControlResource, failureHint
+from rainbowd.app.deployer import Deployed, DeployFailed, DeployRefused, Event
+from rainbowd.control.progress import PROGRESS_INTERVAL, STOP_MARGIN, wantsNDJSON
 from rainbowd.test.stubtreq import stubTreq
 
 CONTROL = "http://127.0.0.1:7001"

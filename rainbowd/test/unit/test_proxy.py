@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_proxy -*-
+# -*- test-case-name: rainbowd.test.unit.test_proxy -*-
 """
-Tests for L{rainbowd.proxy}, in the world of L{rainbowd.test.inmemory}.
+Tests for L{rainbowd.web.proxy}, in the world of L{rainbowd.test.inmemory}.
 """
 
 from typing import Callable, List, Optional, Tuple
@@ -15,7 +15,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from rainbowd.interfaces import IRequestLog
-from rainbowd.proxy import ProxyRequest, ProxySite
+from rainbowd.web.proxy import ProxyRequest, ProxySite
 from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_pypygc -*-
+# -*- test-case-name: rainbowd.test.unit.test_pypygc -*-
 """
 Tests for L{rainbowd.pypygc}.
 """

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_reads -*-
+# -*- test-case-name: rainbowd.test.unit.test_reads -*-
 """
-Tests for L{rainbowd.reads}.
+Tests for L{rainbowd.web.reads}.
 """
 
 from twisted.internet.abstract import FileDescriptor
@@ -10,13 +10,13 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.backendclient import BackendConnection, Pool
-from rainbowd.connlimit import ConnectionCap
-from rainbowd.proxy import ProxySite, ReverseProxy
-from rainbowd.reads import LARGE, SMALL, fit, readingEnd, readLarge, readSmall
+from rainbowd.web.backendclient import BackendConnection, Pool
+from rainbowd.web.connlimit import ConnectionCap
+from rainbowd.web.proxy import ProxySite, ReverseProxy
+from rainbowd.web.reads import LARGE, SMALL, fit, readingEnd, readLarge, readSmall
 from rainbowd.test.inmemory import FakeDeployer
-from rainbowd.test.test_backendclient import RecordingHandler
-from rainbowd.tunnel import Tunnel
+from rainbowd.test.unit.test_backendclient import RecordingHandler
+from rainbowd.web.tunnel import Tunnel
 
 
 class Descriptor(FileDescriptor):

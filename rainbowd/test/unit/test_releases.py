@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_releases -*-
+# -*- test-case-name: rainbowd.test.unit.test_releases -*-
 """
-Tests for L{rainbowd.releases}, and for release directories as the config
+Tests for L{rainbowd.app.releases}, and for release directories as the config
 and the deployer use them.
 """
 
@@ -10,15 +10,15 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.config import ConfigError, loadConfig
-from rainbowd.history import FILENAME, DeployHistory, HistoryFile
-from rainbowd.releases import (
+from rainbowd.control.history import FILENAME, DeployHistory, HistoryFile
+from rainbowd.app.releases import (
     danglingLink,
     danglingLinkProblem,
     resolveRelease,
     stateDirWarning,
     workingDirectory,
 )
-from rainbowd.test.test_deployer import Harness
+from rainbowd.test.unit.test_deployer import Harness
 
 
 class Layout:

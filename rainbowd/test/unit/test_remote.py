@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_remote -*-
+# -*- test-case-name: rainbowd.test.unit.test_remote -*-
 """
-Tests for L{rainbowd.remote} and C{rainbowctl --control}: a rainbowd on
+Tests for L{rainbowd.control.remote} and C{rainbowctl --control}: a rainbowd on
 another host.
 """
 
@@ -14,8 +14,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.ctl import CANNOT, run
-from rainbowd.remote import (
+from rainbowd.control.ctl import CANNOT, run
+from rainbowd.control.remote import (
     RemoteAddress,
     RemoteError,
     clearTextWarning,
@@ -25,9 +25,9 @@ from rainbowd.remote import (
 from rainbowd.fdlimit import FileLimit
 from rainbowd.tap import Options, makeService
 from rainbowd.test.fakes import FakeProcessReactor
-from rainbowd.test.test_ctl import SUCCESS, FakeConnection, FakeResponse
-from rainbowd.test.test_controlsite import tokenFile
-from rainbowd.test.test_tap import RUN
+from rainbowd.test.unit.test_ctl import SUCCESS, FakeConnection, FakeResponse
+from rainbowd.test.unit.test_controlsite import tokenFile
+from rainbowd.test.unit.test_tap import RUN
 
 
 class RemoteAddressTests(SynchronousTestCase):
@@ -243,7 +243,7 @@ def _bytesSent(host: str, port: int) -> bytes:
 class RemoteHostHeaderTests(SynchronousTestCase):
     """
     The I{Host} header a remote rainbowctl sends, against the remote
-    rainbowd's browser checks (L{rainbowd.browsers}).
+    rainbowd's browser checks (L{rainbowd.control.browsers}).
     """
 
     def answer(self, sent: bytes, *argv: str) -> bytes:

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_requesthead -*-
+# -*- test-case-name: rainbowd.test.unit.test_requesthead -*-
 """
-Tests for L{rainbowd.requesthead}: its functions on their own, and what
+Tests for L{rainbowd.web.requesthead}: its functions on their own, and what
 reaches the backend of a client's request through the proxy, in the world
 of L{rainbowd.test.inmemory}.
 """
@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from rainbowd.requesthead import (
+from rainbowd.web.requesthead import (
     Unforwardable,
     authority,
     isUpgrade,
@@ -391,7 +391,7 @@ def request(
 
 class FunctionTests(SynchronousTestCase):
     """
-    The functions of L{rainbowd.requesthead}, on their own.
+    The functions of L{rainbowd.web.requesthead}, on their own.
     """
 
     def test_originForm(self) -> None:

@@ -1,9 +1,9 @@
-# -*- test-case-name: rainbowd.test.test_requestlimits -*-
+# -*- test-case-name: rainbowd.test.unit.test_requestlimits -*-
 """
-Tests for L{rainbowd.requestlimits}, through the public port's real channel:
+Tests for L{rainbowd.web.requestlimits}, through the public port's real channel:
 a L{ProxySite} serving a recording resource, driven over a
 L{StringTransport} with time from a L{MemoryReactorClock}.  The control
-port's site is tested the same way in L{rainbowd.test.test_controlsite}.
+port's site is tested the same way in L{rainbowd.test.unit.test_controlsite}.
 """
 
 import errno
@@ -24,10 +24,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rainbowd import requestlimits
+from rainbowd.web import requestlimits
 from rainbowd.config import Config
-from rainbowd.proxy import ProxySite
-from rainbowd.requestlimits import LOG_INTERVAL, RequestLimits
+from rainbowd.web.proxy import ProxySite
+from rainbowd.web.requestlimits import LOG_INTERVAL, RequestLimits
 from rainbowd.test.fakes import passTime
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_shutdown -*-
+# -*- test-case-name: rainbowd.test.unit.test_shutdown -*-
 """
-Tests for L{rainbowd.shutdown}.
+Tests for L{rainbowd.app.shutdown}.
 """
 
 from types import SimpleNamespace
@@ -9,8 +9,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.backend import State
-from rainbowd.shutdown import REPORT_INTERVAL, describeWait, reportShutdown
+from rainbowd.app.backend import State
+from rainbowd.app.shutdown import REPORT_INTERVAL, describeWait, reportShutdown
 
 
 def backend(generation, state=State.DRAINING, inflight=0, tunnels=0):

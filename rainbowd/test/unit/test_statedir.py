@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_statedir -*-
+# -*- test-case-name: rainbowd.test.unit.test_statedir -*-
 """
 Tests for L{rainbowd.statedir}: a state directory nobody else can plant
 files in, and files in it opened without following links.

@@ -1,13 +1,13 @@
-# -*- test-case-name: rainbowd.test.test_stopdelay -*-
+# -*- test-case-name: rainbowd.test.unit.test_stopdelay -*-
 """
-Tests for L{rainbowd.stopdelay}.
+Tests for L{rainbowd.web.stopdelay}.
 """
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.stopdelay import StopDelay, stopDelayWarning
+from rainbowd.web.stopdelay import StopDelay, stopDelayWarning
 
 
 class StopDelayTests(SynchronousTestCase):

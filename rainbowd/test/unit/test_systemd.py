@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_systemd -*-
+# -*- test-case-name: rainbowd.test.unit.test_systemd -*-
 """
-Tests for L{rainbowd.systemd}.
+Tests for L{rainbowd.control.systemd}.
 """
 
 import os
@@ -13,14 +13,14 @@ from typing import Any, Dict, List
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.systemd import (
+from rainbowd.control.systemd import (
     Notifier,
     Readiness,
     RedeployOnHangup,
     notifyAddress,
 )
-from rainbowd.test.test_deployer import Harness
-from rainbowd.test.test_tap import SignalReactor
+from rainbowd.test.unit.test_deployer import Harness
+from rainbowd.test.unit.test_tap import SignalReactor
 
 
 class RecordingNotifier(Notifier):

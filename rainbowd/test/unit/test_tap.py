@@ -29,22 +29,22 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
 import rainbowd
-from rainbowd.accesslog import Both
-from rainbowd.backendlogs import BackendLogs
+from rainbowd.web.accesslog import Both
+from rainbowd.app.backendlogs import BackendLogs
 from rainbowd.config import ConfigError, settingNames
-from rainbowd.connlimit import AcceptErrors, ConnectionCap
-from rainbowd.controlsite import MAX_CONNECTIONS, ControlSite
-from rainbowd.deployer import Deployer, Event
+from rainbowd.web.connlimit import AcceptErrors, ConnectionCap
+from rainbowd.control.site import MAX_CONNECTIONS, ControlSite
+from rainbowd.app.deployer import Deployer, Event
 from rainbowd.fdlimit import FileLimit
-from rainbowd.history import FILENAME as HISTORY_FILENAME
-from rainbowd.history import DeploysResource
-from rainbowd.metrics import Metrics, MetricsResource
-from rainbowd.requestlimits import RequestLimits
-from rainbowd.stopdelay import StopDelay
+from rainbowd.control.history import FILENAME as HISTORY_FILENAME
+from rainbowd.control.history import DeploysResource
+from rainbowd.control.metrics import Metrics, MetricsResource
+from rainbowd.web.requestlimits import RequestLimits
+from rainbowd.web.stopdelay import StopDelay
 from rainbowd.tap import Options, _ListenNow, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
-from rainbowd.test.test_history import record as historyRecord
-from rainbowd.test.test_controlsite import tokenFile
+from rainbowd.test.unit.test_history import record as historyRecord
+from rainbowd.test.unit.test_controlsite import tokenFile
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
 

@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_traffic -*-
+# -*- test-case-name: rainbowd.test.unit.test_traffic -*-
 """
-Tests for L{rainbowd.traffic}, and for the proxy while traffic is paused or
+Tests for L{rainbowd.web.traffic}, and for the proxy while traffic is paused or
 in maintenance, in memory (L{rainbowd.test.inmemory}).
 """
 
@@ -23,7 +23,7 @@ from rainbowd.test.inmemory import (
     later,
     rawRequest,
 )
-from rainbowd.traffic import (
+from rainbowd.web.traffic import (
     DEFAULT_MESSAGE,
     RETRY_AFTER,
     Mode,

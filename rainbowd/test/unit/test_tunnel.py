@@ -1,6 +1,6 @@
-# -*- test-case-name: rainbowd.test.test_tunnel -*-
+# -*- test-case-name: rainbowd.test.unit.test_tunnel -*-
 """
-Tests for L{rainbowd.tunnel}: upgraded requests through the proxy, in the
+Tests for L{rainbowd.web.tunnel}: upgraded requests through the proxy, in the
 world of L{rainbowd.test.inmemory}.
 """
 
@@ -11,7 +11,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
-from rainbowd.proxy import ProxyRequest
+from rainbowd.web.proxy import ProxyRequest
 from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,

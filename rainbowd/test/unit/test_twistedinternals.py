@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_twistedinternals -*-
+# -*- test-case-name: rainbowd.test.unit.test_twistedinternals -*-
 """
 Tests for L{rainbowd.twistedinternals}: every private name of Twisted that
 rainbowd uses is still there.
@@ -88,7 +88,7 @@ class InternalsTests(SynchronousTestCase):
         """
         C{Headers._rawHeaders} holds each header's values under its
         canonical name, whatever case it was received in, as
-        L{rainbowd.requestlimits.LimitedChannel.allHeadersReceived} reads
+        L{rainbowd.web.requestlimits.LimitedChannel.allHeadersReceived} reads
         it: were that to change, its lookup would find no
         I{Transfer-Encoding}, and let one it refuses through, without a
         word.
@@ -324,7 +324,7 @@ class ReachTests(SynchronousTestCase):
         )
         found = {
             (cls.__name__, name)
-            for cls, base, name in _reachedBySubclasses("rainbowd.requestlimits")
+            for cls, base, name in _reachedBySubclasses("rainbowd.web.requestlimits")
         }
         self.assertIn(("LimitedChannel", "_dataBuffer"), found)
         self.assertIn(("LimitedChannel", "_respondToBadRequestAndDisconnect"), found)

@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.upgrade}: the old rainbowd's side of an upgrade, on a
+Tests for L{rainbowd.upgrade.upgrader}: the old rainbowd's side of an upgrade, on a
 fake process reactor, each way the new process can fail before it is
 ready, and the new side's reading of the state.
 """
@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Tuple
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from rainbowd import handover
+from rainbowd.upgrade import handover
 from rainbowd.test.fakes import FakeProcessReactor
-from rainbowd.upgrade import (
+from rainbowd.upgrade.upgrader import (
     HANDOVER_FD,
     UpgradeFailed,
     Upgrader,
@@ -405,7 +405,7 @@ class UpgradeOnSignalTests(SynchronousTestCase):
     def setUp(self) -> None:
         from twisted.internet.defer import Deferred
 
-        from rainbowd.upgrade import UpgradeOnSignal
+        from rainbowd.upgrade.upgrader import UpgradeOnSignal
 
         self.reactor = _Reactor()
         self.installed: Dict[int, Any] = {}
@@ -476,7 +476,7 @@ class AppendToLogTests(SynchronousTestCase):
         """
         import fcntl
 
-        from rainbowd.upgrade import appendToLog
+        from rainbowd.upgrade.upgrader import appendToLog
 
         path = os.path.abspath(self.mktemp())
         with open(path, "wb") as f:
@@ -511,7 +511,7 @@ class AdoptedProcessTests(SynchronousTestCase):
     def setUp(self) -> None:
         from twisted.internet.testing import MemoryReactorClock
 
-        from rainbowd.adopted import AdoptedProcess
+        from rainbowd.app.adopted import AdoptedProcess
 
         self.reactor = MemoryReactorClock()
         self.proto = _Protocol()
@@ -565,7 +565,7 @@ class AdoptedProcessTests(SynchronousTestCase):
         """
         import subprocess
 
-        from rainbowd.adopted import AdoptedProcess
+        from rainbowd.app.adopted import AdoptedProcess
 
         child = subprocess.Popen(["true"])
         child.wait()
@@ -577,7 +577,7 @@ class AdoptedProcessTests(SynchronousTestCase):
 
 class PidfdOpenTests(SynchronousTestCase):
     """
-    Tests for L{rainbowd.adopted}'s pidfd_open by system call, for a Python
+    Tests for L{rainbowd.app.adopted}'s pidfd_open by system call, for a Python
     whose C{os} has none (PyPy 3.9).
     """
 
@@ -586,7 +586,7 @@ class PidfdOpenTests(SynchronousTestCase):
         It gives a descriptor for a live process, and L{ProcessLookupError}
         for one that is gone.
         """
-        from rainbowd.adopted import _pidfdOpenBySyscall
+        from rainbowd.app.adopted import _pidfdOpenBySyscall
 
         if not sys.platform.startswith("linux"):
             raise SkipTest("pidfds are Linux's")

@@ -1,5 +1,5 @@
 """
-Tests for L{rainbowd.verify}, and for the deployer's verify step.
+Tests for L{rainbowd.app.verify}, and for the deployer's verify step.
 """
 
 import errno
@@ -10,12 +10,12 @@ import attrs
 from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.backend import LONGEST_LINE, OUTPUT_GRACE, Backend, State
+from rainbowd.app.backend import LONGEST_LINE, OUTPUT_GRACE, Backend, State
 from rainbowd.config import Config
-from rainbowd.deployer import DeployFailed, DeployRefused, describeOutcome
+from rainbowd.app.deployer import DeployFailed, DeployRefused, describeOutcome
 from rainbowd.test.fakes import FakeProcessReactor, FakeSignals
-from rainbowd.test.test_deployer import Harness
-from rainbowd.verify import (
+from rainbowd.test.unit.test_deployer import Harness
+from rainbowd.app.verify import (
     STREAMED_LINES,
     VERIFY_LINES,
     Verified,
