@@ -2,13 +2,12 @@
 Tests for L{rainbowd.app.ports}.
 """
 
-import socket
 from typing import Container, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.app import ports
-from rainbowd.app.ports import NoFreePort, PortPicker, isPortFree
+from rainbowd.app.ports import NoFreePort, PortPicker
 
 
 class FakePortTable:
@@ -127,50 +126,3 @@ class PortPickerTests(SynchronousTestCase):
         self.assertEqual(
             [picker.pick((20000, 20000)) for _ in range(2)], [20000, 20000]
         )
-
-
-class IsPortFreeTests(SynchronousTestCase):
-    """
-    Tests for L{isPortFree}, with real sockets on 127.0.0.1.
-    """
-
-    def listeningSocket(self) -> socket.socket:
-        """
-        A socket listening on a port the kernel chose, closed at cleanup.
-        """
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        return listener
-
-    def test_listenedOnIsNotFree(self) -> None:
-        """
-        A port something listens on is not free.
-        """
-        listener = self.listeningSocket()
-        self.assertFalse(isPortFree(listener.getsockname()[1]))
-
-    def test_closedIsFree(self) -> None:
-        """
-        Once the listener is closed the port is free again.
-        """
-        listener = self.listeningSocket()
-        port = listener.getsockname()[1]
-        listener.close()
-        self.assertTrue(isPortFree(port))
-
-    def test_checkDoesNotHoldThePort(self) -> None:
-        """
-        Asking does not keep the port: it can be listened on right after.
-        """
-        listener = self.listeningSocket()
-        port = listener.getsockname()[1]
-        listener.close()
-        self.assertTrue(isPortFree(port))
-        again = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.addCleanup(again.close)
-        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        again.bind(("127.0.0.1", port))
-        again.listen(1)
-        self.assertFalse(isPortFree(port))
