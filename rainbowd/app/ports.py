@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.unit.test_ports -*-
+# -*- test-case-name: rainbowd.test.unit.test_ports,rainbowd.test.endtoend.test_ports -*-
 """
 Choosing the port a new backend listens on.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.unit.test_processgroups -*-
+# -*- test-case-name: rainbowd.test.unit.test_processgroups,rainbowd.test.endtoend.test_processgroups -*-
 """
 The app's processes as the operating system sees them: what C{/proc} says of
 a process or a process group, and the signals sent to them with C{kill(2)}.

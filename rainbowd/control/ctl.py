@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.unit.test_ctl -*-
+# -*- test-case-name: rainbowd.test.unit.test_ctl,rainbowd.test.endtoend.test_ctl -*-
 """
 C{rainbowctl}: redeploy, rollback, status, history, logs, pause and
 maintenance from the command line.

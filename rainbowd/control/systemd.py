@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.unit.test_systemd -*-
+# -*- test-case-name: rainbowd.test.unit.test_systemd,rainbowd.test.endtoend.test_systemd -*-
 """
 Running under systemd (or any supervisor): readiness notification
 (C{Type=notify}) and C{SIGHUP} as a redeploy (C{systemctl reload}).
