@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 import h11  # noqa: E402
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
-from rainbowd import backendclient  # noqa: E402
+from rainbowd.web import backendclient  # noqa: E402
 from rainbowd.web.http1 import ResponseParser  # noqa: E402
 
 BEFORE = "c41004b"
@@ -59,10 +59,10 @@ class Handler:
 
 def oldModule():
     """
-    rainbowd.web.backendclient as it was at L{BEFORE}.
+    rainbowd.backendclient as it was at L{BEFORE}.
     """
     source = subprocess.run(
-        ["git", "show", BEFORE + ":rainbowd/web/backendclient.py"],
+        ["git", "show", BEFORE + ":rainbowd/backendclient.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,
