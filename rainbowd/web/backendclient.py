@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rainbowd.web.nodelay import sendAtOnce
 from rainbowd.web.reads import fit, readingEnd, readSmall
 from rainbowd.web.http1 import (
     CHUNKED,
@@ -505,6 +506,7 @@ class BackendConnection(Protocol):
     def connectionMade(self) -> None:
         self._end = readingEnd(self.transport)
         readSmall(self._end)
+        sendAtOnce(self._end)
         factory, self.factory = self.factory, None
         if factory is not None:
             factory.handler.connected(self)
