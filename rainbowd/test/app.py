@@ -5,7 +5,7 @@ A tiny stdlib-only web app for rainbowd's end-to-end tests::
     python -m rainbowd.test.app PORT PIDFILE
 
 It listens on 127.0.0.1:PORT, then writes its pid to PIDFILE.  Its
-behaviour is set by environment variables:
+behaviour is set by environment variables::
 
     APP_VERSION=v2        what C{GET /} and C{GET /slow} answer (default v1)
     APP_FAIL_AT_START=1   print an error and exit 3 before listening

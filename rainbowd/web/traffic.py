@@ -1,6 +1,7 @@
 # -*- test-case-name: rainbowd.test.unit.test_traffic -*-
 """
-Whether new requests on the public port go to the app: the traffic mode.
+Whether new requests on the public port go to the app: the traffic mode,
+one of::
 
     serving       requests go to the routable backend (the usual mode)
     paused        new requests are held in rainbowd, without failing, until
