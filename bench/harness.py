@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # What rainbowd reads of /proc, the harness reads the same way.
-from rainbowd.processgroups import (  # noqa: E402
+from rainbowd.app.processgroups import (  # noqa: E402
     ProcessGroupSignals,
     groupMembers as _groupMembers,
     processIds,
@@ -45,7 +45,7 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 PR_SET_CHILD_SUBREAPER = 36
 
 #: The environment variable rainbowd sets, to its state directory, in every
-#: app process (see rainbowd.backend.APP_VARIABLE).
+#: app process (see rainbowd.app.backend.APP_VARIABLE).
 APP_VARIABLE = "RAINBOWD_STATE_DIR"
 
 

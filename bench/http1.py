@@ -1,6 +1,6 @@
 """
 What parsing a backend's response head costs: the code rainbowd had before
-rainbowd.http1 (BackendConnection._head, loaded from the commit named
+rainbowd.web.http1 (BackendConnection._head, loaded from the commit named
 below), the same step now (ResponseParser.receive, then the connection's
 _head, which tells the handler), the parser alone, and h11 (its parsing
 alone, then with the making of a connection and the sending of its request,
@@ -27,8 +27,8 @@ sys.path.insert(0, ROOT)
 import h11  # noqa: E402
 from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
-from rainbowd import backendclient  # noqa: E402
-from rainbowd.http1 import ResponseParser  # noqa: E402
+from rainbowd.web import backendclient  # noqa: E402
+from rainbowd.web.http1 import ResponseParser  # noqa: E402
 
 BEFORE = "c41004b"
 """

@@ -56,7 +56,7 @@ CLIENT = (PREFIX + "cl", f"{SUBNET}.3")
 HOSTS = [(f"{PREFIX}h{i}", f"{SUBNET}.1{i}") for i in (1, 2, 3)]
 EXAMPLES = os.path.join(ROOT, "examples", "multihost")
 HEALTH_PATH = "/_rainbowd/up"
-RAINBOWCTL = f"{sys.executable} -m rainbowd.ctl"
+RAINBOWCTL = f"{sys.executable} -m rainbowd.control.ctl"
 INSIDE = "RBMH_INSIDE_PID_NAMESPACE"
 CLONE_NEWNET = 0x40000000
 

@@ -185,12 +185,12 @@ def _signalGroup(pgid: int, signum: int) -> None:
 
 def _processgroups():
     """
-    L{rainbowd.processgroups} of this checkout, which reads /proc for rainbowd:
+    L{rainbowd.app.processgroups} of this checkout, which reads /proc for rainbowd:
     imported only once Twisted is known to be there (see L{findMissing}).
     """
     if CHECKOUT not in sys.path:
         sys.path.insert(0, CHECKOUT)
-    from rainbowd import processgroups
+    from rainbowd.app import processgroups
 
     return processgroups
 

@@ -19,9 +19,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyChannel
 
-from rainbowd.accesslog import AccessLog, Both, openLog
-from rainbowd.metrics import Metrics
-from rainbowd.proxy import ProxyRequest, ProxySite
+from rainbowd.web.accesslog import AccessLog, Both, openLog
+from rainbowd.control.metrics import Metrics
+from rainbowd.web.proxy import ProxyRequest, ProxySite
 
 
 class Deployer:

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_tap -*-
+# -*- test-case-name: rainbowd.test.unit.test_tap -*-
 """
 rainbowd: zero-downtime redeploys for a plain web app on one machine.
 """

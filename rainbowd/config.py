@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_config -*-
+# -*- test-case-name: rainbowd.test.unit.test_config -*-
 """
 rainbowd's configuration: C{rainbow.conf.json} plus command-line overrides.
 
@@ -14,7 +14,7 @@ twistd flag and its type in the docs), its C{--help} line, its line in the
 configuration table, whether only the file sets it, and whether it is only read
 at startup.  Everything else is derived from those fields: L{loadConfig}
 walks them; C{twistd rainbowd}'s flags (L{rainbowd.tap}), the keys only
-read at startup (L{rainbowd.deployer.STARTUP_KEYS}) and the
+read at startup (L{rainbowd.app.deployer.STARTUP_KEYS}) and the
 configuration table of C{docs/configuration.rst} (L{rainbowd.configdoc}) are made from them.
 
 So adding a key is adding a field, here, after the key it belongs next to::
@@ -51,7 +51,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tupl
 
 import attrs
 
-from rainbowd.browsers import normalHost, normalOrigin
+from rainbowd.control.browsers import normalHost, normalOrigin
 # endpointArguments and endpointParts for those that import them from here.
 from rainbowd.endpoints import (  # noqa: F401
     endpointArguments,
@@ -60,7 +60,7 @@ from rainbowd.endpoints import (  # noqa: F401
     loopback,
     tcpPortNumber,
 )
-from rainbowd.releases import danglingLinkProblem, resolveRelease
+from rainbowd.app.releases import danglingLinkProblem, resolveRelease
 
 DEFAULT_FILENAME = "rainbow.conf.json"
 DEFAULT_STATE_DIR = ".rainbowd"
@@ -325,7 +325,7 @@ def _parseEndpoint(value: object) -> str:
         return loopback(port)
     description = _string(value)
     # Here, not at the top: rainbowctl reads the config, and starts faster
-    # without Twisted's endpoints (see rainbowd.test.test_ctl).
+    # without Twisted's endpoints (see rainbowd.test.unit.test_ctl).
     from twisted.internet.endpoints import serverFromString
 
     try:
@@ -1289,7 +1289,7 @@ def _checkOnlyOneCheck(raw: _Raw, settings: Dict[str, Any]) -> None:
 def _checkVerifyPort(raw: _Raw, settings: Dict[str, Any]) -> None:
     """
     A verify that asks the public port, and never the new version's (C{$1},
-    or C{RAINBOWD_PORT} from L{rainbowd.verify}), tests the version
+    or C{RAINBOWD_PORT} from L{rainbowd.app.verify}), tests the version
     serving: it would pass whatever the new one does.
     """
     verify = settings.get("verify")
@@ -1364,7 +1364,7 @@ def _resolveDirectories(
     from the command line;
     default the first two to the config file's directory (or the current
     directory), and check C{cwd} exists.  C{cwd} is then resolved to the
-    release directory it is (see L{rainbowd.releases}), through the config
+    release directory it is (see L{rainbowd.app.releases}), through the config
     file's directory as it was when read, C{resolvedHome}.
     """
     home = _home(raw)

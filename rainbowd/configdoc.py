@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_configdoc -*-
+# -*- test-case-name: rainbowd.test.unit.test_configdoc -*-
 """
 The configuration reference table of the docs, made from the declarations
 of the keys (L{rainbowd.config.settings}).

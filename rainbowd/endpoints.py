@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_controlsite -*-
+# -*- test-case-name: rainbowd.test.unit.test_controlsite -*-
 """
 Endpoint descriptions (C{tcp:7001:interface=127.0.0.1}) read as Twisted
 reads them, without importing Twisted: rainbowctl reads them too.

@@ -1,8 +1,8 @@
-# -*- test-case-name: rainbowd.test.test_events -*-
+# -*- test-case-name: rainbowd.test.unit.test_events -*-
 """
 The kinds of event rainbowd reports: the deployer's (see
-L{rainbowd.deployer.Event}), and those only a streamed redeploy (see
-L{rainbowd.progress}) writes.  Without Twisted, so that rainbowctl, which
+L{rainbowd.app.deployer.Event}), and those only a streamed redeploy (see
+L{rainbowd.control.progress}) writes.  Without Twisted, so that rainbowctl, which
 reads them, starts fast.
 """
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_fdlimit -*-
+# -*- test-case-name: rainbowd.test.unit.test_fdlimit -*-
 """
 rainbowd's file descriptor limit: raised at startup, and shared out.
 
@@ -26,8 +26,8 @@ NR_OPEN_PATH = "/proc/sys/fs/nr_open"
 #: Descriptors kept for rainbowd itself whatever C{maxBackends} is: its
 #: standard streams, the event loop, the two listening sockets, the state
 #: lock, its log files, the connections to the control API (at most
-#: L{rainbowd.controlsite.MAX_CONNECTIONS}), and the connections of each
-#: port being refused with a 503 (at most L{rainbowd.connlimit.LINGERING}
+#: L{rainbowd.control.site.MAX_CONNECTIONS}), and the connections of each
+#: port being refused with a 503 (at most L{rainbowd.web.connlimit.LINGERING}
 #: each).
 RESERVED = 128
 

@@ -1,8 +1,8 @@
-# -*- test-case-name: rainbowd.test.test_interfaces -*-
+# -*- test-case-name: rainbowd.test.unit.test_interfaces -*-
 """
 The contracts rainbowd's parts talk through, as L{zope.interface}
 Interfaces: each is declared on the real class and on the tests' fakes,
-and L{rainbowd.test.test_interfaces} checks both with C{verifyObject}.
+and L{rainbowd.test.unit.test_interfaces} checks both with C{verifyObject}.
 """
 
 from typing import Any
@@ -12,13 +12,13 @@ from zope.interface import Attribute, Interface
 
 class IRoutableBackend(Interface):
     """
-    A backend as the proxy (L{rainbowd.proxy.ReverseProxy}) sees it.
+    A backend as the proxy (L{rainbowd.web.proxy.ReverseProxy}) sees it.
     """
 
     port = Attribute("The port on 127.0.0.1 the backend listens on.")
     generation = Attribute("The backend's generation number.")
     tally = Attribute(
-        "A L{rainbowd.backend.ResponseTally}, whose C{responses} and "
+        "A L{rainbowd.app.backend.ResponseTally}, whose C{responses} and "
         "C{errors} the proxy counts up."
     )
 
@@ -59,7 +59,7 @@ class IRoutableBackend(Interface):
 
 class IRoutingDeployer(Interface):
     """
-    The deployer as the proxy (L{rainbowd.proxy.ReverseProxy}) sees it.
+    The deployer as the proxy (L{rainbowd.web.proxy.ReverseProxy}) sees it.
     """
 
     routable = Attribute(
@@ -82,7 +82,7 @@ class IRoutingDeployer(Interface):
 
 class IControlledDeployer(Interface):
     """
-    The deployer as the control API (L{rainbowd.control.ControlResource})
+    The deployer as the control API (L{rainbowd.control.resource.ControlResource})
     sees it.
     """
 
@@ -121,7 +121,7 @@ class IControlledDeployer(Interface):
 class IRequestLog(Interface):
     """
     What hears of every request the public port's site
-    (L{rainbowd.proxy.ProxySite}) receives, however it ends: the metrics,
+    (L{rainbowd.web.proxy.ProxySite}) receives, however it ends: the metrics,
     the access log.
     """
 
@@ -142,7 +142,7 @@ class IProcessSignals(Interface):
     """
     Signals to, and questions about, the processes of the operating system,
     as the backends and the leftovers' cleanup send and ask them (see
-    L{rainbowd.processgroups.ProcessGroupSignals}).
+    L{rainbowd.app.processgroups.ProcessGroupSignals}).
     """
 
     def signalProcess(pid: int, signum: int) -> None:
@@ -205,7 +205,7 @@ class IProcessSignals(Interface):
 class IResponseReceiver(Interface):
     """
     What hears of a backend's response from its
-    L{rainbowd.backendclient.BackendConnection}.
+    L{rainbowd.web.backendclient.BackendConnection}.
     """
 
     upgrade = Attribute(
@@ -245,17 +245,17 @@ class IResponseReceiver(Interface):
 class IRequestHandler(IResponseReceiver):
     """
     The handler of one request forwarded to a backend (the proxy's
-    forwarding of it), as L{rainbowd.backendclient} sees it.
+    forwarding of it), as L{rainbowd.web.backendclient} sees it.
     """
 
     def connected(connection: Any) -> None:
         """
-        L{rainbowd.backendclient.Pool.connect} opened C{connection}.
+        L{rainbowd.web.backendclient.Pool.connect} opened C{connection}.
         """
 
     def connectionFailed(reason: Any) -> None:
         """
-        L{rainbowd.backendclient.Pool.connect} could not connect.
+        L{rainbowd.web.backendclient.Pool.connect} could not connect.
         """
 
     def responseFailed(reason: Any, stale: bool) -> None:
@@ -281,7 +281,7 @@ class IRequestHandler(IResponseReceiver):
 class ISlotWaiter(Interface):
     """
     A request waiting for a slot of a capped
-    L{rainbowd.backendclient.Pool}; once out of the queue it hears exactly
+    L{rainbowd.web.backendclient.Pool}; once out of the queue it hears exactly
     one of L{slotGranted}, L{slotTimedOut} and L{slotMoved}.
     """
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_logs -*-
+# -*- test-case-name: rainbowd.test.unit.test_logs -*-
 """
 Log observers for twistd's C{--logger} option, which takes the fully
 qualified name of a function that returns one::

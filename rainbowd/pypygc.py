@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_pypygc -*-
+# -*- test-case-name: rainbowd.test.unit.test_pypygc -*-
 """
 PyPy's garbage collector, set for a proxy's tail latency.
 

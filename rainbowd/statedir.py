@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_statedir -*-
+# -*- test-case-name: rainbowd.test.unit.test_statedir -*-
 """
 The state directory, kept rainbowd's own.
 

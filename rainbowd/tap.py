@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_tap -*-
+# -*- test-case-name: rainbowd.test.unit.test_tap -*-
 """
 C{twistd rainbowd}: the command-line options and the service.
 """
@@ -34,11 +34,13 @@ from zope.interface import implementer
 
 import attrs
 
-from rainbowd import handover, pypygc, versionLine
-from rainbowd.accesslog import AccessLog, Both, openLog
-from rainbowd.backend import Backend
-from rainbowd.backendlogs import BackendLogs
-from rainbowd.browsers import BrowserGuard
+from rainbowd import pypygc, versionLine
+
+from rainbowd.upgrade import handover
+from rainbowd.web.accesslog import AccessLog, Both, openLog
+from rainbowd.app.backend import Backend
+from rainbowd.app.backendlogs import BackendLogs
+from rainbowd.control.browsers import BrowserGuard
 from rainbowd.config import (
     DEFAULT_FILENAME,
     EPHEMERAL_RANGE_PATH,
@@ -53,11 +55,11 @@ from rainbowd.config import (
     settings,
     settingUnit,
 )
-from rainbowd.connlimit import AcceptErrors, ConnectionCap, quietAccepts
-from rainbowd.control import ControlResource
-from rainbowd.controlapi import readControlToken
-from rainbowd.controlsite import ControlSite, capped, exposureWarning
-from rainbowd.deployer import Deployer
+from rainbowd.web.connlimit import AcceptErrors, ConnectionCap, quietAccepts
+from rainbowd.control.resource import ControlResource
+from rainbowd.control.api import readControlToken
+from rainbowd.control.site import ControlSite, capped, exposureWarning
+from rainbowd.app.deployer import Deployer
 from rainbowd.fdlimit import (
     budgetWarning,
     defaultMaxConnections,
@@ -65,22 +67,22 @@ from rainbowd.fdlimit import (
     isLow,
     raiseFileLimit,
 )
-from rainbowd.health import HTTPHealthCheck
-from rainbowd.history import FILENAME as HISTORY_FILENAME
-from rainbowd.history import DeployHistory, DeploysResource, HistoryFile
-from rainbowd.lbhealth import publicResource
-from rainbowd.leftovers import AppGroups
-from rainbowd.metrics import Metrics, MetricsResource
-from rainbowd.ports import PortPicker
-from rainbowd.processgroups import ProcessGroupSignals
-from rainbowd.proxy import ProxySite, ReverseProxy
-from rainbowd.releases import stateDirWarning, workingDirectory
-from rainbowd.requestlimits import RequestLimits
+from rainbowd.app.health import HTTPHealthCheck
+from rainbowd.control.history import FILENAME as HISTORY_FILENAME
+from rainbowd.control.history import DeployHistory, DeploysResource, HistoryFile
+from rainbowd.web.lbhealth import publicResource
+from rainbowd.app.leftovers import AppGroups
+from rainbowd.control.metrics import Metrics, MetricsResource
+from rainbowd.app.ports import PortPicker
+from rainbowd.app.processgroups import ProcessGroupSignals
+from rainbowd.web.proxy import ProxySite, ReverseProxy
+from rainbowd.app.releases import stateDirWarning, workingDirectory
+from rainbowd.web.requestlimits import RequestLimits
 from rainbowd.statedir import UnsafeStateDir, openFile, prepare
-from rainbowd.stopdelay import StopDelay, stopDelayWarning
-from rainbowd.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
-from rainbowd.traffic import Traffic
-from rainbowd.upgrade import (
+from rainbowd.web.stopdelay import StopDelay, stopDelayWarning
+from rainbowd.control.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
+from rainbowd.web.traffic import Traffic
+from rainbowd.upgrade.upgrader import (
     Handover,
     UpgradeOnSignal,
     Upgrader,

@@ -1,7 +1,7 @@
-# -*- test-case-name: rainbowd.test.test_twistedinternals -*-
+# -*- test-case-name: rainbowd.test.unit.test_twistedinternals -*-
 """
 The private names of Twisted that rainbowd relies on, each with where and
-why, so that they are in one place: C{rainbowd.test.test_twistedinternals}
+why, so that they are in one place: C{rainbowd.test.unit.test_twistedinternals}
 checks that each is still there, and fails naming the code that uses it if
 a release of Twisted renames one, rather than that code failing silently
 (or, for an attribute read with a default, dropping bytes).
@@ -52,8 +52,8 @@ INTERNALS: Tuple[Internal, ...] = (
     Internal(
         _CHANNEL,
         "_dataBuffer",
-        "rainbowd.proxy._Forwarding.upgraded, "
-        "rainbowd.requestlimits.LimitedChannel.requestDone",
+        "rainbowd.web.proxy._Forwarding.upgraded, "
+        "rainbowd.web.requestlimits.LimitedChannel.requestDone",
         "what a client sent after a request head while that request was "
         "answered: the start of an upgraded connection's stream, or the next "
         "pipelined request",
@@ -61,40 +61,40 @@ INTERNALS: Tuple[Internal, ...] = (
     Internal(
         "twisted.protocols.basic.LineReceiver",
         "_buffer",
-        "rainbowd.requestlimits.LimitedChannel.requestDone",
+        "rainbowd.web.requestlimits.LimitedChannel.requestDone",
         "LineReceiver's unparsed bytes: whether a pipelined request has begun",
     ),
     Internal(
         _CHANNEL,
         "_version",
-        "rainbowd.requestlimits.LimitedChannel.allHeadersReceived",
+        "rainbowd.web.requestlimits.LimitedChannel.allHeadersReceived",
         "the request's HTTP version, for checkPersistence and 100 Continue, "
         "as HTTPChannel.allHeadersReceived (which rainbowd replaces) reads it",
     ),
     Internal(
         _CHANNEL,
         "_waitingForTransport",
-        "rainbowd.requestlimits.LimitedChannel.allContentReceived",
+        "rainbowd.web.requestlimits.LimitedChannel.allContentReceived",
         "whether the client has yet to read a response: a pipelined request "
         "then waits, and its idle timer must run",
     ),
     Internal(
         _CHANNEL,
         "_send100Continue",
-        "rainbowd.requestlimits.LimitedChannel.allHeadersReceived",
+        "rainbowd.web.requestlimits.LimitedChannel.allHeadersReceived",
         "the interim response HTTPChannel.allHeadersReceived sends, which "
         "rainbowd sends only for a body it takes",
     ),
     Internal(
         _CHANNEL,
         "_respondToBadRequestAndDisconnect",
-        "rainbowd.requestlimits.LimitedChannel (overridden)",
+        "rainbowd.web.requestlimits.LimitedChannel (overridden)",
         "twisted.web's bare 400: rainbowd's says what was wrong",
     ),
     Internal(
         _CHANNEL,
         "_networkProducer",
-        "rainbowd.requestlimits.LimitedChannel.loseConnection",
+        "rainbowd.web.requestlimits.LimitedChannel.loseConnection",
         "the producer between the channel and its transport: replaced, when "
         "the last response is sent at stop, by one that never pauses, so that "
         "what the client still sends is read and dropped rather than reset "
@@ -103,7 +103,7 @@ INTERNALS: Tuple[Internal, ...] = (
     Internal(
         _CHANNEL,
         "_abortingCall",
-        "rainbowd.requestlimits.LimitedChannel.timeoutConnection, "
+        "rainbowd.web.requestlimits.LimitedChannel.timeoutConnection, "
         "forceAbortClient",
         "the call that aborts a timed-out connection whose client does not "
         "close it, which HTTPChannel.connectionLost cancels; rainbowd's "
@@ -112,7 +112,7 @@ INTERNALS: Tuple[Internal, ...] = (
     Internal(
         "twisted.web.http",
         "_getContentFile",
-        "rainbowd.requestlimits.spoolFile",
+        "rainbowd.web.requestlimits.spoolFile",
         "the temporary file twisted.web keeps a request body in, by its size: "
         "rainbowd's LimitedRequest.gotLength, which answers a failure to make "
         "one, makes it the same way",
@@ -120,21 +120,21 @@ INTERNALS: Tuple[Internal, ...] = (
     Internal(
         "twisted.web.http",
         "_NoPushProducer",
-        "rainbowd.requestlimits.LimitedChannel.loseConnection",
+        "rainbowd.web.requestlimits.LimitedChannel.loseConnection",
         "the producer HTTPChannel registers while it has no request, that "
         "never stops the transport reading (see _networkProducer)",
     ),
     Internal(
         "twisted.web.client",
         "_HTTP11ClientFactory",
-        "rainbowd.health._QuietFactory",
+        "rainbowd.app.health._QuietFactory",
         "the factory of HTTPConnectionPool's connections, subclassed only to "
         "set noisy = False",
     ),
     Internal(
         "twisted.web.client.HTTPConnectionPool",
         "_factory",
-        "rainbowd.health._QuietPool (overridden)",
+        "rainbowd.app.health._QuietPool (overridden)",
         "the factory the pool makes its connections with: the health check's "
         "logs no line per connection (a renamed one would be a log line a "
         "second per backend, without a word)",
@@ -157,14 +157,14 @@ INTERNALS: Tuple[Internal, ...] = (
     Internal(
         "twisted.web.http_headers.Headers",
         "_rawHeaders",
-        "rainbowd.requestlimits.LimitedChannel.allHeadersReceived",
+        "rainbowd.web.requestlimits.LimitedChannel.allHeadersReceived",
         "the headers by canonical name, read once per request at a quarter "
         "of getRawHeaders' cost",
     ),
     Internal(
         "twisted.internet.tcp.Port",
         "_logger",
-        "rainbowd.connlimit.quietAccepts",
+        "rainbowd.web.connlimit.quietAccepts",
         "the only way a port's failed accepts (EMFILE) are told, once per "
         "failure: rainbowd sums them into a line a second",
     ),

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_waiters -*-
+# -*- test-case-name: rainbowd.test.unit.test_waiters -*-
 """
 Handing out Deferreds for something that has not happened yet.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_endtoend -*-
+# -*- test-case-name: rainbowd.test.endtoend.test_endtoend -*-
 """
 A tiny stdlib-only web app for rainbowd's end-to-end tests::
 

@@ -160,7 +160,7 @@ class FakeProcessReactor(MemoryReactorClock):
 class FakeSignals:
     """
     The process table of a L{FakeProcessReactor}, as rainbowd's signals see
-    it (see L{rainbowd.processgroups.ProcessGroupSignals}).
+    it (see L{rainbowd.app.processgroups.ProcessGroupSignals}).
 
     @ivar sent: every signal sent, as C{("pid" | "group" | "marked", id,
         signum)}.

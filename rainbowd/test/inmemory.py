@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_proxy -*-
+# -*- test-case-name: rainbowd.test.unit.test_proxy -*-
 """
 The in-memory world the tests of the proxy, of the backend client and of the
 tunnel run in.
@@ -25,9 +25,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import directlyProvides, implementer
 
-from rainbowd.backend import ResponseTally
+from rainbowd.app.backend import ResponseTally
 from rainbowd.interfaces import IRoutableBackend, IRoutingDeployer
-from rainbowd.proxy import ProxySite, ReverseProxy
+from rainbowd.web.proxy import ProxySite, ReverseProxy
 
 CLIENT_ADDRESS = IPv4Address("TCP", "192.0.2.7", 54321)
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.test_control -*-
+# -*- test-case-name: rainbowd.test.unit.test_control -*-
 """
 treq's L{StubTreq}, typed: it sets treq's functions on itself when it is
 made, so that mypy sees none of them; L{stubTreq} gives one as the

@@ -1,0 +1,76 @@
+# -*- test-case-name: rainbowd.test.endtoend.test_ctl -*-
+"""
+Tests for L{rainbowd.control.ctl} in a new Python: what C{rainbowctl}
+imports as it starts.  The others, with fake connections, are in
+L{rainbowd.test.unit.test_ctl}.
+"""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from typing import List
+
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+import rainbowd
+from rainbowd.test.unit.test_ctl import RUN
+
+
+class StartupTests(SynchronousTestCase):
+    """
+    rainbowctl starts without Twisted: it makes one HTTP request, and
+    importing Twisted's reactor, web and endpoints took it most of its
+    startup time.
+    """
+
+    def twistedModules(self, code: str) -> List[str]:
+        """
+        The Twisted modules loaded once a new Python, with this checkout of
+        rainbowd first on its path, has run C{code}.
+        """
+        root = os.path.dirname(os.path.dirname(rainbowd.__file__))
+        env = {**os.environ, "PYTHONPATH": root}
+        script = (
+            f"{code}\nimport sys\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(output.returncode, 0, output.stderr)
+        return ast.literal_eval(output.stdout.splitlines()[-1])
+
+    def test_importsNoTwisted(self) -> None:
+        """
+        Importing L{rainbowd.control.ctl} imports no Twisted module at all.
+        """
+        self.assertEqual(self.twistedModules("import rainbowd.control.ctl"), [])
+
+    def test_helpAndStatusImportNoTwisted(self) -> None:
+        """
+        C{rainbowctl --help}, and C{rainbowctl status} as far as finding
+        rainbowd from a config file and not reaching it, import no Twisted
+        module either.
+        """
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        config = directory.child("rainbow.conf.json")
+        config.setContent(json.dumps({"run": RUN, "port": 1}).encode())
+        code = (
+            "import io\n"
+            "from rainbowd.control.ctl import run\n"
+            "out = io.StringIO()\n"
+            "try:\n"
+            "    run(['--help'], out, out)\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            f"run(['--config', {config.path!r}, 'status'], out, out)\n"
+        )
+        self.assertEqual(self.twistedModules(code), [])
