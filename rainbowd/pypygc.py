@@ -47,7 +47,7 @@ _log = Logger()
 
 #: The nursery and increment step rainbowd runs PyPy with (see the module's
 #: docstring and "Running on PyPy" in docs/operations.rst for the measurements).
-SETTINGS = (("PYPY_GC_NURSERY", "16M"), ("PYPY_GC_INCREMENT_STEP", "4M"))
+SETTINGS = (("PYPY_GC_NURSERY", "16M"), ("PYPY_GC_INCREMENT_STEP", "1M"))
 
 #: The environment variable that tells the re-executed rainbowd that it set
 #: L{SETTINGS} itself, and the nursery PyPy had chosen, in bytes.
