@@ -222,7 +222,8 @@ class VerifyRunTests(SynchronousTestCase):
         """
         A verify that prints megabytes, in lines or in one endless line, is
         held to its last L{VERIFY_LINES} lines, each at most
-        L{LONGEST_LINE} bytes, and streams only its first L{STREAMED_LINES}.
+        L{rainbowd.app.outputlines.LONGEST_LINE} bytes, and streams only its
+        first L{STREAMED_LINES}.
         """
         run, process = self.started()
         logged = []
