@@ -33,8 +33,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rainbowd.app.backend import APP_VARIABLE, OUTPUT_GRACE, describeExit
-from rainbowd.control.api import VERIFY_VARIABLE
 from rainbowd.app.outputlines import OutputLines
+from rainbowd.environment import VERIFY_VARIABLE
 
 #: How many of its last output lines a verify's outcome carries.
 VERIFY_LINES = 20

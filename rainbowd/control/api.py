@@ -16,13 +16,6 @@ from rainbowd.config import ConfigError
 #: The media type of a streamed redeploy: a JSON object a line.
 NDJSON = b"application/x-ndjson"
 
-#: The environment variable, set to 1, that tells a verify's processes from
-#: its generation's (both carry the generation's marker; see
-#: L{rainbowd.app.verify}), so that those that left the verify's process group
-#: are found and killed with it, and rainbowctl refuses to redeploy from one.
-VERIFY_VARIABLE = "RAINBOWD_VERIFY"
-
-
 def failureHint(serving: Optional[int], redeploy: str = "redeploy") -> str:
     """
     What to do after a failed deploy, and what serves meanwhile: for the

@@ -37,13 +37,9 @@ import attrs
 
 from rainbowd import versionLine
 from rainbowd.config import DEFAULT_FILENAME, ConfigError, loadControlKeys
-from rainbowd.control.api import (
-    NDJSON,
-    VERIFY_VARIABLE,
-    failureHint,
-    readControlToken,
-)
+from rainbowd.control.api import NDJSON, failureHint, readControlToken
 from rainbowd.endpoints import endpointArguments, tcpPortNumber
+from rainbowd.environment import VERIFY_VARIABLE
 from rainbowd.events import EventKind
 from rainbowd.control.remote import (
     RemoteAddress,
