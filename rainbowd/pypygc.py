@@ -12,7 +12,9 @@ of a few milliseconds each, then come back to back.  At 32 connections
 that made PyPy's p99 three times CPython's on such a host.
 
 With a 16 MiB nursery and 4 MiB increment steps, on that host, PyPy's p99
-went below CPython's (4.2 against 6.7 ms), for some 80 MB more memory.  The
+went below CPython's (4.2 against 6.7 ms), for some 80 MB more memory; on
+a slower host 4 MiB steps took 6-10 ms each, and 1 MiB steps (the same
+marking, in shorter pieces) gave the shorter tail, so the step is 1 MiB.  The
 variables are read once, when PyPy starts, before any Python code runs, so
 rainbowd on PyPy re-executes itself with them, before anything else
 happens (before twistd writes its pidfile, starts logging to a file,
@@ -253,7 +255,8 @@ def nurserySize() -> int:
     """
     import gc
 
-    # gc.get_stats() formats its figures ("1.0MB"); the numbers under it:
+    # gc.get_stats() formats its figures ("1.0MB"); the numbers under it,
+    # from a function only PyPy's gc has (so CPython's stubs do not know it):
     return int(gc._get_stats().nursery_size)  # type: ignore[attr-defined]
 
 

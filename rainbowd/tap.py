@@ -73,7 +73,7 @@ from rainbowd.control.history import DeployHistory, DeploysResource, HistoryFile
 from rainbowd.web.lbhealth import publicResource
 from rainbowd.app.leftovers import AppGroups
 from rainbowd.control.metrics import Metrics, MetricsResource
-from rainbowd.app.ports import PortPicker
+from rainbowd.app.ports import PortPicker, isPortFree
 from rainbowd.app.processgroups import ProcessGroupSignals
 from rainbowd.web.proxy import ProxySite, ReverseProxy
 from rainbowd.app.releases import stateDirWarning, workingDirectory
@@ -201,6 +201,8 @@ class Options(usage.Options):
         C{controlTokenFile} once, here; or L{None}.
     @ivar raiseFileLimit: raises the descriptor limit, in L{makeService};
         see L{rainbowd.fdlimit.raiseFileLimit}.
+    @ivar portIsFree: whether a port can be given to a new generation; see
+        L{rainbowd.app.ports.isPortFree}, which listens on it to find out.
     """
 
     # twistd puts "Usage: twistd [options] rainbowd" before it.
@@ -229,6 +231,7 @@ class Options(usage.Options):
     warnings: List[str]
     controlToken: Optional[bytes] = None
     raiseFileLimit = staticmethod(raiseFileLimit)
+    portIsFree = staticmethod(isPortFree)
 
     def getUsage(self, width: Optional[int] = None) -> str:
         width = width or int(os.environ.get("COLUMNS", "80"))
@@ -611,6 +614,7 @@ class _Adopted(Service):
 
     def startService(self) -> None:
         Service.startService(self)
+        # The same lock file as a port listened on here, told the same way.
         _Listening._ownLockFile(self)  # type: ignore[arg-type]
 
     def stopAccepting(self) -> None:
@@ -844,7 +848,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         options.readConfig,
         newBackend,
         reactor,
-        PortPicker(),
+        PortPicker(isFree=options.portIsFree),
         groups=AppGroups(config.stateDir, signals, reactor),
         deploys=max(
             history.lastDeploy, 0 if incoming is None else incoming.state.deploys

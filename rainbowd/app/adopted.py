@@ -1,4 +1,4 @@
-# -*- test-case-name: rainbowd.test.unit.test_upgrade -*-
+# -*- test-case-name: rainbowd.test.unit.test_upgrade,rainbowd.test.endtoend.test_upgrade -*-
 """
 An app process that this rainbowd took over in an upgrade, rather than
 started: not its child, so its end is seen through a pidfd

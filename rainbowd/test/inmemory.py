@@ -347,6 +347,7 @@ class World:
         self.reactor = MemoryReactorClock() if reactor is None else reactor
         self.deployer = FakeDeployer()
         self.proxy = ReverseProxy(
+            # ReverseProxy's keyword arguments, whatever the test gives.
             self.deployer, self.reactor, queueTimeout, **proxyOptions  # type: ignore[arg-type]
         )
         self.site = ProxySite(self.proxy, reactor=self.reactor)
@@ -383,6 +384,7 @@ class World:
         """
         Open a client connection to the proxy and send C{raw} over it.
         """
+        # connectClient's keyword arguments, passed on as they came.
         client = self.connectClient(**kwargs)  # type: ignore[arg-type]
         client.send(raw)
         self.flush()

@@ -21,12 +21,10 @@ from twisted.internet.interfaces import ITCPTransport
 def sendAtOnce(end: Optional[FileDescriptor]) -> None:
     """
     Turn Nagle's algorithm off on C{end}, if it is a TCP connection's
-    descriptor (see L{rainbowd.web.reads.readingEnd}); a unix socket's, or
-    none, is left as it is, and so is a socket the peer has already
-    closed, whose option can no longer be set.
+    descriptor (see L{rainbowd.web.reads.readingEnd}); none is left as it
+    is.  (A unix socket's transport provides L{ITCPTransport} too, and its
+    C{setTcpNoDelay} does nothing; Twisted's TCP one logs a failure to set
+    the option rather than raise it.)
     """
     if ITCPTransport.providedBy(end):
-        try:
-            end.setTcpNoDelay(True)
-        except OSError:
-            pass
+        end.setTcpNoDelay(True)

@@ -492,6 +492,7 @@ class ReadPausingTransport(iosim.FakeTransport):
     readPaused = False
 
     def __init__(self, *args: object, **kwargs: object) -> None:
+        # FakeTransport's own arguments, passed on as they came.
         iosim.FakeTransport.__init__(self, *args, **kwargs)  # type: ignore[arg-type]
         self._held: List[bytes] = []
 
@@ -1200,6 +1201,7 @@ class KernelBuffer:
         self.socket, self._peer = socket.socketpair()
         testCase.addCleanup(self.socket.close)
         testCase.addCleanup(self._peer.close)
+        # iosim's transport has no socket; rainbowd.web.reads looks for one.
         pump.clientIO.socket = self.socket  # type: ignore[attr-defined]
 
     def arrive(self, data: bytes) -> None:

@@ -781,6 +781,7 @@ class LoadConfigTests(SynchronousTestCase):
         """
         A file holding anything but an object is an error.
         """
+        # Not an object, on purpose.
         message = self.loadError(["run", RUN])  # type: ignore[arg-type]
         self.assertIn("must hold a JSON object", message)
         self.assertIn("a list", message)
@@ -869,6 +870,7 @@ class LoadConfigTests(SynchronousTestCase):
         self.assertEqual(config.env, {"A": "1", "B": ""})
 
         def change() -> None:
+            # A write to the read-only mapping, on purpose.
             config.env["C"] = "3"  # type: ignore[index]
 
         self.assertRaises(TypeError, change)

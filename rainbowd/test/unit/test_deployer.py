@@ -2410,7 +2410,7 @@ class EventTests(SynchronousTestCase):
             h._loadConfig,
             h._newBackend,
             h.reactor,
-            PortPicker(cursor=20000),
+            PortPicker(isFree=lambda port: True, cursor=20000),
             deploys=41,
         )
         events = self.observed(h)

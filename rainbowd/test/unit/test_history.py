@@ -777,7 +777,7 @@ class ObservedDeploysTests(SynchronousTestCase):
             later._loadConfig,
             later._newBackend,
             later.reactor,
-            PortPicker(cursor=20000),
+            PortPicker(isFree=lambda port: True, cursor=20000),
             deploys=history.lastDeploy,
         )
         history.follow(later.deployer)

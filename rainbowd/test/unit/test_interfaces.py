@@ -147,6 +147,7 @@ class HandlerTests(SynchronousTestCase):
         The proxy's forwarding of a request provides L{IRequestHandler} and
         L{ISlotWaiter}.
         """
+        # No request: only the methods the Interfaces name are looked at.
         forwarding = _Forwarding(World().proxy, None, b"", 0, 0.0, False)  # type: ignore[arg-type]
         self.assertTrue(verifyObject(IRequestHandler, forwarding))
         self.assertTrue(verifyObject(ISlotWaiter, forwarding))

@@ -29,18 +29,13 @@ class TCPDescriptor(FileDescriptor):
     records what its Nagle setting was set to.
 
     @ivar noDelay: each value given to L{setTcpNoDelay}.
-    @ivar closed: whether setting it fails, as on a socket already closed.
     """
-
-    closed = False
 
     def __init__(self) -> None:
         FileDescriptor.__init__(self, reactor=MemoryReactorClock())
         self.noDelay: List[bool] = []
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        if self.closed:
-            raise OSError(9, "Bad file descriptor")
         self.noDelay.append(enabled)
 
     def getTcpNoDelay(self) -> bool:
@@ -86,20 +81,11 @@ class SendAtOnceTests(SynchronousTestCase):
 
     def test_notTCP(self) -> None:
         """
-        Another descriptor (a unix socket's, say), or none, is left alone.
+        A descriptor that is not a TCP connection's, or none, is left
+        alone.
         """
         sendAtOnce(FileDescriptor(reactor=MemoryReactorClock()))
         sendAtOnce(None)
-
-    def test_closed(self) -> None:
-        """
-        A socket whose option can no longer be set is left as it is: the
-        connection goes on, and its end is noticed where it always is.
-        """
-        end = TCPDescriptor()
-        end.closed = True
-        sendAtOnce(end)
-        self.assertEqual(end.noDelay, [])
 
 
 class ProxyNoDelayTests(SynchronousTestCase):

@@ -450,6 +450,8 @@ class ServiceTestCase(SynchronousTestCase):
         options.cwd = os.path.dirname(stateDir)
         # Any arguments, as the real one takes (all of them defaulted).
         options.raiseFileLimit = lambda *_: limit
+        # Every port is free: the real check listens on it.
+        options.portIsFree = lambda *_: True
         options.parseOptions(["--run", RUN, "--state-dir", stateDir, *argv])
         return options
 

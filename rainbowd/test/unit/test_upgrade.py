@@ -7,11 +7,10 @@ ready, and the new side's reading of the state.
 import os
 import signal
 import socket
-import sys
 from typing import Any, Dict, List, Tuple
 
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.upgrade import handover
 from rainbowd.test.fakes import FakeProcessReactor
@@ -559,42 +558,4 @@ class AdoptedProcessTests(SynchronousTestCase):
         self.assertEqual(self.proto.calls[-1], ("ended", "UnknownExit"))
         self.assertEqual(self.process.pipes, {})
 
-    def test_goneAlready(self) -> None:
-        """
-        A process gone before it is adopted is reported ended at once.
-        """
-        import subprocess
 
-        from rainbowd.app.adopted import AdoptedProcess
-
-        child = subprocess.Popen(["true"])
-        child.wait()
-        proto = _Protocol()
-        AdoptedProcess(self.reactor, proto, child.pid, {})
-        self.reactor.advance(0)
-        self.assertEqual(proto.calls, [("exited", "UnknownExit"), ("ended", "UnknownExit")])
-
-
-class PidfdOpenTests(SynchronousTestCase):
-    """
-    Tests for L{rainbowd.app.adopted}'s pidfd_open by system call, for a Python
-    whose C{os} has none (PyPy 3.9).
-    """
-
-    def test_bySyscall(self) -> None:
-        """
-        It gives a descriptor for a live process, and L{ProcessLookupError}
-        for one that is gone.
-        """
-        from rainbowd.app.adopted import _pidfdOpenBySyscall
-
-        if not sys.platform.startswith("linux"):
-            raise SkipTest("pidfds are Linux's")
-        fd = _pidfdOpenBySyscall(os.getpid())
-        self.addCleanup(os.close, fd)
-        self.assertGreaterEqual(fd, 0)
-        child = os.fork()
-        if child == 0:
-            os._exit(0)
-        os.waitpid(child, 0)
-        self.assertRaises(ProcessLookupError, _pidfdOpenBySyscall, child)
