@@ -29,11 +29,11 @@ sys.path.insert(0, ROOT)
 # What rainbowd reads of /proc, the harness reads the same way.
 from rainbowd.app.processgroups import (  # noqa: E402
     ProcessGroupSignals,
-    groupMembers as _groupMembers,
     processIds,
     running,
     statFields,
 )
+from rainbowd.app.processgroups import groupMembers as _groupMembers  # noqa: E402
 
 APPS = os.path.join(ROOT, "bench", "apps")
 TEST_APP = os.path.join(ROOT, "rainbowd", "test", "app.py")

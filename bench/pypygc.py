@@ -28,11 +28,11 @@ run takes about five minutes.
 import argparse
 import datetime
 import os
+import shutil
+import signal
 import statistics
 import sys
 import tempfile
-import shutil
-import signal
 import time
 from typing import Dict, List, Optional
 

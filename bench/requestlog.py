@@ -19,8 +19,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyChannel
 
-from rainbowd.web.accesslog import AccessLog, Both, openLog
 from rainbowd.control.metrics import Metrics
+from rainbowd.web.accesslog import AccessLog, Both, openLog
 from rainbowd.web.proxy import ProxyRequest, ProxySite
 
 

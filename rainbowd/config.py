@@ -51,7 +51,9 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tupl
 
 import attrs
 
+from rainbowd.app.releases import danglingLinkProblem, resolveRelease
 from rainbowd.control.browsers import normalHost, normalOrigin
+
 # endpointArguments and endpointParts for those that import them from here.
 from rainbowd.endpoints import (  # noqa: F401
     endpointArguments,
@@ -60,7 +62,6 @@ from rainbowd.endpoints import (  # noqa: F401
     loopback,
     tcpPortNumber,
 )
-from rainbowd.app.releases import danglingLinkProblem, resolveRelease
 
 DEFAULT_FILENAME = "rainbow.conf.json"
 DEFAULT_STATE_DIR = ".rainbowd"

@@ -13,17 +13,18 @@ import textwrap
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, overload
 
+import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import tcp
 from twisted.internet.defer import (
+    Deferred,
     DeferredList,
     inlineCallbacks,
     maybeDeferred,
     succeed,
 )
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.threads import deferToThreadPool
@@ -32,15 +33,15 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-import attrs
-
 from rainbowd import pypygc, versionLine
-
-from rainbowd.upgrade import handover
-from rainbowd.web.accesslog import AccessLog, Both, openLog
 from rainbowd.app.backend import Backend
 from rainbowd.app.backendlogs import BackendLogs
-from rainbowd.control.browsers import BrowserGuard
+from rainbowd.app.deployer import Deployer
+from rainbowd.app.health import HTTPHealthCheck
+from rainbowd.app.leftovers import AppGroups
+from rainbowd.app.ports import PortPicker, isPortFree
+from rainbowd.app.processgroups import ProcessGroupSignals
+from rainbowd.app.releases import stateDirWarning, workingDirectory
 from rainbowd.config import (
     DEFAULT_FILENAME,
     EPHEMERAL_RANGE_PATH,
@@ -55,11 +56,19 @@ from rainbowd.config import (
     settings,
     settingUnit,
 )
-from rainbowd.web.connlimit import AcceptErrors, ConnectionCap, quietAccepts
-from rainbowd.control.resource import ControlResource
 from rainbowd.control.api import readControlToken
+from rainbowd.control.browsers import BrowserGuard
+from rainbowd.control.history import FILENAME as HISTORY_FILENAME
+from rainbowd.control.history import DeployHistory, DeploysResource, HistoryFile
+from rainbowd.control.metrics import Metrics, MetricsResource
+from rainbowd.control.resource import ControlResource
 from rainbowd.control.site import ControlSite, capped, exposureWarning
-from rainbowd.app.deployer import Deployer
+from rainbowd.control.systemd import (
+    Notifier,
+    Readiness,
+    RedeployOnHangup,
+    notifyAddress,
+)
 from rainbowd.fdlimit import (
     budgetWarning,
     defaultMaxConnections,
@@ -67,21 +76,8 @@ from rainbowd.fdlimit import (
     isLow,
     raiseFileLimit,
 )
-from rainbowd.app.health import HTTPHealthCheck
-from rainbowd.control.history import FILENAME as HISTORY_FILENAME
-from rainbowd.control.history import DeployHistory, DeploysResource, HistoryFile
-from rainbowd.web.lbhealth import publicResource
-from rainbowd.app.leftovers import AppGroups
-from rainbowd.control.metrics import Metrics, MetricsResource
-from rainbowd.app.ports import PortPicker, isPortFree
-from rainbowd.app.processgroups import ProcessGroupSignals
-from rainbowd.web.proxy import ProxySite, ReverseProxy
-from rainbowd.app.releases import stateDirWarning, workingDirectory
-from rainbowd.web.requestlimits import RequestLimits
 from rainbowd.statedir import UnsafeStateDir, openFile, prepare
-from rainbowd.web.stopdelay import StopDelay, stopDelayWarning
-from rainbowd.control.systemd import Notifier, Readiness, RedeployOnHangup, notifyAddress
-from rainbowd.web.traffic import Traffic
+from rainbowd.upgrade import handover
 from rainbowd.upgrade.upgrader import (
     Handover,
     UpgradeOnSignal,
@@ -91,6 +87,13 @@ from rainbowd.upgrade.upgrader import (
     restorePidfile,
     takeOverPidfile,
 )
+from rainbowd.web.accesslog import AccessLog, Both, openLog
+from rainbowd.web.connlimit import AcceptErrors, ConnectionCap, quietAccepts
+from rainbowd.web.lbhealth import publicResource
+from rainbowd.web.proxy import ProxySite, ReverseProxy
+from rainbowd.web.requestlimits import RequestLimits
+from rainbowd.web.stopdelay import StopDelay, stopDelayWarning
+from rainbowd.web.traffic import Traffic
 
 _log = Logger()
 

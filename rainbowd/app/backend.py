@@ -24,7 +24,18 @@ import os
 import signal
 from collections import deque
 from enum import Enum
-from typing import Any, Callable, Collection, Deque, Dict, List, Mapping, Optional, Set, cast
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Deque,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    cast,
+)
 
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -35,16 +46,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rainbowd.config import Config
-from rainbowd.interfaces import IProcessSignals, IRoutableBackend
-from rainbowd.app.outputlines import LONGEST_LINE, OutputLines  # noqa: F401 (LONGEST_LINE: here too)
-from rainbowd.statedir import readFile
 from rainbowd.app.health import (
     REPORT_EVERY,
     FailureStreak,
     LivenessProbe,
     describeProbeFailure,
 )
+from rainbowd.app.outputlines import LONGEST_LINE, OutputLines  # noqa: F401 (LONGEST_LINE: here too)
+from rainbowd.config import Config
+from rainbowd.interfaces import IProcessSignals, IRoutableBackend
+from rainbowd.statedir import readFile
 from rainbowd.waiters import Waiters
 
 #: How many of the app's last output lines a backend keeps, for reports.

@@ -3,10 +3,9 @@
 The generations of the app: redeploy, swap, drain and supervision.
 """
 
+import os
 from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
-
-import os
 
 import attrs
 from twisted.application.internet import backoffPolicy
@@ -32,16 +31,16 @@ from rainbowd.app.backend import (
     ResponseTally,
     State,
 )
-from rainbowd.config import Config, ConfigError, startupKeys
-from rainbowd.events import EVENT_KINDS, EventKind  # noqa: F401 (EVENT_KINDS: here too)
 from rainbowd.app.health import LivenessProbe
-from rainbowd.interfaces import IControlledDeployer, IRoutingDeployer
 from rainbowd.app.leftovers import AppGroups
 from rainbowd.app.lifecycle import Input, Lifecycle, Phase
 from rainbowd.app.ports import NoFreePort, PortPicker
 from rainbowd.app.processgroups import ProcessGroupSignals
 from rainbowd.app.shutdown import reportShutdown
 from rainbowd.app.verify import Verifier, VerifyFailed, VerifyRun
+from rainbowd.config import Config, ConfigError, startupKeys
+from rainbowd.events import EVENT_KINDS, EventKind  # noqa: F401 (EVENT_KINDS: here too)
+from rainbowd.interfaces import IControlledDeployer, IRoutingDeployer
 from rainbowd.waiters import Waiters
 
 

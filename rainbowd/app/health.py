@@ -27,7 +27,6 @@ from zope.interface import implementer
 
 from rainbowd.events import REPORT_EVERY  # the unhealthy event says it
 
-
 #: The characters that go into a request line as they are.
 _URI_CHARACTERS = "".join(map(chr, range(0x21, 0x7F)))
 

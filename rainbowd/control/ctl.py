@@ -38,9 +38,6 @@ import attrs
 from rainbowd import versionLine
 from rainbowd.config import DEFAULT_FILENAME, ConfigError, loadControlKeys
 from rainbowd.control.api import NDJSON, failureHint, readControlToken
-from rainbowd.endpoints import endpointArguments, tcpPortNumber
-from rainbowd.environment import VERIFY_VARIABLE
-from rainbowd.events import EventKind
 from rainbowd.control.remote import (
     RemoteAddress,
     RemoteError,
@@ -48,6 +45,9 @@ from rainbowd.control.remote import (
     readTokenFile,
     remoteAddress,
 )
+from rainbowd.endpoints import endpointArguments, tcpPortNumber
+from rainbowd.environment import VERIFY_VARIABLE
+from rainbowd.events import EventKind
 
 #: Exit codes: the deploy failed, or rainbowd answered the request with an
 #: error; rainbowctl could not ask.

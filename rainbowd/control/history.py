@@ -31,8 +31,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from rainbowd.control.resource import Endpoint, writeJSON
 from rainbowd.app.deployer import Event
+from rainbowd.control.resource import Endpoint, writeJSON
 from rainbowd.events import OUTCOMES, EventKind
 from rainbowd.statedir import UnsafeStateDir, openFile, writeAtomically
 

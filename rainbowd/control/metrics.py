@@ -20,8 +20,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from rainbowd.app.backend import ALIVE, State
-from rainbowd.control.resource import Endpoint
 from rainbowd.app.deployer import Event
+from rainbowd.control.resource import Endpoint
 from rainbowd.events import OUTCOMES, EventKind
 from rainbowd.interfaces import IRequestLog
 

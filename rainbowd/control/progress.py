@@ -13,8 +13,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from rainbowd.control.api import NDJSON
 from rainbowd.app.deployer import Event
+from rainbowd.control.api import NDJSON
 from rainbowd.events import OUTCOMES, EventKind
 
 _log = Logger()

@@ -41,8 +41,6 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from rainbowd.config import ConfigError
-from rainbowd.control.api import failureHint
 from rainbowd.app.deployer import (
     DeployFailed,
     DeployRefused,
@@ -50,9 +48,11 @@ from rainbowd.app.deployer import (
     describeOutcome,
 )
 from rainbowd.app.processgroups import ProcessGroupSignals
+from rainbowd.app.verify import verifyAsking
+from rainbowd.config import ConfigError
+from rainbowd.control.api import failureHint
 from rainbowd.control.progress import OutputFollower, RedeployProgress, wantsNDJSON
 from rainbowd.web.traffic import Traffic
-from rainbowd.app.verify import verifyAsking
 
 _log = Logger()
 

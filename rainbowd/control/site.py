@@ -17,19 +17,19 @@ At most L{MAX_CONNECTIONS} are served at once (L{capped}).
 import hmac
 from typing import Optional, Tuple
 
-from twisted.internet.address import IPv4Address, IPv6Address
 import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from rainbowd.control.browsers import BrowserGuard, Refusal
 from rainbowd.config import Config
-from rainbowd.web.connlimit import ConnectionCap
-from rainbowd.control.resource import jsonBody, writeJSON
 from rainbowd.control.api import readControlToken  # noqa: F401 (imported from here)
+from rainbowd.control.browsers import BrowserGuard, Refusal
+from rainbowd.control.resource import jsonBody, writeJSON
 from rainbowd.endpoints import endpointArguments
+from rainbowd.web.connlimit import ConnectionCap
 from rainbowd.web.requestlimits import LimitedChannel, LimitedSite, RequestLimits
 
 _log = Logger()

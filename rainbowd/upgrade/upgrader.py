@@ -23,13 +23,13 @@ from typing import Any, Callable, Dict, List, MutableMapping, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol, ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.upgrade import handover
 from rainbowd.app.outputlines import OutputLines
 from rainbowd.pypygc import commandLine
+from rainbowd.upgrade import handover
 
 _log = Logger()
 

@@ -36,20 +36,17 @@ import termios
 from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional
 
-from zope.interface import implementer
-
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from zope.interface import implementer
 
 if TYPE_CHECKING:
     from twisted.internet.tcp import Connection
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rainbowd.web.nodelay import sendAtOnce
-from rainbowd.web.reads import fit, readingEnd, readSmall
 from rainbowd.web.http1 import (
     CHUNKED,
     LENGTH,
@@ -59,6 +56,8 @@ from rainbowd.web.http1 import (
     ChunkedDecoder,
     ResponseParser,
 )
+from rainbowd.web.nodelay import sendAtOnce
+from rainbowd.web.reads import fit, readingEnd, readSmall
 
 _log = Logger()
 

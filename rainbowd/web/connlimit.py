@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import ILogObserver, Logger, LogEvent
+from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer

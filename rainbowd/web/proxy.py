@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from rainbowd.interfaces import IRequestHandler, ISlotWaiter
 from rainbowd.web.backendclient import (
     BODY_TIMEOUT,
     TIMEOUT,
@@ -35,7 +36,6 @@ from rainbowd.web.backendclient import (
     BackendTimeout,
     Pool,
 )
-from rainbowd.interfaces import IRequestHandler, ISlotWaiter
 from rainbowd.web.requesthead import (
     Unforwardable,
     contentLength,

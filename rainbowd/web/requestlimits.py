@@ -45,7 +45,6 @@ import tempfile
 from typing import IO, Any, Dict, Optional
 
 import attrs
-from twisted import version as _twistedVersion
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
@@ -60,6 +59,7 @@ from twisted.web.server import Request, Site
 
 from rainbowd.config import Config
 from rainbowd.web.reads import fit, readingEnd, readSmall, unread
+from twisted import version as _twistedVersion
 
 _log = Logger()
 

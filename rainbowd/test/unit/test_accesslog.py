@@ -8,7 +8,6 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.web.accesslog import FLUSH_INTERVAL, AccessLog, openLog
 from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,
@@ -17,6 +16,7 @@ from rainbowd.test.inmemory import (
     later,
     rawRequest,
 )
+from rainbowd.web.accesslog import FLUSH_INTERVAL, AccessLog, openLog
 
 #: 2026-11-27 02:12:31 UTC.
 NOW = 1795745551.25

@@ -7,7 +7,11 @@ import signal
 from typing import List, Mapping, cast
 
 from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    ProcessDone,
+    ProcessTerminated,
+)
 from twisted.logger import ILogObserver, Logger, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,19 +19,19 @@ from twisted.trial.unittest import SynchronousTestCase
 from rainbowd.app.backend import (
     APP_VARIABLE,
     GENERATION_VARIABLE,
-    AppStopped,
     LONGEST_LINE,
     OUTPUT_GRACE,
     OUTPUT_LINES,
     REAP_INTERVAL,
+    AppStopped,
     Backend,
     BackendFailed,
     InvalidTransition,
     State,
     describeExit,
 )
-from rainbowd.config import Config
 from rainbowd.app.health import LivenessProbe, Unhealthy
+from rainbowd.config import Config
 from rainbowd.test.fakes import (
     FakeHealthCheck,
     FakeProcess,

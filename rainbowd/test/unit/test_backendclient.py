@@ -17,15 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from rainbowd.web.backendclient import (
-    CHUNK_SIZE,
-    IDLE_TIMEOUT,
-    BackendConnection,
-    Pool,
-)
-from rainbowd.web.http1 import HEADER_NAMES_KEPT
 from rainbowd.interfaces import IResponseReceiver
-from rainbowd.web.proxy import ProxyRequest
 from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,
@@ -41,6 +33,14 @@ from rainbowd.test.inmemory import (
     ok,
     rawRequest,
 )
+from rainbowd.web.backendclient import (
+    CHUNK_SIZE,
+    IDLE_TIMEOUT,
+    BackendConnection,
+    Pool,
+)
+from rainbowd.web.http1 import HEADER_NAMES_KEPT
+from rainbowd.web.proxy import ProxyRequest
 
 
 class PoolTests(SynchronousTestCase):

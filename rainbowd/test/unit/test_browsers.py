@@ -6,7 +6,12 @@ and which host names the control API answers to.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.control.browsers import BrowserGuard, hostOfHeader, normalHost, normalOrigin
+from rainbowd.control.browsers import (
+    BrowserGuard,
+    hostOfHeader,
+    normalHost,
+    normalOrigin,
+)
 
 LOCAL = "127.0.0.1"
 

@@ -13,8 +13,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import rainbowd
 from rainbowd import configdoc
-from rainbowd.config import setting, settings, startupKeys
 from rainbowd.app.deployer import STARTUP_KEYS
+from rainbowd.config import setting, settings, startupKeys
 from rainbowd.tap import _FLAGS
 
 #: The configuration page of the checkout this rainbowd was imported from.

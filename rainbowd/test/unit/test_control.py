@@ -17,9 +17,6 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from rainbowd.config import ConfigError
-from rainbowd.web.connlimit import ConnectionCap
-from rainbowd.control.resource import ControlResource, describePeer
 from rainbowd.app.deployer import (
     Deployed,
     DeployFailed,
@@ -27,8 +24,11 @@ from rainbowd.app.deployer import (
     Event,
     NothingToRollBack,
 )
+from rainbowd.config import ConfigError
+from rainbowd.control.resource import ControlResource, describePeer
 from rainbowd.interfaces import IControlledDeployer
 from rainbowd.test.stubtreq import stubTreq
+from rainbowd.web.connlimit import ConnectionCap
 from rainbowd.web.traffic import Mode, Traffic
 
 CONTROL = "http://127.0.0.1:7001"

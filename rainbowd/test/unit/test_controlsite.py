@@ -17,12 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rainbowd.control import site as controlsite
-
-from rainbowd.web import requestlimits
-from rainbowd.control.browsers import BrowserGuard
 from rainbowd.config import Config, ConfigError, endpointArguments, endpointParts
-from rainbowd.test.fakes import passTime
+from rainbowd.control import site as controlsite
+from rainbowd.control.browsers import BrowserGuard
 from rainbowd.control.site import (
     MAX_BODY,
     MAX_CONNECTIONS,
@@ -32,6 +29,8 @@ from rainbowd.control.site import (
     exposureWarning,
     readControlToken,
 )
+from rainbowd.test.fakes import passTime
+from rainbowd.web import requestlimits
 
 TOKEN = b"Zm9vYmFyYmF6cXV4LXRoZS10b2tlbg=="
 

@@ -7,8 +7,8 @@ with fake connections.
 import http.client
 import io
 import json
-import time
 import sys
+import time
 from typing import Dict, List, Optional
 
 from twisted.python.filepath import FilePath
@@ -23,8 +23,8 @@ from rainbowd.control.ctl import (
     ControlAddress,
     CtlError,
     Progress,
-    controlAddress,
     _columns,
+    controlAddress,
     findTarget,
     historyTable,
     run,

@@ -11,25 +11,25 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.app.backend import Backend, State
-from rainbowd.config import Config, ConfigError
 from rainbowd.app.deployer import (
     EVENT_KINDS,
     Deployed,
-    DeployFailed,
     Deployer,
+    DeployFailed,
     DeployRefused,
     NothingToRollBack,
 )
 from rainbowd.app.health import REPORT_EVERY, Unhealthy
 from rainbowd.app.lifecycle import Input, InvalidInput, Phase
 from rainbowd.app.ports import PortPicker
+from rainbowd.app.verify import Verifier
+from rainbowd.config import Config, ConfigError
 from rainbowd.test.fakes import (
     FakeHealthCheck,
     FakeProcessReactor,
     FakeSignals,
     passTime,
 )
-from rainbowd.app.verify import Verifier
 
 
 class Harness:

@@ -10,8 +10,8 @@ from typing import List
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.app import deployer
-from rainbowd.control.ctl import Progress
 from rainbowd.app.deployer import Event
+from rainbowd.control.ctl import Progress
 from rainbowd.events import EVENT_KINDS, OUTCOMES, EventKind
 from rainbowd.test.unit.test_deployer import Harness
 

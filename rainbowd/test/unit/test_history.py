@@ -14,8 +14,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.resource import Resource
 
-from rainbowd.control import history as history_module
 from rainbowd.app.deployer import Deployer, Event
+from rainbowd.app.ports import PortPicker
+from rainbowd.control import history as history_module
 from rainbowd.control.history import (
     COMPACT_AT,
     DEFAULT_LIMIT,
@@ -27,7 +28,6 @@ from rainbowd.control.history import (
     DeploysResource,
     HistoryFile,
 )
-from rainbowd.app.ports import PortPicker
 from rainbowd.test.stubtreq import stubTreq
 from rainbowd.test.unit.test_deployer import Harness
 

@@ -13,7 +13,6 @@ import h11
 from h11._connection import _body_framing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.web.http1 import (

@@ -9,8 +9,9 @@ import io
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from rainbowd.web.accesslog import AccessLog, Both
 from rainbowd.app.backend import Backend
+from rainbowd.app.processgroups import ProcessGroupSignals
+from rainbowd.control.metrics import Metrics
 from rainbowd.interfaces import (
     IControlledDeployer,
     IProcessSignals,
@@ -21,9 +22,6 @@ from rainbowd.interfaces import (
     IRoutingDeployer,
     ISlotWaiter,
 )
-from rainbowd.control.metrics import Metrics
-from rainbowd.app.processgroups import ProcessGroupSignals
-from rainbowd.web.proxy import _Forwarding
 from rainbowd.test.fakes import FakeProcessReactor, FakeSignals
 from rainbowd.test.inmemory import FakeBackend, FakeDeployer, World
 from rainbowd.test.unit.test_backendclient import RecordingHandler
@@ -31,6 +29,8 @@ from rainbowd.test.unit.test_control import FakeDeployer as ControlFakeDeployer
 from rainbowd.test.unit.test_deployer import Harness
 from rainbowd.test.unit.test_metrics import ObservableDeployer
 from rainbowd.test.unit.test_proxy import RecordingLog
+from rainbowd.web.accesslog import AccessLog, Both
+from rainbowd.web.proxy import _Forwarding
 
 
 class DeployerTests(SynchronousTestCase):

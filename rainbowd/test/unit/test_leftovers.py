@@ -12,11 +12,11 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.app.backend import APP_VARIABLE, REAP_INTERVAL, Backend, State
-from rainbowd.config import Config
 from rainbowd.app.deployer import Deployer, DeployRefused
 from rainbowd.app.leftovers import KILL_GRACE, AppGroups
-from rainbowd.control.metrics import Metrics
 from rainbowd.app.ports import PortPicker
+from rainbowd.config import Config
+from rainbowd.control.metrics import Metrics
 from rainbowd.control.systemd import Readiness, RedeployOnHangup
 from rainbowd.test.fakes import FakeHealthCheck, FakeProcessReactor, FakeSignals
 from rainbowd.test.unit.test_systemd import RecordingNotifier

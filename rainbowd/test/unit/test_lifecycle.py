@@ -4,7 +4,14 @@ Tests for L{rainbowd.app.lifecycle}.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.app.lifecycle import BUSY, TRANSITIONS, Input, InvalidInput, Lifecycle, Phase
+from rainbowd.app.lifecycle import (
+    BUSY,
+    TRANSITIONS,
+    Input,
+    InvalidInput,
+    Lifecycle,
+    Phase,
+)
 
 #: Every allowed input of every phase, and where it leads: the table the
 #: deployer is written against, spelled out once more so that a change to

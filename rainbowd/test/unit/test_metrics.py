@@ -13,13 +13,8 @@ from twisted.logger import ILogObserver
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
-from rainbowd.web.connlimit import AcceptErrors, ConnectionCap
-from rainbowd.control.resource import ControlResource
 from rainbowd.control.metrics import STOPPED_GENERATIONS_KEPT, Metrics, MetricsResource
-from rainbowd.test.stubtreq import stubTreq
-from rainbowd.test.unit.test_control import FakeDeployer as FakeControlDeployer
-from rainbowd.test.unit.test_deployer import Harness
-from rainbowd.web.backendclient import BODY_TIMEOUT, TIMEOUT
+from rainbowd.control.resource import ControlResource
 from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,
@@ -32,6 +27,11 @@ from rainbowd.test.inmemory import (
     ok,
     rawRequest,
 )
+from rainbowd.test.stubtreq import stubTreq
+from rainbowd.test.unit.test_control import FakeDeployer as FakeControlDeployer
+from rainbowd.test.unit.test_deployer import Harness
+from rainbowd.web.backendclient import BODY_TIMEOUT, TIMEOUT
+from rainbowd.web.connlimit import AcceptErrors, ConnectionCap
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 

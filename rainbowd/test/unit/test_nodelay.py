@@ -10,16 +10,16 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.tcp import Connection
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from rainbowd.test.inmemory import FakeDeployer
 from rainbowd.web.backendclient import BackendConnection, Pool
 from rainbowd.web.connlimit import ConnectionCap
 from rainbowd.web.nodelay import sendAtOnce
 from rainbowd.web.proxy import ProxySite, ReverseProxy
-from rainbowd.test.inmemory import FakeDeployer
 
 
 @implementer(ITCPTransport)

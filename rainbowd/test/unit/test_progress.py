@@ -14,9 +14,9 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
-from rainbowd.control.resource import ControlResource, failureHint
 from rainbowd.app.deployer import Deployed, DeployFailed, DeployRefused, Event
 from rainbowd.control.progress import PROGRESS_INTERVAL, STOP_MARGIN, wantsNDJSON
+from rainbowd.control.resource import ControlResource, failureHint
 from rainbowd.test.stubtreq import stubTreq
 
 CONTROL = "http://127.0.0.1:7001"

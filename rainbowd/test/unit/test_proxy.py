@@ -15,7 +15,6 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from rainbowd.interfaces import IRequestLog
-from rainbowd.web.proxy import ProxyRequest, ProxySite
 from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,
@@ -27,6 +26,7 @@ from rainbowd.test.inmemory import (
     later,
     rawRequest,
 )
+from rainbowd.web.proxy import ProxyRequest, ProxySite
 
 
 class ResponseTests(SynchronousTestCase):

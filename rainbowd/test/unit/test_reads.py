@@ -10,12 +10,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
+from rainbowd.test.inmemory import FakeDeployer
+from rainbowd.test.unit.test_backendclient import RecordingHandler
 from rainbowd.web.backendclient import BackendConnection, Pool
 from rainbowd.web.connlimit import ConnectionCap
 from rainbowd.web.proxy import ProxySite, ReverseProxy
 from rainbowd.web.reads import LARGE, SMALL, fit, readingEnd, readLarge, readSmall
-from rainbowd.test.inmemory import FakeDeployer
-from rainbowd.test.unit.test_backendclient import RecordingHandler
 from rainbowd.web.tunnel import Tunnel
 
 

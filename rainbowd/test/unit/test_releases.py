@@ -9,8 +9,6 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.config import ConfigError, loadConfig
-from rainbowd.control.history import FILENAME, DeployHistory, HistoryFile
 from rainbowd.app.releases import (
     danglingLink,
     danglingLinkProblem,
@@ -18,6 +16,8 @@ from rainbowd.app.releases import (
     stateDirWarning,
     workingDirectory,
 )
+from rainbowd.config import ConfigError, loadConfig
+from rainbowd.control.history import FILENAME, DeployHistory, HistoryFile
 from rainbowd.test.unit.test_deployer import Harness
 
 

@@ -19,14 +19,14 @@ from rainbowd.control.remote import (
     RemoteAddress,
     RemoteError,
     clearTextWarning,
-    remoteAddress,
     readTokenFile,
+    remoteAddress,
 )
 from rainbowd.fdlimit import FileLimit
 from rainbowd.tap import Options, makeService
 from rainbowd.test.fakes import FakeProcessReactor
-from rainbowd.test.unit.test_ctl import SUCCESS, FakeConnection, FakeResponse
 from rainbowd.test.unit.test_controlsite import tokenFile
+from rainbowd.test.unit.test_ctl import SUCCESS, FakeConnection, FakeResponse
 from rainbowd.test.unit.test_tap import RUN
 
 

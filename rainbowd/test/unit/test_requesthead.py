@@ -12,14 +12,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from rainbowd.web.requesthead import (
-    Unforwardable,
-    authority,
-    isUpgrade,
-    originForm,
-    requestHead,
-)
-
 from rainbowd.test.inmemory import (
     BackendApp,
     FakeBackend,
@@ -28,6 +20,13 @@ from rainbowd.test.inmemory import (
     World,
     backendSite,
     rawRequest,
+)
+from rainbowd.web.requesthead import (
+    Unforwardable,
+    authority,
+    isUpgrade,
+    originForm,
+    requestHead,
 )
 
 

@@ -24,11 +24,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rainbowd.web import requestlimits
 from rainbowd.config import Config
+from rainbowd.test.fakes import passTime
+from rainbowd.web import requestlimits
 from rainbowd.web.proxy import ProxySite
 from rainbowd.web.requestlimits import LOG_INTERVAL, RequestLimits
-from rainbowd.test.fakes import passTime
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer

@@ -12,39 +12,39 @@ from os import strerror
 from signal import SIGINT, SIGTERM
 from typing import Any, Dict, List, Tuple, cast
 
+import attrs
 from prometheus_client.exposition import generate_latest
-import twisted
-from twisted.scripts.twistd import ServerOptions
 from twisted.application.service import Service
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
-import attrs
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.lockfile import FilesystemLock
+from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
 import rainbowd
-from rainbowd.web.accesslog import Both
+import twisted
 from rainbowd.app.backendlogs import BackendLogs
-from rainbowd.config import ConfigError, settingNames
-from rainbowd.web.connlimit import AcceptErrors, ConnectionCap
-from rainbowd.control.site import MAX_CONNECTIONS, ControlSite
 from rainbowd.app.deployer import Deployer, Event
-from rainbowd.fdlimit import FileLimit
+from rainbowd.config import ConfigError, settingNames
 from rainbowd.control.history import FILENAME as HISTORY_FILENAME
 from rainbowd.control.history import DeploysResource
 from rainbowd.control.metrics import Metrics, MetricsResource
-from rainbowd.web.requestlimits import RequestLimits
-from rainbowd.web.stopdelay import StopDelay
+from rainbowd.control.site import MAX_CONNECTIONS, ControlSite
+from rainbowd.fdlimit import FileLimit
 from rainbowd.tap import Options, _ListenNow, _OrderlyStop, _withLockfile, makeService
 from rainbowd.test.fakes import FakeProcessReactor
-from rainbowd.test.unit.test_history import record as historyRecord
 from rainbowd.test.unit.test_controlsite import tokenFile
+from rainbowd.test.unit.test_history import record as historyRecord
+from rainbowd.web.accesslog import Both
+from rainbowd.web.connlimit import AcceptErrors, ConnectionCap
+from rainbowd.web.requestlimits import RequestLimits
+from rainbowd.web.stopdelay import StopDelay
 
 RUN = "gunicorn app:app --bind 127.0.0.1:$1 --pid $2"
 

@@ -11,7 +11,6 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 
-from rainbowd.web.proxy import ProxyRequest
 from rainbowd.test.inmemory import (
     UPGRADE_REQUEST,
     BackendApp,
@@ -22,6 +21,7 @@ from rainbowd.test.inmemory import (
     backendSite,
     rawRequest,
 )
+from rainbowd.web.proxy import ProxyRequest
 
 
 class UpgradeTests(SynchronousTestCase):

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Tuple
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from rainbowd.upgrade import handover
 from rainbowd.test.fakes import FakeProcessReactor
+from rainbowd.upgrade import handover
 from rainbowd.upgrade.upgrader import (
     HANDOVER_FD,
     UpgradeFailed,

@@ -11,10 +11,7 @@ from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rainbowd.app.backend import LONGEST_LINE, OUTPUT_GRACE, Backend, State
-from rainbowd.config import Config
 from rainbowd.app.deployer import DeployFailed, DeployRefused, describeOutcome
-from rainbowd.test.fakes import FakeProcessReactor, FakeSignals
-from rainbowd.test.unit.test_deployer import Harness
 from rainbowd.app.verify import (
     STREAMED_LINES,
     VERIFY_LINES,
@@ -24,6 +21,9 @@ from rainbowd.app.verify import (
     VerifyRun,
     verifyAsking,
 )
+from rainbowd.config import Config
+from rainbowd.test.fakes import FakeProcessReactor, FakeSignals
+from rainbowd.test.unit.test_deployer import Harness
 
 VERIFY = "curl -fsS http://127.0.0.1:$1/ready"
 
