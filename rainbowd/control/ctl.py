@@ -23,11 +23,9 @@ network.
 """
 
 import argparse
-import http.client
 import json
 import math
 import os
-import socket
 import sys
 import time
 import unicodedata
@@ -38,6 +36,7 @@ import attrs
 from rainbowd import versionLine
 from rainbowd.config import DEFAULT_FILENAME, ConfigError, loadControlKeys
 from rainbowd.control.api import NDJSON, failureHint, readControlToken
+from rainbowd.control.client import Connection, tcpConnection, unixConnection
 from rainbowd.control.remote import (
     RemoteAddress,
     RemoteError,
@@ -48,6 +47,7 @@ from rainbowd.control.remote import (
 from rainbowd.endpoints import endpointArguments, tcpPortNumber
 from rainbowd.environment import VERIFY_VARIABLE
 from rainbowd.events import EventKind
+from rainbowd.web.http1 import BadResponse
 
 #: Exit codes: the deploy failed, or rainbowd answered the request with an
 #: error; rainbowctl could not ask.
@@ -91,26 +91,16 @@ class ControlAddress:
         host = f"[{host}]" if ":" in host else host
         return f"{host}:{self.port}"
 
-    def connect(self, timeout: Optional[float]) -> http.client.HTTPConnection:
+    def connect(self, timeout: Optional[float]) -> Connection:
         if self.path is not None:
-            return _UNIXConnection(self.path, timeout)
-        return http.client.HTTPConnection(self._host(), self.port, timeout=timeout)
+            return unixConnection(self.path, timeout)
+        assert self.port is not None, "a ControlAddress on TCP needs a port"
+        return tcpConnection(self._host(), self.port, timeout)
 
     def _host(self) -> str:
         # An address is either a path or a host and port.
         assert self.host is not None, "a ControlAddress needs a path or a host"
         return self.host
-
-
-class _UNIXConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: Optional[float]) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 _ANY = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -190,7 +180,7 @@ class Client:
     """
     Requests to one rainbowd's control API.
 
-    @param connect: makes an L{http.client.HTTPConnection}-like object for
+    @param connect: makes a L{Connection}-like object for
         a timeout; tests pass a fake.
     """
 
@@ -239,7 +229,7 @@ class Client:
                 f"not be running.  It was looked for as set in "
                 f"{self._target.source}."
             )
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, BadResponse) as e:
             raise CtlError(
                 f"The control API at {self._target.address} did not answer: {e}."
             )
@@ -674,7 +664,7 @@ def redeploy(
                     f"rainbowd, and restart it\n"
                 )
                 message = None
-    except (OSError, http.client.HTTPException):
+    except (OSError, BadResponse):
         pass  # cut off: Progress.end says so, unless the result came
     return progress.end()
 
@@ -1225,7 +1215,7 @@ def run(
     except CtlError as e:
         err.write(f"rainbowctl: {e}\n")
         return CANNOT
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, BadResponse) as e:
         err.write(f"rainbowctl: the connection to rainbowd failed: {e}\n")
         return CANNOT
 

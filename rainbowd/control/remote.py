@@ -21,16 +21,18 @@ loopback one (the tunnel); a name must be listed in that rainbowd's
 C{controlAllowedHosts}.
 """
 
-import http.client
 import ipaddress
-import ssl
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import attrs
 
 from rainbowd.config import ConfigError
 from rainbowd.control.api import readControlToken
+from rainbowd.control.client import Connection, tcpConnection, tlsConnection
 from rainbowd.endpoints import endpointParts
+
+if TYPE_CHECKING:
+    import ssl
 
 EXAMPLE = "tcp:web1.internal:7001"
 
@@ -59,13 +61,16 @@ class RemoteAddress:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'ssl' if self.tls else 'tcp'}:{host}:{self.port}"
 
-    def tlsContext(self) -> ssl.SSLContext:
+    def tlsContext(self) -> "ssl.SSLContext":
         """
         The TLS settings of a connection to C{ssl:}.
 
         @raise RemoteError: if C{cafile} cannot be read, or holds no
             certificate.
         """
+        # Imported here: only a connection over TLS needs it.
+        import ssl
+
         try:
             return ssl.create_default_context(cafile=self.cafile)
         except OSError as e:
@@ -77,13 +82,10 @@ class RemoteAddress:
                 "cafile= out to check it against the system's authorities."
             )
 
-    def connect(self, timeout: Optional[float]) -> http.client.HTTPConnection:
+    def connect(self, timeout: Optional[float]) -> Connection:
         if self.tls:
-            context = self.tlsContext()
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=context
-            )
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            return tlsConnection(self.host, self.port, self.tlsContext(), timeout)
+        return tcpConnection(self.host, self.port, timeout)
 
 
 def remoteAddress(description: str) -> RemoteAddress:

@@ -4,7 +4,6 @@ Tests for L{rainbowd.control.ctl}: finding rainbowd, and what rainbowctl prints,
 with fake connections.
 """
 
-import http.client
 import io
 import json
 import sys
@@ -16,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import rainbowd
 from rainbowd import versionLine
+from rainbowd.control.client import ConnectionClosed
 from rainbowd.control.ctl import (
     CANNOT,
     FAILED,
@@ -1187,7 +1187,7 @@ class RunTests(RainbowctlTestCase):
         def readline() -> bytes:
             for line in lines:
                 return line
-            raise http.client.IncompleteRead(b"")
+            raise ConnectionClosed("the connection closed before the end of the answer")
 
         response.readline = readline
         code, out, err = self.rainbowctl(["redeploy"], FakeConnection(response))
