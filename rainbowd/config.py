@@ -52,6 +52,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tupl
 import attrs
 
 from rainbowd.app.releases import danglingLinkProblem, resolveRelease
+from rainbowd.configfile import DEFAULT_FILENAME, ConfigError
 from rainbowd.control.browsers import normalHost, normalOrigin
 
 # endpointArguments and endpointParts for those that import them from here.
@@ -63,18 +64,10 @@ from rainbowd.endpoints import (  # noqa: F401
     tcpPortNumber,
 )
 
-DEFAULT_FILENAME = "rainbow.conf.json"
 DEFAULT_STATE_DIR = ".rainbowd"
 EPHEMERAL_RANGE_PATH = "/proc/sys/net/ipv4/ip_local_port_range"
 
 RUN_EXAMPLE = '{"run": "gunicorn myapp:app --bind 127.0.0.1:$1 --pid \\"$2\\""}'
-
-
-class ConfigError(Exception):
-    """
-    The configuration cannot be used.  C{str()} of it is a whole sentence
-    for a human: the file, the key, the bad value and how to fix it.
-    """
 
 
 class _Invalid(Exception):

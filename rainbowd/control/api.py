@@ -11,7 +11,7 @@ import re
 import stat
 from typing import Optional, Tuple
 
-from rainbowd.config import ConfigError
+from rainbowd.configfile import ConfigError
 
 #: The media type of a streamed redeploy: a JSON object a line.
 NDJSON = b"application/x-ndjson"

@@ -154,12 +154,13 @@ class Connection:
     L{http.client.HTTPConnection} that C{rainbowctl} uses.
 
     @param connect: Opens the connection (with its timeout set).
-    @param host: The I{Host} header to send.
+
+    @ivar host: The I{Host} header it sends.
     """
 
     def __init__(self, connect: Callable[[], Socket], host: str) -> None:
         self._connect = connect
-        self._host = host
+        self.host = host
         self._sock: Optional[Socket] = None
         self._headOnly = False
 
@@ -176,7 +177,7 @@ class Connection:
 
         @raise OSError: if the connection cannot be made or written to.
         """
-        lines: List[str] = [f"{method} {path} HTTP/1.1", f"Host: {self._host}"]
+        lines: List[str] = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")

@@ -16,8 +16,10 @@ in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
     rainbowctl maintenance "Back at 14:00 UTC"
     rainbowctl resume
 
-It is a plain blocking HTTP client (one request, one answer read as it
-comes), so it starts fast and needs no reactor; what it prints is made by
+It is a plain blocking HTTP client (L{rainbowd.control.client}: one
+request, one answer read as it comes), so it needs no reactor, and it starts
+fast: it imports neither Twisted nor, until a command needs the config,
+L{rainbowd.config} and attrs (so its own records are L{NamedTuple}s); what it prints is made by
 L{Progress}, L{statusTable} and L{historyTable}, which do not touch the
 network.
 """
@@ -29,25 +31,32 @@ import os
 import sys
 import time
 import unicodedata
-from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
-
-import attrs
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from rainbowd import versionLine
-from rainbowd.config import DEFAULT_FILENAME, ConfigError, loadControlKeys
+from rainbowd.configfile import DEFAULT_FILENAME, ConfigError
 from rainbowd.control.api import NDJSON, failureHint, readControlToken
 from rainbowd.control.client import Connection, tcpConnection, unixConnection
-from rainbowd.control.remote import (
-    RemoteAddress,
-    RemoteError,
-    clearTextWarning,
-    readTokenFile,
-    remoteAddress,
-)
 from rainbowd.endpoints import endpointArguments, tcpPortNumber
 from rainbowd.environment import VERIFY_VARIABLE
 from rainbowd.events import EventKind
 from rainbowd.web.http1 import BadResponse
+
+if TYPE_CHECKING:
+    from rainbowd.control.remote import RemoteAddress
 
 #: Exit codes: the deploy failed, or rainbowd answered the request with an
 #: error; rainbowctl could not ask.
@@ -73,8 +82,7 @@ class Answered(Exception):
     """
 
 
-@attrs.frozen
-class ControlAddress:
+class ControlAddress(NamedTuple):
     """
     Where the control API listens, as a client connects to it: TCP C{host}
     and C{port}, or the unix socket C{path}.
@@ -129,19 +137,20 @@ def controlAddress(description: str) -> ControlAddress:
     )
 
 
-@attrs.frozen
-class Target:
+class Target(NamedTuple):
     """
     A rainbowd's control API: where it is, its token, and where that was
     read from (for messages).
     """
 
-    address: "ControlAddress | RemoteAddress"
+    address: Union[ControlAddress, "RemoteAddress"]
     token: Optional[bytes]
     source: str
     tokenFile: Optional[str] = None
     #: What is wrong with the rest of the config, a sentence each.
     warnings: Tuple[str, ...] = ()
+    #: It was given by C{--control}, not read from the config.
+    remote: bool = False
 
 
 def findTarget(configPath: Optional[str], cwd: Optional[str] = None) -> Target:
@@ -160,6 +169,10 @@ def findTarget(configPath: Optional[str], cwd: Optional[str] = None) -> Target:
             f"No {DEFAULT_FILENAME} in {cwd}: run rainbowctl in the "
             "directory rainbowd runs in, or pass --config PATH."
         )
+    # Imported only now: loading a config (attrs, every key's field) is
+    # most of rainbowctl's start, which --help does without.
+    from rainbowd.config import loadControlKeys
+
     try:
         keys = loadControlKeys(configPath, cwd=cwd)
         token = None
@@ -172,7 +185,7 @@ def findTarget(configPath: Optional[str], cwd: Optional[str] = None) -> Target:
         # rainbowd resolves it against the directory it was started in,
         # which is the config file's, as a rule.
         home = os.path.dirname(keys.source)
-        address = attrs.evolve(address, path=os.path.join(home, address.path))
+        address = address._replace(path=os.path.join(home, address.path))
     return Target(address, token, keys.source, keys.controlTokenFile, keys.warnings)
 
 
@@ -242,7 +255,7 @@ class Client:
         return response
 
     def _unauthorized(self) -> str:
-        if self._target.token is None and isinstance(self._target.address, RemoteAddress):
+        if self._target.token is None and self._target.remote:
             return (
                 "rainbowd asks for a token (401): pass --token-file with the "
                 "file holding the token that rainbowd reads."
@@ -1237,6 +1250,14 @@ def _target(arguments: argparse.Namespace, cwd: Optional[str], err: IO[str]) -> 
             "Give --control or --config, not both: with --control no config "
             "is read."
         )
+    # Imported only now, as findTarget imports the config.
+    from rainbowd.control.remote import (
+        RemoteError,
+        clearTextWarning,
+        readTokenFile,
+        remoteAddress,
+    )
+
     try:
         address = remoteAddress(arguments.control)
         if address.tls:
@@ -1249,7 +1270,9 @@ def _target(arguments: argparse.Namespace, cwd: Optional[str], err: IO[str]) -> 
     warning = clearTextWarning(address, token)
     if warning is not None:
         err.write(f"rainbowctl: {warning}\n")
-    return Target(address, token, f"--control {arguments.control}", arguments.token_file)
+    return Target(
+        address, token, f"--control {arguments.control}", arguments.token_file, remote=True
+    )
 
 
 def _isTTY(out: IO[str]) -> bool:

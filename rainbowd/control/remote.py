@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Optional
 
 import attrs
 
-from rainbowd.config import ConfigError
+from rainbowd.configfile import ConfigError
 from rainbowd.control.api import readControlToken
 from rainbowd.control.client import Connection, tcpConnection, tlsConnection
 from rainbowd.endpoints import endpointParts

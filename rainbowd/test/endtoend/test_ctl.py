@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import List
+from typing import List, Tuple
 
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,16 +26,17 @@ class StartupTests(SynchronousTestCase):
     startup time.
     """
 
-    def twistedModules(self, code: str) -> List[str]:
+    def modulesLoaded(self, code: str, roots: Tuple[str, ...] = ("twisted",)) -> List[str]:
         """
-        The Twisted modules loaded once a new Python, with this checkout of
-        rainbowd first on its path, has run C{code}.
+        The Twisted modules (or those of the packages C{roots}) loaded once
+        a new Python, with this checkout of rainbowd first on its path, has
+        run C{code}.
         """
         root = os.path.dirname(os.path.dirname(rainbowd.__file__))
         env = {**os.environ, "PYTHONPATH": root}
         script = (
             f"{code}\nimport sys\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {roots!r}))"
         )
         output = subprocess.run(
             [sys.executable, "-c", script],
@@ -51,7 +52,7 @@ class StartupTests(SynchronousTestCase):
         """
         Importing L{rainbowd.control.ctl} imports no Twisted module at all.
         """
-        self.assertEqual(self.twistedModules("import rainbowd.control.ctl"), [])
+        self.assertEqual(self.modulesLoaded("import rainbowd.control.ctl"), [])
 
     def test_helpAndStatusImportNoTwisted(self) -> None:
         """
@@ -73,4 +74,35 @@ class StartupTests(SynchronousTestCase):
             "    pass\n"
             f"run(['--config', {config.path!r}, 'status'], out, out)\n"
         )
-        self.assertEqual(self.twistedModules(code), [])
+        self.assertEqual(self.modulesLoaded(code), [])
+
+    def test_helpLoadsNoConfig(self) -> None:
+        """
+        C{rainbowctl --help} does not load L{rainbowd.config} or attrs,
+        which took a third of its start, and no command imports
+        L{http.client}, which imports L{email}'s parsers and took a quarter.
+        """
+        code = (
+            "import io\n"
+            "from rainbowd.control.ctl import run\n"
+            "try:\n"
+            "    run(['--help'], io.StringIO(), io.StringIO())\n"
+            "except SystemExit:\n"
+            "    pass\n"
+        )
+        heavy = ("attr", "attrs", "email", "http", "rainbowd")
+        loaded = self.modulesLoaded(code, heavy)
+        self.assertEqual([m for m in loaded if not m.startswith("rainbowd")], [])
+        self.assertNotIn("rainbowd.config", loaded)
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        config = directory.child("rainbow.conf.json")
+        config.setContent(json.dumps({"run": RUN, "port": 1}).encode())
+        status = (
+            "import io\n"
+            "from rainbowd.control.ctl import run\n"
+            f"run(['--config', {config.path!r}, 'status'], io.StringIO(), io.StringIO())\n"
+        )
+        loaded = self.modulesLoaded(status, heavy)
+        self.assertIn("rainbowd.config", loaded)
+        self.assertEqual([m for m in loaded if m.split(".")[0] in ("email", "http")], [])

@@ -4,7 +4,6 @@ Tests for L{rainbowd.control.remote} and C{rainbowctl --control}: a rainbowd on
 another host.
 """
 
-import http.client
 import io
 import os
 from typing import List
@@ -14,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+from rainbowd.control.client import Connection
 from rainbowd.control.ctl import CANNOT, run
 from rainbowd.control.remote import (
     RemoteAddress,
@@ -60,8 +60,8 @@ class RemoteAddressTests(SynchronousTestCase):
             remoteAddress("ssl:web1:7443:cafile=/etc/ca.pem"),
             RemoteAddress("web1", 7443, tls=True, cafile="/etc/ca.pem"),
         )
-        connection = remoteAddress("ssl:web1:7443").connect(5.0)
-        self.assertIsInstance(connection, http.client.HTTPSConnection)
+        self.assertEqual(remoteAddress("ssl:web1:7443").connect(5.0).host, "web1:7443")
+        self.assertEqual(remoteAddress("ssl:web1:443").connect(5.0).host, "web1")
 
     def test_bad(self) -> None:
         """
@@ -217,7 +217,7 @@ class RainbowctlControlTests(SynchronousTestCase):
 
 class _Recorder:
     """
-    A socket that keeps what http.client sends.
+    A socket that keeps what rainbowctl sends, and closes at once.
     """
 
     def __init__(self) -> None:
@@ -226,18 +226,24 @@ class _Recorder:
     def sendall(self, data: bytes) -> None:
         self.sent += data
 
+    def recv(self, size: int) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
 
 def _bytesSent(host: str, port: int) -> bytes:
     """
     The bytes rainbowctl's connection for C{tcp:HOST:PORT} sends for GET
-    /status: http.client writes the I{Host} header itself.
+    /status, with the I{Host} header its connection makes.
     """
-    connection = remoteAddress(f"tcp:{host}:{port}").connect(5.0)
-    connection.sock = _Recorder()
-    connection.request(
+    recorder = _Recorder()
+    host = remoteAddress(f"tcp:{host}:{port}").connect(5.0).host
+    Connection(lambda: recorder, host).request(
         "GET", "/status", headers={"Authorization": "Bearer s3cret-token"}
     )
-    return connection.sock.sent
+    return recorder.sent
 
 
 class RemoteHostHeaderTests(SynchronousTestCase):
