@@ -47,7 +47,17 @@ import os
 import re
 import stat
 from types import MappingProxyType
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+)
 
 import attrs
 
@@ -375,6 +385,12 @@ def _parseEnv(value: object) -> Mapping[str, str]:
 
 def _freeze(mapping: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping))
+
+
+def _tuple(values: Iterable[str]) -> Tuple[str, ...]:
+    # Not converter=tuple: attrs reads a converter's signature, and that of
+    # a builtin takes milliseconds to make, which rainbowctl would pay.
+    return tuple(values)
 
 
 #: What follows a "$" that reaches the first positional parameter: the
@@ -925,7 +941,7 @@ class Config:
         "another Origin, or with Sec-Fetch-Site but no Origin, gets 403",
         "none, so no web page may",
         default=(),
-        converter=tuple,
+        converter=_tuple,
         doc=(
             'origins (``"https://ops.example.com"``) whose web pages may call '
             'the control API; others get 403 (see Web pages)'
@@ -939,7 +955,7 @@ class Config:
         "on the command line); others get 403",
         "none",
         default=(),
-        converter=tuple,
+        converter=_tuple,
         doc=(
             "names the control API answers to in ``Host`` beyond loopback, "
             "``localhost`` and its own address (see Web pages)"
