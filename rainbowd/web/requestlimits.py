@@ -274,6 +274,9 @@ class LimitedChannel(HTTPChannel):
         connection answers (see L{closeWhenAnswered}).
     @ivar _unread: Whether, when rainbowd stopped, a request had reached
         the socket but not yet been read.
+    @ivar _graceAfter: The grace of L{closeWhenAnswered} to begin once the
+        response being sent is over, if it had begun without saying
+        C{Connection: close}; else L{None}.
     """
 
     refused = False
@@ -295,6 +298,7 @@ class LimitedChannel(HTTPChannel):
     _discarded = 0
     _closing = False
     _unread = False
+    _graceAfter: Optional[float] = None
     _end: Optional[FileDescriptor] = None
 
     def connectionMade(self) -> None:
@@ -343,6 +347,10 @@ class LimitedChannel(HTTPChannel):
             is answered, as the last, rather than meet a closed connection,
             which a client that does not retry would take for a failure.
             For an upgrade, whose old rainbowd can still answer; 0 at stop.
+            With a grace, a response already begun, too late to say
+            C{Connection: close}, is not the last either: the client would
+            take the connection for kept alive and send its next request
+            into the close.  The grace begins once it is over.
         """
         if self._phase in (_FIRST, _IDLE):
             if not unread(self._end):
@@ -354,9 +362,13 @@ class LimitedChannel(HTTPChannel):
                 self.setTimeout(idleGrace)
                 return
             self._unread = True
-        self._closing = True
         if self._phase in (_BODY, _ANSWERING):
-            self._answerLast(self.requests[-1])
+            request = self.requests[-1]
+            if request.startedWriting and idleGrace > 0:
+                self._graceAfter = idleGrace
+                return
+            self._answerLast(request)
+        self._closing = True
 
     def _answerLast(self, request) -> None:
         """
@@ -481,8 +493,17 @@ class LimitedChannel(HTTPChannel):
         # Before HTTPChannel's, which parses what was pipelined; and also
         # when the connection is to close, so that a client that does not
         # read the end of its response cannot hold it open.
-        self._idleLeft = self._idleTimeout - self._idleFirst
-        self.setTimeout(self._idleFirst)
+        grace = self._graceAfter
+        if grace is not None and self.persistent:
+            # The response said nothing of closing: what comes next is
+            # the last (see closeWhenAnswered).
+            self._graceAfter = None
+            self._closing = True
+            self._idleLeft = 0.0
+            self.setTimeout(grace)
+        else:
+            self._idleLeft = self._idleTimeout - self._idleFirst
+            self.setTimeout(self._idleFirst)
         if self.persistent and (self._buffer or self._dataBuffer):
             # The next request has begun, pipelined behind this one: its
             # head is due headerTimeout from now.  (Behind a last response,

@@ -1140,3 +1140,45 @@ class CloseWhenAnsweredTests(LimitsTestCase):
                 b"Connection: close" in transport.value(), not begun, begun
             )
             self.assertTrue(transport.disconnecting, begun)
+
+    def test_answeringBegunWithGrace(self) -> None:
+        """
+        With a grace (an upgrade), a response already begun cannot say
+        C{Connection: close}, so its connection is not closed after it,
+        which the client, taking it for kept alive, would send its next
+        request into: that next request, if it comes within the grace, is
+        answered as the last, with C{Connection: close}; else the
+        connection is closed idle at the end of the grace.
+        """
+        for comes in (True, False):
+            held = []
+
+            class Holding(Resource):
+                isLeaf = True
+
+                def render(self, request):
+                    if not held:
+                        held.append(request)
+                        request.setHeader(b"Content-Length", b"2")
+                        request.write(b"o")
+                        return NOT_DONE_YET
+                    return b"last"
+
+            self.site.resource = Holding()
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            protocol.closeWhenAnswered(idleGrace=5.0)
+            held[0].write(b"k")
+            held[0].finish()
+            self.assertNotIn(b"Connection: close", transport.value())
+            self.assertFalse(transport.disconnecting, comes)
+            self.reactor.advance(4.0)
+            self.assertFalse(transport.disconnecting, comes)
+            if comes:
+                transport.clear()
+                protocol.dataReceived(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+                self.assertTrue(transport.value().endswith(b"last"))
+            else:
+                self.reactor.advance(1.0)
+            self.assertTrue(transport.disconnecting, comes)
