@@ -516,7 +516,7 @@ class EndToEndTests(SynchronousTestCase):
         with open(f"/proc/{process.pid}/environ", "rb") as f:
             environ = f.read().split(b"\0")
         self.assertIn(b"PYPY_GC_NURSERY=16M", environ)
-        self.assertIn(b"PYPY_GC_INCREMENT_STEP=1M", environ)
+        self.assertIn(b"PYPY_GC_INCREMENT_STEP=2M", environ)
         with open(f"/proc/{appPid}/environ", "rb") as f:
             appEnviron = f.read()
         self.assertNotIn(b"PYPY_GC_", appEnviron)

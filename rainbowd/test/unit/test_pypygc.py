@@ -99,7 +99,7 @@ class ChooseTests(SynchronousTestCase):
         """
         for environ in [
             {"PYPY_GC_NURSERY": "4M"},
-            {"PYPY_GC_INCREMENT_STEP": "1M"},
+            {"PYPY_GC_INCREMENT_STEP": "2M"},
             {"PYPY_GC_NURSERY": ""},
         ]:
             choice = choose(environ, 4 * 1024 * 1024, AMD, True)
@@ -151,7 +151,7 @@ class ChooseTests(SynchronousTestCase):
         choice = choose({}, 1024 * 1024, None, False)
         self.assertEqual(choice.setting, {})
         self.assertTrue(choice.warn)
-        self.assertIn("set PYPY_GC_NURSERY=16M PYPY_GC_INCREMENT_STEP=1M", choice.message)
+        self.assertIn("set PYPY_GC_NURSERY=16M PYPY_GC_INCREMENT_STEP=2M", choice.message)
 
 
 class SetUpTests(SynchronousTestCase):
@@ -190,7 +190,7 @@ class SetUpTests(SynchronousTestCase):
                 "LISTEN_FDS": "1",
                 "LISTEN_PID": "4242",
                 "PYPY_GC_NURSERY": "16M",
-                "PYPY_GC_INCREMENT_STEP": "1M",
+                "PYPY_GC_INCREMENT_STEP": "2M",
                 MARKER: "1048576",
             },
         )
@@ -213,7 +213,7 @@ class SetUpTests(SynchronousTestCase):
             [formatEvent(e) for e in events],
             [
                 "PyPy's collector: a 16 MiB nursery (PYPY_GC_NURSERY=16M "
-                "PYPY_GC_INCREMENT_STEP=1M, set by rainbowd; PyPy had chosen "
+                "PYPY_GC_INCREMENT_STEP=2M, set by rainbowd; PyPy had chosen "
                 "1 MiB from the 1024 KB 'cache size' in /proc/cpuinfo)"
             ],
         )
