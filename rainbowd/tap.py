@@ -1107,7 +1107,8 @@ def _describeForHandover(
 #: that comes meanwhile is answered, with Connection: close, rather than
 #: meet a closed connection, which a client that does not retry (a POST, or
 #: http.client) takes for a failure.  Only a connection idle all that time
-#: is closed idle.
+#: is closed idle.  (At most half of drainTimeout, so that such a request is
+#: answered before the drain is over.)
 HANDOVER_IDLE_GRACE = 5.0
 
 
@@ -1136,7 +1137,9 @@ def _handOver(reactor, service, deployer, listening, caps) -> Deferred:
         reactor.addSystemEventTrigger("after", "shutdown", _exitNow)
         reactor.stop()
 
-    grace = min(HANDOVER_IDLE_GRACE, timeout)
+    # At most half the drain, so that a request that comes at its end is
+    # still answered before the drain is over.
+    grace = min(HANDOVER_IDLE_GRACE, timeout / 2)
     d = DeferredList([cap.closeGracefully(timeout, grace) for cap in caps])
     d.addCallback(closed).addCallback(exit)
     d.addErrback(lambda f: _log.failure("Handing over failed", f))

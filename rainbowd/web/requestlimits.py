@@ -274,9 +274,9 @@ class LimitedChannel(HTTPChannel):
         connection answers (see L{closeWhenAnswered}).
     @ivar _unread: Whether, when rainbowd stopped, a request had reached
         the socket but not yet been read.
-    @ivar _graceAfter: The grace of L{closeWhenAnswered} to begin once the
-        response being sent is over, if it had begun without saying
-        C{Connection: close}; else L{None}.
+    @ivar _graceUntil: When the grace of L{closeWhenAnswered} ends, in the
+        reactor's seconds, if the response being sent had begun without
+        saying C{Connection: close}; else L{None}.
     """
 
     refused = False
@@ -298,7 +298,7 @@ class LimitedChannel(HTTPChannel):
     _discarded = 0
     _closing = False
     _unread = False
-    _graceAfter: Optional[float] = None
+    _graceUntil: Optional[float] = None
     _end: Optional[FileDescriptor] = None
 
     def connectionMade(self) -> None:
@@ -348,9 +348,11 @@ class LimitedChannel(HTTPChannel):
             which a client that does not retry would take for a failure.
             For an upgrade, whose old rainbowd can still answer; 0 at stop.
             With a grace, a response already begun, too late to say
-            C{Connection: close}, is not the last either: the client would
-            take the connection for kept alive and send its next request
-            into the close.  The grace begins once it is over.
+            C{Connection: close}, is not the last either if it ends within
+            the grace: the client would take the connection for kept alive
+            and send its next request into the close, so that request is
+            the last, if it comes before the grace ends (counted from now:
+            no later, so that it is answered before the drain is over).
         """
         if self._phase in (_FIRST, _IDLE):
             if not unread(self._end):
@@ -365,7 +367,7 @@ class LimitedChannel(HTTPChannel):
         if self._phase in (_BODY, _ANSWERING):
             request = self.requests[-1]
             if request.startedWriting and idleGrace > 0:
-                self._graceAfter = idleGrace
+                self._graceUntil = self._seconds() + idleGrace
                 return
             self._answerLast(request)
         self._closing = True
@@ -493,15 +495,19 @@ class LimitedChannel(HTTPChannel):
         # Before HTTPChannel's, which parses what was pipelined; and also
         # when the connection is to close, so that a client that does not
         # read the end of its response cannot hold it open.
-        grace = self._graceAfter
-        if grace is not None and self.persistent:
-            # The response said nothing of closing: what comes next is
-            # the last (see closeWhenAnswered).
-            self._graceAfter = None
+        until, self._graceUntil = self._graceUntil, None
+        left = 0.0 if until is None else until - self._seconds()
+        if left > 0 and self.persistent:
+            # The response said nothing of closing (see closeWhenAnswered):
+            # what comes within the grace is the last.
             self._closing = True
             self._idleLeft = 0.0
-            self.setTimeout(grace)
+            self.setTimeout(left)
         else:
+            if until is not None:
+                # The grace is over: this response was the last.
+                self.persistent = False
+                self._closing = True
             self._idleLeft = self._idleTimeout - self._idleFirst
             self.setTimeout(self._idleFirst)
         if self.persistent and (self._buffer or self._dataBuffer):

@@ -16,15 +16,18 @@ import attrs
 from prometheus_client.exposition import generate_latest
 from twisted.application.service import Service
 from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.python.lockfile import FilesystemLock
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 import rainbowd
@@ -37,12 +40,20 @@ from rainbowd.control.history import DeploysResource
 from rainbowd.control.metrics import Metrics, MetricsResource
 from rainbowd.control.site import MAX_CONNECTIONS, ControlSite
 from rainbowd.fdlimit import FileLimit
-from rainbowd.tap import Options, _ListenNow, _OrderlyStop, _withLockfile, makeService
+from rainbowd.tap import (
+    Options,
+    _handOver,
+    _ListenNow,
+    _OrderlyStop,
+    _withLockfile,
+    makeService,
+)
 from rainbowd.test.fakes import FakeProcessReactor
 from rainbowd.test.unit.test_controlsite import tokenFile
 from rainbowd.test.unit.test_history import record as historyRecord
 from rainbowd.web.accesslog import Both
 from rainbowd.web.connlimit import AcceptErrors, ConnectionCap
+from rainbowd.web.proxy import ProxySite
 from rainbowd.web.requestlimits import RequestLimits
 from rainbowd.web.stopdelay import StopDelay
 
@@ -1420,3 +1431,114 @@ class ListenNowTests(SynchronousTestCase):
         listening.errback(CannotListenError("127.0.0.1", 7000, OSError()))
         service = StreamServerEndpointService(self.endpoint(listening), object())
         self.assertRaises(CannotListenError, service.privilegedStartService)
+
+
+class _StoppableReactor(MemoryReactorClock):
+    stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class _Config:
+    def __init__(self, drainTimeout: float) -> None:
+        self.drainTimeout = drainTimeout
+
+
+class _Deployer:
+    def __init__(self, drainTimeout: float) -> None:
+        self.config = _Config(drainTimeout)
+
+    def abandon(self) -> None:
+        pass
+
+
+class _Service:
+    handedOver = False
+
+
+class HandOverTests(SynchronousTestCase):
+    """
+    Tests for how the old rainbowd of an upgrade ends its public
+    connections (L{rainbowd.tap._handOver}).
+    """
+
+    def handOver(self, drainTimeout: float, begun: bool):
+        """
+        A public connection with a first request on it, when the upgrade's
+        new rainbowd serves: its response begun and not over if C{begun},
+        else answered (the connection idle).
+
+        @return: the reactor, the connection, its transport and the
+            requests the app got.
+        """
+        reactor = _StoppableReactor()
+        held: List[Any] = []
+
+        class App(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                held.append(request)
+                if len(held) == 1 and not begun:
+                    return b"first"
+                if len(held) == 1:
+                    request.setHeader(b"Content-Length", b"2")
+                    request.write(b"o")
+                return NOT_DONE_YET
+
+        cap = ConnectionCap(ProxySite(App(), reactor=reactor, timeout=60), 10, reactor)
+        address = IPv4Address("TCP", "192.0.2.7", 40000)
+        wrapper = cap.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        wrapper.makeConnection(transport)
+        wrapper.dataReceived(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        _handOver(reactor, _Service(), _Deployer(drainTimeout), {}, [cap])
+        return reactor, wrapper, transport, held
+
+    def test_responseBegunEndsLate(self) -> None:
+        """
+        A response begun before the upgrade that ends after the grace is
+        its connection's last: a request sent after it meets a closed
+        connection (which a client may send again) rather than be taken
+        and left unanswered when the old rainbowd exits at the end of the
+        drain.
+        """
+        reactor, wrapper, transport, held = self.handOver(30.0, begun=True)
+        reactor.pump([1.0] * 28)
+        held[0].write(b"k")
+        held[0].finish()
+        self.assertTrue(transport.disconnecting)
+        wrapper.dataReceived(b"POST /charge HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(len(held), 1)
+
+    def test_responseBegunEndsSoon(self) -> None:
+        """
+        One that ends within the grace leaves its connection open for a
+        last request, answered with C{Connection: close}.
+        """
+        reactor, wrapper, transport, held = self.handOver(30.0, begun=True)
+        reactor.pump([1.0])
+        held[0].write(b"k")
+        held[0].finish()
+        self.assertFalse(transport.disconnecting)
+        transport.clear()
+        wrapper.dataReceived(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(len(held), 2)
+        held[1].write(b"last")
+        held[1].finish()
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_graceAtMostHalfTheDrain(self) -> None:
+        """
+        With a short C{drainTimeout}, an idle kept-alive connection's grace
+        is half of it, so that a request that comes at its end still has
+        the other half to be answered in.
+        """
+        reactor, wrapper, transport, held = self.handOver(4.0, begun=False)
+        reactor.pump([0.5] * 3)
+        self.assertFalse(transport.disconnecting)
+        reactor.pump([0.5])
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(reactor.stopped)
