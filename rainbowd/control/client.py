@@ -75,7 +75,7 @@ class Response:
             self._framing == LENGTH and self._remaining == 0
         )
         self._body = b""
-        self._feed(rest)
+        self._closingOnError(self._feed, rest)
 
     def getheader(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """
@@ -120,7 +120,17 @@ class Response:
         """
         self._sock.close()
 
+    def _closingOnError(self, read: Callable[..., None], *args: bytes) -> None:
+        try:
+            read(*args)
+        except BaseException:
+            self._sock.close()
+            raise
+
     def _receive(self) -> None:
+        self._closingOnError(self._receiveNow)
+
+    def _receiveNow(self) -> None:
         data = self._sock.recv(READ_SIZE)
         if not data:
             self._sock.close()
@@ -184,8 +194,12 @@ class Connection:
         lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._headOnly = method == "HEAD"
-        self._sock = self._connect()
-        self._sock.sendall(head + (body or b""))
+        sock = self._sock = self._connect()
+        try:
+            sock.sendall(head + (body or b""))
+        except BaseException:
+            sock.close()
+            raise
 
     def getresponse(self) -> Response:
         """
@@ -195,27 +209,37 @@ class Connection:
             only (L{ConnectionClosed} if the connection closed first).
         @raise OSError: if reading failed, or timed out.
         """
-        assert self._sock is not None, "getresponse() before request()"
+        sock = self._sock
+        assert sock is not None, "getresponse() before request()"
         parser = ResponseParser()
         parser.begin(headOnly=self._headOnly, upgrade=False)
-        while True:
-            data = self._sock.recv(READ_SIZE)
-            if not data:
-                self._sock.close()
-                raise ConnectionClosed("the connection closed before an answer came")
-            rest = parser.receive(data)
-            if rest is not None:
-                return Response(parser, self._sock, rest)
+        try:
+            while True:
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    raise ConnectionClosed("the connection closed before an answer came")
+                rest = parser.receive(data)
+                if rest is not None:
+                    break
+        except BaseException:
+            sock.close()
+            raise
+        return Response(parser, sock, rest)
 
 
 def hostHeader(host: str, port: int, defaultPort: int) -> str:
     """
     The I{Host} header for C{host} and C{port}, as L{http.client} sends
-    it: an IPv6 address in brackets, the port left out if it is the
-    scheme's C{defaultPort}.
+    it: an IPv6 address in brackets, without its zone (C{%eth0}); a name
+    that is not ASCII in its IDNA form (C{xn--...}); the port left out if
+    it is the scheme's C{defaultPort}.
+
+    @raise UnicodeError: if C{host} is not ASCII and has no IDNA form.
     """
     if ":" in host:
-        host = f"[{host}]"
+        host = "[{}]".format(host.partition("%")[0])
+    elif not host.isascii():
+        host = host.encode("idna").decode("ascii")
     return host if port == defaultPort else f"{host}:{port}"
 
 

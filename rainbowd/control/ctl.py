@@ -247,6 +247,7 @@ class Client:
                 f"The control API at {self._target.address} did not answer: {e}."
             )
         if response.status == 401:
+            response.close()
             raise CtlError(self._unauthorized())
         if response.status == 403:
             # The control site's Host or Origin check: like a refused

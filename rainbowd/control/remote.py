@@ -28,7 +28,7 @@ import attrs
 
 from rainbowd.configfile import ConfigError
 from rainbowd.control.api import readControlToken
-from rainbowd.control.client import Connection, tcpConnection, tlsConnection
+from rainbowd.control.client import Connection, hostHeader, tcpConnection, tlsConnection
 from rainbowd.endpoints import endpointParts
 
 if TYPE_CHECKING:
@@ -100,6 +100,15 @@ def remoteAddress(description: str) -> RemoteAddress:
         port = kwargs.get("port") or (args[1] if len(args) > 1 else "")
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
+        if host and not host.isascii():
+            try:
+                hostHeader(host, 80, 80)
+            except UnicodeError as e:
+                raise RemoteError(
+                    f"--control {description!r}: the host {host!r} has no "
+                    f"ASCII (IDNA) form ({e}): give its address, or its "
+                    "name as xn--..."
+                )
         if host and port.isascii() and port.isdigit() and 0 < int(port) <= 65535:
             return RemoteAddress(
                 host=host,

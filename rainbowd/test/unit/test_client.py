@@ -2,7 +2,8 @@
 Tests for L{rainbowd.control.client}.
 """
 
-from typing import List
+import socket
+from typing import Any, List, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -17,21 +18,28 @@ from rainbowd.web.http1 import BadResponse
 class FakeSocket:
     """
     A connected socket whose peer sends C{pieces}, one per C{recv}, then
-    closes.
+    closes; a piece that is an exception is raised instead, as is
+    C{sendError} when sending.
     """
 
-    def __init__(self, pieces: List[bytes]) -> None:
+    def __init__(self, pieces: List[Any], sendError: Optional[Exception] = None) -> None:
         self.pieces = list(pieces)
+        self.sendError = sendError
         self.sent = b""
         self.closed = False
         self.asked: List[int] = []
 
     def sendall(self, data: bytes) -> None:
+        if self.sendError is not None:
+            raise self.sendError
         self.sent += data
 
     def recv(self, size: int) -> bytes:
         self.asked.append(size)
-        return self.pieces.pop(0) if self.pieces else b""
+        piece = self.pieces.pop(0) if self.pieces else b""
+        if isinstance(piece, Exception):
+            raise piece
+        return piece
 
     def close(self) -> None:
         self.closed = True
@@ -85,6 +93,17 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(hostHeader("web1", 80, 80), "web1")
         self.assertEqual(hostHeader("web1", 443, 443), "web1")
         self.assertEqual(hostHeader("web1", 80, 443), "web1:80")
+
+    def test_hostHeaderZoneAndIDNA(self) -> None:
+        """
+        An IPv6 address's zone is left out, which the control site's Host
+        check would not match, and a name that is not ASCII is sent in its
+        IDNA form, as in C{controlAllowedHosts}; one that has none raises
+        L{UnicodeError}.
+        """
+        self.assertEqual(hostHeader("fe80::1%lo", 7001, 80), "[fe80::1]:7001")
+        self.assertEqual(hostHeader("bücher.example", 7001, 80), "xn--bcher-kva.example:7001")
+        self.assertRaises(UnicodeError, hostHeader, "ü" * 70 + ".example", 7001, 80)
 
 
 class ResponseTests(SynchronousTestCase):
@@ -205,3 +224,48 @@ class ResponseTests(SynchronousTestCase):
         self.assertIn("two different Content-Lengths", str(error))
         error = self.assertRaises(BadResponse, exchange, [b"SSH-2.0-OpenSSH\r\n\r\n"])
         self.assertIn("not HTTP/1.1", str(error))
+
+
+class ClosedOnErrorTests(SynchronousTestCase):
+    """
+    Whatever goes wrong, the socket is closed.
+    """
+
+    def assertClosedAfter(self, pieces: List[Any], error, read: str = "", sendError=None):
+        sock = FakeSocket(pieces, sendError)
+        connection = Connection(lambda: sock, "h")
+        if sendError is not None:
+            self.assertRaises(error, connection.request, "GET", "/")
+        else:
+            connection.request("GET", "/")
+            if read:
+                response = connection.getresponse()
+                self.assertRaises(error, getattr(response, read))
+            else:
+                self.assertRaises(error, connection.getresponse)
+        self.assertTrue(sock.closed)
+
+    def test_sendFails(self) -> None:
+        """
+        A request that cannot be sent.
+        """
+        self.assertClosedAfter([], BrokenPipeError, sendError=BrokenPipeError())
+
+    def test_badHead(self) -> None:
+        """
+        An answer whose head is refused, or whose head never comes.
+        """
+        self.assertClosedAfter([b"SSH-2.0-x\r\n\r\n"], BadResponse)
+        self.assertClosedAfter(
+            [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"], BadResponse
+        )
+        self.assertClosedAfter([socket.timeout("timed out")], socket.timeout)
+
+    def test_badBody(self) -> None:
+        """
+        A bad chunk, with the head or after it, and a body that times out.
+        """
+        chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        self.assertClosedAfter([chunked + b"zz\r\n"], BadResponse)
+        self.assertClosedAfter([chunked, b"zz\r\n"], BadResponse, "read")
+        self.assertClosedAfter([chunked, socket.timeout("timed out")], socket.timeout, "readline")

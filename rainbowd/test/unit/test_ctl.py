@@ -992,6 +992,9 @@ class FakeResponse:
     def readline(self) -> bytes:
         return self._body.readline()
 
+    def close(self) -> None:
+        self._body.close()
+
 
 class FakeConnection:
     """

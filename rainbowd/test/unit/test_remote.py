@@ -71,6 +71,17 @@ class RemoteAddressTests(SynchronousTestCase):
             error = self.assertRaises(RemoteError, remoteAddress, description)
             self.assertIn("give tcp:HOST:PORT", str(error))
 
+    def test_nonASCIIHost(self) -> None:
+        """
+        A host name that is not ASCII is sent in its IDNA form; one that
+        has none is refused, saying what to give instead.
+        """
+        address = remoteAddress("tcp:bücher.example:7001")
+        self.assertEqual(address.connect(5.0).host, "xn--bcher-kva.example:7001")
+        error = self.assertRaises(RemoteError, remoteAddress, "tcp:" + "ü" * 70 + ".x:7001")
+        self.assertIn("has no ASCII (IDNA) form", str(error))
+        self.assertIn("give its address, or its name as xn--", str(error))
+
 
 class ClearTextWarningTests(SynchronousTestCase):
     """

@@ -22,7 +22,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from rainbowd.config import Config
 from rainbowd.test.fakes import passTime
@@ -1151,7 +1151,7 @@ class CloseWhenAnsweredTests(LimitsTestCase):
         connection is closed idle at the end of the grace.
         """
         for comes in (True, False):
-            held = []
+            held: List[Request] = []
 
             class Holding(Resource):
                 isLeaf = True
