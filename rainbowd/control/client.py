@@ -75,6 +75,8 @@ class Response:
             self._framing == LENGTH and self._remaining == 0
         )
         self._body = b""
+        if self._done:
+            sock.close()
         self._closingOnError(self._feed, rest)
 
     def getheader(self, name: str, default: Optional[str] = None) -> Optional[str]:

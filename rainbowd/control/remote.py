@@ -100,15 +100,12 @@ def remoteAddress(description: str) -> RemoteAddress:
         port = kwargs.get("port") or (args[1] if len(args) > 1 else "")
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        if host and not host.isascii():
-            try:
-                hostHeader(host, 80, 80)
-            except UnicodeError as e:
-                raise RemoteError(
-                    f"--control {description!r}: the host {host!r} has no "
-                    f"ASCII (IDNA) form ({e}): give its address, or its "
-                    "name as xn--..."
-                )
+        problem = _hostProblem(host)
+        if problem is not None:
+            raise RemoteError(
+                f"--control {description!r}: the host {host!r} {problem}: "
+                "give its address, or its name as xn--..."
+            )
         if host and port.isascii() and port.isdigit() and 0 < int(port) <= 65535:
             return RemoteAddress(
                 host=host,
@@ -121,6 +118,27 @@ def remoteAddress(description: str) -> RemoteAddress:
         f"give tcp:HOST:PORT (e.g. {EXAMPLE}) or ssl:HOST:PORT (optionally "
         "ending :cafile=PATH)."
     )
+
+
+def _hostProblem(host: str) -> Optional[str]:
+    """
+    What makes C{host} one rainbowctl cannot write in a I{Host} header or
+    look up, if anything.
+    """
+    if ":" in host:
+        address, _, zone = host.partition("%")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return "has colons but is not an IPv6 address"
+        if not zone.isascii():
+            return "has an IPv6 zone that is not ASCII"
+        return None
+    try:
+        hostHeader(host, 80, 80)
+    except UnicodeError as e:
+        return f"has no ASCII (IDNA) form ({e})"
+    return None
 
 
 def readTokenFile(path: str) -> bytes:

@@ -173,6 +173,7 @@ class ResponseTests(SynchronousTestCase):
         )
         self.assertEqual(response.read(), b"")
         self.assertEqual(sock.asked, [65536])
+        self.assertTrue(sock.closed)
 
     def test_interimSkipped(self) -> None:
         """

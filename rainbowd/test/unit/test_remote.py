@@ -81,6 +81,13 @@ class RemoteAddressTests(SynchronousTestCase):
         error = self.assertRaises(RemoteError, remoteAddress, "tcp:" + "ü" * 70 + ".x:7001")
         self.assertIn("has no ASCII (IDNA) form", str(error))
         self.assertIn("give its address, or its name as xn--", str(error))
+        for host, problem in [
+            (r"例\:x", "has colons but is not an IPv6 address"),
+            (r"fe80\:\:1%ü", "has an IPv6 zone that is not ASCII"),
+        ]:
+            error = self.assertRaises(RemoteError, remoteAddress, f"tcp:{host}:7001")
+            self.assertIn(problem, str(error))
+        self.assertEqual(remoteAddress(r"tcp:fe80\:\:1%lo:7001").connect(5.0).host, "[fe80::1]:7001")
 
 
 class ClearTextWarningTests(SynchronousTestCase):
