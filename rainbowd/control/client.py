@@ -74,7 +74,11 @@ class Response:
         self._done = self._framing not in (LENGTH, CHUNKED, UNTIL_CLOSE) or (
             self._framing == LENGTH and self._remaining == 0
         )
-        self._body = b""
+        # What has come of the body and is not yet read: a bytearray, so
+        # that adding to its end and taking lines off its start do not copy
+        # the rest each time (a long history, or logs, is many lines).
+        self._body = bytearray()
+        self._searched = 0
         if self._done:
             sock.close()
         self._closingOnError(self._feed, rest)
@@ -94,7 +98,9 @@ class Response:
         """
         while not self._done:
             self._receive()
-        body, self._body = self._body, b""
+        body = bytes(self._body)
+        del self._body[:]
+        self._searched = 0
         return body
 
     def readline(self) -> bytes:
@@ -106,14 +112,14 @@ class Response:
         @raise OSError: if reading failed, or timed out.
         """
         while True:
-            newline = self._body.find(b"\n")
-            if newline != -1:
-                line = self._body[: newline + 1]
-                self._body = self._body[newline + 1 :]
+            newline = self._body.find(b"\n", self._searched)
+            if newline != -1 or self._done:
+                end = len(self._body) if newline == -1 else newline + 1
+                line = bytes(self._body[:end])
+                del self._body[:end]
+                self._searched = 0
                 return line
-            if self._done:
-                line, self._body = self._body, b""
-                return line
+            self._searched = len(self._body)
             self._receive()
 
     def close(self) -> None:
