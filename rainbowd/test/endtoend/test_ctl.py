@@ -18,6 +18,16 @@ from twisted.trial.unittest import SynchronousTestCase
 import rainbowd
 from rainbowd.test.unit.test_ctl import RUN
 
+#: Code that runs C{rainbowctl --help}.
+HELP = (
+    "import io\n"
+    "from rainbowd.control.ctl import run\n"
+    "try:\n"
+    "    run(['--help'], io.StringIO(), io.StringIO())\n"
+    "except SystemExit:\n"
+    "    pass\n"
+)
+
 
 class StartupTests(SynchronousTestCase):
     """
@@ -54,27 +64,28 @@ class StartupTests(SynchronousTestCase):
         """
         self.assertEqual(self.modulesLoaded("import rainbowd.control.ctl"), [])
 
+    def statusCode(self) -> str:
+        """
+        Code that runs C{rainbowctl status} with a config file in a new
+        directory (no rainbowd runs there: it is not reached).
+        """
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        config = directory.child("rainbow.conf.json")
+        config.setContent(json.dumps({"run": RUN, "port": 1}).encode())
+        return (
+            "import io\n"
+            "from rainbowd.control.ctl import run\n"
+            f"run(['--config', {config.path!r}, 'status'], io.StringIO(), io.StringIO())\n"
+        )
+
     def test_helpAndStatusImportNoTwisted(self) -> None:
         """
         C{rainbowctl --help}, and C{rainbowctl status} as far as finding
         rainbowd from a config file and not reaching it, import no Twisted
         module either.
         """
-        directory = FilePath(self.mktemp())
-        directory.makedirs()
-        config = directory.child("rainbow.conf.json")
-        config.setContent(json.dumps({"run": RUN, "port": 1}).encode())
-        code = (
-            "import io\n"
-            "from rainbowd.control.ctl import run\n"
-            "out = io.StringIO()\n"
-            "try:\n"
-            "    run(['--help'], out, out)\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            f"run(['--config', {config.path!r}, 'status'], out, out)\n"
-        )
-        self.assertEqual(self.modulesLoaded(code), [])
+        self.assertEqual(self.modulesLoaded(HELP + self.statusCode()), [])
 
     def test_helpLoadsNoConfig(self) -> None:
         """
@@ -82,27 +93,10 @@ class StartupTests(SynchronousTestCase):
         which took a third of its start, and no command imports
         L{http.client}, which imports L{email}'s parsers and took a quarter.
         """
-        code = (
-            "import io\n"
-            "from rainbowd.control.ctl import run\n"
-            "try:\n"
-            "    run(['--help'], io.StringIO(), io.StringIO())\n"
-            "except SystemExit:\n"
-            "    pass\n"
-        )
         heavy = ("attr", "attrs", "email", "http", "rainbowd")
-        loaded = self.modulesLoaded(code, heavy)
+        loaded = self.modulesLoaded(HELP, heavy)
         self.assertEqual([m for m in loaded if not m.startswith("rainbowd")], [])
         self.assertNotIn("rainbowd.config", loaded)
-        directory = FilePath(self.mktemp())
-        directory.makedirs()
-        config = directory.child("rainbow.conf.json")
-        config.setContent(json.dumps({"run": RUN, "port": 1}).encode())
-        status = (
-            "import io\n"
-            "from rainbowd.control.ctl import run\n"
-            f"run(['--config', {config.path!r}, 'status'], io.StringIO(), io.StringIO())\n"
-        )
-        loaded = self.modulesLoaded(status, heavy)
+        loaded = self.modulesLoaded(self.statusCode(), heavy)
         self.assertIn("rainbowd.config", loaded)
         self.assertEqual([m for m in loaded if m.split(".")[0] in ("email", "http")], [])
