@@ -19,9 +19,9 @@ in the current directory (or C{--config PATH}): C{controlPort} (C{port} +
 It is a plain blocking HTTP client (L{rainbowd.control.client}: one
 request, one answer read as it comes), so it needs no reactor, and it starts
 fast: it imports neither Twisted nor, until a command needs the config,
-L{rainbowd.config} and attrs (so its own records are L{NamedTuple}s); what it prints is made by
-L{Progress}, L{statusTable} and L{historyTable}, which do not touch the
-network.
+L{rainbowd.config} and attrs (so its own records are L{NamedTuple}s).  What
+it prints is made by L{Progress}, L{statusTable} and L{historyTable}, which
+do not touch the network.
 """
 
 import argparse

@@ -495,19 +495,7 @@ class LimitedChannel(HTTPChannel):
         # Before HTTPChannel's, which parses what was pipelined; and also
         # when the connection is to close, so that a client that does not
         # read the end of its response cannot hold it open.
-        until, self._graceUntil = self._graceUntil, None
-        left = 0.0 if until is None else until - self._seconds()
-        if left > 0 and self.persistent:
-            # The response said nothing of closing (see closeWhenAnswered):
-            # what comes within the grace is the last.
-            self._closing = True
-            self._idleLeft = 0.0
-            self.setTimeout(left)
-        else:
-            if until is not None:
-                # The grace is over: this response was the last.
-                self.persistent = False
-                self._closing = True
+        if self._graceUntil is None or not self._graceAfterResponse():
             self._idleLeft = self._idleTimeout - self._idleFirst
             self.setTimeout(self._idleFirst)
         if self.persistent and (self._buffer or self._dataBuffer):
@@ -519,6 +507,23 @@ class LimitedChannel(HTTPChannel):
         else:
             self._phase = _IDLE
         HTTPChannel.requestDone(self, request)
+
+    def _graceAfterResponse(self) -> bool:
+        """
+        A response begun before L{closeWhenAnswered} (with a grace) is over:
+        what comes within the grace is the last request; after it, nothing.
+
+        @return: Whether the grace goes on (its timer is set).
+        """
+        left = self._graceUntil - self._seconds()
+        self._graceUntil = None
+        self._closing = True
+        if left > 0 and self.persistent:
+            self._idleLeft = 0.0
+            self.setTimeout(left)
+            return True
+        self.persistent = False
+        return False
 
     def pauseProducing(self) -> None:
         # The transport's buffer for the client is full.  While a response
