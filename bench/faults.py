@@ -536,8 +536,16 @@ def portStolen(daemon: Rainbowd, load: Load) -> str:
                                if b["generation"] == 2 and b["state"] == "starting"],
                       "generation 2 to start")[0]
     thief = socket.socket()
-    thief.bind(("127.0.0.1", backend["port"]))
-    thief.listen()
+    # As app servers bind, so that the closed connections of an earlier
+    # backend on this port (TIME_WAIT) do not keep the thief off it.
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        thief.bind(("127.0.0.1", backend["port"]))
+        thief.listen()
+    except OSError as e:
+        thief.close()
+        raise Failed(f"could not take port {backend['port']} before the app "
+                     f"(APP_STARTUP_DELAY 1 s): {e}") from None
     try:
         post[0].join(60)
     finally:
