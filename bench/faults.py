@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -1242,8 +1243,17 @@ def run(f, ports: Ports, backendPorts: str) -> bool:
         time.sleep(0.5)
         detail = f(daemon, load)
         ok = True
-    except (Failed, RuntimeError, OSError, KeyError) as e:
-        detail, ok = f"{type(e).__name__}: {e}", False
+    except Failed as e:
+        detail, ok = f"Failed: {e}", False
+    except (RuntimeError, OSError, KeyError) as e:
+        # Not a check that failed: say where in the benchmarks, so that one
+        # CI log is enough.
+        here = os.path.dirname(os.path.abspath(__file__))
+        where = [frame for frame in traceback.extract_tb(e.__traceback__)
+                 if os.path.dirname(os.path.abspath(frame.filename)) == here][-1]
+        detail = (f"{type(e).__name__}: {e}, at {os.path.basename(where.filename)}:"
+                  f"{where.lineno}: {where.line}")
+        ok = False
     finally:
         if load is not None:
             load.stop()
