@@ -120,27 +120,26 @@ class AppGroups:
 
     @inlineCallbacks
     def _stopGroups(self, alive, killTimeout: float):
+        """
+        Stop the recorded process groups C{alive}, and forget them.
+        """
         records = {record["pgid"]: record for path, record in alive}
-        groups = list(records)
-        ours = self._signal(records, groups, signal.SIGTERM, set())
-        left = yield self._waitEmpty(groups, killTimeout)
-        if left:
-            self.log.warn(
-                "process groups {groups} did not stop within killTimeout "
-                "({timeout:g} s) of SIGTERM; sending SIGKILL",
-                groups=", ".join(map(str, left)),
-                timeout=killTimeout,
-            )
-            self._signal(records, left, signal.SIGKILL, ours)
-            left = yield self._waitEmpty(left, KILL_GRACE)
+        signalled: set = set()
+
+        def send(pgid: int, signum: int) -> None:
+            # Looked at again just before each signal, so that a stranger
+            # that got the group id is never signalled.  A group signalled
+            # before is still the app's, even if its leader, by which it
+            # was known, has exited since: a group id is not reused while
+            # the group has a process.
+            if pgid in signalled or self._ours(records[pgid]):
+                self._signals.signalGroup(pgid, signum)
+                signalled.add(pgid)
+
+        yield self._stop(
+            "process groups", list(records), send, self._signals.groupAlive, killTimeout
+        )
         for path, record in alive:
-            if record["pgid"] in left:
-                self.log.error(
-                    "process group {pgid} outlived SIGKILL by {grace:g} s; "
-                    "giving up on it",
-                    pgid=record["pgid"],
-                    grace=KILL_GRACE,
-                )
             self._remove(path)
 
     @inlineCallbacks
@@ -159,38 +158,61 @@ class AppGroups:
             "before launching the app",
             pids=", ".join(map(str, strays)),
         )
-        for pid in strays:
-            self._signals.signalMarked(pid, marker, signal.SIGTERM)
-        left = yield self._waitGone(strays, marker, killTimeout)
-        if left:
-            self.log.warn(
-                "processes {pids} did not stop within killTimeout ({timeout:g} "
-                "s) of SIGTERM; sending SIGKILL",
-                pids=", ".join(map(str, left)),
-                timeout=killTimeout,
-            )
-            for pid in left:
-                self._signals.signalMarked(pid, marker, signal.SIGKILL)
-            left = yield self._waitGone(left, marker, KILL_GRACE)
-        if left:
-            self.log.error(
-                "processes {pids} outlived SIGKILL by {grace:g} s; giving up "
-                "on them",
-                pids=", ".join(map(str, left)),
-                grace=KILL_GRACE,
-            )
+        yield self._stop(
+            "processes",
+            strays,
+            lambda pid, signum: self._signals.signalMarked(pid, marker, signum),
+            lambda pid: self._signals.isMarked(pid, marker),
+            killTimeout,
+        )
 
     @inlineCallbacks
-    def _waitGone(self, pids, marker, timeout: float):
+    def _stop(self, what: str, ids, send, alive, killTimeout: float):
         """
-        Wait until none of C{pids} is a process carrying C{marker}, for at
-        most C{timeout} seconds.
+        SIGTERM to each of C{ids}, then SIGKILL to those still C{alive}
+        after C{killTimeout}, and give up on those still alive
+        L{KILL_GRACE} after that, logging each step.
 
-        @return: a Deferred firing with the pids still there.
+        @param what: what C{ids} are, in the log: C{"processes"}.
+        @param send: called with an id and a signal number to signal it.
+        @param alive: called with an id: is it still there?
+
+        @return: a Deferred firing with the ids given up on.
+        """
+        for each in ids:
+            send(each, signal.SIGTERM)
+        left = yield self._waitGone(ids, alive, killTimeout)
+        if left:
+            self.log.warn(
+                "{what} {ids} did not stop within killTimeout ({timeout:g} s) "
+                "of SIGTERM; sending SIGKILL",
+                what=what,
+                ids=", ".join(map(str, left)),
+                timeout=killTimeout,
+            )
+            for each in left:
+                send(each, signal.SIGKILL)
+            left = yield self._waitGone(left, alive, KILL_GRACE)
+        if left:
+            self.log.error(
+                "{what} {ids} outlived SIGKILL by {grace:g} s; giving up on them",
+                what=what,
+                ids=", ".join(map(str, left)),
+                grace=KILL_GRACE,
+            )
+        return left
+
+    @inlineCallbacks
+    def _waitGone(self, ids, alive, timeout: float):
+        """
+        Wait until none of C{ids} is C{alive}, for at most C{timeout}
+        seconds.
+
+        @return: a Deferred firing with the ids still there.
         """
         deadline = self._clock.seconds() + timeout
         while True:
-            left = [pid for pid in pids if self._signals.isMarked(pid, marker)]
+            left = [each for each in ids if alive(each)]
             if not left or self._clock.seconds() >= deadline:
                 return left
             yield deferLater(self._clock, REAP_INTERVAL, lambda: None)
@@ -251,35 +273,3 @@ class AppGroups:
             and self._signals.groupOf(pgid) == pgid
             and self._signals.identity(pgid) == leader
         )
-
-    def _signal(self, records, groups, signum: int, known):
-        """
-        Send C{signum} to each of C{groups} that is still the app's: looked
-        at again just before, so that a stranger is never signalled, unless
-        it is in C{known}, found the app's before and alive since (its
-        leader, by which it was known, may have exited by now, and a group
-        id is not reused while the group has a process).
-
-        @return: the groups signalled.
-        """
-        signalled = set()
-        for pgid in groups:
-            if pgid in known or self._ours(records[pgid]):
-                self._signals.signalGroup(pgid, signum)
-                signalled.add(pgid)
-        return signalled
-
-    @inlineCallbacks
-    def _waitEmpty(self, groups, timeout: float):
-        """
-        Wait until every group in C{groups} is empty, for at most
-        C{timeout} seconds.
-
-        @return: a Deferred firing with the groups still alive.
-        """
-        deadline = self._clock.seconds() + timeout
-        while True:
-            left = [pgid for pgid in groups if self._signals.groupAlive(pgid)]
-            if not left or self._clock.seconds() >= deadline:
-                return left
-            yield deferLater(self._clock, REAP_INTERVAL, lambda: None)

@@ -148,7 +148,7 @@ class StopLeftoversTests(SynchronousTestCase):
             fixture.advance(KILL_TIMEOUT + KILL_GRACE + 3 * REAP_INTERVAL)
         self.assertEqual(len(self.successResultOf(d)), 1)
         self.assertIn(
-            f"process group {process.pgid} outlived SIGKILL",
+            f"process groups {process.pgid} outlived SIGKILL",
             "\n".join(formatEvent(e) for e in events),
         )
 
