@@ -10,6 +10,7 @@ behaviour is set by environment variables::
     APP_VERSION=v2        what C{GET /} and C{GET /slow} answer (default v1)
     APP_FAIL_AT_START=1   print an error and exit 3 before listening
     APP_STARTUP_DELAY=N   sleep N seconds before listening
+    APP_WAIT_FOR=PATH     then wait until PATH exists before listening
     APP_IGNORE_SIGTERM=1  ignore SIGTERM, so only SIGKILL stops it
     APP_DIE_OF_SIGTERM=1  once SIGTERM has stopped it, die of that signal
                           rather than exit 0, as twistd does (a shell that
@@ -28,9 +29,9 @@ which answers N bytes of "x" with a I{Content-Length}, and C{GET /echo}
 with C{Connection: Upgrade} and C{Upgrade: echo}, which answers 101, sends
 "<version> pid=<pid>\n" and then echoes every byte it gets until the client
 closes, C{GET /ws}, a WebSocket (RFC 6455) that echoes each message,
-C{GET /events}, a C{text/event-stream} that sends one event,
-waits a second and sends another, and C{GET /hang}, after which the app
-hangs as if deadlocked: that request and every later one, C{/health}
+C{GET /events?gap=N}, a C{text/event-stream} that sends one event, waits
+N seconds (default 1) and sends another, and C{GET /hang}, after which the
+app hangs as if deadlocked: that request and every later one, C{/health}
 included, wait forever, and SIGTERM no longer ends it.  On SIGTERM it stops listening, finishes the requests in flight
 (echoes included) and exits 0.
 
@@ -79,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             self.webSocket()
         elif url.path == "/events":
-            self.events()
+            self.events(float(parse_qs(url.query).get("gap", ["1"])[0]))
         elif url.path == "/big":
             self.big(int(parse_qs(url.query).get("bytes", ["0"])[0]))
         elif url.path == "/slow":
@@ -134,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
             if opcode == 8:  # close
                 return
 
-    def events(self) -> None:
+    def events(self, gap: float) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -142,7 +143,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {event}\n\n".encode("ascii"))
             self.wfile.flush()
             if event == "first":
-                time.sleep(1.0)
+                time.sleep(gap)
 
     def big(self, size: int) -> None:
         self.send_response(200)
@@ -307,6 +308,9 @@ def main(port: int, pidfile: str) -> None:
               file=sys.stderr, flush=True)
         sys.exit(3)
     time.sleep(float(os.environ.get("APP_STARTUP_DELAY", "0")))
+    gate = os.environ.get("APP_WAIT_FOR")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.01)
     if os.environ.get("APP_FORK_CHILD") == "1":
         child = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(3600)"])
