@@ -167,6 +167,8 @@ class FakeSignals:
     @ivar strays: the processes outside every group (they called
         C{setsid}), by pid: their environment.
     @ivar stubborn: the strays that ignore SIGTERM.
+    @ivar unkillable: the strays that outlive SIGKILL too (stuck in the
+        kernel, say).
     """
 
     def __init__(self, reactor: FakeProcessReactor) -> None:
@@ -174,6 +176,7 @@ class FakeSignals:
         self.sent: List[tuple] = []
         self.strays: Dict[int, Mapping[str, str]] = {}
         self.stubborn: Set[int] = set()
+        self.unkillable: Set[int] = set()
 
     def _owner(self, pid: int) -> Optional[FakeProcess]:
         for process in self.reactor.processes:
@@ -223,6 +226,8 @@ class FakeSignals:
         if not self.isMarked(pid, marker):
             return False
         self.sent.append(("marked", pid, signum))
+        if pid in self.unkillable:
+            return True
         if signum == signal.SIGKILL or (
             signum == signal.SIGTERM and pid not in self.stubborn
         ):

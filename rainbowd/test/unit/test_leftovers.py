@@ -112,14 +112,77 @@ class StopLeftoversTests(SynchronousTestCase):
         fixture = Fixture(self)
         process = fixture.leftover()
         process.termDelay = None
-        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
-        fixture.advance(KILL_TIMEOUT - REAP_INTERVAL)
-        self.assertNotIn(signal.SIGKILL, [s for _, _, s in fixture.signals.sent])
-        fixture.advance(2 * REAP_INTERVAL)
-        self.assertIn(("group", process.pgid, signal.SIGKILL), fixture.signals.sent)
-        fixture.advance(REAP_INTERVAL)
+        with capturedLogs() as events:
+            d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+            fixture.advance(KILL_TIMEOUT - REAP_INTERVAL)
+            self.assertNotIn(signal.SIGKILL, [s for _, _, s in fixture.signals.sent])
+            fixture.advance(2 * REAP_INTERVAL)
+            self.assertIn(("group", process.pgid, signal.SIGKILL), fixture.signals.sent)
+            fixture.advance(REAP_INTERVAL)
         self.assertEqual(len(self.successResultOf(d)), 1)
         self.assertFalse(fixture.signals.groupAlive(process.pgid))
+        self.assertIn(
+            f"process groups {process.pgid} did not stop within killTimeout "
+            f"({KILL_TIMEOUT:g} s) of SIGTERM; sending SIGKILL",
+            "\n".join(formatEvent(e) for e in events),
+        )
+
+    def test_sigkillOnlyToThoseLeft(self) -> None:
+        """
+        Of two groups, only the one still alive C{killTimeout} after SIGTERM
+        gets SIGKILL: the other's id, free since, may be a stranger's.
+        """
+        fixture = Fixture(self)
+        quick, stubborn = fixture.leftover(1), fixture.leftover(2)
+        stubborn.termDelay = None
+        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+        fixture.advance(KILL_TIMEOUT + 2 * REAP_INTERVAL)
+        self.assertEqual(len(self.successResultOf(d)), 2)
+        self.assertEqual(
+            [(pgid, signum) for kind, pgid, signum in fixture.signals.sent
+             if signum == signal.SIGKILL],
+            [(stubborn.pgid, signal.SIGKILL)],
+        )
+        self.assertEqual(fixture.records(), [])
+
+    def test_slowToDieAfterSigkill(self) -> None:
+        """
+        A group that takes a while to empty after SIGKILL (its processes
+        are in the kernel) is waited for, up to L{KILL_GRACE}, and not
+        given up on.
+        """
+        fixture = Fixture(self)
+        process = fixture.leftover()
+
+        def deliver(pid: int, signum: int) -> None:
+            if signum == signal.SIGKILL:
+                fixture.reactor.callLater(2.0, process.members.clear)
+
+        process.deliver = deliver
+        with capturedLogs() as events:
+            d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+            fixture.advance(KILL_TIMEOUT + 1.0)
+            self.assertNoResult(d)
+            fixture.advance(1.0 + 2 * REAP_INTERVAL)
+        self.assertEqual(len(self.successResultOf(d)), 1)
+        self.assertNotIn("outlived", "\n".join(formatEvent(e) for e in events))
+
+    def test_strangerByTheSignal(self) -> None:
+        """
+        A group found the app's that is a stranger's by the time it would
+        be signalled (its app exited and the id was taken) is not
+        signalled, then or later; its record is removed.
+        """
+        fixture = Fixture(self)
+        process = fixture.leftover()
+        looks = iter([True])
+        fixture.signals.groupHas = lambda pgid, variable, value: next(looks, False)
+        d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+        fixture.advance(KILL_TIMEOUT + KILL_GRACE + 3 * REAP_INTERVAL)
+        self.successResultOf(d)
+        self.assertEqual(fixture.signals.sent, [])
+        self.assertTrue(fixture.signals.groupAlive(process.pgid))
+        self.assertEqual(fixture.records(), [])
 
     def test_workersLeftByDeadShell(self) -> None:
         """
@@ -145,12 +208,15 @@ class StopLeftoversTests(SynchronousTestCase):
         process.deliver = lambda pid, signum: None
         with capturedLogs() as events:
             d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
-            fixture.advance(KILL_TIMEOUT + KILL_GRACE + 3 * REAP_INTERVAL)
+            fixture.advance(KILL_TIMEOUT + KILL_GRACE - REAP_INTERVAL)
+            self.assertNoResult(d)
+            fixture.advance(4 * REAP_INTERVAL)
         self.assertEqual(len(self.successResultOf(d)), 1)
         self.assertIn(
             f"process groups {process.pgid} outlived SIGKILL",
             "\n".join(formatEvent(e) for e in events),
         )
+        self.assertEqual(fixture.records(), [])
 
     def test_goneGroupForgotten(self) -> None:
         """
@@ -279,6 +345,24 @@ class StopLeftoversTests(SynchronousTestCase):
         text = "\n".join(formatEvent(e) for e in events)
         self.assertIn("processes 5000, 5001 of an earlier rainbowd's app", text)
         self.assertIn("processes 5001 did not stop within killTimeout", text)
+
+    def test_strayOutlivesSigkill(self) -> None:
+        """
+        A stray still there L{KILL_GRACE} after SIGKILL is given up on with
+        an error in the log, so that rainbowd still starts.
+        """
+        fixture = Fixture(self)
+        fixture.signals.strays[5000] = {APP_VARIABLE: fixture.stateDir}
+        fixture.signals.unkillable.add(5000)
+        with capturedLogs() as events:
+            d = fixture.groups.stopLeftovers(KILL_TIMEOUT)
+            fixture.advance(KILL_TIMEOUT + KILL_GRACE + 3 * REAP_INTERVAL)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertIn(("marked", 5000, signal.SIGKILL), fixture.signals.sent)
+        self.assertIn(
+            f"processes 5000 outlived SIGKILL by {KILL_GRACE:g} s; giving up on them",
+            "\n".join(formatEvent(e) for e in events),
+        )
 
     def test_straysWithoutRecords(self) -> None:
         """
