@@ -1678,11 +1678,19 @@ class EndToEndTests(SynchronousTestCase):
 
         @return: that line.
         """
+        # Past FAILED_START, so that a start that fails only once a drain or
+        # a kill has been waited out fails the test.
+        daemon.writeConfig(drainTimeout=60000, killTimeout=60000)
         marker = {"RAINBOWD_TEST_START": daemon.directory}
         started = time.monotonic()
         process = daemon.start(daemonize=daemonize, env=marker, stderr=subprocess.PIPE)
         try:
             out, err = process.communicate(timeout=FAILED_START)
+            # A daemon's child may still be exiting when its parent has.
+            end, left = time.monotonic() + 2.0, SIGNALS.marked(marker)
+            while left and time.monotonic() < end:
+                time.sleep(0.05)
+                left = SIGNALS.marked(marker)
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
@@ -1692,7 +1700,7 @@ class EndToEndTests(SynchronousTestCase):
                 SIGNALS.signalMarked(pid, marker, signal.SIGKILL)
         self.assertLess(time.monotonic() - started, FAILED_START)
         self.assertNotEqual(process.returncode, 0)
-        self.assertEqual(SIGNALS.marked(marker), [])
+        self.assertEqual(left, [], "processes of the failed start were left running")
         self.assertFalse(os.path.exists(os.path.join(daemon.directory, "twistd.pid")))
         lines = err.decode().splitlines()
         self.assertEqual(len(lines), 1, err)
