@@ -589,7 +589,6 @@ def connectionFlood(daemon: Rainbowd, load: Load) -> str:
     maximum = daemon.status()["connections"]["max"]
     held, answers, stop = set(), {"503": 0, "408": 0, "reset": 0, "other": []}, threading.Event()
     lock = threading.Lock()
-
     connected = {}
 
     def flooder():

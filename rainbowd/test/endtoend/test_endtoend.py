@@ -70,8 +70,9 @@ TOKEN = b"c2VjcmV0LXRva2VuLWZvci10aGUtdGVzdHM"
 DEADLINE = 30.0
 
 #: How soon a start that cannot succeed must have exited, in seconds: a few
-#: times a start on a busy 2-core machine, and far below the waits (the
-#: health check's 60 s, a lock's) that a start which hangs would reach.
+#: times a start on a busy 2-core machine, and far below the waits that a
+#: start which hangs would reach (the health check's 60 s; the drain and
+#: kill timeouts are set as long for it).
 FAILED_START = 12.0
 
 
