@@ -143,6 +143,7 @@ class StopLeftoversTests(SynchronousTestCase):
              if signum == signal.SIGKILL],
             [(stubborn.pgid, signal.SIGKILL)],
         )
+        self.assertIn(("group", quick.pgid, signal.SIGTERM), fixture.signals.sent)
         self.assertEqual(fixture.records(), [])
 
     def test_slowToDieAfterSigkill(self) -> None:
