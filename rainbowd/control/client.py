@@ -11,7 +11,8 @@ framing it would refuse from an app it refuses from rainbowd too.
 """
 
 import socket
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Protocol
 
 from rainbowd.web.http1 import (
     CHUNKED,
@@ -51,6 +52,19 @@ class ConnectionClosed(BadResponse):
     """
 
 
+@contextmanager
+def _closedOnError(sock: Socket) -> Iterator[None]:
+    """
+    Close C{sock} if what the block does with it fails, however it fails
+    (a timeout, a bad answer, ^C), so that no error leaves it open.
+    """
+    try:
+        yield
+    except BaseException:
+        sock.close()
+        raise
+
+
 class Response:
     """
     An answer whose head has been read: its C{status}, C{reason} and
@@ -81,7 +95,8 @@ class Response:
         self._searched = 0
         if self._done:
             sock.close()
-        self._closingOnError(self._feed, rest)
+        with _closedOnError(sock):
+            self._feed(rest)
 
     def getheader(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """
@@ -128,25 +143,16 @@ class Response:
         """
         self._sock.close()
 
-    def _closingOnError(self, read: Callable[..., None], *args: bytes) -> None:
-        try:
-            read(*args)
-        except BaseException:
-            self._sock.close()
-            raise
-
     def _receive(self) -> None:
-        self._closingOnError(self._receiveNow)
-
-    def _receiveNow(self) -> None:
-        data = self._sock.recv(READ_SIZE)
-        if not data:
-            self._sock.close()
-            if self._framing != UNTIL_CLOSE:
-                raise ConnectionClosed("the connection closed before the end of the answer")
-            self._done = True
-            return
-        self._feed(data)
+        with _closedOnError(self._sock):
+            data = self._sock.recv(READ_SIZE)
+            if not data:
+                self._sock.close()
+                if self._framing != UNTIL_CLOSE:
+                    raise ConnectionClosed("the connection closed before the end of the answer")
+                self._done = True
+                return
+            self._feed(data)
 
     def _feed(self, data: bytes) -> None:
         if self._done or not data:
@@ -203,11 +209,8 @@ class Connection:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self._headOnly = method == "HEAD"
         sock = self._sock = self._connect()
-        try:
+        with _closedOnError(sock):
             sock.sendall(head + (body or b""))
-        except BaseException:
-            sock.close()
-            raise
 
     def getresponse(self) -> Response:
         """
@@ -221,18 +224,14 @@ class Connection:
         assert sock is not None, "getresponse() before request()"
         parser = ResponseParser()
         parser.begin(headOnly=self._headOnly, upgrade=False)
-        try:
+        with _closedOnError(sock):
             while True:
                 data = sock.recv(READ_SIZE)
                 if not data:
                     raise ConnectionClosed("the connection closed before an answer came")
                 rest = parser.receive(data)
                 if rest is not None:
-                    break
-        except BaseException:
-            sock.close()
-            raise
-        return Response(parser, sock, rest)
+                    return Response(parser, sock, rest)
 
 
 def hostHeader(host: str, port: int, defaultPort: int) -> str:
