@@ -1107,8 +1107,7 @@ def _describeForHandover(
 #: that comes meanwhile is answered, with Connection: close, rather than
 #: meet a closed connection, which a client that does not retry (a POST, or
 #: http.client) takes for a failure.  Only a connection idle all that time
-#: is closed idle.  (At most half of drainTimeout, so that such a request is
-#: answered before the drain is over.)
+#: is closed idle.
 HANDOVER_IDLE_GRACE = 5.0
 
 
